@@ -1,0 +1,7 @@
+module github.com/jetserve/jetserve/e2e
+
+go 1.26.0
+
+require github.com/jetserve/jetserve/pkg v0.0.0
+
+replace github.com/jetserve/jetserve/pkg => ../pkg

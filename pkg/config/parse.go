@@ -1,0 +1,307 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// FieldError is a problem with one field of the config, named by its path.
+type FieldError struct {
+	Field string `json:"field"`
+	Msg   string `json:"message"`
+}
+
+func (e FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Errors is every problem found in one config, in document order.
+type Errors []FieldError
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return "invalid config: " + strings.Join(parts, "; ")
+}
+
+// Parse reads a serve config from YAML or JSON, rejects unknown fields and
+// wrong types, fills defaults and validates it. The error, when not nil, is
+// an Errors naming each offending field.
+func Parse(data []byte) (ServeConfig, error) {
+	var cfg ServeConfig
+	if len(bytes.TrimSpace(data)) == 0 {
+		return cfg, Errors{{Field: "applications", Msg: "config is empty"}}
+	}
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return cfg, Errors{{Field: "(document)", Msg: "not valid YAML or JSON: " + err.Error()}}
+	}
+	doc = normalize(doc)
+	if _, ok := doc.(map[string]any); !ok {
+		return cfg, Errors{{Field: "(document)", Msg: "must be an object with an applications list"}}
+	}
+	if errs := unknownFields(doc, reflect.TypeOf(cfg), ""); len(errs) > 0 {
+		return cfg, errs
+	}
+	js, err := json.Marshal(doc)
+	if err != nil {
+		return cfg, Errors{{Field: "(document)", Msg: err.Error()}}
+	}
+	if err := decodeStrict(js, &cfg); err != nil {
+		return cfg, err
+	}
+	cfg.ApplyDefaults()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return cfg, errs
+	}
+	return cfg, nil
+}
+
+func decodeStrict(js []byte, cfg *ServeConfig) error {
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(cfg)
+	if err == nil {
+		return nil
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return Errors{{Field: te.Field, Msg: fmt.Sprintf("must be %s, not %s", jsonKind(te.Type), te.Value)}}
+	}
+	// Errors from custom unmarshalers (Duration, Bytes) do not carry the
+	// path; find the first field whose value fails on its own.
+	return Errors{{Field: "(document)", Msg: err.Error()}}
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return "an integer"
+	case reflect.Float64, reflect.Float32:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return t.String()
+}
+
+// normalize turns YAML's map[string]any / map[any]any into JSON-shaped data.
+func normalize(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalize(e)
+		}
+		return x
+	case map[any]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[fmt.Sprint(k)] = normalize(e)
+		}
+		return m
+	case []any:
+		for i, e := range x {
+			x[i] = normalize(e)
+		}
+	}
+	return v
+}
+
+var (
+	rawMessageType = reflect.TypeOf(json.RawMessage{})
+)
+
+// unknownFields walks doc against the Go type t and reports, with their
+// paths, keys that no field of t carries and values of custom-unit fields
+// (durations, sizes) that do not parse.
+func unknownFields(doc any, t reflect.Type, path string) Errors {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var errs Errors
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return nil // a type error, reported by the decoder
+		}
+		fields := map[string]reflect.StructField{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name != "" && name != "-" {
+				fields[name] = f
+			}
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			f, ok := fields[k]
+			sub := join(path, k)
+			if !ok {
+				errs = append(errs, FieldError{Field: sub, Msg: "unknown field"})
+				continue
+			}
+			if f.Type == rawMessageType || f.Type.Kind() == reflect.Map {
+				continue
+			}
+			if u, ok := reflect.New(f.Type).Interface().(json.Unmarshaler); ok {
+				// Custom units (Duration, Bytes): check here, where the path is known.
+				raw, _ := json.Marshal(m[k])
+				if err := u.UnmarshalJSON(raw); err != nil {
+					errs = append(errs, FieldError{Field: sub, Msg: err.Error()})
+				}
+				continue
+			}
+			errs = append(errs, unknownFields(m[k], f.Type, sub)...)
+		}
+	case reflect.Slice:
+		l, ok := doc.([]any)
+		if !ok {
+			return nil
+		}
+		for i, e := range l {
+			errs = append(errs, unknownFields(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return errs
+}
+
+func join(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+// ApplyDefaults fills every unset option with its default.
+func (c *ServeConfig) ApplyDefaults() {
+	for i := range c.Applications {
+		for j := range c.Applications[i].Deployments {
+			d := &c.Applications[i].Deployments[j]
+			if d.MaxOngoingRequests == 0 {
+				d.MaxOngoingRequests = DefaultMaxOngoingRequests
+			}
+			if d.MaxQueuedRequests == 0 {
+				d.MaxQueuedRequests = DefaultMaxQueuedRequests
+			}
+			if d.HealthCheckPeriod == 0 {
+				d.HealthCheckPeriod = DefaultHealthCheckPeriod
+			}
+			if d.HealthCheckTimeout == 0 {
+				d.HealthCheckTimeout = DefaultHealthCheckTimeout
+			}
+			if d.GracefulShutdownTimeout == 0 {
+				d.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
+			}
+			if d.Resources.CPU == nil {
+				cpu := DefaultCPU
+				d.Resources.CPU = &cpu
+			}
+			if d.NumReplicas == nil {
+				n := DefaultNumReplicas
+				d.NumReplicas = &n
+			}
+		}
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Validate checks a config whose defaults are applied; it returns every
+// problem, each naming its field.
+func (c ServeConfig) Validate() Errors {
+	var errs Errors
+	add := func(field, format string, args ...any) {
+		errs = append(errs, FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	names := map[string]int{}
+	prefixes := map[string]int{}
+	for i, a := range c.Applications {
+		p := fmt.Sprintf("applications[%d]", i)
+		if !nameRE.MatchString(a.Name) {
+			add(p+".name", "must be 1-64 letters, digits, '-' or '_', got %q", a.Name)
+		} else if j, dup := names[a.Name]; dup {
+			add(p+".name", "duplicate application name %q (also applications[%d])", a.Name, j)
+		} else {
+			names[a.Name] = i
+		}
+		switch {
+		case !strings.HasPrefix(a.RoutePrefix, "/"):
+			add(p+".route_prefix", "must start with '/', got %q", a.RoutePrefix)
+		case strings.HasPrefix(a.RoutePrefix, "/-/") || a.RoutePrefix == "/-":
+			add(p+".route_prefix", "%q is reserved for jetserve's own endpoints", a.RoutePrefix)
+		case len(a.RoutePrefix) > 1 && strings.HasSuffix(a.RoutePrefix, "/"):
+			add(p+".route_prefix", "must not end with '/', got %q", a.RoutePrefix)
+		default:
+			if j, dup := prefixes[a.RoutePrefix]; dup {
+				add(p+".route_prefix", "duplicate route prefix %q (also applications[%d])", a.RoutePrefix, j)
+			}
+			prefixes[a.RoutePrefix] = i
+		}
+		if len(a.Deployments) == 0 {
+			add(p+".deployments", "must list at least one deployment")
+		}
+		deps := map[string]int{}
+		for j, d := range a.Deployments {
+			dp := fmt.Sprintf("%s.deployments[%d]", p, j)
+			if !nameRE.MatchString(d.Name) {
+				add(dp+".name", "must be 1-64 letters, digits, '-' or '_', got %q", d.Name)
+			} else if k, dup := deps[d.Name]; dup {
+				add(dp+".name", "duplicate deployment name %q (also deployments[%d])", d.Name, k)
+			} else {
+				deps[d.Name] = j
+			}
+			if d.Handler == "" {
+				add(dp+".handler", "is required: the name of a deployment registered with the SDK")
+			}
+			if d.NumReplicas != nil && *d.NumReplicas < 0 {
+				add(dp+".num_replicas", "must be >= 0, got %d", *d.NumReplicas)
+			}
+			if d.MaxOngoingRequests < 1 {
+				add(dp+".max_ongoing_requests", "must be >= 1, got %d", d.MaxOngoingRequests)
+			}
+			if d.MaxQueuedRequests < -1 || d.MaxQueuedRequests == 0 {
+				add(dp+".max_queued_requests", "must be -1 (unlimited) or >= 1, got %d", d.MaxQueuedRequests)
+			}
+			if d.Resources.CPU != nil && *d.Resources.CPU < 0 {
+				add(dp+".resources.cpu", "must be >= 0, got %v", *d.Resources.CPU)
+			}
+			if d.Resources.GPU < 0 {
+				add(dp+".resources.gpu", "must be >= 0, got %v", d.Resources.GPU)
+			}
+			if d.Resources.GPU > 1 && d.Resources.GPU != float64(int(d.Resources.GPU)) {
+				add(dp+".resources.gpu", "above 1 must be a whole number of GPUs, got %v", d.Resources.GPU)
+			}
+			if len(d.UserConfig) > 0 && !json.Valid(d.UserConfig) {
+				add(dp+".user_config", "must be valid JSON")
+			}
+			if d.HealthCheckTimeout.D() <= 0 || d.HealthCheckPeriod.D() <= 0 {
+				add(dp+".health_check_period", "period and timeout must be > 0")
+			}
+		}
+		if a.Ingress == "" {
+			add(p+".ingress", "is required: the name of one of the application's deployments")
+		} else if _, ok := deps[a.Ingress]; !ok && len(a.Deployments) > 0 {
+			add(p+".ingress", "names no deployment of this application: %q", a.Ingress)
+		}
+	}
+	return errs
+}

@@ -1,0 +1,113 @@
+// Package lease elects one leader among several instances of a service with
+// a JetStream KV key that carries a per-key TTL: the holder renews it with a
+// compare-and-set on the key's revision; when the holder dies the key
+// expires and another instance's Create wins. The revision at acquisition
+// is the leadership epoch, usable as a fencing token.
+//
+// Run blocks; it calls lead with a context that is cancelled as soon as
+// leadership is lost (a failed renewal), and returns when ctx ends.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Elector contends for one key.
+type Elector struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	bucket string
+	key    string
+	id     string
+	ttl    time.Duration
+	log    zerolog.Logger
+}
+
+// New returns an elector for key in kv (a bucket with LimitMarkerTTL set),
+// identifying itself as id.
+func New(js jetstream.JetStream, kv jetstream.KeyValue, key, id string, ttl time.Duration, log zerolog.Logger) *Elector {
+	return &Elector{js: js, kv: kv, bucket: kv.Bucket(), key: key, id: id, ttl: ttl, log: log}
+}
+
+// Holder returns the id of the current leader, "" if none.
+func (e *Elector) Holder(ctx context.Context) string {
+	ent, err := e.kv.Get(ctx, e.key)
+	if err != nil {
+		return ""
+	}
+	return string(ent.Value())
+}
+
+// Run contends until ctx ends. Each time it wins it calls lead(leadCtx,
+// epoch) and keeps renewing; leadCtx ends when the lease is lost or ctx
+// ends. lead should return promptly once leadCtx is done.
+func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context, epoch uint64)) error {
+	retry := e.ttl / 5
+	for {
+		rev, err := e.kv.Create(ctx, e.key, []byte(e.id), jetstream.KeyTTL(e.ttl))
+		if err == nil {
+			e.log.Info().Uint64("epoch", rev).Msg("became leader")
+			e.leadWhileRenewed(ctx, rev, lead)
+			e.log.Info().Uint64("epoch", rev).Msg("leadership ended")
+		} else if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
+			e.log.Warn().Err(err).Msg("lease contend")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
+	}
+}
+
+func (e *Elector) leadWhileRenewed(ctx context.Context, rev uint64, lead func(context.Context, uint64)) {
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lead(lctx, rev)
+	}()
+	defer func() {
+		cancel()
+		<-done
+		// Give the lease up at once on a clean stop so a standby takes over
+		// without waiting for the TTL.
+		dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+		defer dcancel()
+		_ = e.kv.Delete(dctx, e.key, jetstream.LastRevision(rev))
+	}()
+	t := time.NewTicker(e.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+			return
+		case <-t.C:
+			next, err := e.renew(ctx, rev)
+			if err != nil {
+				e.log.Warn().Err(err).Msg("lease lost")
+				return
+			}
+			rev = next
+		}
+	}
+}
+
+func (e *Elector) renew(ctx context.Context, rev uint64) (uint64, error) {
+	rctx, cancel := context.WithTimeout(ctx, e.ttl/3)
+	defer cancel()
+	ack, err := e.js.Publish(rctx, "$KV."+e.bucket+"."+e.key, []byte(e.id),
+		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(e.ttl))
+	if err != nil {
+		return 0, fmt.Errorf("renew lease %s: %w", e.key, err)
+	}
+	return ack.Sequence, nil
+}

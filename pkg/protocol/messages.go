@@ -1,0 +1,197 @@
+package protocol
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+)
+
+// GPU is one accelerator of a worker.
+type GPU struct {
+	// Index is the device index as CUDA_VISIBLE_DEVICES counts it.
+	Index int    `json:"index"`
+	Type  string `json:"type"` // e.g. "h100", "a10g"
+	// MemoryBytes is the device memory, 0 when unknown.
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+}
+
+// WorkerInfo is a worker's registration, re-put as its heartbeat into
+// BucketWorkers under its id; the bucket TTL expires it when the worker dies.
+type WorkerInfo struct {
+	ID          string            `json:"id"`
+	Host        string            `json:"host"`
+	CPU         float64           `json:"cpu"`
+	MemoryBytes int64             `json:"memory_bytes"`
+	GPUs        []GPU             `json:"gpus,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	// Handlers lists the deployment handlers this worker can run.
+	Handlers  []string  `json:"handlers"`
+	Draining  bool      `json:"draining,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+	Heartbeat time.Time `json:"heartbeat"`
+}
+
+// ReplicaSpec is what the scheduler asks a worker to run: one replica of one
+// deployment.
+type ReplicaSpec struct {
+	ID          string `json:"id"`
+	App         string `json:"app"`
+	Deployment  string `json:"deployment"`
+	Handler     string `json:"handler"`
+	// Version is a hash of everything in the deployment's config that needs
+	// a restart when it changes (all but num_replicas and user_config).
+	Version            string          `json:"version"`
+	UserConfig         json.RawMessage `json:"user_config,omitempty"`
+	MaxOngoingRequests int             `json:"max_ongoing_requests"`
+	CPU                float64         `json:"cpu"`
+	GPU                float64         `json:"gpu,omitempty"`
+	MemoryBytes        int64           `json:"memory_bytes,omitempty"`
+	// GPUIndices are the devices given to this replica (CUDA_VISIBLE_DEVICES).
+	GPUIndices              []int           `json:"gpu_indices,omitempty"`
+	GracefulShutdownTimeout config.Duration `json:"graceful_shutdown_timeout"`
+}
+
+// Assignment is the complete set of replicas one worker must run, written by
+// the leading scheduler into BucketAssignments under the worker id.
+type Assignment struct {
+	WorkerID string        `json:"worker_id"`
+	Replicas []ReplicaSpec `json:"replicas"`
+	// Epoch is the scheduler leadership epoch that wrote it (fencing).
+	Epoch uint64 `json:"epoch"`
+}
+
+// ReplicaState is a replica's lifecycle state, as in Ray Serve.
+type ReplicaState string
+
+// Replica states.
+const (
+	ReplicaPending  ReplicaState = "PENDING"
+	ReplicaStarting ReplicaState = "STARTING"
+	ReplicaRunning  ReplicaState = "RUNNING"
+	ReplicaStopping ReplicaState = "STOPPING"
+)
+
+// ReplicaInfo is a replica's live record in BucketReplicas, put by its
+// worker on every state change and as a heartbeat.
+type ReplicaInfo struct {
+	ID                 string       `json:"id"`
+	App                string       `json:"app"`
+	Deployment         string       `json:"deployment"`
+	WorkerID           string       `json:"worker_id"`
+	Version            string       `json:"version"`
+	State              ReplicaState `json:"state"`
+	Message            string       `json:"message,omitempty"`
+	MaxOngoingRequests int          `json:"max_ongoing_requests"`
+	// Subject is the replica's micro service subject prefix.
+	Subject   string    `json:"subject"`
+	StartedAt time.Time `json:"started_at"`
+	Heartbeat time.Time `json:"heartbeat"`
+}
+
+// LoadReport is a replica's current load, published on LoadSubject on every
+// change (coalesced) and at least once a second.
+type LoadReport struct {
+	ReplicaID  string `json:"replica_id"`
+	App        string `json:"app"`
+	Deployment string `json:"deployment"`
+	Ongoing    int    `json:"ongoing"`
+	Max        int    `json:"max"`
+	// Draining replicas take no new requests.
+	Draining bool      `json:"draining,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// RouterStats is one router's queue per deployment, published once a second
+// and on change; the autoscaler adds them to replica load.
+type RouterStats struct {
+	RouterID string           `json:"router_id"`
+	Queued   map[string]int   `json:"queued"` // key "<app>/<deployment>"
+	At       time.Time        `json:"at"`
+}
+
+// Status is the fleet's state as the leading scheduler computes it, the
+// body of GET /api/serve/applications.
+type Status struct {
+	Leader       string               `json:"leader"`
+	Applications map[string]AppStatus `json:"applications"`
+	Workers      []WorkerStatus       `json:"workers"`
+	UpdatedAt    time.Time            `json:"updated_at"`
+}
+
+// AppState is an application's state, as in Ray Serve.
+type AppState string
+
+// Application states.
+const (
+	AppNotStarted   AppState = "NOT_STARTED"
+	AppDeploying    AppState = "DEPLOYING"
+	AppDeployFailed AppState = "DEPLOY_FAILED"
+	AppRunning      AppState = "RUNNING"
+	AppUnhealthy    AppState = "UNHEALTHY"
+	AppDeleting     AppState = "DELETING"
+)
+
+// DeploymentState is a deployment's state, as in Ray Serve.
+type DeploymentState string
+
+// Deployment states.
+const (
+	DeploymentUpdating    DeploymentState = "UPDATING"
+	DeploymentHealthy     DeploymentState = "HEALTHY"
+	DeploymentUnhealthy   DeploymentState = "UNHEALTHY"
+	DeploymentUpscaling   DeploymentState = "UPSCALING"
+	DeploymentDownscaling DeploymentState = "DOWNSCALING"
+)
+
+// AppStatus is one application's status.
+type AppStatus struct {
+	Name        string                      `json:"name"`
+	RoutePrefix string                      `json:"route_prefix"`
+	Ingress     string                      `json:"ingress"`
+	Status      AppState                    `json:"status"`
+	Message     string                      `json:"message,omitempty"`
+	Deployments map[string]DeploymentStatus `json:"deployments"`
+	DeployedAt  time.Time                   `json:"last_deployed_time"`
+}
+
+// DeploymentStatus is one deployment's status.
+type DeploymentStatus struct {
+	Name           string          `json:"name"`
+	Status         DeploymentState `json:"status"`
+	Message        string          `json:"message,omitempty"`
+	TargetReplicas int             `json:"target_num_replicas"`
+	Version        string          `json:"version"`
+	Replicas       []ReplicaStatus `json:"replicas"`
+}
+
+// ReplicaStatus is one replica as status shows it.
+type ReplicaStatus struct {
+	ID        string       `json:"replica_id"`
+	State     ReplicaState `json:"state"`
+	WorkerID  string       `json:"worker_id,omitempty"`
+	Version   string       `json:"version"`
+	Message   string       `json:"message,omitempty"`
+	StartedAt time.Time    `json:"start_time,omitzero"`
+}
+
+// WorkerStatus is one worker's capacity and use.
+type WorkerStatus struct {
+	ID        string            `json:"id"`
+	Host      string            `json:"host"`
+	CPU       float64           `json:"cpu"`
+	CPUUsed   float64           `json:"cpu_used"`
+	Memory    int64             `json:"memory_bytes"`
+	MemUsed   int64             `json:"memory_used_bytes"`
+	GPUs      []GPU             `json:"gpus,omitempty"`
+	GPUUsed   []float64         `json:"gpu_used,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Replicas  int               `json:"replicas"`
+	Heartbeat time.Time         `json:"heartbeat"`
+}
+
+// Lease is a leader lease in BucketLeases.
+type Lease struct {
+	Holder   string    `json:"holder"`
+	Acquired time.Time `json:"acquired"`
+}

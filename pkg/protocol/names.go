@@ -1,0 +1,122 @@
+// Package protocol defines, once, every NATS subject, stream, bucket and message
+// type that jetserve's services exchange, under a configurable prefix.
+//
+// Nothing in this package does I/O; it is pure data and naming. The JSON Schema
+// documents under schemas/ describe the same types, and a test checks that the
+// two agree.
+package protocol
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// DefaultPrefix is the subject and bucket prefix when none is configured.
+const DefaultPrefix = "jetserve"
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// Names derives every subject, bucket and stream name from one prefix.
+// The zero value is not usable; call NewNames.
+type Names struct {
+	prefix string
+}
+
+// NewNames validates prefix and returns the names under it.
+func NewNames(prefix string) (Names, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if !prefixRE.MatchString(prefix) {
+		return Names{}, fmt.Errorf("nats prefix %q: must match %s", prefix, prefixRE)
+	}
+	return Names{prefix: prefix}, nil
+}
+
+// Prefix returns the prefix the names were built from.
+func (n Names) Prefix() string { return n.prefix }
+
+// Token makes s safe to use as one subject token: '.', '*', '>' and
+// white space are replaced by '_'.
+func Token(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.', '*', '>', ' ', '\t', '\r', '\n':
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// Buckets (JetStream key-value) and their keys.
+
+// BucketApps holds the desired state: key "config" is the whole ServeConfig
+// as last applied (the declarative document), key "app.<name>" each app.
+func (n Names) BucketApps() string { return n.prefix + "_apps" }
+
+// BucketWorkers holds one WorkerInfo per live worker, key "<worker id>",
+// refreshed by heartbeats and expired by the bucket TTL.
+func (n Names) BucketWorkers() string { return n.prefix + "_workers" }
+
+// BucketAssignments holds one Assignment per worker, key "<worker id>",
+// written only by the leading scheduler.
+func (n Names) BucketAssignments() string { return n.prefix + "_assignments" }
+
+// BucketReplicas holds one ReplicaInfo per replica, key
+// "<app>.<deployment>.<replica id>", written by the worker that runs it and
+// expired by the bucket TTL when the worker stops refreshing it.
+func (n Names) BucketReplicas() string { return n.prefix + "_replicas" }
+
+// BucketStatus holds the status the leading scheduler computes, key "status".
+func (n Names) BucketStatus() string { return n.prefix + "_status" }
+
+// BucketLeases holds leader leases, key "scheduler" (and later "autoscaler").
+func (n Names) BucketLeases() string { return n.prefix + "_leases" }
+
+// ReplicaKey is the BucketReplicas key of a replica.
+func ReplicaKey(app, deployment, replicaID string) string {
+	return Token(app) + "." + Token(deployment) + "." + Token(replicaID)
+}
+
+// Subjects.
+
+// RouteSubject is where callers (ingress, handles) send a sync request for a
+// deployment; routers listen on it in queue group RouterQueue.
+func (n Names) RouteSubject(app, deployment string) string {
+	return n.prefix + ".route." + Token(app) + "." + Token(deployment)
+}
+
+// RouteWildcard matches every RouteSubject.
+func (n Names) RouteWildcard() string { return n.prefix + ".route.*.*" }
+
+// RouterQueue is the queue group of all routers.
+const RouterQueue = "router"
+
+// ReplicaSubject is the subject prefix of one replica's micro service
+// endpoints: ReplicaSubject(id)+".call" and ReplicaSubject(id)+".health".
+func (n Names) ReplicaSubject(replicaID string) string {
+	return n.prefix + ".replica." + Token(replicaID)
+}
+
+// LoadSubject carries LoadReport messages of one deployment's replicas.
+func (n Names) LoadSubject(app, deployment string) string {
+	return n.prefix + ".load." + Token(app) + "." + Token(deployment)
+}
+
+// LoadWildcard matches every LoadSubject.
+func (n Names) LoadWildcard() string { return n.prefix + ".load.*.*" }
+
+// RouterStatsSubject carries RouterStats messages (queued requests per
+// deployment at one router).
+func (n Names) RouterStatsSubject() string { return n.prefix + ".routerstats" }
+
+// ReplicaServiceName is the NATS micro service name replicas register under
+// (visible to `nats micro ls`).
+const ReplicaServiceName = "jetserve-replica"
+
+// Endpoint names of a replica's micro service.
+const (
+	EndpointCall   = "call"
+	EndpointHealth = "health"
+)

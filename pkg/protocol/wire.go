@@ -1,0 +1,51 @@
+package protocol
+
+// Headers of a sync request or response over NATS. The body is the message
+// data, never re-encoded; metadata travels in headers so that a hop costs no
+// JSON work. NATS headers are case-sensitive: use these constants.
+const (
+	HdrMethod    = "Jetserve-Method"   // HTTP method of the request
+	HdrPath      = "Jetserve-Path"     // path below the application's route prefix
+	HdrQuery     = "Jetserve-Query"    // raw URL query
+	HdrCall      = "Jetserve-Call"     // deployment method name; empty = the default handler
+	HdrStream    = "Jetserve-Stream"   // inbox streamed chunks go to; set = streaming call
+	HdrDeadline  = "Jetserve-Deadline" // unix milliseconds after which the caller gave up
+	HdrStatus    = "Jetserve-Status"   // HTTP status of a response
+	HdrError     = "Jetserve-Error"    // an ErrorCode, set on every error response
+	HdrChunkSeq  = "Jetserve-Seq"      // sequence of a streamed chunk; 0 is the head (status+headers)
+	HdrChunks    = "Jetserve-Chunks"   // on the final reply of a streaming call: chunks sent
+	HdrReplica   = "Jetserve-Replica"  // the replica that served a response
+	HdrAttempt   = "Jetserve-Attempt"  // which routing attempt this is (1-based)
+	HdrRequestID = "X-Request-Id"
+	HdrTraceParent = "traceparent"
+	// HdrHTTPPrefix prefixes forwarded HTTP headers: "Http-Content-Type".
+	HdrHTTPPrefix = "Http-"
+)
+
+// ErrorCode is a machine-readable error that crosses the wire. The list is
+// append-only; schemas/errors.json documents each code and its HTTP status.
+type ErrorCode string
+
+// Error codes.
+const (
+	ErrBadRequest     ErrorCode = "bad_request"      // 400: malformed input
+	ErrNotFound       ErrorCode = "not_found"        // 404: unknown route, app, deployment or method
+	ErrBodyTooLarge   ErrorCode = "body_too_large"   // 413
+	ErrQueueFull      ErrorCode = "queue_full"       // 503 + Retry-After: max_queued_requests reached
+	ErrReplicaFull    ErrorCode = "replica_full"     // replica at max_ongoing_requests (router retries)
+	ErrNoReplicas     ErrorCode = "no_replicas"      // 503: no running replica within the timeout
+	ErrTimeout        ErrorCode = "timeout"          // 504/408: request_timeout passed
+	ErrHandler        ErrorCode = "handler_error"    // 500: the deployment returned an error
+	ErrDraining       ErrorCode = "draining"         // replica is shutting down (router retries)
+	ErrUnavailable    ErrorCode = "unavailable"      // 503: a service it needs is down
+	ErrInvalidConfig  ErrorCode = "invalid_config"   // 400 from the admin API
+	ErrInternal       ErrorCode = "internal"         // 500
+	ErrCancelled      ErrorCode = "cancelled"        // 499: the caller went away
+	ErrMethodNotFound ErrorCode = "method_not_found" // 404: the deployment has no such method
+)
+
+// Retryable reports whether a router may send the request to another
+// replica after this error: the replica never started the work.
+func (c ErrorCode) Retryable() bool {
+	return c == ErrReplicaFull || c == ErrDraining
+}

@@ -1,0 +1,189 @@
+// Package service is what every jetserve service shares around its own
+// logic: configuration loading (koanf: defaults → YAML file → JETSERVE_*
+// environment → flags), the zerolog logger, the ops HTTP server (/metrics,
+// /healthz), the NATS connection and the JetStream buckets.
+//
+// Nothing here reads the process environment or installs signal handlers:
+// main passes args and environ in, and owns signals.
+package service
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	kenv "github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/providers/structs"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+)
+
+// EnvPrefix prefixes every environment variable jetserve reads.
+const EnvPrefix = "JETSERVE_"
+
+// Common is the configuration every service shares; services embed it
+// with `koanf:",squash"`.
+type Common struct {
+	NATS NATSConfig `koanf:"nats"`
+	Log  LogConfig  `koanf:"log"`
+	// OpsAddr serves /metrics and /healthz; "" turns it off.
+	OpsAddr string `koanf:"ops_addr"`
+}
+
+// NATSConfig says how to reach NATS.
+type NATSConfig struct {
+	// URL is a comma-separated list of servers.
+	URL string `koanf:"url"`
+	// Prefix namespaces every subject, stream and bucket.
+	Prefix string `koanf:"prefix"`
+	// Creds is an optional NATS credentials file.
+	Creds string `koanf:"creds"`
+}
+
+// LogConfig selects the log level and format.
+type LogConfig struct {
+	Level  string `koanf:"level"`  // trace, debug, info, warn, error
+	Format string `koanf:"format"` // json or console
+}
+
+// DefaultCommon returns the shared defaults.
+func DefaultCommon(opsAddr string) Common {
+	return Common{
+		NATS:    NATSConfig{URL: "nats://127.0.0.1:4222", Prefix: "jetserve"},
+		Log:     LogConfig{Level: "info", Format: "json"},
+		OpsAddr: opsAddr,
+	}
+}
+
+// Validate checks the shared options.
+func (c Common) Validate() error {
+	var errs []error
+	if c.NATS.URL == "" {
+		errs = append(errs, errors.New("nats.url: is required"))
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		errs = append(errs, fmt.Errorf("log.level: %w", err))
+	}
+	if c.Log.Format != "json" && c.Log.Format != "console" {
+		errs = append(errs, fmt.Errorf("log.format: must be json or console, got %q", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// ErrHelp is returned by Load when -h/--help was asked for; the usage has
+// been written.
+var ErrHelp = pflag.ErrHelp
+
+// Load fills cfg, a pointer to a struct with koanf tags that already holds
+// the defaults, from (later wins): the defaults, the YAML file named by
+// --config or JETSERVE_CONFIG, environment variables JETSERVE_<KEY> (key
+// upper-cased, '.' → '_', e.g. JETSERVE_NATS_URL), and flags --<key>
+// (e.g. --nats.url). Every option is also a flag. Unknown keys in the file
+// are an error naming them.
+func Load(cfg any, name string, args, environ []string, usage io.Writer) error {
+	k := koanf.New(".")
+	if err := k.Load(structs.Provider(cfg, "koanf"), nil); err != nil {
+		return fmt.Errorf("load defaults: %w", err)
+	}
+	known := map[string]bool{}
+	envKeys := map[string]string{}
+	for _, key := range k.Keys() {
+		known[key] = true
+		envKeys[EnvPrefix+strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))] = key
+	}
+
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(usage)
+	cfgFile := fs.String("config", "", "YAML configuration file (or "+EnvPrefix+"CONFIG)")
+	keys := k.Keys()
+	sort.Strings(keys)
+	for _, key := range keys {
+		fs.String(key, fmt.Sprint(k.Get(key)), "see the README's configuration table")
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	path := *cfgFile
+	env := map[string]string{}
+	for _, kv := range environ {
+		if n, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(n, EnvPrefix) {
+			env[n] = v
+		}
+	}
+	if path == "" {
+		path = env[EnvPrefix+"CONFIG"]
+	}
+	if path != "" {
+		fk := koanf.New(".")
+		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return fmt.Errorf("read config file %s: %w", path, err)
+		}
+		for _, key := range fk.Keys() {
+			if !known[key] {
+				return fmt.Errorf("config file %s: unknown option %q", path, key)
+			}
+		}
+		if err := k.Merge(fk); err != nil {
+			return fmt.Errorf("merge config file: %w", err)
+		}
+	}
+	var unknownEnv []string
+	err := k.Load(kenv.Provider(".", kenv.Opt{
+		Prefix: EnvPrefix,
+		EnvironFunc: func() []string {
+			out := make([]string, 0, len(env))
+			for n, v := range env {
+				out = append(out, n+"="+v)
+			}
+			return out
+		},
+		TransformFunc: func(n, v string) (string, any) {
+			if n == EnvPrefix+"CONFIG" {
+				return "", nil
+			}
+			key, ok := envKeys[n]
+			if !ok {
+				unknownEnv = append(unknownEnv, n)
+				return "", nil
+			}
+			return key, v
+		},
+	}), nil)
+	if err != nil {
+		return fmt.Errorf("read environment: %w", err)
+	}
+	if len(unknownEnv) > 0 {
+		sort.Strings(unknownEnv)
+		return fmt.Errorf("unknown environment variable(s) %s (known: %s…)", strings.Join(unknownEnv, ", "), firstKeys(envKeys))
+	}
+	if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		if !f.Changed || f.Name == "config" {
+			return "", nil
+		}
+		return f.Name, f.Value.String()
+	}), nil); err != nil {
+		return fmt.Errorf("read flags: %w", err)
+	}
+	if err := k.UnmarshalWithConf("", cfg, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return fmt.Errorf("decode configuration: %w", err)
+	}
+	return nil
+}
+
+func firstKeys(m map[string]string) string {
+	ks := make([]string, 0, len(m))
+	for n := range m {
+		ks = append(ks, n)
+	}
+	sort.Strings(ks)
+	if len(ks) > 4 {
+		ks = ks[:4]
+	}
+	return strings.Join(ks, ", ")
+}

@@ -1,0 +1,94 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// Configurable is a service's configuration: it validates itself and
+// exposes the shared part.
+type Configurable interface {
+	Validate() error
+	CommonConfig() Common
+}
+
+// Main loads cfg (a pointer holding the defaults) from file, environment
+// and flags, validates it, builds the logger and calls run. -h prints the
+// options and returns nil. It is what each service's run(ctx, args, …)
+// calls; main itself only handles signals and the exit code.
+func Main(ctx context.Context, name string, cfg Configurable, args, environ []string, stderr io.Writer,
+	run func(ctx context.Context, log zerolog.Logger) error) error {
+	if err := Load(cfg, name, args, environ, stderr); err != nil {
+		if errors.Is(err, ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	log := NewLogger(cfg.CommonConfig().Log, stderr, name)
+	return run(ctx, log)
+}
+
+// Deps are what a service's Run is handed; zero fields are filled in by
+// Prepare. Passing them in lets `jetserve dev` and tests run every service
+// in one process with their own connections, loggers and registries.
+type Deps struct {
+	// NC is the service's NATS connection; nil = connect with the config.
+	NC *nats.Conn
+	// Log is the service's logger.
+	Log zerolog.Logger
+	// Metrics is where the service registers its collectors; nil = a new
+	// registry with the Go and process collectors.
+	Metrics *prometheus.Registry
+	// Health gathers readiness checks served at /healthz.
+	Health *Health
+	// OpsReady, if set, is told the ops server's address once it listens.
+	OpsReady func(net.Addr)
+}
+
+// Prepare fills zero fields of d: it connects to NATS (closing the
+// connection is then the returned cleanup's job), creates the registry and
+// health, and adds the NATS health check.
+func (d *Deps) Prepare(ctx context.Context, c Common, name string) (cleanup func(), err error) {
+	cleanup = func() {}
+	if d.NC == nil {
+		nc, err := Connect(ctx, c.NATS, name, d.Log)
+		if err != nil {
+			return cleanup, err
+		}
+		d.NC = nc
+		cleanup = func() {
+			if err := nc.Drain(); err != nil {
+				nc.Close()
+			}
+		}
+	}
+	if d.Metrics == nil {
+		d.Metrics = NewRegistry()
+	}
+	if d.Health == nil {
+		d.Health = NewHealth()
+	}
+	d.Health.Add("nats", NATSCheck(d.NC))
+	return cleanup, nil
+}
+
+// ServeOps serves /metrics and /healthz on addr until ctx ends; "" does
+// nothing and returns when ctx ends.
+func (d *Deps) ServeOps(ctx context.Context, addr string) error {
+	if addr == "" {
+		<-ctx.Done()
+		return nil
+	}
+	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health), 5*time.Second, d.OpsReady)
+}

@@ -1,0 +1,213 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// ParseLevel parses a zerolog level name.
+func ParseLevel(s string) (zerolog.Level, error) {
+	l, err := zerolog.ParseLevel(strings.ToLower(s))
+	if err != nil || s == "" {
+		return zerolog.InfoLevel, fmt.Errorf("unknown level %q (want trace, debug, info, warn or error)", s)
+	}
+	return l, nil
+}
+
+// NewLogger builds the service's logger writing to w.
+func NewLogger(c LogConfig, w io.Writer, svc string) zerolog.Logger {
+	lvl, _ := ParseLevel(c.Level)
+	if c.Format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", svc).Logger()
+}
+
+// NewRegistry returns a Prometheus registry with the Go and process
+// collectors, for one service (or, in dev, for the whole process).
+func NewRegistry() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+// Health collects named readiness checks; /healthz answers 200 only when
+// every check passes. Safe for concurrent use.
+type Health struct {
+	mu     sync.RWMutex
+	checks map[string]func() error // guarded by mu
+}
+
+// NewHealth returns an empty Health (healthy).
+func NewHealth() *Health { return &Health{checks: map[string]func() error{}} }
+
+// Add registers a check.
+func (h *Health) Add(name string, check func() error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.checks[name] = check
+}
+
+// Check runs every check and joins the failures.
+func (h *Health) Check() error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var errs []error
+	for name, c := range h.checks {
+		if err := c(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ServeHTTP answers /healthz.
+func (h *Health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	if err := h.Check(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// NATSCheck is a health check that fails while nc is not connected.
+func NATSCheck(nc *nats.Conn) func() error {
+	return func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats %s", nc.Status())
+		}
+		return nil
+	}
+}
+
+// OpsMux returns a mux with /metrics and /healthz.
+func OpsMux(reg *prometheus.Registry, health *Health) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /healthz", health)
+	return mux
+}
+
+// ServeHTTP runs srv on addr until ctx ends, then shuts it down, waiting
+// up to drain for in-flight requests. ready, if not nil, receives the bound
+// address once listening.
+func ServeHTTP(ctx context.Context, addr string, h http.Handler, drain time.Duration, ready func(net.Addr)) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down %s: %w", addr, err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Connect dials NATS and keeps reconnecting for ever; the first connect is
+// retried until ctx ends, so services may start before NATS.
+func Connect(ctx context.Context, c NATSConfig, name string, log zerolog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn().Err(err).Msg("nats disconnected")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
+		}),
+	}
+	if c.Creds != "" {
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	nc, err := nats.Connect(c.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", c.URL, err)
+	}
+	for !nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return nil, fmt.Errorf("connect nats %s: %w", c.URL, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nc, nil
+}
+
+// Buckets are the JetStream KV buckets the fleet shares.
+type Buckets struct {
+	Apps, Workers, Assignments, Replicas, Status, Leases jetstream.KeyValue
+}
+
+// Bucket TTLs: a worker or replica record not refreshed for this long is gone.
+const (
+	WorkerTTL  = 6 * time.Second
+	ReplicaTTL = 6 * time.Second
+	// HeartbeatInterval is how often workers refresh their records.
+	HeartbeatInterval = 2 * time.Second
+	// LeaseTTL is how long a leader lease lives without renewal.
+	LeaseTTL = 5 * time.Second
+)
+
+// OpenBuckets creates (or updates) and opens every bucket; every service
+// may call it, in any order.
+func OpenBuckets(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Buckets, error) {
+	open := func(cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
+		}
+		return kv, nil
+	}
+	var b Buckets
+	var err error
+	steps := []struct {
+		dst *jetstream.KeyValue
+		cfg jetstream.KeyValueConfig
+	}{
+		{&b.Apps, jetstream.KeyValueConfig{Bucket: n.BucketApps(), History: 10, Description: "jetserve desired state: the applied serve config"}},
+		{&b.Workers, jetstream.KeyValueConfig{Bucket: n.BucketWorkers(), TTL: WorkerTTL, LimitMarkerTTL: time.Second, Description: "jetserve live workers (heartbeats)"}},
+		{&b.Assignments, jetstream.KeyValueConfig{Bucket: n.BucketAssignments(), History: 5, Description: "jetserve replicas assigned to each worker"}},
+		{&b.Replicas, jetstream.KeyValueConfig{Bucket: n.BucketReplicas(), TTL: ReplicaTTL, LimitMarkerTTL: time.Second, Description: "jetserve live replicas (heartbeats)"}},
+		{&b.Status, jetstream.KeyValueConfig{Bucket: n.BucketStatus(), Description: "jetserve status computed by the leading scheduler"}},
+		{&b.Leases, jetstream.KeyValueConfig{Bucket: n.BucketLeases(), LimitMarkerTTL: time.Second, Description: "jetserve leader leases"}},
+	}
+	for _, s := range steps {
+		if *s.dst, err = open(s.cfg); err != nil {
+			return nil, err
+		}
+	}
+	return &b, nil
+}

@@ -1,0 +1,182 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/nats-io/nats.go"
+)
+
+// StreamSink receives a streamed answer as it comes.
+type StreamSink interface {
+	Head(status int, h http.Header) error
+	Chunk(b []byte) error
+}
+
+// Stream sends a streaming request to app/deployment and delivers the head
+// and every chunk to sink in order as they arrive. It returns when the
+// replica's final reply has come and every chunk it announced was delivered.
+func (c *Caller) Stream(ctx context.Context, app, deployment string, req *serve.Request, sink StreamSink) error {
+	inbox := c.nc.NewRespInbox()
+	msgs := make(chan *nats.Msg, 256)
+	sub, err := c.nc.ChanSubscribe(inbox, msgs)
+	if err != nil {
+		return fmt.Errorf("subscribe stream inbox: %w", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // best effort on the way out
+
+	m := EncodeRequest(c.names.RouteSubject(app, deployment), req)
+	m.Header.Set(protocol.HdrStream, inbox)
+	ctx, cancel := c.withDeadline(ctx, m)
+	defer cancel()
+
+	type result struct {
+		msg *nats.Msg
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := c.nc.RequestMsgWithContext(ctx, m)
+		done <- result{r, err}
+	}()
+
+	next := 0 // next sequence expected
+	headSent := false
+	want := -1
+	pending := map[int]*nats.Msg{}
+	deliver := func(msg *nats.Msg) error {
+		seq, _ := strconv.Atoi(msg.Header.Get(protocol.HdrChunkSeq))
+		pending[seq] = msg
+		for {
+			p, ok := pending[next]
+			if !ok {
+				return nil
+			}
+			delete(pending, next)
+			if next == 0 {
+				status, _ := strconv.Atoi(p.Header.Get(protocol.HdrStatus))
+				if status == 0 {
+					status = http.StatusOK
+				}
+				headSent = true
+				if err := sink.Head(status, httpHeaders(p.Header)); err != nil {
+					return err
+				}
+			} else if err := sink.Chunk(p.Data); err != nil {
+				return err
+			}
+			next++
+		}
+	}
+	for {
+		if want >= 0 && next > want {
+			return nil
+		}
+		select {
+		case msg := <-msgs:
+			if err := deliver(msg); err != nil {
+				return err
+			}
+		case r := <-done:
+			done = nil
+			if r.err != nil {
+				return transportError(r.err)
+			}
+			if code := ErrorCode(r.msg); code != "" && !headSent && next == 0 && r.msg.Header.Get(protocol.HdrChunks) == "" {
+				resp := DecodeResponse(r.msg)
+				return &serve.Error{Status: resp.Status, Code: code, Msg: string(resp.Body)}
+			}
+			n, err := strconv.Atoi(r.msg.Header.Get(protocol.HdrChunks))
+			if err != nil {
+				return fmt.Errorf("stream reply without %s", protocol.HdrChunks)
+			}
+			want = n // head (0) plus chunks 1..n
+		case <-ctx.Done():
+			return transportError(ctx.Err())
+		}
+	}
+}
+
+// StreamWriter is the replica side of a stream: it publishes the head and
+// chunks to the caller's inbox. Safe for one goroutine at a time.
+type StreamWriter struct {
+	nc     *nats.Conn
+	inbox  string
+	mu     sync.Mutex
+	seq    int // guarded by mu: last sequence sent
+	headed bool
+}
+
+// NewStreamWriter writes to inbox on nc.
+func NewStreamWriter(nc *nats.Conn, inbox string) *StreamWriter {
+	return &StreamWriter{nc: nc, inbox: inbox}
+}
+
+// WriteHead sends status and headers (sequence 0).
+func (w *StreamWriter) WriteHead(status int, h http.Header) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writeHeadLocked(status, h)
+}
+
+func (w *StreamWriter) writeHeadLocked(status int, h http.Header) error {
+	if w.headed {
+		return nil
+	}
+	w.headed = true
+	m := nats.NewMsg(w.inbox)
+	m.Header.Set(protocol.HdrChunkSeq, "0")
+	m.Header.Set(protocol.HdrStatus, strconv.Itoa(status))
+	copyHTTPHeaders(m.Header, h)
+	if err := w.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("stream head: %w", err)
+	}
+	return nil
+}
+
+// Write sends one chunk.
+func (w *StreamWriter) Write(chunk []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.writeHeadLocked(http.StatusOK, nil); err != nil {
+		return err
+	}
+	w.seq++
+	m := nats.NewMsg(w.inbox)
+	m.Header.Set(protocol.HdrChunkSeq, strconv.Itoa(w.seq))
+	m.Data = chunk
+	if err := w.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("stream chunk %d: %w", w.seq, err)
+	}
+	return nil
+}
+
+// Finish returns the final reply announcing how many chunks were sent; err,
+// if not nil, is carried as the error of the stream (after the chunks).
+func (w *StreamWriter) Finish(err error) *nats.Msg {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var m *nats.Msg
+	if err != nil && !w.headed {
+		m = EncodeError(err)
+		return m
+	}
+	if !w.headed {
+		_ = w.writeHeadLocked(http.StatusOK, nil)
+	}
+	if err != nil {
+		m = EncodeError(err)
+	} else {
+		m = nats.NewMsg("")
+		m.Header.Set(protocol.HdrStatus, "200")
+	}
+	m.Header.Set(protocol.HdrChunks, strconv.Itoa(w.seq))
+	return m
+}
+
+var _ serve.StreamWriter = (*StreamWriter)(nil)

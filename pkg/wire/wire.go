@@ -1,0 +1,197 @@
+// Package wire carries serve.Request and serve.Response over NATS: the body
+// is the message data, untouched; metadata and HTTP headers travel as NATS
+// headers (see protocol.Hdr*). Caller is the NATS-backed serve.Caller that
+// deployments in the fleet and the ingress use; it sends to the routers.
+//
+// Streaming: the caller subscribes to an inbox and names it in
+// protocol.HdrStream; the replica publishes a head message (sequence 0:
+// status and headers) and then chunks (1..N) there, and its final reply
+// (through the router) carries protocol.HdrChunks = N so the caller knows
+// when every chunk has arrived.
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/nats-io/nats.go"
+)
+
+// EncodeRequest turns req into a NATS message for subject.
+func EncodeRequest(subject string, req *serve.Request) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Data = req.Body
+	h := m.Header
+	h.Set(protocol.HdrMethod, req.Method)
+	h.Set(protocol.HdrPath, req.Path)
+	if len(req.Query) > 0 {
+		h.Set(protocol.HdrQuery, req.Query.Encode())
+	}
+	if req.Call != "" {
+		h.Set(protocol.HdrCall, req.Call)
+	}
+	if req.RequestID != "" {
+		h.Set(protocol.HdrRequestID, req.RequestID)
+	}
+	copyHTTPHeaders(h, req.Header)
+	return m
+}
+
+// DecodeRequest reads a request from a NATS message. Headers are shared
+// with the message, not copied.
+func DecodeRequest(m *nats.Msg) *serve.Request {
+	req := &serve.Request{
+		Method:    m.Header.Get(protocol.HdrMethod),
+		Path:      m.Header.Get(protocol.HdrPath),
+		Call:      m.Header.Get(protocol.HdrCall),
+		RequestID: m.Header.Get(protocol.HdrRequestID),
+		Body:      m.Data,
+		Header:    httpHeaders(m.Header),
+	}
+	if q := m.Header.Get(protocol.HdrQuery); q != "" {
+		req.Query, _ = url.ParseQuery(q)
+	}
+	if req.Path == "" {
+		req.Path = "/"
+	}
+	return req
+}
+
+// EncodeResponse turns resp into a reply message (subject set by the caller).
+func EncodeResponse(resp *serve.Response) *nats.Msg {
+	m := nats.NewMsg("")
+	m.Data = resp.Body
+	status := resp.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	m.Header.Set(protocol.HdrStatus, strconv.Itoa(status))
+	copyHTTPHeaders(m.Header, resp.Header)
+	if c := resp.Header.Get(protocol.HdrError); c != "" {
+		m.Header.Set(protocol.HdrError, c)
+	}
+	return m
+}
+
+// EncodeError turns an error into a reply message.
+func EncodeError(err error) *nats.Msg {
+	e := serve.AsError(err)
+	return ErrorMsg(e.Status, e.Code, e.Msg)
+}
+
+// ErrorMsg builds an error reply.
+func ErrorMsg(status int, code protocol.ErrorCode, msg string) *nats.Msg {
+	m := nats.NewMsg("")
+	m.Data = []byte(msg)
+	m.Header.Set(protocol.HdrStatus, strconv.Itoa(status))
+	m.Header.Set(protocol.HdrError, string(code))
+	m.Header.Set(protocol.HdrHTTPPrefix+"Content-Type", "text/plain; charset=utf-8")
+	return m
+}
+
+// DecodeResponse reads a response from a reply message.
+func DecodeResponse(m *nats.Msg) *serve.Response {
+	status, err := strconv.Atoi(m.Header.Get(protocol.HdrStatus))
+	if err != nil || status == 0 {
+		status = http.StatusOK
+	}
+	resp := &serve.Response{Status: status, Body: m.Data, Header: httpHeaders(m.Header)}
+	if c := m.Header.Get(protocol.HdrError); c != "" {
+		resp.Header.Set(protocol.HdrError, c)
+	}
+	return resp
+}
+
+// ErrorCode returns the error code of a reply, "" for success.
+func ErrorCode(m *nats.Msg) protocol.ErrorCode {
+	if m.Header == nil {
+		return ""
+	}
+	return protocol.ErrorCode(m.Header.Get(protocol.HdrError))
+}
+
+func copyHTTPHeaders(dst nats.Header, src http.Header) {
+	for k, vs := range src {
+		if k == protocol.HdrError {
+			continue
+		}
+		for _, v := range vs {
+			dst.Add(protocol.HdrHTTPPrefix+k, v)
+		}
+	}
+}
+
+func httpHeaders(h nats.Header) http.Header {
+	out := http.Header{}
+	for k, vs := range h {
+		if name, ok := strings.CutPrefix(k, protocol.HdrHTTPPrefix); ok {
+			out[http.CanonicalHeaderKey(name)] = vs
+		}
+	}
+	return out
+}
+
+// Caller is a serve.Caller that sends requests through the routers over
+// NATS. Safe for concurrent use.
+type Caller struct {
+	nc    *nats.Conn
+	names protocol.Names
+	// DefaultTimeout bounds a call whose context has no deadline.
+	DefaultTimeout time.Duration
+}
+
+// NewCaller returns a Caller on nc.
+func NewCaller(nc *nats.Conn, names protocol.Names) *Caller {
+	return &Caller{nc: nc, names: names, DefaultTimeout: 5 * time.Minute}
+}
+
+// Call sends req to app/deployment through a router and waits for the answer.
+func (c *Caller) Call(ctx context.Context, app, deployment string, req *serve.Request) (*serve.Response, error) {
+	m := EncodeRequest(c.names.RouteSubject(app, deployment), req)
+	ctx, cancel := c.withDeadline(ctx, m)
+	defer cancel()
+	reply, err := c.nc.RequestMsgWithContext(ctx, m)
+	if err != nil {
+		return nil, transportError(err)
+	}
+	return DecodeResponse(reply), nil
+}
+
+func (c *Caller) withDeadline(ctx context.Context, m *nats.Msg) (context.Context, context.CancelFunc) {
+	var cancel context.CancelFunc = func() {}
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, c.DefaultTimeout)
+	}
+	dl, _ := ctx.Deadline()
+	m.Header.Set(protocol.HdrDeadline, strconv.FormatInt(dl.UnixMilli(), 10))
+	return ctx, cancel
+}
+
+func transportError(err error) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return &serve.Error{Status: http.StatusServiceUnavailable, Code: protocol.ErrUnavailable, Msg: "no router is running"}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return &serve.Error{Status: http.StatusGatewayTimeout, Code: protocol.ErrTimeout, Msg: "request timed out"}
+	case errors.Is(err, context.Canceled):
+		return &serve.Error{Status: 499, Code: protocol.ErrCancelled, Msg: "request cancelled"}
+	}
+	return fmt.Errorf("nats request: %w", err)
+}
+
+// Deadline reads the caller's deadline from a request message.
+func Deadline(m *nats.Msg) (time.Time, bool) {
+	ms, err := strconv.ParseInt(m.Header.Get(protocol.HdrDeadline), 10, 64)
+	if err != nil || ms == 0 {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
+}
