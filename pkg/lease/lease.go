@@ -69,9 +69,10 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context, epoch 
 func (e *Elector) leadWhileRenewed(ctx context.Context, rev uint64, lead func(context.Context, uint64)) {
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	epoch := rev
 	go func() {
 		defer close(done)
-		lead(lctx, rev)
+		lead(lctx, epoch)
 	}()
 	defer func() {
 		cancel()

@@ -94,8 +94,12 @@ func Errorf(status int, format string, args ...any) error {
 	return &Error{Status: status, Code: code, Msg: fmt.Sprintf(format, args...)}
 }
 
-// AsError turns any error into an *Error (500 handler_error if it is not one).
+// AsError turns any error into an *Error (500 handler_error if it is not
+// one); nil stays nil.
 func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e
@@ -164,6 +168,9 @@ type Init struct {
 	Logger     zerolog.Logger
 	// Caller backs the handles returned by Handle.
 	Caller Caller
+	// GPUs are the device indices (as CUDA_VISIBLE_DEVICES counts them)
+	// the worker gave this replica; empty for a CPU-only replica.
+	GPUs []int
 }
 
 // Handle returns a handle to another deployment of the same application.

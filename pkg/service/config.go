@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -18,7 +19,7 @@ import (
 	kenv "github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/providers/posflag"
-	"github.com/knadh/koanf/providers/structs"
+	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
 )
@@ -87,7 +88,9 @@ var ErrHelp = pflag.ErrHelp
 // are an error naming them.
 func Load(cfg any, name string, args, environ []string, usage io.Writer) error {
 	k := koanf.New(".")
-	if err := k.Load(structs.Provider(cfg, "koanf"), nil); err != nil {
+	defaults := map[string]any{}
+	flatten(reflect.ValueOf(cfg), "", defaults)
+	if err := k.Load(confmap.Provider(defaults, "."), nil); err != nil {
 		return fmt.Errorf("load defaults: %w", err)
 	}
 	known := map[string]bool{}
@@ -186,4 +189,34 @@ func firstKeys(m map[string]string) string {
 		ks = ks[:4]
 	}
 	return strings.Join(ks, ", ")
+}
+
+// flatten writes every leaf option of the struct v into out under its
+// dotted koanf key, honouring `koanf:",squash"` on embedded structs.
+func flatten(v reflect.Value, prefix string, out map[string]any) {
+	for v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+		fv := v.Field(i)
+		if opts == "squash" {
+			flatten(fv, prefix, out)
+			continue
+		}
+		if name == "" || name == "-" {
+			continue
+		}
+		key := prefix + name
+		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() != "time" {
+			flatten(fv, key+".", out)
+			continue
+		}
+		out[key] = fv.Interface()
+	}
 }

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/spf13/pflag"
+)
+
+func flags(name string, stderr io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func adminFlag(fs *pflag.FlagSet, env map[string]string) *string {
+	def := env["JETSERVE_ADMIN"]
+	if def == "" {
+		def = "http://127.0.0.1:8265"
+	}
+	return fs.String("admin", def, "admin API URL (scheduler)")
+}
+
+// apiError is the admin API's error body.
+type apiError struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+	Fields  []struct {
+		Field   string `json:"field"`
+		Message string `json:"message"`
+	} `json:"fields"`
+}
+
+func do(ctx context.Context, method, url string, body []byte, contentType string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var ae apiError
+		if json.Unmarshal(b, &ae) == nil && ae.Message != "" {
+			msg := ae.Message
+			for _, f := range ae.Fields {
+				msg += "\n  " + f.Field + ": " + f.Message
+			}
+			return b, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, msg)
+		}
+		return b, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
+func runDeploy(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	fs := flags("deploy", stderr)
+	admin := adminFlag(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: jetserve deploy FILE [--admin URL]")
+	}
+	body, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	b, err := do(ctx, http.MethodPut, *admin+"/api/serve/applications", body, "application/yaml")
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Applications []string `json:"applications"`
+	}
+	_ = json.Unmarshal(b, &out)
+	fmt.Fprintf(stdout, "deployed: %s\n", strings.Join(out.Applications, ", "))
+	return nil
+}
+
+func runDelete(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	fs := flags("delete", stderr)
+	admin := adminFlag(fs, env)
+	all := fs.Bool("all", false, "delete every application")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	url := *admin + "/api/serve/applications"
+	switch {
+	case *all && fs.NArg() == 0:
+	case !*all && fs.NArg() == 1:
+		url += "/" + fs.Arg(0)
+	default:
+		return errors.New("usage: jetserve delete APP | --all [--admin URL]")
+	}
+	if _, err := do(ctx, http.MethodDelete, url, nil, ""); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "deleted")
+	return nil
+}
+
+func runStatus(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	fs := flags("status", stderr)
+	admin := adminFlag(fs, env)
+	output := fs.StringP("output", "o", "table", "table or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := do(ctx, http.MethodGet, *admin+"/api/serve/applications", nil, "")
+	if err != nil {
+		return err
+	}
+	switch *output {
+	case "json":
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			return fmt.Errorf("decode status: %w", err)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "table":
+		var st protocol.Status
+		if err := json.Unmarshal(b, &st); err != nil {
+			return fmt.Errorf("decode status: %w", err)
+		}
+		writeStatusTable(stdout, st)
+		return nil
+	}
+	return fmt.Errorf("-o %q: want table or json", *output)
+}
+
+func writeStatusTable(w io.Writer, st protocol.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "leader: %s\n\n", st.Leader)
+	fmt.Fprintln(tw, "APP\tROUTE\tSTATUS\tDEPLOYMENT\tDEP STATUS\tREPLICAS\tMESSAGE")
+	apps := make([]string, 0, len(st.Applications))
+	for n := range st.Applications {
+		apps = append(apps, n)
+	}
+	sort.Strings(apps)
+	for _, n := range apps {
+		a := st.Applications[n]
+		deps := make([]string, 0, len(a.Deployments))
+		for d := range a.Deployments {
+			deps = append(deps, d)
+		}
+		sort.Strings(deps)
+		if len(deps) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t%s\n", a.Name, a.RoutePrefix, a.Status, a.Message)
+		}
+		for i, dn := range deps {
+			d := a.Deployments[dn]
+			running := 0
+			for _, r := range d.Replicas {
+				if r.State == protocol.ReplicaRunning {
+					running++
+				}
+			}
+			msg := d.Message
+			if msg == "" {
+				msg = a.Message
+			}
+			app, route, status := a.Name, a.RoutePrefix, string(a.Status)
+			if i > 0 {
+				app, route, status = "", "", ""
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d running\t%s\n", app, route, status, d.Name, d.Status, running, d.TargetReplicas, msg)
+		}
+	}
+	fmt.Fprintln(tw, "\nWORKER\tCPU\tMEMORY\tGPUS\tREPLICAS")
+	for _, wk := range st.Workers {
+		fmt.Fprintf(tw, "%s\t%.1f/%.1f\t%s/%s\t%d\t%d\n", wk.ID, wk.CPUUsed, wk.CPU, human(wk.MemUsed), human(wk.Memory), len(wk.GPUs), wk.Replicas)
+	}
+	_ = tw.Flush()
+}
+
+func human(b int64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%dB", b)
+	}
+	div, exp := int64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ci", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+func runCall(ctx context.Context, args []string, env map[string]string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flags("call", stderr)
+	def := env["JETSERVE_URL"]
+	if def == "" {
+		def = "http://127.0.0.1:8000"
+	}
+	base := fs.String("url", def, "ingress URL")
+	method := fs.StringP("request", "X", "", "HTTP method (default POST with a body, GET without)")
+	stream := fs.Bool("stream", false, "ask for a streamed answer and print chunks as they come")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return errors.New("usage: jetserve call ROUTE [BODY|-] [--url URL]")
+	}
+	route := fs.Arg(0)
+	if !strings.HasPrefix(route, "/") {
+		route = "/" + route
+	}
+	var body io.Reader
+	m := http.MethodGet
+	if fs.NArg() == 2 {
+		m = http.MethodPost
+		if fs.Arg(1) == "-" {
+			body = stdin
+		} else {
+			body = strings.NewReader(fs.Arg(1))
+		}
+	}
+	if *method != "" {
+		m = *method
+	}
+	req, err := http.NewRequestWithContext(ctx, m, strings.TrimSuffix(*base, "/")+route, body)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if *stream {
+		req.Header.Set("Accept", "text/event-stream")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("call %s: %w", route, err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(stdout, resp.Body); err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode >= 400 {
+		return fmt.Errorf("call %s: %s", route, resp.Status)
+	}
+	return nil
+}

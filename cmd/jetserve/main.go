@@ -1,0 +1,77 @@
+// Command jetserve is the CLI: it runs the whole fleet in one process
+// (dev) and talks to the admin API (deploy, status, delete) and the HTTP
+// ingress (call).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "jetserve:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `jetserve — model serving and long-running jobs on NATS JetStream
+
+Usage:
+  jetserve dev [flags]              run NATS, the five services, a worker with the
+                                    example deployments, and deploy the example app
+  jetserve deploy FILE [--admin URL]  apply a serve config (YAML or JSON); apps absent
+                                    from it are deleted
+  jetserve status [--admin URL] [-o table|json]
+  jetserve delete APP|--all [--admin URL]
+  jetserve call ROUTE [BODY] [--url URL] [-X METHOD] [--stream]
+                                    send BODY (or stdin with "-") to the ingress
+
+The admin URL defaults to $JETSERVE_ADMIN or http://127.0.0.1:8265, the ingress
+URL to $JETSERVE_URL or http://127.0.0.1:8000.
+`
+
+func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("a command is required")
+	}
+	env := envMap(environ)
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "dev":
+		return runDev(ctx, rest, environ, stdout, stderr)
+	case "deploy":
+		return runDeploy(ctx, rest, env, stdout, stderr)
+	case "status":
+		return runStatus(ctx, rest, env, stdout, stderr)
+	case "delete":
+		return runDelete(ctx, rest, env, stdout, stderr)
+	case "call":
+		return runCall(ctx, rest, env, stdin, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func envMap(environ []string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range environ {
+		for i := 0; i < len(kv); i++ {
+			if kv[i] == '=' {
+				m[kv[:i]] = kv[i+1:]
+				break
+			}
+		}
+	}
+	return m
+}

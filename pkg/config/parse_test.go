@@ -1,0 +1,135 @@
+package config
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseValidAppliesDefaults(t *testing.T) {
+	b, err := os.ReadFile("testdata/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(b)
+	if err != nil {
+		t.Fatalf("Parse(valid.yaml) = %v, want nil", err)
+	}
+	app, ok := cfg.App("text")
+	if !ok {
+		t.Fatal("App(text) not found")
+	}
+	p, _ := app.Deployment("Pipeline")
+	s, _ := app.Deployment("Sentiment")
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"Pipeline.Replicas", p.Replicas(), 2},
+		{"Pipeline.MaxOngoingRequests (default)", p.MaxOngoingRequests, DefaultMaxOngoingRequests},
+		{"Pipeline.MaxQueuedRequests (default)", p.MaxQueuedRequests, -1},
+		{"Pipeline.Resources.CPU", p.Resources.CPUOrDefault(), 0.5},
+		{"Pipeline.Resources.Memory", int64(p.Resources.Memory), int64(256 << 20)},
+		{"Pipeline.HealthCheckPeriod (default)", p.HealthCheckPeriod.D(), 10 * time.Second},
+		{"Pipeline.GracefulShutdownTimeout (default)", p.GracefulShutdownTimeout.D(), 20 * time.Second},
+		{"Sentiment.Replicas (default)", s.Replicas(), 1},
+		{"Sentiment.Resources.CPU (default)", s.Resources.CPUOrDefault(), 1.0},
+		{"Sentiment.Resources.GPU", s.Resources.GPU, 0.3},
+		{"Sentiment.Labels", s.Resources.Labels["gpu.type"], "h100"},
+		{"Sentiment.HealthCheckTimeout (number of seconds)", s.HealthCheckTimeout.D(), 1500 * time.Millisecond},
+		{"Sentiment.RequestTimeout", s.RequestTimeout.D(), 30 * time.Second},
+		{"Sentiment.MaxQueuedRequests", s.MaxQueuedRequests, 100},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	var uc map[string]int
+	if err := json.Unmarshal(p.UserConfig, &uc); err != nil || uc["summary_sentences"] != 2 {
+		t.Errorf("Pipeline.UserConfig = %s, want {summary_sentences: 2}", p.UserConfig)
+	}
+}
+
+func TestParseJSONEqualsYAML(t *testing.T) {
+	y, err := Parse([]byte("applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [{name: d, handler: h}]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := Parse([]byte(`{"applications":[{"name":"a","route_prefix":"/a","ingress":"d","deployments":[{"name":"d","handler":"h"}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	yb, _ := json.Marshal(y)
+	jb, _ := json.Marshal(j)
+	if string(yb) != string(jb) {
+		t.Fatalf("YAML and JSON parse differently:\n%s\n%s", yb, jb)
+	}
+}
+
+func TestParseRejectsWithFieldNamed(t *testing.T) {
+	const ok = `{name: d, handler: h}`
+	app := func(dep string) string {
+		return "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [" + dep + "]}\n"
+	}
+	tests := []struct {
+		name, doc, field string
+	}{
+		{"empty", "", "applications"},
+		{"not yaml", "applications: [", "(document)"},
+		{"scalar document", "42", "(document)"},
+		{"unknown top-level field", "applicationz: []", "applicationz"},
+		{"unknown deployment field", app(`{name: d, handler: h, max_ongoing: 3}`), "applications[0].deployments[0].max_ongoing"},
+		{"wrong type", app(`{name: d, handler: h, max_ongoing_requests: many}`), "max_ongoing_requests"},
+		{"max_ongoing_requests < 1", app(`{name: d, handler: h, max_ongoing_requests: -2}`), "applications[0].deployments[0].max_ongoing_requests"},
+		{"max_queued_requests < -1", app(`{name: d, handler: h, max_queued_requests: -5}`), "applications[0].deployments[0].max_queued_requests"},
+		{"negative replicas", app(`{name: d, handler: h, num_replicas: -1}`), "applications[0].deployments[0].num_replicas"},
+		{"bad duration", app(`{name: d, handler: h, health_check_period: soon}`), "applications[0].deployments[0].health_check_period"},
+		{"bad memory", app(`{name: d, handler: h, resources: {memory: lots}}`), "applications[0].deployments[0].resources.memory"},
+		{"fractional gpu above 1", app(`{name: d, handler: h, resources: {gpu: 1.5}}`), "applications[0].deployments[0].resources.gpu"},
+		{"missing handler", app(`{name: d}`), "applications[0].deployments[0].handler"},
+		{"ingress names no deployment", "applications:\n- {name: a, route_prefix: /a, ingress: x, deployments: [" + ok + "]}\n", "applications[0].ingress"},
+		{"route without slash", "applications:\n- {name: a, route_prefix: a, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
+		{"reserved route", "applications:\n- {name: a, route_prefix: /-/x, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
+		{"duplicate app", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [" + ok + "]}\n- {name: a, route_prefix: /b, ingress: d, deployments: [" + ok + "]}\n", "applications[1].name"},
+		{"duplicate route", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [" + ok + "]}\n- {name: b, route_prefix: /a, ingress: d, deployments: [" + ok + "]}\n", "applications[1].route_prefix"},
+		{"duplicate deployment", app(ok + ", " + ok), "applications[0].deployments[1].name"},
+		{"no deployments", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: []}\n", "applications[0].deployments"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc))
+			errs, isErrs := err.(Errors)
+			if !isErrs {
+				t.Fatalf("Parse() = %v (%T), want config.Errors", err, err)
+			}
+			found := false
+			for _, e := range errs {
+				if strings.Contains(e.Field, tc.field) {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("Parse() = %v, want an error naming %q", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Bytes
+	}{{"1024", 1024}, {"1Ki", 1024}, {"2Gi", 2 << 30}, {"1G", 1e9}, {"1.5Mi", 1536 << 10}}
+	for _, tc := range tests {
+		got, err := ParseBytes(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseBytes(%q) = %d, %v, want %d", tc.in, got, err, tc.want)
+		}
+	}
+	if _, err := ParseBytes("-1"); err == nil {
+		t.Error("ParseBytes(-1) = nil error, want one")
+	}
+}

@@ -1,0 +1,95 @@
+package serve_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/rs/zerolog"
+)
+
+type upper struct{}
+
+func (upper) ServeRequest(_ context.Context, req *serve.Request) (*serve.Response, error) {
+	var in struct{ Text string }
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	return serve.JSON(map[string]string{"text": strings.ToUpper(in.Text)})
+}
+
+// front chains to upper and fans out to two handles.
+func newFront(_ context.Context, init serve.Init) (serve.Handler, error) {
+	up := init.Handle("Upper")
+	return serve.Methods{
+		"chain": func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
+			out, err := serve.CallJSON[map[string]string](ctx, up, "", map[string]string{"text": string(req.Body)})
+			if err != nil {
+				return nil, err
+			}
+			return serve.JSON(out)
+		},
+		"fan": func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
+			outs, err := serve.FanOut[map[string]string](ctx, []*serve.Handle{up, up}, "", map[string]string{"text": string(req.Body)})
+			if err != nil {
+				return nil, err
+			}
+			return serve.JSON(outs)
+		},
+	}, nil
+}
+
+func TestLocalRunsAnApplicationWithoutNATS(t *testing.T) {
+	reg := serve.NewRegistry()
+	if err := reg.Register("front", newFront); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register("upper", func(context.Context, serve.Init) (serve.Handler, error) { return upper{}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register("upper", func(context.Context, serve.Init) (serve.Handler, error) { return upper{}, nil }); err == nil {
+		t.Fatal("Register(duplicate) = nil, want an error")
+	}
+	app := config.Application{Name: "a", RoutePrefix: "/a", Ingress: "Front", Deployments: []config.Deployment{
+		{Name: "Front", Handler: "front"}, {Name: "Upper", Handler: "upper"}}}
+	local, err := serve.NewLocal(context.Background(), reg, app, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tests := []struct {
+		name, path, body string
+		status           int
+		want             string
+		code             protocol.ErrorCode
+	}{
+		{"chain", "/chain", "hi", 200, `{"text":"HI"}`, ""},
+		{"fan-out", "/fan", "yo", 200, `[{"text":"YO"},{"text":"YO"}]`, ""},
+		{"unknown method", "/nope", "", 404, "", protocol.ErrMethodNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := local.Ingress().Call(ctx, &serve.Request{Path: tc.path, Body: []byte(tc.body)})
+			if tc.code != "" {
+				var se *serve.Error
+				if !errors.As(err, &se) || se.Status != tc.status || se.Code != tc.code {
+					t.Fatalf("Call(%s) = %v, want %d %s", tc.path, err, tc.status, tc.code)
+				}
+				return
+			}
+			if err != nil || resp.Status != tc.status || string(resp.Body) != tc.want {
+				t.Fatalf("Call(%s) = %v %v, want %d %s", tc.path, resp, err, tc.status, tc.want)
+			}
+		})
+	}
+	if _, err := serve.NewHandle(local, "a", "Upper").Call(ctx, &serve.Request{Body: []byte("{bad")}); err == nil {
+		t.Fatal("Call(malformed JSON) = nil error, want 400")
+	} else if se := serve.AsError(err); se.Status != http.StatusBadRequest {
+		t.Fatalf("Call(malformed JSON) = %v, want 400", err)
+	}
+}
