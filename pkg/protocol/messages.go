@@ -35,10 +35,10 @@ type WorkerInfo struct {
 // ReplicaSpec is what the scheduler asks a worker to run: one replica of one
 // deployment.
 type ReplicaSpec struct {
-	ID          string `json:"id"`
-	App         string `json:"app"`
-	Deployment  string `json:"deployment"`
-	Handler     string `json:"handler"`
+	ID         string `json:"id"`
+	App        string `json:"app"`
+	Deployment string `json:"deployment"`
+	Handler    string `json:"handler"`
 	// Version is a hash of everything in the deployment's config that needs
 	// a restart when it changes (all but num_replicas and user_config).
 	Version            string          `json:"version"`
@@ -105,9 +105,9 @@ type LoadReport struct {
 // RouterStats is one router's queue per deployment, published once a second
 // and on change; the autoscaler adds them to replica load.
 type RouterStats struct {
-	RouterID string           `json:"router_id"`
-	Queued   map[string]int   `json:"queued"` // key "<app>/<deployment>"
-	At       time.Time        `json:"at"`
+	RouterID string         `json:"router_id"`
+	Queued   map[string]int `json:"queued"` // key "<app>/<deployment>"
+	At       time.Time      `json:"at"`
 }
 
 // Status is the fleet's state as the leading scheduler computes it, the

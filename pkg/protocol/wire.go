@@ -4,19 +4,19 @@ package protocol
 // data, never re-encoded; metadata travels in headers so that a hop costs no
 // JSON work. NATS headers are case-sensitive: use these constants.
 const (
-	HdrMethod    = "Jetserve-Method"   // HTTP method of the request
-	HdrPath      = "Jetserve-Path"     // path below the application's route prefix
-	HdrQuery     = "Jetserve-Query"    // raw URL query
-	HdrCall      = "Jetserve-Call"     // deployment method name; empty = the default handler
-	HdrStream    = "Jetserve-Stream"   // inbox streamed chunks go to; set = streaming call
-	HdrDeadline  = "Jetserve-Deadline" // unix milliseconds after which the caller gave up
-	HdrStatus    = "Jetserve-Status"   // HTTP status of a response
-	HdrError     = "Jetserve-Error"    // an ErrorCode, set on every error response
-	HdrChunkSeq  = "Jetserve-Seq"      // sequence of a streamed chunk; 0 is the head (status+headers)
-	HdrChunks    = "Jetserve-Chunks"   // on the final reply of a streaming call: chunks sent
-	HdrReplica   = "Jetserve-Replica"  // the replica that served a response
-	HdrAttempt   = "Jetserve-Attempt"  // which routing attempt this is (1-based)
-	HdrRequestID = "X-Request-Id"
+	HdrMethod      = "Jetserve-Method"   // HTTP method of the request
+	HdrPath        = "Jetserve-Path"     // path below the application's route prefix
+	HdrQuery       = "Jetserve-Query"    // raw URL query
+	HdrCall        = "Jetserve-Call"     // deployment method name; empty = the default handler
+	HdrStream      = "Jetserve-Stream"   // inbox streamed chunks go to; set = streaming call
+	HdrDeadline    = "Jetserve-Deadline" // unix milliseconds after which the caller gave up
+	HdrStatus      = "Jetserve-Status"   // HTTP status of a response
+	HdrError       = "Jetserve-Error"    // an ErrorCode, set on every error response
+	HdrChunkSeq    = "Jetserve-Seq"      // sequence of a streamed chunk; 0 is the head (status+headers)
+	HdrChunks      = "Jetserve-Chunks"   // on the final reply of a streaming call: chunks sent
+	HdrReplica     = "Jetserve-Replica"  // the replica that served a response
+	HdrAttempt     = "Jetserve-Attempt"  // which routing attempt this is (1-based)
+	HdrRequestID   = "X-Request-Id"
 	HdrTraceParent = "traceparent"
 	// HdrHTTPPrefix prefixes forwarded HTTP headers: "Http-Content-Type".
 	HdrHTTPPrefix = "Http-"

@@ -1,0 +1,43 @@
+# jetserve — the two commands a newcomer needs are `make dev` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+# Extra flags for go test, e.g. make test TESTFLAGS='-race -short'.
+TESTFLAGS ?=
+MODULES = $(shell $(GO) list -m -f '{{.Dir}}')
+
+.PHONY: dev test vet fmt e2e bench schemas help
+
+help:
+	@echo "make dev      run the whole fleet in one process (embedded NATS) with the example app"
+	@echo "make test     every module's tests (TESTFLAGS='-race -short' as CI does)"
+	@echo "make vet      go vet every module"
+	@echo "make e2e      the end-to-end suite: real binaries as separate processes"
+	@echo "make bench    fleet vs raw HTTP / raw NATS / raw JetStream, side by side"
+	@echo "make images   build the container images (no registry pulls)"
+	@echo "make compose-test  docker compose smoke test"
+
+dev:
+	$(GO) run ./cmd/jetserve dev
+
+test:
+	@set -e; for d in $(MODULES); do \
+		echo "== go test $$d"; \
+		(cd $$d && $(GO) test $(TESTFLAGS) ./...); \
+	done
+
+vet:
+	@set -e; for d in $(MODULES); do (cd $$d && $(GO) vet ./...); done
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+e2e:
+	cd e2e && $(GO) test -count=1 -timeout 20m ./...
+
+bench:
+	./scripts/bench.sh
+
+schemas:
+	cd pkg && $(GO) test ./protocol -update
+
+-include deploy/make.mk

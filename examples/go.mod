@@ -1,0 +1,18 @@
+module github.com/jetserve/jetserve/examples
+
+go 1.26.0
+
+require (
+	github.com/jetserve/jetserve/pkg v0.0.0
+	github.com/rs/zerolog v1.35.1
+	golang.org/x/sync v0.25.0
+)
+
+require (
+	github.com/mattn/go-colorable v0.1.14 // indirect
+	github.com/mattn/go-isatty v0.0.20 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
+)
+
+replace github.com/jetserve/jetserve/pkg => ../pkg
