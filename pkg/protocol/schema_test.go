@@ -64,3 +64,29 @@ func TestSchemasMatchGoTypes(t *testing.T) {
 		})
 	}
 }
+
+func TestErrorCatalogueMatches(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "schemas", "errors.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Codes []struct {
+			Code string `json:"code"`
+		} `json:"codes"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range doc.Codes {
+		got = append(got, c.Code)
+	}
+	var want []string
+	for _, c := range protocol.ErrorCodes() {
+		want = append(want, string(c))
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("schemas/errors.json codes = %v, want %v (append-only, same order)", got, want)
+	}
+}

@@ -49,3 +49,10 @@ const (
 func (c ErrorCode) Retryable() bool {
 	return c == ErrReplicaFull || c == ErrDraining
 }
+
+// ErrorCodes lists every code, in catalogue order.
+func ErrorCodes() []ErrorCode {
+	return []ErrorCode{ErrBadRequest, ErrNotFound, ErrBodyTooLarge, ErrQueueFull, ErrReplicaFull,
+		ErrNoReplicas, ErrTimeout, ErrHandler, ErrDraining, ErrUnavailable, ErrInvalidConfig,
+		ErrInternal, ErrCancelled, ErrMethodNotFound}
+}
