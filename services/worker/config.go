@@ -1,0 +1,157 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"runtime"
+	"strings"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/services/worker/internal/gpu"
+)
+
+// GPU detection modes (Config.GPUDetect).
+const (
+	// GPUDetectAuto runs nvidia-smi when it is installed; its GPUs replace
+	// the declared ones. Without it the declared GPUs are advertised.
+	GPUDetectAuto = "auto"
+	// GPUDetectOff advertises only the declared GPUs.
+	GPUDetectOff = "off"
+)
+
+// Config is the worker's configuration.
+type Config struct {
+	service.Common `koanf:",squash"`
+	// ID names the worker in the Workers and Assignments buckets; "" (the
+	// default) is "<hostname>-<6 random hex digits>".
+	ID string `koanf:"id"`
+	// Resources the worker advertises to the scheduler.
+	Resources Resources `koanf:"resources"`
+	// Labels are free-form "key=value" pairs, comma-separated, that the
+	// deployments' label selectors match, e.g. "zone=eu-1,gpu.type=h100".
+	// (A string rather than a map so that label keys may hold dots and the
+	// option works as one environment variable, JETSERVE_LABELS.)
+	Labels string `koanf:"labels"`
+	// GPUDetect is "auto" (default) or "off".
+	GPUDetect string `koanf:"gpu_detect"`
+	// NvidiaSMI is the nvidia-smi program (a name looked up on PATH, or a path).
+	NvidiaSMI string `koanf:"nvidia_smi"`
+}
+
+// Resources is what the worker offers.
+type Resources struct {
+	// CPU is the number of CPUs offered; default runtime.NumCPU().
+	CPU float64 `koanf:"cpu"`
+	// Memory offered, as bytes or a quantity ("16Gi"); "" = MemTotal from
+	// /proc/meminfo.
+	Memory string `koanf:"memory"`
+	// GPUs declared, used when none is detected.
+	GPUs []GPU `koanf:"gpus"`
+}
+
+// GPU is a declared GPU.
+type GPU struct {
+	Index int    `koanf:"index"`
+	Type  string `koanf:"type"`
+	// Memory as bytes or a quantity ("80Gi"); optional.
+	Memory string `koanf:"memory"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Common:    service.DefaultCommon(":9102"),
+		Resources: Resources{CPU: float64(runtime.NumCPU())},
+		GPUDetect: GPUDetectAuto,
+		NvidiaSMI: gpu.DefaultCommand,
+	}
+}
+
+// CommonConfig returns the shared part.
+func (c Config) CommonConfig() service.Common { return c.Common }
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Validate checks every option; each error names its key.
+func (c Config) Validate() error {
+	errs := []error{c.Common.Validate()}
+	if c.ID != "" && !idRE.MatchString(c.ID) {
+		errs = append(errs, fmt.Errorf("id: %q must match %s", c.ID, idRE))
+	}
+	if c.Resources.CPU <= 0 {
+		errs = append(errs, fmt.Errorf("resources.cpu: must be positive, got %v", c.Resources.CPU))
+	}
+	if c.Resources.Memory != "" {
+		if _, err := config.ParseBytes(c.Resources.Memory); err != nil {
+			errs = append(errs, fmt.Errorf("resources.memory: %w", err))
+		}
+	}
+	if _, err := c.declaredGPUs(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := ParseLabels(c.Labels); err != nil {
+		errs = append(errs, fmt.Errorf("labels: %w", err))
+	}
+	switch c.GPUDetect {
+	case GPUDetectAuto, GPUDetectOff:
+	default:
+		errs = append(errs, fmt.Errorf("gpu_detect: must be %q or %q, got %q", GPUDetectAuto, GPUDetectOff, c.GPUDetect))
+	}
+	if c.GPUDetect == GPUDetectAuto && c.NvidiaSMI == "" {
+		errs = append(errs, errors.New("nvidia_smi: is required when gpu_detect is auto"))
+	}
+	return errors.Join(errs...)
+}
+
+// declaredGPUs converts resources.gpus.
+func (c Config) declaredGPUs() ([]protocol.GPU, error) {
+	var out []protocol.GPU
+	seen := map[int]bool{}
+	for i, g := range c.Resources.GPUs {
+		key := fmt.Sprintf("resources.gpus[%d]", i)
+		if g.Index < 0 {
+			return nil, fmt.Errorf("%s.index: must not be negative, got %d", key, g.Index)
+		}
+		if seen[g.Index] {
+			return nil, fmt.Errorf("%s.index: %d declared twice", key, g.Index)
+		}
+		seen[g.Index] = true
+		if g.Type == "" {
+			return nil, fmt.Errorf("%s.type: is required", key)
+		}
+		pg := protocol.GPU{Index: g.Index, Type: g.Type}
+		if g.Memory != "" {
+			b, err := config.ParseBytes(g.Memory)
+			if err != nil {
+				return nil, fmt.Errorf("%s.memory: %w", key, err)
+			}
+			pg.MemoryBytes = int64(b)
+		}
+		out = append(out, pg)
+	}
+	return out, nil
+}
+
+// ParseLabels parses "k=v,k2=v2" (spaces around items are ignored).
+func ParseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(item, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q: want key=value", item)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("%q: key %q given twice", item, k)
+		}
+		out[k] = v
+	}
+	return out, nil
+}

@@ -1,0 +1,738 @@
+// Package replica runs one replica of a deployment inside a worker: it
+// constructs the handler, serves it as a NATS micro service (endpoints
+// ReplicaSubject(id)+".call" and ".health", visible to `nats micro ls`),
+// enforces max_ongoing_requests, publishes load reports, keeps its
+// ReplicaInfo record alive in the Replicas bucket and drains on stop.
+//
+// Concurrency: every Replica owns one run goroutine (started by Start,
+// ended after Stop has drained it; Done is closed then), a heartbeat and a
+// load-report goroutine while it lives, and one goroutine per admitted
+// request. Micro endpoint callbacks are sequential; a call is admitted
+// synchronously in the callback (never more than MaxOngoingRequests at
+// once) and served on its own goroutine, which the replica waits for on
+// stop. The methods of Replica are safe for concurrent use.
+package replica
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+)
+
+// ServiceVersion is the version replicas register their micro service with.
+const ServiceVersion = "0.1.0"
+
+// Timing.
+const (
+	// LoadCoalesce is the shortest interval between two load reports.
+	LoadCoalesce = 20 * time.Millisecond
+	// LoadInterval is the longest interval between two load reports.
+	LoadInterval = time.Second
+	// DefaultHealthTimeout bounds a health check whose request carries no deadline.
+	DefaultHealthTimeout = 30 * time.Second
+	// MaxBackoff caps the wait between constructor attempts.
+	MaxBackoff = 30 * time.Second
+	// firstBackoff is the wait after the first failed constructor attempt.
+	firstBackoff = 500 * time.Millisecond
+	// kvTimeout bounds one write to the Replicas bucket.
+	kvTimeout = 5 * time.Second
+)
+
+// ErrNotReconfigurable is returned by Reconfigure when the change cannot be
+// applied in place (the handler has no Reconfigure, or the replica is not
+// running): the caller restarts the replica instead.
+var ErrNotReconfigurable = errors.New("replica cannot be reconfigured in place")
+
+// Params is what a replica needs.
+type Params struct {
+	NC    *nats.Conn
+	Names protocol.Names
+	// Records is the Replicas bucket.
+	Records  jetstream.KeyValue
+	WorkerID string
+	Spec     protocol.ReplicaSpec
+	// Ctor builds the handler; nil means the handler is not registered on
+	// this worker (reported in the record's message, retried with backoff).
+	Ctor serve.Constructor
+	// Caller backs the deployment's handles; nil = wire.NewCaller(NC, Names).
+	Caller  serve.Caller
+	Log     zerolog.Logger
+	Metrics *Metrics
+	// Heartbeat is how often the record is re-put; 0 = service.HeartbeatInterval.
+	Heartbeat time.Duration
+	// After, if not nil, delays the start until it is closed: a replica
+	// restarted under the same id waits for its predecessor to be gone.
+	After <-chan struct{}
+}
+
+// Replica is one running replica. Create it with Start.
+type Replica struct {
+	p   Params
+	id  string
+	app string // immutable copies of the spec's identity
+	dep string
+	log zerolog.Logger
+
+	stop     chan struct{} // closed by Stop
+	stopOnce sync.Once
+	done     chan struct{} // closed when run returns
+	changed  chan struct{} // load changed (capacity 1: coalesces)
+
+	// reqCtx is the parent of every request's context; reqCancel ends
+	// requests still running when the graceful shutdown timeout passes.
+	reqCtx    context.Context
+	reqCancel context.CancelFunc
+
+	inflight sync.WaitGroup // admitted requests; Add only under mu while !draining
+
+	reconfMu sync.Mutex // serialises Reconfigure
+
+	putMu sync.Mutex // serialises record writes so a stale one never lands last
+	gone  bool       // guarded by putMu: the record was deleted, never put again
+
+	mu       sync.Mutex
+	spec     protocol.ReplicaSpec // guarded by mu
+	info     protocol.ReplicaInfo // guarded by mu
+	handler  serve.Handler        // guarded by mu; set once running
+	draining bool                 // guarded by mu
+	ongoing  int                  // guarded by mu
+}
+
+// Start begins running a replica of p.Spec and returns at once; the
+// replica constructs itself in the background (its record says STARTING
+// until it is RUNNING).
+func Start(p Params) *Replica {
+	if p.Heartbeat <= 0 {
+		p.Heartbeat = service.HeartbeatInterval
+	}
+	if p.Caller == nil {
+		p.Caller = wire.NewCaller(p.NC, p.Names)
+	}
+	s := p.Spec
+	r := &Replica{
+		p:       p,
+		id:      s.ID,
+		app:     s.App,
+		dep:     s.Deployment,
+		log:     p.Log.With().Str("app", s.App).Str("deployment", s.Deployment).Str("replica_id", s.ID).Logger(),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		changed: make(chan struct{}, 1),
+		spec:    s,
+		info: protocol.ReplicaInfo{
+			ID:                 s.ID,
+			App:                s.App,
+			Deployment:         s.Deployment,
+			WorkerID:           p.WorkerID,
+			Version:            s.Version,
+			State:              protocol.ReplicaStarting,
+			MaxOngoingRequests: s.MaxOngoingRequests,
+			Subject:            p.Names.ReplicaSubject(s.ID),
+		},
+	}
+	r.reqCtx, r.reqCancel = context.WithCancel(context.Background())
+	go r.run()
+	return r
+}
+
+// ID returns the replica id.
+func (r *Replica) ID() string { return r.id }
+
+// Spec returns the spec the replica runs now (with in-place changes).
+func (r *Replica) Spec() protocol.ReplicaSpec {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.spec
+}
+
+// Info returns the replica's current record.
+func (r *Replica) Info() protocol.ReplicaInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.info
+}
+
+// Stop asks the replica to drain and stop; it returns at once. Done is
+// closed when the replica is gone (record deleted).
+func (r *Replica) Stop() { r.stopOnce.Do(func() { close(r.stop) }) }
+
+// Done is closed when the replica has stopped.
+func (r *Replica) Done() <-chan struct{} { return r.done }
+
+// CUDAVisibleDevices is the CUDA_VISIBLE_DEVICES value for a replica given
+// the GPUs indices: "0,2". For no GPUs it is "", which hides every device
+// from a CPU-only replica's process.
+func CUDAVisibleDevices(indices []int) string {
+	s := make([]string, len(indices))
+	for i, n := range indices {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+// InPlace reports whether a replica running cur can become next without a
+// restart: they differ at most in user_config, max_ongoing_requests and
+// graceful_shutdown_timeout.
+func InPlace(cur, next protocol.ReplicaSpec) bool {
+	cur.UserConfig, next.UserConfig = nil, nil
+	cur.MaxOngoingRequests, next.MaxOngoingRequests = 0, 0
+	cur.GracefulShutdownTimeout, next.GracefulShutdownTimeout = 0, 0
+	return reflect.DeepEqual(cur, next)
+}
+
+// SameSpec reports whether two specs are equal (user_config compared as JSON).
+func SameSpec(a, b protocol.ReplicaSpec) bool {
+	return InPlace(a, b) && a.MaxOngoingRequests == b.MaxOngoingRequests &&
+		a.GracefulShutdownTimeout == b.GracefulShutdownTimeout && jsonEqual(a.UserConfig, b.UserConfig)
+}
+
+func jsonEqual(a, b json.RawMessage) bool {
+	norm := func(m json.RawMessage) []byte {
+		if len(bytes.TrimSpace(m)) == 0 {
+			return []byte("null")
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, m); err != nil {
+			return m
+		}
+		return buf.Bytes()
+	}
+	return bytes.Equal(norm(a), norm(b))
+}
+
+// Reconfigure applies next in place: new limits at once and, when the
+// user_config changed, the handler's Reconfigure. It returns
+// ErrNotReconfigurable (wrapped) when that is not possible; the caller then
+// restarts the replica. next must satisfy InPlace with Spec().
+func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) error {
+	r.reconfMu.Lock()
+	defer r.reconfMu.Unlock()
+	r.mu.Lock()
+	h, cur, draining := r.handler, r.spec, r.draining
+	r.mu.Unlock()
+	if !InPlace(cur, next) {
+		return fmt.Errorf("%w: spec changed beyond user_config and limits", ErrNotReconfigurable)
+	}
+	if h == nil || draining {
+		return fmt.Errorf("%w: replica is not running", ErrNotReconfigurable)
+	}
+	if !jsonEqual(cur.UserConfig, next.UserConfig) {
+		rc, ok := h.(serve.Reconfigurer)
+		if !ok {
+			return fmt.Errorf("%w: handler does not implement serve.Reconfigurer", ErrNotReconfigurable)
+		}
+		if err := rc.Reconfigure(ctx, next.UserConfig); err != nil {
+			return fmt.Errorf("%w: reconfigure: %w", ErrNotReconfigurable, err)
+		}
+	}
+	r.mu.Lock()
+	r.spec = next
+	r.info.MaxOngoingRequests = next.MaxOngoingRequests
+	r.mu.Unlock()
+	r.put()
+	r.loadChanged()
+	r.log.Info().Msg("replica reconfigured in place")
+	return nil
+}
+
+func (r *Replica) run() {
+	defer close(r.done)
+	defer r.reqCancel()
+	if r.p.After != nil {
+		select {
+		case <-r.p.After:
+		case <-r.stop:
+			<-r.p.After // never overlap the predecessor, even when stopped early
+			return
+		}
+	}
+
+	// startCtx ends when Stop is called: it aborts construction.
+	startCtx, cancelStart := context.WithCancel(context.Background())
+	defer cancelStart()
+	var bg sync.WaitGroup // heartbeat and load reporter
+	defer bg.Wait()
+	bg.Add(1)
+	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
+	defer stopHeartbeat()
+	go func() {
+		defer bg.Done()
+		select {
+		case <-r.stop:
+			cancelStart()
+		case <-hbCtx.Done():
+		}
+	}()
+
+	r.mu.Lock()
+	r.info.StartedAt = time.Now().UTC()
+	r.mu.Unlock()
+	r.put()
+	bg.Add(1)
+	go func() { defer bg.Done(); r.heartbeat(hbCtx) }()
+
+	h, svc := r.construct(startCtx)
+	if h == nil {
+		r.finish(stopHeartbeat, &bg)
+		return
+	}
+
+	r.mu.Lock()
+	r.info.State = protocol.ReplicaRunning
+	r.info.Message = ""
+	r.mu.Unlock()
+	if r.p.Metrics != nil {
+		r.p.Metrics.starts.WithLabelValues(r.app, r.dep).Inc()
+	}
+	r.put()
+	r.log.Info().Msg("replica running")
+
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	defer stopLoad()
+	loadDone := make(chan struct{})
+	go func() { defer close(loadDone); r.reportLoad(loadCtx) }()
+
+	<-r.stop
+	r.drain(h)
+	stopLoad()
+	<-loadDone
+	if err := svc.Stop(); err != nil {
+		r.log.Warn().Err(err).Msg("stop micro service")
+	}
+	r.finish(stopHeartbeat, &bg)
+}
+
+// finish stops the heartbeat and deletes the record.
+func (r *Replica) finish(stopHeartbeat context.CancelFunc, bg *sync.WaitGroup) {
+	stopHeartbeat()
+	bg.Wait()
+	r.putMu.Lock()
+	defer r.putMu.Unlock()
+	r.gone = true
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	key := protocol.ReplicaKey(r.app, r.dep, r.id)
+	if err := r.p.Records.Delete(ctx, key); err != nil {
+		r.log.Warn().Err(err).Msg("delete replica record")
+	}
+	if r.p.Metrics != nil {
+		r.p.Metrics.forget(r.app, r.dep, r.id)
+	}
+	r.log.Info().Msg("replica stopped")
+}
+
+// construct builds the handler and registers the micro service, retrying
+// with backoff until it works or ctx ends (then it returns nils).
+func (r *Replica) construct(ctx context.Context) (serve.Handler, micro.Service) {
+	backoff := firstBackoff
+	for attempt := 1; ; attempt++ {
+		h, svc, err := r.tryConstruct(ctx)
+		if err == nil {
+			return h, svc
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		r.log.Error().Err(err).Int("attempt", attempt).Dur("retry_in", backoff).Msg("replica failed to start")
+		r.mu.Lock()
+		r.info.Message = fmt.Sprintf("attempt %d: %v (retrying in %s)", attempt, err, backoff)
+		r.mu.Unlock()
+		r.put()
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, MaxBackoff)
+	}
+}
+
+func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.Service, err error) {
+	if r.p.Ctor == nil {
+		return nil, nil, fmt.Errorf("handler %q is not registered on worker %s", r.p.Spec.Handler, r.p.WorkerID)
+	}
+	r.mu.Lock()
+	s := r.spec
+	r.mu.Unlock()
+	init := serve.Init{
+		App:        s.App,
+		Deployment: s.Deployment,
+		ReplicaID:  s.ID,
+		UserConfig: s.UserConfig,
+		Logger:     r.log,
+		Caller:     r.p.Caller,
+		GPUs:       s.GPUIndices,
+	}
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				err = fmt.Errorf("constructor panicked: %v", v)
+			}
+		}()
+		h, err = r.p.Ctor(ctx, init)
+	}()
+	if err != nil {
+		return nil, nil, fmt.Errorf("construct %s: %w", s.Handler, err)
+	}
+	if h == nil {
+		return nil, nil, fmt.Errorf("construct %s: constructor returned no handler", s.Handler)
+	}
+	// The handler is in place before the endpoints exist: a call that
+	// arrives before the record says RUNNING is served, not dropped.
+	r.mu.Lock()
+	r.handler = h
+	r.mu.Unlock()
+	svc, err = r.serveMicro()
+	if err != nil {
+		r.mu.Lock()
+		r.handler = nil
+		r.mu.Unlock()
+		r.close(h)
+		return nil, nil, err
+	}
+	return h, svc, nil
+}
+
+func (r *Replica) serveMicro() (micro.Service, error) {
+	r.mu.Lock()
+	s := r.spec
+	r.mu.Unlock()
+	subject := r.p.Names.ReplicaSubject(s.ID)
+	svc, err := micro.AddService(r.p.NC, micro.Config{
+		Name:        protocol.ReplicaServiceName,
+		Version:     ServiceVersion,
+		Description: "jetserve replica of " + s.App + "/" + s.Deployment,
+		Metadata: map[string]string{
+			"app":        s.App,
+			"deployment": s.Deployment,
+			"replica":    s.ID,
+			"worker":     r.p.WorkerID,
+			"handler":    s.Handler,
+			"version":    s.Version,
+		},
+		// The subjects are this replica's own: no queue group to share.
+		QueueGroupDisabled: true,
+		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
+			r.log.Error().Str("subject", err.Subject).Str("error", err.Description).Msg("replica micro service error")
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add micro service: %w", err)
+	}
+	if err := svc.AddEndpoint(protocol.EndpointCall, micro.HandlerFunc(r.onCall),
+		micro.WithEndpointSubject(subject+"."+protocol.EndpointCall)); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("add call endpoint: %w", err)
+	}
+	if err := svc.AddEndpoint(protocol.EndpointHealth, micro.HandlerFunc(r.onHealth),
+		micro.WithEndpointSubject(subject+"."+protocol.EndpointHealth)); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("add health endpoint: %w", err)
+	}
+	return svc, nil
+}
+
+// drain stops admitting requests, waits for those in flight up to the
+// graceful shutdown timeout (then cancels them and waits for them to
+// return), and closes the handler.
+func (r *Replica) drain(h serve.Handler) {
+	r.mu.Lock()
+	r.draining = true
+	r.info.State = protocol.ReplicaStopping
+	grace := r.spec.GracefulShutdownTimeout.D()
+	ongoing := r.ongoing
+	r.mu.Unlock()
+	if grace <= 0 {
+		grace = config.DefaultGracefulShutdownTimeout.D()
+	}
+	r.put()
+	r.publishLoad()
+	r.log.Info().Int("ongoing", ongoing).Dur("timeout", grace).Msg("replica draining")
+
+	idle := make(chan struct{})
+	go func() { r.inflight.Wait(); close(idle) }()
+	t := time.NewTimer(grace)
+	select {
+	case <-idle:
+		t.Stop()
+	case <-t.C:
+		r.log.Warn().Msg("graceful shutdown timeout passed: cancelling requests in flight")
+		r.reqCancel()
+		<-idle
+	}
+	r.close(h)
+}
+
+func (r *Replica) close(h serve.Handler) {
+	c, ok := h.(serve.Closer)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), config.DefaultGracefulShutdownTimeout.D())
+	defer cancel()
+	if err := c.Close(ctx); err != nil {
+		r.log.Warn().Err(err).Msg("close handler")
+	}
+}
+
+// put writes the current record (with a fresh heartbeat time).
+func (r *Replica) put() {
+	r.putMu.Lock()
+	defer r.putMu.Unlock()
+	if r.gone {
+		return
+	}
+	r.mu.Lock()
+	r.info.Heartbeat = time.Now().UTC()
+	info := r.info
+	r.mu.Unlock()
+	b, err := json.Marshal(info)
+	if err != nil {
+		r.log.Error().Err(err).Msg("encode replica record")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	if _, err := r.p.Records.Put(ctx, protocol.ReplicaKey(info.App, info.Deployment, info.ID), b); err != nil {
+		r.log.Warn().Err(err).Msg("put replica record")
+	}
+}
+
+func (r *Replica) heartbeat(ctx context.Context) {
+	t := time.NewTicker(r.p.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.put()
+		}
+	}
+}
+
+// loadChanged wakes the load reporter (coalescing).
+func (r *Replica) loadChanged() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// reportLoad publishes a report on every change, at most every
+// LoadCoalesce, and every LoadInterval regardless.
+func (r *Replica) reportLoad(ctx context.Context) {
+	t := time.NewTicker(LoadInterval)
+	defer t.Stop()
+	r.publishLoad()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.publishLoad()
+		case <-r.changed:
+			r.publishLoad()
+			wait := time.NewTimer(LoadCoalesce)
+			select {
+			case <-ctx.Done():
+				wait.Stop()
+				return
+			case <-wait.C:
+			}
+		}
+	}
+}
+
+func (r *Replica) publishLoad() {
+	r.mu.Lock()
+	rep := protocol.LoadReport{
+		ReplicaID:  r.id,
+		App:        r.spec.App,
+		Deployment: r.spec.Deployment,
+		Ongoing:    r.ongoing,
+		Max:        r.spec.MaxOngoingRequests,
+		Draining:   r.draining,
+		At:         time.Now().UTC(),
+	}
+	r.mu.Unlock()
+	b, err := json.Marshal(rep)
+	if err != nil {
+		r.log.Error().Err(err).Msg("encode load report")
+		return
+	}
+	if err := r.p.NC.Publish(r.p.Names.LoadSubject(rep.App, rep.Deployment), b); err != nil {
+		r.log.Warn().Err(err).Msg("publish load report")
+	}
+}
+
+// onCall admits a request (synchronously: micro callbacks are sequential)
+// and serves it on its own goroutine.
+func (r *Replica) onCall(req micro.Request) {
+	msg := &nats.Msg{Subject: req.Subject(), Reply: req.Reply(), Header: nats.Header(req.Headers()), Data: req.Data()}
+	if msg.Header == nil {
+		msg.Header = nats.Header{}
+	}
+	r.mu.Lock()
+	switch {
+	case r.draining:
+		r.mu.Unlock()
+		r.reject(req, protocol.ErrDraining, "replica "+r.id+" is draining")
+		return
+	case r.ongoing >= r.spec.MaxOngoingRequests:
+		limit := r.spec.MaxOngoingRequests
+		r.mu.Unlock()
+		r.reject(req, protocol.ErrReplicaFull, fmt.Sprintf("replica %s is at max_ongoing_requests (%d)", r.id, limit))
+		return
+	}
+	r.ongoing++
+	r.inflight.Add(1)
+	h := r.handler
+	r.mu.Unlock()
+	r.loadChanged()
+	if r.p.Metrics != nil {
+		r.p.Metrics.processing.WithLabelValues(r.app, r.dep, r.id).Inc()
+	}
+	go r.serve(h, msg)
+}
+
+// reject answers a request the replica did not start (retryable by routers).
+func (r *Replica) reject(req micro.Request, code protocol.ErrorCode, text string) {
+	m := wire.ErrorMsg(http.StatusServiceUnavailable, code, text)
+	m.Header.Set(protocol.HdrReplica, r.id)
+	if err := req.Error(strconv.Itoa(http.StatusServiceUnavailable), string(code), m.Data, micro.WithHeaders(micro.Headers(m.Header))); err != nil {
+		r.log.Warn().Err(err).Msg("send rejection")
+	}
+}
+
+func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
+	start := time.Now()
+	defer func() {
+		r.mu.Lock()
+		r.ongoing--
+		r.mu.Unlock()
+		r.loadChanged()
+		if r.p.Metrics != nil {
+			r.p.Metrics.processing.WithLabelValues(r.app, r.dep, r.id).Dec()
+		}
+		r.inflight.Done()
+	}()
+	ctx := r.reqCtx
+	if dl, ok := wire.Deadline(msg); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		defer cancel()
+	}
+	req := wire.DecodeRequest(msg)
+	log := r.log.With().Str("request_id", req.RequestID).Logger()
+	ctx = log.WithContext(ctx)
+
+	reply, failed := r.invoke(ctx, h, req, msg.Header.Get(protocol.HdrStream))
+	reply.Header.Set(protocol.HdrReplica, r.id)
+	if failed {
+		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
+	}
+	if r.p.Metrics != nil {
+		lbl := []string{r.app, r.dep, r.id}
+		r.p.Metrics.requests.WithLabelValues(lbl...).Inc()
+		if failed {
+			r.p.Metrics.errors.WithLabelValues(lbl...).Inc()
+		}
+		r.p.Metrics.latency.WithLabelValues(lbl...).Observe(float64(time.Since(start).Microseconds()) / 1000)
+	}
+	if msg.Reply == "" {
+		return
+	}
+	reply.Subject = msg.Reply
+	if err := r.p.NC.PublishMsg(reply); err != nil {
+		log.Warn().Err(err).Msg("send reply")
+	}
+}
+
+// invoke runs the handler (streaming when asked and supported) and returns
+// the reply and whether the handler failed. A panic is a 500.
+func (r *Replica) invoke(ctx context.Context, h serve.Handler, req *serve.Request, inbox string) (reply *nats.Msg, failed bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.log.Error().Interface("panic", v).Str("request_id", req.RequestID).Msg("handler panicked")
+			reply = wire.ErrorMsg(http.StatusInternalServerError, protocol.ErrInternal, fmt.Sprintf("handler panicked: %v", v))
+			failed = true
+		}
+	}()
+	if sh, ok := h.(serve.StreamHandler); ok && inbox != "" {
+		w := wire.NewStreamWriter(r.p.NC, inbox)
+		err := sh.ServeStream(ctx, req, w)
+		return w.Finish(err), err != nil
+	}
+	resp, err := h.ServeRequest(ctx, req)
+	if err != nil {
+		return wire.EncodeError(err), true
+	}
+	if resp == nil {
+		resp = &serve.Response{Status: http.StatusOK}
+	}
+	return wire.EncodeResponse(resp), false
+}
+
+// onHealth answers a health check: the handler's CheckHealth if it has
+// one, bounded by the requester's deadline.
+func (r *Replica) onHealth(req micro.Request) {
+	msg := &nats.Msg{Header: nats.Header(req.Headers())}
+	ctx, cancel := context.WithTimeout(r.reqCtx, DefaultHealthTimeout)
+	defer cancel()
+	if dl, ok := wire.Deadline(msg); ok {
+		var c context.CancelFunc
+		ctx, c = context.WithDeadline(ctx, dl)
+		defer c()
+	}
+	r.mu.Lock()
+	h := r.handler
+	r.mu.Unlock()
+	var err error
+	if hc, ok := h.(serve.HealthChecker); ok {
+		err = checkHealth(ctx, hc)
+	}
+	hdr := micro.Headers{protocol.HdrReplica: {r.id}}
+	if err != nil {
+		m := wire.EncodeError(err)
+		m.Header.Set(protocol.HdrReplica, r.id)
+		e := serve.AsError(err)
+		if rerr := req.Error(strconv.Itoa(e.Status), string(e.Code), m.Data, micro.WithHeaders(micro.Headers(m.Header))); rerr != nil {
+			r.log.Warn().Err(rerr).Msg("send health reply")
+		}
+		return
+	}
+	hdr[protocol.HdrStatus] = []string{"200"}
+	if err := req.Respond(nil, micro.WithHeaders(hdr)); err != nil {
+		r.log.Warn().Err(err).Msg("send health reply")
+	}
+}
+
+func checkHealth(ctx context.Context, hc serve.HealthChecker) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("health check panicked: %v", v)
+		}
+	}()
+	return hc.CheckHealth(ctx)
+}

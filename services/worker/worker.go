@@ -1,0 +1,387 @@
+// Package worker is jetserve's replica worker: one per machine or pod. It
+// advertises the machine (CPU, memory, GPUs, labels and the handlers its
+// serve.Registry holds) in the Workers bucket, watches its key in the
+// Assignments bucket and converges the replicas it runs to that
+// assignment: new replicas start, removed ones drain and stop, and a change
+// of only user_config (or limits) is applied in place through
+// serve.Reconfigurer — a handler without it is restarted.
+//
+// Run owns every goroutine it starts: one loop that heartbeats and
+// converges (the only writer of the replica set) and the replicas' own
+// (see internal/replica). When ctx ends the worker marks itself draining,
+// drains every replica, deletes its record and returns.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/services/worker/internal/gpu"
+	"github.com/jetserve/jetserve/services/worker/internal/host"
+	"github.com/jetserve/jetserve/services/worker/internal/replica"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+)
+
+// kvTimeout bounds one write to a bucket.
+const kvTimeout = 5 * time.Second
+
+// reconfigureTimeout bounds a handler's Reconfigure.
+const reconfigureTimeout = 30 * time.Second
+
+// Run runs the worker until ctx ends, then drains it. reg holds the
+// deployments this worker can run.
+func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry) error {
+	if reg == nil {
+		return errors.New("worker: a serve.Registry is required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	cleanup, err := deps.Prepare(ctx, cfg.Common, "jetserve-worker")
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	names, err := protocol.NewNames(cfg.NATS.Prefix)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(deps.NC)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	buckets, err := service.OpenBuckets(ctx, js, names)
+	if err != nil {
+		return err
+	}
+	metrics, err := replica.NewMetrics(deps.Metrics)
+	if err != nil {
+		return err
+	}
+	info, err := describe(ctx, cfg, reg, deps.Log)
+	if err != nil {
+		return err
+	}
+	w := &worker{
+		nc:       deps.NC,
+		names:    names,
+		buckets:  buckets,
+		reg:      reg,
+		metrics:  metrics,
+		caller:   wire.NewCaller(deps.NC, names),
+		log:      deps.Log.With().Str("worker_id", info.ID).Logger(),
+		info:     info,
+		replicas: map[string]*replica.Replica{},
+		stopping: map[string]*replica.Replica{},
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
+	g.Go(func() error { return w.run(gctx) })
+	return g.Wait()
+}
+
+// describe builds the worker's registration from the config and the machine.
+func describe(ctx context.Context, cfg Config, reg *serve.Registry, log zerolog.Logger) (protocol.WorkerInfo, error) {
+	hostname, err := os.Hostname()
+	if err != nil {
+		hostname = "worker"
+	}
+	id := cfg.ID
+	if id == "" {
+		id, err = GenerateID(hostname)
+		if err != nil {
+			return protocol.WorkerInfo{}, err
+		}
+	}
+	var mem int64
+	if cfg.Resources.Memory != "" {
+		b, err := config.ParseBytes(cfg.Resources.Memory)
+		if err != nil {
+			return protocol.WorkerInfo{}, fmt.Errorf("resources.memory: %w", err)
+		}
+		mem = int64(b)
+	} else if mem, err = host.MemTotal(host.MemInfoPath); err != nil {
+		log.Warn().Err(err).Msg("cannot read the machine's memory; advertising 0 (set resources.memory)")
+	}
+	gpus, err := cfg.declaredGPUs()
+	if err != nil {
+		return protocol.WorkerInfo{}, err
+	}
+	if cfg.GPUDetect == GPUDetectAuto {
+		found, err := gpu.Detect(ctx, cfg.NvidiaSMI)
+		switch {
+		case errors.Is(err, gpu.ErrNotFound):
+			log.Debug().Msg("nvidia-smi not found: advertising the declared GPUs")
+		case err != nil:
+			log.Warn().Err(err).Msg("GPU detection failed: advertising the declared GPUs")
+		case len(found) > 0:
+			gpus = found
+		}
+	}
+	labels, err := ParseLabels(cfg.Labels)
+	if err != nil {
+		return protocol.WorkerInfo{}, fmt.Errorf("labels: %w", err)
+	}
+	if len(labels) == 0 {
+		labels = nil
+	}
+	return protocol.WorkerInfo{
+		ID:          id,
+		Host:        hostname,
+		CPU:         cfg.Resources.CPU,
+		MemoryBytes: mem,
+		GPUs:        gpus,
+		Labels:      labels,
+		Handlers:    reg.Names(),
+		StartedAt:   time.Now().UTC(),
+	}, nil
+}
+
+// GenerateID makes a worker id from a host name: its first label, cleaned
+// to [A-Za-z0-9_-], plus a random 6-hex-digit suffix.
+func GenerateID(hostname string) (string, error) {
+	base, _, _ := strings.Cut(hostname, ".")
+	base = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			return r
+		}
+		return '-'
+	}, base)
+	if len(base) > 50 {
+		base = base[:50]
+	}
+	if base == "" {
+		base = "worker"
+	}
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("worker id: %w", err)
+	}
+	return base + "-" + hex.EncodeToString(b[:]), nil
+}
+
+type worker struct {
+	nc      *nats.Conn
+	names   protocol.Names
+	buckets *service.Buckets
+	reg     *serve.Registry
+	metrics *replica.Metrics
+	caller  serve.Caller
+	log     zerolog.Logger
+	info    protocol.WorkerInfo // owned by run
+
+	// Owned by run (one goroutine); no lock.
+	replicas map[string]*replica.Replica // running or starting, by id
+	stopping map[string]*replica.Replica // draining, by id, until Done
+}
+
+// run heartbeats, watches the assignment and converges until ctx ends,
+// then drains.
+func (w *worker) run(ctx context.Context) error {
+	w.putInfo()
+	w.log.Info().Strs("handlers", w.info.Handlers).Float64("cpu", w.info.CPU).
+		Int64("memory_bytes", w.info.MemoryBytes).Int("gpus", len(w.info.GPUs)).Msg("worker registered")
+	hb := time.NewTicker(service.HeartbeatInterval)
+	defer hb.Stop()
+
+	var updates <-chan jetstream.KeyValueEntry
+	var watcher jetstream.KeyWatcher
+	defer func() {
+		if watcher != nil {
+			_ = watcher.Stop()
+		}
+	}()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return w.shutdown()
+		case <-hb.C:
+			w.putInfo()
+			w.forgetStopped()
+		case <-retry.C:
+			kw, err := w.buckets.Assignments.Watch(ctx, w.info.ID)
+			if err != nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				w.log.Error().Err(err).Msg("watch assignment; retrying")
+				retry.Reset(time.Second)
+				continue
+			}
+			watcher, updates = kw, kw.Updates()
+		case e, ok := <-updates:
+			if !ok {
+				// The watcher ended (it should not): watch again.
+				_ = watcher.Stop()
+				watcher, updates = nil, nil
+				retry.Reset(time.Second)
+				continue
+			}
+			if e == nil { // end of the initial values
+				continue
+			}
+			w.apply(ctx, e)
+		}
+	}
+}
+
+// apply converges to the assignment in e.
+func (w *worker) apply(ctx context.Context, e jetstream.KeyValueEntry) {
+	var a protocol.Assignment
+	if e.Operation() == jetstream.KeyValuePut {
+		if err := json.Unmarshal(e.Value(), &a); err != nil {
+			w.log.Error().Err(err).Uint64("revision", e.Revision()).Msg("malformed assignment ignored")
+			return
+		}
+	}
+	w.log.Debug().Uint64("revision", e.Revision()).Uint64("epoch", a.Epoch).Int("replicas", len(a.Replicas)).Msg("assignment")
+	w.converge(ctx, a.Replicas)
+}
+
+// converge makes the running set equal to want.
+func (w *worker) converge(ctx context.Context, want []protocol.ReplicaSpec) {
+	w.forgetStopped()
+	desired := make(map[string]protocol.ReplicaSpec, len(want))
+	for _, s := range want {
+		if s.ID == "" {
+			w.log.Error().Str("app", s.App).Str("deployment", s.Deployment).Msg("replica spec without id ignored")
+			continue
+		}
+		desired[s.ID] = s
+	}
+	for id, r := range w.replicas {
+		if _, ok := desired[id]; !ok {
+			w.log.Info().Str("replica_id", id).Msg("replica removed from assignment: draining")
+			w.stopReplica(r)
+		}
+	}
+	for id, next := range desired {
+		r, ok := w.replicas[id]
+		if !ok {
+			w.startReplica(next)
+			continue
+		}
+		cur := r.Spec()
+		if replica.SameSpec(cur, next) {
+			continue
+		}
+		if replica.InPlace(cur, next) {
+			rctx, cancel := context.WithTimeout(ctx, reconfigureTimeout)
+			err := r.Reconfigure(rctx, next)
+			cancel()
+			if err == nil {
+				continue
+			}
+			w.log.Info().Str("replica_id", id).Err(err).Msg("restarting replica to apply its new config")
+		} else {
+			w.log.Info().Str("replica_id", id).Str("version", next.Version).Msg("replica spec changed: restarting")
+		}
+		w.stopReplica(r)
+		w.startReplica(next)
+	}
+}
+
+func (w *worker) stopReplica(r *replica.Replica) {
+	r.Stop()
+	delete(w.replicas, r.ID())
+	w.stopping[r.ID()] = r
+}
+
+// startReplica starts s; if a replica with the same id is still draining
+// the new one waits for it.
+func (w *worker) startReplica(s protocol.ReplicaSpec) {
+	var after <-chan struct{}
+	if old, ok := w.stopping[s.ID]; ok {
+		after = old.Done()
+	}
+	ctor, _ := w.reg.Lookup(s.Handler) // nil: the replica reports it in its record
+	r := replica.Start(replica.Params{
+		NC:       w.nc,
+		Names:    w.names,
+		Records:  w.buckets.Replicas,
+		WorkerID: w.info.ID,
+		Spec:     s,
+		Ctor:     ctor,
+		Caller:   w.caller,
+		Log:      w.log,
+		Metrics:  w.metrics,
+		After:    after,
+	})
+	w.replicas[s.ID] = r
+	// The new replica now stands for the id: it waits for the old one, so
+	// a later restart waiting for it waits for both.
+	delete(w.stopping, s.ID)
+}
+
+// forgetStopped drops replicas that finished draining.
+func (w *worker) forgetStopped() {
+	for id, r := range w.stopping {
+		select {
+		case <-r.Done():
+			delete(w.stopping, id)
+		default:
+		}
+	}
+}
+
+func (w *worker) putInfo() {
+	w.info.Heartbeat = time.Now().UTC()
+	b, err := json.Marshal(w.info)
+	if err != nil {
+		w.log.Error().Err(err).Msg("encode worker info")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	if _, err := w.buckets.Workers.Put(ctx, w.info.ID, b); err != nil {
+		w.log.Warn().Err(err).Msg("put worker info")
+	}
+}
+
+// shutdown marks the worker draining, drains every replica (heartbeating
+// meanwhile so the record does not expire) and deletes the record.
+func (w *worker) shutdown() error {
+	w.info.Draining = true
+	w.putInfo()
+	w.log.Info().Int("replicas", len(w.replicas)).Msg("worker draining")
+	for _, r := range w.replicas {
+		w.stopReplica(r)
+	}
+	hb := time.NewTicker(service.HeartbeatInterval)
+	defer hb.Stop()
+	for _, r := range w.stopping {
+		for waiting := true; waiting; {
+			select {
+			case <-r.Done():
+				waiting = false
+			case <-hb.C:
+				w.putInfo()
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	if err := w.buckets.Workers.Delete(ctx, w.info.ID); err != nil {
+		w.log.Warn().Err(err).Msg("delete worker info")
+	}
+	w.log.Info().Msg("worker stopped")
+	return nil
+}

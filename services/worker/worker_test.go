@@ -1,0 +1,864 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/services/worker"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	testApp    = "app"
+	waitLimit  = 10 * time.Second
+	workerID   = "w1"
+	pollPeriod = 5 * time.Millisecond
+)
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(pollPeriod)
+	}
+}
+
+// deployments is the test registry's shared state: what constructors and
+// handlers saw, and gates that hold slow requests.
+type deployments struct {
+	reg          *serve.Registry
+	constructs   sync.Map // handler name → *atomic.Int32
+	reconfigured atomic.Int32
+	closed       atomic.Int32
+	started      chan string   // a slow request began (its body)
+	release      chan struct{} // closed to let slow requests finish
+	failFirst    atomic.Int32  // "flaky" constructor failures left
+}
+
+func (d *deployments) count(name string) *atomic.Int32 {
+	v, _ := d.constructs.LoadOrStore(name, new(atomic.Int32))
+	return v.(*atomic.Int32)
+}
+
+type greetConfig struct {
+	Greeting string `json:"greeting"`
+	Healthy  *bool  `json:"healthy,omitempty"`
+}
+
+// echo answers "<greeting>:<body>" and supports Reconfigure, health and Close.
+type echo struct {
+	d   *deployments
+	mu  sync.Mutex
+	cfg greetConfig // guarded by mu
+}
+
+func (e *echo) ServeRequest(_ context.Context, req *serve.Request) (*serve.Response, error) {
+	e.mu.Lock()
+	g := e.cfg.Greeting
+	e.mu.Unlock()
+	if string(req.Body) == "fail" {
+		return nil, serve.Errorf(http.StatusTeapot, "asked to fail")
+	}
+	return &serve.Response{Status: http.StatusOK, Body: []byte(g + ":" + string(req.Body))}, nil
+}
+
+func (e *echo) Reconfigure(_ context.Context, uc json.RawMessage) error {
+	var c greetConfig
+	if err := json.Unmarshal(uc, &c); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.cfg = c
+	e.mu.Unlock()
+	e.d.reconfigured.Add(1)
+	return nil
+}
+
+func (e *echo) CheckHealth(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cfg.Healthy != nil && !*e.cfg.Healthy {
+		return errors.New("configured unhealthy")
+	}
+	return nil
+}
+
+func (e *echo) Close(context.Context) error { e.d.closed.Add(1); return nil }
+
+// plain has no Reconfigure: a user_config change restarts it.
+type plain struct{ greeting string }
+
+func (p plain) ServeRequest(context.Context, *serve.Request) (*serve.Response, error) {
+	return &serve.Response{Body: []byte(p.greeting)}, nil
+}
+
+// streamer streams three chunks.
+type streamer struct{}
+
+func (streamer) ServeRequest(context.Context, *serve.Request) (*serve.Response, error) {
+	return &serve.Response{Body: []byte("not streamed")}, nil
+}
+
+func (streamer) ServeStream(_ context.Context, _ *serve.Request, w serve.StreamWriter) error {
+	if err := w.WriteHead(http.StatusOK, http.Header{"Content-Type": {"text/plain"}}); err != nil {
+		return err
+	}
+	for i := 1; i <= 3; i++ {
+		if err := w.Write([]byte("chunk" + strconv.Itoa(i))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newDeployments(t testing.TB) *deployments {
+	t.Helper()
+	d := &deployments{reg: serve.NewRegistry(), started: make(chan string, 16), release: make(chan struct{})}
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(d.reg.Register("echo", func(_ context.Context, in serve.Init) (serve.Handler, error) {
+		d.count("echo").Add(1)
+		e := &echo{d: d}
+		if err := in.DecodeUserConfig(&e.cfg); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}))
+	must(d.reg.Register("plain", func(_ context.Context, in serve.Init) (serve.Handler, error) {
+		d.count("plain").Add(1)
+		var c greetConfig
+		if err := in.DecodeUserConfig(&c); err != nil {
+			return nil, err
+		}
+		return plain{greeting: c.Greeting}, nil
+	}))
+	must(d.reg.Register("slow", func(context.Context, serve.Init) (serve.Handler, error) {
+		d.count("slow").Add(1)
+		return serve.HandlerFunc(func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
+			d.started <- string(req.Body)
+			select {
+			case <-d.release:
+				return &serve.Response{Body: []byte("done:" + string(req.Body))}, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}), nil
+	}))
+	must(d.reg.Register("streamer", func(context.Context, serve.Init) (serve.Handler, error) {
+		return streamer{}, nil
+	}))
+	must(d.reg.Register("flaky", func(context.Context, serve.Init) (serve.Handler, error) {
+		d.count("flaky").Add(1)
+		if d.failFirst.Add(-1) >= 0 {
+			return nil, errors.New("model weights not ready")
+		}
+		return plain{greeting: "flaky ok"}, nil
+	}))
+	must(d.reg.Register("chain", func(_ context.Context, in serve.Init) (serve.Handler, error) {
+		next := in.Handle("echo-dep")
+		return serve.HandlerFunc(func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
+			resp, err := next.Call(ctx, &serve.Request{Body: req.Body})
+			if err != nil {
+				return nil, err
+			}
+			return &serve.Response{Body: append([]byte("chain>"), resp.Body...)}, nil
+		}), nil
+	}))
+	return d
+}
+
+// fleet is an embedded JetStream with one worker running.
+type fleet struct {
+	t       testing.TB
+	nc      *nats.Conn
+	names   protocol.Names
+	b       *service.Buckets
+	d       *deployments
+	metrics *prometheus.Registry
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
+}
+
+func startFleet(t testing.TB, mutate func(*worker.Config)) *fleet {
+	t.Helper()
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	wnc := natstest.Conn(t, ns)
+	names, err := protocol.NewNames("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := service.OpenBuckets(context.Background(), js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := worker.DefaultConfig()
+	cfg.NATS.URL = ns.ClientURL()
+	cfg.OpsAddr = ""
+	cfg.ID = workerID
+	cfg.GPUDetect = worker.GPUDetectOff
+	cfg.Resources.CPU = 4
+	cfg.Resources.Memory = "16Gi"
+	cfg.Resources.GPUs = []worker.GPU{{Index: 0, Type: "h100", Memory: "80Gi"}}
+	cfg.Labels = "zone=a, gpu.type=h100"
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	f := &fleet{t: t, nc: nc, names: names, b: b, d: newDeployments(t), metrics: prometheus.NewRegistry(), done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	deps := service.Deps{NC: wnc, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), Metrics: f.metrics}
+	go func() { f.done <- worker.Run(ctx, cfg, deps, f.d.reg) }()
+	t.Cleanup(func() { f.stop() })
+	return f
+}
+
+// stop cancels the worker and waits for Run to return (releasing slow
+// requests so the drain can finish).
+func (f *fleet) stop() error {
+	f.t.Helper()
+	if f.stopped {
+		return nil
+	}
+	f.stopped = true
+	f.cancel()
+	select {
+	case <-f.d.release:
+	default:
+		close(f.d.release)
+	}
+	select {
+	case err := <-f.done:
+		return err
+	case <-time.After(30 * time.Second):
+		f.t.Fatalf("worker.Run did not return after cancel")
+		return nil
+	}
+}
+
+func (f *fleet) assign(specs ...protocol.ReplicaSpec) {
+	f.t.Helper()
+	b, err := json.Marshal(protocol.Assignment{WorkerID: workerID, Replicas: specs, Epoch: 1})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := f.b.Assignments.Put(context.Background(), workerID, b); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func spec(id, dep, handler string, maxOngoing int, userConfig string) protocol.ReplicaSpec {
+	s := protocol.ReplicaSpec{
+		ID: id, App: testApp, Deployment: dep, Handler: handler, Version: "v1",
+		MaxOngoingRequests: maxOngoing, CPU: 1, GracefulShutdownTimeout: config.Duration(10 * time.Second),
+	}
+	if userConfig != "" {
+		s.UserConfig = json.RawMessage(userConfig)
+	}
+	return s
+}
+
+func (f *fleet) record(s protocol.ReplicaSpec) (protocol.ReplicaInfo, bool) {
+	e, err := f.b.Replicas.Get(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, s.ID))
+	if err != nil {
+		return protocol.ReplicaInfo{}, false
+	}
+	var info protocol.ReplicaInfo
+	if err := json.Unmarshal(e.Value(), &info); err != nil {
+		f.t.Fatalf("replica record: %v", err)
+	}
+	return info, true
+}
+
+func (f *fleet) waitState(s protocol.ReplicaSpec, want protocol.ReplicaState) protocol.ReplicaInfo {
+	f.t.Helper()
+	var info protocol.ReplicaInfo
+	waitFor(f.t, fmt.Sprintf("replica %s %s", s.ID, want), func() bool {
+		var ok bool
+		info, ok = f.record(s)
+		return ok && info.State == want
+	})
+	return info
+}
+
+func (f *fleet) waitGone(s protocol.ReplicaSpec) {
+	f.t.Helper()
+	waitFor(f.t, "replica "+s.ID+" record deleted", func() bool {
+		_, ok := f.record(s)
+		return !ok
+	})
+}
+
+// call sends body to the replica's .call endpoint directly.
+func (f *fleet) call(id, body string) (*nats.Msg, error) {
+	m := wire.EncodeRequest(f.names.ReplicaSubject(id)+".call", &serve.Request{Method: "POST", Path: "/", Body: []byte(body), RequestID: "req-" + body})
+	m.Header.Set(protocol.HdrDeadline, strconv.FormatInt(time.Now().Add(waitLimit).UnixMilli(), 10))
+	return f.nc.RequestMsg(m, waitLimit)
+}
+
+func (f *fleet) mustCall(id, body string) *serve.Response {
+	f.t.Helper()
+	reply, err := f.call(id, body)
+	if err != nil {
+		f.t.Fatalf("call %s %q: %v", id, body, err)
+	}
+	if got := reply.Header.Get(protocol.HdrReplica); got != id {
+		f.t.Errorf("reply header %s = %q, want %q", protocol.HdrReplica, got, id)
+	}
+	return wire.DecodeResponse(reply)
+}
+
+func TestWorkerRegisters(t *testing.T) {
+	f := startFleet(t, nil)
+	var info protocol.WorkerInfo
+	waitFor(t, "worker record", func() bool {
+		e, err := f.b.Workers.Get(context.Background(), workerID)
+		if err != nil {
+			return false
+		}
+		if err := json.Unmarshal(e.Value(), &info); err != nil {
+			t.Fatal(err)
+		}
+		return true
+	})
+	if want := f.d.reg.Names(); !slices.Equal(info.Handlers, want) {
+		t.Errorf("WorkerInfo.Handlers = %v, want %v", info.Handlers, want)
+	}
+	if info.CPU != 4 || info.MemoryBytes != 16<<30 {
+		t.Errorf("WorkerInfo CPU, memory = %v, %d, want 4, %d", info.CPU, info.MemoryBytes, int64(16<<30))
+	}
+	if len(info.GPUs) != 1 || info.GPUs[0] != (protocol.GPU{Index: 0, Type: "h100", MemoryBytes: 80 << 30}) {
+		t.Errorf("WorkerInfo.GPUs = %+v, want the declared h100", info.GPUs)
+	}
+	if info.Labels["zone"] != "a" || info.Labels["gpu.type"] != "h100" {
+		t.Errorf("WorkerInfo.Labels = %v, want zone=a gpu.type=h100", info.Labels)
+	}
+	if info.Draining || info.Host == "" || info.StartedAt.IsZero() {
+		t.Errorf("WorkerInfo = %+v, want not draining, host and start time set", info)
+	}
+
+	if err := f.stop(); err != nil {
+		t.Fatalf("Run = %v, want nil after cancel", err)
+	}
+	if _, err := f.b.Workers.Get(context.Background(), workerID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("worker record after shutdown: Get = %v, want ErrKeyNotFound", err)
+	}
+}
+
+func TestAssignmentStartsReplica(t *testing.T) {
+	f := startFleet(t, nil)
+	loads := make(chan *nats.Msg, 64)
+	sub, err := f.nc.ChanSubscribe(f.names.LoadSubject(testApp, "echo-dep"), loads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+
+	s := spec("r1", "echo-dep", "echo", 2, `{"greeting":"hi"}`)
+	f.assign(s)
+	info := f.waitState(s, protocol.ReplicaRunning)
+	if info.WorkerID != workerID || info.Subject != f.names.ReplicaSubject("r1") || info.MaxOngoingRequests != 2 || info.Version != "v1" {
+		t.Errorf("replica record = %+v", info)
+	}
+
+	resp := f.mustCall("r1", "world")
+	if resp.Status != http.StatusOK || string(resp.Body) != "hi:world" {
+		t.Errorf("call r1 = %d %q, want 200 %q", resp.Status, resp.Body, "hi:world")
+	}
+	resp = f.mustCall("r1", "fail")
+	if resp.Status != http.StatusTeapot {
+		t.Errorf("call r1 fail = %d, want %d", resp.Status, http.StatusTeapot)
+	}
+
+	select {
+	case m := <-loads:
+		var rep protocol.LoadReport
+		if err := json.Unmarshal(m.Data, &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.ReplicaID != "r1" || rep.Max != 2 || rep.App != testApp || rep.Deployment != "echo-dep" {
+			t.Errorf("load report = %+v", rep)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("no load report")
+	}
+
+	mfs, err := f.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				got[mf.GetName()] += m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				got[mf.GetName()] += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"jetserve_deployment_request_counter_total": 2,
+		"jetserve_deployment_error_counter_total":   1,
+		"jetserve_deployment_processing_latency_ms": 2,
+		"jetserve_replica_starts_total":             1,
+	} {
+		if got[name] != want {
+			t.Errorf("metric %s = %v, want %v", name, got[name], want)
+		}
+	}
+}
+
+func TestMaxOngoingRequests(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("slow1", "slow-dep", "slow", 1, "")
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+
+	first := make(chan *nats.Msg, 1)
+	go func() {
+		reply, err := f.call("slow1", "a")
+		if err != nil {
+			t.Errorf("first call: %v", err)
+		}
+		first <- reply
+	}()
+	<-f.d.started
+
+	reply, err := f.call("slow1", "b")
+	if err != nil {
+		t.Fatalf("second call: %v", err)
+	}
+	if code := wire.ErrorCode(reply); code != protocol.ErrReplicaFull {
+		t.Errorf("second call error code = %q, want %q", code, protocol.ErrReplicaFull)
+	}
+	if st := reply.Header.Get(protocol.HdrStatus); st != "503" {
+		t.Errorf("second call status = %s, want 503", st)
+	}
+
+	close(f.d.release)
+	if resp := wire.DecodeResponse(<-first); string(resp.Body) != "done:a" {
+		t.Errorf("first call = %q, want %q", resp.Body, "done:a")
+	}
+}
+
+func TestUserConfigReconfiguresInPlace(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("r1", "echo-dep", "echo", 2, `{"greeting":"hello"}`)
+	f.assign(s)
+	started := f.waitState(s, protocol.ReplicaRunning).StartedAt
+
+	s.UserConfig = json.RawMessage(`{"greeting":"bonjour"}`)
+	f.assign(s)
+	waitFor(t, "Reconfigure called", func() bool { return f.d.reconfigured.Load() == 1 })
+	if resp := f.mustCall("r1", "x"); string(resp.Body) != "bonjour:x" {
+		t.Errorf("call after reconfigure = %q, want %q", resp.Body, "bonjour:x")
+	}
+	if n := f.d.count("echo").Load(); n != 1 {
+		t.Errorf("echo constructed %d times, want 1 (reconfigured in place)", n)
+	}
+	if info := f.waitState(s, protocol.ReplicaRunning); !info.StartedAt.Equal(started) {
+		t.Errorf("replica start time changed %v → %v: it was restarted", started, info.StartedAt)
+	}
+}
+
+func TestUserConfigRestartsWithoutReconfigurer(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("p1", "plain-dep", "plain", 2, `{"greeting":"one"}`)
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	if resp := f.mustCall("p1", ""); string(resp.Body) != "one" {
+		t.Fatalf("call = %q, want one", resp.Body)
+	}
+	s.UserConfig = json.RawMessage(`{"greeting":"two"}`)
+	f.assign(s)
+	waitFor(t, "plain constructed again", func() bool { return f.d.count("plain").Load() == 2 })
+	waitFor(t, "restarted replica answers with the new config", func() bool {
+		reply, err := f.call("p1", "")
+		return err == nil && string(reply.Data) == "two"
+	})
+	f.waitState(s, protocol.ReplicaRunning)
+}
+
+func TestRemovalDrains(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("slow1", "slow-dep", "slow", 4, "")
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	loads := make(chan *nats.Msg, 64)
+	sub, err := f.nc.ChanSubscribe(f.names.LoadSubject(testApp, "slow-dep"), loads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+
+	inflight := make(chan *nats.Msg, 1)
+	go func() {
+		reply, err := f.call("slow1", "inflight")
+		if err != nil {
+			t.Errorf("in-flight call: %v", err)
+		}
+		inflight <- reply
+	}()
+	<-f.d.started
+
+	f.assign() // removed
+	f.waitState(s, protocol.ReplicaStopping)
+	waitFor(t, "a draining load report", func() bool {
+		select {
+		case m := <-loads:
+			var rep protocol.LoadReport
+			return json.Unmarshal(m.Data, &rep) == nil && rep.Draining
+		default:
+			return false
+		}
+	})
+	reply, err := f.call("slow1", "late")
+	if err != nil {
+		t.Fatalf("call while draining: %v", err)
+	}
+	if code := wire.ErrorCode(reply); code != protocol.ErrDraining {
+		t.Errorf("call while draining: code %q, want %q", code, protocol.ErrDraining)
+	}
+
+	close(f.d.release)
+	if resp := wire.DecodeResponse(<-inflight); resp.Status != http.StatusOK || string(resp.Body) != "done:inflight" {
+		t.Errorf("in-flight call = %d %q, want 200 done:inflight", resp.Status, resp.Body)
+	}
+	f.waitGone(s)
+	if _, err := f.call("slow1", "after"); !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("call after stop: %v, want no responders", err)
+	}
+}
+
+func TestHealthEndpoint(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("r1", "echo-dep", "echo", 2, `{"greeting":"hi"}`)
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+
+	health := func() *nats.Msg {
+		t.Helper()
+		m := nats.NewMsg(f.names.ReplicaSubject("r1") + ".health")
+		m.Header.Set(protocol.HdrDeadline, strconv.FormatInt(time.Now().Add(time.Second).UnixMilli(), 10))
+		reply, err := f.nc.RequestMsg(m, waitLimit)
+		if err != nil {
+			t.Fatalf("health: %v", err)
+		}
+		return reply
+	}
+	if r := health(); wire.ErrorCode(r) != "" || r.Header.Get(protocol.HdrStatus) != "200" {
+		t.Errorf("health = %v, want 200 without error", r.Header)
+	}
+
+	s.UserConfig = json.RawMessage(`{"greeting":"hi","healthy":false}`)
+	f.assign(s)
+	waitFor(t, "Reconfigure called", func() bool { return f.d.reconfigured.Load() == 1 })
+	if r := health(); wire.ErrorCode(r) == "" || !strings.Contains(string(r.Data), "configured unhealthy") {
+		t.Errorf("health = %v %q, want an error reply", r.Header, r.Data)
+	}
+}
+
+// forwardRoutes stands in for a router: it relays RouteSubject requests of
+// deployment dep to replica id.
+func (f *fleet) forwardRoutes(dep, id string) {
+	f.t.Helper()
+	sub, err := f.nc.Subscribe(f.names.RouteSubject(testApp, dep), func(m *nats.Msg) {
+		fwd := nats.NewMsg(f.names.ReplicaSubject(id) + ".call")
+		fwd.Header, fwd.Data = m.Header, m.Data
+		reply, err := f.nc.RequestMsg(fwd, waitLimit)
+		if err != nil {
+			_ = m.RespondMsg(wire.EncodeError(err))
+			return
+		}
+		_ = m.RespondMsg(&nats.Msg{Header: reply.Header, Data: reply.Data})
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { _ = sub.Unsubscribe() })
+}
+
+type sink struct {
+	status int
+	chunks []string
+}
+
+func (s *sink) Head(status int, _ http.Header) error { s.status = status; return nil }
+func (s *sink) Chunk(b []byte) error                 { s.chunks = append(s.chunks, string(b)); return nil }
+
+func TestStreaming(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("s1", "stream-dep", "streamer", 2, "")
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	f.forwardRoutes("stream-dep", "s1")
+
+	var got sink
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := wire.NewCaller(f.nc, f.names).Stream(ctx, testApp, "stream-dep", &serve.Request{Method: "POST", Path: "/"}, &got); err != nil {
+		t.Fatalf("Stream: %v", err)
+	}
+	if want := []string{"chunk1", "chunk2", "chunk3"}; got.status != 200 || !slices.Equal(got.chunks, want) {
+		t.Errorf("Stream = %d %v, want 200 %v", got.status, got.chunks, want)
+	}
+	// Without HdrStream the same replica answers normally.
+	if resp := f.mustCall("s1", ""); string(resp.Body) != "not streamed" {
+		t.Errorf("plain call to streamer = %q, want %q", resp.Body, "not streamed")
+	}
+}
+
+func TestHandlesCallThroughRouters(t *testing.T) {
+	f := startFleet(t, nil)
+	e := spec("e1", "echo-dep", "echo", 2, `{"greeting":"hey"}`)
+	c := spec("c1", "chain-dep", "chain", 2, "")
+	f.assign(e, c)
+	f.waitState(e, protocol.ReplicaRunning)
+	f.waitState(c, protocol.ReplicaRunning)
+	f.forwardRoutes("echo-dep", "e1")
+	if resp := f.mustCall("c1", "x"); string(resp.Body) != "chain>hey:x" {
+		t.Errorf("chain call = %d %q, want %q", resp.Status, resp.Body, "chain>hey:x")
+	}
+}
+
+func TestGracefulShutdownLosesNothing(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("slow1", "slow-dep", "slow", 4, "")
+	e := spec("r1", "echo-dep", "echo", 2, "")
+	f.assign(s, e)
+	f.waitState(s, protocol.ReplicaRunning)
+	f.waitState(e, protocol.ReplicaRunning)
+
+	const n = 3
+	replies := make(chan *nats.Msg, n)
+	for i := range n {
+		go func() {
+			reply, err := f.call("slow1", strconv.Itoa(i))
+			if err != nil {
+				t.Errorf("in-flight call %d: %v", i, err)
+			}
+			replies <- reply
+		}()
+	}
+	for range n {
+		<-f.d.started
+	}
+
+	f.cancel()
+	waitFor(t, "worker marked draining", func() bool {
+		en, err := f.b.Workers.Get(context.Background(), workerID)
+		if err != nil {
+			return false
+		}
+		var info protocol.WorkerInfo
+		return json.Unmarshal(en.Value(), &info) == nil && info.Draining
+	})
+	f.waitState(s, protocol.ReplicaStopping)
+	close(f.d.release)
+	for range n {
+		if resp := wire.DecodeResponse(<-replies); resp.Status != http.StatusOK || !strings.HasPrefix(string(resp.Body), "done:") {
+			t.Errorf("in-flight call = %d %q, want 200 done:…", resp.Status, resp.Body)
+		}
+	}
+	if err := f.stop(); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	for _, sp := range []protocol.ReplicaSpec{s, e} {
+		if _, ok := f.record(sp); ok {
+			t.Errorf("replica %s record still there after shutdown", sp.ID)
+		}
+	}
+	if _, err := f.b.Workers.Get(context.Background(), workerID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("worker record after shutdown: %v, want ErrKeyNotFound", err)
+	}
+	if n := f.d.closed.Load(); n != 1 {
+		t.Errorf("echo Close called %d times, want 1", n)
+	}
+}
+
+func TestMicroServiceDiscovery(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("r1", "echo-dep", "echo", 2, "")
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+
+	reply, err := f.nc.Request("$SRV.INFO."+protocol.ReplicaServiceName, nil, waitLimit)
+	if err != nil {
+		t.Fatalf("$SRV.INFO: %v", err)
+	}
+	var info struct {
+		Type      string            `json:"type"`
+		Name      string            `json:"name"`
+		Version   string            `json:"version"`
+		Metadata  map[string]string `json:"metadata"`
+		Endpoints []struct {
+			Name    string `json:"name"`
+			Subject string `json:"subject"`
+		} `json:"endpoints"`
+	}
+	if err := json.Unmarshal(reply.Data, &info); err != nil {
+		t.Fatalf("decode info %s: %v", reply.Data, err)
+	}
+	if info.Type != "io.nats.micro.v1.info_response" || info.Name != protocol.ReplicaServiceName || info.Version != "0.1.0" {
+		t.Errorf("info = %+v", info)
+	}
+	if info.Metadata["replica"] != "r1" || info.Metadata["app"] != testApp || info.Metadata["deployment"] != "echo-dep" || info.Metadata["worker"] != workerID {
+		t.Errorf("info metadata = %v", info.Metadata)
+	}
+	var subjects []string
+	for _, e := range info.Endpoints {
+		subjects = append(subjects, e.Subject)
+	}
+	slices.Sort(subjects)
+	want := []string{f.names.ReplicaSubject("r1") + ".call", f.names.ReplicaSubject("r1") + ".health"}
+	if !slices.Equal(subjects, want) {
+		t.Errorf("endpoint subjects = %v, want %v", subjects, want)
+	}
+}
+
+func TestConstructorErrorIsReportedAndRetried(t *testing.T) {
+	f := startFleet(t, nil)
+	f.d.failFirst.Store(1)
+	s := spec("f1", "flaky-dep", "flaky", 1, "")
+	f.assign(s)
+	waitFor(t, "the constructor error in the record", func() bool {
+		info, ok := f.record(s)
+		return ok && info.State == protocol.ReplicaStarting && strings.Contains(info.Message, "model weights not ready")
+	})
+	if info := f.waitState(s, protocol.ReplicaRunning); info.Message != "" {
+		t.Errorf("running replica message = %q, want none", info.Message)
+	}
+	if n := f.d.count("flaky").Load(); n != 2 {
+		t.Errorf("flaky constructed %d times, want 2", n)
+	}
+}
+
+func TestUnknownHandlerIsReported(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("u1", "nope-dep", "nope", 1, "")
+	f.assign(s)
+	waitFor(t, "not registered message", func() bool {
+		info, ok := f.record(s)
+		return ok && strings.Contains(info.Message, "not registered")
+	})
+	f.assign()
+	f.waitGone(s)
+}
+
+func TestGracefulTimeoutCancelsRequests(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("slow1", "slow-dep", "slow", 2, "")
+	s.GracefulShutdownTimeout = config.Duration(50 * time.Millisecond)
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	inflight := make(chan *nats.Msg, 1)
+	go func() {
+		reply, err := f.call("slow1", "stuck")
+		if err != nil {
+			t.Errorf("in-flight call: %v", err)
+		}
+		inflight <- reply
+	}()
+	<-f.d.started
+	f.assign()
+	// Never released: the timeout cancels the request's context.
+	if code := wire.ErrorCode(<-inflight); code != protocol.ErrCancelled {
+		t.Errorf("request cut by the graceful timeout: code %q, want %q", code, protocol.ErrCancelled)
+	}
+	f.waitGone(s)
+}
+
+func TestMaxOngoingChangedInPlace(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("slow1", "slow-dep", "slow", 1, "")
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	s.MaxOngoingRequests = 2
+	f.assign(s)
+	waitFor(t, "record shows max 2", func() bool {
+		info, ok := f.record(s)
+		return ok && info.MaxOngoingRequests == 2
+	})
+	replies := make(chan *nats.Msg, 2)
+	for _, b := range []string{"a", "b"} {
+		go func() {
+			reply, err := f.call("slow1", b)
+			if err != nil {
+				t.Errorf("call %s: %v", b, err)
+			}
+			replies <- reply
+		}()
+	}
+	<-f.d.started
+	<-f.d.started // both admitted at once
+	close(f.d.release)
+	for range 2 {
+		if r := <-replies; wire.ErrorCode(r) != "" {
+			t.Errorf("call failed: %s", r.Data)
+		}
+	}
+	if n := f.d.count("slow").Load(); n != 1 {
+		t.Errorf("slow constructed %d times, want 1", n)
+	}
+}
+
+func TestDetectedGPUsAreAdvertised(t *testing.T) {
+	fake := filepath.Join(t.TempDir(), "nvidia-smi")
+	script := "#!/bin/sh\nprintf '0, NVIDIA H100 80GB HBM3, 81559\\n1, NVIDIA A10G, 23028\\n'\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := startFleet(t, func(c *worker.Config) {
+		c.GPUDetect = worker.GPUDetectAuto
+		c.NvidiaSMI = fake
+	})
+	var info protocol.WorkerInfo
+	waitFor(t, "worker record", func() bool {
+		e, err := f.b.Workers.Get(context.Background(), workerID)
+		return err == nil && json.Unmarshal(e.Value(), &info) == nil
+	})
+	want := []protocol.GPU{{Index: 0, Type: "h100", MemoryBytes: 81559 << 20}, {Index: 1, Type: "a10g", MemoryBytes: 23028 << 20}}
+	if !slices.Equal(info.GPUs, want) {
+		t.Errorf("WorkerInfo.GPUs = %+v, want detected %+v", info.GPUs, want)
+	}
+}
