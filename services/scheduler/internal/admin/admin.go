@@ -1,0 +1,286 @@
+// Package admin serves the scheduler's admin API (Ray Serve's REST
+// semantics): PUT/GET/DELETE /api/serve/applications,
+// DELETE /api/serve/applications/{name} and GET /api/serve/config.
+//
+// Any scheduler instance serves it. Writes go to the Apps bucket key
+// "config" with a compare-and-set on its revision, retried on conflict, so
+// concurrent writers through different instances never lose an update;
+// status is read from the Status bucket, which only the leader writes. The
+// handler is safe for concurrent use.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// ConfigKey is the Apps-bucket key holding the whole applied ServeConfig.
+const ConfigKey = "config"
+
+// StatusKey is the Status-bucket key the leader writes protocol.Status to.
+const StatusKey = "status"
+
+// DefaultMaxBody caps a PUT body.
+const DefaultMaxBody = 4 << 20
+
+// Handler is the admin API.
+type Handler struct {
+	apps, status jetstream.KeyValue
+	log          zerolog.Logger
+	maxBody      int64
+	router       chi.Router
+}
+
+// New returns the admin API over the Apps and Status buckets.
+func New(apps, status jetstream.KeyValue, maxBody int64, log zerolog.Logger) *Handler {
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBody
+	}
+	h := &Handler{apps: apps, status: status, log: log, maxBody: maxBody}
+	r := chi.NewRouter()
+	r.Put("/api/serve/applications", h.put)
+	r.Put("/api/serve/applications/", h.put)
+	r.Get("/api/serve/applications", h.getStatus)
+	r.Get("/api/serve/applications/", h.getStatus)
+	r.Delete("/api/serve/applications", h.deleteAll)
+	r.Delete("/api/serve/applications/{name}", h.deleteOne)
+	r.Get("/api/serve/config", h.getConfig)
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, protocol.ErrNotFound, "no such endpoint", nil)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest, "method not allowed", nil)
+	})
+	h.router = r
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.router.ServeHTTP(w, r) }
+
+type errorBody struct {
+	Error   protocol.ErrorCode  `json:"error"`
+	Message string              `json:"message"`
+	Fields  []config.FieldError `json:"fields,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code protocol.ErrorCode, msg string, fields []config.FieldError) {
+	writeJSON(w, status, errorBody{Error: code, Message: msg, Fields: fields})
+}
+
+func (h *Handler) internal(w http.ResponseWriter, r *http.Request, err error) {
+	h.log.Error().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("admin request failed")
+	writeError(w, http.StatusInternalServerError, protocol.ErrInternal, err.Error(), nil)
+}
+
+func appNames(c config.ServeConfig) []string {
+	names := make([]string, 0, len(c.Applications))
+	for _, a := range c.Applications {
+		names = append(names, a.Name)
+	}
+	return names
+}
+
+func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge,
+				fmt.Sprintf("body exceeds %d bytes", h.maxBody), nil)
+			return
+		}
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, "read body: "+err.Error(), nil)
+		return
+	}
+	cfg, err := config.Parse(body)
+	if err != nil {
+		var fe config.Errors
+		if errors.As(err, &fe) {
+			writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig, fe.Error(), fe)
+			return
+		}
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig, err.Error(), nil)
+		return
+	}
+	if err := h.update(r.Context(), func(config.ServeConfig) (config.ServeConfig, error) { return cfg, nil }); err != nil {
+		h.internal(w, r, err)
+		return
+	}
+	h.log.Info().Strs("applications", appNames(cfg)).Msg("config applied")
+	writeJSON(w, http.StatusOK, map[string][]string{"applications": appNames(cfg)})
+}
+
+var errNotFound = errors.New("not found")
+
+func (h *Handler) deleteAll(w http.ResponseWriter, r *http.Request) {
+	if err := h.update(r.Context(), func(config.ServeConfig) (config.ServeConfig, error) {
+		return config.ServeConfig{Applications: []config.Application{}}, nil
+	}); err != nil {
+		h.internal(w, r, err)
+		return
+	}
+	h.log.Info().Msg("all applications deleted")
+	writeJSON(w, http.StatusOK, map[string][]string{"applications": {}})
+}
+
+func (h *Handler) deleteOne(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "name")
+	var left config.ServeConfig
+	err := h.update(r.Context(), func(c config.ServeConfig) (config.ServeConfig, error) {
+		out := config.ServeConfig{Applications: []config.Application{}}
+		found := false
+		for _, a := range c.Applications {
+			if a.Name == name {
+				found = true
+				continue
+			}
+			out.Applications = append(out.Applications, a)
+		}
+		if !found {
+			return c, errNotFound
+		}
+		left = out
+		return out, nil
+	})
+	switch {
+	case errors.Is(err, errNotFound):
+		writeError(w, http.StatusNotFound, protocol.ErrNotFound, fmt.Sprintf("application %q not found", name), nil)
+		return
+	case err != nil:
+		h.internal(w, r, err)
+		return
+	}
+	h.log.Info().Str("app", name).Msg("application deleted")
+	writeJSON(w, http.StatusOK, map[string][]string{"applications": appNames(left)})
+}
+
+// update applies change to the stored config with a compare-and-set on its
+// revision, retrying when another writer got in between.
+func (h *Handler) update(ctx context.Context, change func(config.ServeConfig) (config.ServeConfig, error)) error {
+	for attempt := 0; attempt < 20; attempt++ {
+		cur, rev, err := Load(ctx, h.apps)
+		if err != nil {
+			return err
+		}
+		next, err := change(cur)
+		if err != nil {
+			return err
+		}
+		data, err := json.Marshal(next)
+		if err != nil {
+			return fmt.Errorf("encode config: %w", err)
+		}
+		if rev == 0 {
+			_, err = h.apps.Create(ctx, ConfigKey, data)
+		} else {
+			_, err = h.apps.Update(ctx, ConfigKey, data, rev)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return fmt.Errorf("write config: %w", err)
+		}
+	}
+	return errors.New("write config: too many concurrent updates")
+}
+
+// Load reads the stored config and its revision (0 when there is none, or
+// when the key was deleted).
+func Load(ctx context.Context, apps jetstream.KeyValue) (config.ServeConfig, uint64, error) {
+	empty := config.ServeConfig{Applications: []config.Application{}}
+	ent, err := apps.Get(ctx, ConfigKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return empty, 0, nil
+	}
+	if err != nil {
+		return empty, 0, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Decode(ent.Value())
+	if err != nil {
+		return empty, 0, err
+	}
+	return c, ent.Revision(), nil
+}
+
+// Decode parses a stored config (validated again, defaults filled).
+func Decode(data []byte) (config.ServeConfig, error) {
+	var probe config.ServeConfig
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return config.ServeConfig{}, fmt.Errorf("decode stored config: %w", err)
+	}
+	if len(probe.Applications) == 0 {
+		return config.ServeConfig{Applications: []config.Application{}}, nil
+	}
+	c, err := config.Parse(data)
+	if err != nil {
+		return config.ServeConfig{}, fmt.Errorf("decode stored config: %w", err)
+	}
+	return c, nil
+}
+
+func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request) {
+	c, _, err := Load(r.Context(), h.apps)
+	if err != nil {
+		h.internal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+// getStatus answers the leader's last status; applications in the config
+// that the leader has not reported yet are NOT_STARTED.
+func (h *Handler) getStatus(w http.ResponseWriter, r *http.Request) {
+	st := protocol.Status{Applications: map[string]protocol.AppStatus{}, Workers: []protocol.WorkerStatus{}}
+	ent, err := h.status.Get(r.Context(), StatusKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		h.internal(w, r, fmt.Errorf("read status: %w", err))
+		return
+	default:
+		if err := json.Unmarshal(ent.Value(), &st); err != nil {
+			h.internal(w, r, fmt.Errorf("decode status: %w", err))
+			return
+		}
+		if st.Applications == nil {
+			st.Applications = map[string]protocol.AppStatus{}
+		}
+	}
+	c, _, err := Load(r.Context(), h.apps)
+	if err != nil {
+		h.internal(w, r, err)
+		return
+	}
+	for _, a := range c.Applications {
+		if _, ok := st.Applications[a.Name]; ok {
+			continue
+		}
+		deps := map[string]protocol.DeploymentStatus{}
+		for _, d := range a.Deployments {
+			deps[d.Name] = protocol.DeploymentStatus{Name: d.Name, Status: protocol.DeploymentUpdating,
+				TargetReplicas: d.Replicas(), Replicas: []protocol.ReplicaStatus{}}
+		}
+		st.Applications[a.Name] = protocol.AppStatus{Name: a.Name, RoutePrefix: a.RoutePrefix, Ingress: a.Ingress,
+			Status: protocol.AppNotStarted, Message: "waiting for the scheduler leader", Deployments: deps}
+	}
+	sort.Slice(st.Workers, func(i, j int) bool { return st.Workers[i].ID < st.Workers[j].ID })
+	writeJSON(w, http.StatusOK, st)
+}

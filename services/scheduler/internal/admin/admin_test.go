@@ -1,0 +1,211 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const valid = `
+applications:
+- name: a
+  route_prefix: /a
+  ingress: d
+  deployments:
+  - {name: d, handler: echo}
+- name: b
+  route_prefix: /b
+  ingress: d
+  deployments:
+  - {name: d, handler: echo, num_replicas: 2}
+`
+
+func setup(t *testing.T, maxBody int64) (*httptest.Server, *service.Buckets) {
+	t.Helper()
+	ns := natstest.Server(t)
+	js, err := jetstream.New(natstest.Conn(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, _ := protocol.NewNames("")
+	b, err := service.OpenBuckets(context.Background(), js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(admin.New(b.Apps, b.Status, maxBody, zerolog.New(io.Discard)))
+	t.Cleanup(srv.Close)
+	return srv, b
+}
+
+func do(t *testing.T, method, url, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	data, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(data, &out); err != nil {
+		t.Fatalf("%s %s: body %q is not a JSON object: %v", method, url, data, err)
+	}
+	return resp.StatusCode, out
+}
+
+func storedRevision(t *testing.T, b *service.Buckets) uint64 {
+	t.Helper()
+	ent, err := b.Apps.Get(context.Background(), admin.ConfigKey)
+	if err != nil {
+		return 0
+	}
+	return ent.Revision()
+}
+
+func TestPut(t *testing.T) {
+	srv, b := setup(t, 4096)
+	apps := srv.URL + "/api/serve/applications"
+	code, body := do(t, http.MethodPut, apps, valid)
+	if code != 200 || strings.Join(toStrings(body["applications"]), ",") != "a,b" {
+		t.Fatalf("PUT valid = %d %v, want 200 {applications:[a b]}", code, body)
+	}
+	rev := storedRevision(t, b)
+	if rev == 0 {
+		t.Fatal("config not stored after a valid PUT")
+	}
+	jsonBody := `{"applications":[{"name":"a","route_prefix":"/a","ingress":"d","deployments":[{"name":"d","handler":"echo"}]}]}`
+
+	tests := []struct {
+		name      string
+		body      string
+		wantCode  int
+		wantError string
+		wantField string
+	}{
+		{"invalid field value", strings.Replace(valid, "num_replicas: 2", "num_replicas: 2, max_ongoing_requests: -1", 1), 400, "invalid_config", "applications[1].deployments[0].max_ongoing_requests"},
+		{"unknown field", strings.Replace(valid, "handler: echo}", "handler: echo, bogus: 1}", 1), 400, "invalid_config", "applications[0].deployments[0].bogus"},
+		{"malformed JSON", `{"applications": [`, 400, "invalid_config", "(document)"},
+		{"malformed YAML", "applications:\n  - name: a\n   bad: [", 400, "invalid_config", "(document)"},
+		{"empty body", "", 400, "invalid_config", "applications"},
+		{"oversized body", "#" + strings.Repeat("x", 5000) + "\n" + valid, 413, "body_too_large", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := do(t, http.MethodPut, apps, tt.body)
+			if code != tt.wantCode || body["error"] != tt.wantError {
+				t.Fatalf("PUT = %d %v, want %d error %s", code, body, tt.wantCode, tt.wantError)
+			}
+			if tt.wantField != "" {
+				fields, _ := body["fields"].([]any)
+				found := false
+				for _, f := range fields {
+					if m, _ := f.(map[string]any); m["field"] == tt.wantField {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("PUT fields = %v, want one naming %s", body["fields"], tt.wantField)
+				}
+			}
+			if got := storedRevision(t, b); got != rev {
+				t.Errorf("stored config revision = %d after a rejected PUT, want unchanged %d", got, rev)
+			}
+		})
+	}
+
+	// JSON bodies work too, and replace the whole config.
+	if code, body := do(t, http.MethodPut, apps, jsonBody); code != 200 {
+		t.Fatalf("PUT JSON = %d %v, want 200", code, body)
+	}
+	code, cfg := do(t, http.MethodGet, srv.URL+"/api/serve/config", "")
+	if list, _ := cfg["applications"].([]any); code != 200 || len(list) != 1 {
+		t.Errorf("GET config = %d %v, want only application a", code, cfg)
+	}
+}
+
+func TestDelete(t *testing.T) {
+	srv, b := setup(t, 0)
+	apps := srv.URL + "/api/serve/applications"
+	if code, body := do(t, http.MethodPut, apps, valid); code != 200 {
+		t.Fatalf("PUT = %d %v", code, body)
+	}
+	tests := []struct {
+		name     string
+		path     string
+		wantCode int
+		wantApps []string
+	}{
+		{"unknown app", "/x", 404, []string{"a", "b"}},
+		{"one app", "/a", 200, []string{"b"}},
+		{"same app again", "/a", 404, []string{"b"}},
+		{"all", "", 200, nil},
+		{"all again", "", 200, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := do(t, http.MethodDelete, apps+tt.path, "")
+			if code != tt.wantCode {
+				t.Fatalf("DELETE %s = %d %v, want %d", tt.path, code, body, tt.wantCode)
+			}
+			if code == 404 && body["error"] != "not_found" {
+				t.Errorf("DELETE %s error = %v, want not_found", tt.path, body["error"])
+			}
+			_, cfg := do(t, http.MethodGet, srv.URL+"/api/serve/config", "")
+			var names []string
+			list, _ := cfg["applications"].([]any)
+			for _, a := range list {
+				names = append(names, a.(map[string]any)["name"].(string))
+			}
+			if strings.Join(names, ",") != strings.Join(tt.wantApps, ",") {
+				t.Errorf("after DELETE %s config apps = %v, want %v", tt.path, names, tt.wantApps)
+			}
+		})
+	}
+	_ = b
+}
+
+func TestGetStatus(t *testing.T) {
+	srv, b := setup(t, 0)
+	apps := srv.URL + "/api/serve/applications"
+	code, body := do(t, http.MethodGet, apps, "")
+	if code != 200 || len(body["applications"].(map[string]any)) != 0 {
+		t.Fatalf("GET empty = %d %v, want 200 with no applications", code, body)
+	}
+	do(t, http.MethodPut, apps, valid)
+	// The leader has reported a only: b is NOT_STARTED.
+	st := protocol.Status{Leader: "s1", Applications: map[string]protocol.AppStatus{
+		"a": {Name: "a", Status: protocol.AppRunning}}}
+	data, _ := json.Marshal(st)
+	if _, err := b.Status.Put(context.Background(), admin.StatusKey, data); err != nil {
+		t.Fatal(err)
+	}
+	_, body = do(t, http.MethodGet, apps, "")
+	got := body["applications"].(map[string]any)
+	if body["leader"] != "s1" || got["a"].(map[string]any)["status"] != "RUNNING" || got["b"].(map[string]any)["status"] != "NOT_STARTED" {
+		t.Errorf("GET status = %v, want leader s1, a RUNNING, b NOT_STARTED", body)
+	}
+}
+
+func toStrings(v any) []string {
+	l, _ := v.([]any)
+	out := make([]string, 0, len(l))
+	for _, e := range l {
+		s, _ := e.(string)
+		out = append(out, s)
+	}
+	return out
+}

@@ -1,0 +1,296 @@
+package plan
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+)
+
+// GPUTypeLabel is the implicit label every worker carries for each type of
+// GPU it has: a deployment selecting gpu.type=h100 lands only on workers
+// with an h100 and is given only h100 devices.
+const GPUTypeLabel = "gpu.type"
+
+// eps absorbs float rounding when fractions add up (0.1+0.2+0.7 ≤ 1).
+const eps = 1e-9
+
+// Request is what one replica needs from a worker.
+type Request struct {
+	// Key is "<app>/<deployment>": replicas with the same key are spread.
+	Key     string
+	Handler string
+	CPU     float64
+	GPU     float64
+	Memory  int64
+	Labels  map[string]string
+	// Avoid names workers to use only when no other fits (a replica being
+	// replaced should land elsewhere if possible).
+	Avoid map[string]bool
+}
+
+// Placement is where a replica goes.
+type Placement struct {
+	WorkerID   string
+	GPUIndices []int
+}
+
+// NoFitError says why a replica fits on no worker.
+type NoFitError struct{ Reason string }
+
+func (e *NoFitError) Error() string { return e.Reason }
+
+type node struct {
+	info    protocol.WorkerInfo
+	cpuUsed float64
+	memUsed int64
+	gpuUsed map[int]float64 // by GPU index
+	count   map[string]int  // replicas per Request.Key
+	total   int
+}
+
+// Cluster is the capacity model of the live workers: what each has and
+// what the replicas placed on it use. It is pure bookkeeping (no I/O) and
+// not safe for concurrent use.
+type Cluster struct {
+	nodes []*node // sorted by worker ID
+	byID  map[string]*node
+}
+
+// NewCluster models workers with nothing placed yet.
+func NewCluster(workers []protocol.WorkerInfo) *Cluster {
+	c := &Cluster{byID: map[string]*node{}}
+	for _, w := range workers {
+		n := &node{info: w, gpuUsed: map[int]float64{}, count: map[string]int{}}
+		c.nodes = append(c.nodes, n)
+		c.byID[w.ID] = n
+	}
+	sort.Slice(c.nodes, func(i, j int) bool { return c.nodes[i].info.ID < c.nodes[j].info.ID })
+	return c
+}
+
+// Add accounts for a replica already placed on workerID; it reports false
+// when the worker is not in the cluster.
+func (c *Cluster) Add(workerID, key string, s protocol.ReplicaSpec) bool {
+	n, ok := c.byID[workerID]
+	if !ok {
+		return false
+	}
+	n.cpuUsed += s.CPU
+	n.memUsed += s.MemoryBytes
+	switch {
+	case s.GPU <= 0:
+	case s.GPU <= 1:
+		for _, i := range s.GPUIndices {
+			n.gpuUsed[i] += s.GPU
+		}
+	default:
+		for _, i := range s.GPUIndices {
+			n.gpuUsed[i] += 1
+		}
+	}
+	n.count[key]++
+	n.total++
+	return true
+}
+
+// Usage is what is used on one worker.
+type Usage struct {
+	CPU      float64
+	Memory   int64
+	GPU      []float64 // parallel to WorkerInfo.GPUs
+	Replicas int
+}
+
+// Usage returns what is used on workerID.
+func (c *Cluster) Usage(workerID string) Usage {
+	n, ok := c.byID[workerID]
+	if !ok {
+		return Usage{}
+	}
+	u := Usage{CPU: n.cpuUsed, Memory: n.memUsed, Replicas: n.total}
+	for _, g := range n.info.GPUs {
+		u.GPU = append(u.GPU, n.gpuUsed[g.Index])
+	}
+	return u
+}
+
+// Place picks a worker for r and accounts for it. Among the workers that
+// fit it prefers those not in r.Avoid, then the one with the fewest
+// replicas of r.Key (spread), then the most free CPU, then the most free
+// memory, then the lowest ID. Fractional GPUs go to the fullest device that
+// still has room (so three 0.3-GPU replicas share one device); whole GPUs
+// above one take whole free devices.
+func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error) {
+	type cand struct {
+		n    *node
+		gpus []int
+	}
+	var cands []cand
+	var haveHandler, haveLabels int
+	var short []string // resources some matching worker lacked
+	for _, n := range c.nodes {
+		if !slices.Contains(n.info.Handlers, r.Handler) {
+			continue
+		}
+		haveHandler++
+		gpuType, ok := matchLabels(n.info, r.Labels)
+		if !ok {
+			continue
+		}
+		haveLabels++
+		gpus, lack := fits(n, r, gpuType)
+		if len(lack) > 0 {
+			short = append(short, lack...)
+			continue
+		}
+		cands = append(cands, cand{n, gpus})
+	}
+	if len(cands) == 0 {
+		return Placement{}, &NoFitError{Reason: noFitReason(len(c.nodes), haveHandler, haveLabels, r, short)}
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		a, b := cands[i].n, cands[j].n
+		if av, bv := r.Avoid[a.info.ID], r.Avoid[b.info.ID]; av != bv {
+			return !av
+		}
+		if a.count[r.Key] != b.count[r.Key] {
+			return a.count[r.Key] < b.count[r.Key]
+		}
+		if fa, fb := a.info.CPU-a.cpuUsed, b.info.CPU-b.cpuUsed; math.Abs(fa-fb) > eps {
+			return fa > fb
+		}
+		if fa, fb := a.info.MemoryBytes-a.memUsed, b.info.MemoryBytes-b.memUsed; fa != fb {
+			return fa > fb
+		}
+		return a.info.ID < b.info.ID
+	})
+	best := cands[0]
+	p := Placement{WorkerID: best.n.info.ID, GPUIndices: best.gpus}
+	spec.GPUIndices = best.gpus
+	spec.CPU, spec.GPU, spec.MemoryBytes = r.CPU, r.GPU, r.Memory
+	c.Add(p.WorkerID, r.Key, spec)
+	return p, nil
+}
+
+// matchLabels reports whether every selector label equals the worker's
+// label; gpu.type also matches any of the worker's GPU types, and is then
+// returned so that only devices of that type are used.
+func matchLabels(w protocol.WorkerInfo, sel map[string]string) (gpuType string, ok bool) {
+	for k, v := range sel {
+		if w.Labels[k] == v {
+			continue
+		}
+		if k == GPUTypeLabel && slices.ContainsFunc(w.GPUs, func(g protocol.GPU) bool { return g.Type == v }) {
+			gpuType = v
+			continue
+		}
+		return "", false
+	}
+	return gpuType, true
+}
+
+// fits returns the GPU indices r would get on n, or the resources n lacks.
+func fits(n *node, r Request, gpuType string) (gpus []int, lack []string) {
+	if n.cpuUsed+r.CPU > n.info.CPU+eps {
+		lack = append(lack, "cpu")
+	}
+	if r.Memory > 0 && n.memUsed+r.Memory > n.info.MemoryBytes {
+		lack = append(lack, "memory")
+	}
+	if r.GPU > 0 {
+		var devs []protocol.GPU
+		for _, g := range n.info.GPUs {
+			if gpuType == "" || g.Type == gpuType {
+				devs = append(devs, g)
+			}
+		}
+		if r.GPU <= 1 {
+			best, bestUsed := -1, -1.0
+			for _, g := range devs {
+				used := n.gpuUsed[g.Index]
+				if used+r.GPU <= 1+eps && used > bestUsed {
+					best, bestUsed = g.Index, used
+				}
+			}
+			if best < 0 {
+				lack = append(lack, "gpu")
+			} else {
+				gpus = []int{best}
+			}
+		} else {
+			need := int(math.Round(r.GPU))
+			for _, g := range devs {
+				if n.gpuUsed[g.Index] <= eps && len(gpus) < need {
+					gpus = append(gpus, g.Index)
+				}
+			}
+			if len(gpus) < need {
+				lack = append(lack, "gpu")
+				gpus = nil
+			}
+		}
+	}
+	if len(lack) > 0 {
+		return nil, lack
+	}
+	return gpus, nil
+}
+
+func noFitReason(workers, haveHandler, haveLabels int, r Request, short []string) string {
+	switch {
+	case workers == 0:
+		return "no live workers"
+	case haveHandler == 0:
+		return fmt.Sprintf("no worker registers handler %q", r.Handler)
+	case haveLabels == 0:
+		return fmt.Sprintf("no worker with handler %q matches labels %s", r.Handler, labelString(r.Labels))
+	}
+	var parts []string
+	if slices.Contains(short, "cpu") {
+		parts = append(parts, num(r.CPU)+" CPU")
+	}
+	if slices.Contains(short, "gpu") {
+		parts = append(parts, num(r.GPU)+" GPU")
+	}
+	if slices.Contains(short, "memory") {
+		parts = append(parts, bytesString(r.Memory)+" memory")
+	}
+	s := "no worker has " + strings.Join(parts, ", ") + " free"
+	if len(r.Labels) > 0 {
+		s += " with " + labelString(r.Labels)
+	}
+	return s
+}
+
+func labelString(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func num(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+func bytesString(b int64) string {
+	units := []string{"Ki", "Mi", "Gi", "Ti"}
+	s := strconv.FormatInt(b, 10)
+	for i := len(units) - 1; i >= 0; i-- {
+		m := int64(1) << (10 * (i + 1))
+		if b >= m && b%m == 0 {
+			s = strconv.FormatInt(b/m, 10) + units[i]
+			break
+		}
+	}
+	return s
+}

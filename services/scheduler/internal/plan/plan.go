@@ -1,0 +1,392 @@
+// Package plan is the scheduler's decision logic as pure functions: given
+// the desired config, the live workers, the replica records the workers
+// report and the replicas the scheduler has assigned so far, Step decides
+// the next set of replicas (scale, rolling update, replacement, deletion),
+// places them on workers (see Cluster) and returns each worker's
+// assignment; BuildStatus summarises it all. Nothing here does I/O or reads
+// the clock: time and IDs come in through Input.
+package plan
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/protocol"
+)
+
+// Version hashes the deployment options whose change needs new replicas:
+// everything except num_replicas, user_config (reconfigured in place) and
+// the router-side max_queued_requests and request_timeout.
+func Version(d config.Deployment) string {
+	d.NumReplicas = nil
+	d.UserConfig = nil
+	d.MaxQueuedRequests = 0
+	d.RequestTimeout = 0
+	b, _ := json.Marshal(d) // maps marshal with sorted keys: stable
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// NewID returns a fresh replica ID "<app>-<deployment>-<version[:6]>-<random>".
+func NewID(app, dep, version string) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	if len(version) > 6 {
+		version = version[:6]
+	}
+	return fmt.Sprintf("%s-%s-%s-%s", app, dep, version, strings.ToLower(hex.EncodeToString(b[:])))
+}
+
+// Key is the "<app>/<deployment>" key of a deployment.
+func Key(app, dep string) string { return app + "/" + dep }
+
+// Replica is one replica the scheduler wants to run.
+type Replica struct {
+	Spec protocol.ReplicaSpec
+	// WorkerID is where it is assigned; "" while it fits nowhere.
+	WorkerID string
+	// Reason says why an unplaced replica is pending.
+	Reason string
+	// Labels is the deployment's selector.
+	Labels map[string]string
+	// Created orders replicas (older first); Placed is when it was
+	// assigned to its worker.
+	Created, Placed time.Time
+	// Seen is set once the worker reported a record for it.
+	Seen bool
+}
+
+// State is what the scheduler carries between passes.
+type State struct {
+	Replicas map[string]*Replica // by replica ID
+	// Healthy remembers, per deployment key, the version that once
+	// reached its target: falling below target afterwards is UNHEALTHY,
+	// not still deploying.
+	Healthy map[string]string
+	// Targets remembers each deployment's last target, and Scaling the
+	// direction of a change still converging (UPSCALING or DOWNSCALING).
+	Targets map[string]int
+	Scaling map[string]protocol.DeploymentState
+}
+
+// NewState returns an empty state.
+func NewState() State {
+	return State{Replicas: map[string]*Replica{}, Healthy: map[string]string{}, Targets: map[string]int{},
+		Scaling: map[string]protocol.DeploymentState{}}
+}
+
+func (s State) clone() State {
+	n := NewState()
+	for id, r := range s.Replicas {
+		c := *r
+		n.Replicas[id] = &c
+	}
+	for k, v := range s.Healthy {
+		n.Healthy[k] = v
+	}
+	for k, v := range s.Targets {
+		n.Targets[k] = v
+	}
+	for k, v := range s.Scaling {
+		n.Scaling[k] = v
+	}
+	return n
+}
+
+// Input is everything one pass looks at.
+type Input struct {
+	Config config.ServeConfig
+	// Workers are the live workers (their Workers-bucket keys exist).
+	Workers map[string]protocol.WorkerInfo
+	// Records are the replica records workers report, by replica ID.
+	Records map[string]protocol.ReplicaInfo
+	// Replace names replicas to replace (e.g. failed health checks), with
+	// the reason.
+	Replace map[string]string
+	// StartTimeout is how long a placed replica may go without reaching
+	// RUNNING before it is replaced.
+	StartTimeout time.Duration
+	Now          time.Time
+	// NewID makes replica IDs; nil = plan.NewID.
+	NewID func(app, dep, version string) string
+}
+
+// Event is something a pass did, for logs.
+type Event struct {
+	ReplicaID, App, Deployment, WorkerID string
+	Action                               string // "add", "place", "remove"
+	Reason                               string
+}
+
+// Result is the outcome of one pass.
+type Result struct {
+	// Assignments holds one entry per live worker (Epoch unset).
+	Assignments map[string]protocol.Assignment
+	Events      []Event
+	// Cluster is the capacity model after placement.
+	Cluster *Cluster
+}
+
+func placeable(w protocol.WorkerInfo, ok bool) bool { return ok && !w.Draining }
+
+// Running reports whether r's worker reports it RUNNING.
+func (in Input) Running(r *Replica) bool {
+	rec, ok := in.Records[r.Spec.ID]
+	return ok && r.WorkerID != "" && rec.WorkerID == r.WorkerID && rec.State == protocol.ReplicaRunning
+}
+
+// Step computes the next state from prev and in; prev is not modified.
+func Step(prev State, in Input) (State, Result) {
+	st := prev.clone()
+	newID := in.NewID
+	if newID == nil {
+		newID = NewID
+	}
+	var res Result
+	avoid := map[string]map[string]bool{} // key → worker IDs
+	remove := func(r *Replica, reason string) {
+		delete(st.Replicas, r.Spec.ID)
+		res.Events = append(res.Events, Event{ReplicaID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
+			WorkerID: r.WorkerID, Action: "remove", Reason: reason})
+	}
+	replace := func(r *Replica, reason string) {
+		k := Key(r.Spec.App, r.Spec.Deployment)
+		if avoid[k] == nil {
+			avoid[k] = map[string]bool{}
+		}
+		avoid[k][r.WorkerID] = true
+		remove(r, reason)
+	}
+
+	// 1. Replicas that are lost or broken go; the count logic below adds
+	// their successors.
+	for _, r := range sortedReplicas(st.Replicas) {
+		if reason, ok := in.Replace[r.Spec.ID]; ok {
+			replace(r, reason)
+			continue
+		}
+		if r.WorkerID == "" {
+			continue
+		}
+		w, ok := in.Workers[r.WorkerID]
+		if !placeable(w, ok) {
+			reason := "worker " + r.WorkerID + " lost"
+			if ok {
+				reason = "worker " + r.WorkerID + " draining"
+			}
+			replace(r, reason)
+			continue
+		}
+		rec, hasRec := in.Records[r.Spec.ID]
+		if hasRec && rec.WorkerID == r.WorkerID {
+			r.Seen = true
+		}
+		switch {
+		case hasRec && rec.WorkerID == r.WorkerID && rec.State == protocol.ReplicaStarting &&
+			in.StartTimeout > 0 && in.Now.Sub(r.Placed) > in.StartTimeout:
+			replace(r, fmt.Sprintf("still STARTING after %s", in.StartTimeout))
+		case !hasRec && r.Seen:
+			replace(r, "replica record vanished while its worker lives")
+		case !hasRec && in.StartTimeout > 0 && in.Now.Sub(r.Placed) > in.StartTimeout:
+			replace(r, fmt.Sprintf("worker did not start it within %s", in.StartTimeout))
+		}
+	}
+
+	// 2. Converge every desired deployment.
+	byKey := map[string][]*Replica{}
+	for _, r := range sortedReplicas(st.Replicas) {
+		k := Key(r.Spec.App, r.Spec.Deployment)
+		byKey[k] = append(byKey[k], r)
+	}
+	desired := map[string]bool{}
+	for _, app := range in.Config.Applications {
+		for _, d := range app.Deployments {
+			k := Key(app.Name, d.Name)
+			desired[k] = true
+			ver := Version(d)
+			var cur, old []*Replica
+			for _, r := range byKey[k] {
+				if r.Spec.Version == ver {
+					cur = append(cur, r)
+				} else {
+					old = append(old, r)
+				}
+			}
+			uc := compactJSON(d.UserConfig)
+			for _, r := range cur {
+				r.Spec.UserConfig = uc
+				r.Labels = d.Resources.Labels
+			}
+			target := d.Replicas()
+			add := func() {
+				id := newID(app.Name, d.Name, ver)
+				r := &Replica{
+					Spec: protocol.ReplicaSpec{
+						ID: id, App: app.Name, Deployment: d.Name, Handler: d.Handler, Version: ver,
+						UserConfig: uc, MaxOngoingRequests: d.MaxOngoingRequests,
+						CPU: d.Resources.CPUOrDefault(), GPU: d.Resources.GPU, MemoryBytes: int64(d.Resources.Memory),
+						GracefulShutdownTimeout: d.GracefulShutdownTimeout,
+					},
+					Labels:  d.Resources.Labels,
+					Created: in.Now,
+				}
+				st.Replicas[id] = r
+				cur = append(cur, r)
+				res.Events = append(res.Events, Event{ReplicaID: id, App: app.Name, Deployment: d.Name, Action: "add"})
+			}
+			surge := max(1, target/5)
+			grow := func() {
+				for len(cur) < target && (len(old) == 0 || len(cur)+len(old) < target+surge) {
+					add()
+				}
+			}
+			grow()
+			if len(cur) > target {
+				// Scale down: unplaced first, then not yet running, then newest.
+				extra := slicesSortedForRemoval(cur, in)
+				for _, r := range extra[:len(cur)-target] {
+					remove(r, "scale down")
+				}
+				cur = extra[len(cur)-target:]
+			}
+			if len(old) > 0 {
+				running := 0
+				for _, r := range append(append([]*Replica{}, cur...), old...) {
+					if in.Running(r) {
+						running++
+					}
+				}
+				var keep []*Replica
+				for _, r := range slicesSortedForRemoval(old, in) {
+					switch {
+					case !in.Running(r):
+						remove(r, "rolling update: replaced by version "+ver)
+					case running-1 >= target:
+						running--
+						remove(r, "rolling update: replaced by version "+ver)
+					default:
+						keep = append(keep, r)
+					}
+				}
+				old = keep
+				grow()
+			}
+		}
+	}
+
+	// 3. Replicas of deleted applications and deployments go.
+	for _, r := range sortedReplicas(st.Replicas) {
+		if !desired[Key(r.Spec.App, r.Spec.Deployment)] {
+			remove(r, "deleted from the config")
+		}
+	}
+
+	// 4. Place what is unplaced.
+	var workers []protocol.WorkerInfo
+	for _, w := range in.Workers {
+		if placeable(w, true) {
+			workers = append(workers, w)
+		}
+	}
+	cl := NewCluster(workers)
+	var pending []*Replica
+	for _, r := range sortedReplicas(st.Replicas) {
+		if r.WorkerID == "" {
+			pending = append(pending, r)
+			continue
+		}
+		cl.Add(r.WorkerID, Key(r.Spec.App, r.Spec.Deployment), r.Spec)
+	}
+	for _, r := range pending {
+		k := Key(r.Spec.App, r.Spec.Deployment)
+		p, err := cl.Place(Request{Key: k, Handler: r.Spec.Handler, CPU: r.Spec.CPU, GPU: r.Spec.GPU,
+			Memory: r.Spec.MemoryBytes, Labels: r.Labels, Avoid: avoid[k]}, r.Spec)
+		if err != nil {
+			r.Reason = err.Error()
+			continue
+		}
+		r.WorkerID, r.Spec.GPUIndices, r.Placed, r.Reason, r.Seen = p.WorkerID, p.GPUIndices, in.Now, "", false
+		res.Events = append(res.Events, Event{ReplicaID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
+			WorkerID: p.WorkerID, Action: "place"})
+	}
+	res.Cluster = cl
+
+	// 5. One assignment per live worker; a draining worker gets none.
+	res.Assignments = map[string]protocol.Assignment{}
+	for id := range in.Workers {
+		res.Assignments[id] = protocol.Assignment{WorkerID: id, Replicas: []protocol.ReplicaSpec{}}
+	}
+	for _, r := range sortedReplicas(st.Replicas) {
+		if r.WorkerID == "" {
+			continue
+		}
+		a := res.Assignments[r.WorkerID]
+		a.Replicas = append(a.Replicas, r.Spec)
+		res.Assignments[r.WorkerID] = a
+	}
+	for id, a := range res.Assignments {
+		sort.Slice(a.Replicas, func(i, j int) bool { return a.Replicas[i].ID < a.Replicas[j].ID })
+		res.Assignments[id] = a
+	}
+	return st, res
+}
+
+// sortedReplicas returns the replicas oldest first (ties by ID).
+func sortedReplicas(m map[string]*Replica) []*Replica {
+	out := make([]*Replica, 0, len(m))
+	for _, r := range m {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].Spec.ID < out[j].Spec.ID
+	})
+	return out
+}
+
+// slicesSortedForRemoval orders rs so that the ones to remove first come
+// first: unplaced, then placed but not running, then running newest first.
+func slicesSortedForRemoval(rs []*Replica, in Input) []*Replica {
+	out := append([]*Replica{}, rs...)
+	rank := func(r *Replica) int {
+		switch {
+		case r.WorkerID == "":
+			return 0
+		case !in.Running(r):
+			return 1
+		}
+		return 2
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ri, rj := rank(out[i]), rank(out[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return out[i].Created.After(out[j].Created)
+	})
+	return out
+}
+
+func compactJSON(b json.RawMessage) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return b
+	}
+	if buf.String() == "null" {
+		return nil
+	}
+	return buf.Bytes()
+}

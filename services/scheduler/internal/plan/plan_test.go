@@ -1,0 +1,325 @@
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/protocol"
+)
+
+func cfg(t testing.TB, yaml string) config.ServeConfig {
+	t.Helper()
+	c, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatalf("config.Parse: %v", err)
+	}
+	return c
+}
+
+const oneApp = `
+applications:
+- name: app
+  route_prefix: /app
+  ingress: d
+  deployments:
+  - name: d
+    handler: h
+    num_replicas: %d
+    user_config: {"k": %d}
+    max_ongoing_requests: %d
+`
+
+func app(t testing.TB, replicas, userConfig, maxOngoing int) config.ServeConfig {
+	return cfg(t, fmt.Sprintf(oneApp, replicas, userConfig, maxOngoing))
+}
+
+type env struct {
+	t       testing.TB
+	st      State
+	in      Input
+	n       int
+	now     time.Time
+	lastRes Result
+}
+
+func newEnv(t testing.TB, c config.ServeConfig, workers ...protocol.WorkerInfo) *env {
+	e := &env{t: t, st: NewState(), now: time.Unix(1000, 0)}
+	e.in = Input{Config: c, Workers: map[string]protocol.WorkerInfo{}, Records: map[string]protocol.ReplicaInfo{}, StartTimeout: time.Minute}
+	for _, w := range workers {
+		e.in.Workers[w.ID] = w
+	}
+	e.in.NewID = func(app, dep, ver string) string {
+		e.n++
+		return fmt.Sprintf("%s-%s-%s-%d", app, dep, ver[:6], e.n)
+	}
+	return e
+}
+
+func (e *env) step() Result {
+	e.now = e.now.Add(time.Second)
+	e.in.Now = e.now
+	var res Result
+	e.st, res = Step(e.st, e.in)
+	e.in.Replace = nil
+	e.lastRes = res
+	return res
+}
+
+// run marks every assigned replica RUNNING on its worker.
+func (e *env) runAll() {
+	for _, r := range e.st.Replicas {
+		if r.WorkerID != "" {
+			e.in.Records[r.Spec.ID] = protocol.ReplicaInfo{ID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
+				WorkerID: r.WorkerID, Version: r.Spec.Version, State: protocol.ReplicaRunning}
+		}
+	}
+	for id := range e.in.Records {
+		if _, ok := e.st.Replicas[id]; !ok {
+			delete(e.in.Records, id) // the worker finished draining it
+		}
+	}
+}
+
+func (e *env) running() (n int, versions map[string]int) {
+	versions = map[string]int{}
+	for _, r := range e.st.Replicas {
+		if e.in.Running(r) {
+			n++
+			versions[r.Spec.Version]++
+		}
+	}
+	return n, versions
+}
+
+func ids(res Result, worker string) []string {
+	var out []string
+	for _, s := range res.Assignments[worker].Replicas {
+		out = append(out, s.ID)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestStepScaleAndPlace(t *testing.T) {
+	e := newEnv(t, app(t, 3, 1, 5), worker("w1", 8, 0), worker("w2", 8, 0))
+	res := e.step()
+	if got := len(res.Assignments["w1"].Replicas) + len(res.Assignments["w2"].Replicas); got != 3 {
+		t.Fatalf("assigned replicas = %d, want 3", got)
+	}
+	if a, b := len(res.Assignments["w1"].Replicas), len(res.Assignments["w2"].Replicas); a < 1 || b < 1 {
+		t.Errorf("replicas per worker = %d, %d; want spread over both", a, b)
+	}
+	e.runAll()
+	s := BuildStatus(&e.st, e.in, res, "me", nil)
+	if got := s.Applications["app"].Status; got != protocol.AppRunning {
+		t.Errorf("app status = %s, want RUNNING (%+v)", got, s.Applications["app"])
+	}
+	// Scale down to 1.
+	e.in.Config = app(t, 1, 1, 5)
+	res = e.step()
+	if got := len(res.Assignments["w1"].Replicas) + len(res.Assignments["w2"].Replicas); got != 1 {
+		t.Errorf("after scale down assigned = %d, want 1", got)
+	}
+	// Scale to 0 keeps the app but runs nothing.
+	e.in.Config = app(t, 0, 1, 5)
+	res = e.step()
+	if got := len(res.Assignments["w1"].Replicas) + len(res.Assignments["w2"].Replicas); got != 0 {
+		t.Errorf("after scale to zero assigned = %d, want 0", got)
+	}
+}
+
+func TestStepUserConfigInPlace(t *testing.T) {
+	e := newEnv(t, app(t, 2, 1, 5), worker("w1", 8, 0))
+	before := ids(e.step(), "w1")
+	e.runAll()
+	e.in.Config = app(t, 2, 2, 5)
+	res := e.step()
+	after := ids(res, "w1")
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Errorf("replica IDs after user_config change = %v, want unchanged %v", after, before)
+	}
+	for _, s := range res.Assignments["w1"].Replicas {
+		if string(s.UserConfig) != `{"k":2}` {
+			t.Errorf("replica %s user_config = %s, want {\"k\":2}", s.ID, s.UserConfig)
+		}
+	}
+}
+
+func TestStepRollingUpdate(t *testing.T) {
+	const target = 5
+	e := newEnv(t, app(t, target, 1, 5), worker("w1", 32, 0), worker("w2", 32, 0))
+	e.step()
+	e.runAll()
+	oldVer := Version(e.in.Config.Applications[0].Deployments[0])
+	e.in.Config = app(t, target, 1, 7) // max_ongoing_requests: a restart
+	newVer := Version(e.in.Config.Applications[0].Deployments[0])
+	if oldVer == newVer {
+		t.Fatalf("Version did not change with max_ongoing_requests")
+	}
+	for pass := 0; pass < 50; pass++ {
+		e.step()
+		n, vers := e.running()
+		if n < target {
+			t.Fatalf("pass %d: running = %d (%v), want >= %d", pass, n, vers, target)
+		}
+		if len(e.st.Replicas) > target+1 {
+			t.Fatalf("pass %d: replicas = %d, want <= target+surge = %d", pass, len(e.st.Replicas), target+1)
+		}
+		if vers[newVer] == target && vers[oldVer] == 0 && len(e.st.Replicas) == target {
+			s := BuildStatus(&e.st, e.in, e.lastRes, "me", nil)
+			if got := s.Applications["app"].Deployments["d"].Status; got != protocol.DeploymentHealthy {
+				t.Errorf("deployment status after update = %s, want HEALTHY", got)
+			}
+			return
+		}
+		// Mid-update the deployment says UPDATING.
+		s := BuildStatus(&e.st, e.in, e.lastRes, "me", nil)
+		if got := s.Applications["app"].Deployments["d"].Status; got != protocol.DeploymentUpdating {
+			t.Errorf("pass %d: deployment status = %s, want UPDATING", pass, got)
+		}
+		e.runAll() // new replicas come up; removed ones finish draining
+	}
+	t.Fatalf("rolling update did not finish: %d replicas", len(e.st.Replicas))
+}
+
+func TestStepWorkerLost(t *testing.T) {
+	e := newEnv(t, app(t, 2, 1, 5), worker("w1", 8, 0), worker("w2", 8, 0))
+	res := e.step()
+	lost := ids(res, "w1")
+	e.runAll()
+	delete(e.in.Workers, "w1")
+	res = e.step()
+	if _, ok := res.Assignments["w1"]; ok {
+		t.Errorf("assignment for lost worker w1 still written")
+	}
+	got := ids(res, "w2")
+	if len(got) != 2 {
+		t.Fatalf("w2 replicas = %v, want 2", got)
+	}
+	for _, id := range got {
+		if id == lost[0] {
+			t.Errorf("replica %s from lost worker kept its ID", id)
+		}
+	}
+}
+
+func TestStepReplaceAndPendingReason(t *testing.T) {
+	e := newEnv(t, app(t, 1, 1, 5), worker("w1", 8, 0), worker("w2", 8, 0))
+	res := e.step()
+	var first string
+	var firstWorker string
+	for w := range res.Assignments {
+		if l := ids(res, w); len(l) == 1 {
+			first, firstWorker = l[0], w
+		}
+	}
+	e.runAll()
+	e.in.Replace = map[string]string{first: "health check failed"}
+	res = e.step()
+	other := map[string]string{"w1": "w2", "w2": "w1"}[firstWorker]
+	if got := ids(res, other); len(got) != 1 || got[0] == first {
+		t.Errorf("after replace, %s has %v, want one new replica (not %s)", other, got, first)
+	}
+
+	// A deployment that fits nowhere stays PENDING with the reason.
+	e = newEnv(t, cfg(t, `
+applications:
+- name: app
+  route_prefix: /
+  ingress: d
+  deployments:
+  - name: d
+    handler: h
+    resources: {gpu: 1, labels: {gpu.type: h100}}
+`), worker("w1", 8, 0, "h100"))
+	e.in.Workers["w1"] = worker("w1", 8, 0, "h100")
+	res = e.step()
+	if got := ids(res, "w1"); len(got) != 1 {
+		t.Fatalf("w1 replicas = %v, want 1", got)
+	}
+	e.in.Config.Applications[0].Deployments[0].NumReplicas = ptr(2)
+	res = e.step()
+	s := BuildStatus(&e.st, e.in, res, "me", nil)
+	ds := s.Applications["app"].Deployments["d"]
+	var pending []protocol.ReplicaStatus
+	for _, r := range ds.Replicas {
+		if r.State == protocol.ReplicaPending {
+			pending = append(pending, r)
+		}
+	}
+	const want = "no worker has 1 GPU free with gpu.type=h100"
+	if len(pending) != 1 || pending[0].Message != want {
+		t.Errorf("pending replicas = %+v, want one with message %q", pending, want)
+	}
+}
+
+func TestStepStuckAndVanished(t *testing.T) {
+	e := newEnv(t, app(t, 1, 1, 5), worker("w1", 8, 0))
+	first := ids(e.step(), "w1")[0]
+	// The worker never reports it: replaced after StartTimeout.
+	e.now = e.now.Add(2 * time.Minute)
+	second := ids(e.step(), "w1")
+	if len(second) != 1 || second[0] == first {
+		t.Fatalf("stuck replica not replaced: %v", second)
+	}
+	e.runAll()
+	e.step()
+	// Its record vanishes while the worker lives: replaced.
+	delete(e.in.Records, second[0])
+	third := ids(e.step(), "w1")
+	if len(third) != 1 || third[0] == second[0] {
+		t.Errorf("vanished replica not replaced: %v", third)
+	}
+}
+
+func TestStepDeleteApp(t *testing.T) {
+	e := newEnv(t, app(t, 2, 1, 5), worker("w1", 8, 0))
+	e.step()
+	e.runAll()
+	e.in.Config = config.ServeConfig{}
+	res := e.step()
+	if got := ids(res, "w1"); len(got) != 0 {
+		t.Errorf("replicas of deleted app still assigned: %v", got)
+	}
+	s := BuildStatus(&e.st, e.in, res, "me", nil)
+	if got := s.Applications["app"].Status; got != protocol.AppDeleting {
+		t.Errorf("deleted app status = %q, want DELETING", got)
+	}
+	e.runAll() // drained
+	s = BuildStatus(&e.st, e.in, e.step(), "me", nil)
+	if _, ok := s.Applications["app"]; ok {
+		t.Errorf("app still in status after its replicas stopped")
+	}
+}
+
+func TestVersion(t *testing.T) {
+	base := app(t, 1, 1, 5).Applications[0].Deployments[0]
+	tests := []struct {
+		name   string
+		change func(d *config.Deployment)
+		same   bool
+	}{
+		{"num_replicas", func(d *config.Deployment) { d.NumReplicas = ptr(9) }, true},
+		{"user_config", func(d *config.Deployment) { d.UserConfig = json.RawMessage(`{"x":1}`) }, true},
+		{"max_queued_requests", func(d *config.Deployment) { d.MaxQueuedRequests = 10 }, true},
+		{"request_timeout", func(d *config.Deployment) { d.RequestTimeout = config.Duration(time.Second) }, true},
+		{"handler", func(d *config.Deployment) { d.Handler = "other" }, false},
+		{"resources", func(d *config.Deployment) { d.Resources.GPU = 1 }, false},
+		{"max_ongoing_requests", func(d *config.Deployment) { d.MaxOngoingRequests = 1 }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := base
+			tt.change(&d)
+			if got := Version(d) == Version(base); got != tt.same {
+				t.Errorf("Version unchanged after %s = %v, want %v", tt.name, got, tt.same)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

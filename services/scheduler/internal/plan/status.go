@@ -1,0 +1,186 @@
+package plan
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+)
+
+// BuildStatus summarises a pass: every desired application with its
+// deployments and replicas, applications being deleted (while their
+// replicas still report), and the live workers with what is used on them.
+// It records in st which deployments reached their target.
+func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[string]time.Time) protocol.Status {
+	s := protocol.Status{Leader: leader, Applications: map[string]protocol.AppStatus{}, Workers: []protocol.WorkerStatus{}, UpdatedAt: in.Now}
+	byKey := map[string][]*Replica{}
+	for _, r := range sortedReplicas(st.Replicas) {
+		k := Key(r.Spec.App, r.Spec.Deployment)
+		byKey[k] = append(byKey[k], r)
+	}
+	// Records of replicas no longer wanted: they are draining.
+	stopping := map[string][]protocol.ReplicaInfo{}
+	for _, rec := range sortedRecords(in.Records) {
+		if _, ok := st.Replicas[rec.ID]; !ok {
+			k := Key(rec.App, rec.Deployment)
+			stopping[k] = append(stopping[k], rec)
+		}
+	}
+	stoppingStatus := func(rec protocol.ReplicaInfo) protocol.ReplicaStatus {
+		return protocol.ReplicaStatus{ID: rec.ID, State: protocol.ReplicaStopping, WorkerID: rec.WorkerID,
+			Version: rec.Version, Message: "removed; draining", StartedAt: rec.StartedAt}
+	}
+
+	desired := map[string]bool{}
+	for _, app := range in.Config.Applications {
+		desired[app.Name] = true
+		as := protocol.AppStatus{Name: app.Name, RoutePrefix: app.RoutePrefix, Ingress: app.Ingress,
+			Deployments: map[string]protocol.DeploymentStatus{}, DeployedAt: deployedAt[app.Name]}
+		var unhealthy, notReady []string
+		for _, d := range app.Deployments {
+			k := Key(app.Name, d.Name)
+			ver := Version(d)
+			target := d.Replicas()
+			if prev, ok := st.Targets[k]; ok && prev != target {
+				if target > prev {
+					st.Scaling[k] = protocol.DeploymentUpscaling
+				} else {
+					st.Scaling[k] = protocol.DeploymentDownscaling
+				}
+			}
+			st.Targets[k] = target
+			ds := protocol.DeploymentStatus{Name: d.Name, TargetReplicas: target, Version: ver, Replicas: []protocol.ReplicaStatus{}}
+			var cur, old, running int
+			reasons := map[string]bool{}
+			for _, r := range byKey[k] {
+				rs := protocol.ReplicaStatus{ID: r.Spec.ID, WorkerID: r.WorkerID, Version: r.Spec.Version}
+				rec, ok := in.Records[r.Spec.ID]
+				switch {
+				case r.WorkerID == "":
+					rs.State, rs.Message = protocol.ReplicaPending, r.Reason
+					reasons[r.Reason] = true
+				case ok && rec.WorkerID == r.WorkerID:
+					rs.State, rs.Message, rs.StartedAt = rec.State, rec.Message, rec.StartedAt
+				default:
+					rs.State, rs.Message = protocol.ReplicaStarting, "assigned to worker "+r.WorkerID+"; waiting for it to start"
+				}
+				ds.Replicas = append(ds.Replicas, rs)
+				if r.Spec.Version == ver {
+					cur++
+					if in.Running(r) {
+						running++
+					}
+				} else {
+					old++
+				}
+			}
+			for _, rec := range stopping[k] {
+				ds.Replicas = append(ds.Replicas, stoppingStatus(rec))
+			}
+			msg := fmt.Sprintf("%d/%d replicas running", running, target)
+			if len(reasons) > 0 {
+				msg += "; pending: " + strings.Join(sortedKeys(reasons), "; ")
+			}
+			switch {
+			case old > 0:
+				ds.Status = protocol.DeploymentUpdating
+				ds.Message = fmt.Sprintf("rolling update to version %s: %s", ver, msg)
+			case running >= target && cur == target:
+				ds.Status = protocol.DeploymentHealthy
+				st.Healthy[k] = ver
+				if st.Scaling[k] == protocol.DeploymentDownscaling && len(stopping[k]) > 0 {
+					ds.Status = protocol.DeploymentDownscaling
+					ds.Message = fmt.Sprintf("stopping %d replicas", len(stopping[k]))
+				} else {
+					delete(st.Scaling, k)
+				}
+			case st.Scaling[k] == protocol.DeploymentUpscaling:
+				ds.Status, ds.Message = protocol.DeploymentUpscaling, msg
+			case st.Healthy[k] == ver:
+				ds.Status, ds.Message = protocol.DeploymentUnhealthy, msg
+			default:
+				ds.Status, ds.Message = protocol.DeploymentUpdating, msg
+			}
+			switch ds.Status {
+			case protocol.DeploymentUnhealthy:
+				unhealthy = append(unhealthy, d.Name+": "+ds.Message)
+			case protocol.DeploymentHealthy:
+			default:
+				notReady = append(notReady, d.Name+": "+ds.Message)
+			}
+			as.Deployments[d.Name] = ds
+		}
+		switch {
+		case len(unhealthy) > 0:
+			as.Status, as.Message = protocol.AppUnhealthy, strings.Join(append(unhealthy, notReady...), "; ")
+		case len(notReady) > 0:
+			as.Status, as.Message = protocol.AppDeploying, strings.Join(notReady, "; ")
+		default:
+			as.Status = protocol.AppRunning
+		}
+		s.Applications[app.Name] = as
+	}
+	// Deleted applications stay DELETING while replicas still report.
+	for k, recs := range stopping {
+		app, dep, _ := strings.Cut(k, "/")
+		if desired[app] {
+			continue
+		}
+		as, ok := s.Applications[app]
+		if !ok {
+			as = protocol.AppStatus{Name: app, Status: protocol.AppDeleting, Message: "deleting: waiting for replicas to stop",
+				Deployments: map[string]protocol.DeploymentStatus{}}
+		}
+		ds := protocol.DeploymentStatus{Name: dep, Status: protocol.DeploymentDownscaling, Message: "deleting"}
+		for _, rec := range recs {
+			ds.Replicas = append(ds.Replicas, stoppingStatus(rec))
+		}
+		as.Deployments[dep] = ds
+		s.Applications[app] = as
+	}
+	for k := range st.Targets {
+		app, _, _ := strings.Cut(k, "/")
+		if !desired[app] {
+			delete(st.Targets, k)
+			delete(st.Healthy, k)
+			delete(st.Scaling, k)
+		}
+	}
+
+	ids := make([]string, 0, len(in.Workers))
+	for id := range in.Workers {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		w := in.Workers[id]
+		var u Usage
+		if res.Cluster != nil {
+			u = res.Cluster.Usage(id)
+		}
+		s.Workers = append(s.Workers, protocol.WorkerStatus{ID: id, Host: w.Host, CPU: w.CPU, CPUUsed: u.CPU,
+			Memory: w.MemoryBytes, MemUsed: u.Memory, GPUs: w.GPUs, GPUUsed: u.GPU, Labels: w.Labels,
+			Replicas: u.Replicas, Heartbeat: w.Heartbeat})
+	}
+	return s
+}
+
+func sortedRecords(m map[string]protocol.ReplicaInfo) []protocol.ReplicaInfo {
+	out := make([]protocol.ReplicaInfo, 0, len(m))
+	for _, r := range m {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,59 @@
+package reconcile
+
+import (
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the scheduler's Prometheus collectors.
+type Metrics struct {
+	IsLeader           prometheus.Gauge
+	AppStatus          *prometheus.GaugeVec
+	TargetReplicas     *prometheus.GaugeVec
+	Replicas           *prometheus.GaugeVec
+	ReconcileDuration  prometheus.Histogram
+	HealthCheckFailure *prometheus.CounterVec
+	Replacements       *prometheus.CounterVec
+}
+
+// NewMetrics registers the collectors on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		IsLeader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetserve_scheduler_is_leader",
+			Help: "1 while this scheduler instance holds the leader lease."}),
+		AppStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jetserve_application_status",
+			Help: "1 for the current status of each application."}, []string{"application", "status"}),
+		TargetReplicas: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jetserve_deployment_target_replicas",
+			Help: "Target number of replicas per deployment."}, []string{"application", "deployment"}),
+		Replicas: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jetserve_replicas",
+			Help: "Replicas by state."}, []string{"state"}),
+		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "jetserve_scheduler_reconcile_duration_seconds",
+			Help: "Duration of one reconcile pass.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		HealthCheckFailure: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetserve_health_check_failures_total",
+			Help: "Failed replica health checks."}, []string{"application", "deployment"}),
+		Replacements: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetserve_replica_replacements_total",
+			Help: "Replicas removed to be replaced, by reason."}, []string{"application", "deployment", "reason"}),
+	}
+	reg.MustRegister(m.IsLeader, m.AppStatus, m.TargetReplicas, m.Replicas, m.ReconcileDuration, m.HealthCheckFailure, m.Replacements)
+	return m
+}
+
+func (m *Metrics) observeStatus(s protocol.Status) {
+	m.AppStatus.Reset()
+	m.TargetReplicas.Reset()
+	m.Replicas.Reset()
+	counts := map[protocol.ReplicaState]int{protocol.ReplicaPending: 0, protocol.ReplicaStarting: 0,
+		protocol.ReplicaRunning: 0, protocol.ReplicaStopping: 0}
+	for _, a := range s.Applications {
+		m.AppStatus.WithLabelValues(a.Name, string(a.Status)).Set(1)
+		for _, d := range a.Deployments {
+			m.TargetReplicas.WithLabelValues(a.Name, d.Name).Set(float64(d.TargetReplicas))
+			for _, r := range d.Replicas {
+				counts[r.State]++
+			}
+		}
+	}
+	for st, n := range counts {
+		m.Replicas.WithLabelValues(string(st)).Set(float64(n))
+	}
+}

@@ -1,0 +1,138 @@
+// Package scheduler is jetserve's controller: it stores the desired
+// applications (the admin API, served by every instance), elects one leader
+// among its instances with a KV lease, and the leader places replicas on
+// workers by resources and label selectors, writes each worker's
+// assignment, rolls out new versions without dropping below the target of
+// RUNNING replicas, health-checks and replaces replicas, and publishes the
+// fleet status.
+//
+// Run is the whole service; it returns after a graceful drain when its
+// context ends, releasing the lease at once so a standby takes over.
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/lease"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
+	"github.com/jetserve/jetserve/services/scheduler/internal/reconcile"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+)
+
+// LeaseKey is the Leases-bucket key the scheduler instances contend for.
+const LeaseKey = "scheduler"
+
+// Config is the scheduler's configuration.
+type Config struct {
+	service.Common `koanf:",squash"`
+	// AdminAddr serves the admin API (Ray Serve's dashboard port).
+	AdminAddr string `koanf:"admin_addr"`
+	// ReconcileInterval is the periodic reconcile pass (changes in the
+	// buckets trigger a pass at once as well).
+	ReconcileInterval time.Duration `koanf:"reconcile_interval"`
+	// ID names this instance in the lease and the status.
+	ID string `koanf:"id"`
+	// ReplicaStartTimeout is how long a replica may take from assignment to
+	// RUNNING before it is replaced (model loading can be slow).
+	ReplicaStartTimeout time.Duration `koanf:"replica_start_timeout"`
+	// MaxBodyBytes caps a PUT of the serve config.
+	MaxBodyBytes int64 `koanf:"max_body_bytes"`
+
+	// AdminReady, if set, is told the admin API's address once it listens.
+	AdminReady func(net.Addr) `koanf:"-"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "scheduler"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return Config{
+		Common:              service.DefaultCommon(":9103"),
+		AdminAddr:           ":8265",
+		ReconcileInterval:   time.Second,
+		ID:                  host + "-" + hex.EncodeToString(b[:]),
+		ReplicaStartTimeout: 10 * time.Minute,
+		MaxBodyBytes:        admin.DefaultMaxBody,
+	}
+}
+
+// Validate checks the options; errors name the option key.
+func (c Config) Validate() error {
+	errs := []error{c.Common.Validate()}
+	if c.AdminAddr == "" {
+		errs = append(errs, errors.New("admin_addr: is required"))
+	}
+	if c.ReconcileInterval <= 0 {
+		errs = append(errs, fmt.Errorf("reconcile_interval: must be > 0, got %s", c.ReconcileInterval))
+	}
+	if c.ID == "" {
+		errs = append(errs, errors.New("id: is required"))
+	}
+	if c.ReplicaStartTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("replica_start_timeout: must be > 0, got %s", c.ReplicaStartTimeout))
+	}
+	if c.MaxBodyBytes <= 0 {
+		errs = append(errs, fmt.Errorf("max_body_bytes: must be > 0, got %d", c.MaxBodyBytes))
+	}
+	if _, err := protocol.NewNames(c.NATS.Prefix); err != nil {
+		errs = append(errs, fmt.Errorf("nats.prefix: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// CommonConfig returns the shared options.
+func (c Config) CommonConfig() service.Common { return c.Common }
+
+// Run serves the admin API and ops endpoints and contends for leadership,
+// reconciling while it leads, until ctx ends.
+func Run(ctx context.Context, cfg Config, deps service.Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	log := deps.Log.With().Str("scheduler_id", cfg.ID).Logger()
+	cleanup, err := deps.Prepare(ctx, cfg.Common, "jetserve-scheduler")
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	names, err := protocol.NewNames(cfg.NATS.Prefix)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(deps.NC)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	buckets, err := service.OpenBuckets(ctx, js, names)
+	if err != nil {
+		return err
+	}
+	metrics := reconcile.NewMetrics(deps.Metrics)
+	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
+		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout, Log: log, Metrics: metrics})
+	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
+	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
+	g.Go(func() error { return service.ServeHTTP(gctx, cfg.AdminAddr, api, 5*time.Second, cfg.AdminReady) })
+	g.Go(func() error { return elector.Run(gctx, rec.Lead) })
+	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Msg("scheduler started")
+	err = g.Wait()
+	log.Info().Msg("scheduler stopped")
+	return err
+}
