@@ -13,9 +13,9 @@ type Keyword struct {
 	// Term is the most frequent surface form (normalised word) in the
 	// document of the stem that was scored; ties go to the form that occurs
 	// first.
-	Term string
+	Term string `json:"term"`
 	// Score is the TF-IDF weight of the stem in the document.
-	Score float64
+	Score float64 `json:"score"`
 }
 
 // KeywordExtractor ranks a document's content words by TF-IDF against an
