@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDevServesTheExample runs `jetserve dev` — embedded NATS, the five
+// services and the example app in one process — and calls the example
+// through the HTTP ingress, then stops it with a cancelled context.
+func TestDevServesTheExample(t *testing.T) {
+	httpAddr, adminAddr := freePort(t), freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errs := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--data-dir", t.TempDir(), "--nats-port", "-1", "--nats-http-port", "0",
+			"--http-addr", httpAddr, "--admin-addr", adminAddr, "--ops=false", "--log-level", "warn",
+			"--config", "../../examples/config.yaml"}, nil, strings.NewReader(""), out, errs)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("dev returned %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("dev did not stop within 30s of cancel")
+		}
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	body := `{"text":"The new phone is wonderful and the battery lasts for days. I love it."}`
+	for {
+		resp, err := http.Post("http://"+httpAddr+"/text/analyze", "application/json", strings.NewReader(body))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				if !strings.Contains(string(b), `"label":"positive"`) {
+					t.Fatalf("analyze = %s, want a positive sentiment", b)
+				}
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the example never answered 200; last err %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "jetserve dev is up") {
+		t.Errorf("dev printed %q, want the URLs", out.String())
+	}
+}
