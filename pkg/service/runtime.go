@@ -35,7 +35,11 @@ func NewLogger(c LogConfig, w io.Writer, svc string) zerolog.Logger {
 	if c.Format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", svc).Logger()
+	// Millisecond timestamps without touching zerolog's global
+	// TimeFieldFormat (which is second-precision RFC 3339).
+	return zerolog.New(w).Level(lvl).Hook(zerolog.HookFunc(func(e *zerolog.Event, _ zerolog.Level, _ string) {
+		e.Str(zerolog.TimestampFieldName, time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+	})).With().Str("service", svc).Logger()
 }
 
 // NewRegistry returns a Prometheus registry with the Go and process
