@@ -1,13 +1,23 @@
-// Package ingress is jetserve's public HTTP server: it routes each request
-// by the longest matching route_prefix to its application's ingress
-// deployment through the routers (NATS), passes method, path below the
-// prefix, query, headers and body, and writes the deployment's answer back
-// — streamed chunk by chunk when the deployment streams. It limits body
-// size (413), answers unknown routes with 404 and lists routes at
-// /-/routes, readiness at /-/healthz.
+// Package ingress is jetserve's public HTTP entry point (Ray Serve's HTTP
+// proxy): it routes each request by the longest matching application
+// route_prefix (on whole path segments) to the application's ingress
+// deployment over NATS, through the routers, and writes the answer back —
+// streamed chunk by chunk when the client asks (?stream=1 or
+// Accept: text/event-stream).
 //
-// The route table is kept from a watch of the applied serve config; Run
-// owns the watch and the HTTP server and returns after draining them.
+// The route table comes from the Apps bucket key "config" and follows it
+// live. GET /-/routes lists it; GET /-/healthz is 200 once NATS is connected
+// and the table is loaded. Bodies above max_body_bytes are refused 413
+// (default 4 MiB: the message must fit the NATS max_payload, 8 MiB on the
+// embedded server and at most 8 MiB anywhere, with room for headers; a
+// server left at NATS's default 1 MiB needs max_body_bytes lowered to
+// match). Errors map to HTTP: queue_full and other overload → 503 with
+// Retry-After, timeout → 504, unavailable/no_replicas → 503; handler errors
+// keep the handler's status.
+//
+// On ctx cancel Run stops accepting connections and waits up to
+// drain_timeout for in-flight requests (http.Server.Shutdown). Every
+// goroutine Run starts ends before it returns.
 package ingress
 
 import (
@@ -15,43 +25,39 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"sort"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/services/ingress/internal/gateway"
+	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 )
 
+// DefaultMaxBodyBytes is the default request body limit (4 MiB).
+const DefaultMaxBodyBytes = 4 << 20
+
 // Config is the ingress's configuration.
 type Config struct {
 	service.Common `koanf:",squash"`
-	// HTTPAddr is where the public HTTP API listens.
+	// HTTPAddr is the public HTTP listen address.
 	HTTPAddr string `koanf:"http_addr"`
-	// MaxBodyBytes caps a request body (413 beyond); it must stay below
-	// the NATS server's max_payload (8 MiB for the embedded server and the
-	// compose image; 1 MiB is NATS's own default).
+	// MaxBodyBytes caps request bodies; larger ones get 413.
 	MaxBodyBytes int64 `koanf:"max_body_bytes"`
-	// RequestTimeout bounds a request end to end when the deployment sets
-	// no request_timeout of its own.
+	// RequestTimeout is the deadline given to each request (sent to the
+	// routers as the caller's deadline).
 	RequestTimeout time.Duration `koanf:"request_timeout"`
-	// DrainTimeout is how long shutdown waits for in-flight requests.
+	// DrainTimeout bounds how long shutdown waits for in-flight requests.
 	DrainTimeout time.Duration `koanf:"drain_timeout"`
-	// HTTPReady, if set, is told the HTTP listener's address (tests).
+
+	// HTTPReady, if set, is told the HTTP listener's address once it
+	// listens (tests, and `jetserve dev` with port 0). Not configurable.
 	HTTPReady func(net.Addr) `koanf:"-"`
 }
 
@@ -60,29 +66,26 @@ func DefaultConfig() Config {
 	return Config{
 		Common:         service.DefaultCommon(":9100"),
 		HTTPAddr:       ":8000",
-		MaxBodyBytes:   4 << 20,
+		MaxBodyBytes:   DefaultMaxBodyBytes,
 		RequestTimeout: 60 * time.Second,
 		DrainTimeout:   30 * time.Second,
 	}
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration; errors name the option.
 func (c Config) Validate() error {
-	var errs []error
-	if err := c.Common.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	errs := []error{c.Common.Validate()}
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("http_addr: is required"))
 	}
-	if c.MaxBodyBytes < 1 || c.MaxBodyBytes > 8<<20 {
-		errs = append(errs, fmt.Errorf("max_body_bytes: must be 1..8388608 (NATS max_payload), got %d", c.MaxBodyBytes))
+	if c.MaxBodyBytes <= 0 || c.MaxBodyBytes > 8<<20 {
+		errs = append(errs, fmt.Errorf("max_body_bytes: must be in 1..%d (NATS max_payload), got %d", 8<<20, c.MaxBodyBytes))
 	}
 	if c.RequestTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("request_timeout: must be > 0, got %v", c.RequestTimeout))
+		errs = append(errs, errors.New("request_timeout: must be positive"))
 	}
 	if c.DrainTimeout < 0 {
-		errs = append(errs, fmt.Errorf("drain_timeout: must be >= 0, got %v", c.DrainTimeout))
+		errs = append(errs, errors.New("drain_timeout: must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -90,53 +93,8 @@ func (c Config) Validate() error {
 // CommonConfig returns the shared part.
 func (c Config) CommonConfig() service.Common { return c.Common }
 
-// route is one application's entry in the route table.
-type route struct {
-	prefix, app, deployment string
-}
-
-// table is an immutable route table, longest prefix first.
-type table struct {
-	routes []route
-}
-
-func newTable(cfg config.ServeConfig) *table {
-	t := &table{}
-	for _, a := range cfg.Applications {
-		t.routes = append(t.routes, route{prefix: a.RoutePrefix, app: a.Name, deployment: a.Ingress})
-	}
-	sort.Slice(t.routes, func(i, j int) bool { return len(t.routes[i].prefix) > len(t.routes[j].prefix) })
-	return t
-}
-
-// match finds the route for path by whole path segments: "/text" matches
-// "/text" and "/text/x", not "/textual". It returns the path below the
-// prefix (at least "/").
-func (t *table) match(path string) (route, string, bool) {
-	for _, r := range t.routes {
-		if r.prefix == "/" {
-			return r, path, true
-		}
-		if path == r.prefix {
-			return r, "/", true
-		}
-		if strings.HasPrefix(path, r.prefix) && path[len(r.prefix)] == '/' {
-			return r, path[len(r.prefix):], true
-		}
-	}
-	return route{}, "", false
-}
-
-// server is the HTTP handler.
-type server struct {
-	cfg     Config
-	caller  *wire.Caller
-	log     zerolog.Logger
-	routes  atomic.Pointer[table] // nil until the config was read once
-	metrics *metrics
-}
-
-// Run serves HTTP until ctx ends, then drains.
+// Run serves HTTP until ctx ends, then drains in-flight requests and
+// returns nil.
 func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	cleanup, err := deps.Prepare(ctx, cfg.Common, "ingress")
 	if err != nil {
@@ -155,296 +113,101 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	if err != nil {
 		return err
 	}
-	s := &server{cfg: cfg, caller: wire.NewCaller(deps.NC, names), log: deps.Log, metrics: newMetrics(deps.Metrics)}
+	metrics, err := gateway.NewMetrics(deps.Metrics)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+
+	var table atomic.Pointer[routes.Table]
+	var loaded atomic.Bool
+	natsOK := service.NATSCheck(deps.NC)
+	ready := func() error {
+		if err := natsOK(); err != nil {
+			return err
+		}
+		if !loaded.Load() {
+			return errors.New("route table not loaded")
+		}
+		return nil
+	}
 	deps.Health.Add("routes", func() error {
-		if s.routes.Load() == nil {
+		if !loaded.Load() {
 			return errors.New("route table not loaded")
 		}
 		return nil
 	})
+	caller := wire.NewCaller(deps.NC, names)
+	caller.DefaultTimeout = cfg.RequestTimeout
+	h := gateway.New(gateway.Options{
+		Caller:         caller,
+		Routes:         table.Load,
+		Healthy:        ready,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		RequestTimeout: cfg.RequestTimeout,
+		Metrics:        metrics,
+		Log:            deps.Log,
+	})
+
+	// The watcher lives until the HTTP server has drained.
+	wctx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.watchRoutes(gctx, buckets.Apps) })
+	g.Go(func() error {
+		err := watchRoutes(wctx, buckets.Apps, &table, &loaded, deps.Log)
+		if wctx.Err() != nil {
+			return nil
+		}
+		return err
+	})
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
 	g.Go(func() error {
-		return service.ServeHTTP(gctx, cfg.HTTPAddr, s.handler(deps.Health), cfg.DrainTimeout, cfg.HTTPReady)
+		defer stopWatch()
+		return service.ServeHTTP(gctx, cfg.HTTPAddr, h, cfg.DrainTimeout, func(a net.Addr) {
+			deps.Log.Info().Str("addr", a.String()).Msg("ingress listening")
+			if cfg.HTTPReady != nil {
+				cfg.HTTPReady(a)
+			}
+		})
 	})
-	deps.Log.Info().Str("addr", cfg.HTTPAddr).Msg("ingress serving")
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
 	}
-	return nil
+	return err
 }
 
-func (s *server) watchRoutes(ctx context.Context, apps jetstream.KeyValue) error {
-	w, err := apps.Watch(ctx, "config")
+// watchRoutes keeps table in step with the Apps bucket key "config".
+func watchRoutes(ctx context.Context, kv jetstream.KeyValue, table *atomic.Pointer[routes.Table], loaded *atomic.Bool, log zerolog.Logger) error {
+	w, err := kv.Watch(ctx, "config")
 	if err != nil {
-		return fmt.Errorf("watch applied config: %w", err)
+		return fmt.Errorf("watch config: %w", err)
 	}
-	defer w.Stop() //nolint:errcheck // stopping on the way out
+	defer w.Stop() //nolint:errcheck // best effort on the way out
+	table.Store(routes.New(nil))
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return ctx.Err()
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil
+				return errors.New("watch config: watcher closed")
 			}
-			if e == nil { // initial values done; an empty bucket means no apps
-				if s.routes.Load() == nil {
-					s.routes.Store(&table{})
-				}
+			if e == nil {
+				loaded.Store(true)
 				continue
 			}
-			var cfg config.ServeConfig
-			if e.Operation() == jetstream.KeyValuePut {
-				if err := json.Unmarshal(e.Value(), &cfg); err != nil {
-					s.log.Error().Err(err).Msg("applied config is not valid JSON; keeping the old routes")
-					continue
-				}
+			if e.Operation() != jetstream.KeyValuePut {
+				table.Store(routes.New(nil))
+				continue
 			}
-			s.routes.Store(newTable(cfg))
-			s.log.Info().Int("routes", len(cfg.Applications)).Msg("routes updated")
+			var sc config.ServeConfig
+			if err := json.Unmarshal(e.Value(), &sc); err != nil {
+				log.Warn().Err(err).Uint64("revision", e.Revision()).Msg("bad serve config in apps bucket")
+				continue
+			}
+			t := routes.FromConfig(sc)
+			table.Store(t)
+			log.Info().Any("routes", t.Prefixes()).Msg("route table updated")
 		}
 	}
-}
-
-func (s *server) handler(health *service.Health) http.Handler {
-	r := chi.NewRouter()
-	r.Get("/-/healthz", health.ServeHTTP)
-	r.Get("/-/routes", s.listRoutes)
-	r.HandleFunc("/*", s.serve)
-	return r
-}
-
-func (s *server) listRoutes(w http.ResponseWriter, _ *http.Request) {
-	out := map[string]string{}
-	if t := s.routes.Load(); t != nil {
-		for _, r := range t.routes {
-			out[r.prefix] = r.app
-		}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(out)
-}
-
-// hopHeaders are not forwarded (RFC 9110 §7.6.1).
-var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true,
-	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
-}
-
-func (s *server) serve(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	rid := r.Header.Get("X-Request-Id")
-	if rid == "" {
-		rid = nuid.Next()
-	}
-	w.Header().Set("X-Request-Id", rid)
-	s.metrics.ongoing.Inc()
-	rec := &statusRecorder{ResponseWriter: w}
-	routeLabel := "unknown"
-	defer func() {
-		s.metrics.ongoing.Dec()
-		s.metrics.observe(routeLabel, r.Method, rec.status, time.Since(start))
-	}()
-	t := s.routes.Load()
-	if t == nil {
-		writeError(rec, rid, http.StatusServiceUnavailable, protocol.ErrUnavailable, "route table not loaded yet")
-		return
-	}
-	rt, sub, ok := t.match(r.URL.Path)
-	if !ok {
-		writeError(rec, rid, http.StatusNotFound, protocol.ErrNotFound, "no application serves "+r.URL.Path+"; see GET /-/routes")
-		return
-	}
-	routeLabel = rt.prefix
-	body, err := io.ReadAll(http.MaxBytesReader(rec, r.Body, s.cfg.MaxBodyBytes))
-	if err != nil {
-		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
-			writeError(rec, rid, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge,
-				"request body exceeds "+strconv.FormatInt(s.cfg.MaxBodyBytes, 10)+" bytes")
-			return
-		}
-		writeError(rec, rid, http.StatusBadRequest, protocol.ErrBadRequest, "read body: "+err.Error())
-		return
-	}
-	h := http.Header{}
-	for k, vs := range r.Header {
-		if !hopHeaders[k] {
-			h[k] = vs
-		}
-	}
-	req := &serve.Request{Method: r.Method, Path: sub, Query: r.URL.Query(), Header: h, Body: body, RequestID: rid}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
-	defer cancel()
-	log := s.log.With().Str("request_id", rid).Str("app", rt.app).Logger()
-	if wantsStream(r) {
-		s.stream(ctx, rec, rt, req, log)
-		return
-	}
-	resp, err := s.caller.Call(ctx, rt.app, rt.deployment, req)
-	if err != nil {
-		se := serve.AsError(err)
-		if se.Code == protocol.ErrInternal || se.Code == protocol.ErrHandler {
-			log.Error().Err(err).Msg("call failed")
-		}
-		writeError(rec, rid, se.Status, se.Code, se.Msg)
-		return
-	}
-	writeResponse(rec, rid, resp)
-}
-
-func wantsStream(r *http.Request) bool {
-	if v := r.URL.Query().Get("stream"); v == "1" || v == "true" {
-		return true
-	}
-	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
-}
-
-// httpSink writes a streamed answer to the client as it comes.
-type httpSink struct {
-	w       http.ResponseWriter
-	rid     string
-	flusher http.Flusher
-	started bool
-}
-
-func (s *httpSink) Head(status int, h http.Header) error {
-	for k, vs := range h {
-		if k != protocol.HdrError && !hopHeaders[k] {
-			s.w.Header()[k] = vs
-		}
-	}
-	s.w.Header().Set("X-Request-Id", s.rid)
-	s.w.WriteHeader(status)
-	s.started = true
-	if s.flusher != nil {
-		s.flusher.Flush()
-	}
-	return nil
-}
-
-func (s *httpSink) Chunk(b []byte) error {
-	if _, err := s.w.Write(b); err != nil {
-		return fmt.Errorf("write chunk: %w", err)
-	}
-	if s.flusher != nil {
-		s.flusher.Flush()
-	}
-	return nil
-}
-
-func (s *server) stream(ctx context.Context, w http.ResponseWriter, rt route, req *serve.Request, log zerolog.Logger) {
-	f, _ := w.(http.Flusher)
-	sink := &httpSink{w: w, rid: req.RequestID, flusher: f}
-	err := s.caller.Stream(ctx, rt.app, rt.deployment, req, sink)
-	if err == nil {
-		return
-	}
-	if !sink.started {
-		se := serve.AsError(err)
-		writeError(w, req.RequestID, se.Status, se.Code, se.Msg)
-		return
-	}
-	// Headers are gone: the client sees a truncated chunked body.
-	log.Warn().Err(err).Msg("stream ended with an error after it started")
-	panic(http.ErrAbortHandler)
-}
-
-func writeResponse(w http.ResponseWriter, rid string, resp *serve.Response) {
-	for k, vs := range resp.Header {
-		if k != protocol.HdrError && !hopHeaders[k] {
-			w.Header()[k] = vs
-		}
-	}
-	if code := resp.Header.Get(protocol.HdrError); code != "" {
-		writeError(w, rid, resp.Status, protocol.ErrorCode(code), string(resp.Body))
-		return
-	}
-	w.WriteHeader(resp.Status)
-	_, _ = w.Write(resp.Body)
-}
-
-// errorBody is every error's JSON body.
-type errorBody struct {
-	Error     protocol.ErrorCode `json:"error"`
-	Message   string             `json:"message"`
-	RequestID string             `json:"request_id"`
-}
-
-func writeError(w http.ResponseWriter, rid string, status int, code protocol.ErrorCode, msg string) {
-	if status == 0 {
-		status = http.StatusInternalServerError
-	}
-	if (code == protocol.ErrQueueFull || code == protocol.ErrNoReplicas || code == protocol.ErrUnavailable) && w.Header().Get("Retry-After") == "" {
-		w.Header().Set("Retry-After", "1")
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(errorBody{Error: code, Message: msg, RequestID: rid})
-}
-
-// statusRecorder remembers the status written.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-// Flush passes through to the underlying writer (streaming).
-func (r *statusRecorder) Flush() {
-	if f, ok := r.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// metrics are the ingress's Prometheus collectors (Ray Serve's names,
-// jetserve_ prefix).
-type metrics struct {
-	requests *prometheus.CounterVec
-	errors   *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-	ongoing  prometheus.Gauge
-}
-
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetserve_num_http_requests_total",
-			Help: "HTTP requests by route prefix, method and status."}, []string{"route", "method", "status"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetserve_num_http_error_requests_total",
-			Help: "HTTP requests answered with a status of 400 or more."}, []string{"route", "status"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "jetserve_http_request_latency_ms",
-			Help:    "HTTP request latency in milliseconds.",
-			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 30000, 600000}}, []string{"route"}),
-		ongoing: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetserve_num_ongoing_http_requests",
-			Help: "HTTP requests in flight."}),
-	}
-	reg.MustRegister(m.requests, m.errors, m.latency, m.ongoing)
-	return m
-}
-
-func (m *metrics) observe(route, method string, status int, d time.Duration) {
-	if status == 0 {
-		status = http.StatusOK
-	}
-	st := strconv.Itoa(status)
-	m.requests.WithLabelValues(route, method, st).Inc()
-	if status >= 400 {
-		m.errors.WithLabelValues(route, st).Inc()
-	}
-	m.latency.WithLabelValues(route).Observe(float64(d.Microseconds()) / 1000)
 }

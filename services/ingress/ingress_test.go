@@ -25,30 +25,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func TestTableMatch(t *testing.T) {
-	tb := newTable(config.ServeConfig{Applications: []config.Application{
-		{Name: "text", RoutePrefix: "/text", Ingress: "P"},
-		{Name: "textv2", RoutePrefix: "/text/v2", Ingress: "P"},
-		{Name: "root", RoutePrefix: "/", Ingress: "R"},
-	}})
-	tests := []struct{ path, app, sub string }{
-		{"/text", "text", "/"},
-		{"/text/analyze", "text", "/analyze"},
-		{"/text/v2/analyze", "textv2", "/analyze"},
-		{"/textual", "root", "/textual"},
-		{"/", "root", "/"},
-	}
-	for _, tc := range tests {
-		r, sub, ok := tb.match(tc.path)
-		if !ok || r.app != tc.app || sub != tc.sub {
-			t.Errorf("match(%q) = %s %q %v, want %s %q", tc.path, r.app, sub, ok, tc.app, tc.sub)
-		}
-	}
-	if _, _, ok := newTable(config.ServeConfig{}).match("/x"); ok {
-		t.Error("match on an empty table = ok, want not found")
-	}
-}
-
 // fleet starts an ingress against a real embedded JetStream with a fake
 // router answering on the route subjects.
 type fleet struct {
@@ -84,7 +60,8 @@ func startFleet(t *testing.T, cfg Config) *fleet {
 	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, service.Deps{NC: natstest.Conn(t, ns), Log: zerolog.Nop()}) }()
+	inc := natstest.Conn(t, ns) // registered before the cleanup below, so closed after Run returns
+	go func() { done <- Run(ctx, cfg, service.Deps{NC: inc, Log: zerolog.Nop()}) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -1,0 +1,136 @@
+package ingress
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// BenchmarkIngress compares HTTP → ingress → (fake router answering on the
+// route subject) with a raw HTTP handler doing one NATS request-reply to the
+// same responder, at concurrency 1 and 64.
+func BenchmarkIngress(b *testing.B) {
+	ns := natstest.Server(b)
+	nc := natstest.Conn(b, ns)
+	names, _ := protocol.NewNames("")
+	js, _ := jetstream.New(nc)
+	bk, err := service.OpenBuckets(context.Background(), js, names)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sc := config.ServeConfig{Applications: []config.Application{{Name: "bench", RoutePrefix: "/bench", Ingress: "B",
+		Deployments: []config.Deployment{{Name: "B", Handler: "h"}}}}}
+	raw, _ := json.Marshal(sc)
+	if _, err := bk.Apps.Put(context.Background(), "config", raw); err != nil {
+		b.Fatal(err)
+	}
+	rnc := natstest.Conn(b, ns)
+	subject := names.RouteSubject("bench", "B")
+	if _, err := rnc.QueueSubscribe(subject, protocol.RouterQueue, func(m *nats.Msg) {
+		out := wire.EncodeResponse(&serve.Response{Status: 200, Body: m.Data})
+		out.Subject = m.Reply
+		_ = rnc.PublishMsg(out)
+	}); err != nil {
+		b.Fatal(err)
+	}
+	if err := rnc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+
+	cfg := DefaultConfig()
+	addrc := make(chan net.Addr, 1)
+	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	inc := natstest.Conn(b, ns)
+	go func() { done <- Run(ctx, cfg, service.Deps{NC: inc, Log: zerolog.Nop()}) }()
+	b.Cleanup(func() { cancel(); <-done })
+	ingressURL := "http://" + (<-addrc).String() + "/bench/x"
+
+	// The raw path: HTTP handler → one NATS request-reply → responder.
+	cnc := natstest.Conn(b, ns)
+	rawSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		m := wire.EncodeRequest(subject, &serve.Request{Method: r.Method, Path: "/x", Body: body})
+		reply, err := cnc.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			http.Error(w, err.Error(), 503)
+			return
+		}
+		_, _ = w.Write(reply.Data)
+	}))
+	b.Cleanup(rawSrv.Close)
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
+	b.Cleanup(client.CloseIdleConnections)
+	payload := bytes.Repeat([]byte("x"), 256)
+	do := func(url string) error {
+		resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(payload))
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return &serve.Error{Status: resp.StatusCode, Msg: "status"}
+		}
+		return nil
+	}
+	// Wait for the route table.
+	deadline := time.Now().Add(10 * time.Second)
+	for do(ingressURL) != nil {
+		if time.Now().After(deadline) {
+			b.Fatal("ingress never served")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range []int{1, 64} {
+		for _, tg := range []struct{ name, url string }{{"raw", rawSrv.URL + "/bench/x"}, {"ingress", ingressURL}} {
+			b.Run(tg.name+"/c"+strconv.Itoa(c), func(b *testing.B) {
+				b.ReportAllocs()
+				if c == 1 {
+					lat := make([]time.Duration, 0, 1024)
+					for b.Loop() {
+						t0 := time.Now()
+						if err := do(tg.url); err != nil {
+							b.Fatal(err)
+						}
+						lat = append(lat, time.Since(t0))
+					}
+					slices.Sort(lat)
+					b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+					return
+				}
+				b.SetParallelism(max(1, c/runtime.GOMAXPROCS(0)))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := do(tg.url); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}

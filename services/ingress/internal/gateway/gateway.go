@@ -1,0 +1,375 @@
+// Package gateway is the ingress HTTP handler: it matches the request path
+// against the route table, forwards method, path below the prefix, query,
+// headers (hop-by-hop ones dropped) and body to the application's ingress
+// deployment through a Caller, and writes the answer back — all at once, or
+// chunk by chunk with flushes when the client asked for a stream.
+//
+// The Handler is safe for concurrent use; it starts no goroutines of its
+// own (the Caller may, for the duration of a call).
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/services/ingress/internal/routes"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+)
+
+// Caller sends a request to a deployment; *wire.Caller is one.
+type Caller interface {
+	Call(ctx context.Context, app, deployment string, req *serve.Request) (*serve.Response, error)
+	Stream(ctx context.Context, app, deployment string, req *serve.Request, sink wire.StreamSink) error
+}
+
+// Options configure a Handler.
+type Options struct {
+	Caller Caller
+	// Routes returns the current table (nil before it is loaded).
+	Routes func() *routes.Table
+	// Healthy reports readiness for /-/healthz.
+	Healthy func() error
+	// MaxBodyBytes caps request bodies (413 beyond).
+	MaxBodyBytes int64
+	// RequestTimeout bounds a request end to end.
+	RequestTimeout time.Duration
+	Metrics        *Metrics
+	Log            zerolog.Logger
+}
+
+// Handler serves the ingress HTTP API.
+type Handler struct {
+	o   Options
+	mux http.Handler
+}
+
+// New returns the handler.
+func New(o Options) *Handler {
+	h := &Handler{o: o}
+	r := chi.NewRouter()
+	r.Get("/-/routes", h.serveRoutes)
+	r.Get("/-/healthz", h.serveHealth)
+	r.Handle("/*", http.HandlerFunc(h.serveApp))
+	h.mux = r
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) serveRoutes(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, h.o.Routes().Prefixes())
+}
+
+func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	if err := h.o.Healthy(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// hopByHop headers are not forwarded either way (RFC 9110 §7.6.1).
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Authorization": true,
+	"Proxy-Connection": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+// forwardHeaders copies h without hop-by-hop headers, those named in
+// Connection, and X-Request-Id (carried separately).
+func forwardHeaders(h http.Header) http.Header {
+	out := make(http.Header, len(h))
+	conn := h["Connection"]
+	for k, vs := range h {
+		if hopByHop[k] || k == protocol.HdrRequestID {
+			continue
+		}
+		if len(conn) > 0 && named(conn, k) {
+			continue
+		}
+		out[k] = vs
+	}
+	return out
+}
+
+func named(conn []string, k string) bool {
+	for _, v := range conn {
+		for f := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// statusWriter remembers the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	m := h.o.Metrics
+	m.ongoing.Inc()
+	w := &statusWriter{ResponseWriter: rw}
+	rid := r.Header.Get(protocol.HdrRequestID)
+	if rid == "" {
+		rid = nuid.Next()
+	}
+	w.Header().Set(protocol.HdrRequestID, rid)
+	label := "unmatched"
+	var code protocol.ErrorCode
+	defer func() {
+		m.ongoing.Dec()
+		status := w.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		el := time.Since(start)
+		m.observe(label, r.Method, status, code, el)
+		h.o.Log.Debug().Str("request_id", rid).Str("method", r.Method).Str("path", r.URL.Path).
+			Int("status", status).Str("error_code", string(code)).Dur("latency", el).Msg("http request")
+	}()
+
+	tab := h.o.Routes()
+	route, rest, ok := tab.Match(r.URL.Path)
+	if !ok {
+		code = protocol.ErrNotFound
+		writeJSON(w, http.StatusNotFound, map[string]any{
+			"error": protocol.ErrNotFound, "message": "no application serves " + r.URL.Path,
+			"routes": tab.Prefixes(), "request_id": rid,
+		})
+		return
+	}
+	label = route.Prefix
+	log := func() zerolog.Logger { return h.o.Log.With().Str("request_id", rid).Str("app", route.App).Logger() }
+
+	body, err := readBody(w, r, h.o.MaxBodyBytes)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			code = protocol.ErrBodyTooLarge
+			writeError(w, http.StatusRequestEntityTooLarge, code,
+				"request body exceeds "+strconv.FormatInt(h.o.MaxBodyBytes, 10)+" bytes", rid)
+			return
+		}
+		code = protocol.ErrBadRequest
+		writeError(w, http.StatusBadRequest, code, "read request body: "+err.Error(), rid)
+		return
+	}
+	req := &serve.Request{
+		Method:    r.Method,
+		Path:      rest,
+		Query:     r.URL.Query(),
+		Header:    forwardHeaders(r.Header),
+		Body:      body,
+		RequestID: rid,
+	}
+	ctx := r.Context()
+	if h.o.RequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.o.RequestTimeout)
+		defer cancel()
+	}
+
+	if wantsStream(r) {
+		sink := &httpSink{w: w}
+		err := h.o.Caller.Stream(ctx, route.App, route.Ingress, req, sink)
+		if err != nil {
+			code = serve.AsError(err).Code
+			if !sink.headed {
+				h.writeCallError(w, err, rid, log)
+				return
+			}
+			l := log()
+			l.Warn().Err(err).Msg("stream ended with an error")
+		}
+		return
+	}
+
+	resp, err := h.o.Caller.Call(ctx, route.App, route.Ingress, req)
+	if err != nil {
+		code = serve.AsError(err).Code
+		h.writeCallError(w, err, rid, log)
+		return
+	}
+	code = protocol.ErrorCode(resp.Header.Get(protocol.HdrError))
+	status := resp.Status
+	if platformError(code) {
+		// The fleet's own refusals get one JSON shape; handler errors
+		// below keep the handler's status, headers and body.
+		if retryAfter(code) {
+			w.Header().Set("Retry-After", "1")
+		}
+		writeError(w, errorStatus(code, status), code, string(resp.Body), rid)
+		return
+	}
+	copyResponseHeaders(w.Header(), resp.Header)
+	if code != "" {
+		w.Header().Set("X-Jetserve-Error", string(code))
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(resp.Body)
+}
+
+// errorStatus maps platform error codes to their HTTP status; handler
+// errors keep the handler's status.
+func errorStatus(code protocol.ErrorCode, status int) int {
+	switch code {
+	case protocol.ErrQueueFull, protocol.ErrUnavailable, protocol.ErrNoReplicas,
+		protocol.ErrReplicaFull, protocol.ErrDraining:
+		return http.StatusServiceUnavailable
+	case protocol.ErrTimeout:
+		return http.StatusGatewayTimeout
+	}
+	if status == 0 {
+		return http.StatusInternalServerError
+	}
+	return status
+}
+
+// platformError reports codes that the fleet (router, replica runtime)
+// answers by itself, as opposed to a deployment handler's errors.
+func platformError(code protocol.ErrorCode) bool {
+	switch code {
+	case protocol.ErrQueueFull, protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrNoReplicas,
+		protocol.ErrTimeout, protocol.ErrUnavailable, protocol.ErrCancelled:
+		return true
+	}
+	return false
+}
+
+func retryAfter(code protocol.ErrorCode) bool {
+	switch code {
+	case protocol.ErrQueueFull, protocol.ErrReplicaFull, protocol.ErrDraining:
+		return true
+	}
+	return false
+}
+
+func (h *Handler) writeCallError(w http.ResponseWriter, err error, rid string, log func() zerolog.Logger) {
+	e := serve.AsError(err)
+	var se *serve.Error
+	if !errors.As(err, &se) {
+		// Not an answer from the fleet: a transport failure.
+		l := log()
+		l.Error().Err(err).Msg("call ingress deployment")
+		e = &serve.Error{Status: http.StatusServiceUnavailable, Code: protocol.ErrUnavailable, Msg: "upstream unavailable"}
+	}
+	status := errorStatus(e.Code, e.Status)
+	if retryAfter(e.Code) {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, status, e.Code, e.Msg, rid)
+}
+
+func copyResponseHeaders(dst, src http.Header) {
+	for k, vs := range src {
+		if hopByHop[k] || k == protocol.HdrError || k == "Content-Length" {
+			continue
+		}
+		dst[k] = vs
+	}
+}
+
+func wantsStream(r *http.Request) bool {
+	if v := r.URL.Query().Get("stream"); v == "1" || v == "true" {
+		return true
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if limit > 0 && r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	body := r.Body
+	if limit > 0 {
+		body = http.MaxBytesReader(w, r.Body, limit)
+	}
+	if r.ContentLength >= 0 {
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(body)
+}
+
+// httpSink writes a streamed answer to the client as it arrives.
+type httpSink struct {
+	w      *statusWriter
+	headed bool
+}
+
+func (s *httpSink) Head(status int, h http.Header) error {
+	copyResponseHeaders(s.w.Header(), h)
+	s.w.Header().Del("Content-Length")
+	s.headed = true
+	s.w.WriteHeader(status)
+	s.w.Flush()
+	return nil
+}
+
+func (s *httpSink) Chunk(b []byte) error {
+	if _, err := s.w.Write(b); err != nil {
+		return err
+	}
+	s.w.Flush()
+	return nil
+}
+
+type errorBody struct {
+	Error     protocol.ErrorCode `json:"error"`
+	Message   string             `json:"message"`
+	RequestID string             `json:"request_id,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, code protocol.ErrorCode, msg, rid string) {
+	w.Header().Set("X-Jetserve-Error", string(code))
+	writeJSON(w, status, errorBody{Error: code, Message: msg, RequestID: rid})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,55 @@
+package gateway
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the ingress's Prometheus collectors (Ray Serve's HTTP
+// proxy vocabulary, prefixed jetserve_).
+type Metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	ongoing  prometheus.Gauge
+	errors   *prometheus.CounterVec
+}
+
+// NewMetrics creates the collectors and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetserve_num_http_requests_total",
+			Help: "HTTP requests answered, by route prefix, method and status.",
+		}, []string{"route", "method", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "jetserve_http_request_latency_ms",
+			Help:    "HTTP request latency in milliseconds, by route prefix.",
+			Buckets: []float64{0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 60000},
+		}, []string{"route"}),
+		ongoing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "jetserve_num_ongoing_http_requests",
+			Help: "HTTP requests in progress.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetserve_num_http_error_requests_total",
+			Help: "HTTP requests answered with an error, by error code.",
+		}, []string{"error_code"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.ongoing, m.errors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) observe(route, method string, status int, code protocol.ErrorCode, d time.Duration) {
+	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(route).Observe(float64(d.Microseconds()) / 1000)
+	if code != "" {
+		m.errors.WithLabelValues(string(code)).Inc()
+	}
+}

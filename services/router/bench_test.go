@@ -1,0 +1,101 @@
+package router_test
+
+import (
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/nats-io/nats.go"
+)
+
+// BenchmarkHop compares a request through the router (caller → router →
+// fake replica) with a raw NATS request-reply to the same fake replica, at
+// concurrency 1 and 64.
+func BenchmarkHop(b *testing.B) {
+	e := newEnv(b)
+	rnc := natstest.Conn(b, e.ns)
+	body := make([]byte, 256)
+	if _, err := rnc.Subscribe(e.names.ReplicaSubject("r1")+".call", func(m *nats.Msg) {
+		out := wire.EncodeResponse(&serve.Response{Status: 200, Body: m.Data})
+		out.Subject = m.Reply
+		_ = rnc.PublishMsg(out)
+	}); err != nil {
+		b.Fatal(err)
+	}
+	if err := rnc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	e.putReplica("r1", 1<<20, protocol.ReplicaRunning)
+	stop := make(chan struct{})
+	beat := make(chan struct{})
+	go func() { // heartbeat, as a worker does
+		defer close(beat)
+		t := time.NewTicker(service.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				e.putReplica("r1", 1<<20, protocol.ReplicaRunning)
+			}
+		}
+	}()
+	b.Cleanup(func() { close(stop); <-beat })
+	e.startRouter(nil)
+	e.waitServing()
+	cnc := natstest.Conn(b, e.ns)
+
+	request := func(subject string) error {
+		m := wire.EncodeRequest(subject, &serve.Request{Method: "POST", Path: "/", Body: body})
+		m.Header.Set(protocol.HdrDeadline, strconv.FormatInt(time.Now().Add(10*time.Second).UnixMilli(), 10))
+		reply, err := cnc.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		if wire.ErrorCode(reply) != "" {
+			b.Errorf("reply error %s", wire.ErrorCode(reply))
+		}
+		return nil
+	}
+	targets := []struct{ name, subject string }{
+		{"raw", e.names.ReplicaSubject("r1") + ".call"},
+		{"router", e.names.RouteSubject(app, dep)},
+	}
+	for _, c := range []int{1, 64} {
+		for _, tg := range targets {
+			b.Run(tg.name+"/c"+strconv.Itoa(c), func(b *testing.B) {
+				b.ReportAllocs()
+				if c == 1 {
+					lat := make([]time.Duration, 0, 1024)
+					for b.Loop() {
+						t0 := time.Now()
+						if err := request(tg.subject); err != nil {
+							b.Fatal(err)
+						}
+						lat = append(lat, time.Since(t0))
+					}
+					slices.Sort(lat)
+					b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+					return
+				}
+				b.SetParallelism(max(1, c/max(1, runtimeProcs())))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := request(tg.subject); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}

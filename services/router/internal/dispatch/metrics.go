@@ -1,0 +1,79 @@
+package dispatch
+
+import (
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the router's Prometheus collectors.
+type Metrics struct {
+	requests    *prometheus.CounterVec
+	queued      *prometheus.GaugeVec
+	fulfillment *prometheus.HistogramVec
+	retries     *prometheus.CounterVec
+	rejections  *prometheus.CounterVec
+}
+
+// NewMetrics creates the collectors and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetserve_num_router_requests_total",
+			Help: "Requests received by the router, per deployment.",
+		}, []string{"app", "deployment"}),
+		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "jetserve_deployment_queued_queries",
+			Help: "Requests waiting at this router for a replica with room.",
+		}, []string{"app", "deployment"}),
+		fulfillment: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "jetserve_request_router_fulfillment_time_ms",
+			Help:    "Time from a request's arrival at the router to its first dispatch to a replica, in milliseconds.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 30000},
+		}, []string{"app", "deployment"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetserve_router_retries_total",
+			Help: "Requests re-sent to another replica, by reason (replica_full, draining, no_responders).",
+		}, []string{"app", "deployment", "reason"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetserve_router_rejections_total",
+			Help: "Requests the router answered with an error itself, by error code.",
+		}, []string{"app", "deployment", "code"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.queued, m.fulfillment, m.retries, m.rejections} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// depMetrics are one deployment's curried collectors, so the hot path does
+// no label lookups.
+type depMetrics struct {
+	requests    prometheus.Counter
+	queued      prometheus.Gauge
+	fulfillment prometheus.Observer
+	retryVec    *prometheus.CounterVec
+	rejectVec   *prometheus.CounterVec
+	app, dep    string
+}
+
+func (m *Metrics) forDeployment(app, dep string) depMetrics {
+	return depMetrics{
+		requests:    m.requests.WithLabelValues(app, dep),
+		queued:      m.queued.WithLabelValues(app, dep),
+		fulfillment: m.fulfillment.WithLabelValues(app, dep),
+		retryVec:    m.retries,
+		rejectVec:   m.rejections,
+		app:         app,
+		dep:         dep,
+	}
+}
+
+func (d depMetrics) retries(why retryReason) prometheus.Counter {
+	return d.retryVec.WithLabelValues(d.app, d.dep, why.String())
+}
+
+func (d depMetrics) rejections(code protocol.ErrorCode) prometheus.Counter {
+	return d.rejectVec.WithLabelValues(d.app, d.dep, string(code))
+}

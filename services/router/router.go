@@ -1,0 +1,320 @@
+// Package router is jetserve's request router service: it listens on every
+// deployment's route subject (queue group protocol.RouterQueue, so any number
+// of routers share the traffic), picks a replica by power-of-two-choices on
+// live load, forwards the request and relays the reply verbatim.
+//
+// It learns RUNNING replicas from the Replicas bucket, their load from
+// LoadReport messages, and each deployment's max_queued_requests and
+// request_timeout from the Apps bucket key "config". Requests that find no
+// replica with room wait in a FIFO queue per deployment (at most
+// max_queued_requests; overflow is answered 503 queue_full with
+// Retry-After: 1). A request whose deadline passes is answered 504 timeout
+// — for the deployment's request_timeout as well as for the caller's
+// deadline (Ray answers 408 for request_timeout; a router is a gateway, and
+// 504 is what the caller's own timeout would give, so both read alike). A
+// request for a deployment with no running replica is held until its
+// deadline (so scale-from-zero can serve it) and then answered 503
+// no_replicas.
+//
+// Every goroutine Run starts ends before Run returns.
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/services/router/internal/dispatch"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config is the router's configuration.
+type Config struct {
+	service.Common `koanf:",squash"`
+	// ID names this router in RouterStats; "" = "router-<random>".
+	ID string `koanf:"id"`
+	// DefaultRequestTimeout bounds requests that carry no caller deadline and
+	// whose deployment has no request_timeout; 0 = none.
+	DefaultRequestTimeout time.Duration `koanf:"default_request_timeout"`
+	// Retry configures re-sending to another replica.
+	Retry RetryConfig `koanf:"retry"`
+	// StatsInterval is how often RouterStats are published (also on change).
+	StatsInterval time.Duration `koanf:"stats_interval"`
+	// DrainTimeout bounds how long shutdown waits for in-flight requests.
+	DrainTimeout time.Duration `koanf:"drain_timeout"`
+}
+
+// RetryConfig configures retries on replica_full, draining and vanished
+// replicas.
+type RetryConfig struct {
+	// MaxAttempts is how many replicas one dispatch round tries before the
+	// request waits in the queue.
+	MaxAttempts int `koanf:"max_attempts"`
+	// Backoff is how long a replica that had no responders is skipped.
+	Backoff time.Duration `koanf:"backoff"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Common:        service.DefaultCommon(":9101"),
+		Retry:         RetryConfig{MaxAttempts: 3, Backoff: time.Second},
+		StatsInterval: time.Second,
+		DrainTimeout:  10 * time.Second,
+	}
+}
+
+// Validate checks the configuration; errors name the option.
+func (c Config) Validate() error {
+	errs := []error{c.Common.Validate()}
+	if c.DefaultRequestTimeout < 0 {
+		errs = append(errs, errors.New("default_request_timeout: must not be negative"))
+	}
+	if c.Retry.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("retry.max_attempts: must be >= 1, got %d", c.Retry.MaxAttempts))
+	}
+	if c.Retry.Backoff <= 0 {
+		errs = append(errs, errors.New("retry.backoff: must be positive"))
+	}
+	if c.StatsInterval <= 0 {
+		errs = append(errs, errors.New("stats_interval: must be positive"))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, errors.New("drain_timeout: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// CommonConfig returns the shared part.
+func (c Config) CommonConfig() service.Common { return c.Common }
+
+// Run routes requests until ctx ends, then drains: it stops taking new
+// requests, waits up to drain_timeout for in-flight ones and returns nil.
+func Run(ctx context.Context, cfg Config, deps service.Deps) error {
+	cleanup, err := deps.Prepare(ctx, cfg.Common, "router")
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	names, err := protocol.NewNames(cfg.NATS.Prefix)
+	if err != nil {
+		return err
+	}
+	id := cfg.ID
+	if id == "" {
+		id = "router-" + nuid.Next()[:8]
+	}
+	log := deps.Log.With().Str("router_id", id).Logger()
+	js, err := jetstream.New(deps.NC)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	buckets, err := service.OpenBuckets(ctx, js, names)
+	if err != nil {
+		return err
+	}
+	metrics, err := dispatch.NewMetrics(deps.Metrics)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	changed := make(chan struct{}, 1)
+	rt := dispatch.New(dispatch.Options{
+		NC: deps.NC, Names: names, Log: log, Metrics: metrics,
+		DefaultTimeout:     cfg.DefaultRequestTimeout,
+		MaxAttempts:        cfg.Retry.MaxAttempts,
+		UnreachableBackoff: cfg.Retry.Backoff,
+		OnQueueChange: func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		},
+	})
+
+	// Watch state first and take traffic once the initial state is loaded.
+	wctx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	g, gctx := errgroup.WithContext(wctx)
+	replicasLoaded := make(chan struct{})
+	configLoaded := make(chan struct{})
+	g.Go(func() error { return watchReplicas(gctx, buckets.Replicas, rt, replicasLoaded) })
+	g.Go(func() error { return watchConfig(gctx, buckets.Apps, rt, log, configLoaded) })
+	loadSub, err := deps.NC.Subscribe(names.LoadWildcard(), func(m *nats.Msg) {
+		var rep protocol.LoadReport
+		if err := json.Unmarshal(m.Data, &rep); err != nil {
+			log.Warn().Err(err).Str("subject", m.Subject).Msg("bad load report")
+			return
+		}
+		rt.SetLoad(rep)
+	})
+	if err != nil {
+		stopWatch()
+		_ = g.Wait()
+		return fmt.Errorf("subscribe load reports: %w", err)
+	}
+	defer loadSub.Unsubscribe() //nolint:errcheck // best effort on the way out
+	for _, ch := range []chan struct{}{replicasLoaded, configLoaded} {
+		select {
+		case <-ch:
+		case <-gctx.Done():
+			return waitErr(g.Wait())
+		case <-ctx.Done():
+			stopWatch()
+			return waitErr(g.Wait())
+		}
+	}
+	if err := rt.Start(); err != nil {
+		stopWatch()
+		_ = g.Wait()
+		return err
+	}
+	log.Info().Str("subject", names.RouteWildcard()).Msg("router serving")
+
+	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
+	g.Go(func() error {
+		return publishStats(gctx, deps.NC, names.RouterStatsSubject(), id, rt, cfg.StatsInterval, changed, log)
+	})
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+		case <-gctx.Done():
+		}
+		rt.Drain(cfg.DrainTimeout)
+		stopWatch()
+		return nil
+	})
+	return waitErr(g.Wait())
+}
+
+func waitErr(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// watchReplicas feeds the Replicas bucket to rt; loaded is closed after the
+// initial values. It also drops replicas whose records stop being refreshed,
+// in case an expiry marker is missed.
+func watchReplicas(ctx context.Context, kv jetstream.KeyValue, rt *dispatch.Router, loaded chan struct{}) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch replicas: %w", err)
+	}
+	defer w.Stop() //nolint:errcheck // best effort on the way out
+	sweep := time.NewTicker(service.HeartbeatInterval)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sweep.C:
+			rt.ExpireReplicas(service.ReplicaTTL + service.HeartbeatInterval)
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch replicas: watcher closed")
+			}
+			if e == nil {
+				if loaded != nil {
+					close(loaded)
+					loaded = nil
+				}
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				rt.DeleteReplicaKey(e.Key())
+				continue
+			}
+			var info protocol.ReplicaInfo
+			if err := json.Unmarshal(e.Value(), &info); err != nil || info.ID == "" {
+				continue
+			}
+			rt.SetReplica(info, false)
+		}
+	}
+}
+
+// watchConfig feeds the Apps bucket key "config" to rt.
+func watchConfig(ctx context.Context, kv jetstream.KeyValue, rt *dispatch.Router, log zerolog.Logger, loaded chan struct{}) error {
+	w, err := kv.Watch(ctx, "config")
+	if err != nil {
+		return fmt.Errorf("watch config: %w", err)
+	}
+	defer w.Stop() //nolint:errcheck // best effort on the way out
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch config: watcher closed")
+			}
+			if e == nil {
+				if loaded != nil {
+					close(loaded)
+					loaded = nil
+				}
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				rt.SetConfig(config.ServeConfig{})
+				continue
+			}
+			var sc config.ServeConfig
+			if err := json.Unmarshal(e.Value(), &sc); err != nil {
+				log.Warn().Err(err).Uint64("revision", e.Revision()).Msg("bad serve config in apps bucket")
+				continue
+			}
+			rt.SetConfig(sc)
+		}
+	}
+}
+
+// publishStats publishes RouterStats every interval and, coalesced to at
+// most one per 20 ms, whenever a queue changed.
+func publishStats(ctx context.Context, nc *nats.Conn, subject, id string, rt *dispatch.Router,
+	interval time.Duration, changed <-chan struct{}, log zerolog.Logger) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last time.Time
+	var hold <-chan time.Time
+	pub := func() {
+		b, err := json.Marshal(protocol.RouterStats{RouterID: id, Queued: rt.Queued(), At: time.Now().UTC()})
+		if err == nil {
+			err = nc.Publish(subject, b)
+		}
+		if err != nil {
+			log.Warn().Err(err).Msg("publish router stats")
+		}
+		last = time.Now()
+	}
+	const minGap = 20 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			pub()
+		case <-changed:
+			if wait := minGap - time.Since(last); wait > 0 {
+				if hold == nil {
+					hold = time.After(wait)
+				}
+				continue
+			}
+			pub()
+		case <-hold:
+			hold = nil
+			pub()
+		}
+	}
+}
