@@ -106,7 +106,7 @@ func Load(cfg any, name string, args, environ []string, usage io.Writer) error {
 	keys := k.Keys()
 	sort.Strings(keys)
 	for _, key := range keys {
-		fs.String(key, fmt.Sprint(k.Get(key)), "see the README's configuration table")
+		fs.String(key, fmt.Sprint(k.Get(key)), "see docs/options.md")
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
