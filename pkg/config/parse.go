@@ -48,6 +48,7 @@ func Parse(data []byte) (ServeConfig, error) {
 	if _, ok := doc.(map[string]any); !ok {
 		return cfg, Errors{{Field: "(document)", Msg: "must be an object with an applications list"}}
 	}
+	expandAuto(doc)
 	if errs := unknownFields(doc, reflect.TypeOf(cfg), ""); len(errs) > 0 {
 		return cfg, errs
 	}
@@ -215,7 +216,13 @@ func (c *ServeConfig) ApplyDefaults() {
 				cpu := DefaultCPU
 				d.Resources.CPU = &cpu
 			}
-			if d.NumReplicas == nil {
+			if d.AutoscalingConfig != nil {
+				d.AutoscalingConfig.applyDefaults()
+			}
+			for k := range d.AsyncMethods {
+				d.AsyncMethods[k].applyDefaults()
+			}
+			if d.NumReplicas == nil && d.AutoscalingConfig == nil {
 				n := DefaultNumReplicas
 				d.NumReplicas = &n
 			}
@@ -296,6 +303,70 @@ func (c ServeConfig) Validate() Errors {
 			if d.HealthCheckTimeout.D() <= 0 || d.HealthCheckPeriod.D() <= 0 {
 				add(dp+".health_check_period", "period and timeout must be > 0")
 			}
+			if ac := d.AutoscalingConfig; ac != nil {
+				ap := dp + ".autoscaling_config"
+				if d.NumReplicas != nil {
+					add(dp+".num_replicas", "must not be a number when autoscaling_config is set (use \"auto\" or leave it out)")
+				}
+				minR := *ac.MinReplicas
+				if minR < 0 {
+					add(ap+".min_replicas", "must be >= 0, got %d", minR)
+				}
+				if ac.MaxReplicas < 1 || ac.MaxReplicas < minR {
+					add(ap+".max_replicas", "must be >= 1 and >= min_replicas (%d), got %d", minR, ac.MaxReplicas)
+				}
+				if ac.InitialReplicas != nil && (*ac.InitialReplicas < minR || *ac.InitialReplicas > ac.MaxReplicas) {
+					add(ap+".initial_replicas", "must be within [min_replicas, max_replicas] = [%d, %d], got %d", minR, ac.MaxReplicas, *ac.InitialReplicas)
+				}
+				if ac.TargetOngoingRequests <= 0 {
+					add(ap+".target_ongoing_requests", "must be > 0, got %v", ac.TargetOngoingRequests)
+				}
+				if ac.UpscalingFactor <= 0 {
+					add(ap+".upscaling_factor", "must be > 0, got %v", ac.UpscalingFactor)
+				}
+				if ac.DownscalingFactor <= 0 {
+					add(ap+".downscaling_factor", "must be > 0, got %v", ac.DownscalingFactor)
+				}
+				if ac.TargetBacklogPerReplica <= 0 {
+					add(ap+".target_backlog_per_replica", "must be > 0, got %v", ac.TargetBacklogPerReplica)
+				}
+				if ac.LookBackPeriod.D() <= 0 || ac.MetricsInterval.D() <= 0 {
+					add(ap+".look_back_period", "look_back_period and metrics_interval must be > 0")
+				}
+			}
+			methods := map[string]int{}
+			for k, m := range d.AsyncMethods {
+				mp := fmt.Sprintf("%s.async_methods[%d]", dp, k)
+				if !nameRE.MatchString(m.Name) {
+					add(mp+".name", "must be 1-64 letters, digits, '-' or '_', got %q", m.Name)
+				} else if o, dup := methods[m.Name]; dup {
+					add(mp+".name", "duplicate async method %q (also async_methods[%d])", m.Name, o)
+				} else {
+					methods[m.Name] = k
+				}
+				if m.MaxQueued < 0 {
+					add(mp+".max_queued", "must be >= 1, got %d", m.MaxQueued)
+				}
+				if m.MaxRunning < 0 {
+					add(mp+".max_running", "must be >= 1, got %d", m.MaxRunning)
+				}
+				if m.Priority != nil && (*m.Priority < 0 || *m.Priority > 9) {
+					add(mp+".priority", "must be 0..9, got %d", *m.Priority)
+				}
+				if m.MaxAttempts < 0 {
+					add(mp+".max_attempts", "must be >= 1, got %d", m.MaxAttempts)
+				}
+			}
+		}
+		asyncNames := map[string]string{}
+		for j, d := range a.Deployments {
+			for k, m := range d.AsyncMethods {
+				if other, dup := asyncNames[m.Name]; dup && other != d.Name {
+					add(fmt.Sprintf("%s.deployments[%d].async_methods[%d].name", p, j, k),
+						"async method %q is also a method of deployment %s: the route /{route_prefix}/%s must name one", m.Name, other, m.Name)
+				}
+				asyncNames[m.Name] = d.Name
+			}
 		}
 		if a.Ingress == "" {
 			add(p+".ingress", "is required: the name of one of the application's deployments")
@@ -304,4 +375,25 @@ func (c ServeConfig) Validate() Errors {
 		}
 	}
 	return errs
+}
+
+// expandAuto rewrites num_replicas: "auto" as Ray does: autoscaling with
+// target_ongoing_requests 2, min 1, max 100 (and max_ongoing_requests 5,
+// already the default).
+func expandAuto(doc any) {
+	apps, _ := doc.(map[string]any)["applications"].([]any)
+	for _, a := range apps {
+		am, _ := a.(map[string]any)
+		deps, _ := am["deployments"].([]any)
+		for _, d := range deps {
+			dm, ok := d.(map[string]any)
+			if !ok || dm["num_replicas"] != "auto" {
+				continue
+			}
+			delete(dm, "num_replicas")
+			if _, has := dm["autoscaling_config"]; !has {
+				dm["autoscaling_config"] = map[string]any{"min_replicas": 1, "max_replicas": 100, "target_ongoing_requests": 2}
+			}
+		}
+	}
 }

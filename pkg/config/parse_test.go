@@ -133,3 +133,62 @@ func TestParseBytes(t *testing.T) {
 		t.Error("ParseBytes(-1) = nil error, want one")
 	}
 }
+
+func TestAutoscalingAndAsyncDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(`applications:
+- name: a
+  route_prefix: /a
+  ingress: d
+  deployments:
+  - name: d
+    handler: h
+    num_replicas: auto
+  - name: e
+    handler: h
+    autoscaling_config: {min_replicas: 0, max_replicas: 4, upscale_delay: 0}
+    async_methods: [{name: train, max_running: 2, priority: 5}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := cfg.App("a")
+	d, _ := a.Deployment("d")
+	if d.AutoscalingConfig == nil || *d.AutoscalingConfig.MinReplicas != 1 || d.AutoscalingConfig.MaxReplicas != 100 ||
+		d.AutoscalingConfig.TargetOngoingRequests != 2 || d.Replicas() != 1 {
+		t.Fatalf("num_replicas: auto = %+v, replicas %d; want Ray's auto (1..100, target 2)", d.AutoscalingConfig, d.Replicas())
+	}
+	e, _ := a.Deployment("e")
+	ac := e.AutoscalingConfig
+	if e.Replicas() != 0 || ac.UpscaleDelay.D() != 0 || ac.DownscaleDelay.D() != 600*time.Second || ac.DownscaleToZeroDelay.D() != 600*time.Second {
+		t.Fatalf("autoscaling defaults = %+v (replicas %d), want explicit 0 upscale delay kept, 600s downscale", ac, e.Replicas())
+	}
+	m := e.AsyncMethods[0]
+	if m.MaxRunning != 2 || *m.Priority != 5 || m.MaxQueued != DefaultMaxQueued || m.IdempotencyKey != "request_id" ||
+		m.MaxAttempts != 3 || m.LeaseTimeout != DefaultLeaseTimeout || len(m.Backoff) != 3 {
+		t.Fatalf("async method defaults = %+v", m)
+	}
+}
+
+func TestAutoscalingAndAsyncRejected(t *testing.T) {
+	dep := func(extra string) string {
+		return "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [{name: d, handler: h, " + extra + "}]}\n"
+	}
+	tests := []struct{ name, doc, field string }{
+		{"num_replicas with autoscaling", dep("num_replicas: 2, autoscaling_config: {max_replicas: 3}"), "deployments[0].num_replicas"},
+		{"max below min", dep("autoscaling_config: {min_replicas: 3, max_replicas: 2}"), "autoscaling_config.max_replicas"},
+		{"initial out of bounds", dep("autoscaling_config: {min_replicas: 1, max_replicas: 2, initial_replicas: 5}"), "autoscaling_config.initial_replicas"},
+		{"negative target", dep("autoscaling_config: {max_replicas: 2, target_ongoing_requests: -1}"), "autoscaling_config.target_ongoing_requests"},
+		{"unknown autoscaling field", dep("autoscaling_config: {max_replica: 2}"), "autoscaling_config.max_replica"},
+		{"priority out of range", dep("async_methods: [{name: t, priority: 12}]"), "async_methods[0].priority"},
+		{"duplicate method", dep("async_methods: [{name: t}, {name: t}]"), "async_methods[1].name"},
+		{"bad method name", dep("async_methods: [{name: 't/x'}]"), "async_methods[0].name"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc))
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("Parse() = %v, want an error naming %q", err, tc.field)
+			}
+		})
+	}
+}

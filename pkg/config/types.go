@@ -68,6 +68,61 @@ type Deployment struct {
 	// RequestTimeout bounds one request end to end at the router; 0 (default)
 	// means no timeout beyond the caller's own.
 	RequestTimeout Duration `json:"request_timeout,omitempty" jsonschema:"type=string"`
+	// AutoscalingConfig, when set, lets the autoscaler choose the replica
+	// count between its bounds; num_replicas must then be unset or "auto".
+	AutoscalingConfig *AutoscalingConfig `json:"autoscaling_config,omitempty"`
+	// AsyncMethods overrides the SDK defaults of the deployment's async
+	// methods (durable, cancellable jobs; see pkg/jobs).
+	AsyncMethods []AsyncMethod `json:"async_methods,omitempty"`
+}
+
+// AutoscalingConfig has Ray Serve's fields and defaults.
+type AutoscalingConfig struct {
+	MinReplicas *int `json:"min_replicas,omitempty" jsonschema:"minimum=0,default=1"`
+	MaxReplicas int  `json:"max_replicas,omitempty" jsonschema:"minimum=1,default=1"`
+	// InitialReplicas defaults to min_replicas.
+	InitialReplicas *int `json:"initial_replicas,omitempty" jsonschema:"minimum=0"`
+	// TargetOngoingRequests is the desired ongoing+queued requests per replica.
+	TargetOngoingRequests float64   `json:"target_ongoing_requests,omitempty" jsonschema:"default=2"`
+	UpscaleDelay          *Duration `json:"upscale_delay,omitempty" jsonschema:"type=string,default=30s"`
+	DownscaleDelay        *Duration `json:"downscale_delay,omitempty" jsonschema:"type=string,default=600s"`
+	// DownscaleToZeroDelay applies to the 1 → 0 step; default downscale_delay.
+	DownscaleToZeroDelay *Duration `json:"downscale_to_zero_delay,omitempty" jsonschema:"type=string"`
+	UpscalingFactor      float64   `json:"upscaling_factor,omitempty" jsonschema:"default=1"`
+	DownscalingFactor    float64   `json:"downscaling_factor,omitempty" jsonschema:"default=1"`
+	LookBackPeriod       Duration  `json:"look_back_period,omitempty" jsonschema:"type=string,default=30s"`
+	MetricsInterval      Duration  `json:"metrics_interval,omitempty" jsonschema:"type=string,default=1s"`
+	// TargetBacklogPerReplica is, for async methods, the queued+running
+	// jobs one replica should carry.
+	TargetBacklogPerReplica float64 `json:"target_backlog_per_replica,omitempty" jsonschema:"default=1"`
+}
+
+// AsyncMethod is the per-method config of an async (job) method. Unset
+// fields take the SDK defaults the deployment registered, then these
+// package defaults.
+type AsyncMethod struct {
+	Name string `json:"name" jsonschema:"required,pattern=^[A-Za-z0-9_-]+$"`
+	// MaxQueued caps waiting jobs; a submit beyond gets 429 + Retry-After.
+	MaxQueued int `json:"max_queued,omitempty" jsonschema:"minimum=1,default=1000"`
+	// MaxRunning caps running jobs fleet-wide (across all replicas).
+	MaxRunning int `json:"max_running,omitempty" jsonschema:"minimum=1,default=100"`
+	// Priority: higher-priority methods' jobs start first when replicas
+	// are busy (lower ones are not starved).
+	Priority *int `json:"priority,omitempty" jsonschema:"minimum=0,maximum=9,default=0"`
+	// IdempotencyKey names the argument that is the request id.
+	IdempotencyKey string `json:"idempotency_key,omitempty" jsonschema:"default=request_id"`
+	MaxAttempts    int    `json:"max_attempts,omitempty" jsonschema:"minimum=1,default=3"`
+	// Backoff between attempts after a failure (the last one repeats).
+	Backoff []Duration `json:"backoff,omitempty"`
+	// Timeout bounds one attempt.
+	Timeout Duration `json:"timeout,omitempty" jsonschema:"type=string,default=1h"`
+	// Retention keeps records and results this long after the last change.
+	Retention Duration `json:"retention,omitempty" jsonschema:"type=string,default=168h"`
+	// LeaseTimeout is how long a job whose worker stopped heartbeating
+	// waits before another replica takes it.
+	LeaseTimeout Duration `json:"lease_timeout,omitempty" jsonschema:"type=string,default=15s"`
+	// RequiredArgs are arguments a submit must carry (400 otherwise).
+	RequiredArgs []string `json:"required_args,omitempty"`
 }
 
 // Resources a replica needs on a worker. CPU and GPU are fractional: three
@@ -89,12 +144,108 @@ func (r Resources) CPUOrDefault() float64 {
 	return *r.CPU
 }
 
-// Replicas returns the configured replica count, 1 when unset.
+// Replicas returns the configured replica count: num_replicas, else for
+// an autoscaled deployment its initial (or min) replicas, else 1. The
+// autoscaler's decision, when there is one, overrides it.
 func (d Deployment) Replicas() int {
-	if d.NumReplicas == nil {
-		return DefaultNumReplicas
+	switch {
+	case d.NumReplicas != nil:
+		return *d.NumReplicas
+	case d.AutoscalingConfig != nil && d.AutoscalingConfig.InitialReplicas != nil:
+		return *d.AutoscalingConfig.InitialReplicas
+	case d.AutoscalingConfig != nil && d.AutoscalingConfig.MinReplicas != nil:
+		return *d.AutoscalingConfig.MinReplicas
 	}
-	return *d.NumReplicas
+	return DefaultNumReplicas
+}
+
+// Async method defaults (where the SDK registered none).
+const (
+	DefaultMaxQueued      = 1000
+	DefaultMaxRunning     = 100
+	DefaultIdempotencyKey = "request_id"
+	DefaultMaxAttempts    = 3
+	DefaultJobTimeout     = Duration(3600e9)
+	DefaultRetention      = Duration(7 * 24 * 3600e9)
+	DefaultLeaseTimeout   = Duration(15e9)
+)
+
+// DefaultBackoff is the wait before attempts 2, 3, … (the last repeats).
+func DefaultBackoff() []Duration { return []Duration{Duration(1e9), Duration(10e9), Duration(60e9)} }
+
+func (m *AsyncMethod) applyDefaults() {
+	if m.MaxQueued == 0 {
+		m.MaxQueued = DefaultMaxQueued
+	}
+	if m.MaxRunning == 0 {
+		m.MaxRunning = DefaultMaxRunning
+	}
+	if m.Priority == nil {
+		p := 0
+		m.Priority = &p
+	}
+	if m.IdempotencyKey == "" {
+		m.IdempotencyKey = DefaultIdempotencyKey
+	}
+	if m.MaxAttempts == 0 {
+		m.MaxAttempts = DefaultMaxAttempts
+	}
+	if len(m.Backoff) == 0 {
+		m.Backoff = DefaultBackoff()
+	}
+	if m.Timeout == 0 {
+		m.Timeout = DefaultJobTimeout
+	}
+	if m.Retention == 0 {
+		m.Retention = DefaultRetention
+	}
+	if m.LeaseTimeout == 0 {
+		m.LeaseTimeout = DefaultLeaseTimeout
+	}
+}
+
+// ApplyDefaults fills the unset fields of m (exported for the SDK, which
+// merges registered defaults first).
+func (m *AsyncMethod) ApplyDefaults() { m.applyDefaults() }
+
+func (a *AutoscalingConfig) applyDefaults() {
+	if a.MinReplicas == nil {
+		n := 1
+		a.MinReplicas = &n
+	}
+	if a.MaxReplicas == 0 {
+		a.MaxReplicas = max(1, *a.MinReplicas)
+	}
+	if a.TargetOngoingRequests == 0 {
+		a.TargetOngoingRequests = 2
+	}
+	if a.UpscaleDelay == nil {
+		d := Duration(30e9)
+		a.UpscaleDelay = &d
+	}
+	if a.DownscaleDelay == nil {
+		d := Duration(600e9)
+		a.DownscaleDelay = &d
+	}
+	if a.DownscaleToZeroDelay == nil {
+		d := *a.DownscaleDelay
+		a.DownscaleToZeroDelay = &d
+	}
+	if a.UpscalingFactor == 0 {
+		a.UpscalingFactor = 1
+	}
+	if a.DownscalingFactor == 0 {
+		a.DownscalingFactor = 1
+	}
+	if a.LookBackPeriod == 0 {
+		a.LookBackPeriod = Duration(30e9)
+	}
+	if a.MetricsInterval == 0 {
+		a.MetricsInterval = Duration(1e9)
+	}
+	if a.TargetBacklogPerReplica == 0 {
+		a.TargetBacklogPerReplica = 1
+	}
 }
 
 // App returns the application named name, or false.

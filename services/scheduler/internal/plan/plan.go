@@ -30,6 +30,8 @@ func Version(d config.Deployment) string {
 	d.UserConfig = nil
 	d.MaxQueuedRequests = 0
 	d.RequestTimeout = 0
+	d.AutoscalingConfig = nil // lightweight, as in Ray: no restart
+	d.AsyncMethods = nil      // job settings live in streams and consumers
 	b, _ := json.Marshal(d) // maps marshal with sorted keys: stable
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
