@@ -26,10 +26,12 @@ type WorkerInfo struct {
 	GPUs        []GPU             `json:"gpus,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	// Handlers lists the deployment handlers this worker can run.
-	Handlers  []string  `json:"handlers"`
-	Draining  bool      `json:"draining,omitempty"`
-	StartedAt time.Time `json:"started_at"`
-	Heartbeat time.Time `json:"heartbeat"`
+	Handlers []string `json:"handlers"`
+	// Async lists, per handler, its async methods with their SDK defaults.
+	Async     map[string][]config.AsyncMethod `json:"async,omitempty"`
+	Draining  bool                            `json:"draining,omitempty"`
+	StartedAt time.Time                       `json:"started_at"`
+	Heartbeat time.Time                       `json:"heartbeat"`
 }
 
 // ReplicaSpec is what the scheduler asks a worker to run: one replica of one

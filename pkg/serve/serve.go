@@ -21,6 +21,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/rs/zerolog"
 )
@@ -198,18 +199,24 @@ type Constructor func(ctx context.Context, init Init) (Handler, error)
 // and Lookup are safe for concurrent use.
 type Registry struct {
 	mu    sync.RWMutex
-	ctors map[string]Constructor // guarded by mu
+	ctors map[string]Constructor          // guarded by mu
+	async map[string][]config.AsyncMethod // guarded by mu: handler → its async methods
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{ctors: map[string]Constructor{}}
+	return &Registry{ctors: map[string]Constructor{}, async: map[string][]config.AsyncMethod{}}
 }
 
-// Register adds a constructor under name; registering a name twice is an error.
-func (r *Registry) Register(name string, ctor Constructor) error {
+// Register adds a constructor under name; registering a name twice is an
+// error. WithAsync declares the deployment's async methods.
+func (r *Registry) Register(name string, ctor Constructor, opts ...RegisterOption) error {
 	if name == "" || ctor == nil {
 		return errors.New("register deployment: name and constructor are required")
+	}
+	reg := registration{ctor: ctor}
+	for _, o := range opts {
+		o(&reg)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -217,6 +224,9 @@ func (r *Registry) Register(name string, ctor Constructor) error {
 		return fmt.Errorf("register deployment %q: already registered", name)
 	}
 	r.ctors[name] = ctor
+	if len(reg.async) > 0 {
+		r.async[name] = reg.async
+	}
 	return nil
 }
 

@@ -1,0 +1,151 @@
+// Package jobs is jetserve's durable async-request (job) library — the
+// TaskQueue of the async-request RFC's Proposal 2, on JetStream alone — and
+// what the generated HTTP endpoints (Proposal 1) are built on.
+//
+// Per async method (app, method) there are:
+//   - a work-queue stream Names.Stream(app, method), subject
+//     Names.JobSubject(app, method, id) (one subject per job), DiscardNew,
+//     MaxMsgs = max_queued + max_running, Nats-Msg-Id = job id;
+//   - one durable pull consumer "runners" on it: AckExplicit,
+//     AckWait = lease_timeout, MaxAckPending = max_running (the fleet-wide
+//     cap), MaxDeliver unlimited (attempts are counted and capped by the
+//     runner, so a worker crashing on the last attempt still ends FAILED);
+//   - a KV bucket Names.Records(app, method) holding one Record per job id,
+//     TTL = retention (records and inline results expire together);
+//   - an object store Names.Objects(app, method) holding large results
+//     ("result/<id>") and checkpoints ("checkpoint/<id>");
+//   - the shared dead-letter stream Names.DLQStream(), subject
+//     Names.DLQSubject(app, method, id).
+//
+// Submit creates the record first (KV Create: the idempotency gate, valid
+// for the whole retention, not just a dedup window) and then publishes the
+// job; a full stream (DiscardNew) makes it delete the record and return
+// ErrQueueFull, so nothing is stored. A job whose record exists but whose
+// message was never published (a crash between the two) is republished by
+// ResumeAll.
+//
+// Record updates are compare-and-set on the KV revision. A runner writes
+// RUNNING with Attempts = the delivery count, and every later write checks
+// that Attempts is still its own: a slow runner whose lease was lost (the
+// job was redelivered to another) cannot overwrite the newer attempt's
+// record or result (fencing by attempt).
+//
+// Everything here is safe for concurrent use.
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+)
+
+// Status is a job's state.
+type Status string
+
+// Job states.
+const (
+	Queued    Status = "QUEUED"
+	Running   Status = "RUNNING"
+	Succeeded Status = "SUCCEEDED"
+	Failed    Status = "FAILED"
+	Cancelled Status = "CANCELLED"
+)
+
+// Terminal reports whether s is final.
+func (s Status) Terminal() bool { return s == Succeeded || s == Failed || s == Cancelled }
+
+// Errors callers match with errors.Is.
+var (
+	ErrQueueFull     = errors.New("job queue full")       // 429 + Retry-After
+	ErrNotFound      = errors.New("no such job")          // 404
+	ErrNotFinished   = errors.New("job not finished")     // result asked too early
+	ErrUnknownMethod = errors.New("unknown async method") // 404
+	ErrLeaseLost     = errors.New("job lease lost to a newer attempt")
+)
+
+// Record is a job's durable record (JSON in the records bucket; what the
+// status endpoint returns).
+type Record struct {
+	ID         string          `json:"request_id"`
+	App        string          `json:"app"`
+	Deployment string          `json:"deployment"`
+	Method     string          `json:"method"`
+	Args       json.RawMessage `json:"args,omitempty"`
+	Status     Status          `json:"status"`
+	// Retrying is set while a failed attempt waits for the next one.
+	Retrying    bool    `json:"retrying,omitempty"`
+	Attempts    int     `json:"attempts"`
+	MaxAttempts int     `json:"max_attempts"`
+	Priority    int     `json:"priority"`
+	Progress    float64 `json:"progress"`
+	Message     string  `json:"message,omitempty"`
+	Error       string  `json:"error,omitempty"`
+	Worker      string  `json:"worker,omitempty"`
+	Replica     string  `json:"replica,omitempty"`
+	// CancelRequested is set by Cancel on a running job until its runner
+	// stops it.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Result is the JSON result when it is small (≤ InlineResultMax);
+	// larger ones are in the object store and ResultSize says how big.
+	Result     json.RawMessage `json:"result,omitempty"`
+	ResultSize int64           `json:"result_size,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	StartedAt  time.Time       `json:"started_at,omitzero"`
+	FinishedAt time.Time       `json:"finished_at,omitzero"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+}
+
+// InlineResultMax is the largest result kept inside the record.
+const InlineResultMax = 64 << 10
+
+// Names derives the JetStream names of async methods from the fleet's
+// prefix.
+type Names struct{ protocol.Names }
+
+// Stream is the work-queue stream of one async method.
+func (n Names) Stream(app, method string) string {
+	return n.Prefix() + "_JOBS_" + protocol.Token(app) + "_" + protocol.Token(method)
+}
+
+// JobSubject is the subject of one job's message.
+func (n Names) JobSubject(app, method, id string) string {
+	return n.Prefix() + ".jobs." + protocol.Token(app) + "." + protocol.Token(method) + "." + protocol.Token(id)
+}
+
+// JobWildcard matches every job of one method.
+func (n Names) JobWildcard(app, method string) string {
+	return n.Prefix() + ".jobs." + protocol.Token(app) + "." + protocol.Token(method) + ".*"
+}
+
+// Consumer is the durable consumer every runner of a method pulls from.
+const Consumer = "runners"
+
+// Records is the KV bucket of one method's records.
+func (n Names) Records(app, method string) string {
+	return n.Prefix() + "_jobs_" + protocol.Token(app) + "_" + protocol.Token(method)
+}
+
+// Objects is the object store of one method's large results and checkpoints.
+func (n Names) Objects(app, method string) string {
+	return n.Prefix() + "_jobobj_" + protocol.Token(app) + "_" + protocol.Token(method)
+}
+
+// DLQStream is the dead-letter stream of every method.
+func (n Names) DLQStream() string { return n.Prefix() + "_JOBS_DLQ" }
+
+// DLQSubject is the dead-letter subject of one job.
+func (n Names) DLQSubject(app, method, id string) string {
+	return n.Prefix() + ".dlq." + protocol.Token(app) + "." + protocol.Token(method) + "." + protocol.Token(id)
+}
+
+// CancelSubject carries cancel requests (payload: job id) to the runners
+// of one method.
+func (n Names) CancelSubject(app, method string) string {
+	return n.Prefix() + ".jobcancel." + protocol.Token(app) + "." + protocol.Token(method)
+}
+
+// ResultObject and CheckpointObject name a job's objects.
+func ResultObject(id string) string     { return "result/" + id }
+func CheckpointObject(id string) string { return "checkpoint/" + id }
