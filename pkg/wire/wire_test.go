@@ -76,6 +76,9 @@ func TestCallerAndStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := nc.Flush(); err != nil { // the subscription is registered at the server
+		t.Fatal(err)
+	}
 	c := NewCaller(natstest.Conn(t, ns), names)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
