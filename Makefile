@@ -5,7 +5,7 @@ GO ?= go
 TESTFLAGS ?=
 MODULES = $(shell $(GO) list -m -f '{{.Dir}}')
 
-.PHONY: dev test vet fmt e2e bench schemas help
+.PHONY: dev test vet standalone fmt e2e bench schemas help
 
 help:
 	@echo "make dev      run the whole fleet in one process (embedded NATS) with the example app"
@@ -27,6 +27,11 @@ test:
 
 vet:
 	@set -e; for d in $(MODULES); do (cd $$d && $(GO) vet ./...); done
+
+# Each module must build on its own (a service image is built from its
+# module alone), not only through go.work.
+standalone:
+	@set -e; for d in $(MODULES); do echo "== GOWORK=off go vet $$d"; (cd $$d && GOWORK=off $(GO) vet ./...); done
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
