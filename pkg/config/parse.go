@@ -219,9 +219,9 @@ func (c *ServeConfig) ApplyDefaults() {
 			if d.AutoscalingConfig != nil {
 				d.AutoscalingConfig.applyDefaults()
 			}
-			for k := range d.AsyncMethods {
-				d.AsyncMethods[k].applyDefaults()
-			}
+			// async_methods keep their zero fields: they override the
+			// SDK's defaults field by field (serve.EffectiveAsync), and
+			// only then are platform defaults filled.
 			if d.NumReplicas == nil && d.AutoscalingConfig == nil {
 				n := DefaultNumReplicas
 				d.NumReplicas = &n

@@ -163,9 +163,13 @@ func TestAutoscalingAndAsyncDefaults(t *testing.T) {
 		t.Fatalf("autoscaling defaults = %+v (replicas %d), want explicit 0 upscale delay kept, 600s downscale", ac, e.Replicas())
 	}
 	m := e.AsyncMethods[0]
-	if m.MaxRunning != 2 || *m.Priority != 5 || m.MaxQueued != DefaultMaxQueued || m.IdempotencyKey != "request_id" ||
-		m.MaxAttempts != 3 || m.LeaseTimeout != DefaultLeaseTimeout || len(m.Backoff) != 3 {
-		t.Fatalf("async method defaults = %+v", m)
+	if m.MaxRunning != 2 || *m.Priority != 5 || m.MaxQueued != 0 || m.IdempotencyKey != "" {
+		t.Fatalf("async method = %+v, want only the written fields set (they override SDK defaults field by field)", m)
+	}
+	m.ApplyDefaults()
+	if m.MaxQueued != DefaultMaxQueued || m.IdempotencyKey != "request_id" || m.MaxAttempts != 3 ||
+		m.LeaseTimeout != DefaultLeaseTimeout || len(m.Backoff) != 3 {
+		t.Fatalf("ApplyDefaults() = %+v, want platform defaults", m)
 	}
 }
 

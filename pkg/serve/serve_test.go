@@ -93,3 +93,20 @@ func TestLocalRunsAnApplicationWithoutNATS(t *testing.T) {
 		t.Fatalf("Call(malformed JSON) = %v, want 400", err)
 	}
 }
+
+func TestEffectiveAsyncMergesFieldByField(t *testing.T) {
+	two, five := 2, 5
+	sdk := []config.AsyncMethod{{Name: "train", MaxRunning: 4, Priority: &two, IdempotencyKey: "job_id", MaxAttempts: 5}}
+	over := []config.AsyncMethod{{Name: "train", MaxRunning: 1}, {Name: "extra", Priority: &five}}
+	got := serve.EffectiveAsync(sdk, over)
+	if len(got) != 2 {
+		t.Fatalf("EffectiveAsync() = %d methods, want 2", len(got))
+	}
+	tr := got[0]
+	if tr.MaxRunning != 1 || *tr.Priority != 2 || tr.IdempotencyKey != "job_id" || tr.MaxAttempts != 5 || tr.MaxQueued != config.DefaultMaxQueued {
+		t.Fatalf("train = %+v, want max_running from config, the rest from the SDK, then platform defaults", tr)
+	}
+	if got[1].Name != "extra" || *got[1].Priority != 5 || got[1].IdempotencyKey != config.DefaultIdempotencyKey {
+		t.Fatalf("extra = %+v, want config-only method with defaults", got[1])
+	}
+}
