@@ -165,6 +165,81 @@ type DeploymentStatus struct {
 	TargetReplicas int             `json:"target_num_replicas"`
 	Version        string          `json:"version"`
 	Replicas       []ReplicaStatus `json:"replicas"`
+	// CurrentReplicas counts RUNNING replicas of the current version.
+	CurrentReplicas int `json:"current_num_replicas"`
+	// DesiredReplicas is what the deployment asks for: the autoscaler's
+	// latest decision for an autoscaled deployment, else num_replicas.
+	// TargetReplicas is the same clamped to the autoscaling bounds.
+	DesiredReplicas int `json:"desired_num_replicas"`
+	// Autoscaling is set for deployments with an autoscaling_config.
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+}
+
+// AutoscalingStatus is an autoscaled deployment's scaling state in the
+// status: its bounds and the autoscaler's last decision (none yet: only
+// the bounds are set).
+type AutoscalingStatus struct {
+	MinReplicas           int     `json:"min_replicas"`
+	MaxReplicas           int     `json:"max_replicas"`
+	TargetOngoingRequests float64 `json:"target_ongoing_requests"`
+	// Load is the smoothed ongoing+queued requests the decision saw.
+	Load float64 `json:"load"`
+	// LastReason and LastMessage are the last ScaleDecision's reason code
+	// and explanation; LastDecisionAt when it was made.
+	LastReason     ScaleReason `json:"last_scale_reason,omitempty"`
+	LastMessage    string      `json:"last_scale_message,omitempty"`
+	LastDecisionAt time.Time   `json:"last_scale_time,omitzero"`
+}
+
+// ScaleReason says why the autoscaler chose a replica count; the list is
+// closed (it labels a metric).
+type ScaleReason string
+
+// Scale reasons.
+const (
+	// ScaleInitial: no previous decision; initial_replicas (or min).
+	ScaleInitial ScaleReason = "initial"
+	// ScaleUp and ScaleDown: the smoothed load asked for more or fewer
+	// replicas for longer than upscale_delay or downscale_delay.
+	ScaleUp   ScaleReason = "upscale"
+	ScaleDown ScaleReason = "downscale"
+	// ScaleToZero: idle for downscale_to_zero_delay at one replica.
+	ScaleToZero ScaleReason = "scale_to_zero"
+	// ScaleColdStart: requests queued for a deployment at zero replicas;
+	// applied at once, without the upscale delay.
+	ScaleColdStart ScaleReason = "cold_start"
+	// ScaleBounds: the config's min/max changed and the previous decision
+	// lay outside them.
+	ScaleBounds ScaleReason = "bounds"
+)
+
+// ScaleDecision is the autoscaler's decision for one deployment, put into
+// BucketScale under ScaleKey(app, deployment) by the leading autoscaler
+// when it changes (and refreshed now and then with the current load). The
+// scheduler runs Desired replicas (clamped to the config's bounds) of an
+// autoscaled deployment; a restarted autoscaler reads its decisions back.
+type ScaleDecision struct {
+	App        string `json:"app"`
+	Deployment string `json:"deployment"`
+	// Desired is the replica count decided.
+	Desired int `json:"desired"`
+	// Current counts RUNNING replicas when the decision was made.
+	Current int `json:"current"`
+	// Target is the ongoing requests per replica aimed at
+	// (target_ongoing_requests).
+	Target float64 `json:"target"`
+	// Load is the ongoing+queued requests averaged over look_back_period;
+	// Ongoing and Queued the instantaneous values.
+	Load    float64 `json:"load"`
+	Ongoing int     `json:"ongoing"`
+	Queued  int     `json:"queued"`
+	// Backlog is async work (queued plus running jobs), when known.
+	Backlog int         `json:"backlog,omitempty"`
+	Reason  ScaleReason `json:"reason"`
+	Message string      `json:"message,omitempty"`
+	// Epoch is the autoscaler leadership epoch that wrote it.
+	Epoch uint64    `json:"epoch"`
+	At    time.Time `json:"at"`
 }
 
 // ReplicaStatus is one replica as status shows it.

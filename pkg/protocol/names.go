@@ -71,8 +71,16 @@ func (n Names) BucketReplicas() string { return n.prefix + "_replicas" }
 // BucketStatus holds the status the leading scheduler computes, key "status".
 func (n Names) BucketStatus() string { return n.prefix + "_status" }
 
-// BucketLeases holds leader leases, key "scheduler" (and later "autoscaler").
+// BucketLeases holds leader leases, keys "scheduler" and "autoscaler".
 func (n Names) BucketLeases() string { return n.prefix + "_leases" }
+
+// BucketScale holds the autoscaler's latest ScaleDecision per autoscaled
+// deployment, key ScaleKey(app, deployment); written only by the leading
+// autoscaler, read (watched) by the leading scheduler.
+func (n Names) BucketScale() string { return n.prefix + "_scale" }
+
+// ScaleKey is the BucketScale key of a deployment: "<app>.<deployment>".
+func ScaleKey(app, deployment string) string { return Token(app) + "." + Token(deployment) }
 
 // ReplicaKey is the BucketReplicas key of a replica.
 func ReplicaKey(app, deployment, replicaID string) string {

@@ -20,14 +20,15 @@ var update = flag.Bool("update", false, "rewrite schemas/*.schema.json from the 
 // the config file and each NATS message. schemas/ holds one JSON Schema
 // per entry, generated from the Go type; the test fails when they differ.
 var schemaTypes = map[string]any{
-	"config":       &config.ServeConfig{},
-	"worker-info":  &protocol.WorkerInfo{},
-	"assignment":   &protocol.Assignment{},
-	"replica-info": &protocol.ReplicaInfo{},
-	"load-report":  &protocol.LoadReport{},
-	"router-stats": &protocol.RouterStats{},
-	"status":       &protocol.Status{},
-	"lease":        &protocol.Lease{},
+	"config":         &config.ServeConfig{},
+	"worker-info":    &protocol.WorkerInfo{},
+	"assignment":     &protocol.Assignment{},
+	"replica-info":   &protocol.ReplicaInfo{},
+	"load-report":    &protocol.LoadReport{},
+	"router-stats":   &protocol.RouterStats{},
+	"status":         &protocol.Status{},
+	"lease":          &protocol.Lease{},
+	"scale-decision": &protocol.ScaleDecision{},
 }
 
 func generate(t *testing.T, v any) []byte {

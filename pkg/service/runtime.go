@@ -175,6 +175,8 @@ func Connect(ctx context.Context, c NATSConfig, name string, log zerolog.Logger)
 // Buckets are the JetStream KV buckets the fleet shares.
 type Buckets struct {
 	Apps, Workers, Assignments, Replicas, Status, Leases jetstream.KeyValue
+	// Scale holds the autoscaler's decisions (protocol.ScaleDecision).
+	Scale jetstream.KeyValue
 }
 
 // Bucket TTLs: a worker or replica record not refreshed for this long is gone.
@@ -209,6 +211,7 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream, n protocol.Names) 
 		{&b.Replicas, jetstream.KeyValueConfig{Bucket: n.BucketReplicas(), TTL: ReplicaTTL, LimitMarkerTTL: time.Second, Description: "jetserve live replicas (heartbeats)"}},
 		{&b.Status, jetstream.KeyValueConfig{Bucket: n.BucketStatus(), Description: "jetserve status computed by the leading scheduler"}},
 		{&b.Leases, jetstream.KeyValueConfig{Bucket: n.BucketLeases(), LimitMarkerTTL: time.Second, Description: "jetserve leader leases"}},
+		{&b.Scale, jetstream.KeyValueConfig{Bucket: n.BucketScale(), History: 10, Description: "jetserve autoscaler decisions per deployment"}},
 	}
 	for _, s := range steps {
 		if *s.dst, err = open(s.cfg); err != nil {
