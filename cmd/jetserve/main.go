@@ -1,6 +1,6 @@
 // Command jetserve is the CLI: it runs the whole fleet in one process
 // (dev) and talks to the admin API (deploy, status, delete) and the HTTP
-// ingress (call).
+// ingress (call, and the async-job endpoints: jobs).
 package main
 
 import (
@@ -32,6 +32,8 @@ Usage:
   jetserve delete APP|--all [--admin URL]
   jetserve call ROUTE [BODY] [--url URL] [-X METHOD] [--stream]
                                     send BODY (or stdin with "-") to the ingress
+  jetserve jobs submit|status|result|cancel|list|watch ROUTE/METHOD ...
+                                    async jobs (jetserve jobs help for details)
 
 The admin URL defaults to $JETSERVE_ADMIN or http://127.0.0.1:8265, the ingress
 URL to $JETSERVE_URL or http://127.0.0.1:8000.
@@ -55,6 +57,8 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return runDelete(ctx, rest, env, stdout, stderr)
 	case "call":
 		return runCall(ctx, rest, env, stdin, stdout, stderr)
+	case "jobs":
+		return runJobs(ctx, rest, env, stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

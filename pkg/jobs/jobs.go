@@ -91,10 +91,18 @@ type Record struct {
 	// larger ones are in the object store and ResultSize says how big.
 	Result     json.RawMessage `json:"result,omitempty"`
 	ResultSize int64           `json:"result_size,omitempty"`
-	CreatedAt  time.Time       `json:"created_at"`
-	StartedAt  time.Time       `json:"started_at,omitzero"`
-	FinishedAt time.Time       `json:"finished_at,omitzero"`
-	UpdatedAt  time.Time       `json:"updated_at"`
+	// ResultObject names the object holding a large result (it is per
+	// attempt, so a fenced-off attempt cannot overwrite it).
+	ResultObject string `json:"result_object,omitempty"`
+	// Seq is the stream sequence of the job message the current attempt
+	// runs (a stray duplicate message of a running job is dropped).
+	Seq uint64 `json:"seq,omitempty"`
+	// Requeued counts operator requeues from the dead-letter stream.
+	Requeued   int       `json:"requeued,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // InlineResultMax is the largest result kept inside the record.

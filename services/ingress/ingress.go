@@ -30,10 +30,12 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/ingress/internal/gateway"
+	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -120,6 +122,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 
 	var table atomic.Pointer[routes.Table]
 	var loaded atomic.Bool
+	asyncMethods := jobsapi.NewWatcher(deps.Log)
 	natsOK := service.NATSCheck(deps.NC)
 	ready := func() error {
 		if err := natsOK(); err != nil {
@@ -128,7 +131,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		if !loaded.Load() {
 			return errors.New("route table not loaded")
 		}
-		return nil
+		return asyncMethods.Ready()
 	}
 	deps.Health.Add("routes", func() error {
 		if !loaded.Load() {
@@ -146,6 +149,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		RequestTimeout: cfg.RequestTimeout,
 		Metrics:        metrics,
 		Log:            deps.Log,
+		Jobs:           jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log), asyncMethods.Table, deps.Log),
 	})
 
 	// The watcher lives until the HTTP server has drained.
@@ -154,6 +158,13 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		err := watchRoutes(wctx, buckets.Apps, &table, &loaded, deps.Log)
+		if wctx.Err() != nil {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error {
+		err := asyncMethods.Run(wctx, buckets.Apps, buckets.Workers)
 		if wctx.Err() != nil {
 			return nil
 		}

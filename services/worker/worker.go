@@ -4,7 +4,10 @@
 // Assignments bucket and converges the replicas it runs to that
 // assignment: new replicas start, removed ones drain and stop, and a change
 // of only user_config (or limits) is applied in place through
-// serve.Reconfigurer — a handler without it is restarted.
+// serve.Reconfigurer — a handler without it is restarted. A replica whose
+// deployment has async methods also runs a jobs.Runner while it is
+// RUNNING (internal/replica); the worker advertises its handlers' async
+// methods (SDK defaults) in its WorkerInfo.
 //
 // Run owns every goroutine it starts: one loop that heartbeats and
 // converges (the only writer of the replica set) and the replicas' own
@@ -24,6 +27,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -79,6 +83,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	}
 	w := &worker{
 		nc:       deps.NC,
+		js:       js,
 		names:    names,
 		buckets:  buckets,
 		reg:      reg,
@@ -148,8 +153,23 @@ func describe(ctx context.Context, cfg Config, reg *serve.Registry, log zerolog.
 		GPUs:        gpus,
 		Labels:      labels,
 		Handlers:    reg.Names(),
+		Async:       asyncMethods(reg),
 		StartedAt:   time.Now().UTC(),
 	}, nil
+}
+
+// asyncMethods lists the SDK defaults of every handler with async methods.
+func asyncMethods(reg *serve.Registry) map[string][]config.AsyncMethod {
+	var out map[string][]config.AsyncMethod
+	for _, h := range reg.Names() {
+		if ms := reg.AsyncMethods(h); len(ms) > 0 {
+			if out == nil {
+				out = map[string][]config.AsyncMethod{}
+			}
+			out[h] = ms
+		}
+	}
+	return out
 }
 
 // GenerateID makes a worker id from a host name: its first label, cleaned
@@ -178,6 +198,7 @@ func GenerateID(hostname string) (string, error) {
 
 type worker struct {
 	nc      *nats.Conn
+	js      jetstream.JetStream
 	names   protocol.Names
 	buckets *service.Buckets
 	reg     *serve.Registry
@@ -324,11 +345,52 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		Log:      w.log,
 		Metrics:  w.metrics,
 		After:    after,
+		Jobs: &replica.JobsParams{
+			JS:      w.js,
+			Names:   jobs.Names{Names: w.names},
+			Methods: w.jobMethods(s),
+		},
 	})
 	w.replicas[s.ID] = r
 	// The new replica now stands for the id: it waits for the old one, so
 	// a later restart waiting for it waits for both.
 	delete(w.stopping, s.ID)
+}
+
+// jobMethods returns how a replica of s finds its deployment's effective
+// async methods: the serve config's async_methods of the deployment (read
+// from the Apps bucket when the replica starts running) merged over the SDK
+// defaults the handler registered. Changes to async_methods reach a running
+// replica's runner when it restarts; the queue limits (max_queued,
+// max_running, lease_timeout, retention) live in the stream and consumer
+// and apply at once.
+func (w *worker) jobMethods(s protocol.ReplicaSpec) func(context.Context) ([]config.AsyncMethod, error) {
+	sdk := w.reg.AsyncMethods(s.Handler)
+	apps := w.buckets.Apps
+	return func(ctx context.Context) ([]config.AsyncMethod, error) {
+		ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		defer cancel()
+		e, err := apps.Get(ctx, "config")
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return serve.EffectiveAsync(sdk, nil), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read serve config: %w", err)
+		}
+		var sc config.ServeConfig
+		if err := json.Unmarshal(e.Value(), &sc); err != nil {
+			return nil, fmt.Errorf("decode serve config: %w", err)
+		}
+		var overrides []config.AsyncMethod
+		if a, ok := sc.App(s.App); ok {
+			for _, d := range a.Deployments {
+				if d.Name == s.Deployment {
+					overrides = d.AsyncMethods
+				}
+			}
+		}
+		return serve.EffectiveAsync(sdk, overrides), nil
+	}
 }
 
 // forgetStopped drops replicas that finished draining.

@@ -60,7 +60,7 @@ type deployments struct {
 	constructs   sync.Map // handler name → *atomic.Int32
 	reconfigured atomic.Int32
 	closed       atomic.Int32
-	started      chan string   // a slow request began (its body)
+	started      chan string   // a slow request began (its body), or a blocking job (its id)
 	release      chan struct{} // closed to let slow requests finish
 	failFirst    atomic.Int32  // "flaky" constructor failures left
 }
@@ -187,6 +187,9 @@ func newDeployments(t testing.TB) *deployments {
 		}
 		return plain{greeting: "flaky ok"}, nil
 	}))
+	must(d.reg.Register("jobber", func(context.Context, serve.Init) (serve.Handler, error) {
+		return &jobber{d: d}, nil
+	}, serve.WithAsync(config.AsyncMethod{Name: "square", MaxRunning: 4, LeaseTimeout: config.Duration(2 * time.Second)})))
 	must(d.reg.Register("chain", func(_ context.Context, in serve.Init) (serve.Handler, error) {
 		next := in.Handle("echo-dep")
 		return serve.HandlerFunc(func(ctx context.Context, req *serve.Request) (*serve.Response, error) {

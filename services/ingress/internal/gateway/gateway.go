@@ -1,5 +1,6 @@
 // Package gateway is the ingress HTTP handler: it matches the request path
-// against the route table, forwards method, path below the prefix, query,
+// against the route table, serves the async-method (job) endpoints itself
+// (package jobsapi), and forwards method, path below the prefix, query,
 // headers (hop-by-hop ones dropped) and body to the application's ingress
 // deployment through a Caller, and writes the answer back — all at once, or
 // chunk by chunk with flushes when the client asked for a stream.
@@ -22,6 +23,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
@@ -46,6 +48,10 @@ type Options struct {
 	RequestTimeout time.Duration
 	Metrics        *Metrics
 	Log            zerolog.Logger
+	// Jobs, if set, serves the endpoints of the applications' async
+	// methods ({prefix}/{method}[/cancel|status|result|list]); every
+	// other path goes to the ingress deployment as before.
+	Jobs *jobsapi.API
 }
 
 // Handler serves the ingress HTTP API.
@@ -188,6 +194,12 @@ func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
 		code = protocol.ErrBadRequest
 		writeError(w, http.StatusBadRequest, code, "read request body: "+err.Error(), rid)
 		return
+	}
+	if h.o.Jobs != nil {
+		if m, op, ok := h.o.Jobs.Match(route.App, rest); ok {
+			code = h.o.Jobs.Serve(w, r, m, op, body, rid)
+			return
+		}
 	}
 	req := &serve.Request{
 		Method:    r.Method,

@@ -81,6 +81,8 @@ type Params struct {
 	// After, if not nil, delays the start until it is closed: a replica
 	// restarted under the same id waits for its predecessor to be gone.
 	After <-chan struct{}
+	// Jobs, if set, runs the deployment's async methods (see JobsParams).
+	Jobs *JobsParams
 }
 
 // Replica is one running replica. Create it with Start.
@@ -309,9 +311,10 @@ func (r *Replica) run() {
 	defer stopLoad()
 	loadDone := make(chan struct{})
 	go func() { defer close(loadDone); r.reportLoad(loadCtx) }()
+	jobs := r.startJobs(h)
 
 	<-r.stop
-	r.drain(h)
+	r.drain(h, jobs)
 	stopLoad()
 	<-loadDone
 	if err := svc.Stop(); err != nil {
@@ -452,10 +455,14 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 	return svc, nil
 }
 
-// drain stops admitting requests, waits for those in flight up to the
-// graceful shutdown timeout (then cancels them and waits for them to
-// return), and closes the handler.
-func (r *Replica) drain(h serve.Handler) {
+// drain stops admitting requests and pulling jobs, waits for the requests
+// and jobs in flight up to the graceful shutdown timeout (then cancels them
+// — cancelled jobs go back to the queue — and waits for them to return),
+// and closes the handler.
+func (r *Replica) drain(h serve.Handler, jobs *jobRun) {
+	if jobs != nil {
+		jobs.stop() // no new jobs (before the record says STOPPING); running ones go on
+	}
 	r.mu.Lock()
 	r.draining = true
 	r.info.State = protocol.ReplicaStopping
@@ -470,14 +477,23 @@ func (r *Replica) drain(h serve.Handler) {
 	r.log.Info().Int("ongoing", ongoing).Dur("timeout", grace).Msg("replica draining")
 
 	idle := make(chan struct{})
-	go func() { r.inflight.Wait(); close(idle) }()
+	go func() {
+		defer close(idle)
+		r.inflight.Wait()
+		if jobs != nil {
+			<-jobs.done
+		}
+	}()
 	t := time.NewTimer(grace)
 	select {
 	case <-idle:
 		t.Stop()
 	case <-t.C:
-		r.log.Warn().Msg("graceful shutdown timeout passed: cancelling requests in flight")
+		r.log.Warn().Msg("graceful shutdown timeout passed: cancelling requests and jobs in flight")
 		r.reqCancel()
+		if jobs != nil {
+			jobs.abort()
+		}
 		<-idle
 	}
 	r.close(h)

@@ -1,0 +1,756 @@
+package jobs
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+)
+
+// More errors callers match with errors.Is (Result wraps them).
+var (
+	ErrJobFailed    = errors.New("job failed")    // 409
+	ErrJobCancelled = errors.New("job cancelled") // 409
+)
+
+// HdrRevision is the header of a job message carrying the records-bucket
+// revision its publisher wrote; a runner whose compare-and-set on that
+// revision succeeds starts the job without reading the record first.
+const HdrRevision = "Jetserve-Job-Revision"
+
+// DLQ retention.
+const dlqMaxAge = 30 * 24 * time.Hour
+
+// List limits.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,128}$`)
+
+// Queue is the submit/inspect side of jobs (used by ingress, the CLI's
+// server side and deployments directly). It caches the JetStream handles
+// of each method it has seen.
+type Queue struct {
+	js    jetstream.JetStream
+	names Names
+	log   zerolog.Logger
+
+	mu      sync.Mutex         // guards methods, dlq
+	methods map[string]*handle // by app + "/" + method
+	dlq     jetstream.Stream
+
+	ensureMu sync.Mutex // serialises Ensure's JetStream calls on a cache miss
+}
+
+// handle holds one method's JetStream objects.
+type handle struct {
+	app, method string
+	hash        string // config hash of the last Ensure, "" if only opened
+	stream      jetstream.Stream
+	kv          jetstream.KeyValue
+	obj         jetstream.ObjectStore
+}
+
+// deadLetter is the payload of a DLQ message.
+type deadLetter struct {
+	Record Record `json:"record"`
+	Error  string `json:"error"`
+}
+
+// NewQueue returns a Queue on js.
+func NewQueue(js jetstream.JetStream, names Names, log zerolog.Logger) *Queue {
+	return &Queue{js: js, names: names, log: log, methods: map[string]*handle{}}
+}
+
+func withDefaults(m config.AsyncMethod) config.AsyncMethod {
+	m.RequiredArgs = slices.Clone(m.RequiredArgs)
+	m.Backoff = slices.Clone(m.Backoff)
+	m.ApplyDefaults()
+	return m
+}
+
+func configHash(app, deployment string, m config.AsyncMethod) string {
+	b, _ := json.Marshal(struct {
+		App, Deployment string
+		M               config.AsyncMethod
+	}{app, deployment, m})
+	s := sha256.Sum256(b)
+	return string(s[:])
+}
+
+// Ensure creates or updates, idempotently, everything one async method
+// needs: its work-queue stream, the "runners" consumer, the records bucket,
+// the object store and the shared dead-letter stream. A second call with
+// the same config costs a map lookup.
+func (q *Queue) Ensure(ctx context.Context, app, deployment string, m config.AsyncMethod) error {
+	m = withDefaults(m)
+	hash := configHash(app, deployment, m)
+	key := app + "/" + m.Name
+	q.mu.Lock()
+	h := q.methods[key]
+	q.mu.Unlock()
+	if h != nil && h.hash == hash {
+		return nil
+	}
+	q.ensureMu.Lock()
+	defer q.ensureMu.Unlock()
+	q.mu.Lock()
+	h = q.methods[key]
+	q.mu.Unlock()
+	if h != nil && h.hash == hash {
+		return nil
+	}
+	nh, err := q.create(ctx, app, deployment, m)
+	if err != nil {
+		return fmt.Errorf("ensure async method %s/%s: %w", app, m.Name, err)
+	}
+	nh.hash = hash
+	q.mu.Lock()
+	q.methods[key] = nh
+	q.mu.Unlock()
+	return nil
+}
+
+func (q *Queue) create(ctx context.Context, app, deployment string, m config.AsyncMethod) (*handle, error) {
+	lease := m.LeaseTimeout.D()
+	retention := m.Retention.D()
+	desc := fmt.Sprintf("jetserve jobs of %s/%s (deployment %s)", app, m.Name, deployment)
+	stream, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        q.names.Stream(app, m.Name),
+		Description: desc,
+		Subjects:    []string{q.names.JobWildcard(app, m.Name)},
+		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxMsgs:     int64(m.MaxQueued + m.MaxRunning),
+		Storage:     jetstream.FileStorage,
+		Duplicates:  2 * time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("job stream: %w", err)
+	}
+	if _, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       Consumer,
+		Description:   desc,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       lease,
+		MaxAckPending: m.MaxRunning,
+		MaxDeliver:    -1,
+		FilterSubject: q.names.JobWildcard(app, m.Name),
+	}); err != nil {
+		return nil, fmt.Errorf("job consumer: %w", err)
+	}
+	kv, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      q.names.Records(app, m.Name),
+		Description: desc,
+		History:     1,
+		TTL:         retention,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("job records bucket: %w", err)
+	}
+	obj, err := q.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      q.names.Objects(app, m.Name),
+		Description: desc,
+		TTL:         retention,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("job object store: %w", err)
+	}
+	dlq, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        q.names.DLQStream(),
+		Description: "jetserve dead-lettered jobs",
+		Subjects:    []string{q.names.Prefix() + ".dlq.>"},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      dlqMaxAge,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  2 * time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter stream: %w", err)
+	}
+	q.mu.Lock()
+	q.dlq = dlq
+	q.mu.Unlock()
+	return &handle{app: app, method: m.Name, stream: stream, kv: kv, obj: obj}, nil
+}
+
+// open returns the handle of a method, opening (not creating) its
+// JetStream objects on first use; ErrUnknownMethod if they do not exist.
+func (q *Queue) open(ctx context.Context, app, method string) (*handle, error) {
+	key := app + "/" + method
+	q.mu.Lock()
+	h := q.methods[key]
+	q.mu.Unlock()
+	if h != nil {
+		return h, nil
+	}
+	stream, err := q.js.Stream(ctx, q.names.Stream(app, method))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%s/%s: %w", app, method, ErrUnknownMethod)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open job stream: %w", err)
+	}
+	kv, err := q.js.KeyValue(ctx, q.names.Records(app, method))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("%s/%s: %w", app, method, ErrUnknownMethod)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open job records: %w", err)
+	}
+	obj, err := q.js.ObjectStore(ctx, q.names.Objects(app, method))
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%s/%s: %w", app, method, ErrUnknownMethod)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open job objects: %w", err)
+	}
+	h = &handle{app: app, method: method, stream: stream, kv: kv, obj: obj}
+	q.mu.Lock()
+	if old := q.methods[key]; old != nil {
+		h = old
+	} else {
+		q.methods[key] = h
+	}
+	q.mu.Unlock()
+	return h, nil
+}
+
+func (q *Queue) dlqStream(ctx context.Context) (jetstream.Stream, error) {
+	q.mu.Lock()
+	s := q.dlq
+	q.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	s, err := q.js.Stream(ctx, q.names.DLQStream())
+	if err != nil {
+		return nil, fmt.Errorf("open dead-letter stream: %w", err)
+	}
+	q.mu.Lock()
+	q.dlq = s
+	q.mu.Unlock()
+	return s, nil
+}
+
+func badRequest(format string, args ...any) error {
+	return &serve.Error{Status: http.StatusBadRequest, Code: protocol.ErrBadRequest, Msg: fmt.Sprintf(format, args...)}
+}
+
+// isQueueFull reports a DiscardNew rejection (err_code 10077, "maximum
+// messages/bytes exceeded").
+func isQueueFull(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == 10077 && strings.Contains(api.Description, "maximum")
+}
+
+// Submit persists a job and returns its record. id "" generates one. A
+// repeated id returns the existing record with created=false and never
+// runs the job twice. A full queue returns ErrQueueFull with nothing
+// stored; a missing required argument a *serve.Error 400.
+func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.AsyncMethod, id string, args serve.Args) (rec Record, created bool, err error) {
+	m = withDefaults(m)
+	for _, a := range m.RequiredArgs {
+		if _, ok := args[a]; !ok {
+			return Record{}, false, badRequest("missing required argument %q", a)
+		}
+	}
+	if id == "" {
+		id = nuid.Next()
+	} else if !idRE.MatchString(id) {
+		return Record{}, false, badRequest("%s %q: must be 1-128 letters, digits, '-', '_' or '='", m.IdempotencyKey, id)
+	}
+	if err := q.Ensure(ctx, app, deployment, m); err != nil {
+		return Record{}, false, err
+	}
+	h, err := q.open(ctx, app, m.Name)
+	if err != nil {
+		return Record{}, false, err
+	}
+	var rawArgs json.RawMessage
+	if len(args) > 0 {
+		if rawArgs, err = json.Marshal(args); err != nil {
+			return Record{}, false, badRequest("arguments: %v", err)
+		}
+	}
+	now := time.Now().UTC()
+	rec = Record{
+		ID: id, App: app, Deployment: deployment, Method: m.Name, Args: rawArgs,
+		Status: Queued, MaxAttempts: m.MaxAttempts, Priority: *m.Priority,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("encode job record: %w", err)
+	}
+	for try := 0; ; try++ {
+		rev, err := h.kv.Create(ctx, id, data)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			existing, _, gerr := q.get(ctx, h, id)
+			if errors.Is(gerr, ErrNotFound) && try < 3 {
+				continue // deleted or expired in between: create again
+			}
+			return existing, false, gerr
+		}
+		if err != nil {
+			return Record{}, false, fmt.Errorf("create job record: %w", err)
+		}
+		if err := q.publish(ctx, h, id, data, rev, id); err != nil {
+			if isQueueFull(err) {
+				if derr := h.kv.Delete(ctx, id, jetstream.LastRevision(rev)); derr != nil {
+					q.log.Warn().Err(derr).Str("request_id", id).Msg("delete record of a rejected job")
+				}
+				return Record{}, false, ErrQueueFull
+			}
+			// The record exists: ResumeAll republishes it.
+			return rec, true, fmt.Errorf("publish job: %w", err)
+		}
+		return rec, true, nil
+	}
+}
+
+// publish sends a job message (payload: the record at revision rev). If
+// msgID was already used within the dedup window by an earlier
+// incarnation of the id (the record expired and was created again), it
+// republishes with a revision-specific id.
+func (q *Queue) publish(ctx context.Context, h *handle, id string, data []byte, rev uint64, msgID string) error {
+	msg := &nats.Msg{
+		Subject: q.names.JobSubject(h.app, h.method, id),
+		Data:    data,
+		Header:  nats.Header{HdrRevision: []string{strconv.FormatUint(rev, 10)}},
+	}
+	ack, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return err
+	}
+	if !ack.Duplicate {
+		return nil
+	}
+	if _, err := h.stream.GetLastMsgForSubject(ctx, msg.Subject); err == nil {
+		return nil // the earlier publish of this job is there
+	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return err
+	}
+	_, err = q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID+"-r"+strconv.FormatUint(rev, 10)))
+	return err
+}
+
+func decodeRecord(e jetstream.KeyValueEntry) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return Record{}, fmt.Errorf("decode job record %s: %w", e.Key(), err)
+	}
+	return r, nil
+}
+
+func (q *Queue) get(ctx context.Context, h *handle, id string) (Record, uint64, error) {
+	if !idRE.MatchString(id) {
+		return Record{}, 0, fmt.Errorf("%q: %w", id, ErrNotFound)
+	}
+	e, err := h.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return Record{}, 0, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Record{}, 0, fmt.Errorf("read job record: %w", err)
+	}
+	r, err := decodeRecord(e)
+	return r, e.Revision(), err
+}
+
+// Status returns a job's record; ErrNotFound if there is none (or it
+// expired), ErrUnknownMethod if the method has never been ensured.
+func (q *Queue) Status(ctx context.Context, app, method, id string) (Record, error) {
+	h, err := q.open(ctx, app, method)
+	if err != nil {
+		return Record{}, err
+	}
+	r, _, err := q.get(ctx, h, id)
+	return r, err
+}
+
+// Result returns the result JSON of a SUCCEEDED job. While it is QUEUED or
+// RUNNING it returns the record and ErrNotFinished; FAILED and CANCELLED
+// jobs return the record and an error wrapping ErrJobFailed or
+// ErrJobCancelled.
+func (q *Queue) Result(ctx context.Context, app, method, id string) (json.RawMessage, Record, error) {
+	h, err := q.open(ctx, app, method)
+	if err != nil {
+		return nil, Record{}, err
+	}
+	r, _, err := q.get(ctx, h, id)
+	if err != nil {
+		return nil, Record{}, err
+	}
+	switch r.Status {
+	case Succeeded:
+		if r.ResultSize == 0 || len(r.Result) > 0 {
+			res := r.Result
+			if len(res) == 0 {
+				res = json.RawMessage("null")
+			}
+			return res, r, nil
+		}
+		name := r.ResultObject
+		if name == "" {
+			name = ResultObject(id)
+		}
+		b, err := h.obj.GetBytes(ctx, name)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, r, fmt.Errorf("result of job %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return nil, r, fmt.Errorf("read result of job %s: %w", id, err)
+		}
+		return b, r, nil
+	case Failed:
+		return nil, r, fmt.Errorf("job %s failed after %d attempt(s): %s: %w", id, r.Attempts, r.Error, ErrJobFailed)
+	case Cancelled:
+		return nil, r, fmt.Errorf("job %s was cancelled: %w", id, ErrJobCancelled)
+	default:
+		return nil, r, fmt.Errorf("job %s is %s: %w", id, r.Status, ErrNotFinished)
+	}
+}
+
+// Cancel cancels a job: a QUEUED one at once (its message is deleted), a
+// RUNNING one by asking its runner (CancelRequested; the runner cancels
+// the job's context and writes CANCELLED). A finished job is left as it
+// is. ErrNotFound for an unknown id.
+func (q *Queue) Cancel(ctx context.Context, app, method, id string) (Record, error) {
+	h, err := q.open(ctx, app, method)
+	if err != nil {
+		return Record{}, err
+	}
+	for {
+		r, rev, err := q.get(ctx, h, id)
+		if err != nil {
+			return Record{}, err
+		}
+		now := time.Now().UTC()
+		switch {
+		case r.Status.Terminal():
+			return r, nil
+		case r.Status == Queued:
+			r.Status, r.Retrying, r.FinishedAt, r.UpdatedAt = Cancelled, false, now, now
+			if err := q.update(ctx, h, r, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				continue
+			} else if err != nil {
+				return Record{}, err
+			}
+			subj := q.names.JobSubject(app, method, id)
+			if m, err := h.stream.GetLastMsgForSubject(ctx, subj); err == nil {
+				if err := h.stream.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+					q.log.Warn().Err(err).Str("request_id", id).Msg("delete cancelled job message (its runner will drop it)")
+				}
+			}
+			return r, nil
+		default: // RUNNING
+			if !r.CancelRequested {
+				r.CancelRequested, r.UpdatedAt = true, now
+				if err := q.update(ctx, h, r, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+					continue
+				} else if err != nil {
+					return Record{}, err
+				}
+			}
+			if err := q.js.Conn().Publish(q.names.CancelSubject(app, method), []byte(id)); err != nil {
+				return Record{}, fmt.Errorf("publish cancel: %w", err)
+			}
+			return r, nil
+		}
+	}
+}
+
+func (q *Queue) update(ctx context.Context, h *handle, r Record, rev uint64) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode job record: %w", err)
+	}
+	if _, err := h.kv.Update(ctx, r.ID, b, rev); err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return err
+		}
+		return fmt.Errorf("update job record: %w", err)
+	}
+	return nil
+}
+
+// records reads every record of a method with their revisions.
+func (q *Queue) records(ctx context.Context, h *handle, keep func(*Record) bool) ([]Record, []uint64, error) {
+	w, err := h.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, nil, fmt.Errorf("read job records: %w", err)
+	}
+	defer w.Stop()
+	var recs []Record
+	var revs []uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, nil, errors.New("read job records: watcher closed")
+			}
+			if e == nil {
+				return recs, revs, nil
+			}
+			r, err := decodeRecord(e)
+			if err != nil {
+				q.log.Warn().Err(err).Msg("skip undecodable job record")
+				continue
+			}
+			if keep(&r) {
+				recs = append(recs, r)
+				revs = append(revs, e.Revision())
+			}
+		}
+	}
+}
+
+// listBefore orders records newest first, then by id.
+func listBefore(a, b Record) int {
+	if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.ID, b.ID)
+}
+
+func encodeCursor(r Record) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(r.CreatedAt.UnixNano(), 10) + "|" + r.ID))
+}
+
+func decodeCursor(s string) (Record, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return Record{}, badRequest("bad cursor")
+	}
+	ts, id, ok := strings.Cut(string(b), "|")
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if !ok || err != nil {
+		return Record{}, badRequest("bad cursor")
+	}
+	return Record{ID: id, CreatedAt: time.Unix(0, n).UTC()}, nil
+}
+
+// List returns records newest first (CreatedAt desc, then id), those with
+// status filter only if filter is set; limit defaults to 100 (max 1000);
+// next is the cursor of the following page, "" after the last.
+func (q *Queue) List(ctx context.Context, app, method string, filter Status, limit int, cursor string) (recs []Record, next string, err error) {
+	switch {
+	case limit <= 0:
+		limit = DefaultListLimit
+	case limit > MaxListLimit:
+		limit = MaxListLimit
+	}
+	var after *Record
+	if cursor != "" {
+		c, err := decodeCursor(cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		after = &c
+	}
+	h, err := q.open(ctx, app, method)
+	if err != nil {
+		return nil, "", err
+	}
+	all, _, err := q.records(ctx, h, func(r *Record) bool {
+		if filter != "" && r.Status != filter {
+			return false
+		}
+		if after != nil && listBefore(*r, *after) <= 0 {
+			return false
+		}
+		r.Args = nil // keep pages small; Status has them
+		return true
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	slices.SortFunc(all, listBefore)
+	if len(all) > limit {
+		all = all[:limit]
+		next = encodeCursor(all[limit-1])
+	}
+	return all, next, nil
+}
+
+// ResumeAll republishes every QUEUED or RUNNING job whose message no longer
+// exists (a crash between creating the record and publishing the job); a
+// RUNNING one is set back to QUEUED first. It returns how many it
+// republished. Unacked jobs need nothing: JetStream redelivers them.
+func (q *Queue) ResumeAll(ctx context.Context, app, method string) (int, error) {
+	h, err := q.open(ctx, app, method)
+	if err != nil {
+		return 0, err
+	}
+	recs, revs, err := q.records(ctx, h, func(r *Record) bool { return !r.Status.Terminal() })
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i, r := range recs {
+		_, err := h.stream.GetLastMsgForSubject(ctx, q.names.JobSubject(app, method, r.ID))
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n, fmt.Errorf("look up job %s: %w", r.ID, err)
+		}
+		rev := revs[i]
+		if r.Status == Running {
+			r.Status, r.Worker, r.Replica, r.UpdatedAt = Queued, "", "", time.Now().UTC()
+			b, _ := json.Marshal(r)
+			if rev, err = h.kv.Update(ctx, r.ID, b, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				continue // it moved on: someone has it
+			} else if err != nil {
+				return n, fmt.Errorf("requeue job %s: %w", r.ID, err)
+			}
+		}
+		b, _ := json.Marshal(r)
+		if err := q.publish(ctx, h, r.ID, b, rev, r.ID); err != nil {
+			return n, fmt.Errorf("republish job %s: %w", r.ID, err)
+		}
+		q.log.Info().Str("app", app).Str("method", method).Str("request_id", r.ID).Msg("resumed job whose message was missing")
+		n++
+	}
+	return n, nil
+}
+
+func (q *Queue) dlqFilter(app, method string) string {
+	return strings.TrimSuffix(q.names.DLQSubject(app, method, "x"), "x") + "*"
+}
+
+// DeadLetters lists a method's dead-lettered jobs (newest first); each
+// record's Error is the error it failed with.
+func (q *Queue) DeadLetters(ctx context.Context, app, method string) ([]Record, error) {
+	if _, err := q.open(ctx, app, method); err != nil {
+		return nil, err
+	}
+	s, err := q.dlqStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(q.dlqFilter(app, method)))
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter stream info: %w", err)
+	}
+	var out []Record
+	for subj := range info.State.Subjects {
+		m, err := s.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read dead letter: %w", err)
+		}
+		var dl deadLetter
+		if err := json.Unmarshal(m.Data, &dl); err != nil {
+			q.log.Warn().Err(err).Str("subject", subj).Msg("skip undecodable dead letter")
+			continue
+		}
+		dl.Record.Error = dl.Error
+		out = append(out, dl.Record)
+	}
+	slices.SortFunc(out, func(a, b Record) int {
+		if c := b.UpdatedAt.Compare(a.UpdatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// Requeue puts a dead-lettered job back in its queue: its record is reset
+// to QUEUED with 0 attempts and the dead letter is deleted. ErrNotFound if
+// the job is not dead-lettered.
+func (q *Queue) Requeue(ctx context.Context, app, method, id string) (Record, error) {
+	h, err := q.open(ctx, app, method)
+	if err != nil {
+		return Record{}, err
+	}
+	s, err := q.dlqStream(ctx)
+	if err != nil {
+		return Record{}, err
+	}
+	if !idRE.MatchString(id) {
+		return Record{}, fmt.Errorf("%q: %w", id, ErrNotFound)
+	}
+	dm, err := s.GetLastMsgForSubject(ctx, q.names.DLQSubject(app, method, id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Record{}, fmt.Errorf("dead letter %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("read dead letter: %w", err)
+	}
+	var dl deadLetter
+	if err := json.Unmarshal(dm.Data, &dl); err != nil {
+		return Record{}, fmt.Errorf("decode dead letter %s: %w", id, err)
+	}
+	for {
+		r, rev, err := q.get(ctx, h, id)
+		if errors.Is(err, ErrNotFound) {
+			r, rev = dl.Record, 0 // the record expired: recreate it from the dead letter
+		} else if err != nil {
+			return Record{}, err
+		}
+		if !r.Status.Terminal() {
+			return r, fmt.Errorf("job %s is %s, not dead", id, r.Status)
+		}
+		now := time.Now().UTC()
+		r.Status, r.Retrying, r.Attempts, r.Error, r.CancelRequested = Queued, false, 0, "", false
+		r.Progress, r.Message, r.Worker, r.Replica = 0, "", "", ""
+		r.Result, r.ResultSize, r.ResultObject, r.Seq = nil, 0, "", 0
+		r.StartedAt, r.FinishedAt, r.UpdatedAt = time.Time{}, time.Time{}, now
+		r.Requeued++
+		b, err := json.Marshal(r)
+		if err != nil {
+			return Record{}, fmt.Errorf("encode job record: %w", err)
+		}
+		if rev == 0 {
+			rev, err = h.kv.Create(ctx, id, b)
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+		} else {
+			rev, err = h.kv.Update(ctx, id, b, rev)
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				continue
+			}
+		}
+		if err != nil {
+			return Record{}, fmt.Errorf("reset job record: %w", err)
+		}
+		if err := q.publish(ctx, h, id, b, rev, id+"-requeue-"+strconv.Itoa(r.Requeued)); err != nil {
+			return r, fmt.Errorf("republish job %s: %w", id, err)
+		}
+		if err := s.DeleteMsg(ctx, dm.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return r, fmt.Errorf("delete dead letter: %w", err)
+		}
+		return r, nil
+	}
+}

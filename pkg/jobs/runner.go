@@ -1,0 +1,780 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// RunnerConfig configures a Runner.
+type RunnerConfig struct {
+	App, Deployment, Worker, Replica string
+	Slots                            int                  // jobs this replica runs at once (its max_ongoing_requests)
+	Methods                          []config.AsyncMethod // effective configs (serve.EffectiveAsync)
+	Handler                          serve.JobHandler
+	Log                              zerolog.Logger
+}
+
+// Runner is the execution side: one per replica of a deployment with
+// async methods. It pulls a job only when one of its slots is free (never
+// pre-buffering), heartbeats it while it runs, and records the outcome
+// fenced by attempt. Run owns every goroutine it starts.
+type Runner struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	names Names
+	cfg   RunnerConfig
+	q     *Queue
+	log   zerolog.Logger
+
+	abortCtx context.Context
+	abort    context.CancelFunc
+
+	wake chan int // index of a method a job was published to
+
+	mu      sync.Mutex
+	running map[string]context.CancelCauseFunc // guarded by mu; app/method/id → cancel
+
+	// Test and benchmark knobs (set before Run).
+	heartbeat time.Duration                 // 0: lease/3; < 0: none
+	onStart   func(id string)               // a job's handler is about to run
+	onDone    func(id string, state Status) // a job's record was finished
+}
+
+type runMethod struct {
+	idx  int
+	cfg  config.AsyncMethod
+	h    *handle
+	cons jetstream.Consumer
+}
+
+var (
+	errCancelRequested = errors.New("job cancelled")
+	errAborted         = errors.New("runner aborted")
+)
+
+// NewRunner returns a Runner; Run starts it.
+func NewRunner(nc *nats.Conn, js jetstream.JetStream, names Names, cfg RunnerConfig) *Runner {
+	if cfg.Slots <= 0 {
+		cfg.Slots = 1
+	}
+	ms := make([]config.AsyncMethod, len(cfg.Methods))
+	for i, m := range cfg.Methods {
+		ms[i] = withDefaults(m)
+	}
+	cfg.Methods = ms
+	log := cfg.Log.With().Str("app", cfg.App).Str("deployment", cfg.Deployment).Str("replica_id", cfg.Replica).Logger()
+	actx, abort := context.WithCancel(context.Background())
+	return &Runner{
+		nc: nc, js: js, names: names, cfg: cfg, log: log,
+		q:        NewQueue(js, names, log),
+		abortCtx: actx, abort: abort,
+		wake:    make(chan int, 64),
+		running: map[string]context.CancelCauseFunc{},
+	}
+}
+
+// Abort cancels the contexts of the running jobs and hands their jobs back
+// (Nak, not acked: another replica takes them at once). A caller draining
+// a replica calls it when its drain timeout passes; Run then returns.
+func (r *Runner) Abort() { r.abort() }
+
+// Run pulls and runs jobs until ctx ends, then stops pulling and waits for
+// the running jobs to finish (bound that with Abort).
+func (r *Runner) Run(ctx context.Context) error {
+	defer r.abort()
+	methods := make([]*runMethod, 0, len(r.cfg.Methods))
+	for i, m := range r.cfg.Methods {
+		h, err := r.q.open(ctx, r.cfg.App, m.Name)
+		if errors.Is(err, ErrUnknownMethod) {
+			if err = r.q.Ensure(ctx, r.cfg.App, r.cfg.Deployment, m); err == nil {
+				h, err = r.q.open(ctx, r.cfg.App, m.Name)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("runner: %w", err)
+		}
+		cons, err := h.stream.Consumer(ctx, Consumer)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			if err = r.q.Ensure(ctx, r.cfg.App, r.cfg.Deployment, m); err == nil {
+				cons, err = h.stream.Consumer(ctx, Consumer)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("runner: open consumer of %s: %w", m.Name, err)
+		}
+		methods = append(methods, &runMethod{idx: i, cfg: m, h: h, cons: cons})
+	}
+	// Highest priority first (stable: declaration order among equals).
+	byPrio := slices.Clone(methods)
+	slices.SortStableFunc(byPrio, func(a, b *runMethod) int { return *b.cfg.Priority - *a.cfg.Priority })
+	lowFirst := slices.Clone(byPrio)
+	slices.Reverse(lowFirst)
+
+	var subs []*nats.Subscription
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	for _, m := range methods {
+		idx := m.idx
+		s, err := r.nc.Subscribe(r.names.JobWildcard(r.cfg.App, m.cfg.Name), func(*nats.Msg) {
+			select {
+			case r.wake <- idx:
+			default:
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("runner: subscribe to jobs: %w", err)
+		}
+		subs = append(subs, s)
+		name := m.cfg.Name
+		s, err = r.nc.Subscribe(r.names.CancelSubject(r.cfg.App, name), func(msg *nats.Msg) {
+			r.mu.Lock()
+			cancel := r.running[name+"/"+string(msg.Data)]
+			r.mu.Unlock()
+			if cancel != nil {
+				cancel(errCancelRequested)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("runner: subscribe to cancels: %w", err)
+		}
+		subs = append(subs, s)
+	}
+
+	// The subscriptions must be live before the first scan, or a job
+	// published in between would wait for the tick.
+	if err := r.nc.FlushTimeout(10 * time.Second); err != nil {
+		return fmt.Errorf("runner: flush subscriptions: %w", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, r.cfg.Slots)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	picks := 0
+	hint := -1
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		// Take every other free slot too: one pull fetches a job per free
+		// slot, never more (no pre-buffering).
+		n := 1
+	grab:
+		for n < r.cfg.Slots {
+			select {
+			case sem <- struct{}{}:
+				n++
+			default:
+				break grab
+			}
+		}
+		for {
+			// A wake-up and the end of ctx can race in the select below:
+			// never pull a new job once draining has begun.
+			if ctx.Err() != nil {
+				for range n {
+					<-sem
+				}
+				return nil
+			}
+			order := byPrio
+			if picks%4 == 3 {
+				order = lowFirst // every 4th pick starts from the lowest priority
+			}
+			first, rest, m := r.pick(order, n)
+			if first == nil && hint >= 0 {
+				// Woken by a publish the stream may not have stored yet:
+				// wait for it briefly on that method.
+				first, rest, m = r.fetchWait(methods[hint])
+			}
+			hint = -1
+			if first != nil {
+				picks++
+				start := func(msg jetstream.Msg) {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer func() { <-sem }()
+						r.process(m, msg)
+					}()
+				}
+				// Start each job as soon as it arrives: a batch still
+				// waiting for more must not hold delivered jobs back.
+				start(first)
+				used := 1
+				for msg := range rest {
+					start(msg)
+					used++
+				}
+				for range n - used {
+					<-sem
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+				for range n {
+					<-sem
+				}
+				return nil
+			case hint = <-r.wake:
+			case <-tick.C:
+			}
+		}
+	}
+}
+
+// pick pulls up to n jobs from the first method in order that has any; it
+// returns the first job and a channel yielding the others as they arrive.
+func (r *Runner) pick(order []*runMethod, n int) (jetstream.Msg, <-chan jetstream.Msg, *runMethod) {
+	for _, m := range order {
+		b, err := m.cons.FetchNoWait(n)
+		if err != nil {
+			r.log.Debug().Err(err).Str("method", m.cfg.Name).Msg("pull job")
+			continue
+		}
+		if first, ok := <-b.Messages(); ok {
+			return first, b.Messages(), m
+		}
+	}
+	return nil, nil, nil
+}
+
+func (r *Runner) fetchWait(m *runMethod) (jetstream.Msg, <-chan jetstream.Msg, *runMethod) {
+	b, err := m.cons.Fetch(1, jetstream.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		return nil, nil, nil
+	}
+	if first, ok := <-b.Messages(); ok {
+		return first, b.Messages(), m
+	}
+	return nil, nil, nil
+}
+
+// opCtx bounds one JetStream operation that must happen even when the
+// job's own context is done.
+func opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 10*time.Second)
+}
+
+// attempt is one run of a job on this runner.
+type attempt struct {
+	r   *Runner
+	m   *runMethod
+	msg jetstream.Msg
+	log zerolog.Logger
+
+	mu           sync.Mutex // guards rec, rev, progress state, checkpointed
+	rec          Record
+	rev          uint64
+	lastProgress time.Time
+	pending      *Record // unsaved progress
+	checkpointed bool
+}
+
+func (r *Runner) running1(rec Record, seq uint64, m *runMethod) Record {
+	now := time.Now().UTC()
+	rec.Status, rec.Retrying, rec.CancelRequested = Running, false, false
+	rec.Attempts++
+	rec.MaxAttempts = m.cfg.MaxAttempts
+	rec.Worker, rec.Replica, rec.Seq = r.cfg.Worker, r.cfg.Replica, seq
+	rec.StartedAt, rec.UpdatedAt = now, now
+	return rec
+}
+
+// process takes one delivered job message.
+func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
+	ctx, cancel := opCtx()
+	defer cancel()
+	meta, err := msg.Metadata()
+	if err != nil {
+		r.log.Error().Err(err).Msg("job message without metadata")
+		_ = msg.Term()
+		return
+	}
+	seq := meta.Sequence.Stream
+	var sub Record
+	if err := json.Unmarshal(msg.Data(), &sub); err != nil || sub.ID == "" {
+		r.log.Error().Err(err).Str("subject", msg.Subject()).Msg("drop undecodable job message")
+		_ = msg.TermWithReason("undecodable job")
+		return
+	}
+	id := sub.ID
+	log := r.log.With().Str("method", m.cfg.Name).Str("request_id", id).Logger()
+	kv := m.h.kv
+
+	// Fast path: the record is still what the publisher wrote.
+	var rec Record
+	var rev uint64
+	started := false
+	if h := msg.Headers().Get(HdrRevision); h != "" && sub.Status == Queued && !sub.CancelRequested && sub.Attempts < m.cfg.MaxAttempts {
+		if rev0, err := strconv.ParseUint(h, 10, 64); err == nil {
+			next := r.running1(sub, seq, m)
+			b, _ := json.Marshal(next)
+			if rev, err = kv.Update(ctx, id, b, rev0); err == nil {
+				rec, started = next, true
+			}
+		}
+	}
+	for try := 0; !started && try < 10; try++ {
+		e, err := kv.Get(ctx, id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			log.Warn().Msg("drop job whose record is gone (expired or rejected)")
+			_ = msg.Ack()
+			return
+		}
+		if err != nil {
+			log.Warn().Err(err).Msg("read job record; retrying later")
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		cur, err := decodeRecord(e)
+		if err != nil {
+			log.Error().Err(err).Msg("drop job with an undecodable record")
+			_ = msg.TermWithReason("undecodable record")
+			return
+		}
+		switch {
+		case cur.Status.Terminal():
+			_ = msg.Ack() // cancelled while queued, or a stray duplicate of a finished job
+			return
+		case cur.Status == Running && cur.Seq != 0 && cur.Seq != seq:
+			log.Warn().Uint64("seq", seq).Uint64("running_seq", cur.Seq).Msg("drop duplicate message of a running job")
+			_ = msg.Ack()
+			return
+		case cur.CancelRequested:
+			now := time.Now().UTC()
+			cur.Status, cur.FinishedAt, cur.UpdatedAt = Cancelled, now, now
+			if err := r.q.update(ctx, m.h, cur, e.Revision()); err != nil {
+				continue
+			}
+			_ = msg.Ack()
+			r.done(id, Cancelled)
+			return
+		case cur.Attempts >= m.cfg.MaxAttempts:
+			now := time.Now().UTC()
+			last := cur.Error
+			cur.Status, cur.Retrying, cur.FinishedAt, cur.UpdatedAt = Failed, false, now, now
+			cur.Error = fmt.Sprintf("attempts exhausted (%d of %d): its worker stopped", cur.Attempts, m.cfg.MaxAttempts)
+			if last != "" {
+				cur.Error += "; last error: " + last
+			}
+			if err := r.q.update(ctx, m.h, cur, e.Revision()); err != nil {
+				continue
+			}
+			r.deadLetter(ctx, m, cur, log)
+			_ = msg.Term()
+			r.done(id, Failed)
+			return
+		}
+		next := r.running1(cur, seq, m)
+		b, _ := json.Marshal(next)
+		nrev, err := kv.Update(ctx, id, b, e.Revision())
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			log.Warn().Err(err).Msg("mark job running; retrying later")
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		rec, rev, started = next, nrev, true
+	}
+	if !started {
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	a := &attempt{r: r, m: m, msg: msg, rec: rec, rev: rev, log: log.With().Int("attempt", rec.Attempts).Logger()}
+	a.run()
+}
+
+// update applies mut to the record, compare-and-set, as long as the record
+// is still this attempt's (else ErrLeaseLost).
+func (a *attempt) update(mut func(*Record)) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.updateLocked(mut)
+}
+
+func (a *attempt) updateLocked(mut func(*Record)) error {
+	ctx, cancel := opCtx()
+	defer cancel()
+	mine := a.rec.Attempts
+	for try := 0; try < 10; try++ {
+		next := a.rec
+		mut(&next)
+		next.UpdatedAt = time.Now().UTC()
+		b, err := json.Marshal(next)
+		if err != nil {
+			return fmt.Errorf("encode job record: %w", err)
+		}
+		rev, err := a.m.h.kv.Update(ctx, next.ID, b, a.rev)
+		if err == nil {
+			a.rec, a.rev = next, rev
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return fmt.Errorf("update job record: %w", err)
+		}
+		cur, rev, err := a.r.q.get(ctx, a.m.h, next.ID)
+		if errors.Is(err, ErrNotFound) {
+			return ErrLeaseLost
+		}
+		if err != nil {
+			return err
+		}
+		if cur.Attempts != mine || cur.Status != Running {
+			return ErrLeaseLost
+		}
+		a.rec, a.rev = cur, rev
+	}
+	return errors.New("update job record: too much contention")
+}
+
+// check re-reads the record: ErrLeaseLost if another attempt owns it,
+// errCancelRequested if cancel was asked.
+func (a *attempt) check(ctx context.Context) error {
+	cur, rev, err := a.r.q.get(ctx, a.m.h, a.rec.ID)
+	if errors.Is(err, ErrNotFound) {
+		return ErrLeaseLost
+	}
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cur.Attempts != a.rec.Attempts || cur.Status != Running {
+		return ErrLeaseLost
+	}
+	if rev > a.rev {
+		a.rec, a.rev = cur, rev
+	}
+	if cur.CancelRequested {
+		return errCancelRequested
+	}
+	return nil
+}
+
+func (a *attempt) flushProgress() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.pending
+	if p == nil {
+		return
+	}
+	a.pending = nil
+	a.lastProgress = time.Now()
+	if err := a.updateLocked(func(r *Record) { r.Progress, r.Message = p.Progress, p.Message }); err != nil {
+		a.log.Debug().Err(err).Msg("save progress")
+	}
+}
+
+func (a *attempt) run() {
+	r, m, rec := a.r, a.m, a.rec
+	id := rec.ID
+	var args serve.Args
+	if len(rec.Args) > 0 {
+		if err := json.Unmarshal(rec.Args, &args); err != nil {
+			a.finish(nil, badRequest("arguments: %v", err), nil)
+			return
+		}
+	}
+	jctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	stopAbort := context.AfterFunc(r.abortCtx, func() { cancel(errAborted) })
+	defer stopAbort()
+	tctx, tcancel := context.WithTimeoutCause(jctx, m.cfg.Timeout.D(), fmt.Errorf("timed out after %s", m.cfg.Timeout.D()))
+	defer tcancel()
+
+	key := m.cfg.Name + "/" + id
+	r.mu.Lock()
+	r.running[key] = cancel
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.running, key)
+		r.mu.Unlock()
+	}()
+	if rec.CancelRequested {
+		cancel(errCancelRequested)
+	}
+
+	hb := r.heartbeat
+	if hb == 0 {
+		hb = m.cfg.LeaseTimeout.D() / 3
+	}
+	hbDone := make(chan struct{})
+	var hbWG sync.WaitGroup
+	if hb > 0 {
+		hbWG.Add(1)
+		go func() {
+			defer hbWG.Done()
+			t := time.NewTicker(hb)
+			defer t.Stop()
+			for {
+				select {
+				case <-hbDone:
+					return
+				case <-t.C:
+				}
+				if err := a.msg.InProgress(); err != nil {
+					a.log.Debug().Err(err).Msg("heartbeat")
+				}
+				a.flushProgress()
+				ctx, c := opCtx()
+				err := a.check(ctx)
+				c()
+				if errors.Is(err, ErrLeaseLost) || errors.Is(err, errCancelRequested) {
+					cancel(err)
+				}
+			}
+		}()
+	}
+
+	jc := &jobContext{Context: tctx, a: a, job: &serve.Job{ID: id, Method: m.cfg.Name, Attempt: rec.Attempts, Args: args}}
+	if r.onStart != nil {
+		r.onStart(id)
+	}
+	res, err := runHandler(r.cfg.Handler, jc)
+	close(hbDone)
+	hbWG.Wait()
+	a.flushProgress()
+	var cause error
+	if jctx.Err() != nil {
+		cause = context.Cause(jctx)
+	} else if err != nil && tctx.Err() != nil {
+		err = fmt.Errorf("%w: %w", context.Cause(tctx), err)
+	}
+	a.finish(res, err, cause)
+}
+
+func runHandler(h serve.JobHandler, jc *jobContext) (res any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("job handler panicked: %v", p)
+		}
+	}()
+	if h == nil {
+		return nil, errors.New("no job handler")
+	}
+	return h.RunJob(jc, jc.job)
+}
+
+func backoff(m config.AsyncMethod, attempt int) time.Duration {
+	if len(m.Backoff) == 0 {
+		return time.Second
+	}
+	i := min(max(attempt-1, 0), len(m.Backoff)-1)
+	return m.Backoff[i].D()
+}
+
+// finish records an attempt's outcome and settles its message.
+func (a *attempt) finish(res any, err, cause error) {
+	r, m, id := a.r, a.m, a.rec.ID
+	ctx, cancel := opCtx()
+	defer cancel()
+	// A handler that returned a result finished, whatever happened to its
+	// context meanwhile (a lost lease is caught by the fenced write).
+	switch {
+	case err == nil:
+	case errors.Is(cause, errAborted):
+		a.log.Info().Msg("job aborted by runner shutdown; handing it back")
+		_ = a.msg.Nak()
+		return
+	case errors.Is(cause, ErrLeaseLost):
+		a.log.Warn().Msg("job lease lost to a newer attempt; dropping this one")
+		return
+	case errors.Is(cause, errCancelRequested):
+		if err := a.update(func(rec *Record) {
+			rec.Status, rec.FinishedAt = Cancelled, time.Now().UTC()
+		}); err != nil {
+			a.lost(err)
+			return
+		}
+		_ = a.msg.Term()
+		r.done(id, Cancelled)
+		return
+	}
+	if err == nil {
+		b, merr := json.Marshal(res)
+		if merr != nil {
+			err = fmt.Errorf("encode result: %w", merr)
+		} else {
+			var objName string
+			if len(b) > InlineResultMax {
+				objName = fmt.Sprintf("%s.%d", ResultObject(id), a.rec.Attempts)
+				if _, perr := m.h.obj.PutBytes(ctx, objName, b); perr != nil {
+					a.log.Error().Err(perr).Msg("store result; retrying the job")
+					_ = a.msg.NakWithDelay(time.Second)
+					return
+				}
+			}
+			if uerr := a.update(func(rec *Record) {
+				rec.Status, rec.Retrying, rec.Progress, rec.FinishedAt = Succeeded, false, 1, time.Now().UTC()
+				rec.Error, rec.ResultSize = "", int64(len(b))
+				if objName != "" {
+					rec.ResultObject, rec.Result = objName, nil
+				} else {
+					rec.Result = b
+				}
+			}); uerr != nil {
+				a.lost(uerr)
+				return
+			}
+			if aerr := a.msg.DoubleAck(ctx); aerr != nil {
+				a.log.Warn().Err(aerr).Msg("ack finished job (its record is final; a redelivery is dropped)")
+			}
+			a.mu.Lock()
+			cp := a.checkpointed
+			a.mu.Unlock()
+			if cp {
+				if derr := m.h.obj.Delete(ctx, CheckpointObject(id)); derr != nil && !errors.Is(derr, jetstream.ErrObjectNotFound) {
+					a.log.Debug().Err(derr).Msg("delete checkpoint")
+				}
+			}
+			r.done(id, Succeeded)
+			return
+		}
+	}
+	msg := err.Error()
+	var se *serve.Error
+	permanent := errors.As(err, &se) && se.Status >= 400 && se.Status < 500
+	attempt := a.rec.Attempts
+	if !permanent && attempt < m.cfg.MaxAttempts {
+		delay := backoff(m.cfg, attempt)
+		if uerr := a.update(func(rec *Record) {
+			rec.Status, rec.Retrying, rec.Error = Queued, true, msg
+		}); uerr != nil {
+			a.lost(uerr)
+			return
+		}
+		a.log.Info().Str("error", msg).Dur("backoff", delay).Msg("job attempt failed; will retry")
+		_ = a.msg.NakWithDelay(delay)
+		// Redeliveries publish nothing: wake the pull loop when it is due.
+		idx := m.idx
+		time.AfterFunc(delay+5*time.Millisecond, func() {
+			select {
+			case r.wake <- idx:
+			default:
+			}
+		})
+		return
+	}
+	if uerr := a.update(func(rec *Record) {
+		rec.Status, rec.Retrying, rec.Error, rec.FinishedAt = Failed, false, msg, time.Now().UTC()
+	}); uerr != nil {
+		a.lost(uerr)
+		return
+	}
+	if !permanent {
+		a.mu.Lock()
+		final := a.rec
+		a.mu.Unlock()
+		r.deadLetter(ctx, m, final, a.log)
+	}
+	_ = a.msg.Term()
+	a.log.Info().Str("error", msg).Msg("job failed")
+	r.done(id, Failed)
+}
+
+func (a *attempt) lost(err error) {
+	if errors.Is(err, ErrLeaseLost) {
+		a.log.Warn().Msg("job lease lost to a newer attempt; not recording this attempt's outcome")
+		return
+	}
+	a.log.Error().Err(err).Msg("record job outcome; it will be redelivered")
+}
+
+func (r *Runner) deadLetter(ctx context.Context, m *runMethod, rec Record, log zerolog.Logger) {
+	b, err := json.Marshal(deadLetter{Record: rec, Error: rec.Error})
+	if err != nil {
+		return
+	}
+	if _, err := r.js.Publish(ctx, r.names.DLQSubject(r.cfg.App, m.cfg.Name, rec.ID), b,
+		jetstream.WithMsgID("dlq-"+rec.ID+"-"+strconv.Itoa(rec.Requeued))); err != nil {
+		log.Error().Err(err).Msg("publish dead letter")
+	}
+}
+
+func (r *Runner) done(id string, s Status) {
+	if r.onDone != nil {
+		r.onDone(id, s)
+	}
+}
+
+// jobContext is the serve.JobContext of one attempt.
+type jobContext struct {
+	context.Context
+	a   *attempt
+	job *serve.Job
+}
+
+func (c *jobContext) Job() *serve.Job        { return c.job }
+func (c *jobContext) Logger() zerolog.Logger { return c.a.log }
+
+func (c *jobContext) Checkpoint(state []byte) error {
+	ctx, cancel := opCtx()
+	defer cancel()
+	if err := c.a.check(ctx); errors.Is(err, ErrLeaseLost) {
+		return err
+	}
+	if _, err := c.a.m.h.obj.PutBytes(ctx, CheckpointObject(c.job.ID), state); err != nil {
+		return fmt.Errorf("save checkpoint: %w", err)
+	}
+	c.a.mu.Lock()
+	c.a.checkpointed = true
+	c.a.mu.Unlock()
+	return nil
+}
+
+func (c *jobContext) LastCheckpoint() ([]byte, bool, error) {
+	ctx, cancel := opCtx()
+	defer cancel()
+	b, err := c.a.m.h.obj.GetBytes(ctx, CheckpointObject(c.job.ID))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read checkpoint: %w", err)
+	}
+	c.a.mu.Lock()
+	c.a.checkpointed = true
+	c.a.mu.Unlock()
+	return b, true, nil
+}
+
+// progressEvery bounds how often Progress writes the record.
+const progressEvery = 250 * time.Millisecond
+
+func (c *jobContext) Progress(fraction float64, message string) error {
+	fraction = min(max(fraction, 0), 1)
+	a := c.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if time.Since(a.lastProgress) < progressEvery {
+		a.pending = &Record{Progress: fraction, Message: message}
+		return nil
+	}
+	a.pending = nil
+	a.lastProgress = time.Now()
+	return a.updateLocked(func(r *Record) { r.Progress, r.Message = fraction, message })
+}
+
+var _ serve.JobContext = (*jobContext)(nil)

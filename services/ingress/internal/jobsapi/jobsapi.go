@@ -1,0 +1,349 @@
+// Package jobsapi serves the HTTP endpoints the platform generates for
+// every async method of an application's deployments (the async-request
+// RFC's Proposal 1), on top of a jobs.Queue:
+//
+//	POST {prefix}/{method}                         submit → 202 {request_id, status}; an existing id → 200 with its record
+//	POST {prefix}/{method}/cancel?request_id=ID    → 200 record
+//	GET  {prefix}/{method}/status?request_id=ID    → 200 record
+//	GET  {prefix}/{method}/result?request_id=ID    → 200 result; 202 record while QUEUED/RUNNING; 409 FAILED/CANCELLED
+//	GET  {prefix}/{method}/list?filter_status=S&limit=N&cursor=C → {"requests": [...], "next_cursor": "..."}
+//
+// A submit's arguments are its query parameters (as JSON strings; repeated
+// ones as arrays of strings) and the fields of its JSON object body, the
+// body winning; the request id is the argument named by the method's
+// idempotency_key, or generated. Errors have the gateway's JSON shape
+// {"error": code, "message": …}: unknown id 404, missing request_id or
+// required argument, malformed JSON or a bad filter 400, queue full 429
+// with Retry-After.
+//
+// The method table (Watcher) follows the applied serve config and the SDK
+// defaults workers advertise; before a method's first use after its
+// effective config changed, the API calls Queue.Ensure. API is safe for
+// concurrent use and starts no goroutines.
+package jobsapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/rs/zerolog"
+)
+
+// Queue is the part of *jobs.Queue the API uses.
+type Queue interface {
+	Ensure(ctx context.Context, app, deployment string, m config.AsyncMethod) error
+	Submit(ctx context.Context, app, deployment string, m config.AsyncMethod, id string, args serve.Args) (jobs.Record, bool, error)
+	Status(ctx context.Context, app, method, id string) (jobs.Record, error)
+	Result(ctx context.Context, app, method, id string) (json.RawMessage, jobs.Record, error)
+	Cancel(ctx context.Context, app, method, id string) (jobs.Record, error)
+	List(ctx context.Context, app, method string, filter jobs.Status, limit int, cursor string) ([]jobs.Record, string, error)
+}
+
+// MaxIDLen bounds request ids.
+const MaxIDLen = 256
+
+// API serves the job endpoints.
+type API struct {
+	q     Queue
+	table func() *Table
+	log   zerolog.Logger
+
+	mu      sync.Mutex
+	ensured map[string]string // guarded by mu: app/method → JSON of the config Ensure succeeded with
+}
+
+// New returns the API over q with the methods table returns.
+func New(q Queue, table func() *Table, log zerolog.Logger) *API {
+	return &API{q: q, table: table, log: log, ensured: map[string]string{}}
+}
+
+// Match reports whether rest (the path below an application's route
+// prefix) names one of app's async methods, and which operation: "" for a
+// submit, or cancel, status, result, list.
+func (a *API) Match(app, rest string) (Method, string, bool) {
+	seg := strings.Split(strings.Trim(rest, "/"), "/")
+	if len(seg) == 0 || len(seg) > 2 || seg[0] == "" {
+		return Method{}, "", false
+	}
+	m, ok := a.table().Lookup(app, seg[0])
+	if !ok {
+		return Method{}, "", false
+	}
+	if len(seg) == 1 {
+		return m, "", true
+	}
+	switch seg[1] {
+	case "cancel", "status", "result", "list":
+		return m, seg[1], true
+	}
+	return Method{}, "", false
+}
+
+// Serve answers one job request for method m (from Match); body is the
+// already read (size-checked) request body. It returns the error code
+// written, "" on success.
+func (a *API) Serve(w http.ResponseWriter, r *http.Request, m Method, op string, body []byte, rid string) protocol.ErrorCode {
+	want := http.MethodGet
+	if op == "" || op == "cancel" {
+		want = http.MethodPost
+	}
+	if r.Method != want {
+		w.Header().Set("Allow", want)
+		return writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest,
+			fmt.Sprintf("%s %s/%s: use %s", r.Method, m.Config.Name, op, want), rid)
+	}
+	ctx := r.Context()
+	if err := a.ensure(ctx, m); err != nil {
+		a.log.Error().Err(err).Str("app", m.App).Str("method", m.Config.Name).Msg("ensure job queue")
+		return writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable, "job queue unavailable", rid)
+	}
+	q := r.URL.Query()
+	if op == "" {
+		return a.submit(w, r, m, q, body, rid)
+	}
+	if op == "list" {
+		return a.list(w, r, m, q, rid)
+	}
+	id := q.Get("request_id")
+	if id == "" {
+		return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, "request_id is required", rid)
+	}
+	switch op {
+	case "status":
+		rec, err := a.q.Status(ctx, m.App, m.Config.Name, id)
+		if err != nil {
+			return a.fail(w, err, m, id, rid)
+		}
+		return writeJSON(w, http.StatusOK, rec)
+	case "cancel":
+		rec, err := a.q.Cancel(ctx, m.App, m.Config.Name, id)
+		if err != nil {
+			return a.fail(w, err, m, id, rid)
+		}
+		return writeJSON(w, http.StatusOK, rec)
+	}
+	res, rec, err := a.q.Result(ctx, m.App, m.Config.Name, id)
+	switch {
+	case err == nil:
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Request-Status", string(rec.Status))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(res)
+		return ""
+	case errors.Is(err, jobs.ErrNotFinished):
+		w.Header().Set("Retry-After", "1")
+		return writeJSON(w, http.StatusAccepted, rec)
+	case rec.Status == jobs.Failed:
+		return writeJSON(w, http.StatusConflict, terminalBody{
+			Error: protocol.ErrHandler, Message: fmt.Sprintf("job %s FAILED after %d attempts: %s", id, rec.Attempts, rec.Error),
+			RequestID: id, Status: rec.Status, Record: rec,
+		})
+	case rec.Status == jobs.Cancelled:
+		return writeJSON(w, http.StatusConflict, terminalBody{
+			Error: protocol.ErrCancelled, Message: "job " + id + " was CANCELLED", RequestID: id, Status: rec.Status, Record: rec,
+		})
+	}
+	return a.fail(w, err, m, id, rid)
+}
+
+// terminalBody is the result endpoint's answer for a failed or cancelled
+// job.
+type terminalBody struct {
+	Error     protocol.ErrorCode `json:"error"`
+	Message   string             `json:"message"`
+	RequestID string             `json:"request_id"`
+	Status    jobs.Status        `json:"status"`
+	Record    jobs.Record        `json:"record"`
+}
+
+func (a *API) ensure(ctx context.Context, m Method) error {
+	key := m.App + "/" + m.Config.Name
+	cfg, _ := json.Marshal(m)
+	a.mu.Lock()
+	done := a.ensured[key] == string(cfg)
+	a.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := a.q.Ensure(ctx, m.App, m.Deployment, m.Config); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.ensured[key] = string(cfg)
+	a.mu.Unlock()
+	a.log.Info().Str("app", m.App).Str("deployment", m.Deployment).Str("method", m.Config.Name).Msg("job queue ensured")
+	return nil
+}
+
+// Args merges a submit's query parameters and JSON object body (body
+// wins). A body that is not a JSON object is a 400 *serve.Error.
+func Args(q map[string][]string, body []byte) (serve.Args, error) {
+	args := serve.Args{}
+	for k, vs := range q {
+		var b []byte
+		if len(vs) == 1 {
+			b, _ = json.Marshal(vs[0])
+		} else {
+			b, _ = json.Marshal(vs)
+		}
+		args[k] = b
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return args, nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+		msg := "malformed JSON body: want an object of arguments"
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		return nil, &serve.Error{Status: http.StatusBadRequest, Code: protocol.ErrBadRequest, Msg: msg}
+	}
+	for k, v := range fields {
+		args[k] = v
+	}
+	return args, nil
+}
+
+// requestID is the id argument: a string, or a number's text.
+func requestID(args serve.Args, key string) (string, error) {
+	raw, ok := args[key]
+	if !ok || string(raw) == "null" {
+		return "", nil
+	}
+	var id string
+	if err := json.Unmarshal(raw, &id); err != nil {
+		var n json.Number
+		if json.Unmarshal(raw, &n) != nil {
+			return "", fmt.Errorf("argument %s (the request id): want a string or a number, got %s", key, raw)
+		}
+		id = n.String()
+	}
+	if id == "" || len(id) > MaxIDLen {
+		return "", fmt.Errorf("argument %s (the request id): want 1..%d characters", key, MaxIDLen)
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '=') {
+			return "", fmt.Errorf("argument %s (the request id): only letters, digits, '-', '_' and '=' are allowed, got %q", key, id)
+		}
+	}
+	return id, nil
+}
+
+func (a *API) submit(w http.ResponseWriter, r *http.Request, m Method, q map[string][]string, body []byte, rid string) protocol.ErrorCode {
+	args, err := Args(q, body)
+	if err != nil {
+		e := serve.AsError(err)
+		return writeError(w, e.Status, e.Code, e.Msg, rid)
+	}
+	id, err := requestID(args, m.Config.IdempotencyKey)
+	if err != nil {
+		return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, err.Error(), rid)
+	}
+	rec, created, err := a.q.Submit(r.Context(), m.App, m.Deployment, m.Config, id, args)
+	if err != nil {
+		return a.fail(w, err, m, id, rid)
+	}
+	if !created {
+		return writeJSON(w, http.StatusOK, rec)
+	}
+	return writeJSON(w, http.StatusAccepted, struct {
+		RequestID string      `json:"request_id"`
+		Status    jobs.Status `json:"status"`
+	}{rec.ID, rec.Status})
+}
+
+// DefaultListLimit and MaxListLimit bound list pages.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+func (a *API) list(w http.ResponseWriter, r *http.Request, m Method, q map[string][]string, rid string) protocol.ErrorCode {
+	get := func(k string) string {
+		if vs := q[k]; len(vs) > 0 {
+			return vs[0]
+		}
+		return ""
+	}
+	filter := jobs.Status(strings.ToUpper(get("filter_status")))
+	switch filter {
+	case "", jobs.Queued, jobs.Running, jobs.Succeeded, jobs.Failed, jobs.Cancelled:
+	default:
+		return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest,
+			fmt.Sprintf("filter_status: want QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED, got %q", get("filter_status")), rid)
+	}
+	limit := DefaultListLimit
+	if s := get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxListLimit {
+			return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, fmt.Sprintf("limit: want 1..%d, got %q", MaxListLimit, s), rid)
+		}
+		limit = n
+	}
+	recs, next, err := a.q.List(r.Context(), m.App, m.Config.Name, filter, limit, get("cursor"))
+	if err != nil {
+		return a.fail(w, err, m, "", rid)
+	}
+	if recs == nil {
+		recs = []jobs.Record{}
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Requests   []jobs.Record `json:"requests"`
+		NextCursor string        `json:"next_cursor"`
+	}{recs, next})
+}
+
+// fail maps a Queue error to HTTP.
+func (a *API) fail(w http.ResponseWriter, err error, m Method, id, rid string) protocol.ErrorCode {
+	var se *serve.Error
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		return writeError(w, http.StatusNotFound, protocol.ErrNotFound, fmt.Sprintf("no job %q of method %s", id, m.Config.Name), rid)
+	case errors.Is(err, jobs.ErrQueueFull):
+		w.Header().Set("Retry-After", "1")
+		return writeError(w, http.StatusTooManyRequests, protocol.ErrQueueFull,
+			fmt.Sprintf("the job queue of %s is full (max_queued %d)", m.Config.Name, m.Config.MaxQueued), rid)
+	case errors.Is(err, jobs.ErrUnknownMethod):
+		return writeError(w, http.StatusNotFound, protocol.ErrMethodNotFound, err.Error(), rid)
+	case errors.As(err, &se) && se.Status >= 400 && se.Status < 500:
+		return writeError(w, se.Status, se.Code, se.Msg, rid)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return writeError(w, http.StatusGatewayTimeout, protocol.ErrTimeout, err.Error(), rid)
+	}
+	a.log.Error().Err(err).Str("request_id", rid).Str("app", m.App).Str("method", m.Config.Name).Str("job", id).Msg("job operation")
+	return writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "job operation failed", rid)
+}
+
+type errorBody struct {
+	Error     protocol.ErrorCode `json:"error"`
+	Message   string             `json:"message"`
+	RequestID string             `json:"request_id,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, code protocol.ErrorCode, msg, rid string) protocol.ErrorCode {
+	w.Header().Set("X-Jetserve-Error", string(code))
+	writeJSON(w, status, errorBody{Error: code, Message: msg, RequestID: rid})
+	return code
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) protocol.ErrorCode {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal","message":"encode answer"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+	return ""
+}

@@ -1,0 +1,298 @@
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// jobsFleet is an ingress on a real embedded JetStream with the app "ml"
+// (route /ml, deployment Trainer) whose async method "fit" is configured
+// in the serve config (max_queued 2, max_running 1, required epochs) and
+// whose method "embed" only the SDK defaults a worker advertises declare;
+// the app "echo" is served by the fake router (sync requests).
+type jobsFleet struct {
+	*fleet
+	ns    *server.Server
+	js    jetstream.JetStream
+	names jobs.Names
+}
+
+func startJobsFleet(t *testing.T) *jobsFleet {
+	t.Helper()
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	names, _ := protocol.NewNames("")
+	js, _ := jetstream.New(nc)
+	b, err := service.OpenBuckets(context.Background(), js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := config.Parse([]byte(`applications:
+- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}
+- name: ml
+  route_prefix: /ml
+  ingress: Front
+  deployments:
+  - {name: Front, handler: front}
+  - name: Trainer
+    handler: trainer
+    async_methods:
+    - {name: fit, max_queued: 2, max_running: 1, required_args: [epochs], idempotency_key: job}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(sc)
+	if _, err := b.Apps.Put(context.Background(), "config", raw); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := json.Marshal(protocol.WorkerInfo{ID: "w1", Handlers: []string{"trainer"},
+		Async: map[string][]config.AsyncMethod{"trainer": {{Name: "fit", MaxRunning: 7}, {Name: "embed", MaxQueued: 50}}}})
+	if _, err := b.Workers.Put(context.Background(), "w1", info); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	fakeRouter(t, nc, names, gate)
+	cfg := DefaultConfig()
+	cfg.MaxBodyBytes = 1024
+	addrc := make(chan net.Addr, 1)
+	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	inc := natstest.Conn(t, ns)
+	go func() { done <- Run(ctx, cfg, service.Deps{NC: inc, Log: zerolog.Nop()}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	})
+	f := &fleet{base: "http://" + (<-addrc).String(), nc: nc, gate: gate}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if code, _, _ := f.do(t, "GET", "/-/healthz", ""); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ingress never became healthy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return &jobsFleet{fleet: f, ns: ns, js: js, names: jobs.Names{Names: names}}
+}
+
+func decode[T any](t *testing.T, body string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatalf("decode %q: %v", body, err)
+	}
+	return v
+}
+
+func TestJobEndpoints(t *testing.T) {
+	f := startJobsFleet(t)
+	type submitted struct {
+		RequestID string      `json:"request_id"`
+		Status    jobs.Status `json:"status"`
+	}
+
+	t.Run("submit merges query and body, body wins; the id is the idempotency key", func(t *testing.T) {
+		code, _, body := f.do(t, "POST", "/ml/fit?job=a1&epochs=3&lr=0.1", `{"epochs":5,"data":{"n":1}}`)
+		if code != 202 {
+			t.Fatalf("POST /ml/fit = %d %s, want 202", code, body)
+		}
+		if s := decode[submitted](t, body); s.RequestID != "a1" || s.Status != jobs.Queued {
+			t.Fatalf("POST /ml/fit = %s, want a1 QUEUED", body)
+		}
+		code, _, body = f.do(t, "GET", "/ml/fit/status?request_id=a1", "")
+		rec := decode[jobs.Record](t, body)
+		if code != 200 || rec.Status != jobs.Queued || rec.Deployment != "Trainer" {
+			t.Fatalf("GET status = %d %s, want 200 QUEUED of Trainer", code, body)
+		}
+		args := decode[map[string]json.RawMessage](t, string(rec.Args))
+		if string(args["epochs"]) != "5" || string(args["lr"]) != `"0.1"` || string(args["data"]) != `{"n":1}` {
+			t.Errorf("stored args = %s, want epochs 5 (body), lr \"0.1\" (query), data", rec.Args)
+		}
+	})
+	t.Run("a duplicate submit returns the existing job with 200", func(t *testing.T) {
+		code, _, body := f.do(t, "POST", "/ml/fit?job=a1&epochs=9", "")
+		if rec := decode[jobs.Record](t, body); code != 200 || rec.ID != "a1" || string(rec.Args) == "" {
+			t.Fatalf("POST again = %d %s, want 200 with the record of a1", code, body)
+		}
+	})
+	t.Run("result while queued is 202 with the status", func(t *testing.T) {
+		code, h, body := f.do(t, "GET", "/ml/fit/result?request_id=a1", "")
+		if rec := decode[jobs.Record](t, body); code != 202 || rec.Status != jobs.Queued || h.Get("Retry-After") == "" {
+			t.Fatalf("GET result = %d %s, want 202 QUEUED with Retry-After", code, body)
+		}
+	})
+	t.Run("a generated id", func(t *testing.T) {
+		code, _, body := f.do(t, "POST", "/ml/fit", `{"epochs":1}`)
+		if s := decode[submitted](t, body); code != 202 || s.RequestID == "" {
+			t.Fatalf("POST without id = %d %s, want 202 with a generated id", code, body)
+		}
+	})
+	t.Run("queue full is 429 with Retry-After and stores nothing", func(t *testing.T) {
+		// max_queued 2 + max_running 1: the third fits, the fourth not.
+		if code, _, body := f.do(t, "POST", "/ml/fit?job=a3&epochs=1", ""); code != 202 {
+			t.Fatalf("third submit = %d %s, want 202", code, body)
+		}
+		code, h, body := f.do(t, "POST", "/ml/fit?job=a4&epochs=1", "")
+		if code != 429 || h.Get("Retry-After") == "" || !strings.Contains(body, "queue_full") {
+			t.Fatalf("fourth submit = %d %v %s, want 429 queue_full with Retry-After", code, h, body)
+		}
+		if code, _, body := f.do(t, "GET", "/ml/fit/status?request_id=a4", ""); code != 404 {
+			t.Fatalf("status of the refused job = %d %s, want 404", code, body)
+		}
+	})
+	t.Run("cancel a queued job; its result says so", func(t *testing.T) {
+		code, _, body := f.do(t, "POST", "/ml/fit/cancel?request_id=a3", "")
+		if rec := decode[jobs.Record](t, body); code != 200 || rec.Status != jobs.Cancelled {
+			t.Fatalf("cancel = %d %s, want 200 CANCELLED", code, body)
+		}
+		code, _, body = f.do(t, "GET", "/ml/fit/result?request_id=a3", "")
+		if code != 409 || !strings.Contains(body, "CANCELLED") {
+			t.Fatalf("result of cancelled = %d %s, want 409 CANCELLED", code, body)
+		}
+	})
+	t.Run("list is newest first, filtered and paged", func(t *testing.T) {
+		code, _, body := f.do(t, "GET", "/ml/fit/list", "")
+		type page struct {
+			Requests   []jobs.Record `json:"requests"`
+			NextCursor string        `json:"next_cursor"`
+		}
+		p := decode[page](t, body)
+		if code != 200 || len(p.Requests) != 3 || p.Requests[0].ID != "a3" || p.Requests[2].ID != "a1" {
+			t.Fatalf("list = %d %s, want a3, (generated), a1", code, body)
+		}
+		_, _, body = f.do(t, "GET", "/ml/fit/list?filter_status=cancelled", "")
+		if p := decode[page](t, body); len(p.Requests) != 1 || p.Requests[0].ID != "a3" {
+			t.Errorf("list CANCELLED = %s, want a3", body)
+		}
+		_, _, body = f.do(t, "GET", "/ml/fit/list?limit=2", "")
+		p = decode[page](t, body)
+		if len(p.Requests) != 2 || p.NextCursor == "" {
+			t.Fatalf("list limit 2 = %s, want 2 and a cursor", body)
+		}
+		_, _, body = f.do(t, "GET", "/ml/fit/list?limit=2&cursor="+p.NextCursor, "")
+		if p := decode[page](t, body); len(p.Requests) != 1 || p.Requests[0].ID != "a1" {
+			t.Errorf("list page 2 = %s, want a1", body)
+		}
+	})
+	t.Run("a method only the SDK declares is served with its defaults", func(t *testing.T) {
+		code, _, body := f.do(t, "POST", "/ml/embed?request_id=e1", "")
+		if code != 202 {
+			t.Fatalf("POST /ml/embed = %d %s, want 202", code, body)
+		}
+	})
+	t.Run("sync requests still reach the ingress deployment", func(t *testing.T) {
+		code, _, body := f.do(t, "POST", "/echo/fit", "x")
+		if code != 201 || !strings.Contains(body, `"path":"/fit"`) {
+			t.Fatalf("POST /echo/fit = %d %s, want the echo", code, body)
+		}
+	})
+	bad := []struct {
+		name, method, path, body string
+		code                     int
+		want                     string
+	}{
+		{"unknown request id", "GET", "/ml/fit/status?request_id=nope", "", 404, "not_found"},
+		{"unknown request id result", "GET", "/ml/fit/result?request_id=nope", "", 404, "not_found"},
+		{"unknown request id cancel", "POST", "/ml/fit/cancel?request_id=nope", "", 404, "not_found"},
+		{"missing request_id", "GET", "/ml/fit/status", "", 400, "request_id is required"},
+		{"missing required argument", "POST", "/ml/fit?job=b1", `{"x":1}`, 400, "epochs"},
+		{"malformed JSON", "POST", "/ml/fit?job=b2&epochs=1", `{"epochs":`, 400, "malformed JSON"},
+		{"JSON not an object", "POST", "/ml/fit?job=b3&epochs=1", `[1]`, 400, "malformed JSON"},
+		{"bad request id", "POST", "/ml/fit?job=a.b&epochs=1", "", 400, "request id"},
+		{"oversized body", "POST", "/ml/fit?job=b4", `{"epochs":1,"pad":"` + strings.Repeat("x", 2048) + `"}`, 413, "body_too_large"},
+		{"bad filter", "GET", "/ml/fit/list?filter_status=DONE", "", 400, "filter_status"},
+		{"bad limit", "GET", "/ml/fit/list?limit=0", "", 400, "limit"},
+		{"wrong HTTP method", "GET", "/ml/fit", "", 405, "use POST"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, body := f.do(t, tc.method, tc.path, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.want) {
+				t.Fatalf("%s %s = %d %s, want %d containing %q", tc.method, tc.path, code, body, tc.code, tc.want)
+			}
+		})
+	}
+	t.Run("the effective config merges the serve config over the SDK defaults", func(t *testing.T) {
+		// fit: max_running 1 from the config, not the SDK's 7 → consumer MaxAckPending 1.
+		s, err := f.js.Stream(context.Background(), f.names.Stream("ml", "fit"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.Consumer(context.Background(), jobs.Consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.CachedInfo().Config.MaxAckPending; got != 1 {
+			t.Errorf("fit consumer MaxAckPending = %d, want 1 (max_running from the config)", got)
+		}
+		s, err = f.js.Stream(context.Background(), f.names.Stream("ml", "embed"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.MaxMsgs; got != 50+config.DefaultMaxRunning {
+			t.Errorf("embed stream MaxMsgs = %d, want %d (SDK max_queued + default max_running)", got, 50+config.DefaultMaxRunning)
+		}
+	})
+}
+
+// TestJobSubmitsConcurrent: 40 concurrent submits over 10 ids through
+// HTTP make exactly 10 jobs; each id is created once (202) and answered
+// 200 otherwise.
+func TestJobSubmitsConcurrent(t *testing.T) {
+	f := startJobsFleet(t)
+	var mu sync.Mutex
+	created := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			id := fmt.Sprintf("c%d", i%10)
+			req, _ := http.NewRequest("POST", f.base+"/ml/embed?request_id="+id, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			switch resp.StatusCode {
+			case 202:
+				created[id]++
+			case 200:
+			default:
+				t.Errorf("submit %s = %d", id, resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	if len(created) != 10 {
+		t.Errorf("created %d ids, want 10: %v", len(created), created)
+	}
+	for id, n := range created {
+		if n != 1 {
+			t.Errorf("id %s created %d times, want once", id, n)
+		}
+	}
+}

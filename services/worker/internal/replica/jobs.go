@@ -1,0 +1,126 @@
+package replica
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JobsParams let a replica run its deployment's async methods: once the
+// replica is RUNNING it starts a jobs.Runner (slots =
+// max_ongoing_requests, handler = the replica's handler as a
+// serve.JobHandler); on stop the runner stops pulling first, and its
+// running jobs get the graceful shutdown timeout to finish before they are
+// cancelled and handed back to the queue (another replica resumes them).
+type JobsParams struct {
+	JS    jetstream.JetStream
+	Names jobs.Names
+	// Methods returns the deployment's effective async methods (none: no
+	// runner). It is called once the replica runs.
+	Methods func(ctx context.Context) ([]config.AsyncMethod, error)
+}
+
+// jobRun is a replica's running jobs.Runner (or the attempt to start one).
+type jobRun struct {
+	stop context.CancelFunc // stops pulling
+	done chan struct{}      // closed when the runner has returned
+
+	mu      sync.Mutex
+	runner  *jobs.Runner // guarded by mu
+	aborted bool         // guarded by mu
+}
+
+// abort cancels the running jobs (they go back to the queue).
+func (jr *jobRun) abort() {
+	jr.mu.Lock()
+	defer jr.mu.Unlock()
+	jr.aborted = true
+	if jr.runner != nil {
+		jr.runner.Abort()
+	}
+}
+
+// startJobs starts the job runner of h in the background; nil when the
+// replica has no job parameters.
+func (r *Replica) startJobs(h serve.Handler) *jobRun {
+	if r.p.Jobs == nil {
+		return nil
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	jr := &jobRun{stop: stop, done: make(chan struct{})}
+	go func() {
+		defer close(jr.done)
+		r.runJobs(ctx, h, jr)
+	}()
+	return jr
+}
+
+// runJobs looks up the methods and runs the runner until ctx ends,
+// retrying with backoff when either fails.
+func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
+	backoff := firstBackoff
+	wait := func() bool {
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		backoff = min(2*backoff, MaxBackoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	for {
+		methods, err := r.p.Jobs.Methods(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Error().Err(err).Msg("look up async methods; retrying")
+			if !wait() {
+				return
+			}
+			continue
+		}
+		if len(methods) == 0 {
+			return
+		}
+		jh, ok := h.(serve.JobHandler)
+		if !ok {
+			r.log.Error().Msg("the deployment has async methods but its handler does not implement serve.JobHandler: no jobs run here")
+			return
+		}
+		r.mu.Lock()
+		s := r.spec
+		r.mu.Unlock()
+		names := make([]string, len(methods))
+		for i, m := range methods {
+			names[i] = m.Name
+		}
+		runner := jobs.NewRunner(r.p.NC, r.p.Jobs.JS, r.p.Jobs.Names, jobs.RunnerConfig{
+			App: s.App, Deployment: s.Deployment, Worker: r.p.WorkerID, Replica: s.ID,
+			Slots: s.MaxOngoingRequests, Methods: methods, Handler: jh, Log: r.p.Log,
+		})
+		jr.mu.Lock()
+		if jr.aborted {
+			jr.mu.Unlock()
+			return
+		}
+		jr.runner = runner
+		jr.mu.Unlock()
+		r.log.Info().Strs("async_methods", names).Int("slots", s.MaxOngoingRequests).Msg("job runner started")
+		err = runner.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Error().Err(err).Msg("job runner stopped; restarting")
+		if !wait() {
+			return
+		}
+	}
+}
