@@ -156,7 +156,7 @@ func runStatus(ctx context.Context, args []string, env map[string]string, stdout
 func writeStatusTable(w io.Writer, st protocol.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "leader: %s\n\n", st.Leader)
-	fmt.Fprintln(tw, "APP\tROUTE\tSTATUS\tDEPLOYMENT\tDEP STATUS\tREPLICAS\tMESSAGE")
+	fmt.Fprintln(tw, "APP\tROUTE\tSTATUS\tDEPLOYMENT\tDEP STATUS\tREPLICAS\tCUR/DES/TGT\tLAST SCALING\tMESSAGE")
 	apps := make([]string, 0, len(st.Applications))
 	for n := range st.Applications {
 		apps = append(apps, n)
@@ -170,7 +170,7 @@ func writeStatusTable(w io.Writer, st protocol.Status) {
 		}
 		sort.Strings(deps)
 		if len(deps) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t%s\n", a.Name, a.RoutePrefix, a.Status, a.Message)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t%s\n", a.Name, a.RoutePrefix, a.Status, a.Message)
 		}
 		for i, dn := range deps {
 			d := a.Deployments[dn]
@@ -188,7 +188,8 @@ func writeStatusTable(w io.Writer, st protocol.Status) {
 			if i > 0 {
 				app, route, status = "", "", ""
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d running\t%s\n", app, route, status, d.Name, d.Status, running, d.TargetReplicas, msg)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d running\t%d/%d/%d\t%s\t%s\n", app, route, status, d.Name, d.Status,
+				running, d.TargetReplicas, d.CurrentReplicas, d.DesiredReplicas, d.TargetReplicas, lastScaling(d.Autoscaling, st.UpdatedAt), msg)
 		}
 	}
 	fmt.Fprintln(tw, "\nWORKER\tCPU\tMEMORY\tGPUS\tREPLICAS")
@@ -196,6 +197,21 @@ func writeStatusTable(w io.Writer, st protocol.Status) {
 		fmt.Fprintf(tw, "%s\t%.1f/%.1f\t%s/%s\t%d\t%d\n", wk.ID, wk.CPUUsed, wk.CPU, human(wk.MemUsed), human(wk.Memory), len(wk.GPUs), wk.Replicas)
 	}
 	_ = tw.Flush()
+}
+
+// lastScaling is the autoscaler's last decision as "upscale 12s ago"
+// ("-" for a deployment that is not autoscaled, "none yet" before the
+// first decision).
+func lastScaling(a *protocol.AutoscalingStatus, now time.Time) string {
+	switch {
+	case a == nil:
+		return "-"
+	case a.LastReason == "":
+		return "none yet"
+	case a.LastDecisionAt.IsZero() || now.IsZero():
+		return string(a.LastReason)
+	}
+	return fmt.Sprintf("%s %s ago", a.LastReason, max(0, now.Sub(a.LastDecisionAt)).Round(time.Second))
 }
 
 func human(b int64) string {

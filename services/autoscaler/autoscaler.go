@@ -1,46 +1,100 @@
-// Package autoscaler is the service that will turn live load (ongoing and
-// queued requests, JetStream consumer lag) into desired replica counts.
-// For now it starts, connects to NATS, opens the shared buckets, serves
-// /metrics and /healthz, and observes the load reports and router stats it
-// will scale on, exporting what it sees as metrics. It makes no decision
-// yet: scaling decisions belong to the autoscaling issue.
+// Package autoscaler is the service that turns live load into desired
+// replica counts. Every instance listens to the load replicas push
+// (LoadReport: ongoing requests) and the queues routers push (RouterStats);
+// one instance, elected with the "autoscaler" lease, decides: per
+// deployment with an autoscaling_config it averages ongoing+queued
+// requests over look_back_period, applies Ray Serve's policy (see
+// internal/decide) and writes each decision as a protocol.ScaleDecision
+// into the Scale bucket, which the scheduler reconciles to. A standby
+// takes over when the leader goes, reading the decisions back.
+//
+// Signals are pluggable (internal/signals.Source): sync traffic is built
+// in; async work (JetStream consumer lag) plugs in beside it.
 //
 // Run owns every goroutine it starts and returns after they end.
 package autoscaler
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
+	"os"
+	"time"
 
+	"github.com/jetserve/jetserve/pkg/lease"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/services/autoscaler/internal/control"
+	"github.com/jetserve/jetserve/services/autoscaler/internal/signals"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 )
+
+// LeaseKey is the Leases-bucket key the autoscaler instances contend for.
+const LeaseKey = "autoscaler"
 
 // Config is the autoscaler's configuration.
 type Config struct {
 	service.Common `koanf:",squash"`
+	// ID names this instance in the lease and logs.
+	ID string `koanf:"id"`
+	// Interval is the decision loop's tick; each deployment is sampled at
+	// its own metrics_interval, decided on every tick.
+	Interval time.Duration `koanf:"interval"`
+	// Warmup is how long a newly elected leader only collects load before
+	// it decides (a cold start from zero acts at once regardless).
+	Warmup time.Duration `koanf:"warmup"`
+	// StaleAfter is how old a replica's or router's report may be and
+	// still count.
+	StaleAfter time.Duration `koanf:"stale_after"`
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Common: service.DefaultCommon(":9104")}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "autoscaler"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return Config{Common: service.DefaultCommon(":9104"), ID: host + "-" + hex.EncodeToString(b[:]),
+		Interval: 100 * time.Millisecond, Warmup: 2 * time.Second, StaleAfter: 3 * time.Second}
 }
 
-// Validate checks the configuration.
-func (c Config) Validate() error { return c.Common.Validate() }
+// Validate checks the configuration; errors name the option.
+func (c Config) Validate() error {
+	errs := []error{c.Common.Validate()}
+	if c.ID == "" {
+		errs = append(errs, errors.New("id: is required"))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("interval: must be > 0, got %s", c.Interval))
+	}
+	if c.Warmup < 0 {
+		errs = append(errs, fmt.Errorf("warmup: must be >= 0, got %s", c.Warmup))
+	}
+	if c.StaleAfter <= 0 {
+		errs = append(errs, fmt.Errorf("stale_after: must be > 0, got %s", c.StaleAfter))
+	}
+	if _, err := protocol.NewNames(c.NATS.Prefix); err != nil {
+		errs = append(errs, fmt.Errorf("nats.prefix: %w", err))
+	}
+	return errors.Join(errs...)
+}
 
 // CommonConfig returns the shared part.
 func (c Config) CommonConfig() service.Common { return c.Common }
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, cfg Config, deps service.Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	log := deps.Log.With().Str("autoscaler_id", cfg.ID).Logger()
 	cleanup, err := deps.Prepare(ctx, cfg.Common, "autoscaler")
 	if err != nil {
 		return err
@@ -54,75 +108,54 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if _, err := service.OpenBuckets(ctx, js, names); err != nil {
+	buckets, err := service.OpenBuckets(ctx, js, names)
+	if err != nil {
 		return err
 	}
-	o := newObserver(deps.Metrics)
-	sub, err := deps.NC.Subscribe(names.LoadWildcard(), o.onLoad)
+
+	kick := make(chan struct{}, 1)
+	syncSrc := signals.NewSync(cfg.StaleAfter, func(string, string) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	})
+	sub, err := deps.NC.Subscribe(names.LoadWildcard(), func(m *nats.Msg) {
+		var r protocol.LoadReport
+		if json.Unmarshal(m.Data, &r) == nil {
+			syncSrc.OnLoad(r, time.Now())
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("subscribe load reports: %w", err)
 	}
-	rsub, err := deps.NC.Subscribe(names.RouterStatsSubject(), o.onRouterStats)
+	defer sub.Unsubscribe() //nolint:errcheck // best effort on the way out
+	rsub, err := deps.NC.Subscribe(names.RouterStatsSubject(), func(m *nats.Msg) {
+		var s protocol.RouterStats
+		if json.Unmarshal(m.Data, &s) == nil {
+			syncSrc.OnRouterStats(s, time.Now())
+		}
+	})
 	if err != nil {
-		_ = sub.Unsubscribe()
 		return fmt.Errorf("subscribe router stats: %w", err)
 	}
-	deps.Log.Info().Msg("autoscaler observing load (no scaling decisions yet)")
+	defer rsub.Unsubscribe() //nolint:errcheck // best effort on the way out
+
+	// Async work plugs in here: a signals.Source whose Sample returns, per
+	// deployment, the backlog (num_pending + num_ack_pending) of its job
+	// consumers, polled once per interval by its own goroutine in g.
+	ctl := control.New(control.Options{Buckets: buckets, Sources: []signals.Source{syncSrc}, Forget: syncSrc.Forget,
+		Kick: kick, Interval: cfg.Interval, Warmup: cfg.Warmup, Log: log, Metrics: control.NewMetrics(deps.Metrics)})
+	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
+	g.Go(func() error { return elector.Run(gctx, ctl.Lead) })
+	log.Info().Str("ops_addr", cfg.OpsAddr).Msg("autoscaler started")
 	err = g.Wait()
-	_ = sub.Unsubscribe()
-	_ = rsub.Unsubscribe()
+	log.Info().Msg("autoscaler stopped")
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
-}
-
-// observer keeps the latest load per replica and queue per router.
-type observer struct {
-	ongoing *prometheus.GaugeVec
-	queued  *prometheus.GaugeVec
-	mu      sync.Mutex
-	// perRouter is guarded by mu: router id → deployment key → queued.
-	perRouter map[string]map[string]int
-}
-
-func newObserver(reg prometheus.Registerer) *observer {
-	o := &observer{
-		ongoing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jetserve_autoscaler_observed_ongoing_requests",
-			Help: "Ongoing requests per replica as last reported to the autoscaler."}, []string{"app", "deployment", "replica"}),
-		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jetserve_autoscaler_observed_queued_requests",
-			Help: "Requests queued at routers per deployment as last reported to the autoscaler."}, []string{"deployment"}),
-		perRouter: map[string]map[string]int{},
-	}
-	reg.MustRegister(o.ongoing, o.queued)
-	return o
-}
-
-func (o *observer) onLoad(m *nats.Msg) {
-	var r protocol.LoadReport
-	if json.Unmarshal(m.Data, &r) != nil {
-		return
-	}
-	o.ongoing.WithLabelValues(r.App, r.Deployment, r.ReplicaID).Set(float64(r.Ongoing))
-}
-
-func (o *observer) onRouterStats(m *nats.Msg) {
-	var s protocol.RouterStats
-	if json.Unmarshal(m.Data, &s) != nil {
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.perRouter[s.RouterID] = s.Queued
-	total := map[string]int{}
-	for _, q := range o.perRouter {
-		for k, n := range q {
-			total[k] += n
-		}
-	}
-	for k, n := range total {
-		o.queued.WithLabelValues(k).Set(float64(n))
-	}
 }

@@ -32,7 +32,7 @@ func Version(d config.Deployment) string {
 	d.RequestTimeout = 0
 	d.AutoscalingConfig = nil // lightweight, as in Ray: no restart
 	d.AsyncMethods = nil      // job settings live in streams and consumers
-	b, _ := json.Marshal(d) // maps marshal with sorted keys: stable
+	b, _ := json.Marshal(d)   // maps marshal with sorted keys: stable
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
@@ -119,6 +119,36 @@ type Input struct {
 	Now          time.Time
 	// NewID makes replica IDs; nil = plan.NewID.
 	NewID func(app, dep, version string) string
+	// Scale holds the autoscaler's decisions by Key(app, deployment); they
+	// set the replica count of deployments with an autoscaling_config.
+	Scale map[string]protocol.ScaleDecision
+}
+
+// Desired is the replica count a deployment asks for: the autoscaler's
+// decision for an autoscaled deployment that has one, else Replicas().
+func (in Input) Desired(app string, d config.Deployment) int {
+	if d.AutoscalingConfig != nil {
+		if dec, ok := in.Scale[Key(app, d.Name)]; ok {
+			return dec.Desired
+		}
+	}
+	return d.Replicas()
+}
+
+// Target is the replica count the scheduler converges to: Desired,
+// clamped to the autoscaling bounds (a decision made before the bounds
+// changed does not escape them).
+func (in Input) Target(app string, d config.Deployment) int {
+	n := in.Desired(app, d)
+	if ac := d.AutoscalingConfig; ac != nil {
+		if ac.MinReplicas != nil {
+			n = max(n, *ac.MinReplicas)
+		}
+		if ac.MaxReplicas > 0 {
+			n = min(n, ac.MaxReplicas)
+		}
+	}
+	return n
 }
 
 // Event is something a pass did, for logs.
@@ -227,7 +257,7 @@ func Step(prev State, in Input) (State, Result) {
 				r.Spec.UserConfig = uc
 				r.Labels = d.Resources.Labels
 			}
-			target := d.Replicas()
+			target := in.Target(app.Name, d)
 			add := func() {
 				id := newID(app.Name, d.Name, ver)
 				r := &Replica{

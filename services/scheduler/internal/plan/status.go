@@ -42,7 +42,7 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 		for _, d := range app.Deployments {
 			k := Key(app.Name, d.Name)
 			ver := Version(d)
-			target := d.Replicas()
+			target := in.Target(app.Name, d)
 			if prev, ok := st.Targets[k]; ok && prev != target {
 				if target > prev {
 					st.Scaling[k] = protocol.DeploymentUpscaling
@@ -78,6 +78,17 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			}
 			for _, rec := range stopping[k] {
 				ds.Replicas = append(ds.Replicas, stoppingStatus(rec))
+			}
+			ds.CurrentReplicas, ds.DesiredReplicas = running, in.Desired(app.Name, d)
+			if ac := d.AutoscalingConfig; ac != nil {
+				as := &protocol.AutoscalingStatus{MaxReplicas: ac.MaxReplicas, TargetOngoingRequests: ac.TargetOngoingRequests}
+				if ac.MinReplicas != nil {
+					as.MinReplicas = *ac.MinReplicas
+				}
+				if dec, ok := in.Scale[k]; ok {
+					as.Load, as.LastReason, as.LastMessage, as.LastDecisionAt = dec.Load, dec.Reason, dec.Message, dec.At
+				}
+				ds.Autoscaling = as
 			}
 			msg := fmt.Sprintf("%d/%d replicas running", running, target)
 			if len(reasons) > 0 {

@@ -1,5 +1,5 @@
 // Package reconcile is the leading scheduler's control loop. Lead watches
-// the Apps, Workers and Replicas buckets, runs a plan.Step on every change
+// the Apps, Workers, Replicas and Scale (autoscaler decisions) buckets, runs a plan.Step on every change
 // (coalesced) and on a periodic tick, writes each worker's assignment to
 // the Assignments bucket only when it changed, health-checks RUNNING
 // replicas over NATS and writes the fleet status to the Status bucket.
@@ -80,8 +80,9 @@ type leader struct {
 	appJSON    map[string]string
 	deployedAt map[string]time.Time
 	workers    map[string]protocol.WorkerInfo
-	records    map[string]protocol.ReplicaInfo // by KV key
-	written    map[string][]byte               // assignment last written, by worker key
+	records    map[string]protocol.ReplicaInfo   // by KV key
+	scale      map[string]protocol.ScaleDecision // by plan.Key, from the Scale bucket
+	written    map[string][]byte                 // assignment last written, by worker key
 	lastStatus []byte
 	statusAt   time.Time
 
@@ -103,6 +104,7 @@ func (r *Reconciler) Lead(ctx context.Context, epoch uint64) {
 	l := &leader{Reconciler: r, epoch: epoch, log: log, st: plan.NewState(),
 		cfg: config.ServeConfig{}, appJSON: map[string]string{}, deployedAt: map[string]time.Time{},
 		workers: map[string]protocol.WorkerInfo{}, records: map[string]protocol.ReplicaInfo{}, written: map[string][]byte{},
+		scale:    map[string]protocol.ScaleDecision{},
 		failures: map[string]int{}, lastCheck: map[string]time.Time{}, checking: map[string]bool{}, replace: map[string]string{},
 		results: make(chan healthResult, 64)}
 	defer func() {
@@ -141,8 +143,13 @@ func (l *leader) run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = replicasW.Stop() }()
+	scaleW, err := watch(b.Scale)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = scaleW.Stop() }()
 
-	var appsSynced, workersSynced, replicasSynced, armed bool
+	var appsSynced, workersSynced, replicasSynced, scaleSynced, armed bool
 	tick := time.NewTicker(l.o.Interval)
 	defer tick.Stop()
 	htick := time.NewTicker(healthTick)
@@ -156,7 +163,7 @@ func (l *leader) run(ctx context.Context) error {
 			kick.Reset(coalesce)
 		}
 	}
-	synced := func() bool { return appsSynced && workersSynced && replicasSynced }
+	synced := func() bool { return appsSynced && workersSynced && replicasSynced && scaleSynced }
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,6 +196,16 @@ func (l *leader) run(ctx context.Context) error {
 				replicasSynced = true
 			} else {
 				l.onReplica(e)
+			}
+			dirty()
+		case e, ok := <-scaleW.Updates():
+			if !ok {
+				return errors.New("scale watcher closed")
+			}
+			if e == nil {
+				scaleSynced = true
+			} else {
+				l.onScale(e)
 			}
 			dirty()
 		case <-kick.C:
@@ -322,6 +339,29 @@ func (l *leader) onReplica(e jetstream.KeyValueEntry) {
 	l.records[e.Key()] = r
 }
 
+// onScale keeps the autoscaler's latest decision per deployment.
+func (l *leader) onScale(e jetstream.KeyValueEntry) {
+	if deleted(e) {
+		for k, d := range l.scale {
+			if protocol.ScaleKey(d.App, d.Deployment) == e.Key() {
+				delete(l.scale, k)
+			}
+		}
+		return
+	}
+	var d protocol.ScaleDecision
+	if err := json.Unmarshal(e.Value(), &d); err != nil || d.App == "" || d.Deployment == "" {
+		l.log.Warn().Err(err).Str("key", e.Key()).Msg("skip undecodable scale decision")
+		return
+	}
+	k := plan.Key(d.App, d.Deployment)
+	if prev, ok := l.scale[k]; !ok || prev.Desired != d.Desired {
+		l.log.Info().Str("app", d.App).Str("deployment", d.Deployment).Int("desired", d.Desired).
+			Str("reason", string(d.Reason)).Msg("autoscaler decision")
+	}
+	l.scale[k] = d
+}
+
 func (l *leader) recordsByID() map[string]protocol.ReplicaInfo {
 	m := make(map[string]protocol.ReplicaInfo, len(l.records))
 	for _, r := range l.records {
@@ -337,7 +377,7 @@ func (l *leader) pass(ctx context.Context) {
 	start := time.Now()
 	defer func() { l.o.Metrics.ReconcileDuration.Observe(time.Since(start).Seconds()) }()
 	in := plan.Input{Config: l.cfg, Workers: l.workers, Records: l.recordsByID(), Replace: l.replace,
-		StartTimeout: l.o.StartTimeout, Now: start}
+		StartTimeout: l.o.StartTimeout, Now: start, Scale: l.scale}
 	next, res := plan.Step(l.st, in)
 	for _, ev := range res.Events {
 		lg := l.log.Info()

@@ -1,0 +1,27 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+)
+
+func TestStatusTableShowsScaling(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	st := protocol.Status{Leader: "s1", UpdatedAt: now, Applications: map[string]protocol.AppStatus{"a": {Name: "a", RoutePrefix: "/a",
+		Status: protocol.AppDeploying, Deployments: map[string]protocol.DeploymentStatus{
+			"auto": {Name: "auto", Status: protocol.DeploymentUpscaling, TargetReplicas: 4, CurrentReplicas: 2, DesiredReplicas: 5,
+				Autoscaling: &protocol.AutoscalingStatus{MaxReplicas: 4, LastReason: protocol.ScaleUp, LastDecisionAt: now.Add(-12 * time.Second)}},
+			"fixed": {Name: "fixed", Status: protocol.DeploymentHealthy, TargetReplicas: 1, CurrentReplicas: 1, DesiredReplicas: 1},
+		}}}}
+	var b strings.Builder
+	writeStatusTable(&b, st)
+	out := b.String()
+	for _, want := range []string{"CUR/DES/TGT", "LAST SCALING", "UPSCALING", "2/5/4", "upscale 12s ago", "1/1/1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("writeStatusTable() =\n%s\nwant it to contain %q", out, want)
+		}
+	}
+}
