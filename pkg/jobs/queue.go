@@ -135,7 +135,7 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 	lease := m.LeaseTimeout.D()
 	retention := m.Retention.D()
 	desc := fmt.Sprintf("jetserve jobs of %s/%s (deployment %s)", app, m.Name, deployment)
-	stream, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := q.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        q.names.Stream(app, m.Name),
 		Description: desc,
 		Subjects:    []string{q.names.JobWildcard(app, m.Name)},
@@ -148,7 +148,7 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 	if err != nil {
 		return nil, fmt.Errorf("job stream: %w", err)
 	}
-	if _, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	if err := ensureConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:       Consumer,
 		Description:   desc,
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -160,7 +160,7 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 	}); err != nil {
 		return nil, fmt.Errorf("job consumer: %w", err)
 	}
-	kv, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := q.ensureKV(ctx, jetstream.KeyValueConfig{
 		Bucket:      q.names.Records(app, m.Name),
 		Description: desc,
 		History:     1,
@@ -170,7 +170,7 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 	if err != nil {
 		return nil, fmt.Errorf("job records bucket: %w", err)
 	}
-	obj, err := q.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	obj, err := q.ensureObjects(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      q.names.Objects(app, m.Name),
 		Description: desc,
 		TTL:         retention,
@@ -179,7 +179,7 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 	if err != nil {
 		return nil, fmt.Errorf("job object store: %w", err)
 	}
-	dlq, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	dlq, err := q.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        q.names.DLQStream(),
 		Description: "jetserve dead-lettered jobs",
 		Subjects:    []string{q.names.Prefix() + ".dlq.>"},
@@ -753,4 +753,70 @@ func (q *Queue) Requeue(ctx context.Context, app, method, id string) (Record, er
 		}
 		return r, nil
 	}
+}
+
+// The ensure helpers create what is missing and update only what differs:
+// every instance of every service calls Ensure, and a needless update is a
+// meta-layer operation (and, on nats-server 2.15.2, an update racing a
+// consumer create on the same stream is a data race inside the server).
+
+func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := q.js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s, err = q.js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return q.js.Stream(ctx, cfg.Name)
+		}
+		return s, err
+	case err != nil:
+		return nil, err
+	}
+	have := s.CachedInfo().Config
+	if have.MaxMsgs == cfg.MaxMsgs && have.MaxAge == cfg.MaxAge && have.Description == cfg.Description &&
+		slices.Equal(have.Subjects, cfg.Subjects) && have.Duplicates == cfg.Duplicates {
+		return s, nil
+	}
+	return q.js.UpdateStream(ctx, cfg)
+}
+
+func ensureConsumer(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig) error {
+	c, err := s.Consumer(ctx, cfg.Durable)
+	if err == nil {
+		have := c.CachedInfo().Config
+		if have.AckWait == cfg.AckWait && have.MaxAckPending == cfg.MaxAckPending && have.FilterSubject == cfg.FilterSubject &&
+			have.Description == cfg.Description {
+			return nil
+		}
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return err
+	}
+	_, err = s.CreateOrUpdateConsumer(ctx, cfg)
+	return err
+}
+
+func (q *Queue) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := q.js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		st, err := kv.Status(ctx)
+		if err == nil && st.TTL() == cfg.TTL && st.History() == int64(max(cfg.History, 1)) {
+			return kv, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, err
+	}
+	return q.js.CreateOrUpdateKeyValue(ctx, cfg)
+}
+
+func (q *Queue) ensureObjects(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	obj, err := q.js.ObjectStore(ctx, cfg.Bucket)
+	if err == nil {
+		st, err := obj.Status(ctx)
+		if err == nil && st.TTL() == cfg.TTL {
+			return obj, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, err
+	}
+	return q.js.CreateOrUpdateObjectStore(ctx, cfg)
 }

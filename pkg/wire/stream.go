@@ -22,18 +22,26 @@ type StreamSink interface {
 // and every chunk to sink in order as they arrive. It returns when the
 // replica's final reply has come and every chunk it announced was delivered.
 func (c *Caller) Stream(ctx context.Context, app, deployment string, req *serve.Request, sink StreamSink) error {
-	inbox := c.nc.NewRespInbox()
+	m := EncodeRequest(c.names.RouteSubject(app, deployment), req)
+	ctx, cancel := c.withDeadline(ctx, m)
+	defer cancel()
+	return StreamVia(ctx, c.nc, m, sink, c.nc.RequestMsgWithContext)
+}
+
+// StreamVia runs the caller side of a stream for the encoded request m
+// (deadline set): it subscribes an inbox on nc, names it in HdrStream,
+// sends m with send (which returns the final reply) and delivers head and
+// chunks to sink in order.
+func StreamVia(ctx context.Context, nc *nats.Conn, m *nats.Msg, sink StreamSink,
+	send func(context.Context, *nats.Msg) (*nats.Msg, error)) error {
+	inbox := nc.NewRespInbox()
 	msgs := make(chan *nats.Msg, 256)
-	sub, err := c.nc.ChanSubscribe(inbox, msgs)
+	sub, err := nc.ChanSubscribe(inbox, msgs)
 	if err != nil {
 		return fmt.Errorf("subscribe stream inbox: %w", err)
 	}
 	defer sub.Unsubscribe() //nolint:errcheck // best effort on the way out
-
-	m := EncodeRequest(c.names.RouteSubject(app, deployment), req)
 	m.Header.Set(protocol.HdrStream, inbox)
-	ctx, cancel := c.withDeadline(ctx, m)
-	defer cancel()
 
 	type result struct {
 		msg *nats.Msg
@@ -41,7 +49,7 @@ func (c *Caller) Stream(ctx context.Context, app, deployment string, req *serve.
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := c.nc.RequestMsgWithContext(ctx, m)
+		r, err := send(ctx, m)
 		done <- result{r, err}
 	}()
 

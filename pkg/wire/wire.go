@@ -166,14 +166,23 @@ func (c *Caller) Call(ctx context.Context, app, deployment string, req *serve.Re
 }
 
 func (c *Caller) withDeadline(ctx context.Context, m *nats.Msg) (context.Context, context.CancelFunc) {
+	return WithDeadline(ctx, m, c.DefaultTimeout)
+}
+
+// WithDeadline bounds ctx by def when it has no deadline and writes the
+// deadline into m's HdrDeadline header.
+func WithDeadline(ctx context.Context, m *nats.Msg, def time.Duration) (context.Context, context.CancelFunc) {
 	var cancel context.CancelFunc = func() {}
 	if _, ok := ctx.Deadline(); !ok {
-		ctx, cancel = context.WithTimeout(ctx, c.DefaultTimeout)
+		ctx, cancel = context.WithTimeout(ctx, def)
 	}
 	dl, _ := ctx.Deadline()
 	m.Header.Set(protocol.HdrDeadline, strconv.FormatInt(dl.UnixMilli(), 10))
 	return ctx, cancel
 }
+
+// TransportError maps a NATS request error to a *serve.Error.
+func TransportError(err error) error { return transportError(err) }
 
 func transportError(err error) error {
 	switch {

@@ -57,6 +57,7 @@ func BenchmarkIngress(b *testing.B) {
 	}
 
 	cfg := DefaultConfig()
+	cfg.Router = RouterService // the fake router answers on the route subjects
 	addrc := make(chan net.Addr, 1)
 	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }
 	ctx, cancel := context.WithCancel(context.Background())

@@ -32,12 +32,14 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/ingress/internal/gateway"
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 )
@@ -57,6 +59,12 @@ type Config struct {
 	RequestTimeout time.Duration `koanf:"request_timeout"`
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
 	DrainTimeout time.Duration `koanf:"drain_timeout"`
+	// Router picks how requests reach replicas: "embedded" (default) runs
+	// a router inside the ingress (pkg/routing) and sends each request
+	// straight to the chosen replica — one NATS round trip, as Ray Serve's
+	// proxies route themselves; "service" sends it to the router service's
+	// queue group (one more hop).
+	Router string `koanf:"router"`
 
 	// HTTPReady, if set, is told the HTTP listener's address once it
 	// listens (tests, and `jetserve dev` with port 0). Not configurable.
@@ -71,8 +79,15 @@ func DefaultConfig() Config {
 		MaxBodyBytes:   DefaultMaxBodyBytes,
 		RequestTimeout: 60 * time.Second,
 		DrainTimeout:   30 * time.Second,
+		Router:         RouterEmbedded,
 	}
 }
+
+// Router modes.
+const (
+	RouterEmbedded = "embedded"
+	RouterService  = "service"
+)
 
 // Validate checks the configuration; errors name the option.
 func (c Config) Validate() error {
@@ -85,6 +100,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("request_timeout: must be positive"))
+	}
+	if c.Router != RouterEmbedded && c.Router != RouterService {
+		errs = append(errs, fmt.Errorf("router: must be %q or %q, got %q", RouterEmbedded, RouterService, c.Router))
 	}
 	if c.DrainTimeout < 0 {
 		errs = append(errs, errors.New("drain_timeout: must not be negative"))
@@ -139,8 +157,45 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		}
 		return nil
 	})
-	caller := wire.NewCaller(deps.NC, names)
-	caller.DefaultTimeout = cfg.RequestTimeout
+	var caller gateway.Caller
+	var embedded *routing.Router
+	routerLoaded := make(chan struct{})
+	if cfg.Router == RouterEmbedded {
+		rm, err := routing.NewMetrics(deps.Metrics)
+		if err != nil {
+			return fmt.Errorf("register router metrics: %w", err)
+		}
+		embedded = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log, Metrics: rm})
+		if err := embedded.Start(false); err != nil {
+			return err
+		}
+		c := embedded.NewCaller()
+		c.DefaultTimeout = cfg.RequestTimeout
+		caller = c
+		deps.Health.Add("router", func() error {
+			select {
+			case <-routerLoaded:
+				return nil
+			default:
+				return errors.New("embedded router has not loaded replicas and config")
+			}
+		})
+	} else {
+		c := wire.NewCaller(deps.NC, names)
+		c.DefaultTimeout = cfg.RequestTimeout
+		caller = c
+		close(routerLoaded)
+	}
+	ready = func(base func() error) func() error {
+		return func() error {
+			select {
+			case <-routerLoaded:
+			default:
+				return errors.New("router not loaded")
+			}
+			return base()
+		}
+	}(ready)
 	h := gateway.New(gateway.Options{
 		Caller:         caller,
 		Routes:         table.Load,
@@ -170,9 +225,23 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		}
 		return err
 	})
+	if embedded != nil {
+		g.Go(func() error {
+			err := embedded.Follow(wctx, routing.FollowOptions{Buckets: buckets, ID: "ingress-" + nuid.Next()[:8],
+				Log: deps.Log, Loaded: routerLoaded})
+			if wctx.Err() != nil {
+				return nil
+			}
+			return err
+		})
+	}
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
 	g.Go(func() error {
 		defer stopWatch()
+		if embedded != nil {
+			// After the HTTP server drained: answer anything left.
+			defer embedded.Drain(time.Second)
+		}
 		return service.ServeHTTP(gctx, cfg.HTTPAddr, h, cfg.DrainTimeout, func(a net.Addr) {
 			deps.Log.Info().Str("addr", a.String()).Msg("ingress listening")
 			if cfg.HTTPReady != nil {

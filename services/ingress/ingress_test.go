@@ -132,6 +132,7 @@ func (f *fleet) do(t *testing.T, method, path, body string) (int, http.Header, s
 
 func TestIngress(t *testing.T) {
 	cfg := DefaultConfig()
+	cfg.Router = RouterService // the fake router answers on the route subjects
 	cfg.MaxBodyBytes = 1024
 	f := startFleet(t, cfg)
 

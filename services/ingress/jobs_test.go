@@ -70,6 +70,7 @@ func startJobsFleet(t *testing.T) *jobsFleet {
 	gate := make(chan struct{})
 	fakeRouter(t, nc, names, gate)
 	cfg := DefaultConfig()
+	cfg.Router = RouterService // the fake router answers on the route subjects
 	cfg.MaxBodyBytes = 1024
 	addrc := make(chan net.Addr, 1)
 	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }

@@ -21,19 +21,15 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
-	"github.com/jetserve/jetserve/services/router/internal/dispatch"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
-	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -122,12 +118,12 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	if err != nil {
 		return err
 	}
-	metrics, err := dispatch.NewMetrics(deps.Metrics)
+	metrics, err := routing.NewMetrics(deps.Metrics)
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	changed := make(chan struct{}, 1)
-	rt := dispatch.New(dispatch.Options{
+	rt := routing.New(routing.Options{
 		NC: deps.NC, Names: names, Log: log, Metrics: metrics,
 		DefaultTimeout:     cfg.DefaultRequestTimeout,
 		MaxAttempts:        cfg.Retry.MaxAttempts,
@@ -140,39 +136,24 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		},
 	})
 
-	// Watch state first and take traffic once the initial state is loaded.
+	// Follow state first and take traffic once the initial state is loaded.
 	wctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	g, gctx := errgroup.WithContext(wctx)
-	replicasLoaded := make(chan struct{})
-	configLoaded := make(chan struct{})
-	g.Go(func() error { return watchReplicas(gctx, buckets.Replicas, rt, replicasLoaded) })
-	g.Go(func() error { return watchConfig(gctx, buckets.Apps, rt, log, configLoaded) })
-	loadSub, err := deps.NC.Subscribe(names.LoadWildcard(), func(m *nats.Msg) {
-		var rep protocol.LoadReport
-		if err := json.Unmarshal(m.Data, &rep); err != nil {
-			log.Warn().Err(err).Str("subject", m.Subject).Msg("bad load report")
-			return
-		}
-		rt.SetLoad(rep)
+	loaded := make(chan struct{})
+	g.Go(func() error {
+		return rt.Follow(gctx, routing.FollowOptions{Buckets: buckets, ID: id, StatsInterval: cfg.StatsInterval,
+			Log: log, Loaded: loaded, Changed: changed})
 	})
-	if err != nil {
+	select {
+	case <-loaded:
+	case <-gctx.Done():
+		return waitErr(g.Wait())
+	case <-ctx.Done():
 		stopWatch()
-		_ = g.Wait()
-		return fmt.Errorf("subscribe load reports: %w", err)
+		return waitErr(g.Wait())
 	}
-	defer loadSub.Unsubscribe() //nolint:errcheck // best effort on the way out
-	for _, ch := range []chan struct{}{replicasLoaded, configLoaded} {
-		select {
-		case <-ch:
-		case <-gctx.Done():
-			return waitErr(g.Wait())
-		case <-ctx.Done():
-			stopWatch()
-			return waitErr(g.Wait())
-		}
-	}
-	if err := rt.Start(); err != nil {
+	if err := rt.Start(true); err != nil {
 		stopWatch()
 		_ = g.Wait()
 		return err
@@ -180,9 +161,6 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	log.Info().Str("subject", names.RouteWildcard()).Msg("router serving")
 
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
-	g.Go(func() error {
-		return publishStats(gctx, deps.NC, names.RouterStatsSubject(), id, rt, cfg.StatsInterval, changed, log)
-	})
 	g.Go(func() error {
 		select {
 		case <-ctx.Done():
@@ -200,121 +178,4 @@ func waitErr(err error) error {
 		return nil
 	}
 	return err
-}
-
-// watchReplicas feeds the Replicas bucket to rt; loaded is closed after the
-// initial values. It also drops replicas whose records stop being refreshed,
-// in case an expiry marker is missed.
-func watchReplicas(ctx context.Context, kv jetstream.KeyValue, rt *dispatch.Router, loaded chan struct{}) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch replicas: %w", err)
-	}
-	defer w.Stop() //nolint:errcheck // best effort on the way out
-	sweep := time.NewTicker(service.HeartbeatInterval)
-	defer sweep.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-sweep.C:
-			rt.ExpireReplicas(service.ReplicaTTL + service.HeartbeatInterval)
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch replicas: watcher closed")
-			}
-			if e == nil {
-				if loaded != nil {
-					close(loaded)
-					loaded = nil
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				rt.DeleteReplicaKey(e.Key())
-				continue
-			}
-			var info protocol.ReplicaInfo
-			if err := json.Unmarshal(e.Value(), &info); err != nil || info.ID == "" {
-				continue
-			}
-			rt.SetReplica(info, false)
-		}
-	}
-}
-
-// watchConfig feeds the Apps bucket key "config" to rt.
-func watchConfig(ctx context.Context, kv jetstream.KeyValue, rt *dispatch.Router, log zerolog.Logger, loaded chan struct{}) error {
-	w, err := kv.Watch(ctx, "config")
-	if err != nil {
-		return fmt.Errorf("watch config: %w", err)
-	}
-	defer w.Stop() //nolint:errcheck // best effort on the way out
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch config: watcher closed")
-			}
-			if e == nil {
-				if loaded != nil {
-					close(loaded)
-					loaded = nil
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				rt.SetConfig(config.ServeConfig{})
-				continue
-			}
-			var sc config.ServeConfig
-			if err := json.Unmarshal(e.Value(), &sc); err != nil {
-				log.Warn().Err(err).Uint64("revision", e.Revision()).Msg("bad serve config in apps bucket")
-				continue
-			}
-			rt.SetConfig(sc)
-		}
-	}
-}
-
-// publishStats publishes RouterStats every interval and, coalesced to at
-// most one per 20 ms, whenever a queue changed.
-func publishStats(ctx context.Context, nc *nats.Conn, subject, id string, rt *dispatch.Router,
-	interval time.Duration, changed <-chan struct{}, log zerolog.Logger) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	var last time.Time
-	var hold <-chan time.Time
-	pub := func() {
-		b, err := json.Marshal(protocol.RouterStats{RouterID: id, Queued: rt.Queued(), At: time.Now().UTC()})
-		if err == nil {
-			err = nc.Publish(subject, b)
-		}
-		if err != nil {
-			log.Warn().Err(err).Msg("publish router stats")
-		}
-		last = time.Now()
-	}
-	const minGap = 20 * time.Millisecond
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			pub()
-		case <-changed:
-			if wait := minGap - time.Since(last); wait > 0 {
-				if hold == nil {
-					hold = time.After(wait)
-				}
-				continue
-			}
-			pub()
-		case <-hold:
-			hold = nil
-			pub()
-		}
-	}
 }

@@ -1,7 +1,13 @@
-// Package dispatch is the router's data plane: it takes sync requests from
-// the route subjects, picks a replica by power-of-two-choices on live load,
-// forwards the request to the replica's call endpoint and relays the reply
-// verbatim to the caller.
+// Package routing is jetserve's request router as a library: it picks a
+// replica for each sync request by power-of-two-choices on live load,
+// forwards the request to the replica's call endpoint and hands the reply
+// back verbatim. The router service runs it on the route subjects (queue
+// group, for deployment handles and any NATS caller); the ingress embeds
+// one and dispatches in-process (Dispatch, Caller), so an HTTP request
+// costs one NATS round trip to the replica, like Ray Serve's per-proxy
+// router. Follow keeps a Router fed with replicas, load reports and the
+// applied config. max_queued_requests is therefore per router, as in Ray
+// (per caller).
 //
 // No goroutine is started per request. The route subscription's callback
 // picks and publishes (with a reply subject on the router's own inbox); the
@@ -15,7 +21,7 @@
 // Concurrency: every method of Router is safe for concurrent use. Each
 // deployment's state is guarded by its own mutex; the table of in-flight
 // requests by another, never held while taking a deployment's.
-package dispatch
+package routing
 
 import (
 	"fmt"
@@ -29,8 +35,8 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/routing/p2c"
 	"github.com/jetserve/jetserve/pkg/wire"
-	"github.com/jetserve/jetserve/services/router/internal/p2c"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 )
@@ -96,14 +102,18 @@ func New(o Options) *Router {
 	}
 }
 
-// Start subscribes to replies and then to the route subjects (queue group
-// protocol.RouterQueue).
-func (r *Router) Start() error {
+// Start subscribes to replies and then, when serveRoutes is set, to the
+// route subjects (queue group protocol.RouterQueue). A router embedded in
+// a caller (the ingress) takes requests through Dispatch only.
+func (r *Router) Start(serveRoutes bool) error {
 	var err error
 	if r.replySub, err = r.o.NC.Subscribe(r.inbox+".*", r.onReply); err != nil {
 		return fmt.Errorf("subscribe router inbox: %w", err)
 	}
 	r.replySub.SetPendingLimits(-1, -1) //nolint:errcheck // cannot fail on a fresh async subscription
+	if !serveRoutes {
+		return nil
+	}
 	if r.routeSub, err = r.o.NC.QueueSubscribe(r.o.Names.RouteWildcard(), protocol.RouterQueue, r.onRequest); err != nil {
 		_ = r.replySub.Unsubscribe()
 		return fmt.Errorf("subscribe %s: %w", r.o.Names.RouteWildcard(), err)
@@ -184,6 +194,7 @@ const (
 
 type request struct {
 	msg      *nats.Msg
+	done     func(h nats.Header, data []byte) // in-process caller; nil: reply to msg.Reply
 	d        *deployment
 	start    time.Time
 	deadline time.Time // zero: none
@@ -258,9 +269,25 @@ func (r *Router) onRequest(m *nats.Msg) {
 	if !ok || m.Header == nil {
 		return
 	}
+	r.dispatch(key, m, nil)
+}
+
+// Dispatch routes m (a request encoded by wire.EncodeRequest, with its
+// deadline header) to app/deployment in-process and calls done exactly
+// once with the answer's headers and data — the replica's reply, or an
+// error reply (queue_full, timeout, no_replicas…). done runs on a NATS
+// callback or timer goroutine and must not block.
+func (r *Router) Dispatch(app, deployment string, m *nats.Msg, done func(h nats.Header, data []byte)) {
+	if m.Header == nil {
+		m.Header = nats.Header{}
+	}
+	r.dispatch(depKey(app, deployment), m, done)
+}
+
+func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte)) {
 	d := r.deployment(key)
 	now := r.o.Now()
-	q := &request{msg: m, d: d, start: now}
+	q := &request{msg: m, d: d, start: now, done: done}
 	q.tried = q.triedBuf[:0]
 	d.m.requests.Inc()
 	r.active.Add(1)
@@ -633,7 +660,10 @@ func (r *Router) finish(q *request, h nats.Header, data []byte) {
 	if q.timer != nil {
 		q.timer.Stop()
 	}
-	if q.msg.Reply != "" {
+	switch {
+	case q.done != nil:
+		q.done(h, data)
+	case q.msg.Reply != "":
 		if err := r.o.NC.PublishMsg(&nats.Msg{Subject: q.msg.Reply, Header: h, Data: data}); err != nil {
 			r.o.Log.Warn().Err(err).Msg("relay reply")
 		}

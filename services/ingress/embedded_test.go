@@ -1,0 +1,101 @@
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// TestEmbeddedRouterSendsStraightToReplica runs the ingress with its
+// default embedded router against a replica that is only a NATS
+// subscriber on its call subject (no router service runs): the request
+// must reach it, and a replica at capacity must be retried on the other.
+func TestEmbeddedRouterSendsStraightToReplica(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	names, _ := protocol.NewNames("")
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	b, err := service.OpenBuckets(ctx, js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := config.Parse([]byte("applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(sc)
+	if _, err := b.Apps.Put(ctx, "config", raw); err != nil {
+		t.Fatal(err)
+	}
+	replica := func(id string, full bool) {
+		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
+			var r *nats.Msg
+			if full {
+				r = wire.ErrorMsg(503, protocol.ErrReplicaFull, "full")
+			} else {
+				req := wire.DecodeRequest(m)
+				r = wire.EncodeResponse(&serve.Response{Status: 200, Body: append([]byte(id+":"), req.Body...)})
+			}
+			r.Subject = m.Reply
+			_ = nc.PublishMsg(r)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
+			MaxOngoingRequests: 4, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
+		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("echo", "E", id), info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replica("good", false)
+	replica("busy", true)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := DefaultConfig()
+	addrc := make(chan net.Addr, 1)
+	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	inc := natstest.Conn(t, ns)
+	go func() { done <- Run(rctx, cfg, service.Deps{NC: inc, Log: zerolog.Nop()}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	}()
+	f := &fleet{base: "http://" + (<-addrc).String(), nc: nc}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if code, _, _ := f.do(t, "GET", "/-/healthz", ""); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ingress never became healthy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := range 20 {
+		code, _, body := f.do(t, "POST", "/echo/x", "hi")
+		if code != 200 || !strings.HasPrefix(body, "good:hi") {
+			t.Fatalf("request %d = %d %q, want 200 from the replica with room", i, code, body)
+		}
+	}
+}
