@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# make bench: the fleet (ingress → router → replica, each its own process)
-# side by side in one run with a raw net/http handler and raw HTTP → NATS
-# request-reply → responder, at concurrency 1 and 64; prints p50/p99,
-# requests/s and the ratios. wrk (Debian) is the c=64 load generator when it
+# make bench: (1) the fleet (ingress → replica, each its own process) side
+# by side in one run with a raw net/http handler and raw HTTP → NATS
+# request-reply → responder, at concurrency 1 and 64; (2) the job path vs a
+# raw JetStream loop; (3) autoscaling reaction and cold start. Prints
+# p50/p99, rates and the ratios. wrk (Debian) is the c=64 load generator when it
 # is installed: a Go client at 64 costs more CPU than the server on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +16,11 @@ if ! command -v wrk >/dev/null 2>&1; then
 		echo "bench: wrk not installed (apt-get install wrk), using the Go load generator"
 	fi
 fi
-cd e2e
-exec go test -run '^$' -bench 'FleetVsRaw' -benchtime "${BENCHTIME:-3000x}" -count=1 -timeout 20m ./
+echo "== sync requests: fleet vs raw HTTP vs raw HTTP→NATS"
+(cd e2e && go test -run '^$' -bench 'FleetVsRaw' -benchtime "${BENCHTIME:-3000x}" -count=1 -timeout 20m ./)
+echo
+echo "== async jobs: Submit → runner → SUCCEEDED vs a raw JetStream publish → pull → ack → KV put loop"
+(cd pkg && go test -run '^$' -bench 'BenchmarkJobs' -benchtime "${JOBS_BENCHTIME:-2000x}" -count=1 -timeout 20m ./jobs/)
+echo
+echo "== autoscaling: load step → first added replica serving; cold start from zero → first answer"
+(cd e2e && go test -run '^$' -bench 'Autoscale' -benchtime 3x -count=1 -timeout 20m ./)
