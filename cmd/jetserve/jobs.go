@@ -22,10 +22,14 @@ const jobsUsage = `Usage:
   jetserve jobs cancel ROUTE/METHOD ID
   jetserve jobs list   ROUTE/METHOD [--status S] [--limit N] [--cursor C]
   jetserve jobs watch  ROUTE/METHOD ID [--interval D]
+  jetserve jobs dead-letters APP METHOD [--nats URL] [--prefix P]
+  jetserve jobs requeue      APP METHOD ID [--nats URL] [--prefix P]
 
 ROUTE/METHOD is the application's route prefix and the async method, e.g.
 text/train. Every command takes --url (default $JETSERVE_URL or
-http://127.0.0.1:8000) and -o json for the raw answer.
+http://127.0.0.1:8000) and -o json for the raw answer. dead-letters and
+requeue are operator commands that talk to NATS directly (default
+$JETSERVE_NATS_URL or nats://127.0.0.1:4222).
 `
 
 // jobRecord is the part of the ingress's job record the CLI shows.
@@ -127,6 +131,9 @@ func runJobs(ctx context.Context, args []string, env map[string]string, stdin io
 		return nil
 	}
 	sub, rest := args[0], args[1:]
+	if sub == "dead-letters" || sub == "requeue" {
+		return runDLQ(ctx, sub, rest, env, stdout, stderr)
+	}
 	fs := flags("jobs "+sub, stderr)
 	def := env["JETSERVE_URL"]
 	if def == "" {
