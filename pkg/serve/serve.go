@@ -19,6 +19,8 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -172,6 +174,19 @@ type Init struct {
 	// GPUs are the device indices (as CUDA_VISIBLE_DEVICES counts them)
 	// the worker gave this replica; empty for a CPU-only replica.
 	GPUs []int
+}
+
+// Environ is the environment a deployment gives the child processes it
+// starts (a model server in another language, a CUDA program):
+// CUDA_VISIBLE_DEVICES set to the GPUs the scheduler assigned this replica
+// — empty, so that none is visible, when it was assigned none. A Go
+// deployment in the worker's process uses GPUs directly instead.
+func (i Init) Environ() []string {
+	s := make([]string, len(i.GPUs))
+	for k, n := range i.GPUs {
+		s[k] = strconv.Itoa(n)
+	}
+	return []string{"CUDA_VISIBLE_DEVICES=" + strings.Join(s, ",")}
 }
 
 // Handle returns a handle to another deployment of the same application.

@@ -110,3 +110,15 @@ func TestEffectiveAsyncMergesFieldByField(t *testing.T) {
 		t.Fatalf("extra = %+v, want config-only method with defaults", got[1])
 	}
 }
+
+func TestInitEnvironSetsCUDAVisibleDevices(t *testing.T) {
+	tests := []struct {
+		gpus []int
+		want string
+	}{{nil, "CUDA_VISIBLE_DEVICES="}, {[]int{0}, "CUDA_VISIBLE_DEVICES=0"}, {[]int{2, 0, 3}, "CUDA_VISIBLE_DEVICES=2,0,3"}}
+	for _, tc := range tests {
+		if got := (serve.Init{GPUs: tc.gpus}).Environ(); len(got) != 1 || got[0] != tc.want {
+			t.Errorf("Init{GPUs: %v}.Environ() = %q, want [%q]", tc.gpus, got, tc.want)
+		}
+	}
+}

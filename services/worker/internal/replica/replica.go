@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"reflect"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -178,17 +177,6 @@ func (r *Replica) Stop() { r.stopOnce.Do(func() { close(r.stop) }) }
 
 // Done is closed when the replica has stopped.
 func (r *Replica) Done() <-chan struct{} { return r.done }
-
-// CUDAVisibleDevices is the CUDA_VISIBLE_DEVICES value for a replica given
-// the GPUs indices: "0,2". For no GPUs it is "", which hides every device
-// from a CPU-only replica's process.
-func CUDAVisibleDevices(indices []int) string {
-	s := make([]string, len(indices))
-	for i, n := range indices {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, ",")
-}
 
 // InPlace reports whether a replica running cur can become next without a
 // restart: they differ at most in user_config, max_ongoing_requests and

@@ -9,22 +9,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 )
 
-func TestCUDAVisibleDevices(t *testing.T) {
-	tests := []struct {
-		in   []int
-		want string
-	}{
-		{nil, ""},
-		{[]int{0}, "0"},
-		{[]int{2, 0, 3}, "2,0,3"},
-	}
-	for _, tt := range tests {
-		if got := CUDAVisibleDevices(tt.in); got != tt.want {
-			t.Errorf("CUDAVisibleDevices(%v) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestInPlaceAndSameSpec(t *testing.T) {
 	base := protocol.ReplicaSpec{
 		ID: "r1", App: "a", Deployment: "d", Handler: "h", Version: "v1",
