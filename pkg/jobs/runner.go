@@ -638,7 +638,9 @@ func (a *attempt) finish(res any, err, cause error) {
 				a.lost(uerr)
 				return
 			}
-			if aerr := a.msg.DoubleAck(ctx); aerr != nil {
+			// A plain ack is enough: the record is already final, and should
+			// the ack be lost, the redelivery finds it terminal and is dropped.
+			if aerr := a.msg.Ack(); aerr != nil {
 				a.log.Warn().Err(aerr).Msg("ack finished job (its record is final; a redelivery is dropped)")
 			}
 			a.mu.Lock()
