@@ -8,7 +8,9 @@ import (
 	"net"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -91,4 +93,29 @@ func (d *Deps) ServeOps(ctx context.Context, addr string) error {
 		return nil
 	}
 	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health), 5*time.Second, d.OpsReady)
+}
+
+// Fleet is what every service opens first: the names under its prefix,
+// JetStream, and the shared buckets.
+type Fleet struct {
+	Names   protocol.Names
+	JS      jetstream.JetStream
+	Buckets *Buckets
+}
+
+// Open prepares d (see Prepare) and opens the fleet's JetStream state.
+// cleanup must be called on the way out, even when err is not nil.
+func (d *Deps) Open(ctx context.Context, c Common, name string) (f Fleet, cleanup func(), err error) {
+	cleanup, err = d.Prepare(ctx, c, name)
+	if err != nil {
+		return f, cleanup, err
+	}
+	if f.Names, err = protocol.NewNames(c.NATS.Prefix); err != nil {
+		return f, cleanup, err
+	}
+	if f.JS, err = jetstream.New(d.NC); err != nil {
+		return f, cleanup, fmt.Errorf("jetstream: %w", err)
+	}
+	f.Buckets, err = OpenBuckets(ctx, f.JS, f.Names)
+	return f, cleanup, err
 }

@@ -31,7 +31,6 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
-	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -116,23 +115,12 @@ func (c Config) CommonConfig() service.Common { return c.Common }
 // Run serves HTTP until ctx ends, then drains in-flight requests and
 // returns nil.
 func Run(ctx context.Context, cfg Config, deps service.Deps) error {
-	cleanup, err := deps.Prepare(ctx, cfg.Common, "ingress")
-	if err != nil {
-		return err
-	}
+	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "ingress")
 	defer cleanup()
-	names, err := protocol.NewNames(cfg.NATS.Prefix)
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(deps.NC)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	buckets, err := service.OpenBuckets(ctx, js, names)
-	if err != nil {
-		return err
-	}
+	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
 	metrics, err := gateway.NewMetrics(deps.Metrics)
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)

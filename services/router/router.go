@@ -25,10 +25,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"golang.org/x/sync/errgroup"
 )
@@ -96,28 +94,17 @@ func (c Config) CommonConfig() service.Common { return c.Common }
 // Run routes requests until ctx ends, then drains: it stops taking new
 // requests, waits up to drain_timeout for in-flight ones and returns nil.
 func Run(ctx context.Context, cfg Config, deps service.Deps) error {
-	cleanup, err := deps.Prepare(ctx, cfg.Common, "router")
-	if err != nil {
-		return err
-	}
+	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "router")
 	defer cleanup()
-	names, err := protocol.NewNames(cfg.NATS.Prefix)
 	if err != nil {
 		return err
 	}
+	names, buckets := fleet.Names, fleet.Buckets
 	id := cfg.ID
 	if id == "" {
 		id = "router-" + nuid.Next()[:8]
 	}
 	log := deps.Log.With().Str("router_id", id).Logger()
-	js, err := jetstream.New(deps.NC)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	buckets, err := service.OpenBuckets(ctx, js, names)
-	if err != nil {
-		return err
-	}
 	metrics, err := routing.NewMetrics(deps.Metrics)
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)

@@ -25,7 +25,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/jetserve/jetserve/services/scheduler/internal/reconcile"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -104,23 +103,12 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	log := deps.Log.With().Str("scheduler_id", cfg.ID).Logger()
-	cleanup, err := deps.Prepare(ctx, cfg.Common, "jetserve-scheduler")
-	if err != nil {
-		return err
-	}
+	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "jetserve-scheduler")
 	defer cleanup()
-	names, err := protocol.NewNames(cfg.NATS.Prefix)
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(deps.NC)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	buckets, err := service.OpenBuckets(ctx, js, names)
-	if err != nil {
-		return err
-	}
+	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
 	metrics := reconcile.NewMetrics(deps.Metrics)
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout, Log: log, Metrics: metrics})

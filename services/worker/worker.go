@@ -56,23 +56,12 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
-	cleanup, err := deps.Prepare(ctx, cfg.Common, "jetserve-worker")
-	if err != nil {
-		return err
-	}
+	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "jetserve-worker")
 	defer cleanup()
-	names, err := protocol.NewNames(cfg.NATS.Prefix)
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(deps.NC)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	buckets, err := service.OpenBuckets(ctx, js, names)
-	if err != nil {
-		return err
-	}
+	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
 	metrics, err := replica.NewMetrics(deps.Metrics)
 	if err != nil {
 		return err
