@@ -25,6 +25,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 )
 
@@ -174,6 +175,11 @@ type Init struct {
 	// GPUs are the device indices (as CUDA_VISIBLE_DEVICES counts them)
 	// the worker gave this replica; empty for a CPU-only replica.
 	GPUs []int
+	// NC is the worker's NATS connection (nil in the in-process backend):
+	// a deployment may use the jobs library (pkg/jobs Queue: Submit,
+	// Status, Result, Cancel, List, ResumeAll) directly with it, the RFC's
+	// Proposal 2, or anything else NATS offers.
+	NC *nats.Conn
 }
 
 // Environ is the environment a deployment gives the child processes it

@@ -373,6 +373,7 @@ func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.
 		Logger:     r.log,
 		Caller:     r.p.Caller,
 		GPUs:       s.GPUIndices,
+		NC:         r.p.NC,
 	}
 	func() {
 		defer func() {
