@@ -8,8 +8,11 @@
 // into the Scale bucket, which the scheduler reconciles to. A standby
 // takes over when the leader goes, reading the decisions back.
 //
-// Signals are pluggable (internal/signals.Source): sync traffic is built
-// in; async work (JetStream consumer lag) plugs in beside it.
+// Signals are pluggable (internal/signals.Source): sync traffic from the
+// pushed reports, and async work from the leader's poll of the job
+// consumers (num_pending + num_ack_pending of "runners" per async method,
+// once per metrics_interval, woken at once by a job submitted to an idle
+// deployment).
 //
 // Run owns every goroutine it starts and returns after they end.
 package autoscaler
@@ -24,6 +27,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -141,16 +145,36 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	}
 	defer rsub.Unsubscribe() //nolint:errcheck // best effort on the way out
 
-	// Async work plugs in here: a signals.Source whose Sample returns, per
-	// deployment, the backlog (num_pending + num_ack_pending) of its job
-	// consumers, polled once per interval by its own goroutine in g.
-	ctl := control.New(control.Options{Buckets: buckets, Sources: []signals.Source{syncSrc}, Forget: syncSrc.Forget,
+	// Async work: per deployment, the backlog (num_pending +
+	// num_ack_pending) of its job consumers, polled by the leader only.
+	jobsSrc := signals.NewJobs(signals.JobsOptions{NC: deps.NC, JS: js, Names: jobs.Names{Names: names},
+		Apps: buckets.Apps, Workers: buckets.Workers, OnBacklog: func(string, string) {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		}, Log: log})
+	ctl := control.New(control.Options{Buckets: buckets, Sources: []signals.Source{syncSrc, jobsSrc}, Forget: syncSrc.Forget,
 		Kick: kick, Interval: cfg.Interval, Warmup: cfg.Warmup, Log: log, Metrics: control.NewMetrics(deps.Metrics)})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
+	// lead runs the decision loop and, beside it for the same term, the
+	// one job-backlog poller of the fleet (standbys never read consumers).
+	lead := func(ctx context.Context, epoch uint64) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		polled := make(chan struct{})
+		go func() {
+			defer close(polled)
+			jobsSrc.Run(ctx)
+		}()
+		ctl.Lead(ctx, epoch)
+		cancel()
+		<-polled
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
-	g.Go(func() error { return elector.Run(gctx, ctl.Lead) })
+	g.Go(func() error { return elector.Run(gctx, lead) })
 	log.Info().Str("ops_addr", cfg.OpsAddr).Msg("autoscaler started")
 	err = g.Wait()
 	log.Info().Msg("autoscaler stopped")

@@ -15,8 +15,11 @@ type Metrics struct {
 	// TotalRequests is the smoothed ongoing+queued load decided on;
 	// Ongoing and Queued the instantaneous parts.
 	TotalRequests, Ongoing, Queued *prometheus.GaugeVec
-	Decisions                      *prometheus.CounterVec
-	DesiredWorkers                 prometheus.Gauge
+	// JobBacklog is the async jobs queued or running (consumer
+	// num_pending + num_ack_pending); OldestJobAge the age of the oldest.
+	JobBacklog, OldestJobAge *prometheus.GaugeVec
+	Decisions                *prometheus.CounterVec
+	DesiredWorkers           prometheus.Gauge
 }
 
 // NewMetrics registers the collectors on reg.
@@ -37,12 +40,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Ongoing plus queued requests averaged over look_back_period: the load decided on."),
 		Ongoing: gv("jetserve_autoscaling_ongoing_requests", "Requests replicas are working on (latest reports)."),
 		Queued:  gv("jetserve_autoscaling_queued_requests", "Requests waiting at routers (latest reports)."),
+		JobBacklog: gv("jetserve_autoscaling_job_backlog",
+			"Async jobs queued or running (num_pending + num_ack_pending of the deployment's job consumers, latest poll)."),
+		OldestJobAge: gv("jetserve_autoscaling_oldest_job_age_seconds",
+			"Age of the deployment's oldest async job queued or running (0 when none)."),
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetserve_autoscaling_decisions_total",
 			Help: "Scaling decisions written, by reason."}, []string{"application", "deployment", "reason"}),
 		DesiredWorkers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jetserve_autoscaler_desired_workers",
 			Help: "Workers the fleet should have: live ones plus enough for replicas pending for lack of capacity (for external scalers such as KEDA)."}),
 	}
-	reg.MustRegister(m.IsLeader, m.Desired, m.Target, m.Current, m.TotalRequests, m.Ongoing, m.Queued, m.Decisions, m.DesiredWorkers)
+	reg.MustRegister(m.IsLeader, m.Desired, m.Target, m.Current, m.TotalRequests, m.Ongoing, m.Queued,
+		m.JobBacklog, m.OldestJobAge, m.Decisions, m.DesiredWorkers)
 	return m
 }
 
@@ -53,10 +61,16 @@ func (m *Metrics) observe(app, dep string, desired, target, current int, load fl
 	m.TotalRequests.WithLabelValues(app, dep).Set(load)
 	m.Ongoing.WithLabelValues(app, dep).Set(float64(s.Ongoing))
 	m.Queued.WithLabelValues(app, dep).Set(float64(s.Queued))
+	m.JobBacklog.WithLabelValues(app, dep).Set(float64(s.Backlog))
+	m.OldestJobAge.WithLabelValues(app, dep).Set(s.OldestJob.Seconds())
+}
+
+func (m *Metrics) gauges() []*prometheus.GaugeVec {
+	return []*prometheus.GaugeVec{m.Desired, m.Target, m.Current, m.TotalRequests, m.Ongoing, m.Queued, m.JobBacklog, m.OldestJobAge}
 }
 
 func (m *Metrics) forget(app, dep string) {
-	for _, g := range []*prometheus.GaugeVec{m.Desired, m.Target, m.Current, m.TotalRequests, m.Ongoing, m.Queued} {
+	for _, g := range m.gauges() {
 		g.DeleteLabelValues(app, dep)
 	}
 }
@@ -64,7 +78,7 @@ func (m *Metrics) forget(app, dep string) {
 // leaderEnded clears what only a leader knows.
 func (m *Metrics) leaderEnded() {
 	m.IsLeader.Set(0)
-	for _, g := range []*prometheus.GaugeVec{m.Desired, m.Target, m.Current, m.TotalRequests, m.Ongoing, m.Queued} {
+	for _, g := range m.gauges() {
 		g.Reset()
 	}
 	m.DesiredWorkers.Set(0)

@@ -189,6 +189,10 @@ func Decide(p Policy, s State, in Input) (State, Decision) {
 	d.Desired, d.Changed, d.Reason = n, true, reason
 	d.Message = fmt.Sprintf("load %.2f ongoing+queued (backlog %.2f) over %s at %g per replica asks for %d; %d → %d after %s",
 		in.Load, in.Backlog, p.LookBack, p.TargetOngoing, ceil(ratio), cur, n, held.Round(time.Millisecond))
+	if in.Backlog/p.TargetBacklog > in.Load/p.TargetOngoing {
+		d.Message = fmt.Sprintf("backlog %.2f jobs (load %.2f ongoing+queued) over %s at %g per replica asks for %d; %d → %d after %s",
+			in.Backlog, in.Load, p.LookBack, p.TargetBacklog, ceil(ratio), cur, n, held.Round(time.Millisecond))
+	}
 	return State{Desired: n}, d
 }
 

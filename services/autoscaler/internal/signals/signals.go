@@ -2,11 +2,11 @@
 // samples for the autoscaler. A Source reports a deployment's load now;
 // Sync is the source of sync traffic: the LoadReports replicas push
 // (ongoing requests, sub-second) and the RouterStats routers push
-// (requests queued at routers). Sources for async work (JetStream consumer
-// lag) implement the same interface and are added beside Sync.
+// (requests queued at routers). Jobs is the source of async work: the
+// backlog of the deployments' job consumers, polled by the leader.
 //
-// Sync is safe for concurrent use: NATS callbacks feed it while the
-// autoscaler's loop samples it.
+// Both are safe for concurrent use: NATS callbacks and pollers feed them
+// while the autoscaler's loop samples them.
 package signals
 
 import (
@@ -25,11 +25,15 @@ type Sample struct {
 	// Backlog counts async jobs queued or running (num_pending +
 	// num_ack_pending of the deployment's job consumers).
 	Backlog int
+	// OldestJob is the age of the oldest job queued or running (0 when
+	// there is none).
+	OldestJob time.Duration
 }
 
-// Add returns the sum of s and o.
+// Add returns the sum of s and o (the older of their oldest jobs).
 func (s Sample) Add(o Sample) Sample {
-	return Sample{Ongoing: s.Ongoing + o.Ongoing, Queued: s.Queued + o.Queued, Backlog: s.Backlog + o.Backlog}
+	return Sample{Ongoing: s.Ongoing + o.Ongoing, Queued: s.Queued + o.Queued, Backlog: s.Backlog + o.Backlog,
+		OldestJob: max(s.OldestJob, o.OldestJob)}
 }
 
 // Source reports the load of deployments. Sample must be cheap and must
