@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
 	kenv "github.com/knadh/koanf/providers/env/v2"
@@ -66,6 +67,9 @@ func (c Common) Validate() error {
 	var errs []error
 	if c.NATS.URL == "" {
 		errs = append(errs, errors.New("nats.url: is required"))
+	}
+	if _, err := protocol.NewNames(c.NATS.Prefix); err != nil {
+		errs = append(errs, fmt.Errorf("nats.prefix: %w", err))
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		errs = append(errs, fmt.Errorf("log.level: %w", err))

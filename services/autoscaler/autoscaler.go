@@ -34,7 +34,6 @@ import (
 	"github.com/jetserve/jetserve/services/autoscaler/internal/control"
 	"github.com/jetserve/jetserve/services/autoscaler/internal/signals"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -84,9 +83,6 @@ func (c Config) Validate() error {
 	if c.StaleAfter <= 0 {
 		errs = append(errs, fmt.Errorf("stale_after: must be > 0, got %s", c.StaleAfter))
 	}
-	if _, err := protocol.NewNames(c.NATS.Prefix); err != nil {
-		errs = append(errs, fmt.Errorf("nats.prefix: %w", err))
-	}
 	return errors.Join(errs...)
 }
 
@@ -99,23 +95,12 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	log := deps.Log.With().Str("autoscaler_id", cfg.ID).Logger()
-	cleanup, err := deps.Prepare(ctx, cfg.Common, "autoscaler")
-	if err != nil {
-		return err
-	}
+	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "autoscaler")
 	defer cleanup()
-	names, err := protocol.NewNames(cfg.NATS.Prefix)
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(deps.NC)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	buckets, err := service.OpenBuckets(ctx, js, names)
-	if err != nil {
-		return err
-	}
+	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
 
 	kick := make(chan struct{}, 1)
 	syncSrc := signals.NewSync(cfg.StaleAfter, func(string, string) {

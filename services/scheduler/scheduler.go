@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/lease"
-	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/jetserve/jetserve/services/scheduler/internal/reconcile"
@@ -86,9 +85,6 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_body_bytes: must be > 0, got %d", c.MaxBodyBytes))
-	}
-	if _, err := protocol.NewNames(c.NATS.Prefix); err != nil {
-		errs = append(errs, fmt.Errorf("nats.prefix: %w", err))
 	}
 	return errors.Join(errs...)
 }
