@@ -199,6 +199,7 @@ type worker struct {
 	// Owned by run (one goroutine); no lock.
 	replicas map[string]*replica.Replica // running or starting, by id
 	stopping map[string]*replica.Replica // draining, by id, until Done
+	epoch    uint64                      // highest leader epoch applied (fencing)
 }
 
 // run heartbeats, watches the assignment and converges until ctx ends,
@@ -262,6 +263,13 @@ func (w *worker) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 			return
 		}
 	}
+	if e.Operation() == jetstream.KeyValuePut && a.Epoch < w.epoch {
+		// A scheduler that lost its lease wrote once more: a newer leader
+		// already spoke, so its word stands.
+		w.log.Warn().Uint64("epoch", a.Epoch).Uint64("current_epoch", w.epoch).Msg("assignment from a stale leader ignored")
+		return
+	}
+	w.epoch = max(w.epoch, a.Epoch)
 	w.log.Debug().Uint64("revision", e.Revision()).Uint64("epoch", a.Epoch).Int("replicas", len(a.Replicas)).Msg("assignment")
 	w.converge(ctx, a.Replicas)
 }

@@ -279,7 +279,12 @@ func (f *fleet) stop() error {
 
 func (f *fleet) assign(specs ...protocol.ReplicaSpec) {
 	f.t.Helper()
-	b, err := json.Marshal(protocol.Assignment{WorkerID: workerID, Replicas: specs, Epoch: 1})
+	f.assignEpoch(1, specs...)
+}
+
+func (f *fleet) assignEpoch(epoch uint64, specs ...protocol.ReplicaSpec) {
+	f.t.Helper()
+	b, err := json.Marshal(protocol.Assignment{WorkerID: workerID, Replicas: specs, Epoch: epoch})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -863,5 +868,23 @@ func TestDetectedGPUsAreAdvertised(t *testing.T) {
 	want := []protocol.GPU{{Index: 0, Type: "h100", MemoryBytes: 81559 << 20}, {Index: 1, Type: "a10g", MemoryBytes: 23028 << 20}}
 	if !slices.Equal(info.GPUs, want) {
 		t.Errorf("WorkerInfo.GPUs = %+v, want detected %+v", info.GPUs, want)
+	}
+}
+
+// TestStaleLeaderAssignmentIgnored: after a leader of epoch 5 assigned a
+// replica, a late write from the deposed leader (epoch 3) must not stop it.
+func TestStaleLeaderAssignmentIgnored(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("fenced1", "echo-dep", "echo", 2, "")
+	f.assignEpoch(5, s)
+	f.waitState(s, protocol.ReplicaRunning)
+	f.assignEpoch(3) // the stale leader would remove it
+	f.assignEpoch(5, s, spec("fenced2", "echo-dep", "echo", 2, ""))
+	f.waitState(spec("fenced2", "echo-dep", "echo", 2, ""), protocol.ReplicaRunning)
+	if info, ok := f.record(s); !ok || info.State != protocol.ReplicaRunning {
+		t.Fatalf("replica after a stale assignment = %+v (present %v), want still RUNNING", info, ok)
+	}
+	if n := f.d.count("echo").Load(); n != 2 {
+		t.Fatalf("echo constructed %d times, want 2 (fenced1 never stopped and restarted)", n)
 	}
 }
