@@ -188,29 +188,16 @@ func (l *leader) run(ctx context.Context) error {
 
 // readDecisions loads every decision in the Scale bucket.
 func (l *leader) readDecisions(ctx context.Context) error {
-	kv := l.o.Buckets.Scale
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return fmt.Errorf("list decisions: %w", err)
-	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	for _, k := range keys {
-		e, err := kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read decision %s: %w", k, err)
-		}
+	err := service.ReadAll(ctx, l.o.Buckets.Scale, func(k string, v []byte) {
 		var d protocol.ScaleDecision
-		if err := json.Unmarshal(e.Value(), &d); err != nil {
+		if err := json.Unmarshal(v, &d); err != nil {
 			l.log.Warn().Err(err).Str("key", k).Msg("skip undecodable decision")
-			continue
+			return
 		}
 		l.stored[k] = d
+	})
+	if err != nil {
+		return err
 	}
 	if len(l.stored) > 0 {
 		l.log.Info().Int("deployments", len(l.stored)).Msg("resumed decisions")

@@ -232,36 +232,25 @@ func (l *leader) run(ctx context.Context) error {
 // loadAssignments rebuilds the replicas from the assignments a previous
 // leader wrote, so a failover restarts nothing.
 func (l *leader) loadAssignments(ctx context.Context) error {
-	kv := l.o.Buckets.Assignments
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return fmt.Errorf("list assignments: %w", err)
-	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
 	now := time.Now()
-	for _, k := range keys {
-		ent, err := kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read assignment %s: %w", k, err)
-		}
+	workers := 0
+	err := service.ReadAll(ctx, l.o.Buckets.Assignments, func(k string, v []byte) {
+		workers++
 		var a protocol.Assignment
-		if err := json.Unmarshal(ent.Value(), &a); err != nil {
+		if err := json.Unmarshal(v, &a); err != nil {
 			l.log.Warn().Err(err).Str("worker_id", k).Msg("skip undecodable assignment")
-			continue
+			return
 		}
-		l.written[k] = ent.Value()
+		l.written[k] = v
 		for _, s := range a.Replicas {
 			l.st.Replicas[s.ID] = &plan.Replica{Spec: s, WorkerID: k, Created: now, Placed: now}
 		}
+	})
+	if err != nil {
+		return err
 	}
-	if len(keys) > 0 {
-		l.log.Info().Int("workers", len(keys)).Int("replicas", len(l.st.Replicas)).Msg("resumed assignments")
+	if workers > 0 {
+		l.log.Info().Int("workers", workers).Int("replicas", len(l.st.Replicas)).Msg("resumed assignments")
 	}
 	return nil
 }
