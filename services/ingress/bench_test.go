@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -107,30 +105,7 @@ func BenchmarkIngress(b *testing.B) {
 	for _, c := range []int{1, 64} {
 		for _, tg := range []struct{ name, url string }{{"raw", rawSrv.URL + "/bench/x"}, {"ingress", ingressURL}} {
 			b.Run(tg.name+"/c"+strconv.Itoa(c), func(b *testing.B) {
-				b.ReportAllocs()
-				if c == 1 {
-					lat := make([]time.Duration, 0, 1024)
-					for b.Loop() {
-						t0 := time.Now()
-						if err := do(tg.url); err != nil {
-							b.Fatal(err)
-						}
-						lat = append(lat, time.Since(t0))
-					}
-					slices.Sort(lat)
-					b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-					return
-				}
-				b.SetParallelism(max(1, c/runtime.GOMAXPROCS(0)))
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if err := do(tg.url); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
+				natstest.Measure(b, c, func() error { return do(tg.url) })
 			})
 		}
 	}

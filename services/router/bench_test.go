@@ -1,7 +1,6 @@
 package router_test
 
 import (
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -71,30 +70,7 @@ func BenchmarkHop(b *testing.B) {
 	for _, c := range []int{1, 64} {
 		for _, tg := range targets {
 			b.Run(tg.name+"/c"+strconv.Itoa(c), func(b *testing.B) {
-				b.ReportAllocs()
-				if c == 1 {
-					lat := make([]time.Duration, 0, 1024)
-					for b.Loop() {
-						t0 := time.Now()
-						if err := request(tg.subject); err != nil {
-							b.Fatal(err)
-						}
-						lat = append(lat, time.Since(t0))
-					}
-					slices.Sort(lat)
-					b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-					return
-				}
-				b.SetParallelism(max(1, c/max(1, runtimeProcs())))
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if err := request(tg.subject); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
+				natstest.Measure(b, c, func() error { return request(tg.subject) })
 			})
 		}
 	}
