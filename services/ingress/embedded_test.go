@@ -3,7 +3,6 @@ package ingress
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 )
 
 // TestEmbeddedRouterSendsStraightToReplica runs the ingress with its
@@ -69,29 +67,7 @@ func TestEmbeddedRouterSendsStraightToReplica(t *testing.T) {
 	}
 
 	cfg := DefaultConfig()
-	addrc := make(chan net.Addr, 1)
-	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	inc := natstest.Conn(t, ns)
-	go func() { done <- Run(rctx, cfg, service.Deps{NC: inc, Log: zerolog.Nop()}) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v, want nil", err)
-		}
-	}()
-	f := &fleet{base: "http://" + (<-addrc).String(), nc: nc}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if code, _, _ := f.do(t, "GET", "/-/healthz", ""); code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ingress never became healthy")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	f := &fleet{base: runIngress(t, ns, cfg), nc: nc}
 	for i := range 20 {
 		code, _, body := f.do(t, "POST", "/echo/x", "hi")
 		if code != 200 || !strings.HasPrefix(body, "good:hi") {

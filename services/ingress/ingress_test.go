@@ -17,6 +17,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -56,29 +57,8 @@ func startFleet(t *testing.T, cfg Config) *fleet {
 	}
 	gate := make(chan struct{})
 	fakeRouter(t, nc, names, gate)
-	addrc := make(chan net.Addr, 1)
-	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	inc := natstest.Conn(t, ns) // registered before the cleanup below, so closed after Run returns
-	go func() { done <- Run(ctx, cfg, service.Deps{NC: inc, Log: zerolog.Nop()}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v, want nil", err)
-		}
-	})
-	f := &fleet{base: "http://" + (<-addrc).String(), nc: nc, gate: gate}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if code, _, _ := f.do(t, "GET", "/-/healthz", ""); code == 200 {
-			return f
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ingress never became healthy")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	f := &fleet{base: runIngress(t, ns, cfg), nc: nc, gate: gate}
+	return f
 }
 
 // fakeRouter stands in for router+replica: echo answers with what it got,
@@ -194,4 +174,36 @@ func TestIngress(t *testing.T) {
 			t.Fatalf("rest = %q, want second", rest)
 		}
 	})
+}
+
+// runIngress runs the ingress with cfg against ns on a free port until the
+// test ends, waits until /-/healthz answers 200 and returns its base URL.
+func runIngress(t testing.TB, ns *server.Server, cfg Config) string {
+	t.Helper()
+	addrc := make(chan net.Addr, 1)
+	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	inc := natstest.Conn(t, ns) // registered before the cleanup below, so closed after Run returns
+	go func() { done <- Run(ctx, cfg, service.Deps{NC: inc, Log: zerolog.Nop()}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	})
+	base := "http://" + (<-addrc).String()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if resp, err := http.Get(base + "/-/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ingress never became healthy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
@@ -18,7 +16,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 )
 
 // jobsFleet is an ingress on a real embedded JetStream with the app "ml"
@@ -72,29 +69,7 @@ func startJobsFleet(t *testing.T) *jobsFleet {
 	cfg := DefaultConfig()
 	cfg.Router = RouterService // the fake router answers on the route subjects
 	cfg.MaxBodyBytes = 1024
-	addrc := make(chan net.Addr, 1)
-	cfg.HTTPAddr, cfg.OpsAddr, cfg.HTTPReady = "127.0.0.1:0", "", func(a net.Addr) { addrc <- a }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	inc := natstest.Conn(t, ns)
-	go func() { done <- Run(ctx, cfg, service.Deps{NC: inc, Log: zerolog.Nop()}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v, want nil", err)
-		}
-	})
-	f := &fleet{base: "http://" + (<-addrc).String(), nc: nc, gate: gate}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if code, _, _ := f.do(t, "GET", "/-/healthz", ""); code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ingress never became healthy")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	f := &fleet{base: runIngress(t, ns, cfg), nc: nc, gate: gate}
 	return &jobsFleet{fleet: f, ns: ns, js: js, names: jobs.Names{Names: names}}
 }
 
