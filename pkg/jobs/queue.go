@@ -60,7 +60,13 @@ type Queue struct {
 	dlq     jetstream.Stream
 
 	ensureMu sync.Mutex // serialises Ensure's JetStream calls on a cache miss
+
+	dedupWindow time.Duration // the job streams' Duplicates window
 }
+
+// DedupWindow is the job streams' duplicate window: a repeated id within it
+// is refused by the stream itself; after it, by the records bucket.
+const DedupWindow = 2 * time.Minute
 
 // handle holds one method's JetStream objects.
 type handle struct {
@@ -79,7 +85,7 @@ type deadLetter struct {
 
 // NewQueue returns a Queue on js.
 func NewQueue(js jetstream.JetStream, names Names, log zerolog.Logger) *Queue {
-	return &Queue{js: js, names: names, log: log, methods: map[string]*handle{}}
+	return &Queue{js: js, names: names, log: log, methods: map[string]*handle{}, dedupWindow: DedupWindow}
 }
 
 func withDefaults(m config.AsyncMethod) config.AsyncMethod {
@@ -142,8 +148,14 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 		Retention:   jetstream.WorkQueuePolicy,
 		Discard:     jetstream.DiscardNew,
 		MaxMsgs:     int64(m.MaxQueued + m.MaxRunning),
+		// One message per job id: while a job is queued or running a
+		// second publish of its id is refused, whatever the dedup window.
+		MaxMsgsPerSubject:    1,
+		DiscardNewPerSubject: true,
+		// Status and List read queued jobs with direct gets.
+		AllowDirect: true,
 		Storage:     jetstream.FileStorage,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  q.dedupWindow,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("job stream: %w", err)
@@ -260,11 +272,20 @@ func badRequest(format string, args ...any) error {
 	return &serve.Error{Status: http.StatusBadRequest, Code: protocol.ErrBadRequest, Msg: fmt.Sprintf(format, args...)}
 }
 
-// isQueueFull reports a DiscardNew rejection (err_code 10077, "maximum
-// messages/bytes exceeded").
+// isQueueFull reports a DiscardNew rejection for the whole stream
+// (err_code 10077, "maximum messages exceeded" or "maximum bytes exceeded").
 func isQueueFull(err error) bool {
 	var api *jetstream.APIError
-	return errors.As(err, &api) && api.ErrorCode == 10077 && strings.Contains(api.Description, "maximum")
+	return errors.As(err, &api) && api.ErrorCode == 10077 && strings.Contains(api.Description, "maximum") &&
+		!strings.Contains(api.Description, "per subject")
+}
+
+// isJobInStream reports a DiscardNewPerSubject rejection (err_code 10077,
+// "maximum messages per subject exceeded"): the id's job message is still
+// in the stream, queued or running.
+func isJobInStream(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == 10077 && strings.Contains(api.Description, "per subject")
 }
 
 // Submit persists a job and returns its record. id "" generates one. A
@@ -306,43 +327,91 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 	if err != nil {
 		return Record{}, false, fmt.Errorf("encode job record: %w", err)
 	}
-	for try := 0; ; try++ {
-		rev, err := h.kv.Create(ctx, id, data)
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			existing, _, gerr := q.get(ctx, h, id)
-			if errors.Is(gerr, ErrNotFound) && try < 3 {
-				continue // deleted or expired in between: create again
-			}
-			return existing, false, gerr
-		}
+	// The job message is the QUEUED record: the runner that claims it
+	// creates the record in the bucket. The record read runs while the
+	// publish is in flight, so a submit costs one round trip.
+	msgID := id
+	for range 3 {
+		fut, err := q.js.PublishMsgAsync(q.jobMsg(h, id, data, 0), jetstream.WithMsgID(msgID))
 		if err != nil {
-			return Record{}, false, fmt.Errorf("create job record: %w", err)
+			return Record{}, false, fmt.Errorf("publish job: %w", err)
 		}
-		if err := q.publish(ctx, h, id, data, rev, id); err != nil {
-			if isQueueFull(err) {
-				if derr := h.kv.Delete(ctx, id, jetstream.LastRevision(rev)); derr != nil {
-					q.log.Warn().Err(derr).Str("request_id", id).Msg("delete record of a rejected job")
-				}
-				return Record{}, false, ErrQueueFull
+		existing, _, gerr := q.get(ctx, h, id)
+		ack, perr := awaitAck(ctx, fut)
+		if gerr == nil {
+			// The id was claimed or finished before: never a second run.
+			if perr == nil && !ack.Duplicate && existing.Status.Terminal() {
+				q.deleteJobMsg(ctx, h, id, ack.Sequence) // a stray copy (its runner would drop it)
 			}
-			// The record exists: ResumeAll republishes it.
-			return rec, true, fmt.Errorf("publish job: %w", err)
+			return existing, false, nil
 		}
-		return rec, true, nil
+		switch {
+		case perr == nil && !ack.Duplicate:
+			return rec, true, nil
+		case perr == nil || isJobInStream(perr):
+			// A job of this id is queued or running (or was, within the
+			// dedup window): return it.
+			existing, _, _, err := q.lookup(ctx, h, id)
+			if errors.Is(err, ErrNotFound) {
+				// It ended and its record is gone (expired) while the
+				// dedup window still remembers the id: a new incarnation.
+				msgID = id + "-" + nuid.Next()
+				continue
+			}
+			return existing, false, err
+		case isQueueFull(perr):
+			return Record{}, false, ErrQueueFull
+		case !errors.Is(gerr, ErrNotFound):
+			return Record{}, false, gerr
+		default:
+			return Record{}, false, fmt.Errorf("publish job: %w", perr)
+		}
+	}
+	return Record{}, false, fmt.Errorf("submit job %s: its earlier incarnation keeps changing; retry", id)
+}
+
+// awaitAck waits for an async publish's acknowledgement.
+func awaitAck(ctx context.Context, fut jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-fut.Ok():
+		return ack, nil
+	case err := <-fut.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
-// publish sends a job message (payload: the record at revision rev). If
+// jobMsg is the message of job id: its record (data) on the job's own
+// subject, with the records-bucket revision the runner compare-and-sets
+// (0: no record yet; the runner creates it).
+func (q *Queue) jobMsg(h *handle, id string, data []byte, rev uint64) *nats.Msg {
+	msg := &nats.Msg{Subject: q.names.JobSubject(h.app, h.method, id), Data: data}
+	if rev != 0 {
+		msg.Header = nats.Header{HdrRevision: []string{strconv.FormatUint(rev, 10)}}
+	}
+	return msg
+}
+
+// deleteJobMsg removes job id's message (sequence seq) from its stream,
+// best effort: a runner drops a message whose record is final anyway.
+func (q *Queue) deleteJobMsg(ctx context.Context, h *handle, id string, seq uint64) {
+	if err := h.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		q.log.Warn().Err(err).Str("request_id", id).Msg("delete job message (its runner will drop it)")
+	}
+}
+
+// publish sends a job message (payload: the record at revision rev) and
+// waits for its acknowledgement. If
 // msgID was already used within the dedup window by an earlier
 // incarnation of the id (the record expired and was created again), it
 // republishes with a revision-specific id.
 func (q *Queue) publish(ctx context.Context, h *handle, id string, data []byte, rev uint64, msgID string) error {
-	msg := &nats.Msg{
-		Subject: q.names.JobSubject(h.app, h.method, id),
-		Data:    data,
-		Header:  nats.Header{HdrRevision: []string{strconv.FormatUint(rev, 10)}},
-	}
+	msg := q.jobMsg(h, id, data, rev)
 	ack, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
+	if isJobInStream(err) {
+		return nil // a message of this job is there
+	}
 	if err != nil {
 		return err
 	}
@@ -381,6 +450,33 @@ func (q *Queue) get(ctx context.Context, h *handle, id string) (Record, uint64, 
 	return r, e.Revision(), err
 }
 
+// lookup returns a job's record from the bucket, or, for a job no runner
+// has claimed yet, from its message (rev 0, seq its stream sequence).
+func (q *Queue) lookup(ctx context.Context, h *handle, id string) (r Record, rev, seq uint64, err error) {
+	r, rev, err = q.get(ctx, h, id)
+	if !errors.Is(err, ErrNotFound) || !idRE.MatchString(id) {
+		return r, rev, 0, err
+	}
+	m, merr := h.stream.GetLastMsgForSubject(ctx, q.names.JobSubject(h.app, h.method, id))
+	switch {
+	case errors.Is(merr, jetstream.ErrMsgNotFound):
+		// Claimed and finished between the two reads?
+		r, rev, err = q.get(ctx, h, id)
+		return r, rev, 0, err
+	case merr != nil:
+		return Record{}, 0, 0, fmt.Errorf("read job message: %w", merr)
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil || r.ID != id {
+		return Record{}, 0, 0, fmt.Errorf("decode job message %s: %v: %w", id, err, ErrNotFound)
+	}
+	if m.Header.Get(HdrRevision) != "" {
+		// A requeued or resumed job: its record is the truth.
+		r, rev, err = q.get(ctx, h, id)
+		return r, rev, 0, err
+	}
+	return r, 0, m.Sequence, nil
+}
+
 // Status returns a job's record; ErrNotFound if there is none (or it
 // expired), ErrUnknownMethod if the method has never been ensured.
 func (q *Queue) Status(ctx context.Context, app, method, id string) (Record, error) {
@@ -388,7 +484,7 @@ func (q *Queue) Status(ctx context.Context, app, method, id string) (Record, err
 	if err != nil {
 		return Record{}, err
 	}
-	r, _, err := q.get(ctx, h, id)
+	r, _, _, err := q.lookup(ctx, h, id)
 	return r, err
 }
 
@@ -401,7 +497,7 @@ func (q *Queue) Result(ctx context.Context, app, method, id string) (json.RawMes
 	if err != nil {
 		return nil, Record{}, err
 	}
-	r, _, err := q.get(ctx, h, id)
+	r, _, _, err := q.lookup(ctx, h, id)
 	if err != nil {
 		return nil, Record{}, err
 	}
@@ -445,13 +541,28 @@ func (q *Queue) Cancel(ctx context.Context, app, method, id string) (Record, err
 		return Record{}, err
 	}
 	for {
-		r, rev, err := q.get(ctx, h, id)
+		r, rev, seq, err := q.lookup(ctx, h, id)
 		if err != nil {
 			return Record{}, err
 		}
 		now := time.Now().UTC()
 		switch {
 		case r.Status.Terminal():
+			return r, nil
+		case rev == 0:
+			// Not claimed yet: create its record as CANCELLED (a runner's
+			// claim, a create too, then fails and drops the message).
+			r.Status, r.FinishedAt, r.UpdatedAt = Cancelled, now, now
+			b, err := json.Marshal(r)
+			if err != nil {
+				return Record{}, fmt.Errorf("encode job record: %w", err)
+			}
+			if _, err := h.kv.Create(ctx, id, b); errors.Is(err, jetstream.ErrKeyExists) {
+				continue // claimed meanwhile
+			} else if err != nil {
+				return Record{}, fmt.Errorf("create job record: %w", err)
+			}
+			q.deleteJobMsg(ctx, h, id, seq)
 			return r, nil
 		case r.Status == Queued:
 			r.Status, r.Retrying, r.FinishedAt, r.UpdatedAt = Cancelled, false, now, now
@@ -531,6 +642,70 @@ func (q *Queue) records(ctx context.Context, h *handle, keep func(*Record) bool)
 	}
 }
 
+// unclaimed returns the records carried by the messages of jobs no runner
+// has claimed yet, reading the job stream (at most one message per id) in
+// batched direct gets up to its last sequence at the start.
+func (q *Queue) unclaimed(ctx context.Context, h *handle) ([]Record, error) {
+	info, err := h.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("job stream info: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	nc := q.js.Conn()
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("read job messages: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	api := "$JS.API.DIRECT.GET." + info.Config.Name
+	var out []Record
+	for next, last := info.State.FirstSeq, info.State.LastSeq; next <= last; {
+		req, _ := json.Marshal(directBatch{Seq: next, NextFor: q.names.JobWildcard(h.app, h.method), Batch: 256})
+		if err := nc.PublishRequest(api, inbox, req); err != nil {
+			return nil, fmt.Errorf("read job messages: %w", err)
+		}
+	batch:
+		for {
+			m, err := sub.NextMsgWithContext(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("read job messages: %w", err)
+			}
+			switch m.Header.Get("Status") {
+			case "":
+				seq, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+				if seq > last {
+					return out, nil
+				}
+				next = seq + 1
+				var r Record
+				if m.Header.Get(HdrRevision) == "" && json.Unmarshal(m.Data, &r) == nil && r.ID != "" {
+					out = append(out, r)
+				}
+			case "204": // end of this batch
+				if m.Header.Get("Nats-Num-Pending") == "0" {
+					return out, nil
+				}
+				break batch
+			case "404": // nothing from next on
+				return out, nil
+			default:
+				return nil, fmt.Errorf("read job messages: %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
+			}
+		}
+	}
+	return out, nil
+}
+
+// directBatch is a batched direct-get request (JSApiMsgGetRequest).
+type directBatch struct {
+	Seq     uint64 `json:"seq"`
+	NextFor string `json:"next_by_subj"`
+	Batch   int    `json:"batch"`
+}
+
 // listBefore orders records newest first, then by id.
 func listBefore(a, b Record) int {
 	if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
@@ -578,7 +753,17 @@ func (q *Queue) List(ctx context.Context, app, method string, filter Status, lim
 	if err != nil {
 		return nil, "", err
 	}
+	// Jobs no runner has claimed exist only as messages. Read them first:
+	// one claimed after this read has its record in the read that follows.
+	var unclaimed []Record
+	if filter == "" || filter == Queued {
+		if unclaimed, err = q.unclaimed(ctx, h); err != nil {
+			return nil, "", err
+		}
+	}
+	claimed := map[string]bool{}
 	all, _, err := q.records(ctx, h, func(r *Record) bool {
+		claimed[r.ID] = true
 		if filter != "" && r.Status != filter {
 			return false
 		}
@@ -590,6 +775,12 @@ func (q *Queue) List(ctx context.Context, app, method string, filter Status, lim
 	})
 	if err != nil {
 		return nil, "", err
+	}
+	for _, r := range unclaimed {
+		if !claimed[r.ID] && (after == nil || listBefore(r, *after) > 0) {
+			r.Args = nil
+			all = append(all, r)
+		}
 	}
 	slices.SortFunc(all, listBefore)
 	if len(all) > limit {
@@ -774,7 +965,9 @@ func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (j
 	}
 	have := s.CachedInfo().Config
 	if have.MaxMsgs == cfg.MaxMsgs && have.MaxAge == cfg.MaxAge && have.Description == cfg.Description &&
-		slices.Equal(have.Subjects, cfg.Subjects) && have.Duplicates == cfg.Duplicates {
+		slices.Equal(have.Subjects, cfg.Subjects) && have.Duplicates == cfg.Duplicates &&
+		have.MaxMsgsPerSubject == cfg.MaxMsgsPerSubject && have.DiscardNewPerSubject == cfg.DiscardNewPerSubject &&
+		have.AllowDirect == cfg.AllowDirect {
 		return s, nil
 	}
 	return q.js.UpdateStream(ctx, cfg)

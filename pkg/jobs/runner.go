@@ -320,23 +320,47 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 	log := r.log.With().Str("method", m.cfg.Name).Str("request_id", id).Logger()
 	kv := m.h.kv
 
-	// Fast path: the record is still what the publisher wrote.
+	// Fast path: claim the job with one write. A submitted job has no
+	// record yet (its message is its QUEUED record): create it RUNNING.
+	// A requeued or resumed one carries the revision of its record.
 	var rec Record
 	var rev uint64
 	started := false
-	if h := msg.Headers().Get(HdrRevision); h != "" && sub.Status == Queued && !sub.CancelRequested && sub.Attempts < m.cfg.MaxAttempts {
-		if rev0, err := strconv.ParseUint(h, 10, 64); err == nil {
-			next := r.running1(sub, seq, m)
-			b, _ := json.Marshal(next)
-			if rev, err = kv.Update(ctx, id, b, rev0); err == nil {
-				rec, started = next, true
-			}
+	hdrRev := msg.Headers().Get(HdrRevision)
+	if sub.Status == Queued && !sub.CancelRequested && sub.Attempts < m.cfg.MaxAttempts {
+		next := r.running1(sub, seq, m)
+		b, _ := json.Marshal(next)
+		if hdrRev == "" {
+			rev, err = kv.Create(ctx, id, b)
+		} else if rev0, perr := strconv.ParseUint(hdrRev, 10, 64); perr == nil {
+			rev, err = kv.Update(ctx, id, b, rev0)
+		} else {
+			err = perr
+		}
+		if err == nil {
+			rec, started = next, true
 		}
 	}
 	for try := 0; !started && try < 10; try++ {
 		e, err := kv.Get(ctx, id)
+		if (errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)) && hdrRev == "" {
+			// Never claimed (an earlier claim failed): create the record.
+			next := r.running1(sub, seq, m)
+			b, _ := json.Marshal(next)
+			nrev, err := kv.Create(ctx, id, b)
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+			if err != nil {
+				log.Warn().Err(err).Msg("claim job; retrying later")
+				_ = msg.NakWithDelay(time.Second)
+				return
+			}
+			rec, rev, started = next, nrev, true
+			break
+		}
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			log.Warn().Msg("drop job whose record is gone (expired or rejected)")
+			log.Warn().Msg("drop job whose record is gone (expired)")
 			_ = msg.Ack()
 			return
 		}
