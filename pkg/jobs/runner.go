@@ -56,7 +56,7 @@ type runMethod struct {
 	idx  int
 	cfg  config.AsyncMethod
 	h    *handle
-	cons jetstream.Consumer
+	api  string // its consumer's pull subject
 }
 
 var (
@@ -114,7 +114,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("runner: open consumer of %s: %w", m.Name, err)
 		}
-		methods = append(methods, &runMethod{idx: i, cfg: m, h: h, cons: cons})
+		api := "$JS.API.CONSUMER.MSG.NEXT." + cons.CachedInfo().Stream + "." + Consumer
+		methods = append(methods, &runMethod{idx: i, cfg: m, h: h, api: api})
 	}
 	// Highest priority first (stable: declaration order among equals).
 	byPrio := slices.Clone(methods)
@@ -122,6 +123,20 @@ func (r *Runner) Run(ctx context.Context) error {
 	lowFirst := slices.Clone(byPrio)
 	slices.Reverse(lowFirst)
 
+	p := &puller{
+		r: r, methods: methods, byPrio: byPrio, lowFirst: lowFirst, single: len(methods) == 1,
+		byStream: map[string]*runMethod{}, inbox: r.nc.NewInbox(), free: r.cfg.Slots,
+		reqs: map[string]*pullReq{}, credit: make([]int, len(methods)), paused: map[int]bool{},
+		rescan: true, hint: -1, reconnects: r.nc.Stats().Reconnects,
+	}
+	for _, m := range methods {
+		p.byStream[m.h.stream.CachedInfo().Config.Name] = m
+	}
+	in := make(chan *nats.Msg, r.cfg.Slots+64)
+	inbox, err := r.nc.Subscribe(p.inbox+".>", func(m *nats.Msg) { in <- m })
+	if err != nil {
+		return fmt.Errorf("runner: subscribe to its pull inbox: %w", err)
+	}
 	var subs []*nats.Subscription
 	defer func() {
 		for _, s := range subs {
@@ -130,18 +145,21 @@ func (r *Runner) Run(ctx context.Context) error {
 	}()
 	for _, m := range methods {
 		idx := m.idx
-		s, err := r.nc.Subscribe(r.names.JobWildcard(r.cfg.App, m.cfg.Name), func(*nats.Msg) {
-			select {
-			case r.wake <- idx:
-			default:
+		if !p.single {
+			s, err := r.nc.Subscribe(r.names.JobWildcard(r.cfg.App, m.cfg.Name), func(*nats.Msg) {
+				select {
+				case r.wake <- idx:
+				default:
+				}
+			})
+			if err != nil {
+				_ = inbox.Unsubscribe()
+				return fmt.Errorf("runner: subscribe to jobs: %w", err)
 			}
-		})
-		if err != nil {
-			return fmt.Errorf("runner: subscribe to jobs: %w", err)
+			subs = append(subs, s)
 		}
-		subs = append(subs, s)
 		name := m.cfg.Name
-		s, err = r.nc.Subscribe(r.names.CancelSubject(r.cfg.App, name), func(msg *nats.Msg) {
+		s, err := r.nc.Subscribe(r.names.CancelSubject(r.cfg.App, name), func(msg *nats.Msg) {
 			r.mu.Lock()
 			cancel := r.running[name+"/"+string(msg.Data)]
 			r.mu.Unlock()
@@ -150,122 +168,80 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		})
 		if err != nil {
+			_ = inbox.Unsubscribe()
 			return fmt.Errorf("runner: subscribe to cancels: %w", err)
 		}
 		subs = append(subs, s)
 	}
 
-	// The subscriptions must be live before the first scan, or a job
+	// The subscriptions must be live before the first pull, or a job
 	// published in between would wait for the tick.
 	if err := r.nc.FlushTimeout(10 * time.Second); err != nil {
+		_ = inbox.Unsubscribe()
 		return fmt.Errorf("runner: flush subscriptions: %w", err)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	sem := make(chan struct{}, r.cfg.Slots)
+	done := make(chan struct{}, r.cfg.Slots) // a job finished: never blocks
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	picks := 0
-	hint := -1
+	start := func(m *runMethod, msg *nats.Msg) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { done <- struct{}{} }()
+			r.process(m, msg)
+		}()
+	}
+	for {
+		p.refill()
+		select {
+		case msg := <-in:
+			if m, job := p.receive(msg); job != nil {
+				start(m, job)
+			}
+		case <-done:
+			p.free++
+			p.rescan = true
+		case idx := <-r.wake:
+			p.hint, p.rescan = idx, true
+		case now := <-tick.C:
+			p.tick(now)
+		case <-ctx.Done():
+			return p.drain(inbox, in, done)
+		}
+	}
+}
+
+// drain stops pulling: it drains the inbox subscription (the server drops
+// the waiting requests) and hands back (Nak) every job still arriving.
+func (p *puller) drain(inbox *nats.Subscription, in <-chan *nats.Msg, done <-chan struct{}) error {
+	p.stopping = true
+	closed := inbox.StatusChanged(nats.SubscriptionClosed)
+	if err := inbox.Drain(); err != nil {
+		_ = inbox.Unsubscribe()
+	}
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
 	for {
 		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
+		case msg := <-in:
+			p.receive(msg)
+		case <-done:
+		case <-closed:
+			for {
+				select {
+				case msg := <-in:
+					p.receive(msg)
+				default:
+					return nil
+				}
+			}
+		case <-timeout.C:
+			_ = inbox.Unsubscribe()
 			return nil
 		}
-		// Take every other free slot too: one pull fetches a job per free
-		// slot, never more (no pre-buffering).
-		n := 1
-	grab:
-		for n < r.cfg.Slots {
-			select {
-			case sem <- struct{}{}:
-				n++
-			default:
-				break grab
-			}
-		}
-		for {
-			// A wake-up and the end of ctx can race in the select below:
-			// never pull a new job once draining has begun.
-			if ctx.Err() != nil {
-				for range n {
-					<-sem
-				}
-				return nil
-			}
-			order := byPrio
-			if picks%4 == 3 {
-				order = lowFirst // every 4th pick starts from the lowest priority
-			}
-			first, rest, m := r.pick(order, n)
-			if first == nil && hint >= 0 {
-				// Woken by a publish the stream may not have stored yet:
-				// wait for it briefly on that method.
-				first, rest, m = r.fetchWait(methods[hint])
-			}
-			hint = -1
-			if first != nil {
-				picks++
-				start := func(msg jetstream.Msg) {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						defer func() { <-sem }()
-						r.process(m, msg)
-					}()
-				}
-				// Start each job as soon as it arrives: a batch still
-				// waiting for more must not hold delivered jobs back.
-				start(first)
-				used := 1
-				for msg := range rest {
-					start(msg)
-					used++
-				}
-				for range n - used {
-					<-sem
-				}
-				break
-			}
-			select {
-			case <-ctx.Done():
-				for range n {
-					<-sem
-				}
-				return nil
-			case hint = <-r.wake:
-			case <-tick.C:
-			}
-		}
 	}
-}
-
-// pick pulls up to n jobs from the first method in order that has any; it
-// returns the first job and a channel yielding the others as they arrive.
-func (r *Runner) pick(order []*runMethod, n int) (jetstream.Msg, <-chan jetstream.Msg, *runMethod) {
-	for _, m := range order {
-		b, err := m.cons.FetchNoWait(n)
-		if err != nil {
-			r.log.Debug().Err(err).Str("method", m.cfg.Name).Msg("pull job")
-			continue
-		}
-		if first, ok := <-b.Messages(); ok {
-			return first, b.Messages(), m
-		}
-	}
-	return nil, nil, nil
-}
-
-func (r *Runner) fetchWait(m *runMethod) (jetstream.Msg, <-chan jetstream.Msg, *runMethod) {
-	b, err := m.cons.Fetch(1, jetstream.FetchMaxWait(50*time.Millisecond))
-	if err != nil {
-		return nil, nil, nil
-	}
-	if first, ok := <-b.Messages(); ok {
-		return first, b.Messages(), m
-	}
-	return nil, nil, nil
 }
 
 // opCtx bounds one JetStream operation that must happen even when the
@@ -278,7 +254,7 @@ func opCtx() (context.Context, context.CancelFunc) {
 type attempt struct {
 	r   *Runner
 	m   *runMethod
-	msg jetstream.Msg
+	msg *nats.Msg
 	log zerolog.Logger
 
 	mu           sync.Mutex // guards rec, rev, progress state, checkpointed
@@ -300,7 +276,7 @@ func (r *Runner) running1(rec Record, seq uint64, m *runMethod) Record {
 }
 
 // process takes one delivered job message.
-func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
+func (r *Runner) process(m *runMethod, msg *nats.Msg) {
 	ctx, cancel := opCtx()
 	defer cancel()
 	meta, err := msg.Metadata()
@@ -311,9 +287,9 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 	}
 	seq := meta.Sequence.Stream
 	var sub Record
-	if err := json.Unmarshal(msg.Data(), &sub); err != nil || sub.ID == "" {
-		r.log.Error().Err(err).Str("subject", msg.Subject()).Msg("drop undecodable job message")
-		_ = msg.TermWithReason("undecodable job")
+	if err := json.Unmarshal(msg.Data, &sub); err != nil || sub.ID == "" {
+		r.log.Error().Err(err).Str("subject", msg.Subject).Msg("drop undecodable job message")
+		_ = termWithReason(msg, "undecodable job")
 		return
 	}
 	id := sub.ID
@@ -326,7 +302,7 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 	var rec Record
 	var rev uint64
 	started := false
-	hdrRev := msg.Headers().Get(HdrRevision)
+	hdrRev := msg.Header.Get(HdrRevision)
 	if sub.Status == Queued && !sub.CancelRequested && sub.Attempts < m.cfg.MaxAttempts {
 		next := r.running1(sub, seq, m)
 		b, _ := json.Marshal(next)
@@ -372,7 +348,7 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 		cur, err := decodeRecord(e)
 		if err != nil {
 			log.Error().Err(err).Msg("drop job with an undecodable record")
-			_ = msg.TermWithReason("undecodable record")
+			_ = termWithReason(msg, "undecodable record")
 			return
 		}
 		switch {
@@ -804,3 +780,8 @@ func (c *jobContext) Progress(fraction float64, message string) error {
 }
 
 var _ serve.JobContext = (*jobContext)(nil)
+
+// termWithReason terminates a job message, giving the server a reason.
+func termWithReason(msg *nats.Msg, reason string) error {
+	return msg.Respond([]byte("+TERM " + reason))
+}
