@@ -5,30 +5,44 @@
 // Per async method (app, method) there are:
 //   - a work-queue stream Names.Stream(app, method), subject
 //     Names.JobSubject(app, method, id) (one subject per job), DiscardNew,
-//     MaxMsgs = max_queued + max_running, Nats-Msg-Id = job id;
+//     MaxMsgs = max_queued + max_running, MaxMsgsPerSubject = 1 with
+//     DiscardNewPerSubject (one message per id while it is queued or
+//     running), Nats-Msg-Id = job id, AllowDirect;
 //   - one durable pull consumer "runners" on it: AckExplicit,
 //     AckWait = lease_timeout, MaxAckPending = max_running (the fleet-wide
 //     cap), MaxDeliver unlimited (attempts are counted and capped by the
 //     runner, so a worker crashing on the last attempt still ends FAILED);
-//   - a KV bucket Names.Records(app, method) holding one Record per job id,
-//     TTL = retention (records and inline results expire together);
+//   - a KV bucket Names.Records(app, method) holding one Record per job id
+//     once a runner claimed it, TTL = retention (records and inline
+//     results expire together);
 //   - an object store Names.Objects(app, method) holding large results
-//     ("result/<id>") and checkpoints ("checkpoint/<id>");
+//     ("result/<id>.<attempt>") and checkpoints ("checkpoint/<id>");
 //   - the shared dead-letter stream Names.DLQStream(), subject
 //     Names.DLQSubject(app, method, id).
 //
-// Submit creates the record first (KV Create: the idempotency gate, valid
-// for the whole retention, not just a dedup window) and then publishes the
-// job; a full stream (DiscardNew) makes it delete the record and return
-// ErrQueueFull, so nothing is stored. A job whose record exists but whose
-// message was never published (a crash between the two) is republished by
-// ResumeAll.
+// Submit publishes the job message, whose payload is the QUEUED record,
+// and reads the records bucket while the publish is in flight (a generated
+// id skips the read): one round trip. The pub-ack comes after the message
+// is stored, so 202 is never answered for a job that could be lost. A
+// repeated id is refused three ways, none of which runs it twice: by the
+// dedup window (2 min), by the one-message-per-id limit while the job is
+// queued or running, and by its record afterwards (for the retention). A
+// full stream (DiscardNew) refuses the message: nothing is stored and
+// Submit returns ErrQueueFull. Status, Result, Cancel and List read a job
+// that no runner has claimed yet from its message (a direct get).
+//
+// A runner claims a job by creating its record RUNNING (KV Create: of two
+// runners, or a runner and Cancel, exactly one wins); a requeued or
+// resumed job, whose record already exists, carries the record's revision
+// in HdrRevision and is claimed by compare-and-set on it. A record left
+// QUEUED or RUNNING without a message (a crash between a requeue's record
+// reset and its publish) is republished by ResumeAll.
 //
 // Record updates are compare-and-set on the KV revision. A runner writes
-// RUNNING with Attempts = the delivery count, and every later write checks
-// that Attempts is still its own: a slow runner whose lease was lost (the
-// job was redelivered to another) cannot overwrite the newer attempt's
-// record or result (fencing by attempt).
+// RUNNING with Attempts one more than the record had, and every later
+// write checks that Attempts is still its own: a slow runner whose lease
+// was lost (the job was redelivered to another) cannot overwrite the newer
+// attempt's record or result (fencing by attempt).
 //
 // Everything here is safe for concurrent use.
 package jobs

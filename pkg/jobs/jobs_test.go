@@ -772,3 +772,88 @@ func TestAbortHandsJobsBack(t *testing.T) {
 		t.Fatalf("record = %+v, want attempt 2 on b", got)
 	}
 }
+
+// Past the stream's dedup window a repeated id is still refused: by the
+// stream's one-message-per-id limit while the job is queued, and by its
+// record once it ran; neither stores a second message or runs it twice.
+func TestIdempotentPastDedupWindow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.q.dedupWindow = 100 * time.Millisecond
+	m := method("train")
+	ctx := ctxT(t)
+	first := mustSubmit(t, e.q, m, "late", serve.Args{"n": raw(1)})
+	time.Sleep(300 * time.Millisecond) // the dedup window forgets "late"
+	rec, created, err := e.q.Submit(ctx, testApp, testDep, m, "late", serve.Args{"n": raw(2)})
+	if err != nil || created || rec.Status != Queued || string(rec.Args) != `{"n":1}` || !rec.CreatedAt.Equal(first.CreatedAt) {
+		t.Fatalf("Submit(dup of a queued job, past the window) = %+v, %v, %v; want the queued job", rec, created, err)
+	}
+	if n := streamMsgs(t, e, "train"); n != 1 {
+		t.Fatalf("stream holds %d messages, want 1", n)
+	}
+	runs := newCounter()
+	startRunner(t, e, e.nc, 1, handlerFunc(func(ctx serve.JobContext, job *serve.Job) (any, error) {
+		runs.add(job.ID)
+		return "ok", nil
+	}), "r1", m)
+	waitStatus(t, e.q, "train", "late", Succeeded, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	rec, created, err = e.q.Submit(ctx, testApp, testDep, m, "late", nil)
+	if err != nil || created || rec.Status != Succeeded {
+		t.Fatalf("Submit(dup of a finished job, past the window) = %+v, %v, %v; want the finished job", rec, created, err)
+	}
+	eventually(t, 5*time.Second, "no stray message", func() bool { return streamMsgs(t, e, "train") == 0 })
+	time.Sleep(200 * time.Millisecond) // a stray copy, had one stayed, would have run by now
+	if runs.get("late") != 1 {
+		t.Fatalf("job ran %d times, want 1", runs.get("late"))
+	}
+}
+
+// A job no runner has claimed yet exists only as its message: Status,
+// Result and List show it QUEUED, and List pages through claimed and
+// unclaimed jobs alike.
+func TestUnclaimedJobsAreVisible(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := method("train")
+	ctx := ctxT(t)
+	for i := range 5 {
+		mustSubmit(t, e.q, m, fmt.Sprintf("u%d", i), serve.Args{"i": raw(i)})
+	}
+	if r, err := e.q.Status(ctx, testApp, "train", "u3"); err != nil || r.Status != Queued || string(r.Args) != `{"i":3}` {
+		t.Fatalf("Status(unclaimed) = %+v, %v; want QUEUED with its args", r, err)
+	}
+	if _, err := e.q.Status(ctx, testApp, "train", "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Status(unknown) = %v, want ErrNotFound", err)
+	}
+	recs, next, err := e.q.List(ctx, testApp, "train", Queued, 3, "")
+	if err != nil || len(recs) != 3 || next == "" || recs[0].ID != "u4" {
+		t.Fatalf("List(QUEUED, 3) = %+v, %q, %v; want u4, u3, u2 and a cursor", recs, next, err)
+	}
+	more, next, err := e.q.List(ctx, testApp, "train", "", 3, next)
+	if err != nil || len(more) != 2 || next != "" || more[1].ID != "u0" {
+		t.Fatalf("List(page 2) = %+v, %q, %v; want u1, u0 and no cursor", more, next, err)
+	}
+	if recs, _, err := e.q.List(ctx, testApp, "train", Running, 10, ""); err != nil || len(recs) != 0 {
+		t.Fatalf("List(RUNNING) = %+v, %v; want none", recs, err)
+	}
+}
+
+// A stopped runner leaves no pull request behind: a job submitted after it
+// stopped goes to the next runner at once, not after its lease.
+func TestStoppedRunnerLeavesNoPullBehind(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := method("train", func(m *config.AsyncMethod) { m.LeaseTimeout = config.Duration(30 * time.Second) })
+	nc := natstest.Conn(t, e.ns) // stays connected: only the runner stops
+	_, stop := startRunner(t, e, nc, 4, handlerFunc(echo), "a", m)
+	mustSubmit(t, e.q, m, "first", nil)
+	waitStatus(t, e.q, "train", "first", Succeeded, 10*time.Second)
+	stop()
+	mustSubmit(t, e.q, m, "second", nil)
+	startRunner(t, e, natstest.Conn(t, e.ns), 1, handlerFunc(echo), "b", m)
+	got := waitStatus(t, e.q, "train", "second", Succeeded, 5*time.Second)
+	if got.Replica != "b" || got.Attempts != 1 {
+		t.Fatalf("record = %+v, want attempt 1 on b", got)
+	}
+}

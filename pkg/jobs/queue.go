@@ -3,12 +3,12 @@ package jobs
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -71,7 +71,7 @@ const DedupWindow = 2 * time.Minute
 // handle holds one method's JetStream objects.
 type handle struct {
 	app, method string
-	hash        string // config hash of the last Ensure, "" if only opened
+	ensured     *ensured // the config of the last Ensure, nil if only opened
 	stream      jetstream.Stream
 	kv          jetstream.KeyValue
 	obj         jetstream.ObjectStore
@@ -95,13 +95,14 @@ func withDefaults(m config.AsyncMethod) config.AsyncMethod {
 	return m
 }
 
-func configHash(app, deployment string, m config.AsyncMethod) string {
-	b, _ := json.Marshal(struct {
-		App, Deployment string
-		M               config.AsyncMethod
-	}{app, deployment, m})
-	s := sha256.Sum256(b)
-	return string(s[:])
+// ensured is what an Ensure call was given.
+type ensured struct {
+	app, deployment string
+	m               config.AsyncMethod
+}
+
+func (h *handle) ensuredWith(e ensured) bool {
+	return h != nil && h.ensured != nil && reflect.DeepEqual(*h.ensured, e)
 }
 
 // Ensure creates or updates, idempotently, everything one async method
@@ -110,12 +111,12 @@ func configHash(app, deployment string, m config.AsyncMethod) string {
 // the same config costs a map lookup.
 func (q *Queue) Ensure(ctx context.Context, app, deployment string, m config.AsyncMethod) error {
 	m = withDefaults(m)
-	hash := configHash(app, deployment, m)
+	want := ensured{app, deployment, m}
 	key := app + "/" + m.Name
 	q.mu.Lock()
 	h := q.methods[key]
 	q.mu.Unlock()
-	if h != nil && h.hash == hash {
+	if h.ensuredWith(want) {
 		return nil
 	}
 	q.ensureMu.Lock()
@@ -123,14 +124,14 @@ func (q *Queue) Ensure(ctx context.Context, app, deployment string, m config.Asy
 	q.mu.Lock()
 	h = q.methods[key]
 	q.mu.Unlock()
-	if h != nil && h.hash == hash {
+	if h.ensuredWith(want) {
 		return nil
 	}
 	nh, err := q.create(ctx, app, deployment, m)
 	if err != nil {
 		return fmt.Errorf("ensure async method %s/%s: %w", app, m.Name, err)
 	}
-	nh.hash = hash
+	nh.ensured = &want
 	q.mu.Lock()
 	q.methods[key] = nh
 	q.mu.Unlock()
@@ -299,7 +300,8 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 			return Record{}, false, badRequest("missing required argument %q", a)
 		}
 	}
-	if id == "" {
+	generated := id == ""
+	if generated {
 		id = nuid.Next()
 	} else if !idRE.MatchString(id) {
 		return Record{}, false, badRequest("%s %q: must be 1-128 letters, digits, '-', '_' or '='", m.IdempotencyKey, id)
@@ -329,24 +331,32 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 	}
 	// The job message is the QUEUED record: the runner that claims it
 	// creates the record in the bucket. The record read runs while the
-	// publish is in flight, so a submit costs one round trip.
+	// publish is in flight, so a submit costs one round trip; a generated
+	// id (a NUID) has no earlier record to read.
 	msgID := id
 	for range 3 {
 		fut, err := q.js.PublishMsgAsync(q.jobMsg(h, id, data, 0), jetstream.WithMsgID(msgID))
 		if err != nil {
 			return Record{}, false, fmt.Errorf("publish job: %w", err)
 		}
-		existing, _, gerr := q.get(ctx, h, id)
+		existing, gerr := Record{}, error(ErrNotFound)
+		if !generated {
+			existing, _, gerr = q.get(ctx, h, id)
+		}
 		ack, perr := awaitAck(ctx, fut)
+		stored := perr == nil && !ack.Duplicate
+		if gerr == nil && stored && existing.Seq == ack.Sequence {
+			return existing, true, nil // ours, claimed (or cancelled) already
+		}
 		if gerr == nil {
 			// The id was claimed or finished before: never a second run.
-			if perr == nil && !ack.Duplicate && existing.Status.Terminal() {
+			if stored && existing.Status.Terminal() {
 				q.deleteJobMsg(ctx, h, id, ack.Sequence) // a stray copy (its runner would drop it)
 			}
 			return existing, false, nil
 		}
 		switch {
-		case perr == nil && !ack.Duplicate:
+		case stored:
 			return rec, true, nil
 		case perr == nil || isJobInStream(perr):
 			// A job of this id is queued or running (or was, within the
@@ -552,7 +562,7 @@ func (q *Queue) Cancel(ctx context.Context, app, method, id string) (Record, err
 		case rev == 0:
 			// Not claimed yet: create its record as CANCELLED (a runner's
 			// claim, a create too, then fails and drops the message).
-			r.Status, r.FinishedAt, r.UpdatedAt = Cancelled, now, now
+			r.Status, r.FinishedAt, r.UpdatedAt, r.Seq = Cancelled, now, now, seq
 			b, err := json.Marshal(r)
 			if err != nil {
 				return Record{}, fmt.Errorf("encode job record: %w", err)
@@ -790,9 +800,10 @@ func (q *Queue) List(ctx context.Context, app, method string, filter Status, lim
 	return all, next, nil
 }
 
-// ResumeAll republishes every QUEUED or RUNNING job whose message no longer
-// exists (a crash between creating the record and publishing the job); a
-// RUNNING one is set back to QUEUED first. It returns how many it
+// ResumeAll republishes every QUEUED or RUNNING job whose record exists but
+// whose message no longer does (a crash between Requeue's record reset and
+// its publish, or a message an operator deleted); a RUNNING one is set back
+// to QUEUED first. It returns how many it
 // republished. Unacked jobs need nothing: JetStream redelivers them.
 func (q *Queue) ResumeAll(ctx context.Context, app, method string) (int, error) {
 	h, err := q.open(ctx, app, method)

@@ -53,10 +53,10 @@ type Runner struct {
 }
 
 type runMethod struct {
-	idx  int
-	cfg  config.AsyncMethod
-	h    *handle
-	api  string // its consumer's pull subject
+	idx int
+	cfg config.AsyncMethod
+	h   *handle
+	api string // its consumer's pull subject
 }
 
 var (
