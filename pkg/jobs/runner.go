@@ -218,8 +218,21 @@ func (r *Runner) Run(ctx context.Context) error {
 func (p *puller) drain(inbox *nats.Subscription, in <-chan *nats.Msg, done <-chan struct{}) error {
 	p.stopping = true
 	closed := inbox.StatusChanged(nats.SubscriptionClosed)
+	handBack := func() {
+		for {
+			select {
+			case msg := <-in:
+				p.receive(msg)
+			default:
+				return
+			}
+		}
+	}
 	if err := inbox.Drain(); err != nil {
+		// The connection is closing: the server forgets its requests.
 		_ = inbox.Unsubscribe()
+		handBack()
+		return nil
 	}
 	timeout := time.NewTimer(10 * time.Second)
 	defer timeout.Stop()
@@ -229,16 +242,11 @@ func (p *puller) drain(inbox *nats.Subscription, in <-chan *nats.Msg, done <-cha
 			p.receive(msg)
 		case <-done:
 		case <-closed:
-			for {
-				select {
-				case msg := <-in:
-					p.receive(msg)
-				default:
-					return nil
-				}
-			}
+			handBack()
+			return nil
 		case <-timeout.C:
 			_ = inbox.Unsubscribe()
+			handBack()
 			return nil
 		}
 	}
