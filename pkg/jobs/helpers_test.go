@@ -83,6 +83,12 @@ func ctxT(t testing.TB) context.Context {
 // startRunner runs a Runner until the test ends (or stop is called).
 func startRunner(t testing.TB, e *testEnv, nc *nats.Conn, slots int, h serve.JobHandler, replica string, ms ...config.AsyncMethod) (r *Runner, stop func()) {
 	t.Helper()
+	return startRunnerWith(t, e, nc, nil, slots, h, replica, ms...)
+}
+
+// startRunnerWith is startRunner with test knobs set (knobs may be nil).
+func startRunnerWith(t testing.TB, e *testEnv, nc *nats.Conn, knobs func(*Runner), slots int, h serve.JobHandler, replica string, ms ...config.AsyncMethod) (r *Runner, stop func()) {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +97,9 @@ func startRunner(t testing.TB, e *testEnv, nc *nats.Conn, slots int, h serve.Job
 		App: testApp, Deployment: testDep, Worker: "w-" + replica, Replica: replica,
 		Slots: slots, Methods: ms, Handler: h, Log: zerolog.Nop(),
 	})
+	if knobs != nil {
+		knobs(r)
+	}
 	return r, runRunner(t, r)
 }
 
@@ -127,6 +136,19 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// recv waits (at most 20 s) for a value on ch.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
 	}
 }
 

@@ -304,7 +304,7 @@ func TestCancelRunning(t *testing.T) {
 		return nil, ctx.Err()
 	}), "r1", m)
 	mustSubmit(t, e.q, m, "c1", nil)
-	<-started
+	recv(t, started, "the job to start")
 	waitStatus(t, e.q, "train", "c1", Running, 5*time.Second)
 	rec, err := e.q.Cancel(ctxT(t), testApp, "train", "c1")
 	if err != nil || rec.Status != Running || !rec.CancelRequested {
@@ -387,7 +387,7 @@ func TestExhaustedAttemptsDeadLetterRequeue(t *testing.T) {
 	eventually(t, 5*time.Second, "dead letter", func() bool {
 		var err error
 		dl, err = e.q.DeadLetters(ctxT(t), testApp, "train")
-		return err == nil && len(dl) >= 1
+		return err == nil && len(dl) >= 2
 	})
 	if len(dl) != 2 || dl[0].Status != Failed {
 		t.Fatalf("DeadLetters() = %+v, want the 2 failed jobs", dl)
@@ -548,7 +548,7 @@ func TestFencingStaleRunner(t *testing.T) {
 	a.heartbeat = -1 // a stalled process: no heartbeats
 	stopA := runRunner(t, a)
 	mustSubmit(t, e.q, m, "f", nil)
-	<-startedA
+	recv(t, startedA, "the job to start on a")
 	stopA2 := make(chan struct{})
 	_ = stopA2
 	startRunner(t, e, natstest.Conn(t, e.ns), 1, handlerFunc(func(ctx serve.JobContext, job *serve.Job) (any, error) {
@@ -723,7 +723,7 @@ func TestNATSServerRestart(t *testing.T) {
 	runnerNC := natstest.Conn(t, ns1)
 	startRunner(t, e, runnerNC, 1, h, "r1", m)
 	mustSubmit(t, e.q, m, "j0", nil)
-	if id := <-started; id != "j0" {
+	if id := recv(t, started, "the first job to start"); id != "j0" {
 		t.Fatalf("first started %s, want j0", id)
 	}
 	for i := 1; i <= 5; i++ {
@@ -764,7 +764,7 @@ func TestAbortHandsJobsBack(t *testing.T) {
 		return nil, ctx.Err()
 	}), "a", m)
 	mustSubmit(t, e.q, m, "x", nil)
-	<-started
+	recv(t, started, "the job to start")
 	stop() // ctx cancelled and Abort: the job goes back at once (Nak), not after the 30 s lease
 	startRunner(t, e, natstest.Conn(t, e.ns), 1, handlerFunc(echo), "b", m)
 	got := waitStatus(t, e.q, "train", "x", Succeeded, 5*time.Second)
@@ -855,5 +855,129 @@ func TestStoppedRunnerLeavesNoPullBehind(t *testing.T) {
 	got := waitStatus(t, e.q, "train", "second", Succeeded, 5*time.Second)
 	if got.Replica != "b" || got.Attempts != 1 {
 		t.Fatalf("record = %+v, want attempt 1 on b", got)
+	}
+}
+
+// A job with a generated id that ends within ClaimAfter has its record
+// written once, SUCCEEDED; one that runs longer is claimed RUNNING first.
+func TestGeneratedIDJobsClaimLazily(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := method("train")
+	ctx := ctxT(t)
+	release := make(chan struct{})
+	startRunner(t, e, e.nc, 2, handlerFunc(func(ctx serve.JobContext, job *serve.Job) (any, error) {
+		if job.Args["slow"] != nil {
+			<-release
+		}
+		return "ok", nil
+	}), "r1", m)
+
+	if err := e.q.Ensure(ctx, testApp, testDep, m); err != nil {
+		t.Fatal(err)
+	}
+	h, err := e.q.open(ctx, testApp, "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := h.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+	fast, _, err := e.q.Submit(ctx, testApp, testDep, m, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := waitStatus(t, e.q, "train", fast.ID, Succeeded, 10*time.Second); got.Attempts != 1 || got.StartedAt.IsZero() {
+		t.Fatalf("fast job = %+v, want SUCCEEDED on attempt 1 with its start time", got)
+	}
+	select {
+	case ent := <-w.Updates():
+		if r, err := decodeRecord(ent); err != nil || r.ID != fast.ID || r.Status != Succeeded {
+			t.Fatalf("first record write = %+v, %v; want the fast job's SUCCEEDED", r, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no record write seen")
+	}
+
+	slow, _, err := e.q.Submit(ctx, testApp, testDep, m, "", serve.Args{"slow": raw(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := waitStatus(t, e.q, "train", slow.ID, Running, 5*time.Second); got.Attempts != 1 || got.Replica != "r1" {
+		t.Fatalf("slow job = %+v, want claimed RUNNING by r1", got)
+	}
+	close(release)
+	waitStatus(t, e.q, "train", slow.ID, Succeeded, 10*time.Second)
+	var statuses []Status
+	for len(statuses) < 2 {
+		select {
+		case ent := <-w.Updates():
+			if r, err := decodeRecord(ent); err == nil && r.ID == slow.ID {
+				statuses = append(statuses, r.Status)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("slow job's record writes = %v, want RUNNING then SUCCEEDED", statuses)
+		}
+	}
+	if statuses[0] != Running || statuses[1] != Succeeded {
+		t.Fatalf("slow job's record writes = %v, want RUNNING then SUCCEEDED", statuses)
+	}
+}
+
+// Cancelling a generated-id job that runs but is not claimed yet: the
+// cancel's record wins, the runner stops the job at its claim and drops
+// its outcome.
+func TestCancelBeforeLazyClaim(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := method("train")
+	ctx := ctxT(t)
+	started := make(chan string, 1)
+	runs := newCounter()
+	startRunnerWith(t, e, natstest.Conn(t, e.ns), func(r *Runner) { r.claimAfter = 300 * time.Millisecond }, 1,
+		handlerFunc(func(ctx serve.JobContext, job *serve.Job) (any, error) {
+			runs.add(job.ID)
+			started <- job.ID
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}), "r1", m)
+	rec, _, err := e.q.Submit(ctx, testApp, testDep, m, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, started, "the job to start")
+	if got, err := e.q.Cancel(ctx, testApp, "train", rec.ID); err != nil || got.Status != Cancelled {
+		t.Fatalf("Cancel(running, unclaimed) = %+v, %v; want CANCELLED", got, err)
+	}
+	eventually(t, 5*time.Second, "the job message settled", func() bool { return streamMsgs(t, e, "train") == 0 })
+	if got, err := e.q.Status(ctx, testApp, "train", rec.ID); err != nil || got.Status != Cancelled || runs.get(rec.ID) != 1 {
+		t.Fatalf("Status = %+v, %v (runs %d); want CANCELLED after one run", got, err, runs.get(rec.ID))
+	}
+}
+
+// Aborting a generated-id job before its claim still counts the attempt.
+func TestAbortBeforeLazyClaimCountsTheAttempt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := method("train", func(m *config.AsyncMethod) { m.LeaseTimeout = config.Duration(30 * time.Second) })
+	started := make(chan struct{})
+	_, stop := startRunnerWith(t, e, natstest.Conn(t, e.ns), func(r *Runner) { r.claimAfter = time.Hour }, 1,
+		handlerFunc(func(ctx serve.JobContext, job *serve.Job) (any, error) {
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}), "a", m)
+	rec, _, err := e.q.Submit(ctxT(t), testApp, testDep, m, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, started, "the job to start")
+	stop()
+	startRunner(t, e, natstest.Conn(t, e.ns), 1, handlerFunc(echo), "b", m)
+	got := waitStatus(t, e.q, "train", rec.ID, Succeeded, 5*time.Second)
+	if got.Replica != "b" || got.Attempts != 2 {
+		t.Fatalf("record = %+v, want attempt 2 on b", got)
 	}
 }

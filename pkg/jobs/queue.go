@@ -36,6 +36,11 @@ var (
 // revision succeeds starts the job without reading the record first.
 const HdrRevision = "Jetserve-Job-Revision"
 
+// HdrUnique marks the message of a job whose id Submit generated: no
+// earlier run can have had that id, so a runner need not read its record
+// before running its first delivery (see ClaimAfter).
+const HdrUnique = "Jetserve-Job-Unique"
+
 // DLQ retention.
 const dlqMaxAge = 30 * 24 * time.Hour
 
@@ -335,7 +340,11 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 	// id (a NUID) has no earlier record to read.
 	msgID := id
 	for range 3 {
-		fut, err := q.js.PublishMsgAsync(q.jobMsg(h, id, data, 0), jetstream.WithMsgID(msgID))
+		msg := q.jobMsg(h, id, data, 0)
+		if generated {
+			msg.Header = nats.Header{HdrUnique: []string{"1"}}
+		}
+		fut, err := q.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID))
 		if err != nil {
 			return Record{}, false, fmt.Errorf("publish job: %w", err)
 		}

@@ -48,6 +48,7 @@ type Runner struct {
 
 	// Test and benchmark knobs (set before Run).
 	heartbeat time.Duration                 // 0: lease/3; < 0: none
+	claimAfter time.Duration                // 0: ClaimAfter
 	onStart   func(id string)               // a job's handler is about to run
 	onDone    func(id string, state Status) // a job's record was finished
 }
@@ -59,9 +60,20 @@ type runMethod struct {
 	api string // its consumer's pull subject
 }
 
+// ClaimAfter is how long the first attempt of a submitted job runs before
+// the runner claims it (creates its record RUNNING). A job that ends
+// sooner has its record written once, final — the way Celery skips
+// STARTED (task_track_started=False) and Temporal writes an activity's
+// started event with its completion. Redeliveries, requeues and resumed
+// jobs are claimed before they run.
+const ClaimAfter = 100 * time.Millisecond
+
 var (
 	errCancelRequested = errors.New("job cancelled")
 	errAborted         = errors.New("runner aborted")
+	// errCancelledFirst: a cancel wrote the record before this attempt
+	// claimed the job.
+	errCancelledFirst = errors.New("job cancelled before its attempt was recorded")
 )
 
 // NewRunner returns a Runner; Run starts it.
@@ -304,14 +316,26 @@ func (r *Runner) process(m *runMethod, msg *nats.Msg) {
 	log := r.log.With().Str("method", m.cfg.Name).Str("request_id", id).Logger()
 	kv := m.h.kv
 
-	// Fast path: claim the job with one write. A submitted job has no
-	// record yet (its message is its QUEUED record): create it RUNNING.
-	// A requeued or resumed one carries the revision of its record.
+	// Fast paths. A submitted job's first delivery runs unclaimed (rev 0:
+	// see ClaimAfter) if it has no record: one message per id can be in
+	// the stream, and a job's record is written before its message goes,
+	// so a record read after the delivery sees any earlier run of the id
+	// (a generated id has none). Otherwise claim the job with one write:
+	// create its record RUNNING, or, for a requeued or resumed job,
+	// compare-and-set on the revision its message carries.
 	var rec Record
 	var rev uint64
 	started := false
 	hdrRev := msg.Header.Get(HdrRevision)
-	if sub.Status == Queued && !sub.CancelRequested && sub.Attempts < m.cfg.MaxAttempts {
+	fresh := hdrRev == "" && meta.NumDelivered == 1 && sub.Status == Queued && !sub.CancelRequested
+	if fresh && msg.Header.Get(HdrUnique) == "" {
+		if _, err := kv.Get(ctx, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			fresh = false // an earlier run of this id (or an unreadable record): the slow path decides
+		}
+	}
+	if fresh {
+		rec, started = r.running1(sub, seq, m), true
+	} else if sub.Status == Queued && !sub.CancelRequested && sub.Attempts < m.cfg.MaxAttempts {
 		next := r.running1(sub, seq, m)
 		b, _ := json.Marshal(next)
 		if hdrRev == "" {
@@ -422,6 +446,9 @@ func (a *attempt) update(mut func(*Record)) error {
 }
 
 func (a *attempt) updateLocked(mut func(*Record)) error {
+	if a.rev == 0 {
+		return a.createLocked(mut)
+	}
 	ctx, cancel := opCtx()
 	defer cancel()
 	mine := a.rec.Attempts
@@ -456,9 +483,62 @@ func (a *attempt) updateLocked(mut func(*Record)) error {
 	return errors.New("update job record: too much contention")
 }
 
+// createLocked writes the first record of an unclaimed attempt (mut
+// applied). Create fails if a record exists: a cancel came first
+// (errCancelledFirst), or another attempt has the job (ErrLeaseLost).
+func (a *attempt) createLocked(mut func(*Record)) error {
+	ctx, cancel := opCtx()
+	defer cancel()
+	next := a.rec
+	mut(&next)
+	next.UpdatedAt = time.Now().UTC()
+	b, err := json.Marshal(next)
+	if err != nil {
+		return fmt.Errorf("encode job record: %w", err)
+	}
+	rev, err := a.m.h.kv.Create(ctx, next.ID, b)
+	if err == nil {
+		a.rec, a.rev = next, rev
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("create job record: %w", err)
+	}
+	if cur, _, err := a.r.q.get(ctx, a.m.h, next.ID); err == nil && cur.Status == Cancelled {
+		return errCancelledFirst
+	}
+	return ErrLeaseLost
+}
+
+// claim records an unclaimed attempt as RUNNING (a no-op once claimed).
+func (a *attempt) claim() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rev != 0 {
+		return nil
+	}
+	return a.createLocked(func(*Record) {})
+}
+
+// stopOn cancels the job's context when err says another party owns it.
+func stopOn(err error, cancel context.CancelCauseFunc) {
+	switch {
+	case errors.Is(err, errCancelledFirst), errors.Is(err, errCancelRequested):
+		cancel(errCancelRequested)
+	case errors.Is(err, ErrLeaseLost):
+		cancel(ErrLeaseLost)
+	}
+}
+
 // check re-reads the record: ErrLeaseLost if another attempt owns it,
 // errCancelRequested if cancel was asked.
 func (a *attempt) check(ctx context.Context) error {
+	a.mu.Lock()
+	unclaimed := a.rev == 0
+	a.mu.Unlock()
+	if unclaimed {
+		return nil // nothing recorded to lose yet
+	}
 	cur, rev, err := a.r.q.get(ctx, a.m.h, a.rec.ID)
 	if errors.Is(err, ErrNotFound) {
 		return ErrLeaseLost
@@ -497,6 +577,7 @@ func (a *attempt) flushProgress() {
 func (a *attempt) run() {
 	r, m, rec := a.r, a.m, a.rec
 	id := rec.ID
+	unclaimed := a.rev == 0 // read before any goroutine shares a
 	var args serve.Args
 	if len(rec.Args) > 0 {
 		if err := json.Unmarshal(rec.Args, &args); err != nil {
@@ -545,17 +626,32 @@ func (a *attempt) run() {
 				if err := a.msg.InProgress(); err != nil {
 					a.log.Debug().Err(err).Msg("heartbeat")
 				}
+				if err := a.claim(); err != nil {
+					a.log.Debug().Err(err).Msg("claim job")
+					stopOn(err, cancel)
+				}
 				a.flushProgress()
 				ctx, c := opCtx()
 				err := a.check(ctx)
 				c()
-				if errors.Is(err, ErrLeaseLost) || errors.Is(err, errCancelRequested) {
-					cancel(err)
-				}
+				stopOn(err, cancel)
 			}
 		}()
 	}
 
+	if unclaimed {
+		after := r.claimAfter
+		if after == 0 {
+			after = min(ClaimAfter, m.cfg.LeaseTimeout.D()/3)
+		}
+		claimTimer := time.AfterFunc(after, func() {
+			if err := a.claim(); err != nil {
+				a.log.Debug().Err(err).Msg("claim job")
+				stopOn(err, cancel)
+			}
+		})
+		defer claimTimer.Stop()
+	}
 	jc := &jobContext{Context: tctx, a: a, job: &serve.Job{ID: id, Method: m.cfg.Name, Attempt: rec.Attempts, Args: args}}
 	if r.onStart != nil {
 		r.onStart(id)
@@ -604,6 +700,9 @@ func (a *attempt) finish(res any, err, cause error) {
 	case err == nil:
 	case errors.Is(cause, errAborted):
 		a.log.Info().Msg("job aborted by runner shutdown; handing it back")
+		if err := a.claim(); err != nil { // the aborted attempt counts
+			a.log.Debug().Err(err).Msg("record aborted attempt")
+		}
 		_ = a.msg.Nak()
 		return
 	case errors.Is(cause, ErrLeaseLost):
@@ -705,11 +804,16 @@ func (a *attempt) finish(res any, err, cause error) {
 }
 
 func (a *attempt) lost(err error) {
-	if errors.Is(err, ErrLeaseLost) {
+	switch {
+	case errors.Is(err, errCancelledFirst):
+		a.log.Info().Msg("job was cancelled before its attempt was recorded; dropping its outcome")
+		_ = a.msg.Term()
+		a.r.done(a.rec.ID, Cancelled)
+	case errors.Is(err, ErrLeaseLost):
 		a.log.Warn().Msg("job lease lost to a newer attempt; not recording this attempt's outcome")
-		return
+	default:
+		a.log.Error().Err(err).Msg("record job outcome; it will be redelivered")
 	}
-	a.log.Error().Err(err).Msg("record job outcome; it will be redelivered")
 }
 
 func (r *Runner) deadLetter(ctx context.Context, m *runMethod, rec Record, log zerolog.Logger) {
@@ -742,6 +846,9 @@ func (c *jobContext) Logger() zerolog.Logger { return c.a.log }
 func (c *jobContext) Checkpoint(state []byte) error {
 	ctx, cancel := opCtx()
 	defer cancel()
+	if err := c.a.claim(); err != nil { // a checkpoint belongs to a recorded attempt
+		return fmt.Errorf("claim job: %w", err)
+	}
 	if err := c.a.check(ctx); errors.Is(err, ErrLeaseLost) {
 		return err
 	}
