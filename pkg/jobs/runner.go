@@ -47,10 +47,10 @@ type Runner struct {
 	running map[string]context.CancelCauseFunc // guarded by mu; app/method/id → cancel
 
 	// Test and benchmark knobs (set before Run).
-	heartbeat time.Duration                 // 0: lease/3; < 0: none
-	claimAfter time.Duration                // 0: ClaimAfter
-	onStart   func(id string)               // a job's handler is about to run
-	onDone    func(id string, state Status) // a job's record was finished
+	heartbeat  time.Duration                 // 0: lease/3; < 0: none
+	claimAfter time.Duration                 // 0: ClaimAfter
+	onStart    func(id string)               // a job's handler is about to run
+	onDone     func(id string, state Status) // a job's record was finished
 }
 
 type runMethod struct {
