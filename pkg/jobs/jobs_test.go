@@ -755,21 +755,41 @@ func TestNATSServerRestart(t *testing.T) {
 
 func TestAbortHandsJobsBack(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	m := method("train", func(m *config.AsyncMethod) { m.LeaseTimeout = config.Duration(30 * time.Second) })
-	started := make(chan struct{})
-	_, stop := startRunner(t, e, natstest.Conn(t, e.ns), 1, handlerFunc(func(ctx serve.JobContext, job *serve.Job) (any, error) {
-		close(started)
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}), "a", m)
-	mustSubmit(t, e.q, m, "x", nil)
-	recv(t, started, "the job to start")
-	stop() // ctx cancelled and Abort: the job goes back at once (Nak), not after the 30 s lease
-	startRunner(t, e, natstest.Conn(t, e.ns), 1, handlerFunc(echo), "b", m)
-	got := waitStatus(t, e.q, "train", "x", Succeeded, 5*time.Second)
-	if got.Replica != "b" || got.Attempts != 2 {
-		t.Fatalf("record = %+v, want attempt 2 on b", got)
+	for _, tc := range []struct {
+		name    string
+		id      string
+		claimed bool // abort after the claim, or before (the abort records the attempt)
+	}{{"claimed", "x", true}, {"unclaimed, generated id", "", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			m := method("train", func(m *config.AsyncMethod) { m.LeaseTimeout = config.Duration(30 * time.Second) })
+			started := make(chan struct{})
+			claimAfter := time.Hour
+			if tc.claimed {
+				claimAfter = time.Millisecond
+			}
+			_, stop := startRunnerWith(t, e, natstest.Conn(t, e.ns), func(r *Runner) { r.claimAfter = claimAfter }, 1,
+				handlerFunc(func(ctx serve.JobContext, job *serve.Job) (any, error) {
+					close(started)
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}), "a", m)
+			rec, _, err := e.q.Submit(ctxT(t), testApp, testDep, m, tc.id, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recv(t, started, "the job to start")
+			if tc.claimed {
+				waitStatus(t, e.q, "train", rec.ID, Running, 5*time.Second)
+			}
+			stop() // ctx cancelled and Abort: the job goes back at once (Nak), not after the 30 s lease
+			startRunner(t, e, natstest.Conn(t, e.ns), 1, handlerFunc(echo), "b", m)
+			got := waitStatus(t, e.q, "train", rec.ID, Succeeded, 5*time.Second)
+			if got.Replica != "b" || got.Attempts != 2 {
+				t.Fatalf("record = %+v, want attempt 2 on b", got)
+			}
+		})
 	}
 }
 
@@ -954,30 +974,5 @@ func TestCancelBeforeLazyClaim(t *testing.T) {
 	eventually(t, 5*time.Second, "the job message settled", func() bool { return streamMsgs(t, e, "train") == 0 })
 	if got, err := e.q.Status(ctx, testApp, "train", rec.ID); err != nil || got.Status != Cancelled || runs.get(rec.ID) != 1 {
 		t.Fatalf("Status = %+v, %v (runs %d); want CANCELLED after one run", got, err, runs.get(rec.ID))
-	}
-}
-
-// Aborting a generated-id job before its claim still counts the attempt.
-func TestAbortBeforeLazyClaimCountsTheAttempt(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	m := method("train", func(m *config.AsyncMethod) { m.LeaseTimeout = config.Duration(30 * time.Second) })
-	started := make(chan struct{})
-	_, stop := startRunnerWith(t, e, natstest.Conn(t, e.ns), func(r *Runner) { r.claimAfter = time.Hour }, 1,
-		handlerFunc(func(ctx serve.JobContext, job *serve.Job) (any, error) {
-			close(started)
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}), "a", m)
-	rec, _, err := e.q.Submit(ctxT(t), testApp, testDep, m, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv(t, started, "the job to start")
-	stop()
-	startRunner(t, e, natstest.Conn(t, e.ns), 1, handlerFunc(echo), "b", m)
-	got := waitStatus(t, e.q, "train", rec.ID, Succeeded, 5*time.Second)
-	if got.Replica != "b" || got.Attempts != 2 {
-		t.Fatalf("record = %+v, want attempt 2 on b", got)
 	}
 }

@@ -349,22 +349,40 @@ func (r *Runner) process(m *runMethod, msg *nats.Msg) {
 			rec, started = next, true
 		}
 	}
+	// claim writes base's RUNNING successor: Create if prev is 0, else
+	// compare-and-set on prev. It reports a lost race (read again); on
+	// another error it hands the job back for later.
+	claim := func(base Record, prev uint64) (raced bool) {
+		next := r.running1(base, seq, m)
+		b, _ := json.Marshal(next)
+		var nrev uint64
+		var err error
+		if prev == 0 {
+			nrev, err = kv.Create(ctx, id, b)
+		} else {
+			nrev, err = kv.Update(ctx, id, b, prev)
+		}
+		switch {
+		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+			return true
+		case err != nil:
+			log.Warn().Err(err).Msg("claim job; retrying later")
+			_ = msg.NakWithDelay(time.Second)
+			return false
+		}
+		rec, rev, started = next, nrev, true
+		return false
+	}
 	for try := 0; !started && try < 10; try++ {
 		e, err := kv.Get(ctx, id)
 		if (errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)) && hdrRev == "" {
 			// Never claimed (an earlier claim failed): create the record.
-			next := r.running1(sub, seq, m)
-			b, _ := json.Marshal(next)
-			nrev, err := kv.Create(ctx, id, b)
-			if errors.Is(err, jetstream.ErrKeyExists) {
+			if claim(sub, 0) {
 				continue
 			}
-			if err != nil {
-				log.Warn().Err(err).Msg("claim job; retrying later")
-				_ = msg.NakWithDelay(time.Second)
+			if !started {
 				return
 			}
-			rec, rev, started = next, nrev, true
 			break
 		}
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
@@ -416,18 +434,12 @@ func (r *Runner) process(m *runMethod, msg *nats.Msg) {
 			r.done(id, Failed)
 			return
 		}
-		next := r.running1(cur, seq, m)
-		b, _ := json.Marshal(next)
-		nrev, err := kv.Update(ctx, id, b, e.Revision())
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if claim(cur, e.Revision()) {
 			continue
 		}
-		if err != nil {
-			log.Warn().Err(err).Msg("mark job running; retrying later")
-			_ = msg.NakWithDelay(time.Second)
+		if !started {
 			return
 		}
-		rec, rev, started = next, nrev, true
 	}
 	if !started {
 		_ = msg.NakWithDelay(time.Second)
