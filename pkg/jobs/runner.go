@@ -465,12 +465,9 @@ func (a *attempt) updateLocked(mut func(*Record)) error {
 	defer cancel()
 	mine := a.rec.Attempts
 	for try := 0; try < 10; try++ {
-		next := a.rec
-		mut(&next)
-		next.UpdatedAt = time.Now().UTC()
-		b, err := json.Marshal(next)
+		next, b, err := a.successor(mut)
 		if err != nil {
-			return fmt.Errorf("encode job record: %w", err)
+			return err
 		}
 		rev, err := a.m.h.kv.Update(ctx, next.ID, b, a.rev)
 		if err == nil {
@@ -495,18 +492,27 @@ func (a *attempt) updateLocked(mut func(*Record)) error {
 	return errors.New("update job record: too much contention")
 }
 
+// successor is the attempt's record with mut applied, and its JSON.
+func (a *attempt) successor(mut func(*Record)) (Record, []byte, error) {
+	next := a.rec
+	mut(&next)
+	next.UpdatedAt = time.Now().UTC()
+	b, err := json.Marshal(next)
+	if err != nil {
+		return Record{}, nil, fmt.Errorf("encode job record: %w", err)
+	}
+	return next, b, nil
+}
+
 // createLocked writes the first record of an unclaimed attempt (mut
 // applied). Create fails if a record exists: a cancel came first
 // (errCancelledFirst), or another attempt has the job (ErrLeaseLost).
 func (a *attempt) createLocked(mut func(*Record)) error {
 	ctx, cancel := opCtx()
 	defer cancel()
-	next := a.rec
-	mut(&next)
-	next.UpdatedAt = time.Now().UTC()
-	b, err := json.Marshal(next)
+	next, b, err := a.successor(mut)
 	if err != nil {
-		return fmt.Errorf("encode job record: %w", err)
+		return err
 	}
 	rev, err := a.m.h.kv.Create(ctx, next.ID, b)
 	if err == nil {
