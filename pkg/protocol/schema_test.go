@@ -11,13 +11,15 @@ import (
 
 	"github.com/invopop/jsonschema"
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 )
 
 var update = flag.Bool("update", false, "rewrite schemas/*.schema.json from the Go types")
 
 // schemaTypes is every document type that crosses a process boundary:
-// the config file and each NATS message. schemas/ holds one JSON Schema
+// the config file, each NATS message and the job record (the job status
+// endpoint's body, the payload of a job message and of its KV record). schemas/ holds one JSON Schema
 // per entry, generated from the Go type; the test fails when they differ.
 var schemaTypes = map[string]any{
 	"config":         &config.ServeConfig{},
@@ -29,6 +31,7 @@ var schemaTypes = map[string]any{
 	"status":         &protocol.Status{},
 	"lease":          &protocol.Lease{},
 	"scale-decision": &protocol.ScaleDecision{},
+	"job-record":     &jobs.Record{},
 }
 
 func generate(t *testing.T, v any) []byte {
