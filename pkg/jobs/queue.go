@@ -115,14 +115,20 @@ func (h *handle) ensuredWith(e ensured) bool {
 // the object store and the shared dead-letter stream. A second call with
 // the same config costs a map lookup.
 func (q *Queue) Ensure(ctx context.Context, app, deployment string, m config.AsyncMethod) error {
-	m = withDefaults(m)
+	_, err := q.ensure(ctx, app, deployment, withDefaults(m))
+	return err
+}
+
+// ensure is Ensure for a config with its defaults applied; it returns the
+// method's handle.
+func (q *Queue) ensure(ctx context.Context, app, deployment string, m config.AsyncMethod) (*handle, error) {
 	want := ensured{app, deployment, m}
 	key := app + "/" + m.Name
 	q.mu.Lock()
 	h := q.methods[key]
 	q.mu.Unlock()
 	if h.ensuredWith(want) {
-		return nil
+		return h, nil
 	}
 	q.ensureMu.Lock()
 	defer q.ensureMu.Unlock()
@@ -130,17 +136,17 @@ func (q *Queue) Ensure(ctx context.Context, app, deployment string, m config.Asy
 	h = q.methods[key]
 	q.mu.Unlock()
 	if h.ensuredWith(want) {
-		return nil
+		return h, nil
 	}
 	nh, err := q.create(ctx, app, deployment, m)
 	if err != nil {
-		return fmt.Errorf("ensure async method %s/%s: %w", app, m.Name, err)
+		return nil, fmt.Errorf("ensure async method %s/%s: %w", app, m.Name, err)
 	}
 	nh.ensured = &want
 	q.mu.Lock()
 	q.methods[key] = nh
 	q.mu.Unlock()
-	return nil
+	return nh, nil
 }
 
 func (q *Queue) create(ctx context.Context, app, deployment string, m config.AsyncMethod) (*handle, error) {
@@ -311,10 +317,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 	} else if !idRE.MatchString(id) {
 		return Record{}, false, badRequest("%s %q: must be 1-128 letters, digits, '-', '_' or '='", m.IdempotencyKey, id)
 	}
-	if err := q.Ensure(ctx, app, deployment, m); err != nil {
-		return Record{}, false, err
-	}
-	h, err := q.open(ctx, app, m.Name)
+	h, err := q.ensure(ctx, app, deployment, m) // m has its defaults
 	if err != nil {
 		return Record{}, false, err
 	}
@@ -590,11 +593,8 @@ func (q *Queue) Cancel(ctx context.Context, app, method, id string) (Record, err
 			} else if err != nil {
 				return Record{}, err
 			}
-			subj := q.names.JobSubject(app, method, id)
-			if m, err := h.stream.GetLastMsgForSubject(ctx, subj); err == nil {
-				if err := h.stream.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-					q.log.Warn().Err(err).Str("request_id", id).Msg("delete cancelled job message (its runner will drop it)")
-				}
+			if m, err := h.stream.GetLastMsgForSubject(ctx, q.names.JobSubject(app, method, id)); err == nil {
+				q.deleteJobMsg(ctx, h, id, m.Sequence)
 			}
 			return r, nil
 		default: // RUNNING

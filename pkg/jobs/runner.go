@@ -54,10 +54,11 @@ type Runner struct {
 }
 
 type runMethod struct {
-	idx int
-	cfg config.AsyncMethod
-	h   *handle
-	api string // its consumer's pull subject
+	idx    int
+	cfg    config.AsyncMethod
+	h      *handle
+	stream string // its job stream
+	api    string // its consumer's pull subject
 }
 
 // ClaimAfter is how long the first attempt of a submitted job runs before
@@ -108,26 +109,20 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer r.abort()
 	methods := make([]*runMethod, 0, len(r.cfg.Methods))
 	for i, m := range r.cfg.Methods {
+		// Open what exists; create what does not (m has its defaults).
 		h, err := r.q.open(ctx, r.cfg.App, m.Name)
-		if errors.Is(err, ErrUnknownMethod) {
-			if err = r.q.Ensure(ctx, r.cfg.App, r.cfg.Deployment, m); err == nil {
-				h, err = r.q.open(ctx, r.cfg.App, m.Name)
-			}
+		if err == nil {
+			_, err = h.stream.Consumer(ctx, Consumer)
+		}
+		if errors.Is(err, ErrUnknownMethod) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			h, err = r.q.ensure(ctx, r.cfg.App, r.cfg.Deployment, m)
 		}
 		if err != nil {
-			return fmt.Errorf("runner: %w", err)
+			return fmt.Errorf("runner: open %s: %w", m.Name, err)
 		}
-		cons, err := h.stream.Consumer(ctx, Consumer)
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			if err = r.q.Ensure(ctx, r.cfg.App, r.cfg.Deployment, m); err == nil {
-				cons, err = h.stream.Consumer(ctx, Consumer)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("runner: open consumer of %s: %w", m.Name, err)
-		}
-		api := "$JS.API.CONSUMER.MSG.NEXT." + cons.CachedInfo().Stream + "." + Consumer
-		methods = append(methods, &runMethod{idx: i, cfg: m, h: h, api: api})
+		stream := h.stream.CachedInfo().Config.Name
+		methods = append(methods, &runMethod{idx: i, cfg: m, h: h, stream: stream,
+			api: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + Consumer})
 	}
 	// Highest priority first (stable: declaration order among equals).
 	byPrio := slices.Clone(methods)
@@ -142,7 +137,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		rescan: true, hint: -1, reconnects: r.nc.Stats().Reconnects,
 	}
 	for _, m := range methods {
-		p.byStream[m.h.stream.CachedInfo().Config.Name] = m
+		p.byStream[m.stream] = m
 	}
 	in := make(chan *nats.Msg, r.cfg.Slots+64)
 	inbox, err := r.nc.Subscribe(p.inbox+".>", func(m *nats.Msg) { in <- m })

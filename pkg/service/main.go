@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -20,6 +23,19 @@ import (
 type Configurable interface {
 	Validate() error
 	CommonConfig() Common
+}
+
+// Exec is the main function of a service binary: it calls run with a
+// context cancelled on SIGINT or SIGTERM, the process's arguments,
+// environment and stderr, and exits 1 with the error prefixed by name.
+func Exec(name string, run func(ctx context.Context, args, environ []string, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Environ(), os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 }
 
 // Main loads cfg (a pointer holding the defaults) from file, environment

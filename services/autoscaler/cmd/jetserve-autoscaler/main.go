@@ -3,25 +3,14 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/autoscaler"
 	"github.com/rs/zerolog"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Environ(), os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "jetserve-autoscaler:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Exec("jetserve-autoscaler", run) }
 
 func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	cfg := autoscaler.DefaultConfig()

@@ -4,26 +4,14 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler"
 	"github.com/rs/zerolog"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Environ(), os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "jetserve-scheduler:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Exec("jetserve-scheduler", run) }
 
 func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	cfg := scheduler.DefaultConfig()

@@ -6,9 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/jetserve/jetserve/examples"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -17,15 +14,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Environ(), os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "jetserve-worker:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Exec("jetserve-worker", run) }
 
 func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	reg := serve.NewRegistry()
