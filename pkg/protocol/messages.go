@@ -72,6 +72,11 @@ const (
 	ReplicaStarting ReplicaState = "STARTING"
 	ReplicaRunning  ReplicaState = "RUNNING"
 	ReplicaStopping ReplicaState = "STOPPING"
+	// ReplicaFailed: the replica cannot start (a process runtime command
+	// that does not exist, a child that never became healthy); the record's
+	// message says why. Routers never send it requests; the scheduler
+	// replaces it with backoff.
+	ReplicaFailed ReplicaState = "FAILED"
 )
 
 // ReplicaInfo is a replica's live record in BucketReplicas, put by its
