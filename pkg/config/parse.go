@@ -212,6 +212,26 @@ func (c *ServeConfig) ApplyDefaults() {
 			if d.GracefulShutdownTimeout == 0 {
 				d.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
 			}
+			if d.Runtime == "" {
+				d.Runtime = RuntimeGo
+			}
+			if d.Protocol == "" {
+				d.Protocol = ProtocolHTTP
+			}
+			if d.MaxModelsPerReplica == 0 {
+				d.MaxModelsPerReplica = DefaultMaxModelsPerReplica
+			}
+			if d.Runtime == RuntimeProcess {
+				if d.StartupTimeout == 0 {
+					d.StartupTimeout = DefaultStartupTimeout
+				}
+				if d.HealthPath == "" {
+					d.HealthPath = DefaultHealthPathHTTP
+					if d.Protocol == ProtocolOIP {
+						d.HealthPath = DefaultHealthPathOIP
+					}
+				}
+			}
 			if d.Resources.CPU == nil {
 				cpu := DefaultCPU
 				d.Resources.CPU = &cpu
@@ -230,7 +250,10 @@ func (c *ServeConfig) ApplyDefaults() {
 	}
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var (
+	nameRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	modelRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+)
 
 // Validate checks a config whose defaults are applied; it returns every
 // problem, each naming its field.
@@ -241,6 +264,7 @@ func (c ServeConfig) Validate() Errors {
 	}
 	names := map[string]int{}
 	prefixes := map[string]int{}
+	models := map[string]string{} // OIP model name → "app/deployment"
 	for i, a := range c.Applications {
 		p := fmt.Sprintf("applications[%d]", i)
 		if !nameRE.MatchString(a.Name) {
@@ -276,8 +300,65 @@ func (c ServeConfig) Validate() Errors {
 			} else {
 				deps[d.Name] = j
 			}
-			if d.Handler == "" {
-				add(dp+".handler", "is required: the name of a deployment registered with the SDK")
+			switch d.Runtime {
+			case RuntimeGo:
+				if d.Handler == "" {
+					add(dp+".handler", "is required: the name of a deployment registered with the SDK")
+				}
+				for _, f := range []struct {
+					name string
+					set  bool
+				}{{"command", len(d.Command) > 0}, {"env", len(d.Env) > 0}, {"port", d.Port != 0},
+					{"health_path", d.HealthPath != ""}, {"startup_timeout", d.StartupTimeout != 0}} {
+					if f.set {
+						add(dp+"."+f.name, "applies only to runtime process")
+					}
+				}
+			case RuntimeProcess:
+				if len(d.Command) == 0 || d.Command[0] == "" {
+					add(dp+".command", "is required for runtime process: the program and its arguments")
+				}
+				if d.Port < 0 || d.Port > 65535 {
+					add(dp+".port", "must be 0 (the worker picks one) or a TCP port, got %d", d.Port)
+				}
+				if !strings.HasPrefix(d.HealthPath, "/") {
+					add(dp+".health_path", "must start with '/', got %q", d.HealthPath)
+				}
+				if d.StartupTimeout.D() <= 0 {
+					add(dp+".startup_timeout", "must be > 0")
+				}
+				for k := range d.Env {
+					if k == "" || strings.ContainsAny(k, "=\x00") {
+						add(dp+".env", "invalid variable name %q", k)
+					}
+				}
+			default:
+				add(dp+".runtime", "must be %q or %q, got %q", RuntimeGo, RuntimeProcess, d.Runtime)
+			}
+			switch d.Protocol {
+			case ProtocolHTTP:
+				if len(d.OIPModels) > 0 {
+					add(dp+".oip_models", "applies only to protocol oip")
+				}
+			case ProtocolOIP:
+				for k, m := range d.ModelNames() {
+					mp := fmt.Sprintf("%s.oip_models[%d]", dp, k)
+					if len(d.OIPModels) == 0 {
+						mp = dp + ".name"
+					}
+					if !modelRE.MatchString(m) {
+						add(mp, "OIP model name must be 1-128 letters, digits, '.', '-' or '_', got %q", m)
+					} else if other, dup := models[m]; dup {
+						add(mp, "OIP model %q is also served by %s: model names are unique across the config", m, other)
+					} else {
+						models[m] = fmt.Sprintf("%s/%s", a.Name, d.Name)
+					}
+				}
+			default:
+				add(dp+".protocol", "must be %q or %q, got %q", ProtocolHTTP, ProtocolOIP, d.Protocol)
+			}
+			if d.MaxModelsPerReplica < 1 {
+				add(dp+".max_models_per_replica", "must be >= 1, got %d", d.MaxModelsPerReplica)
 			}
 			if d.NumReplicas != nil && *d.NumReplicas < 0 {
 				add(dp+".num_replicas", "must be >= 0, got %d", *d.NumReplicas)

@@ -97,6 +97,17 @@ func TestParseRejectsWithFieldNamed(t *testing.T) {
 		{"duplicate route", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [" + ok + "]}\n- {name: b, route_prefix: /a, ingress: d, deployments: [" + ok + "]}\n", "applications[1].route_prefix"},
 		{"duplicate deployment", app(ok + ", " + ok), "applications[0].deployments[1].name"},
 		{"no deployments", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: []}\n", "applications[0].deployments"},
+		{"unknown runtime", app(`{name: d, handler: h, runtime: docker}`), "applications[0].deployments[0].runtime"},
+		{"process without command", app(`{name: d, runtime: process}`), "applications[0].deployments[0].command"},
+		{"process port out of range", app(`{name: d, runtime: process, command: [x], port: 70000}`), "applications[0].deployments[0].port"},
+		{"process health path relative", app(`{name: d, runtime: process, command: [x], health_path: ready}`), "applications[0].deployments[0].health_path"},
+		{"process env name with =", app(`{name: d, runtime: process, command: [x], env: {"A=B": c}}`), "applications[0].deployments[0].env"},
+		{"command on a go deployment", app(`{name: d, handler: h, command: [x]}`), "applications[0].deployments[0].command"},
+		{"unknown protocol", app(`{name: d, handler: h, protocol: grpc}`), "applications[0].deployments[0].protocol"},
+		{"oip_models without oip", app(`{name: d, handler: h, oip_models: [m]}`), "applications[0].deployments[0].oip_models"},
+		{"bad oip model name", app(`{name: d, handler: h, protocol: oip, oip_models: ["a/b"]}`), "applications[0].deployments[0].oip_models[0]"},
+		{"duplicate oip model", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [{name: d, handler: h, protocol: oip}]}\n- {name: b, route_prefix: /b, ingress: d, deployments: [{name: d, handler: h, protocol: oip}]}\n", "applications[1].deployments[0].name"},
+		{"max_models_per_replica < 1", app(`{name: d, handler: h, max_models_per_replica: -1}`), "applications[0].deployments[0].max_models_per_replica"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,6 +126,43 @@ func TestParseRejectsWithFieldNamed(t *testing.T) {
 				t.Fatalf("Parse() = %v, want an error naming %q", err, tc.field)
 			}
 		})
+	}
+}
+
+func TestProcessRuntimeDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(`applications:
+- name: a
+  route_prefix: /a
+  ingress: http
+  deployments:
+  - {name: http, runtime: process, command: [python3, server.py]}
+  - {name: digits, runtime: process, command: [python3, oip.py], protocol: oip, oip_models: [digits, digits-v2]}
+  - {name: go, handler: h, protocol: oip}
+`))
+	if err != nil {
+		t.Fatalf("Parse() = %v, want nil", err)
+	}
+	a := cfg.Applications[0]
+	h, o, g := a.Deployments[0], a.Deployments[1], a.Deployments[2]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"http.HealthPath", h.HealthPath, DefaultHealthPathHTTP},
+		{"http.StartupTimeout", h.StartupTimeout, DefaultStartupTimeout},
+		{"http.Protocol", h.Protocol, ProtocolHTTP},
+		{"http.ModelNames", len(h.ModelNames()), 0},
+		{"digits.HealthPath", o.HealthPath, DefaultHealthPathOIP},
+		{"digits.ModelNames", strings.Join(o.ModelNames(), ","), "digits,digits-v2"},
+		{"go.Runtime", g.Runtime, RuntimeGo},
+		{"go.ModelNames", strings.Join(g.ModelNames(), ","), "go"},
+		{"go.HealthPath (unused)", g.HealthPath, ""},
+		{"go.MaxModelsPerReplica", g.MaxModelsPerReplica, DefaultMaxModelsPerReplica},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
 	}
 }
 

@@ -14,8 +14,20 @@ import (
 	"encoding/json"
 )
 
+// Runtimes and protocols of a deployment.
+const (
+	RuntimeGo      = "go"
+	RuntimeProcess = "process"
+	ProtocolHTTP   = "http"
+	ProtocolOIP    = "oip"
+)
+
 // Defaults, Ray Serve's where Ray has the option.
 const (
+	DefaultStartupTimeout          = Duration(60e9)
+	DefaultMaxModelsPerReplica     = 3
+	DefaultHealthPathHTTP          = "/healthz"
+	DefaultHealthPathOIP           = "/v2/health/ready"
 	DefaultMaxOngoingRequests      = 5
 	DefaultMaxQueuedRequests       = -1 // unlimited
 	DefaultNumReplicas             = 1
@@ -49,8 +61,41 @@ type Application struct {
 // Deployment is one model or stage: a registered handler run as N replicas.
 type Deployment struct {
 	Name string `json:"name" jsonschema:"required,pattern=^[A-Za-z0-9_-]+$"`
-	// Handler is the name a Go deployment was registered under in the SDK.
-	Handler string `json:"handler" jsonschema:"required,description=Name of a deployment registered with the SDK (serve.Registry)."`
+	// Handler is the name a Go deployment was registered under in the SDK
+	// (required for runtime go, unused for runtime process).
+	Handler string `json:"handler,omitempty" jsonschema:"description=Name of a deployment registered with the SDK (serve.Registry); required unless runtime is process."`
+	// Runtime is how a replica runs: "go" (default: a handler compiled
+	// into the worker) or "process" (any program speaking HTTP on a port
+	// the worker gives it; see Command).
+	Runtime string `json:"runtime,omitempty" jsonschema:"enum=go,enum=process,default=go"`
+	// Command is the argv of a process-runtime replica's child process.
+	Command []string `json:"command,omitempty" jsonschema:"description=argv of the child process (runtime process); required there."`
+	// Env is added to the child's environment (runtime process).
+	Env map[string]string `json:"env,omitempty"`
+	// Port is where the child listens (runtime process); 0 (default) lets
+	// the worker pick a free port, passed to the child as PORT.
+	Port int `json:"port,omitempty" jsonschema:"minimum=0,maximum=65535"`
+	// HealthPath is polled on the child until it answers 2xx (start-up)
+	// and on every health check (runtime process); default
+	// /v2/health/ready for protocol oip, /healthz for http.
+	HealthPath string `json:"health_path,omitempty"`
+	// StartupTimeout bounds how long a child may take to become healthy
+	// before the replica is FAILED (runtime process); default 60s.
+	StartupTimeout Duration `json:"startup_timeout,omitempty" jsonschema:"type=string,default=60s"`
+	// Protocol is what the deployment speaks: "http" (default) or "oip"
+	// (Open Inference Protocol v2). An oip deployment is served on the
+	// ingress's /v2 endpoints under its OIP model names; a process child is
+	// passed the requests through, a Go handler gets typed tensors from the
+	// SDK.
+	Protocol string `json:"protocol,omitempty" jsonschema:"enum=http,enum=oip,default=http"`
+	// OIPModels are the OIP model names routed to this deployment
+	// (protocol oip); default: the deployment's name. A multiplexed
+	// deployment lists every model it serves; the name travels as the
+	// request's multiplexed model id.
+	OIPModels []string `json:"oip_models,omitempty"`
+	// MaxModelsPerReplica caps the models a multiplexed deployment keeps
+	// loaded per replica (Ray's max_num_models_per_replica); default 3.
+	MaxModelsPerReplica int `json:"max_models_per_replica,omitempty" jsonschema:"minimum=1,default=3"`
 	// NumReplicas is the number of replicas to run (default 1).
 	NumReplicas *int `json:"num_replicas,omitempty" jsonschema:"minimum=0,default=1"`
 	// MaxOngoingRequests caps in-flight requests per replica (default 5).
@@ -256,6 +301,18 @@ func (c ServeConfig) App(name string) (Application, bool) {
 		}
 	}
 	return Application{}, false
+}
+
+// ModelNames returns the OIP model names of an oip deployment (its
+// oip_models, else its name); nil for other protocols.
+func (d Deployment) ModelNames() []string {
+	if d.Protocol != ProtocolOIP {
+		return nil
+	}
+	if len(d.OIPModels) > 0 {
+		return d.OIPModels
+	}
+	return []string{d.Name}
 }
 
 // Deployment returns the deployment named name, or false.
