@@ -33,7 +33,7 @@ targets=(
 	"nats-server         deploy/natsbuild     github.com/nats-io/nats-server/v2 off"
 	"jetserve-ingress    services/ingress     ./cmd/jetserve-ingress"
 	"jetserve-router     services/router      ./cmd/jetserve-router"
-	"jetserve-worker     services/worker      ./cmd/jetserve-worker"
+	"jetserve-worker     examples             ./cmd/jetserve-worker"
 	"jetserve-scheduler  services/scheduler   ./cmd/jetserve-scheduler"
 	"jetserve-autoscaler services/autoscaler  ./cmd/jetserve-autoscaler"
 	"jetserve            cmd/jetserve         ."

@@ -3,17 +3,12 @@ module github.com/jetserve/jetserve/cmd/jetserve
 go 1.26.0
 
 require (
+	github.com/jetserve/jetserve/devfleet v0.0.0
 	github.com/jetserve/jetserve/examples v0.0.0
 	github.com/jetserve/jetserve/pkg v0.0.0
-	github.com/jetserve/jetserve/services/autoscaler v0.0.0
-	github.com/jetserve/jetserve/services/ingress v0.0.0
-	github.com/jetserve/jetserve/services/router v0.0.0
-	github.com/jetserve/jetserve/services/scheduler v0.0.0
-	github.com/jetserve/jetserve/services/worker v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
 	github.com/spf13/pflag v1.1.0
-	golang.org/x/sync v0.25.0
 )
 
 require (
@@ -24,6 +19,11 @@ require (
 	github.com/go-chi/chi/v5 v5.5.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.4.0 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/jetserve/jetserve/services/autoscaler v0.0.0 // indirect
+	github.com/jetserve/jetserve/services/ingress v0.0.0 // indirect
+	github.com/jetserve/jetserve/services/router v0.0.0 // indirect
+	github.com/jetserve/jetserve/services/scheduler v0.0.0 // indirect
+	github.com/jetserve/jetserve/services/worker v0.0.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/knadh/koanf/maps v0.1.2 // indirect
 	github.com/knadh/koanf/parsers/yaml v1.1.1 // indirect
@@ -48,6 +48,7 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
@@ -55,6 +56,7 @@ require (
 )
 
 replace (
+	github.com/jetserve/jetserve/devfleet => ../../devfleet
 	github.com/jetserve/jetserve/examples => ../../examples
 	github.com/jetserve/jetserve/pkg => ../../pkg
 	github.com/jetserve/jetserve/services/autoscaler => ../../services/autoscaler

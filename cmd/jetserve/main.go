@@ -10,9 +10,21 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/jetserve/jetserve/devfleet"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "dev" {
+		// dev stops in two stages (drain, then at once on a second Ctrl-C).
+		reg, err := exampleRegistry()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "jetserve:", err)
+			os.Exit(1)
+		}
+		devfleet.Main(reg, devOptions(os.Args[2:]))
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr); err != nil {
@@ -48,7 +60,7 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "dev":
-		return runDev(ctx, rest, environ, stdout, stderr)
+		return runDev(ctx, rest, stdout, stderr)
 	case "deploy":
 		return runDeploy(ctx, rest, env, stdout, stderr)
 	case "status":

@@ -3,7 +3,6 @@ module github.com/jetserve/jetserve/services/worker
 go 1.26.0
 
 require (
-	github.com/jetserve/jetserve/examples v0.0.0
 	github.com/jetserve/jetserve/pkg v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
@@ -49,7 +48,4 @@ require (
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
-replace (
-	github.com/jetserve/jetserve/examples => ../../examples
-	github.com/jetserve/jetserve/pkg => ../../pkg
-)
+replace github.com/jetserve/jetserve/pkg => ../../pkg

@@ -47,7 +47,7 @@ var Targets = []Target{
 	{NATSServer, "e2e", "github.com/nats-io/nats-server/v2"},
 	{Ingress, "services/ingress", "./cmd/jetserve-ingress"},
 	{Router, "services/router", "./cmd/jetserve-router"},
-	{Worker, "services/worker", "./cmd/jetserve-worker"},
+	{Worker, "examples", "./cmd/jetserve-worker"},
 	{Scheduler, "services/scheduler", "./cmd/jetserve-scheduler"},
 	{Autoscaler, "services/autoscaler", "./cmd/jetserve-autoscaler"},
 	{CLI, "cmd/jetserve", "."},

@@ -1,0 +1,347 @@
+// Package devfleet runs a whole jetserve fleet in one process, for the
+// development loop: an embedded NATS JetStream server, the five services
+// (scheduler, router, worker, ingress, autoscaler), each with its own NATS
+// connection exactly as they run apart, a worker with the deployments of a
+// serve.Registry compiled in, and a serve config deployed once it is up.
+//
+// `jetserve dev` is Main with the example deployments. A user's own
+// deployments get the same loop from a main of their own:
+//
+//	func main() {
+//		reg := serve.NewRegistry()
+//		_ = reg.Register("quickstart.Greeter", quickstart.NewGreeter)
+//		devfleet.Main(reg, devfleet.Options{Config: "config.yaml"})
+//	}
+//
+// Run owns every goroutine it starts and returns when ctx ends and every
+// service has drained.
+package devfleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/natsembed"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/services/autoscaler"
+	"github.com/jetserve/jetserve/services/ingress"
+	"github.com/jetserve/jetserve/services/router"
+	"github.com/jetserve/jetserve/services/scheduler"
+	"github.com/jetserve/jetserve/services/worker"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+)
+
+// Options say what a dev fleet serves.
+type Options struct {
+	// Name is the command shown in usage and messages (default "jetserve dev").
+	Name string
+	// Config is the default of --config: the serve config deployed once the
+	// fleet is up ("" deploys nothing unless --config is given).
+	Config string
+	// Try lists example commands printed once the fleet is up; "{ingress}"
+	// is replaced by the ingress's base URL.
+	Try []string
+	// Args are Main's command-line arguments; nil means os.Args[1:].
+	Args []string
+}
+
+// Main is the main function of a dev-fleet binary: it runs Run with the
+// process's arguments, stops gracefully on the first SIGINT or SIGTERM
+// (saying how long draining may take) and at once on the second, and exits
+// 0 after a stop asked for by a signal, 1 after an error.
+func Main(reg *serve.Registry, o Options) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	drain := make(chan time.Duration, 1)
+	go func() {
+		s := <-sigs
+		d := 30 * time.Second
+		select {
+		case d = <-drain:
+		default:
+		}
+		fmt.Fprintf(os.Stderr, "\n%v: draining — requests and jobs in flight get up to %s to finish; press Ctrl-C again to stop at once\n", s, d)
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "second signal: stopping at once (jobs in flight resume from their last checkpoint on the next start)")
+		os.Exit(0)
+	}()
+	args := o.Args
+	if args == nil {
+		args = os.Args[1:]
+	}
+	err := run(ctx, reg, o, args, os.Stdout, os.Stderr, drain)
+	signal.Stop(sigs)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", o.name(), err)
+		os.Exit(1)
+	}
+}
+
+func (o Options) name() string {
+	if o.Name == "" {
+		return "jetserve dev"
+	}
+	return o.Name
+}
+
+// Run runs the dev fleet with the command-line args (flags below) until ctx
+// ends. It returns nil after a stop by ctx, once every service drained.
+//
+//	--data-dir DIR        JetStream data (default .data)
+//	--nats-port N         NATS client port (default 4222; -1: any free port)
+//	--nats-http-port N    NATS monitoring port (default 8222; 0: off)
+//	--http-addr ADDR      HTTP ingress (default :8000)
+//	--admin-addr ADDR     admin API (default :8265)
+//	--config FILE         serve config to deploy once up (default Options.Config)
+//	--log-format F        console or json (default console)
+//	--log-level L         trace, debug, info, warn, error (default info)
+//	--ops                 serve each service's /metrics and /healthz on 9100-9104 (default true)
+func Run(ctx context.Context, reg *serve.Registry, o Options, args []string, stdout, stderr io.Writer) error {
+	return run(ctx, reg, o, args, stdout, stderr, nil)
+}
+
+// flags are the dev fleet's command-line options.
+type flags struct {
+	dataDir    string
+	natsPort   int
+	natsHTTP   int
+	httpAddr   string
+	adminAddr  string
+	config     string
+	logFormat  string
+	logLevel   string
+	opsEnabled bool
+}
+
+func run(ctx context.Context, reg *serve.Registry, o Options, args []string, stdout, stderr io.Writer, drain chan<- time.Duration) error {
+	if reg == nil {
+		return errors.New("a serve.Registry is required")
+	}
+	var f flags
+	fs := pflag.NewFlagSet(o.name(), pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.dataDir, "data-dir", ".data", "where the embedded NATS keeps JetStream data")
+	fs.IntVar(&f.natsPort, "nats-port", 4222, "NATS client port (-1: any free port)")
+	fs.IntVar(&f.natsHTTP, "nats-http-port", 8222, "NATS monitoring port (0: off)")
+	fs.StringVar(&f.httpAddr, "http-addr", ":8000", "HTTP ingress address")
+	fs.StringVar(&f.adminAddr, "admin-addr", ":8265", "admin API address")
+	fs.StringVar(&f.config, "config", o.Config, "serve config to deploy once up (\"\" deploys nothing)")
+	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
+	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn, error")
+	fs.BoolVar(&f.opsEnabled, "ops", true, "serve each service's /metrics and /healthz on ports 9100-9104")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	var deployBody []byte
+	grace := config.DefaultGracefulShutdownTimeout.D()
+	if f.config != "" {
+		b, err := os.ReadFile(f.config)
+		if err != nil {
+			return fmt.Errorf("read %s: %w (run from the directory that holds it, or pass --config)", f.config, err)
+		}
+		sc, err := config.Parse(b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.config, err)
+		}
+		deployBody = b
+		for _, a := range sc.Applications {
+			for _, d := range a.Deployments {
+				grace = max(grace, d.GracefulShutdownTimeout.D())
+			}
+		}
+	}
+	dir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	cfgs, err := serviceConfigs(f, stderr)
+	if err != nil {
+		return err
+	}
+	if drain != nil {
+		drain <- max(grace, cfgs.ingress.DrainTimeout)
+	}
+	ns, err := natsembed.Start(natsembed.Options{Port: f.natsPort, HTTPPort: f.natsHTTP, StoreDir: dir})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}()
+	url := ns.ClientURL()
+	deps := func(name string) service.Deps {
+		return service.Deps{Log: service.NewLogger(service.LogConfig{Level: f.logLevel, Format: f.logFormat}, stderr, name)}
+	}
+	cfgs.setNATS(url)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return scheduler.Run(gctx, cfgs.scheduler, deps("scheduler")) })
+	g.Go(func() error { return router.Run(gctx, cfgs.router, deps("router")) })
+	g.Go(func() error { return worker.Run(gctx, cfgs.worker, deps("worker"), reg) })
+	g.Go(func() error { return ingress.Run(gctx, cfgs.ingress, deps("ingress")) })
+	g.Go(func() error { return autoscaler.Run(gctx, cfgs.autoscaler, deps("autoscaler")) })
+	g.Go(func() error {
+		admin := "http://" + localAddr(f.adminAddr)
+		if err := waitHTTP(gctx, admin+"/api/serve/applications"); err != nil {
+			return err
+		}
+		if deployBody != nil {
+			if err := put(gctx, admin+"/api/serve/applications", deployBody); err != nil {
+				return fmt.Errorf("deploy %s: %w", f.config, err)
+			}
+		}
+		ingressURL := "http://" + localAddr(f.httpAddr)
+		var try strings.Builder
+		for _, t := range o.Try {
+			fmt.Fprintf(&try, "  %s\n", strings.ReplaceAll(t, "{ingress}", ingressURL))
+		}
+		if try.Len() > 0 {
+			try.WriteString("\n")
+		}
+		deployed := "nothing deployed (pass --config FILE)"
+		if deployBody != nil {
+			deployed = "deployed " + f.config
+		}
+		fmt.Fprintf(stdout, `
+%s is up: %s.
+  HTTP ingress   %s        (routes: %s/-/routes)
+  admin API      %s        (status: %s/api/serve/applications)
+  NATS           %s         (go tool nats --server %s stream ls)
+  data           %s
+
+%sCtrl-C drains and stops everything; a second Ctrl-C stops at once.
+`, o.name(), deployed, ingressURL, ingressURL, admin, admin, url, url, dir, try.String())
+		return nil
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// configs are the five services' configurations.
+type configs struct {
+	ingress    ingress.Config
+	router     router.Config
+	worker     worker.Config
+	scheduler  scheduler.Config
+	autoscaler autoscaler.Config
+}
+
+// serviceConfigs loads each service's configuration from its defaults and
+// the dev fleet's flags (the NATS URL is set once the server runs).
+func serviceConfigs(f flags, stderr io.Writer) (configs, error) {
+	c := configs{ingress.DefaultConfig(), router.DefaultConfig(), worker.DefaultConfig(), scheduler.DefaultConfig(), autoscaler.DefaultConfig()}
+	common := []string{"--log.format", f.logFormat, "--log.level", f.logLevel}
+	ops := func(addr string) []string {
+		if !f.opsEnabled {
+			addr = ""
+		}
+		return []string{"--ops_addr", addr}
+	}
+	load := func(cfg service.Configurable, name string, extra ...string) error {
+		a := append(append([]string{}, common...), extra...)
+		if err := service.Load(cfg, name, a, nil, stderr); err != nil {
+			return fmt.Errorf("%s config: %w", name, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("%s config: %w", name, err)
+		}
+		return nil
+	}
+	return c, errors.Join(
+		load(&c.ingress, "ingress", append(ops(":9100"), "--http_addr", f.httpAddr)...),
+		load(&c.router, "router", ops(":9101")...),
+		load(&c.worker, "worker", ops(":9102")...),
+		load(&c.scheduler, "scheduler", append(ops(":9103"), "--admin_addr", f.adminAddr)...),
+		load(&c.autoscaler, "autoscaler", ops(":9104")...),
+	)
+}
+
+func (c *configs) setNATS(url string) {
+	c.ingress.NATS.URL = url
+	c.router.NATS.URL = url
+	c.worker.NATS.URL = url
+	c.scheduler.NATS.URL = url
+	c.autoscaler.NATS.URL = url
+}
+
+// localAddr turns ":8000" into "127.0.0.1:8000".
+func localAddr(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "127.0.0.1" + addr
+	}
+	return addr
+}
+
+// waitHTTP polls url until it answers below 500, for at most 30 s.
+func waitHTTP(ctx context.Context, url string) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(30 * time.Second)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", url, err)
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("%s did not answer within 30s", url)
+		case <-t.C:
+		}
+	}
+}
+
+// put applies a serve config through the admin API.
+func put(ctx context.Context, url string, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, strings.NewReader(string(body)))
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/yaml")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("PUT %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("PUT %s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return nil
+}

@@ -1,0 +1,36 @@
+package worker
+
+import (
+	"context"
+	"io"
+
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/rs/zerolog"
+)
+
+// Main is the main function of a worker binary that runs the deployments
+// registered in reg, with the stock worker's options — flags, JETSERVE_*
+// environment variables and --config file (see docs/options.md) — signals
+// (SIGINT/SIGTERM drain the replicas) and exit code. A user's own worker is
+//
+//	func main() {
+//		reg := serve.NewRegistry()
+//		if err := reg.Register("quickstart.Greeter", quickstart.NewGreeter); err != nil {
+//			panic(err)
+//		}
+//		worker.Main(reg)
+//	}
+func Main(reg *serve.Registry) { service.Exec("worker", Command(reg)) }
+
+// Command returns what Main runs, for a program that handles signals and
+// the exit code itself (or a test): it loads the configuration from args
+// and environ, validates it and runs the worker until ctx ends.
+func Command(reg *serve.Registry) func(ctx context.Context, args, environ []string, stderr io.Writer) error {
+	return func(ctx context.Context, args, environ []string, stderr io.Writer) error {
+		cfg := DefaultConfig()
+		return service.Main(ctx, "worker", &cfg, args, environ, stderr, func(ctx context.Context, log zerolog.Logger) error {
+			return Run(ctx, cfg, service.Deps{Log: log}, reg)
+		})
+	}
+}
