@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/jetserve/jetserve/pkg/config"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -78,25 +80,58 @@ func do(ctx context.Context, method, url string, body []byte, contentType string
 func runDeploy(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
 	fs := flags("deploy", stderr)
 	admin := adminFlag(fs, env)
+	merge := fs.Bool("merge", false, "apply each application of FILE on its own; leave every other application as it is")
+	ifEmpty := fs.Bool("if-empty", false, "apply FILE only when the fleet has no application (a one-shot example deployer)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: jetserve deploy FILE [--admin URL]")
+	if fs.NArg() != 1 || (*merge && *ifEmpty) {
+		return errors.New("usage: jetserve deploy FILE [--merge | --if-empty] [--admin URL]")
 	}
 	body, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	b, err := do(ctx, http.MethodPut, *admin+"/api/serve/applications", body, "application/yaml")
-	if err != nil {
-		return err
-	}
 	var out struct {
 		Applications []string `json:"applications"`
+		Applied      *bool    `json:"applied"`
+		Message      string   `json:"message"`
 	}
-	_ = json.Unmarshal(b, &out)
-	fmt.Fprintf(stdout, "deployed: %s\n", strings.Join(out.Applications, ", "))
+	if !*merge {
+		target := *admin + "/api/serve/applications"
+		if *ifEmpty {
+			target += "?if_empty=true"
+		}
+		b, err := do(ctx, http.MethodPut, target, body, "application/yaml")
+		if err != nil {
+			return err
+		}
+		_ = json.Unmarshal(b, &out)
+		if out.Applied != nil && !*out.Applied {
+			fmt.Fprintf(stdout, "not deployed: %s (applications: %s)\n", out.Message, strings.Join(out.Applications, ", "))
+			return nil
+		}
+		fmt.Fprintf(stdout, "deployed: %s\n", strings.Join(out.Applications, ", "))
+		return nil
+	}
+	// --merge: the file is checked here first, so that nothing is applied
+	// from a file with an error in its third application.
+	cfg, err := config.Parse(body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", fs.Arg(0), err)
+	}
+	for _, a := range cfg.Applications {
+		one, err := json.Marshal(config.ServeConfig{Applications: []config.Application{a}})
+		if err != nil {
+			return fmt.Errorf("encode application %s: %w", a.Name, err)
+		}
+		b, err := do(ctx, http.MethodPut, *admin+"/api/serve/applications/"+url.PathEscape(a.Name), one, "application/json")
+		if err != nil {
+			return fmt.Errorf("application %s: %w", a.Name, err)
+		}
+		_ = json.Unmarshal(b, &out)
+		fmt.Fprintf(stdout, "deployed: %s (fleet: %s)\n", a.Name, strings.Join(out.Applications, ", "))
+	}
 	return nil
 }
 

@@ -40,6 +40,8 @@ Usage:
                                     example deployments, and deploy the example app
   jetserve deploy FILE [--admin URL]  apply a serve config (YAML or JSON); apps absent
                                     from it are deleted
+    --merge                         add or replace FILE's applications, keep the others
+    --if-empty                      apply only to a fleet with no application
   jetserve status [--admin URL] [-o table|json]
   jetserve delete APP|--all [--admin URL]
   jetserve call ROUTE [BODY] [--url URL] [-X METHOD] [--stream]

@@ -32,25 +32,31 @@ const (
 	Scheduler  = "jetserve-scheduler"
 	Autoscaler = "jetserve-autoscaler"
 	CLI        = "jetserve"
+	// QuickstartWorker is examples/quickstart's worker, built from its own
+	// module with GOWORK=off, as a user's repository builds it.
+	QuickstartWorker = "quickstart-worker"
 )
 
 // Target is one binary to build: `go build -o <out>/<Name> <Pkg>` run in
-// Dir (relative to the repository root).
+// Dir (relative to the repository root), outside the workspace when
+// Standalone (GOWORK=off: the module's own go.mod and go.sum only).
 type Target struct {
-	Name string
-	Dir  string
-	Pkg  string
+	Name       string
+	Dir        string
+	Pkg        string
+	Standalone bool
 }
 
 // Targets are every binary the end-to-end tests run.
 var Targets = []Target{
-	{NATSServer, "e2e", "github.com/nats-io/nats-server/v2"},
-	{Ingress, "services/ingress", "./cmd/jetserve-ingress"},
-	{Router, "services/router", "./cmd/jetserve-router"},
-	{Worker, "examples", "./cmd/jetserve-worker"},
-	{Scheduler, "services/scheduler", "./cmd/jetserve-scheduler"},
-	{Autoscaler, "services/autoscaler", "./cmd/jetserve-autoscaler"},
-	{CLI, "cmd/jetserve", "."},
+	{NATSServer, "e2e", "github.com/nats-io/nats-server/v2", false},
+	{Ingress, "services/ingress", "./cmd/jetserve-ingress", false},
+	{Router, "services/router", "./cmd/jetserve-router", false},
+	{Worker, "examples", "./cmd/jetserve-worker", false},
+	{Scheduler, "services/scheduler", "./cmd/jetserve-scheduler", false},
+	{Autoscaler, "services/autoscaler", "./cmd/jetserve-autoscaler", false},
+	{CLI, "cmd/jetserve", ".", false},
+	{QuickstartWorker, "examples/quickstart", "./cmd/worker", true},
 }
 
 // Binaries are the built programs. A binary that failed to build makes
@@ -81,6 +87,9 @@ func Build(ctx context.Context, root, dir string, opt BuildOptions) *Binaries {
 		args = append(args, t.Pkg)
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = filepath.Join(root, t.Dir)
+		if t.Standalone {
+			cmd.Env = append(os.Environ(), "GOWORK=off")
+		}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			b.errs[t.Name] = fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), t.Dir, err, out)

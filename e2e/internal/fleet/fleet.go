@@ -171,7 +171,7 @@ func (f *Fleet) nextID(kind string) int {
 
 func (f *Fleet) start(kind, short string, withID bool, extra map[string]string, wait bool) *Service {
 	f.tb.Helper()
-	n := f.nextID(kind)
+	n := f.nextID(short) // by short name: workers from different binaries get distinct ids
 	s := &Service{Kind: kind, OpsAddr: FreeAddr(f.tb)}
 	env := map[string]string{
 		"JETSERVE_NATS_URL":   f.NATS.URL,
@@ -203,7 +203,14 @@ func (f *Fleet) start(kind, short string, withID bool, extra map[string]string, 
 // AddWorker starts one more worker (id "worker-N"); wait: until healthy.
 func (f *Fleet) AddWorker(wait bool) *Service {
 	f.tb.Helper()
-	s := f.start(Worker, "worker", true, map[string]string{
+	return f.AddWorkerFrom(Worker, wait)
+}
+
+// AddWorkerFrom starts one more worker from the binary named binary (a
+// worker.Main with other deployments, e.g. QuickstartWorker).
+func (f *Fleet) AddWorkerFrom(binary string, wait bool) *Service {
+	f.tb.Helper()
+	s := f.start(binary, "worker", true, map[string]string{
 		"JETSERVE_RESOURCES_CPU": fmt.Sprint(f.opt.WorkerCPU),
 		"JETSERVE_GPU_DETECT":    "off",
 	}, wait)

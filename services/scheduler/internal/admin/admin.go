@@ -1,6 +1,8 @@
 // Package admin serves the scheduler's admin API (Ray Serve's REST
-// semantics): PUT/GET/DELETE /api/serve/applications,
-// DELETE /api/serve/applications/{name} and GET /api/serve/config.
+// semantics): PUT/GET/DELETE /api/serve/applications (PUT with
+// ?if_empty=true applies only to a fleet with no application), PUT and
+// DELETE /api/serve/applications/{name} (one application, the others left
+// as they are) and GET /api/serve/config.
 //
 // Any scheduler instance serves it. Writes go to the Apps bucket key
 // "config" with a compare-and-set on its revision, retried on conflict, so
@@ -54,6 +56,7 @@ func New(apps, status jetstream.KeyValue, maxBody int64, log zerolog.Logger) *Ha
 	r.Get("/api/serve/applications", h.getStatus)
 	r.Get("/api/serve/applications/", h.getStatus)
 	r.Delete("/api/serve/applications", h.deleteAll)
+	r.Put("/api/serve/applications/{name}", h.putOne)
 	r.Delete("/api/serve/applications/{name}", h.deleteOne)
 	r.Get("/api/serve/config", h.getConfig)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -97,34 +100,121 @@ func appNames(c config.ServeConfig) []string {
 	return names
 }
 
-func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
+// readConfig reads and parses a PUT body; it answers the error itself and
+// returns ok=false when the body is too large or not a valid config.
+func (h *Handler) readConfig(w http.ResponseWriter, r *http.Request) (config.ServeConfig, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge,
 				fmt.Sprintf("body exceeds %d bytes", h.maxBody), nil)
-			return
+			return config.ServeConfig{}, false
 		}
 		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, "read body: "+err.Error(), nil)
-		return
+		return config.ServeConfig{}, false
 	}
 	cfg, err := config.Parse(body)
 	if err != nil {
-		var fe config.Errors
-		if errors.As(err, &fe) {
-			writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig, fe.Error(), fe)
-			return
-		}
-		writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig, err.Error(), nil)
+		invalidConfig(w, err)
+		return config.ServeConfig{}, false
+	}
+	return cfg, true
+}
+
+func invalidConfig(w http.ResponseWriter, err error) {
+	var fe config.Errors
+	if errors.As(err, &fe) {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig, fe.Error(), fe)
 		return
 	}
-	if err := h.update(r.Context(), func(config.ServeConfig) (config.ServeConfig, error) { return cfg, nil }); err != nil {
+	writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig, err.Error(), nil)
+}
+
+// errNotEmpty stops an if_empty PUT on a fleet that has applications.
+var errNotEmpty = errors.New("the fleet already has applications")
+
+// put applies a whole config: applications absent from it are deleted.
+// With ?if_empty=true it applies only when no application is stored and
+// otherwise changes nothing (200, "applied": false) — what a one-shot
+// deployer of an example runs, so it never replaces an operator's config.
+func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
+	cfg, ok := h.readConfig(w, r)
+	if !ok {
+		return
+	}
+	ifEmpty := r.URL.Query().Get("if_empty")
+	if ifEmpty != "" && ifEmpty != "true" && ifEmpty != "false" {
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, fmt.Sprintf("if_empty: want true or false, got %q", ifEmpty), nil)
+		return
+	}
+	var kept config.ServeConfig
+	err := h.update(r.Context(), func(cur config.ServeConfig) (config.ServeConfig, error) {
+		if ifEmpty == "true" && len(cur.Applications) > 0 {
+			kept = cur
+			return cur, errNotEmpty
+		}
+		return cfg, nil
+	})
+	switch {
+	case errors.Is(err, errNotEmpty):
+		h.log.Info().Strs("applications", appNames(kept)).Msg("if_empty: config not applied, the fleet has applications")
+		writeJSON(w, http.StatusOK, map[string]any{"applications": appNames(kept), "applied": false,
+			"message": "not applied: the fleet already has applications (if_empty)"})
+		return
+	case err != nil:
 		h.internal(w, r, err)
 		return
 	}
 	h.log.Info().Strs("applications", appNames(cfg)).Msg("config applied")
-	writeJSON(w, http.StatusOK, map[string][]string{"applications": appNames(cfg)})
+	writeJSON(w, http.StatusOK, map[string]any{"applications": appNames(cfg), "applied": true})
+}
+
+// putOne adds or replaces the application named in the path and leaves
+// every other one as it is. The body is a serve config holding exactly
+// that application; the config that results is validated as a whole
+// (route prefixes and OIP model names stay unique).
+func (h *Handler) putOne(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "name")
+	cfg, ok := h.readConfig(w, r)
+	if !ok {
+		return
+	}
+	if len(cfg.Applications) != 1 || cfg.Applications[0].Name != name {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig,
+			fmt.Sprintf("the body must hold exactly one application, named %q (it holds %q)", name, appNames(cfg)), nil)
+		return
+	}
+	var next config.ServeConfig
+	err := h.update(r.Context(), func(cur config.ServeConfig) (config.ServeConfig, error) {
+		out := config.ServeConfig{Applications: make([]config.Application, 0, len(cur.Applications)+1)}
+		replaced := false
+		for _, a := range cur.Applications {
+			if a.Name == name {
+				a, replaced = cfg.Applications[0], true
+			}
+			out.Applications = append(out.Applications, a)
+		}
+		if !replaced {
+			out.Applications = append(out.Applications, cfg.Applications[0])
+		}
+		if errs := out.Validate(); len(errs) > 0 {
+			return cur, errs
+		}
+		next = out
+		return out, nil
+	})
+	var fe config.Errors
+	switch {
+	case errors.As(err, &fe):
+		invalidConfig(w, fe)
+		return
+	case err != nil:
+		h.internal(w, r, err)
+		return
+	}
+	h.log.Info().Str("app", name).Msg("application applied")
+	writeJSON(w, http.StatusOK, map[string]any{"applications": appNames(next), "applied": true})
 }
 
 var errNotFound = errors.New("not found")

@@ -209,3 +209,84 @@ func toStrings(v any) []string {
 	}
 	return out
 }
+
+func configApps(t *testing.T, srv *httptest.Server) []string {
+	t.Helper()
+	status, out := do(t, http.MethodGet, srv.URL+"/api/serve/config", "")
+	if status != http.StatusOK {
+		t.Fatalf("GET /api/serve/config = %d %v", status, out)
+	}
+	var names []string
+	apps, _ := out["applications"].([]any)
+	for _, a := range apps {
+		names = append(names, a.(map[string]any)["name"].(string))
+	}
+	return names
+}
+
+func TestPutIfEmptyNeverReplacesAConfig(t *testing.T) {
+	srv, _ := setup(t, 4096)
+	status, out := do(t, http.MethodPut, srv.URL+"/api/serve/applications?if_empty=true", valid)
+	if status != http.StatusOK || out["applied"] != true {
+		t.Fatalf("PUT ?if_empty=true on an empty fleet = %d %v, want 200 applied", status, out)
+	}
+	one := "applications:\n- {name: c, route_prefix: /c, ingress: d, deployments: [{name: d, handler: echo}]}\n"
+	status, out = do(t, http.MethodPut, srv.URL+"/api/serve/applications?if_empty=true", one)
+	if status != http.StatusOK || out["applied"] != false {
+		t.Fatalf("PUT ?if_empty=true on a fleet with apps = %d %v, want 200 not applied", status, out)
+	}
+	if got := strings.Join(configApps(t, srv), ","); got != "a,b" {
+		t.Fatalf("config apps after a refused if_empty PUT = %s, want a,b", got)
+	}
+	if status, _ := do(t, http.MethodPut, srv.URL+"/api/serve/applications?if_empty=maybe", one); status != http.StatusBadRequest {
+		t.Fatalf("PUT ?if_empty=maybe = %d, want 400", status)
+	}
+}
+
+func TestPutOneApplication(t *testing.T) {
+	srv, _ := setup(t, 4096)
+	if status, out := do(t, http.MethodPut, srv.URL+"/api/serve/applications", valid); status != http.StatusOK {
+		t.Fatalf("PUT = %d %v", status, out)
+	}
+	c := "applications:\n- {name: c, route_prefix: /c, ingress: d, deployments: [{name: d, handler: echo}]}\n"
+	if status, out := do(t, http.MethodPut, srv.URL+"/api/serve/applications/c", c); status != http.StatusOK {
+		t.Fatalf("PUT /applications/c = %d %v, want 200", status, out)
+	}
+	if got := strings.Join(configApps(t, srv), ","); got != "a,b,c" {
+		t.Fatalf("apps after adding c = %s, want a,b,c", got)
+	}
+	b2 := "applications:\n- {name: b, route_prefix: /b2, ingress: d, deployments: [{name: d, handler: echo}]}\n"
+	if status, out := do(t, http.MethodPut, srv.URL+"/api/serve/applications/b", b2); status != http.StatusOK {
+		t.Fatalf("PUT /applications/b = %d %v, want 200", status, out)
+	}
+	_, out := do(t, http.MethodGet, srv.URL+"/api/serve/config", "")
+	apps := out["applications"].([]any)
+	if len(apps) != 3 || apps[1].(map[string]any)["route_prefix"] != "/b2" {
+		t.Fatalf("config after replacing b = %v, want a, b (at /b2), c in place", apps)
+	}
+
+	tests := []struct {
+		name, path, body, field string
+	}{
+		{"name differs from the path", "/api/serve/applications/x", c, ""},
+		{"two applications", "/api/serve/applications/a", valid, ""},
+		{"route prefix taken by another app", "/api/serve/applications/d",
+			"applications:\n- {name: d, route_prefix: /a, ingress: d, deployments: [{name: d, handler: echo}]}\n", "route_prefix"},
+		{"invalid application", "/api/serve/applications/d",
+			"applications:\n- {name: d, route_prefix: /d, ingress: d, deployments: [{name: d}]}\n", "applications[0].deployments[0].handler"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, out := do(t, http.MethodPut, srv.URL+tc.path, tc.body)
+			if status != http.StatusBadRequest || out["error"] != string(protocol.ErrInvalidConfig) {
+				t.Fatalf("PUT %s = %d %v, want 400 invalid_config", tc.path, status, out)
+			}
+			if tc.field != "" && !strings.Contains(out["message"].(string), tc.field) {
+				t.Fatalf("PUT %s message %q, want it to name %q", tc.path, out["message"], tc.field)
+			}
+		})
+	}
+	if got := strings.Join(configApps(t, srv), ","); got != "a,b,c" {
+		t.Fatalf("apps after refused PUTs = %s, want a,b,c unchanged", got)
+	}
+}
