@@ -3,7 +3,11 @@
 # under a throw-away project name, and wait (bounded) until
 #   1. the ingress answers GET /-/healthz,
 #   2. the example route answers POST $SMOKE_PATH with $SMOKE_BODY with 200,
-#   3. the admin API shows every application RUNNING.
+#   3. the admin API shows every application RUNNING,
+#   4. with the quickstart override (examples/quickstart, a user's own worker
+#      image and `deploy --merge`): POST /greet answers 200 beside the example,
+#      and re-running the deployers (`up -d --scale worker=2`, as the compose
+#      file recommends) leaves both applications in place.
 # On failure it prints the containers and their logs. It always tears the
 # project down (`down -v`: containers, network and the NATS volume).
 #
@@ -16,6 +20,7 @@
 #   SMOKE_KEEP=1   leave the project running (print how to stop it)
 #   SKIP_BUILD=1   use the jetserve/*:dev images already built
 #   SERVE_CONFIG   serve config for the deployer (default ./examples/config.yaml)
+#   SMOKE_QUICKSTART=0  skip the quickstart override (4.)
 # Host ports: 8000, 8265, 4222 and 8222 when free, else the next free ones
 # (SERVE_HTTP_PORT etc. force them).
 set -euo pipefail
@@ -57,6 +62,10 @@ pick_port SERVE_NATS_MONITOR_PORT 8222
 http=http://127.0.0.1:$SERVE_HTTP_PORT
 admin=http://127.0.0.1:$SERVE_ADMIN_PORT
 
+quickstart=${SMOKE_QUICKSTART:-1}
+if [[ $quickstart == 1 ]]; then
+	export COMPOSE_OVERRIDES="examples/quickstart/docker-compose.quickstart.yml"
+fi
 compose() { "$root/scripts/compose.sh" "$@"; }
 
 ok=
@@ -89,6 +98,11 @@ trap 'exit 130' INT TERM
 if [[ -z ${SKIP_BUILD:-} ]]; then
 	log "building binaries and images"
 	scripts/build-images.sh
+	if [[ $quickstart == 1 ]]; then
+		log "building the quickstart worker (its own module, GOWORK=off) and image"
+		(cd examples/quickstart && CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags='-s -w' -o bin/worker ./cmd/worker)
+		${DOCKER:-docker} build -q -t quickstart/worker:dev examples/quickstart >/dev/null
+	fi
 fi
 
 log "up: project $COMPOSE_PROJECT_NAME, http :$SERVE_HTTP_PORT, admin :$SERVE_ADMIN_PORT, nats :$SERVE_NATS_PORT/:$SERVE_NATS_MONITOR_PORT"
@@ -136,6 +150,33 @@ wait_for "ingress $http/-/healthz" healthz
 wait_for "POST $SMOKE_PATH -> 200" route
 log "response: $(head -c 500 "$route_out")"
 wait_for "every application RUNNING ($admin/api/serve/applications)" apps_running
+
+if [[ $quickstart == 1 ]]; then
+	greet() {
+		local code
+		code=$(curl -sS --max-time 10 -o "$route_out" -w '%{http_code}' -X POST --data-binary '{"name":"compose"}' \
+			"$http/greet" 2>/dev/null) || return 1
+		[[ $code == 200 ]] && grep -q 'Hello, compose!' "$route_out"
+	}
+	# has_apps NAME...: the applied config holds each application.
+	has_apps() {
+		local c a
+		c=$(curl -fsS --max-time 5 "$admin/api/serve/config" 2>/dev/null) || return 1
+		for a in "$@"; do grep -q "\"name\": *\"$a\"" <<<"$c" || return 1; done
+	}
+	wait_for "POST /greet -> 200 from the quickstart worker" greet
+	has_apps text greet || die "the applied config lacks text or greet: $(curl -sS "$admin/api/serve/config")"
+	log "re-running the deployers: up -d --scale worker=2"
+	compose up -d --no-build --scale worker=2 >/dev/null 2>&1
+	# The example's deployer runs again with --if-empty: it must say so and
+	# change nothing.
+	redeployed() { compose logs --no-color deployer 2>/dev/null | grep -q "not deployed"; }
+	wait_for "the example deployer re-ran and applied nothing" redeployed
+	wait_for "POST $SMOKE_PATH -> 200 after the re-run" route
+	wait_for "POST /greet -> 200 after the re-run" greet
+	has_apps text greet || die "re-running the deployers dropped an application: $(curl -sS "$admin/api/serve/config")"
+	log "ok: both applications kept"
+fi
 
 ok=1
 log "PASS"

@@ -8,6 +8,8 @@
 #   COMPOSE_PROJECT_NAME=mine scripts/compose.sh down -v
 #
 # The project name defaults to "jetserve" (not the checkout's directory name).
+# COMPOSE_OVERRIDES="a.yml b.yml" adds override files (paths relative to the
+# repository root), e.g. examples/quickstart/docker-compose.quickstart.yml.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,4 +24,6 @@ else
 	exit 127
 fi
 
-exec "${compose[@]}" --project-directory "$root" -f "$root/docker-compose.yml" "$@"
+files=(-f "$root/docker-compose.yml")
+for o in ${COMPOSE_OVERRIDES:-}; do files+=(-f "$root/$o"); done
+exec "${compose[@]}" --project-directory "$root" "${files[@]}" "$@"
