@@ -111,3 +111,26 @@ func TestPickWithoutModelDoesNotAllocate(t *testing.T) {
 		t.Errorf("pick(model) allocates %v times, want 0", n)
 	}
 }
+
+// BenchmarkPick measures one pick among 8 replicas without a model id
+// (the path every request without one takes) and with one, in the same
+// run: compare the two.
+func BenchmarkPick(b *testing.B) {
+	now := time.Unix(1000, 0)
+	d := newDep([]int{1, 2, 3, 0, 4, 2, 1, 3}, [][]string{{"m1", "m2"}, {"m3"}, nil, {"m4", "m5"}, {"m6"}, nil, {"m7"}, {"m8"}})
+	for _, model := range []string{"", "m4", "m9"} {
+		name := "model=" + model
+		if model == "" {
+			name = "no-model"
+		}
+		b.Run(name, func(b *testing.B) {
+			q := newReq(model)
+			b.ReportAllocs()
+			for b.Loop() {
+				if d.pick(q, now) == nil {
+					b.Fatal("no replica picked")
+				}
+			}
+		})
+	}
+}
