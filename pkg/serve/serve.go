@@ -188,7 +188,8 @@ type Init struct {
 	Metrics *ReplicaMetrics
 	// ReportModels, if set, is told the multiplexed model ids the replica
 	// holds whenever they change (a Multiplexer calls it); the replica
-	// adds them to its load reports. It must not block. nil in the
+	// adds them to its load reports. It must not block. Each call replaces
+	// the previous ids: one Multiplexer per replica reports. nil in the
 	// in-process backend.
 	ReportModels func(ids []string)
 }
