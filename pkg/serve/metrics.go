@@ -2,6 +2,7 @@ package serve
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -67,17 +68,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// ForReplica returns one replica's series; nil when m is nil.
+// ForReplica returns one replica's series; nil when m is nil. Series
+// are created on first use, so a replica that neither batches nor
+// multiplexes exports none.
 func (m *Metrics) ForReplica(app, deployment, replica string) *ReplicaMetrics {
 	if m == nil {
 		return nil
 	}
-	return &ReplicaMetrics{m: m, labels: [3]string{app, deployment, replica},
-		modelLoads:    m.modelLoads.WithLabelValues(app, deployment, replica),
-		modelUnloads:  m.modelUnloads.WithLabelValues(app, deployment, replica),
-		modelsLoaded:  m.modelsLoaded.WithLabelValues(app, deployment, replica),
-		modelLoadTime: m.modelLoadTime.WithLabelValues(app, deployment, replica),
-	}
+	return &ReplicaMetrics{m: m, labels: [3]string{app, deployment, replica}}
 }
 
 // Forget drops a stopped replica's series so their number stays bounded.
@@ -97,12 +95,8 @@ func (m *Metrics) Forget(app, deployment, replica string) {
 // ReplicaMetrics are one replica's SDK series (Init.Metrics). A nil
 // *ReplicaMetrics records nothing: the in-process backend has none.
 type ReplicaMetrics struct {
-	m             *Metrics
-	labels        [3]string
-	modelLoads    prometheus.Counter
-	modelUnloads  prometheus.Counter
-	modelsLoaded  prometheus.Gauge
-	modelLoadTime prometheus.Observer
+	m      *Metrics
+	labels [3]string // application, deployment, replica
 }
 
 // batchObservers returns the batch size and execution time series of the
@@ -113,4 +107,32 @@ func (rm *ReplicaMetrics) batchObservers(name string) (size, exec prometheus.Obs
 	}
 	l := rm.labels
 	return rm.m.batchSize.WithLabelValues(l[0], l[1], l[2], name), rm.m.batchExec.WithLabelValues(l[0], l[1], l[2], name)
+}
+
+// modelLoaded records a load that took d.
+func (rm *ReplicaMetrics) modelLoaded(d time.Duration) {
+	if rm == nil {
+		return
+	}
+	l := rm.labels
+	rm.m.modelLoads.WithLabelValues(l[0], l[1], l[2]).Inc()
+	rm.m.modelLoadTime.WithLabelValues(l[0], l[1], l[2]).Observe(float64(d.Microseconds()) / 1000)
+}
+
+// modelUnloaded records an eviction.
+func (rm *ReplicaMetrics) modelUnloaded() {
+	if rm == nil {
+		return
+	}
+	l := rm.labels
+	rm.m.modelUnloads.WithLabelValues(l[0], l[1], l[2]).Inc()
+}
+
+// modelsHeld sets the number of models loaded.
+func (rm *ReplicaMetrics) modelsHeld(n int) {
+	if rm == nil {
+		return
+	}
+	l := rm.labels
+	rm.m.modelsLoaded.WithLabelValues(l[0], l[1], l[2]).Set(float64(n))
 }

@@ -150,18 +150,15 @@ func (m *Multiplexer[M]) loadEntry(ctx context.Context, e *modelEntry[M]) (M, fu
 	if err != nil {
 		m.removeLocked(e)
 		e.users--
-	} else if m.metrics != nil {
-		m.metrics.modelLoads.Inc()
-		m.metrics.modelLoadTime.Observe(float64(time.Since(start).Microseconds()) / 1000)
+	} else {
+		m.metrics.modelLoaded(time.Since(start))
 	}
 	var evicted []*modelEntry[M]
 	if m.closed && err == nil {
 		// Closed while loading: nobody else will ask for it.
 		m.removeLocked(e)
 		e.gone = true
-		if m.metrics != nil {
-			m.metrics.modelUnloads.Inc()
-		}
+		m.metrics.modelUnloaded()
 	} else {
 		evicted = m.trimLocked() // loads that ran together may exceed the cap now
 	}
@@ -199,9 +196,7 @@ func (m *Multiplexer[M]) trimLocked() (unused []*modelEntry[M]) {
 		case <-e.ready:
 			m.removeLocked(e)
 			e.gone = true
-			if m.metrics != nil {
-				m.metrics.modelUnloads.Inc()
-			}
+			m.metrics.modelUnloaded()
 			m.log.Info().Str("model_id", e.id).Msg("multiplexed model evicted")
 			if e.users == 0 {
 				unused = append(unused, e)
@@ -234,9 +229,7 @@ func (m *Multiplexer[M]) reportLocked() {
 		default:
 		}
 	}
-	if m.metrics != nil {
-		m.metrics.modelsLoaded.Set(float64(loaded))
-	}
+	m.metrics.modelsHeld(loaded)
 	if m.report != nil {
 		sort.Strings(ids)
 		m.report(ids)
@@ -298,9 +291,7 @@ func (m *Multiplexer[M]) Close(ctx context.Context) error {
 		case <-e.ready:
 			m.removeLocked(e)
 			e.gone = true
-			if m.metrics != nil {
-				m.metrics.modelUnloads.Inc()
-			}
+			m.metrics.modelUnloaded()
 			if e.users == 0 {
 				unused = append(unused, e)
 			}

@@ -329,6 +329,10 @@ func TestMultiplexerMetrics(t *testing.T) {
 	}
 	var l loader
 	m := serve.NewMultiplexer(serve.Init{MaxModelsPerReplica: 2, Metrics: sm.ForReplica("app", "dep", "r1")}, l.load)
+	sm.ForReplica("app", "dep", "idle") // a replica that never multiplexes exports nothing
+	if n := count(t, reg, "jetserve_multiplexed_models_load_counter_total"); n != 0 {
+		t.Errorf("load counter series before any load = %d, want 0", n)
+	}
 	for _, id := range []string{"a", "b", "a", "c", "d"} {
 		get(t, m, id)
 	}
@@ -344,6 +348,10 @@ func TestMultiplexerMetrics(t *testing.T) {
 	}
 	if h := histogram(t, reg, "jetserve_multiplexed_model_load_latency_ms", lbl); h.GetSampleCount() != 4 {
 		t.Errorf("load latency samples = %d, want 4", h.GetSampleCount())
+	}
+	sm.Forget("app", "dep", "r1")
+	if n := count(t, reg, "jetserve_num_multiplexed_models"); n != 0 {
+		t.Errorf("series after Forget = %d, want 0", n)
 	}
 }
 
