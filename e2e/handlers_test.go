@@ -39,6 +39,15 @@ const (
 	examplePipeline   = "Pipeline"
 	handlerPipeline   = "text.Pipeline"
 	exampleEchoPrefix = "/echo"
+
+	// handlerScorer (examples/batching) scores {"text"} with a model whose
+	// cost is per call (user_config call_cost), batched unless
+	// user_config says batched: false; answers report batch_size.
+	handlerScorer = "batch.Scorer"
+	// handlerClassifier (examples/multiplex) serves the per-tenant model
+	// named by the serve_multiplexed_model_id header; answers report
+	// model and replica.
+	handlerClassifier = "mux.Classifier"
 )
 
 // echoBody is what the tests send to the echo handler.

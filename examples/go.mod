@@ -6,6 +6,7 @@ require (
 	github.com/jetserve/jetserve/pkg v0.0.0
 	github.com/jetserve/jetserve/services/worker v0.0.0
 	github.com/rs/zerolog v1.35.1
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 )
 

@@ -1,11 +1,14 @@
 // Package examples registers every example deployment: the text pipeline
-// (textpipeline), its async training method (training) and the diagnostic
-// Echo (diag). The worker binary and
+// (textpipeline), its async training method (training), the diagnostic
+// Echo (diag), a batched model (batching) and multiplexed per-tenant models
+// (multiplex). The worker binary and
 // `jetserve dev` call Register.
 package examples
 
 import (
+	"github.com/jetserve/jetserve/examples/batching"
 	"github.com/jetserve/jetserve/examples/diag"
+	"github.com/jetserve/jetserve/examples/multiplex"
 	"github.com/jetserve/jetserve/examples/textpipeline"
 	"github.com/jetserve/jetserve/examples/training"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -17,6 +20,12 @@ func Register(reg *serve.Registry) error {
 		return err
 	}
 	if err := training.Register(reg); err != nil {
+		return err
+	}
+	if err := batching.Register(reg); err != nil {
+		return err
+	}
+	if err := multiplex.Register(reg); err != nil {
 		return err
 	}
 	return diag.Register(reg)

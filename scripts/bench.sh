@@ -2,7 +2,8 @@
 # make bench: (1) the fleet (ingress → replica, each its own process) side
 # by side in one run with a raw net/http handler and raw HTTP → NATS
 # request-reply → responder, at concurrency 1 and 64; (2) the job path vs a
-# raw JetStream loop; (3) autoscaling reaction and cold start. Prints
+# raw JetStream loop; (3) autoscaling reaction and cold start; (4) a model
+# whose cost is per call, batched (serve.Batcher) vs unbatched. Prints
 # p50/p99, rates and the ratios. wrk (Debian) is the c=64 load generator when it
 # is installed: a Go client at 64 costs more CPU than the server on 2 cores.
 set -euo pipefail
@@ -24,3 +25,6 @@ echo "== async jobs: Submit → runner → SUCCEEDED vs a raw JetStream publish 
 echo
 echo "== autoscaling: load step → first added replica serving; cold start from zero → first answer"
 (cd e2e && go test -run '^$' -bench 'Autoscale' -benchtime 3x -count=1 -timeout 20m ./)
+echo
+echo "== dynamic batching: a 2 ms-per-call model batched vs unbatched at c=32, through the fleet"
+(cd e2e && go test -run '^$' -bench 'Batching' -benchtime "${BATCH_BENCHTIME:-2000x}" -count=1 -timeout 20m ./)

@@ -52,6 +52,9 @@ type ReplicaSpec struct {
 	// GPUIndices are the devices given to this replica (CUDA_VISIBLE_DEVICES).
 	GPUIndices              []int           `json:"gpu_indices,omitempty"`
 	GracefulShutdownTimeout config.Duration `json:"graceful_shutdown_timeout"`
+	// MaxModelsPerReplica caps the models a multiplexed replica keeps
+	// loaded (the deployment's max_models_per_replica; 0 = the default).
+	MaxModelsPerReplica int `json:"max_models_per_replica,omitempty"`
 }
 
 // Assignment is the complete set of replicas one worker must run, written by
@@ -105,8 +108,12 @@ type LoadReport struct {
 	Ongoing    int    `json:"ongoing"`
 	Max        int    `json:"max"`
 	// Draining replicas take no new requests.
-	Draining bool      `json:"draining,omitempty"`
-	At       time.Time `json:"at"`
+	Draining bool `json:"draining,omitempty"`
+	// Models are the multiplexed model ids the replica holds (loaded or
+	// loading), sorted; a report is sent whenever they change. Routers
+	// prefer a replica holding a request's model.
+	Models []string  `json:"models,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // RouterStats is one router's queue per deployment, published once a second

@@ -20,7 +20,17 @@ const (
 	HdrTraceParent = "traceparent"
 	// HdrHTTPPrefix prefixes forwarded HTTP headers: "Http-Content-Type".
 	HdrHTTPPrefix = "Http-"
+	// HdrModelID carries a request's multiplexed model id over NATS: the
+	// HTTP header HeaderModelID forwarded like any other. Routers read it to
+	// prefer a replica that holds the model.
+	HdrModelID = HdrHTTPPrefix + HeaderModelID
 )
+
+// HeaderModelID is the HTTP header naming the model a request is for
+// (Ray Serve's serve_multiplexed_model_id), in Go's canonical form: a
+// client may send it in any case. The ingress sets it to the OIP model name
+// of a /v2/models/{name} request.
+const HeaderModelID = "Serve_multiplexed_model_id"
 
 // ErrorCode is a machine-readable error that crosses the wire. The list is
 // append-only; schemas/errors.json documents each code and its HTTP status.

@@ -206,7 +206,8 @@ type request struct {
 	triedBuf [4]*replica
 	tried    []*replica // replicas tried in this round
 	state    int
-	counted  bool // fulfillment time observed
+	counted  bool   // fulfillment time observed
+	model    string // multiplexed model id (protocol.HdrModelID); "" none
 
 	prev, next *request // queue links
 }
@@ -222,6 +223,10 @@ type replica struct {
 	draining    bool
 	unreachable time.Time // skip until then
 	seen        time.Time // last KV put
+	// models are the multiplexed model ids it last reported (sorted);
+	// sent the ids this router sent it since (see models.go).
+	models []string
+	sent   []sentModel
 }
 
 func (p *replica) load() int { return max(p.reported, p.inflight) }
@@ -287,7 +292,7 @@ func (r *Router) Dispatch(app, deployment string, m *nats.Msg, done func(h nats.
 func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte)) {
 	d := r.deployment(key)
 	now := r.o.Now()
-	q := &request{msg: m, d: d, start: now, done: done}
+	q := &request{msg: m, d: d, start: now, done: done, model: m.Header.Get(protocol.HdrModelID)}
 	q.tried = q.triedBuf[:0]
 	d.m.requests.Inc()
 	r.active.Add(1)
@@ -336,12 +341,16 @@ func (r *Router) deadline(m *nats.Msg, timeout time.Duration, now time.Time) tim
 	return dl
 }
 
-// pick chooses a replica for q, or nil; d.mu held.
+// pick chooses a replica for q, or nil; d.mu held. A request for a
+// multiplexed model prefers a replica holding it (pickModel).
 func (d *deployment) pick(q *request, now time.Time) *replica {
+	if q.model != "" {
+		return d.pickModel(q, now)
+	}
 	d.loads = d.loads[:0]
 	for _, p := range d.replicas {
 		l := p.load()
-		if p.draining || l >= p.max || now.Before(p.unreachable) || q.triedReplica(p) {
+		if !d.eligible(p, q, now) {
 			l = p2c.Ineligible
 		}
 		d.loads = append(d.loads, l)
@@ -351,6 +360,12 @@ func (d *deployment) pick(q *request, now time.Time) *replica {
 		return nil
 	}
 	return d.replicas[i]
+}
+
+// eligible reports whether p may take q now: it has room, is not draining
+// nor unreachable, and was not tried in this round. d.mu held.
+func (d *deployment) eligible(p *replica, q *request, now time.Time) bool {
+	return !p.draining && p.load() < p.max && !now.Before(p.unreachable) && !q.triedReplica(p)
 }
 
 func (q *request) triedReplica(p *replica) bool {
@@ -371,6 +386,9 @@ func (r *Router) sendLocked(q *request, p *replica) *nats.Msg {
 	q.round++
 	q.tried = append(q.tried, p)
 	p.inflight++
+	if q.model != "" {
+		p.noteSent(q.model, r.o.Now())
+	}
 	if !q.counted {
 		q.counted = true
 		q.d.m.fulfillment.Observe(float64(r.o.Now().Sub(q.start).Microseconds()) / 1000)
@@ -781,6 +799,7 @@ func (r *Router) SetLoad(rep protocol.LoadReport) {
 	wasDraining := p.draining
 	p.reported = rep.Ongoing
 	p.draining = rep.Draining
+	p.setModels(rep.Models, r.o.Now())
 	if rep.Max > 0 {
 		p.max = rep.Max
 	}

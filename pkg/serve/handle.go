@@ -22,6 +22,16 @@ type Handle struct {
 	App        string
 	Deployment string
 	caller     Caller
+	model      string // multiplexed model id set on every call; "" none
+}
+
+// WithModel returns a handle whose calls carry the multiplexed model id
+// (Ray's handle.options(multiplexed_model_id=…)): routers send them to a
+// replica that holds the model, and the callee reads it with ModelID.
+func (h *Handle) WithModel(id string) *Handle {
+	c := *h
+	c.model = id
+	return &c
 }
 
 // NewHandle returns a handle to app/deployment backed by c.
@@ -37,6 +47,9 @@ func (h *Handle) Call(ctx context.Context, req *Request) (*Response, error) {
 	}
 	if req.Path == "" {
 		req.Path = "/"
+	}
+	if h.model != "" {
+		SetModelID(req, h.model)
 	}
 	resp, err := h.caller.Call(ctx, h.App, h.Deployment, req)
 	if err != nil {

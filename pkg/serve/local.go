@@ -52,7 +52,8 @@ func (l *Local) instance(deployment string) (Handler, error) {
 	}
 	ctor, _ := l.reg.Lookup(d.Handler)
 	h, err := ctor(l.ctx, Init{App: l.app.Name, Deployment: d.Name, ReplicaID: d.Name + "-local",
-		UserConfig: d.UserConfig, Logger: l.log.With().Str("deployment", d.Name).Logger(), Caller: l})
+		UserConfig: d.UserConfig, Logger: l.log.With().Str("deployment", d.Name).Logger(), Caller: l,
+		MaxModelsPerReplica: d.MaxModelsPerReplica})
 	if err != nil {
 		return nil, fmt.Errorf("construct %s: %w", d.Name, err)
 	}

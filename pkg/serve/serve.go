@@ -180,6 +180,18 @@ type Init struct {
 	// Status, Result, Cancel, List, ResumeAll) directly with it, the RFC's
 	// Proposal 2, or anything else NATS offers.
 	NC *nats.Conn
+	// MaxModelsPerReplica is the deployment's max_models_per_replica: the
+	// capacity of a Multiplexer made from this Init (0 = the default, 3).
+	MaxModelsPerReplica int
+	// Metrics are this replica's SDK series (batch sizes, model loads and
+	// evictions); nil in the in-process backend, where nothing is recorded.
+	Metrics *ReplicaMetrics
+	// ReportModels, if set, is told the multiplexed model ids the replica
+	// holds whenever they change (a Multiplexer calls it); the replica
+	// adds them to its load reports. It must not block. Each call replaces
+	// the previous ids: one Multiplexer per replica reports. nil in the
+	// in-process backend.
+	ReportModels func(ids []string)
 }
 
 // Environ is the environment a deployment gives the child processes it

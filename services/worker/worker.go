@@ -66,6 +66,10 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	if err != nil {
 		return err
 	}
+	sdkMetrics, err := serve.NewMetrics(deps.Metrics)
+	if err != nil {
+		return err
+	}
 	info, err := describe(ctx, cfg, reg, deps.Log)
 	if err != nil {
 		return err
@@ -77,6 +81,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		buckets:  buckets,
 		reg:      reg,
 		metrics:  metrics,
+		sdk:      sdkMetrics,
 		caller:   wire.NewCaller(deps.NC, names),
 		log:      deps.Log.With().Str("worker_id", info.ID).Logger(),
 		info:     info,
@@ -192,6 +197,7 @@ type worker struct {
 	buckets *service.Buckets
 	reg     *serve.Registry
 	metrics *replica.Metrics
+	sdk     *serve.Metrics
 	caller  serve.Caller
 	log     zerolog.Logger
 	info    protocol.WorkerInfo // owned by run
@@ -342,6 +348,8 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		Log:      w.log,
 		Metrics:  w.metrics,
 		After:    after,
+
+		SDKMetrics: w.sdk,
 		Jobs: &replica.JobsParams{
 			JS:      w.js,
 			Names:   jobs.Names{Names: w.names},

@@ -266,6 +266,7 @@ func Step(prev State, in Input) (State, Result) {
 						UserConfig: uc, MaxOngoingRequests: d.MaxOngoingRequests,
 						CPU: d.Resources.CPUOrDefault(), GPU: d.Resources.GPU, MemoryBytes: int64(d.Resources.Memory),
 						GracefulShutdownTimeout: d.GracefulShutdownTimeout,
+						MaxModelsPerReplica:     d.MaxModelsPerReplica,
 					},
 					Labels:  d.Resources.Labels,
 					Created: in.Now,

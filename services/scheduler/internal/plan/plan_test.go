@@ -323,3 +323,30 @@ func TestVersion(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestStepCarriesMaxModelsPerReplica(t *testing.T) {
+	c := cfg(t, oneAppWith("max_models_per_replica: 4"))
+	e := newEnv(t, c, worker("w1", 8, 0))
+	res := e.step()
+	specs := res.Assignments["w1"].Replicas
+	if len(specs) != 1 || specs[0].MaxModelsPerReplica != 4 {
+		t.Fatalf("assigned specs = %+v, want one with MaxModelsPerReplica 4", specs)
+	}
+	// The default (3) travels too, so a replica never guesses it.
+	e = newEnv(t, cfg(t, oneAppWith("")), worker("w1", 8, 0))
+	if s := e.step().Assignments["w1"].Replicas; len(s) != 1 || s[0].MaxModelsPerReplica != config.DefaultMaxModelsPerReplica {
+		t.Fatalf("assigned specs = %+v, want MaxModelsPerReplica %d", s, config.DefaultMaxModelsPerReplica)
+	}
+}
+
+func oneAppWith(extra string) string {
+	return `
+applications:
+- name: app
+  route_prefix: /app
+  ingress: d
+  deployments:
+  - name: d
+    handler: h
+    ` + extra + "\n"
+}

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -75,6 +76,9 @@ type Params struct {
 	Caller  serve.Caller
 	Log     zerolog.Logger
 	Metrics *Metrics
+	// SDKMetrics, if set, gives the deployment its batching and
+	// multiplexing series (serve.Init.Metrics).
+	SDKMetrics *serve.Metrics
 	// Heartbeat is how often the record is re-put; 0 = service.HeartbeatInterval.
 	Heartbeat time.Duration
 	// After, if not nil, delays the start until it is closed: a replica
@@ -115,6 +119,7 @@ type Replica struct {
 	handler  serve.Handler        // guarded by mu; set once running
 	draining bool                 // guarded by mu
 	ongoing  int                  // guarded by mu
+	models   []string             // guarded by mu: multiplexed model ids held; replaced, never mutated
 }
 
 // Start begins running a replica of p.Spec and returns at once; the
@@ -327,6 +332,7 @@ func (r *Replica) finish(stopHeartbeat context.CancelFunc, bg *sync.WaitGroup) {
 	if r.p.Metrics != nil {
 		r.p.Metrics.forget(r.app, r.dep, r.id)
 	}
+	r.p.SDKMetrics.Forget(r.app, r.dep, r.id)
 	r.log.Info().Msg("replica stopped")
 }
 
@@ -374,6 +380,10 @@ func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.
 		Caller:     r.p.Caller,
 		GPUs:       s.GPUIndices,
 		NC:         r.p.NC,
+
+		MaxModelsPerReplica: s.MaxModelsPerReplica,
+		Metrics:             r.p.SDKMetrics.ForReplica(s.App, s.Deployment, s.ID),
+		ReportModels:        r.reportModels,
 	}
 	func() {
 		defer func() {
@@ -536,6 +546,20 @@ func (r *Replica) heartbeat(ctx context.Context) {
 	}
 }
 
+// reportModels records the multiplexed model ids the handler holds and
+// publishes a load report when they changed (serve.Init.ReportModels).
+func (r *Replica) reportModels(ids []string) {
+	r.mu.Lock()
+	same := slices.Equal(r.models, ids)
+	if !same {
+		r.models = slices.Clone(ids)
+	}
+	r.mu.Unlock()
+	if !same {
+		r.loadChanged()
+	}
+}
+
 // loadChanged wakes the load reporter (coalescing).
 func (r *Replica) loadChanged() {
 	select {
@@ -578,6 +602,7 @@ func (r *Replica) publishLoad() {
 		Ongoing:    r.ongoing,
 		Max:        r.spec.MaxOngoingRequests,
 		Draining:   r.draining,
+		Models:     r.models,
 		At:         time.Now().UTC(),
 	}
 	r.mu.Unlock()
