@@ -127,6 +127,14 @@ func (p *Proc) Kill(tb testing.TB) {
 	}
 }
 
+// Signal sends sig to the process (not waiting for anything).
+func (p *Proc) Signal(tb testing.TB, sig syscall.Signal) {
+	tb.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		tb.Fatalf("e2e: signal %v to %s: %v", sig, p.Name, err)
+	}
+}
+
 // Term sends SIGTERM and waits up to timeout for a clean exit; it returns
 // the exit error (nil for status 0). A process still running after timeout
 // is killed and the test fails.
