@@ -19,6 +19,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -67,7 +68,16 @@ type Queue struct {
 	ensureMu sync.Mutex // serialises Ensure's JetStream calls on a cache miss
 
 	dedupWindow time.Duration // the job streams' Duplicates window
+	replicas    int           // of every stream, bucket and object store it creates
 }
+
+// QueueOption tunes a Queue.
+type QueueOption func(*Queue)
+
+// Replicas sets the replica count of the streams, buckets and object
+// stores the Queue creates (nats.replicas; default 1). Existing ones with
+// more replicas are adopted as they are (package streams).
+func Replicas(n int) QueueOption { return func(q *Queue) { q.replicas = max(n, 1) } }
 
 // DedupWindow is the job streams' duplicate window: a repeated id within it
 // is refused by the stream itself; after it, by the records bucket.
@@ -89,8 +99,12 @@ type deadLetter struct {
 }
 
 // NewQueue returns a Queue on js.
-func NewQueue(js jetstream.JetStream, names Names, log zerolog.Logger) *Queue {
-	return &Queue{js: js, names: names, log: log, methods: map[string]*handle{}, dedupWindow: DedupWindow}
+func NewQueue(js jetstream.JetStream, names Names, log zerolog.Logger, opts ...QueueOption) *Queue {
+	q := &Queue{js: js, names: names, log: log, methods: map[string]*handle{}, dedupWindow: DedupWindow, replicas: 1}
+	for _, o := range opts {
+		o(q)
+	}
+	return q
 }
 
 func withDefaults(m config.AsyncMethod) config.AsyncMethod {
@@ -966,31 +980,14 @@ func (q *Queue) Requeue(ctx context.Context, app, method, id string) (Record, er
 	}
 }
 
-// The ensure helpers create what is missing and update only what differs:
-// every instance of every service calls Ensure, and a needless update is a
+// The ensure helpers create what is missing and update only what differs
+// (package streams: existing state is adopted, never downgraded): every
+// instance of every service calls Ensure, and a needless update is a
 // meta-layer operation (and, on nats-server 2.15.2, an update racing a
 // consumer create on the same stream is a data race inside the server).
 
 func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	s, err := q.js.Stream(ctx, cfg.Name)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		s, err = q.js.CreateStream(ctx, cfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return q.js.Stream(ctx, cfg.Name)
-		}
-		return s, err
-	case err != nil:
-		return nil, err
-	}
-	have := s.CachedInfo().Config
-	if have.MaxMsgs == cfg.MaxMsgs && have.MaxAge == cfg.MaxAge && have.Description == cfg.Description &&
-		slices.Equal(have.Subjects, cfg.Subjects) && have.Duplicates == cfg.Duplicates &&
-		have.MaxMsgsPerSubject == cfg.MaxMsgsPerSubject && have.DiscardNewPerSubject == cfg.DiscardNewPerSubject &&
-		have.AllowDirect == cfg.AllowDirect {
-		return s, nil
-	}
-	return q.js.UpdateStream(ctx, cfg)
+	return streams.Stream(ctx, q.js, cfg, q.replicas)
 }
 
 func ensureConsumer(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig) error {
@@ -1009,27 +1006,9 @@ func ensureConsumer(ctx context.Context, s jetstream.Stream, cfg jetstream.Consu
 }
 
 func (q *Queue) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := q.js.KeyValue(ctx, cfg.Bucket)
-	if err == nil {
-		st, err := kv.Status(ctx)
-		if err == nil && st.TTL() == cfg.TTL && st.History() == int64(max(cfg.History, 1)) {
-			return kv, nil
-		}
-	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, err
-	}
-	return q.js.CreateOrUpdateKeyValue(ctx, cfg)
+	return streams.KeyValue(ctx, q.js, cfg, q.replicas)
 }
 
 func (q *Queue) ensureObjects(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
-	obj, err := q.js.ObjectStore(ctx, cfg.Bucket)
-	if err == nil {
-		st, err := obj.Status(ctx)
-		if err == nil && st.TTL() == cfg.TTL {
-			return obj, nil
-		}
-	} else if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, err
-	}
-	return q.js.CreateOrUpdateObjectStore(ctx, cfg)
+	return streams.ObjectStore(ctx, q.js, cfg, q.replicas)
 }

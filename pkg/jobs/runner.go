@@ -24,6 +24,8 @@ type RunnerConfig struct {
 	Methods                          []config.AsyncMethod // effective configs (serve.EffectiveAsync)
 	Handler                          serve.JobHandler
 	Log                              zerolog.Logger
+	// Replicas of the streams and buckets the runner ensures (nats.replicas).
+	Replicas int
 }
 
 // Runner is the execution side: one per replica of a deployment with
@@ -91,7 +93,7 @@ func NewRunner(nc *nats.Conn, js jetstream.JetStream, names Names, cfg RunnerCon
 	actx, abort := context.WithCancel(context.Background())
 	return &Runner{
 		nc: nc, js: js, names: names, cfg: cfg, log: log,
-		q:        NewQueue(js, names, log),
+		q:        NewQueue(js, names, log, Replicas(cfg.Replicas)),
 		abortCtx: actx, abort: abort,
 		wake:    make(chan int, 64),
 		running: map[string]context.CancelCauseFunc{},

@@ -6,6 +6,7 @@ package natsembed
 
 import (
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -24,8 +25,22 @@ type Options struct {
 	// MaxPayload caps one message; default 8 MiB (NATS's hard maximum),
 	// so that request bodies up to the ingress limit fit.
 	MaxPayload int32
-	// ServerName defaults to "jetserve-dev".
+	// ServerName defaults to "jetserve-dev"; it must be unique in a cluster.
 	ServerName string
+	// Cluster, when its Name is set, makes the server a node of a
+	// JetStream cluster.
+	Cluster ClusterOptions
+}
+
+// ClusterOptions make a server one node of a cluster.
+type ClusterOptions struct {
+	// Name of the cluster; "" runs a single server.
+	Name string
+	// Port of the cluster (route) listener.
+	Port int
+	// Routes are the nodes' route URLs (nats-route://host:port), this
+	// node's own included or not; JetStream clustering requires them.
+	Routes []string
 }
 
 // DefaultMaxPayload is the embedded server's max_payload.
@@ -60,6 +75,16 @@ func Start(o Options) (*server.Server, error) {
 	if o.HTTPPort == 0 {
 		opts.HTTPPort = 0
 		opts.HTTPHost = ""
+	}
+	if o.Cluster.Name != "" {
+		opts.Cluster = server.ClusterOpts{Name: o.Cluster.Name, Host: o.Host, Port: o.Cluster.Port}
+		for _, r := range o.Cluster.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("embedded nats: route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -3,7 +3,11 @@
 package natstest
 
 import (
+	"fmt"
+	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/nats-io/nats-server/v2/server"
@@ -30,6 +34,73 @@ func ServerIn(t testing.TB, dir string) *server.Server {
 		ns.WaitForShutdown()
 	})
 	return ns
+}
+
+// Cluster starts an n-node JetStream cluster on random ports, each node's
+// store in its own temp dir, and waits until JetStream has a meta leader;
+// every node is shut down when the test ends (a node the test shut down
+// itself is fine).
+func Cluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
+	// JetStream clustering needs every node's routes configured up front,
+	// so the route ports are chosen first (held open together, then freed).
+	ports := make([]int, n)
+	var lns []net.Listener
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("pick a cluster port: %v", err)
+		}
+		lns = append(lns, ln)
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+	}
+	routes := make([]string, n)
+	for i, ln := range lns {
+		ln.Close()
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])
+	}
+	nodes := make([]*server.Server, n)
+	for i := range n {
+		ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
+			Cluster: natsembed.ClusterOptions{Name: "test", Port: ports[i], Routes: routes}})
+		if err != nil {
+			t.Fatalf("start nats node %d: %v", i+1, err)
+		}
+		t.Cleanup(func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		})
+		nodes[i] = ns
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ready := 0
+		for _, ns := range nodes {
+			if ns.JetStreamIsCurrent() && ns.NumRoutes() >= n-1 {
+				ready++
+			}
+		}
+		leader := false
+		for _, ns := range nodes {
+			leader = leader || ns.JetStreamIsLeader()
+		}
+		if ready == n && leader {
+			return nodes
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats cluster of %d: no meta leader with every node current after 20s", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// URLs joins the nodes' client URLs, as services take them (nats.url).
+func URLs(nodes []*server.Server) string {
+	urls := make([]string, len(nodes))
+	for i, ns := range nodes {
+		urls[i] = ns.ClientURL()
+	}
+	return strings.Join(urls, ",")
 }
 
 // Conn connects a client to ns, closed when the test ends.

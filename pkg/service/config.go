@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
 	kenv "github.com/knadh/koanf/providers/env/v2"
@@ -45,6 +46,10 @@ type NATSConfig struct {
 	Prefix string `koanf:"prefix"`
 	// Creds is an optional NATS credentials file.
 	Creds string `koanf:"creds"`
+	// Replicas is the replica count of every stream, bucket and object
+	// store the service creates: 1 on one server, 3 on a cluster. What
+	// exists with more replicas is adopted as it is, never downgraded.
+	Replicas int `koanf:"replicas"`
 }
 
 // LogConfig selects the log level and format.
@@ -56,7 +61,7 @@ type LogConfig struct {
 // DefaultCommon returns the shared defaults.
 func DefaultCommon(opsAddr string) Common {
 	return Common{
-		NATS:    NATSConfig{URL: "nats://127.0.0.1:4222", Prefix: "jetserve"},
+		NATS:    NATSConfig{URL: "nats://127.0.0.1:4222", Prefix: "jetserve", Replicas: 1},
 		Log:     LogConfig{Level: "info", Format: "json"},
 		OpsAddr: opsAddr,
 	}
@@ -70,6 +75,9 @@ func (c Common) Validate() error {
 	}
 	if _, err := protocol.NewNames(c.NATS.Prefix); err != nil {
 		errs = append(errs, fmt.Errorf("nats.prefix: %w", err))
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > streams.MaxReplicas {
+		errs = append(errs, fmt.Errorf("nats.replicas: must be 1..%d (3 on a 3-node cluster), got %d", streams.MaxReplicas, c.NATS.Replicas))
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		errs = append(errs, fmt.Errorf("log.level: %w", err))

@@ -50,6 +50,11 @@ func TestLoadPrecedence(t *testing.T) {
 			c.Addr, c.Workers, c.NATS.URL = ":7000", 3, "nats://file:4222"
 			return c
 		}()},
+		{"replicas from env", nil, []string{"JETSERVE_NATS_REPLICAS=3"}, func() testConfig {
+			c := defaults()
+			c.NATS.Replicas = 3
+			return c
+		}()},
 		{"flags over env", []string{"--workers", "5", "--request_timeout", "2s", "--log.level", "debug"}, []string{"JETSERVE_WORKERS=4"}, func() testConfig {
 			c := defaults()
 			c.Workers, c.Timeout, c.Log.Level = 5, 2*time.Second, "debug"
@@ -107,5 +112,20 @@ func TestCommonValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want an error naming %s", err, want)
 		}
+	}
+}
+
+func TestValidateReplicas(t *testing.T) {
+	for _, n := range []int{0, -1, 6} {
+		c := DefaultCommon("")
+		c.NATS.Replicas = n
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "nats.replicas") {
+			t.Errorf("Validate(nats.replicas=%d) = %v, want an error naming nats.replicas", n, err)
+		}
+	}
+	c := DefaultCommon("")
+	c.NATS.Replicas = 3
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate(nats.replicas=3) = %v, want nil", err)
 	}
 }

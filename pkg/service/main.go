@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,6 +133,14 @@ func (d *Deps) Open(ctx context.Context, c Common, name string) (f Fleet, cleanu
 	if f.JS, err = jetstream.New(d.NC); err != nil {
 		return f, cleanup, fmt.Errorf("jetstream: %w", err)
 	}
-	f.Buckets, err = OpenBuckets(ctx, f.JS, f.Names)
+	// Until NATS can answer (JetStream starting, a cluster electing its
+	// meta leader) the buckets are retried, never given up on.
+	err = streams.Retry(ctx, d.Log, "fleet buckets", func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var err error
+		f.Buckets, err = EnsureBuckets(actx, f.JS, f.Names, c.NATS.Replicas)
+		return err
+	})
 	return f, cleanup, err
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -189,18 +190,17 @@ const (
 	LeaseTTL = 5 * time.Second
 )
 
-// OpenBuckets creates (or updates) and opens every bucket; every service
-// may call it, in any order.
+// OpenBuckets creates or adopts every bucket with one replica (see
+// EnsureBuckets); tests and single-server tools use it.
 func OpenBuckets(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Buckets, error) {
-	open := func(cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
-		}
-		return kv, nil
-	}
+	return EnsureBuckets(ctx, js, n, 1)
+}
+
+// EnsureBuckets creates or adopts (package streams: never downgraded,
+// updated only where a setting differs) and opens every bucket, with
+// replicas replicas; every service may call it, in any order.
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, n protocol.Names, replicas int) (*Buckets, error) {
 	var b Buckets
-	var err error
 	steps := []struct {
 		dst *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
@@ -214,9 +214,11 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream, n protocol.Names) 
 		{&b.Scale, jetstream.KeyValueConfig{Bucket: n.BucketScale(), History: 10, Description: "jetserve autoscaler decisions per deployment"}},
 	}
 	for _, s := range steps {
-		if *s.dst, err = open(s.cfg); err != nil {
-			return nil, err
+		kv, err := streams.KeyValue(ctx, js, s.cfg, replicas)
+		if err != nil {
+			return nil, fmt.Errorf("open bucket %s: %w", s.cfg.Bucket, err)
 		}
+		*s.dst = kv
 	}
 	return &b, nil
 }

@@ -192,7 +192,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		RequestTimeout: cfg.RequestTimeout,
 		Metrics:        metrics,
 		Log:            deps.Log,
-		Jobs:           jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log), asyncMethods.Table, deps.Log),
+		Jobs:           jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log, jobs.Replicas(cfg.NATS.Replicas)), asyncMethods.Table, deps.Log),
 	})
 
 	// The watcher lives until the HTTP server has drained.

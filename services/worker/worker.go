@@ -75,18 +75,19 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		return err
 	}
 	w := &worker{
-		nc:       deps.NC,
-		js:       js,
-		names:    names,
-		buckets:  buckets,
-		reg:      reg,
-		metrics:  metrics,
-		sdk:      sdkMetrics,
-		caller:   wire.NewCaller(deps.NC, names),
-		log:      deps.Log.With().Str("worker_id", info.ID).Logger(),
-		info:     info,
-		replicas: map[string]*replica.Replica{},
-		stopping: map[string]*replica.Replica{},
+		nc:           deps.NC,
+		js:           js,
+		names:        names,
+		buckets:      buckets,
+		reg:          reg,
+		metrics:      metrics,
+		sdk:          sdkMetrics,
+		caller:       wire.NewCaller(deps.NC, names),
+		log:          deps.Log.With().Str("worker_id", info.ID).Logger(),
+		info:         info,
+		natsReplicas: cfg.NATS.Replicas,
+		replicas:     map[string]*replica.Replica{},
+		stopping:     map[string]*replica.Replica{},
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
@@ -201,6 +202,8 @@ type worker struct {
 	caller  serve.Caller
 	log     zerolog.Logger
 	info    protocol.WorkerInfo // owned by run
+	// natsReplicas is the replica count of the job state runners create.
+	natsReplicas int
 
 	// Owned by run (one goroutine); no lock.
 	replicas map[string]*replica.Replica // running or starting, by id
@@ -351,9 +354,10 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 
 		SDKMetrics: w.sdk,
 		Jobs: &replica.JobsParams{
-			JS:      w.js,
-			Names:   jobs.Names{Names: w.names},
-			Methods: w.jobMethods(s),
+			JS:       w.js,
+			Names:    jobs.Names{Names: w.names},
+			Methods:  w.jobMethods(s),
+			Replicas: w.natsReplicas,
 		},
 	})
 	w.replicas[s.ID] = r

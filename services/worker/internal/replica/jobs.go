@@ -23,6 +23,8 @@ type JobsParams struct {
 	// Methods returns the deployment's effective async methods (none: no
 	// runner). It is called once the replica runs.
 	Methods func(ctx context.Context) ([]config.AsyncMethod, error)
+	// Replicas of the job streams and buckets the runner ensures.
+	Replicas int
 }
 
 // jobRun is a replica's running jobs.Runner (or the attempt to start one).
@@ -104,7 +106,7 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
 		}
 		runner := jobs.NewRunner(r.p.NC, r.p.Jobs.JS, r.p.Jobs.Names, jobs.RunnerConfig{
 			App: s.App, Deployment: s.Deployment, Worker: r.p.WorkerID, Replica: s.ID,
-			Slots: s.MaxOngoingRequests, Methods: methods, Handler: jh, Log: r.p.Log,
+			Slots: s.MaxOngoingRequests, Methods: methods, Handler: jh, Log: r.p.Log, Replicas: r.p.Jobs.Replicas,
 		})
 		jr.mu.Lock()
 		if jr.aborted {

@@ -1,0 +1,158 @@
+package streams_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/streams"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func replicasOf(t *testing.T, js jetstream.JetStream, stream string) int {
+	t.Helper()
+	s, err := js.Stream(ctxT(t), stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	return s.CachedInfo().Config.Replicas
+}
+
+// On a 3-node cluster: what an operator created with 3 replicas keeps 3
+// when a service asks for 1, and what exists with 1 is scaled up to 3.
+func TestAdoptNeverDowngrades(t *testing.T) {
+	nodes := natstest.Cluster(t, 3)
+	js, err := jetstream.New(natstest.Conn(t, nodes[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+
+	// Pre-created by an operator as R3.
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ops_r3", Replicas: 3, History: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OPS_R3", Subjects: []string{"ops.>"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "ops_obj", Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.KeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: "ops_r3", History: 5}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.Stream(ctx, js, jetstream.StreamConfig{Name: "OPS_R3", Subjects: []string{"ops.>"}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.ObjectStore(ctx, js, jetstream.ObjectStoreConfig{Bucket: "ops_obj"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"KV_ops_r3", "OPS_R3", "OBJ_ops_obj"} {
+		if got := replicasOf(t, js, s); got != 3 {
+			t.Errorf("%s replicas after ensuring with 1 = %d, want 3 (adopted, not downgraded)", s, got)
+		}
+	}
+
+	// Created as R1 (an earlier single-node start), now asked for 3.
+	if _, err := streams.KeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: "grow", TTL: time.Minute}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.KeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: "grow", TTL: time.Minute}, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := replicasOf(t, js, "KV_grow"); got != 3 {
+		t.Errorf("KV_grow replicas = %d, want 3 (scaled up)", got)
+	}
+}
+
+// Ensuring what exists with the same settings writes nothing; a changed
+// setting is applied.
+func TestEnsureIsIdempotent(t *testing.T) {
+	ns := natstest.Server(t)
+	js, err := jetstream.New(natstest.Conn(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	cfg := jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, MaxMsgs: 10, Description: "d"}
+	s1, err := streams.Stream(ctx, js, cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := s1.CachedInfo().Created
+	s2, err := streams.Stream(ctx, js, cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s2.CachedInfo().Created.Equal(created) || s2.CachedInfo().Config.MaxMsgs != 10 {
+		t.Fatalf("second ensure changed the stream: %+v", s2.CachedInfo().Config)
+	}
+	cfg.MaxMsgs = 20
+	s3, err := streams.Stream(ctx, js, cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s3.CachedInfo().Config.MaxMsgs; got != 20 {
+		t.Fatalf("MaxMsgs after ensuring 20 = %d", got)
+	}
+
+	kvCfg := jetstream.KeyValueConfig{Bucket: "b", History: 3, TTL: time.Hour, LimitMarkerTTL: time.Second}
+	if _, err := streams.KeyValue(ctx, js, kvCfg, 1); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := streams.KeyValue(ctx, js, kvCfg, 1)
+	if err != nil {
+		t.Fatalf("ensure an existing bucket: %v", err)
+	}
+	st, _ := kv.Status(ctx)
+	if st.History() != 3 || st.TTL() != time.Hour || st.LimitMarkerTTL() != time.Second {
+		t.Fatalf("bucket status %+v, want history 3, TTL 1h, marker TTL 1s", st)
+	}
+	kvCfg.History = 5
+	kv, err = streams.KeyValue(ctx, js, kvCfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := kv.Status(ctx); st.History() != 5 {
+		t.Fatalf("history after ensuring 5 = %d", st.History())
+	}
+}
+
+func TestRetry(t *testing.T) {
+	var log bytes.Buffer
+	calls := 0
+	err := streams.Retry(context.Background(), zerolog.New(&log), "thing", func(context.Context) error {
+		calls++
+		if calls < 3 {
+			return errors.New("no meta leader")
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("Retry = %v after %d calls, want nil after 3", err, calls)
+	}
+	if n := strings.Count(log.String(), "JetStream not ready"); n != 2 {
+		t.Errorf("Retry logged %d failures, want 2:\n%s", n, log.String())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err = streams.Retry(ctx, zerolog.Nop(), "thing", func(context.Context) error { return errors.New("still down") })
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "still down") {
+		t.Fatalf("Retry until the deadline = %v, want the last error joined with the deadline", err)
+	}
+}
