@@ -72,6 +72,19 @@ func (d Datatype) Size() int {
 // strings, numbers (float64) or booleans.
 type Parameters map[string]any
 
+// jetserve's answer to GET /v2.
+const (
+	ServerName    = "jetserve"
+	ServerVersion = "0.1.0"
+	// Platform is the "platform" of a Go model's metadata ("<project>_<format>").
+	Platform = "jetserve_go"
+)
+
+// Server returns jetserve's server metadata (no protocol extensions).
+func Server() ServerMetadata {
+	return ServerMetadata{Name: ServerName, Version: ServerVersion, Extensions: []string{}}
+}
+
 // ServerMetadata is the answer to GET /v2.
 type ServerMetadata struct {
 	Name       string   `json:"name"`
