@@ -1,11 +1,13 @@
 // Package examples registers every example deployment: the text pipeline
-// (textpipeline), its async training method (training) and the diagnostic
-// Echo (diag). The worker binary and
+// (textpipeline), its async training method (training), the Iris
+// classifier served over the Open Inference Protocol (iris) and the
+// diagnostic Echo (diag). The worker binary and
 // `jetserve dev` call Register.
 package examples
 
 import (
 	"github.com/jetserve/jetserve/examples/diag"
+	"github.com/jetserve/jetserve/examples/iris"
 	"github.com/jetserve/jetserve/examples/textpipeline"
 	"github.com/jetserve/jetserve/examples/training"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -17,6 +19,9 @@ func Register(reg *serve.Registry) error {
 		return err
 	}
 	if err := training.Register(reg); err != nil {
+		return err
+	}
+	if err := iris.Register(reg); err != nil {
 		return err
 	}
 	return diag.Register(reg)

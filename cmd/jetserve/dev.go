@@ -137,10 +137,11 @@ jetserve dev is up.
 
 Try:
   curl -s -X POST %s/text/analyze -d '{"text":"The new phone is wonderful, fast and the battery lasts for days."}'
+  curl -s -X POST %s/v2/models/iris/infer -d '{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
   go run ./cmd/jetserve status
 
 Ctrl-C stops everything (graceful drain).
-`, ingressURL, ingressURL, admin, url, url, dir, ingressURL)
+`, ingressURL, ingressURL, admin, url, url, dir, ingressURL, ingressURL)
 		return nil
 	})
 	err = g.Wait()
