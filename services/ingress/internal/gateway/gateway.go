@@ -3,7 +3,10 @@
 // (package jobsapi), and forwards method, path below the prefix, query,
 // headers (hop-by-hop ones dropped) and body to the application's ingress
 // deployment through a Caller, and writes the answer back — all at once, or
-// chunk by chunk with flushes when the client asked for a stream.
+// chunk by chunk with flushes when the client asked for a stream. Before
+// any route it serves the Open Inference Protocol v2 under /v2 (oip.go):
+// model endpoints go to the deployment serving the model (package models),
+// inference bodies checked first.
 //
 // The Handler is safe for concurrent use; it starts no goroutines of its
 // own (the Caller may, for the duration of a call).
