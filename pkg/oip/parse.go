@@ -430,10 +430,6 @@ func (p *parser) params(l loc, input string, output bool) (Parameters, error) {
 		if err := p.dec.SkipValue(); err != nil {
 			return nil, syntaxError(l, input, output, err)
 		}
-		msg := "parameters must be a JSON object, got " + kindName(k)
-		if input != "" {
-			return nil, &RequestError{Input: input, Output: output, Msg: msg}
-		}
 		return nil, &RequestError{Field: l.String(), Msg: "must be a JSON object, got " + kindName(k)}
 	}
 	if !p.keep {
@@ -569,13 +565,12 @@ func (p *parser) tensor(l loc, output bool) (*Tensor, error) {
 			}
 			t.Datatype, saw = Datatype(s), saw|sawDatatype
 		case "parameters":
+			if k := p.dec.PeekKind(); k != '{' {
+				fail(`"parameters" must be a JSON object, got ` + kindName(k))
+				return p.skipIn(l, t.Name, output)
+			}
 			prm, err := p.params(l, t.Name, output)
 			if err != nil {
-				var re *RequestError
-				if errors.As(err, &re) && !strings.HasPrefix(re.Msg, "malformed") {
-					fail(re.Msg)
-					return nil
-				}
 				return err
 			}
 			t.Parameters = prm
