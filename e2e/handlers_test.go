@@ -48,7 +48,17 @@ const (
 	// named by the serve_multiplexed_model_id header; answers report
 	// model and replica.
 	handlerClassifier = "mux.Classifier"
+	// The example Go OIP model (examples/iris): app "iris", served by the
+	// ingress at /v2/models/iris/... (protocol oip, oip_models [iris]).
+	handlerIris  = "iris.Classifier"
+	exampleIris  = "iris"
+	exampleModel = "iris"
 )
+
+// irisInfer asks the Iris model about a setosa, a versicolor and a
+// virginica from Fisher's data; the answer's "label" output names them.
+const irisInfer = `{"id":"e2e","inputs":[{"name":"features","shape":[3,4],"datatype":"FP32",` +
+	`"data":[[5.1,3.5,1.4,0.2],[6.4,3.2,4.5,1.5],[6.7,3.0,5.2,2.3]]}]}`
 
 // echoBody is what the tests send to the echo handler.
 var echoBody = []byte(`{"text":"hello jetserve"}`)
@@ -69,6 +79,7 @@ var exampleCalls = []exampleCall{
 	{"POST", "/text/analyze", []byte(`{"text":"` + review + `"}`), []string{`"language":"en"`, `"sentiment"`, `"keywords"`, `"summary"`, `"config_version":"v1"`}},
 	{"GET", "/text/", nil, []string{`"methods"`}},
 	{"POST", "/echo/", echoBody, []string{string(echoBody)}},
+	{"POST", "/v2/models/" + exampleModel + "/infer", []byte(irisInfer), []string{`"data":["setosa","versicolor","virginica"]`}},
 }
 
 // exampleUnknownMethod is a path of the example app that names no method

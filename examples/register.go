@@ -1,5 +1,6 @@
 // Package examples registers every example deployment: the text pipeline
-// (textpipeline), its async training method (training), the diagnostic
+// (textpipeline), its async training method (training), the Iris
+// classifier served over the Open Inference Protocol (iris), the diagnostic
 // Echo (diag), a batched model (batching) and multiplexed per-tenant models
 // (multiplex). The worker binary and
 // `jetserve dev` call Register.
@@ -8,6 +9,7 @@ package examples
 import (
 	"github.com/jetserve/jetserve/examples/batching"
 	"github.com/jetserve/jetserve/examples/diag"
+	"github.com/jetserve/jetserve/examples/iris"
 	"github.com/jetserve/jetserve/examples/multiplex"
 	"github.com/jetserve/jetserve/examples/textpipeline"
 	"github.com/jetserve/jetserve/examples/training"
@@ -26,6 +28,9 @@ func Register(reg *serve.Registry) error {
 		return err
 	}
 	if err := multiplex.Register(reg); err != nil {
+		return err
+	}
+	if err := iris.Register(reg); err != nil {
 		return err
 	}
 	return diag.Register(reg)

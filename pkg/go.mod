@@ -3,6 +3,7 @@ module github.com/jetserve/jetserve/pkg
 go 1.26.0
 
 require (
+	github.com/go-json-experiment/json v1.27.2
 	github.com/invopop/jsonschema v0.14.0
 	github.com/knadh/koanf/parsers/yaml v1.1.1
 	github.com/knadh/koanf/providers/confmap v1.0.1

@@ -19,6 +19,7 @@ func devOptions(args []string) devfleet.Options {
 		Args:   args,
 		Try: []string{
 			`curl -s -X POST {ingress}/text/analyze -d '{"text":"The new phone is wonderful, fast and the battery lasts for days."}'`,
+			`curl -s -X POST {ingress}/v2/models/iris/infer -d '{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'`,
 			`go run ./cmd/jetserve status`,
 		},
 	}

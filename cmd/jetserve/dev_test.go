@@ -82,6 +82,25 @@ func TestDevServesTheExample(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The example's Go OIP model, through the ingress's /v2 endpoints.
+	infer := `{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
+	for {
+		resp, err := http.Post("http://"+httpAddr+"/v2/models/iris/infer", "application/json", strings.NewReader(infer))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				if !strings.Contains(string(b), `"data":["setosa"]`) {
+					t.Fatalf("iris infer = %s, want label setosa", b)
+				}
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the iris model never answered 200; last err %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if !strings.Contains(out.String(), "jetserve dev is up") {
 		t.Errorf("dev printed %q, want the URLs", out.String())
 	}

@@ -279,6 +279,8 @@ func (c ServeConfig) Validate() Errors {
 			add(p+".route_prefix", "must start with '/', got %q", a.RoutePrefix)
 		case strings.HasPrefix(a.RoutePrefix, "/-/") || a.RoutePrefix == "/-":
 			add(p+".route_prefix", "%q is reserved for jetserve's own endpoints", a.RoutePrefix)
+		case a.RoutePrefix == OIPRoutePrefix || strings.HasPrefix(a.RoutePrefix, OIPRoutePrefix+"/"):
+			add(p+".route_prefix", "%q is reserved for the Open Inference Protocol endpoints (%s/...), which the ingress serves before application routes", a.RoutePrefix, OIPRoutePrefix)
 		case len(a.RoutePrefix) > 1 && strings.HasSuffix(a.RoutePrefix, "/"):
 			add(p+".route_prefix", "must not end with '/', got %q", a.RoutePrefix)
 		default:

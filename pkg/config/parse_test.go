@@ -93,6 +93,8 @@ func TestParseRejectsWithFieldNamed(t *testing.T) {
 		{"ingress names no deployment", "applications:\n- {name: a, route_prefix: /a, ingress: x, deployments: [" + ok + "]}\n", "applications[0].ingress"},
 		{"route without slash", "applications:\n- {name: a, route_prefix: a, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
 		{"reserved route", "applications:\n- {name: a, route_prefix: /-/x, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
+		{"route /v2 is OIP's", "applications:\n- {name: a, route_prefix: /v2, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
+		{"route below /v2 is OIP's", "applications:\n- {name: a, route_prefix: /v2/models, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
 		{"duplicate app", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [" + ok + "]}\n- {name: a, route_prefix: /b, ingress: d, deployments: [" + ok + "]}\n", "applications[1].name"},
 		{"duplicate route", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [" + ok + "]}\n- {name: b, route_prefix: /a, ingress: d, deployments: [" + ok + "]}\n", "applications[1].route_prefix"},
 		{"duplicate deployment", app(ok + ", " + ok), "applications[0].deployments[1].name"},
@@ -242,5 +244,16 @@ func TestAutoscalingAndAsyncRejected(t *testing.T) {
 				t.Fatalf("Parse() = %v, want an error naming %q", err, tc.field)
 			}
 		})
+	}
+}
+
+// TestRoutePrefixV2Boundary: only /v2 and paths below it are reserved, on
+// whole segments ("/v2x" and "/v20" are ordinary prefixes).
+func TestRoutePrefixV2Boundary(t *testing.T) {
+	for _, prefix := range []string{"/v2x", "/v20", "/api/v2"} {
+		doc := "applications:\n- {name: a, route_prefix: " + prefix + ", ingress: d, deployments: [{name: d, handler: h}]}\n"
+		if _, err := Parse([]byte(doc)); err != nil {
+			t.Errorf("Parse(route_prefix %s) = %v, want accepted", prefix, err)
+		}
 	}
 }

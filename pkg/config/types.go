@@ -22,6 +22,11 @@ const (
 	ProtocolOIP    = "oip"
 )
 
+// OIPRoutePrefix is where the ingress serves the Open Inference Protocol
+// v2 (GET /v2, /v2/health/..., /v2/models/{model}/...): no application may
+// use it as its route_prefix or below it.
+const OIPRoutePrefix = "/v2"
+
 // Defaults, Ray Serve's where Ray has the option.
 const (
 	DefaultStartupTimeout          = Duration(60e9)

@@ -6,8 +6,11 @@
 // Accept: text/event-stream).
 //
 // The route table comes from the Apps bucket key "config" and follows it
-// live. GET /-/routes lists it; GET /-/healthz is 200 once NATS is connected
-// and the table is loaded. Bodies above max_body_bytes are refused 413
+// live, and so does the table of Open Inference Protocol models served
+// under /v2 (/v2/models/{model}/... goes to the deployment that serves the
+// model, inference requests checked first; see package gateway). GET
+// /-/routes lists the routes, GET /-/models the models; GET /-/healthz is
+// 200 once NATS is connected and the table is loaded. Bodies above max_body_bytes are refused 413
 // (default 4 MiB: the message must fit the NATS max_payload, 8 MiB on the
 // embedded server and at most 8 MiB anywhere, with room for headers; a
 // server left at NATS's default 1 MiB needs max_body_bytes lowered to
@@ -36,6 +39,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/ingress/internal/gateway"
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
+	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -64,6 +68,10 @@ type Config struct {
 	// proxies route themselves; "service" sends it to the router service's
 	// queue group (one more hop).
 	Router string `koanf:"router"`
+	// OIPReadyTimeout bounds GET /v2/models/{model}/ready, which the
+	// model's deployment answers; past it the model is reported not ready
+	// (503). A model scaled to zero is woken by it, as by any request.
+	OIPReadyTimeout time.Duration `koanf:"oip_ready_timeout"`
 
 	// HTTPReady, if set, is told the HTTP listener's address once it
 	// listens (tests, and `jetserve dev` with port 0). Not configurable.
@@ -73,12 +81,13 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Common:         service.DefaultCommon(":9100"),
-		HTTPAddr:       ":8000",
-		MaxBodyBytes:   DefaultMaxBodyBytes,
-		RequestTimeout: 60 * time.Second,
-		DrainTimeout:   30 * time.Second,
-		Router:         RouterEmbedded,
+		Common:          service.DefaultCommon(":9100"),
+		HTTPAddr:        ":8000",
+		MaxBodyBytes:    DefaultMaxBodyBytes,
+		RequestTimeout:  60 * time.Second,
+		DrainTimeout:    30 * time.Second,
+		Router:          RouterEmbedded,
+		OIPReadyTimeout: gateway.DefaultOIPReadyTimeout,
 	}
 }
 
@@ -102,6 +111,9 @@ func (c Config) Validate() error {
 	}
 	if c.Router != RouterEmbedded && c.Router != RouterService {
 		errs = append(errs, fmt.Errorf("router: must be %q or %q, got %q", RouterEmbedded, RouterService, c.Router))
+	}
+	if c.OIPReadyTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("oip_ready_timeout: must be positive, got %v", c.OIPReadyTimeout))
 	}
 	if c.DrainTimeout < 0 {
 		errs = append(errs, errors.New("drain_timeout: must not be negative"))
@@ -127,6 +139,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	}
 
 	var table atomic.Pointer[routes.Table]
+	var modelTable atomic.Pointer[models.Table]
 	var loaded atomic.Bool
 	asyncMethods := jobsapi.NewWatcher(deps.Log)
 	natsOK := service.NATSCheck(deps.NC)
@@ -185,14 +198,16 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		}
 	}(ready)
 	h := gateway.New(gateway.Options{
-		Caller:         caller,
-		Routes:         table.Load,
-		Healthy:        ready,
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		RequestTimeout: cfg.RequestTimeout,
-		Metrics:        metrics,
-		Log:            deps.Log,
-		Jobs:           jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log, jobs.Replicas(cfg.NATS.Replicas)), asyncMethods.Table, deps.Log),
+		Caller:          caller,
+		Routes:          table.Load,
+		Healthy:         ready,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		RequestTimeout:  cfg.RequestTimeout,
+		Metrics:         metrics,
+		Log:             deps.Log,
+		Jobs:            jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log, jobs.Replicas(cfg.NATS.Replicas)), asyncMethods.Table, deps.Log),
+		Models:          modelTable.Load,
+		OIPReadyTimeout: cfg.OIPReadyTimeout,
 	})
 
 	// The watcher lives until the HTTP server has drained.
@@ -200,7 +215,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	defer stopWatch()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		err := watchRoutes(wctx, buckets.Apps, &table, &loaded, deps.Log)
+		err := watchRoutes(wctx, buckets.Apps, &table, &modelTable, &loaded, deps.Log)
 		if wctx.Err() != nil {
 			return nil
 		}
@@ -244,14 +259,17 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	return err
 }
 
-// watchRoutes keeps table in step with the Apps bucket key "config".
-func watchRoutes(ctx context.Context, kv jetstream.KeyValue, table *atomic.Pointer[routes.Table], loaded *atomic.Bool, log zerolog.Logger) error {
+// watchRoutes keeps the route table and the OIP model table in step with
+// the Apps bucket key "config".
+func watchRoutes(ctx context.Context, kv jetstream.KeyValue, table *atomic.Pointer[routes.Table],
+	modelTable *atomic.Pointer[models.Table], loaded *atomic.Bool, log zerolog.Logger) error {
 	w, err := kv.Watch(ctx, "config")
 	if err != nil {
 		return fmt.Errorf("watch config: %w", err)
 	}
 	defer w.Stop() //nolint:errcheck // best effort on the way out
 	table.Store(routes.New(nil))
+	modelTable.Store(models.FromConfig(config.ServeConfig{}))
 	for {
 		select {
 		case <-ctx.Done():
@@ -266,6 +284,7 @@ func watchRoutes(ctx context.Context, kv jetstream.KeyValue, table *atomic.Point
 			}
 			if e.Operation() != jetstream.KeyValuePut {
 				table.Store(routes.New(nil))
+				modelTable.Store(models.FromConfig(config.ServeConfig{}))
 				continue
 			}
 			var sc config.ServeConfig
@@ -275,7 +294,9 @@ func watchRoutes(ctx context.Context, kv jetstream.KeyValue, table *atomic.Point
 			}
 			t := routes.FromConfig(sc)
 			table.Store(t)
-			log.Info().Any("routes", t.Prefixes()).Msg("route table updated")
+			mt := models.FromConfig(sc)
+			modelTable.Store(mt)
+			log.Info().Any("routes", t.Prefixes()).Strs("oip_models", mt.Names()).Msg("route table updated")
 		}
 	}
 }

@@ -3,7 +3,10 @@
 // (package jobsapi), and forwards method, path below the prefix, query,
 // headers (hop-by-hop ones dropped) and body to the application's ingress
 // deployment through a Caller, and writes the answer back — all at once, or
-// chunk by chunk with flushes when the client asked for a stream.
+// chunk by chunk with flushes when the client asked for a stream. Before
+// any route it serves the Open Inference Protocol v2 under /v2 (oip.go):
+// model endpoints go to the deployment serving the model (package models),
+// inference bodies checked first.
 //
 // The Handler is safe for concurrent use; it starts no goroutines of its
 // own (the Caller may, for the duration of a call).
@@ -24,6 +27,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
+	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
@@ -52,6 +56,13 @@ type Options struct {
 	// methods ({prefix}/{method}[/cancel|status|result|list]); every
 	// other path goes to the ingress deployment as before.
 	Jobs *jobsapi.API
+	// Models returns the current OIP model table (nil before it is
+	// loaded): /v2/models/{model}/... goes to the deployment serving the
+	// model. /v2 is served before application routes.
+	Models func() *models.Table
+	// OIPReadyTimeout bounds GET /v2/models/{model}/ready (the model's
+	// deployment answers it); default 5s.
+	OIPReadyTimeout time.Duration
 }
 
 // Handler serves the ingress HTTP API.
@@ -66,6 +77,9 @@ func New(o Options) *Handler {
 	r := chi.NewRouter()
 	r.Get("/-/routes", h.serveRoutes)
 	r.Get("/-/healthz", h.serveHealth)
+	r.Get("/-/models", h.serveModels)
+	r.Handle("/v2", http.HandlerFunc(h.serveOIP))
+	r.Handle("/v2/*", http.HandlerFunc(h.serveOIP))
 	r.Handle("/*", http.HandlerFunc(h.serveApp))
 	h.mux = r
 	return h
@@ -145,59 +159,73 @@ func (s *statusWriter) Flush() {
 	}
 }
 
-func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
+// exchange is one request being served: its writer, id, and what the
+// metrics and the request log record when it ends.
+type exchange struct {
+	w     *statusWriter
+	rid   string
+	label string // the route prefix (or model endpoint) in metrics
+	code  protocol.ErrorCode
+}
+
+// begin starts serving r: it assigns the request id, counts the request as
+// ongoing and returns the exchange and the func that records it at the end.
+func (h *Handler) begin(rw http.ResponseWriter, r *http.Request) (*exchange, func()) {
 	start := time.Now()
 	m := h.o.Metrics
 	m.ongoing.Inc()
-	w := &statusWriter{ResponseWriter: rw}
-	rid := r.Header.Get(protocol.HdrRequestID)
-	if rid == "" {
-		rid = nuid.Next()
+	x := &exchange{w: &statusWriter{ResponseWriter: rw}, rid: r.Header.Get(protocol.HdrRequestID), label: "unmatched"}
+	if x.rid == "" {
+		x.rid = nuid.Next()
 	}
-	w.Header().Set(protocol.HdrRequestID, rid)
-	label := "unmatched"
-	var code protocol.ErrorCode
-	defer func() {
+	x.w.Header().Set(protocol.HdrRequestID, x.rid)
+	return x, func() {
 		m.ongoing.Dec()
-		status := w.status
+		status := x.w.status
 		if status == 0 {
 			status = http.StatusOK
 		}
 		el := time.Since(start)
-		m.observe(label, r.Method, status, code, el)
-		h.o.Log.Debug().Str("request_id", rid).Str("method", r.Method).Str("path", r.URL.Path).
-			Int("status", status).Str("error_code", string(code)).Dur("latency", el).Msg("http request")
-	}()
+		m.observe(x.label, r.Method, status, x.code, el)
+		h.o.Log.Debug().Str("request_id", x.rid).Str("method", r.Method).Str("path", r.URL.Path).
+			Int("status", status).Str("error_code", string(x.code)).Dur("latency", el).Msg("http request")
+	}
+}
+
+func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
+	x, done := h.begin(rw, r)
+	defer done()
+	w, rid := x.w, x.rid
 
 	tab := h.o.Routes()
 	route, rest, ok := tab.Match(r.URL.Path)
 	if !ok {
-		code = protocol.ErrNotFound
+		x.code = protocol.ErrNotFound
 		writeJSON(w, http.StatusNotFound, map[string]any{
 			"error": protocol.ErrNotFound, "message": "no application serves " + r.URL.Path,
 			"routes": tab.Prefixes(), "request_id": rid,
 		})
 		return
 	}
-	label = route.Prefix
+	x.label = route.Prefix
 	log := func() zerolog.Logger { return h.o.Log.With().Str("request_id", rid).Str("app", route.App).Logger() }
 
 	body, err := readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			code = protocol.ErrBodyTooLarge
-			writeError(w, http.StatusRequestEntityTooLarge, code,
+			x.code = protocol.ErrBodyTooLarge
+			writeError(w, http.StatusRequestEntityTooLarge, x.code,
 				"request body exceeds "+strconv.FormatInt(h.o.MaxBodyBytes, 10)+" bytes", rid)
 			return
 		}
-		code = protocol.ErrBadRequest
-		writeError(w, http.StatusBadRequest, code, "read request body: "+err.Error(), rid)
+		x.code = protocol.ErrBadRequest
+		writeError(w, http.StatusBadRequest, x.code, "read request body: "+err.Error(), rid)
 		return
 	}
 	if h.o.Jobs != nil {
 		if m, op, ok := h.o.Jobs.Match(route.App, rest); ok {
-			code = h.o.Jobs.Serve(w, r, m, op, body, rid)
+			x.code = h.o.Jobs.Serve(w, r, m, op, body, rid)
 			return
 		}
 	}
@@ -220,7 +248,7 @@ func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
 		sink := &httpSink{w: w}
 		err := h.o.Caller.Stream(ctx, route.App, route.Ingress, req, sink)
 		if err != nil {
-			code = serve.AsError(err).Code
+			x.code = serve.AsError(err).Code
 			if !sink.headed {
 				h.writeCallError(w, err, rid, log)
 				return
@@ -233,11 +261,12 @@ func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
 
 	resp, err := h.o.Caller.Call(ctx, route.App, route.Ingress, req)
 	if err != nil {
-		code = serve.AsError(err).Code
+		x.code = serve.AsError(err).Code
 		h.writeCallError(w, err, rid, log)
 		return
 	}
-	code = protocol.ErrorCode(resp.Header.Get(protocol.HdrError))
+	code := protocol.ErrorCode(resp.Header.Get(protocol.HdrError))
+	x.code = code
 	status := resp.Status
 	if platformError(code) {
 		// The fleet's own refusals get one JSON shape; handler errors
