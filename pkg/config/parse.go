@@ -283,6 +283,8 @@ func (c ServeConfig) Validate() Errors {
 			add(p+".route_prefix", "%q is reserved for the Open Inference Protocol endpoints (%s/...), which the ingress serves before application routes", a.RoutePrefix, OIPRoutePrefix)
 		case len(a.RoutePrefix) > 1 && strings.HasSuffix(a.RoutePrefix, "/"):
 			add(p+".route_prefix", "must not end with '/', got %q", a.RoutePrefix)
+		case !cleanPrefix(a.RoutePrefix):
+			add(p+".route_prefix", "must be a clean absolute path of segments of letters, digits, '-', '_', '.' and '~' (no empty, '.' or '..' segment, no '%%', spaces or other characters), got %q", a.RoutePrefix)
 		default:
 			if j, dup := prefixes[a.RoutePrefix]; dup {
 				add(p+".route_prefix", "duplicate route prefix %q (also applications[%d])", a.RoutePrefix, j)
@@ -458,6 +460,33 @@ func (c ServeConfig) Validate() Errors {
 		}
 	}
 	return errs
+}
+
+// maxPrefixLen bounds a route prefix.
+const maxPrefixLen = 256
+
+// cleanPrefix reports whether p is "/" or "/seg[/seg...]" with segments of
+// RFC 3986 unreserved characters only, none of them "." or "..": what the
+// ingress matches on decoded paths without surprises (no encoded
+// separators, no dot segments, nothing to normalise).
+func cleanPrefix(p string) bool {
+	if p == "/" {
+		return true
+	}
+	if len(p) > maxPrefixLen || !strings.HasPrefix(p, "/") {
+		return false
+	}
+	for seg := range strings.SplitSeq(p[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for _, c := range seg {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // expandAuto rewrites num_replicas: "auto" as Ray does: autoscaling with

@@ -100,6 +100,11 @@ func TestParseRejectsWithFieldNamed(t *testing.T) {
 		{"duplicate deployment", app(ok + ", " + ok), "applications[0].deployments[1].name"},
 		{"no deployments", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: []}\n", "applications[0].deployments"},
 		{"unknown runtime", app(`{name: d, handler: h, runtime: docker}`), "applications[0].deployments[0].runtime"},
+		{"route with dot segments", "applications:\n- {name: a, route_prefix: /../../etc, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
+		{"route with a space", "applications:\n- {name: a, route_prefix: /a b, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
+		{"route with an encoded dot", "applications:\n- {name: a, route_prefix: /a%2e%2e, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
+		{"route with an empty segment", "applications:\n- {name: a, route_prefix: /a//b, ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
+		{"route with a query", "applications:\n- {name: a, route_prefix: '/a?b', ingress: d, deployments: [" + ok + "]}\n", "applications[0].route_prefix"},
 		{"process without command", app(`{name: d, runtime: process}`), "applications[0].deployments[0].command"},
 		{"process port out of range", app(`{name: d, runtime: process, command: [x], port: 70000}`), "applications[0].deployments[0].port"},
 		{"process health path relative", app(`{name: d, runtime: process, command: [x], health_path: ready}`), "applications[0].deployments[0].health_path"},
@@ -254,6 +259,19 @@ func TestRoutePrefixV2Boundary(t *testing.T) {
 		doc := "applications:\n- {name: a, route_prefix: " + prefix + ", ingress: d, deployments: [{name: d, handler: h}]}\n"
 		if _, err := Parse([]byte(doc)); err != nil {
 			t.Errorf("Parse(route_prefix %s) = %v, want accepted", prefix, err)
+		}
+	}
+}
+
+func TestCleanPrefix(t *testing.T) {
+	for _, p := range []string{"/", "/text", "/a/b-c_d.e~f", "/v1/models", "/a.b"} {
+		if !cleanPrefix(p) {
+			t.Errorf("cleanPrefix(%q) = false, want true", p)
+		}
+	}
+	for _, p := range []string{"", "a", "/a/", "//", "/..", "/a/../b", "/./a", "/a%2fb", "/a b", "/é", "/a\x00", "/" + strings.Repeat("a", 300)} {
+		if cleanPrefix(p) {
+			t.Errorf("cleanPrefix(%q) = true, want false", p)
 		}
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
@@ -186,10 +187,20 @@ func (a *API) ensure(ctx context.Context, m Method) error {
 }
 
 // Args merges a submit's query parameters and JSON object body (body
-// wins). A body that is not a JSON object is a 400 *serve.Error.
+// wins). A body that is not a JSON object, and an argument name or value
+// that is not valid UTF-8 (it would be stored, then served back as JSON
+// that strict clients cannot decode), are a 400 *serve.Error naming it.
 func Args(q map[string][]string, body []byte) (serve.Args, error) {
 	args := serve.Args{}
 	for k, vs := range q {
+		if !utf8.ValidString(k) {
+			return nil, badArg(k, "its name is not valid UTF-8")
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return nil, badArg(k, "not valid UTF-8")
+			}
+		}
 		var b []byte
 		if len(vs) == 1 {
 			b, _ = json.Marshal(vs[0])
@@ -209,10 +220,27 @@ func Args(q map[string][]string, body []byte) (serve.Args, error) {
 		}
 		return nil, &serve.Error{Status: http.StatusBadRequest, Code: protocol.ErrBadRequest, Msg: msg}
 	}
+	if !utf8.Valid(body) {
+		// json.Unmarshal replaces invalid bytes in keys with U+FFFD and
+		// keeps raw values as they are: find the argument to name.
+		for k, v := range fields {
+			if !utf8.ValidString(k) || strings.ContainsRune(k, utf8.RuneError) {
+				return nil, badArg(k, "its name is not valid UTF-8")
+			}
+			if !utf8.Valid(v) {
+				return nil, badArg(k, "not valid UTF-8")
+			}
+		}
+		return nil, &serve.Error{Status: http.StatusBadRequest, Code: protocol.ErrBadRequest, Msg: "malformed JSON body: not valid UTF-8"}
+	}
 	for k, v := range fields {
 		args[k] = v
 	}
 	return args, nil
+}
+
+func badArg(name, why string) error {
+	return &serve.Error{Status: http.StatusBadRequest, Code: protocol.ErrBadRequest, Msg: fmt.Sprintf("argument %q: %s", name, why)}
 }
 
 // requestID is the id argument: a string, or a number's text.
