@@ -155,16 +155,16 @@ type Child struct {
 	tr     *http.Transport
 	tail   *tail // the last stderr lines, across restarts
 
-	ctx    context.Context // ends when Close is called
-	cancel context.CancelFunc
-	hurry  chan struct{} // closed when Close's context ended: SIGKILL now
+	ctx       context.Context // ends when Close is called
+	cancel    context.CancelFunc
+	hurry     chan struct{} // closed when Close's context ended: SIGKILL now
 	hurryOnce sync.Once
-	done   chan struct{} // closed when the supervisor has returned
-	changed chan struct{} // capacity 1: State changed
+	done      chan struct{} // closed when the supervisor has returned
+	changed   chan struct{} // capacity 1: State changed
 
 	mu     sync.Mutex
-	state  protocol.ReplicaState   // guarded by mu: RUNNING, STARTING or FAILED
-	msg    string                  // guarded by mu
+	state  protocol.ReplicaState  // guarded by mu: RUNNING, STARTING or FAILED
+	msg    string                 // guarded by mu
 	status protocol.ProcessStatus // guarded by mu
 }
 
