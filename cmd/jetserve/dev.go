@@ -103,6 +103,7 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 			return step
 		}
 	}
+	wcfg.ChildEnv = environ // what process-runtime children inherit
 	reg := serve.NewRegistry()
 	if err := examples.Register(reg); err != nil {
 		return fmt.Errorf("register example deployments: %w", err)

@@ -22,6 +22,7 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 		return fmt.Errorf("register deployments: %w", err)
 	}
 	cfg := worker.DefaultConfig()
+	cfg.ChildEnv = environ // what process-runtime children inherit
 	return service.Main(ctx, "worker", &cfg, args, environ, stderr, func(ctx context.Context, log zerolog.Logger) error {
 		return worker.Run(ctx, cfg, service.Deps{Log: log}, reg)
 	})

@@ -153,7 +153,7 @@ type Child struct {
 	env    []string
 	client *http.Client
 	tr     *http.Transport
-	tail   *tail // the last stderr lines, across restarts
+	tail   *tail // the current child's last stderr lines
 
 	ctx       context.Context // ends when Close is called
 	cancel    context.CancelFunc
