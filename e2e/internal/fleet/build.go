@@ -32,6 +32,9 @@ const (
 	Scheduler  = "jetserve-scheduler"
 	Autoscaler = "jetserve-autoscaler"
 	CLI        = "jetserve"
+	// EchoServer is a no-op HTTP server for the process runtime
+	// (examples/diag/echoserver): the benchmark's child process.
+	EchoServer = "echoserver"
 )
 
 // Target is one binary to build: `go build -o <out>/<Name> <Pkg>` run in
@@ -51,6 +54,7 @@ var Targets = []Target{
 	{Scheduler, "services/scheduler", "./cmd/jetserve-scheduler"},
 	{Autoscaler, "services/autoscaler", "./cmd/jetserve-autoscaler"},
 	{CLI, "cmd/jetserve", "."},
+	{EchoServer, "examples", "./diag/echoserver"},
 }
 
 // Binaries are the built programs. A binary that failed to build makes
