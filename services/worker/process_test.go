@@ -17,6 +17,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/services/worker"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // childEnv makes the test binary a process-runtime child (see runChild).
@@ -99,13 +100,35 @@ func TestProcessReplicaServesRestartsAndStops(t *testing.T) {
 	// kill -9 of the child: the replica leaves RUNNING, then comes back
 	// with the restart and the exit in its record.
 	first := info.Process.PID
+	w, err := f.b.Replicas.Watch(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, s.ID), jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop() //nolint:errcheck
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replica RUNNING again after a restart", func() bool {
-		info, _ = f.record(s)
-		return info.State == protocol.ReplicaRunning && info.Process != nil && info.Process.Restarts == 1
-	})
+	var restarting string // the message of the STARTING record put meanwhile
+	deadline := time.After(waitLimit)
+	for info.State != protocol.ReplicaRunning || info.Process == nil || info.Process.Restarts != 1 {
+		select {
+		case e := <-w.Updates():
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			if err := json.Unmarshal(e.Value(), &info); err != nil {
+				t.Fatal(err)
+			}
+			if info.State == protocol.ReplicaStarting {
+				restarting = info.Message
+			}
+		case <-deadline:
+			t.Fatalf("replica not RUNNING again after a restart: last record %+v", info)
+		}
+	}
+	if !strings.Contains(restarting, "process exited (signal: killed); restart 1") {
+		t.Errorf("while restarting the record said %q, want STARTING with the exit and the restart number", restarting)
+	}
 	if info.Process.LastExit != "signal: killed" || info.Process.PID == first || info.Process.LastExitAt.IsZero() {
 		t.Errorf("record after restart = %+v, want last exit signal: killed and a new pid", info.Process)
 	}

@@ -2,7 +2,10 @@
 // constructs the handler, serves it as a NATS micro service (endpoints
 // ReplicaSubject(id)+".call" and ".health", visible to `nats micro ls`),
 // enforces max_ongoing_requests, publishes load reports, keeps its
-// ReplicaInfo record alive in the Replicas bucket and drains on stop.
+// ReplicaInfo record alive in the Replicas bucket and drains on stop. A
+// constructor error wrapping ErrFailed makes the replica FAILED instead of
+// retried; a Supervised handler (a process-runtime child) has its own
+// state — restarting, failed — mirrored in the record.
 //
 // Concurrency: every Replica owns one run goroutine (started by Start,
 // ended after Stop has drained it; Done is closed then), a heartbeat and a
