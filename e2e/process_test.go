@@ -235,6 +235,30 @@ func TestProcessDigits(t *testing.T) {
 			t.Errorf("slowest answer took %s, want < 20s (nothing hangs)", res.slowest)
 		}
 	})
+	t.Run("graceful stop", func(t *testing.T) {
+		r, err := digitsReplica(f)
+		if err != nil || r.Process == nil {
+			t.Fatalf("replica: %+v %v", r, err)
+		}
+		f.Deploy(serveConfig(t)) // no applications: the digits app is deleted
+		f.WaitAppGone(deployTimeout, digitsApp)
+		w := f.Workers[0]
+		if !w.LogContains("digits: stopped") {
+			t.Errorf("the child did not log its clean stop (SIGTERM) through the worker:\n%s", w.Tail(20))
+		}
+		if w.LogContains("ignored SIGTERM") {
+			t.Errorf("the worker had to SIGKILL the child:\n%s", w.From("ignored SIGTERM", 5))
+		}
+		fleet.Eventually(t, 10*time.Second, "child process gone", func() error {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", r.Process.PID)); err == nil {
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.Process.PID))
+				if !strings.Contains(string(b), ") Z ") {
+					return fmt.Errorf("pid %d still runs", r.Process.PID)
+				}
+			}
+			return nil
+		})
+	})
 }
 
 // load sends POSTs from n goroutines in a loop until stop, recording how

@@ -94,6 +94,32 @@ def decode_input(req):
     return data.reshape(shape[0], FEATURES)
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection; counts the requests in flight so that a stop
+    waits for them, and only for them (not for idle keep-alive connections)."""
+
+    daemon_threads = True
+
+    def __init__(self, addr, handler, model):
+        super().__init__(addr, handler)
+        self.model = model
+        self.busy = 0
+        self.idle = threading.Condition()
+
+    def begin(self):
+        with self.idle:
+            self.busy += 1
+
+    def end(self):
+        with self.idle:
+            self.busy -= 1
+            self.idle.notify_all()
+
+    def wait_idle(self, timeout):
+        with self.idle:
+            return self.idle.wait_for(lambda: self.busy == 0, timeout)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the worker reuses connections
     server_version = "jetserve-digits/" + VERSION
@@ -113,6 +139,20 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(status, {"error": msg})
 
     def do_GET(self):
+        self.server.begin()
+        try:
+            self.get()
+        finally:
+            self.server.end()
+
+    def do_POST(self):
+        self.server.begin()
+        try:
+            self.post()
+        finally:
+            self.server.end()
+
+    def get(self):
         path = self.path.split("?", 1)[0]
         model = "/v2/models/" + MODEL
         if path == "/v2":
@@ -133,7 +173,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.error(404, f"unknown path {path!r}")
 
-    def do_POST(self):
+    def post(self):
         path = self.path.split("?", 1)[0]
         try:
             length = int(self.headers.get("Content-Length", "0"))
@@ -188,9 +228,7 @@ def main(argv):
         return 2
     port = int(os.environ.get("PORT", "8080"))
     model = train()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = False  # server_close waits for requests in flight
-    server.model = model
+    server = Server(("127.0.0.1", port), Handler, model)
 
     def stop(signum, frame):
         # shutdown() waits for serve_forever to return: not from its thread.
@@ -200,6 +238,7 @@ def main(argv):
     signal.signal(signal.SIGINT, stop)
     print(f"digits: serving OIP v2 model {MODEL!r} on 127.0.0.1:{port}", flush=True)
     server.serve_forever()
+    server.wait_idle(10)  # requests in flight finish; idle connections do not hold the exit
     server.server_close()
     print("digits: stopped", flush=True)
     return 0

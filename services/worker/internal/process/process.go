@@ -444,6 +444,9 @@ func (c *Child) stop(r *run) {
 	select {
 	case <-r.exited:
 	default:
+		// Idle keep-alive connections could hold up a server that waits
+		// for its connections before it exits.
+		c.tr.CloseIdleConnections()
 		signalGroup(r.pid, syscall.SIGTERM)
 		t := time.NewTimer(c.o.StopTimeout)
 		select {
