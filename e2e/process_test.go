@@ -249,16 +249,33 @@ func TestProcessDigits(t *testing.T) {
 		if w.LogContains("ignored SIGTERM") {
 			t.Errorf("the worker had to SIGKILL the child:\n%s", w.From("ignored SIGTERM", 5))
 		}
-		fleet.Eventually(t, 10*time.Second, "child process gone", func() error {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", r.Process.PID)); err == nil {
-				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.Process.PID))
-				if !strings.Contains(string(b), ") Z ") {
-					return fmt.Errorf("pid %d still runs", r.Process.PID)
-				}
-			}
-			return nil
-		})
+		fleet.Eventually(t, 10*time.Second, "child process gone", func() error { return pidGone(r.Process.PID) })
 	})
+	t.Run("the child dies with its worker (kill -9)", func(t *testing.T) {
+		f.Deploy(serveConfig(t, digitsApplication(t)))
+		f.WaitApp(deployTimeout, digitsApp, 1, nil)
+		r, err := digitsReplica(f)
+		if err != nil || r.Process == nil || r.Process.PID == 0 {
+			t.Fatalf("replica: %+v %v", r, err)
+		}
+		if err := pidGone(r.Process.PID); err == nil {
+			t.Fatalf("child %d not running", r.Process.PID)
+		}
+		f.Kill(f.Workers[0].Proc)
+		fleet.Eventually(t, 10*time.Second, "child of the kill -9'd worker gone", func() error { return pidGone(r.Process.PID) })
+	})
+}
+
+// pidGone is nil once pid no longer runs (gone, or a zombie nobody reaped).
+func pidGone(pid int) error {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && strings.HasPrefix(string(b[i:]), ") Z") {
+		return nil
+	}
+	return fmt.Errorf("pid %d still runs", pid)
 }
 
 // load sends POSTs from n goroutines in a loop until stop, recording how
