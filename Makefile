@@ -5,13 +5,13 @@ GO ?= go
 TESTFLAGS ?=
 MODULES = $(shell $(GO) list -m -f '{{.Dir}}')
 
-.PHONY: dev test vet standalone fmt e2e bench schemas help
+.PHONY: dev test vet standalone fmt e2e bench schemas python-deps help
 
 help:
 	@echo "make dev      run the whole fleet in one process (embedded NATS) with the example app"
 	@echo "make test     every module's tests (TESTFLAGS='-race -short' as CI does)"
 	@echo "make vet      go vet every module"
-	@echo "make e2e      the end-to-end suite: real binaries as separate processes"
+	@echo "make e2e      the end-to-end suite: real binaries as separate processes (installs the Python example's Debian packages first)"
 	@echo "make bench    fleet vs raw HTTP / raw NATS / raw JetStream, side by side"
 	@echo "make images   build the container images (no registry pulls)"
 	@echo "make compose-test  docker compose smoke test"
@@ -36,7 +36,12 @@ standalone:
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-e2e:
+# The Python example (examples/digits) needs Debian's python3-numpy and
+# python3-sklearn; the e2e suite deploys it.
+python-deps:
+	./scripts/python-deps.sh
+
+e2e: python-deps
 	cd e2e && $(GO) test -count=1 -timeout 20m ./...
 
 bench:

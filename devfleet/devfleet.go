@@ -55,6 +55,9 @@ type Options struct {
 	Try []string
 	// Args are Main's command-line arguments; nil means os.Args[1:].
 	Args []string
+	// Environ is what process-runtime children inherit (Main: the
+	// process's environment).
+	Environ []string
 }
 
 // Main is the main function of a dev-fleet binary: it runs Run with the
@@ -82,6 +85,9 @@ func Main(reg *serve.Registry, o Options) {
 	args := o.Args
 	if args == nil {
 		args = os.Args[1:]
+	}
+	if o.Environ == nil {
+		o.Environ = os.Environ()
 	}
 	err := run(ctx, reg, o, args, os.Stdout, os.Stderr, drain)
 	signal.Stop(sigs)
@@ -178,6 +184,7 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 	if err != nil {
 		return err
 	}
+	cfgs.worker.ChildEnv = o.Environ // what process-runtime children inherit
 	if drain != nil {
 		drain <- max(grace, cfgs.ingress.DrainTimeout)
 	}

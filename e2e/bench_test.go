@@ -32,6 +32,9 @@ import (
 //	       process with their own connections to the nats-server process)
 //	fleet: HTTP → ingress → NATS → router → NATS → replica (echo handler),
 //	       every hop its own process
+//	process: the fleet path to a process-runtime replica whose child is a
+//	       no-op Go HTTP server (examples/diag/echoserver): fleet plus the
+//	       worker → child HTTP hop over loopback
 //
 // at concurrency 1 and 64, reporting p50/p99 latency and req/s of a closed
 // loop Go load generator (b.N requests per sub-benchmark, reported with
@@ -50,13 +53,18 @@ func BenchmarkFleetVsRaw(b *testing.B) {
 	f := fleet.Start(b, bins, fleet.Options{})
 	f.RequireHandlers(handlerEcho)
 	d := deployment{app: "bench", handler: handlerEcho, replicas: 1, maxOngoing: 256}
-	f.Deploy(serveConfig(b, d.application()))
+	proc := processApp("benchproc", 30*time.Second, bins.Path(b, fleet.EchoServer))
+	proc.Deployments[0].MaxOngoingRequests = 256
+	proc.Deployments[0].HealthPath = "/healthz"
+	f.Deploy(serveConfig(b, d.application(), proc))
 	f.WaitApp(deployTimeout, "bench", 1, nil)
+	f.WaitApp(deployTimeout, "benchproc", 1, nil)
 
 	targets := []struct{ name, url string }{
 		{"raw", startRawHTTP(b)},
 		{"nats", startGateway(b, f.NATS.URL)},
 		{"fleet", f.URL() + "/bench/"},
+		{"process", f.URL() + "/benchproc/"},
 	}
 	wrk, _ := exec.LookPath("wrk")
 	results := map[string]*benchResult{}
@@ -293,7 +301,7 @@ func printTable(w io.Writer, rs map[string]*benchResult, haveWrk bool) {
 	fmt.Fprintln(w, "\nfleet vs raw, same box, same run (Go closed-loop load generator; it shares the cores)")
 	fmt.Fprintln(tw, "path\tc\tn\tp50\tp99\treq/s\twrk req/s\twrk p50\twrk p99\t")
 	for _, c := range []int{1, 64} {
-		for _, p := range []string{"raw", "nats", "fleet"} {
+		for _, p := range []string{"raw", "nats", "fleet", "process"} {
 			r := rs[fmt.Sprintf("%s/c=%d", p, c)]
 			if r == nil {
 				continue
@@ -323,6 +331,25 @@ func printTable(w io.Writer, rs map[string]*benchResult, haveWrk bool) {
 		}
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "\nthe process boundary: process-runtime replica (no-op Go child) vs the Go replica (diag.Echo), same run")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range []int{1, 64} {
+		pr, fl := rs[fmt.Sprintf("process/c=%d", c)], rs[fmt.Sprintf("fleet/c=%d", c)]
+		if pr == nil || fl == nil {
+			continue
+		}
+		fmt.Fprintf(tw, "process/fleet c=%d\tp50 %.2fx (+%v)\tp99 %.2fx\treq/s %.2fx", c,
+			ratio(pr.p50.Seconds(), fl.p50.Seconds()), (pr.p50 - fl.p50).Round(time.Microsecond),
+			ratio(pr.p99.Seconds(), fl.p99.Seconds()), ratio(pr.rps, fl.rps))
+		if pr.wrkRPS > 0 && fl.wrkRPS > 0 {
+			fmt.Fprintf(tw, "\twrk req/s %.2fx", ratio(pr.wrkRPS, fl.wrkRPS))
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+	if pr, fl := rs["process/c=1"], rs["fleet/c=1"]; pr != nil && fl != nil {
+		fmt.Fprintf(w, "added p50 at c=1: %v (target <= 500µs)\n", (pr.p50 - fl.p50).Round(time.Microsecond))
+	}
 	if !haveWrk {
 		fmt.Fprintln(w, "\nwrk is not on PATH: throughput at c=64 is the Go load generator's, which is itself CPU-bound on 2 cores (see /work/shared/research/limits-this-machine.md); install wrk for server-side capacity.")
 	}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: (1) the fleet (ingress → replica, each its own process) side
 # by side in one run with a raw net/http handler and raw HTTP → NATS
-# request-reply → responder, at concurrency 1 and 64; (2) the job path vs a
+# request-reply → responder, and a process-runtime replica (a no-op Go child
+# process) beside the Go replica, at concurrency 1 and 64; (2) the job path vs a
 # raw JetStream loop; (3) autoscaling reaction and cold start; (4) a model
 # whose cost is per call, batched (serve.Batcher) vs unbatched. Prints
 # p50/p99, rates and the ratios. wrk (Debian) is the c=64 load generator when it
@@ -17,7 +18,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 		echo "bench: wrk not installed (apt-get install wrk), using the Go load generator"
 	fi
 fi
-echo "== sync requests: fleet vs raw HTTP vs raw HTTP→NATS"
+echo "== sync requests: fleet vs raw HTTP vs raw HTTP→NATS; process-runtime replica vs Go replica"
 (cd e2e && go test -run '^$' -bench 'FleetVsRaw' -benchtime "${BENCHTIME:-3000x}" -count=1 -timeout 20m ./)
 echo
 echo "== async jobs: Submit → runner → SUCCEEDED vs a raw JetStream publish → pull → ack → KV put loop"

@@ -219,6 +219,9 @@ func writeStatusTable(w io.Writer, st protocol.Status) {
 			if msg == "" {
 				msg = a.Message
 			}
+			if p := processSummary(d); p != "" {
+				msg += " [" + p + "]"
+			}
 			app, route, status := a.Name, a.RoutePrefix, string(a.Status)
 			if i > 0 {
 				app, route, status = "", "", ""
@@ -232,6 +235,33 @@ func writeStatusTable(w io.Writer, st protocol.Status) {
 		fmt.Fprintf(tw, "%s\t%.1f/%.1f\t%s/%s\t%d\t%d\n", wk.ID, wk.CPUUsed, wk.CPU, human(wk.MemUsed), human(wk.Memory), len(wk.GPUs), wk.Replicas)
 	}
 	_ = tw.Flush()
+}
+
+// processSummary sums up the child processes of a process-runtime
+// deployment's replicas: restarts and the latest exit ("" for a
+// deployment without child processes).
+func processSummary(d protocol.DeploymentStatus) string {
+	var restarts int
+	var last *protocol.ProcessStatus
+	seen := false
+	for _, r := range d.Replicas {
+		if r.Process == nil {
+			continue
+		}
+		seen = true
+		restarts += r.Process.Restarts
+		if r.Process.LastExit != "" && (last == nil || r.Process.LastExitAt.After(last.LastExitAt)) {
+			last = r.Process
+		}
+	}
+	if !seen {
+		return ""
+	}
+	s := fmt.Sprintf("process restarts: %d", restarts)
+	if last != nil {
+		s += ", last exit: " + last.LastExit
+	}
+	return s
 }
 
 // lastScaling is the autoscaler's last decision as "upscale 12s ago"

@@ -22,7 +22,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "jetserve:", err)
 			os.Exit(1)
 		}
-		devfleet.Main(reg, devOptions(os.Args[2:]))
+		devfleet.Main(reg, devOptions(os.Args[2:], os.Environ()))
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -62,7 +62,7 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "dev":
-		return runDev(ctx, rest, stdout, stderr)
+		return runDev(ctx, rest, environ, stdout, stderr)
 	case "deploy":
 		return runDeploy(ctx, rest, env, stdout, stderr)
 	case "status":

@@ -25,3 +25,26 @@ func TestStatusTableShowsScaling(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusTableShowsProcessRestarts(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	st := protocol.Status{Leader: "s1", UpdatedAt: now, Applications: map[string]protocol.AppStatus{"d": {Name: "d", RoutePrefix: "/d",
+		Status: protocol.AppRunning, Deployments: map[string]protocol.DeploymentStatus{
+			"model": {Name: "model", Status: protocol.DeploymentHealthy, TargetReplicas: 2, CurrentReplicas: 2, DesiredReplicas: 2,
+				Replicas: []protocol.ReplicaStatus{
+					{ID: "r1", State: protocol.ReplicaRunning, Process: &protocol.ProcessStatus{Port: 1, Restarts: 2, LastExit: "exit status 1", LastExitAt: now.Add(-time.Minute)}},
+					{ID: "r2", State: protocol.ReplicaRunning, Process: &protocol.ProcessStatus{Port: 2, Restarts: 1, LastExit: "signal: killed", LastExitAt: now}},
+				}},
+			"go": {Name: "go", Status: protocol.DeploymentHealthy, TargetReplicas: 1, CurrentReplicas: 1, DesiredReplicas: 1,
+				Replicas: []protocol.ReplicaStatus{{ID: "g1", State: protocol.ReplicaRunning}}},
+		}}}}
+	var b strings.Builder
+	writeStatusTable(&b, st)
+	out := b.String()
+	if want := "[process restarts: 3, last exit: signal: killed]"; !strings.Contains(out, want) {
+		t.Errorf("writeStatusTable() =\n%s\nwant it to contain %q", out, want)
+	}
+	if strings.Count(out, "process restarts") != 1 {
+		t.Errorf("writeStatusTable() =\n%s\nwant process restarts only for the process deployment", out)
+	}
+}

@@ -27,6 +27,10 @@ type WorkerInfo struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	// Handlers lists the deployment handlers this worker can run.
 	Handlers []string `json:"handlers"`
+	// Runtimes lists the replica runtimes this worker runs: "go" (the
+	// handlers above) and, unless its process_runtime option is off,
+	// "process". Absent (a worker older than the field) means "go" only.
+	Runtimes []string `json:"runtimes,omitempty"`
 	// Async lists, per handler, its async methods with their SDK defaults.
 	Async     map[string][]config.AsyncMethod `json:"async,omitempty"`
 	Draining  bool                            `json:"draining,omitempty"`
@@ -55,6 +59,35 @@ type ReplicaSpec struct {
 	// MaxModelsPerReplica caps the models a multiplexed replica keeps
 	// loaded (the deployment's max_models_per_replica; 0 = the default).
 	MaxModelsPerReplica int `json:"max_models_per_replica,omitempty"`
+	// Runtime is how the replica runs: "go" (Handler, compiled into the
+	// worker; "" means go) or "process" (Process says which program).
+	Runtime string `json:"runtime,omitempty"`
+	// Process is the child process of a process-runtime replica.
+	Process *ProcessSpec `json:"process,omitempty"`
+}
+
+// IsProcess reports whether the replica runs as a child process.
+func (s ReplicaSpec) IsProcess() bool { return s.Runtime == config.RuntimeProcess }
+
+// ProcessSpec is the program a process-runtime replica runs, from the
+// deployment's command, env, port, health_path, protocol and
+// startup_timeout.
+type ProcessSpec struct {
+	// Command is the argv; Command[0] is looked up on the worker's PATH
+	// unless it holds a slash.
+	Command []string `json:"command"`
+	// Env is added to the child's environment.
+	Env map[string]string `json:"env,omitempty"`
+	// Port is where the child listens on 127.0.0.1; 0 = the worker picks a
+	// free port. Either way the child gets it as PORT.
+	Port int `json:"port,omitempty"`
+	// HealthPath is polled until it answers 2xx (start-up) and on every
+	// health check.
+	HealthPath string `json:"health_path"`
+	// Protocol is "http" or "oip" (Open Inference Protocol v2).
+	Protocol string `json:"protocol"`
+	// StartupTimeout bounds start-up: a child not healthy by then is FAILED.
+	StartupTimeout config.Duration `json:"startup_timeout"`
 }
 
 // Assignment is the complete set of replicas one worker must run, written by
@@ -97,6 +130,22 @@ type ReplicaInfo struct {
 	Subject   string    `json:"subject"`
 	StartedAt time.Time `json:"started_at"`
 	Heartbeat time.Time `json:"heartbeat"`
+	// Process describes the child of a process-runtime replica.
+	Process *ProcessStatus `json:"process,omitempty"`
+}
+
+// ProcessStatus is the child process behind a process-runtime replica.
+type ProcessStatus struct {
+	// PID is the running child's process id (0 while none runs).
+	PID int `json:"pid,omitempty"`
+	// Port is where the child listens on 127.0.0.1.
+	Port int `json:"port"`
+	// Restarts counts the times the child exited and was started again.
+	Restarts int `json:"restarts"`
+	// LastExit is how the last child ended ("exit status 1",
+	// "signal: killed"); LastExitAt when.
+	LastExit   string    `json:"last_exit,omitempty"`
+	LastExitAt time.Time `json:"last_exit_time,omitzero"`
 }
 
 // LoadReport is a replica's current load, published on LoadSubject on every
@@ -156,6 +205,10 @@ const (
 	DeploymentUnhealthy   DeploymentState = "UNHEALTHY"
 	DeploymentUpscaling   DeploymentState = "UPSCALING"
 	DeploymentDownscaling DeploymentState = "DOWNSCALING"
+	// DeploymentDeployFailed: replicas of the current version failed to
+	// start (FAILED) several times in a row and none runs; the scheduler
+	// keeps retrying with backoff, the message says why.
+	DeploymentDeployFailed DeploymentState = "DEPLOY_FAILED"
 )
 
 // AppStatus is one application's status.
@@ -262,6 +315,9 @@ type ReplicaStatus struct {
 	Version   string       `json:"version"`
 	Message   string       `json:"message,omitempty"`
 	StartedAt time.Time    `json:"start_time,omitzero"`
+	// Process is the child of a process-runtime replica: restarts and the
+	// last exit.
+	Process *ProcessStatus `json:"process,omitempty"`
 }
 
 // WorkerStatus is one worker's capacity and use.

@@ -39,6 +39,14 @@ type Config struct {
 	GPUDetect string `koanf:"gpu_detect"`
 	// NvidiaSMI is the nvidia-smi program (a name looked up on PATH, or a path).
 	NvidiaSMI string `koanf:"nvidia_smi"`
+	// ProcessRuntime lets the worker run process-runtime replicas (any
+	// program as a child process); default true. Off, the worker does not
+	// advertise the runtime and the scheduler places none here.
+	ProcessRuntime bool `koanf:"process_runtime"`
+	// ChildEnv is the environment process-runtime children start from
+	// (less its JETSERVE_* variables): main passes the worker's own. Not
+	// an option.
+	ChildEnv []string `koanf:"-"`
 }
 
 // Resources is what the worker offers.
@@ -63,10 +71,11 @@ type GPU struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Common:    service.DefaultCommon(":9102"),
-		Resources: Resources{CPU: float64(runtime.NumCPU())},
-		GPUDetect: GPUDetectAuto,
-		NvidiaSMI: gpu.DefaultCommand,
+		Common:         service.DefaultCommon(":9102"),
+		Resources:      Resources{CPU: float64(runtime.NumCPU())},
+		GPUDetect:      GPUDetectAuto,
+		NvidiaSMI:      gpu.DefaultCommand,
+		ProcessRuntime: true,
 	}
 }
 

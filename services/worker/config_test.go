@@ -131,3 +131,31 @@ gpu_detect: "off"
 		t.Errorf("Load = %+v", cfg)
 	}
 }
+
+func TestLoadProcessRuntimeOption(t *testing.T) {
+	for _, tc := range []struct {
+		env     string
+		want    bool
+		wantErr string
+	}{
+		{"", true, ""},
+		{"JETSERVE_PROCESS_RUNTIME=false", false, ""},
+		{"JETSERVE_PROCESS_RUNTIME=true", true, ""},
+		{"JETSERVE_PROCESS_RUNTIME=maybe", false, "process_runtime"},
+	} {
+		cfg := worker.DefaultConfig()
+		var env []string
+		if tc.env != "" {
+			env = []string{tc.env}
+		}
+		err := service.Load(&cfg, "worker", nil, env, io.Discard)
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("Load(%q) = %v, want an error naming %s", tc.env, err, tc.wantErr)
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("Load(%q) = %v", tc.env, err)
+		case tc.wantErr == "" && cfg.ProcessRuntime != tc.want:
+			t.Errorf("Load(%q): ProcessRuntime = %v, want %v", tc.env, cfg.ProcessRuntime, tc.want)
+		}
+	}
+}

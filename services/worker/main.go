@@ -29,6 +29,7 @@ func Main(reg *serve.Registry) { service.Exec("worker", Command(reg)) }
 func Command(reg *serve.Registry) func(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	return func(ctx context.Context, args, environ []string, stderr io.Writer) error {
 		cfg := DefaultConfig()
+		cfg.ChildEnv = environ // what process-runtime children inherit
 		return service.Main(ctx, "worker", &cfg, args, environ, stderr, func(ctx context.Context, log zerolog.Logger) error {
 			return Run(ctx, cfg, service.Deps{Log: log}, reg)
 		})

@@ -34,6 +34,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/worker/internal/gpu"
 	"github.com/jetserve/jetserve/services/worker/internal/host"
+	"github.com/jetserve/jetserve/services/worker/internal/process"
 	"github.com/jetserve/jetserve/services/worker/internal/replica"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,6 +76,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		return err
 	}
 	w := &worker{
+		cfg:          cfg,
 		nc:           deps.NC,
 		js:           js,
 		names:        names,
@@ -148,9 +150,18 @@ func describe(ctx context.Context, cfg Config, reg *serve.Registry, log zerolog.
 		GPUs:        gpus,
 		Labels:      labels,
 		Handlers:    reg.Names(),
+		Runtimes:    runtimes(cfg),
 		Async:       asyncMethods(reg),
 		StartedAt:   time.Now().UTC(),
 	}, nil
+}
+
+// runtimes lists the replica runtimes the worker runs.
+func runtimes(cfg Config) []string {
+	if cfg.ProcessRuntime {
+		return []string{config.RuntimeGo, config.RuntimeProcess}
+	}
+	return []string{config.RuntimeGo}
 }
 
 // asyncMethods lists the SDK defaults of every handler with async methods.
@@ -192,6 +203,7 @@ func GenerateID(hostname string) (string, error) {
 }
 
 type worker struct {
+	cfg     Config
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	names   protocol.Names
@@ -339,31 +351,67 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 	if old, ok := w.stopping[s.ID]; ok {
 		after = old.Done()
 	}
-	ctor, _ := w.reg.Lookup(s.Handler) // nil: the replica reports it in its record
-	r := replica.Start(replica.Params{
-		NC:       w.nc,
-		Names:    w.names,
-		Records:  w.buckets.Replicas,
-		WorkerID: w.info.ID,
-		Spec:     s,
-		Ctor:     ctor,
-		Caller:   w.caller,
-		Log:      w.log,
-		Metrics:  w.metrics,
-		After:    after,
-
+	p := replica.Params{
+		NC:         w.nc,
+		Names:      w.names,
+		Records:    w.buckets.Replicas,
+		WorkerID:   w.info.ID,
+		Spec:       s,
+		Caller:     w.caller,
+		Log:        w.log,
+		Metrics:    w.metrics,
 		SDKMetrics: w.sdk,
-		Jobs: &replica.JobsParams{
+		After:      after,
+	}
+	if s.IsProcess() {
+		p.Ctor = w.processCtor(s)
+	} else {
+		p.Ctor, _ = w.reg.Lookup(s.Handler) // nil: the replica reports it in its record
+		p.Jobs = &replica.JobsParams{
 			JS:       w.js,
 			Names:    jobs.Names{Names: w.names},
 			Methods:  w.jobMethods(s),
 			Replicas: w.natsReplicas,
-		},
-	})
+		}
+	}
+	r := replica.Start(p)
 	w.replicas[s.ID] = r
 	// The new replica now stands for the id: it waits for the old one, so
 	// a later restart waiting for it waits for both.
 	delete(w.stopping, s.ID)
+}
+
+// processCtor returns the constructor of a process-runtime replica: it
+// starts the child (package process), and the Child is the handler. A
+// start that fails makes the replica FAILED with the reason.
+func (w *worker) processCtor(s protocol.ReplicaSpec) serve.Constructor {
+	return func(ctx context.Context, init serve.Init) (serve.Handler, error) {
+		ps := s.Process
+		switch {
+		case !w.cfg.ProcessRuntime:
+			return nil, fmt.Errorf("%w: the process runtime is off on worker %s (process_runtime: false)", replica.ErrFailed, w.info.ID)
+		case ps == nil:
+			return nil, fmt.Errorf("%w: runtime process without a process spec", replica.ErrFailed)
+		}
+		c, err := process.Start(ctx, process.Options{
+			Command:        ps.Command,
+			BaseEnv:        w.cfg.ChildEnv,
+			Env:            ps.Env,
+			Port:           ps.Port,
+			HealthPath:     ps.HealthPath,
+			StartupTimeout: ps.StartupTimeout.D(),
+			StopTimeout:    s.GracefulShutdownTimeout.D(),
+			MaxConns:       s.MaxOngoingRequests,
+			ReplicaID:      init.ReplicaID,
+			GPUs:           init.GPUs,
+			UserConfig:     init.UserConfig,
+			Log:            init.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", replica.ErrFailed, err)
+		}
+		return c, nil
+	}
 }
 
 // jobMethods returns how a replica of s finds its deployment's effective

@@ -35,6 +35,9 @@ const (
 	// QuickstartWorker is examples/quickstart's worker, built from its own
 	// module with GOWORK=off, as a user's repository builds it.
 	QuickstartWorker = "quickstart-worker"
+	// EchoServer is a no-op HTTP server for the process runtime
+	// (examples/diag/echoserver): the benchmark's child process.
+	EchoServer = "echoserver"
 )
 
 // Target is one binary to build: `go build -o <out>/<Name> <Pkg>` run in
@@ -57,6 +60,7 @@ var Targets = []Target{
 	{Autoscaler, "services/autoscaler", "./cmd/jetserve-autoscaler", false},
 	{CLI, "cmd/jetserve", ".", false},
 	{QuickstartWorker, "examples/quickstart", "./cmd/worker", true},
+	{EchoServer, "examples", "./diag/echoserver", false},
 }
 
 // Binaries are the built programs. A binary that failed to build makes

@@ -313,9 +313,12 @@ func platformError(code protocol.ErrorCode) bool {
 	return false
 }
 
+// retryAfter reports codes answered with Retry-After: the fleet is full
+// or a replica (or a service it needs, such as a process-runtime child
+// being restarted) is unavailable for now.
 func retryAfter(code protocol.ErrorCode) bool {
 	switch code {
-	case protocol.ErrQueueFull, protocol.ErrReplicaFull, protocol.ErrDraining:
+	case protocol.ErrQueueFull, protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrUnavailable:
 		return true
 	}
 	return false

@@ -59,9 +59,11 @@ func TestErrorMapping(t *testing.T) {
 			nil, 503, `"queue_full"`, true},
 		{"router timeout", &serve.Response{Status: 504, Header: http.Header{protocol.HdrError: {string(protocol.ErrTimeout)}}},
 			nil, 504, `"timeout"`, false},
-		{"no router", nil, &serve.Error{Status: 503, Code: protocol.ErrUnavailable, Msg: "no router is running"}, 503, `"unavailable"`, false},
+		{"no router", nil, &serve.Error{Status: 503, Code: protocol.ErrUnavailable, Msg: "no router is running"}, 503, `"unavailable"`, true},
+		{"replica's child broke off", &serve.Response{Status: 503, Header: http.Header{protocol.HdrError: {string(protocol.ErrUnavailable)}},
+			Body: []byte("child process broke off the request")}, nil, 503, "child process broke off", true},
 		{"caller timeout", nil, &serve.Error{Status: 504, Code: protocol.ErrTimeout, Msg: "request timed out"}, 504, `"timeout"`, false},
-		{"transport failure", nil, io.ErrUnexpectedEOF, 503, `"unavailable"`, false},
+		{"transport failure", nil, io.ErrUnexpectedEOF, 503, `"unavailable"`, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

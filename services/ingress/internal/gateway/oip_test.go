@@ -159,8 +159,8 @@ func TestOIPErrorsKeepTheProtocolShape(t *testing.T) {
 	}{
 		{"queue full", &serve.Response{Status: 503, Header: http.Header{protocol.HdrError: {string(protocol.ErrQueueFull)}}, Body: []byte("queue full")},
 			nil, "/v2/models/iris/infer", 503, "queue full", true},
-		{"no router", nil, &serve.Error{Status: 503, Code: protocol.ErrUnavailable, Msg: "no router is running"}, "/v2/models/iris/infer", 503, "no router is running", false},
-		{"transport failure", nil, errors.New("connection reset"), "/v2/models/iris/infer", 503, "upstream unavailable", false},
+		{"no router", nil, &serve.Error{Status: 503, Code: protocol.ErrUnavailable, Msg: "no router is running"}, "/v2/models/iris/infer", 503, "no router is running", true},
+		{"transport failure", nil, errors.New("connection reset"), "/v2/models/iris/infer", 503, "upstream unavailable", true},
 		{"replica panic (plain text)", &serve.Response{Status: 500, Header: http.Header{protocol.HdrError: {string(protocol.ErrInternal)}}, Body: []byte("handler panicked: boom")},
 			nil, "/v2/models/iris/infer", 500, "handler panicked: boom", false},
 		{"model's own error passes", &serve.Response{Status: 422, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"error":"petal too long"}`)},

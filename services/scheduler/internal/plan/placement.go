@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
 )
 
@@ -24,6 +25,9 @@ type Request struct {
 	// Key is "<app>/<deployment>": replicas with the same key are spread.
 	Key     string
 	Handler string
+	// Runtime "process" needs a worker that runs the process runtime
+	// instead of one that registers Handler.
+	Runtime string
 	CPU     float64
 	GPU     float64
 	Memory  int64
@@ -134,7 +138,7 @@ func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error)
 	var haveHandler, haveLabels int
 	var short []string // resources some matching worker lacked
 	for _, n := range c.nodes {
-		if !slices.Contains(n.info.Handlers, r.Handler) {
+		if !canRun(n.info, r) {
 			continue
 		}
 		haveHandler++
@@ -175,6 +179,15 @@ func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error)
 	spec.CPU, spec.GPU, spec.MemoryBytes = r.CPU, r.GPU, r.Memory
 	c.Add(p.WorkerID, r.Key, spec)
 	return p, nil
+}
+
+// canRun reports whether w runs r's runtime: the process runtime for a
+// process deployment, else r's handler.
+func canRun(w protocol.WorkerInfo, r Request) bool {
+	if r.Runtime == config.RuntimeProcess {
+		return slices.Contains(w.Runtimes, config.RuntimeProcess)
+	}
+	return slices.Contains(w.Handlers, r.Handler)
 }
 
 // matchLabels reports whether every selector label equals the worker's
@@ -245,8 +258,12 @@ func noFitReason(workers, haveHandler, haveLabels int, r Request, short []string
 	switch {
 	case workers == 0:
 		return "no live workers"
+	case haveHandler == 0 && r.Runtime == config.RuntimeProcess:
+		return "no worker runs the process runtime (workers with process_runtime: false take no process deployments)"
 	case haveHandler == 0:
 		return fmt.Sprintf("no worker registers handler %q", r.Handler)
+	case haveLabels == 0 && r.Runtime == config.RuntimeProcess:
+		return fmt.Sprintf("no worker with the process runtime matches labels %s", labelString(r.Labels))
 	case haveLabels == 0:
 		return fmt.Sprintf("no worker with handler %q matches labels %s", r.Handler, labelString(r.Labels))
 	}

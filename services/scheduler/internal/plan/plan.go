@@ -64,6 +64,44 @@ type Replica struct {
 	Created, Placed time.Time
 	// Seen is set once the worker reported a record for it.
 	Seen bool
+	// FailedAt is when its record was first seen FAILED (zero: not
+	// FAILED); it is replaced StartBackoff later.
+	FailedAt time.Time
+}
+
+// StartFailures counts a deployment version's replicas that failed to
+// start (their record said FAILED) since the deployment was last at its
+// target with every replica running.
+type StartFailures struct {
+	Version string
+	Count   int
+	// Reason is the last failed replica's message; Last when it failed.
+	Reason string
+	Last   time.Time
+}
+
+// Start failures, after Ray Serve: a FAILED replica is replaced after an
+// exponential backoff (1 s, 2 s, 4 s, … up to MaxStartBackoff), and a
+// deployment none of whose replicas runs is DEPLOY_FAILED once
+// min(MaxStartFailures, 3 × target) replicas failed in a row.
+const (
+	MaxStartBackoff  = 64 * time.Second
+	MaxStartFailures = 20
+)
+
+// StartBackoff is how long the n-th FAILED replica in a row stays before
+// it is replaced.
+func StartBackoff(n int) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	return min(time.Second<<min(n-1, 16), MaxStartBackoff)
+}
+
+// DeployFailedAfter is how many start failures in a row make a deployment
+// with target replicas DEPLOY_FAILED (while none runs).
+func DeployFailedAfter(target int) int {
+	return max(1, min(MaxStartFailures, 3*target))
 }
 
 // State is what the scheduler carries between passes.
@@ -77,12 +115,14 @@ type State struct {
 	// direction of a change still converging (UPSCALING or DOWNSCALING).
 	Targets map[string]int
 	Scaling map[string]protocol.DeploymentState
+	// Failures counts start failures per deployment key.
+	Failures map[string]StartFailures
 }
 
 // NewState returns an empty state.
 func NewState() State {
 	return State{Replicas: map[string]*Replica{}, Healthy: map[string]string{}, Targets: map[string]int{},
-		Scaling: map[string]protocol.DeploymentState{}}
+		Scaling: map[string]protocol.DeploymentState{}, Failures: map[string]StartFailures{}}
 }
 
 func (s State) clone() State {
@@ -99,6 +139,9 @@ func (s State) clone() State {
 	}
 	for k, v := range s.Scaling {
 		n.Scaling[k] = v
+	}
+	for k, v := range s.Failures {
+		n.Failures[k] = v
 	}
 	return n
 }
@@ -222,8 +265,23 @@ func Step(prev State, in Input) (State, Result) {
 			r.Seen = true
 		}
 		switch {
+		case hasRec && rec.WorkerID == r.WorkerID && rec.State == protocol.ReplicaFailed:
+			k := Key(r.Spec.App, r.Spec.Deployment)
+			if r.FailedAt.IsZero() {
+				r.FailedAt = in.Now
+				f := st.Failures[k]
+				if f.Version != r.Spec.Version {
+					f = StartFailures{Version: r.Spec.Version}
+				}
+				f.Count++
+				f.Reason, f.Last = rec.Message, in.Now
+				st.Failures[k] = f
+			}
+			if in.Now.Sub(r.FailedAt) >= StartBackoff(st.Failures[k].Count) {
+				replace(r, "FAILED: "+rec.Message)
+			}
 		case hasRec && rec.WorkerID == r.WorkerID && rec.State == protocol.ReplicaStarting &&
-			in.StartTimeout > 0 && in.Now.Sub(r.Placed) > in.StartTimeout:
+			in.StartTimeout > 0 && in.Now.Sub(startClock(r, rec)) > in.StartTimeout:
 			replace(r, fmt.Sprintf("still STARTING after %s", in.StartTimeout))
 		case !hasRec && r.Seen:
 			replace(r, "replica record vanished while its worker lives")
@@ -267,6 +325,7 @@ func Step(prev State, in Input) (State, Result) {
 						CPU: d.Resources.CPUOrDefault(), GPU: d.Resources.GPU, MemoryBytes: int64(d.Resources.Memory),
 						GracefulShutdownTimeout: d.GracefulShutdownTimeout,
 						MaxModelsPerReplica:     d.MaxModelsPerReplica,
+						Runtime:                 d.Runtime, Process: processSpec(d),
 					},
 					Labels:  d.Resources.Labels,
 					Created: in.Now,
@@ -282,6 +341,12 @@ func Step(prev State, in Input) (State, Result) {
 				}
 			}
 			grow()
+			if f, ok := st.Failures[k]; ok && f.Version != ver {
+				delete(st.Failures, k) // a new version starts counting afresh
+			}
+			if len(cur) == target && allRunning(cur, in) {
+				delete(st.Failures, k) // at target, every replica running
+			}
 			if len(cur) > target {
 				// Scale down: unplaced first, then not yet running, then newest.
 				extra := slicesSortedForRemoval(cur, in)
@@ -340,7 +405,7 @@ func Step(prev State, in Input) (State, Result) {
 	}
 	for _, r := range pending {
 		k := Key(r.Spec.App, r.Spec.Deployment)
-		p, err := cl.Place(Request{Key: k, Handler: r.Spec.Handler, CPU: r.Spec.CPU, GPU: r.Spec.GPU,
+		p, err := cl.Place(Request{Key: k, Handler: r.Spec.Handler, Runtime: r.Spec.Runtime, CPU: r.Spec.CPU, GPU: r.Spec.GPU,
 			Memory: r.Spec.MemoryBytes, Labels: r.Labels, Avoid: avoid[k]}, r.Spec)
 		if err != nil {
 			r.Reason = err.Error()
@@ -370,6 +435,37 @@ func Step(prev State, in Input) (State, Result) {
 		res.Assignments[id] = a
 	}
 	return st, res
+}
+
+// processSpec carries a process-runtime deployment's child into its
+// replicas' specs; nil for the go runtime.
+func processSpec(d config.Deployment) *protocol.ProcessSpec {
+	if d.Runtime != config.RuntimeProcess {
+		return nil
+	}
+	return &protocol.ProcessSpec{
+		Command: append([]string(nil), d.Command...), Env: d.Env, Port: d.Port, HealthPath: d.HealthPath,
+		Protocol: d.Protocol, StartupTimeout: d.StartupTimeout,
+	}
+}
+
+// startClock is when r last began starting: when it was placed, or when
+// its child process last exited (a process replica restarting in place is
+// STARTING again).
+func startClock(r *Replica, rec protocol.ReplicaInfo) time.Time {
+	if rec.Process != nil && rec.Process.LastExitAt.After(r.Placed) {
+		return rec.Process.LastExitAt
+	}
+	return r.Placed
+}
+
+func allRunning(rs []*Replica, in Input) bool {
+	for _, r := range rs {
+		if !in.Running(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // sortedReplicas returns the replicas oldest first (ties by ID).

@@ -38,7 +38,7 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 		desired[app.Name] = true
 		as := protocol.AppStatus{Name: app.Name, RoutePrefix: app.RoutePrefix, Ingress: app.Ingress,
 			Deployments: map[string]protocol.DeploymentStatus{}, DeployedAt: deployedAt[app.Name]}
-		var unhealthy, notReady []string
+		var failed, unhealthy, notReady []string
 		for _, d := range app.Deployments {
 			k := Key(app.Name, d.Name)
 			ver := Version(d)
@@ -62,7 +62,7 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 					rs.State, rs.Message = protocol.ReplicaPending, r.Reason
 					reasons[r.Reason] = true
 				case ok && rec.WorkerID == r.WorkerID:
-					rs.State, rs.Message, rs.StartedAt = rec.State, rec.Message, rec.StartedAt
+					rs.State, rs.Message, rs.StartedAt, rs.Process = rec.State, rec.Message, rec.StartedAt, rec.Process
 				default:
 					rs.State, rs.Message = protocol.ReplicaStarting, "assigned to worker "+r.WorkerID+"; waiting for it to start"
 				}
@@ -94,7 +94,18 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			if len(reasons) > 0 {
 				msg += "; pending: " + strings.Join(sortedKeys(reasons), "; ")
 			}
+			fails := st.Failures[k]
+			if fails.Version != ver {
+				fails = StartFailures{}
+			}
+			if fails.Count > 0 {
+				msg += fmt.Sprintf("; %d replica start(s) failed in a row, the last: %s", fails.Count, fails.Reason)
+			}
 			switch {
+			case running == 0 && target > 0 && fails.Count >= DeployFailedAfter(target):
+				ds.Status = protocol.DeploymentDeployFailed
+				ds.Message = fmt.Sprintf("replicas failed to start %d times in a row; retrying with backoff (up to %s): %s",
+					fails.Count, MaxStartBackoff, fails.Reason)
 			case old > 0:
 				ds.Status = protocol.DeploymentUpdating
 				ds.Message = fmt.Sprintf("rolling update to version %s: %s", ver, msg)
@@ -115,6 +126,8 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 				ds.Status, ds.Message = protocol.DeploymentUpdating, msg
 			}
 			switch ds.Status {
+			case protocol.DeploymentDeployFailed:
+				failed = append(failed, d.Name+": "+ds.Message)
 			case protocol.DeploymentUnhealthy:
 				unhealthy = append(unhealthy, d.Name+": "+ds.Message)
 			case protocol.DeploymentHealthy:
@@ -124,6 +137,8 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			as.Deployments[d.Name] = ds
 		}
 		switch {
+		case len(failed) > 0:
+			as.Status, as.Message = protocol.AppDeployFailed, strings.Join(append(append(failed, unhealthy...), notReady...), "; ")
 		case len(unhealthy) > 0:
 			as.Status, as.Message = protocol.AppUnhealthy, strings.Join(append(unhealthy, notReady...), "; ")
 		case len(notReady) > 0:
@@ -157,6 +172,7 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			delete(st.Targets, k)
 			delete(st.Healthy, k)
 			delete(st.Scaling, k)
+			delete(st.Failures, k)
 		}
 	}
 

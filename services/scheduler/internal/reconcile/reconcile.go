@@ -412,6 +412,8 @@ func replacementKind(reason string) string {
 		return "worker_draining"
 	case strings.Contains(reason, "vanished"):
 		return "record_vanished"
+	case strings.HasPrefix(reason, "FAILED"):
+		return "start_failed"
 	}
 	return "start_timeout"
 }

@@ -2,7 +2,10 @@
 // constructs the handler, serves it as a NATS micro service (endpoints
 // ReplicaSubject(id)+".call" and ".health", visible to `nats micro ls`),
 // enforces max_ongoing_requests, publishes load reports, keeps its
-// ReplicaInfo record alive in the Replicas bucket and drains on stop.
+// ReplicaInfo record alive in the Replicas bucket and drains on stop. A
+// constructor error wrapping ErrFailed makes the replica FAILED instead of
+// retried; a Supervised handler (a process-runtime child) has its own
+// state — restarting, failed — mirrored in the record.
 //
 // Concurrency: every Replica owns one run goroutine (started by Start,
 // ended after Stop has drained it; Done is closed then), a heartbeat and a
@@ -55,6 +58,25 @@ const (
 	// kvTimeout bounds one write to the Replicas bucket.
 	kvTimeout = 5 * time.Second
 )
+
+// ErrFailed marks a constructor error that retrying will not fix (a
+// process-runtime command that does not exist, a child that never became
+// healthy): the replica is FAILED with the error as its message, and the
+// scheduler replaces it with backoff.
+var ErrFailed = errors.New("replica cannot start")
+
+// Supervised is implemented by handlers that can go down and come back on
+// their own, such as a process-runtime child restarted after it exited.
+// The replica mirrors State in its record: RUNNING while the handler takes
+// requests, STARTING while it recovers (routers stop sending it requests),
+// FAILED once it gave up.
+type Supervised interface {
+	// Changed is signalled whenever State may have changed.
+	Changed() <-chan struct{}
+	// State is the handler's state, a message saying why it is not
+	// RUNNING, and the child process behind it (nil if none).
+	State() (protocol.ReplicaState, string, *protocol.ProcessStatus)
+}
 
 // ErrNotReconfigurable is returned by Reconfigure when the change cannot be
 // applied in place (the handler has no Reconfigure, or the replica is not
@@ -306,7 +328,7 @@ func (r *Replica) run() {
 	go func() { defer close(loadDone); r.reportLoad(loadCtx) }()
 	jobs := r.startJobs(h)
 
-	<-r.stop
+	r.supervise(h)
 	r.drain(h, jobs)
 	stopLoad()
 	<-loadDone
@@ -314,6 +336,33 @@ func (r *Replica) run() {
 		r.log.Warn().Err(err).Msg("stop micro service")
 	}
 	r.finish(stopHeartbeat, &bg)
+}
+
+// supervise waits for Stop; a Supervised handler's state is mirrored in
+// the record meanwhile.
+func (r *Replica) supervise(h serve.Handler) {
+	sup, ok := h.(Supervised)
+	if !ok {
+		<-r.stop
+		return
+	}
+	for {
+		st, msg, proc := sup.State()
+		r.mu.Lock()
+		changed := r.info.State != st || r.info.Message != msg || !reflect.DeepEqual(r.info.Process, proc)
+		r.info.State, r.info.Message, r.info.Process = st, msg, proc
+		r.mu.Unlock()
+		if changed {
+			r.log.Info().Str("state", string(st)).Str("message", msg).Msg("replica state changed by its handler")
+			r.put()
+			r.loadChanged()
+		}
+		select {
+		case <-r.stop:
+			return
+		case <-sup.Changed():
+		}
+	}
 }
 
 // finish stops the heartbeat and deletes the record.
@@ -337,7 +386,9 @@ func (r *Replica) finish(stopHeartbeat context.CancelFunc, bg *sync.WaitGroup) {
 }
 
 // construct builds the handler and registers the micro service, retrying
-// with backoff until it works or ctx ends (then it returns nils).
+// with backoff until it works or ctx ends (then it returns nils). An
+// ErrFailed error makes the replica FAILED: it waits for ctx to end and
+// returns nils.
 func (r *Replica) construct(ctx context.Context) (serve.Handler, micro.Service) {
 	backoff := firstBackoff
 	for attempt := 1; ; attempt++ {
@@ -346,6 +397,15 @@ func (r *Replica) construct(ctx context.Context) (serve.Handler, micro.Service) 
 			return h, svc
 		}
 		if ctx.Err() != nil {
+			return nil, nil
+		}
+		if errors.Is(err, ErrFailed) {
+			r.log.Error().Err(err).Msg("replica FAILED")
+			r.mu.Lock()
+			r.info.State, r.info.Message = protocol.ReplicaFailed, err.Error()
+			r.mu.Unlock()
+			r.put()
+			<-ctx.Done()
 			return nil, nil
 		}
 		r.log.Error().Err(err).Int("attempt", attempt).Dur("retry_in", backoff).Msg("replica failed to start")
@@ -393,6 +453,9 @@ func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.
 		}()
 		h, err = r.p.Ctor(ctx, init)
 	}()
+	if errors.Is(err, ErrFailed) {
+		return nil, nil, err // it says what failed
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("construct %s: %w", s.Handler, err)
 	}
