@@ -33,7 +33,8 @@ const (
 	digitsConfig  = "../examples/digits/config.yaml"
 	digitsServer  = "examples/digits/server.py" // relative to the repository root
 	digitsApp     = "digits"
-	digitsInfer   = "/digits/v2/models/digits/infer"
+	digitsInfer   = "/digits/v2/models/digits/infer" // through the app's route prefix
+	digitsOIP     = "/v2/models/digits"              // the ingress's own OIP endpoints
 	digitsSamples = 100
 )
 
@@ -162,27 +163,44 @@ func TestProcessDigits(t *testing.T) {
 	f.Deploy(serveConfig(t, digitsApplication(t)))
 	f.WaitApp(deployTimeout, digitsApp, 1, nil)
 
-	t.Run("predictions on held-out digits", func(t *testing.T) {
-		inputs, labels := heldOut(t, digitsSamples)
-		r := f.MustCall(http.MethodPost, digitsInfer, inferBody(t, inputs))
-		var resp inferResponse
-		if err := json.Unmarshal(r.Body, &resp); err != nil {
-			t.Fatalf("decode %v: %v", r, err)
-		}
-		got := resp.labels()
-		if resp.ModelName != "digits" || resp.ID != "e2e" || len(got) != len(labels) {
-			t.Fatalf("infer answered model %q id %q with %d labels, want digits, e2e, %d: %v", resp.ModelName, resp.ID, len(got), len(labels), r)
-		}
-		right := 0
-		for i := range got {
-			if got[i] == labels[i] {
-				right++
+	for _, path := range []string{digitsOIP + "/infer", digitsInfer} {
+		t.Run("predictions on held-out digits via "+path, func(t *testing.T) {
+			inputs, labels := heldOut(t, digitsSamples)
+			r := f.MustCall(http.MethodPost, path, inferBody(t, inputs))
+			var resp inferResponse
+			if err := json.Unmarshal(r.Body, &resp); err != nil {
+				t.Fatalf("decode %v: %v", r, err)
 			}
+			got := resp.labels()
+			if resp.ModelName != "digits" || resp.ID != "e2e" || len(got) != len(labels) {
+				t.Fatalf("infer answered model %q id %q with %d labels, want digits, e2e, %d: %v", resp.ModelName, resp.ID, len(got), len(labels), r)
+			}
+			right := 0
+			for i := range got {
+				if got[i] == labels[i] {
+					right++
+				}
+			}
+			acc := float64(right) / float64(len(labels))
+			t.Logf("accuracy on %d held-out digits: %.3f", len(labels), acc)
+			if acc < 0.9 {
+				t.Errorf("accuracy %.3f on %d held-out digits, want >= 0.9", acc, len(labels))
+			}
+		})
+	}
+	t.Run("OIP ready, metadata and malformed tensors at the ingress", func(t *testing.T) {
+		if r := f.MustCall(http.MethodGet, digitsOIP+"/ready", nil); r.Status != http.StatusOK {
+			t.Errorf("GET %s/ready = %v, want 200 from the child", digitsOIP, r)
 		}
-		acc := float64(right) / float64(len(labels))
-		t.Logf("accuracy on %d held-out digits: %.3f", len(labels), acc)
-		if acc < 0.9 {
-			t.Errorf("accuracy %.3f on %d held-out digits, want >= 0.9", acc, len(labels))
+		if r := f.MustCall(http.MethodGet, digitsOIP, nil); !strings.Contains(string(r.Body), `"name":"digits"`) {
+			t.Errorf("GET %s = %v, want the child's metadata", digitsOIP, r)
+		}
+		bad, err := f.Call(http.MethodPost, digitsOIP+"/infer", []byte(`{"inputs":[{"name":"input-0","datatype":"FP32","shape":[1,64],"data":[1,2,3]}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad.Status != http.StatusBadRequest || !strings.Contains(string(bad.Body), `input \"input-0\"`) {
+			t.Errorf("infer with 3 values for shape [1,64] = %v, want the ingress's 400 naming input-0", bad)
 		}
 	})
 	t.Run("metadata and bad tensors", func(t *testing.T) {
