@@ -13,6 +13,7 @@ help:
 	@echo "make vet      go vet every module"
 	@echo "make e2e      the end-to-end suite: real binaries as separate processes (installs the Python example's Debian packages first)"
 	@echo "make bench    fleet vs raw HTTP / raw NATS / raw JetStream, side by side"
+	@echo "make fuzz     every fuzz target for FUZZTIME (default 10s) each"
 	@echo "make images   build the container images (no registry pulls)"
 	@echo "make compose-test  docker compose smoke test"
 
@@ -46,6 +47,9 @@ e2e: python-deps
 
 bench:
 	./scripts/bench.sh
+
+fuzz:
+	./scripts/fuzz.sh
 
 schemas:
 	cd pkg && $(GO) test ./protocol -update

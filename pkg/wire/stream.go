@@ -67,12 +67,8 @@ func StreamVia(ctx context.Context, nc *nats.Conn, m *nats.Msg, sink StreamSink,
 			}
 			delete(pending, next)
 			if next == 0 {
-				status, _ := strconv.Atoi(p.Header.Get(protocol.HdrStatus))
-				if status == 0 {
-					status = http.StatusOK
-				}
 				headSent = true
-				if err := sink.Head(status, httpHeaders(p.Header)); err != nil {
+				if err := sink.Head(statusOf(p.Header), httpHeaders(p.Header)); err != nil {
 					return err
 				}
 			} else if err := sink.Chunk(p.Data); err != nil {

@@ -99,15 +99,25 @@ func ErrorMsg(status int, code protocol.ErrorCode, msg string) *nats.Msg {
 
 // DecodeResponse reads a response from a reply message.
 func DecodeResponse(m *nats.Msg) *serve.Response {
-	status, err := strconv.Atoi(m.Header.Get(protocol.HdrStatus))
-	if err != nil || status == 0 {
-		status = http.StatusOK
-	}
+	status := statusOf(m.Header)
 	resp := &serve.Response{Status: status, Body: m.Data, Header: httpHeaders(m.Header)}
 	if c := m.Header.Get(protocol.HdrError); c != "" {
 		resp.Header.Set(protocol.HdrError, c)
 	}
 	return resp
+}
+
+// statusOf reads the HTTP status of a response or stream head: a missing
+// one is 200; one outside 100..599 (which net/http refuses to write) is 502.
+func statusOf(h nats.Header) int {
+	status, err := strconv.Atoi(h.Get(protocol.HdrStatus))
+	switch {
+	case err != nil || status == 0:
+		return http.StatusOK
+	case status < 100 || status > 599:
+		return http.StatusBadGateway
+	}
+	return status
 }
 
 // ErrorCode returns the error code of a reply, "" for success.

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run every fuzz target for a while (CI: a short while). The seed corpora
+# are committed under each package's testdata/fuzz/<Target>; plain
+# `go test` (make test) already runs those seeds as regression cases.
+#
+#   scripts/fuzz.sh            # each target for $FUZZTIME (default 10s)
+#   FUZZTIME=5m scripts/fuzz.sh
+#
+# A failure leaves the crashing input in testdata/fuzz/<Target>/ of its
+# package: commit it with the fix.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+fuzztime=${FUZZTIME:-10s}
+
+# module-dir  package  target
+targets=(
+	"pkg                 ./config                  FuzzParse"
+	"pkg                 ./wire                    FuzzDecode"
+	"pkg                 ./protocol                FuzzMessages"
+	"pkg                 ./oip                     FuzzInferRequest"
+	"services/ingress    ./internal/jobsapi        FuzzArgs"
+)
+for t in "${targets[@]}"; do
+	read -r dir pkg name <<<"$t"
+	echo "== fuzz $name ($dir/${pkg#./}) for $fuzztime"
+	(cd "$root/$dir" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg")
+done
