@@ -20,6 +20,10 @@ const (
 	HdrTraceParent = "traceparent"
 	// HdrHTTPPrefix prefixes forwarded HTTP headers: "Http-Content-Type".
 	HdrHTTPPrefix = "Http-"
+	// HdrProbe marks a router's liveness probe, sent on a replica's call
+	// subject (wire.ProbeMsg) so that it is ordered after the router's
+	// requests; the replica answers it without calling user code.
+	HdrProbe = "Jetserve-Probe"
 )
 
 // ErrorCode is a machine-readable error that crosses the wire. The list is
@@ -42,6 +46,10 @@ const (
 	ErrInternal       ErrorCode = "internal"         // 500
 	ErrCancelled      ErrorCode = "cancelled"        // 499: the caller went away
 	ErrMethodNotFound ErrorCode = "method_not_found" // 404: the deployment has no such method
+	// ErrReplicaLost: the replica holding the request vanished (its worker
+	// died, it stopped answering, or its reply was lost) and the request
+	// was not safe to retry (503 + Retry-After).
+	ErrReplicaLost ErrorCode = "replica_lost"
 )
 
 // Retryable reports whether a router may send the request to another
@@ -54,5 +62,5 @@ func (c ErrorCode) Retryable() bool {
 func ErrorCodes() []ErrorCode {
 	return []ErrorCode{ErrBadRequest, ErrNotFound, ErrBodyTooLarge, ErrQueueFull, ErrReplicaFull,
 		ErrNoReplicas, ErrTimeout, ErrHandler, ErrDraining, ErrUnavailable, ErrInvalidConfig,
-		ErrInternal, ErrCancelled, ErrMethodNotFound}
+		ErrInternal, ErrCancelled, ErrMethodNotFound, ErrReplicaLost}
 }
