@@ -28,8 +28,8 @@ import (
 // liveReplica is a replica stand-in on its own NATS connection that
 // behaves like the worker's: it answers the router's liveness probes with
 // the requests it holds, and (heartbeat > 0) re-puts its record like a
-// worker does. Requests whose body is "hold" are held until release is
-// closed; others are echoed.
+// worker does. If it holds, requests whose body is "hold" are held until
+// release is closed; others are echoed.
 type liveReplica struct {
 	id      string
 	nc      *nats.Conn
@@ -40,7 +40,7 @@ type liveReplica struct {
 	got  int             // guarded by mu: requests received (probes excluded)
 }
 
-func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbeat time.Duration) *liveReplica {
+func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbeat time.Duration, holds bool) *liveReplica {
 	e.t.Helper()
 	r := &liveReplica{id: id, nc: nc, release: make(chan struct{}), held: map[string]bool{}}
 	var wg sync.WaitGroup
@@ -67,7 +67,7 @@ func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbe
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if string(m.Data) == "hold" {
+			if holds && string(m.Data) == "hold" {
 				<-r.release
 			}
 			out := wire.EncodeResponse(&serve.Response{Status: 200, Body: []byte(id + ":" + string(m.Data))})
@@ -160,7 +160,7 @@ func (e *env) callAsync(name, method, body string, hdr http.Header, timeout time
 func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 	e := newEnv(t)
 	e.putConfig(-1, 30*time.Second)
-	dying := e.startLive("dying", natstest.Conn(t, e.ns), e.buckets.Replicas, 0)
+	dying := e.startLive("dying", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, true)
 	e.startRouter(nil)
 	e.waitServing()
 
@@ -175,7 +175,7 @@ func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	e.startLive("healthy", natstest.Conn(t, e.ns), e.buckets.Replicas, 0)
+	e.startLive("healthy", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, false)
 	killed := time.Now()
 	dying.nc.Close()
 
@@ -270,7 +270,7 @@ func TestServerRestartKeepsRouting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.startLive(id, rnc, kv, 500*time.Millisecond)
+		e.startLive(id, rnc, kv, 500*time.Millisecond, false)
 	}
 	// The router on its own reconnecting connection.
 	cfg := router.DefaultConfig()
@@ -411,9 +411,8 @@ func TestScaleFromZeroStillHeld(t *testing.T) {
 	results := make(chan callResult, 1)
 	e.callAsync("held", "POST", "late", nil, 30*time.Second, results)
 	e.waitQueued(1)
-	e.putStatus(1, protocol.ReplicaStatus{ID: "r1", State: protocol.ReplicaPending, Message: "no worker has 1 free CPU"})
-	e.putStatus(1, protocol.ReplicaStatus{ID: "r1", State: protocol.ReplicaStarting})
-	_ = e.startLive("r1", natstest.Conn(t, e.ns), e.buckets.Replicas, 0)
+	e.putStatus(1, protocol.ReplicaStatus{ID: "r1", State: protocol.ReplicaStarting, Message: "assigned to worker w1; waiting for it to start"})
+	_ = e.startLive("r1", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, false)
 	select {
 	case r := <-results:
 		if r.err != nil || r.resp.Status != 200 || string(r.resp.Body) != "r1:late" {
