@@ -77,6 +77,13 @@ func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
 			t.Errorf("POST %s (2.5 MB) answered after %v, want at once", path, el)
 		}
 	}
+	// Under the body limit, but with its query arguments the job message
+	// does not fit one NATS message: 413 too, not 500.
+	under := `{"data":"` + strings.Repeat("x", 900*1000) + `"}`
+	code, _, body := f.do(t, "POST", "/echo/train?extra="+strings.Repeat("y", 200*1000), under)
+	if code != 413 || !strings.Contains(body, "body_too_large") || !strings.Contains(body, "max_payload") {
+		t.Errorf("POST /echo/train (0.9 MB body + 0.2 MB query) = %d %.300q, want 413 body_too_large", code, body)
+	}
 	for i := range 20 {
 		start := time.Now()
 		code, _, body := f.do(t, "POST", "/echo/infer", "small")
@@ -88,7 +95,7 @@ func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
 		}
 	}
 	// GET /-/limits says what the ingress accepts and why.
-	code, _, body := f.do(t, "GET", "/-/limits", "")
+	code, _, body = f.do(t, "GET", "/-/limits", "")
 	var lim struct {
 		MaxBodyBytes           int64 `json:"max_body_bytes"`
 		ConfiguredMaxBodyBytes int64 `json:"configured_max_body_bytes"`
