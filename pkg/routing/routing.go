@@ -901,7 +901,7 @@ func (r *Router) loseLocked(d *deployment, p *replica, why string, now time.Time
 		next := q.next
 		if r.own(q) {
 			d.releaseRep(q)
-			fs, os := r.lostRequestLocked(d, q, "replica "+p.id+" of "+d.app+"/"+d.name+" "+why, now)
+			fs, os := r.lostRequestLocked(d, q, "replica "+p.id+" of "+d.app+"/"+d.name+" "+why+" while holding the request", now)
 			fails, ops = append(fails, fs...), append(ops, os...)
 		}
 		q = next
@@ -920,9 +920,12 @@ func (r *Router) lostRequestLocked(d *deployment, q *request, why string, now ti
 		return nil, ops
 	}
 	q.state = stateDone
+	unsafe := q.msg.Header.Get(protocol.HdrMethod) + " without an Idempotency-Key"
+	if q.msg.Header.Get(protocol.HdrStream) != "" {
+		unsafe = "a streamed call"
+	}
 	return []failure{{q, http.StatusServiceUnavailable, protocol.ErrReplicaLost,
-		why + " while holding the request; not retried (" + q.msg.Header.Get(protocol.HdrMethod) +
-			" without an Idempotency-Key): it may or may not have run", true}}, nil
+		why + "; not retried (" + unsafe + "): it may or may not have run", true}}, nil
 }
 
 // unrouteLocked stops routing to p; it stays known (retired) while it
@@ -1376,7 +1379,8 @@ func (r *Router) onProbeAnswer(tok uint64, m *nats.Msg) {
 			next := q.next
 			if q.probed == tok && !held[q.reply] && r.own(q) {
 				d.releaseRep(q)
-				fs, os := r.lostRequestLocked(d, q, "the reply from replica "+p.id+" of "+d.app+"/"+d.name+" was lost", now)
+				fs, os := r.lostRequestLocked(d, q, "the reply of replica "+p.id+" of "+d.app+"/"+d.name+
+					" was lost (the replica no longer holds the request)", now)
 				fails, ops = append(fails, fs...), append(ops, os...)
 			}
 			q = next

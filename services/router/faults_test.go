@@ -35,9 +35,10 @@ type liveReplica struct {
 	nc      *nats.Conn
 	release chan struct{}
 
-	mu   sync.Mutex
-	held map[string]bool // guarded by mu: reply subjects of requests being served
-	got  int             // guarded by mu: requests received (probes excluded)
+	mu      sync.Mutex
+	held    map[string]bool // guarded by mu: reply subjects of requests being served
+	got     int             // guarded by mu: requests received (probes excluded)
+	closing bool            // guarded by mu: the test ends, serve nothing more
 }
 
 func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbeat time.Duration, holds bool) *liveReplica {
@@ -45,6 +46,9 @@ func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbe
 	r := &liveReplica{id: id, nc: nc, release: make(chan struct{}), held: map[string]bool{}}
 	var wg sync.WaitGroup
 	e.t.Cleanup(func() {
+		r.mu.Lock()
+		r.closing = true
+		r.mu.Unlock()
 		select {
 		case <-r.release:
 		default:
@@ -61,10 +65,14 @@ func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbe
 			return
 		}
 		r.mu.Lock()
+		if r.closing {
+			r.mu.Unlock()
+			return
+		}
 		r.held[m.Reply] = true
 		r.got++
-		r.mu.Unlock()
 		wg.Add(1)
+		r.mu.Unlock()
 		go func() {
 			defer wg.Done()
 			if holds && string(m.Data) == "hold" {
@@ -177,7 +185,14 @@ func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 	}
 	e.startLive("healthy", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, false)
 	killed := time.Now()
+	before := e.ns.NumClients()
 	dying.nc.Close()
+	for e.ns.NumClients() >= before { // the server dropped it, as after kill -9
+		if time.Since(killed) > 10*time.Second {
+			t.Fatal("the server never dropped the replica's connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
 
 	got := map[string]callResult{}
 	for range 3 {
