@@ -21,6 +21,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -120,6 +121,11 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.update(r.Context(), func(config.ServeConfig) (config.ServeConfig, error) { return cfg, nil }); err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge,
+				"the config does not fit one NATS message (the server's max_payload); nothing changed", nil)
+			return
+		}
 		h.internal(w, r, err)
 		return
 	}
