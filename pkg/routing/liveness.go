@@ -126,6 +126,11 @@ func (r *Router) loseLocked(d *deployment, p *replica, why string, now time.Time
 		return nil, nil
 	}
 	p.lost = true
+	how := "no_responders"
+	if p.probeFails >= r.o.Liveness.MaxProbeFailures {
+		how = "unanswered_probes"
+	}
+	d.m.lost(how).Inc()
 	r.o.Log.Warn().Str("app", d.app).Str("deployment", d.name).Str("replica_id", p.id).Int("in_flight", p.inflight).
 		Msg("replica " + why + ": its requests are retried or failed")
 	r.unrouteLocked(d, p)
