@@ -71,27 +71,42 @@ const reconnectGrace = 2 * time.Second
 
 // noResponders handles an owned q whose send found nothing subscribed at
 // its replica: q never got there, so it is retried; and the replica's
-// subscription is gone, so the replica is lost — unless the router has
-// just reconnected, when the replica's worker may be reconnecting too.
+// subscription is gone, so the replica is gone (see goneLocked) — unless
+// the router has just reconnected, when the replica's worker may be
+// reconnecting too: then it is only skipped for a while.
 func (r *Router) noResponders(q *request) {
 	d := q.d
 	now := r.o.Now()
 	d.mu.Lock()
 	p := q.rep
 	d.releaseRep(q)
-	var fails []failure
-	var ops []sendOp
 	if r.inReconnectGrace(now) {
 		p.unreachable = now.Add(r.o.UnreachableBackoff)
 	} else {
-		fails, ops = r.loseLocked(d, p, "is gone (no responders)", now)
+		r.goneLocked(d, p, now)
 	}
-	more, f, changed := r.retryLocked(d, q, retryUnreachable, now)
+	ops, f, changed := r.retryLocked(d, q, retryUnreachable, now)
 	d.mu.Unlock()
+	var fails []failure
 	if f != nil {
 		fails = append(fails, *f)
 	}
-	r.emit(fails, append(ops, more...), changed || len(ops) > 0)
+	r.emit(fails, ops, changed)
+}
+
+// goneLocked records that p's subscription is gone ("no responders"): it
+// is routed to no more, and its requests still waiting ProbeAfter later
+// are lost (Sweep). Not at once: a subscription drained on the way out
+// (micro's Stop, nc.Drain) leaves the server at once while the replica
+// still answers what it had received, so those replies can arrive just
+// after a "no responders". d.mu held.
+func (r *Router) goneLocked(d *deployment, p *replica, now time.Time) {
+	if !p.goneAt.IsZero() {
+		return
+	}
+	p.goneAt = now
+	r.dropProbe(p)
+	r.unrouteLocked(d, p)
 }
 
 func (r *Router) inReconnectGrace(now time.Time) bool {
@@ -126,9 +141,9 @@ func (r *Router) loseLocked(d *deployment, p *replica, why string, now time.Time
 		return nil, nil
 	}
 	p.lost = true
-	how := "no_responders"
-	if p.probeFails >= r.o.Liveness.MaxProbeFailures {
-		how = "unanswered_probes"
+	how := "unanswered_probes"
+	if !p.goneAt.IsZero() {
+		how = "no_responders"
 	}
 	d.m.lost(how).Inc()
 	r.o.Log.Warn().Str("app", d.app).Str("deployment", d.name).Str("replica_id", p.id).Int("in_flight", p.inflight).
@@ -213,6 +228,13 @@ func (r *Router) Sweep(stale time.Duration) {
 			if p.inflight == 0 || p.lost {
 				continue
 			}
+			if !p.goneAt.IsZero() {
+				if now.Sub(p.goneAt) >= r.o.Liveness.ProbeAfter {
+					fs, os := r.loseLocked(d, p, "is gone (no responders)", now)
+					fails, ops = append(fails, fs...), append(ops, os...)
+				}
+				continue
+			}
 			if !connected {
 				r.dropProbe(p) // no answer can come; nothing counts
 				continue
@@ -247,7 +269,7 @@ func (r *Router) Sweep(stale time.Duration) {
 // outstanding, none qualifies or p was probed less than ProbeAfter ago.
 // d.mu held.
 func (r *Router) probeLocked(p *replica, now time.Time, all bool) *nats.Msg {
-	if p.probeTok != 0 || p.lost || p.head == nil {
+	if p.probeTok != 0 || p.lost || !p.goneAt.IsZero() || p.head == nil {
 		p.probeNow = p.probeNow || all
 		return nil
 	}
@@ -321,7 +343,7 @@ func (r *Router) onProbeAnswer(tok uint64, m *nats.Msg) {
 	case wire.IsNoResponders(m) && r.inReconnectGrace(now):
 		p.probeFails++
 	case wire.IsNoResponders(m):
-		fails, ops = r.loseLocked(d, p, "is gone (no responders)", now)
+		r.goneLocked(d, p, now)
 	default:
 		p.probeFails = 0
 		held := wire.ProbeHeld(m)

@@ -250,6 +250,7 @@ type replica struct {
 	unreachable time.Time // skip until then
 	seen        time.Time // last record put
 	routable    bool      // in d.replicas
+	goneAt      time.Time // when "no responders" showed its subscription gone
 	lost        bool
 
 	probeTok   uint64 // the probe awaiting its answer; 0 none

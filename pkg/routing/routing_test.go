@@ -93,6 +93,7 @@ func (h *harness) config(maxQueued int, timeout time.Duration) {
 type fake struct {
 	id      string
 	nc      *nats.Conn
+	sub     *nats.Subscription
 	deaf    atomic.Bool // ignore probes
 	nohold  atomic.Bool // answer "hold" at once too
 	release chan struct{}
@@ -118,7 +119,8 @@ func (h *harness) replica(id string, max int) *fake {
 		}
 		wg.Wait()
 	})
-	_, err := f.nc.Subscribe(h.names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
+	var err error
+	f.sub, err = f.nc.Subscribe(h.names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
 		if wire.IsProbe(m) {
 			if !f.deaf.Load() {
 				f.mu.Lock()
@@ -217,6 +219,17 @@ func (h *harness) none(ch <-chan answer, what string) {
 	case a := <-ch:
 		h.t.Fatalf("%s: answered %+v, want no answer yet", what, a)
 	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// settle advances the clock by probe_after and sweeps, a few times, so
+// that a probe is sent, its answer handled, and a gone replica's grace
+// passes.
+func (h *harness) settle() {
+	for range 4 {
+		h.clock.Add(600 * time.Millisecond)
+		h.r.Sweep(0)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -339,8 +352,7 @@ func TestLostReplicaNoResponders(t *testing.T) {
 
 	h.r.Sweep(0) // too young to probe
 	h.none(post, "before probe_after")
-	h.clock.Add(600 * time.Millisecond)
-	h.r.Sweep(0)
+	h.settle()
 	for name, ch := range map[string]<-chan answer{"GET": get, "keyed POST": keyed} {
 		if a := h.wait(ch, 5*time.Second); a.status != 200 || a.body != "ok:4" {
 			t.Errorf("%s = %+v, want 200 retried on ok", name, a)
@@ -367,8 +379,7 @@ func TestStreamedCallNotRetried(t *testing.T) {
 	until(t, "held", func() bool { return dying.holding() == 1 })
 	h.replica("ok", 10).nohold.Store(true)
 	h.kill(dying)
-	h.clock.Add(600 * time.Millisecond)
-	h.r.Sweep(0)
+	h.settle()
 	if a := h.wait(out, 5*time.Second); a.code != protocol.ErrReplicaLost {
 		t.Errorf("streamed GET = %+v, want replica_lost", a)
 	}
@@ -462,7 +473,7 @@ func TestReconnectGrace(t *testing.T) {
 	h.r.Sweep(0)
 	h.none(post, "no responders within the reconnect grace")
 	h.clock.Add(reconnectGrace)
-	h.r.Sweep(0)
+	h.settle()
 	if a := h.wait(post, 5*time.Second); a.code != protocol.ErrReplicaLost {
 		t.Errorf("POST after the grace = %+v, want replica_lost", a)
 	}
@@ -526,4 +537,32 @@ func TestNotFoundAndCannotRun(t *testing.T) {
 	if a := h.wait(h.dispatch("POST", "x", nil, 5*time.Second), 5*time.Second); a.status != 200 {
 		t.Errorf("with a running replica = %+v, want 200", a)
 	}
+}
+
+// TestDrainedReplicaStillAnswers: a replica's subscription leaves the
+// server (drained on the way out) while it still works on a request; a
+// request sent then gets "no responders" and is retried, and the request
+// it holds is answered by it — not failed as lost.
+func TestDrainedReplicaStillAnswers(t *testing.T) {
+	h := newHarness(t, nil)
+	f := h.replica("leaving", 10)
+	held := h.dispatch("POST", "hold", nil, 30*time.Second)
+	until(t, "held", func() bool { return f.holding() == 1 })
+	if err := f.sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.nc.Flush(); err != nil { // the server has dropped the interest
+		t.Fatal(err)
+	}
+	next := h.dispatch("POST", "x", nil, 30*time.Second)
+	h.none(next, "no replica left to retry on")
+	close(f.release)
+	if a := h.wait(held, 5*time.Second); a.status != 200 || a.body != "leaving:4" {
+		t.Errorf("held request = %+v, want 200 from the leaving replica", a)
+	}
+	h.replica("ok", 10)
+	if a := h.wait(next, 5*time.Second); a.status != 200 || a.body != "ok:1" {
+		t.Errorf("retried request = %+v, want 200 from ok", a)
+	}
+	h.settle()
 }

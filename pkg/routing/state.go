@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -43,6 +44,7 @@ func (r *Router) SetReplica(info protocol.ReplicaInfo) {
 		if i := slices.IndexFunc(d.retired, func(x *replica) bool { return x.key == key }); i >= 0 {
 			p = d.retired[i] // back (e.g. its record expired during an outage)
 			d.retired = slices.Delete(d.retired, i, i+1)
+			p.goneAt = time.Time{}
 		} else {
 			subj := info.Subject
 			if subj == "" {
