@@ -28,11 +28,11 @@
 //     (the status says its replicas are PENDING for a placement reason or
 //     FAILED, and none runs or starts) 503 no_replicas with the reason;
 //   - a replica that vanishes while holding requests — "no responders" at
-//     its call subject, no answer to repeated probes, or a probe answer
-//     that no longer lists a request — loses them: each is retried on
-//     another replica when that is safe (an idempotent method or an
-//     Idempotency-Key, not streamed) and otherwise answered 503
-//     replica_lost with Retry-After.
+//     its call subject (then what it still holds ProbeAfter later), no
+//     answer to repeated probes, or a probe answer that no longer lists a
+//     request — loses them: each is retried on another replica when that
+//     is safe (an idempotent method or an Idempotency-Key, not streamed)
+//     and otherwise answered 503 replica_lost with Retry-After.
 //
 // Liveness: one sweep per router (Follow runs it every ProbeAfter/2)
 // probes each replica holding a request of this router for longer than
