@@ -390,8 +390,8 @@ func TestBadInputs(t *testing.T) {
 	})
 }
 
-// oversized is a body larger than the ingress may ever accept: its
-// max_body_bytes is capped at 8 MiB (NATS max_payload).
+// oversized is a body larger than the ingress accepts: over its
+// max_body_bytes (4 MiB) and over the NATS max_payload (1 MiB here).
 const oversized = 16 << 20
 
 func testQueueFull(t *testing.T, f *fleet.Fleet) {

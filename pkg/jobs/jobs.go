@@ -77,6 +77,9 @@ var (
 	ErrNotFinished   = errors.New("job not finished")     // result asked too early
 	ErrUnknownMethod = errors.New("unknown async method") // 404
 	ErrLeaseLost     = errors.New("job lease lost to a newer attempt")
+	// ErrTooLarge: the job message (its QUEUED record, arguments
+	// included) does not fit one NATS message (max_payload); 413.
+	ErrTooLarge = errors.New("job too large")
 )
 
 // Record is a job's durable record (JSON in the records bucket; what the

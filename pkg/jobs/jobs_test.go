@@ -976,3 +976,21 @@ func TestCancelBeforeLazyClaim(t *testing.T) {
 		t.Fatalf("Status = %+v, %v (runs %d); want CANCELLED after one run", got, err, runs.get(rec.ID))
 	}
 }
+
+// TestSubmitOverMaxPayload: a job whose message does not fit the server's
+// max_payload is refused with ErrTooLarge (a 413 at the ingress), nothing
+// is stored, and the next submit goes through.
+func TestSubmitOverMaxPayload(t *testing.T) {
+	t.Parallel()
+	e := envOn(t, natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20}))
+	m := method("train")
+	big := serve.Args{"data": json.RawMessage(`"` + strings.Repeat("x", 1100*1000) + `"`)}
+	_, _, err := e.q.Submit(ctxT(t), testApp, testDep, m, "big", big)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "max_payload") {
+		t.Fatalf("Submit(1.1 MB of arguments) = %v, want ErrTooLarge naming max_payload", err)
+	}
+	if _, err := e.q.Status(ctxT(t), testApp, "train", "big"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Status(refused) = %v, want ErrNotFound: nothing stored", err)
+	}
+	mustSubmit(t, e.q, m, "small", nil)
+}

@@ -362,6 +362,10 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 			msg.Header = nats.Header{HdrUnique: []string{"1"}}
 		}
 		fut, err := q.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID))
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return Record{}, false, fmt.Errorf("%w: the job message of %d bytes (its arguments in a QUEUED record) exceeds the NATS max_payload of %d bytes",
+				ErrTooLarge, len(msg.Data), q.js.Conn().MaxPayload())
+		}
 		if err != nil {
 			return Record{}, false, fmt.Errorf("publish job: %w", err)
 		}

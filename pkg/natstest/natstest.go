@@ -103,6 +103,45 @@ func URLs(nodes []*server.Server) string {
 	return strings.Join(urls, ",")
 }
 
+// ServerWith starts a JetStream server with o (Port -1 and a StoreDir in
+// t.TempDir() when unset), shut down when the test ends. Restart a server
+// on the same data and port with ServerWith(t, o) after setting o.Port to
+// the first one's port and o.StoreDir to its store.
+func ServerWith(t testing.TB, o natsembed.Options) *server.Server {
+	t.Helper()
+	if o.Port == 0 {
+		o.Port = -1
+	}
+	if o.StoreDir == "" {
+		o.StoreDir = t.TempDir()
+	}
+	if o.ServerName == "" {
+		o.ServerName = "test"
+	}
+	ns, err := natsembed.Start(o)
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns
+}
+
+// ReconnectingConn connects a client to url that reconnects for ever,
+// every 50 ms (tests that restart the server), closed when the test ends.
+func ReconnectingConn(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Name(t.Name()), nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(0, 0))
+	if err != nil {
+		t.Fatalf("connect %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // Conn connects a client to ns, closed when the test ends.
 func Conn(t testing.TB, ns *server.Server) *nats.Conn {
 	t.Helper()

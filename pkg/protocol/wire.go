@@ -24,6 +24,10 @@ const (
 	// HTTP header HeaderModelID forwarded like any other. Routers read it to
 	// prefer a replica that holds the model.
 	HdrModelID = HdrHTTPPrefix + HeaderModelID
+	// HdrProbe marks a router's liveness probe, sent on a replica's call
+	// subject (wire.ProbeMsg) so that it is ordered after the router's
+	// requests; the replica answers it without calling user code.
+	HdrProbe = "Jetserve-Probe"
 )
 
 // HeaderModelID is the HTTP header naming the model a request is for
@@ -52,6 +56,10 @@ const (
 	ErrInternal       ErrorCode = "internal"         // 500
 	ErrCancelled      ErrorCode = "cancelled"        // 499: the caller went away
 	ErrMethodNotFound ErrorCode = "method_not_found" // 404: the deployment has no such method
+	// ErrReplicaLost: the replica holding the request vanished (its worker
+	// died, it stopped answering, or its reply was lost) and the request
+	// was not safe to retry (503 + Retry-After).
+	ErrReplicaLost ErrorCode = "replica_lost"
 )
 
 // Retryable reports whether a router may send the request to another
@@ -64,5 +72,5 @@ func (c ErrorCode) Retryable() bool {
 func ErrorCodes() []ErrorCode {
 	return []ErrorCode{ErrBadRequest, ErrNotFound, ErrBodyTooLarge, ErrQueueFull, ErrReplicaFull,
 		ErrNoReplicas, ErrTimeout, ErrHandler, ErrDraining, ErrUnavailable, ErrInvalidConfig,
-		ErrInternal, ErrCancelled, ErrMethodNotFound}
+		ErrInternal, ErrCancelled, ErrMethodNotFound, ErrReplicaLost}
 }

@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 )
@@ -24,18 +24,28 @@ type FollowOptions struct {
 	// queue changes, at most one per 20 ms).
 	StatsInterval time.Duration
 	Log           zerolog.Logger
-	// Loaded, if set, is closed once the replicas and the config were
-	// read (take traffic after that).
+	// Loaded, if set, is closed once the replicas, the config and the
+	// status were read (take traffic after that).
 	Loaded chan struct{}
 	// Changed receives a value whenever a queue changed (wire it to
 	// Options.OnQueueChange); nil: stats only on the interval.
 	Changed <-chan struct{}
 }
 
+// StaleAfter is how long a replica's record may go without a refresh
+// before a router stops routing to it (records are refreshed every
+// service.HeartbeatInterval and expire after service.ReplicaTTL; this
+// catches an expiry the router did not hear of). It only counts while the
+// router's copy of the records is current: never across a NATS outage.
+const StaleAfter = service.ReplicaTTL + service.HeartbeatInterval
+
 // Follow feeds r until ctx ends: RUNNING replicas from the Replicas
-// bucket, load reports, the applied config (max_queued_requests,
-// request_timeout), and publishes r's RouterStats for the autoscaler.
-// Every goroutine it starts ends before it returns.
+// bucket, load reports, the applied config (which deployments exist,
+// max_queued_requests, request_timeout) and the scheduler's status (which
+// deployments cannot run); it publishes r's RouterStats for the
+// autoscaler and runs r's Sweep. The buckets are followed with kvfollow:
+// after a NATS reconnect they are re-read at once. Every goroutine it
+// starts ends before it returns.
 func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 	load, err := r.o.NC.Subscribe(r.o.Names.LoadWildcard(), func(m *nats.Msg) {
 		var rep protocol.LoadReport
@@ -49,12 +59,45 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 		return fmt.Errorf("subscribe load reports: %w", err)
 	}
 	defer load.Unsubscribe() //nolint:errcheck // best effort on the way out
-	replicas, cfg := make(chan struct{}), make(chan struct{})
+
+	replicas := kvfollow.New(r.o.NC, o.Buckets.Replicas, kvfollow.Options[protocol.ReplicaInfo]{
+		Log: o.Log,
+		OnChange: func(c kvfollow.Change[protocol.ReplicaInfo]) {
+			switch {
+			case c.Deleted:
+				r.DeleteReplicaKey(c.Key)
+			case c.Value.ID != "":
+				r.SetReplica(c.Value)
+			}
+		},
+	})
+	var cfg *kvfollow.Follower[config.ServeConfig]
+	cfg = kvfollow.New(r.o.NC, o.Buckets.Apps, kvfollow.Options[config.ServeConfig]{
+		Keys: []string{"config"},
+		Log:  o.Log,
+		OnChange: func(c kvfollow.Change[config.ServeConfig]) {
+			r.SetConfig(c.Value) // a delete: the zero config, no deployment
+		},
+		OnSync: func() {
+			if _, ok := cfg.Get("config"); !ok {
+				r.SetConfig(config.ServeConfig{}) // nothing applied yet
+			}
+		},
+	})
+	status := kvfollow.New(r.o.NC, o.Buckets.Status, kvfollow.Options[protocol.Status]{
+		Keys: []string{"status"},
+		Log:  o.Log,
+		OnChange: func(c kvfollow.Change[protocol.Status]) {
+			r.SetStatus(c.Value)
+		},
+	})
+
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.watchReplicas(gctx, o.Buckets.Replicas, replicas) })
-	g.Go(func() error { return r.watchConfig(gctx, o.Buckets.Apps, o.Log, cfg) })
+	g.Go(func() error { return replicas.Run(gctx) })
+	g.Go(func() error { return cfg.Run(gctx) })
+	g.Go(func() error { return status.Run(gctx) })
 	g.Go(func() error {
-		for _, ch := range []chan struct{}{replicas, cfg} {
+		for _, ch := range []<-chan struct{}{replicas.Ready(), cfg.Ready(), status.Ready()} {
 			select {
 			case <-ch:
 			case <-gctx.Done():
@@ -66,6 +109,7 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 		}
 		return nil
 	})
+	g.Go(func() error { return r.sweepLoop(gctx, replicas.Synced) })
 	interval := o.StatsInterval
 	if interval <= 0 {
 		interval = time.Second
@@ -78,79 +122,25 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 	return err
 }
 
-// watchReplicas feeds the Replicas bucket to r; loaded is closed after the
-// initial values. It also drops replicas whose records stop being
-// refreshed, in case an expiry marker is missed.
-func (r *Router) watchReplicas(ctx context.Context, kv jetstream.KeyValue, loaded chan struct{}) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch replicas: %w", err)
-	}
-	defer w.Stop() //nolint:errcheck // best effort on the way out
-	sweep := time.NewTicker(service.HeartbeatInterval)
-	defer sweep.Stop()
+// sweepLoop runs Sweep every ProbeAfter/2 and notes reconnects. Replicas
+// go stale only while synced reports the records current.
+func (r *Router) sweepLoop(ctx context.Context, synced func() bool) error {
+	status := r.o.NC.StatusChanged(nats.CONNECTED)
+	defer r.o.NC.RemoveStatusListener(status)
+	t := time.NewTicker(r.o.Liveness.ProbeAfter / 2)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-sweep.C:
-			r.ExpireReplicas(service.ReplicaTTL + service.HeartbeatInterval)
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch replicas: watcher closed")
+		case <-status:
+			r.Reconnected()
+		case <-t.C:
+			var stale time.Duration
+			if synced() {
+				stale = StaleAfter
 			}
-			if e == nil {
-				if loaded != nil {
-					close(loaded)
-					loaded = nil
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				r.DeleteReplicaKey(e.Key())
-				continue
-			}
-			var info protocol.ReplicaInfo
-			if err := json.Unmarshal(e.Value(), &info); err != nil || info.ID == "" {
-				continue
-			}
-			r.SetReplica(info, false)
-		}
-	}
-}
-
-// watchConfig feeds the Apps bucket key "config" to r.
-func (r *Router) watchConfig(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger, loaded chan struct{}) error {
-	w, err := kv.Watch(ctx, "config")
-	if err != nil {
-		return fmt.Errorf("watch config: %w", err)
-	}
-	defer w.Stop() //nolint:errcheck // best effort on the way out
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch config: watcher closed")
-			}
-			if e == nil {
-				if loaded != nil {
-					close(loaded)
-					loaded = nil
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				r.SetConfig(config.ServeConfig{})
-				continue
-			}
-			var sc config.ServeConfig
-			if err := json.Unmarshal(e.Value(), &sc); err != nil {
-				log.Warn().Err(err).Uint64("revision", e.Revision()).Msg("bad serve config in apps bucket")
-				continue
-			}
-			r.SetConfig(sc)
+			r.Sweep(stale)
 		}
 	}
 }

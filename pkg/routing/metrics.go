@@ -12,6 +12,7 @@ type Metrics struct {
 	fulfillment *prometheus.HistogramVec
 	retries     *prometheus.CounterVec
 	rejections  *prometheus.CounterVec
+	lost        *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them on reg.
@@ -32,14 +33,18 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"app", "deployment"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetserve_router_retries_total",
-			Help: "Requests re-sent to another replica, by reason (replica_full, draining, no_responders).",
+			Help: "Requests re-sent to another replica, by reason (replica_full, draining, no_responders, replica_lost).",
 		}, []string{"app", "deployment", "reason"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetserve_router_rejections_total",
 			Help: "Requests the router answered with an error itself, by error code.",
 		}, []string{"app", "deployment", "code"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetserve_router_replicas_lost_total",
+			Help: "Replicas this router found gone while they held its requests, by how (no_responders, unanswered_probes).",
+		}, []string{"app", "deployment", "how"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.queued, m.fulfillment, m.retries, m.rejections} {
+	for _, c := range []prometheus.Collector{m.requests, m.queued, m.fulfillment, m.retries, m.rejections, m.lost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -55,6 +60,7 @@ type depMetrics struct {
 	fulfillment prometheus.Observer
 	retryVec    *prometheus.CounterVec
 	rejectVec   *prometheus.CounterVec
+	lostVec     *prometheus.CounterVec
 	app, dep    string
 }
 
@@ -65,6 +71,7 @@ func (m *Metrics) forDeployment(app, dep string) depMetrics {
 		fulfillment: m.fulfillment.WithLabelValues(app, dep),
 		retryVec:    m.retries,
 		rejectVec:   m.rejections,
+		lostVec:     m.lost,
 		app:         app,
 		dep:         dep,
 	}
@@ -76,4 +83,8 @@ func (d depMetrics) retries(why retryReason) prometheus.Counter {
 
 func (d depMetrics) rejections(code protocol.ErrorCode) prometheus.Counter {
 	return d.rejectVec.WithLabelValues(d.app, d.dep, string(code))
+}
+
+func (d depMetrics) lost(how string) prometheus.Counter {
+	return d.lostVec.WithLabelValues(d.app, d.dep, how)
 }

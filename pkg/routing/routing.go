@@ -5,35 +5,58 @@
 // group, for deployment handles and any NATS caller); the ingress embeds
 // one and dispatches in-process (Dispatch, Caller), so an HTTP request
 // costs one NATS round trip to the replica, like Ray Serve's per-proxy
-// router. Follow keeps a Router fed with replicas, load reports and the
-// applied config. max_queued_requests is therefore per router, as in Ray
-// (per caller).
+// router. Follow keeps a Router fed with replicas, load reports, the
+// applied config and the scheduler's status. max_queued_requests is
+// therefore per router, as in Ray (per caller).
 //
 // No goroutine is started per request. The route subscription's callback
 // picks and publishes (with a reply subject on the router's own inbox); the
 // inbox subscription's callback relays the replica's answer, or retries on
 // replica_full / draining / no responders. Requests that find no free
 // replica wait in a per-deployment FIFO queue bounded by
-// max_queued_requests and are released when load reports, completions or new
-// replicas free capacity. A per-request timer enforces the deadline
-// (the caller's Jetserve-Deadline or the deployment's request_timeout).
+// max_queued_requests and are released when load reports, completions, new
+// replicas or the sweep free capacity. A per-request timer enforces the
+// deadline (the caller's Jetserve-Deadline or the deployment's
+// request_timeout).
+//
+// Fault paths answer at once rather than at the deadline:
+//   - a request that cannot be sent because of itself (over the NATS
+//     max_payload) is answered 413 body_too_large, and nothing else is
+//     affected; any failure to send leaves the queue moving;
+//   - a request for a deployment absent from the applied config is
+//     answered 404 not_found, and one for a deployment that cannot run
+//     (the status says its replicas are PENDING for a placement reason or
+//     FAILED, and none runs or starts) 503 no_replicas with the reason;
+//   - a replica that vanishes while holding requests — "no responders" at
+//     its call subject (then what it still holds ProbeAfter later), no
+//     answer to repeated probes, or a probe answer that no longer lists a
+//     request — loses them: each is retried on another replica when that
+//     is safe (an idempotent method or an Idempotency-Key, not streamed)
+//     and otherwise answered 503 replica_lost with Retry-After.
+//
+// Liveness: one sweep per router (Follow runs it every ProbeAfter/2)
+// probes each replica holding a request of this router for longer than
+// ProbeAfter (see wire.ProbeMsg): at most one probe per replica at a time.
 //
 // Concurrency: every method of Router is safe for concurrent use. Each
-// deployment's state is guarded by its own mutex; the table of in-flight
-// requests by another, never held while taking a deployment's.
+// deployment's state is guarded by its own mutex; the tables of in-flight
+// requests and probes by another (pendMu), never held while taking a
+// deployment's. Whoever removes a request from the in-flight table owns
+// its answer.
 package routing
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing/p2c"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -55,8 +78,11 @@ type Options struct {
 	// the request is queued (default 3).
 	MaxAttempts int
 	// UnreachableBackoff is how long a replica that had no responders is
-	// skipped (default 1s).
+	// skipped when that does not prove it gone (default 1s).
 	UnreachableBackoff time.Duration
+	// Liveness configures the probes of replicas holding requests; zero
+	// fields take DefaultLiveness's.
+	Liveness Liveness
 	// OnQueueChange, if set, is called (without locks held) whenever a
 	// deployment's queue length changed; it must not block.
 	OnQueueChange func()
@@ -68,16 +94,19 @@ type Options struct {
 type Router struct {
 	o           Options
 	routePrefix string // "<prefix>.route."
-	inbox       string // reply subjects are inbox + "." + token
+	inbox       string // reply subjects are inbox + "." + token; probes inbox + ".p" + token
 
 	depMu sync.RWMutex
 	deps  map[string]*deployment // guarded by depMu; key "<app token>.<dep token>"
 
 	pendMu  sync.Mutex
 	pending map[uint64]*request // guarded by pendMu: requests sent to a replica
+	probes  map[uint64]*replica // guarded by pendMu: probes awaiting their answer
 	token   atomic.Uint64
 
-	active atomic.Int64 // requests accepted and not yet answered
+	active       atomic.Int64 // requests accepted and not yet answered
+	configLoaded atomic.Bool  // the applied config was read (404s are possible)
+	reconnected  atomic.Int64 // unix nanos of NC's last reconnect
 
 	routeSub, replySub *nats.Subscription
 }
@@ -93,12 +122,14 @@ func New(o Options) *Router {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	o.Liveness = o.Liveness.withDefaults()
 	return &Router{
 		o:           o,
 		routePrefix: strings.TrimSuffix(o.Names.RouteWildcard(), "*.*"),
 		inbox:       o.NC.NewInbox(),
 		deps:        map[string]*deployment{},
 		pending:     map[uint64]*request{},
+		probes:      map[uint64]*replica{},
 	}
 }
 
@@ -147,40 +178,27 @@ func (r *Router) Active() int64 { return r.active.Load() }
 
 // failAll answers every queued and in-flight request 503 unavailable.
 func (r *Router) failAll() {
-	r.depMu.RLock()
-	ds := make([]*deployment, 0, len(r.deps))
-	for _, d := range r.deps {
-		ds = append(ds, d)
-	}
-	r.depMu.RUnlock()
-	for _, d := range ds {
+	for _, d := range r.snapshot() {
+		var fails []failure
 		d.mu.Lock()
-		var out []*request
-		for q := d.head; q != nil; q = q.next {
-			out = append(out, q)
-		}
-		for _, q := range out {
+		for q := d.head; q != nil; q = d.head {
 			d.unqueue(q)
 			q.state = stateDone
+			fails = append(fails, failure{q, http.StatusServiceUnavailable, protocol.ErrUnavailable, "router shutting down", false})
+		}
+		for _, p := range append(slices.Clone(d.replicas), d.retired...) {
+			for q := p.head; q != nil; {
+				next := q.next
+				if r.own(q) {
+					d.releaseRep(q)
+					q.state = stateDone
+					fails = append(fails, failure{q, http.StatusServiceUnavailable, protocol.ErrUnavailable, "router shutting down", false})
+				}
+				q = next
+			}
 		}
 		d.mu.Unlock()
-		for _, q := range out {
-			r.fail(q, http.StatusServiceUnavailable, protocol.ErrUnavailable, "router shutting down", false)
-		}
-	}
-	r.pendMu.Lock()
-	var out []*request
-	for t, q := range r.pending {
-		delete(r.pending, t)
-		out = append(out, q)
-	}
-	r.pendMu.Unlock()
-	for _, q := range out {
-		q.d.mu.Lock()
-		q.state = stateDone
-		q.rep.inflight--
-		q.d.mu.Unlock()
-		r.fail(q, http.StatusServiceUnavailable, protocol.ErrUnavailable, "router shutting down", false)
+		r.emit(fails, nil, false)
 	}
 }
 
@@ -201,28 +219,45 @@ type request struct {
 	timer    *time.Timer
 	rep      *replica // while in flight
 	token    uint64   // pending key while in flight
-	attempts int      // total sends, for HdrAttempt
-	round    int      // sends in this dispatch round
+	reply    string   // reply subject of the current send
+	sent     time.Time
+	probed   uint64 // the probe that asked about the current send; 0 none
+	attempts int    // total sends, for HdrAttempt
+	round    int    // sends in this dispatch round
 	triedBuf [4]*replica
 	tried    []*replica // replicas tried in this round
 	state    int
 	counted  bool   // fulfillment time observed
 	model    string // multiplexed model id (protocol.HdrModelID); "" none
 
-	prev, next *request // queue links
+	// prev and next link the request into its deployment's queue while
+	// queued, into its replica's in-flight list while in flight.
+	prev, next *request
 }
 
 type replica struct {
-	id      string
+	id      string // as in its record
+	key     string // Token(id)
 	subject string // the call subject
+	d       *deployment
 	max     int
 	// reported is the last ongoing count the replica reported.
 	reported int
-	// inflight is this router's requests outstanding at the replica.
+	// inflight is this router's requests outstanding at the replica,
+	// linked from head (oldest send first) to tail.
 	inflight    int
+	head, tail  *request
 	draining    bool
 	unreachable time.Time // skip until then
-	seen        time.Time // last KV put
+	seen        time.Time // last record put
+	routable    bool      // in d.replicas
+	goneAt      time.Time // when "no responders" showed its subscription gone
+	lost        bool
+
+	probeTok   uint64 // the probe awaiting its answer; 0 none
+	probeSent  time.Time
+	probeFails int // consecutive
+	probeNow   bool
 	// models are the multiplexed model ids it last reported (sorted);
 	// sent the ids this router sent it since (see models.go).
 	models []string
@@ -236,14 +271,20 @@ type deployment struct {
 	m              depMetrics
 
 	mu        sync.Mutex
-	replicas  []*replica          // guarded by mu: RUNNING replicas
-	byID      map[string]*replica // guarded by mu
+	replicas  []*replica          // guarded by mu: RUNNING replicas, routed to
+	byID      map[string]*replica // guarded by mu: the same, by Token(id)
+	retired   []*replica          // guarded by mu: no longer routed to, still holding requests
+	starting  map[string]bool     // guarded by mu: Token(id) of replicas whose record says STARTING
 	maxQueued int                 // guarded by mu; <0 unlimited
 	timeout   time.Duration       // guarded by mu; request_timeout, 0 none
-	head      *request            // guarded by mu: FIFO queue
-	tail      *request
-	queued    int
-	loads     []int // scratch for the picker, guarded by mu
+	inConfig  bool                // guarded by mu: in the applied config
+	// unavailable says why the deployment cannot run (from the status);
+	// "" when it runs, starts, waits at zero replicas, or is unknown.
+	unavailable string   // guarded by mu
+	head        *request // guarded by mu: FIFO queue
+	tail        *request
+	queued      int
+	loads       []int // scratch for the picker, guarded by mu
 }
 
 // deployment returns the state of key ("<app>.<dep>" tokens), creating it.
@@ -260,8 +301,8 @@ func (r *Router) deployment(key string) *deployment {
 		return d
 	}
 	app, name, _ := strings.Cut(key, ".")
-	d = &deployment{key: key, app: app, name: name, byID: map[string]*replica{}, maxQueued: -1,
-		m: r.o.Metrics.forDeployment(app, name)}
+	d = &deployment{key: key, app: app, name: name, byID: map[string]*replica{}, starting: map[string]bool{},
+		maxQueued: -1, m: r.o.Metrics.forDeployment(app, name)}
 	r.deps[key] = d
 	return d
 }
@@ -298,6 +339,11 @@ func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte
 	r.active.Add(1)
 
 	d.mu.Lock()
+	if f, refused := r.refusalLocked(d, q); refused {
+		d.mu.Unlock()
+		r.emit([]failure{f}, nil, false)
+		return
+	}
 	q.deadline = r.deadline(m, d.timeout, now)
 	if !q.deadline.IsZero() {
 		if !q.deadline.After(now) {
@@ -309,9 +355,9 @@ func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte
 	}
 	if d.head == nil { // FIFO: nobody waits ahead of us
 		if p := d.pick(q, now); p != nil {
-			out := r.sendLocked(q, p)
+			out := r.sendLocked(q, p, now)
 			d.mu.Unlock()
-			r.publish(q, out)
+			r.sendAll([]sendOp{{q, out}}, false)
 			return
 		}
 	}
@@ -324,6 +370,28 @@ func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte
 	if changed {
 		r.queueChanged()
 	}
+}
+
+// refusalLocked answers a request that no replica can take: 404 for a
+// deployment absent from the applied config, 503 for one that cannot
+// run. A deployment with a routable or starting replica takes requests
+// whatever the config and status say (they may lag). d.mu held.
+func (r *Router) refusalLocked(d *deployment, q *request) (failure, bool) {
+	if len(d.replicas) > 0 || len(d.starting) > 0 {
+		return failure{}, false
+	}
+	if r.configLoaded.Load() && !d.inConfig {
+		return failure{q, http.StatusNotFound, protocol.ErrNotFound,
+			fmt.Sprintf("no deployment %s/%s in the applied config", d.app, d.name), false}, true
+	}
+	if d.unavailable != "" {
+		return failure{q, http.StatusServiceUnavailable, protocol.ErrNoReplicas, d.cannotRun(), true}, true
+	}
+	return failure{}, false
+}
+
+func (d *deployment) cannotRun() string {
+	return fmt.Sprintf("%s/%s cannot run: %s", d.app, d.name, d.unavailable)
 }
 
 // deadline is the earliest of the caller's deadline and the deployment's
@@ -369,56 +437,155 @@ func (d *deployment) eligible(p *replica, q *request, now time.Time) bool {
 }
 
 func (q *request) triedReplica(p *replica) bool {
-	for _, t := range q.tried {
-		if t == p {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(q.tried, p)
 }
 
 // sendLocked marks q in flight at p and returns the message to publish
 // (after d.mu is released); d.mu held.
-func (r *Router) sendLocked(q *request, p *replica) *nats.Msg {
+func (r *Router) sendLocked(q *request, p *replica, now time.Time) *nats.Msg {
 	q.state = stateInflight
 	q.rep = p
 	q.attempts++
 	q.round++
 	q.tried = append(q.tried, p)
+	q.sent = now
+	q.probed = 0
 	p.inflight++
 	if q.model != "" {
-		p.noteSent(q.model, r.o.Now())
+		p.noteSent(q.model, now)
 	}
+	q.prev, q.next = p.tail, nil
+	if p.tail != nil {
+		p.tail.next = q
+	} else {
+		p.head = q
+	}
+	p.tail = q
 	if !q.counted {
 		q.counted = true
-		q.d.m.fulfillment.Observe(float64(r.o.Now().Sub(q.start).Microseconds()) / 1000)
+		q.d.m.fulfillment.Observe(float64(now.Sub(q.start).Microseconds()) / 1000)
 	}
 	tok := r.token.Add(1)
 	q.token = tok
+	q.reply = r.inbox + "." + strconv.FormatUint(tok, 10)
 	r.pendMu.Lock()
 	r.pending[tok] = q
 	r.pendMu.Unlock()
 	q.msg.Header.Set(protocol.HdrAttempt, strconv.Itoa(q.attempts))
-	return &nats.Msg{
-		Subject: p.subject,
-		Reply:   r.inbox + "." + strconv.FormatUint(tok, 10),
-		Header:  q.msg.Header,
-		Data:    q.msg.Data,
+	return &nats.Msg{Subject: p.subject, Reply: q.reply, Header: q.msg.Header, Data: q.msg.Data}
+}
+
+// own takes q out of the in-flight table and reports whether it was
+// there: the caller then owns q's answer.
+func (r *Router) own(q *request) bool {
+	r.pendMu.Lock()
+	defer r.pendMu.Unlock()
+	if r.pending[q.token] != q {
+		return false
+	}
+	delete(r.pending, q.token)
+	return true
+}
+
+// releaseRep detaches an owned in-flight q from its replica; d.mu held.
+func (d *deployment) releaseRep(q *request) {
+	p := q.rep
+	if p == nil {
+		return
+	}
+	if q.prev != nil {
+		q.prev.next = q.next
+	} else {
+		p.head = q.next
+	}
+	if q.next != nil {
+		q.next.prev = q.prev
+	} else {
+		p.tail = q.prev
+	}
+	q.prev, q.next, q.rep = nil, nil, nil
+	p.inflight--
+	if p.inflight == 0 && !p.routable {
+		d.retired = slices.DeleteFunc(d.retired, func(x *replica) bool { return x == p })
 	}
 }
 
-func (r *Router) publish(q *request, out *nats.Msg) {
-	if err := r.o.NC.PublishMsg(out); err != nil {
-		r.o.Log.Warn().Err(err).Str("subject", out.Subject).Msg("forward request")
-		tok, _ := strconv.ParseUint(out.Reply[len(r.inbox)+1:], 10, 64)
-		r.pendMu.Lock()
-		_, mine := r.pending[tok]
-		delete(r.pending, tok)
-		r.pendMu.Unlock()
-		if mine {
-			r.retry(q, retryUnreachable)
+type sendOp struct {
+	q   *request
+	msg *nats.Msg
+}
+
+// failure is an error answer decided under a lock and sent after it.
+type failure struct {
+	q          *request
+	status     int
+	code       protocol.ErrorCode
+	msg        string
+	retryAfter bool
+}
+
+// emit sends, without locks held, the failures and the messages decided
+// under a deployment's lock.
+func (r *Router) emit(fails []failure, ops []sendOp, changed bool) {
+	for _, f := range fails {
+		r.fail(f.q, f.status, f.code, f.msg, f.retryAfter)
+	}
+	r.sendAll(ops, changed)
+}
+
+// sendAll publishes ops; a publish that fails answers its request (and may
+// release more of the queue, sent in the same loop, not recursively).
+func (r *Router) sendAll(ops []sendOp, changed bool) {
+	for len(ops) > 0 {
+		op := ops[0]
+		ops = ops[1:]
+		if err := r.o.NC.PublishMsg(op.msg); err != nil {
+			more, queueMoved := r.sendFailed(op.q, op.msg, err)
+			ops = append(ops, more...)
+			changed = changed || queueMoved
 		}
 	}
+	if changed {
+		r.queueChanged()
+	}
+}
+
+// sendFailed answers q whose message could not be published, without
+// blaming the replica: a message over max_payload fails the same way on
+// every replica (413), and anything else is the connection's state (503).
+// It returns the queued requests released by q's slot.
+func (r *Router) sendFailed(q *request, out *nats.Msg, err error) ([]sendOp, bool) {
+	d := q.d
+	d.mu.Lock()
+	if !r.own(q) {
+		d.mu.Unlock()
+		return nil, false // its deadline passed meanwhile: answered
+	}
+	d.releaseRep(q)
+	q.state = stateDone
+	ops := r.releaseLocked(d, r.o.Now())
+	d.mu.Unlock()
+	if errors.Is(err, nats.ErrMaxPayload) {
+		r.fail(q, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge,
+			fmt.Sprintf("request of %d body bytes plus %d header bytes exceeds the NATS max_payload of %d bytes",
+				len(out.Data), headerSize(out.Header), r.o.NC.MaxPayload()), false)
+	} else {
+		r.o.Log.Warn().Err(err).Str("request_id", q.msg.Header.Get(protocol.HdrRequestID)).
+			Str("subject", out.Subject).Msg("forward request")
+		r.fail(q, http.StatusServiceUnavailable, protocol.ErrUnavailable, "forward request: "+err.Error(), true)
+	}
+	return ops, len(ops) > 0
+}
+
+// headerSize approximates the encoded size of h ("K: V\r\n" per value).
+func headerSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // enqueueLocked appends q to the queue; reject reports that the queue is
@@ -429,7 +596,6 @@ func (d *deployment) enqueueLocked(q *request) (changed, reject bool) {
 		return false, true
 	}
 	q.state = stateQueued
-	q.rep = nil
 	q.prev, q.next = d.tail, nil
 	if d.tail != nil {
 		d.tail.next = q
@@ -440,6 +606,26 @@ func (d *deployment) enqueueLocked(q *request) (changed, reject bool) {
 	d.queued++
 	d.m.queued.Set(float64(d.queued))
 	return true, false
+}
+
+// requeueFrontLocked puts q back at the front of the queue (it arrived
+// before anything queued now); false when the queue is full. d.mu held.
+func (d *deployment) requeueFrontLocked(q *request) bool {
+	q.tried, q.round = q.triedBuf[:0], 0
+	if d.maxQueued >= 0 && d.queued >= d.maxQueued {
+		return false
+	}
+	q.state = stateQueued
+	q.prev, q.next = nil, d.head
+	if d.head != nil {
+		d.head.prev = q
+	} else {
+		d.tail = q
+	}
+	d.head = q
+	d.queued++
+	d.m.queued.Set(float64(d.queued))
+	return true
 }
 
 // unqueue removes q from the queue; d.mu held.
@@ -470,23 +656,21 @@ func (r *Router) releaseLocked(d *deployment, now time.Time) (out []sendOp) {
 			break
 		}
 		d.unqueue(q)
-		out = append(out, sendOp{q, r.sendLocked(q, p)})
+		out = append(out, sendOp{q, r.sendLocked(q, p, now)})
 	}
 	return out
 }
 
-type sendOp struct {
-	q   *request
-	msg *nats.Msg
-}
-
-func (r *Router) sendAll(ops []sendOp, changed bool) {
-	for _, op := range ops {
-		r.publish(op.q, op.msg)
+// failQueueLocked takes every queued request out for an error answer;
+// d.mu held.
+func (d *deployment) failQueueLocked(status int, code protocol.ErrorCode, msg string, retryAfter bool) []failure {
+	var fails []failure
+	for q := d.head; q != nil; q = d.head {
+		d.unqueue(q)
+		q.state = stateDone
+		fails = append(fails, failure{q, status, code, msg, retryAfter})
 	}
-	if changed || len(ops) > 0 {
-		r.queueChanged()
-	}
+	return fails
 }
 
 func (r *Router) queueChanged() {
@@ -501,6 +685,7 @@ const (
 	retryFull retryReason = iota
 	retryDraining
 	retryUnreachable
+	retryLost
 )
 
 func (rr retryReason) String() string {
@@ -509,14 +694,24 @@ func (rr retryReason) String() string {
 		return string(protocol.ErrReplicaFull)
 	case retryDraining:
 		return string(protocol.ErrDraining)
+	case retryLost:
+		return string(protocol.ErrReplicaLost)
 	}
 	return "no_responders"
 }
 
-// onReply handles a replica's answer on the router inbox.
+// onReply handles a message on the router inbox: a replica's answer, or
+// a probe's.
 func (r *Router) onReply(m *nats.Msg) {
 	i := strings.LastIndexByte(m.Subject, '.')
-	tok, err := strconv.ParseUint(m.Subject[i+1:], 10, 64)
+	last := m.Subject[i+1:]
+	if rest, ok := strings.CutPrefix(last, "p"); ok {
+		if tok, err := strconv.ParseUint(rest, 10, 64); err == nil {
+			r.onProbeAnswer(tok, m)
+		}
+		return
+	}
+	tok, err := strconv.ParseUint(last, 10, 64)
 	if err != nil {
 		return
 	}
@@ -525,10 +720,10 @@ func (r *Router) onReply(m *nats.Msg) {
 	delete(r.pending, tok)
 	r.pendMu.Unlock()
 	if q == nil {
-		return // answered already (deadline passed)
+		return // answered already (deadline passed, or lost)
 	}
-	if isNoResponders(m) {
-		r.retry(q, retryUnreachable)
+	if wire.IsNoResponders(m) {
+		r.noResponders(q)
 		return
 	}
 	switch wire.ErrorCode(m) {
@@ -543,7 +738,7 @@ func (r *Router) onReply(m *nats.Msg) {
 	now := r.o.Now()
 	d.mu.Lock()
 	p := q.rep
-	p.inflight--
+	d.releaseRep(q)
 	if p.reported > 0 {
 		// Our request was very likely counted in the last report.
 		p.reported--
@@ -552,66 +747,53 @@ func (r *Router) onReply(m *nats.Msg) {
 	ops := r.releaseLocked(d, now)
 	d.mu.Unlock()
 	r.finish(q, m.Header, m.Data)
-	r.sendAll(ops, false)
+	r.sendAll(ops, len(ops) > 0)
 }
 
-func isNoResponders(m *nats.Msg) bool {
-	return len(m.Data) == 0 && m.Header != nil && m.Header.Get("Status") == "503"
-}
-
-// retry sends q to another replica after a retryable failure at q.rep, or
-// queues it when the round's attempts are used up or no replica has room.
-// The caller owns q (took it out of pending).
+// retry sends q to another replica after a retryable failure at q.rep
+// (the caller owns q).
 func (r *Router) retry(q *request, why retryReason) {
 	d := q.d
 	now := r.o.Now()
-	d.m.retries(why).Inc()
 	d.mu.Lock()
 	p := q.rep
-	p.inflight--
+	d.releaseRep(q)
 	switch why {
 	case retryFull:
 		p.reported = max(p.reported, p.max) // full until it reports otherwise
 	case retryDraining:
 		p.draining = true
-	case retryUnreachable:
-		p.unreachable = now.Add(r.o.UnreachableBackoff)
 	}
+	ops, f, changed := r.retryLocked(d, q, why, now)
+	d.mu.Unlock()
+	var fails []failure
+	if f != nil {
+		fails = append(fails, *f)
+	}
+	r.emit(fails, ops, changed)
+}
+
+// retryLocked sends an owned q, detached from its replica, to another
+// replica, or queues it at the front when the round's attempts are used up
+// or no replica has room; it fails q when its deadline passed or the queue
+// is full. d.mu held.
+func (r *Router) retryLocked(d *deployment, q *request, why retryReason, now time.Time) ([]sendOp, *failure, bool) {
+	d.m.retries(why).Inc()
 	if !q.deadline.IsZero() && !now.Before(q.deadline) {
 		q.state = stateDone
-		d.mu.Unlock()
-		r.fail(q, http.StatusGatewayTimeout, protocol.ErrTimeout, "request timed out", false)
-		return
+		return nil, &failure{q, http.StatusGatewayTimeout, protocol.ErrTimeout, "request timed out", false}, false
 	}
 	if q.round < r.o.MaxAttempts && d.head == nil {
 		if np := d.pick(q, now); np != nil {
-			out := r.sendLocked(q, np)
-			d.mu.Unlock()
-			r.publish(q, out)
-			return
+			return []sendOp{{q, r.sendLocked(q, np, now)}}, nil, false
 		}
 	}
-	// Queue it at the front: it arrived before anything queued now.
-	q.tried, q.round = q.triedBuf[:0], 0
-	if d.maxQueued >= 0 && d.queued >= d.maxQueued {
+	if !d.requeueFrontLocked(q) {
 		q.state = stateDone
-		d.mu.Unlock()
-		r.rejectFull(q)
-		return
+		return nil, &failure{q, http.StatusServiceUnavailable, protocol.ErrQueueFull,
+			"too many requests queued for " + d.app + "/" + d.name, true}, false
 	}
-	q.state = stateQueued
-	q.rep = nil
-	q.prev, q.next = nil, d.head
-	if d.head != nil {
-		d.head.prev = q
-	} else {
-		d.tail = q
-	}
-	d.head = q
-	d.queued++
-	d.m.queued.Set(float64(d.queued))
-	d.mu.Unlock()
-	r.queueChanged()
+	return nil, nil, true
 }
 
 // expire runs when q's deadline passes.
@@ -622,32 +804,29 @@ func (r *Router) expire(q *request) {
 	case stateQueued:
 		d.unqueue(q)
 		q.state = stateDone
-		noReplicas := len(d.replicas) == 0
+		noReplicas, why := len(d.replicas) == 0, d.unavailable
 		d.mu.Unlock()
 		r.queueChanged()
-		if noReplicas {
-			r.fail(q, http.StatusServiceUnavailable, protocol.ErrNoReplicas, "no running replica of "+d.app+"/"+d.name, false)
-		} else {
+		switch {
+		case noReplicas && why != "":
+			r.fail(q, http.StatusServiceUnavailable, protocol.ErrNoReplicas, d.app+"/"+d.name+" cannot run: "+why, true)
+		case noReplicas:
+			r.fail(q, http.StatusServiceUnavailable, protocol.ErrNoReplicas, "no running replica of "+d.app+"/"+d.name, true)
+		default:
 			r.fail(q, http.StatusGatewayTimeout, protocol.ErrTimeout, "request timed out waiting for a replica", false)
 		}
 		return
 	case stateInflight:
-		r.pendMu.Lock()
-		mine := r.pending[q.token] == q
-		if mine {
-			delete(r.pending, q.token)
-		}
-		r.pendMu.Unlock()
-		if !mine {
+		if !r.own(q) {
 			d.mu.Unlock()
 			return // the reply is being handled
 		}
-		q.rep.inflight--
+		d.releaseRep(q)
 		q.state = stateDone
 		ops := r.releaseLocked(d, r.o.Now())
 		d.mu.Unlock()
 		r.fail(q, http.StatusGatewayTimeout, protocol.ErrTimeout, "request timed out", false)
-		r.sendAll(ops, false)
+		r.sendAll(ops, len(ops) > 0)
 		return
 	}
 	d.mu.Unlock()
@@ -665,11 +844,15 @@ func (r *Router) fail(q *request, status int, code protocol.ErrorCode, msg strin
 		em.Header.Set(protocol.HdrHTTPPrefix+"Retry-After", "1")
 	}
 	q.d.m.rejections(code).Inc()
-	if rid := q.msg.Header.Get(protocol.HdrRequestID); rid != "" {
+	rid := q.msg.Header.Get(protocol.HdrRequestID)
+	if rid != "" {
 		em.Header.Set(protocol.HdrRequestID, rid)
 	}
-	r.o.Log.Debug().Str("app", q.d.app).Str("deployment", q.d.name).
-		Str("request_id", q.msg.Header.Get(protocol.HdrRequestID)).Str("code", string(code)).Msg(msg)
+	ev := r.o.Log.Debug()
+	if code == protocol.ErrReplicaLost || code == protocol.ErrBodyTooLarge {
+		ev = r.o.Log.Info()
+	}
+	ev.Str("app", q.d.app).Str("deployment", q.d.name).Str("request_id", rid).Str("code", string(code)).Msg(msg)
 	r.finish(q, em.Header, em.Data)
 }
 
@@ -687,164 +870,4 @@ func (r *Router) finish(q *request, h nats.Header, data []byte) {
 		}
 	}
 	r.active.Add(-1)
-}
-
-// SetReplica records a replica's KV state: RUNNING replicas are routed to,
-// anything else (or deleted == true) removes it.
-func (r *Router) SetReplica(info protocol.ReplicaInfo, deleted bool) {
-	d := r.deployment(depKey(info.App, info.Deployment))
-	now := r.o.Now()
-	d.mu.Lock()
-	p := d.byID[info.ID]
-	if deleted || info.State != protocol.ReplicaRunning {
-		if p != nil {
-			delete(d.byID, info.ID)
-			d.removeReplica(p)
-		}
-		d.mu.Unlock()
-		return
-	}
-	added := false
-	if p == nil {
-		subj := info.Subject
-		if subj == "" {
-			subj = r.o.Names.ReplicaSubject(info.ID)
-		}
-		p = &replica{id: info.ID, subject: subj + "." + protocol.EndpointCall}
-		d.byID[info.ID] = p
-		d.replicas = append(d.replicas, p)
-		added = true
-	}
-	p.seen = now
-	oldMax := p.max
-	p.max = info.MaxOngoingRequests
-	if p.max <= 0 {
-		p.max = config.DefaultMaxOngoingRequests
-	}
-	var ops []sendOp
-	if added || p.max > oldMax {
-		ops = r.releaseLocked(d, now)
-	}
-	d.mu.Unlock()
-	r.sendAll(ops, false)
-}
-
-// DeleteReplicaKey removes the replica stored under a Replicas bucket key
-// ("<app>.<dep>.<id>" tokens), for deletes and expiry markers that carry no
-// value.
-func (r *Router) DeleteReplicaKey(key string) {
-	i := strings.LastIndexByte(key, '.')
-	if i < 0 {
-		return
-	}
-	r.depMu.RLock()
-	d := r.deps[key[:i]]
-	r.depMu.RUnlock()
-	if d == nil {
-		return
-	}
-	id := key[i+1:]
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, p := range d.replicas {
-		if protocol.Token(p.id) == id {
-			delete(d.byID, p.id)
-			d.removeReplica(p)
-			return
-		}
-	}
-}
-
-func (d *deployment) removeReplica(p *replica) {
-	for i, x := range d.replicas {
-		if x == p {
-			d.replicas = append(d.replicas[:i], d.replicas[i+1:]...)
-			d.replicas[len(d.replicas):cap(d.replicas)][0] = nil
-			return
-		}
-	}
-}
-
-// ExpireReplicas drops replicas whose KV record was not refreshed for ttl.
-func (r *Router) ExpireReplicas(ttl time.Duration) {
-	now := r.o.Now()
-	for _, d := range r.snapshot() {
-		d.mu.Lock()
-		for _, p := range append([]*replica(nil), d.replicas...) {
-			if now.Sub(p.seen) > ttl {
-				delete(d.byID, p.id)
-				d.removeReplica(p)
-			}
-		}
-		d.mu.Unlock()
-	}
-}
-
-// SetLoad records a replica's load report and releases queued requests
-// if it freed capacity.
-func (r *Router) SetLoad(rep protocol.LoadReport) {
-	r.depMu.RLock()
-	d := r.deps[depKey(rep.App, rep.Deployment)]
-	r.depMu.RUnlock()
-	if d == nil {
-		return
-	}
-	d.mu.Lock()
-	p := d.byID[rep.ReplicaID]
-	if p == nil {
-		d.mu.Unlock()
-		return
-	}
-	before := p.load()
-	wasDraining := p.draining
-	p.reported = rep.Ongoing
-	p.draining = rep.Draining
-	p.setModels(rep.Models, r.o.Now())
-	if rep.Max > 0 {
-		p.max = rep.Max
-	}
-	var ops []sendOp
-	if d.head != nil && !p.draining && (p.load() < before || wasDraining) && p.load() < p.max {
-		ops = r.releaseLocked(d, r.o.Now())
-	}
-	d.mu.Unlock()
-	r.sendAll(ops, false)
-}
-
-// SetConfig applies the serve config's per-deployment limits.
-func (r *Router) SetConfig(cfg config.ServeConfig) {
-	for _, a := range cfg.Applications {
-		for _, dc := range a.Deployments {
-			d := r.deployment(depKey(a.Name, dc.Name))
-			d.mu.Lock()
-			d.maxQueued = dc.MaxQueuedRequests
-			if d.maxQueued == 0 {
-				d.maxQueued = config.DefaultMaxQueuedRequests
-			}
-			d.timeout = dc.RequestTimeout.D()
-			d.mu.Unlock()
-		}
-	}
-}
-
-func (r *Router) snapshot() []*deployment {
-	r.depMu.RLock()
-	defer r.depMu.RUnlock()
-	ds := make([]*deployment, 0, len(r.deps))
-	for _, d := range r.deps {
-		ds = append(ds, d)
-	}
-	return ds
-}
-
-// Queued returns the queue length per deployment, keyed "<app>/<deployment>"
-// (subject tokens).
-func (r *Router) Queued() map[string]int {
-	out := map[string]int{}
-	for _, d := range r.snapshot() {
-		d.mu.Lock()
-		out[d.app+"/"+d.name] = d.queued
-		d.mu.Unlock()
-	}
-	return out
 }

@@ -152,7 +152,7 @@ func Connect(ctx context.Context, c NATSConfig, name string, log zerolog.Logger)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
+			log.Info().Str("url", nc.ConnectedUrlRedacted()).Int64("max_payload", nc.MaxPayload()).Msg("nats reconnected")
 		}),
 	}
 	if c.Creds != "" {
@@ -170,6 +170,9 @@ func Connect(ctx context.Context, c NATSConfig, name string, log zerolog.Logger)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	// max_payload bounds every message: request bodies, job messages,
+	// stored configs. Services size their limits from nc.MaxPayload().
+	log.Info().Str("url", nc.ConnectedUrlRedacted()).Int64("max_payload", nc.MaxPayload()).Msg("nats connected")
 	return nc, nil
 }
 

@@ -202,6 +202,9 @@ func transportError(err error) error {
 		return &serve.Error{Status: http.StatusGatewayTimeout, Code: protocol.ErrTimeout, Msg: "request timed out"}
 	case errors.Is(err, context.Canceled):
 		return &serve.Error{Status: 499, Code: protocol.ErrCancelled, Msg: "request cancelled"}
+	case errors.Is(err, nats.ErrMaxPayload):
+		return &serve.Error{Status: http.StatusRequestEntityTooLarge, Code: protocol.ErrBodyTooLarge,
+			Msg: "the request does not fit one NATS message (max_payload)"}
 	}
 	return fmt.Errorf("nats request: %w", err)
 }

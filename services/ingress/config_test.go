@@ -18,7 +18,7 @@ func TestConfigValidateNamesTheOption(t *testing.T) {
 	}{
 		{"oip_ready_timeout", func(c *Config) { c.OIPReadyTimeout = 0 }},
 		{"oip_ready_timeout", func(c *Config) { c.OIPReadyTimeout = -time.Second }},
-		{"max_body_bytes", func(c *Config) { c.MaxBodyBytes = 9 << 20 }},
+		{"max_body_bytes", func(c *Config) { c.MaxBodyBytes = 0 }},
 		{"router", func(c *Config) { c.Router = "remote" }},
 	}
 	for _, tt := range tests {

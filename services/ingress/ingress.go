@@ -9,14 +9,18 @@
 // live, and so does the table of Open Inference Protocol models served
 // under /v2 (/v2/models/{model}/... goes to the deployment that serves the
 // model, inference requests checked first; see package gateway). GET
-// /-/routes lists the routes, GET /-/models the models; GET /-/healthz is
-// 200 once NATS is connected and the table is loaded. Bodies above max_body_bytes are refused 413
-// (default 4 MiB: the message must fit the NATS max_payload, 8 MiB on the
-// embedded server and at most 8 MiB anywhere, with room for headers; a
-// server left at NATS's default 1 MiB needs max_body_bytes lowered to
-// match). Errors map to HTTP: queue_full and other overload → 503 with
-// Retry-After, timeout → 504, unavailable/no_replicas → 503; handler errors
-// keep the handler's status.
+// /-/routes lists the routes, GET /-/models the models; GET /-/healthz is 200 once NATS is connected
+// and the table is loaded; GET /-/limits says the body limit in force.
+// Bodies above it are refused 413 body_too_large, on the sync path and the
+// job submit path alike: the limit is the smaller of max_body_bytes
+// (default 4 MiB) and what one NATS message carries — the connected
+// server's max_payload, read at connect (1 MiB on a stock nats-server, 8
+// MiB on jetserve's embedded one), less wire.HeaderRoom for headers; it is
+// logged at start. Bodies travel in one NATS message; larger ones need a
+// larger max_payload. Errors map to HTTP: queue_full and other overload →
+// 503 with Retry-After, timeout → 504, unavailable/no_replicas/replica_lost
+// → 503 (the last two with Retry-After); handler errors keep the handler's
+// status.
 //
 // On ctx cancel Run stops accepting connections and waits up to
 // drain_timeout for in-flight requests (http.Server.Shutdown). Every
@@ -25,7 +29,6 @@ package ingress
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -34,6 +37,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -41,6 +45,7 @@ import (
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
@@ -62,6 +67,9 @@ type Config struct {
 	RequestTimeout time.Duration `koanf:"request_timeout"`
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
 	DrainTimeout time.Duration `koanf:"drain_timeout"`
+	// Liveness configures the embedded router's probes of replicas that
+	// hold requests (router: embedded).
+	Liveness routing.Liveness `koanf:"liveness"`
 	// Router picks how requests reach replicas: "embedded" (default) runs
 	// a router inside the ingress (pkg/routing) and sends each request
 	// straight to the chosen replica — one NATS round trip, as Ray Serve's
@@ -88,6 +96,7 @@ func DefaultConfig() Config {
 		DrainTimeout:    30 * time.Second,
 		Router:          RouterEmbedded,
 		OIPReadyTimeout: gateway.DefaultOIPReadyTimeout,
+		Liveness:        routing.DefaultLiveness(),
 	}
 }
 
@@ -103,9 +112,10 @@ func (c Config) Validate() error {
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("http_addr: is required"))
 	}
-	if c.MaxBodyBytes <= 0 || c.MaxBodyBytes > 8<<20 {
-		errs = append(errs, fmt.Errorf("max_body_bytes: must be in 1..%d (NATS max_payload), got %d", 8<<20, c.MaxBodyBytes))
+	if c.MaxBodyBytes <= 0 {
+		errs = append(errs, fmt.Errorf("max_body_bytes: must be > 0, got %d", c.MaxBodyBytes))
 	}
+	errs = append(errs, c.Liveness.Validate("liveness"))
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("request_timeout: must be positive"))
 	}
@@ -140,6 +150,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 
 	var table atomic.Pointer[routes.Table]
 	var modelTable atomic.Pointer[models.Table]
+	table.Store(routes.New(nil))
+	modelTable.Store(models.FromConfig(config.ServeConfig{}))
 	var loaded atomic.Bool
 	asyncMethods := jobsapi.NewWatcher(deps.Log)
 	natsOK := service.NATSCheck(deps.NC)
@@ -166,7 +178,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		if err != nil {
 			return fmt.Errorf("register router metrics: %w", err)
 		}
-		embedded = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log, Metrics: rm})
+		embedded = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log, Metrics: rm, Liveness: cfg.Liveness})
 		if err := embedded.Start(false); err != nil {
 			return err
 		}
@@ -202,6 +214,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		Routes:          table.Load,
 		Healthy:         ready,
 		MaxBodyBytes:    cfg.MaxBodyBytes,
+		MaxPayload:      deps.NC.MaxPayload,
 		RequestTimeout:  cfg.RequestTimeout,
 		Metrics:         metrics,
 		Log:             deps.Log,
@@ -210,16 +223,16 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		OIPReadyTimeout: cfg.OIPReadyTimeout,
 	})
 
+	lim := h.Limits()
+	deps.Log.Info().Int64("max_body_bytes", lim.MaxBodyBytes).Int64("configured_max_body_bytes", lim.ConfiguredMaxBodyBytes).
+		Int64("nats_max_payload", lim.NATSMaxPayload).Msg("request body limit")
+
 	// The watcher lives until the HTTP server has drained.
 	wctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		err := watchRoutes(wctx, buckets.Apps, &table, &modelTable, &loaded, deps.Log)
-		if wctx.Err() != nil {
-			return nil
-		}
-		return err
+		return followRoutes(wctx, deps.NC, buckets.Apps, &table, &modelTable, &loaded, deps.Log)
 	})
 	g.Go(func() error {
 		err := asyncMethods.Run(wctx, buckets.Apps, buckets.Workers)
@@ -259,44 +272,22 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	return err
 }
 
-// watchRoutes keeps the route table and the OIP model table in step with
-// the Apps bucket key "config".
-func watchRoutes(ctx context.Context, kv jetstream.KeyValue, table *atomic.Pointer[routes.Table],
+// followRoutes keeps the route table and the OIP model table in step with
+// the Apps bucket key "config" (re-read at once after a NATS reconnect)
+// until ctx ends.
+func followRoutes(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, table *atomic.Pointer[routes.Table],
 	modelTable *atomic.Pointer[models.Table], loaded *atomic.Bool, log zerolog.Logger) error {
-	w, err := kv.Watch(ctx, "config")
-	if err != nil {
-		return fmt.Errorf("watch config: %w", err)
-	}
-	defer w.Stop() //nolint:errcheck // best effort on the way out
-	table.Store(routes.New(nil))
-	modelTable.Store(models.FromConfig(config.ServeConfig{}))
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("watch config: watcher closed")
-			}
-			if e == nil {
-				loaded.Store(true)
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				table.Store(routes.New(nil))
-				modelTable.Store(models.FromConfig(config.ServeConfig{}))
-				continue
-			}
-			var sc config.ServeConfig
-			if err := json.Unmarshal(e.Value(), &sc); err != nil {
-				log.Warn().Err(err).Uint64("revision", e.Revision()).Msg("bad serve config in apps bucket")
-				continue
-			}
-			t := routes.FromConfig(sc)
+	f := kvfollow.New(nc, kv, kvfollow.Options[config.ServeConfig]{
+		Keys: []string{"config"},
+		Log:  log,
+		OnChange: func(c kvfollow.Change[config.ServeConfig]) {
+			t := routes.FromConfig(c.Value) // a delete: no routes
 			table.Store(t)
-			mt := models.FromConfig(sc)
+			mt := models.FromConfig(c.Value)
 			modelTable.Store(mt)
 			log.Info().Any("routes", t.Prefixes()).Strs("oip_models", mt.Names()).Msg("route table updated")
-		}
-	}
+		},
+		OnSync: func() { loaded.Store(true) },
+	})
+	return f.Run(ctx)
 }

@@ -14,7 +14,14 @@
 // 504 is what the caller's own timeout would give, so both read alike). A
 // request for a deployment with no running replica is held until its
 // deadline (so scale-from-zero can serve it) and then answered 503
-// no_replicas.
+// no_replicas — unless the scheduler's status says the deployment cannot
+// run (replicas PENDING for a placement reason, or FAILED): then 503
+// no_replicas at once, with the reason. A request for a deployment absent
+// from the applied config is answered 404 not_found at once. Requests held
+// by a replica that vanishes (kill -9 of its worker, no answer to probes,
+// a lost reply) are retried when idempotent and otherwise answered 503
+// replica_lost, within about a second (option liveness.*). After a NATS
+// reconnect the buckets are re-read at once (pkg/kvfollow).
 //
 // Every goroutine Run starts ends before Run returns.
 package router
@@ -45,6 +52,9 @@ type Config struct {
 	StatsInterval time.Duration `koanf:"stats_interval"`
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
 	DrainTimeout time.Duration `koanf:"drain_timeout"`
+	// Liveness configures the probes that find replicas gone while they
+	// hold requests.
+	Liveness routing.Liveness `koanf:"liveness"`
 }
 
 // RetryConfig configures retries on replica_full, draining and vanished
@@ -64,6 +74,7 @@ func DefaultConfig() Config {
 		Retry:         RetryConfig{MaxAttempts: 3, Backoff: time.Second},
 		StatsInterval: time.Second,
 		DrainTimeout:  10 * time.Second,
+		Liveness:      routing.DefaultLiveness(),
 	}
 }
 
@@ -85,6 +96,7 @@ func (c Config) Validate() error {
 	if c.DrainTimeout < 0 {
 		errs = append(errs, errors.New("drain_timeout: must not be negative"))
 	}
+	errs = append(errs, c.Liveness.Validate("liveness"))
 	return errors.Join(errs...)
 }
 
@@ -115,6 +127,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		DefaultTimeout:     cfg.DefaultRequestTimeout,
 		MaxAttempts:        cfg.Retry.MaxAttempts,
 		UnreachableBackoff: cfg.Retry.Backoff,
+		Liveness:           cfg.Liveness,
 		OnQueueChange: func() {
 			select {
 			case changed <- struct{}{}:

@@ -891,3 +891,56 @@ func TestStaleLeaderAssignmentIgnored(t *testing.T) {
 		t.Fatalf("echo constructed %d times, want 2 (fenced1 never stopped and restarted)", n)
 	}
 }
+
+// TestProbeListsHeldRequests: a router's liveness probe on the call
+// subject is answered without user code, listing exactly the requests the
+// replica still works on.
+func TestProbeListsHeldRequests(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("slow1", "slow-dep", "slow", 2, "")
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	subject := f.names.ReplicaSubject("slow1") + ".call"
+
+	replies := make(chan *nats.Msg, 4)
+	inbox := f.nc.NewInbox()
+	sub, err := f.nc.ChanSubscribe(inbox+".*", replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	m := wire.EncodeRequest(subject, &serve.Request{Method: "POST", Path: "/", Body: []byte("a")})
+	m.Reply = inbox + ".req"
+	if err := f.nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	<-f.d.started
+	probe := func() map[string]bool {
+		t.Helper()
+		a, err := f.nc.RequestMsg(wire.ProbeMsg(subject, "", []string{inbox + ".req", inbox + ".other"}), waitLimit)
+		if err != nil {
+			t.Fatalf("probe: %v", err)
+		}
+		return wire.ProbeHeld(a)
+	}
+	if got := probe(); len(got) != 1 || !got[inbox+".req"] {
+		t.Errorf("probe while serving = %v, want only the request in flight", got)
+	}
+	close(f.d.release)
+	select {
+	case r := <-replies:
+		if resp := wire.DecodeResponse(r); string(resp.Body) != "done:a" {
+			t.Errorf("reply = %q, want done:a", resp.Body)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("no reply")
+	}
+	if got := probe(); len(got) != 0 {
+		t.Errorf("probe after the reply = %v, want nothing held", got)
+	}
+	select {
+	case b := <-f.d.started:
+		t.Errorf("the handler ran for a probe (%q)", b)
+	default:
+	}
+}

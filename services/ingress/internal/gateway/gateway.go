@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -46,8 +47,12 @@ type Options struct {
 	Routes func() *routes.Table
 	// Healthy reports readiness for /-/healthz.
 	Healthy func() error
-	// MaxBodyBytes caps request bodies (413 beyond).
+	// MaxBodyBytes caps request bodies (413 beyond) — the configured
+	// max_body_bytes; the transport may cap them lower (MaxPayload).
 	MaxBodyBytes int64
+	// MaxPayload, if set, returns the NATS server's max_payload: bodies
+	// are limited to what fits one message (wire.BodyLimit).
+	MaxPayload func() int64
 	// RequestTimeout bounds a request end to end.
 	RequestTimeout time.Duration
 	Metrics        *Metrics
@@ -80,6 +85,7 @@ func New(o Options) *Handler {
 	r.Get("/-/models", h.serveModels)
 	r.Handle("/v2", http.HandlerFunc(h.serveOIP))
 	r.Handle("/v2/*", http.HandlerFunc(h.serveOIP))
+	r.Get("/-/limits", h.serveLimits)
 	r.Handle("/*", http.HandlerFunc(h.serveApp))
 	h.mux = r
 	return h
@@ -89,6 +95,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 
 func (h *Handler) serveRoutes(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, h.o.Routes().Prefixes())
+}
+
+// Limits is the body of GET /-/limits: the body limit in force and what
+// it comes from.
+type Limits struct {
+	// MaxBodyBytes is the limit in force: the smaller of the configured
+	// one and what fits the NATS max_payload with room for headers.
+	MaxBodyBytes           int64 `json:"max_body_bytes"`
+	ConfiguredMaxBodyBytes int64 `json:"configured_max_body_bytes"`
+	// NATSMaxPayload is the connected server's max_payload (0 unknown).
+	NATSMaxPayload int64 `json:"nats_max_payload"`
+}
+
+// Limits returns the limits in force now (the server's max_payload can
+// change with a reconnect to another server).
+func (h *Handler) Limits() Limits {
+	l := Limits{ConfiguredMaxBodyBytes: h.o.MaxBodyBytes}
+	if h.o.MaxPayload != nil {
+		l.NATSMaxPayload = h.o.MaxPayload()
+	}
+	l.MaxBodyBytes = wire.BodyLimit(h.o.MaxBodyBytes, l.NATSMaxPayload)
+	return l
+}
+
+func (h *Handler) serveLimits(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, h.Limits())
 }
 
 func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request) {
@@ -210,13 +242,18 @@ func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
 	x.label = route.Prefix
 	log := func() zerolog.Logger { return h.o.Log.With().Str("request_id", rid).Str("app", route.App).Logger() }
 
-	body, err := readBody(w, r, h.o.MaxBodyBytes)
+	lim := h.Limits()
+	body, err := readBody(w, r, lim.MaxBodyBytes)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			x.code = protocol.ErrBodyTooLarge
-			writeError(w, http.StatusRequestEntityTooLarge, x.code,
-				"request body exceeds "+strconv.FormatInt(h.o.MaxBodyBytes, 10)+" bytes", rid)
+			msg := fmt.Sprintf("request body exceeds %d bytes", lim.MaxBodyBytes)
+			if lim.MaxBodyBytes < lim.ConfiguredMaxBodyBytes {
+				msg += fmt.Sprintf(" (what one message of the NATS max_payload of %d bytes carries with room for headers; max_body_bytes is %d)",
+					lim.NATSMaxPayload, lim.ConfiguredMaxBodyBytes)
+			}
+			writeError(w, http.StatusRequestEntityTooLarge, x.code, msg, rid)
 			return
 		}
 		x.code = protocol.ErrBadRequest
@@ -291,10 +328,12 @@ func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
 func errorStatus(code protocol.ErrorCode, status int) int {
 	switch code {
 	case protocol.ErrQueueFull, protocol.ErrUnavailable, protocol.ErrNoReplicas,
-		protocol.ErrReplicaFull, protocol.ErrDraining:
+		protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrReplicaLost:
 		return http.StatusServiceUnavailable
 	case protocol.ErrTimeout:
 		return http.StatusGatewayTimeout
+	case protocol.ErrBodyTooLarge:
+		return http.StatusRequestEntityTooLarge
 	}
 	if status == 0 {
 		return http.StatusInternalServerError
@@ -307,7 +346,8 @@ func errorStatus(code protocol.ErrorCode, status int) int {
 func platformError(code protocol.ErrorCode) bool {
 	switch code {
 	case protocol.ErrQueueFull, protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrNoReplicas,
-		protocol.ErrTimeout, protocol.ErrUnavailable, protocol.ErrCancelled:
+		protocol.ErrTimeout, protocol.ErrUnavailable, protocol.ErrCancelled, protocol.ErrReplicaLost,
+		protocol.ErrBodyTooLarge:
 		return true
 	}
 	return false
@@ -318,7 +358,8 @@ func platformError(code protocol.ErrorCode) bool {
 // being restarted) is unavailable for now.
 func retryAfter(code protocol.ErrorCode) bool {
 	switch code {
-	case protocol.ErrQueueFull, protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrUnavailable:
+	case protocol.ErrQueueFull, protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrUnavailable,
+		protocol.ErrNoReplicas, protocol.ErrReplicaLost:
 		return true
 	}
 	return false

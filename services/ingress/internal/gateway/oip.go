@@ -79,12 +79,13 @@ func (h *Handler) serveOIP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.label = "/v2/models/" + model.Name
-	body, err := readBody(x.w, r, h.o.MaxBodyBytes)
+	limit := h.Limits().MaxBodyBytes
+	body, err := readBody(x.w, r, limit)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			x.code = protocol.ErrBodyTooLarge
-			writeOIPError(x, http.StatusRequestEntityTooLarge, "request body exceeds "+strconv.FormatInt(h.o.MaxBodyBytes, 10)+" bytes")
+			writeOIPError(x, http.StatusRequestEntityTooLarge, "request body exceeds "+strconv.FormatInt(limit, 10)+" bytes")
 			return
 		}
 		x.code = protocol.ErrBadRequest

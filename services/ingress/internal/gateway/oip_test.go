@@ -167,7 +167,7 @@ func TestOIPErrorsKeepTheProtocolShape(t *testing.T) {
 			nil, "/v2/models/iris/infer", 422, "petal too long", false},
 		{"ready times out", nil, &serve.Error{Status: 504, Code: protocol.ErrTimeout, Msg: "request timed out"}, "/v2/models/iris/ready", 503, `model "iris" is not ready: request timed out`, false},
 		{"ready, deployment at zero", &serve.Response{Status: 503, Header: http.Header{protocol.HdrError: {string(protocol.ErrNoReplicas)}}, Body: []byte("no replicas")},
-			nil, "/v2/models/iris/ready", 503, "not ready: no replicas", false},
+			nil, "/v2/models/iris/ready", 503, "not ready: no replicas", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

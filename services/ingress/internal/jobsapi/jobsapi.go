@@ -342,6 +342,8 @@ func (a *API) fail(w http.ResponseWriter, err error, m Method, id, rid string) p
 		w.Header().Set("Retry-After", "1")
 		return writeError(w, http.StatusTooManyRequests, protocol.ErrQueueFull,
 			fmt.Sprintf("the job queue of %s is full (max_queued %d)", m.Config.Name, m.Config.MaxQueued), rid)
+	case errors.Is(err, jobs.ErrTooLarge):
+		return writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge, err.Error(), rid)
 	case errors.Is(err, jobs.ErrUnknownMethod):
 		return writeError(w, http.StatusNotFound, protocol.ErrMethodNotFound, err.Error(), rid)
 	case errors.As(err, &se) && se.Status >= 400 && se.Status < 500:

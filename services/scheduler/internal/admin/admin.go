@@ -23,6 +23,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -131,6 +132,17 @@ func invalidConfig(w http.ResponseWriter, err error) {
 	writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig, err.Error(), nil)
 }
 
+// updateFailed answers a failed write of the config: 413 when it does not
+// fit one NATS message, else 500.
+func (h *Handler) updateFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge,
+			"the config does not fit one NATS message (the server's max_payload); nothing changed", nil)
+		return
+	}
+	h.internal(w, r, err)
+}
+
 // errNotEmpty stops an if_empty PUT on a fleet that has applications.
 var errNotEmpty = errors.New("the fleet already has applications")
 
@@ -163,7 +175,7 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 			"message": "not applied: the fleet already has applications (if_empty)"})
 		return
 	case err != nil:
-		h.internal(w, r, err)
+		h.updateFailed(w, r, err)
 		return
 	}
 	h.log.Info().Strs("applications", appNames(cfg)).Msg("config applied")
@@ -210,7 +222,7 @@ func (h *Handler) putOne(w http.ResponseWriter, r *http.Request) {
 		invalidConfig(w, fe)
 		return
 	case err != nil:
-		h.internal(w, r, err)
+		h.updateFailed(w, r, err)
 		return
 	}
 	h.log.Info().Str("app", name).Msg("application applied")

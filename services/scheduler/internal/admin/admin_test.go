@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -288,5 +289,31 @@ func TestPutOneApplication(t *testing.T) {
 	}
 	if got := strings.Join(configApps(t, srv), ","); got != "a,b,c" {
 		t.Fatalf("apps after refused PUTs = %s, want a,b,c unchanged", got)
+	}
+}
+
+// TestConfigOverMaxPayload: a config under max_body_bytes that does not
+// fit one NATS message (server max_payload 64 KiB here) is refused 413,
+// not 500, and nothing changes.
+func TestConfigOverMaxPayload(t *testing.T) {
+	ns := natstest.ServerWith(t, natsembed.Options{MaxPayload: 64 << 10})
+	js, err := jetstream.New(natstest.Conn(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, _ := protocol.NewNames("")
+	b, err := service.OpenBuckets(context.Background(), js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(admin.New(b.Apps, b.Status, 1<<20, zerolog.New(io.Discard)))
+	t.Cleanup(srv.Close)
+	big := strings.Replace(valid, "handler: echo}", `handler: echo, user_config: {blob: "`+strings.Repeat("x", 100<<10)+`"}}`, 1)
+	code, body := do(t, http.MethodPut, srv.URL+"/api/serve/applications", big)
+	if code != http.StatusRequestEntityTooLarge || body["error"] != "body_too_large" {
+		t.Fatalf("PUT of a 100 KiB config on a 64 KiB max_payload = %d %v, want 413 body_too_large", code, body)
+	}
+	if code, _ := do(t, http.MethodPut, srv.URL+"/api/serve/applications", valid); code != http.StatusOK {
+		t.Fatalf("PUT of a small config after it = %d, want 200", code)
 	}
 }

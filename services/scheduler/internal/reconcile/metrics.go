@@ -14,6 +14,12 @@ type Metrics struct {
 	ReconcileDuration  prometheus.Histogram
 	HealthCheckFailure *prometheus.CounterVec
 	Replacements       *prometheus.CounterVec
+
+	// The label sets last set on the status gauges, so that observeStatus
+	// deletes only series that went away (a Reset would leave a scrape
+	// between it and the new values with no series at all). Owned by the
+	// leader's loop.
+	appSeries, targetSeries map[[2]string]bool
 }
 
 // NewMetrics registers the collectors on reg.
@@ -39,15 +45,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 func (m *Metrics) observeStatus(s protocol.Status) {
-	m.AppStatus.Reset()
-	m.TargetReplicas.Reset()
-	m.Replicas.Reset()
 	counts := map[protocol.ReplicaState]int{protocol.ReplicaPending: 0, protocol.ReplicaStarting: 0,
-		protocol.ReplicaRunning: 0, protocol.ReplicaStopping: 0}
+		protocol.ReplicaRunning: 0, protocol.ReplicaStopping: 0, protocol.ReplicaFailed: 0}
+	apps, targets := map[[2]string]bool{}, map[[2]string]bool{}
 	for _, a := range s.Applications {
 		m.AppStatus.WithLabelValues(a.Name, string(a.Status)).Set(1)
+		apps[[2]string{a.Name, string(a.Status)}] = true
 		for _, d := range a.Deployments {
 			m.TargetReplicas.WithLabelValues(a.Name, d.Name).Set(float64(d.TargetReplicas))
+			targets[[2]string{a.Name, d.Name}] = true
 			for _, r := range d.Replicas {
 				counts[r.State]++
 			}
@@ -55,5 +61,17 @@ func (m *Metrics) observeStatus(s protocol.Status) {
 	}
 	for st, n := range counts {
 		m.Replicas.WithLabelValues(string(st)).Set(float64(n))
+	}
+	forgetGone(m.AppStatus, m.appSeries, apps)
+	forgetGone(m.TargetReplicas, m.targetSeries, targets)
+	m.appSeries, m.targetSeries = apps, targets
+}
+
+// forgetGone deletes the series of prev that now does not hold.
+func forgetGone(v *prometheus.GaugeVec, prev, now map[[2]string]bool) {
+	for k := range prev {
+		if !now[k] {
+			v.DeleteLabelValues(k[0], k[1])
+		}
 	}
 }

@@ -142,6 +142,9 @@ type Replica struct {
 	draining bool                 // guarded by mu
 	ongoing  int                  // guarded by mu
 	models   []string             // guarded by mu: multiplexed model ids held; replaced, never mutated
+	// held are the reply subjects of admitted requests whose reply is not
+	// sent yet: what a router's probe asks about (wire.ProbeMsg).
+	held map[string]struct{} // guarded by mu
 }
 
 // Start begins running a replica of p.Spec and returns at once; the
@@ -165,6 +168,7 @@ func Start(p Params) *Replica {
 		done:    make(chan struct{}),
 		changed: make(chan struct{}, 1),
 		spec:    s,
+		held:    map[string]struct{}{},
 		info: protocol.ReplicaInfo{
 			ID:                 s.ID,
 			App:                s.App,
@@ -596,14 +600,20 @@ func (r *Replica) put() {
 	}
 }
 
+// heartbeat re-puts the record every Heartbeat, and at once when the NATS
+// connection comes back (a restarted server may have expired it).
 func (r *Replica) heartbeat(ctx context.Context) {
 	t := time.NewTicker(r.p.Heartbeat)
 	defer t.Stop()
+	reconnected := r.p.NC.StatusChanged(nats.CONNECTED)
+	defer r.p.NC.RemoveStatusListener(reconnected)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			r.put()
+		case <-reconnected:
 			r.put()
 		}
 	}
@@ -680,11 +690,24 @@ func (r *Replica) publishLoad() {
 }
 
 // onCall admits a request (synchronously: micro callbacks are sequential)
-// and serves it on its own goroutine.
+// and serves it on its own goroutine. A router's liveness probe is
+// answered here, without user code: it lists which of the router's
+// requests the replica still holds, and since it comes through the same
+// subscription as the requests, every request sent before it was admitted
+// (or rejected) by then.
 func (r *Replica) onCall(req micro.Request) {
 	msg := &nats.Msg{Subject: req.Subject(), Reply: req.Reply(), Header: nats.Header(req.Headers()), Data: req.Data()}
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
+	}
+	if wire.IsProbe(msg) {
+		r.mu.Lock()
+		a := wire.ProbeAnswer(msg, func(reply string) bool { _, ok := r.held[reply]; return ok })
+		r.mu.Unlock()
+		if err := req.Respond(a.Data, micro.WithHeaders(micro.Headers(a.Header))); err != nil {
+			r.log.Warn().Err(err).Msg("answer probe")
+		}
+		return
 	}
 	r.mu.Lock()
 	switch {
@@ -700,6 +723,9 @@ func (r *Replica) onCall(req micro.Request) {
 	}
 	r.ongoing++
 	r.inflight.Add(1)
+	if msg.Reply != "" {
+		r.held[msg.Reply] = struct{}{}
+	}
 	h := r.handler
 	r.mu.Unlock()
 	r.loadChanged()
@@ -723,6 +749,7 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 	defer func() {
 		r.mu.Lock()
 		r.ongoing--
+		delete(r.held, msg.Reply) // after the reply went out
 		r.mu.Unlock()
 		r.loadChanged()
 		if r.p.Metrics != nil {
@@ -757,7 +784,17 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 		return
 	}
 	reply.Subject = msg.Reply
-	if err := r.p.NC.PublishMsg(reply); err != nil {
+	err := r.p.NC.PublishMsg(reply)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// Answer rather than leave the caller waiting for its timeout.
+		size := len(reply.Data)
+		reply = wire.ErrorMsg(http.StatusInternalServerError, protocol.ErrInternal,
+			fmt.Sprintf("the response of %d bytes exceeds the NATS max_payload of %d bytes", size, r.p.NC.MaxPayload()))
+		reply.Subject = msg.Reply
+		reply.Header.Set(protocol.HdrReplica, r.id)
+		err = r.p.NC.PublishMsg(reply)
+	}
+	if err != nil {
 		log.Warn().Err(err).Msg("send reply")
 	}
 }

@@ -1,0 +1,274 @@
+// Package kvfollow keeps a live, typed copy of a JetStream key-value
+// bucket (or of the keys matching some filters) and tells its owner about
+// every change: the initial values, then puts and deletes as they happen.
+//
+// Unlike a bare KV watcher, a Follower survives the connection: when the
+// NATS connection comes back after a disconnect (or the watcher closes),
+// it starts a new watch at once, re-reads every key and reports as deleted
+// the keys that vanished meanwhile (an expiry marker is gone a second
+// after it is written, so a resync cannot wait for it). Until that resync
+// is complete, Synced reports false, so an owner can tell a value that
+// stopped changing from a value it could not hear about.
+//
+// Concurrency: Run owns one goroutine (the caller's) and the watcher's
+// delivery goroutine inside nats.go; OnChange and OnSync are called from
+// Run's goroutine, one at a time and in bucket order. Get, Snapshot,
+// Synced and Ready are safe for concurrent use.
+package kvfollow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Change is one put or delete of a followed key.
+type Change[T any] struct {
+	Key string
+	// Value is the new value; the zero T for a delete.
+	Value   T
+	Deleted bool
+	// Revision is the bucket revision of the change; 0 for a delete
+	// found by a resync (the key was simply gone).
+	Revision uint64
+}
+
+// Options configure a Follower.
+type Options[T any] struct {
+	// Keys are the key filters followed (NATS wildcards allowed); none
+	// means every key.
+	Keys []string
+	// Decode turns a stored value into T; nil = encoding/json. A value it
+	// rejects is logged and skipped: the previous value stays.
+	Decode func(key string, data []byte) (T, error)
+	// OnChange, if set, is told every change of the copy, in order. It
+	// runs on Run's goroutine and must not block for long.
+	OnChange func(Change[T])
+	// OnSync, if set, is called each time the copy has caught up with the
+	// bucket: after the initial values and after every resync.
+	OnSync func()
+	// MaxRetryWait caps the wait between failed attempts to start a watch
+	// (from 50 ms, doubling); default 500 ms.
+	MaxRetryWait time.Duration
+	Log          zerolog.Logger
+}
+
+// Follower follows a bucket; build it with New, then call Run.
+type Follower[T any] struct {
+	nc *nats.Conn
+	kv jetstream.KeyValue
+	o  Options[T]
+
+	ready     chan struct{} // closed after the first sync
+	readyOnce sync.Once
+
+	mu     sync.RWMutex
+	vals   map[string]T // guarded by mu
+	synced bool         // guarded by mu
+}
+
+// New returns a Follower of kv; nc is the connection kv uses (its status
+// changes trigger resyncs).
+func New[T any](nc *nats.Conn, kv jetstream.KeyValue, o Options[T]) *Follower[T] {
+	if o.Decode == nil {
+		o.Decode = func(_ string, b []byte) (T, error) {
+			var v T
+			err := json.Unmarshal(b, &v)
+			return v, err
+		}
+	}
+	if o.MaxRetryWait <= 0 {
+		o.MaxRetryWait = 500 * time.Millisecond
+	}
+	return &Follower[T]{nc: nc, kv: kv, o: o, ready: make(chan struct{}), vals: map[string]T{}}
+}
+
+// Ready is closed once the initial values were read.
+func (f *Follower[T]) Ready() <-chan struct{} { return f.ready }
+
+// Synced reports whether the copy is known to match the bucket: true
+// after a (re)sync completes, false from a disconnect until the next one.
+func (f *Follower[T]) Synced() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.synced
+}
+
+// Get returns the current value of key.
+func (f *Follower[T]) Get(key string) (T, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.vals[key]
+	return v, ok
+}
+
+// Snapshot returns a copy of every followed key's value.
+func (f *Follower[T]) Snapshot() map[string]T {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return maps.Clone(f.vals)
+}
+
+// firstRetryWait is the wait after the first failed watch attempt.
+const firstRetryWait = 50 * time.Millisecond
+
+// Run follows the bucket until ctx ends, then returns nil. A watch that
+// cannot be started is retried (logged, with backoff) rather than
+// returned, so that a NATS outage never ends the follower.
+func (f *Follower[T]) Run(ctx context.Context) error {
+	status := f.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
+	defer f.nc.RemoveStatusListener(status)
+	wait := firstRetryWait
+	for {
+		err := f.follow(ctx, status)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			wait = firstRetryWait
+			continue
+		}
+		f.o.Log.Warn().Err(err).Str("bucket", f.kv.Bucket()).Dur("retry_in", wait).Msg("follow bucket")
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		case <-status: // a reconnect: try at once
+			t.Stop()
+		}
+		wait = min(2*wait, f.o.MaxRetryWait)
+	}
+}
+
+// follow runs one watch: the initial values (a sync), then updates. It
+// returns nil to be restarted at once (the connection came back), or the
+// error that ended it.
+func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var w jetstream.KeyWatcher
+	var err error
+	if len(f.o.Keys) == 0 {
+		w, err = f.kv.WatchAll(wctx)
+	} else {
+		w, err = f.kv.WatchFiltered(wctx, append([]string(nil), f.o.Keys...))
+	}
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", f.kv.Bucket(), err)
+	}
+	defer stopWatch(w)
+	seen := map[string]bool{} // keys of this watch's initial values
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-status:
+			f.setSynced(false)
+			if s == nats.CONNECTED {
+				return nil // re-read everything on the new connection
+			}
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watcher closed")
+			}
+			if e == nil {
+				if initial {
+					initial = false
+					f.sync(seen)
+				}
+				continue
+			}
+			if initial {
+				seen[e.Key()] = true
+			}
+			f.apply(e)
+		}
+	}
+}
+
+// stopWatch stops w and reads what its callback may still be delivering,
+// so that nats.go's delivery goroutine is never left blocked on the
+// updates channel.
+func stopWatch(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// apply records one entry of the watch and reports it.
+func (f *Follower[T]) apply(e jetstream.KeyValueEntry) {
+	key := e.Key()
+	if e.Operation() != jetstream.KeyValuePut {
+		f.mu.Lock()
+		_, had := f.vals[key]
+		delete(f.vals, key)
+		f.mu.Unlock()
+		if had && f.o.OnChange != nil {
+			f.o.OnChange(Change[T]{Key: key, Deleted: true, Revision: e.Revision()})
+		}
+		return
+	}
+	v, err := f.o.Decode(key, e.Value())
+	if err != nil {
+		f.o.Log.Warn().Err(err).Str("bucket", f.kv.Bucket()).Str("key", key).Uint64("revision", e.Revision()).
+			Msg("undecodable value skipped")
+		return
+	}
+	f.mu.Lock()
+	f.vals[key] = v
+	f.mu.Unlock()
+	if f.o.OnChange != nil {
+		f.o.OnChange(Change[T]{Key: key, Value: v, Revision: e.Revision()})
+	}
+}
+
+// sync ends a watch's initial values: keys the copy has that the bucket
+// no longer has are deleted, and the copy is synced.
+func (f *Follower[T]) sync(seen map[string]bool) {
+	f.mu.Lock()
+	var gone []string
+	for k := range f.vals {
+		if !seen[k] {
+			gone = append(gone, k)
+			delete(f.vals, k)
+		}
+	}
+	f.synced = true
+	f.mu.Unlock()
+	if f.o.OnChange != nil {
+		for _, k := range gone {
+			f.o.OnChange(Change[T]{Key: k, Deleted: true})
+		}
+	}
+	if f.o.OnSync != nil {
+		f.o.OnSync()
+	}
+	f.readyOnce.Do(func() { close(f.ready) })
+}
+
+func (f *Follower[T]) setSynced(v bool) {
+	f.mu.Lock()
+	f.synced = v
+	f.mu.Unlock()
+}

@@ -1,0 +1,230 @@
+package kvfollow_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/kvfollow"
+	"github.com/jetserve/jetserve/pkg/natsembed"
+	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// recorder keeps what a follower reported.
+type recorder struct {
+	mu      sync.Mutex
+	changes []kvfollow.Change[int]
+	syncs   int
+}
+
+func (r *recorder) change(c kvfollow.Change[int]) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, c)
+}
+
+func (r *recorder) sync() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.syncs++
+}
+
+func (r *recorder) counts() (int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.changes), r.syncs
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func run(t *testing.T, f *kvfollow.Follower[int]) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	})
+}
+
+func bucket(t *testing.T, nc *nats.Conn) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "follow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+func put(t *testing.T, kv jetstream.KeyValue, key, val string) {
+	t.Helper()
+	if _, err := kv.Put(context.Background(), key, []byte(val)); err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+func TestFollowsValuesUpdatesAndDeletes(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucket(t, nc)
+	put(t, kv, "a", "1")
+	put(t, kv, "b", "2")
+	put(t, kv, "other.c", "3")
+	var rec recorder
+	f := kvfollow.New(nc, kv, kvfollow.Options[int]{Keys: []string{"a", "b", "bad"}, OnChange: rec.change, OnSync: rec.sync, Log: zerolog.Nop()})
+	run(t, f)
+	select {
+	case <-f.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ready() never closed")
+	}
+	if got := f.Snapshot(); len(got) != 2 || got["a"] != 1 || got["b"] != 2 {
+		t.Fatalf("Snapshot() after the initial values = %v, want map[a:1 b:2]", got)
+	}
+	if !f.Synced() {
+		t.Error("Synced() = false after the initial values")
+	}
+
+	put(t, kv, "a", "10")
+	put(t, kv, "bad", "not a number") // skipped, logged
+	if err := kv.Delete(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the update and the delete reported", func() error {
+		if v, _ := f.Get("a"); v != 10 {
+			return fmt.Errorf("Get(a) = %d", v)
+		}
+		if _, ok := f.Get("b"); ok {
+			return errors.New("b still there")
+		}
+		return nil
+	})
+	if _, ok := f.Get("bad"); ok {
+		t.Error("Get(bad) found an undecodable value")
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := []kvfollow.Change[int]{{Key: "a", Value: 1}, {Key: "b", Value: 2}, {Key: "a", Value: 10}, {Key: "b", Deleted: true}}
+	if len(rec.changes) != len(want) {
+		t.Fatalf("changes = %+v, want %+v", rec.changes, want)
+	}
+	for i, c := range rec.changes {
+		if c.Key != want[i].Key || c.Value != want[i].Value || c.Deleted != want[i].Deleted || c.Revision == 0 {
+			t.Errorf("change %d = %+v, want %+v with a revision", i, c, want[i])
+		}
+	}
+}
+
+// TestResyncAfterServerRestart: the server restarts on the same store and
+// port; a key deleted while the follower was cut off is reported deleted,
+// a key written right after the restart is seen, and the follower is
+// synced again within a second of the reconnect — not at the watcher's
+// own 10 s activity check.
+func TestResyncAfterServerRestart(t *testing.T) {
+	opts := natsembed.Options{StoreDir: t.TempDir()}
+	ns := natstest.ServerWith(t, opts)
+	opts.Port = ns.Addr().(*net.TCPAddr).Port
+	nc := natstest.ReconnectingConn(t, ns.ClientURL())
+	kv := bucket(t, nc)
+	for i := range 3 {
+		put(t, kv, "k"+strconv.Itoa(i), strconv.Itoa(i))
+	}
+	var rec recorder
+	f := kvfollow.New(nc, kv, kvfollow.Options[int]{OnChange: rec.change, OnSync: rec.sync, Log: zerolog.Nop()})
+	run(t, f)
+	<-f.Ready()
+
+	// Change the bucket behind the follower's back: on a server started
+	// on the same store but another port (the follower cannot reach it),
+	// purge k1 and its marker — as an expired key's marker is gone a
+	// second later — and add k3; then restart on the follower's port.
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitFor(t, "follower unsynced while the server is down", func() error {
+		if f.Synced() {
+			return errors.New("still synced")
+		}
+		return nil
+	})
+	ns2 := natstest.ServerWith(t, natsembed.Options{StoreDir: opts.StoreDir})
+	okv := bucket(t, natstest.Conn(t, ns2))
+	if err := okv.Purge(context.Background(), "k1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := okv.PurgeDeletes(context.Background(), jetstream.DeleteMarkersOlderThan(-1)); err != nil {
+		t.Fatal(err)
+	}
+	put(t, okv, "k3", "3")
+	ns2.Shutdown()
+	ns2.WaitForShutdown()
+	natstest.ServerWith(t, opts)
+	select {
+	case <-reconnected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the follower's connection never came back")
+	}
+	back := time.Now()
+	waitFor(t, "resynced", func() error {
+		if !f.Synced() {
+			return errors.New("not synced")
+		}
+		if _, ok := f.Get("k1"); ok {
+			return errors.New("k1 still there")
+		}
+		if v, ok := f.Get("k3"); !ok || v != 3 {
+			return errors.New("k3 not seen")
+		}
+		return nil
+	})
+	if el := time.Since(back); el > 2*time.Second {
+		t.Errorf("resynced %v after the reconnect, want within ~1 s", el)
+	}
+	if _, syncs := rec.counts(); syncs < 2 {
+		t.Errorf("OnSync called %d times, want the initial sync and a resync", syncs)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var deleted bool
+	for _, c := range rec.changes {
+		if c.Key == "k1" && c.Deleted {
+			deleted = true
+		}
+	}
+	if !deleted {
+		t.Errorf("changes %+v lack the delete of k1", rec.changes)
+	}
+}
