@@ -3,7 +3,7 @@
 #   docker build -f deploy/nats.Dockerfile -t jetserve/nats:dev .
 #
 # bin/nats-server is built static by scripts/build-bins.sh from the
-# deploy/natsbuild module (nats-server v2.15.2). JetStream stores under
+# deploy/natsbuild module (nats-server v2.15.3). JetStream stores under
 # /data: mount a volume there. Runs as root, like the upstream image, so a
 # fresh named volume (owned by root) is writable.
 FROM scratch
