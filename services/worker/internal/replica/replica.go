@@ -120,6 +120,12 @@ type Replica struct {
 	draining bool                 // guarded by mu
 	ongoing  int                  // guarded by mu
 	models   []string             // guarded by mu: multiplexed model ids held; replaced, never mutated
+	// served, errored, latencySum and latency are the load report's
+	// request totals (guarded by mu); latency has one count per
+	// protocol.LatencyBoundsMS bucket plus the overflow.
+	served, errored uint64
+	latencySum      float64
+	latency         []uint64
 }
 
 // Start begins running a replica of p.Spec and returns at once; the
@@ -605,6 +611,10 @@ func (r *Replica) publishLoad() {
 		Models:     r.models,
 		At:         time.Now().UTC(),
 	}
+	if r.served > 0 {
+		rep.Served, rep.Errors, rep.LatencyMSSum = r.served, r.errored, r.latencySum
+		rep.LatencyBuckets = slices.Clone(r.latency)
+	}
 	r.mu.Unlock()
 	b, err := json.Marshal(rep)
 	if err != nil {
@@ -646,6 +656,22 @@ func (r *Replica) onCall(req micro.Request) {
 	go r.serve(h, msg)
 }
 
+// count adds a finished request to the load report's totals.
+func (r *Replica) count(took time.Duration, failed bool) {
+	ms := float64(took.Microseconds()) / 1000
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.latency == nil {
+		r.latency = make([]uint64, len(protocol.LatencyBoundsMS)+1)
+	}
+	r.served++
+	if failed {
+		r.errored++
+	}
+	r.latencySum += ms
+	r.latency[protocol.LatencyBucket(ms)]++
+}
+
 // reject answers a request the replica did not start (retryable by routers).
 func (r *Replica) reject(req micro.Request, code protocol.ErrorCode, text string) {
 	m := wire.ErrorMsg(http.StatusServiceUnavailable, code, text)
@@ -679,6 +705,7 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 
 	reply, failed := r.invoke(ctx, h, req, msg.Header.Get(protocol.HdrStream))
 	reply.Header.Set(protocol.HdrReplica, r.id)
+	r.count(time.Since(start), failed)
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
 	}
