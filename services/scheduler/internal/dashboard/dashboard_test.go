@@ -295,7 +295,7 @@ func (f jobHandler) RunJob(ctx serve.JobContext, _ *serve.Job) (any, error) { re
 // instance: the JetStream API sees one backlog poll per interval, not one
 // per viewer, and the viewers share snapshots.
 func TestViewersShareOneSnapshot(t *testing.T) {
-	e := start(t, Options{JobsInterval: time.Second, CacheFor: time.Second})
+	e := start(t, Options{JobsInterval: time.Second, CacheFor: time.Second, ViewedFor: time.Second})
 	sc, err := config.Parse([]byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)
@@ -341,6 +341,15 @@ func TestViewersShareOneSnapshot(t *testing.T) {
 	// One backlog poll per second for the one method: 3-4 consumer infos.
 	if n := infos.Load(); n == 0 || n > 6 {
 		t.Errorf("%d consumer info requests in %s with 5 viewers, want about one per second (1..6)", n, span)
+	}
+
+	// Nobody looks and this instance does not lead: once the last view is
+	// ViewedFor old, no poll at all.
+	time.Sleep(1500 * time.Millisecond) // past ViewedFor (1 s) and the poll in flight
+	infos.Store(0)
+	time.Sleep(2500 * time.Millisecond) // two poll intervals and more
+	if n := infos.Load(); n != 0 {
+		t.Errorf("%d consumer info requests with no viewer on a standby, want 0", n)
 	}
 }
 

@@ -656,11 +656,10 @@ func (r *Replica) onCall(req micro.Request) {
 	go r.serve(h, msg)
 }
 
-// count adds a finished request to the load report's totals.
-func (r *Replica) count(took time.Duration, failed bool) {
+// countLocked adds a finished request to the load report's totals; r.mu
+// is held.
+func (r *Replica) countLocked(took time.Duration, failed bool) {
 	ms := float64(took.Microseconds()) / 1000
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.latency == nil {
 		r.latency = make([]uint64, len(protocol.LatencyBoundsMS)+1)
 	}
@@ -683,9 +682,12 @@ func (r *Replica) reject(req micro.Request, code protocol.ErrorCode, text string
 
 func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 	start := time.Now()
+	var took time.Duration // set once the handler answered
+	failed := false
 	defer func() {
 		r.mu.Lock()
 		r.ongoing--
+		r.countLocked(took, failed)
 		r.mu.Unlock()
 		r.loadChanged()
 		if r.p.Metrics != nil {
@@ -704,8 +706,8 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 	ctx = log.WithContext(ctx)
 
 	reply, failed := r.invoke(ctx, h, req, msg.Header.Get(protocol.HdrStream))
+	took = time.Since(start)
 	reply.Header.Set(protocol.HdrReplica, r.id)
-	r.count(time.Since(start), failed)
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
 	}
