@@ -234,11 +234,12 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 %s is up: %s.
   HTTP ingress   %s        (routes: %s/-/routes)
   admin API      %s        (status: %s/api/serve/applications)
+  dashboard      %s/dashboard/
   NATS           %s         (go tool nats --server %s stream ls)
   data           %s
 
 %sCtrl-C drains and stops everything; a second Ctrl-C stops at once.
-`, o.name(), deployed, ingressURL, ingressURL, admin, admin, url, url, dir, try.String())
+`, o.name(), deployed, ingressURL, ingressURL, admin, admin, admin, url, url, dir, try.String())
 		return nil
 	})
 	err = g.Wait()

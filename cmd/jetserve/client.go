@@ -182,7 +182,19 @@ func runStatus(ctx context.Context, args []string, env map[string]string, stdout
 		if err := json.Unmarshal(b, &st); err != nil {
 			return fmt.Errorf("decode status: %w", err)
 		}
+		// Jobs and live traffic come from the dashboard's document; a
+		// scheduler without it (or not collecting yet) leaves them out.
+		var dash *dashboardDoc
+		if db, err := do(ctx, http.MethodGet, *admin+"/api/dashboard", nil, ""); err == nil {
+			dash = &dashboardDoc{}
+			if err := json.Unmarshal(db, dash); err != nil {
+				return fmt.Errorf("decode dashboard: %w", err)
+			}
+		} else {
+			fmt.Fprintf(stderr, "jobs and traffic not shown: %v\n", err)
+		}
 		writeStatusTable(stdout, st)
+		writeOpsTables(stdout, st, dash)
 		return nil
 	}
 	return fmt.Errorf("-o %q: want table or json", *output)

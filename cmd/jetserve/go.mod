@@ -3,6 +3,7 @@ module github.com/jetserve/jetserve/cmd/jetserve
 go 1.26.0
 
 require (
+	github.com/chromedp/chromedp v0.24.0
 	github.com/jetserve/jetserve/devfleet v0.0.0
 	github.com/jetserve/jetserve/examples v0.0.0
 	github.com/jetserve/jetserve/pkg v0.0.0
@@ -15,6 +16,7 @@ require (
 	github.com/antithesishq/antithesis-sdk-go v0.9.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/chromedp/cdproto v0.160.1 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
 	github.com/go-chi/chi/v5 v5.5.0 // indirect
 	github.com/go-json-experiment/json v1.27.2 // indirect

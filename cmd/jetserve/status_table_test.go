@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -46,5 +47,41 @@ func TestStatusTableShowsProcessRestarts(t *testing.T) {
 	}
 	if strings.Count(out, "process restarts") != 1 {
 		t.Errorf("writeStatusTable() =\n%s\nwant process restarts only for the process deployment", out)
+	}
+}
+
+func TestStatusShowsJobsAndAutoscaling(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	st := protocol.Status{Leader: "s1", UpdatedAt: now, Applications: map[string]protocol.AppStatus{"a": {Name: "a",
+		Deployments: map[string]protocol.DeploymentStatus{
+			"auto": {Name: "auto", TargetReplicas: 3, CurrentReplicas: 2, DesiredReplicas: 3,
+				Autoscaling: &protocol.AutoscalingStatus{MinReplicas: 0, MaxReplicas: 8, TargetOngoingRequests: 2, Load: 5.5,
+					LastReason: protocol.ScaleUp, LastMessage: "load 5.50 over target 2", LastDecisionAt: now.Add(-3 * time.Second)}},
+			"fixed": {Name: "fixed", TargetReplicas: 1, CurrentReplicas: 1, DesiredReplicas: 1},
+		}}}}
+	var dash dashboardDoc
+	if err := json.Unmarshal([]byte(`{"applications":[{"name":"a","deployments":[{"name":"auto","traffic":{"rps":41.5,"p95_ms":12.25,"ongoing":4,"queued":2}}]}],
+		"jobs":[{"app":"a","deployment":"auto","method":"train","queued":7,"running":2,"succeeded":30,"failed":1,"dead_lettered":1,"oldest_age_seconds":95}]}`), &dash); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	writeOpsTables(&b, st, &dash)
+	out := b.String()
+	for _, want := range []string{
+		"JOBS", "DEAD-LETTERED", "a/train", "auto", "7  ", "1m35s",
+		"AUTOSCALING", "a/auto", "2/3/3", "0..8", "5.50", "upscale 3s ago", "load 5.50 over target 2", "41.5 req/s, p95 12.2 ms, 4 ongoing, 2 queued",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("writeOpsTables() =\n%s\nwant it to contain %q", out, want)
+		}
+	}
+	if strings.Contains(out, "a/fixed") {
+		t.Errorf("writeOpsTables() =\n%s\nlists a deployment that is not autoscaled", out)
+	}
+	// Without the dashboard document: no jobs section, autoscaling from the status.
+	b.Reset()
+	writeOpsTables(&b, st, nil)
+	if out := b.String(); strings.Contains(out, "JOBS") || !strings.Contains(out, "upscale 3s ago") {
+		t.Errorf("writeOpsTables(no dashboard) =\n%s\nwant the autoscaling section only", out)
 	}
 }

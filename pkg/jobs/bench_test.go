@@ -14,6 +14,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -33,8 +34,8 @@ const benchInFlight = 64
 func BenchmarkJobs(b *testing.B) {
 	ns := natstest.Server(b)
 	raw := newRawLoop(b, ns)
-	jobs := newJobsLoop(b, ns, false)
-	ids := newJobsLoop(b, ns, true)
+	jobs := newJobsLoop(b, ns, false, nil)
+	ids := newJobsLoop(b, ns, true, nil)
 	b.Run("raw", func(b *testing.B) { raw.bench(b, benchInFlight) })
 	b.Run("jobs", func(b *testing.B) { jobs.bench(b, benchInFlight) })
 	b.Run("jobs_ids", func(b *testing.B) { ids.bench(b, benchInFlight) })
@@ -54,6 +55,29 @@ func BenchmarkJobs(b *testing.B) {
 		slices.Sort(ri)
 		b.ReportMetric(rj[2], "jobs/raw")
 		b.ReportMetric(ri[2], "jobs_ids/raw")
+	})
+	// With job metrics (counters, duration and queue-wait histograms) vs
+	// without, interleaved: what the metrics cost the job path.
+	b.Run("metrics_ratio", func(b *testing.B) {
+		met, err := NewMetrics(prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		withMet := newJobsLoop(b, ns, false, met)
+		var rm []float64
+		for round := range 6 { // which goes first alternates
+			var j, m float64
+			if round%2 == 0 {
+				j, _ = jobs.drive(b, b.N, benchInFlight)
+				m, _ = withMet.drive(b, b.N, benchInFlight)
+			} else {
+				m, _ = withMet.drive(b, b.N, benchInFlight)
+				j, _ = jobs.drive(b, b.N, benchInFlight)
+			}
+			rm = append(rm, m/j)
+		}
+		slices.Sort(rm)
+		b.ReportMetric((rm[2]+rm[3])/2, "metrics/none")
 	})
 	b.Run("ratio_c64", func(b *testing.B) {
 		var rj []float64
@@ -233,11 +257,15 @@ func newRawLoop(b *testing.B, ns *server.Server) *benchLoop {
 
 // newJobsLoop: Queue.Submit (ids generated, or client-chosen) and one
 // Runner with 64 slots running a no-op handler.
-func newJobsLoop(b *testing.B, ns *server.Server, withIDs bool) *benchLoop {
+func newJobsLoop(b *testing.B, ns *server.Server, withIDs bool, met *Metrics) *benchLoop {
 	e := envOn(b, ns)
 	m := config.AsyncMethod{Name: "noop", MaxQueued: 1 << 20, MaxRunning: 1000, LeaseTimeout: config.Duration(30 * time.Second)}
 	if withIDs {
 		m.Name = "noop_ids"
+	}
+	if met != nil {
+		m.Name += "_metrics"
+		e.q = NewQueue(e.js, e.names, zerolog.Nop(), WithMetrics(met))
 	}
 	ctx := context.Background()
 	if err := e.q.Ensure(ctx, testApp, testDep, m); err != nil {
@@ -254,7 +282,7 @@ func newJobsLoop(b *testing.B, ns *server.Server, withIDs bool) *benchLoop {
 	rnc := natstest.Conn(b, ns)
 	rjs, _ := jetstream.New(rnc)
 	r := NewRunner(rnc, rjs, e.names, RunnerConfig{App: testApp, Deployment: testDep, Replica: "r", Slots: benchInFlight,
-		Methods: []config.AsyncMethod{m}, Log: zerolog.Nop(),
+		Methods: []config.AsyncMethod{m}, Log: zerolog.Nop(), Metrics: met,
 		Handler: handlerFunc(func(serve.JobContext, *serve.Job) (any, error) { return nil, nil })})
 	r.onStart = func(string) { l.start() }
 	r.onDone = func(string, Status) { l.done <- struct{}{} }

@@ -69,6 +69,7 @@ type Queue struct {
 
 	dedupWindow time.Duration // the job streams' Duplicates window
 	replicas    int           // of every stream, bucket and object store it creates
+	metrics     *Metrics      // nil: none
 }
 
 // QueueOption tunes a Queue.
@@ -79,6 +80,9 @@ type QueueOption func(*Queue)
 // more replicas are adopted as they are (package streams).
 func Replicas(n int) QueueOption { return func(q *Queue) { q.replicas = max(n, 1) } }
 
+// WithMetrics counts the jobs Submit stores in m (MetricSubmitted).
+func WithMetrics(m *Metrics) QueueOption { return func(q *Queue) { q.metrics = m } }
+
 // DedupWindow is the job streams' duplicate window: a repeated id within it
 // is refused by the stream itself; after it, by the records bucket.
 const DedupWindow = 2 * time.Minute
@@ -87,6 +91,7 @@ const DedupWindow = 2 * time.Minute
 type handle struct {
 	app, method string
 	ensured     *ensured // the config of the last Ensure, nil if only opened
+	met         *methodMetrics
 	stream      jetstream.Stream
 	kv          jetstream.KeyValue
 	obj         jetstream.ObjectStore
@@ -157,6 +162,7 @@ func (q *Queue) ensure(ctx context.Context, app, deployment string, m config.Asy
 		return nil, fmt.Errorf("ensure async method %s/%s: %w", app, m.Name, err)
 	}
 	nh.ensured = &want
+	nh.met = q.metrics.forMethod(app, m.Name)
 	q.mu.Lock()
 	q.methods[key] = nh
 	q.mu.Unlock()
@@ -266,7 +272,7 @@ func (q *Queue) open(ctx context.Context, app, method string) (*handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open job objects: %w", err)
 	}
-	h = &handle{app: app, method: method, stream: stream, kv: kv, obj: obj}
+	h = &handle{app: app, method: method, stream: stream, kv: kv, obj: obj, met: q.metrics.forMethod(app, method)}
 	q.mu.Lock()
 	if old := q.methods[key]; old != nil {
 		h = old
@@ -376,6 +382,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 		ack, perr := awaitAck(ctx, fut)
 		stored := perr == nil && !ack.Duplicate
 		if gerr == nil && stored && existing.Seq == ack.Sequence {
+			inc(h.met.submitted)
 			return existing, true, nil // ours, claimed (or cancelled) already
 		}
 		if gerr == nil {
@@ -387,6 +394,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 		}
 		switch {
 		case stored:
+			inc(h.met.submitted)
 			return rec, true, nil
 		case perr == nil || isJobInStream(perr):
 			// A job of this id is queued or running (or was, within the
@@ -1015,4 +1023,61 @@ func (q *Queue) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jet
 
 func (q *Queue) ensureObjects(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
 	return streams.ObjectStore(ctx, q.js, cfg, q.replicas)
+}
+
+// Backlog is one method's queue as JetStream holds it.
+type Backlog struct {
+	// Queued are jobs no runner holds (the runners consumer's num_pending).
+	Queued int `json:"queued"`
+	// Running are jobs delivered and not acknowledged: running, or waiting
+	// for a retry's backoff (num_ack_pending).
+	Running int `json:"running"`
+	// Oldest is when the oldest job still in the work-queue stream was
+	// stored (zero when the stream is empty).
+	Oldest time.Time `json:"oldest,omitzero"`
+	// DeadLettered counts the method's jobs in the dead-letter stream.
+	DeadLettered int `json:"dead_lettered"`
+}
+
+// Backlog reads one method's backlog: consumer info, stream info when it
+// holds jobs, and the dead-letter stream's subjects of the method — three
+// JetStream API requests at most. It is meant for one poller (a
+// dashboard, an exporter), every few seconds, not for workers.
+// ErrUnknownMethod if the method's stream does not exist.
+func (q *Queue) Backlog(ctx context.Context, app, method string) (Backlog, error) {
+	h, err := q.open(ctx, app, method)
+	if err != nil {
+		return Backlog{}, err
+	}
+	c, err := h.stream.Consumer(ctx, Consumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return Backlog{}, fmt.Errorf("%s/%s: %w", app, method, ErrUnknownMethod)
+	}
+	if err != nil {
+		return Backlog{}, fmt.Errorf("job consumer info: %w", err)
+	}
+	ci := c.CachedInfo()
+	b := Backlog{Queued: int(ci.NumPending), Running: ci.NumAckPending}
+	if b.Queued+b.Running > 0 {
+		si, err := h.stream.Info(ctx)
+		if err != nil {
+			return Backlog{}, fmt.Errorf("job stream info: %w", err)
+		}
+		if si.State.Msgs > 0 {
+			b.Oldest = si.State.FirstTime
+		}
+	}
+	dlq, err := q.dlqStream(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return b, nil
+	}
+	if err != nil {
+		return Backlog{}, err
+	}
+	di, err := dlq.Info(ctx, jetstream.WithSubjectFilter(q.dlqFilter(app, method)))
+	if err != nil {
+		return Backlog{}, fmt.Errorf("dead-letter stream info: %w", err)
+	}
+	b.DeadLettered = len(di.State.Subjects)
+	return b, nil
 }

@@ -26,6 +26,8 @@ type RunnerConfig struct {
 	Log                              zerolog.Logger
 	// Replicas of the streams and buckets the runner ensures (nats.replicas).
 	Replicas int
+	// Metrics, if not nil, counts attempts and outcomes per method.
+	Metrics *Metrics
 }
 
 // Runner is the execution side: one per replica of a deployment with
@@ -61,6 +63,7 @@ type runMethod struct {
 	h      *handle
 	stream string // its job stream
 	api    string // its consumer's pull subject
+	met    *methodMetrics
 }
 
 // ClaimAfter is how long the first attempt of a submitted job runs before
@@ -124,7 +127,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		stream := h.stream.CachedInfo().Config.Name
 		methods = append(methods, &runMethod{idx: i, cfg: m, h: h, stream: stream,
-			api: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + Consumer})
+			api: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + Consumer,
+			met: r.cfg.Metrics.forMethod(r.cfg.App, m.Name)})
 	}
 	// Highest priority first (stable: declaration order among equals).
 	byPrio := slices.Clone(methods)
@@ -273,6 +277,8 @@ type attempt struct {
 	m   *runMethod
 	msg *nats.Msg
 	log zerolog.Logger
+
+	start time.Time // when the handler was started (duration metric)
 
 	mu           sync.Mutex // guards rec, rev, progress state, checkpointed
 	rec          Record
@@ -428,6 +434,7 @@ func (r *Runner) process(m *runMethod, msg *nats.Msg) {
 			}
 			r.deadLetter(ctx, m, cur, log)
 			_ = msg.Term()
+			inc(m.met.failed)
 			r.done(id, Failed)
 			return
 		}
@@ -442,7 +449,12 @@ func (r *Runner) process(m *runMethod, msg *nats.Msg) {
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
-	a := &attempt{r: r, m: m, msg: msg, rec: rec, rev: rev, log: log.With().Int("attempt", rec.Attempts).Logger()}
+	a := &attempt{r: r, m: m, msg: msg, rec: rec, rev: rev, log: log.With().Int("attempt", rec.Attempts).Logger(),
+		start: time.Now()}
+	inc(m.met.started)
+	if meta.NumDelivered == 1 {
+		m.met.waited(meta.Timestamp) // a redelivery's wait includes earlier attempts
+	}
 	a.run()
 }
 
@@ -731,6 +743,7 @@ func (a *attempt) finish(res any, err, cause error) {
 			return
 		}
 		_ = a.msg.Term()
+		m.met.attempt(OutcomeCancelled, a.start)
 		r.done(id, Cancelled)
 		return
 	}
@@ -773,6 +786,8 @@ func (a *attempt) finish(res any, err, cause error) {
 					a.log.Debug().Err(derr).Msg("delete checkpoint")
 				}
 			}
+			inc(m.met.succeeded)
+			m.met.attempt(OutcomeSucceeded, a.start)
 			r.done(id, Succeeded)
 			return
 		}
@@ -791,6 +806,8 @@ func (a *attempt) finish(res any, err, cause error) {
 		}
 		a.log.Info().Str("error", msg).Dur("backoff", delay).Msg("job attempt failed; will retry")
 		_ = a.msg.NakWithDelay(delay)
+		inc(m.met.retried)
+		m.met.attempt(OutcomeRetried, a.start)
 		// Redeliveries publish nothing: wake the pull loop when it is due.
 		idx := m.idx
 		time.AfterFunc(delay+5*time.Millisecond, func() {
@@ -815,6 +832,8 @@ func (a *attempt) finish(res any, err, cause error) {
 	}
 	_ = a.msg.Term()
 	a.log.Info().Str("error", msg).Msg("job failed")
+	inc(m.met.failed)
+	m.met.attempt(OutcomeFailed, a.start)
 	r.done(id, Failed)
 }
 
@@ -823,6 +842,7 @@ func (a *attempt) lost(err error) {
 	case errors.Is(err, errCancelledFirst):
 		a.log.Info().Msg("job was cancelled before its attempt was recorded; dropping its outcome")
 		_ = a.msg.Term()
+		a.m.met.attempt(OutcomeCancelled, a.start)
 		a.r.done(a.rec.ID, Cancelled)
 	case errors.Is(err, ErrLeaseLost):
 		a.log.Warn().Msg("job lease lost to a newer attempt; not recording this attempt's outcome")
@@ -836,9 +856,14 @@ func (r *Runner) deadLetter(ctx context.Context, m *runMethod, rec Record, log z
 	if err != nil {
 		return
 	}
-	if _, err := r.js.Publish(ctx, r.names.DLQSubject(r.cfg.App, m.cfg.Name, rec.ID), b,
-		jetstream.WithMsgID("dlq-"+rec.ID+"-"+strconv.Itoa(rec.Requeued))); err != nil {
+	ack, err := r.js.Publish(ctx, r.names.DLQSubject(r.cfg.App, m.cfg.Name, rec.ID), b,
+		jetstream.WithMsgID("dlq-"+rec.ID+"-"+strconv.Itoa(rec.Requeued)))
+	if err != nil {
 		log.Error().Err(err).Msg("publish dead letter")
+		return
+	}
+	if !ack.Duplicate {
+		inc(m.met.deadLettered)
 	}
 }
 

@@ -161,8 +161,34 @@ type LoadReport struct {
 	// Models are the multiplexed model ids the replica holds (loaded or
 	// loading), sorted; a report is sent whenever they change. Routers
 	// prefer a replica holding a request's model.
-	Models []string  `json:"models,omitempty"`
-	At     time.Time `json:"at"`
+	Models []string `json:"models,omitempty"`
+	// Served counts the requests the replica finished since it started,
+	// Errors those that failed, and LatencyMSSum their processing time in
+	// milliseconds; LatencyBuckets counts them by processing time, bucket
+	// i holding those ≤ LatencyBoundsMS[i] (and above the bound before),
+	// the last one those above every bound. All are totals since the
+	// replica started: a reader takes the difference of two reports of
+	// one replica for a window's rate, mean and quantiles.
+	Served         uint64    `json:"served,omitempty"`
+	Errors         uint64    `json:"errors,omitempty"`
+	LatencyMSSum   float64   `json:"latency_ms_sum,omitempty"`
+	LatencyBuckets []uint64  `json:"latency_buckets,omitempty"`
+	At             time.Time `json:"at"`
+}
+
+// LatencyBoundsMS are the upper bounds, in milliseconds, of
+// LoadReport.LatencyBuckets (a last bucket holds what exceeds them).
+var LatencyBoundsMS = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000}
+
+// LatencyBucket is the index in LoadReport.LatencyBuckets of a request
+// that took ms milliseconds.
+func LatencyBucket(ms float64) int {
+	for i, b := range LatencyBoundsMS {
+		if ms <= b {
+			return i
+		}
+	}
+	return len(LatencyBoundsMS)
 }
 
 // RouterStats is one router's queue per deployment, published once a second

@@ -147,6 +147,10 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
+	jobMetrics, err := jobs.NewMetrics(deps.Metrics)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
 
 	var table atomic.Pointer[routes.Table]
 	var modelTable atomic.Pointer[models.Table]
@@ -218,7 +222,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		RequestTimeout:  cfg.RequestTimeout,
 		Metrics:         metrics,
 		Log:             deps.Log,
-		Jobs:            jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log, jobs.Replicas(cfg.NATS.Replicas)), asyncMethods.Table, deps.Log),
+		Jobs:            jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log, jobs.Replicas(cfg.NATS.Replicas), jobs.WithMetrics(jobMetrics)), asyncMethods.Table, deps.Log),
 		Models:          modelTable.Load,
 		OIPReadyTimeout: cfg.OIPReadyTimeout,
 	})

@@ -1,5 +1,6 @@
 // Package scheduler is jetserve's controller: it stores the desired
-// applications (the admin API, served by every instance), elects one leader
+// applications (the admin API and the dashboard, served by every
+// instance), elects one leader
 // among its instances with a KV lease, and the leader places replicas on
 // workers by resources and label selectors, writes each worker's
 // assignment, rolls out new versions without dropping below the target of
@@ -17,12 +18,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
+	"github.com/jetserve/jetserve/services/scheduler/internal/dashboard"
 	"github.com/jetserve/jetserve/services/scheduler/internal/reconcile"
 	"golang.org/x/sync/errgroup"
 )
@@ -110,11 +114,30 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout, Log: log, Metrics: metrics})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
 	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log)
+	gauges, err := jobs.NewBacklogGauges(deps.Metrics)
+	if err != nil {
+		return err
+	}
+	dash := dashboard.New(dashboard.Options{NC: deps.NC, JS: js, Names: names, Buckets: buckets, ID: cfg.ID,
+		Log: log, Gauges: gauges})
+	// The admin port serves the admin API, the dashboard page and its JSON.
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	dh := dash.Handler()
+	for _, p := range []string{dashboard.PagePath, dashboard.APIPath, "GET /{$}"} {
+		mux.Handle(p, dh)
+	}
+	lead := func(ctx context.Context, epoch uint64) {
+		dash.SetLeading(true)
+		defer dash.SetLeading(false)
+		rec.Lead(ctx, epoch)
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
-	g.Go(func() error { return service.ServeHTTP(gctx, cfg.AdminAddr, api, 5*time.Second, cfg.AdminReady) })
-	g.Go(func() error { return elector.Run(gctx, rec.Lead) })
+	g.Go(func() error { return service.ServeHTTP(gctx, cfg.AdminAddr, mux, 5*time.Second, cfg.AdminReady) })
+	g.Go(func() error { return elector.Run(gctx, lead) })
+	g.Go(func() error { return dash.Run(gctx) })
 	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Msg("scheduler started")
 	err = g.Wait()
 	log.Info().Msg("scheduler stopped")

@@ -71,6 +71,10 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	if err != nil {
 		return err
 	}
+	jobMetrics, err := jobs.NewMetrics(deps.Metrics)
+	if err != nil {
+		return err
+	}
 	info, err := describe(ctx, cfg, reg, deps.Log)
 	if err != nil {
 		return err
@@ -84,6 +88,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		reg:          reg,
 		metrics:      metrics,
 		sdk:          sdkMetrics,
+		jobMetrics:   jobMetrics,
 		caller:       wire.NewCaller(deps.NC, names),
 		log:          deps.Log.With().Str("worker_id", info.ID).Logger(),
 		info:         info,
@@ -211,9 +216,11 @@ type worker struct {
 	reg     *serve.Registry
 	metrics *replica.Metrics
 	sdk     *serve.Metrics
-	caller  serve.Caller
-	log     zerolog.Logger
-	info    protocol.WorkerInfo // owned by run
+	// jobMetrics count every replica's job attempts and outcomes.
+	jobMetrics *jobs.Metrics
+	caller     serve.Caller
+	log        zerolog.Logger
+	info       protocol.WorkerInfo // owned by run
 	// natsReplicas is the replica count of the job state runners create.
 	natsReplicas int
 
@@ -372,6 +379,7 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 			Names:    jobs.Names{Names: w.names},
 			Methods:  w.jobMethods(s),
 			Replicas: w.natsReplicas,
+			Metrics:  w.jobMetrics,
 		}
 	}
 	r := replica.Start(p)

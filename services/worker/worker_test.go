@@ -431,6 +431,33 @@ func TestAssignmentStartsReplica(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("no load report")
 	}
+	// Later reports carry the request totals: 2 served, 1 failed, every
+	// latency in one of the buckets.
+	deadline := time.After(waitLimit)
+	for served := false; !served; {
+		select {
+		case m := <-loads:
+			var rep protocol.LoadReport
+			if err := json.Unmarshal(m.Data, &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rep.Served < 2 {
+				continue
+			}
+			served = true
+			var inBuckets uint64
+			for _, n := range rep.LatencyBuckets {
+				inBuckets += n
+			}
+			if rep.Served != 2 || rep.Errors != 1 || rep.LatencyMSSum <= 0 || inBuckets != 2 ||
+				len(rep.LatencyBuckets) != len(protocol.LatencyBoundsMS)+1 {
+				t.Errorf("load report totals = served %d, errors %d, latency sum %v ms, buckets %v; want 2, 1, > 0, 2 in %d buckets",
+					rep.Served, rep.Errors, rep.LatencyMSSum, rep.LatencyBuckets, len(protocol.LatencyBoundsMS)+1)
+			}
+		case <-deadline:
+			t.Fatal("no load report with 2 requests served")
+		}
+	}
 
 	mfs, err := f.metrics.Gather()
 	if err != nil {

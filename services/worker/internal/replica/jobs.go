@@ -25,6 +25,8 @@ type JobsParams struct {
 	Methods func(ctx context.Context) ([]config.AsyncMethod, error)
 	// Replicas of the job streams and buckets the runner ensures.
 	Replicas int
+	// Metrics, if not nil, counts the runner's attempts and outcomes.
+	Metrics *jobs.Metrics
 }
 
 // jobRun is a replica's running jobs.Runner (or the attempt to start one).
@@ -107,6 +109,7 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
 		runner := jobs.NewRunner(r.p.NC, r.p.Jobs.JS, r.p.Jobs.Names, jobs.RunnerConfig{
 			App: s.App, Deployment: s.Deployment, Worker: r.p.WorkerID, Replica: s.ID,
 			Slots: s.MaxOngoingRequests, Methods: methods, Handler: jh, Log: r.p.Log, Replicas: r.p.Jobs.Replicas,
+			Metrics: r.p.Jobs.Metrics,
 		})
 		jr.mu.Lock()
 		if jr.aborted {

@@ -145,6 +145,12 @@ type Replica struct {
 	// held are the reply subjects of admitted requests whose reply is not
 	// sent yet: what a router's probe asks about (wire.ProbeMsg).
 	held map[string]struct{} // guarded by mu
+	// served, errored, latencySum and latency are the load report's
+	// request totals (guarded by mu); latency has one count per
+	// protocol.LatencyBoundsMS bucket plus the overflow.
+	served, errored uint64
+	latencySum      float64
+	latency         []uint64
 }
 
 // Start begins running a replica of p.Spec and returns at once; the
@@ -319,6 +325,11 @@ func (r *Replica) run() {
 	r.mu.Lock()
 	r.info.State = protocol.ReplicaRunning
 	r.info.Message = ""
+	if sup, ok := h.(Supervised); ok {
+		// The first RUNNING record already says what runs (a child's pid
+		// and port), not only the next one supervise writes.
+		r.info.State, r.info.Message, r.info.Process = sup.State()
+	}
 	r.mu.Unlock()
 	if r.p.Metrics != nil {
 		r.p.Metrics.starts.WithLabelValues(r.app, r.dep).Inc()
@@ -678,6 +689,10 @@ func (r *Replica) publishLoad() {
 		Models:     r.models,
 		At:         time.Now().UTC(),
 	}
+	if r.served > 0 {
+		rep.Served, rep.Errors, rep.LatencyMSSum = r.served, r.errored, r.latencySum
+		rep.LatencyBuckets = slices.Clone(r.latency)
+	}
 	r.mu.Unlock()
 	b, err := json.Marshal(rep)
 	if err != nil {
@@ -735,6 +750,21 @@ func (r *Replica) onCall(req micro.Request) {
 	go r.serve(h, msg)
 }
 
+// countLocked adds a finished request to the load report's totals; r.mu
+// is held.
+func (r *Replica) countLocked(took time.Duration, failed bool) {
+	ms := float64(took.Microseconds()) / 1000
+	if r.latency == nil {
+		r.latency = make([]uint64, len(protocol.LatencyBoundsMS)+1)
+	}
+	r.served++
+	if failed {
+		r.errored++
+	}
+	r.latencySum += ms
+	r.latency[protocol.LatencyBucket(ms)]++
+}
+
 // reject answers a request the replica did not start (retryable by routers).
 func (r *Replica) reject(req micro.Request, code protocol.ErrorCode, text string) {
 	m := wire.ErrorMsg(http.StatusServiceUnavailable, code, text)
@@ -746,10 +776,13 @@ func (r *Replica) reject(req micro.Request, code protocol.ErrorCode, text string
 
 func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 	start := time.Now()
+	var took time.Duration // set once the handler answered
+	failed := false
 	defer func() {
 		r.mu.Lock()
 		r.ongoing--
 		delete(r.held, msg.Reply) // after the reply went out
+		r.countLocked(took, failed)
 		r.mu.Unlock()
 		r.loadChanged()
 		if r.p.Metrics != nil {
@@ -768,6 +801,7 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 	ctx = log.WithContext(ctx)
 
 	reply, failed := r.invoke(ctx, h, req, msg.Header.Get(protocol.HdrStream))
+	took = time.Since(start)
 	reply.Header.Set(protocol.HdrReplica, r.id)
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")

@@ -1,0 +1,149 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/examples"
+	"github.com/jetserve/jetserve/pkg/natsembed"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/services/autoscaler"
+	"github.com/jetserve/jetserve/services/ingress"
+	"github.com/jetserve/jetserve/services/router"
+	"github.com/jetserve/jetserve/services/scheduler"
+	"github.com/jetserve/jetserve/services/worker"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+)
+
+// fleet is the five services in this process on an embedded NATS, each
+// with its own connection, registry and ops server on a free port.
+type fleet struct {
+	ingress, admin string            // base URLs
+	ops            map[string]string // service → ops base URL
+}
+
+// startFleet runs the fleet until the test ends and deploys config.
+func startFleet(t *testing.T, configFile string) *fleet {
+	t.Helper()
+	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := ns.ClientURL()
+	reg := serve.NewRegistry()
+	if err := examples.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	f := &fleet{ops: map[string]string{}}
+	addrs := make(chan struct{}, 16)
+	got := func(set func(string)) func(net.Addr) {
+		return func(a net.Addr) {
+			mu.Lock()
+			set("http://" + a.String())
+			mu.Unlock()
+			addrs <- struct{}{}
+		}
+	}
+	deps := func(name string) service.Deps {
+		return service.Deps{Log: zerolog.Nop(), OpsReady: got(func(u string) { f.ops[name] = u })}
+	}
+	const local = "127.0.0.1:0"
+	common := func(c *service.Common) { c.NATS.URL, c.OpsAddr = url, local }
+	ic := ingress.DefaultConfig()
+	common(&ic.Common)
+	ic.HTTPAddr, ic.HTTPReady = local, got(func(u string) { f.ingress = u })
+	rc := router.DefaultConfig()
+	common(&rc.Common)
+	wc := worker.DefaultConfig()
+	common(&wc.Common)
+	wc.GPUDetect = "off"
+	sc := scheduler.DefaultConfig()
+	common(&sc.Common)
+	sc.AdminAddr, sc.AdminReady = local, got(func(u string) { f.admin = u })
+	ac := autoscaler.DefaultConfig()
+	common(&ac.Common)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return scheduler.Run(gctx, sc, deps("scheduler")) })
+	g.Go(func() error { return router.Run(gctx, rc, deps("router")) })
+	g.Go(func() error { return worker.Run(gctx, wc, deps("worker"), reg) })
+	g.Go(func() error { return ingress.Run(gctx, ic, deps("ingress")) })
+	g.Go(func() error { return autoscaler.Run(gctx, ac, deps("autoscaler")) })
+	t.Cleanup(func() {
+		cancel()
+		if err := g.Wait(); err != nil && ctx.Err() == nil {
+			t.Errorf("fleet: %v", err)
+		}
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	// 5 ops servers, the ingress and the admin API.
+	for range 7 {
+		select {
+		case <-addrs:
+		case <-time.After(60 * time.Second):
+			t.Fatal("the services did not all listen within 60 s")
+		}
+	}
+	body, err := os.ReadFile(configFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(t, 60*time.Second, "the config applied", func() error {
+		_, err := f.do(http.MethodPut, f.admin+"/api/serve/applications", string(body), nil)
+		return err
+	})
+	return f
+}
+
+// do sends one request and returns the body of a 2xx answer.
+func (f *fleet) do(method, url, body string, hdr map[string]string) (string, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode/100 != 2 {
+		return string(b), fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, b)
+	}
+	return string(b), nil
+}
+
+// waitFor retries check until it returns nil or within passes.
+func (f *fleet) waitFor(t *testing.T, within time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", within, what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,399 @@
+// Package dashboard is the fleet's dashboard on the scheduler's admin
+// port: a page (static files embedded in the binary, no build step, no
+// CDN) at /dashboard/ and the JSON document it reads, GET /api/dashboard —
+// applications, deployments and replicas with their workers, live request
+// rate, latency and queues per deployment, jobs per async method, and the
+// autoscaler's decisions over time. `jetserve status` reads the same
+// document.
+//
+// Everything comes to the dashboard rather than being asked for on each
+// request: replicas push load reports (with request totals) and routers
+// their queues; the status, the config, the workers, the scale decisions
+// (with their history) and each method's job records are KV watches. The
+// only JetStream API requests it makes are one backlog poll per async
+// method (jobs.Queue.Backlog) every JobsInterval, and only while this
+// instance leads (it then exports the backlog gauges for the fleet) or the
+// page was viewed in the last ViewedFor. A snapshot is built from memory
+// and shared by every viewer for up to CacheFor, so five browsers cost
+// what one does.
+//
+// Run owns every goroutine the dashboard starts and returns when its
+// context ends; Handler and Snapshot are safe for concurrent use.
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Defaults of Options.
+const (
+	DefaultWindow       = 2 * time.Minute
+	DefaultJobsInterval = 5 * time.Second
+	DefaultCacheFor     = time.Second
+	DefaultViewedFor    = 30 * time.Second
+	// staleAfter: a replica's or router's report older than this no
+	// longer counts in ongoing and queued.
+	staleAfter = 3 * time.Second
+	// maxDecisions per deployment kept for the chart.
+	maxDecisions = 100
+	// statusKey and configKey are the Status and Apps bucket keys.
+	statusKey = "status"
+	configKey = "config"
+)
+
+// Options configure a Dashboard.
+type Options struct {
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Names   protocol.Names
+	Buckets *service.Buckets
+	// ID is this scheduler instance (shown on the page).
+	ID  string
+	Log zerolog.Logger
+	// Gauges, if not nil, get the backlog of every method while this
+	// instance leads (SetLeading), and lose it when it stops.
+	Gauges *jobs.BacklogGauges
+	// Window is how much live traffic and how far back decisions are
+	// charted; JobsInterval how often backlogs are polled; CacheFor how
+	// long one snapshot is shared; ViewedFor how long a view keeps the
+	// polls going on a non-leading instance. Zero means the default.
+	Window, JobsInterval, CacheFor, ViewedFor time.Duration
+}
+
+// Dashboard collects the fleet's live state for the page.
+type Dashboard struct {
+	o       Options
+	queue   *jobs.Queue
+	traffic *traffic
+	leading atomic.Bool
+	viewed  atomic.Int64 // unix nanoseconds of the last snapshot asked for
+
+	mu        sync.Mutex                          // guards the fields below
+	status    protocol.Status                     // latest of the Status bucket
+	config    config.ServeConfig                  // latest applied config
+	decisions map[string][]protocol.ScaleDecision // by ScaleKey, oldest first
+	methods   map[string]*method                  // by methodKey
+	running   bool                                // Run is collecting
+	cached    *Snapshot
+	cachedAt  time.Time
+
+	buildMu sync.Mutex // one snapshot is built at a time; the others wait and share it
+}
+
+// New returns a Dashboard; Run feeds it.
+func New(o Options) *Dashboard {
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	if o.JobsInterval <= 0 {
+		o.JobsInterval = DefaultJobsInterval
+	}
+	if o.CacheFor <= 0 {
+		o.CacheFor = DefaultCacheFor
+	}
+	if o.ViewedFor <= 0 {
+		o.ViewedFor = DefaultViewedFor
+	}
+	return &Dashboard{o: o, queue: jobs.NewQueue(o.JS, jobs.Names{Names: o.Names}, o.Log),
+		traffic: newTraffic(o.Window, staleAfter), decisions: map[string][]protocol.ScaleDecision{},
+		methods: map[string]*method{}}
+}
+
+// SetLeading tells the dashboard whether this instance leads: the leader
+// polls the job backlogs for the gauges even when no one looks.
+func (d *Dashboard) SetLeading(on bool) { d.leading.Store(on) }
+
+// Run collects until ctx ends. Watchers that fail are restarted after a
+// second; the traffic window survives a restart.
+func (d *Dashboard) Run(ctx context.Context) error {
+	for {
+		err := d.run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		d.o.Log.Warn().Err(err).Msg("dashboard collector stopped; restarting")
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Dashboard) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup // the records watchers
+	defer func() {
+		cancel()
+		wg.Wait()
+		d.mu.Lock()
+		for _, m := range d.methods {
+			m.stop = nil
+		}
+		d.running = false
+		d.mu.Unlock()
+		d.forgetGauges()
+	}()
+	names := d.o.Names
+	for _, s := range []struct {
+		subj string
+		cb   nats.MsgHandler
+	}{
+		{names.LoadWildcard(), func(m *nats.Msg) {
+			var r protocol.LoadReport
+			if json.Unmarshal(m.Data, &r) == nil && r.ReplicaID != "" {
+				d.traffic.load(r, time.Now())
+			}
+		}},
+		{names.RouterStatsSubject(), func(m *nats.Msg) {
+			var s protocol.RouterStats
+			if json.Unmarshal(m.Data, &s) == nil && s.RouterID != "" {
+				d.traffic.router(s, time.Now())
+			}
+		}},
+	} {
+		sub, err := d.o.NC.Subscribe(s.subj, s.cb)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", s.subj, err)
+		}
+		defer sub.Unsubscribe() //nolint:errcheck // best effort on the way out
+	}
+	b := d.o.Buckets
+	sw, err := b.Status.Watch(ctx, statusKey)
+	if err != nil {
+		return fmt.Errorf("watch status: %w", err)
+	}
+	defer sw.Stop() //nolint:errcheck
+	cw, err := b.Apps.Watch(ctx, configKey)
+	if err != nil {
+		return fmt.Errorf("watch config: %w", err)
+	}
+	defer cw.Stop() //nolint:errcheck
+	ww, err := b.Workers.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch workers: %w", err)
+	}
+	defer ww.Stop() //nolint:errcheck
+	dw, err := b.Scale.WatchAll(ctx, jetstream.IncludeHistory())
+	if err != nil {
+		return fmt.Errorf("watch scale decisions: %w", err)
+	}
+	defer dw.Stop() //nolint:errcheck
+	d.mu.Lock()
+	d.running = true
+	d.mu.Unlock()
+
+	sdk := map[string][]config.AsyncMethod{} // handler → SDK defaults workers advertised
+	var sc config.ServeConfig
+	rebuild := func() { d.setMethods(effectiveMethods(sc, sdk)) }
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastPoll time.Time
+	wasLeading := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-sw.Updates():
+			if !ok {
+				return errors.New("status watcher closed")
+			}
+			if e == nil {
+				continue
+			}
+			var st protocol.Status
+			if e.Operation() == jetstream.KeyValuePut {
+				if err := json.Unmarshal(e.Value(), &st); err != nil {
+					d.o.Log.Warn().Err(err).Msg("dashboard: ignoring undecodable status")
+					continue
+				}
+			}
+			d.mu.Lock()
+			d.status = st
+			d.mu.Unlock()
+		case e, ok := <-cw.Updates():
+			if !ok {
+				return errors.New("config watcher closed")
+			}
+			if e == nil {
+				continue
+			}
+			sc = config.ServeConfig{}
+			if e.Operation() == jetstream.KeyValuePut {
+				if err := json.Unmarshal(e.Value(), &sc); err != nil {
+					d.o.Log.Warn().Err(err).Msg("dashboard: ignoring undecodable serve config")
+					continue
+				}
+			}
+			d.mu.Lock()
+			d.config = sc
+			d.mu.Unlock()
+			rebuild()
+		case e, ok := <-ww.Updates():
+			if !ok {
+				return errors.New("workers watcher closed")
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var info protocol.WorkerInfo
+			if err := json.Unmarshal(e.Value(), &info); err != nil || len(info.Async) == 0 {
+				continue
+			}
+			changed := false
+			for h, ms := range info.Async {
+				if !slices.EqualFunc(sdk[h], ms, func(a, b config.AsyncMethod) bool { return a.Name == b.Name }) {
+					sdk[h], changed = slices.Clone(ms), true
+				}
+			}
+			if changed {
+				rebuild()
+			}
+		case e, ok := <-dw.Updates():
+			if !ok {
+				return errors.New("scale watcher closed")
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var dec protocol.ScaleDecision
+			if err := json.Unmarshal(e.Value(), &dec); err != nil {
+				continue
+			}
+			d.addDecision(e.Key(), dec)
+		case now := <-tick.C:
+			d.traffic.tick(now)
+			leading := d.leading.Load()
+			if wasLeading && !leading {
+				d.forgetGauges()
+			}
+			wasLeading = leading
+			viewed := now.Sub(time.Unix(0, d.viewed.Load())) < d.o.ViewedFor
+			if (leading || viewed) && now.Sub(lastPoll) >= d.o.JobsInterval-10*time.Millisecond {
+				lastPoll = now
+				d.pollJobs(ctx, &wg, now, leading)
+			}
+		}
+	}
+}
+
+// setMethods replaces the followed methods with ms, keeping the state of
+// those that stay and stopping the watches of those that go.
+func (d *Dashboard) setMethods(ms map[string]*method) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, old := range d.methods {
+		if nm, ok := ms[k]; ok && nm.dep == old.dep {
+			old.retention = nm.retention
+			ms[k] = old
+			continue
+		}
+		if old.stop != nil {
+			old.stop()
+		}
+		if d.o.Gauges != nil {
+			d.o.Gauges.Forget(old.app, old.name)
+		}
+	}
+	d.methods = ms
+}
+
+// pollJobs reads every method's backlog (and starts the records watches
+// of methods that have a bucket by now). It runs on Run's goroutine.
+func (d *Dashboard) pollJobs(ctx context.Context, wg *sync.WaitGroup, now time.Time, leading bool) {
+	d.mu.Lock()
+	ms := make([]*method, 0, len(d.methods))
+	for _, m := range d.methods {
+		ms = append(ms, m)
+	}
+	d.mu.Unlock()
+	for _, m := range ms {
+		if ctx.Err() != nil {
+			return
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		b, err := d.queue.Backlog(pctx, m.app, m.name)
+		cancel()
+		pollErr := ""
+		switch {
+		case errors.Is(err, jobs.ErrUnknownMethod):
+			b, err = jobs.Backlog{}, nil // never used yet: nothing queued
+		case err != nil:
+			pollErr = err.Error()
+			d.o.Log.Debug().Err(err).Str("app", m.app).Str("method", m.name).Msg("dashboard: job backlog")
+		}
+		d.mu.Lock()
+		if err == nil {
+			m.backlog = b
+			m.polledAt = now
+		}
+		m.pollErr = pollErr
+		start := m.stop == nil && d.methods[methodKey(m.app, m.name)] == m
+		var mctx context.Context
+		if start {
+			mctx, m.stop = context.WithCancel(ctx)
+		}
+		d.mu.Unlock()
+		if err == nil && leading && d.o.Gauges != nil {
+			d.o.Gauges.Set(m.app, m.name, b, now)
+		}
+		m.expire(now)
+		if start {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := m.watchRecords(mctx, d.o.JS, jobs.Names{Names: d.o.Names}, d.o.Log)
+				if err != nil && mctx.Err() == nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+					d.o.Log.Debug().Err(err).Str("app", m.app).Str("method", m.name).Msg("dashboard: job records watch")
+				}
+				d.mu.Lock()
+				if mctx.Err() == nil {
+					m.stop = nil // not there yet, or broken: the next poll starts it again
+				}
+				d.mu.Unlock()
+			}()
+		}
+	}
+}
+
+func (d *Dashboard) forgetGauges() {
+	if d.o.Gauges == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, m := range d.methods {
+		d.o.Gauges.Forget(m.app, m.name)
+	}
+}
+
+func (d *Dashboard) addDecision(key string, dec protocol.ScaleDecision) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ds := d.decisions[key]
+	i := sort.Search(len(ds), func(i int) bool { return ds[i].At.After(dec.At) })
+	ds = slices.Insert(ds, i, dec)
+	if len(ds) > maxDecisions {
+		ds = ds[len(ds)-maxDecisions:]
+	}
+	d.decisions[key] = ds
+}

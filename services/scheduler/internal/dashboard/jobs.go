@@ -1,0 +1,186 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// JobSummary is one job in a snapshot (a record without its arguments and
+// result).
+type JobSummary struct {
+	ID         string      `json:"request_id"`
+	Status     jobs.Status `json:"status"`
+	Retrying   bool        `json:"retrying,omitempty"`
+	Attempts   int         `json:"attempts"`
+	Progress   float64     `json:"progress"`
+	Message    string      `json:"message,omitempty"`
+	Error      string      `json:"error,omitempty"`
+	Replica    string      `json:"replica,omitempty"`
+	CreatedAt  time.Time   `json:"created_at"`
+	StartedAt  time.Time   `json:"started_at,omitzero"`
+	FinishedAt time.Time   `json:"finished_at,omitzero"`
+	UpdatedAt  time.Time   `json:"updated_at"`
+}
+
+// MethodJobs is one async method's jobs in a snapshot.
+type MethodJobs struct {
+	App        string `json:"app"`
+	Deployment string `json:"deployment"`
+	Method     string `json:"method"`
+	// Queued, Running and DeadLettered are the latest poll of the stream
+	// (jobs.Queue.Backlog); OldestAgeSeconds is the age of the oldest job
+	// queued or running.
+	Queued           int     `json:"queued"`
+	Running          int     `json:"running"`
+	DeadLettered     int     `json:"dead_lettered"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// Succeeded, Failed and Cancelled count the records in the method's
+	// bucket (jobs within their retention).
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	Cancelled int `json:"cancelled"`
+	// Recent are the most recently updated jobs, newest first.
+	Recent []JobSummary `json:"recent"`
+	// PolledAt is when Queued…DeadLettered were read; Error says why the
+	// last poll failed, if it did.
+	PolledAt time.Time `json:"polled_at,omitzero"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// recentJobs is how many jobs per method a snapshot lists.
+const recentJobs = 8
+
+// method is one async method the dashboard follows: its records (a KV
+// watch, so the counts and recent jobs are live without polling) and its
+// latest backlog poll.
+type method struct {
+	app, dep, name string
+	retention      time.Duration
+
+	stop    context.CancelFunc // ends the records watch; nil when none runs
+	watchMu sync.Mutex
+	recs    map[string]JobSummary // guarded by watchMu
+
+	backlog  jobs.Backlog // owned by Run's loop, copied under Dashboard.mu
+	polledAt time.Time
+	pollErr  string
+}
+
+// methodKey is "<app>/<method>".
+func methodKey(app, name string) string { return app + "/" + name }
+
+// effectiveMethods lists every async method of the config: its
+// async_methods merged with the SDK defaults workers advertised
+// (serve.EffectiveAsync, as the ingress and the workers do).
+func effectiveMethods(sc config.ServeConfig, sdk map[string][]config.AsyncMethod) map[string]*method {
+	out := map[string]*method{}
+	for _, a := range sc.Applications {
+		for _, d := range a.Deployments {
+			for _, m := range serve.EffectiveAsync(sdk[d.Handler], d.AsyncMethods) {
+				m.ApplyDefaults()
+				out[methodKey(a.Name, m.Name)] = &method{app: a.Name, dep: d.Name, name: m.Name,
+					retention: m.Retention.D(), recs: map[string]JobSummary{}}
+			}
+		}
+	}
+	return out
+}
+
+// watchRecords follows the method's records bucket until ctx ends. It
+// returns at once, with jetstream.ErrBucketNotFound, while the method has
+// never been used (the next poll tries again).
+func (m *method) watchRecords(ctx context.Context, js jetstream.JetStream, names jobs.Names, log zerolog.Logger) error {
+	kv, err := js.KeyValue(ctx, names.Records(m.app, m.name))
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer w.Stop() //nolint:errcheck // best effort on the way out
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("records watcher closed")
+			}
+			if e == nil {
+				continue
+			}
+			m.watchMu.Lock()
+			if e.Operation() != jetstream.KeyValuePut {
+				delete(m.recs, e.Key())
+			} else {
+				var r jobs.Record
+				if err := json.Unmarshal(e.Value(), &r); err != nil {
+					log.Debug().Err(err).Str("key", e.Key()).Msg("dashboard: skip undecodable job record")
+				} else {
+					m.recs[e.Key()] = JobSummary{ID: r.ID, Status: r.Status, Retrying: r.Retrying, Attempts: r.Attempts,
+						Progress: r.Progress, Message: r.Message, Error: r.Error, Replica: r.Replica,
+						CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}
+				}
+			}
+			m.watchMu.Unlock()
+		}
+	}
+}
+
+// expire forgets records past the method's retention: the bucket's TTL
+// removes them without telling watchers.
+func (m *method) expire(now time.Time) {
+	if m.retention <= 0 {
+		return
+	}
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	for k, r := range m.recs {
+		if now.Sub(r.UpdatedAt) > m.retention {
+			delete(m.recs, k)
+		}
+	}
+}
+
+// summary is the method's part of a snapshot.
+func (m *method) summary(now time.Time) MethodJobs {
+	out := MethodJobs{App: m.app, Deployment: m.dep, Method: m.name, Queued: m.backlog.Queued,
+		Running: m.backlog.Running, DeadLettered: m.backlog.DeadLettered, PolledAt: m.polledAt, Error: m.pollErr}
+	if !m.backlog.Oldest.IsZero() {
+		out.OldestAgeSeconds = max(now.Sub(m.backlog.Oldest), 0).Seconds()
+	}
+	m.watchMu.Lock()
+	all := make([]JobSummary, 0, len(m.recs))
+	for _, r := range m.recs {
+		switch r.Status {
+		case jobs.Succeeded:
+			out.Succeeded++
+		case jobs.Failed:
+			out.Failed++
+		case jobs.Cancelled:
+			out.Cancelled++
+		}
+		all = append(all, r)
+	}
+	m.watchMu.Unlock()
+	slices.SortFunc(all, func(a, b JobSummary) int {
+		if c := b.UpdatedAt.Compare(a.UpdatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	out.Recent = all[:min(len(all), recentJobs)]
+	return out
+}
