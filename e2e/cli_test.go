@@ -74,15 +74,15 @@ func TestCLI(t *testing.T) {
 			t.Errorf("jetserve call /no-such-app-e2e/: output %q %q, want it to say 404/not_found", out, errOut)
 		}
 	})
-	t.Run("deploy --if-empty keeps a fleet's applications", func(t *testing.T) {
+	t.Run("deploy --if-absent and --merge keep a fleet's applications", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "other.json")
 		o := deployment{app: "cli-other", handler: handlerEcho, replicas: 1}
 		if err := os.WriteFile(other, serveConfig(t, o.application()), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out := run(t, "deploy", other, "--if-empty", "--admin", admin)
-		if !strings.Contains(out, "not deployed") {
-			t.Errorf("jetserve deploy --if-empty on a fleet with app cli = %q, want it to say not deployed", out)
+		out := run(t, "deploy", file, "--if-absent", "--admin", admin)
+		if !strings.Contains(out, "kept: cli exists") {
+			t.Errorf("jetserve deploy --if-absent of app cli that exists = %q, want it kept", out)
 		}
 		out = run(t, "deploy", other, "--merge", "--admin", admin)
 		if !strings.Contains(out, "cli-other") || !strings.Contains(out, "cli,") {

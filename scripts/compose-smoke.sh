@@ -168,9 +168,9 @@ if [[ $quickstart == 1 ]]; then
 	has_apps text greet || die "the applied config lacks text or greet: $(curl -sS "$admin/api/serve/config")"
 	log "re-running the deployers: up -d --scale worker=2"
 	compose up -d --no-build --scale worker=2 >/dev/null 2>&1
-	# The example's deployer runs again with --if-empty: it must say so and
-	# change nothing.
-	redeployed() { compose logs --no-color deployer 2>/dev/null | grep -q "not deployed"; }
+	# The example's deployer runs again with --if-absent: it must keep the
+	# example as it is and change nothing.
+	redeployed() { compose logs --no-color deployer 2>/dev/null | grep -q "kept: text exists"; }
 	wait_for "the example deployer re-ran and applied nothing" redeployed
 	wait_for "POST $SMOKE_PATH -> 200 after the re-run" route
 	wait_for "POST /greet -> 200 after the re-run" greet

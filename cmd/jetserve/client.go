@@ -81,12 +81,12 @@ func runDeploy(ctx context.Context, args []string, env map[string]string, stdout
 	fs := flags("deploy", stderr)
 	admin := adminFlag(fs, env)
 	merge := fs.Bool("merge", false, "apply each application of FILE on its own; leave every other application as it is")
-	ifEmpty := fs.Bool("if-empty", false, "apply FILE only when the fleet has no application (a one-shot example deployer)")
+	ifAbsent := fs.Bool("if-absent", false, "add each application of FILE only if none of that name exists; replace and delete nothing (a one-shot example deployer)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || (*merge && *ifEmpty) {
-		return errors.New("usage: jetserve deploy FILE [--merge | --if-empty] [--admin URL]")
+	if fs.NArg() != 1 || (*merge && *ifAbsent) {
+		return errors.New("usage: jetserve deploy FILE [--merge | --if-absent] [--admin URL]")
 	}
 	body, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
@@ -97,25 +97,18 @@ func runDeploy(ctx context.Context, args []string, env map[string]string, stdout
 		Applied      *bool    `json:"applied"`
 		Message      string   `json:"message"`
 	}
-	if !*merge {
-		target := *admin + "/api/serve/applications"
-		if *ifEmpty {
-			target += "?if_empty=true"
-		}
-		b, err := do(ctx, http.MethodPut, target, body, "application/yaml")
+	if !*merge && !*ifAbsent {
+		b, err := do(ctx, http.MethodPut, *admin+"/api/serve/applications", body, "application/yaml")
 		if err != nil {
 			return err
 		}
 		_ = json.Unmarshal(b, &out)
-		if out.Applied != nil && !*out.Applied {
-			fmt.Fprintf(stdout, "not deployed: %s (applications: %s)\n", out.Message, strings.Join(out.Applications, ", "))
-			return nil
-		}
 		fmt.Fprintf(stdout, "deployed: %s\n", strings.Join(out.Applications, ", "))
 		return nil
 	}
-	// --merge: the file is checked here first, so that nothing is applied
-	// from a file with an error in its third application.
+	// --merge and --if-absent, one application at a time: the file is
+	// checked here first, so that nothing is applied from a file with an
+	// error in its third application.
 	cfg, err := config.Parse(body)
 	if err != nil {
 		return fmt.Errorf("%s: %w", fs.Arg(0), err)
@@ -125,11 +118,20 @@ func runDeploy(ctx context.Context, args []string, env map[string]string, stdout
 		if err != nil {
 			return fmt.Errorf("encode application %s: %w", a.Name, err)
 		}
-		b, err := do(ctx, http.MethodPut, *admin+"/api/serve/applications/"+url.PathEscape(a.Name), one, "application/json")
+		target := *admin + "/api/serve/applications/" + url.PathEscape(a.Name)
+		if *ifAbsent {
+			target += "?if_absent=true"
+		}
+		b, err := do(ctx, http.MethodPut, target, one, "application/json")
 		if err != nil {
 			return fmt.Errorf("application %s: %w", a.Name, err)
 		}
+		out.Applied = nil
 		_ = json.Unmarshal(b, &out)
+		if out.Applied != nil && !*out.Applied {
+			fmt.Fprintf(stdout, "kept: %s exists, left as it is (fleet: %s)\n", a.Name, strings.Join(out.Applications, ", "))
+			continue
+		}
 		fmt.Fprintf(stdout, "deployed: %s (fleet: %s)\n", a.Name, strings.Join(out.Applications, ", "))
 	}
 	return nil

@@ -41,7 +41,7 @@ Usage:
   jetserve deploy FILE [--admin URL]  apply a serve config (YAML or JSON); apps absent
                                     from it are deleted
     --merge                         add or replace FILE's applications, keep the others
-    --if-empty                      apply only to a fleet with no application
+    --if-absent                     add FILE's applications that do not exist; change nothing else
   jetserve status [--admin URL] [-o table|json]
   jetserve delete APP|--all [--admin URL]
   jetserve call ROUTE [BODY] [--url URL] [-X METHOD] [--stream]

@@ -1,8 +1,8 @@
 // Package admin serves the scheduler's admin API (Ray Serve's REST
-// semantics): PUT/GET/DELETE /api/serve/applications (PUT with
-// ?if_empty=true applies only to a fleet with no application), PUT and
-// DELETE /api/serve/applications/{name} (one application, the others left
-// as they are) and GET /api/serve/config.
+// semantics): PUT/GET/DELETE /api/serve/applications, PUT and DELETE
+// /api/serve/applications/{name} (one application, the others left as they
+// are; PUT with ?if_absent=true adds it only when no application of that
+// name exists) and GET /api/serve/config.
 //
 // Any scheduler instance serves it. Writes go to the Apps bucket key
 // "config" with a compare-and-set on its revision, retried on conflict, so
@@ -143,38 +143,13 @@ func (h *Handler) updateFailed(w http.ResponseWriter, r *http.Request, err error
 	h.internal(w, r, err)
 }
 
-// errNotEmpty stops an if_empty PUT on a fleet that has applications.
-var errNotEmpty = errors.New("the fleet already has applications")
-
 // put applies a whole config: applications absent from it are deleted.
-// With ?if_empty=true it applies only when no application is stored and
-// otherwise changes nothing (200, "applied": false) — what a one-shot
-// deployer of an example runs, so it never replaces an operator's config.
 func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 	cfg, ok := h.readConfig(w, r)
 	if !ok {
 		return
 	}
-	ifEmpty := r.URL.Query().Get("if_empty")
-	if ifEmpty != "" && ifEmpty != "true" && ifEmpty != "false" {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, fmt.Sprintf("if_empty: want true or false, got %q", ifEmpty), nil)
-		return
-	}
-	var kept config.ServeConfig
-	err := h.update(r.Context(), func(cur config.ServeConfig) (config.ServeConfig, error) {
-		if ifEmpty == "true" && len(cur.Applications) > 0 {
-			kept = cur
-			return cur, errNotEmpty
-		}
-		return cfg, nil
-	})
-	switch {
-	case errors.Is(err, errNotEmpty):
-		h.log.Info().Strs("applications", appNames(kept)).Msg("if_empty: config not applied, the fleet has applications")
-		writeJSON(w, http.StatusOK, map[string]any{"applications": appNames(kept), "applied": false,
-			"message": "not applied: the fleet already has applications (if_empty)"})
-		return
-	case err != nil:
+	if err := h.update(r.Context(), func(config.ServeConfig) (config.ServeConfig, error) { return cfg, nil }); err != nil {
 		h.updateFailed(w, r, err)
 		return
 	}
@@ -182,12 +157,23 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"applications": appNames(cfg), "applied": true})
 }
 
+// errExists stops an if_absent PUT of an application that exists.
+var errExists = errors.New("the application exists")
+
 // putOne adds or replaces the application named in the path and leaves
 // every other one as it is. The body is a serve config holding exactly
 // that application; the config that results is validated as a whole
-// (route prefixes and OIP model names stay unique).
+// (route prefixes and OIP model names stay unique). With ?if_absent=true
+// an existing application of that name is left as it is (200, "applied":
+// false) — what a one-shot deployer of an example runs, so that re-running
+// it never undoes an operator's change and never races another deployer.
 func (h *Handler) putOne(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
+	ifAbsent := r.URL.Query().Get("if_absent")
+	if ifAbsent != "" && ifAbsent != "true" && ifAbsent != "false" {
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, fmt.Sprintf("if_absent: want true or false, got %q", ifAbsent), nil)
+		return
+	}
 	cfg, ok := h.readConfig(w, r)
 	if !ok {
 		return
@@ -203,6 +189,10 @@ func (h *Handler) putOne(w http.ResponseWriter, r *http.Request) {
 		replaced := false
 		for _, a := range cur.Applications {
 			if a.Name == name {
+				if ifAbsent == "true" {
+					next = cur
+					return cur, errExists
+				}
 				a, replaced = cfg.Applications[0], true
 			}
 			out.Applications = append(out.Applications, a)
@@ -218,6 +208,11 @@ func (h *Handler) putOne(w http.ResponseWriter, r *http.Request) {
 	})
 	var fe config.Errors
 	switch {
+	case errors.Is(err, errExists):
+		h.log.Info().Str("app", name).Msg("if_absent: application exists, left as it is")
+		writeJSON(w, http.StatusOK, map[string]any{"applications": appNames(next), "applied": false,
+			"message": fmt.Sprintf("not applied: application %q exists (if_absent)", name)})
+		return
 	case errors.As(err, &fe):
 		invalidConfig(w, fe)
 		return

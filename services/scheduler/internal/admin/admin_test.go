@@ -225,22 +225,24 @@ func configApps(t *testing.T, srv *httptest.Server) []string {
 	return names
 }
 
-func TestPutIfEmptyNeverReplacesAConfig(t *testing.T) {
+func TestPutOneIfAbsentNeverReplaces(t *testing.T) {
 	srv, _ := setup(t, 4096)
-	status, out := do(t, http.MethodPut, srv.URL+"/api/serve/applications?if_empty=true", valid)
+	c := "applications:\n- {name: c, route_prefix: /c, ingress: d, deployments: [{name: d, handler: echo}]}\n"
+	status, out := do(t, http.MethodPut, srv.URL+"/api/serve/applications/c?if_absent=true", c)
 	if status != http.StatusOK || out["applied"] != true {
-		t.Fatalf("PUT ?if_empty=true on an empty fleet = %d %v, want 200 applied", status, out)
+		t.Fatalf("PUT c ?if_absent=true on an empty fleet = %d %v, want 200 applied", status, out)
 	}
-	one := "applications:\n- {name: c, route_prefix: /c, ingress: d, deployments: [{name: d, handler: echo}]}\n"
-	status, out = do(t, http.MethodPut, srv.URL+"/api/serve/applications?if_empty=true", one)
+	changed := "applications:\n- {name: c, route_prefix: /c2, ingress: d, deployments: [{name: d, handler: echo}]}\n"
+	status, out = do(t, http.MethodPut, srv.URL+"/api/serve/applications/c?if_absent=true", changed)
 	if status != http.StatusOK || out["applied"] != false {
-		t.Fatalf("PUT ?if_empty=true on a fleet with apps = %d %v, want 200 not applied", status, out)
+		t.Fatalf("PUT c ?if_absent=true when c exists = %d %v, want 200 not applied", status, out)
 	}
-	if got := strings.Join(configApps(t, srv), ","); got != "a,b" {
-		t.Fatalf("config apps after a refused if_empty PUT = %s, want a,b", got)
+	_, cfg := do(t, http.MethodGet, srv.URL+"/api/serve/config", "")
+	if p := cfg["applications"].([]any)[0].(map[string]any)["route_prefix"]; p != "/c" {
+		t.Fatalf("c's route prefix after a refused if_absent PUT = %v, want /c unchanged", p)
 	}
-	if status, _ := do(t, http.MethodPut, srv.URL+"/api/serve/applications?if_empty=maybe", one); status != http.StatusBadRequest {
-		t.Fatalf("PUT ?if_empty=maybe = %d, want 400", status)
+	if status, _ := do(t, http.MethodPut, srv.URL+"/api/serve/applications/c?if_absent=maybe", c); status != http.StatusBadRequest {
+		t.Fatalf("PUT ?if_absent=maybe = %d, want 400", status)
 	}
 }
 
