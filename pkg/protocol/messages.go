@@ -185,6 +185,41 @@ type DeploymentStatus struct {
 	DesiredReplicas int `json:"desired_num_replicas"`
 	// Autoscaling is set for deployments with an autoscaling_config.
 	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+	// Rollout is set while a rolling update runs (replicas of an earlier
+	// version are still assigned). Its PENDING replicas are then new
+	// replicas waiting for room, not a deployment that cannot run.
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+}
+
+// RolloutStrategy is how a rolling update makes room for new replicas.
+type RolloutStrategy string
+
+// Rollout strategies.
+const (
+	// RolloutSurge: new replicas start beside the old ones; an old one
+	// drains once a new one runs. The deployment never has fewer RUNNING
+	// replicas than its target.
+	RolloutSurge RolloutStrategy = "surge"
+	// RolloutReplace: no worker has room for a surge replica, so old
+	// replicas drain first, one at a time, and new ones start in the room
+	// they free, never more than max_unavailable below the target. A
+	// deployment of one replica has none RUNNING for a moment; routers
+	// hold its requests meanwhile.
+	RolloutReplace RolloutStrategy = "replace"
+)
+
+// RolloutStatus is a rolling update in progress.
+type RolloutStatus struct {
+	Strategy RolloutStrategy `json:"strategy"`
+	// Reason says why the update replaces instead of surging: why the
+	// surge replica fits nowhere (and, when max_unavailable is 0, that the
+	// update waits for room).
+	Reason string `json:"reason,omitempty"`
+	// MaxUnavailable is the deployment's max_unavailable resolved against
+	// its target: how many replicas fewer than the target may be RUNNING.
+	MaxUnavailable int `json:"max_unavailable"`
+	// OldReplicas counts replicas of earlier versions still assigned.
+	OldReplicas int `json:"old_replicas"`
 }
 
 // AutoscalingStatus is an autoscaled deployment's scaling state in the

@@ -53,6 +53,7 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			st.Targets[k] = target
 			ds := protocol.DeploymentStatus{Name: d.Name, TargetReplicas: target, Version: ver, Replicas: []protocol.ReplicaStatus{}}
 			var cur, old, running int
+			var moves []string
 			reasons := map[string]bool{}
 			for _, r := range byKey[k] {
 				rs := protocol.ReplicaStatus{ID: r.Spec.ID, WorkerID: r.WorkerID, Version: r.Spec.Version}
@@ -67,6 +68,10 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 					rs.State, rs.Message = protocol.ReplicaStarting, "assigned to worker "+r.WorkerID+"; waiting for it to start"
 				}
 				ds.Replicas = append(ds.Replicas, rs)
+				if r.Moves != "" {
+					moves = append(moves, fmt.Sprintf("starting %s on worker %s to replace %s", r.Spec.ID, r.WorkerID, r.Moves))
+					continue
+				}
 				if r.Spec.Version == ver {
 					cur++
 					if in.Running(r) {
@@ -94,10 +99,20 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			if len(reasons) > 0 {
 				msg += "; pending: " + strings.Join(sortedKeys(reasons), "; ")
 			}
+			ro, rolling := st.Rollouts[k]
 			switch {
-			case old > 0:
+			case old > 0 || rolling:
 				ds.Status = protocol.DeploymentUpdating
-				ds.Message = fmt.Sprintf("rolling update to version %s: %s", ver, msg)
+				if ro.Strategy == "" {
+					ro.Strategy = protocol.RolloutSurge
+				}
+				ds.Rollout = &protocol.RolloutStatus{Strategy: ro.Strategy, Reason: ro.Reason,
+					MaxUnavailable: d.MaxUnavailable.Of(target), OldReplicas: old}
+				how := "surge: new replicas start beside the old ones"
+				if ro.Strategy == protocol.RolloutReplace {
+					how = fmt.Sprintf("replace one at a time, at most %d below target: %s for a surge replica", ds.Rollout.MaxUnavailable, ro.Reason)
+				}
+				ds.Message = fmt.Sprintf("rolling update to version %s (%s): %s", ver, how, msg)
 			case running >= target && cur == target:
 				ds.Status = protocol.DeploymentHealthy
 				st.Healthy[k] = ver
@@ -113,6 +128,9 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 				ds.Status, ds.Message = protocol.DeploymentUnhealthy, msg
 			default:
 				ds.Status, ds.Message = protocol.DeploymentUpdating, msg
+			}
+			if len(moves) > 0 {
+				ds.Message = strings.TrimPrefix(ds.Message+"; rebalancing: "+strings.Join(moves, "; "), "; ")
 			}
 			switch ds.Status {
 			case protocol.DeploymentUnhealthy:
