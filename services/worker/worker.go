@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -107,6 +108,14 @@ func describe(ctx context.Context, cfg Config, reg *serve.Registry, log zerolog.
 			return protocol.WorkerInfo{}, err
 		}
 	}
+	lim, err := host.ReadCgroupLimits("/")
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot read the cgroup's limits; advertising the machine's CPU and memory")
+	}
+	cpu := cfg.Resources.CPU
+	if cpu == 0 {
+		cpu = host.AvailableCPU(runtime.NumCPU(), lim)
+	}
 	var mem int64
 	if cfg.Resources.Memory != "" {
 		b, err := config.ParseBytes(cfg.Resources.Memory)
@@ -114,9 +123,14 @@ func describe(ctx context.Context, cfg Config, reg *serve.Registry, log zerolog.
 			return protocol.WorkerInfo{}, fmt.Errorf("resources.memory: %w", err)
 		}
 		mem = int64(b)
-	} else if mem, err = host.MemTotal(host.MemInfoPath); err != nil {
-		log.Warn().Err(err).Msg("cannot read the machine's memory; advertising 0 (set resources.memory)")
+	} else {
+		if mem, err = host.MemTotal(host.MemInfoPath); err != nil && lim.Memory == 0 {
+			log.Warn().Err(err).Msg("cannot read the machine's memory; advertising 0 (set resources.memory)")
+		}
+		mem = host.AvailableMemory(mem, lim)
 	}
+	log.Debug().Float64("cgroup_cpu", lim.CPU).Int64("cgroup_memory_bytes", lim.Memory).Int("num_cpu", runtime.NumCPU()).
+		Msg("machine and cgroup limits read")
 	gpus, err := cfg.declaredGPUs()
 	if err != nil {
 		return protocol.WorkerInfo{}, err
@@ -142,7 +156,7 @@ func describe(ctx context.Context, cfg Config, reg *serve.Registry, log zerolog.
 	return protocol.WorkerInfo{
 		ID:          id,
 		Host:        hostname,
-		CPU:         cfg.Resources.CPU,
+		CPU:         cpu,
 		MemoryBytes: mem,
 		GPUs:        gpus,
 		Labels:      labels,
