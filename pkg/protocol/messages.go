@@ -34,6 +34,19 @@ type WorkerInfo struct {
 	Heartbeat time.Time                       `json:"heartbeat"`
 }
 
+// HandlerInfo is what the code of a deployment handler declares, put in
+// BucketHandlers by each worker that registers it when the worker starts:
+// its async methods with their SDK defaults. It outlives the workers, so an
+// ingress knows a method the serve config only tunes while no worker runs.
+type HandlerInfo struct {
+	Handler string `json:"handler"`
+	// Async lists the handler's async methods with their SDK defaults.
+	Async []config.AsyncMethod `json:"async,omitempty"`
+	// Worker is the worker that put this value, at UpdatedAt.
+	Worker    string    `json:"worker"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
 // ReplicaSpec is what the scheduler asks a worker to run: one replica of one
 // deployment.
 type ReplicaSpec struct {

@@ -207,7 +207,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return err
 	})
 	g.Go(func() error {
-		err := asyncMethods.Run(wctx, buckets.Apps, buckets.Workers)
+		err := asyncMethods.Run(wctx, buckets.Apps, buckets.Handlers)
 		if wctx.Err() != nil {
 			return nil
 		}

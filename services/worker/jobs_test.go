@@ -86,6 +86,28 @@ func TestWorkerAdvertisesAsyncMethods(t *testing.T) {
 	if len(ms) != 1 || ms[0].Name != "square" || ms[0].MaxRunning != 4 || len(info.Async) != 1 {
 		t.Errorf("WorkerInfo.Async = %+v, want jobber's square only", info.Async)
 	}
+	// The declaration outlives the worker: it is in the Handlers bucket,
+	// which has no TTL, for every registered handler.
+	var h protocol.HandlerInfo
+	waitFor(t, "handler declaration", func() bool {
+		e, err := f.b.Handlers.Get(context.Background(), protocol.HandlerKey("jobber"))
+		return err == nil && json.Unmarshal(e.Value(), &h) == nil
+	})
+	if h.Handler != "jobber" || h.Worker != workerID || len(h.Async) != 1 || h.Async[0].Name != "square" || h.Async[0].MaxRunning != 4 {
+		t.Errorf("Handlers[jobber] = %+v, want jobber's square (max_running 4) put by %s", h, workerID)
+	}
+	st, err := f.b.Handlers.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != 0 {
+		t.Errorf("Handlers bucket TTL = %v, want none", st.TTL())
+	}
+	for _, name := range f.d.reg.Names() {
+		if _, err := f.b.Handlers.Get(context.Background(), protocol.HandlerKey(name)); err != nil {
+			t.Errorf("Handlers[%s]: %v, want every registered handler recorded", name, err)
+		}
+	}
 }
 
 func TestReplicaRunsJobs(t *testing.T) {

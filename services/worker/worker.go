@@ -16,6 +16,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -217,7 +218,8 @@ type worker struct {
 	info    protocol.WorkerInfo // owned by run
 
 	// Owned by run (one goroutine); no lock.
-	replicas map[string]*replica.Replica // running or starting, by id
+	handlersPut bool                        // the Handlers bucket holds this registry's handlers
+	replicas    map[string]*replica.Replica // running or starting, by id
 	stopping map[string]*replica.Replica // draining, by id, until Done
 	epoch    uint64                      // highest leader epoch applied (fencing)
 }
@@ -226,6 +228,7 @@ type worker struct {
 // then drains.
 func (w *worker) run(ctx context.Context) error {
 	w.putInfo()
+	w.putHandlers()
 	w.log.Info().Strs("handlers", w.info.Handlers).Float64("cpu", w.info.CPU).
 		Int64("memory_bytes", w.info.MemoryBytes).Int("gpus", len(w.info.GPUs)).Msg("worker registered")
 	hb := time.NewTicker(service.HeartbeatInterval)
@@ -246,6 +249,7 @@ func (w *worker) run(ctx context.Context) error {
 			return w.shutdown()
 		case <-hb.C:
 			w.putInfo()
+			w.putHandlers()
 			w.forgetStopped()
 		case <-retry.C:
 			kw, err := w.buckets.Assignments.Watch(ctx, w.info.ID)
@@ -435,6 +439,50 @@ func (w *worker) putInfo() {
 	if _, err := w.buckets.Workers.Put(ctx, w.info.ID, b); err != nil {
 		w.log.Warn().Err(err).Msg("put worker info")
 	}
+}
+
+// putHandlers records, once, what the code of each registered handler
+// declares (its async methods' SDK defaults) in the Handlers bucket, where
+// it outlives this worker: the ingress serves the job endpoints of a
+// deployment no worker runs, and a job submitted then is queued. A key
+// already holding the same declaration is left alone. Failures are retried
+// on the next heartbeat.
+func (w *worker) putHandlers() {
+	if w.handlersPut {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	for _, name := range w.reg.Names() {
+		h := protocol.HandlerInfo{Handler: name, Async: w.reg.AsyncMethods(name), Worker: w.info.ID, UpdatedAt: time.Now().UTC()}
+		key := protocol.HandlerKey(name)
+		if e, err := w.buckets.Handlers.Get(ctx, key); err == nil {
+			var cur protocol.HandlerInfo
+			if json.Unmarshal(e.Value(), &cur) == nil && cur.Handler == name && sameJSON(cur.Async, h.Async) {
+				continue
+			}
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			w.log.Warn().Err(err).Str("handler", name).Msg("read handler declaration; retrying")
+			return
+		}
+		b, err := json.Marshal(h)
+		if err != nil {
+			w.log.Error().Err(err).Str("handler", name).Msg("encode handler declaration")
+			return
+		}
+		if _, err := w.buckets.Handlers.Put(ctx, key, b); err != nil {
+			w.log.Warn().Err(err).Str("handler", name).Msg("put handler declaration; retrying")
+			return
+		}
+		w.log.Debug().Str("handler", name).Int("async_methods", len(h.Async)).Msg("handler declaration recorded")
+	}
+	w.handlersPut = true
+}
+
+func sameJSON(a, b any) bool {
+	x, errA := json.Marshal(a)
+	y, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(x, y)
 }
 
 // shutdown marks the worker draining, drains every replica (heartbeating
