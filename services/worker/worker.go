@@ -220,8 +220,8 @@ type worker struct {
 	// Owned by run (one goroutine); no lock.
 	handlersPut bool                        // the Handlers bucket holds this registry's handlers
 	replicas    map[string]*replica.Replica // running or starting, by id
-	stopping map[string]*replica.Replica // draining, by id, until Done
-	epoch    uint64                      // highest leader epoch applied (fencing)
+	stopping    map[string]*replica.Replica // draining, by id, until Done
+	epoch       uint64                      // highest leader epoch applied (fencing)
 }
 
 // run heartbeats, watches the assignment and converges until ctx ends,
