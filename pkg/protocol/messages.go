@@ -1,6 +1,9 @@
 package protocol
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 
@@ -68,6 +71,31 @@ type ReplicaSpec struct {
 	// MaxModelsPerReplica caps the models a multiplexed replica keeps
 	// loaded (the deployment's max_models_per_replica; 0 = the default).
 	MaxModelsPerReplica int `json:"max_models_per_replica,omitempty"`
+	// AsyncMethods are the deployment's async_methods from the serve
+	// config, which override its handler's SDK defaults field by field. A
+	// change is applied in place: the replica's job runner is replaced
+	// (jobs running go on; the new runner takes the slots they free).
+	AsyncMethods []config.AsyncMethod `json:"async_methods,omitempty"`
+}
+
+// ConfigVersion hashes the part of s a running replica applies in place —
+// user_config, max_ongoing_requests, graceful_shutdown_timeout and
+// async_methods — so that the replica's record can say which it applies
+// (ReplicaInfo.ConfigVersion).
+func (s ReplicaSpec) ConfigVersion() string {
+	uc := []byte(s.UserConfig)
+	var buf bytes.Buffer
+	if len(uc) > 0 && json.Compact(&buf, uc) == nil {
+		uc = buf.Bytes()
+	}
+	b, _ := json.Marshal(struct {
+		UserConfig              string
+		MaxOngoingRequests      int
+		GracefulShutdownTimeout config.Duration
+		AsyncMethods            []config.AsyncMethod
+	}{string(uc), s.MaxOngoingRequests, s.GracefulShutdownTimeout, s.AsyncMethods})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
 }
 
 // Assignment is the complete set of replicas one worker must run, written by
@@ -106,6 +134,10 @@ type ReplicaInfo struct {
 	State              ReplicaState `json:"state"`
 	Message            string       `json:"message,omitempty"`
 	MaxOngoingRequests int          `json:"max_ongoing_requests"`
+	// ConfigVersion is the ReplicaSpec.ConfigVersion of the config the
+	// replica applies now: it changes once an in-place change (user_config,
+	// limits, async_methods) took effect.
+	ConfigVersion string `json:"config_version,omitempty"`
 	// Subject is the replica's micro service subject prefix.
 	Subject   string    `json:"subject"`
 	StartedAt time.Time `json:"started_at"`

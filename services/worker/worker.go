@@ -6,8 +6,10 @@
 // of only user_config (or limits) is applied in place through
 // serve.Reconfigurer — a handler without it is restarted. A replica whose
 // deployment has async methods also runs a jobs.Runner while it is
-// RUNNING (internal/replica); the worker advertises its handlers' async
-// methods (SDK defaults) in its WorkerInfo.
+// RUNNING (internal/replica); a change of the deployment's async_methods
+// replaces that runner in place. The worker advertises its handlers' async
+// methods (SDK defaults) in its WorkerInfo and records them in the
+// Handlers bucket, where they outlive it.
 //
 // Run owns every goroutine it starts: one loop that heartbeats and
 // converges (the only writer of the replica set) and the replicas' own
@@ -369,51 +371,15 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 
 		SDKMetrics: w.sdk,
 		Jobs: &replica.JobsParams{
-			JS:      w.js,
-			Names:   jobs.Names{Names: w.names},
-			Methods: w.jobMethods(s),
+			JS:    w.js,
+			Names: jobs.Names{Names: w.names},
+			SDK:   w.reg.AsyncMethods(s.Handler),
 		},
 	})
 	w.replicas[s.ID] = r
 	// The new replica now stands for the id: it waits for the old one, so
 	// a later restart waiting for it waits for both.
 	delete(w.stopping, s.ID)
-}
-
-// jobMethods returns how a replica of s finds its deployment's effective
-// async methods: the serve config's async_methods of the deployment (read
-// from the Apps bucket when the replica starts running) merged over the SDK
-// defaults the handler registered. Changes to async_methods reach a running
-// replica's runner when it restarts; the queue limits (max_queued,
-// max_running, lease_timeout, retention) live in the stream and consumer
-// and apply at once.
-func (w *worker) jobMethods(s protocol.ReplicaSpec) func(context.Context) ([]config.AsyncMethod, error) {
-	sdk := w.reg.AsyncMethods(s.Handler)
-	apps := w.buckets.Apps
-	return func(ctx context.Context) ([]config.AsyncMethod, error) {
-		ctx, cancel := context.WithTimeout(ctx, kvTimeout)
-		defer cancel()
-		e, err := apps.Get(ctx, "config")
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return serve.EffectiveAsync(sdk, nil), nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read serve config: %w", err)
-		}
-		var sc config.ServeConfig
-		if err := json.Unmarshal(e.Value(), &sc); err != nil {
-			return nil, fmt.Errorf("decode serve config: %w", err)
-		}
-		var overrides []config.AsyncMethod
-		if a, ok := sc.App(s.App); ok {
-			for _, d := range a.Deployments {
-				if d.Name == s.Deployment {
-					overrides = d.AsyncMethods
-				}
-			}
-		}
-		return serve.EffectiveAsync(sdk, overrides), nil
-	}
 }
 
 // forgetStopped drops replicas that finished draining.

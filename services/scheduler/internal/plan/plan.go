@@ -271,6 +271,7 @@ func Step(prev State, in Input) (State, Result) {
 			uc := compactJSON(d.UserConfig)
 			for _, r := range cur {
 				r.Spec.UserConfig = uc
+				r.Spec.AsyncMethods = d.AsyncMethods // applied in place (a new job runner)
 				r.Labels = d.Resources.Labels
 			}
 			target := in.Target(app.Name, d)
@@ -283,6 +284,7 @@ func Step(prev State, in Input) (State, Result) {
 						CPU: d.Resources.CPUOrDefault(), GPU: d.Resources.GPU, MemoryBytes: int64(d.Resources.Memory),
 						GracefulShutdownTimeout: d.GracefulShutdownTimeout,
 						MaxModelsPerReplica:     d.MaxModelsPerReplica,
+						AsyncMethods:            d.AsyncMethods,
 					},
 					Labels:  d.Resources.Labels,
 					Created: in.Now,

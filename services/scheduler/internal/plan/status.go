@@ -52,7 +52,7 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			}
 			st.Targets[k] = target
 			ds := protocol.DeploymentStatus{Name: d.Name, TargetReplicas: target, Version: ver, Replicas: []protocol.ReplicaStatus{}}
-			var cur, old, running int
+			var cur, old, running, reconfiguring int
 			var moves []string
 			reasons := map[string]bool{}
 			for _, r := range byKey[k] {
@@ -64,6 +64,12 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 					reasons[r.Reason] = true
 				case ok && rec.WorkerID == r.WorkerID:
 					rs.State, rs.Message, rs.StartedAt = rec.State, rec.Message, rec.StartedAt
+					if rec.State == protocol.ReplicaRunning && rec.ConfigVersion != "" && rec.ConfigVersion != r.Spec.ConfigVersion() {
+						rs.Message = "applying the new config in place"
+						if r.Spec.Version == ver {
+							reconfiguring++
+						}
+					}
 				default:
 					rs.State, rs.Message = protocol.ReplicaStarting, "assigned to worker "+r.WorkerID+"; waiting for it to start"
 				}
@@ -128,6 +134,11 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 				ds.Status, ds.Message = protocol.DeploymentUnhealthy, msg
 			default:
 				ds.Status, ds.Message = protocol.DeploymentUpdating, msg
+			}
+			if reconfiguring > 0 && ds.Status == protocol.DeploymentHealthy {
+				ds.Status = protocol.DeploymentUpdating
+				ds.Message = fmt.Sprintf("reconfiguring in place (user_config, max_ongoing_requests, graceful_shutdown_timeout or async_methods changed): %d/%d replicas applied it",
+					cur-reconfiguring, cur)
 			}
 			if len(moves) > 0 {
 				ds.Message = strings.TrimPrefix(ds.Message+"; rebalancing: "+strings.Join(moves, "; "), "; ")
