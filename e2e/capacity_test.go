@@ -356,3 +356,42 @@ func TestWorkerCgroupLimitsDocker(t *testing.T) {
 		t.Errorf("worker under --cpus 0.5 --memory 300m advertises %v CPU, %d bytes; want 0.5, %d", info.CPU, info.MemoryBytes, int64(300<<20))
 	}
 }
+
+// TestRollingUpdateExampleOnTwoCPUs is issue 11 #5 as it was found: the
+// example application uses 1.85 of a 2-CPU worker, and changing
+// Pipeline's max_ongoing_requests stayed UPDATING forever ("pending: no
+// worker has 0.25 CPU free"). Now Pipeline's two replicas are replaced one
+// at a time and the pipeline answers throughout.
+func TestRollingUpdateExampleOnTwoCPUs(t *testing.T) {
+	f := startFleet(t, fleet.Options{WorkerCPU: 2})
+	f.RequireHandlers(handlerPipeline)
+	_, cfg := readExample(t)
+	f.Deploy(serveConfig(t, cfg.Applications...))
+	before := f.WaitApp(deployTimeout, exampleApp, replicas(cfg.Applications[0]), nil)
+	oldVersion := before.Deployments[examplePipeline].Version
+
+	body := []byte(`{"text":"` + review + `"}`)
+	tr := fleet.StartTraffic(t, 2, http.MethodPost, f.URL()+examplePrefix+"/analyze", body, requestTimeout)
+	tr.WaitOK(t, 20, requestTimeout)
+	for i := range cfg.Applications[0].Deployments {
+		if d := &cfg.Applications[0].Deployments[i]; d.Name == examplePipeline {
+			d.MaxOngoingRequests++
+		}
+	}
+	f.Deploy(serveConfig(t, cfg.Applications...))
+	f.WaitApp(deployTimeout, exampleApp, replicas(cfg.Applications[0]), func(a protocol.AppStatus) error {
+		if v := a.Deployments[examplePipeline].Version; v == oldVersion {
+			return errorf("%s still at version %s", examplePipeline, v)
+		}
+		return nil
+	})
+	tr.WaitOK(t, 20, requestTimeout)
+	res := tr.Stop()
+	t.Logf("traffic to %s/analyze during the update: %v", examplePrefix, res)
+	if res.Failed != 0 {
+		t.Errorf("requests failed during the update: %v; first failures:\n%s", res, strings.Join(res.Failures, "\n"))
+	}
+	if !f.Scheduler(f.MustStatus().Leader).LogContains("drained first to make room") {
+		t.Errorf("the scheduler's log does not show an old replica drained to make room (did the worker have spare CPU?)")
+	}
+}
