@@ -8,27 +8,10 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 )
 
-// tightApp is one deployment of n replicas of cpu each, with extra
+// tightApp is the app of oneAppWith: n replicas of cpu each, with extra
 // deployment fields.
-func tightApp(t testing.TB, n int, cpu float64, maxOngoing int, extra string) *envConfig {
-	return &envConfig{t: t, yaml: fmt.Sprintf(`
-applications:
-- name: app
-  route_prefix: /app
-  ingress: d
-  deployments:
-  - name: d
-    handler: h
-    num_replicas: %d
-    max_ongoing_requests: %d
-    resources: {cpu: %v}
-    %s
-`, n, maxOngoing, cpu, extra)}
-}
-
-type envConfig struct {
-	t    testing.TB
-	yaml string
+func tightApp(n int, cpu float64, maxOngoing int, extra string) string {
+	return oneAppWith(fmt.Sprintf("num_replicas: %d\n    max_ongoing_requests: %d\n    resources: {cpu: %v}\n    %s", n, maxOngoing, cpu, extra))
 }
 
 // rollout runs passes until the deployment runs only newVer, bringing up
@@ -67,14 +50,13 @@ func (e *env) describe() string {
 // drain one at a time and new ones take their room, never more than
 // max_unavailable (25% of 4 = 1) below the target.
 func TestRollingUpdateWithoutSpareCapacity(t *testing.T) {
-	c := tightApp(t, 4, 0.5, 5, "")
-	e := newEnv(t, cfg(t, c.yaml), worker("w1", 1, 0), worker("w2", 1, 0))
+	e := newEnv(t, cfg(t, tightApp(4, 0.5, 5, "")), worker("w1", 1, 0), worker("w2", 1, 0))
 	e.step()
 	e.runAll()
 	if n, _ := e.running(); n != 4 {
 		t.Fatalf("running before the update = %d, want 4 (%s)", n, e.describe())
 	}
-	e.in.Config = cfg(t, tightApp(t, 4, 0.5, 7, "").yaml)
+	e.in.Config = cfg(t, tightApp(4, 0.5, 7, ""))
 	newVer := Version(e.in.Config.Applications[0].Deployments[0])
 	sawReplace := false
 	e.rollout(newVer, func(pass int, s protocol.DeploymentStatus) {
@@ -109,10 +91,10 @@ func TestRollingUpdateWithoutSpareCapacity(t *testing.T) {
 // worker with room for exactly one swaps it (the new one is placed in the
 // same pass the old one is told to drain).
 func TestRollingUpdateSingleReplicaNoRoom(t *testing.T) {
-	e := newEnv(t, cfg(t, tightApp(t, 1, 0.1, 5, "").yaml), worker("w1", 0.1, 0))
+	e := newEnv(t, cfg(t, tightApp(1, 0.1, 5, "")), worker("w1", 0.1, 0))
 	e.step()
 	e.runAll()
-	e.in.Config = cfg(t, tightApp(t, 1, 0.1, 6, "").yaml)
+	e.in.Config = cfg(t, tightApp(1, 0.1, 6, ""))
 	newVer := Version(e.in.Config.Applications[0].Deployments[0])
 	e.step()
 	s := BuildStatus(&e.st, e.in, e.lastRes, "me", nil).Applications["app"].Deployments["d"]
@@ -137,10 +119,10 @@ func TestRollingUpdateSingleReplicaNoRoom(t *testing.T) {
 // 2 of 8 swaps two at a time; 0 never drains and says the update waits.
 func TestRollingUpdateMaxUnavailable(t *testing.T) {
 	t.Run("2", func(t *testing.T) {
-		e := newEnv(t, cfg(t, tightApp(t, 8, 1, 5, "max_unavailable: 2").yaml), worker("w1", 4, 0), worker("w2", 4, 0))
+		e := newEnv(t, cfg(t, tightApp(8, 1, 5, "max_unavailable: 2")), worker("w1", 4, 0), worker("w2", 4, 0))
 		e.step()
 		e.runAll()
-		e.in.Config = cfg(t, tightApp(t, 8, 1, 6, "max_unavailable: 2").yaml)
+		e.in.Config = cfg(t, tightApp(8, 1, 6, "max_unavailable: 2"))
 		newVer := Version(e.in.Config.Applications[0].Deployments[0])
 		minRunning := 8
 		e.rollout(newVer, func(pass int, s protocol.DeploymentStatus) {
@@ -155,10 +137,10 @@ func TestRollingUpdateMaxUnavailable(t *testing.T) {
 		}
 	})
 	t.Run("0", func(t *testing.T) {
-		e := newEnv(t, cfg(t, tightApp(t, 2, 1, 5, "max_unavailable: 0").yaml), worker("w1", 2, 0))
+		e := newEnv(t, cfg(t, tightApp(2, 1, 5, "max_unavailable: 0")), worker("w1", 2, 0))
 		e.step()
 		e.runAll()
-		e.in.Config = cfg(t, tightApp(t, 2, 1, 6, "max_unavailable: 0").yaml)
+		e.in.Config = cfg(t, tightApp(2, 1, 6, "max_unavailable: 0"))
 		for range 5 {
 			e.step()
 			e.runAll()
@@ -186,10 +168,10 @@ func TestRollingUpdateMaxUnavailable(t *testing.T) {
 // nothing.
 func TestRollingUpdateDrainsOnlyWhenItHelps(t *testing.T) {
 	t.Run("too big", func(t *testing.T) {
-		e := newEnv(t, cfg(t, tightApp(t, 2, 1, 5, "max_unavailable: 1").yaml), worker("w1", 2, 0))
+		e := newEnv(t, cfg(t, tightApp(2, 1, 5, "max_unavailable: 1")), worker("w1", 2, 0))
 		e.step()
 		e.runAll()
-		e.in.Config = cfg(t, tightApp(t, 2, 3, 5, "max_unavailable: 1").yaml) // 3 CPU: never fits on w1
+		e.in.Config = cfg(t, tightApp(2, 3, 5, "max_unavailable: 1")) // 3 CPU: never fits on w1
 		for range 3 {
 			e.step()
 			e.runAll()
@@ -199,10 +181,10 @@ func TestRollingUpdateDrainsOnlyWhenItHelps(t *testing.T) {
 		}
 	})
 	t.Run("no handler", func(t *testing.T) {
-		e := newEnv(t, cfg(t, tightApp(t, 1, 1, 5, "").yaml), worker("w1", 1, 0))
+		e := newEnv(t, cfg(t, tightApp(1, 1, 5, "")), worker("w1", 1, 0))
 		e.step()
 		e.runAll()
-		c := cfg(t, tightApp(t, 1, 1, 5, "").yaml)
+		c := cfg(t, tightApp(1, 1, 5, ""))
 		c.Applications[0].Deployments[0].Handler = "other"
 		e.in.Config = c
 		for range 3 {
