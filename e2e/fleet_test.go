@@ -167,8 +167,13 @@ func TestRollingUpdateUnderTraffic(t *testing.T) {
 	}
 }
 
+// noRebalance keeps replicas where they are when a worker joins, for the
+// tests that need every replica on one worker of two (onOneWorker).
+func noRebalance() map[string]string { return map[string]string{"JETSERVE_REBALANCE": "false"} }
+
 // onOneWorker deploys d on the fleet's only worker, then starts a second
-// worker and returns the first: every replica of d is on it.
+// worker and returns the first: every replica of d is on it (the fleet
+// must not rebalance: fleet.Options.SchedulerEnv noRebalance).
 func onOneWorker(t *testing.T, f *fleet.Fleet, d deployment) *fleet.Service {
 	t.Helper()
 	if len(f.Workers) != 1 {
@@ -189,7 +194,7 @@ func onOneWorker(t *testing.T, f *fleet.Fleet, d deployment) *fleet.Service {
 // scheduler replaces them on the other worker and calls succeed again
 // within recoverTimeout.
 func TestWorkerKilled(t *testing.T) {
-	f := startFleet(t, fleet.Options{Workers: 1})
+	f := startFleet(t, fleet.Options{Workers: 1, SchedulerEnv: noRebalance()})
 	f.RequireHandlers(handlerEcho)
 	d := deployment{app: "echo", handler: handlerEcho, replicas: 2, maxOngoing: 8}
 	victim := onOneWorker(t, f, d)
@@ -270,7 +275,7 @@ func TestSchedulerFailover(t *testing.T) {
 // timeout and no request fails (its replicas drain while new ones start on
 // the other worker).
 func TestWorkerSIGTERMDrains(t *testing.T) {
-	f := startFleet(t, fleet.Options{Workers: 1})
+	f := startFleet(t, fleet.Options{Workers: 1, SchedulerEnv: noRebalance()})
 	f.RequireHandlers(handlerEcho)
 	d := deployment{app: "echo", handler: handlerEcho, replicas: 2, maxOngoing: 8}
 	victim := onOneWorker(t, f, d)

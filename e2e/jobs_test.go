@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -250,4 +251,43 @@ func TestJobEndpointsE2E(t *testing.T) {
 			t.Errorf("POST 5 MiB = %v, %v, want 413", r, err)
 		}
 	})
+}
+
+// TestAsyncMethodsChangeTakesEffect is issue 11 #6: a change of a
+// deployment's async_methods reaches its running replica in place (same
+// replica, no restart): after lowering train's timeout to 1s, a long job's
+// attempt times out on that replica. Before, the replica kept the
+// settings it started with and the job ran on.
+func TestAsyncMethodsChangeTakesEffect(t *testing.T) {
+	f := startFleet(t, fleet.Options{})
+	f.RequireHandlers(handlerTrainer)
+	m := config.AsyncMethod{Name: methodTrain, MaxQueued: 10, RequiredArgs: []string{"num_epochs"}}
+	f.Deploy(serveConfig(t, trainerApp(1, 1, m)))
+	before := fleet.ReplicaIDs(f.WaitApp(deployTimeout, "jobs", 1, nil))
+
+	m.MaxAttempts, m.Timeout = 1, config.Duration(time.Second)
+	f.Deploy(serveConfig(t, trainerApp(1, 1, m)))
+	f.Eventually(deployTimeout, "the worker applies the new async_methods in place", func() error {
+		if !f.Workers[0].LogContains("async_methods_changed=true") {
+			return errorf("not yet")
+		}
+		return nil
+	})
+	after := fleet.ReplicaIDs(f.WaitApp(deployTimeout, "jobs", 1, nil))
+	if !slices.Equal(after, before) {
+		t.Fatalf("replicas after an async_methods change = %v, want the same %v (applied in place)", after, before)
+	}
+	r := submit(t, f, "request_id=slow1", []byte(`{"num_epochs":1000,"dataset":"synthetic","size":50000,"features":1024}`))
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("submit = %v, want 202", r)
+	}
+	rec := waitJob(t, f, 60*time.Second, "slow1", func(rec jobRecord) error {
+		if !strings.Contains(rec.Error, "timed out after 1s") {
+			return fmt.Errorf("status %s attempt %d (%s), error %q", rec.Status, rec.Attempts, rec.Message, rec.Error)
+		}
+		return nil
+	})
+	if rec.Replica != before[0] {
+		t.Errorf("job = %+v, want its attempt on %s", rec, before[0])
+	}
 }

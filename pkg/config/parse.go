@@ -221,6 +221,9 @@ func (c *ServeConfig) ApplyDefaults() {
 			if d.MaxModelsPerReplica == 0 {
 				d.MaxModelsPerReplica = DefaultMaxModelsPerReplica
 			}
+			if d.MaxUnavailable == "" {
+				d.MaxUnavailable = DefaultMaxUnavailable
+			}
 			if d.Runtime == RuntimeProcess {
 				if d.StartupTimeout == 0 {
 					d.StartupTimeout = DefaultStartupTimeout
@@ -366,6 +369,9 @@ func (c ServeConfig) Validate() Errors {
 			}
 			if d.NumReplicas != nil && *d.NumReplicas < 0 {
 				add(dp+".num_replicas", "must be >= 0, got %d", *d.NumReplicas)
+			}
+			if _, err := ParseIntOrPercent(string(d.MaxUnavailable)); err != nil {
+				add(dp+".max_unavailable", "%v", err)
 			}
 			if d.MaxOngoingRequests < 1 {
 				add(dp+".max_ongoing_requests", "must be >= 1, got %d", d.MaxOngoingRequests)

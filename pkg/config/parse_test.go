@@ -115,6 +115,10 @@ func TestParseRejectsWithFieldNamed(t *testing.T) {
 		{"bad oip model name", app(`{name: d, handler: h, protocol: oip, oip_models: ["a/b"]}`), "applications[0].deployments[0].oip_models[0]"},
 		{"duplicate oip model", "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [{name: d, handler: h, protocol: oip}]}\n- {name: b, route_prefix: /b, ingress: d, deployments: [{name: d, handler: h, protocol: oip}]}\n", "applications[1].deployments[0].name"},
 		{"max_models_per_replica < 1", app(`{name: d, handler: h, max_models_per_replica: -1}`), "applications[0].deployments[0].max_models_per_replica"},
+		{"negative max_unavailable", app(`{name: d, handler: h, max_unavailable: -1}`), "applications[0].deployments[0].max_unavailable"},
+		{"max_unavailable over 100%", app(`{name: d, handler: h, max_unavailable: "150%"}`), "applications[0].deployments[0].max_unavailable"},
+		{"max_unavailable not a number", app(`{name: d, handler: h, max_unavailable: some}`), "applications[0].deployments[0].max_unavailable"},
+		{"fractional max_unavailable", app(`{name: d, handler: h, max_unavailable: 1.5}`), "applications[0].deployments[0].max_unavailable"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -273,5 +277,45 @@ func TestCleanPrefix(t *testing.T) {
 		if cleanPrefix(p) {
 			t.Errorf("cleanPrefix(%q) = true, want false", p)
 		}
+	}
+}
+
+func TestMaxUnavailable(t *testing.T) {
+	parse := func(t *testing.T, v string) Deployment {
+		t.Helper()
+		doc := "applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [{name: d, handler: h" + v + "}]}\n"
+		c, err := Parse([]byte(doc))
+		if err != nil {
+			t.Fatalf("Parse(%s) = %v", doc, err)
+		}
+		return c.Applications[0].Deployments[0]
+	}
+	tests := []struct {
+		field string
+		want  IntOrPercent
+		of    map[int]int // target → resolved
+	}{
+		{"", DefaultMaxUnavailable, map[int]int{1: 1, 2: 1, 4: 1, 8: 2, 10: 2}},
+		{", max_unavailable: 2", "2", map[int]int{1: 2, 10: 2}},
+		{", max_unavailable: 0", "0", map[int]int{1: 0, 10: 0}},
+		{`, max_unavailable: "50%"`, "50%", map[int]int{1: 1, 3: 1, 4: 2}},
+		{`, max_unavailable: "0%"`, "0%", map[int]int{4: 0}},
+		{`, max_unavailable: "3"`, "3", map[int]int{5: 3}},
+	}
+	for _, tt := range tests {
+		d := parse(t, tt.field)
+		if d.MaxUnavailable != tt.want {
+			t.Errorf("max_unavailable%s parsed as %q, want %q", tt.field, d.MaxUnavailable, tt.want)
+		}
+		for target, want := range tt.of {
+			if got := d.MaxUnavailable.Of(target); got != want {
+				t.Errorf("IntOrPercent(%q).Of(%d) = %d, want %d", d.MaxUnavailable, target, got, want)
+			}
+		}
+	}
+	// A count marshals as a number, a percentage as a string.
+	b, err := json.Marshal(struct{ A, B IntOrPercent }{"2", "25%"})
+	if err != nil || string(b) != `{"A":2,"B":"25%"}` {
+		t.Errorf("json.Marshal = %s, %v, want {\"A\":2,\"B\":\"25%%\"}", b, err)
 	}
 }

@@ -40,6 +40,8 @@ const (
 	DefaultHealthCheckPeriod       = Duration(10e9)
 	DefaultHealthCheckTimeout      = Duration(30e9)
 	DefaultGracefulShutdownTimeout = Duration(20e9)
+	// DefaultMaxUnavailable is Kubernetes' default for a rolling update.
+	DefaultMaxUnavailable IntOrPercent = "25%"
 	// HealthCheckFailureThreshold is how many consecutive failed health
 	// checks make a replica unhealthy and get it replaced (Ray's 3).
 	HealthCheckFailureThreshold = 3
@@ -118,6 +120,13 @@ type Deployment struct {
 	// RequestTimeout bounds one request end to end at the router; 0 (default)
 	// means no timeout beyond the caller's own.
 	RequestTimeout Duration `json:"request_timeout,omitempty" jsonschema:"type=string"`
+	// MaxUnavailable bounds how far below its target of RUNNING replicas
+	// a rolling update may go when no worker has room for a surge replica
+	// and old replicas are replaced one at a time instead: a count or a
+	// percentage of the target (rounded down, at least 1 unless 0%);
+	// default "25%". 0 never goes below the target: without room for a
+	// surge replica the update waits (its status says why).
+	MaxUnavailable IntOrPercent `json:"max_unavailable,omitempty" jsonschema:"oneof_type=integer;string,default=25%"`
 	// AutoscalingConfig, when set, lets the autoscaler choose the replica
 	// count between its bounds; num_replicas must then be unset or "auto".
 	AutoscalingConfig *AutoscalingConfig `json:"autoscaling_config,omitempty"`

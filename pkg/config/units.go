@@ -98,3 +98,76 @@ func (b *Bytes) UnmarshalJSON(data []byte) error {
 	}
 	return fmt.Errorf("not a size (want e.g. 512Mi, 2G or bytes): %s", data)
 }
+
+// IntOrPercent is a number of replicas written as an integer (1) or as a
+// percentage of the deployment's target ("25%"), as Kubernetes' rolling
+// update parameters are. Its zero value is unset.
+type IntOrPercent string
+
+// ParseIntOrPercent parses "3" or "25%": a whole number ≥ 0, or a whole
+// percentage 0..100.
+func ParseIntOrPercent(s string) (IntOrPercent, error) {
+	v, pct := strings.CutSuffix(strings.TrimSpace(s), "%")
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("want a whole number of replicas or a percentage such as \"25%%\", got %q", s)
+	case n < 0:
+		return "", fmt.Errorf("must not be negative, got %q", s)
+	case pct && n > 100:
+		return "", fmt.Errorf("a percentage must be 0%%..100%%, got %q", s)
+	case pct:
+		return IntOrPercent(strconv.Itoa(n) + "%"), nil
+	}
+	return IntOrPercent(strconv.Itoa(n)), nil
+}
+
+// UnmarshalJSON accepts an integer or a string ("2", "25%").
+func (q *IntOrPercent) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	var s string
+	switch x := v.(type) {
+	case float64:
+		if x != float64(int(x)) {
+			return fmt.Errorf("want a whole number of replicas or a percentage such as \"25%%\", got %v", x)
+		}
+		s = strconv.Itoa(int(x))
+	case string:
+		s = x
+	default:
+		return fmt.Errorf("want a whole number of replicas or a percentage such as \"25%%\", got %s", b)
+	}
+	p, err := ParseIntOrPercent(s)
+	if err != nil {
+		return err
+	}
+	*q = p
+	return nil
+}
+
+// MarshalJSON writes a count as a number and a percentage as a string.
+func (q IntOrPercent) MarshalJSON() ([]byte, error) {
+	if n, err := strconv.Atoi(string(q)); err == nil {
+		return json.Marshal(n)
+	}
+	return json.Marshal(string(q))
+}
+
+// Of resolves q against total replicas: a count as is; a percentage
+// rounded down, but at least 1 unless it is 0% (so "25%" of 2 replicas is
+// 1, as a rolling update that may never go below its target could wait
+// forever). Unset or malformed is 0.
+func (q IntOrPercent) Of(total int) int {
+	v, pct := strings.CutSuffix(string(q), "%")
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	if !pct {
+		return n
+	}
+	return max(1, total*n/100)
+}

@@ -1,6 +1,9 @@
 package protocol
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 
@@ -38,6 +41,19 @@ type WorkerInfo struct {
 	Heartbeat time.Time                       `json:"heartbeat"`
 }
 
+// HandlerInfo is what the code of a deployment handler declares, put in
+// BucketHandlers by each worker that registers it when the worker starts:
+// its async methods with their SDK defaults. It outlives the workers, so an
+// ingress knows a method the serve config only tunes while no worker runs.
+type HandlerInfo struct {
+	Handler string `json:"handler"`
+	// Async lists the handler's async methods with their SDK defaults.
+	Async []config.AsyncMethod `json:"async,omitempty"`
+	// Worker is the worker that put this value, at UpdatedAt.
+	Worker    string    `json:"worker"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
 // ReplicaSpec is what the scheduler asks a worker to run: one replica of one
 // deployment.
 type ReplicaSpec struct {
@@ -64,6 +80,11 @@ type ReplicaSpec struct {
 	Runtime string `json:"runtime,omitempty"`
 	// Process is the child process of a process-runtime replica.
 	Process *ProcessSpec `json:"process,omitempty"`
+	// AsyncMethods are the deployment's async_methods from the serve
+	// config, which override its handler's SDK defaults field by field. A
+	// change is applied in place: the replica's job runner is replaced
+	// (jobs running go on; the new runner takes the slots they free).
+	AsyncMethods []config.AsyncMethod `json:"async_methods,omitempty"`
 }
 
 // IsProcess reports whether the replica runs as a child process.
@@ -88,6 +109,26 @@ type ProcessSpec struct {
 	Protocol string `json:"protocol"`
 	// StartupTimeout bounds start-up: a child not healthy by then is FAILED.
 	StartupTimeout config.Duration `json:"startup_timeout"`
+}
+
+// ConfigVersion hashes the part of s a running replica applies in place —
+// user_config, max_ongoing_requests, graceful_shutdown_timeout and
+// async_methods — so that the replica's record can say which it applies
+// (ReplicaInfo.ConfigVersion).
+func (s ReplicaSpec) ConfigVersion() string {
+	uc := []byte(s.UserConfig)
+	var buf bytes.Buffer
+	if len(uc) > 0 && json.Compact(&buf, uc) == nil {
+		uc = buf.Bytes()
+	}
+	b, _ := json.Marshal(struct {
+		UserConfig              string
+		MaxOngoingRequests      int
+		GracefulShutdownTimeout config.Duration
+		AsyncMethods            []config.AsyncMethod
+	}{string(uc), s.MaxOngoingRequests, s.GracefulShutdownTimeout, s.AsyncMethods})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
 }
 
 // Assignment is the complete set of replicas one worker must run, written by
@@ -126,6 +167,10 @@ type ReplicaInfo struct {
 	State              ReplicaState `json:"state"`
 	Message            string       `json:"message,omitempty"`
 	MaxOngoingRequests int          `json:"max_ongoing_requests"`
+	// ConfigVersion is the ReplicaSpec.ConfigVersion of the config the
+	// replica applies now: it changes once an in-place change (user_config,
+	// limits, async_methods) took effect.
+	ConfigVersion string `json:"config_version,omitempty"`
 	// Subject is the replica's micro service subject prefix.
 	Subject   string    `json:"subject"`
 	StartedAt time.Time `json:"started_at"`
@@ -264,6 +309,41 @@ type DeploymentStatus struct {
 	DesiredReplicas int `json:"desired_num_replicas"`
 	// Autoscaling is set for deployments with an autoscaling_config.
 	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+	// Rollout is set while a rolling update runs (replicas of an earlier
+	// version are still assigned). Its PENDING replicas are then new
+	// replicas waiting for room, not a deployment that cannot run.
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+}
+
+// RolloutStrategy is how a rolling update makes room for new replicas.
+type RolloutStrategy string
+
+// Rollout strategies.
+const (
+	// RolloutSurge: new replicas start beside the old ones; an old one
+	// drains once a new one runs. The deployment never has fewer RUNNING
+	// replicas than its target.
+	RolloutSurge RolloutStrategy = "surge"
+	// RolloutReplace: no worker has room for a surge replica, so old
+	// replicas drain first, one at a time, and new ones start in the room
+	// they free, never more than max_unavailable below the target. A
+	// deployment of one replica has none RUNNING for a moment; routers
+	// hold its requests meanwhile.
+	RolloutReplace RolloutStrategy = "replace"
+)
+
+// RolloutStatus is a rolling update in progress.
+type RolloutStatus struct {
+	Strategy RolloutStrategy `json:"strategy"`
+	// Reason says why the update replaces instead of surging: why the
+	// surge replica fits nowhere (and, when max_unavailable is 0, that the
+	// update waits for room).
+	Reason string `json:"reason,omitempty"`
+	// MaxUnavailable is the deployment's max_unavailable resolved against
+	// its target: how many replicas fewer than the target may be RUNNING.
+	MaxUnavailable int `json:"max_unavailable"`
+	// OldReplicas counts replicas of earlier versions still assigned.
+	OldReplicas int `json:"old_replicas"`
 }
 
 // AutoscalingStatus is an autoscaled deployment's scaling state in the

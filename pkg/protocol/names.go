@@ -7,6 +7,7 @@
 package protocol
 
 import (
+	"encoding/base64"
 	"fmt"
 	"regexp"
 	"strings"
@@ -78,6 +79,23 @@ func (n Names) BucketLeases() string { return n.prefix + "_leases" }
 // deployment, key ScaleKey(app, deployment); written only by the leading
 // autoscaler, read (watched) by the leading scheduler.
 func (n Names) BucketScale() string { return n.prefix + "_scale" }
+
+// BucketHandlers holds one HandlerInfo per deployment handler any worker
+// registered, key HandlerKey(handler), put by workers when they start (no
+// TTL): what a handler declares in code outlives its workers.
+func (n Names) BucketHandlers() string { return n.prefix + "_handlers" }
+
+// HandlerKey is the BucketHandlers key of a handler: its name when that is
+// a valid key (letters, digits, '-', '_', '=', '/', '.' not at either
+// end), else "=" and the name in unpadded base64url.
+func HandlerKey(handler string) string {
+	if handlerKeyRE.MatchString(handler) {
+		return handler
+	}
+	return "=" + base64.RawURLEncoding.EncodeToString([]byte(handler))
+}
+
+var handlerKeyRE = regexp.MustCompile(`^[-/_=a-zA-Z0-9]([-/_=.a-zA-Z0-9]*[-/_=a-zA-Z0-9])?$`)
 
 // ScaleKey is the BucketScale key of a deployment: "<app>.<deployment>".
 func ScaleKey(app, deployment string) string { return Token(app) + "." + Token(deployment) }

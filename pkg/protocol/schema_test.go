@@ -24,6 +24,7 @@ var update = flag.Bool("update", false, "rewrite schemas/*.schema.json from the 
 var schemaTypes = map[string]any{
 	"config":         &config.ServeConfig{},
 	"worker-info":    &protocol.WorkerInfo{},
+	"handler-info":   &protocol.HandlerInfo{},
 	"assignment":     &protocol.Assignment{},
 	"replica-info":   &protocol.ReplicaInfo{},
 	"load-report":    &protocol.LoadReport{},

@@ -181,6 +181,8 @@ type Buckets struct {
 	Apps, Workers, Assignments, Replicas, Status, Leases jetstream.KeyValue
 	// Scale holds the autoscaler's decisions (protocol.ScaleDecision).
 	Scale jetstream.KeyValue
+	// Handlers holds what each handler's code declares (protocol.HandlerInfo).
+	Handlers jetstream.KeyValue
 }
 
 // Bucket TTLs: a worker or replica record not refreshed for this long is gone.
@@ -215,6 +217,7 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, n protocol.Names
 		{&b.Status, jetstream.KeyValueConfig{Bucket: n.BucketStatus(), Description: "jetserve status computed by the leading scheduler"}},
 		{&b.Leases, jetstream.KeyValueConfig{Bucket: n.BucketLeases(), LimitMarkerTTL: time.Second, Description: "jetserve leader leases"}},
 		{&b.Scale, jetstream.KeyValueConfig{Bucket: n.BucketScale(), History: 10, Description: "jetserve autoscaler decisions per deployment"}},
+		{&b.Handlers, jetstream.KeyValueConfig{Bucket: n.BucketHandlers(), Description: "jetserve deployment handlers and the async methods their code declares"}},
 	}
 	for _, s := range steps {
 		kv, err := streams.KeyValue(ctx, js, s.cfg, replicas)

@@ -239,7 +239,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return followRoutes(wctx, deps.NC, buckets.Apps, &table, &modelTable, &loaded, deps.Log)
 	})
 	g.Go(func() error {
-		err := asyncMethods.Run(wctx, buckets.Apps, buckets.Workers)
+		err := asyncMethods.Run(wctx, buckets.Apps, buckets.Handlers)
 		if wctx.Err() != nil {
 			return nil
 		}

@@ -21,7 +21,8 @@ import (
 // jobsFleet is an ingress on a real embedded JetStream with the app "ml"
 // (route /ml, deployment Trainer) whose async method "fit" is configured
 // in the serve config (max_queued 2, max_running 1, required epochs) and
-// whose method "embed" only the SDK defaults a worker advertises declare;
+// whose method "embed" only the SDK defaults its handler declares (in the
+// Handlers bucket, as a worker records them; no worker runs here);
 // the app "echo" is served by the fake router (sync requests).
 type jobsFleet struct {
 	*fleet
@@ -59,9 +60,9 @@ func startJobsFleet(t *testing.T) *jobsFleet {
 	if _, err := b.Apps.Put(context.Background(), "config", raw); err != nil {
 		t.Fatal(err)
 	}
-	info, _ := json.Marshal(protocol.WorkerInfo{ID: "w1", Handlers: []string{"trainer"},
-		Async: map[string][]config.AsyncMethod{"trainer": {{Name: "fit", MaxRunning: 7}, {Name: "embed", MaxQueued: 50}}}})
-	if _, err := b.Workers.Put(context.Background(), "w1", info); err != nil {
+	info, _ := json.Marshal(protocol.HandlerInfo{Handler: "trainer", Worker: "w1",
+		Async: []config.AsyncMethod{{Name: "fit", MaxRunning: 7}, {Name: "embed", MaxQueued: 50}}})
+	if _, err := b.Handlers.Put(context.Background(), protocol.HandlerKey("trainer"), info); err != nil {
 		t.Fatal(err)
 	}
 	gate := make(chan struct{})

@@ -27,6 +27,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/jetserve/jetserve/services/scheduler/internal/dashboard"
+	"github.com/jetserve/jetserve/services/scheduler/internal/plan"
 	"github.com/jetserve/jetserve/services/scheduler/internal/reconcile"
 	"golang.org/x/sync/errgroup"
 )
@@ -49,6 +50,13 @@ type Config struct {
 	ReplicaStartTimeout time.Duration `koanf:"replica_start_timeout"`
 	// MaxBodyBytes caps a PUT of the serve config.
 	MaxBodyBytes int64 `koanf:"max_body_bytes"`
+	// Rebalance moves a replica of a deployment whose replicas are spread
+	// unevenly (a worker holds two more than another that could hold one
+	// more) — a new replica starts first, the old one drains once it runs.
+	Rebalance bool `koanf:"rebalance"`
+	// RebalanceCooldown spaces one deployment's moves, and is how long a
+	// worker must be live before it takes a moved replica.
+	RebalanceCooldown time.Duration `koanf:"rebalance_cooldown"`
 
 	// AdminReady, if set, is told the admin API's address once it listens.
 	AdminReady func(net.Addr) `koanf:"-"`
@@ -69,6 +77,8 @@ func DefaultConfig() Config {
 		ID:                  host + "-" + hex.EncodeToString(b[:]),
 		ReplicaStartTimeout: 10 * time.Minute,
 		MaxBodyBytes:        admin.DefaultMaxBody,
+		Rebalance:           true,
+		RebalanceCooldown:   plan.DefaultRebalanceCooldown,
 	}
 }
 
@@ -86,6 +96,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReplicaStartTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("replica_start_timeout: must be > 0, got %s", c.ReplicaStartTimeout))
+	}
+	if c.RebalanceCooldown <= 0 {
+		errs = append(errs, fmt.Errorf("rebalance_cooldown: must be > 0, got %s", c.RebalanceCooldown))
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_body_bytes: must be > 0, got %d", c.MaxBodyBytes))
@@ -111,7 +124,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
 	metrics := reconcile.NewMetrics(deps.Metrics)
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
-		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout, Log: log, Metrics: metrics})
+		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
+		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
 	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log)
 	gauges, err := jobs.NewBacklogGauges(deps.Metrics)

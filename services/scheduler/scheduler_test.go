@@ -156,6 +156,22 @@ func TestConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "reconcile_interval") || !strings.Contains(err.Error(), "admin_addr") {
 		t.Errorf("Validate() = %v, want errors naming reconcile_interval and admin_addr", err)
 	}
+
+	// Rebalancing: on by default; both options load and are validated.
+	if !cfg.Rebalance || cfg.RebalanceCooldown != 10*time.Second {
+		t.Errorf("defaults: rebalance %v, rebalance_cooldown %s; want true, 10s", cfg.Rebalance, cfg.RebalanceCooldown)
+	}
+	cfg = scheduler.DefaultConfig()
+	if err := service.Load(&cfg, "scheduler", nil, []string{"JETSERVE_REBALANCE=false", "JETSERVE_REBALANCE_COOLDOWN=2s"}, io.Discard); err != nil {
+		t.Fatalf("Load = %v", err)
+	}
+	if cfg.Rebalance || cfg.RebalanceCooldown != 2*time.Second {
+		t.Errorf("Load: rebalance %v, rebalance_cooldown %s; want false, 2s", cfg.Rebalance, cfg.RebalanceCooldown)
+	}
+	cfg.RebalanceCooldown = 0
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "rebalance_cooldown") {
+		t.Errorf("Validate(rebalance_cooldown 0) = %v, want an error naming rebalance_cooldown", err)
+	}
 }
 
 func TestLeaderElection(t *testing.T) {

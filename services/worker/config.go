@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"runtime"
 	"strings"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -51,10 +50,13 @@ type Config struct {
 
 // Resources is what the worker offers.
 type Resources struct {
-	// CPU is the number of CPUs offered; default runtime.NumCPU().
+	// CPU is the number of CPUs offered; 0 (the default) = the machine's
+	// CPUs, or the CPU limit of the worker's cgroup (a container's --cpus)
+	// when lower.
 	CPU float64 `koanf:"cpu"`
 	// Memory offered, as bytes or a quantity ("16Gi"); "" = MemTotal from
-	// /proc/meminfo.
+	// /proc/meminfo, or the memory limit of the worker's cgroup (a
+	// container's --memory) when lower.
 	Memory string `koanf:"memory"`
 	// GPUs declared, used when none is detected.
 	GPUs []GPU `koanf:"gpus"`
@@ -72,7 +74,6 @@ type GPU struct {
 func DefaultConfig() Config {
 	return Config{
 		Common:         service.DefaultCommon(":9102"),
-		Resources:      Resources{CPU: float64(runtime.NumCPU())},
 		GPUDetect:      GPUDetectAuto,
 		NvidiaSMI:      gpu.DefaultCommand,
 		ProcessRuntime: true,
@@ -90,8 +91,8 @@ func (c Config) Validate() error {
 	if c.ID != "" && !idRE.MatchString(c.ID) {
 		errs = append(errs, fmt.Errorf("id: %q must match %s", c.ID, idRE))
 	}
-	if c.Resources.CPU <= 0 {
-		errs = append(errs, fmt.Errorf("resources.cpu: must be positive, got %v", c.Resources.CPU))
+	if c.Resources.CPU < 0 {
+		errs = append(errs, fmt.Errorf("resources.cpu: must be positive (or 0: detect), got %v", c.Resources.CPU))
 	}
 	if c.Resources.Memory != "" {
 		if _, err := config.ParseBytes(c.Resources.Memory); err != nil {

@@ -18,7 +18,7 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("DefaultConfig().Validate() = %v, want nil", err)
 	}
-	if c.OpsAddr != ":9102" || c.GPUDetect != worker.GPUDetectAuto || c.Resources.CPU <= 0 || c.ID != "" {
+	if c.OpsAddr != ":9102" || c.GPUDetect != worker.GPUDetectAuto || c.Resources.CPU != 0 || c.ID != "" {
 		t.Errorf("DefaultConfig() = %+v", c)
 	}
 }
@@ -35,7 +35,7 @@ func TestValidate(t *testing.T) {
 			c.Resources.GPUs = []worker.GPU{{Index: 0, Type: "h100", Memory: "80Gi"}, {Index: 1, Type: "h100"}}
 		}, ""},
 		{"bad id", func(c *worker.Config) { c.ID = "a b" }, "id:"},
-		{"zero cpu", func(c *worker.Config) { c.Resources.CPU = 0 }, "resources.cpu:"},
+		{"negative cpu", func(c *worker.Config) { c.Resources.CPU = -1 }, "resources.cpu:"},
 		{"bad memory", func(c *worker.Config) { c.Resources.Memory = "lots" }, "resources.memory:"},
 		{"gpu without type", func(c *worker.Config) { c.Resources.GPUs = []worker.GPU{{Index: 0}} }, "resources.gpus[0].type:"},
 		{"duplicate gpu", func(c *worker.Config) {

@@ -86,6 +86,28 @@ func TestWorkerAdvertisesAsyncMethods(t *testing.T) {
 	if len(ms) != 1 || ms[0].Name != "square" || ms[0].MaxRunning != 4 || len(info.Async) != 1 {
 		t.Errorf("WorkerInfo.Async = %+v, want jobber's square only", info.Async)
 	}
+	// The declaration outlives the worker: it is in the Handlers bucket,
+	// which has no TTL, for every registered handler.
+	var h protocol.HandlerInfo
+	waitFor(t, "handler declaration", func() bool {
+		e, err := f.b.Handlers.Get(context.Background(), protocol.HandlerKey("jobber"))
+		return err == nil && json.Unmarshal(e.Value(), &h) == nil
+	})
+	if h.Handler != "jobber" || h.Worker != workerID || len(h.Async) != 1 || h.Async[0].Name != "square" || h.Async[0].MaxRunning != 4 {
+		t.Errorf("Handlers[jobber] = %+v, want jobber's square (max_running 4) put by %s", h, workerID)
+	}
+	st, err := f.b.Handlers.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != 0 {
+		t.Errorf("Handlers bucket TTL = %v, want none", st.TTL())
+	}
+	for _, name := range f.d.reg.Names() {
+		if _, err := f.b.Handlers.Get(context.Background(), protocol.HandlerKey(name)); err != nil {
+			t.Errorf("Handlers[%s]: %v, want every registered handler recorded", name, err)
+		}
+	}
 }
 
 func TestReplicaRunsJobs(t *testing.T) {
@@ -181,5 +203,71 @@ func TestDrainTimeoutHandsJobsBack(t *testing.T) {
 	}
 	if _, _, err := q.Result(context.Background(), testApp, "square", "b2"); err != nil {
 		t.Errorf("Result(b2) = %v", err)
+	}
+}
+
+// TestAsyncMethodsChangeInPlace is issue 11 #6: a change of the spec's
+// async_methods reaches the running replica without a restart (same
+// record, new config version): its job runner is replaced, the job
+// running meanwhile finishes on its first attempt, and the new runner
+// serves the new method set — taking only the slot that job frees.
+func TestAsyncMethodsChangeInPlace(t *testing.T) {
+	f := startFleet(t, nil)
+	q, m := f.queue(t)
+	s := spec("j1", "J", "jobber", 1, "")
+	f.assign(s)
+	before := f.waitState(s, protocol.ReplicaRunning)
+	if before.ConfigVersion != s.ConfigVersion() {
+		t.Fatalf("record config_version = %q, want %q", before.ConfigVersion, s.ConfigVersion())
+	}
+	block := serve.Args{"n": json.RawMessage("4"), "block": json.RawMessage("true")}
+	if _, _, err := q.Submit(context.Background(), testApp, "J", m, "b1", block); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-f.d.started; id != "b1" {
+		t.Fatalf("started %s, want b1", id)
+	}
+
+	// The serve config adds a method the code does not declare, "cube".
+	next := s
+	next.AsyncMethods = []config.AsyncMethod{{Name: "square", MaxAttempts: 5}, {Name: "cube", MaxQueued: 10}}
+	cube := serve.EffectiveAsync(f.d.reg.AsyncMethods("jobber"), next.AsyncMethods)[1]
+	if err := q.Ensure(context.Background(), testApp, "J", cube); err != nil {
+		t.Fatal(err)
+	}
+	f.assign(next)
+	var after protocol.ReplicaInfo
+	waitFor(t, "the record to carry the new config version", func() bool {
+		var ok bool
+		after, ok = f.record(s)
+		return ok && after.ConfigVersion == next.ConfigVersion()
+	})
+	if after.State != protocol.ReplicaRunning || !after.StartedAt.Equal(before.StartedAt) {
+		t.Errorf("record after = %s started %v, want RUNNING since %v (not restarted)", after.State, after.StartedAt, before.StartedAt)
+	}
+	if _, _, err := q.Submit(context.Background(), testApp, "J", cube, "c1", serve.Args{"n": json.RawMessage("3")}); err != nil {
+		t.Fatal(err)
+	}
+	// b1 holds the replica's only slot: c1 waits for it.
+	time.Sleep(300 * time.Millisecond) // a bound on absence, not a wait for a condition
+	if rec, err := q.Status(context.Background(), testApp, "cube", "c1"); err != nil || rec.Status != jobs.Queued {
+		t.Errorf("c1 while b1 runs = %+v, %v, want QUEUED", rec, err)
+	}
+	close(f.d.release)
+	if rec := waitStatus(t, q, "b1", jobs.Succeeded); rec.Attempts != 1 || rec.Replica != "j1" {
+		t.Errorf("b1 = %+v, want succeeded on j1 in its first attempt (not handed back)", rec)
+	}
+	var rec jobs.Record
+	waitFor(t, "c1 to succeed", func() bool {
+		var err error
+		rec, err = q.Status(context.Background(), testApp, "cube", "c1")
+		return err == nil && rec.Status == jobs.Succeeded
+	})
+	if rec.Replica != "j1" {
+		t.Errorf("c1 ran on %q, want j1", rec.Replica)
+	}
+	res, _, err := q.Result(context.Background(), testApp, "cube", "c1")
+	if err != nil || string(res) != `{"attempt":1,"square":9}` {
+		t.Errorf("Result(c1) = %s, %v", res, err)
 	}
 }

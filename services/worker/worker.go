@@ -6,8 +6,10 @@
 // of only user_config (or limits) is applied in place through
 // serve.Reconfigurer — a handler without it is restarted. A replica whose
 // deployment has async methods also runs a jobs.Runner while it is
-// RUNNING (internal/replica); the worker advertises its handlers' async
-// methods (SDK defaults) in its WorkerInfo.
+// RUNNING (internal/replica); a change of the deployment's async_methods
+// replaces that runner in place. The worker advertises its handlers' async
+// methods (SDK defaults) in its WorkerInfo and records them in the
+// Handlers bucket, where they outlive it.
 //
 // Run owns every goroutine it starts: one loop that heartbeats and
 // converges (the only writer of the replica set) and the replicas' own
@@ -16,6 +18,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -115,6 +119,14 @@ func describe(ctx context.Context, cfg Config, reg *serve.Registry, log zerolog.
 			return protocol.WorkerInfo{}, err
 		}
 	}
+	lim, err := host.ReadCgroupLimits("/")
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot read the cgroup's limits; advertising the machine's CPU and memory")
+	}
+	cpu := cfg.Resources.CPU
+	if cpu == 0 {
+		cpu = host.AvailableCPU(runtime.NumCPU(), lim)
+	}
 	var mem int64
 	if cfg.Resources.Memory != "" {
 		b, err := config.ParseBytes(cfg.Resources.Memory)
@@ -122,9 +134,14 @@ func describe(ctx context.Context, cfg Config, reg *serve.Registry, log zerolog.
 			return protocol.WorkerInfo{}, fmt.Errorf("resources.memory: %w", err)
 		}
 		mem = int64(b)
-	} else if mem, err = host.MemTotal(host.MemInfoPath); err != nil {
-		log.Warn().Err(err).Msg("cannot read the machine's memory; advertising 0 (set resources.memory)")
+	} else {
+		if mem, err = host.MemTotal(host.MemInfoPath); err != nil && lim.Memory == 0 {
+			log.Warn().Err(err).Msg("cannot read the machine's memory; advertising 0 (set resources.memory)")
+		}
+		mem = host.AvailableMemory(mem, lim)
 	}
+	log.Debug().Float64("cgroup_cpu", lim.CPU).Int64("cgroup_memory_bytes", lim.Memory).Int("num_cpu", runtime.NumCPU()).
+		Msg("machine and cgroup limits read")
 	gpus, err := cfg.declaredGPUs()
 	if err != nil {
 		return protocol.WorkerInfo{}, err
@@ -150,7 +167,7 @@ func describe(ctx context.Context, cfg Config, reg *serve.Registry, log zerolog.
 	return protocol.WorkerInfo{
 		ID:          id,
 		Host:        hostname,
-		CPU:         cfg.Resources.CPU,
+		CPU:         cpu,
 		MemoryBytes: mem,
 		GPUs:        gpus,
 		Labels:      labels,
@@ -225,15 +242,17 @@ type worker struct {
 	natsReplicas int
 
 	// Owned by run (one goroutine); no lock.
-	replicas map[string]*replica.Replica // running or starting, by id
-	stopping map[string]*replica.Replica // draining, by id, until Done
-	epoch    uint64                      // highest leader epoch applied (fencing)
+	handlersPut bool                        // the Handlers bucket holds this registry's handlers
+	replicas    map[string]*replica.Replica // running or starting, by id
+	stopping    map[string]*replica.Replica // draining, by id, until Done
+	epoch       uint64                      // highest leader epoch applied (fencing)
 }
 
 // run heartbeats, watches the assignment and converges until ctx ends,
 // then drains.
 func (w *worker) run(ctx context.Context) error {
 	w.putInfo()
+	w.putHandlers()
 	w.log.Info().Strs("handlers", w.info.Handlers).Float64("cpu", w.info.CPU).
 		Int64("memory_bytes", w.info.MemoryBytes).Int("gpus", len(w.info.GPUs)).Msg("worker registered")
 	hb := time.NewTicker(service.HeartbeatInterval)
@@ -254,6 +273,7 @@ func (w *worker) run(ctx context.Context) error {
 			return w.shutdown()
 		case <-hb.C:
 			w.putInfo()
+			w.putHandlers()
 			w.forgetStopped()
 		case <-retry.C:
 			kw, err := w.buckets.Assignments.Watch(ctx, w.info.ID)
@@ -377,7 +397,7 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		p.Jobs = &replica.JobsParams{
 			JS:       w.js,
 			Names:    jobs.Names{Names: w.names},
-			Methods:  w.jobMethods(s),
+			SDK:      w.reg.AsyncMethods(s.Handler),
 			Replicas: w.natsReplicas,
 			Metrics:  w.jobMetrics,
 		}
@@ -422,42 +442,6 @@ func (w *worker) processCtor(s protocol.ReplicaSpec) serve.Constructor {
 	}
 }
 
-// jobMethods returns how a replica of s finds its deployment's effective
-// async methods: the serve config's async_methods of the deployment (read
-// from the Apps bucket when the replica starts running) merged over the SDK
-// defaults the handler registered. Changes to async_methods reach a running
-// replica's runner when it restarts; the queue limits (max_queued,
-// max_running, lease_timeout, retention) live in the stream and consumer
-// and apply at once.
-func (w *worker) jobMethods(s protocol.ReplicaSpec) func(context.Context) ([]config.AsyncMethod, error) {
-	sdk := w.reg.AsyncMethods(s.Handler)
-	apps := w.buckets.Apps
-	return func(ctx context.Context) ([]config.AsyncMethod, error) {
-		ctx, cancel := context.WithTimeout(ctx, kvTimeout)
-		defer cancel()
-		e, err := apps.Get(ctx, "config")
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return serve.EffectiveAsync(sdk, nil), nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read serve config: %w", err)
-		}
-		var sc config.ServeConfig
-		if err := json.Unmarshal(e.Value(), &sc); err != nil {
-			return nil, fmt.Errorf("decode serve config: %w", err)
-		}
-		var overrides []config.AsyncMethod
-		if a, ok := sc.App(s.App); ok {
-			for _, d := range a.Deployments {
-				if d.Name == s.Deployment {
-					overrides = d.AsyncMethods
-				}
-			}
-		}
-		return serve.EffectiveAsync(sdk, overrides), nil
-	}
-}
-
 // forgetStopped drops replicas that finished draining.
 func (w *worker) forgetStopped() {
 	for id, r := range w.stopping {
@@ -481,6 +465,50 @@ func (w *worker) putInfo() {
 	if _, err := w.buckets.Workers.Put(ctx, w.info.ID, b); err != nil {
 		w.log.Warn().Err(err).Msg("put worker info")
 	}
+}
+
+// putHandlers records, once, what the code of each registered handler
+// declares (its async methods' SDK defaults) in the Handlers bucket, where
+// it outlives this worker: the ingress serves the job endpoints of a
+// deployment no worker runs, and a job submitted then is queued. A key
+// already holding the same declaration is left alone. Failures are retried
+// on the next heartbeat.
+func (w *worker) putHandlers() {
+	if w.handlersPut {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	for _, name := range w.reg.Names() {
+		h := protocol.HandlerInfo{Handler: name, Async: w.reg.AsyncMethods(name), Worker: w.info.ID, UpdatedAt: time.Now().UTC()}
+		key := protocol.HandlerKey(name)
+		if e, err := w.buckets.Handlers.Get(ctx, key); err == nil {
+			var cur protocol.HandlerInfo
+			if json.Unmarshal(e.Value(), &cur) == nil && cur.Handler == name && sameJSON(cur.Async, h.Async) {
+				continue
+			}
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			w.log.Warn().Err(err).Str("handler", name).Msg("read handler declaration; retrying")
+			return
+		}
+		b, err := json.Marshal(h)
+		if err != nil {
+			w.log.Error().Err(err).Str("handler", name).Msg("encode handler declaration")
+			return
+		}
+		if _, err := w.buckets.Handlers.Put(ctx, key, b); err != nil {
+			w.log.Warn().Err(err).Str("handler", name).Msg("put handler declaration; retrying")
+			return
+		}
+		w.log.Debug().Str("handler", name).Int("async_methods", len(h.Async)).Msg("handler declaration recorded")
+	}
+	w.handlersPut = true
+}
+
+func sameJSON(a, b any) bool {
+	x, errA := json.Marshal(a)
+	y, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(x, y)
 }
 
 // shutdown marks the worker draining, drains every replica (heartbeating

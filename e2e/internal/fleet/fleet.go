@@ -34,6 +34,9 @@ type Options struct {
 	WorkerCPU float64
 	// LogLevel of every service; default "info".
 	LogLevel string
+	// SchedulerEnv is extra environment for every scheduler (options such
+	// as JETSERVE_REBALANCE).
+	SchedulerEnv map[string]string
 }
 
 func (o Options) withDefaults() Options {
@@ -221,7 +224,11 @@ func (f *Fleet) AddWorkerFrom(binary string, wait bool) *Service {
 // AddScheduler starts one more scheduler (id "scheduler-N").
 func (f *Fleet) AddScheduler(wait bool) *Service {
 	f.tb.Helper()
-	s := f.start(Scheduler, "scheduler", true, map[string]string{"JETSERVE_ADMIN_ADDR": FreeAddr(f.tb)}, wait)
+	env := map[string]string{"JETSERVE_ADMIN_ADDR": FreeAddr(f.tb)}
+	for k, v := range f.opt.SchedulerEnv {
+		env[k] = v
+	}
+	s := f.start(Scheduler, "scheduler", true, env, wait)
 	f.Schedulers = append(f.Schedulers, s)
 	return s
 }

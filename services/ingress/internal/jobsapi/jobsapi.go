@@ -17,7 +17,7 @@
 // with Retry-After.
 //
 // The method table (Watcher) follows the applied serve config and the SDK
-// defaults workers advertise; before a method's first use after its
+// defaults handlers declare (recorded by workers, kept when they go); before a method's first use after its
 // effective config changed, the API calls Queue.Ensure. API is safe for
 // concurrent use and starts no goroutines.
 package jobsapi

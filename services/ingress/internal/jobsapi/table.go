@@ -20,7 +20,7 @@ import (
 type Method struct {
 	App, Deployment string
 	// Config is the effective config: the serve config's async_methods of
-	// the deployment merged over the SDK defaults workers advertise.
+	// the deployment merged over the SDK defaults its handler declares.
 	Config config.AsyncMethod
 }
 
@@ -74,15 +74,16 @@ func BuildTable(sc config.ServeConfig, sdk map[string][]config.AsyncMethod) *Tab
 	return t
 }
 
-// Watcher keeps a Table in step with the Apps bucket key "config" and the
-// SDK defaults workers advertise in the Workers bucket. A handler's
-// defaults are kept after its workers go away (the last advertised ones),
-// so that jobs can still be submitted while no worker runs.
+// Watcher keeps a Table in step with the desired state: the Apps bucket
+// key "config" and the SDK defaults each handler's code declares, which
+// workers record in the Handlers bucket when they start and which outlive
+// them — so a restarted ingress serves the job endpoints (submits are
+// queued, statuses answered) while no worker runs.
 type Watcher struct {
-	table         atomic.Pointer[Table]
-	configLoaded  atomic.Bool
-	workersLoaded atomic.Bool
-	log           zerolog.Logger
+	table          atomic.Pointer[Table]
+	configLoaded   atomic.Bool
+	handlersLoaded atomic.Bool
+	log            zerolog.Logger
 
 	mu  sync.Mutex
 	sc  config.ServeConfig              // guarded by mu
@@ -99,7 +100,7 @@ func NewWatcher(log zerolog.Logger) *Watcher {
 
 // Ready reports whether both buckets' initial values have been read.
 func (w *Watcher) Ready() error {
-	if !w.configLoaded.Load() || !w.workersLoaded.Load() {
+	if !w.configLoaded.Load() || !w.handlersLoaded.Load() {
 		return errors.New("async method table not loaded")
 	}
 	return nil
@@ -116,12 +117,14 @@ func (w *Watcher) SetConfig(sc config.ServeConfig) {
 	w.rebuildLocked()
 }
 
-// SetWorker records the SDK defaults one worker advertises.
-func (w *Watcher) SetWorker(info protocol.WorkerInfo) {
+// SetHandler records the SDK defaults one handler's code declares.
+func (w *Watcher) SetHandler(h protocol.HandlerInfo) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for h, ms := range info.Async {
-		w.sdk[h] = slices.Clone(ms)
+	if len(h.Async) == 0 {
+		delete(w.sdk, h.Handler)
+	} else {
+		w.sdk[h.Handler] = slices.Clone(h.Async)
 	}
 	w.rebuildLocked()
 }
@@ -141,17 +144,17 @@ func (w *Watcher) rebuildLocked() {
 }
 
 // Run follows both buckets until ctx ends.
-func (w *Watcher) Run(ctx context.Context, apps, workers jetstream.KeyValue) error {
+func (w *Watcher) Run(ctx context.Context, apps, handlers jetstream.KeyValue) error {
 	cw, err := apps.Watch(ctx, "config")
 	if err != nil {
 		return fmt.Errorf("watch config: %w", err)
 	}
 	defer cw.Stop() //nolint:errcheck // best effort on the way out
-	ww, err := workers.WatchAll(ctx)
+	hw, err := handlers.WatchAll(ctx)
 	if err != nil {
-		return fmt.Errorf("watch workers: %w", err)
+		return fmt.Errorf("watch handlers: %w", err)
 	}
-	defer ww.Stop() //nolint:errcheck // best effort on the way out
+	defer hw.Stop() //nolint:errcheck // best effort on the way out
 	for {
 		select {
 		case <-ctx.Done():
@@ -174,23 +177,23 @@ func (w *Watcher) Run(ctx context.Context, apps, workers jetstream.KeyValue) err
 				continue
 			}
 			w.SetConfig(sc)
-		case e, ok := <-ww.Updates():
+		case e, ok := <-hw.Updates():
 			if !ok {
-				return errors.New("watch workers: watcher closed")
+				return errors.New("watch handlers: watcher closed")
 			}
 			if e == nil {
-				w.workersLoaded.Store(true)
+				w.handlersLoaded.Store(true)
 				continue
 			}
 			if e.Operation() != jetstream.KeyValuePut {
+				continue // purged by an operator: keep what is known
+			}
+			var h protocol.HandlerInfo
+			if err := json.Unmarshal(e.Value(), &h); err != nil || h.Handler == "" {
+				w.log.Warn().Err(err).Str("key", e.Key()).Msg("bad handler declaration")
 				continue
 			}
-			var info protocol.WorkerInfo
-			if err := json.Unmarshal(e.Value(), &info); err != nil {
-				w.log.Warn().Err(err).Str("key", e.Key()).Msg("bad worker info")
-				continue
-			}
-			w.SetWorker(info)
+			w.SetHandler(h)
 		}
 	}
 }

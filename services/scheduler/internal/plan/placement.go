@@ -35,6 +35,8 @@ type Request struct {
 	// Avoid names workers to use only when no other fits (a replica being
 	// replaced should land elsewhere if possible).
 	Avoid map[string]bool
+	// Only, if set, is the one worker to consider (a rebalancing move).
+	Only string
 }
 
 // Placement is where a replica goes.
@@ -44,7 +46,12 @@ type Placement struct {
 }
 
 // NoFitError says why a replica fits on no worker.
-type NoFitError struct{ Reason string }
+type NoFitError struct {
+	Reason string
+	// NoRoom: some worker could run it (handler, labels) but lacks CPU,
+	// GPU or memory for it now.
+	NoRoom bool
+}
 
 func (e *NoFitError) Error() string { return e.Reason }
 
@@ -102,6 +109,37 @@ func (c *Cluster) Add(workerID, key string, s protocol.ReplicaSpec) bool {
 	return true
 }
 
+// Remove undoes Add: the replica s no longer uses workerID's resources.
+func (c *Cluster) Remove(workerID, key string, s protocol.ReplicaSpec) {
+	n, ok := c.byID[workerID]
+	if !ok {
+		return
+	}
+	n.cpuUsed -= s.CPU
+	n.memUsed -= s.MemoryBytes
+	switch {
+	case s.GPU <= 0:
+	case s.GPU <= 1:
+		for _, i := range s.GPUIndices {
+			n.gpuUsed[i] -= s.GPU
+		}
+	default:
+		for _, i := range s.GPUIndices {
+			n.gpuUsed[i]--
+		}
+	}
+	n.count[key]--
+	n.total--
+}
+
+// Count returns how many replicas of key are placed on workerID.
+func (c *Cluster) Count(workerID, key string) int {
+	if n, ok := c.byID[workerID]; ok {
+		return n.count[key]
+	}
+	return 0
+}
+
 // Usage is what is used on one worker.
 type Usage struct {
 	CPU      float64
@@ -138,6 +176,9 @@ func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error)
 	var haveHandler, haveLabels int
 	var short []string // resources some matching worker lacked
 	for _, n := range c.nodes {
+		if r.Only != "" && n.info.ID != r.Only {
+			continue
+		}
 		if !canRun(n.info, r) {
 			continue
 		}
@@ -155,7 +196,7 @@ func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error)
 		cands = append(cands, cand{n, gpus})
 	}
 	if len(cands) == 0 {
-		return Placement{}, &NoFitError{Reason: noFitReason(len(c.nodes), haveHandler, haveLabels, r, short)}
+		return Placement{}, &NoFitError{Reason: noFitReason(len(c.nodes), haveHandler, haveLabels, r, short), NoRoom: haveLabels > 0}
 	}
 	sort.SliceStable(cands, func(i, j int) bool {
 		a, b := cands[i].n, cands[j].n

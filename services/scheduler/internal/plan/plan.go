@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"time"
@@ -23,8 +24,9 @@ import (
 )
 
 // Version hashes the deployment options whose change needs new replicas:
-// everything except num_replicas, user_config (reconfigured in place) and
-// the router-side max_queued_requests and request_timeout.
+// everything except num_replicas, user_config (reconfigured in place),
+// the router-side max_queued_requests and request_timeout, the
+// autoscaling_config, max_unavailable and async_methods.
 func Version(d config.Deployment) string {
 	d.NumReplicas = nil
 	d.UserConfig = nil
@@ -32,6 +34,7 @@ func Version(d config.Deployment) string {
 	d.RequestTimeout = 0
 	d.AutoscalingConfig = nil // lightweight, as in Ray: no restart
 	d.AsyncMethods = nil      // job settings live in streams and consumers
+	d.MaxUnavailable = ""     // how to roll, not what runs
 	b, _ := json.Marshal(d)   // maps marshal with sorted keys: stable
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
@@ -64,6 +67,9 @@ type Replica struct {
 	Created, Placed time.Time
 	// Seen is set once the worker reported a record for it.
 	Seen bool
+	// Moves is, while the replica is started to rebalance its deployment,
+	// the ID of the replica it replaces (which drains once this one runs).
+	Moves string
 	// FailedAt is when its record was first seen FAILED (zero: not
 	// FAILED); it is replaced StartBackoff later.
 	FailedAt time.Time
@@ -117,12 +123,19 @@ type State struct {
 	Scaling map[string]protocol.DeploymentState
 	// Failures counts start failures per deployment key.
 	Failures map[string]StartFailures
+	// Rollouts holds the strategy of each rolling update in progress.
+	Rollouts map[string]Rollout
+	// Moved is when each deployment's last rebalancing move ended, and
+	// WorkerSince when each live worker was first seen (rebalance.go).
+	Moved       map[string]time.Time
+	WorkerSince map[string]time.Time
 }
 
 // NewState returns an empty state.
 func NewState() State {
 	return State{Replicas: map[string]*Replica{}, Healthy: map[string]string{}, Targets: map[string]int{},
-		Scaling: map[string]protocol.DeploymentState{}, Failures: map[string]StartFailures{}}
+		Scaling: map[string]protocol.DeploymentState{}, Failures: map[string]StartFailures{}, Rollouts: map[string]Rollout{},
+		Moved: map[string]time.Time{}, WorkerSince: map[string]time.Time{}}
 }
 
 func (s State) clone() State {
@@ -143,6 +156,9 @@ func (s State) clone() State {
 	for k, v := range s.Failures {
 		n.Failures[k] = v
 	}
+	maps.Copy(n.Rollouts, s.Rollouts)
+	maps.Copy(n.Moved, s.Moved)
+	maps.Copy(n.WorkerSince, s.WorkerSince)
 	return n
 }
 
@@ -165,6 +181,11 @@ type Input struct {
 	// Scale holds the autoscaler's decisions by Key(app, deployment); they
 	// set the replica count of deployments with an autoscaling_config.
 	Scale map[string]protocol.ScaleDecision
+	// Rebalance turns on moving replicas of unevenly spread deployments
+	// (rebalance.go); RebalanceCooldown spaces one deployment's moves and
+	// is how long a worker must be live before it takes a moved replica.
+	Rebalance         bool
+	RebalanceCooldown time.Duration
 }
 
 // Desired is the replica count a deployment asks for: the autoscaler's
@@ -225,21 +246,9 @@ func Step(prev State, in Input) (State, Result) {
 	if newID == nil {
 		newID = NewID
 	}
-	var res Result
-	avoid := map[string]map[string]bool{} // key → worker IDs
-	remove := func(r *Replica, reason string) {
-		delete(st.Replicas, r.Spec.ID)
-		res.Events = append(res.Events, Event{ReplicaID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
-			WorkerID: r.WorkerID, Action: "remove", Reason: reason})
-	}
-	replace := func(r *Replica, reason string) {
-		k := Key(r.Spec.App, r.Spec.Deployment)
-		if avoid[k] == nil {
-			avoid[k] = map[string]bool{}
-		}
-		avoid[k][r.WorkerID] = true
-		remove(r, reason)
-	}
+	p := &pass{in: in, st: &st, avoid: map[string]map[string]bool{}, newID: newID}
+	res := &p.res
+	remove, replace := p.remove, p.replace
 
 	// 1. Replicas that are lost or broken go; the count logic below adds
 	// their successors.
@@ -290,9 +299,16 @@ func Step(prev State, in Input) (State, Result) {
 		}
 	}
 
+	// 1b. Rebalancing moves whose new replica runs finish; the others stay
+	// out of the count until then (see rebalance.go).
+	p.settleMoves()
+
 	// 2. Converge every desired deployment.
 	byKey := map[string][]*Replica{}
 	for _, r := range sortedReplicas(st.Replicas) {
+		if r.Moves != "" {
+			continue
+		}
 		k := Key(r.Spec.App, r.Spec.Deployment)
 		byKey[k] = append(byKey[k], r)
 	}
@@ -313,6 +329,7 @@ func Step(prev State, in Input) (State, Result) {
 			uc := compactJSON(d.UserConfig)
 			for _, r := range cur {
 				r.Spec.UserConfig = uc
+				r.Spec.AsyncMethods = d.AsyncMethods // applied in place (a new job runner)
 				r.Labels = d.Resources.Labels
 			}
 			target := in.Target(app.Name, d)
@@ -326,6 +343,7 @@ func Step(prev State, in Input) (State, Result) {
 						GracefulShutdownTimeout: d.GracefulShutdownTimeout,
 						MaxModelsPerReplica:     d.MaxModelsPerReplica,
 						Runtime:                 d.Runtime, Process: processSpec(d),
+						AsyncMethods:            d.AsyncMethods,
 					},
 					Labels:  d.Resources.Labels,
 					Created: in.Now,
@@ -335,6 +353,9 @@ func Step(prev State, in Input) (State, Result) {
 				res.Events = append(res.Events, Event{ReplicaID: id, App: app.Name, Deployment: d.Name, Action: "add"})
 			}
 			surge := max(1, target/5)
+			if st.Rollouts[k].Strategy == protocol.RolloutReplace {
+				surge = max(surge, d.MaxUnavailable.Of(target)) // new replicas waiting for room
+			}
 			grow := func() {
 				for len(cur) < target && (len(old) == 0 || len(cur)+len(old) < target+surge) {
 					add()
@@ -404,18 +425,20 @@ func Step(prev State, in Input) (State, Result) {
 		cl.Add(r.WorkerID, Key(r.Spec.App, r.Spec.Deployment), r.Spec)
 	}
 	for _, r := range pending {
-		k := Key(r.Spec.App, r.Spec.Deployment)
-		p, err := cl.Place(Request{Key: k, Handler: r.Spec.Handler, Runtime: r.Spec.Runtime, CPU: r.Spec.CPU, GPU: r.Spec.GPU,
-			Memory: r.Spec.MemoryBytes, Labels: r.Labels, Avoid: avoid[k]}, r.Spec)
+		pl, err := cl.Place(p.request(r), r.Spec)
 		if err != nil {
 			r.Reason = err.Error()
 			continue
 		}
-		r.WorkerID, r.Spec.GPUIndices, r.Placed, r.Reason, r.Seen = p.WorkerID, p.GPUIndices, in.Now, "", false
-		res.Events = append(res.Events, Event{ReplicaID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
-			WorkerID: p.WorkerID, Action: "place"})
+		p.placed(r, pl)
 	}
 	res.Cluster = cl
+
+	// 4b. Rolling updates with no room for a surge replica replace old
+	// replicas first (rollout.go); 4c. uneven deployments move a replica
+	// (rebalance.go).
+	p.makeRoom(cl)
+	p.rebalance(cl)
 
 	// 5. One assignment per live worker; a draining worker gets none.
 	res.Assignments = map[string]protocol.Assignment{}
@@ -434,7 +457,48 @@ func Step(prev State, in Input) (State, Result) {
 		sort.Slice(a.Replicas, func(i, j int) bool { return a.Replicas[i].ID < a.Replicas[j].ID })
 		res.Assignments[id] = a
 	}
-	return st, res
+	return st, *res
+}
+
+// pass is one Step's working set: the state being computed, its result
+// and the workers each deployment's replaced replicas should avoid.
+type pass struct {
+	in    Input
+	st    *State
+	res   Result
+	avoid map[string]map[string]bool // deployment key → worker IDs
+	newID func(app, dep, version string) string
+}
+
+// remove drops r from the state, with the reason in the events.
+func (p *pass) remove(r *Replica, reason string) {
+	delete(p.st.Replicas, r.Spec.ID)
+	p.res.Events = append(p.res.Events, Event{ReplicaID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
+		WorkerID: r.WorkerID, Action: "remove", Reason: reason})
+}
+
+// replace removes a broken r; its successor avoids r's worker.
+func (p *pass) replace(r *Replica, reason string) {
+	k := Key(r.Spec.App, r.Spec.Deployment)
+	if p.avoid[k] == nil {
+		p.avoid[k] = map[string]bool{}
+	}
+	p.avoid[k][r.WorkerID] = true
+	p.remove(r, reason)
+}
+
+// request is what placing r asks of a worker.
+func (p *pass) request(r *Replica) Request {
+	k := Key(r.Spec.App, r.Spec.Deployment)
+	return Request{Key: k, Handler: r.Spec.Handler, Runtime: r.Spec.Runtime, CPU: r.Spec.CPU, GPU: r.Spec.GPU,
+		Memory: r.Spec.MemoryBytes, Labels: r.Labels, Avoid: p.avoid[k]}
+}
+
+// placed records that r was placed at pl.
+func (p *pass) placed(r *Replica, pl Placement) {
+	r.WorkerID, r.Spec.GPUIndices, r.Placed, r.Reason, r.Seen = pl.WorkerID, pl.GPUIndices, p.in.Now, "", false
+	p.res.Events = append(p.res.Events, Event{ReplicaID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
+		WorkerID: pl.WorkerID, Action: "place"})
 }
 
 // processSpec carries a process-runtime deployment's child into its

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,7 +75,7 @@ func (e *env) runAll() {
 	for _, r := range e.st.Replicas {
 		if r.WorkerID != "" {
 			e.in.Records[r.Spec.ID] = protocol.ReplicaInfo{ID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
-				WorkerID: r.WorkerID, Version: r.Spec.Version, State: protocol.ReplicaRunning}
+				WorkerID: r.WorkerID, Version: r.Spec.Version, State: protocol.ReplicaRunning, ConfigVersion: r.Spec.ConfigVersion()}
 		}
 	}
 	for id := range e.in.Records {
@@ -146,6 +147,42 @@ func TestStepUserConfigInPlace(t *testing.T) {
 		if string(s.UserConfig) != `{"k":2}` {
 			t.Errorf("replica %s user_config = %s, want {\"k\":2}", s.ID, s.UserConfig)
 		}
+	}
+}
+
+// TestStepAsyncMethodsInPlace is issue 11 #6: a change of async_methods
+// reaches the running replicas' specs (same ids, same version: the worker
+// replaces their job runners in place) and the status says UPDATING until
+// every replica's record carries the new config version.
+func TestStepAsyncMethodsInPlace(t *testing.T) {
+	withAsync := func(maxQueued int) config.ServeConfig {
+		return cfg(t, oneAppWith(fmt.Sprintf("num_replicas: 2\n    async_methods: [{name: train, max_queued: %d}]", maxQueued)))
+	}
+	e := newEnv(t, withAsync(10), worker("w1", 8, 0))
+	before := ids(e.step(), "w1")
+	e.runAll()
+	oldVersion := e.st.Replicas[before[0]].Spec.ConfigVersion()
+	e.in.Config = withAsync(3)
+	res := e.step()
+	if after := ids(res, "w1"); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("replica ids after an async_methods change = %v, want unchanged %v", after, before)
+	}
+	for _, s := range res.Assignments["w1"].Replicas {
+		if len(s.AsyncMethods) != 1 || s.AsyncMethods[0].MaxQueued != 3 {
+			t.Errorf("replica %s async_methods = %+v, want train with max_queued 3", s.ID, s.AsyncMethods)
+		}
+		if s.ConfigVersion() == oldVersion {
+			t.Errorf("replica %s config version unchanged by the async_methods change", s.ID)
+		}
+	}
+	ds := BuildStatus(&e.st, e.in, res, "me", nil).Applications["app"].Deployments["d"]
+	if ds.Status != protocol.DeploymentUpdating || !strings.Contains(ds.Message, "reconfiguring in place") || !strings.Contains(ds.Message, "0/2") {
+		t.Errorf("status before the worker applied it = %s %q, want UPDATING, reconfiguring in place, 0/2", ds.Status, ds.Message)
+	}
+	e.runAll() // the worker applied it: records carry the new config version
+	ds = BuildStatus(&e.st, e.in, e.step(), "me", nil).Applications["app"].Deployments["d"]
+	if ds.Status != protocol.DeploymentHealthy {
+		t.Errorf("status after = %s %q, want HEALTHY", ds.Status, ds.Message)
 	}
 }
 
@@ -307,6 +344,8 @@ func TestVersion(t *testing.T) {
 		{"user_config", func(d *config.Deployment) { d.UserConfig = json.RawMessage(`{"x":1}`) }, true},
 		{"max_queued_requests", func(d *config.Deployment) { d.MaxQueuedRequests = 10 }, true},
 		{"request_timeout", func(d *config.Deployment) { d.RequestTimeout = config.Duration(time.Second) }, true},
+		{"async_methods", func(d *config.Deployment) { d.AsyncMethods = []config.AsyncMethod{{Name: "train"}} }, true},
+		{"max_unavailable", func(d *config.Deployment) { d.MaxUnavailable = "50%" }, true},
 		{"handler", func(d *config.Deployment) { d.Handler = "other" }, false},
 		{"resources", func(d *config.Deployment) { d.Resources.GPU = 1 }, false},
 		{"max_ongoing_requests", func(d *config.Deployment) { d.MaxOngoingRequests = 1 }, false},

@@ -52,7 +52,8 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			}
 			st.Targets[k] = target
 			ds := protocol.DeploymentStatus{Name: d.Name, TargetReplicas: target, Version: ver, Replicas: []protocol.ReplicaStatus{}}
-			var cur, old, running int
+			var cur, old, running, reconfiguring int
+			var moves []string
 			reasons := map[string]bool{}
 			for _, r := range byKey[k] {
 				rs := protocol.ReplicaStatus{ID: r.Spec.ID, WorkerID: r.WorkerID, Version: r.Spec.Version}
@@ -63,10 +64,20 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 					reasons[r.Reason] = true
 				case ok && rec.WorkerID == r.WorkerID:
 					rs.State, rs.Message, rs.StartedAt, rs.Process = rec.State, rec.Message, rec.StartedAt, rec.Process
+					if rec.State == protocol.ReplicaRunning && rec.ConfigVersion != "" && rec.ConfigVersion != r.Spec.ConfigVersion() {
+						rs.Message = "applying the new config in place"
+						if r.Spec.Version == ver {
+							reconfiguring++
+						}
+					}
 				default:
 					rs.State, rs.Message = protocol.ReplicaStarting, "assigned to worker "+r.WorkerID+"; waiting for it to start"
 				}
 				ds.Replicas = append(ds.Replicas, rs)
+				if r.Moves != "" {
+					moves = append(moves, fmt.Sprintf("starting %s on worker %s to replace %s", r.Spec.ID, r.WorkerID, r.Moves))
+					continue
+				}
 				if r.Spec.Version == ver {
 					cur++
 					if in.Running(r) {
@@ -101,14 +112,24 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			if fails.Count > 0 {
 				msg += fmt.Sprintf("; %d replica start(s) failed in a row, the last: %s", fails.Count, fails.Reason)
 			}
+			ro, rolling := st.Rollouts[k]
 			switch {
 			case running == 0 && target > 0 && fails.Count >= DeployFailedAfter(target):
 				ds.Status = protocol.DeploymentDeployFailed
 				ds.Message = fmt.Sprintf("replicas failed to start %d times in a row; retrying with backoff (up to %s): %s",
 					fails.Count, MaxStartBackoff, fails.Reason)
-			case old > 0:
+			case old > 0 || rolling:
 				ds.Status = protocol.DeploymentUpdating
-				ds.Message = fmt.Sprintf("rolling update to version %s: %s", ver, msg)
+				if ro.Strategy == "" {
+					ro.Strategy = protocol.RolloutSurge
+				}
+				ds.Rollout = &protocol.RolloutStatus{Strategy: ro.Strategy, Reason: ro.Reason,
+					MaxUnavailable: d.MaxUnavailable.Of(target), OldReplicas: old}
+				how := "surge: new replicas start beside the old ones"
+				if ro.Strategy == protocol.RolloutReplace {
+					how = fmt.Sprintf("replace one at a time, at most %d below target: %s for a surge replica", ds.Rollout.MaxUnavailable, ro.Reason)
+				}
+				ds.Message = fmt.Sprintf("rolling update to version %s (%s): %s", ver, how, msg)
 			case running >= target && cur == target:
 				ds.Status = protocol.DeploymentHealthy
 				st.Healthy[k] = ver
@@ -124,6 +145,14 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 				ds.Status, ds.Message = protocol.DeploymentUnhealthy, msg
 			default:
 				ds.Status, ds.Message = protocol.DeploymentUpdating, msg
+			}
+			if reconfiguring > 0 && ds.Status == protocol.DeploymentHealthy {
+				ds.Status = protocol.DeploymentUpdating
+				ds.Message = fmt.Sprintf("reconfiguring in place (user_config, max_ongoing_requests, graceful_shutdown_timeout or async_methods changed): %d/%d replicas applied it",
+					cur-reconfiguring, cur)
+			}
+			if len(moves) > 0 {
+				ds.Message = strings.TrimPrefix(ds.Message+"; rebalancing: "+strings.Join(moves, "; "), "; ")
 			}
 			switch ds.Status {
 			case protocol.DeploymentDeployFailed:

@@ -40,8 +40,12 @@ type Options struct {
 	// Interval is the periodic pass; StartTimeout how long a replica may
 	// take to reach RUNNING before it is replaced.
 	Interval, StartTimeout time.Duration
-	Log                    zerolog.Logger
-	Metrics                *Metrics
+	// Rebalance moves replicas of unevenly spread deployments, one at a
+	// time, at most one per RebalanceCooldown per deployment (plan.Input).
+	Rebalance         bool
+	RebalanceCooldown time.Duration
+	Log               zerolog.Logger
+	Metrics           *Metrics
 }
 
 // Reconciler runs the control loop while its scheduler leads.
@@ -366,12 +370,13 @@ func (l *leader) pass(ctx context.Context) {
 	start := time.Now()
 	defer func() { l.o.Metrics.ReconcileDuration.Observe(time.Since(start).Seconds()) }()
 	in := plan.Input{Config: l.cfg, Workers: l.workers, Records: l.recordsByID(), Replace: l.replace,
-		StartTimeout: l.o.StartTimeout, Now: start, Scale: l.scale}
+		StartTimeout: l.o.StartTimeout, Now: start, Scale: l.scale,
+		Rebalance: l.o.Rebalance, RebalanceCooldown: l.o.RebalanceCooldown}
 	next, res := plan.Step(l.st, in)
 	for _, ev := range res.Events {
 		lg := l.log.Info()
 		if ev.Action == "remove" && ev.Reason != "scale down" && !strings.HasPrefix(ev.Reason, "rolling update") &&
-			ev.Reason != "deleted from the config" {
+			!strings.HasPrefix(ev.Reason, "rebalance") && ev.Reason != "deleted from the config" {
 			lg = l.log.Warn()
 			l.o.Metrics.Replacements.WithLabelValues(ev.App, ev.Deployment, replacementKind(ev.Reason)).Inc()
 		}

@@ -1,5 +1,7 @@
 // Package host reads what a worker advertises about its machine: the memory
-// size from /proc/meminfo. It holds no state and starts no goroutines.
+// size from /proc/meminfo and the CPU and memory limits of the cgroup it
+// runs in (a container's --cpus and --memory). It holds no state and
+// starts no goroutines.
 package host
 
 import (

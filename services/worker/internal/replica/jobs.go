@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,15 +15,20 @@ import (
 // JobsParams let a replica run its deployment's async methods: once the
 // replica is RUNNING it starts a jobs.Runner (slots =
 // max_ongoing_requests, handler = the replica's handler as a
-// serve.JobHandler); on stop the runner stops pulling first, and its
-// running jobs get the graceful shutdown timeout to finish before they are
-// cancelled and handed back to the queue (another replica resumes them).
+// serve.JobHandler) for the effective methods — the spec's async_methods
+// merged over SDK. When the spec's async_methods change in place, the
+// runner stops pulling and a new one starts with the new methods; the old
+// one's running jobs go on, and the new one pulls only for the slots they
+// leave free (jobs.Slots). On stop the runners stop pulling first, and
+// their running jobs get the graceful shutdown timeout to finish before
+// they are cancelled and handed back to the queue (another replica
+// resumes them).
 type JobsParams struct {
 	JS    jetstream.JetStream
 	Names jobs.Names
-	// Methods returns the deployment's effective async methods (none: no
-	// runner). It is called once the replica runs.
-	Methods func(ctx context.Context) ([]config.AsyncMethod, error)
+	// SDK are the async methods the handler registered, with their SDK
+	// defaults (none, and none in the spec: no runner).
+	SDK []config.AsyncMethod
 	// Replicas of the job streams and buckets the runner ensures.
 	Replicas int
 	// Metrics, if not nil, counts the runner's attempts and outcomes.
@@ -49,23 +55,42 @@ func (jr *jobRun) abort() {
 	}
 }
 
-// startJobs starts the job runner of h in the background; nil when the
-// replica has no job parameters.
-func (r *Replica) startJobs(h serve.Handler) *jobRun {
+// startJobsLocked starts a job runner of h in the background, the
+// replica's current one (r.mu held); nothing when the replica has no job
+// parameters. Runs that finished are forgotten.
+func (r *Replica) startJobsLocked(h serve.Handler) {
 	if r.p.Jobs == nil {
-		return nil
+		return
 	}
+	r.jobRuns = slices.DeleteFunc(r.jobRuns, func(jr *jobRun) bool {
+		select {
+		case <-jr.done:
+			return true
+		default:
+			return false
+		}
+	})
 	ctx, stop := context.WithCancel(context.Background())
 	jr := &jobRun{stop: stop, done: make(chan struct{})}
+	r.jobRuns = append(r.jobRuns, jr)
 	go func() {
 		defer close(jr.done)
 		r.runJobs(ctx, h, jr)
 	}()
-	return jr
 }
 
-// runJobs looks up the methods and runs the runner until ctx ends,
-// retrying with backoff when either fails.
+// restartJobsLocked replaces the current job runner (r.mu held): the old
+// one stops pulling, its running jobs go on, and a new one starts with the
+// spec's async methods.
+func (r *Replica) restartJobsLocked(h serve.Handler) {
+	if n := len(r.jobRuns); n > 0 {
+		r.jobRuns[n-1].stop()
+	}
+	r.startJobsLocked(h)
+}
+
+// runJobs runs a runner for the spec's effective methods until ctx ends,
+// retrying with backoff when it fails.
 func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
 	backoff := firstBackoff
 	wait := func() bool {
@@ -80,17 +105,10 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
 		}
 	}
 	for {
-		methods, err := r.p.Jobs.Methods(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.log.Error().Err(err).Msg("look up async methods; retrying")
-			if !wait() {
-				return
-			}
-			continue
-		}
+		r.mu.Lock()
+		s := r.spec
+		r.mu.Unlock()
+		methods := serve.EffectiveAsync(r.p.Jobs.SDK, s.AsyncMethods)
 		if len(methods) == 0 {
 			return
 		}
@@ -99,17 +117,14 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
 			r.log.Error().Msg("the deployment has async methods but its handler does not implement serve.JobHandler: no jobs run here")
 			return
 		}
-		r.mu.Lock()
-		s := r.spec
-		r.mu.Unlock()
 		names := make([]string, len(methods))
 		for i, m := range methods {
 			names[i] = m.Name
 		}
 		runner := jobs.NewRunner(r.p.NC, r.p.Jobs.JS, r.p.Jobs.Names, jobs.RunnerConfig{
 			App: s.App, Deployment: s.Deployment, Worker: r.p.WorkerID, Replica: s.ID,
-			Slots: s.MaxOngoingRequests, Methods: methods, Handler: jh, Log: r.p.Log, Replicas: r.p.Jobs.Replicas,
-			Metrics: r.p.Jobs.Metrics,
+			Slots: s.MaxOngoingRequests, Shared: r.slots, Methods: methods, Handler: jh, Log: r.p.Log,
+			Replicas: r.p.Jobs.Replicas, Metrics: r.p.Jobs.Metrics,
 		})
 		jr.mu.Lock()
 		if jr.aborted {
@@ -118,8 +133,9 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
 		}
 		jr.runner = runner
 		jr.mu.Unlock()
-		r.log.Info().Strs("async_methods", names).Int("slots", s.MaxOngoingRequests).Msg("job runner started")
-		err = runner.Run(ctx)
+		r.log.Info().Strs("async_methods", names).Int("slots", s.MaxOngoingRequests).Str("config_version", s.ConfigVersion()).
+			Msg("job runner started")
+		err := runner.Run(ctx)
 		if ctx.Err() != nil {
 			return
 		}

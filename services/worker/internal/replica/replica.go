@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -132,6 +133,10 @@ type Replica struct {
 
 	reconfMu sync.Mutex // serialises Reconfigure
 
+	// slots is the job capacity the replica's runners share (nil without
+	// job parameters).
+	slots *jobs.Slots
+
 	putMu sync.Mutex // serialises record writes so a stale one never lands last
 	gone  bool       // guarded by putMu: the record was deleted, never put again
 
@@ -151,6 +156,7 @@ type Replica struct {
 	served, errored uint64
 	latencySum      float64
 	latency         []uint64
+	jobRuns  []*jobRun            // guarded by mu: job runners not known to be done, the current one last
 }
 
 // Start begins running a replica of p.Spec and returns at once; the
@@ -183,8 +189,12 @@ func Start(p Params) *Replica {
 			Version:            s.Version,
 			State:              protocol.ReplicaStarting,
 			MaxOngoingRequests: s.MaxOngoingRequests,
+			ConfigVersion:      s.ConfigVersion(),
 			Subject:            p.Names.ReplicaSubject(s.ID),
 		},
+	}
+	if p.Jobs != nil {
+		r.slots = jobs.NewSlots(s.MaxOngoingRequests)
 	}
 	r.reqCtx, r.reqCancel = context.WithCancel(context.Background())
 	go r.run()
@@ -216,19 +226,26 @@ func (r *Replica) Stop() { r.stopOnce.Do(func() { close(r.stop) }) }
 func (r *Replica) Done() <-chan struct{} { return r.done }
 
 // InPlace reports whether a replica running cur can become next without a
-// restart: they differ at most in user_config, max_ongoing_requests and
-// graceful_shutdown_timeout.
+// restart: they differ at most in user_config, max_ongoing_requests,
+// graceful_shutdown_timeout and async_methods.
 func InPlace(cur, next protocol.ReplicaSpec) bool {
 	cur.UserConfig, next.UserConfig = nil, nil
 	cur.MaxOngoingRequests, next.MaxOngoingRequests = 0, 0
 	cur.GracefulShutdownTimeout, next.GracefulShutdownTimeout = 0, 0
+	cur.AsyncMethods, next.AsyncMethods = nil, nil
 	return reflect.DeepEqual(cur, next)
 }
 
 // SameSpec reports whether two specs are equal (user_config compared as JSON).
 func SameSpec(a, b protocol.ReplicaSpec) bool {
 	return InPlace(a, b) && a.MaxOngoingRequests == b.MaxOngoingRequests &&
-		a.GracefulShutdownTimeout == b.GracefulShutdownTimeout && jsonEqual(a.UserConfig, b.UserConfig)
+		a.GracefulShutdownTimeout == b.GracefulShutdownTimeout && jsonEqual(a.UserConfig, b.UserConfig) &&
+		sameAsync(a.AsyncMethods, b.AsyncMethods)
+}
+
+// sameAsync compares async_methods; none and an empty list are the same.
+func sameAsync(a, b []config.AsyncMethod) bool {
+	return (len(a) == 0 && len(b) == 0) || reflect.DeepEqual(a, b)
 }
 
 func jsonEqual(a, b json.RawMessage) bool {
@@ -245,8 +262,10 @@ func jsonEqual(a, b json.RawMessage) bool {
 	return bytes.Equal(norm(a), norm(b))
 }
 
-// Reconfigure applies next in place: new limits at once and, when the
-// user_config changed, the handler's Reconfigure. It returns
+// Reconfigure applies next in place: new limits at once, when the
+// user_config changed the handler's Reconfigure, and when the
+// async_methods changed a new job runner (the old one's running jobs go
+// on). The record's ConfigVersion then says so. It returns
 // ErrNotReconfigurable (wrapped) when that is not possible; the caller then
 // restarts the replica. next must satisfy InPlace with Spec().
 func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) error {
@@ -271,12 +290,21 @@ func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) er
 		}
 	}
 	r.mu.Lock()
+	asyncChanged := !sameAsync(cur.AsyncMethods, next.AsyncMethods)
 	r.spec = next
 	r.info.MaxOngoingRequests = next.MaxOngoingRequests
+	r.info.ConfigVersion = next.ConfigVersion()
+	if r.slots != nil {
+		r.slots.Resize(next.MaxOngoingRequests)
+	}
+	if asyncChanged && !r.draining {
+		r.restartJobsLocked(h)
+	}
 	r.mu.Unlock()
 	r.put()
 	r.loadChanged()
-	r.log.Info().Msg("replica reconfigured in place")
+	r.log.Info().Bool("async_methods_changed", asyncChanged).Str("config_version", next.ConfigVersion()).
+		Msg("replica reconfigured in place")
 	return nil
 }
 
@@ -341,10 +369,12 @@ func (r *Replica) run() {
 	defer stopLoad()
 	loadDone := make(chan struct{})
 	go func() { defer close(loadDone); r.reportLoad(loadCtx) }()
-	jobs := r.startJobs(h)
+	r.mu.Lock()
+	r.startJobsLocked(h)
+	r.mu.Unlock()
 
 	r.supervise(h)
-	r.drain(h, jobs)
+	r.drain(h)
 	stopLoad()
 	<-loadDone
 	if err := svc.Stop(); err != nil {
@@ -536,12 +566,15 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 // and jobs in flight up to the graceful shutdown timeout (then cancels them
 // — cancelled jobs go back to the queue — and waits for them to return),
 // and closes the handler.
-func (r *Replica) drain(h serve.Handler, jobs *jobRun) {
-	if jobs != nil {
-		jobs.stop() // no new jobs (before the record says STOPPING); running ones go on
+func (r *Replica) drain(h serve.Handler) {
+	r.mu.Lock()
+	r.draining = true // no runner starts from now on
+	runs := slices.Clone(r.jobRuns)
+	r.mu.Unlock()
+	for _, jr := range runs {
+		jr.stop() // no new jobs (before the record says STOPPING); running ones go on
 	}
 	r.mu.Lock()
-	r.draining = true
 	r.info.State = protocol.ReplicaStopping
 	grace := r.spec.GracefulShutdownTimeout.D()
 	ongoing := r.ongoing
@@ -557,8 +590,8 @@ func (r *Replica) drain(h serve.Handler, jobs *jobRun) {
 	go func() {
 		defer close(idle)
 		r.inflight.Wait()
-		if jobs != nil {
-			<-jobs.done
+		for _, jr := range runs {
+			<-jr.done
 		}
 	}()
 	t := time.NewTimer(grace)
@@ -568,8 +601,8 @@ func (r *Replica) drain(h serve.Handler, jobs *jobRun) {
 	case <-t.C:
 		r.log.Warn().Msg("graceful shutdown timeout passed: cancelling requests and jobs in flight")
 		r.reqCancel()
-		if jobs != nil {
-			jobs.abort()
+		for _, jr := range runs {
+			jr.abort()
 		}
 		<-idle
 	}

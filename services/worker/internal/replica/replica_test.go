@@ -25,6 +25,8 @@ func TestInPlaceAndSameSpec(t *testing.T) {
 		{"user_config", func(s *protocol.ReplicaSpec) { s.UserConfig = json.RawMessage(`{"a":2}`) }, true, false},
 		{"max_ongoing", func(s *protocol.ReplicaSpec) { s.MaxOngoingRequests = 9 }, true, false},
 		{"graceful timeout", func(s *protocol.ReplicaSpec) { s.GracefulShutdownTimeout = 0 }, true, false},
+		{"async_methods", func(s *protocol.ReplicaSpec) { s.AsyncMethods = []config.AsyncMethod{{Name: "train"}} }, true, false},
+		{"empty async_methods", func(s *protocol.ReplicaSpec) { s.AsyncMethods = []config.AsyncMethod{} }, true, true},
 		{"version", func(s *protocol.ReplicaSpec) { s.Version = "v2" }, false, false},
 		{"gpus", func(s *protocol.ReplicaSpec) { s.GPUIndices = []int{1} }, false, false},
 		{"handler", func(s *protocol.ReplicaSpec) { s.Handler = "other" }, false, false},
