@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -127,8 +128,11 @@ var (
 )
 
 // unknownFields walks doc against the Go type t and reports, with their
-// paths, keys that no field of t carries and values of custom-unit fields
-// (durations, sizes) that do not parse.
+// paths, every key that no field of t carries, every value of the wrong
+// JSON kind, every number below its field's schema minimum (an explicit 0
+// where the minimum is 1 is an error, not "unset") and every value of a
+// custom-unit field (durations, sizes) that does not parse — all of them at
+// once, before anything is decoded.
 func unknownFields(doc any, t reflect.Type, path string) Errors {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -138,7 +142,7 @@ func unknownFields(doc any, t reflect.Type, path string) Errors {
 	case reflect.Struct:
 		m, ok := doc.(map[string]any)
 		if !ok {
-			return nil // a type error, reported by the decoder
+			return nil // a kind error, reported by the caller
 		}
 		fields := map[string]reflect.StructField{}
 		for i := range t.NumField() {
@@ -160,18 +164,7 @@ func unknownFields(doc any, t reflect.Type, path string) Errors {
 				errs = append(errs, FieldError{Field: sub, Msg: "unknown field"})
 				continue
 			}
-			if f.Type == rawMessageType || f.Type.Kind() == reflect.Map {
-				continue
-			}
-			if u, ok := reflect.New(f.Type).Interface().(json.Unmarshaler); ok {
-				// Custom units (Duration, Bytes): check here, where the path is known.
-				raw, _ := json.Marshal(m[k])
-				if err := u.UnmarshalJSON(raw); err != nil {
-					errs = append(errs, FieldError{Field: sub, Msg: err.Error()})
-				}
-				continue
-			}
-			errs = append(errs, unknownFields(m[k], f.Type, sub)...)
+			errs = append(errs, checkValue(m[k], f.Type, f.Tag.Get("jsonschema"), sub)...)
 		}
 	case reflect.Slice:
 		l, ok := doc.([]any)
@@ -179,10 +172,116 @@ func unknownFields(doc any, t reflect.Type, path string) Errors {
 			return nil
 		}
 		for i, e := range l {
-			errs = append(errs, unknownFields(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			errs = append(errs, checkValue(e, t.Elem(), "", fmt.Sprintf("%s[%d]", path, i))...)
 		}
 	}
 	return errs
+}
+
+// checkValue checks one value against the Go type that will hold it (and
+// the field's jsonschema tag, for its minimum), then walks into it.
+func checkValue(v any, t reflect.Type, schemaTag, path string) Errors {
+	if v == nil {
+		return nil // null: the field keeps its zero value / default
+	}
+	base := t
+	for base.Kind() == reflect.Pointer {
+		base = base.Elem()
+	}
+	if base == rawMessageType {
+		return nil
+	}
+	if u, ok := reflect.New(base).Interface().(json.Unmarshaler); ok {
+		// Custom units (Duration, Bytes): check here, where the path is known.
+		raw, _ := json.Marshal(v)
+		if err := u.UnmarshalJSON(raw); err != nil {
+			return Errors{{Field: path, Msg: err.Error()}}
+		}
+		return nil
+	}
+	want := ""
+	switch base.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if f, ok := number(v); !ok || f != float64(int64(f)) {
+			want = "an integer"
+		}
+	case reflect.Float32, reflect.Float64:
+		if _, ok := number(v); !ok {
+			want = "a number"
+		}
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			want = "a string"
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			want = "true or false"
+		}
+	case reflect.Slice:
+		if _, ok := v.([]any); !ok {
+			want = "a list"
+		}
+	case reflect.Map, reflect.Struct:
+		if _, ok := v.(map[string]any); !ok {
+			want = "an object"
+		}
+	}
+	if want != "" {
+		return Errors{{Field: path, Msg: fmt.Sprintf("must be %s, not %s", want, describe(v))}}
+	}
+	if n, ok := number(v); ok {
+		if lo, ok := schemaMinimum(schemaTag); ok && n < lo {
+			return Errors{{Field: path, Msg: fmt.Sprintf("must be >= %v, got %v", lo, n)}}
+		}
+	}
+	if base.Kind() == reflect.Map {
+		return nil
+	}
+	return unknownFields(v, base, path)
+}
+
+// number returns a YAML or JSON number (YAML gives integers as int).
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case int:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case uint64:
+		return float64(x), true
+	}
+	return 0, false
+}
+
+// schemaMinimum reads minimum=N from a jsonschema struct tag.
+func schemaMinimum(tag string) (float64, bool) {
+	for part := range strings.SplitSeq(tag, ",") {
+		if v, ok := strings.CutPrefix(part, "minimum="); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// describe names a YAML/JSON value's kind for an error message.
+func describe(v any) string {
+	switch x := v.(type) {
+	case string:
+		return fmt.Sprintf("the string %q", x)
+	case float64, int, int64, uint64:
+		return fmt.Sprintf("the number %v", x)
+	case bool:
+		return fmt.Sprintf("%v", x)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%v", v)
 }
 
 func join(path, k string) string {

@@ -319,3 +319,36 @@ func TestMaxUnavailable(t *testing.T) {
 		t.Errorf("json.Marshal = %s, %v, want {\"A\":2,\"B\":\"25%%\"}", b, err)
 	}
 }
+
+// Every invalid field is reported at once, each with its full path (list
+// indexes included), not only the first type error.
+func TestParseReportsEveryFieldAtOnce(t *testing.T) {
+	_, err := Parse([]byte(`applications:
+- name: a
+  route_prefix: /a
+  ingress: d
+  deployments:
+  - {name: d, handler: h, max_ongoing_requests: many, num_replicas: 1.5}
+  - {name: e, handler: h, max_ongoing_requests: 0, resources: {cpu: fast}, async_methods: [{name: m, max_attempts: "3"}]}
+`))
+	errs, ok := err.(Errors)
+	if !ok {
+		t.Fatalf("Parse() = %v, want config.Errors", err)
+	}
+	want := []string{
+		"applications[0].deployments[0].max_ongoing_requests",
+		"applications[0].deployments[0].num_replicas",
+		"applications[0].deployments[1].max_ongoing_requests",
+		"applications[0].deployments[1].resources.cpu",
+		"applications[0].deployments[1].async_methods[0].max_attempts",
+	}
+	got := map[string]bool{}
+	for _, e := range errs {
+		got[e.Field] = true
+	}
+	for _, f := range want {
+		if !got[f] {
+			t.Errorf("Parse() errors %v lack %s", errs, f)
+		}
+	}
+}

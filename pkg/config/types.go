@@ -88,7 +88,7 @@ type Deployment struct {
 	HealthPath string `json:"health_path,omitempty"`
 	// StartupTimeout bounds how long a child may take to become healthy
 	// before the replica is FAILED (runtime process); default 60s.
-	StartupTimeout Duration `json:"startup_timeout,omitempty" jsonschema:"type=string,default=60s"`
+	StartupTimeout Duration `json:"startup_timeout,omitempty" jsonschema_extras:"default=60s"`
 	// Protocol is what the deployment speaks: "http" (default) or "oip"
 	// (Open Inference Protocol v2). An oip deployment is served on the
 	// ingress's /v2 endpoints under its OIP model names; a process child is
@@ -114,12 +114,12 @@ type Deployment struct {
 	// UserConfig is handed to the constructor and to Reconfigure; changing
 	// only it reconfigures running replicas in place.
 	UserConfig              json.RawMessage `json:"user_config,omitempty" jsonschema:"type=object"`
-	HealthCheckPeriod       Duration        `json:"health_check_period,omitempty" jsonschema:"type=string,default=10s"`
-	HealthCheckTimeout      Duration        `json:"health_check_timeout,omitempty" jsonschema:"type=string,default=30s"`
-	GracefulShutdownTimeout Duration        `json:"graceful_shutdown_timeout,omitempty" jsonschema:"type=string,default=20s"`
+	HealthCheckPeriod       Duration        `json:"health_check_period,omitempty" jsonschema_extras:"default=10s"`
+	HealthCheckTimeout      Duration        `json:"health_check_timeout,omitempty" jsonschema_extras:"default=30s"`
+	GracefulShutdownTimeout Duration        `json:"graceful_shutdown_timeout,omitempty" jsonschema_extras:"default=20s"`
 	// RequestTimeout bounds one request end to end at the router; 0 (default)
 	// means no timeout beyond the caller's own.
-	RequestTimeout Duration `json:"request_timeout,omitempty" jsonschema:"type=string"`
+	RequestTimeout Duration `json:"request_timeout,omitempty"`
 	// MaxUnavailable bounds how far below its target of RUNNING replicas
 	// a rolling update may go when no worker has room for a surge replica
 	// and old replicas are replaced one at a time instead: a count or a
@@ -143,14 +143,14 @@ type AutoscalingConfig struct {
 	InitialReplicas *int `json:"initial_replicas,omitempty" jsonschema:"minimum=0"`
 	// TargetOngoingRequests is the desired ongoing+queued requests per replica.
 	TargetOngoingRequests float64   `json:"target_ongoing_requests,omitempty" jsonschema:"default=2"`
-	UpscaleDelay          *Duration `json:"upscale_delay,omitempty" jsonschema:"type=string,default=30s"`
-	DownscaleDelay        *Duration `json:"downscale_delay,omitempty" jsonschema:"type=string,default=600s"`
+	UpscaleDelay          *Duration `json:"upscale_delay,omitempty" jsonschema_extras:"default=30s"`
+	DownscaleDelay        *Duration `json:"downscale_delay,omitempty" jsonschema_extras:"default=600s"`
 	// DownscaleToZeroDelay applies to the 1 → 0 step; default downscale_delay.
-	DownscaleToZeroDelay *Duration `json:"downscale_to_zero_delay,omitempty" jsonschema:"type=string"`
+	DownscaleToZeroDelay *Duration `json:"downscale_to_zero_delay,omitempty"`
 	UpscalingFactor      float64   `json:"upscaling_factor,omitempty" jsonschema:"default=1"`
 	DownscalingFactor    float64   `json:"downscaling_factor,omitempty" jsonschema:"default=1"`
-	LookBackPeriod       Duration  `json:"look_back_period,omitempty" jsonschema:"type=string,default=30s"`
-	MetricsInterval      Duration  `json:"metrics_interval,omitempty" jsonschema:"type=string,default=1s"`
+	LookBackPeriod       Duration  `json:"look_back_period,omitempty" jsonschema_extras:"default=30s"`
+	MetricsInterval      Duration  `json:"metrics_interval,omitempty" jsonschema_extras:"default=1s"`
 	// TargetBacklogPerReplica is, for async methods, the queued+running
 	// jobs one replica should carry.
 	TargetBacklogPerReplica float64 `json:"target_backlog_per_replica,omitempty" jsonschema:"default=1"`
@@ -174,12 +174,12 @@ type AsyncMethod struct {
 	// Backoff between attempts after a failure (the last one repeats).
 	Backoff []Duration `json:"backoff,omitempty"`
 	// Timeout bounds one attempt.
-	Timeout Duration `json:"timeout,omitempty" jsonschema:"type=string,default=1h"`
+	Timeout Duration `json:"timeout,omitempty" jsonschema_extras:"default=1h"`
 	// Retention keeps records and results this long after the last change.
-	Retention Duration `json:"retention,omitempty" jsonschema:"type=string,default=168h"`
+	Retention Duration `json:"retention,omitempty" jsonschema_extras:"default=168h"`
 	// LeaseTimeout is how long a job whose worker stopped heartbeating
 	// waits before another replica takes it.
-	LeaseTimeout Duration `json:"lease_timeout,omitempty" jsonschema:"type=string,default=15s"`
+	LeaseTimeout Duration `json:"lease_timeout,omitempty" jsonschema_extras:"default=15s"`
 	// RequiredArgs are arguments a submit must carry (400 otherwise).
 	RequiredArgs []string `json:"required_args,omitempty"`
 }
@@ -189,7 +189,7 @@ type AsyncMethod struct {
 type Resources struct {
 	CPU    *float64 `json:"cpu,omitempty" jsonschema:"minimum=0,default=1"`
 	GPU    float64  `json:"gpu,omitempty" jsonschema:"minimum=0"`
-	Memory Bytes    `json:"memory,omitempty" jsonschema:"type=string,description=Bytes; an integer or a quantity such as 512Mi or 2G."`
+	Memory Bytes    `json:"memory,omitempty" jsonschema:"description=Bytes; an integer or a quantity such as 512Mi or 2G."`
 	// Labels is a selector: every key must equal the worker's label
 	// (e.g. gpu.type: h100).
 	Labels map[string]string `json:"labels,omitempty"`

@@ -35,9 +35,30 @@ var schemaTypes = map[string]any{
 	"job-record":     &jobs.Record{},
 }
 
+// unitSchema describes the config's unit types as their UnmarshalJSON
+// accepts them: a duration is a Go duration string or a number of
+// seconds, a size an integer of bytes or a quantity string.
+func unitSchema(t reflect.Type) *jsonschema.Schema {
+	switch t {
+	case reflect.TypeOf(config.Duration(0)):
+		return &jsonschema.Schema{Description: `A Go duration ("10s", "1m30s") or a number of seconds (0.5).`,
+			OneOf: []*jsonschema.Schema{
+				{Type: "string", Pattern: `^([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$`},
+				{Type: "number", Minimum: "0"},
+			}}
+	case reflect.TypeOf(config.Bytes(0)):
+		return &jsonschema.Schema{Description: "Bytes: an integer, or a quantity such as 512Mi or 2G.",
+			OneOf: []*jsonschema.Schema{
+				{Type: "integer", Minimum: "0"},
+				{Type: "string", Pattern: `^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$`},
+			}}
+	}
+	return nil
+}
+
 func generate(t *testing.T, v any) []byte {
 	t.Helper()
-	r := &jsonschema.Reflector{DoNotReference: false, ExpandedStruct: true}
+	r := &jsonschema.Reflector{DoNotReference: false, ExpandedStruct: true, Mapper: unitSchema}
 	s := r.Reflect(v)
 	s.ID = jsonschema.ID("https://jetserve.dev/schemas/" + reflect.TypeOf(v).Elem().Name())
 	b, err := json.MarshalIndent(s, "", "  ")
