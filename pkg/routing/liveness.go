@@ -20,12 +20,12 @@ type Liveness struct {
 	// ProbeAfter is how long a request may be outstanding at a replica
 	// before the router probes the replica (and the least time between two
 	// probes of one replica).
-	ProbeAfter time.Duration `koanf:"probe_after"`
+	ProbeAfter time.Duration `koanf:"probe_after" help:"probe a replica that holds a request this long"`
 	// ProbeTimeout is how long a probe may go unanswered before it counts
 	// as failed.
-	ProbeTimeout time.Duration `koanf:"probe_timeout"`
+	ProbeTimeout time.Duration `koanf:"probe_timeout" help:"how long a probe waits for its answer"`
 	// MaxProbeFailures consecutive failed probes make the replica lost.
-	MaxProbeFailures int `koanf:"max_probe_failures"`
+	MaxProbeFailures int `koanf:"max_probe_failures" help:"unanswered probes in a row after which a replica is lost"`
 }
 
 // DefaultLiveness: a probe after 500 ms outstanding; a replica that

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime/debug"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/streams"
@@ -35,27 +37,27 @@ type Common struct {
 	NATS NATSConfig `koanf:"nats"`
 	Log  LogConfig  `koanf:"log"`
 	// OpsAddr serves /metrics and /healthz; "" turns it off.
-	OpsAddr string `koanf:"ops_addr"`
+	OpsAddr string `koanf:"ops_addr" help:"address of /metrics and /healthz (empty: off)"`
 }
 
 // NATSConfig says how to reach NATS.
 type NATSConfig struct {
 	// URL is a comma-separated list of servers.
-	URL string `koanf:"url"`
+	URL string `koanf:"url" help:"NATS servers, comma-separated"`
 	// Prefix namespaces every subject, stream and bucket.
-	Prefix string `koanf:"prefix"`
+	Prefix string `koanf:"prefix" help:"prefix of every subject, stream and bucket"`
 	// Creds is an optional NATS credentials file.
-	Creds string `koanf:"creds"`
+	Creds string `koanf:"creds" help:"NATS credentials file"`
 	// Replicas is the replica count of every stream, bucket and object
 	// store the service creates: 1 on one server, 3 on a cluster. What
 	// exists with more replicas is adopted as it is, never downgraded.
-	Replicas int `koanf:"replicas"`
+	Replicas int `koanf:"replicas" help:"replicas of the streams and buckets created (3 on a cluster); never downgrades"`
 }
 
 // LogConfig selects the log level and format.
 type LogConfig struct {
-	Level  string `koanf:"level"`  // trace, debug, info, warn, error
-	Format string `koanf:"format"` // json or console
+	Level  string `koanf:"level" help:"log level: trace, debug, info, warn, error"`
+	Format string `koanf:"format" help:"log format: json or console"`
 }
 
 // DefaultCommon returns the shared defaults.
@@ -114,14 +116,23 @@ func Load(cfg any, name string, args, environ []string, usage io.Writer) error {
 
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(usage)
+	fs.SortFlags = true
 	cfgFile := fs.String("config", "", "YAML configuration file (or "+EnvPrefix+"CONFIG)")
-	keys := k.Keys()
-	sort.Strings(keys)
-	for _, key := range keys {
-		fs.String(key, fmt.Sprint(k.Get(key)), "see docs/options.md")
+	version := fs.Bool("version", false, "print the version and exit")
+	for _, o := range Options(cfg) {
+		fs.Var(&optionFlag{value: fmt.Sprint(k.Get(o.Key)), typ: o.Type}, o.Key,
+			o.Help+" (env "+o.Env+")")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(usage, "Usage of %s (every option also reads %s<KEY> and the --config file; see docs/options.md):\n", name, EnvPrefix)
+		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *version {
+		fmt.Fprintln(usage, name, Version())
+		return ErrHelp
 	}
 
 	path := *cfgFile
@@ -203,9 +214,84 @@ func firstKeys(m map[string]string) string {
 	return strings.Join(ks, ", ")
 }
 
+// Option is one configuration option of a service, as -h and the docs
+// list it.
+type Option struct {
+	Key     string // dotted koanf key, also the --flag
+	Env     string // JETSERVE_<KEY>
+	Type    string // string, int, float, bool, duration, list
+	Default any
+	Help    string // the field's help tag
+}
+
+// Options lists cfg's options (a pointer to a struct with koanf tags
+// holding the defaults), sorted by key.
+func Options(cfg any) []Option {
+	var out []Option
+	walkOptions(reflect.ValueOf(cfg), "", func(key string, f reflect.StructField, v reflect.Value) {
+		out = append(out, Option{Key: key, Env: EnvPrefix + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key)),
+			Type: typeName(f.Type), Default: v.Interface(), Help: f.Tag.Get("help")})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+func typeName(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeOf(time.Duration(0)):
+		return "duration"
+	case t.Kind() == reflect.Bool:
+		return "bool"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "int"
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		return "float"
+	case t.Kind() == reflect.Slice:
+		return "list"
+	}
+	return "string"
+}
+
+// optionFlag is a flag that keeps what was given as text (koanf decodes
+// it into the option's type) but names that type in -h.
+type optionFlag struct {
+	value, typ string
+}
+
+func (f *optionFlag) String() string     { return f.value }
+func (f *optionFlag) Set(v string) error { f.value = v; return nil }
+func (f *optionFlag) Type() string       { return f.typ }
+
+// Version is the program's version: the main module's version and, when
+// the build recorded it, its VCS revision, then the Go version.
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v += " " + s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				v += "+dirty"
+			}
+		}
+	}
+	return v + " " + bi.GoVersion
+}
+
 // flatten writes every leaf option of the struct v into out under its
-// dotted koanf key, honouring `koanf:",squash"` on embedded structs.
+// dotted koanf key.
 func flatten(v reflect.Value, prefix string, out map[string]any) {
+	walkOptions(v, prefix, func(key string, _ reflect.StructField, fv reflect.Value) { out[key] = fv.Interface() })
+}
+
+// walkOptions calls visit for every leaf option of the struct v with its
+// dotted koanf key, honouring `koanf:",squash"` on embedded structs.
+func walkOptions(v reflect.Value, prefix string, visit func(key string, f reflect.StructField, v reflect.Value)) {
 	for v.Kind() == reflect.Pointer {
 		v = v.Elem()
 	}
@@ -218,7 +304,7 @@ func flatten(v reflect.Value, prefix string, out map[string]any) {
 		name, opts, _ := strings.Cut(f.Tag.Get("koanf"), ",")
 		fv := v.Field(i)
 		if opts == "squash" {
-			flatten(fv, prefix, out)
+			walkOptions(fv, prefix, visit)
 			continue
 		}
 		if name == "" || name == "-" {
@@ -226,9 +312,9 @@ func flatten(v reflect.Value, prefix string, out map[string]any) {
 		}
 		key := prefix + name
 		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() != "time" {
-			flatten(fv, key+".", out)
+			walkOptions(fv, key+".", visit)
 			continue
 		}
-		out[key] = fv.Interface()
+		visit(key, f, fv)
 	}
 }

@@ -44,16 +44,16 @@ const LeaseKey = "autoscaler"
 type Config struct {
 	service.Common `koanf:",squash"`
 	// ID names this instance in the lease and logs.
-	ID string `koanf:"id"`
+	ID string `koanf:"id" help:"this instance's id in the lease (default: generated)"`
 	// Interval is the decision loop's tick; each deployment is sampled at
 	// its own metrics_interval, decided on every tick.
-	Interval time.Duration `koanf:"interval"`
+	Interval time.Duration `koanf:"interval" help:"how often decisions are computed"`
 	// Warmup is how long a newly elected leader only collects load before
 	// it decides (a cold start from zero acts at once regardless).
-	Warmup time.Duration `koanf:"warmup"`
+	Warmup time.Duration `koanf:"warmup" help:"how long a new leader gathers metrics before deciding"`
 	// StaleAfter is how old a replica's or router's report may be and
 	// still count.
-	StaleAfter time.Duration `koanf:"stale_after"`
+	StaleAfter time.Duration `koanf:"stale_after" help:"load reports older than this are ignored"`
 }
 
 // DefaultConfig returns the defaults.

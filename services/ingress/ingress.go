@@ -59,14 +59,14 @@ const DefaultMaxBodyBytes = 4 << 20
 type Config struct {
 	service.Common `koanf:",squash"`
 	// HTTPAddr is the public HTTP listen address.
-	HTTPAddr string `koanf:"http_addr"`
+	HTTPAddr string `koanf:"http_addr" help:"public HTTP address"`
 	// MaxBodyBytes caps request bodies; larger ones get 413.
-	MaxBodyBytes int64 `koanf:"max_body_bytes"`
+	MaxBodyBytes int64 `koanf:"max_body_bytes" help:"largest request body (413 beyond; also capped by NATS max_payload)"`
 	// RequestTimeout is the deadline given to each request (sent to the
 	// routers as the caller's deadline).
-	RequestTimeout time.Duration `koanf:"request_timeout"`
+	RequestTimeout time.Duration `koanf:"request_timeout" help:"end-to-end bound of one request (504 after it)"`
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
-	DrainTimeout time.Duration `koanf:"drain_timeout"`
+	DrainTimeout time.Duration `koanf:"drain_timeout" help:"how long SIGTERM waits for requests in flight"`
 	// Liveness configures the embedded router's probes of replicas that
 	// hold requests (router: embedded).
 	Liveness routing.Liveness `koanf:"liveness"`
@@ -75,11 +75,11 @@ type Config struct {
 	// straight to the chosen replica — one NATS round trip, as Ray Serve's
 	// proxies route themselves; "service" sends it to the router service's
 	// queue group (one more hop).
-	Router string `koanf:"router"`
+	Router string `koanf:"router" help:"embedded (route in the ingress) or service (through the router service)"`
 	// OIPReadyTimeout bounds GET /v2/models/{model}/ready, which the
 	// model's deployment answers; past it the model is reported not ready
 	// (503). A model scaled to zero is woken by it, as by any request.
-	OIPReadyTimeout time.Duration `koanf:"oip_ready_timeout"`
+	OIPReadyTimeout time.Duration `koanf:"oip_ready_timeout" help:"bound of GET /v2/models/{m}/ready"`
 
 	// HTTPReady, if set, is told the HTTP listener's address once it
 	// listens (tests, and `jetserve dev` with port 0). Not configurable.

@@ -42,16 +42,16 @@ import (
 type Config struct {
 	service.Common `koanf:",squash"`
 	// ID names this router in RouterStats; "" = "router-<random>".
-	ID string `koanf:"id"`
+	ID string `koanf:"id" help:"router id in stats and logs (default: generated)"`
 	// DefaultRequestTimeout bounds requests that carry no caller deadline and
 	// whose deployment has no request_timeout; 0 = none.
-	DefaultRequestTimeout time.Duration `koanf:"default_request_timeout"`
+	DefaultRequestTimeout time.Duration `koanf:"default_request_timeout" help:"bound of requests with no deadline and no request_timeout (0: none)"`
 	// Retry configures re-sending to another replica.
 	Retry RetryConfig `koanf:"retry"`
 	// StatsInterval is how often RouterStats are published (also on change).
-	StatsInterval time.Duration `koanf:"stats_interval"`
+	StatsInterval time.Duration `koanf:"stats_interval" help:"how often queue lengths are published"`
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
-	DrainTimeout time.Duration `koanf:"drain_timeout"`
+	DrainTimeout time.Duration `koanf:"drain_timeout" help:"how long SIGTERM waits for requests in flight"`
 	// Liveness configures the probes that find replicas gone while they
 	// hold requests.
 	Liveness routing.Liveness `koanf:"liveness"`
@@ -62,9 +62,9 @@ type Config struct {
 type RetryConfig struct {
 	// MaxAttempts is how many replicas one dispatch round tries before the
 	// request waits in the queue.
-	MaxAttempts int `koanf:"max_attempts"`
+	MaxAttempts int `koanf:"max_attempts" help:"replicas tried per request before it queues"`
 	// Backoff is how long a replica that had no responders is skipped.
-	Backoff time.Duration `koanf:"backoff"`
+	Backoff time.Duration `koanf:"backoff" help:"how long a replica with no responders is skipped"`
 }
 
 // DefaultConfig returns the defaults.

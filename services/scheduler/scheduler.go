@@ -39,24 +39,24 @@ const LeaseKey = "scheduler"
 type Config struct {
 	service.Common `koanf:",squash"`
 	// AdminAddr serves the admin API (Ray Serve's dashboard port).
-	AdminAddr string `koanf:"admin_addr"`
+	AdminAddr string `koanf:"admin_addr" help:"admin API and dashboard address"`
 	// ReconcileInterval is the periodic reconcile pass (changes in the
 	// buckets trigger a pass at once as well).
-	ReconcileInterval time.Duration `koanf:"reconcile_interval"`
+	ReconcileInterval time.Duration `koanf:"reconcile_interval" help:"periodic reconcile pass (changes trigger one at once)"`
 	// ID names this instance in the lease and the status.
-	ID string `koanf:"id"`
+	ID string `koanf:"id" help:"this instance's id in the lease (default: generated)"`
 	// ReplicaStartTimeout is how long a replica may take from assignment to
 	// RUNNING before it is replaced (model loading can be slow).
-	ReplicaStartTimeout time.Duration `koanf:"replica_start_timeout"`
+	ReplicaStartTimeout time.Duration `koanf:"replica_start_timeout" help:"a replica not RUNNING by then is replaced"`
 	// MaxBodyBytes caps a PUT of the serve config.
-	MaxBodyBytes int64 `koanf:"max_body_bytes"`
+	MaxBodyBytes int64 `koanf:"max_body_bytes" help:"largest admin API request body"`
 	// Rebalance moves a replica of a deployment whose replicas are spread
 	// unevenly (a worker holds two more than another that could hold one
 	// more) — a new replica starts first, the old one drains once it runs.
-	Rebalance bool `koanf:"rebalance"`
+	Rebalance bool `koanf:"rebalance" help:"move replicas to spread deployments across workers"`
 	// RebalanceCooldown spaces one deployment's moves, and is how long a
 	// worker must be live before it takes a moved replica.
-	RebalanceCooldown time.Duration `koanf:"rebalance_cooldown"`
+	RebalanceCooldown time.Duration `koanf:"rebalance_cooldown" help:"least time between two moves of a deployment"`
 
 	// AdminReady, if set, is told the admin API's address once it listens.
 	AdminReady func(net.Addr) `koanf:"-"`

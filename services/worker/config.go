@@ -26,22 +26,22 @@ type Config struct {
 	service.Common `koanf:",squash"`
 	// ID names the worker in the Workers and Assignments buckets; "" (the
 	// default) is "<hostname>-<6 random hex digits>".
-	ID string `koanf:"id"`
+	ID string `koanf:"id" help:"worker id (default: <hostname>-<random>)"`
 	// Resources the worker advertises to the scheduler.
 	Resources Resources `koanf:"resources"`
 	// Labels are free-form "key=value" pairs, comma-separated, that the
 	// deployments' label selectors match, e.g. "zone=eu-1,gpu.type=h100".
 	// (A string rather than a map so that label keys may hold dots and the
 	// option works as one environment variable, JETSERVE_LABELS.)
-	Labels string `koanf:"labels"`
+	Labels string `koanf:"labels" help:"key=value,... matched by deployments' label selectors"`
 	// GPUDetect is "auto" (default) or "off".
-	GPUDetect string `koanf:"gpu_detect"`
+	GPUDetect string `koanf:"gpu_detect" help:"auto (nvidia-smi when installed) or off"`
 	// NvidiaSMI is the nvidia-smi program (a name looked up on PATH, or a path).
-	NvidiaSMI string `koanf:"nvidia_smi"`
+	NvidiaSMI string `koanf:"nvidia_smi" help:"the nvidia-smi program"`
 	// ProcessRuntime lets the worker run process-runtime replicas (any
 	// program as a child process); default true. Off, the worker does not
 	// advertise the runtime and the scheduler places none here.
-	ProcessRuntime bool `koanf:"process_runtime"`
+	ProcessRuntime bool `koanf:"process_runtime" help:"run runtime: process deployments (child processes)"`
 	// ChildEnv is the environment process-runtime children start from
 	// (less its JETSERVE_* variables): main passes the worker's own. Not
 	// an option.
@@ -53,13 +53,13 @@ type Resources struct {
 	// CPU is the number of CPUs offered; 0 (the default) = the machine's
 	// CPUs, or the CPU limit of the worker's cgroup (a container's --cpus)
 	// when lower.
-	CPU float64 `koanf:"cpu"`
+	CPU float64 `koanf:"cpu" help:"CPUs offered (0: min(machine, cgroup limit))"`
 	// Memory offered, as bytes or a quantity ("16Gi"); "" = MemTotal from
 	// /proc/meminfo, or the memory limit of the worker's cgroup (a
 	// container's --memory) when lower.
-	Memory string `koanf:"memory"`
+	Memory string `koanf:"memory" help:"memory offered, bytes or 16Gi (empty: min(machine, cgroup limit))"`
 	// GPUs declared, used when none is detected.
-	GPUs []GPU `koanf:"gpus"`
+	GPUs []GPU `koanf:"gpus" help:"GPUs declared when none is detected (config file only)"`
 }
 
 // GPU is a declared GPU.

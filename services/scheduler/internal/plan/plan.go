@@ -343,7 +343,7 @@ func Step(prev State, in Input) (State, Result) {
 						GracefulShutdownTimeout: d.GracefulShutdownTimeout,
 						MaxModelsPerReplica:     d.MaxModelsPerReplica,
 						Runtime:                 d.Runtime, Process: processSpec(d),
-						AsyncMethods:            d.AsyncMethods,
+						AsyncMethods: d.AsyncMethods,
 					},
 					Labels:  d.Resources.Labels,
 					Created: in.Now,

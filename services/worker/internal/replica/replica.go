@@ -156,7 +156,7 @@ type Replica struct {
 	served, errored uint64
 	latencySum      float64
 	latency         []uint64
-	jobRuns  []*jobRun            // guarded by mu: job runners not known to be done, the current one last
+	jobRuns         []*jobRun // guarded by mu: job runners not known to be done, the current one last
 }
 
 // Start begins running a replica of p.Spec and returns at once; the
