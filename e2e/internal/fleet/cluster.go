@@ -302,3 +302,56 @@ func WaitNewLeader(tb testing.TB, js jetstream.JetStream, stream, old string, ti
 	})
 	return leader, time.Now()
 }
+
+// Leaderless lists every stream and consumer of the account (and the meta
+// layer) that has no leader, or whose leader is gone: the Raft groups
+// still electing after that node left. Every request is bounded by 1 s,
+// and one that is not answered counts as leaderless.
+func Leaderless(js jetstream.JetStream, gone string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var out []string
+	lister := js.ListStreams(ctx)
+	var infos []*jetstream.StreamInfo
+	for info := range lister.Info() {
+		infos = append(infos, info)
+	}
+	if err := lister.Err(); err != nil {
+		return []string{"meta: " + err.Error()}
+	}
+	for _, info := range infos {
+		if info.Cluster == nil || info.Cluster.Leader == "" || info.Cluster.Leader == gone {
+			out = append(out, "stream "+info.Config.Name)
+			continue
+		}
+		s, err := js.Stream(ctx, info.Config.Name)
+		if err != nil {
+			out = append(out, "stream "+info.Config.Name+": "+err.Error())
+			continue
+		}
+		cl := s.ListConsumers(ctx)
+		for ci := range cl.Info() {
+			if ci.Cluster == nil || ci.Cluster.Leader == "" || ci.Cluster.Leader == gone {
+				out = append(out, "consumer "+info.Config.Name+"/"+ci.Name)
+			}
+		}
+		if err := cl.Err(); err != nil {
+			out = append(out, "consumers of "+info.Config.Name+": "+err.Error())
+		}
+	}
+	return out
+}
+
+// WaitLeaders polls Leaderless until every Raft group has a leader other
+// than gone, and returns when that was first seen: the end of the
+// cluster's leader elections after gone left.
+func WaitLeaders(tb testing.TB, js jetstream.JetStream, gone string, timeout time.Duration) time.Time {
+	tb.Helper()
+	Eventually(tb, timeout, "every stream and consumer led by a node other than "+gone, func() error {
+		if l := Leaderless(js, gone); len(l) > 0 {
+			return fmt.Errorf("no leader yet: %s", strings.Join(l, ", "))
+		}
+		return nil
+	})
+	return time.Now()
+}

@@ -24,11 +24,11 @@ const StartTimeout = 30 * time.Second
 
 // Options say how many of each service a fleet runs.
 type Options struct {
-	Ingresses  int // default 1
-	Routers    int // default 1
-	Workers    int // default 1
-	Schedulers int // default 1
-	Autoscaler bool // one autoscaler (Autoscalers says how many)
+	Ingresses   int  // default 1
+	Routers     int  // default 1
+	Workers     int  // default 1
+	Schedulers  int  // default 1
+	Autoscaler  bool // one autoscaler (Autoscalers says how many)
 	Autoscalers int
 	// WorkerCPU is the CPU each worker advertises (resources.cpu); default
 	// 8, so rolling updates have room for old and new replicas at once.
@@ -40,6 +40,9 @@ type Options struct {
 	// every service then gets every node's URL and nats.replicas = 3 (or
 	// NATSNodes, if smaller).
 	NATSNodes int
+	// Cluster, when set, is a running cluster (StartCluster) the fleet
+	// uses instead of starting NATS.
+	Cluster *Cluster
 	// WorkerEnv[i], when present, is extra environment of the i-th
 	// worker Start starts (labels, a config file declaring GPUs…).
 	WorkerEnv []map[string]string
@@ -122,9 +125,12 @@ func Start(tb testing.TB, bins *Binaries, opt Options) *Fleet {
 	tb.Helper()
 	opt = opt.withDefaults()
 	f := &Fleet{tb: tb, bins: bins, opt: opt, stopped: map[*Proc]bool{}, seq: map[string]int{}}
-	if opt.NATSNodes > 1 {
+	switch {
+	case opt.Cluster != nil:
+		f.Cluster = opt.Cluster
+	case opt.NATSNodes > 1:
 		f.Cluster = StartCluster(tb, bins, opt.NATSNodes)
-	} else {
+	default:
 		f.NATS = StartNATS(tb, bins)
 	}
 	var started []*Service
