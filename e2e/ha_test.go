@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/e2e/internal/fleet"
+	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/nats-io/nats.go/jetstream"
@@ -110,10 +111,15 @@ func TestHAClusterLosesANode(t *testing.T) {
 	names, _ := protocol.NewNames("")
 	jobStream := jobs.Names{Names: names}.Stream("hajobs", methodRun)
 	for _, s := range []string{"KV_" + names.BucketApps(), jobStream, "KV_" + jobs.Names{Names: names}.Records("hajobs", methodRun)} {
-		_, replicas, err := fleet.StreamLeader(context.Background(), js, s)
-		if err != nil || len(replicas) != 3 {
-			t.Fatalf("stream %s: replicas %v (%v), want 3 (nats.replicas 3)", s, replicas, err)
-		}
+		f.Eventually(30*time.Second, "stream "+s+" led, on 3 nodes (nats.replicas 3)", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, replicas, err := fleet.StreamLeader(ctx, js, s)
+			if err != nil || len(replicas) != 3 {
+				return fmt.Errorf("replicas %v (%v)", replicas, err)
+			}
+			return nil
+		})
 	}
 
 	load := fleet.StartLoad(t, fleet.LoadOptions{Ingresses: liveIngresses(f), Path: "/ha/", Body: echoBody,
@@ -131,14 +137,14 @@ func TestHAClusterLosesANode(t *testing.T) {
 			t.Logf("killing %s (kill -9), which leads %s", leader, target)
 			killed := time.Now()
 			node.Kill(t)
-			elected := fleet.WaitLeaders(t, js, leader, 60*time.Second)
+			elected, slowest := fleet.WaitLeaders(t, js, leader, 60*time.Second)
 			election := elected.Sub(killed)
-			t.Logf("every stream and consumer led again %v after the kill", election.Round(time.Millisecond))
+			t.Logf("every stream and consumer led again %v after the kill (the last to elect: %v)", election.Round(time.Millisecond), slowest)
 
 			// The fleet works after it: the admin API, jobs, sync requests.
 			admin := f.AdminURL()
 			extra := deployment{app: fmt.Sprintf("after%d", i), handler: handlerEcho, replicas: 1}.application()
-			body, err := json.Marshal(extra)
+			body, err := json.Marshal(config.ServeConfig{Applications: []config.Application{extra}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -262,8 +262,8 @@ func (c *Cluster) Connect(tb testing.TB) *nats.Conn {
 }
 
 // StreamLeader returns the server name of the node leading stream (a KV
-// bucket's stream is "KV_<bucket>") and the replicas' names, as the
-// stream's cluster info gives them.
+// bucket's stream is "KV_<bucket>") and the names of every node holding
+// it, the leader first.
 func StreamLeader(ctx context.Context, js jetstream.JetStream, stream string) (leader string, replicas []string, err error) {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -273,7 +273,10 @@ func StreamLeader(ctx context.Context, js jetstream.JetStream, stream string) (l
 	if info.Cluster == nil {
 		return "", nil, fmt.Errorf("stream %s: no cluster info", stream)
 	}
-	for _, p := range info.Cluster.Replicas {
+	if info.Cluster.Leader != "" {
+		replicas = append(replicas, info.Cluster.Leader)
+	}
+	for _, p := range info.Cluster.Replicas { // the followers
 		replicas = append(replicas, p.Name)
 	}
 	if info.Cluster.Leader == "" {
@@ -343,15 +346,18 @@ func Leaderless(js jetstream.JetStream, gone string) []string {
 }
 
 // WaitLeaders polls Leaderless until every Raft group has a leader other
-// than gone, and returns when that was first seen: the end of the
-// cluster's leader elections after gone left.
-func WaitLeaders(tb testing.TB, js jetstream.JetStream, gone string, timeout time.Duration) time.Time {
+// than gone, and returns when that was first seen (the end of the
+// cluster's leader elections after gone left) and the groups that were
+// the last to elect.
+func WaitLeaders(tb testing.TB, js jetstream.JetStream, gone string, timeout time.Duration) (time.Time, []string) {
 	tb.Helper()
+	var last []string
 	Eventually(tb, timeout, "every stream and consumer led by a node other than "+gone, func() error {
 		if l := Leaderless(js, gone); len(l) > 0 {
+			last = l
 			return fmt.Errorf("no leader yet: %s", strings.Join(l, ", "))
 		}
 		return nil
 	})
-	return time.Now()
+	return time.Now(), last
 }

@@ -78,6 +78,9 @@ type Service struct {
 	OpsAddr   string
 	HTTPAddr  string // ingress only
 	AdminAddr string // scheduler only
+
+	bin string            // the binary's path
+	env map[string]string // its environment, for Restart
 }
 
 // OpsURL is the base URL of the ops server (/metrics, /healthz).
@@ -240,7 +243,8 @@ func (f *Fleet) start(kind, short string, withID bool, extra map[string]string, 
 	if a, ok := extra["JETSERVE_ADMIN_ADDR"]; ok {
 		s.AdminAddr = a
 	}
-	s.Proc = StartProc(f.tb, name, f.bins.Path(f.tb, kind), nil, env)
+	s.bin, s.env = f.bins.Path(f.tb, kind), env
+	s.Proc = StartProc(f.tb, name, s.bin, nil, env)
 	if wait {
 		f.WaitHealthy(s)
 	}
@@ -345,6 +349,23 @@ func (f *Fleet) Kill(p *Proc) {
 	f.stopped[p] = true
 	f.mu.Unlock()
 	p.Kill(f.tb)
+}
+
+// Restart starts s again after the test stopped it — the same binary,
+// id, addresses and environment — and waits until it is healthy. A
+// process's Proc changes; f.Live lists s again.
+func (f *Fleet) Restart(s *Service) {
+	f.tb.Helper()
+	if !s.Exited() {
+		f.tb.Fatalf("e2e: restart %s: it still runs (pid %d)", s.Name, s.Pid())
+	}
+	old := s.Proc
+	p := StartProc(f.tb, old.Name, s.bin, nil, s.env)
+	f.mu.Lock()
+	s.Proc = p
+	delete(f.stopped, old)
+	f.mu.Unlock()
+	f.WaitHealthy(s)
 }
 
 // Term SIGTERMs p and waits up to timeout for it to exit; it returns the
