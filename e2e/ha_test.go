@@ -181,11 +181,13 @@ func TestHAClusterLosesANode(t *testing.T) {
 					election.Round(time.Millisecond), electionSlack)
 			}
 
-			node.Restart(t)
-			took := f.Eventually(2*time.Minute, leader+" caught up (its /healthz: current with every stream)", func() error {
+			restarted := time.Now()
+			node.Restart(t) // waits for its /healthz: current with the meta leader and its streams
+			f.Eventually(2*time.Minute, leader+" caught up: a current replica of every stream, no lag", func() error {
 				return caughtUp(js, leader)
 			})
-			t.Logf("%s restarted and caught up in %v", leader, took.Round(time.Millisecond))
+			f.Cluster.WaitReady(time.Minute)
+			t.Logf("%s restarted and caught up in %v", leader, time.Since(restarted).Round(time.Millisecond))
 		})
 	}
 

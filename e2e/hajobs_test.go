@@ -193,6 +193,7 @@ type jobAccount struct {
 	// was written — what must never happen.
 	RecordedTwice int
 	Problems      []string
+	lost, twice   map[string]bool // the ids counted in Lost and RecordedTwice
 }
 
 func (a jobAccount) String() string {
@@ -206,7 +207,7 @@ func (a jobAccount) String() string {
 func accountJobs(t *testing.T, submits []jobSubmit, journal string, timeout time.Duration,
 	status func(id string) (jobRecordTimes, bool, error)) jobAccount {
 	t.Helper()
-	var a jobAccount
+	a := jobAccount{lost: map[string]bool{}, twice: map[string]bool{}}
 	a.Submitted = len(submits)
 	sort.Slice(submits, func(i, j int) bool { return submits[i].ID < submits[j].ID })
 	records := map[string]jobRecordTimes{}
@@ -225,6 +226,7 @@ func accountJobs(t *testing.T, submits []jobSubmit, journal string, timeout time
 			}
 			if time.Now().After(deadline) {
 				a.Lost++
+				a.lost[s.ID] = true
 				a.Problems = append(a.Problems, fmt.Sprintf("job %s (accepted %s): no terminal record after %v: %+v found=%v err=%v",
 					s.ID, s.End.Format("15:04:05.000"), timeout, rec, found, err))
 				break
@@ -253,6 +255,7 @@ func accountJobs(t *testing.T, submits []jobSubmit, journal string, timeout time
 		for _, st := range r.starts {
 			if !rec.FinishedAt.IsZero() && st.After(rec.FinishedAt) {
 				a.RecordedTwice++
+				a.twice[id] = true
 				a.Problems = append(a.Problems, fmt.Sprintf("job %s started at %s, after its %s record (finished %s)",
 					id, st.Format("15:04:05.000"), rec.Status, rec.FinishedAt.Format("15:04:05.000")))
 				break

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -47,6 +48,7 @@ type NATSNode struct {
 	Conf       string // the node's configuration file
 
 	bin string
+	tb  testing.TB // the cluster's: its processes live as long as the cluster
 
 	mu     sync.Mutex
 	proc   *Proc // guarded by mu; the current process (a restart replaces it)
@@ -62,27 +64,26 @@ func StartCluster(tb testing.TB, bins *Binaries, n int) *Cluster {
 	bin := bins.Path(tb, NATSServer)
 	dir := tb.TempDir()
 	c := &Cluster{tb: tb}
+	addrs := FreeAddrs(tb, 3*n) // route, client and monitor port of each node
 	routes := make([]string, n)
-	clusterAddrs := make([]string, n)
 	for i := range n {
-		clusterAddrs[i] = FreeAddr(tb)
-		routes[i] = "nats-route://" + clusterAddrs[i]
+		routes[i] = "nats-route://" + addrs[3*i]
 	}
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
-		client, mon := FreeAddr(tb), FreeAddr(tb)
+		client, mon := addrs[3*i+1], addrs[3*i+2]
 		node := &NATSNode{
 			Name: name, URL: "nats://" + client, MonitorURL: "http://" + mon,
-			StoreDir: filepath.Join(dir, name, "jetstream"), Conf: filepath.Join(dir, name+".conf"), bin: bin,
+			StoreDir: filepath.Join(dir, name, "jetstream"), Conf: filepath.Join(dir, name+".conf"), bin: bin, tb: tb,
 		}
-		conf := NodeConfig(name, client, mon, clusterAddrs[i], node.StoreDir, routes)
+		conf := NodeConfig(name, client, mon, addrs[3*i], node.StoreDir, routes)
 		if err := os.WriteFile(node.Conf, []byte(conf), 0o644); err != nil {
 			tb.Fatalf("e2e: write %s: %v", node.Conf, err)
 		}
 		c.Nodes = append(c.Nodes, node)
 	}
 	for _, node := range c.Nodes {
-		node.start(tb)
+		node.start()
 	}
 	c.WaitReady(StartTimeout)
 	return c
@@ -110,9 +111,11 @@ no_auth_user: app
 `, name, client, monitor, store, ClusterName, cluster, strings.Join(routes, ", "), SysUser, SysPassword)
 }
 
-func (n *NATSNode) start(tb testing.TB) {
-	tb.Helper()
-	p := StartProc(tb, "nats-"+n.Name, n.bin, []string{"-c", n.Conf}, nil)
+// start starts the node's process, owned by the cluster's test (a node
+// restarted in a subtest outlives the subtest).
+func (n *NATSNode) start() {
+	n.tb.Helper()
+	p := StartProc(n.tb, "nats-"+n.Name, n.bin, []string{"-c", n.Conf}, nil)
 	n.mu.Lock()
 	n.proc, n.down, n.paused = p, false, false
 	n.mu.Unlock()
@@ -158,8 +161,8 @@ func (n *NATSNode) Restart(tb testing.TB) {
 	if p := n.Proc(); !p.Exited() {
 		tb.Fatalf("e2e: restart %s: it still runs (pid %d)", n.Name, p.Pid())
 	}
-	n.start(tb)
-	Eventually(tb, StartTimeout, n.Name+" monitor answers", func() error {
+	n.start()
+	Eventually(tb, StartTimeout, n.Name+" healthy (current with the meta leader and its streams)", func() error {
 		if p := n.Proc(); p.Exited() {
 			tb.Fatalf("e2e: %s exited on restart: %v\n%s", n.Name, p.ExitErr(), p.Tail(30))
 		}
@@ -306,43 +309,56 @@ func WaitNewLeader(tb testing.TB, js jetstream.JetStream, stream, old string, ti
 	return leader, time.Now()
 }
 
-// Leaderless lists every stream and consumer of the account (and the meta
-// layer) that has no leader, or whose leader is gone: the Raft groups
-// still electing after that node left. Every request is bounded by 1 s,
-// and one that is not answered counts as leaderless.
+// Leaderless lists every stream of the account, and the job streams'
+// durable consumers (jobs.Consumer), that have no leader, or whose leader
+// is gone: the Raft groups still electing after that node left. The meta
+// layer answers the list. (Ephemeral consumers — KV watchers, ordered
+// consumers — are R1 and recreated by their clients elsewhere; listing
+// them waits on the dead node.) Every request is bounded by a second, and
+// one that is not answered counts as leaderless.
 func Leaderless(js jetstream.JetStream, gone string) []string {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var out []string
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	lister := js.ListStreams(ctx)
 	var infos []*jetstream.StreamInfo
 	for info := range lister.Info() {
 		infos = append(infos, info)
 	}
-	if err := lister.Err(); err != nil {
+	err := lister.Err()
+	cancel()
+	if err != nil {
 		return []string{"meta: " + err.Error()}
 	}
+	var out []string
 	for _, info := range infos {
 		if info.Cluster == nil || info.Cluster.Leader == "" || info.Cluster.Leader == gone {
 			out = append(out, "stream "+info.Config.Name)
 			continue
 		}
-		s, err := js.Stream(ctx, info.Config.Name)
-		if err != nil {
-			out = append(out, "stream "+info.Config.Name+": "+err.Error())
-			continue
+		if info.Config.Retention != jetstream.WorkQueuePolicy {
+			continue // job streams are the work queues
 		}
-		cl := s.ListConsumers(ctx)
-		for ci := range cl.Info() {
-			if ci.Cluster == nil || ci.Cluster.Leader == "" || ci.Cluster.Leader == gone {
-				out = append(out, "consumer "+info.Config.Name+"/"+ci.Name)
-			}
-		}
-		if err := cl.Err(); err != nil {
-			out = append(out, "consumers of "+info.Config.Name+": "+err.Error())
+		if err := consumerLed(js, info.Config.Name, jobs.Consumer, gone); err != nil {
+			out = append(out, err.Error())
 		}
 	}
 	return out
+}
+
+func consumerLed(js jetstream.JetStream, stream, name, gone string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := js.Consumer(ctx, stream, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("consumer %s/%s: %w", stream, name, err)
+	}
+	ci := c.CachedInfo()
+	if ci.Cluster == nil || ci.Cluster.Leader == "" || ci.Cluster.Leader == gone {
+		return fmt.Errorf("consumer %s/%s", stream, name)
+	}
+	return nil
 }
 
 // WaitLeaders polls Leaderless until every Raft group has a leader other
