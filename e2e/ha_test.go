@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -170,6 +171,7 @@ func TestHAClusterLosesANode(t *testing.T) {
 						w.LongestGap.Round(time.Millisecond), election.Round(time.Millisecond), electionSlack)
 				}
 			}
+			logSlowest(t, samples, killed, end, 8)
 			if d := fleet.Disrupted(samples, killed, end, 0, 2*time.Second); d > election+electionSlack {
 				t.Errorf("requests failed or took over 2 s until %v after the kill, longer than the elections (%v) + %v",
 					d.Round(time.Millisecond), election.Round(time.Millisecond), electionSlack)
@@ -334,5 +336,30 @@ func TestHAOperatorBucketsStayR3(t *testing.T) {
 		if got := s.CachedInfo().Config.Replicas; got != want {
 			t.Errorf("stream %s has %d replicas, want %d", stream, got, want)
 		}
+	}
+}
+
+// logSlowest logs the n slowest or failed requests that started in
+// [from, to), relative to from.
+func logSlowest(t *testing.T, samples []fleet.Sample, from, to time.Time, n int) {
+	t.Helper()
+	var in []fleet.Sample
+	for _, s := range samples {
+		if !s.Start.Before(from) && s.Start.Before(to) {
+			in = append(in, s)
+		}
+	}
+	slices.SortFunc(in, func(a, b fleet.Sample) int {
+		if a.OK() != b.OK() {
+			if a.OK() {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(b.Latency(), a.Latency())
+	})
+	for _, s := range in[:min(n, len(in))] {
+		t.Logf("  %s started +%v, took %v, %d attempt(s): %d %s", s.Kind, s.Start.Sub(from).Round(time.Millisecond),
+			s.Latency().Round(time.Millisecond), s.Attempts, s.Status, s.Err)
 	}
 }

@@ -115,8 +115,14 @@ func submitJob(ctx context.Context, ingresses func() []string, path, id string, 
 		if err == nil && r.Status < 500 {
 			break
 		}
-		select { // a short pause before the same id goes to the next ingress
-		case <-time.After(100 * time.Millisecond):
+		// Back off before the same id goes to the next ingress: 100 ms,
+		// doubling to 1 s, or the answer's Retry-After if shorter.
+		wait := min(100*time.Millisecond<<min(attempt, 4), time.Second)
+		if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err == nil && ra > 0 {
+			wait = min(wait, time.Duration(ra)*time.Second)
+		}
+		select {
+		case <-time.After(wait):
 		case <-ctx.Done():
 		}
 	}
