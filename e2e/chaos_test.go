@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -58,6 +59,7 @@ type fault struct {
 	end          time.Time // the next fault's start (or the run's end)
 	election     time.Duration
 	note         string
+	err          error // the fleet was not whole again within wholeTimeout
 }
 
 // TestChaos starts the HA fleet on loopback (3 NATS nodes, every service
@@ -122,6 +124,12 @@ func TestChaos(t *testing.T) {
 		faults = append(faults, ft)
 		fmt.Printf("chaos: %6.1fs %-20s %-12s restored after %v%s\n", time.Since(start).Seconds(), ft.kind, ft.victim,
 			ft.restored.Sub(ft.at).Round(time.Millisecond), ft.note)
+		if ft.err != nil {
+			t.Errorf("after %s of %s the fleet was not whole again within %v: %v", ft.kind, ft.victim, wholeTimeout, ft.err)
+			fmt.Printf("chaos: stopping: the fleet is not whole: %v\n", ft.err)
+			break
+		}
+		load.WaitOK(t, 50, requestTimeout) // some traffic on the whole fleet before the next fault
 	}
 	// Quiet time after the last fault, then everything stops.
 	load.WaitOK(t, 100, requestTimeout)
@@ -225,24 +233,57 @@ func (c *chaos) inject(kind string) *fault {
 			t.Errorf("oversized request (2 MiB): %v %v, want 413", r, err)
 		}
 	}
-	c.whole()
+	ft.err = c.whole()
 	ft.restored = time.Now()
 	return ft
 }
 
-// whole waits until the fleet is whole again: every process healthy,
-// every app running its replicas, the status naming every worker.
-func (c *chaos) whole() {
+// whole waits (up to wholeTimeout) until the fleet is whole again: every
+// process healthy, the status naming every worker, every app running its
+// replicas. It returns why not when the time is up.
+func (c *chaos) whole() error {
+	deadline := time.Now().Add(wholeTimeout)
+	for {
+		err := c.wholeNow()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(fleet.PollInterval)
+	}
+}
+
+const wholeTimeout = 90 * time.Second
+
+func (c *chaos) wholeNow() error {
 	f := c.f
+	f.CheckAlive()
 	for _, group := range [][]*fleet.Service{f.Ingresses, f.Routers, f.Workers, f.Schedulers, f.Autoscalers} {
 		for _, s := range group {
-			f.WaitHealthy(s)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			r, err := fleet.Do(ctx, http.MethodGet, s.OpsURL()+"/healthz", nil, nil)
+			cancel()
+			if err != nil || r.Status != http.StatusOK {
+				return fmt.Errorf("%s not healthy: %v %v", s.Name, r, err)
+			}
 		}
 	}
-	f.WaitWorkers(len(f.Workers))
-	for app, n := range map[string]int{"ha": 3, "hajobs": 2, "gpu": 1, "zoneb": 1} {
-		f.WaitApp(deployTimeout, app, n, nil)
+	st, err := f.Status()
+	if err != nil {
+		return err
 	}
+	if len(st.Workers) != len(f.Workers) {
+		return fmt.Errorf("status lists %d workers, want %d", len(st.Workers), len(f.Workers))
+	}
+	for app, n := range map[string]int{"ha": 3, "hajobs": 2, "gpu": 1, "zoneb": 1} {
+		a, ok := st.Applications[app]
+		if !ok {
+			return fmt.Errorf("app %s not in the status", app)
+		}
+		if err := fleet.RunningWith(a, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // chaosRow is one line of the table: one fault kind, or the whole run.
