@@ -353,7 +353,8 @@ func (f *Fleet) Kill(p *Proc) {
 
 // Restart starts s again after the test stopped it — the same binary,
 // id, addresses and environment — and waits until it is healthy. A
-// process's Proc changes; f.Live lists s again.
+// process's Proc changes; f.Live lists s again once it is healthy (as a
+// load balancer's readiness check would).
 func (f *Fleet) Restart(s *Service) {
 	f.tb.Helper()
 	if !s.Exited() {
@@ -363,9 +364,19 @@ func (f *Fleet) Restart(s *Service) {
 	p := StartProc(f.tb, old.Name, s.bin, nil, s.env)
 	f.mu.Lock()
 	s.Proc = p
+	f.stopped[p] = true // not live until healthy
 	delete(f.stopped, old)
 	f.mu.Unlock()
+	f.Eventually(StartTimeout, s.Name+" running after its restart", func() error {
+		if p.Exited() {
+			f.tb.Fatalf("e2e: %s exited on restart: %v\n%s", s.Name, p.ExitErr(), p.Tail(30))
+		}
+		return nil
+	})
 	f.WaitHealthy(s)
+	f.mu.Lock()
+	delete(f.stopped, p)
+	f.mu.Unlock()
 }
 
 // Term SIGTERMs p and waits up to timeout for it to exit; it returns the
