@@ -25,6 +25,9 @@ const (
 	envChaosSeed     = "CHAOS_SEED"
 	// envChaosReport names a file the table is also written to (Markdown).
 	envChaosReport = "CHAOS_REPORT"
+	// envChaosFaults limits the fault kinds (comma-separated, as in the
+	// table: "kill -9 worker,partition NATS node"); default all.
+	envChaosFaults = "CHAOS_FAULTS"
 )
 
 // Fault kinds.
@@ -106,17 +109,27 @@ func TestChaos(t *testing.T) {
 	jl := startJobs(t, liveIngresses(f), "/hajobs/"+methodRun, "chaos", 100*time.Millisecond, 200, 60*time.Second)
 	load.WaitOK(t, 100, requestTimeout)
 
+	kinds := faultKinds
+	if only := os.Getenv(envChaosFaults); only != "" {
+		kinds = nil
+		for _, k := range strings.Split(only, ",") {
+			if k = strings.TrimSpace(k); !slices.Contains(faultKinds, k) {
+				t.Fatalf("%s: unknown fault kind %q (kinds: %s)", envChaosFaults, k, strings.Join(faultKinds, ", "))
+			}
+			kinds = append(kinds, strings.TrimSpace(k))
+		}
+	}
 	c := &chaos{t: t, f: f, js: js, rng: rng}
 	start := time.Now()
 	var faults []*fault
 	for i := 0; time.Since(start) < duration; i++ {
 		// Every kind once per round, in a random order: a short run still
 		// sees each kind, a long one sees each many times.
-		if i%len(faultKinds) == 0 {
-			c.order = slices.Clone(faultKinds)
+		if i%len(kinds) == 0 {
+			c.order = slices.Clone(kinds)
 			rng.Shuffle(len(c.order), func(a, b int) { c.order[a], c.order[b] = c.order[b], c.order[a] })
 		}
-		kind := c.order[i%len(faultKinds)]
+		kind := c.order[i%len(kinds)]
 		ft := c.inject(kind)
 		if len(faults) > 0 {
 			faults[len(faults)-1].end = ft.at
@@ -139,7 +152,7 @@ func TestChaos(t *testing.T) {
 	end := time.Now()
 
 	acc := accountJobs(t, jl.all(), journal, 3*time.Minute, statusVia(liveIngresses(f), "/hajobs/"+methodRun))
-	rows := chaosTable(load.Samples(), jl.all(), acc, faults, start, end)
+	rows := chaosTable(load.Samples(), jl.all(), acc, faults, kinds, start, end)
 	var table strings.Builder
 	writeChaosTable(&table, rows, seed, end.Sub(start))
 	fmt.Print(table.String())
@@ -155,6 +168,13 @@ func TestChaos(t *testing.T) {
 	}
 	if acc.Lost != 0 || acc.RecordedTwice != 0 || acc.Accepted == 0 {
 		t.Errorf("jobs: %v; want some accepted, none lost or recorded twice:\n%s", acc, strings.Join(acc.Problems[:min(len(acc.Problems), 20)], "\n"))
+	}
+	samples := load.Samples()
+	for _, ft := range faults {
+		if d := fleet.Disrupted(samples, ft.at, ft.end, 0, 2*time.Second); d > max(ft.election, 0)+electionSlack {
+			t.Logf("%s of %s at %s: requests failed or were slow until %v after it:", ft.kind, ft.victim, ft.at.Format("15:04:05.000"), d.Round(time.Millisecond))
+			logSlowest(t, samples, ft.at, ft.end, 6)
+		}
 	}
 	for _, r := range rows[:len(rows)-1] {
 		if r.recoverMax > r.allowed {
@@ -298,9 +318,9 @@ type chaosRow struct {
 	jobsLost, twice int
 }
 
-func chaosTable(samples []fleet.Sample, submits []jobSubmit, acc jobAccount, faults []*fault, start, end time.Time) []chaosRow {
+func chaosTable(samples []fleet.Sample, submits []jobSubmit, acc jobAccount, faults []*fault, kinds []string, start, end time.Time) []chaosRow {
 	var rows []chaosRow
-	for _, kind := range faultKinds {
+	for _, kind := range kinds {
 		r := chaosRow{kind: kind, allowed: electionSlack}
 		var in []fleet.Sample
 		for _, ft := range faults {
