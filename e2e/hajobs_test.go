@@ -143,8 +143,9 @@ func (jl *jobLoad) all() []jobSubmit {
 
 // jobRun is what the journal says about one job.
 type jobRun struct {
-	starts []time.Time
-	dones  int
+	starts   []time.Time
+	attempts []string // "attempt@replica" of each start
+	dones    int
 }
 
 // readJournal parses diag.Journal's lines per job id.
@@ -177,6 +178,7 @@ func readJournal(t *testing.T, path string) map[string]*jobRun {
 		switch fs[0] {
 		case "start":
 			r.starts = append(r.starts, time.Unix(0, ns))
+			r.attempts = append(r.attempts, fs[2]+"@"+fs[3])
 		case "done":
 			r.dones++
 		}
@@ -262,8 +264,8 @@ func accountJobs(t *testing.T, submits []jobSubmit, journal string, timeout time
 			if !rec.FinishedAt.IsZero() && st.After(rec.FinishedAt) {
 				a.RecordedTwice++
 				a.twice[id] = true
-				a.Problems = append(a.Problems, fmt.Sprintf("job %s started at %s, after its %s record (finished %s)",
-					id, st.Format("15:04:05.000"), rec.Status, rec.FinishedAt.Format("15:04:05.000")))
+				a.Problems = append(a.Problems, fmt.Sprintf("job %s started at %s, after its %s record (finished %s, %d attempts); its starts (attempt@replica): %v",
+					id, st.Format("15:04:05.000"), rec.Status, rec.FinishedAt.Format("15:04:05.000"), rec.Attempts, r.attempts))
 				break
 			}
 		}
