@@ -96,6 +96,11 @@ func NodeConfig(name, client, monitor, cluster, store string, routes []string) s
 	return fmt.Sprintf(`server_name: %s
 listen: %s
 http: %s
+# A peer or client that stops answering (a node cut off from the
+# network) is dropped after two unanswered pings, 4-6 s, not 4-6 minutes:
+# until then the other nodes route messages to its stale interest.
+ping_interval: "2s"
+ping_max: 2
 jetstream { store_dir: %q, max_file_store: 4G, max_memory_store: 256M }
 cluster {
   name: %s
