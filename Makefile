@@ -50,13 +50,15 @@ e2e: python-deps
 # loopback (3 NATS nodes, every service twice, three workers), drives sync
 # load and a stream of jobs, injects faults at random for CHAOS_DURATION
 # and prints the table per fault kind. CHAOS_SEED replays an order (the
-# seed is printed); CHAOS_REPORT=FILE also writes the table there.
+# seed is printed); CHAOS_REPORT=FILE also writes the table there;
+# CHAOS_FAULTS="kill -9 worker,…" limits the fault kinds.
 CHAOS_DURATION ?= 3m
 CHAOS_SEED ?=
 CHAOS_REPORT ?=
+CHAOS_FAULTS ?=
 CHAOS_TIMEOUT ?= 90m
 chaos:
-	cd e2e && CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) \
+	cd e2e && CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) CHAOS_FAULTS="$(CHAOS_FAULTS)" \
 		$(GO) test -count=1 -run '^TestChaos$$' -timeout $(CHAOS_TIMEOUT) -v ./
 
 bench:
