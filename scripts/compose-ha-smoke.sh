@@ -154,11 +154,16 @@ leader=$(nats nats1 stream info KV_jetserve_apps --json | jq -r '.cluster.leader
 other=nats1
 [[ $leader == nats1 ]] && other=nats2
 
-# Traffic: one loop per ingress, each line "<epoch ms> <http code>".
+# Traffic: one loop per ingress, each line "<epoch ms> <http code>". Each
+# POST carries an Idempotency-Key, as a careful client's does, so the fleet
+# may retry it on another replica if the one serving it is cut off.
 for i in 0 1; do
 	(
+		n=0
 		while :; do
+			n=$((n + 1))
 			code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+				-H "Idempotency-Key: smoke-$i-$n" \
 				-X POST --data-binary '{"text":"Still serving?"}' "${ingresses[$i]}/text/analyze" 2>/dev/null) || code=000
 			echo "$(date +%s%3N) $code"
 		done
@@ -182,13 +187,13 @@ log "ok: admin API (GET, PUT) and server report work with $leader down"
 for p in "${traffic_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
 traffic_pids=()
 
-summary() { # FILE: "<requests> <failures> <longest ms without a 200 after the kill>"
-	awk -v k="$killed_ms" '{ n++; if ($2 != 200) f++; else if ($1 >= k) { if (last == "") last = k; if ($1 - last > gap) gap = $1 - last; last = $1 } }
-		END { printf "%d %d %d\n", n, f, gap }' "$1"
+summary() { # FILE: "<requests> <failures> <longest ms without a 200 after the kill> <failed codes>"
+	awk -v k="$killed_ms" '{ n++; if ($2 != 200) { f++; codes[$2]++ } else if ($1 >= k) { if (last == "") last = k; if ($1 - last > gap) gap = $1 - last; last = $1 } }
+		END { c = ""; for (x in codes) c = c x "x" codes[x] " "; printf "%d %d %d %s\n", n, f, gap, (c == "" ? "-" : c) }' "$1"
 }
 for i in 0 1; do
-	read -r n f gap < <(summary "$work/traffic$i")
-	log "ingress $((i + 1)): $n requests, $f failed, longest without a success after the kill ${gap} ms (election took $((elected_ms - killed_ms)) ms or less)"
+	read -r n f gap codes < <(summary "$work/traffic$i")
+	log "ingress $((i + 1)): $n requests, $f failed (HTTP code x count: $codes), longest without a success after the kill ${gap} ms (election took $((elected_ms - killed_ms)) ms or less)"
 	((n > 0)) || die "no traffic through ingress $((i + 1))"
 	((gap <= SMOKE_MAX_GAP * 1000)) || die "ingress $((i + 1)) served nothing for ${gap} ms (> ${SMOKE_MAX_GAP} s)"
 done
