@@ -5,13 +5,14 @@ GO ?= go
 TESTFLAGS ?=
 MODULES = $(shell $(GO) list -m -f '{{.Dir}}')
 
-.PHONY: dev test vet standalone fmt e2e bench schemas python-deps help
+.PHONY: dev test vet standalone fmt e2e chaos bench schemas python-deps help
 
 help:
 	@echo "make dev      run the whole fleet in one process (embedded NATS) with the example app"
 	@echo "make test     every module's tests (TESTFLAGS='-race -short' as CI does)"
 	@echo "make vet      go vet every module"
 	@echo "make e2e      the end-to-end suite: real binaries as separate processes (installs the Python example's Debian packages first)"
+	@echo "make chaos    the HA fleet on loopback under load, faults at random (CHAOS_DURATION=3m, CHAOS_SEED=…)"
 	@echo "make bench    fleet vs raw HTTP / raw NATS / raw JetStream, side by side"
 	@echo "make fuzz     every fuzz target for FUZZTIME (default 10s) each"
 	@echo "make images   build the container images (no registry pulls)"
@@ -44,6 +45,21 @@ python-deps:
 
 e2e: python-deps
 	cd e2e && $(GO) test -count=1 -timeout 20m ./...
+
+# The chaos suite (e2e/chaos_test.go): starts the HA fleet itself on
+# loopback (3 NATS nodes, every service twice, three workers), drives sync
+# load and a stream of jobs, injects faults at random for CHAOS_DURATION
+# and prints the table per fault kind. CHAOS_SEED replays an order (the
+# seed is printed); CHAOS_REPORT=FILE also writes the table there;
+# CHAOS_FAULTS="kill -9 worker,…" limits the fault kinds.
+CHAOS_DURATION ?= 3m
+CHAOS_SEED ?=
+CHAOS_REPORT ?=
+CHAOS_FAULTS ?=
+CHAOS_TIMEOUT ?= 90m
+chaos:
+	cd e2e && CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) CHAOS_FAULTS="$(CHAOS_FAULTS)" \
+		$(GO) test -count=1 -run '^TestChaos$$' -timeout $(CHAOS_TIMEOUT) -v ./
 
 bench:
 	./scripts/bench.sh

@@ -6,6 +6,8 @@
 #   make compose-up    images, then docker compose up -d (project "jetserve")
 #   make compose-down  docker compose down -v (removes the NATS volume too)
 #   make compose-test  scripts/compose-smoke.sh (own project name, always torn down)
+#   make compose-ha-test  scripts/compose-ha-smoke.sh: the HA profile
+#                      (docker-compose.ha.yml) loses a NATS node under traffic
 #
 # Compose is `docker compose` when available, else `docker-compose`
 # (scripts/compose.sh picks).
@@ -13,7 +15,7 @@
 COMPOSE_PROJECT_NAME ?= jetserve
 export COMPOSE_PROJECT_NAME
 
-.PHONY: bins images compose-up compose-down compose-test
+.PHONY: bins images compose-up compose-down compose-test compose-ha-test
 
 bins:
 	scripts/build-bins.sh bin
@@ -30,3 +32,6 @@ compose-down:
 
 compose-test:
 	scripts/compose-smoke.sh
+
+compose-ha-test:
+	scripts/compose-ha-smoke.sh

@@ -10,6 +10,8 @@
 # The project name defaults to "jetserve" (not the checkout's directory name).
 # COMPOSE_OVERRIDES="a.yml b.yml" adds override files (paths relative to the
 # repository root), e.g. examples/quickstart/docker-compose.quickstart.yml.
+# COMPOSE_BASE replaces docker-compose.yml, e.g. docker-compose.ha.yml (the
+# HA profile: a 3-node NATS cluster, every service twice).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,6 +26,6 @@ else
 	exit 127
 fi
 
-files=(-f "$root/docker-compose.yml")
+files=(-f "$root/${COMPOSE_BASE:-docker-compose.yml}")
 for o in ${COMPOSE_OVERRIDES:-}; do files+=(-f "$root/$o"); done
 exec "${compose[@]}" --project-directory "$root" "${files[@]}" "$@"

@@ -1,7 +1,8 @@
 // Package diag holds diagnostic deployments for benchmarks and end-to-end
 // tests: Echo answers at once with the request body (the no-op of `make
 // bench`), optionally after ?delay_ms=N, and fails with ?fail=1; it streams
-// ?chunks=N chunks when asked to stream. Safe for concurrent use.
+// ?chunks=N chunks when asked to stream. Journal runs async jobs and
+// journals every attempt to a file (journal.go). Safe for concurrent use.
 package diag
 
 import (
@@ -17,11 +18,14 @@ import (
 // HandlerEcho is the Echo deployment's handler name.
 const HandlerEcho = "diag.Echo"
 
-// Register adds the diagnostic deployments to reg.
+// Register adds the diagnostic deployments to reg: Echo and Journal.
 func Register(reg *serve.Registry) error {
-	return reg.Register(HandlerEcho, func(_ context.Context, init serve.Init) (serve.Handler, error) {
+	if err := reg.Register(HandlerEcho, func(_ context.Context, init serve.Init) (serve.Handler, error) {
 		return &Echo{replica: init.ReplicaID}, nil
-	})
+	}); err != nil {
+		return err
+	}
+	return registerJournal(reg)
 }
 
 // Echo answers with the request body.

@@ -80,15 +80,20 @@ func Cluster(t testing.TB, n int) []*server.Server {
 				ready++
 			}
 		}
-		leader := false
+		// The meta leader must also know every peer online, with its
+		// stats: until then an R3 stream cannot be placed ("no suitable
+		// peers for placement").
+		online := 0
 		for _, ns := range nodes {
-			leader = leader || ns.JetStreamIsLeader()
+			if ns.JetStreamIsLeader() {
+				online = len(ns.JetStreamClusterPeers())
+			}
 		}
-		if ready == n && leader {
+		if ready == n && online == n {
 			return nodes
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nats cluster of %d: no meta leader with every node current after 20s", n)
+			t.Fatalf("nats cluster of %d: after 20s, %d nodes current and %d peers online at the meta leader", n, ready, online)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -129,3 +129,21 @@ func TestValidateReplicas(t *testing.T) {
 		t.Errorf("Validate(nats.replicas=3) = %v, want nil", err)
 	}
 }
+
+func TestValidatePingInterval(t *testing.T) {
+	c := DefaultCommon("")
+	if c.NATS.PingInterval != DefaultPingInterval {
+		t.Errorf("default nats.ping_interval = %v, want %v", c.NATS.PingInterval, DefaultPingInterval)
+	}
+	c.NATS.PingInterval = 10 * time.Millisecond
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "nats.ping_interval") {
+		t.Errorf("Validate(nats.ping_interval=10ms) = %v, want an error naming nats.ping_interval", err)
+	}
+	got := defaults()
+	if err := Load(&got, "test", nil, []string{"JETSERVE_NATS_PING_INTERVAL=500ms"}, io.Discard); err != nil {
+		t.Fatalf("Load(JETSERVE_NATS_PING_INTERVAL=500ms) = %v", err)
+	}
+	if got.NATS.PingInterval != 500*time.Millisecond {
+		t.Errorf("nats.ping_interval from the environment = %v, want 500ms", got.NATS.PingInterval)
+	}
+}

@@ -133,14 +133,21 @@ func (d *Deps) Open(ctx context.Context, c Common, name string) (f Fleet, cleanu
 	if f.JS, err = jetstream.New(d.NC); err != nil {
 		return f, cleanup, fmt.Errorf("jetstream: %w", err)
 	}
-	// Until NATS can answer (JetStream starting, a cluster electing its
-	// meta leader) the buckets are retried, never given up on.
-	err = streams.Retry(ctx, d.Log, "fleet buckets", func(ctx context.Context) error {
+	f.Buckets, err = openBuckets(ctx, d.Log, f.JS, f.Names, c.NATS.Replicas)
+	return f, cleanup, err
+}
+
+// openBuckets ensures the fleet's buckets until NATS can answer
+// (JetStream starting, a cluster electing its meta leader): retried,
+// never given up on.
+func openBuckets(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, names protocol.Names, replicas int) (*Buckets, error) {
+	var b *Buckets
+	err := streams.Retry(ctx, log, "fleet buckets", func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var err error
-		f.Buckets, err = EnsureBuckets(actx, f.JS, f.Names, c.NATS.Replicas)
+		b, err = EnsureBuckets(actx, js, names, replicas)
 		return err
 	})
-	return f, cleanup, err
+	return b, err
 }

@@ -145,6 +145,8 @@ func Connect(ctx context.Context, c NATSConfig, name string, log zerolog.Logger)
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		nats.PingInterval(c.PingInterval),
+		nats.MaxPingsOutstanding(2),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: a deliberate close or drain

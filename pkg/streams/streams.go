@@ -29,17 +29,34 @@ import (
 // MaxReplicas is JetStream's limit on replicas of a stream.
 const MaxReplicas = 5
 
+// Bounds of one JetStream API request. A request about a stream whose
+// Raft group has no leader yet — one another instance is creating on a
+// cluster this moment, or one whose leader was just lost — gets no answer
+// at all, so without its own bound it would wait out the caller's whole
+// deadline; with it, Retry asks again shortly.
+const (
+	lookupTimeout = time.Second     // info of a stream, bucket or object store
+	writeTimeout  = 5 * time.Second // create or update (a meta-layer proposal)
+)
+
+// bounded calls f with ctx bounded by d.
+func bounded[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return f(ctx)
+}
+
 // Stream creates cfg's stream with replicas, or adopts the existing one:
 // it keeps the existing replica count when that is higher, and updates
 // the stream only when a setting jetserve manages differs.
 func Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, replicas int) (jetstream.Stream, error) {
 	cfg.Replicas = max(replicas, 1)
-	s, err := js.Stream(ctx, cfg.Name)
+	s, err := bounded(ctx, lookupTimeout, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, cfg.Name) })
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		s, err = js.CreateStream(ctx, cfg)
+		s, err = bounded(ctx, writeTimeout, func(ctx context.Context) (jetstream.Stream, error) { return js.CreateStream(ctx, cfg) })
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another instance won the race
-			return js.Stream(ctx, cfg.Name)
+			return bounded(ctx, lookupTimeout, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, cfg.Name) })
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
@@ -53,7 +70,7 @@ func Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamCon
 	if sameStream(have, cfg) {
 		return s, nil
 	}
-	s, err = js.UpdateStream(ctx, cfg)
+	s, err = bounded(ctx, writeTimeout, func(ctx context.Context) (jetstream.Stream, error) { return js.UpdateStream(ctx, cfg) })
 	if err != nil {
 		return nil, fmt.Errorf("update stream %s: %w", cfg.Name, err)
 	}
@@ -73,12 +90,12 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 // as Stream does (its backing stream's replicas are kept when higher).
 func KeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, replicas int) (jetstream.KeyValue, error) {
 	cfg.Replicas = max(replicas, 1)
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	kv, err := bounded(ctx, lookupTimeout, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, cfg.Bucket) })
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
-		kv, err = js.CreateKeyValue(ctx, cfg)
+		kv, err = bounded(ctx, writeTimeout, func(ctx context.Context) (jetstream.KeyValue, error) { return js.CreateKeyValue(ctx, cfg) })
 		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return js.KeyValue(ctx, cfg.Bucket)
+			return bounded(ctx, lookupTimeout, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, cfg.Bucket) })
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
@@ -87,7 +104,7 @@ func KeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 	case err != nil:
 		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
 	}
-	st, err := kv.Status(ctx)
+	st, err := bounded(ctx, lookupTimeout, kv.Status)
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s status: %w", cfg.Bucket, err)
 	}
@@ -97,7 +114,7 @@ func KeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		st.LimitMarkerTTL() == cfg.LimitMarkerTTL && have.Description == cfg.Description {
 		return kv, nil
 	}
-	kv, err = js.UpdateKeyValue(ctx, cfg)
+	kv, err = bounded(ctx, writeTimeout, func(ctx context.Context) (jetstream.KeyValue, error) { return js.UpdateKeyValue(ctx, cfg) })
 	if err != nil {
 		return nil, fmt.Errorf("update bucket %s: %w", cfg.Bucket, err)
 	}
@@ -116,12 +133,12 @@ func backing(st jetstream.KeyValueStatus) jetstream.StreamConfig {
 // existing one as Stream does.
 func ObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig, replicas int) (jetstream.ObjectStore, error) {
 	cfg.Replicas = max(replicas, 1)
-	obj, err := js.ObjectStore(ctx, cfg.Bucket)
+	obj, err := bounded(ctx, lookupTimeout, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.ObjectStore(ctx, cfg.Bucket) })
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
-		obj, err = js.CreateObjectStore(ctx, cfg)
+		obj, err = bounded(ctx, writeTimeout, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.CreateObjectStore(ctx, cfg) })
 		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return js.ObjectStore(ctx, cfg.Bucket)
+			return bounded(ctx, lookupTimeout, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.ObjectStore(ctx, cfg.Bucket) })
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create object store %s: %w", cfg.Bucket, err)
@@ -130,7 +147,7 @@ func ObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.Obje
 	case err != nil:
 		return nil, fmt.Errorf("object store %s: %w", cfg.Bucket, err)
 	}
-	st, err := obj.Status(ctx)
+	st, err := bounded(ctx, lookupTimeout, obj.Status)
 	if err != nil {
 		return nil, fmt.Errorf("object store %s status: %w", cfg.Bucket, err)
 	}
@@ -138,7 +155,7 @@ func ObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.Obje
 	if st.Replicas() == cfg.Replicas && st.TTL() == cfg.TTL && st.Description() == cfg.Description {
 		return obj, nil
 	}
-	obj, err = js.UpdateObjectStore(ctx, cfg)
+	obj, err = bounded(ctx, writeTimeout, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.UpdateObjectStore(ctx, cfg) })
 	if err != nil {
 		return nil, fmt.Errorf("update object store %s: %w", cfg.Bucket, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
@@ -271,5 +272,25 @@ func TestJobSubmitsConcurrent(t *testing.T) {
 		if n != 1 {
 			t.Errorf("id %s created %d times, want once", id, n)
 		}
+	}
+}
+
+// TestJobSubmitWhileTheStreamCannotAnswer: a submit JetStream cannot
+// store this moment (here no stream answers the job's subject at all, as
+// while a lost node's stream elects a leader) is 503 unavailable with
+// Retry-After, naming the method; nothing is stored.
+func TestJobSubmitWhileTheStreamCannotAnswer(t *testing.T) {
+	f := startJobsFleet(t)
+	if code, _, body := f.do(t, "POST", "/ml/fit?job=u1&epochs=1", ""); code != 202 {
+		t.Fatalf("first submit = %d %s, want 202", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.js.DeleteStream(ctx, f.names.Stream("ml", "fit")); err != nil {
+		t.Fatal(err)
+	}
+	code, h, body := f.do(t, "POST", "/ml/fit?job=u2&epochs=1", "")
+	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(body, `"unavailable"`) || !strings.Contains(body, "fit") {
+		t.Errorf("submit without a stream = %d %v %s, want 503 unavailable naming fit, with Retry-After", code, h, body)
 	}
 }

@@ -24,11 +24,12 @@ const StartTimeout = 30 * time.Second
 
 // Options say how many of each service a fleet runs.
 type Options struct {
-	Ingresses  int // default 1
-	Routers    int // default 1
-	Workers    int // default 1
-	Schedulers int // default 1
-	Autoscaler bool
+	Ingresses   int  // default 1
+	Routers     int  // default 1
+	Workers     int  // default 1
+	Schedulers  int  // default 1
+	Autoscaler  bool // one autoscaler (Autoscalers says how many)
+	Autoscalers int
 	// WorkerCPU is the CPU each worker advertises (resources.cpu); default
 	// 8, so rolling updates have room for old and new replicas at once.
 	WorkerCPU float64
@@ -37,6 +38,19 @@ type Options struct {
 	// SchedulerEnv is extra environment for every scheduler (options such
 	// as JETSERVE_REBALANCE).
 	SchedulerEnv map[string]string
+	// NATSNodes > 1 runs NATS as a JetStream cluster of that many
+	// nats-server processes (StartCluster) instead of one stock server;
+	// every service then gets every node's URL and nats.replicas = 3 (or
+	// NATSNodes, if smaller).
+	NATSNodes int
+	// Cluster, when set, is a running cluster (StartCluster) the fleet
+	// uses instead of starting NATS.
+	Cluster *Cluster
+	// WorkerEnv[i], when present, is extra environment of the i-th
+	// worker Start starts (labels, a config file declaring GPUs…).
+	WorkerEnv []map[string]string
+	// Env is extra environment of every service.
+	Env map[string]string
 }
 
 func (o Options) withDefaults() Options {
@@ -67,6 +81,9 @@ type Service struct {
 	OpsAddr   string
 	HTTPAddr  string // ingress only
 	AdminAddr string // scheduler only
+
+	bin string            // the binary's path
+	env map[string]string // its environment, for Restart
 }
 
 // OpsURL is the base URL of the ops server (/metrics, /healthz).
@@ -93,7 +110,10 @@ type Fleet struct {
 	bins *Binaries
 	opt  Options
 
-	NATS        *NATS
+	// NATS is the one nats-server, nil when Cluster runs instead.
+	NATS *NATS
+	// Cluster is the NATS cluster when Options.NATSNodes > 1.
+	Cluster     *Cluster
 	Ingresses   []*Service
 	Routers     []*Service
 	Workers     []*Service
@@ -111,13 +131,24 @@ func Start(tb testing.TB, bins *Binaries, opt Options) *Fleet {
 	tb.Helper()
 	opt = opt.withDefaults()
 	f := &Fleet{tb: tb, bins: bins, opt: opt, stopped: map[*Proc]bool{}, seq: map[string]int{}}
-	f.NATS = StartNATS(tb, bins)
+	switch {
+	case opt.Cluster != nil:
+		f.Cluster = opt.Cluster
+	case opt.NATSNodes > 1:
+		f.Cluster = StartCluster(tb, bins, opt.NATSNodes)
+	default:
+		f.NATS = StartNATS(tb, bins)
+	}
 	var started []*Service
 	for range opt.Schedulers {
 		started = append(started, f.AddScheduler(false))
 	}
-	for range opt.Workers {
-		started = append(started, f.AddWorker(false))
+	for i := range opt.Workers {
+		var env map[string]string
+		if i < len(opt.WorkerEnv) {
+			env = opt.WorkerEnv[i]
+		}
+		started = append(started, f.AddWorkerWith(Worker, env, false))
 	}
 	for range opt.Routers {
 		started = append(started, f.AddRouter(false))
@@ -125,7 +156,11 @@ func Start(tb testing.TB, bins *Binaries, opt Options) *Fleet {
 	for range opt.Ingresses {
 		started = append(started, f.AddIngress(false))
 	}
-	if opt.Autoscaler {
+	autoscalers := opt.Autoscalers
+	if opt.Autoscaler && autoscalers == 0 {
+		autoscalers = 1
+	}
+	for range autoscalers {
 		started = append(started, f.AddAutoscaler(false))
 	}
 	for _, s := range started {
@@ -165,6 +200,15 @@ func StartNATS(tb testing.TB, bins *Binaries) *NATS {
 	return n
 }
 
+// NATSURL is what the services get as nats.url: the one server's URL,
+// or every cluster node's.
+func (f *Fleet) NATSURL() string {
+	if f.Cluster != nil {
+		return f.Cluster.URLs()
+	}
+	return f.NATS.URL
+}
+
 func (f *Fleet) nextID(kind string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -177,10 +221,16 @@ func (f *Fleet) start(kind, short string, withID bool, extra map[string]string, 
 	n := f.nextID(short) // by short name: workers from different binaries get distinct ids
 	s := &Service{Kind: kind, OpsAddr: FreeAddr(f.tb)}
 	env := map[string]string{
-		"JETSERVE_NATS_URL":   f.NATS.URL,
+		"JETSERVE_NATS_URL":   f.NATSURL(),
 		"JETSERVE_OPS_ADDR":   s.OpsAddr,
 		"JETSERVE_LOG_FORMAT": "console",
 		"JETSERVE_LOG_LEVEL":  f.opt.LogLevel,
+	}
+	if f.Cluster != nil {
+		env["JETSERVE_NATS_REPLICAS"] = fmt.Sprint(min(len(f.Cluster.Nodes), 3))
+	}
+	for k, v := range f.opt.Env {
+		env[k] = v
 	}
 	name := fmt.Sprintf("%s-%d", short, n)
 	if withID {
@@ -196,7 +246,8 @@ func (f *Fleet) start(kind, short string, withID bool, extra map[string]string, 
 	if a, ok := extra["JETSERVE_ADMIN_ADDR"]; ok {
 		s.AdminAddr = a
 	}
-	s.Proc = StartProc(f.tb, name, f.bins.Path(f.tb, kind), nil, env)
+	s.bin, s.env = f.bins.Path(f.tb, kind), env
+	s.Proc = StartProc(f.tb, name, s.bin, nil, env)
 	if wait {
 		f.WaitHealthy(s)
 	}
@@ -213,10 +264,21 @@ func (f *Fleet) AddWorker(wait bool) *Service {
 // worker.Main with other deployments, e.g. QuickstartWorker).
 func (f *Fleet) AddWorkerFrom(binary string, wait bool) *Service {
 	f.tb.Helper()
-	s := f.start(binary, "worker", true, map[string]string{
+	return f.AddWorkerWith(binary, nil, wait)
+}
+
+// AddWorkerWith is AddWorkerFrom with extra environment (labels, a config
+// file…), which wins over the defaults.
+func (f *Fleet) AddWorkerWith(binary string, extra map[string]string, wait bool) *Service {
+	f.tb.Helper()
+	env := map[string]string{
 		"JETSERVE_RESOURCES_CPU": fmt.Sprint(f.opt.WorkerCPU),
 		"JETSERVE_GPU_DETECT":    "off",
-	}, wait)
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	s := f.start(binary, "worker", true, env, wait)
 	f.Workers = append(f.Workers, s)
 	return s
 }
@@ -296,6 +358,28 @@ func (f *Fleet) Kill(p *Proc) {
 	p.Kill(f.tb)
 }
 
+// Restart starts s again after the test stopped it — the same binary,
+// id, addresses and environment — and waits until it is healthy. A
+// process's Proc changes; f.Live lists s again once it is healthy (as a
+// load balancer's readiness check would).
+func (f *Fleet) Restart(s *Service) {
+	f.tb.Helper()
+	if !s.Exited() {
+		f.tb.Fatalf("e2e: restart %s: it still runs (pid %d)", s.Name, s.Pid())
+	}
+	old := s.Proc
+	p := StartProc(f.tb, old.Name, s.bin, nil, s.env)
+	f.mu.Lock()
+	s.Proc = p
+	f.stopped[p] = true // not live until healthy
+	delete(f.stopped, old)
+	f.mu.Unlock()
+	f.WaitHealthy(s)
+	f.mu.Lock()
+	delete(f.stopped, p)
+	f.mu.Unlock()
+}
+
 // Term SIGTERMs p and waits up to timeout for it to exit; it returns the
 // exit error (nil = exit status 0).
 func (f *Fleet) Term(p *Proc, timeout time.Duration) error {
@@ -306,8 +390,20 @@ func (f *Fleet) Term(p *Proc, timeout time.Duration) error {
 	return p.Term(f.tb, timeout)
 }
 
+// procs are the processes expected to run: the services and the NATS
+// server or the cluster's nodes that are up.
 func (f *Fleet) procs() []*Proc {
-	ps := []*Proc{f.NATS.Proc}
+	var ps []*Proc
+	if f.NATS != nil {
+		ps = append(ps, f.NATS.Proc)
+	}
+	if f.Cluster != nil {
+		for _, n := range f.Cluster.Nodes {
+			if n.Up() {
+				ps = append(ps, n.Proc())
+			}
+		}
+	}
 	for _, group := range [][]*Service{f.Ingresses, f.Routers, f.Workers, f.Schedulers, f.Autoscalers} {
 		for _, s := range group {
 			ps = append(ps, s.Proc)
@@ -638,9 +734,9 @@ func (f *Fleet) Handlers() (map[string][]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(f.NATS.URL, nats.Name("e2e"))
+	nc, err := nats.Connect(f.NATSURL(), nats.Name("e2e"))
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", f.NATS.URL, err)
+		return nil, fmt.Errorf("connect %s: %w", f.NATSURL(), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

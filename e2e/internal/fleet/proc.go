@@ -51,7 +51,9 @@ func StartProc(tb testing.TB, name, path string, args []string, env map[string]s
 	}
 	// Its own process group, so a SIGINT to `go test` does not reach it
 	// before the cleanup does.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a test binary killed (its timeout, a SIGKILL) leaves no
+	// process behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		tb.Fatalf("e2e: start %s: %v", name, err)
@@ -199,6 +201,23 @@ func FreeAddr(tb testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// FreeAddrs returns n distinct "127.0.0.1:<port>" addresses free a moment
+// ago: all n are held open together, then closed, so none repeats (a
+// cluster's ports are all chosen before its first node starts).
+func FreeAddrs(tb testing.TB, n int) []string {
+	tb.Helper()
+	addrs := make([]string, n)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("e2e: find a free port: %v", err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs
 }
 
 // Port returns the port of a host:port address.

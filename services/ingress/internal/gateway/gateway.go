@@ -231,6 +231,18 @@ func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
 
 	tab := h.o.Routes()
 	route, rest, ok := tab.Match(r.URL.Path)
+	if !ok && h.o.Healthy != nil {
+		// Not ready (the route table not loaded yet, NATS away): the
+		// route may well exist; 404 would be a lie a client acts on.
+		if err := h.o.Healthy(); err != nil {
+			x.code = protocol.ErrUnavailable
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{
+				"error": protocol.ErrUnavailable, "message": "the ingress is not ready: " + err.Error(), "request_id": rid,
+			})
+			return
+		}
+	}
 	if !ok {
 		x.code = protocol.ErrNotFound
 		writeJSON(w, http.StatusNotFound, map[string]any{

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -130,5 +131,26 @@ func TestBodyLimitChunked(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if w.Code != http.StatusRequestEntityTooLarge {
 		t.Errorf("POST 100 bytes chunked = %d, want 413", w.Code)
+	}
+}
+
+// TestNoRouteWhileNotReady: a path no route matches is 404 only once the
+// ingress is ready; before (route table not loaded: an ingress just
+// started) it is 503 unavailable with Retry-After, since the route may
+// exist.
+func TestNoRouteWhileNotReady(t *testing.T) {
+	for _, tt := range []struct {
+		healthy    error
+		wantStatus int
+		wantBody   string
+	}{
+		{nil, 404, `"not_found"`},
+		{errors.New("route table not loaded"), 503, "route table not loaded"},
+	} {
+		w := httptest.NewRecorder()
+		newHandler(t, &fakeCaller{}, tt.healthy).ServeHTTP(w, httptest.NewRequest("POST", "/b/x", strings.NewReader("{}")))
+		if w.Code != tt.wantStatus || !strings.Contains(w.Body.String(), tt.wantBody) || (w.Code == 503) != (w.Header().Get("Retry-After") != "") {
+			t.Errorf("healthy=%v: POST /b/x = %d %v %q, want %d containing %q", tt.healthy, w.Code, w.Header(), w.Body, tt.wantStatus, tt.wantBody)
+		}
 	}
 }

@@ -14,7 +14,8 @@
 // idempotency_key, or generated. Errors have the gateway's JSON shape
 // {"error": code, "message": …}: unknown id 404, missing request_id or
 // required argument, malformed JSON or a bad filter 400, queue full 429
-// with Retry-After.
+// with Retry-After, JetStream without a leader for the job stream (a NATS
+// node lost, seconds) 503 unavailable with Retry-After.
 //
 // The method table (Watcher) follows the applied serve config and the SDK
 // defaults handlers declare (recorded by workers, kept when they go); before a method's first use after its
@@ -37,6 +38,8 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -350,9 +353,25 @@ func (a *API) fail(w http.ResponseWriter, err error, m Method, id, rid string) p
 		return writeError(w, se.Status, se.Code, se.Msg, rid)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return writeError(w, http.StatusGatewayTimeout, protocol.ErrTimeout, err.Error(), rid)
+	case jetStreamUnavailable(err):
+		// The job stream has no leader this moment (a NATS node was lost
+		// and its Raft group is electing one, seconds): nothing was
+		// stored; the same request_id may be sent again.
+		w.Header().Set("Retry-After", "1")
+		return writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable,
+			"the job queue of "+m.Config.Name+" is unavailable for a moment (JetStream electing a leader): "+err.Error(), rid)
 	}
 	a.log.Error().Err(err).Str("request_id", rid).Str("app", m.App).Str("method", m.Config.Name).Str("job", id).Msg("job operation")
 	return writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "job operation failed", rid)
+}
+
+// jetStreamUnavailable reports whether err says JetStream could not
+// answer for now: no stream answered the publish, no one at all, or an
+// API error with status 503 (no leader, no quorum).
+func jetStreamUnavailable(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || errors.As(err, &api) && api.Code == http.StatusServiceUnavailable
 }
 
 type errorBody struct {

@@ -85,6 +85,7 @@ type leader struct {
 	deployedAt map[string]time.Time
 	workers    map[string]protocol.WorkerInfo
 	records    map[string]protocol.ReplicaInfo   // by KV key
+	recordSeen map[string]time.Time              // by KV key: when this instance last saw the record written
 	scale      map[string]protocol.ScaleDecision // by plan.Key, from the Scale bucket
 	written    map[string][]byte                 // assignment last written, by worker key
 	lastStatus []byte
@@ -107,7 +108,7 @@ func (r *Reconciler) Lead(ctx context.Context, epoch uint64) {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &leader{Reconciler: r, epoch: epoch, log: log, st: plan.NewState(),
 		cfg: config.ServeConfig{}, appJSON: map[string]string{}, deployedAt: map[string]time.Time{},
-		workers: map[string]protocol.WorkerInfo{}, records: map[string]protocol.ReplicaInfo{}, written: map[string][]byte{},
+		workers: map[string]protocol.WorkerInfo{}, records: map[string]protocol.ReplicaInfo{}, recordSeen: map[string]time.Time{}, written: map[string][]byte{},
 		scale:    map[string]protocol.ScaleDecision{},
 		failures: map[string]int{}, lastCheck: map[string]time.Time{}, checking: map[string]bool{}, replace: map[string]string{},
 		results: make(chan healthResult, 64)}
@@ -317,6 +318,7 @@ func (l *leader) onWorker(e jetstream.KeyValueEntry) {
 func (l *leader) onReplica(e jetstream.KeyValueEntry) {
 	if deleted(e) {
 		delete(l.records, e.Key())
+		delete(l.recordSeen, e.Key())
 		return
 	}
 	var r protocol.ReplicaInfo
@@ -330,6 +332,7 @@ func (l *leader) onReplica(e jetstream.KeyValueEntry) {
 		}
 	}
 	l.records[e.Key()] = r
+	l.recordSeen[e.Key()] = time.Now()
 }
 
 // onScale keeps the autoscaler's latest decision per deployment.
@@ -355,9 +358,30 @@ func (l *leader) onScale(e jetstream.KeyValueEntry) {
 	l.scale[k] = d
 }
 
+// StaleRecord is how long a replica record may go unrefreshed, as this
+// instance sees it, before it is taken as expired even though its expiry
+// (the bucket's TTL delete marker) never reached the watcher: three TTLs,
+// while replicas refresh theirs every heartbeat. A NATS node lost or cut
+// off while it led the bucket can lose that marker (seen in the chaos
+// suite: a drained replica listed STOPPING for minutes).
+const StaleRecord = 3 * service.ReplicaTTL
+
 func (l *leader) recordsByID() map[string]protocol.ReplicaInfo {
+	return l.liveRecords(time.Now())
+}
+
+// liveRecords returns the replica records by replica id, dropping those
+// not refreshed within StaleRecord of now.
+func (l *leader) liveRecords(now time.Time) map[string]protocol.ReplicaInfo {
 	m := make(map[string]protocol.ReplicaInfo, len(l.records))
-	for _, r := range l.records {
+	for k, r := range l.records {
+		if seen, ok := l.recordSeen[k]; ok && now.Sub(seen) > StaleRecord {
+			l.log.Warn().Str("replica_id", r.ID).Str("worker_id", r.WorkerID).Dur("unrefreshed", now.Sub(seen)).
+				Msg("replica record not refreshed and its expiry never seen; dropping it")
+			delete(l.records, k)
+			delete(l.recordSeen, k)
+			continue
+		}
 		m[r.ID] = r
 	}
 	return m
