@@ -55,7 +55,7 @@ type puller struct {
 	single           bool
 	byStream         map[string]*runMethod
 	inbox            string
-	free             int
+	slots            *Slots // shared with the replica's other runners
 	reqs             map[string]*pullReq // by reply subject
 	credit           []int               // jobs requested and not yet delivered, by method index
 	nextID           uint64
@@ -86,14 +86,15 @@ func (p *puller) forget(m *runMethod) {
 
 // refill sends the pull requests the free slots call for.
 func (p *puller) refill() {
-	if p.stopping || p.free <= 0 {
+	free := p.slots.Free()
+	if p.stopping || free <= 0 {
 		return
 	}
 	if p.single {
 		m := p.methods[0]
 		credit := p.credit[0]
-		want := p.free - credit
-		if want > 0 && (credit == 0 || want >= max(1, p.r.cfg.Slots/4)) && !p.paused[m.idx] {
+		want := free - credit
+		if want > 0 && (credit == 0 || want >= max(1, p.slots.Size()/4)) && !p.paused[m.idx] {
 			p.send(m, want, pullExpiry, false)
 		}
 		return
@@ -124,7 +125,7 @@ func (p *puller) scanNext() {
 		if m.idx == p.hint {
 			wait = hintWait
 		}
-		if p.send(m, p.free, wait, true) {
+		if p.send(m, p.slots.Free(), wait, true) {
 			return
 		}
 	}
@@ -167,7 +168,7 @@ func (p *puller) receive(msg *nats.Msg) (*runMethod, *nats.Msg) {
 			p.paused[i] = true
 		}
 		if !q.wait && p.scanning {
-			if p.delivered && p.free > 0 {
+			if p.delivered && p.slots.Free() > 0 {
 				p.rescan = true // it had jobs: there may be more, start from the top
 				p.scanning, p.hint = false, -1
 			} else {
@@ -192,11 +193,10 @@ func (p *puller) receive(msg *nats.Msg) (*runMethod, *nats.Msg) {
 			}
 		}
 	}
-	if m == nil || p.stopping || p.free <= 0 {
+	if m == nil || p.stopping || !p.slots.take() {
 		_ = msg.Nak() // hand it back at once
 		return nil, nil
 	}
-	p.free--
 	return m, msg
 }
 

@@ -28,6 +28,9 @@ type RunnerConfig struct {
 	Replicas int
 	// Metrics, if not nil, counts attempts and outcomes per method.
 	Metrics *Metrics
+	// Shared, if set, are the slots this runner shares with the runners
+	// before and after it on the same replica (Slots is then ignored).
+	Shared *Slots
 }
 
 // Runner is the execution side: one per replica of a deployment with
@@ -87,6 +90,9 @@ func NewRunner(nc *nats.Conn, js jetstream.JetStream, names Names, cfg RunnerCon
 	if cfg.Slots <= 0 {
 		cfg.Slots = 1
 	}
+	if cfg.Shared == nil {
+		cfg.Shared = NewSlots(cfg.Slots)
+	}
 	ms := make([]config.AsyncMethod, len(cfg.Methods))
 	for i, m := range cfg.Methods {
 		ms[i] = withDefaults(m)
@@ -138,14 +144,14 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	p := &puller{
 		r: r, methods: methods, byPrio: byPrio, lowFirst: lowFirst, single: len(methods) == 1,
-		byStream: map[string]*runMethod{}, inbox: r.nc.NewInbox(), free: r.cfg.Slots,
+		byStream: map[string]*runMethod{}, inbox: r.nc.NewInbox(), slots: r.cfg.Shared,
 		reqs: map[string]*pullReq{}, credit: make([]int, len(methods)), paused: map[int]bool{},
 		rescan: true, hint: -1, reconnects: r.nc.Stats().Reconnects,
 	}
 	for _, m := range methods {
 		p.byStream[m.stream] = m
 	}
-	in := make(chan *nats.Msg, r.cfg.Slots+64)
+	in := make(chan *nats.Msg, r.cfg.Shared.Size()+64)
 	inbox, err := r.nc.Subscribe(p.inbox+".>", func(m *nats.Msg) { in <- m })
 	if err != nil {
 		return fmt.Errorf("runner: subscribe to its pull inbox: %w", err)
@@ -195,14 +201,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	done := make(chan struct{}, r.cfg.Slots) // a job finished: never blocks
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	start := func(m *runMethod, msg *nats.Msg) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { done <- struct{}{} }()
+			defer p.slots.release() // wakes the loop (or the runner after this one)
 			r.process(m, msg)
 		}()
 	}
@@ -213,22 +218,22 @@ func (r *Runner) Run(ctx context.Context) error {
 			if m, job := p.receive(msg); job != nil {
 				start(m, job)
 			}
-		case <-done:
-			p.free++
+		case <-p.slots.freed:
 			p.rescan = true
 		case idx := <-r.wake:
 			p.hint, p.rescan = idx, true
 		case now := <-tick.C:
 			p.tick(now)
 		case <-ctx.Done():
-			return p.drain(inbox, in, done)
+			return p.drain(inbox, in)
 		}
 	}
 }
 
 // drain stops pulling: it drains the inbox subscription (the server drops
 // the waiting requests) and hands back (Nak) every job still arriving.
-func (p *puller) drain(inbox *nats.Subscription, in <-chan *nats.Msg, done <-chan struct{}) error {
+// Jobs already running go on (Run waits for them).
+func (p *puller) drain(inbox *nats.Subscription, in <-chan *nats.Msg) error {
 	p.stopping = true
 	closed := inbox.StatusChanged(nats.SubscriptionClosed)
 	handBack := func() {
@@ -253,7 +258,6 @@ func (p *puller) drain(inbox *nats.Subscription, in <-chan *nats.Msg, done <-cha
 		select {
 		case msg := <-in:
 			p.receive(msg)
-		case <-done:
 		case <-closed:
 			handBack()
 			return nil
