@@ -55,7 +55,7 @@ type puller struct {
 	single           bool
 	byStream         map[string]*runMethod
 	inbox            string
-	slots            *Slots // shared with the replica's other runners
+	slots            *Slots              // shared with the replica's other runners
 	reqs             map[string]*pullReq // by reply subject
 	credit           []int               // jobs requested and not yet delivered, by method index
 	nextID           uint64
