@@ -1,6 +1,7 @@
 package routing_test
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -75,7 +76,11 @@ func newHarness(t *testing.T, ns *server.Server) *harness {
 	if err := r.Start(false); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.Drain(time.Second) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r.Drain(ctx)
+	})
 	h := &harness{t: t, ns: ns, names: names, r: r, clock: c}
 	h.config(-1, 0)
 	return h
@@ -565,4 +570,56 @@ func TestDrainedReplicaStillAnswers(t *testing.T) {
 		t.Errorf("retried request = %+v, want 200 from ok", a)
 	}
 	h.settle()
+}
+
+// TestDrain: Drain returns as soon as the last request in flight was
+// answered — not at its context's end — and, when the context ends
+// first, answers what is left 503 unavailable.
+func TestDrain(t *testing.T) {
+	t.Run("waits for the answers", func(t *testing.T) {
+		h := newHarness(t, nil)
+		f := h.replica("r1", 4)
+		held := h.dispatch("POST", "hold", nil, 30*time.Second)
+		until(t, "the replica holds the request", func() bool { return f.holding() == 1 })
+		drained := make(chan time.Duration, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			h.r.Drain(ctx)
+			drained <- time.Since(t0)
+		}()
+		select {
+		case <-drained:
+			t.Fatal("Drain returned while a request was in flight")
+		case <-time.After(100 * time.Millisecond):
+		}
+		close(f.release)
+		if a := h.wait(held, 5*time.Second); a.status != http.StatusOK {
+			t.Fatalf("held request answered %+v, want 200", a)
+		}
+		select {
+		case d := <-drained:
+			if d > 10*time.Second {
+				t.Errorf("Drain took %v: it waited for its context, not for the answer", d)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Drain did not return after the last answer")
+		}
+		if n := h.r.Active(); n != 0 {
+			t.Errorf("Active() = %d after Drain, want 0", n)
+		}
+	})
+	t.Run("context ends first", func(t *testing.T) {
+		h := newHarness(t, nil)
+		f := h.replica("r1", 4)
+		held := h.dispatch("POST", "hold", nil, 30*time.Second)
+		until(t, "the replica holds the request", func() bool { return f.holding() == 1 })
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		h.r.Drain(ctx)
+		if a := h.wait(held, 5*time.Second); a.status != http.StatusServiceUnavailable || a.code != protocol.ErrUnavailable {
+			t.Fatalf("request left at the drain's end answered %+v, want 503 unavailable", a)
+		}
+	})
 }

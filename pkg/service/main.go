@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go"
@@ -117,7 +118,7 @@ func (d *Deps) ServeOps(ctx context.Context, addr string) error {
 type Fleet struct {
 	Names   protocol.Names
 	JS      jetstream.JetStream
-	Buckets *Buckets
+	Buckets *fleetstate.Buckets
 }
 
 // Open prepares d (see Prepare) and opens the fleet's JetStream state.
@@ -139,7 +140,7 @@ func (d *Deps) Open(ctx context.Context, c Common, name string) (f Fleet, cleanu
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var err error
-		f.Buckets, err = EnsureBuckets(actx, f.JS, f.Names, c.NATS.Replicas)
+		f.Buckets, err = fleetstate.Ensure(actx, f.JS, f.Names, c.NATS.Replicas)
 		return err
 	})
 	return f, cleanup, err

@@ -27,6 +27,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -38,7 +39,7 @@ import (
 )
 
 // LeaseKey is the Leases-bucket key the autoscaler instances contend for.
-const LeaseKey = "autoscaler"
+const LeaseKey = fleetstate.AutoscalerLease
 
 // Config is the autoscaler's configuration.
 type Config struct {
@@ -141,7 +142,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		}, Log: log})
 	ctl := control.New(control.Options{Buckets: buckets, Sources: []signals.Source{syncSrc, jobsSrc}, Forget: syncSrc.Forget,
 		Kick: kick, Interval: cfg.Interval, Warmup: cfg.Warmup, Log: log, Metrics: control.NewMetrics(deps.Metrics)})
-	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
+	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
 	// lead runs the decision loop and, beside it for the same term, the
 	// one job-backlog poller of the fleet (standbys never read consumers).
 	lead := func(ctx context.Context, epoch uint64) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -39,7 +40,7 @@ type env struct {
 	ns    *server.Server
 	nc    *nats.Conn
 	names protocol.Names
-	b     *service.Buckets
+	b     *fleetstate.Buckets
 
 	mu       sync.Mutex
 	replicas map[string]int // replica ID → ongoing; guarded by mu
@@ -55,7 +56,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := service.OpenBuckets(context.Background(), js, names)
+	b, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -31,7 +32,7 @@ func BenchmarkIngress(b *testing.B) {
 	nc := natstest.Conn(b, ns)
 	names, _ := protocol.NewNames("")
 	js, _ := jetstream.New(nc)
-	bk, err := service.OpenBuckets(context.Background(), js, names)
+	bk, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		b.Fatal(err)
 	}

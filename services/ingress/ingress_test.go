@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -40,7 +41,7 @@ func startFleet(t *testing.T, cfg Config) *fleet {
 	nc := natstest.Conn(t, ns)
 	names, _ := protocol.NewNames("")
 	js, _ := jetstream.New(nc)
-	b, err := service.OpenBuckets(context.Background(), js, names)
+	b, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,10 @@ import (
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -36,7 +36,7 @@ func startJobsFleet(t *testing.T) *jobsFleet {
 	nc := natstest.Conn(t, ns)
 	names, _ := protocol.NewNames("")
 	js, _ := jetstream.New(nc)
-	b, err := service.OpenBuckets(context.Background(), js, names)
+	b, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		t.Fatal(err)
 	}

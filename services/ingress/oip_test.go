@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/oip"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -80,7 +80,7 @@ func startOIPFleet(t *testing.T) *oipFleet {
 	names, _ := protocol.NewNames("")
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	b, err := service.OpenBuckets(ctx, js, names)
+	b, err := fleetstate.Open(ctx, js, names)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -32,7 +33,7 @@ import (
 )
 
 // LeaseKey is the Leases-bucket key the scheduler instances contend for.
-const LeaseKey = "scheduler"
+const LeaseKey = fleetstate.SchedulerLease
 
 // Config is the scheduler's configuration.
 type Config struct {
@@ -112,7 +113,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	metrics := reconcile.NewMetrics(deps.Metrics)
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout, Log: log, Metrics: metrics})
-	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
+	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
 	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log)
 	gauges, err := jobs.NewBacklogGauges(deps.Metrics)
 	if err != nil {

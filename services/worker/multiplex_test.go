@@ -92,7 +92,9 @@ func startRouter(t *testing.T, f *fleet, nc *nats.Conn) {
 		done <- r.Follow(ctx, routing.FollowOptions{Buckets: f.b, ID: "test-router", Log: zerolog.Nop(), Loaded: loaded})
 	}()
 	t.Cleanup(func() {
-		r.Drain(time.Second)
+		dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+		defer dcancel()
+		r.Drain(dctx)
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Follow = %v", err)

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -212,7 +213,7 @@ type worker struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	names   protocol.Names
-	buckets *service.Buckets
+	buckets *fleetstate.Buckets
 	reg     *serve.Registry
 	metrics *replica.Metrics
 	sdk     *serve.Metrics
@@ -236,7 +237,7 @@ func (w *worker) run(ctx context.Context) error {
 	w.putInfo()
 	w.log.Info().Strs("handlers", w.info.Handlers).Float64("cpu", w.info.CPU).
 		Int64("memory_bytes", w.info.MemoryBytes).Int("gpus", len(w.info.GPUs)).Msg("worker registered")
-	hb := time.NewTicker(service.HeartbeatInterval)
+	hb := time.NewTicker(fleetstate.HeartbeatInterval)
 	defer hb.Stop()
 
 	var updates <-chan jetstream.KeyValueEntry
@@ -435,7 +436,7 @@ func (w *worker) jobMethods(s protocol.ReplicaSpec) func(context.Context) ([]con
 	return func(ctx context.Context) ([]config.AsyncMethod, error) {
 		ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 		defer cancel()
-		e, err := apps.Get(ctx, "config")
+		e, err := apps.Get(ctx, fleetstate.ConfigKey)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return serve.EffectiveAsync(sdk, nil), nil
 		}
@@ -492,7 +493,7 @@ func (w *worker) shutdown() error {
 	for _, r := range w.replicas {
 		w.stopReplica(r)
 	}
-	hb := time.NewTicker(service.HeartbeatInterval)
+	hb := time.NewTicker(fleetstate.HeartbeatInterval)
 	defer hb.Stop()
 	for _, r := range w.stopping {
 		for waiting := true; waiting; {

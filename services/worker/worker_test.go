@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -211,7 +212,7 @@ type fleet struct {
 	t       testing.TB
 	nc      *nats.Conn
 	names   protocol.Names
-	b       *service.Buckets
+	b       *fleetstate.Buckets
 	d       *deployments
 	metrics *prometheus.Registry
 	cancel  context.CancelFunc
@@ -232,7 +233,7 @@ func startFleet(t testing.TB, mutate func(*worker.Config)) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := service.OpenBuckets(context.Background(), js, names)
+	b, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,20 +22,12 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/autoscaler/internal/decide"
 	"github.com/jetserve/jetserve/services/autoscaler/internal/signals"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-)
-
-// ConfigKey and StatusKey are the Apps- and Status-bucket keys of the
-// serve config and of the fleet status (the scheduler's admin package
-// owns them; services do not import each other).
-const (
-	ConfigKey = "config"
-	StatusKey = "status"
 )
 
 // Refresh is how often an unchanged decision is rewritten with the
@@ -44,7 +36,7 @@ const Refresh = 5 * time.Second
 
 // Options configure a Controller.
 type Options struct {
-	Buckets *service.Buckets
+	Buckets *fleetstate.Buckets
 	// Sources are summed per deployment.
 	Sources []signals.Source
 	// Forget is told each replica whose record left the Replicas bucket.
@@ -121,7 +113,7 @@ func (l *leader) run(ctx context.Context) error {
 		return err
 	}
 	b := l.o.Buckets
-	appsW, err := b.Apps.Watch(ctx, ConfigKey)
+	appsW, err := b.Apps.Watch(ctx, fleetstate.ConfigKey)
 	if err != nil {
 		return fmt.Errorf("watch config: %w", err)
 	}
@@ -131,7 +123,7 @@ func (l *leader) run(ctx context.Context) error {
 		return fmt.Errorf("watch replicas: %w", err)
 	}
 	defer func() { _ = replicasW.Stop() }()
-	statusW, err := b.Status.Watch(ctx, StatusKey)
+	statusW, err := b.Status.Watch(ctx, fleetstate.StatusKey)
 	if err != nil {
 		return fmt.Errorf("watch status: %w", err)
 	}
@@ -188,7 +180,7 @@ func (l *leader) run(ctx context.Context) error {
 
 // readDecisions loads every decision in the Scale bucket.
 func (l *leader) readDecisions(ctx context.Context) error {
-	err := service.ReadAll(ctx, l.o.Buckets.Scale, func(k string, v []byte) {
+	err := fleetstate.ReadAll(ctx, l.o.Buckets.Scale, func(k string, v []byte) {
 		var d protocol.ScaleDecision
 		if err := json.Unmarshal(v, &d); err != nil {
 			l.log.Warn().Err(err).Str("key", k).Msg("skip undecodable decision")

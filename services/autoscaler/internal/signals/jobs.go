@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -17,9 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
-
-// ConfigKey is the Apps-bucket key of the serve config.
-const ConfigKey = "config"
 
 // Defaults of JobsOptions.
 const (
@@ -161,7 +159,7 @@ func (j *Jobs) run(ctx context.Context) error {
 			p.unsubscribeAll(t)
 		}
 	}()
-	cw, err := j.o.Apps.Watch(ctx, ConfigKey)
+	cw, err := j.o.Apps.Watch(ctx, fleetstate.ConfigKey)
 	if err != nil {
 		return fmt.Errorf("watch config: %w", err)
 	}

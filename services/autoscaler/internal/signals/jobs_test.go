@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -23,7 +23,7 @@ type jobsEnv struct {
 	t     *testing.T
 	js    jetstream.JetStream
 	names jobs.Names
-	b     *service.Buckets
+	b     *fleetstate.Buckets
 	q     *jobs.Queue
 	j     *Jobs
 
@@ -41,7 +41,7 @@ func newJobsEnv(t *testing.T) *jobsEnv {
 		t.Fatal(err)
 	}
 	pn, _ := protocol.NewNames("")
-	b, err := service.OpenBuckets(context.Background(), js, pn)
+	b, err := fleetstate.Open(context.Background(), js, pn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func (e *jobsEnv) putConfig(sc config.ServeConfig) {
 		e.t.Fatal(err)
 	}
 	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), ConfigKey, raw); err != nil {
+	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		e.t.Fatal(err)
 	}
 }

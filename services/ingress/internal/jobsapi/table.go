@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/nats-io/nats.go/jetstream"
@@ -142,7 +143,7 @@ func (w *Watcher) rebuildLocked() {
 
 // Run follows both buckets until ctx ends.
 func (w *Watcher) Run(ctx context.Context, apps, workers jetstream.KeyValue) error {
-	cw, err := apps.Watch(ctx, "config")
+	cw, err := apps.Watch(ctx, fleetstate.ConfigKey)
 	if err != nil {
 		return fmt.Errorf("watch config: %w", err)
 	}

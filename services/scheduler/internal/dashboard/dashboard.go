@@ -33,9 +33,9 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -52,9 +52,6 @@ const (
 	staleAfter = 3 * time.Second
 	// maxDecisions per deployment kept for the chart.
 	maxDecisions = 100
-	// statusKey and configKey are the Status and Apps bucket keys.
-	statusKey = "status"
-	configKey = "config"
 )
 
 // Options configure a Dashboard.
@@ -62,7 +59,7 @@ type Options struct {
 	NC      *nats.Conn
 	JS      jetstream.JetStream
 	Names   protocol.Names
-	Buckets *service.Buckets
+	Buckets *fleetstate.Buckets
 	// ID is this scheduler instance (shown on the page).
 	ID  string
 	Log zerolog.Logger
@@ -178,12 +175,12 @@ func (d *Dashboard) run(ctx context.Context) error {
 		defer sub.Unsubscribe() //nolint:errcheck // best effort on the way out
 	}
 	b := d.o.Buckets
-	sw, err := b.Status.Watch(ctx, statusKey)
+	sw, err := b.Status.Watch(ctx, fleetstate.StatusKey)
 	if err != nil {
 		return fmt.Errorf("watch status: %w", err)
 	}
 	defer sw.Stop() //nolint:errcheck
-	cw, err := b.Apps.Watch(ctx, configKey)
+	cw, err := b.Apps.Watch(ctx, fleetstate.ConfigKey)
 	if err != nil {
 		return fmt.Errorf("watch config: %w", err)
 	}

@@ -30,9 +30,9 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -101,7 +101,7 @@ type Params struct {
 	// SDKMetrics, if set, gives the deployment its batching and
 	// multiplexing series (serve.Init.Metrics).
 	SDKMetrics *serve.Metrics
-	// Heartbeat is how often the record is re-put; 0 = service.HeartbeatInterval.
+	// Heartbeat is how often the record is re-put; 0 = fleetstate.HeartbeatInterval.
 	Heartbeat time.Duration
 	// After, if not nil, delays the start until it is closed: a replica
 	// restarted under the same id waits for its predecessor to be gone.
@@ -158,7 +158,7 @@ type Replica struct {
 // until it is RUNNING).
 func Start(p Params) *Replica {
 	if p.Heartbeat <= 0 {
-		p.Heartbeat = service.HeartbeatInterval
+		p.Heartbeat = fleetstate.HeartbeatInterval
 	}
 	if p.Caller == nil {
 		p.Caller = wire.NewCaller(p.NC, p.Names)
