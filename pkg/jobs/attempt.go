@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/panics"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -271,11 +272,7 @@ func (a *attempt) heartbeat(period time.Duration, done <-chan struct{}, cancel c
 }
 
 func runHandler(h serve.JobHandler, jc *jobContext) (res any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("job handler panicked: %v", p)
-		}
-	}()
+	defer panics.Recover("job handler", &err)
 	if h == nil {
 		return nil, errors.New("no job handler")
 	}

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -126,16 +127,17 @@ const firstRetryWait = 50 * time.Millisecond
 func (f *Follower[T]) Run(ctx context.Context) error {
 	status := f.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
 	defer f.nc.RemoveStatusListener(status)
-	wait := firstRetryWait
+	b := backoff.New(firstRetryWait, f.o.MaxRetryWait)
 	for {
 		err := f.follow(ctx, status)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err == nil {
-			wait = firstRetryWait
+			b.Reset()
 			continue
 		}
+		wait := b.Next()
 		f.o.Log.Warn().Err(err).Str("bucket", f.kv.Bucket()).Dur("retry_in", wait).Msg("follow bucket")
 		t := time.NewTimer(wait)
 		select {
@@ -146,7 +148,6 @@ func (f *Follower[T]) Run(ctx context.Context) error {
 		case <-status: // a reconnect: try at once
 			t.Stop()
 		}
-		wait = min(2*wait, f.o.MaxRetryWait)
 	}
 }
 

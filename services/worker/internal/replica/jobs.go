@@ -2,9 +2,8 @@ package replica
 
 import (
 	"context"
-	"sync"
-	"time"
 
+	"github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -29,24 +28,12 @@ type JobsParams struct {
 	Metrics *jobs.Metrics
 }
 
-// jobRun is a replica's running jobs.Runner (or the attempt to start one).
+// jobRun is a replica's running jobs.Runner (or the attempt to start
+// one): it pulls until the replica's lifetime ends and its running jobs
+// are handed back when the replica's work context ends (the graceful
+// shutdown timeout passed).
 type jobRun struct {
-	stop context.CancelFunc // stops pulling
-	done chan struct{}      // closed when the runner has returned
-
-	mu      sync.Mutex
-	runner  *jobs.Runner // guarded by mu
-	aborted bool         // guarded by mu
-}
-
-// abort cancels the running jobs (they go back to the queue).
-func (jr *jobRun) abort() {
-	jr.mu.Lock()
-	defer jr.mu.Unlock()
-	jr.aborted = true
-	if jr.runner != nil {
-		jr.runner.Abort()
-	}
+	done chan struct{} // closed when the runner has returned
 }
 
 // startJobs starts the job runner of h in the background; nil when the
@@ -55,30 +42,19 @@ func (r *Replica) startJobs(h serve.Handler) *jobRun {
 	if r.p.Jobs == nil {
 		return nil
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	jr := &jobRun{stop: stop, done: make(chan struct{})}
+	jr := &jobRun{done: make(chan struct{})}
 	go func() {
 		defer close(jr.done)
-		r.runJobs(ctx, h, jr)
+		r.runJobs(h)
 	}()
 	return jr
 }
 
-// runJobs looks up the methods and runs the runner until ctx ends,
-// retrying with backoff when either fails.
-func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
-	backoff := firstBackoff
-	wait := func() bool {
-		t := time.NewTimer(backoff)
-		defer t.Stop()
-		backoff = min(2*backoff, MaxBackoff)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return true
-		}
-	}
+// runJobs looks up the methods and runs the runner until the replica's
+// lifetime ends, retrying with backoff when either fails.
+func (r *Replica) runJobs(h serve.Handler) {
+	ctx := r.life
+	b := backoff.New(firstBackoff, MaxBackoff)
 	for {
 		methods, err := r.p.Jobs.Methods(ctx)
 		if err != nil {
@@ -86,7 +62,7 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
 				return
 			}
 			r.log.Error().Err(err).Msg("look up async methods; retrying")
-			if !wait() {
+			if !b.Wait(ctx) {
 				return
 			}
 			continue
@@ -111,20 +87,15 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
 			Slots: s.MaxOngoingRequests, Methods: methods, Handler: jh, Log: r.p.Log, Replicas: r.p.Jobs.Replicas,
 			Metrics: r.p.Jobs.Metrics,
 		})
-		jr.mu.Lock()
-		if jr.aborted {
-			jr.mu.Unlock()
-			return
-		}
-		jr.runner = runner
-		jr.mu.Unlock()
+		stopAbort := context.AfterFunc(r.work, runner.Abort) // the graceful shutdown timeout passed
 		r.log.Info().Strs("async_methods", names).Int("slots", s.MaxOngoingRequests).Msg("job runner started")
 		err = runner.Run(ctx)
+		stopAbort()
 		if ctx.Err() != nil {
 			return
 		}
 		r.log.Error().Err(err).Msg("job runner stopped; restarting")
-		if !wait() {
+		if !b.Wait(ctx) {
 			return
 		}
 	}
