@@ -228,3 +228,38 @@ func TestResyncAfterServerRestart(t *testing.T) {
 		t.Errorf("changes %+v lack the delete of k1", rec.changes)
 	}
 }
+
+// TestChanged: an owner that waits on Changed and reads Get sees the
+// initial value, every later one (or a newer one) and the delete.
+func TestChanged(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucket(t, nc)
+	put(t, kv, "k", "1")
+	f := kvfollow.New(nc, kv, kvfollow.Options[int]{Keys: []string{"k"}, Log: zerolog.Nop()})
+	run(t, f)
+	// next waits for a signal and returns what Get says then.
+	next := func(what string) (int, bool) {
+		t.Helper()
+		select {
+		case <-f.Changed():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no change signalled for %s", what)
+		}
+		return f.Get("k")
+	}
+	for v, ok := next("the initial value"); v != 1 || !ok; v, ok = next("the initial value") {
+	}
+	put(t, kv, "k", "2")
+	put(t, kv, "k", "3")
+	for v, _ := next("the updates"); v != 3; v, _ = next("the updates") {
+		if v != 1 && v != 2 {
+			t.Fatalf("Get(k) = %d after a signal, want 2 or 3", v)
+		}
+	}
+	if err := kv.Delete(context.Background(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := next("the delete"); ok; _, ok = next("the delete") {
+	}
+}

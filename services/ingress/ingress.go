@@ -158,7 +158,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	table.Store(routes.New(nil))
 	modelTable.Store(models.FromConfig(config.ServeConfig{}))
 	var loaded atomic.Bool
-	asyncMethods := jobsapi.NewWatcher(deps.Log)
+	asyncMethods := fleetstate.NewAsyncFollower(deps.NC, buckets, deps.Log)
 	natsOK := service.NATSCheck(deps.NC)
 	ready := func() error {
 		if err := natsOK(); err != nil {
@@ -240,11 +240,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return followRoutes(wctx, deps.NC, buckets.Apps, &table, &modelTable, &loaded, deps.Log)
 	})
 	g.Go(func() error {
-		err := asyncMethods.Run(wctx, buckets.Apps, buckets.Workers)
-		if wctx.Err() != nil {
-			return nil
-		}
-		return err
+		return asyncMethods.Run(wctx)
 	})
 	if embedded != nil {
 		g.Go(func() error {

@@ -609,6 +609,19 @@ func TestRemovalDrains(t *testing.T) {
 	}
 }
 
+// A deleted assignment (the scheduler dropped the worker's) stops every
+// replica, whatever the epoch of the last one.
+func TestAssignmentDeleted(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("e1", "echo-dep", "echo", 4, `{"greeting":"hi"}`)
+	f.assignEpoch(5, s)
+	f.waitState(s, protocol.ReplicaRunning)
+	if err := f.b.Assignments.Delete(context.Background(), workerID); err != nil {
+		t.Fatal(err)
+	}
+	f.waitGone(s)
+}
+
 func TestHealthEndpoint(t *testing.T) {
 	f := startFleet(t, nil)
 	s := spec("r1", "echo-dep", "echo", 2, `{"greeting":"hi"}`)

@@ -47,7 +47,7 @@ func newJobsEnv(t *testing.T) *jobsEnv {
 	}
 	e := &jobsEnv{t: t, js: js, names: jobs.Names{Names: pn}, b: b, polls: map[string]int{}, kicked: map[string]int{}}
 	e.q = jobs.NewQueue(js, e.names, zerolog.Nop())
-	e.j = NewJobs(JobsOptions{NC: nc, JS: js, Names: e.names, Apps: b.Apps, Workers: b.Workers, Log: zerolog.Nop(),
+	e.j = NewJobs(JobsOptions{NC: nc, JS: js, Names: e.names, Buckets: b, Log: zerolog.Nop(),
 		OnBacklog: func(app, dep string) {
 			e.mu.Lock()
 			defer e.mu.Unlock()

@@ -16,8 +16,8 @@
 // required argument, malformed JSON or a bad filter 400, queue full 429
 // with Retry-After.
 //
-// The method table (Watcher) follows the applied serve config and the SDK
-// defaults workers advertise; before a method's first use after its
+// The method table (fleetstate.AsyncFollower) follows the applied serve
+// config and the SDK defaults workers advertise; before a method's first use after its
 // effective config changed, the API calls Queue.Ensure. API is safe for
 // concurrent use and starts no goroutines.
 package jobsapi
@@ -34,6 +34,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -56,7 +57,7 @@ const MaxIDLen = 256
 // API serves the job endpoints.
 type API struct {
 	q     Queue
-	table func() *Table
+	table func() *fleetstate.AsyncTable
 	log   zerolog.Logger
 
 	mu      sync.Mutex
@@ -64,21 +65,21 @@ type API struct {
 }
 
 // New returns the API over q with the methods table returns.
-func New(q Queue, table func() *Table, log zerolog.Logger) *API {
+func New(q Queue, table func() *fleetstate.AsyncTable, log zerolog.Logger) *API {
 	return &API{q: q, table: table, log: log, ensured: map[string]string{}}
 }
 
 // Match reports whether rest (the path below an application's route
 // prefix) names one of app's async methods, and which operation: "" for a
 // submit, or cancel, status, result, list.
-func (a *API) Match(app, rest string) (Method, string, bool) {
+func (a *API) Match(app, rest string) (fleetstate.AsyncMethod, string, bool) {
 	seg := strings.Split(strings.Trim(rest, "/"), "/")
 	if len(seg) == 0 || len(seg) > 2 || seg[0] == "" {
-		return Method{}, "", false
+		return fleetstate.AsyncMethod{}, "", false
 	}
 	m, ok := a.table().Lookup(app, seg[0])
 	if !ok {
-		return Method{}, "", false
+		return fleetstate.AsyncMethod{}, "", false
 	}
 	if len(seg) == 1 {
 		return m, "", true
@@ -87,13 +88,13 @@ func (a *API) Match(app, rest string) (Method, string, bool) {
 	case "cancel", "status", "result", "list":
 		return m, seg[1], true
 	}
-	return Method{}, "", false
+	return fleetstate.AsyncMethod{}, "", false
 }
 
 // Serve answers one job request for method m (from Match); body is the
 // already read (size-checked) request body. It returns the error code
 // written, "" on success.
-func (a *API) Serve(w http.ResponseWriter, r *http.Request, m Method, op string, body []byte, rid string) protocol.ErrorCode {
+func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, op string, body []byte, rid string) protocol.ErrorCode {
 	want := http.MethodGet
 	if op == "" || op == "cancel" {
 		want = http.MethodPost
@@ -167,7 +168,7 @@ type terminalBody struct {
 	Record    jobs.Record        `json:"record"`
 }
 
-func (a *API) ensure(ctx context.Context, m Method) error {
+func (a *API) ensure(ctx context.Context, m fleetstate.AsyncMethod) error {
 	key := m.App + "/" + m.Config.Name
 	cfg, _ := json.Marshal(m)
 	a.mu.Lock()
@@ -268,7 +269,7 @@ func requestID(args serve.Args, key string) (string, error) {
 	return id, nil
 }
 
-func (a *API) submit(w http.ResponseWriter, r *http.Request, m Method, q map[string][]string, body []byte, rid string) protocol.ErrorCode {
+func (a *API) submit(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, q map[string][]string, body []byte, rid string) protocol.ErrorCode {
 	args, err := Args(q, body)
 	if err != nil {
 		e := serve.AsError(err)
@@ -297,7 +298,7 @@ const (
 	MaxListLimit     = 1000
 )
 
-func (a *API) list(w http.ResponseWriter, r *http.Request, m Method, q map[string][]string, rid string) protocol.ErrorCode {
+func (a *API) list(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, q map[string][]string, rid string) protocol.ErrorCode {
 	get := func(k string) string {
 		if vs := q[k]; len(vs) > 0 {
 			return vs[0]
@@ -333,7 +334,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, m Method, q map[strin
 }
 
 // fail maps a Queue error to HTTP.
-func (a *API) fail(w http.ResponseWriter, err error, m Method, id, rid string) protocol.ErrorCode {
+func (a *API) fail(w http.ResponseWriter, err error, m fleetstate.AsyncMethod, id, rid string) protocol.ErrorCode {
 	var se *serve.Error
 	switch {
 	case errors.Is(err, jobs.ErrNotFound):

@@ -199,7 +199,7 @@ func (d *Dashboard) run(ctx context.Context) error {
 	d.running = true
 	d.mu.Unlock()
 
-	sdk := map[string][]config.AsyncMethod{} // handler → SDK defaults workers advertised
+	sdk := fleetstate.SDKDefaults{}
 	var sc config.ServeConfig
 	rebuild := func() { d.setMethods(effectiveMethods(sc, sdk)) }
 	tick := time.NewTicker(time.Second)
@@ -253,16 +253,10 @@ func (d *Dashboard) run(ctx context.Context) error {
 				continue
 			}
 			var info protocol.WorkerInfo
-			if err := json.Unmarshal(e.Value(), &info); err != nil || len(info.Async) == 0 {
+			if err := json.Unmarshal(e.Value(), &info); err != nil {
 				continue
 			}
-			changed := false
-			for h, ms := range info.Async {
-				if !slices.EqualFunc(sdk[h], ms, func(a, b config.AsyncMethod) bool { return a.Name == b.Name }) {
-					sdk[h], changed = slices.Clone(ms), true
-				}
-			}
-			if changed {
+			if sdk.Add(info) {
 				rebuild()
 			}
 		case e, ok := <-dw.Updates():
