@@ -9,6 +9,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/natsembed"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -119,7 +120,7 @@ func TestPullerStopLeavesNothingBehind(t *testing.T) {
 	slotsA := NewSlots(4)
 	_, stopA := runPuller(t, newPuller(zerolog.Nop(), slotsA, []*pullMethod{pullMethodOf(t, e, m, 0)}), nil)
 	// Let its session's request reach the server.
-	eventually(t, 5*time.Second, "a waiting pull request", func() bool { return consumerInfo(t, e, "train").NumWaiting > 0 })
+	waitfor.True(t, 5*time.Second, "a waiting pull request", func() bool { return consumerInfo(t, e, "train").NumWaiting > 0 })
 	stopA()
 	if free := slotsA.Free(); free != 4 {
 		t.Errorf("stopped puller holds slots: Free() = %d, want 4", free)
@@ -203,7 +204,7 @@ func TestPullerSurvivesConsumerRecreated(t *testing.T) {
 	m := method("train")
 	pm := pullMethodOf(t, e, m, 0)
 	got, _ := runPuller(t, newPuller(zerolog.Nop(), NewSlots(1), []*pullMethod{pm}), nil)
-	eventually(t, 5*time.Second, "a waiting pull request", func() bool { return consumerInfo(t, e, "train").NumWaiting > 0 })
+	waitfor.True(t, 5*time.Second, "a waiting pull request", func() bool { return consumerInfo(t, e, "train").NumWaiting > 0 })
 	s, err := e.js.Stream(ctxT(t), e.names.Stream(testApp, "train"))
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +234,7 @@ func TestPullerAfterServerRestart(t *testing.T) {
 	m := method("train")
 	pm := pullMethodOf(t, e, m, 0)
 	got, _ := runPuller(t, newPuller(zerolog.Nop(), NewSlots(1), []*pullMethod{pm}), nil)
-	eventually(t, 5*time.Second, "a waiting pull request", func() bool { return consumerInfo(t, e, "train").NumWaiting > 0 })
+	waitfor.True(t, 5*time.Second, "a waiting pull request", func() bool { return consumerInfo(t, e, "train").NumWaiting > 0 })
 
 	port := ns1.Addr().(*net.TCPAddr).Port
 	ns1.Shutdown()
@@ -243,7 +244,7 @@ func TestPullerAfterServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns2.Shutdown(); ns2.WaitForShutdown() })
-	eventually(t, 15*time.Second, "the client reconnected", e.nc.IsConnected)
+	waitfor.True(t, 15*time.Second, "the client reconnected", e.nc.IsConnected)
 	mustSubmit(t, NewQueue(e.js, e.names, zerolog.Nop()), m, "j1", nil)
 	recv(t, got, "the job after the restart")
 }

@@ -110,7 +110,12 @@ func (d *Deps) ServeOps(ctx context.Context, addr string) error {
 		<-ctx.Done()
 		return nil
 	}
-	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health), 5*time.Second, d.OpsReady)
+	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health), 5*time.Second, func(a net.Addr) {
+		d.Log.Info().Str("addr", a.String()).Msg("ops listening") // read back by tests given port 0
+		if d.OpsReady != nil {
+			d.OpsReady(a)
+		}
+	})
 }
 
 // Fleet is what every service opens first: the names under its prefix,

@@ -136,7 +136,14 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
-	g.Go(func() error { return service.ServeHTTP(gctx, cfg.AdminAddr, mux, 5*time.Second, cfg.AdminReady) })
+	g.Go(func() error {
+		return service.ServeHTTP(gctx, cfg.AdminAddr, mux, 5*time.Second, func(a net.Addr) {
+			log.Info().Str("addr", a.String()).Msg("admin API listening") // read back by tests given port 0
+			if cfg.AdminReady != nil {
+				cfg.AdminReady(a)
+			}
+		})
+	})
 	g.Go(func() error { return elector.Run(gctx, lead) })
 	g.Go(func() error { return dash.Run(gctx) })
 	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Msg("scheduler started")

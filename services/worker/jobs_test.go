@@ -10,6 +10,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -67,7 +68,7 @@ func (f *fleet) queue(t *testing.T) (*jobs.Queue, config.AsyncMethod) {
 func waitStatus(t *testing.T, q *jobs.Queue, id string, want jobs.Status) jobs.Record {
 	t.Helper()
 	var rec jobs.Record
-	waitFor(t, "job "+id+" "+string(want), func() bool {
+	waitfor.True(t, waitLimit, "job "+id+" "+string(want), func() bool {
 		var err error
 		rec, err = q.Status(context.Background(), testApp, "square", id)
 		return err == nil && rec.Status == want
@@ -78,7 +79,7 @@ func waitStatus(t *testing.T, q *jobs.Queue, id string, want jobs.Status) jobs.R
 func TestWorkerAdvertisesAsyncMethods(t *testing.T) {
 	f := startFleet(t, nil)
 	var info protocol.WorkerInfo
-	waitFor(t, "worker record", func() bool {
+	waitfor.True(t, waitLimit, "worker record", func() bool {
 		e, err := f.b.Workers.Get(context.Background(), workerID)
 		return err == nil && json.Unmarshal(e.Value(), &info) == nil
 	})
