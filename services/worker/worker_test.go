@@ -40,9 +40,9 @@ func TestMain(m *testing.M) {
 }
 
 const (
-	testApp    = "app"
-	waitLimit  = 10 * time.Second
-	workerID   = "w1"
+	testApp   = "app"
+	waitLimit = 10 * time.Second
+	workerID  = "w1"
 )
 
 // deployments is the test registry's shared state: what constructors and
