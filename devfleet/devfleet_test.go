@@ -14,9 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // upURLs waits for the "is up" message and returns the ingress and admin
 // URLs it printed: the fleet listens on port 0 and says where.

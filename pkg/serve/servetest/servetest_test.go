@@ -4,10 +4,14 @@ import (
 	"context"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/serve/servetest"
 	"github.com/rs/zerolog"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // serve.Local keeps the Caller contract.
 func TestLocalKeepsTheContract(t *testing.T) {
