@@ -3,6 +3,7 @@
 package natstest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -40,16 +41,34 @@ func ServerIn(t testing.TB, dir string) *server.Server {
 // store in its own temp dir, and waits until JetStream has a meta leader;
 // every node is shut down when the test ends (a node the test shut down
 // itself is fine).
+//
+// JetStream clustering needs every node's route port in every node's
+// configuration before any starts, and nats-server cannot be handed a
+// listener, so the route ports are the one place a port is chosen before
+// it is bound: they are held open together, then freed just before the
+// nodes start. Should another process take one in between, the node
+// cannot start and the cluster is started again on other ports.
 func Cluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
-	// JetStream clustering needs every node's routes configured up front,
-	// so the route ports are chosen first (held open together, then freed).
+	var errs []error
+	for range 3 {
+		nodes, err := startCluster(t, n)
+		if err == nil {
+			return nodes
+		}
+		errs = append(errs, err)
+	}
+	t.Fatalf("nats cluster of %d: %v", n, errors.Join(errs...))
+	return nil
+}
+
+func startCluster(t testing.TB, n int) ([]*server.Server, error) {
 	ports := make([]int, n)
 	var lns []net.Listener
 	for i := range ports {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatalf("pick a cluster port: %v", err)
+			return nil, fmt.Errorf("pick a cluster port: %w", err)
 		}
 		lns = append(lns, ln)
 		ports[i] = ln.Addr().(*net.TCPAddr).Port
@@ -60,18 +79,24 @@ func Cluster(t testing.TB, n int) []*server.Server {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])
 	}
 	nodes := make([]*server.Server, n)
+	shutdown := func() {
+		for _, ns := range nodes {
+			if ns != nil {
+				ns.Shutdown()
+				ns.WaitForShutdown()
+			}
+		}
+	}
 	for i := range n {
 		ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
 			Cluster: natsembed.ClusterOptions{Name: "test", Port: ports[i], Routes: routes}})
 		if err != nil {
-			t.Fatalf("start nats node %d: %v", i+1, err)
+			shutdown()
+			return nil, fmt.Errorf("start node %d: %w", i+1, err)
 		}
-		t.Cleanup(func() {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-		})
 		nodes[i] = ns
 	}
+	t.Cleanup(shutdown)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ready := 0
@@ -85,10 +110,10 @@ func Cluster(t testing.TB, n int) []*server.Server {
 			leader = leader || ns.JetStreamIsLeader()
 		}
 		if ready == n && leader {
-			return nodes
+			return nodes, nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nats cluster of %d: no meta leader with every node current after 20s", n)
+			return nil, fmt.Errorf("no meta leader with every node current after 20s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
