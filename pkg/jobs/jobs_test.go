@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -702,12 +701,7 @@ func TestResumeAll(t *testing.T) {
 func TestNATSServerRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ns1, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir, ServerName: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ns1.Addr().(*net.TCPAddr).Port
-	t.Cleanup(ns1.Shutdown)
+	ns1 := natstest.ServerIn(t, dir)
 	e := envOn(t, ns1)
 	m := method("train", func(m *config.AsyncMethod) { m.MaxAttempts = 5 })
 	started := make(chan string, 100)
@@ -730,13 +724,7 @@ func TestNATSServerRestart(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		mustSubmit(t, e.q, m, fmt.Sprintf("j%d", i), nil)
 	}
-	ns1.Shutdown()
-	ns1.WaitForShutdown()
-	ns2, err := natsembed.Start(natsembed.Options{Port: port, StoreDir: dir, ServerName: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns2.Shutdown(); ns2.WaitForShutdown() })
+	natstest.Restart(t, ns1, dir)
 	waitfor.True(t, 15*time.Second, "clients reconnected", func() bool {
 		return e.nc.IsConnected() && runnerNC.IsConnected()
 	})

@@ -3,12 +3,11 @@ package jobs
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/natsembed"
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -225,25 +224,14 @@ func TestPullerSurvivesConsumerRecreated(t *testing.T) {
 func TestPullerAfterServerRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ns1, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir, ServerName: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns1.Shutdown)
+	ns1 := natstest.ServerIn(t, dir)
 	e := envOn(t, ns1)
 	m := method("train")
 	pm := pullMethodOf(t, e, m, 0)
 	got, _ := runPuller(t, newPuller(zerolog.Nop(), NewSlots(1), []*pullMethod{pm}), nil)
 	waitfor.True(t, 5*time.Second, "a waiting pull request", func() bool { return consumerInfo(t, e, "train").NumWaiting > 0 })
 
-	port := ns1.Addr().(*net.TCPAddr).Port
-	ns1.Shutdown()
-	ns1.WaitForShutdown()
-	ns2, err := natsembed.Start(natsembed.Options{Port: port, StoreDir: dir, ServerName: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns2.Shutdown(); ns2.WaitForShutdown() })
+	natstest.Restart(t, ns1, dir)
 	waitfor.True(t, 15*time.Second, "the client reconnected", e.nc.IsConnected)
 	mustSubmit(t, NewQueue(e.js, e.names, zerolog.Nop()), m, "j1", nil)
 	recv(t, got, "the job after the restart")

@@ -177,3 +177,14 @@ func Conn(t testing.TB, ns *server.Server) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+// Restart shuts ns down and starts a server on its port and store dir
+// (the store it was started with), shut down when the test ends: clients
+// that reconnect for ever find it where they left it.
+func Restart(t testing.TB, ns *server.Server, storeDir string) *server.Server {
+	t.Helper()
+	port := ns.Addr().(*net.TCPAddr).Port
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	return ServerWith(t, natsembed.Options{Port: port, StoreDir: storeDir, ServerName: ns.Name()})
+}
