@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -61,10 +62,11 @@ type delivery struct {
 
 // session is one consume session: credit for want jobs.
 type session struct {
-	m    *pullMethod
-	want int
-	got  int // counted by the loop
-	cc   jetstream.ConsumeContext
+	m      *pullMethod
+	want   int
+	got    int          // jobs the loop took from it
+	handed atomic.Int32 // jobs its callback handed over
+	cc     jetstream.ConsumeContext
 }
 
 // arrival is a message of a session, handed from its callback.
@@ -200,7 +202,10 @@ func (p *puller) refill(now time.Time) {
 // consume opens a session for n jobs of m.
 func (p *puller) consume(m *pullMethod, n int, now time.Time) {
 	s := &session{m: m, want: n}
-	cc, err := m.cons.Consume(func(msg jetstream.Msg) { p.in <- arrival{s: s, msg: msg} },
+	cc, err := m.cons.Consume(func(msg jetstream.Msg) {
+		s.handed.Add(1)
+		p.in <- arrival{s: s, msg: msg}
+	},
 		jetstream.PullMaxMessages(n), jetstream.StopAfter(n),
 		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -241,17 +246,21 @@ func (p *puller) drop(s *session) {
 	p.sessions = slices.DeleteFunc(p.sessions, func(x *session) bool { return x == s })
 }
 
-// prune forgets sessions that ended before delivering all they asked for
-// (an error stopped them: the consumer was deleted, say); their method
-// waits a moment before it is pulled again.
+// prune forgets the credit of sessions that ended before delivering all
+// they asked for (an error stopped them: the consumer was deleted, say);
+// their method waits a moment before it is pulled again. A session is
+// forgotten once the loop took every job it handed over.
 func (p *puller) prune() {
 	now := time.Now()
 	p.sessions = slices.DeleteFunc(p.sessions, func(s *session) bool {
 		if !isClosed(s.cc) {
 			return false
 		}
-		p.pause(s.m, errors.New("pull session ended early"), now)
-		return true
+		if handed := int(s.handed.Load()); handed < s.want { // (its callbacks are over once closed)
+			p.pause(s.m, errors.New("pull session ended early"), now)
+			s.want = handed
+		}
+		return s.got >= s.want
 	})
 }
 
