@@ -3,6 +3,7 @@
 package natstest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
+	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server starts a JetStream server on a random port with its store in
@@ -187,4 +191,37 @@ func Restart(t testing.TB, ns *server.Server, storeDir string) *server.Server {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	return ServerWith(t, natsembed.Options{Port: port, StoreDir: storeDir, ServerName: ns.Name()})
+}
+
+// Fleet is a test server with the fleet's shared buckets under the
+// default prefix: what every service's tests start from.
+type Fleet struct {
+	NS      *server.Server
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Names   protocol.Names
+	Buckets *fleetstate.Buckets
+}
+
+// NewFleet starts a JetStream server (as Server), connects a client (as
+// Conn) and opens the fleet's buckets.
+func NewFleet(t testing.TB) *Fleet {
+	t.Helper()
+	ns := Server(t)
+	nc := Conn(t, ns)
+	names, err := protocol.NewNames("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := fleetstate.Open(ctx, js, names)
+	if err != nil {
+		t.Fatalf("open the fleet's buckets: %v", err)
+	}
+	return &Fleet{NS: ns, NC: nc, JS: js, Names: names, Buckets: b}
 }

@@ -49,17 +49,8 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	e := &env{t: t, ns: ns, nc: nc, names: names, b: b, replicas: map[string]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -126,7 +117,7 @@ func (e *env) putConfig(ac config.AutoscalingConfig) {
 		e.t.Fatal(err)
 	}
 	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), "config", raw); err != nil {
+	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -348,7 +339,7 @@ func TestDropsDecisionOfRemovedDeployment(t *testing.T) {
 	e.start("as-1")
 	e.waitDesired(0, 10*time.Second)
 	sc, _ := json.Marshal(config.ServeConfig{})
-	if _, err := e.b.Apps.Put(context.Background(), "config", sc); err != nil {
+	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, sc); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)

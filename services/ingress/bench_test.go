@@ -39,7 +39,7 @@ func BenchmarkIngress(b *testing.B) {
 	sc := config.ServeConfig{Applications: []config.Application{{Name: "bench", RoutePrefix: "/bench", Ingress: "B",
 		Deployments: []config.Deployment{{Name: "B", Handler: "h"}}}}}
 	raw, _ := json.Marshal(sc)
-	if _, err := bk.Apps.Put(context.Background(), "config", raw); err != nil {
+	if _, err := bk.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		b.Fatal(err)
 	}
 	rnc := natstest.Conn(b, ns)

@@ -32,14 +32,8 @@ type jobsFleet struct {
 
 func startJobsFleet(t *testing.T) *jobsFleet {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	ns, nc, names, js, b := tf.NS, tf.NC, tf.Names, tf.JS, tf.Buckets
 	sc, err := config.Parse([]byte(`applications:
 - {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}
 - name: ml
@@ -56,7 +50,7 @@ func startJobsFleet(t *testing.T) *jobsFleet {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(context.Background(), "config", raw); err != nil {
+	if _, err := b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		t.Fatal(err)
 	}
 	info, _ := json.Marshal(protocol.WorkerInfo{ID: "w1", Handlers: []string{"trainer"},

@@ -39,7 +39,7 @@ func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, "config", raw); err != nil {
+	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"r1", "r2"} {

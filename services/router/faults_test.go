@@ -446,7 +446,7 @@ func TestUnknownDeploymentNotFound(t *testing.T) {
 	sc := config.ServeConfig{Applications: []config.Application{{Name: "other", RoutePrefix: "/other", Ingress: "o",
 		Deployments: []config.Deployment{{Name: "o", Handler: "h"}}}}}
 	b, _ := json.Marshal(sc)
-	if _, err := e.buckets.Apps.Put(context.Background(), "config", b); err != nil {
+	if _, err := e.buckets.Apps.Put(context.Background(), fleetstate.ConfigKey, b); err != nil {
 		t.Fatal(err)
 	}
 	e.startRouter(nil)

@@ -34,17 +34,8 @@ type jobsEnv struct {
 
 func newJobsEnv(t *testing.T) *jobsEnv {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pn, _ := protocol.NewNames("")
-	b, err := fleetstate.Open(context.Background(), js, pn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	nc, pn, js, b := tf.NC, tf.Names, tf.JS, tf.Buckets
 	e := &jobsEnv{t: t, js: js, names: jobs.Names{Names: pn}, b: b, polls: map[string]int{}, kicked: map[string]int{}}
 	e.q = jobs.NewQueue(js, e.names, zerolog.Nop())
 	e.j = NewJobs(JobsOptions{NC: nc, JS: js, Names: e.names, Buckets: b, Log: zerolog.Nop(),
