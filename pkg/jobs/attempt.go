@@ -23,6 +23,10 @@ type attempt struct {
 	log zerolog.Logger
 
 	start time.Time // when the handler was started (duration metric)
+	// id and num are the job and the attempt: they never change while the
+	// attempt runs (rec does, under mu).
+	id  string
+	num int
 
 	mu           sync.Mutex // guards rec, rev, progress state, checkpointed
 	rec          Record
@@ -317,7 +321,7 @@ func (a *attempt) finish(res any, err, cause error) {
 }
 
 func (a *attempt) succeed(res any) {
-	r, m, id := a.r, a.m, a.rec.ID
+	r, m, id := a.r, a.m, a.id
 	ctx, cancel := opCtx()
 	defer cancel()
 	b, err := json.Marshal(res)
@@ -327,7 +331,7 @@ func (a *attempt) succeed(res any) {
 	}
 	c := change{resultSize: int64(len(b)), result: b}
 	if len(b) > InlineResultMax {
-		c.result, c.resultObject = nil, fmt.Sprintf("%s.%d", ResultObject(id), a.rec.Attempts)
+		c.result, c.resultObject = nil, fmt.Sprintf("%s.%d", ResultObject(id), a.num)
 		if _, err := m.h.obj.PutBytes(ctx, c.resultObject, b); err != nil {
 			a.log.Error().Err(err).Msg("store result; retrying the job")
 			_ = a.msg.NakWithDelay(time.Second)
@@ -360,11 +364,11 @@ func (a *attempt) succeed(res any) {
 // attempts are left and the error is not a 4xx (unless a cancel came
 // meanwhile: then cancelled), else FAILED.
 func (a *attempt) failed(err error) {
-	r, m, id := a.r, a.m, a.rec.ID
+	r, m, id := a.r, a.m, a.id
 	msg := err.Error()
 	var se *serve.Error
 	permanent := errors.As(err, &se) && se.Status >= 400 && se.Status < 500
-	attempt := a.rec.Attempts
+	attempt := a.num
 	if !permanent && attempt < m.cfg.MaxAttempts {
 		delay := backoff(m.cfg, attempt)
 		if uerr := a.update(func(cur Record) (Record, error) {
@@ -415,7 +419,7 @@ func (a *attempt) failed(err error) {
 func (a *attempt) cancelled() {
 	_ = a.msg.Term()
 	a.m.met.attempt(OutcomeCancelled, a.start)
-	a.r.done(a.rec.ID, Cancelled)
+	a.r.done(a.id, Cancelled)
 }
 
 func (a *attempt) lost(err error) {

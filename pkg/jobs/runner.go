@@ -360,7 +360,7 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 	switch c.outcome {
 	case claimRun:
 		a := &attempt{r: r, m: m, msg: msg, rec: c.rec, rev: c.rev, log: log.With().Int("attempt", c.rec.Attempts).Logger(),
-			start: time.Now()}
+			start: time.Now(), id: c.rec.ID, num: c.rec.Attempts}
 		inc(m.met.started)
 		if meta.NumDelivered == 1 {
 			m.met.waited(meta.Timestamp) // a redelivery's wait includes earlier attempts
