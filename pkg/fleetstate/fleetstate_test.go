@@ -20,22 +20,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func open(t *testing.T) (*fleetstate.Buckets, jetstream.JetStream, protocol.Names) {
 	t.Helper()
-	ns := natstest.Server(t)
-	js, err := jetstream.New(natstest.Conn(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, err := protocol.NewNames("t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	b, err := fleetstate.Open(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b, js, names
+	f := natstest.NewFleet(t)
+	return f.Buckets, f.JS, f.Names
 }
 
 // Ensure creates every bucket under the prefix with its declared TTL and
@@ -53,13 +39,13 @@ func TestEnsure(t *testing.T) {
 		ttl     time.Duration
 		history int64
 	}{
-		{b.Apps, "t_apps", 0, 10},
-		{b.Workers, "t_workers", fleetstate.WorkerTTL, 1},
-		{b.Assignments, "t_assignments", 0, 5},
-		{b.Replicas, "t_replicas", fleetstate.ReplicaTTL, 1},
-		{b.Status, "t_status", 0, 1},
-		{b.Leases, "t_leases", 0, 1},
-		{b.Scale, "t_scale", 0, 10},
+		{b.Apps, "jetserve_apps", 0, 10},
+		{b.Workers, "jetserve_workers", fleetstate.WorkerTTL, 1},
+		{b.Assignments, "jetserve_assignments", 0, 5},
+		{b.Replicas, "jetserve_replicas", fleetstate.ReplicaTTL, 1},
+		{b.Status, "jetserve_status", 0, 1},
+		{b.Leases, "jetserve_leases", 0, 1},
+		{b.Scale, "jetserve_scale", 0, 10},
 	}
 	for _, tc := range tests {
 		st, err := tc.kv.Status(ctx)

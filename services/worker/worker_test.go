@@ -210,21 +210,9 @@ type fleet struct {
 
 func startFleet(t testing.TB, mutate func(*worker.Config)) *fleet {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	wnc := natstest.Conn(t, ns)
-	names, err := protocol.NewNames("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := worker.DefaultConfig()
 	cfg.NATS.URL = ns.ClientURL()
 	cfg.OpsAddr = ""
