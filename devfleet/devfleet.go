@@ -22,10 +22,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -197,6 +199,11 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 		ns.WaitForShutdown()
 	}()
 	url := ns.ClientURL()
+	// The addresses the ingress and the admin API bound (port 0 picks
+	// one): what the URLs printed below say.
+	httpBound, adminBound := make(chan net.Addr, 1), make(chan net.Addr, 1)
+	cfgs.ingress.HTTPReady = func(a net.Addr) { httpBound <- a }
+	cfgs.scheduler.AdminReady = func(a net.Addr) { adminBound <- a }
 	deps := func(name string) service.Deps {
 		return service.Deps{Log: service.NewLogger(service.LogConfig{Level: f.logLevel, Format: f.logFormat}, stderr, name)}
 	}
@@ -209,7 +216,18 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 	g.Go(func() error { return ingress.Run(gctx, cfgs.ingress, deps("ingress")) })
 	g.Go(func() error { return autoscaler.Run(gctx, cfgs.autoscaler, deps("autoscaler")) })
 	g.Go(func() error {
-		admin := "http://" + localAddr(f.adminAddr)
+		var admin, ingressURL string
+		for _, b := range []struct {
+			ch  <-chan net.Addr
+			url *string
+		}{{adminBound, &admin}, {httpBound, &ingressURL}} {
+			select {
+			case a := <-b.ch:
+				*b.url = "http://" + localAddr(a)
+			case <-gctx.Done():
+				return nil
+			}
+		}
 		if err := waitHTTP(gctx, admin+"/api/serve/applications"); err != nil {
 			return err
 		}
@@ -218,7 +236,6 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 				return fmt.Errorf("deploy %s: %w", f.config, err)
 			}
 		}
-		ingressURL := "http://" + localAddr(f.httpAddr)
 		var try strings.Builder
 		for _, t := range o.Try {
 			fmt.Fprintf(&try, "  %s\n", strings.ReplaceAll(t, "{ingress}", ingressURL))
@@ -296,12 +313,13 @@ func (c *configs) setNATS(url string) {
 	c.autoscaler.NATS.URL = url
 }
 
-// localAddr turns ":8000" into "127.0.0.1:8000".
-func localAddr(addr string) string {
-	if strings.HasPrefix(addr, ":") {
-		return "127.0.0.1" + addr
+// localAddr is a listener's address as a local client dials it: one
+// bound to every interface (":8000") is 127.0.0.1:8000.
+func localAddr(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok && (t.IP == nil || t.IP.IsUnspecified()) {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(t.Port))
 	}
-	return addr
+	return a.String()
 }
 
 // waitHTTP polls url until it answers below 500, for at most 30 s.

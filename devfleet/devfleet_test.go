@@ -3,30 +3,40 @@ package devfleet
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 )
 
-// listenAddr reserves nothing: it returns a loopback address whose port was
-// free a moment ago (the fleet's own listeners take it).
-func listenAddr(t *testing.T) string {
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// upURLs waits for the "is up" message and returns the ingress and admin
+// URLs it printed: the fleet listens on port 0 and says where.
+func upURLs(t *testing.T, out *syncBuffer, errs *syncBuffer) (ingress, admin string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	var m []string
+	waitfor.NoError(t, 90*time.Second, "the URLs printed when the dev fleet is up", func() error {
+		if m = upRE.FindStringSubmatch(out.String()); m == nil {
+			return fmt.Errorf("stdout %q, stderr %q", out.String(), errs.String())
+		}
+		return nil
+	})
+	return m[1], m[2]
 }
+
+var upRE = regexp.MustCompile(`HTTP ingress\s+(http://\S+)[\s\S]*admin API\s+(http://\S+)`)
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -73,14 +83,13 @@ func TestRunServesAUserRegistry(t *testing.T) {
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	httpAddr, adminAddr := listenAddr(t), listenAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	out, errs := &syncBuffer{}, &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, reg, Options{Name: "hello dev", Config: cfg, Try: []string{"curl {ingress}/hello"}},
 			[]string{"--data-dir", filepath.Join(dir, "data"), "--nats-port", "-1", "--nats-http-port", "0",
-				"--http-addr", httpAddr, "--admin-addr", adminAddr, "--ops=false", "--log-level", "warn"}, out, errs)
+				"--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--ops=false", "--log-level", "warn"}, out, errs)
 	}()
 	defer func() {
 		cancel()
@@ -93,25 +102,23 @@ func TestRunServesAUserRegistry(t *testing.T) {
 			t.Error("Run did not stop within 30s of cancel")
 		}
 	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Post("http://"+httpAddr+"/hello", "text/plain", strings.NewReader("jetserve"))
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				if string(b) != "hi, jetserve" {
-					t.Fatalf("POST /hello = %q, want %q", b, "hi, jetserve")
-				}
-				break
-			}
+	ingress, _ := upURLs(t, out, errs)
+	waitfor.NoError(t, 60*time.Second, "the deployment to answer 200", func() error {
+		resp, err := http.Post(ingress+"/hello", "text/plain", strings.NewReader("jetserve"))
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the deployment never answered 200 (last error %v)\nstdout:\n%s\nstderr:\n%s", err, out.String(), errs.String())
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%d %s", resp.StatusCode, b)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for _, want := range []string{"hello dev is up: deployed " + cfg, "curl http://" + httpAddr + "/hello"} {
+		if string(b) != "hi, jetserve" {
+			t.Fatalf("POST /hello = %q, want %q", b, "hi, jetserve")
+		}
+		return nil
+	})
+	for _, want := range []string{"hello dev is up: deployed " + cfg, "curl " + ingress + "/hello"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("stdout = %q, want it to contain %q", out.String(), want)
 		}

@@ -10,6 +10,7 @@ require (
 	github.com/jetserve/jetserve/services/scheduler v0.0.0
 	github.com/jetserve/jetserve/services/worker v0.0.0
 	github.com/spf13/pflag v1.1.0
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 )
 

@@ -322,7 +322,7 @@ func TestWorkerCgroupLimitsDocker(t *testing.T) {
 	name := fmt.Sprintf("jetserve-e2e-cgroup-%d", os.Getpid())
 	t.Cleanup(func() { _ = exec.Command(docker, "rm", "-f", name).Run() })
 	run := exec.Command(docker, "run", "-d", "--name", name, "--network", "host", "--cpus", "0.5", "--memory", "300m",
-		"-e", "JETSERVE_NATS_URL="+n.URL, "-e", "JETSERVE_ID="+name, "-e", "JETSERVE_OPS_ADDR="+fleet.FreeAddr(t),
+		"-e", "JETSERVE_NATS_URL="+n.URL, "-e", "JETSERVE_ID="+name, "-e", "JETSERVE_OPS_ADDR=127.0.0.1:0",
 		"-e", "JETSERVE_GPU_DETECT=off", "-e", "JETSERVE_LOG_FORMAT=console", image)
 	if out, err := run.CombinedOutput(); err != nil {
 		t.Fatalf("docker run: %v\n%s", err, out)

@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,12 +28,27 @@ func startDev(t *testing.T) (*fleet.Proc, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpAddr, adminAddr := fleet.FreeAddr(t), fleet.FreeAddr(t)
 	p := fleet.StartProc(t, "jetserve-dev", bins.Path(t, fleet.CLI), []string{"dev",
 		"--data-dir", filepath.Join(t.TempDir(), "data"), "--nats-port", "-1", "--nats-http-port", "0",
-		"--http-addr", httpAddr, "--admin-addr", adminAddr, "--ops=false", "--log-level", "warn",
+		"--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--ops=false", "--log-level", "warn",
 		"--config", filepath.Join(root, "examples", "config.yaml")}, nil)
-	url := "http://" + httpAddr
+	// dev listens on port 0 and prints its URLs once up.
+	var url string
+	fleet.Eventually(t, 90*time.Second, "jetserve dev's URLs", func() error {
+		b, err := os.ReadFile(p.Log)
+		if err != nil {
+			return err
+		}
+		m := regexp.MustCompile(`HTTP ingress\s+(http://\S+)`).FindSubmatch(b)
+		if m == nil {
+			if p.Exited() {
+				t.Fatalf("jetserve dev exited:\n%s", p.Tail(40))
+			}
+			return errors.New("not up yet")
+		}
+		url = string(m[1])
+		return nil
+	})
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		r, err := fleet.Do(t.Context(), http.MethodPost, url+"/echo/", []byte("hi"), nil)

@@ -50,13 +50,12 @@ func chromium(t *testing.T) string {
 // screenshot), and `jetserve status` agreeing with it.
 func TestDashboardInBrowser(t *testing.T) {
 	chrome := chromium(t)
-	httpAddr, adminAddr := freePort(t), freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	out, errs := &syncBuffer{}, &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"dev", "--data-dir", t.TempDir(), "--nats-port", "-1", "--nats-http-port", "0",
-			"--http-addr", httpAddr, "--admin-addr", adminAddr, "--ops=false", "--log-level", "warn",
+			"--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--ops=false", "--log-level", "warn",
 			"--config", "testdata/dashboard.yaml"}, nil, strings.NewReader(""), out, errs)
 	}()
 	defer func() {
@@ -70,7 +69,7 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Error("dev did not stop within 60s of cancel")
 		}
 	}()
-	base, admin := "http://"+httpAddr, "http://"+adminAddr
+	base, admin := upURLs(t, out, errs, 90*time.Second)
 	waitOK(t, http.MethodPost, base+"/echo/", "hi", 90*time.Second)
 	waitOK(t, http.MethodPost, base+"/text/analyze", `{"text":"The battery is great."}`, 90*time.Second)
 

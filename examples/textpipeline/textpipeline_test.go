@@ -7,12 +7,16 @@ import (
 	"os"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/jetserve/jetserve/examples"
 	"github.com/jetserve/jetserve/examples/textpipeline"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/rs/zerolog"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // localApp runs the example config's "text" application in-process: the
 // same deployments the fleet runs, with no NATS.

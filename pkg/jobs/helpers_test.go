@@ -11,6 +11,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -127,18 +128,6 @@ func runRunner(t testing.TB, r *Runner) (stop func()) {
 	return stop
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // recv waits (at most 20 s) for a value on ch.
 func recv[T any](t testing.TB, ch <-chan T, what string) T {
 	t.Helper()
@@ -156,7 +145,7 @@ func waitStatus(t testing.TB, q *Queue, m string, id string, want Status, d time
 	t.Helper()
 	var rec Record
 	var err error
-	eventually(t, d, "job "+id+" "+string(want), func() bool {
+	waitfor.True(t, d, "job "+id+" "+string(want), func() bool {
 		rec, err = q.Status(context.Background(), testApp, m, id)
 		return err == nil && rec.Status == want
 	})

@@ -44,7 +44,17 @@
 // was lost (the job was redelivered to another) cannot overwrite the newer
 // attempt's record or result (fencing by attempt).
 //
-// Everything here is safe for concurrent use.
+// Where to read: lifecycle.go is the job's state machine — its phases, the
+// named transitions that are the only way a record changes (one table),
+// the one function that writes records, and what a runner does with a
+// delivered job (nextAction); runner.go claims delivered jobs (a typed
+// outcome) and settles their messages; attempt.go runs one attempt
+// (heartbeat, progress, checkpoints, outcome); puller.go asks JetStream
+// for exactly as many jobs as there are free slots; queue.go is the
+// submit/inspect side.
+//
+// Everything here is safe for concurrent use; a Runner's Run owns every
+// goroutine it starts and returns only once they ended.
 package jobs
 
 import (

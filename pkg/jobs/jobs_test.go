@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -53,7 +53,7 @@ func TestSubmitRunResult(t *testing.T) {
 		t.Fatalf("Result() = %s, %v; want the echoed job", res, err)
 	}
 	// The work queue is empty once the job is acked.
-	eventually(t, 5*time.Second, "empty job stream", func() bool {
+	waitfor.True(t, 5*time.Second, "empty job stream", func() bool {
 		info, err := e.js.Stream(ctxT(t), e.names.Stream(testApp, "train"))
 		return err == nil && info.CachedInfo().State.Msgs == 0 || streamMsgs(t, e, "train") == 0
 	})
@@ -172,7 +172,7 @@ func TestConcurrentSubmitsWithDuplicates(t *testing.T) {
 	if created.Load() != 150 || existing.Load() != 50 {
 		t.Fatalf("created, existing = %d, %d; want 150, 50", created.Load(), existing.Load())
 	}
-	eventually(t, 30*time.Second, "150 succeeded jobs", func() bool {
+	waitfor.True(t, 30*time.Second, "150 succeeded jobs", func() bool {
 		recs, _, err := e.q.List(ctx, testApp, "train", Succeeded, 1000, "")
 		return err == nil && len(recs) == 150
 	})
@@ -210,7 +210,7 @@ func TestMaxRunningFleetWide(t *testing.T) {
 	for i := range 24 {
 		mustSubmit(t, e.q, m, fmt.Sprintf("j%d", i), nil)
 	}
-	eventually(t, 30*time.Second, "24 jobs done", func() bool { return doneN.Load() == 24 })
+	waitfor.True(t, 30*time.Second, "24 jobs done", func() bool { return doneN.Load() == 24 })
 	if p := peak.Load(); p > 3 || p < 2 {
 		t.Fatalf("peak concurrent jobs = %d, want <= max_running 3 (and the cap reached)", p)
 	}
@@ -247,7 +247,7 @@ func TestPriorityOrder(t *testing.T) {
 		mustSubmit(t, e.q, hi, fmt.Sprintf("hi%d", i), nil)
 	}
 	close(release)
-	eventually(t, 20*time.Second, "all 10 jobs run", func() bool {
+	waitfor.True(t, 20*time.Second, "all 10 jobs run", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(order) == 10
@@ -314,7 +314,7 @@ func TestCancelRunning(t *testing.T) {
 	if !sawCancel.Load() || got.Attempts != 1 {
 		t.Fatalf("record = %+v, handler saw cancel %v; want the context cancelled, 1 attempt", got, sawCancel.Load())
 	}
-	eventually(t, 5*time.Second, "job message removed", func() bool { return streamMsgs(t, e, "train") == 0 })
+	waitfor.True(t, 5*time.Second, "job message removed", func() bool { return streamMsgs(t, e, "train") == 0 })
 	if _, _, err := e.q.Result(ctxT(t), testApp, "train", "c1"); !errors.Is(err, ErrJobCancelled) {
 		t.Fatalf("Result(cancelled) = %v, want ErrJobCancelled", err)
 	}
@@ -334,12 +334,12 @@ func TestRetentionExpiry(t *testing.T) {
 	if res, _, err := e.q.Result(ctxT(t), testApp, "train", "old"); err != nil || len(res) != InlineResultMax+12 {
 		t.Fatalf("Result(large) = %d bytes, %v; want %d", len(res), err, InlineResultMax+12)
 	}
-	eventually(t, 10*time.Second, "record expired", func() bool {
+	waitfor.True(t, 10*time.Second, "record expired", func() bool {
 		_, err := e.q.Status(ctxT(t), testApp, "train", "old")
 		return errors.Is(err, ErrNotFound)
 	})
 	h, _ := e.q.open(ctxT(t), testApp, "train")
-	eventually(t, 10*time.Second, "result object expired", func() bool {
+	waitfor.True(t, 10*time.Second, "result object expired", func() bool {
 		_, err := h.obj.GetInfo(ctxT(t), ResultObject("old")+".1")
 		return errors.Is(err, jetstream.ErrObjectNotFound)
 	})
@@ -384,7 +384,7 @@ func TestExhaustedAttemptsDeadLetterRequeue(t *testing.T) {
 		t.Fatalf("Result(failed) = %v, want ErrJobFailed naming the error", err)
 	}
 	var dl []Record
-	eventually(t, 5*time.Second, "dead letter", func() bool {
+	waitfor.True(t, 5*time.Second, "dead letter", func() bool {
 		var err error
 		dl, err = e.q.DeadLetters(ctxT(t), testApp, "train")
 		return err == nil && len(dl) >= 2
@@ -470,14 +470,14 @@ func TestProgressAndCheckpoint(t *testing.T) {
 		return "trained", nil
 	}), "r1", m)
 	mustSubmit(t, e.q, m, "p", nil)
-	eventually(t, 10*time.Second, "progress 0.5", func() bool {
+	waitfor.True(t, 10*time.Second, "progress 0.5", func() bool {
 		r, err := e.q.Status(ctxT(t), testApp, "train", "p")
 		return err == nil && r.Progress == 0.5 && r.Message == "epoch 1 of 2"
 	})
 	close(step)
 	waitStatus(t, e.q, "train", "p", Succeeded, 10*time.Second)
 	h, _ := e.q.open(ctxT(t), testApp, "train")
-	eventually(t, 5*time.Second, "checkpoint deleted after success", func() bool {
+	waitfor.True(t, 5*time.Second, "checkpoint deleted after success", func() bool {
 		_, err := h.obj.GetInfo(ctxT(t), CheckpointObject("p"))
 		return errors.Is(err, jetstream.ErrObjectNotFound)
 	})
@@ -556,7 +556,7 @@ func TestFencingStaleRunner(t *testing.T) {
 	}), "b", m)
 	got := waitStatus(t, e.q, "train", "f", Succeeded, 10*time.Second)
 	close(release)
-	eventually(t, 5*time.Second, "stale runner returned", aDone.Load)
+	waitfor.True(t, 5*time.Second, "stale runner returned", aDone.Load)
 	stopA()
 	got, err := e.q.Status(ctxT(t), testApp, "train", "f")
 	res, _, rerr := e.q.Result(ctxT(t), testApp, "train", "f")
@@ -585,7 +585,7 @@ func TestMaxQueued(t *testing.T) {
 	// Once there is room the same id is accepted.
 	startRunner(t, e, e.nc, 1, handlerFunc(echo), "r1", m)
 	waitStatus(t, e.q, "train", "q0", Succeeded, 10*time.Second)
-	eventually(t, 10*time.Second, "room in the queue", func() bool {
+	waitfor.True(t, 10*time.Second, "room in the queue", func() bool {
 		_, c, err := e.q.Submit(ctxT(t), testApp, testDep, m, "over", nil)
 		return err == nil && c
 	})
@@ -701,12 +701,7 @@ func TestResumeAll(t *testing.T) {
 func TestNATSServerRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ns1, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir, ServerName: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ns1.Addr().(*net.TCPAddr).Port
-	t.Cleanup(ns1.Shutdown)
+	ns1 := natstest.ServerIn(t, dir)
 	e := envOn(t, ns1)
 	m := method("train", func(m *config.AsyncMethod) { m.MaxAttempts = 5 })
 	started := make(chan string, 100)
@@ -729,14 +724,8 @@ func TestNATSServerRestart(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		mustSubmit(t, e.q, m, fmt.Sprintf("j%d", i), nil)
 	}
-	ns1.Shutdown()
-	ns1.WaitForShutdown()
-	ns2, err := natsembed.Start(natsembed.Options{Port: port, StoreDir: dir, ServerName: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns2.Shutdown(); ns2.WaitForShutdown() })
-	eventually(t, 15*time.Second, "clients reconnected", func() bool {
+	natstest.Restart(t, ns1, dir)
+	waitfor.True(t, 15*time.Second, "clients reconnected", func() bool {
 		return e.nc.IsConnected() && runnerNC.IsConnected()
 	})
 	close(release)
@@ -822,7 +811,7 @@ func TestIdempotentPastDedupWindow(t *testing.T) {
 	if err != nil || created || rec.Status != Succeeded {
 		t.Fatalf("Submit(dup of a finished job, past the window) = %+v, %v, %v; want the finished job", rec, created, err)
 	}
-	eventually(t, 5*time.Second, "no stray message", func() bool { return streamMsgs(t, e, "train") == 0 })
+	waitfor.True(t, 5*time.Second, "no stray message", func() bool { return streamMsgs(t, e, "train") == 0 })
 	time.Sleep(200 * time.Millisecond) // a stray copy, had one stayed, would have run by now
 	if runs.get("late") != 1 {
 		t.Fatalf("job ran %d times, want 1", runs.get("late"))
@@ -971,7 +960,7 @@ func TestCancelBeforeLazyClaim(t *testing.T) {
 	if got, err := e.q.Cancel(ctx, testApp, "train", rec.ID); err != nil || got.Status != Cancelled {
 		t.Fatalf("Cancel(running, unclaimed) = %+v, %v; want CANCELLED", got, err)
 	}
-	eventually(t, 5*time.Second, "the job message settled", func() bool { return streamMsgs(t, e, "train") == 0 })
+	waitfor.True(t, 5*time.Second, "the job message settled", func() bool { return streamMsgs(t, e, "train") == 0 })
 	if got, err := e.q.Status(ctx, testApp, "train", rec.ID); err != nil || got.Status != Cancelled || runs.get(rec.ID) != 1 {
 		t.Fatalf("Status = %+v, %v (runs %d); want CANCELLED after one run", got, err, runs.get(rec.ID))
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
@@ -66,7 +67,7 @@ func TestMetricsCountOutcomes(t *testing.T) {
 	}
 	vecs := map[string]*prometheus.CounterVec{MetricSubmitted: met.submitted, MetricStarted: met.started,
 		MetricSucceeded: met.succeeded, MetricFailed: met.failed, MetricRetried: met.retried, MetricDeadLettered: met.deadLettered}
-	eventually(t, 10*time.Second, "every counter", func() bool {
+	waitfor.True(t, 10*time.Second, "every counter", func() bool {
 		for name, v := range want {
 			if testutil.ToFloat64(vecs[name].WithLabelValues(testApp, "work")) != v {
 				return false
@@ -171,7 +172,7 @@ func TestBacklog(t *testing.T) {
 	startRunner(t, e, e.nc, 2, h, "r", m)
 	waitStatus(t, e.q, "work", "b", Failed, 20*time.Second)
 	waitStatus(t, e.q, "work", "a", Succeeded, 20*time.Second)
-	eventually(t, 10*time.Second, "an empty queue and one dead letter", func() bool {
+	waitfor.True(t, 10*time.Second, "an empty queue and one dead letter", func() bool {
 		b, err = e.q.Backlog(ctxT(t), testApp, "work")
 		return err == nil && b.Queued == 0 && b.Running == 0 && b.DeadLettered == 1 && b.Oldest.IsZero()
 	})

@@ -347,12 +347,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 			return Record{}, false, badRequest("arguments: %v", err)
 		}
 	}
-	now := time.Now().UTC()
-	rec = Record{
-		ID: id, App: app, Deployment: deployment, Method: m.Name, Args: rawArgs,
-		Status: Queued, MaxAttempts: m.MaxAttempts, Priority: *m.Priority,
-		CreatedAt: now, UpdatedAt: now,
-	}
+	rec = submitted(id, app, deployment, m.Name, rawArgs, m.MaxAttempts, *m.Priority, time.Now().UTC())
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return Record{}, false, fmt.Errorf("encode job record: %w", err)
@@ -593,65 +588,49 @@ func (q *Queue) Cancel(ctx context.Context, app, method, id string) (Record, err
 		if err != nil {
 			return Record{}, err
 		}
-		now := time.Now().UTC()
-		switch {
-		case r.Status.Terminal():
+		switch r.Phase() {
+		case PhaseSucceeded, PhaseFailed, PhaseCancelled:
 			return r, nil
-		case rev == 0:
-			// Not claimed yet: create its record as CANCELLED (a runner's
-			// claim, a create too, then fails and drops the message).
-			r.Status, r.FinishedAt, r.UpdatedAt, r.Seq = Cancelled, now, now, seq
-			b, err := json.Marshal(r)
+		case PhaseRunning:
+			// Ask its runner, which records CANCELLED once the job stopped.
+			next, err := r.apply(EventRequestCancel, change{})
 			if err != nil {
-				return Record{}, fmt.Errorf("encode job record: %w", err)
+				return Record{}, err
 			}
-			if _, err := h.kv.Create(ctx, id, b); errors.Is(err, jetstream.ErrKeyExists) {
-				continue // claimed meanwhile
-			} else if err != nil {
-				return Record{}, fmt.Errorf("create job record: %w", err)
-			}
-			q.deleteJobMsg(ctx, h, id, seq)
-			return r, nil
-		case r.Status == Queued:
-			r.Status, r.Retrying, r.FinishedAt, r.UpdatedAt = Cancelled, false, now, now
-			if err := q.update(ctx, h, r, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			if _, err := writeRecord(ctx, h.kv, next, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				continue
 			} else if err != nil {
 				return Record{}, err
 			}
-			if m, err := h.stream.GetLastMsgForSubject(ctx, q.names.JobSubject(app, method, id)); err == nil {
-				q.deleteJobMsg(ctx, h, id, m.Sequence)
-			}
-			return r, nil
-		default: // RUNNING
-			if !r.CancelRequested {
-				r.CancelRequested, r.UpdatedAt = true, now
-				if err := q.update(ctx, h, r, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-					continue
-				} else if err != nil {
-					return Record{}, err
-				}
-			}
+			r = next
+			fallthrough
+		case PhaseCancelling:
 			if err := q.js.Conn().Publish(q.names.CancelSubject(app, method), []byte(id)); err != nil {
 				return Record{}, fmt.Errorf("publish cancel: %w", err)
 			}
 			return r, nil
 		}
-	}
-}
-
-func (q *Queue) update(ctx context.Context, h *handle, r Record, rev uint64) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("encode job record: %w", err)
-	}
-	if _, err := h.kv.Update(ctx, r.ID, b, rev); err != nil {
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return err
+		// Queued or retrying: cancelled at once. A job not claimed yet
+		// (rev 0) gets its record created CANCELLED, naming the message
+		// it cancels; a runner's claim, a create too, then fails and
+		// drops the message.
+		next, err := r.apply(EventCancel, change{seq: seq})
+		if err != nil {
+			return Record{}, err
 		}
-		return fmt.Errorf("update job record: %w", err)
+		if _, err := writeRecord(ctx, h.kv, next, rev); errors.Is(err, jetstream.ErrKeyExists) ||
+			errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // claimed or changed meanwhile
+		} else if err != nil {
+			return Record{}, err
+		}
+		if rev == 0 {
+			q.deleteJobMsg(ctx, h, id, seq)
+		} else if m, err := h.stream.GetLastMsgForSubject(ctx, q.names.JobSubject(app, method, id)); err == nil {
+			q.deleteJobMsg(ctx, h, id, m.Sequence)
+		}
+		return next, nil
 	}
-	return nil
 }
 
 // records reads every record of a method with their revisions.
@@ -859,14 +838,26 @@ func (q *Queue) ResumeAll(ctx context.Context, app, method string) (int, error) 
 			return n, fmt.Errorf("look up job %s: %w", r.ID, err)
 		}
 		rev := revs[i]
-		if r.Status == Running {
-			r.Status, r.Worker, r.Replica, r.UpdatedAt = Queued, "", "", time.Now().UTC()
-			b, _ := json.Marshal(r)
-			if rev, err = h.kv.Update(ctx, r.ID, b, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if ph := r.Phase(); ph == PhaseRunning || ph == PhaseCancelling {
+			// Its worker is gone with its message: queue it again — or,
+			// if cancel was asked, cancel it.
+			ev := EventResume
+			if ph == PhaseCancelling {
+				ev = EventCancel
+			}
+			next, err := r.apply(ev, change{})
+			if err != nil {
+				return n, err
+			}
+			if rev, err = writeRecord(ctx, h.kv, next, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				continue // it moved on: someone has it
 			} else if err != nil {
 				return n, fmt.Errorf("requeue job %s: %w", r.ID, err)
 			}
+			if next.Phase().Terminal() {
+				continue
+			}
+			r = next
 		}
 		b, _ := json.Marshal(r)
 		if err := q.publish(ctx, h, r.ID, b, rev, r.ID); err != nil {
@@ -958,26 +949,17 @@ func (q *Queue) Requeue(ctx context.Context, app, method, id string) (Record, er
 		if !r.Status.Terminal() {
 			return r, fmt.Errorf("job %s is %s, not dead", id, r.Status)
 		}
-		now := time.Now().UTC()
-		r.Status, r.Retrying, r.Attempts, r.Error, r.CancelRequested = Queued, false, 0, "", false
-		r.Progress, r.Message, r.Worker, r.Replica = 0, "", "", ""
-		r.Result, r.ResultSize, r.ResultObject, r.Seq = nil, 0, "", 0
-		r.StartedAt, r.FinishedAt, r.UpdatedAt = time.Time{}, time.Time{}, now
-		r.Requeued++
+		r, err = r.apply(EventRequeue, change{})
+		if err != nil {
+			return Record{}, err
+		}
 		b, err := json.Marshal(r)
 		if err != nil {
 			return Record{}, fmt.Errorf("encode job record: %w", err)
 		}
-		if rev == 0 {
-			rev, err = h.kv.Create(ctx, id, b)
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				continue
-			}
-		} else {
-			rev, err = h.kv.Update(ctx, id, b, rev)
-			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-				continue
-			}
+		rev, err = writeRecord(ctx, h.kv, r, rev)
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
 		}
 		if err != nil {
 			return Record{}, fmt.Errorf("reset job record: %w", err)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -61,12 +60,10 @@ type Runner struct {
 }
 
 type runMethod struct {
-	idx    int
-	cfg    config.AsyncMethod
-	h      *handle
-	stream string // its job stream
-	api    string // its consumer's pull subject
-	met    *methodMetrics
+	cfg  config.AsyncMethod
+	h    *handle
+	met  *methodMetrics
+	pull *pullMethod
 }
 
 // ClaimAfter is how long the first attempt of a submitted job runs before
@@ -114,47 +111,41 @@ func NewRunner(nc *nats.Conn, js jetstream.JetStream, names Names, cfg RunnerCon
 // a replica calls it when its drain timeout passes; Run then returns.
 func (r *Runner) Abort() { r.abort() }
 
+// open opens each method's stream, consumer, bucket and object store,
+// creating what does not exist (the methods have their defaults).
+func (r *Runner) open(ctx context.Context) ([]*runMethod, error) {
+	methods := make([]*runMethod, 0, len(r.cfg.Methods))
+	for i, m := range r.cfg.Methods {
+		h, err := r.q.open(ctx, r.cfg.App, m.Name)
+		var cons jetstream.Consumer
+		if err == nil {
+			cons, err = h.stream.Consumer(ctx, Consumer)
+		}
+		if errors.Is(err, ErrUnknownMethod) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			if h, err = r.q.ensure(ctx, r.cfg.App, r.cfg.Deployment, m); err == nil {
+				cons, err = h.stream.Consumer(ctx, Consumer)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("runner: open %s: %w", m.Name, err)
+		}
+		methods = append(methods, &runMethod{cfg: m, h: h, met: r.cfg.Metrics.forMethod(r.cfg.App, m.Name),
+			pull: &pullMethod{idx: i, name: m.Name, priority: *m.Priority, cons: cons}})
+	}
+	return methods, nil
+}
+
 // Run pulls and runs jobs until ctx ends, then stops pulling and waits for
 // the running jobs to finish (bound that with Abort).
 func (r *Runner) Run(ctx context.Context) error {
 	defer r.abort()
-	methods := make([]*runMethod, 0, len(r.cfg.Methods))
-	for i, m := range r.cfg.Methods {
-		// Open what exists; create what does not (m has its defaults).
-		h, err := r.q.open(ctx, r.cfg.App, m.Name)
-		if err == nil {
-			_, err = h.stream.Consumer(ctx, Consumer)
-		}
-		if errors.Is(err, ErrUnknownMethod) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-			h, err = r.q.ensure(ctx, r.cfg.App, r.cfg.Deployment, m)
-		}
-		if err != nil {
-			return fmt.Errorf("runner: open %s: %w", m.Name, err)
-		}
-		stream := h.stream.CachedInfo().Config.Name
-		methods = append(methods, &runMethod{idx: i, cfg: m, h: h, stream: stream,
-			api: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + Consumer,
-			met: r.cfg.Metrics.forMethod(r.cfg.App, m.Name)})
-	}
-	// Highest priority first (stable: declaration order among equals).
-	byPrio := slices.Clone(methods)
-	slices.SortStableFunc(byPrio, func(a, b *runMethod) int { return *b.cfg.Priority - *a.cfg.Priority })
-	lowFirst := slices.Clone(byPrio)
-	slices.Reverse(lowFirst)
-
-	p := &puller{
-		r: r, methods: methods, byPrio: byPrio, lowFirst: lowFirst, single: len(methods) == 1,
-		byStream: map[string]*runMethod{}, inbox: r.nc.NewInbox(), slots: r.cfg.Shared,
-		reqs: map[string]*pullReq{}, credit: make([]int, len(methods)), paused: map[int]bool{},
-		rescan: true, hint: -1, reconnects: r.nc.Stats().Reconnects,
-	}
-	for _, m := range methods {
-		p.byStream[m.stream] = m
-	}
-	in := make(chan *nats.Msg, r.cfg.Shared.Size()+64)
-	inbox, err := r.nc.Subscribe(p.inbox+".>", func(m *nats.Msg) { in <- m })
+	methods, err := r.open(ctx)
 	if err != nil {
-		return fmt.Errorf("runner: subscribe to its pull inbox: %w", err)
+		return err
+	}
+	pms := make([]*pullMethod, len(methods))
+	for i, m := range methods {
+		pms[i] = m.pull
 	}
 	var subs []*nats.Subscription
 	defer func() {
@@ -163,16 +154,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}()
 	for _, m := range methods {
-		idx := m.idx
-		if !p.single {
-			s, err := r.nc.Subscribe(r.names.JobWildcard(r.cfg.App, m.cfg.Name), func(*nats.Msg) {
-				select {
-				case r.wake <- idx:
-				default:
-				}
-			})
+		idx := m.pull.idx
+		if len(methods) > 1 {
+			// Several methods are scanned when woken: a job published to
+			// one wakes the runner.
+			s, err := r.nc.Subscribe(r.names.JobWildcard(r.cfg.App, m.cfg.Name), func(*nats.Msg) { r.wakeFor(idx) })
 			if err != nil {
-				_ = inbox.Unsubscribe()
 				return fmt.Errorf("runner: subscribe to jobs: %w", err)
 			}
 			subs = append(subs, s)
@@ -187,85 +174,34 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		})
 		if err != nil {
-			_ = inbox.Unsubscribe()
 			return fmt.Errorf("runner: subscribe to cancels: %w", err)
 		}
 		subs = append(subs, s)
 	}
-
 	// The subscriptions must be live before the first pull, or a job
 	// published in between would wait for the tick.
 	if err := r.nc.FlushTimeout(10 * time.Second); err != nil {
-		_ = inbox.Unsubscribe()
 		return fmt.Errorf("runner: flush subscriptions: %w", err)
 	}
+
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	start := func(m *runMethod, msg *nats.Msg) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer p.slots.release() // wakes the loop (or the runner after this one)
-			r.process(m, msg)
-		}()
-	}
-	for {
-		p.refill()
-		select {
-		case msg := <-in:
-			if m, job := p.receive(msg); job != nil {
-				start(m, job)
-			}
-		case <-p.slots.freed:
-			p.rescan = true
-		case idx := <-r.wake:
-			p.hint, p.rescan = idx, true
-		case now := <-tick.C:
-			p.tick(now)
-		case <-ctx.Done():
-			return p.drain(inbox, in)
-		}
-	}
+	slots := r.cfg.Shared
+	newPuller(r.log, slots, pms).run(ctx, r.wake, func(d delivery) {
+		m := methods[d.m.idx]
+		wg.Go(func() {
+			defer slots.release() // wakes the loop (or the runner after this one)
+			r.process(m, d.msg)
+		})
+	})
+	return nil
 }
 
-// drain stops pulling: it drains the inbox subscription (the server drops
-// the waiting requests) and hands back (Nak) every job still arriving.
-// Jobs already running go on (Run waits for them).
-func (p *puller) drain(inbox *nats.Subscription, in <-chan *nats.Msg) error {
-	p.stopping = true
-	closed := inbox.StatusChanged(nats.SubscriptionClosed)
-	handBack := func() {
-		for {
-			select {
-			case msg := <-in:
-				p.receive(msg)
-			default:
-				return
-			}
-		}
-	}
-	if err := inbox.Drain(); err != nil {
-		// The connection is closing: the server forgets its requests.
-		_ = inbox.Unsubscribe()
-		handBack()
-		return nil
-	}
-	timeout := time.NewTimer(10 * time.Second)
-	defer timeout.Stop()
-	for {
-		select {
-		case msg := <-in:
-			p.receive(msg)
-		case <-closed:
-			handBack()
-			return nil
-		case <-timeout.C:
-			_ = inbox.Unsubscribe()
-			handBack()
-			return nil
-		}
+// wakeFor tells the pull loop that method idx may have a job.
+func (r *Runner) wakeFor(idx int) {
+	select {
+	case r.wake <- idx:
+	default:
 	}
 }
 
@@ -275,35 +211,135 @@ func opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 10*time.Second)
 }
 
-// attempt is one run of a job on this runner.
-type attempt struct {
-	r   *Runner
-	m   *runMethod
-	msg *nats.Msg
-	log zerolog.Logger
+// claimOutcome is what claiming a delivered job led to.
+type claimOutcome uint8
 
-	start time.Time // when the handler was started (duration metric)
+const (
+	// claimRun: the attempt is this runner's to run (rev 0: a first
+	// attempt not recorded yet, see ClaimAfter).
+	claimRun claimOutcome = iota
+	// claimFinished: the job ended before (cancelled while queued, or a
+	// stray copy of a finished job): ack.
+	claimFinished
+	// claimDuplicate: a stray duplicate message of a job running from
+	// another message: ack.
+	claimDuplicate
+	// claimExpired: the job's record is gone (its retention passed): ack.
+	claimExpired
+	// claimCancelled: a cancel came before the attempt; the record is
+	// now CANCELLED: ack.
+	claimCancelled
+	// claimExhausted: no attempt was left; the record is now FAILED:
+	// dead-letter, term.
+	claimExhausted
+	// claimUndecodable: the record cannot be read: term.
+	claimUndecodable
+	// claimLater: the record could not be read or written now: nak with
+	// a delay.
+	claimLater
+)
 
-	mu           sync.Mutex // guards rec, rev, progress state, checkpointed
-	rec          Record
-	rev          uint64
-	lastProgress time.Time
-	pending      *Record // unsaved progress
-	checkpointed bool
+// claimed is the result of claim.
+type claimed struct {
+	outcome claimOutcome
+	rec     Record // the attempt's record (claimRun), or the final one
+	rev     uint64
+	err     error // why (claimUndecodable, claimLater)
 }
 
-func (r *Runner) running1(rec Record, seq uint64, m *runMethod) Record {
-	now := time.Now().UTC()
-	rec.Status, rec.Retrying, rec.CancelRequested = Running, false, false
-	rec.Attempts++
-	rec.MaxAttempts = m.cfg.MaxAttempts
-	rec.Worker, rec.Replica, rec.Seq = r.cfg.Worker, r.cfg.Replica, seq
-	rec.StartedAt, rec.UpdatedAt = now, now
-	return rec
+// claim decides, for a delivered job message whose payload is sub, who
+// runs the job, and records it. Fast paths first. A submitted job's
+// first delivery runs unclaimed (rev 0, see ClaimAfter) if it has no
+// record: one message per id can be in the stream, and a job's record is
+// written before its message goes, so a record read after the delivery
+// sees any earlier run of the id (a generated id has none). Otherwise the
+// job is claimed with one write: its record created RUNNING, or, for a
+// requeued or resumed job, compare-and-set on the revision its message
+// carries. When that fails, the record is read and nextAction decides.
+func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, meta *jetstream.MsgMetadata, sub Record) claimed {
+	kv, id, seq := m.h.kv, sub.ID, meta.Sequence.Stream
+	onClaim := change{worker: r.cfg.Worker, replica: r.cfg.Replica, maxAttempts: m.cfg.MaxAttempts, seq: seq}
+	hdrRev := msg.Headers().Get(HdrRevision)
+	ph := sub.Phase()
+	waiting := ph == PhaseQueued || ph == PhaseRetrying
+
+	fresh := hdrRev == "" && meta.NumDelivered == 1 && waiting
+	if fresh && msg.Headers().Get(HdrUnique) == "" {
+		if _, err := kv.Get(ctx, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			fresh = false // an earlier run of this id (or an unreadable record): the slow path decides
+		}
+	}
+	if fresh {
+		if next, err := sub.apply(EventClaim, onClaim); err == nil {
+			return claimed{outcome: claimRun, rec: next}
+		}
+	}
+	if waiting && sub.Attempts < m.cfg.MaxAttempts {
+		var prev uint64
+		var err error
+		if hdrRev != "" {
+			prev, err = strconv.ParseUint(hdrRev, 10, 64)
+		}
+		if err == nil {
+			next, err := sub.apply(EventClaim, onClaim)
+			if err == nil {
+				if rev, err := writeRecord(ctx, kv, next, prev); err == nil {
+					return claimed{outcome: claimRun, rec: next, rev: rev}
+				}
+			}
+		}
+	}
+
+	for range 10 {
+		cur, prev := sub, uint64(0)
+		e, err := kv.Get(ctx, id)
+		switch {
+		case (errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)) && hdrRev == "":
+			// Never claimed (an earlier claim failed): create the record.
+		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+			return claimed{outcome: claimExpired}
+		case err != nil:
+			return claimed{outcome: claimLater, err: fmt.Errorf("read job record: %w", err)}
+		default:
+			if cur, err = decodeRecord(e); err != nil {
+				return claimed{outcome: claimUndecodable, err: err}
+			}
+			prev = e.Revision()
+		}
+		var ev Event
+		var out claimOutcome
+		switch nextAction(cur, seq, m.cfg.MaxAttempts) {
+		case actFinished:
+			return claimed{outcome: claimFinished, rec: cur, rev: prev}
+		case actDuplicate:
+			return claimed{outcome: claimDuplicate, rec: cur, rev: prev}
+		case actCancel:
+			ev, out = EventCancel, claimCancelled
+		case actExhaust:
+			ev, out = EventExhaust, claimExhausted
+		default:
+			ev, out = EventClaim, claimRun
+		}
+		next, err := cur.apply(ev, onClaim)
+		if err != nil {
+			return claimed{outcome: claimLater, err: err}
+		}
+		rev, err := writeRecord(ctx, kv, next, prev)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+			continue // another writer came first: read again
+		case err != nil && out == claimRun:
+			return claimed{outcome: claimLater, err: fmt.Errorf("claim job: %w", err)}
+		case err != nil:
+			continue
+		}
+		return claimed{outcome: out, rec: next, rev: rev}
+	}
+	return claimed{outcome: claimLater, err: errors.New("claim job: its record keeps changing")}
 }
 
 // process takes one delivered job message.
-func (r *Runner) process(m *runMethod, msg *nats.Msg) {
+func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 	ctx, cancel := opCtx()
 	defer cancel()
 	meta, err := msg.Metadata()
@@ -312,546 +348,46 @@ func (r *Runner) process(m *runMethod, msg *nats.Msg) {
 		_ = msg.Term()
 		return
 	}
-	seq := meta.Sequence.Stream
 	var sub Record
-	if err := json.Unmarshal(msg.Data, &sub); err != nil || sub.ID == "" {
-		r.log.Error().Err(err).Str("subject", msg.Subject).Msg("drop undecodable job message")
-		_ = termWithReason(msg, "undecodable job")
+	if err := json.Unmarshal(msg.Data(), &sub); err != nil || sub.ID == "" {
+		r.log.Error().Err(err).Str("subject", msg.Subject()).Msg("drop undecodable job message")
+		_ = msg.TermWithReason("undecodable job")
 		return
 	}
 	id := sub.ID
 	log := r.log.With().Str("method", m.cfg.Name).Str("request_id", id).Logger()
-	kv := m.h.kv
-
-	// Fast paths. A submitted job's first delivery runs unclaimed (rev 0:
-	// see ClaimAfter) if it has no record: one message per id can be in
-	// the stream, and a job's record is written before its message goes,
-	// so a record read after the delivery sees any earlier run of the id
-	// (a generated id has none). Otherwise claim the job with one write:
-	// create its record RUNNING, or, for a requeued or resumed job,
-	// compare-and-set on the revision its message carries.
-	var rec Record
-	var rev uint64
-	started := false
-	hdrRev := msg.Header.Get(HdrRevision)
-	fresh := hdrRev == "" && meta.NumDelivered == 1 && sub.Status == Queued && !sub.CancelRequested
-	if fresh && msg.Header.Get(HdrUnique) == "" {
-		if _, err := kv.Get(ctx, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
-			fresh = false // an earlier run of this id (or an unreadable record): the slow path decides
+	c := r.claim(ctx, m, msg, meta, sub)
+	switch c.outcome {
+	case claimRun:
+		a := &attempt{r: r, m: m, msg: msg, rec: c.rec, rev: c.rev, log: log.With().Int("attempt", c.rec.Attempts).Logger(),
+			start: time.Now(), id: c.rec.ID, num: c.rec.Attempts}
+		inc(m.met.started)
+		if meta.NumDelivered == 1 {
+			m.met.waited(meta.Timestamp) // a redelivery's wait includes earlier attempts
 		}
-	}
-	if fresh {
-		rec, started = r.running1(sub, seq, m), true
-	} else if sub.Status == Queued && !sub.CancelRequested && sub.Attempts < m.cfg.MaxAttempts {
-		next := r.running1(sub, seq, m)
-		b, _ := json.Marshal(next)
-		if hdrRev == "" {
-			rev, err = kv.Create(ctx, id, b)
-		} else if rev0, perr := strconv.ParseUint(hdrRev, 10, 64); perr == nil {
-			rev, err = kv.Update(ctx, id, b, rev0)
-		} else {
-			err = perr
-		}
-		if err == nil {
-			rec, started = next, true
-		}
-	}
-	// claim writes base's RUNNING successor: Create if prev is 0, else
-	// compare-and-set on prev. It reports a lost race (read again); on
-	// another error it hands the job back for later.
-	claim := func(base Record, prev uint64) (raced bool) {
-		next := r.running1(base, seq, m)
-		b, _ := json.Marshal(next)
-		var nrev uint64
-		var err error
-		if prev == 0 {
-			nrev, err = kv.Create(ctx, id, b)
-		} else {
-			nrev, err = kv.Update(ctx, id, b, prev)
-		}
-		switch {
-		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-			return true
-		case err != nil:
-			log.Warn().Err(err).Msg("claim job; retrying later")
-			_ = msg.NakWithDelay(time.Second)
-			return false
-		}
-		rec, rev, started = next, nrev, true
-		return false
-	}
-	for try := 0; !started && try < 10; try++ {
-		e, err := kv.Get(ctx, id)
-		if (errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)) && hdrRev == "" {
-			// Never claimed (an earlier claim failed): create the record.
-			if claim(sub, 0) {
-				continue
-			}
-			if !started {
-				return
-			}
-			break
-		}
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			log.Warn().Msg("drop job whose record is gone (expired)")
-			_ = msg.Ack()
-			return
-		}
-		if err != nil {
-			log.Warn().Err(err).Msg("read job record; retrying later")
-			_ = msg.NakWithDelay(time.Second)
-			return
-		}
-		cur, err := decodeRecord(e)
-		if err != nil {
-			log.Error().Err(err).Msg("drop job with an undecodable record")
-			_ = termWithReason(msg, "undecodable record")
-			return
-		}
-		switch {
-		case cur.Status.Terminal():
-			_ = msg.Ack() // cancelled while queued, or a stray duplicate of a finished job
-			return
-		case cur.Status == Running && cur.Seq != 0 && cur.Seq != seq:
-			log.Warn().Uint64("seq", seq).Uint64("running_seq", cur.Seq).Msg("drop duplicate message of a running job")
-			_ = msg.Ack()
-			return
-		case cur.CancelRequested:
-			now := time.Now().UTC()
-			cur.Status, cur.FinishedAt, cur.UpdatedAt = Cancelled, now, now
-			if err := r.q.update(ctx, m.h, cur, e.Revision()); err != nil {
-				continue
-			}
-			_ = msg.Ack()
-			r.done(id, Cancelled)
-			return
-		case cur.Attempts >= m.cfg.MaxAttempts:
-			now := time.Now().UTC()
-			last := cur.Error
-			cur.Status, cur.Retrying, cur.FinishedAt, cur.UpdatedAt = Failed, false, now, now
-			cur.Error = fmt.Sprintf("attempts exhausted (%d of %d): its worker stopped", cur.Attempts, m.cfg.MaxAttempts)
-			if last != "" {
-				cur.Error += "; last error: " + last
-			}
-			if err := r.q.update(ctx, m.h, cur, e.Revision()); err != nil {
-				continue
-			}
-			r.deadLetter(ctx, m, cur, log)
-			_ = msg.Term()
-			inc(m.met.failed)
-			r.done(id, Failed)
-			return
-		}
-		if claim(cur, e.Revision()) {
-			continue
-		}
-		if !started {
-			return
-		}
-	}
-	if !started {
-		_ = msg.NakWithDelay(time.Second)
-		return
-	}
-	a := &attempt{r: r, m: m, msg: msg, rec: rec, rev: rev, log: log.With().Int("attempt", rec.Attempts).Logger(),
-		start: time.Now()}
-	inc(m.met.started)
-	if meta.NumDelivered == 1 {
-		m.met.waited(meta.Timestamp) // a redelivery's wait includes earlier attempts
-	}
-	a.run()
-}
-
-// update applies mut to the record, compare-and-set, as long as the record
-// is still this attempt's (else ErrLeaseLost).
-func (a *attempt) update(mut func(*Record)) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.updateLocked(mut)
-}
-
-func (a *attempt) updateLocked(mut func(*Record)) error {
-	if a.rev == 0 {
-		return a.createLocked(mut)
-	}
-	ctx, cancel := opCtx()
-	defer cancel()
-	mine := a.rec.Attempts
-	for try := 0; try < 10; try++ {
-		next, b, err := a.successor(mut)
-		if err != nil {
-			return err
-		}
-		rev, err := a.m.h.kv.Update(ctx, next.ID, b, a.rev)
-		if err == nil {
-			a.rec, a.rev = next, rev
-			return nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return fmt.Errorf("update job record: %w", err)
-		}
-		cur, rev, err := a.r.q.get(ctx, a.m.h, next.ID)
-		if errors.Is(err, ErrNotFound) {
-			return ErrLeaseLost
-		}
-		if err != nil {
-			return err
-		}
-		if cur.Attempts != mine || cur.Status != Running {
-			return ErrLeaseLost
-		}
-		a.rec, a.rev = cur, rev
-	}
-	return errors.New("update job record: too much contention")
-}
-
-// successor is the attempt's record with mut applied, and its JSON.
-func (a *attempt) successor(mut func(*Record)) (Record, []byte, error) {
-	next := a.rec
-	mut(&next)
-	next.UpdatedAt = time.Now().UTC()
-	b, err := json.Marshal(next)
-	if err != nil {
-		return Record{}, nil, fmt.Errorf("encode job record: %w", err)
-	}
-	return next, b, nil
-}
-
-// createLocked writes the first record of an unclaimed attempt (mut
-// applied). Create fails if a record exists: a cancel came first
-// (errCancelledFirst), or another attempt has the job (ErrLeaseLost).
-func (a *attempt) createLocked(mut func(*Record)) error {
-	ctx, cancel := opCtx()
-	defer cancel()
-	next, b, err := a.successor(mut)
-	if err != nil {
-		return err
-	}
-	rev, err := a.m.h.kv.Create(ctx, next.ID, b)
-	if err == nil {
-		a.rec, a.rev = next, rev
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("create job record: %w", err)
-	}
-	if cur, _, err := a.r.q.get(ctx, a.m.h, next.ID); err == nil && cur.Status == Cancelled {
-		return errCancelledFirst
-	}
-	return ErrLeaseLost
-}
-
-// claim records an unclaimed attempt as RUNNING (a no-op once claimed).
-func (a *attempt) claim() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.rev != 0 {
-		return nil
-	}
-	return a.createLocked(func(*Record) {})
-}
-
-// stopOn cancels the job's context when err says another party owns it.
-func stopOn(err error, cancel context.CancelCauseFunc) {
-	switch {
-	case errors.Is(err, errCancelledFirst), errors.Is(err, errCancelRequested):
-		cancel(errCancelRequested)
-	case errors.Is(err, ErrLeaseLost):
-		cancel(ErrLeaseLost)
-	}
-}
-
-// check re-reads the record: ErrLeaseLost if another attempt owns it,
-// errCancelRequested if cancel was asked.
-func (a *attempt) check(ctx context.Context) error {
-	a.mu.Lock()
-	unclaimed := a.rev == 0
-	a.mu.Unlock()
-	if unclaimed {
-		return nil // nothing recorded to lose yet
-	}
-	cur, rev, err := a.r.q.get(ctx, a.m.h, a.rec.ID)
-	if errors.Is(err, ErrNotFound) {
-		return ErrLeaseLost
-	}
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if cur.Attempts != a.rec.Attempts || cur.Status != Running {
-		return ErrLeaseLost
-	}
-	if rev > a.rev {
-		a.rec, a.rev = cur, rev
-	}
-	if cur.CancelRequested {
-		return errCancelRequested
-	}
-	return nil
-}
-
-func (a *attempt) flushProgress() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	p := a.pending
-	if p == nil {
-		return
-	}
-	a.pending = nil
-	a.lastProgress = time.Now()
-	if err := a.updateLocked(func(r *Record) { r.Progress, r.Message = p.Progress, p.Message }); err != nil {
-		a.log.Debug().Err(err).Msg("save progress")
-	}
-}
-
-func (a *attempt) run() {
-	r, m, rec := a.r, a.m, a.rec
-	id := rec.ID
-	unclaimed := a.rev == 0 // read before any goroutine shares a
-	var args serve.Args
-	if len(rec.Args) > 0 {
-		if err := json.Unmarshal(rec.Args, &args); err != nil {
-			a.finish(nil, badRequest("arguments: %v", err), nil)
-			return
-		}
-	}
-	jctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	stopAbort := context.AfterFunc(r.abortCtx, func() { cancel(errAborted) })
-	defer stopAbort()
-	tctx, tcancel := context.WithTimeoutCause(jctx, m.cfg.Timeout.D(), fmt.Errorf("timed out after %s", m.cfg.Timeout.D()))
-	defer tcancel()
-
-	key := m.cfg.Name + "/" + id
-	r.mu.Lock()
-	r.running[key] = cancel
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		delete(r.running, key)
-		r.mu.Unlock()
-	}()
-	if rec.CancelRequested {
-		cancel(errCancelRequested)
-	}
-
-	hb := r.heartbeat
-	if hb == 0 {
-		hb = m.cfg.LeaseTimeout.D() / 3
-	}
-	hbDone := make(chan struct{})
-	var hbWG sync.WaitGroup
-	if hb > 0 {
-		hbWG.Add(1)
-		go func() {
-			defer hbWG.Done()
-			t := time.NewTicker(hb)
-			defer t.Stop()
-			for {
-				select {
-				case <-hbDone:
-					return
-				case <-t.C:
-				}
-				if err := a.msg.InProgress(); err != nil {
-					a.log.Debug().Err(err).Msg("heartbeat")
-				}
-				if err := a.claim(); err != nil {
-					a.log.Debug().Err(err).Msg("claim job")
-					stopOn(err, cancel)
-				}
-				a.flushProgress()
-				ctx, c := opCtx()
-				err := a.check(ctx)
-				c()
-				stopOn(err, cancel)
-			}
-		}()
-	}
-
-	if unclaimed {
-		after := r.claimAfter
-		if after == 0 {
-			after = min(ClaimAfter, m.cfg.LeaseTimeout.D()/3)
-		}
-		claimTimer := time.AfterFunc(after, func() {
-			if err := a.claim(); err != nil {
-				a.log.Debug().Err(err).Msg("claim job")
-				stopOn(err, cancel)
-			}
-		})
-		defer claimTimer.Stop()
-	}
-	jc := &jobContext{Context: tctx, a: a, job: &serve.Job{ID: id, Method: m.cfg.Name, Attempt: rec.Attempts, Args: args}}
-	if r.onStart != nil {
-		r.onStart(id)
-	}
-	res, err := runHandler(r.cfg.Handler, jc)
-	close(hbDone)
-	hbWG.Wait()
-	a.flushProgress()
-	var cause error
-	if jctx.Err() != nil {
-		cause = context.Cause(jctx)
-	} else if err != nil && tctx.Err() != nil {
-		err = fmt.Errorf("%w: %w", context.Cause(tctx), err)
-	}
-	a.finish(res, err, cause)
-}
-
-func runHandler(h serve.JobHandler, jc *jobContext) (res any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("job handler panicked: %v", p)
-		}
-	}()
-	if h == nil {
-		return nil, errors.New("no job handler")
-	}
-	return h.RunJob(jc, jc.job)
-}
-
-func backoff(m config.AsyncMethod, attempt int) time.Duration {
-	if len(m.Backoff) == 0 {
-		return time.Second
-	}
-	i := min(max(attempt-1, 0), len(m.Backoff)-1)
-	return m.Backoff[i].D()
-}
-
-// finish records an attempt's outcome and settles its message.
-func (a *attempt) finish(res any, err, cause error) {
-	r, m, id := a.r, a.m, a.rec.ID
-	ctx, cancel := opCtx()
-	defer cancel()
-	// A handler that returned a result finished, whatever happened to its
-	// context meanwhile (a lost lease is caught by the fenced write).
-	switch {
-	case err == nil:
-	case errors.Is(cause, errAborted):
-		a.log.Info().Msg("job aborted by runner shutdown; handing it back")
-		if err := a.claim(); err != nil { // the aborted attempt counts
-			a.log.Debug().Err(err).Msg("record aborted attempt")
-		}
-		_ = a.msg.Nak()
-		return
-	case errors.Is(cause, ErrLeaseLost):
-		a.log.Warn().Msg("job lease lost to a newer attempt; dropping this one")
-		return
-	case errors.Is(cause, errCancelRequested):
-		if err := a.update(func(rec *Record) {
-			rec.Status, rec.FinishedAt = Cancelled, time.Now().UTC()
-		}); err != nil {
-			a.lost(err)
-			return
-		}
-		_ = a.msg.Term()
-		m.met.attempt(OutcomeCancelled, a.start)
+		a.run()
+	case claimFinished:
+		_ = msg.Ack()
+	case claimDuplicate:
+		log.Warn().Uint64("seq", meta.Sequence.Stream).Uint64("running_seq", c.rec.Seq).Msg("drop duplicate message of a running job")
+		_ = msg.Ack()
+	case claimExpired:
+		log.Warn().Msg("drop job whose record is gone (expired)")
+		_ = msg.Ack()
+	case claimCancelled:
+		_ = msg.Ack()
 		r.done(id, Cancelled)
-		return
-	}
-	if err == nil {
-		b, merr := json.Marshal(res)
-		if merr != nil {
-			err = fmt.Errorf("encode result: %w", merr)
-		} else {
-			var objName string
-			if len(b) > InlineResultMax {
-				objName = fmt.Sprintf("%s.%d", ResultObject(id), a.rec.Attempts)
-				if _, perr := m.h.obj.PutBytes(ctx, objName, b); perr != nil {
-					a.log.Error().Err(perr).Msg("store result; retrying the job")
-					_ = a.msg.NakWithDelay(time.Second)
-					return
-				}
-			}
-			if uerr := a.update(func(rec *Record) {
-				rec.Status, rec.Retrying, rec.Progress, rec.FinishedAt = Succeeded, false, 1, time.Now().UTC()
-				rec.Error, rec.ResultSize = "", int64(len(b))
-				if objName != "" {
-					rec.ResultObject, rec.Result = objName, nil
-				} else {
-					rec.Result = b
-				}
-			}); uerr != nil {
-				a.lost(uerr)
-				return
-			}
-			// A plain ack is enough: the record is already final, and should
-			// the ack be lost, the redelivery finds it terminal and is dropped.
-			if aerr := a.msg.Ack(); aerr != nil {
-				a.log.Warn().Err(aerr).Msg("ack finished job (its record is final; a redelivery is dropped)")
-			}
-			a.mu.Lock()
-			cp := a.checkpointed
-			a.mu.Unlock()
-			if cp {
-				if derr := m.h.obj.Delete(ctx, CheckpointObject(id)); derr != nil && !errors.Is(derr, jetstream.ErrObjectNotFound) {
-					a.log.Debug().Err(derr).Msg("delete checkpoint")
-				}
-			}
-			inc(m.met.succeeded)
-			m.met.attempt(OutcomeSucceeded, a.start)
-			r.done(id, Succeeded)
-			return
-		}
-	}
-	msg := err.Error()
-	var se *serve.Error
-	permanent := errors.As(err, &se) && se.Status >= 400 && se.Status < 500
-	attempt := a.rec.Attempts
-	if !permanent && attempt < m.cfg.MaxAttempts {
-		delay := backoff(m.cfg, attempt)
-		if uerr := a.update(func(rec *Record) {
-			rec.Status, rec.Retrying, rec.Error = Queued, true, msg
-		}); uerr != nil {
-			a.lost(uerr)
-			return
-		}
-		a.log.Info().Str("error", msg).Dur("backoff", delay).Msg("job attempt failed; will retry")
-		_ = a.msg.NakWithDelay(delay)
-		inc(m.met.retried)
-		m.met.attempt(OutcomeRetried, a.start)
-		// Redeliveries publish nothing: wake the pull loop when it is due.
-		idx := m.idx
-		time.AfterFunc(delay+5*time.Millisecond, func() {
-			select {
-			case r.wake <- idx:
-			default:
-			}
-		})
-		return
-	}
-	if uerr := a.update(func(rec *Record) {
-		rec.Status, rec.Retrying, rec.Error, rec.FinishedAt = Failed, false, msg, time.Now().UTC()
-	}); uerr != nil {
-		a.lost(uerr)
-		return
-	}
-	if !permanent {
-		a.mu.Lock()
-		final := a.rec
-		a.mu.Unlock()
-		r.deadLetter(ctx, m, final, a.log)
-	}
-	_ = a.msg.Term()
-	a.log.Info().Str("error", msg).Msg("job failed")
-	inc(m.met.failed)
-	m.met.attempt(OutcomeFailed, a.start)
-	r.done(id, Failed)
-}
-
-func (a *attempt) lost(err error) {
-	switch {
-	case errors.Is(err, errCancelledFirst):
-		a.log.Info().Msg("job was cancelled before its attempt was recorded; dropping its outcome")
-		_ = a.msg.Term()
-		a.m.met.attempt(OutcomeCancelled, a.start)
-		a.r.done(a.rec.ID, Cancelled)
-	case errors.Is(err, ErrLeaseLost):
-		a.log.Warn().Msg("job lease lost to a newer attempt; not recording this attempt's outcome")
-	default:
-		a.log.Error().Err(err).Msg("record job outcome; it will be redelivered")
+	case claimExhausted:
+		r.deadLetter(ctx, m, c.rec, log)
+		_ = msg.Term()
+		inc(m.met.failed)
+		r.done(id, Failed)
+	case claimUndecodable:
+		log.Error().Err(c.err).Msg("drop job with an undecodable record")
+		_ = msg.TermWithReason("undecodable record")
+	case claimLater:
+		log.Warn().Err(c.err).Msg("claim job; retrying later")
+		_ = msg.NakWithDelay(time.Second)
 	}
 }
 
@@ -875,72 +411,4 @@ func (r *Runner) done(id string, s Status) {
 	if r.onDone != nil {
 		r.onDone(id, s)
 	}
-}
-
-// jobContext is the serve.JobContext of one attempt.
-type jobContext struct {
-	context.Context
-	a   *attempt
-	job *serve.Job
-}
-
-func (c *jobContext) Job() *serve.Job        { return c.job }
-func (c *jobContext) Logger() zerolog.Logger { return c.a.log }
-
-func (c *jobContext) Checkpoint(state []byte) error {
-	ctx, cancel := opCtx()
-	defer cancel()
-	if err := c.a.claim(); err != nil { // a checkpoint belongs to a recorded attempt
-		return fmt.Errorf("claim job: %w", err)
-	}
-	if err := c.a.check(ctx); errors.Is(err, ErrLeaseLost) {
-		return err
-	}
-	if _, err := c.a.m.h.obj.PutBytes(ctx, CheckpointObject(c.job.ID), state); err != nil {
-		return fmt.Errorf("save checkpoint: %w", err)
-	}
-	c.a.mu.Lock()
-	c.a.checkpointed = true
-	c.a.mu.Unlock()
-	return nil
-}
-
-func (c *jobContext) LastCheckpoint() ([]byte, bool, error) {
-	ctx, cancel := opCtx()
-	defer cancel()
-	b, err := c.a.m.h.obj.GetBytes(ctx, CheckpointObject(c.job.ID))
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("read checkpoint: %w", err)
-	}
-	c.a.mu.Lock()
-	c.a.checkpointed = true
-	c.a.mu.Unlock()
-	return b, true, nil
-}
-
-// progressEvery bounds how often Progress writes the record.
-const progressEvery = 250 * time.Millisecond
-
-func (c *jobContext) Progress(fraction float64, message string) error {
-	fraction = min(max(fraction, 0), 1)
-	a := c.a
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if time.Since(a.lastProgress) < progressEvery {
-		a.pending = &Record{Progress: fraction, Message: message}
-		return nil
-	}
-	a.pending = nil
-	a.lastProgress = time.Now()
-	return a.updateLocked(func(r *Record) { r.Progress, r.Message = fraction, message })
-}
-
-var _ serve.JobContext = (*jobContext)(nil)
-
-// termWithReason terminates a job message, giving the server a reason.
-func termWithReason(msg *nats.Msg, reason string) error {
-	return msg.Respond([]byte("+TERM " + reason))
 }

@@ -2,9 +2,11 @@ package jobs
 
 import (
 	"context"
-	"github.com/jetserve/jetserve/pkg/config"
 	"testing"
 	"time"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/rs/zerolog"
@@ -92,7 +94,7 @@ func TestRunnersShareSlots(t *testing.T) {
 			t.Errorf("%s ran on %q, want b", id, rec.Replica)
 		}
 	}
-	eventually(t, 5*time.Second, "both slots free", func() bool { return slots.Free() == 2 })
+	waitfor.True(t, 5*time.Second, "both slots free", func() bool { return slots.Free() == 2 })
 }
 
 func TestSlots(t *testing.T) {

@@ -10,10 +10,14 @@
 // is complete, Synced reports false, so an owner can tell a value that
 // stopped changing from a value it could not hear about.
 //
+// An owner that keeps its state on its own goroutine selects on Changed
+// and reads Get or Snapshot; one that reacts to each change sets
+// OnChange.
+//
 // Concurrency: Run owns one goroutine (the caller's) and the watcher's
 // delivery goroutine inside nats.go; OnChange and OnSync are called from
 // Run's goroutine, one at a time and in bucket order. Get, Snapshot,
-// Synced and Ready are safe for concurrent use.
+// Synced, Ready and Changed are safe for concurrent use.
 package kvfollow
 
 import (
@@ -25,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -69,6 +74,7 @@ type Follower[T any] struct {
 
 	ready     chan struct{} // closed after the first sync
 	readyOnce sync.Once
+	changed   chan struct{} // a value after a change or a sync (capacity 1: coalesces)
 
 	mu     sync.RWMutex
 	vals   map[string]T // guarded by mu
@@ -88,11 +94,23 @@ func New[T any](nc *nats.Conn, kv jetstream.KeyValue, o Options[T]) *Follower[T]
 	if o.MaxRetryWait <= 0 {
 		o.MaxRetryWait = 500 * time.Millisecond
 	}
-	return &Follower[T]{nc: nc, kv: kv, o: o, ready: make(chan struct{}), vals: map[string]T{}}
+	return &Follower[T]{nc: nc, kv: kv, o: o, ready: make(chan struct{}), changed: make(chan struct{}, 1), vals: map[string]T{}}
 }
 
 // Ready is closed once the initial values were read.
 func (f *Follower[T]) Ready() <-chan struct{} { return f.ready }
+
+// Changed receives a value after every change of the copy and after
+// every (re)sync, coalesced: an owner that reads Get or Snapshot when it
+// receives sees the latest values (every one of them, or a newer one).
+func (f *Follower[T]) Changed() <-chan struct{} { return f.changed }
+
+func (f *Follower[T]) notify() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
 
 // Synced reports whether the copy is known to match the bucket: true
 // after a (re)sync completes, false from a disconnect until the next one.
@@ -126,16 +144,17 @@ const firstRetryWait = 50 * time.Millisecond
 func (f *Follower[T]) Run(ctx context.Context) error {
 	status := f.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
 	defer f.nc.RemoveStatusListener(status)
-	wait := firstRetryWait
+	b := backoff.New(firstRetryWait, f.o.MaxRetryWait)
 	for {
 		err := f.follow(ctx, status)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err == nil {
-			wait = firstRetryWait
+			b.Reset()
 			continue
 		}
+		wait := b.Next()
 		f.o.Log.Warn().Err(err).Str("bucket", f.kv.Bucket()).Dur("retry_in", wait).Msg("follow bucket")
 		t := time.NewTimer(wait)
 		select {
@@ -146,7 +165,6 @@ func (f *Follower[T]) Run(ctx context.Context) error {
 		case <-status: // a reconnect: try at once
 			t.Stop()
 		}
-		wait = min(2*wait, f.o.MaxRetryWait)
 	}
 }
 
@@ -224,8 +242,11 @@ func (f *Follower[T]) apply(e jetstream.KeyValueEntry) {
 		_, had := f.vals[key]
 		delete(f.vals, key)
 		f.mu.Unlock()
-		if had && f.o.OnChange != nil {
-			f.o.OnChange(Change[T]{Key: key, Deleted: true, Revision: e.Revision()})
+		if had {
+			f.notify()
+			if f.o.OnChange != nil {
+				f.o.OnChange(Change[T]{Key: key, Deleted: true, Revision: e.Revision()})
+			}
 		}
 		return
 	}
@@ -238,6 +259,7 @@ func (f *Follower[T]) apply(e jetstream.KeyValueEntry) {
 	f.mu.Lock()
 	f.vals[key] = v
 	f.mu.Unlock()
+	f.notify()
 	if f.o.OnChange != nil {
 		f.o.OnChange(Change[T]{Key: key, Value: v, Revision: e.Revision()})
 	}
@@ -256,6 +278,7 @@ func (f *Follower[T]) sync(seen map[string]bool) {
 	}
 	f.synced = true
 	f.mu.Unlock()
+	f.notify()
 	if f.o.OnChange != nil {
 		for _, k := range gone {
 			f.o.OnChange(Change[T]{Key: k, Deleted: true})

@@ -13,6 +13,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -44,22 +45,6 @@ func (r *recorder) counts() (int, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.changes), r.syncs
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func run(t *testing.T, f *kvfollow.Follower[int]) {
@@ -122,7 +107,7 @@ func TestFollowsValuesUpdatesAndDeletes(t *testing.T) {
 	if err := kv.Delete(context.Background(), "b"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the update and the delete reported", func() error {
+	waitfor.NoError(t, 10*time.Second, "the update and the delete reported", func() error {
 		if v, _ := f.Get("a"); v != 10 {
 			return fmt.Errorf("Get(a) = %d", v)
 		}
@@ -174,7 +159,7 @@ func TestResyncAfterServerRestart(t *testing.T) {
 	defer nc.RemoveStatusListener(reconnected)
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	waitFor(t, "follower unsynced while the server is down", func() error {
+	waitfor.NoError(t, 10*time.Second, "follower unsynced while the server is down", func() error {
 		if f.Synced() {
 			return errors.New("still synced")
 		}
@@ -198,7 +183,7 @@ func TestResyncAfterServerRestart(t *testing.T) {
 		t.Fatal("the follower's connection never came back")
 	}
 	back := time.Now()
-	waitFor(t, "resynced", func() error {
+	waitfor.NoError(t, 10*time.Second, "resynced", func() error {
 		if !f.Synced() {
 			return errors.New("not synced")
 		}
@@ -226,5 +211,40 @@ func TestResyncAfterServerRestart(t *testing.T) {
 	}
 	if !deleted {
 		t.Errorf("changes %+v lack the delete of k1", rec.changes)
+	}
+}
+
+// TestChanged: an owner that waits on Changed and reads Get sees the
+// initial value, every later one (or a newer one) and the delete.
+func TestChanged(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucket(t, nc)
+	put(t, kv, "k", "1")
+	f := kvfollow.New(nc, kv, kvfollow.Options[int]{Keys: []string{"k"}, Log: zerolog.Nop()})
+	run(t, f)
+	// next waits for a signal and returns what Get says then.
+	next := func(what string) (int, bool) {
+		t.Helper()
+		select {
+		case <-f.Changed():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no change signalled for %s", what)
+		}
+		return f.Get("k")
+	}
+	for v, ok := next("the initial value"); v != 1 || !ok; v, ok = next("the initial value") {
+	}
+	put(t, kv, "k", "2")
+	put(t, kv, "k", "3")
+	for v, _ := next("the updates"); v != 3; v, _ = next("the updates") {
+		if v != 1 && v != 2 {
+			t.Fatalf("Get(k) = %d after a signal, want 2 or 3", v)
+		}
+	}
+	if err := kv.Delete(context.Background(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := next("the delete"); ok; _, ok = next("the delete") {
 	}
 }

@@ -7,10 +7,14 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func bucket(t *testing.T, nc *nats.Conn) (jetstream.JetStream, jetstream.KeyValue) {
 	t.Helper()
@@ -23,17 +27,6 @@ func bucket(t *testing.T, nc *nats.Conn) (jetstream.JetStream, jetstream.KeyValu
 		t.Fatal(err)
 	}
 	return js, kv
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestOneLeaderAndFailover(t *testing.T) {
@@ -65,7 +58,7 @@ func TestOneLeaderAndFailover(t *testing.T) {
 			<-done[i]
 		}
 	})
-	waitFor(t, "a leader", 5*time.Second, func() bool { return leading[0].Load() || leading[1].Load() })
+	waitfor.True(t, 5*time.Second, "a leader", func() bool { return leading[0].Load() || leading[1].Load() })
 	first := 0
 	if leading[1].Load() {
 		first = 1
@@ -82,7 +75,7 @@ func TestOneLeaderAndFailover(t *testing.T) {
 	start := time.Now()
 	ctxs[first]()
 	<-done[first]
-	waitFor(t, "failover", 2*time.Second, func() bool { return leading[other].Load() })
+	waitfor.True(t, 2*time.Second, "failover", func() bool { return leading[other].Load() })
 	if epochs[other].Load() <= epochs[first].Load() {
 		t.Fatalf("new epoch %d <= old epoch %d, want it to grow", epochs[other].Load(), epochs[first].Load())
 	}
@@ -109,7 +102,7 @@ func TestLeaseExpiresWhenHolderDies(t *testing.T) {
 		_ = e.Run(ctx, func(lctx context.Context, _ uint64) { led.Store(true); <-lctx.Done() })
 	}()
 	defer func() { cancel(); <-done }()
-	waitFor(t, "takeover after TTL", 5*time.Second, led.Load)
+	waitfor.True(t, 5*time.Second, "takeover after TTL", led.Load)
 	if h := e.Holder(context.Background()); h != "b" {
 		t.Fatalf("Holder() = %q, want b", h)
 	}

@@ -3,15 +3,20 @@
 package natstest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
+	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server starts a JetStream server on a random port with its store in
@@ -40,16 +45,34 @@ func ServerIn(t testing.TB, dir string) *server.Server {
 // store in its own temp dir, and waits until JetStream has a meta leader;
 // every node is shut down when the test ends (a node the test shut down
 // itself is fine).
+//
+// JetStream clustering needs every node's route port in every node's
+// configuration before any starts, and nats-server cannot be handed a
+// listener, so the route ports are the one place a port is chosen before
+// it is bound: they are held open together, then freed just before the
+// nodes start. Should another process take one in between, the node
+// cannot start and the cluster is started again on other ports.
 func Cluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
-	// JetStream clustering needs every node's routes configured up front,
-	// so the route ports are chosen first (held open together, then freed).
+	var errs []error
+	for range 3 {
+		nodes, err := startCluster(t, n)
+		if err == nil {
+			return nodes
+		}
+		errs = append(errs, err)
+	}
+	t.Fatalf("nats cluster of %d: %v", n, errors.Join(errs...))
+	return nil
+}
+
+func startCluster(t testing.TB, n int) ([]*server.Server, error) {
 	ports := make([]int, n)
 	var lns []net.Listener
 	for i := range ports {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatalf("pick a cluster port: %v", err)
+			return nil, fmt.Errorf("pick a cluster port: %w", err)
 		}
 		lns = append(lns, ln)
 		ports[i] = ln.Addr().(*net.TCPAddr).Port
@@ -60,18 +83,24 @@ func Cluster(t testing.TB, n int) []*server.Server {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])
 	}
 	nodes := make([]*server.Server, n)
+	shutdown := func() {
+		for _, ns := range nodes {
+			if ns != nil {
+				ns.Shutdown()
+				ns.WaitForShutdown()
+			}
+		}
+	}
 	for i := range n {
 		ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
 			Cluster: natsembed.ClusterOptions{Name: "test", Port: ports[i], Routes: routes}})
 		if err != nil {
-			t.Fatalf("start nats node %d: %v", i+1, err)
+			shutdown()
+			return nil, fmt.Errorf("start node %d: %w", i+1, err)
 		}
-		t.Cleanup(func() {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-		})
 		nodes[i] = ns
 	}
+	t.Cleanup(shutdown)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ready := 0
@@ -90,10 +119,10 @@ func Cluster(t testing.TB, n int) []*server.Server {
 			}
 		}
 		if ready == n && online == n {
-			return nodes
+			return nodes, nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nats cluster of %d: after 20s, %d nodes current and %d peers online at the meta leader", n, ready, online)
+			return nil, fmt.Errorf("after 20s, %d nodes current and %d peers online at the meta leader", ready, online)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -156,4 +185,48 @@ func Conn(t testing.TB, ns *server.Server) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// Restart shuts ns down and starts a server on its port and store dir
+// (the store it was started with), shut down when the test ends: clients
+// that reconnect for ever find it where they left it.
+func Restart(t testing.TB, ns *server.Server, storeDir string) *server.Server {
+	t.Helper()
+	port := ns.Addr().(*net.TCPAddr).Port
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	return ServerWith(t, natsembed.Options{Port: port, StoreDir: storeDir, ServerName: ns.Name()})
+}
+
+// Fleet is a test server with the fleet's shared buckets under the
+// default prefix: what every service's tests start from.
+type Fleet struct {
+	NS      *server.Server
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Names   protocol.Names
+	Buckets *fleetstate.Buckets
+}
+
+// NewFleet starts a JetStream server (as Server), connects a client (as
+// Conn) and opens the fleet's buckets.
+func NewFleet(t testing.TB) *Fleet {
+	t.Helper()
+	ns := Server(t)
+	nc := Conn(t, ns)
+	names, err := protocol.NewNames("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := fleetstate.Open(ctx, js, names)
+	if err != nil {
+		t.Fatalf("open the fleet's buckets: %v", err)
+	}
+	return &Fleet{NS: ns, NC: nc, JS: js, Names: names, Buckets: b}
 }

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -17,7 +17,7 @@ import (
 
 // FollowOptions say what a Router follows.
 type FollowOptions struct {
-	Buckets *service.Buckets
+	Buckets *fleetstate.Buckets
 	// ID names the router in RouterStats.
 	ID string
 	// StatsInterval is how often RouterStats are published (also on
@@ -34,10 +34,10 @@ type FollowOptions struct {
 
 // StaleAfter is how long a replica's record may go without a refresh
 // before a router stops routing to it (records are refreshed every
-// service.HeartbeatInterval and expire after service.ReplicaTTL; this
+// fleetstate.HeartbeatInterval and expire after fleetstate.ReplicaTTL; this
 // catches an expiry the router did not hear of). It only counts while the
 // router's copy of the records is current: never across a NATS outage.
-const StaleAfter = service.ReplicaTTL + service.HeartbeatInterval
+const StaleAfter = fleetstate.ReplicaTTL + fleetstate.HeartbeatInterval
 
 // Follow feeds r until ctx ends: RUNNING replicas from the Replicas
 // bucket, load reports, the applied config (which deployments exist,
@@ -73,19 +73,19 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 	})
 	var cfg *kvfollow.Follower[config.ServeConfig]
 	cfg = kvfollow.New(r.o.NC, o.Buckets.Apps, kvfollow.Options[config.ServeConfig]{
-		Keys: []string{"config"},
+		Keys: []string{fleetstate.ConfigKey},
 		Log:  o.Log,
 		OnChange: func(c kvfollow.Change[config.ServeConfig]) {
 			r.SetConfig(c.Value) // a delete: the zero config, no deployment
 		},
 		OnSync: func() {
-			if _, ok := cfg.Get("config"); !ok {
+			if _, ok := cfg.Get(fleetstate.ConfigKey); !ok {
 				r.SetConfig(config.ServeConfig{}) // nothing applied yet
 			}
 		},
 	})
 	status := kvfollow.New(r.o.NC, o.Buckets.Status, kvfollow.Options[protocol.Status]{
-		Keys: []string{"status"},
+		Keys: []string{fleetstate.StatusKey},
 		Log:  o.Log,
 		OnChange: func(c kvfollow.Change[protocol.Status]) {
 			r.SetStatus(c.Value)

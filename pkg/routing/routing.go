@@ -46,6 +46,7 @@
 package routing
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -104,9 +105,10 @@ type Router struct {
 	probes  map[uint64]*replica // guarded by pendMu: probes awaiting their answer
 	token   atomic.Uint64
 
-	active       atomic.Int64 // requests accepted and not yet answered
-	configLoaded atomic.Bool  // the applied config was read (404s are possible)
-	reconnected  atomic.Int64 // unix nanos of NC's last reconnect
+	active       atomic.Int64  // requests accepted and not yet answered
+	idle         chan struct{} // a value when active went to 0 (capacity 1: coalesces)
+	configLoaded atomic.Bool   // the applied config was read (404s are possible)
+	reconnected  atomic.Int64  // unix nanos of NC's last reconnect
 
 	routeSub, replySub *nats.Subscription
 }
@@ -130,6 +132,7 @@ func New(o Options) *Router {
 		deps:        map[string]*deployment{},
 		pending:     map[uint64]*request{},
 		probes:      map[uint64]*replica{},
+		idle:        make(chan struct{}, 1),
 	}
 }
 
@@ -154,18 +157,25 @@ func (r *Router) Start(serveRoutes bool) error {
 }
 
 // Drain stops taking new requests (already received ones are still
-// handled), waits until every accepted request was answered or timeout
-// passed, answers what is left 503 unavailable and unsubscribes.
-func (r *Router) Drain(timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
+// handled), waits until every accepted request was answered or ctx ends,
+// answers what is left 503 unavailable and unsubscribes.
+func (r *Router) Drain(ctx context.Context) {
 	if r.routeSub != nil {
-		_ = r.routeSub.Drain()
-		for r.routeSub.IsValid() && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
+		closed := r.routeSub.StatusChanged(nats.SubscriptionClosed)
+		if err := r.routeSub.Drain(); err == nil {
+			select {
+			case <-closed:
+			case <-ctx.Done():
+			}
 		}
 	}
-	for r.active.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+wait:
+	for r.active.Load() > 0 {
+		select {
+		case <-r.idle:
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	r.failAll()
 	if r.replySub != nil {
@@ -869,5 +879,10 @@ func (r *Router) finish(q *request, h nats.Header, data []byte) {
 			r.o.Log.Warn().Err(err).Msg("relay reply")
 		}
 	}
-	r.active.Add(-1)
+	if r.active.Add(-1) == 0 {
+		select {
+		case r.idle <- struct{}{}:
+		default:
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package routing_test
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -75,7 +77,11 @@ func newHarness(t *testing.T, ns *server.Server) *harness {
 	if err := r.Start(false); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.Drain(time.Second) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r.Drain(ctx)
+	})
 	h := &harness{t: t, ns: ns, names: names, r: r, clock: c}
 	h.config(-1, 0)
 	return h
@@ -173,7 +179,7 @@ func (h *harness) kill(f *fake) {
 	h.t.Helper()
 	before := h.ns.NumClients()
 	f.nc.Close()
-	until(h.t, "the server dropped the connection", func() bool { return h.ns.NumClients() < before })
+	waitfor.True(h.t, 10*time.Second, "the server dropped the connection", func() bool { return h.ns.NumClients() < before })
 }
 
 func (f *fake) holding() int {
@@ -233,18 +239,6 @@ func (h *harness) settle() {
 	}
 }
 
-// until polls cond for up to 10 s.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // TestOversizedRequestDoesNotWedge: with max_payload 1 MiB, a 2.5 MB
 // request queued behind a busy replica is answered 413 when its turn
 // comes, the replica is not blamed, and the request queued behind it is
@@ -253,7 +247,7 @@ func TestOversizedRequestDoesNotWedge(t *testing.T) {
 	h := newHarness(t, natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20}))
 	f := h.replica("r1", 1)
 	first := h.dispatch("POST", "hold", nil, 30*time.Second)
-	until(t, "the first request held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "the first request held", func() bool { return f.holding() == 1 })
 	big := h.dispatch("POST", strings.Repeat("x", 2500*1000), nil, 30*time.Second)
 	next := h.dispatch("POST", "next", nil, 30*time.Second)
 	h.none(big, "the oversized request while the replica is busy")
@@ -286,7 +280,7 @@ func TestQueuedThenExpired(t *testing.T) {
 	}
 	f := h.replica("r1", 1)
 	busy := h.dispatch("POST", "hold", nil, 30*time.Second)
-	until(t, "held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
 	q := h.dispatch("POST", "x", nil, 200*time.Millisecond)
 	if n := h.r.Queued()[app+"/"+dep]; n != 1 {
 		t.Errorf("Queued() = %d, want 1", n)
@@ -346,7 +340,7 @@ func TestLostReplicaNoResponders(t *testing.T) {
 	get := h.dispatch("GET", "hold", nil, 30*time.Second)
 	keyed := h.dispatch("POST", "hold", http.Header{"Idempotency-Key": {"k"}}, 30*time.Second)
 	post := h.dispatch("POST", "hold", nil, 30*time.Second)
-	until(t, "three held", func() bool { return dying.holding() == 3 })
+	waitfor.True(t, 10*time.Second, "three held", func() bool { return dying.holding() == 3 })
 	h.replica("ok", 10).nohold.Store(true)
 	h.kill(dying)
 
@@ -376,7 +370,7 @@ func TestStreamedCallNotRetried(t *testing.T) {
 	h.r.Dispatch(app, dep, m, func(hd nats.Header, data []byte) {
 		out <- answer{code: protocol.ErrorCode(hd.Get(protocol.HdrError)), body: string(data)}
 	})
-	until(t, "held", func() bool { return dying.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return dying.holding() == 1 })
 	h.replica("ok", 10).nohold.Store(true)
 	h.kill(dying)
 	h.settle()
@@ -392,7 +386,7 @@ func TestLostReplicaStopsAnswering(t *testing.T) {
 	f := h.replica("hung", 10)
 	f.deaf.Store(true)
 	post := h.dispatch("POST", "hold", nil, 30*time.Second)
-	until(t, "held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
 	h.clock.Add(600 * time.Millisecond)
 	for i := range 3 {
 		h.r.Sweep(0) // sends a probe (the first time) or times one out and sends the next
@@ -412,7 +406,7 @@ func TestLostReply(t *testing.T) {
 	f := h.replica("lossy", 10)
 	post := h.dispatch("POST", "drop", nil, 30*time.Second)
 	get := h.dispatch("GET", "drop", nil, 30*time.Second)
-	until(t, "both received", func() bool { return f.calls.Load() == 2 })
+	waitfor.True(t, 10*time.Second, "both received", func() bool { return f.calls.Load() == 2 })
 	h.clock.Add(600 * time.Millisecond)
 	h.r.Sweep(0)
 	a := h.wait(post, 5*time.Second)
@@ -420,7 +414,7 @@ func TestLostReply(t *testing.T) {
 		t.Errorf("POST = %+v, want 503 replica_lost (reply lost)", a)
 	}
 	// The GET was retried — on the same replica, the only one.
-	until(t, "the GET sent again", func() bool { return f.calls.Load() == 3 })
+	waitfor.True(t, 10*time.Second, "the GET sent again", func() bool { return f.calls.Load() == 3 })
 	h.none(get, "the retried GET (dropped again, not yet probed)")
 }
 
@@ -430,7 +424,7 @@ func TestHeldRequestNotLost(t *testing.T) {
 	h := newHarness(t, nil)
 	f := h.replica("slow", 10)
 	post := h.dispatch("POST", "hold", nil, 30*time.Second)
-	until(t, "held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
 	for range 5 {
 		h.clock.Add(time.Second)
 		h.r.Sweep(0)
@@ -466,7 +460,7 @@ func TestReconnectGrace(t *testing.T) {
 	h := newHarness(t, nil)
 	f := h.replica("r1", 10)
 	post := h.dispatch("POST", "hold", nil, 30*time.Second)
-	until(t, "held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
 	h.kill(f)
 	h.r.Reconnected()
 	h.clock.Add(600 * time.Millisecond)
@@ -547,7 +541,7 @@ func TestDrainedReplicaStillAnswers(t *testing.T) {
 	h := newHarness(t, nil)
 	f := h.replica("leaving", 10)
 	held := h.dispatch("POST", "hold", nil, 30*time.Second)
-	until(t, "held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
 	if err := f.sub.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
@@ -565,4 +559,56 @@ func TestDrainedReplicaStillAnswers(t *testing.T) {
 		t.Errorf("retried request = %+v, want 200 from ok", a)
 	}
 	h.settle()
+}
+
+// TestDrain: Drain returns as soon as the last request in flight was
+// answered — not at its context's end — and, when the context ends
+// first, answers what is left 503 unavailable.
+func TestDrain(t *testing.T) {
+	t.Run("waits for the answers", func(t *testing.T) {
+		h := newHarness(t, nil)
+		f := h.replica("r1", 4)
+		held := h.dispatch("POST", "hold", nil, 30*time.Second)
+		waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return f.holding() == 1 })
+		drained := make(chan time.Duration, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			h.r.Drain(ctx)
+			drained <- time.Since(t0)
+		}()
+		select {
+		case <-drained:
+			t.Fatal("Drain returned while a request was in flight")
+		case <-time.After(100 * time.Millisecond):
+		}
+		close(f.release)
+		if a := h.wait(held, 5*time.Second); a.status != http.StatusOK {
+			t.Fatalf("held request answered %+v, want 200", a)
+		}
+		select {
+		case d := <-drained:
+			if d > 10*time.Second {
+				t.Errorf("Drain took %v: it waited for its context, not for the answer", d)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Drain did not return after the last answer")
+		}
+		if n := h.r.Active(); n != 0 {
+			t.Errorf("Active() = %d after Drain, want 0", n)
+		}
+	})
+	t.Run("context ends first", func(t *testing.T) {
+		h := newHarness(t, nil)
+		f := h.replica("r1", 4)
+		held := h.dispatch("POST", "hold", nil, 30*time.Second)
+		waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return f.holding() == 1 })
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		h.r.Drain(ctx)
+		if a := h.wait(held, 5*time.Second); a.status != http.StatusServiceUnavailable || a.code != protocol.ErrUnavailable {
+			t.Fatalf("request left at the drain's end answered %+v, want 503 unavailable", a)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/panics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -370,10 +371,6 @@ func (b *Batcher[In, Out]) runBatch(items []*batchItem[In, Out], finished chan<-
 
 // call runs the batch function; a panic is an error for every caller.
 func (b *Batcher[In, Out]) call(ctx context.Context, ins []In) (outs []Out, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			outs, err = nil, fmt.Errorf("batch function panicked: %v", v)
-		}
-	}()
+	defer panics.Recover("batch function", &err)
 	return b.fn(ctx, ins)
 }

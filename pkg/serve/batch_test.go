@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 )
@@ -278,7 +279,7 @@ func TestBatcherSetOptionsWhileRunning(t *testing.T) {
 	// timeout is shortened.
 	done := make(chan error, 1)
 	go func() { _, err := b.Do(context.Background(), 6); done <- err }()
-	waitUntil(t, "the lone caller to be queued", func() bool { return b.Waiting() == 1 })
+	waitfor.True(t, waitLimit, "the lone caller to be queued", func() bool { return b.Waiting() == 1 })
 	if err := b.SetOptions(serve.BatchOptions{MaxBatchSize: 3, BatchWaitTimeout: 0, MaxConcurrentBatches: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -299,17 +300,6 @@ func TestBatcherSetOptionsWhileRunning(t *testing.T) {
 	}
 	if got := b.Options(); got.MaxBatchSize != 3 || got.BatchWaitTimeout != 0 {
 		t.Errorf("Options() after an invalid SetOptions = %+v, want the previous options", got)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -340,7 +330,7 @@ func TestBatcherRunsAtMostMaxConcurrentBatches(t *testing.T) {
 		}
 	}
 	// The other three wait for a slot: none starts while two run.
-	waitUntil(t, "three inputs waiting", func() bool { return b.Waiting() == 3 })
+	waitfor.True(t, waitLimit, "three inputs waiting", func() bool { return b.Waiting() == 3 })
 	select {
 	case <-started:
 		t.Fatal("a third batch started while two were running")
@@ -367,7 +357,7 @@ func TestBatcherCloseRunsWhatWaitsAndRefusesMore(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitUntil(t, "the caller to be queued", func() bool { return b.Waiting() == 1 })
+	waitfor.True(t, waitLimit, "the caller to be queued", func() bool { return b.Waiting() == 1 })
 	b.Close() // runs the queued input at once, without waiting the hour
 	if err := <-done; err != nil {
 		t.Fatalf("Do queued before Close = %v, want 40", err)

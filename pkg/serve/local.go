@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/panics"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/rs/zerolog"
 )
@@ -70,15 +71,24 @@ func (l *Local) Call(ctx context.Context, app, deployment string, req *Request) 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := h.ServeRequest(ctx, req)
+	resp, err := serveLocal(ctx, h, req)
 	if err != nil {
 		e := AsError(err)
+		if pe := (*panics.Error)(nil); errors.As(err, &pe) { // as a replica answers a panic
+			e = &Error{Status: http.StatusInternalServerError, Code: protocol.ErrInternal, Msg: err.Error()}
+		}
 		return &Response{Status: e.Status, Header: http.Header{protocol.HdrError: {string(e.Code)}}, Body: []byte(e.Msg)}, nil
 	}
 	if resp.Status == 0 {
 		resp.Status = http.StatusOK
 	}
 	return resp, nil
+}
+
+// serveLocal runs the handler; a panic is a *panics.Error.
+func serveLocal(ctx context.Context, h Handler, req *Request) (resp *Response, err error) {
+	defer panics.Recover("handler", &err)
+	return h.ServeRequest(ctx, req)
 }
 
 // Close closes every constructed deployment that implements Closer.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/panics"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/rs/zerolog"
 )
@@ -173,11 +174,7 @@ func (m *Multiplexer[M]) loadEntry(ctx context.Context, e *modelEntry[M]) (M, fu
 }
 
 func (m *Multiplexer[M]) safeLoad(ctx context.Context, id string) (model M, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("load panicked: %v", v)
-		}
-	}()
+	defer panics.Recover("load", &err)
 	return m.load(ctx, id)
 }
 

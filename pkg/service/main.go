@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go"
@@ -109,7 +110,12 @@ func (d *Deps) ServeOps(ctx context.Context, addr string) error {
 		<-ctx.Done()
 		return nil
 	}
-	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health), 5*time.Second, d.OpsReady)
+	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health), 5*time.Second, func(a net.Addr) {
+		d.Log.Info().Str("addr", a.String()).Msg("ops listening") // read back by tests given port 0
+		if d.OpsReady != nil {
+			d.OpsReady(a)
+		}
+	})
 }
 
 // Fleet is what every service opens first: the names under its prefix,
@@ -117,7 +123,7 @@ func (d *Deps) ServeOps(ctx context.Context, addr string) error {
 type Fleet struct {
 	Names   protocol.Names
 	JS      jetstream.JetStream
-	Buckets *Buckets
+	Buckets *fleetstate.Buckets
 }
 
 // Open prepares d (see Prepare) and opens the fleet's JetStream state.
@@ -146,7 +152,7 @@ func openBuckets(ctx context.Context, log zerolog.Logger, js jetstream.JetStream
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var err error
-		b, err = EnsureBuckets(actx, js, names, replicas)
+		b, err = fleetstate.Ensure(actx, js, names, replicas)
 		return err
 	})
 	return b, err

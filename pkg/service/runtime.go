@@ -11,10 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/streams"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -178,55 +176,7 @@ func Connect(ctx context.Context, c NATSConfig, name string, log zerolog.Logger)
 	return nc, nil
 }
 
-// Buckets are the JetStream KV buckets the fleet shares.
-type Buckets struct {
-	Apps, Workers, Assignments, Replicas, Status, Leases jetstream.KeyValue
-	// Scale holds the autoscaler's decisions (protocol.ScaleDecision).
-	Scale jetstream.KeyValue
-	// Handlers holds what each handler's code declares (protocol.HandlerInfo).
-	Handlers jetstream.KeyValue
-}
-
-// Bucket TTLs: a worker or replica record not refreshed for this long is gone.
-const (
-	WorkerTTL  = 6 * time.Second
-	ReplicaTTL = 6 * time.Second
-	// HeartbeatInterval is how often workers refresh their records.
-	HeartbeatInterval = 2 * time.Second
-	// LeaseTTL is how long a leader lease lives without renewal.
-	LeaseTTL = 5 * time.Second
-)
-
-// OpenBuckets creates or adopts every bucket with one replica (see
-// EnsureBuckets); tests and single-server tools use it.
-func OpenBuckets(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Buckets, error) {
-	return EnsureBuckets(ctx, js, n, 1)
-}
-
-// EnsureBuckets creates or adopts (package streams: never downgraded,
-// updated only where a setting differs) and opens every bucket, with
-// replicas replicas; every service may call it, in any order.
-func EnsureBuckets(ctx context.Context, js jetstream.JetStream, n protocol.Names, replicas int) (*Buckets, error) {
-	var b Buckets
-	steps := []struct {
-		dst *jetstream.KeyValue
-		cfg jetstream.KeyValueConfig
-	}{
-		{&b.Apps, jetstream.KeyValueConfig{Bucket: n.BucketApps(), History: 10, Description: "jetserve desired state: the applied serve config"}},
-		{&b.Workers, jetstream.KeyValueConfig{Bucket: n.BucketWorkers(), TTL: WorkerTTL, LimitMarkerTTL: time.Second, Description: "jetserve live workers (heartbeats)"}},
-		{&b.Assignments, jetstream.KeyValueConfig{Bucket: n.BucketAssignments(), History: 5, Description: "jetserve replicas assigned to each worker"}},
-		{&b.Replicas, jetstream.KeyValueConfig{Bucket: n.BucketReplicas(), TTL: ReplicaTTL, LimitMarkerTTL: time.Second, Description: "jetserve live replicas (heartbeats)"}},
-		{&b.Status, jetstream.KeyValueConfig{Bucket: n.BucketStatus(), Description: "jetserve status computed by the leading scheduler"}},
-		{&b.Leases, jetstream.KeyValueConfig{Bucket: n.BucketLeases(), LimitMarkerTTL: time.Second, Description: "jetserve leader leases"}},
-		{&b.Scale, jetstream.KeyValueConfig{Bucket: n.BucketScale(), History: 10, Description: "jetserve autoscaler decisions per deployment"}},
-		{&b.Handlers, jetstream.KeyValueConfig{Bucket: n.BucketHandlers(), Description: "jetserve deployment handlers and the async methods their code declares"}},
-	}
-	for _, s := range steps {
-		kv, err := streams.KeyValue(ctx, js, s.cfg, replicas)
-		if err != nil {
-			return nil, fmt.Errorf("open bucket %s: %w", s.cfg.Bucket, err)
-		}
-		*s.dst = kv
-	}
-	return &b, nil
-}
+// Buckets are the fleet's shared buckets, declared in package
+// fleetstate (this alias keeps the scheduler's reconcile package
+// compiling until it moves there).
+type Buckets = fleetstate.Buckets

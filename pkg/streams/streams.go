@@ -22,6 +22,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -173,7 +174,7 @@ const (
 // what and the attempt; the error of the last attempt is returned, joined
 // with ctx's, when ctx ends first.
 func Retry(ctx context.Context, log zerolog.Logger, what string, f func(ctx context.Context) error) error {
-	wait := firstRetry
+	b := backoff.New(firstRetry, maxRetry)
 	for attempt := 1; ; attempt++ {
 		err := f(ctx)
 		if err == nil {
@@ -185,14 +186,10 @@ func Retry(ctx context.Context, log zerolog.Logger, what string, f func(ctx cont
 		if ctx.Err() != nil {
 			return errors.Join(err, ctx.Err())
 		}
+		wait := b.Next()
 		log.Warn().Err(err).Str("what", what).Int("attempt", attempt).Dur("retry_in", wait).Msg("JetStream not ready; retrying")
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return errors.Join(err, ctx.Err())
-		case <-t.C:
 		}
-		wait = min(2*wait, maxRetry)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -38,7 +39,7 @@ import (
 )
 
 // LeaseKey is the Leases-bucket key the autoscaler instances contend for.
-const LeaseKey = "autoscaler"
+const LeaseKey = fleetstate.AutoscalerLease
 
 // Config is the autoscaler's configuration.
 type Config struct {
@@ -133,15 +134,15 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	// Async work: per deployment, the backlog (num_pending +
 	// num_ack_pending) of its job consumers, polled by the leader only.
 	jobsSrc := signals.NewJobs(signals.JobsOptions{NC: deps.NC, JS: js, Names: jobs.Names{Names: names},
-		Apps: buckets.Apps, Workers: buckets.Workers, OnBacklog: func(string, string) {
+		Buckets: buckets, OnBacklog: func(string, string) {
 			select {
 			case kick <- struct{}{}:
 			default:
 			}
 		}, Log: log})
-	ctl := control.New(control.Options{Buckets: buckets, Sources: []signals.Source{syncSrc, jobsSrc}, Forget: syncSrc.Forget,
+	ctl := control.New(control.Options{NC: deps.NC, Buckets: buckets, Sources: []signals.Source{syncSrc, jobsSrc}, Forget: syncSrc.Forget,
 		Kick: kick, Interval: cfg.Interval, Warmup: cfg.Warmup, Log: log, Metrics: control.NewMetrics(deps.Metrics)})
-	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
+	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
 	// lead runs the decision loop and, beside it for the same term, the
 	// one job-backlog poller of the fleet (standbys never read consumers).
 	lead := func(ctx context.Context, epoch uint64) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -39,7 +40,7 @@ type env struct {
 	ns    *server.Server
 	nc    *nats.Conn
 	names protocol.Names
-	b     *service.Buckets
+	b     *fleetstate.Buckets
 
 	mu       sync.Mutex
 	replicas map[string]int // replica ID → ongoing; guarded by mu
@@ -48,17 +49,8 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := service.OpenBuckets(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	e := &env{t: t, ns: ns, nc: nc, names: names, b: b, replicas: map[string]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -125,7 +117,7 @@ func (e *env) putConfig(ac config.AutoscalingConfig) {
 		e.t.Fatal(err)
 	}
 	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), "config", raw); err != nil {
+	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -347,7 +339,7 @@ func TestDropsDecisionOfRemovedDeployment(t *testing.T) {
 	e.start("as-1")
 	e.waitDesired(0, 10*time.Second)
 	sc, _ := json.Marshal(config.ServeConfig{})
-	if _, err := e.b.Apps.Put(context.Background(), "config", sc); err != nil {
+	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, sc); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)

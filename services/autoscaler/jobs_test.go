@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -32,7 +33,7 @@ func (e *env) putJobsConfig(ac config.AutoscalingConfig) {
 		e.t.Fatal(err)
 	}
 	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), "config", raw); err != nil {
+	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		e.t.Fatal(err)
 	}
 }

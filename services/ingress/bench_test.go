@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -31,14 +32,14 @@ func BenchmarkIngress(b *testing.B) {
 	nc := natstest.Conn(b, ns)
 	names, _ := protocol.NewNames("")
 	js, _ := jetstream.New(nc)
-	bk, err := service.OpenBuckets(context.Background(), js, names)
+	bk, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		b.Fatal(err)
 	}
 	sc := config.ServeConfig{Applications: []config.Application{{Name: "bench", RoutePrefix: "/bench", Ingress: "B",
 		Deployments: []config.Deployment{{Name: "B", Handler: "h"}}}}}
 	raw, _ := json.Marshal(sc)
-	if _, err := bk.Apps.Put(context.Background(), "config", raw); err != nil {
+	if _, err := bk.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		b.Fatal(err)
 	}
 	rnc := natstest.Conn(b, ns)

@@ -8,13 +8,12 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestEmbeddedRouterSendsStraightToReplica runs the ingress with its
@@ -22,21 +21,15 @@ import (
 // subscriber on its call subject (no router service runs): the request
 // must reach it, and a replica at capacity must be retried on the other.
 func TestEmbeddedRouterSendsStraightToReplica(t *testing.T) {
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	ctx := context.Background()
-	b, err := service.OpenBuckets(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
 	sc, err := config.Parse([]byte("applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, "config", raw); err != nil {
+	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
 		t.Fatal(err)
 	}
 	replica := func(id string, full bool) {

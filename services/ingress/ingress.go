@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/routing"
@@ -157,7 +158,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	table.Store(routes.New(nil))
 	modelTable.Store(models.FromConfig(config.ServeConfig{}))
 	var loaded atomic.Bool
-	asyncMethods := jobsapi.NewWatcher(deps.Log)
+	asyncMethods := fleetstate.NewAsyncFollower(deps.NC, buckets, deps.Log)
 	natsOK := service.NATSCheck(deps.NC)
 	ready := func() error {
 		if err := natsOK(); err != nil {
@@ -239,11 +240,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return followRoutes(wctx, deps.NC, buckets.Apps, &table, &modelTable, &loaded, deps.Log)
 	})
 	g.Go(func() error {
-		err := asyncMethods.Run(wctx, buckets.Apps, buckets.Handlers)
-		if wctx.Err() != nil {
-			return nil
-		}
-		return err
+		return asyncMethods.Run(wctx)
 	})
 	if embedded != nil {
 		g.Go(func() error {
@@ -260,7 +257,11 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		defer stopWatch()
 		if embedded != nil {
 			// After the HTTP server drained: answer anything left.
-			defer embedded.Drain(time.Second)
+			defer func() {
+				dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				embedded.Drain(dctx)
+			}()
 		}
 		return service.ServeHTTP(gctx, cfg.HTTPAddr, h, cfg.DrainTimeout, func(a net.Addr) {
 			deps.Log.Info().Str("addr", a.String()).Msg("ingress listening")
@@ -282,7 +283,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 func followRoutes(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, table *atomic.Pointer[routes.Table],
 	modelTable *atomic.Pointer[models.Table], loaded *atomic.Bool, log zerolog.Logger) error {
 	f := kvfollow.New(nc, kv, kvfollow.Options[config.ServeConfig]{
-		Keys: []string{"config"},
+		Keys: []string{fleetstate.ConfigKey},
 		Log:  log,
 		OnChange: func(c kvfollow.Change[config.ServeConfig]) {
 			t := routes.FromConfig(c.Value) // a delete: no routes

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -19,7 +20,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
@@ -36,14 +36,8 @@ type fleet struct {
 
 func startFleet(t *testing.T, cfg Config) *fleet {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
-	b, err := service.OpenBuckets(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	sc, err := config.Parse([]byte(`applications:
 - {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}
 - {name: full, route_prefix: /full, ingress: F, deployments: [{name: F, handler: h}]}
@@ -52,7 +46,7 @@ func startFleet(t *testing.T, cfg Config) *fleet {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(context.Background(), "config", raw); err != nil {
+	if _, err := b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		t.Fatal(err)
 	}
 	gate := make(chan struct{})

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -34,14 +34,8 @@ type jobsFleet struct {
 
 func startJobsFleet(t *testing.T) *jobsFleet {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
-	b, err := service.OpenBuckets(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	ns, nc, names, js, b := tf.NS, tf.NC, tf.Names, tf.JS, tf.Buckets
 	sc, err := config.Parse([]byte(`applications:
 - {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}
 - name: ml
@@ -58,7 +52,7 @@ func startJobsFleet(t *testing.T) *jobsFleet {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(context.Background(), "config", raw); err != nil {
+	if _, err := b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		t.Fatal(err)
 	}
 	info, _ := json.Marshal(protocol.HandlerInfo{Handler: "trainer", Worker: "w1",

@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,7 +30,7 @@ func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
 	names, _ := protocol.NewNames("")
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	b, err := service.OpenBuckets(ctx, js, names)
+	b, err := fleetstate.Open(ctx, js, names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, "config", raw); err != nil {
+	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"r1", "r2"} {

@@ -11,14 +11,13 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/oip"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // specModel is the model of the protocol specification's inference
@@ -75,15 +74,9 @@ type oipFleet struct {
 
 func startOIPFleet(t *testing.T) *oipFleet {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	ctx := context.Background()
-	b, err := service.OpenBuckets(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
 	sc, err := config.Parse([]byte(`applications:
 - name: models
   route_prefix: /models
@@ -97,7 +90,7 @@ func startOIPFleet(t *testing.T) *oipFleet {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, "config", raw); err != nil {
+	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
 		t.Fatal(err)
 	}
 	f := &oipFleet{raw: make(chan *serve.Request, 16)}

@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 )
@@ -35,7 +35,7 @@ func BenchmarkHop(b *testing.B) {
 	beat := make(chan struct{})
 	go func() { // heartbeat, as a worker does
 		defer close(beat)
-		t := time.NewTicker(service.HeartbeatInterval)
+		t := time.NewTicker(fleetstate.HeartbeatInterval)
 		defer t.Stop()
 		for {
 			select {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -269,7 +270,7 @@ func TestServerRestartKeepsRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := service.OpenBuckets(context.Background(), js, names)
+	b, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +446,7 @@ func TestUnknownDeploymentNotFound(t *testing.T) {
 	sc := config.ServeConfig{Applications: []config.Application{{Name: "other", RoutePrefix: "/other", Ingress: "o",
 		Deployments: []config.Deployment{{Name: "o", Handler: "h"}}}}}
 	b, _ := json.Marshal(sc)
-	if _, err := e.buckets.Apps.Put(context.Background(), "config", b); err != nil {
+	if _, err := e.buckets.Apps.Put(context.Background(), fleetstate.ConfigKey, b); err != nil {
 		t.Fatal(err)
 	}
 	e.startRouter(nil)

@@ -166,7 +166,9 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		case <-ctx.Done():
 		case <-gctx.Done():
 		}
-		rt.Drain(cfg.DrainTimeout)
+		dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+		defer cancel()
+		rt.Drain(dctx)
 		stopWatch()
 		return nil
 	})

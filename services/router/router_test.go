@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -20,7 +21,6 @@ import (
 	"github.com/jetserve/jetserve/services/router"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -41,22 +41,13 @@ type env struct {
 	ns      *server.Server
 	nc      *nats.Conn
 	names   protocol.Names
-	buckets *service.Buckets
+	buckets *fleetstate.Buckets
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := service.OpenBuckets(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	return &env{t: t, ns: ns, nc: nc, names: names, buckets: b}
 }
 
@@ -69,7 +60,7 @@ func (e *env) putConfig(maxQueued int, timeout time.Duration) {
 			MaxQueuedRequests: maxQueued, RequestTimeout: config.Duration(timeout)}},
 	}}}
 	b, _ := json.Marshal(sc)
-	if _, err := e.buckets.Apps.Put(context.Background(), "config", b); err != nil {
+	if _, err := e.buckets.Apps.Put(context.Background(), fleetstate.ConfigKey, b); err != nil {
 		e.t.Fatal(err)
 	}
 }

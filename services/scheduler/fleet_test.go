@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,7 +27,7 @@ type fleet struct {
 	t          testing.TB
 	nc         *nats.Conn
 	names      protocol.Names
-	b          *service.Buckets
+	b          *fleetstate.Buckets
 	startDelay time.Duration
 
 	mu        sync.Mutex
@@ -40,7 +40,7 @@ type fleet struct {
 	violation string                          // guarded by mu
 }
 
-func newFleet(t testing.TB, nc *nats.Conn, b *service.Buckets, startDelay time.Duration) *fleet {
+func newFleet(t testing.TB, nc *nats.Conn, b *fleetstate.Buckets, startDelay time.Duration) *fleet {
 	names, _ := protocol.NewNames("")
 	f := &fleet{t: t, nc: nc, names: names, b: b, startDelay: startDelay,
 		workers: map[string]protocol.WorkerInfo{}, records: map[string]protocol.ReplicaInfo{}, started: map[string]time.Time{},
@@ -247,7 +247,7 @@ func (f *fleet) heartbeat(ctx context.Context) {
 }
 
 // assignment reads a worker's assignment (empty when there is none).
-func assignment(t testing.TB, b *service.Buckets, worker string) protocol.Assignment {
+func assignment(t testing.TB, b *fleetstate.Buckets, worker string) protocol.Assignment {
 	t.Helper()
 	ent, err := b.Assignments.Get(context.Background(), worker)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {

@@ -22,6 +22,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -33,7 +34,7 @@ import (
 )
 
 // LeaseKey is the Leases-bucket key the scheduler instances contend for.
-const LeaseKey = "scheduler"
+const LeaseKey = fleetstate.SchedulerLease
 
 // Config is the scheduler's configuration.
 type Config struct {
@@ -126,7 +127,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
 		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics})
-	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
+	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
 	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log)
 	gauges, err := jobs.NewBacklogGauges(deps.Metrics)
 	if err != nil {
@@ -149,7 +150,14 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
-	g.Go(func() error { return service.ServeHTTP(gctx, cfg.AdminAddr, mux, 5*time.Second, cfg.AdminReady) })
+	g.Go(func() error {
+		return service.ServeHTTP(gctx, cfg.AdminAddr, mux, 5*time.Second, func(a net.Addr) {
+			log.Info().Str("addr", a.String()).Msg("admin API listening") // read back by tests given port 0
+			if cfg.AdminReady != nil {
+				cfg.AdminReady(a)
+			}
+		})
+	})
 	g.Go(func() error { return elector.Run(gctx, lead) })
 	g.Go(func() error { return dash.Run(gctx) })
 	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Msg("scheduler started")

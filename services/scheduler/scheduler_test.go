@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -87,14 +88,14 @@ func start(t testing.TB, ns *server.Server, id string) *instance {
 	return inst
 }
 
-func buckets(t testing.TB, ns *server.Server) *service.Buckets {
+func buckets(t testing.TB, ns *server.Server) *fleetstate.Buckets {
 	t.Helper()
 	js, err := jetstream.New(natstest.Conn(t, ns))
 	if err != nil {
 		t.Fatal(err)
 	}
 	names, _ := protocol.NewNames("")
-	b, err := service.OpenBuckets(context.Background(), js, names)
+	b, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func status(t testing.TB, url string) protocol.Status {
 	return s
 }
 
-func leaseHolder(b *service.Buckets) string {
+func leaseHolder(b *fleetstate.Buckets) string {
 	ent, err := b.Leases.Get(context.Background(), scheduler.LeaseKey)
 	if err != nil {
 		return ""

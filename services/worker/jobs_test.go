@@ -10,6 +10,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -67,7 +68,7 @@ func (f *fleet) queue(t *testing.T) (*jobs.Queue, config.AsyncMethod) {
 func waitStatus(t *testing.T, q *jobs.Queue, id string, want jobs.Status) jobs.Record {
 	t.Helper()
 	var rec jobs.Record
-	waitFor(t, "job "+id+" "+string(want), func() bool {
+	waitfor.True(t, waitLimit, "job "+id+" "+string(want), func() bool {
 		var err error
 		rec, err = q.Status(context.Background(), testApp, "square", id)
 		return err == nil && rec.Status == want
@@ -78,7 +79,7 @@ func waitStatus(t *testing.T, q *jobs.Queue, id string, want jobs.Status) jobs.R
 func TestWorkerAdvertisesAsyncMethods(t *testing.T) {
 	f := startFleet(t, nil)
 	var info protocol.WorkerInfo
-	waitFor(t, "worker record", func() bool {
+	waitfor.True(t, waitLimit, "worker record", func() bool {
 		e, err := f.b.Workers.Get(context.Background(), workerID)
 		return err == nil && json.Unmarshal(e.Value(), &info) == nil
 	})
@@ -89,7 +90,7 @@ func TestWorkerAdvertisesAsyncMethods(t *testing.T) {
 	// The declaration outlives the worker: it is in the Handlers bucket,
 	// which has no TTL, for every registered handler.
 	var h protocol.HandlerInfo
-	waitFor(t, "handler declaration", func() bool {
+	waitfor.True(t, waitLimit, "handler declaration", func() bool {
 		e, err := f.b.Handlers.Get(context.Background(), protocol.HandlerKey("jobber"))
 		return err == nil && json.Unmarshal(e.Value(), &h) == nil
 	})
@@ -237,7 +238,7 @@ func TestAsyncMethodsChangeInPlace(t *testing.T) {
 	}
 	f.assign(next)
 	var after protocol.ReplicaInfo
-	waitFor(t, "the record to carry the new config version", func() bool {
+	waitfor.True(t, waitLimit, "the record to carry the new config version", func() bool {
 		var ok bool
 		after, ok = f.record(s)
 		return ok && after.ConfigVersion == next.ConfigVersion()
@@ -258,7 +259,7 @@ func TestAsyncMethodsChangeInPlace(t *testing.T) {
 		t.Errorf("b1 = %+v, want succeeded on j1 in its first attempt (not handed back)", rec)
 	}
 	var rec jobs.Record
-	waitFor(t, "c1 to succeed", func() bool {
+	waitfor.True(t, waitLimit, "c1 to succeed", func() bool {
 		var err error
 		rec, err = q.Status(context.Background(), testApp, "cube", "c1")
 		return err == nil && rec.Status == jobs.Succeeded

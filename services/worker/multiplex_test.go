@@ -75,7 +75,7 @@ func registerMux(t *testing.T, reg *serve.Registry, loads *muxLoads) {
 
 // startRouter runs the routing library as the router service does, on
 // its own connection, until the test ends.
-func startRouter(t *testing.T, f *fleet, nc *nats.Conn) {
+func startRouter(t *testing.T, f *fleet, nc *nats.Conn) *routing.Router {
 	t.Helper()
 	m, err := routing.NewMetrics(prometheus.NewRegistry())
 	if err != nil {
@@ -92,7 +92,9 @@ func startRouter(t *testing.T, f *fleet, nc *nats.Conn) {
 		done <- r.Follow(ctx, routing.FollowOptions{Buckets: f.b, ID: "test-router", Log: zerolog.Nop(), Loaded: loaded})
 	}()
 	t.Cleanup(func() {
-		r.Drain(time.Second)
+		dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+		defer dcancel()
+		r.Drain(dctx)
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Follow = %v", err)
@@ -103,6 +105,7 @@ func startRouter(t *testing.T, f *fleet, nc *nats.Conn) {
 	case <-time.After(waitLimit):
 		t.Fatal("router did not load the replicas and the config")
 	}
+	return r
 }
 
 // TestMultiplexedRoutingLoadsEachModelAboutOnce sends a few hundred

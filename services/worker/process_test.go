@@ -16,6 +16,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/services/worker"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -63,7 +64,7 @@ func processSpec(t testing.TB, id string, command ...string) protocol.ReplicaSpe
 func (f *fleet) workerInfo() protocol.WorkerInfo {
 	f.t.Helper()
 	var info protocol.WorkerInfo
-	waitFor(f.t, "worker record", func() bool {
+	waitfor.True(f.t, waitLimit, "worker record", func() bool {
 		e, err := f.b.Workers.Get(context.Background(), workerID)
 		return err == nil && json.Unmarshal(e.Value(), &info) == nil
 	})
@@ -140,7 +141,7 @@ func TestProcessReplicaServesRestartsAndStops(t *testing.T) {
 	second := info.Process.PID
 	f.assign()
 	f.waitGone(s)
-	waitFor(t, "child process gone", func() bool { return procGone(second) })
+	waitfor.True(t, waitLimit, "child process gone", func() bool { return procGone(second) })
 }
 
 func TestProcessReplicaFailures(t *testing.T) {

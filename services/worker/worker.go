@@ -31,7 +31,9 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -229,7 +231,7 @@ type worker struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	names   protocol.Names
-	buckets *service.Buckets
+	buckets *fleetstate.Buckets
 	reg     *serve.Registry
 	metrics *replica.Metrics
 	sdk     *serve.Metrics
@@ -255,18 +257,21 @@ func (w *worker) run(ctx context.Context) error {
 	w.putHandlers()
 	w.log.Info().Strs("handlers", w.info.Handlers).Float64("cpu", w.info.CPU).
 		Int64("memory_bytes", w.info.MemoryBytes).Int("gpus", len(w.info.GPUs)).Msg("worker registered")
-	hb := time.NewTicker(service.HeartbeatInterval)
+	hb := time.NewTicker(fleetstate.HeartbeatInterval)
 	defer hb.Stop()
 
-	var updates <-chan jetstream.KeyValueEntry
-	var watcher jetstream.KeyWatcher
+	// The assignment is followed with kvfollow (re-read at once after a
+	// NATS reconnect) by a goroutine run owns; the replicas belong to
+	// this one, which reads the assignment when it changed.
+	assignment := kvfollow.New(w.nc, w.buckets.Assignments, kvfollow.Options[protocol.Assignment]{
+		Keys: []string{w.info.ID}, Log: w.log})
+	fctx, stopFollow := context.WithCancel(ctx)
+	var g errgroup.Group
+	g.Go(func() error { return assignment.Run(fctx) })
 	defer func() {
-		if watcher != nil {
-			_ = watcher.Stop()
-		}
+		stopFollow()
+		_ = g.Wait()
 	}()
-	retry := time.NewTimer(0)
-	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -275,50 +280,23 @@ func (w *worker) run(ctx context.Context) error {
 			w.putInfo()
 			w.putHandlers()
 			w.forgetStopped()
-		case <-retry.C:
-			kw, err := w.buckets.Assignments.Watch(ctx, w.info.ID)
-			if err != nil {
-				if ctx.Err() != nil {
-					continue
-				}
-				w.log.Error().Err(err).Msg("watch assignment; retrying")
-				retry.Reset(time.Second)
-				continue
-			}
-			watcher, updates = kw, kw.Updates()
-		case e, ok := <-updates:
-			if !ok {
-				// The watcher ended (it should not): watch again.
-				_ = watcher.Stop()
-				watcher, updates = nil, nil
-				retry.Reset(time.Second)
-				continue
-			}
-			if e == nil { // end of the initial values
-				continue
-			}
-			w.apply(ctx, e)
+		case <-assignment.Changed():
+			a, ok := assignment.Get(w.info.ID)
+			w.apply(ctx, a, ok)
 		}
 	}
 }
 
-// apply converges to the assignment in e.
-func (w *worker) apply(ctx context.Context, e jetstream.KeyValueEntry) {
-	var a protocol.Assignment
-	if e.Operation() == jetstream.KeyValuePut {
-		if err := json.Unmarshal(e.Value(), &a); err != nil {
-			w.log.Error().Err(err).Uint64("revision", e.Revision()).Msg("malformed assignment ignored")
-			return
-		}
-	}
-	if e.Operation() == jetstream.KeyValuePut && a.Epoch < w.epoch {
+// apply converges to assignment a; none (deleted) runs nothing.
+func (w *worker) apply(ctx context.Context, a protocol.Assignment, ok bool) {
+	if ok && a.Epoch < w.epoch {
 		// A scheduler that lost its lease wrote once more: a newer leader
 		// already spoke, so its word stands.
 		w.log.Warn().Uint64("epoch", a.Epoch).Uint64("current_epoch", w.epoch).Msg("assignment from a stale leader ignored")
 		return
 	}
 	w.epoch = max(w.epoch, a.Epoch)
-	w.log.Debug().Uint64("revision", e.Revision()).Uint64("epoch", a.Epoch).Int("replicas", len(a.Replicas)).Msg("assignment")
+	w.log.Debug().Uint64("epoch", a.Epoch).Int("replicas", len(a.Replicas)).Msg("assignment")
 	w.converge(ctx, a.Replicas)
 }
 
@@ -520,7 +498,7 @@ func (w *worker) shutdown() error {
 	for _, r := range w.replicas {
 		w.stopReplica(r)
 	}
-	hb := time.NewTicker(service.HeartbeatInterval)
+	hb := time.NewTicker(fleetstate.HeartbeatInterval)
 	defer hb.Stop()
 	for _, r := range w.stopping {
 		for waiting := true; waiting; {

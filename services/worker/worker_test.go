@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/worker"
 	"github.com/nats-io/nats.go"
@@ -38,23 +40,10 @@ func TestMain(m *testing.M) {
 }
 
 const (
-	testApp    = "app"
-	waitLimit  = 10 * time.Second
-	workerID   = "w1"
-	pollPeriod = 5 * time.Millisecond
+	testApp   = "app"
+	waitLimit = 10 * time.Second
+	workerID  = "w1"
 )
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(pollPeriod)
-	}
-}
 
 // deployments is the test registry's shared state: what constructors and
 // handlers saw, and gates that hold slow requests.
@@ -211,7 +200,7 @@ type fleet struct {
 	t       testing.TB
 	nc      *nats.Conn
 	names   protocol.Names
-	b       *service.Buckets
+	b       *fleetstate.Buckets
 	d       *deployments
 	metrics *prometheus.Registry
 	cancel  context.CancelFunc
@@ -221,21 +210,9 @@ type fleet struct {
 
 func startFleet(t testing.TB, mutate func(*worker.Config)) *fleet {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	wnc := natstest.Conn(t, ns)
-	names, err := protocol.NewNames("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := service.OpenBuckets(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := worker.DefaultConfig()
 	cfg.NATS.URL = ns.ClientURL()
 	cfg.OpsAddr = ""
@@ -322,7 +299,7 @@ func (f *fleet) record(s protocol.ReplicaSpec) (protocol.ReplicaInfo, bool) {
 func (f *fleet) waitState(s protocol.ReplicaSpec, want protocol.ReplicaState) protocol.ReplicaInfo {
 	f.t.Helper()
 	var info protocol.ReplicaInfo
-	waitFor(f.t, fmt.Sprintf("replica %s %s", s.ID, want), func() bool {
+	waitfor.True(f.t, waitLimit, fmt.Sprintf("replica %s %s", s.ID, want), func() bool {
 		var ok bool
 		info, ok = f.record(s)
 		return ok && info.State == want
@@ -332,7 +309,7 @@ func (f *fleet) waitState(s protocol.ReplicaSpec, want protocol.ReplicaState) pr
 
 func (f *fleet) waitGone(s protocol.ReplicaSpec) {
 	f.t.Helper()
-	waitFor(f.t, "replica "+s.ID+" record deleted", func() bool {
+	waitfor.True(f.t, waitLimit, "replica "+s.ID+" record deleted", func() bool {
 		_, ok := f.record(s)
 		return !ok
 	})
@@ -360,7 +337,7 @@ func (f *fleet) mustCall(id, body string) *serve.Response {
 func TestWorkerRegisters(t *testing.T) {
 	f := startFleet(t, nil)
 	var info protocol.WorkerInfo
-	waitFor(t, "worker record", func() bool {
+	waitfor.True(t, waitLimit, "worker record", func() bool {
 		e, err := f.b.Workers.Get(context.Background(), workerID)
 		if err != nil {
 			return false
@@ -527,7 +504,7 @@ func TestUserConfigReconfiguresInPlace(t *testing.T) {
 
 	s.UserConfig = json.RawMessage(`{"greeting":"bonjour"}`)
 	f.assign(s)
-	waitFor(t, "Reconfigure called", func() bool { return f.d.reconfigured.Load() == 1 })
+	waitfor.True(t, waitLimit, "Reconfigure called", func() bool { return f.d.reconfigured.Load() == 1 })
 	if resp := f.mustCall("r1", "x"); string(resp.Body) != "bonjour:x" {
 		t.Errorf("call after reconfigure = %q, want %q", resp.Body, "bonjour:x")
 	}
@@ -549,8 +526,8 @@ func TestUserConfigRestartsWithoutReconfigurer(t *testing.T) {
 	}
 	s.UserConfig = json.RawMessage(`{"greeting":"two"}`)
 	f.assign(s)
-	waitFor(t, "plain constructed again", func() bool { return f.d.count("plain").Load() == 2 })
-	waitFor(t, "restarted replica answers with the new config", func() bool {
+	waitfor.True(t, waitLimit, "plain constructed again", func() bool { return f.d.count("plain").Load() == 2 })
+	waitfor.True(t, waitLimit, "restarted replica answers with the new config", func() bool {
 		reply, err := f.call("p1", "")
 		return err == nil && string(reply.Data) == "two"
 	})
@@ -581,7 +558,7 @@ func TestRemovalDrains(t *testing.T) {
 
 	f.assign() // removed
 	f.waitState(s, protocol.ReplicaStopping)
-	waitFor(t, "a draining load report", func() bool {
+	waitfor.True(t, waitLimit, "a draining load report", func() bool {
 		select {
 		case m := <-loads:
 			var rep protocol.LoadReport
@@ -608,6 +585,19 @@ func TestRemovalDrains(t *testing.T) {
 	}
 }
 
+// A deleted assignment (the scheduler dropped the worker's) stops every
+// replica, whatever the epoch of the last one.
+func TestAssignmentDeleted(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("e1", "echo-dep", "echo", 4, `{"greeting":"hi"}`)
+	f.assignEpoch(5, s)
+	f.waitState(s, protocol.ReplicaRunning)
+	if err := f.b.Assignments.Delete(context.Background(), workerID); err != nil {
+		t.Fatal(err)
+	}
+	f.waitGone(s)
+}
+
 func TestHealthEndpoint(t *testing.T) {
 	f := startFleet(t, nil)
 	s := spec("r1", "echo-dep", "echo", 2, `{"greeting":"hi"}`)
@@ -630,7 +620,7 @@ func TestHealthEndpoint(t *testing.T) {
 
 	s.UserConfig = json.RawMessage(`{"greeting":"hi","healthy":false}`)
 	f.assign(s)
-	waitFor(t, "Reconfigure called", func() bool { return f.d.reconfigured.Load() == 1 })
+	waitfor.True(t, waitLimit, "Reconfigure called", func() bool { return f.d.reconfigured.Load() == 1 })
 	if r := health(); wire.ErrorCode(r) == "" || !strings.Contains(string(r.Data), "configured unhealthy") {
 		t.Errorf("health = %v %q, want an error reply", r.Header, r.Data)
 	}
@@ -723,7 +713,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	}
 
 	f.cancel()
-	waitFor(t, "worker marked draining", func() bool {
+	waitfor.True(t, waitLimit, "worker marked draining", func() bool {
 		en, err := f.b.Workers.Get(context.Background(), workerID)
 		if err != nil {
 			return false
@@ -799,7 +789,7 @@ func TestConstructorErrorIsReportedAndRetried(t *testing.T) {
 	f.d.failFirst.Store(1)
 	s := spec("f1", "flaky-dep", "flaky", 1, "")
 	f.assign(s)
-	waitFor(t, "the constructor error in the record", func() bool {
+	waitfor.True(t, waitLimit, "the constructor error in the record", func() bool {
 		info, ok := f.record(s)
 		return ok && info.State == protocol.ReplicaStarting && strings.Contains(info.Message, "model weights not ready")
 	})
@@ -815,7 +805,7 @@ func TestUnknownHandlerIsReported(t *testing.T) {
 	f := startFleet(t, nil)
 	s := spec("u1", "nope-dep", "nope", 1, "")
 	f.assign(s)
-	waitFor(t, "not registered message", func() bool {
+	waitfor.True(t, waitLimit, "not registered message", func() bool {
 		info, ok := f.record(s)
 		return ok && strings.Contains(info.Message, "not registered")
 	})
@@ -853,7 +843,7 @@ func TestMaxOngoingChangedInPlace(t *testing.T) {
 	f.waitState(s, protocol.ReplicaRunning)
 	s.MaxOngoingRequests = 2
 	f.assign(s)
-	waitFor(t, "record shows max 2", func() bool {
+	waitfor.True(t, waitLimit, "record shows max 2", func() bool {
 		info, ok := f.record(s)
 		return ok && info.MaxOngoingRequests == 2
 	})
@@ -891,7 +881,7 @@ func TestDetectedGPUsAreAdvertised(t *testing.T) {
 		c.NvidiaSMI = fake
 	})
 	var info protocol.WorkerInfo
-	waitFor(t, "worker record", func() bool {
+	waitfor.True(t, waitLimit, "worker record", func() bool {
 		e, err := f.b.Workers.Get(context.Background(), workerID)
 		return err == nil && json.Unmarshal(e.Value(), &info) == nil
 	})

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -72,28 +74,47 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Service is one running jetserve service process.
+// Service is one running jetserve service process. Its servers listen on
+// port 0; their addresses are read back from its log ("ops listening",
+// "ingress listening", "admin API listening"), never chosen by the test.
 type Service struct {
 	*Proc
 	Kind string // binary name, e.g. jetserve-worker
 	// ID is the id option given to workers and schedulers ("" for others).
-	ID        string
-	OpsAddr   string
-	HTTPAddr  string // ingress only
-	AdminAddr string // scheduler only
+	ID string
+
+	tb    testing.TB
+	mu    sync.Mutex
+	addrs map[string]string // guarded by mu: log message → address
 
 	bin string            // the binary's path
 	env map[string]string // its environment, for Restart
 }
 
-// OpsURL is the base URL of the ops server (/metrics, /healthz).
-func (s *Service) OpsURL() string { return "http://" + s.OpsAddr }
+// addr returns the address s logged with msg, waiting for the line.
+func (s *Service) addr(msg string) string {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.addrs[msg]; ok {
+		return a
+	}
+	a := s.LoggedAddr(s.tb, msg, StartTimeout)
+	s.addrs[msg] = a
+	return a
+}
+
+// OpsAddr is the address of the ops server (/metrics, /healthz).
+func (s *Service) OpsAddr() string { return s.addr("ops listening") }
+
+// OpsURL is the base URL of the ops server.
+func (s *Service) OpsURL() string { return "http://" + s.OpsAddr() }
 
 // URL is the ingress's public base URL.
-func (s *Service) URL() string { return "http://" + s.HTTPAddr }
+func (s *Service) URL() string { return "http://" + s.addr("ingress listening") }
 
 // AdminURL is the scheduler's admin API base URL.
-func (s *Service) AdminURL() string { return "http://" + s.AdminAddr }
+func (s *Service) AdminURL() string { return "http://" + s.addr("admin API listening") }
 
 // NATS is the standalone nats-server process.
 type NATS struct {
@@ -176,12 +197,12 @@ func StartNATS(tb testing.TB, bins *Binaries) *NATS {
 	tb.Helper()
 	path := bins.Path(tb, NATSServer)
 	store := filepath.Join(tb.TempDir(), "jetstream")
-	addr, mon := FreeAddr(tb), FreeAddr(tb)
+	portsDir := tb.TempDir()
 	p := StartProc(tb, "nats-server", path, []string{
-		"-js", "-sd", store, "-a", "127.0.0.1", "-p", fmt.Sprint(Port(tb, addr)),
-		"-m", fmt.Sprint(Port(tb, mon)), "-n", "e2e",
+		"-js", "-sd", store, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", portsDir, "-n", "e2e",
 	}, nil)
-	n := &NATS{Proc: p, URL: "nats://" + addr, MonitorURL: "http://" + mon, StoreDir: store}
+	url, mon := natsPorts(tb, p, portsDir)
+	n := &NATS{Proc: p, URL: url, MonitorURL: mon, StoreDir: store}
 	Eventually(tb, StartTimeout, "nats-server healthy", func() error {
 		if p.Exited() {
 			tb.Fatalf("e2e: nats-server exited: %v\n%s", p.ExitErr(), p.Tail(30))
@@ -209,6 +230,35 @@ func (f *Fleet) NATSURL() string {
 	return f.NATS.URL
 }
 
+// natsPorts reads the client and monitoring URLs nats-server wrote to its
+// ports file (it listens on random ports).
+func natsPorts(tb testing.TB, p *Proc, dir string) (client, monitor string) {
+	tb.Helper()
+	Eventually(tb, StartTimeout, "nats-server's ports file", func() error {
+		if p.Exited() {
+			tb.Fatalf("e2e: nats-server exited: %v\n%s", p.ExitErr(), p.Tail(30))
+		}
+		files, err := filepath.Glob(filepath.Join(dir, "*.ports"))
+		if err != nil || len(files) == 0 {
+			return fmt.Errorf("no ports file in %s yet", dir)
+		}
+		b, err := os.ReadFile(files[0])
+		if err != nil {
+			return err
+		}
+		var ports struct {
+			Nats       []string `json:"nats"`
+			Monitoring []string `json:"monitoring"`
+		}
+		if err := json.Unmarshal(b, &ports); err != nil || len(ports.Nats) == 0 || len(ports.Monitoring) == 0 {
+			return fmt.Errorf("ports file %s: %q", files[0], b)
+		}
+		client, monitor = ports.Nats[0], ports.Monitoring[0]
+		return nil
+	})
+	return client, monitor
+}
+
 func (f *Fleet) nextID(kind string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -219,10 +269,10 @@ func (f *Fleet) nextID(kind string) int {
 func (f *Fleet) start(kind, short string, withID bool, extra map[string]string, wait bool) *Service {
 	f.tb.Helper()
 	n := f.nextID(short) // by short name: workers from different binaries get distinct ids
-	s := &Service{Kind: kind, OpsAddr: FreeAddr(f.tb)}
+	s := &Service{Kind: kind, tb: f.tb, addrs: map[string]string{}}
 	env := map[string]string{
 		"JETSERVE_NATS_URL":   f.NATSURL(),
-		"JETSERVE_OPS_ADDR":   s.OpsAddr,
+		"JETSERVE_OPS_ADDR":   "127.0.0.1:0",
 		"JETSERVE_LOG_FORMAT": "console",
 		"JETSERVE_LOG_LEVEL":  f.opt.LogLevel,
 	}
@@ -239,12 +289,6 @@ func (f *Fleet) start(kind, short string, withID bool, extra map[string]string, 
 	}
 	for k, v := range extra {
 		env[k] = v
-	}
-	if a, ok := extra["JETSERVE_HTTP_ADDR"]; ok {
-		s.HTTPAddr = a
-	}
-	if a, ok := extra["JETSERVE_ADMIN_ADDR"]; ok {
-		s.AdminAddr = a
 	}
 	s.bin, s.env = f.bins.Path(f.tb, kind), env
 	s.Proc = StartProc(f.tb, name, s.bin, nil, env)
@@ -286,7 +330,7 @@ func (f *Fleet) AddWorkerWith(binary string, extra map[string]string, wait bool)
 // AddScheduler starts one more scheduler (id "scheduler-N").
 func (f *Fleet) AddScheduler(wait bool) *Service {
 	f.tb.Helper()
-	env := map[string]string{"JETSERVE_ADMIN_ADDR": FreeAddr(f.tb)}
+	env := map[string]string{"JETSERVE_ADMIN_ADDR": "127.0.0.1:0"}
 	for k, v := range f.opt.SchedulerEnv {
 		env[k] = v
 	}
@@ -306,7 +350,7 @@ func (f *Fleet) AddRouter(wait bool) *Service {
 // AddIngress starts one more ingress.
 func (f *Fleet) AddIngress(wait bool) *Service {
 	f.tb.Helper()
-	s := f.start(Ingress, "ingress", false, map[string]string{"JETSERVE_HTTP_ADDR": FreeAddr(f.tb)}, wait)
+	s := f.start(Ingress, "ingress", false, map[string]string{"JETSERVE_HTTP_ADDR": "127.0.0.1:0"}, wait)
 	f.Ingresses = append(f.Ingresses, s)
 	return s
 }
@@ -335,12 +379,12 @@ func (f *Fleet) WaitHealthy(s *Service) {
 		if r.Status != http.StatusOK {
 			return fmt.Errorf("ops /healthz: %v", r)
 		}
-		switch {
-		case s.HTTPAddr != "":
+		switch s.Kind {
+		case Ingress:
 			if _, err := Do(ctx, http.MethodGet, s.URL()+"/-/healthz", nil, nil); err != nil {
 				return fmt.Errorf("http: %w", err)
 			}
-		case s.AdminAddr != "":
+		case Scheduler:
 			if _, err := Do(ctx, http.MethodGet, s.AdminURL()+"/api/serve/applications", nil, nil); err != nil {
 				return fmt.Errorf("admin: %w", err)
 			}
@@ -368,7 +412,17 @@ func (f *Fleet) Restart(s *Service) {
 		f.tb.Fatalf("e2e: restart %s: it still runs (pid %d)", s.Name, s.Pid())
 	}
 	old := s.Proc
-	p := StartProc(f.tb, old.Name, s.bin, nil, s.env)
+	// The new process listens where the old one did (its ports were
+	// picked at :0 and are free again), so clients and load generators
+	// that hold its URL keep working.
+	env := maps.Clone(s.env)
+	for msg, key := range map[string]string{"ops listening": "JETSERVE_OPS_ADDR",
+		"ingress listening": "JETSERVE_HTTP_ADDR", "admin API listening": "JETSERVE_ADMIN_ADDR"} {
+		if _, ok := env[key]; ok {
+			env[key] = s.addr(msg)
+		}
+	}
+	p := StartProc(f.tb, old.Name, s.bin, nil, env)
 	f.mu.Lock()
 	s.Proc = p
 	f.stopped[p] = true // not live until healthy

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,16 +192,33 @@ func (p *Proc) LogContains(s string) bool {
 	return bytes.Contains(b, []byte(s))
 }
 
-// FreeAddr returns "127.0.0.1:<port>" of a port that was free a moment
-// ago (found by listening on :0 and closing).
-func FreeAddr(tb testing.TB) string {
+// LoggedAddr waits up to timeout for a line of the process's log that
+// holds msg and an addr field (zerolog's console format: addr=host:port)
+// and returns the address: how a test learns the port a process bound
+// when it was given port 0.
+func (p *Proc) LoggedAddr(tb testing.TB, msg string, timeout time.Duration) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("e2e: find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	var addr string
+	Eventually(tb, timeout, fmt.Sprintf("%s to log %q with its address", p.Name, msg), func() error {
+		b, err := os.ReadFile(p.Log)
+		if err != nil {
+			return err
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if !strings.Contains(line, msg) {
+				continue
+			}
+			if m := addrField.FindStringSubmatch(line); m != nil {
+				addr = m[1]
+				return nil
+			}
+		}
+		if p.Exited() {
+			tb.Fatalf("e2e: %s exited before it logged %q: %v\n%s", p.Name, msg, p.ExitErr(), p.Tail(30))
+		}
+		return errors.New("not logged yet")
+	})
+	return addr
 }
 
 // FreeAddrs returns n distinct "127.0.0.1:<port>" addresses free a moment
@@ -219,6 +237,8 @@ func FreeAddrs(tb testing.TB, n int) []string {
 	}
 	return addrs
 }
+
+var addrField = regexp.MustCompile(`(?:^|\s)addr=(\S+)`)
 
 // Port returns the port of a host:port address.
 func Port(tb testing.TB, addr string) int {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/jetserve/jetserve/pkg/waitfor"
 )
 
 // PollInterval is how often Eventually re-checks its condition.
@@ -18,20 +20,7 @@ const PollInterval = 50 * time.Millisecond
 // last error and the time waited.
 func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() error) time.Duration {
 	tb.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout)
-	tick := time.NewTicker(PollInterval)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("e2e: %s: not true after %v: %v", what, timeout, err)
-		}
-		<-tick.C
-	}
+	return waitfor.Poll(tb, timeout, PollInterval, "e2e: "+what, cond)
 }
 
 // Client is the HTTP client the helpers use: no proxy, bounded time.

@@ -8,8 +8,11 @@
 // pass at once so a deployment at zero starts without waiting for the
 // tick.
 //
-// All state belongs to the goroutine running Lead; Lead starts no other
-// goroutine and returns promptly once its context ends.
+// The buckets are followed with kvfollow (re-read at once after a NATS
+// reconnect) by goroutines Lead owns and waits for; all decision state
+// belongs to the goroutine running Lead, which reads the followers'
+// copies when they signal a change. Lead returns promptly once its
+// context ends.
 package control
 
 import (
@@ -22,20 +25,15 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/autoscaler/internal/decide"
 	"github.com/jetserve/jetserve/services/autoscaler/internal/signals"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-)
-
-// ConfigKey and StatusKey are the Apps- and Status-bucket keys of the
-// serve config and of the fleet status (the scheduler's admin package
-// owns them; services do not import each other).
-const (
-	ConfigKey = "config"
-	StatusKey = "status"
+	"golang.org/x/sync/errgroup"
 )
 
 // Refresh is how often an unchanged decision is rewritten with the
@@ -44,7 +42,9 @@ const Refresh = 5 * time.Second
 
 // Options configure a Controller.
 type Options struct {
-	Buckets *service.Buckets
+	// NC is the connection the buckets use (its reconnects resync them).
+	NC      *nats.Conn
+	Buckets *fleetstate.Buckets
 	// Sources are summed per deployment.
 	Sources []signals.Source
 	// Forget is told each replica whose record left the Replicas bucket.
@@ -121,21 +121,18 @@ func (l *leader) run(ctx context.Context) error {
 		return err
 	}
 	b := l.o.Buckets
-	appsW, err := b.Apps.Watch(ctx, ConfigKey)
-	if err != nil {
-		return fmt.Errorf("watch config: %w", err)
-	}
-	defer func() { _ = appsW.Stop() }()
-	replicasW, err := b.Replicas.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch replicas: %w", err)
-	}
-	defer func() { _ = replicasW.Stop() }()
-	statusW, err := b.Status.Watch(ctx, StatusKey)
-	if err != nil {
-		return fmt.Errorf("watch status: %w", err)
-	}
-	defer func() { _ = statusW.Stop() }()
+	cfg := kvfollow.New(l.o.NC, b.Apps, kvfollow.Options[config.ServeConfig]{Keys: []string{fleetstate.ConfigKey}, Log: l.log})
+	replicas := kvfollow.New(l.o.NC, b.Replicas, kvfollow.Options[protocol.ReplicaInfo]{Log: l.log})
+	status := kvfollow.New(l.o.NC, b.Status, kvfollow.Options[protocol.Status]{Keys: []string{fleetstate.StatusKey}, Log: l.log})
+	fctx, stop := context.WithCancel(ctx)
+	var g errgroup.Group
+	defer func() {
+		stop()
+		_ = g.Wait()
+	}()
+	g.Go(func() error { return cfg.Run(fctx) })
+	g.Go(func() error { return replicas.Run(fctx) })
+	g.Go(func() error { return status.Run(fctx) })
 
 	l.start = l.o.Now()
 	var appsSynced, replicasSynced bool
@@ -145,34 +142,19 @@ func (l *leader) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case e, ok := <-appsW.Updates():
-			if !ok {
-				return errors.New("config watcher closed")
-			}
-			if e == nil {
+		case <-cfg.Changed():
+			sc, _ := cfg.Get(fleetstate.ConfigKey) // none or deleted: no deployment
+			l.onConfig(ctx, sc)
+			if !appsSynced && closed(cfg.Ready()) {
 				appsSynced = true
 				l.prune(ctx)
-				continue
 			}
-			l.onConfig(ctx, e)
-		case e, ok := <-replicasW.Updates():
-			if !ok {
-				return errors.New("replicas watcher closed")
-			}
-			if e == nil {
-				replicasSynced = true
-				continue
-			}
-			l.onReplica(e)
-		case e, ok := <-statusW.Updates():
-			if !ok {
-				return errors.New("status watcher closed")
-			}
-			if e != nil && e.Operation() == jetstream.KeyValuePut {
-				var st protocol.Status
-				if err := json.Unmarshal(e.Value(), &st); err == nil {
-					l.o.Metrics.DesiredWorkers.Set(float64(DesiredWorkers(st, l.cfg)))
-				}
+		case <-replicas.Changed():
+			l.onReplicas(replicas.Snapshot())
+			replicasSynced = replicasSynced || closed(replicas.Ready())
+		case <-status.Changed():
+			if st, ok := status.Get(fleetstate.StatusKey); ok {
+				l.o.Metrics.DesiredWorkers.Set(float64(DesiredWorkers(st, l.cfg)))
 			}
 		case <-tick.C:
 			if appsSynced && replicasSynced {
@@ -186,9 +168,18 @@ func (l *leader) run(ctx context.Context) error {
 	}
 }
 
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // readDecisions loads every decision in the Scale bucket.
 func (l *leader) readDecisions(ctx context.Context) error {
-	err := service.ReadAll(ctx, l.o.Buckets.Scale, func(k string, v []byte) {
+	err := fleetstate.ReadAll(ctx, l.o.Buckets.Scale, func(k string, v []byte) {
 		var d protocol.ScaleDecision
 		if err := json.Unmarshal(v, &d); err != nil {
 			l.log.Warn().Err(err).Str("key", k).Msg("skip undecodable decision")
@@ -205,19 +196,8 @@ func (l *leader) readDecisions(ctx context.Context) error {
 	return nil
 }
 
-func deleted(e jetstream.KeyValueEntry) bool {
-	return e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
-}
-
 // onConfig tracks the autoscaled deployments of the new config.
-func (l *leader) onConfig(ctx context.Context, e jetstream.KeyValueEntry) {
-	cfg := config.ServeConfig{}
-	if !deleted(e) {
-		if err := json.Unmarshal(e.Value(), &cfg); err != nil {
-			l.log.Error().Err(err).Msg("ignoring undecodable serve config")
-			return
-		}
-	}
+func (l *leader) onConfig(ctx context.Context, cfg config.ServeConfig) {
 	l.cfg = cfg
 	seen := map[string]bool{}
 	for _, app := range cfg.Applications {
@@ -266,19 +246,15 @@ func (l *leader) drop(ctx context.Context, d *deployment) {
 	}
 }
 
-func (l *leader) onReplica(e jetstream.KeyValueEntry) {
-	if deleted(e) {
-		if r, ok := l.records[e.Key()]; ok {
+// onReplicas takes the Replicas bucket's records: the replicas gone are
+// forgotten.
+func (l *leader) onReplicas(records map[string]protocol.ReplicaInfo) {
+	for key, r := range l.records {
+		if _, ok := records[key]; !ok {
 			l.o.Forget(r.ID)
 		}
-		delete(l.records, e.Key())
-		return
 	}
-	var r protocol.ReplicaInfo
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return
-	}
-	l.records[e.Key()] = r
+	l.records = records
 }
 
 // running counts RUNNING replicas per ScaleKey.

@@ -3,9 +3,13 @@ package control
 import (
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestDesiredWorkers(t *testing.T) {
 	cpu := func(f float64) *float64 { return &f }

@@ -2,32 +2,25 @@ package signals
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 )
-
-// ConfigKey is the Apps-bucket key of the serve config.
-const ConfigKey = "config"
 
 // Defaults of JobsOptions.
 const (
 	// DefaultPollTimeout bounds one consumer or stream info request.
 	DefaultPollTimeout = 2 * time.Second
-	// DefaultRetryDelay is how long Run waits before it restarts after
-	// its watchers failed.
-	DefaultRetryDelay = time.Second
 )
 
 // confirmDelays are the re-polls after a wake-up whose first confirmation
@@ -40,19 +33,18 @@ type JobsOptions struct {
 	NC    *nats.Conn
 	JS    jetstream.JetStream
 	Names jobs.Names
-	// Apps and Workers are the shared buckets: the serve config (which
-	// deployments are autoscaled, their async_methods and metrics_interval)
-	// and the SDK defaults workers advertise (protocol.WorkerInfo.Async).
-	Apps, Workers jetstream.KeyValue
+	// Buckets are the shared buckets: the serve config (which deployments
+	// are autoscaled, their async_methods and metrics_interval) and the
+	// SDK defaults workers advertise, followed as a
+	// fleetstate.AsyncFollower.
+	Buckets *fleetstate.Buckets
 	// OnBacklog, if not nil, is called (from Run's goroutine) when a
 	// deployment's backlog rises from zero, so that a cold start need not
 	// wait for the next tick; it must not block.
 	OnBacklog func(app, deployment string)
 	Log       zerolog.Logger
-	// PollTimeout bounds each info request (DefaultPollTimeout if 0);
-	// RetryDelay is the pause before Run restarts after an error
-	// (DefaultRetryDelay if 0).
-	PollTimeout, RetryDelay time.Duration
+	// PollTimeout bounds each info request (DefaultPollTimeout if 0).
+	PollTimeout time.Duration
 }
 
 // Jobs is the source of async work: per autoscaled deployment, the backlog
@@ -87,9 +79,6 @@ func NewJobs(o JobsOptions) *Jobs {
 	if o.PollTimeout <= 0 {
 		o.PollTimeout = DefaultPollTimeout
 	}
-	if o.RetryDelay <= 0 {
-		o.RetryDelay = DefaultRetryDelay
-	}
 	return &Jobs{o: o, readings: map[string]jobReading{}, woken: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
@@ -109,29 +98,23 @@ func (j *Jobs) Sample(app, deployment string, now time.Time) Sample {
 
 // Run polls until ctx ends; call it only while leading (the lead function
 // of the autoscaler's elector), so that one poller reads the consumers.
-// It forgets every reading when it returns. Errors (a watcher closing)
-// are logged and Run starts over after RetryDelay, keeping the readings
-// so that no decision sees a false zero meanwhile.
+// The serve config and the workers' SDK defaults are followed with
+// kvfollow (re-read after a reconnect, never given up on); a failed poll
+// keeps the last good reading, so that no decision sees a false zero. It
+// forgets every reading when it returns.
 func (j *Jobs) Run(ctx context.Context) {
 	defer func() {
 		j.mu.Lock()
 		j.readings, j.woken = map[string]jobReading{}, map[string]bool{}
 		j.mu.Unlock()
 	}()
-	for {
-		err := j.run(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		j.o.Log.Warn().Err(err).Dur("retry_in", j.o.RetryDelay).Msg("job backlog poller stopped; restarting")
-		t := time.NewTimer(j.o.RetryDelay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
+	methods := fleetstate.NewAsyncFollower(j.o.NC, j.o.Buckets, j.o.Log)
+	var g errgroup.Group
+	fctx, stop := context.WithCancel(ctx)
+	g.Go(func() error { return methods.Run(fctx) })
+	j.poll(ctx, methods)
+	stop()
+	_ = g.Wait()
 }
 
 // target is one autoscaled deployment with async methods, as Run polls it.
@@ -149,28 +132,17 @@ type target struct {
 // poller is one run's state, owned by the goroutine in run.
 type poller struct {
 	*Jobs
-	sc      config.ServeConfig
-	sdk     map[string][]config.AsyncMethod // handler → SDK defaults (last advertised)
-	targets map[string]*target              // by ScaleKey
+	targets map[string]*target // by ScaleKey
 }
 
-func (j *Jobs) run(ctx context.Context) error {
-	p := &poller{Jobs: j, sdk: map[string][]config.AsyncMethod{}, targets: map[string]*target{}}
+// poll polls the methods' targets until ctx ends.
+func (j *Jobs) poll(ctx context.Context, methods *fleetstate.AsyncFollower) {
+	p := &poller{Jobs: j, targets: map[string]*target{}}
 	defer func() {
 		for _, t := range p.targets {
 			p.unsubscribeAll(t)
 		}
 	}()
-	cw, err := j.o.Apps.Watch(ctx, ConfigKey)
-	if err != nil {
-		return fmt.Errorf("watch config: %w", err)
-	}
-	defer cw.Stop() //nolint:errcheck // best effort on the way out
-	ww, err := j.o.Workers.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch workers: %w", err)
-	}
-	defer ww.Stop() //nolint:errcheck // best effort on the way out
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -178,48 +150,14 @@ func (j *Jobs) run(ctx context.Context) error {
 		now := time.Now()
 		p.pollDue(ctx, now)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		timer.Reset(p.nextDue(now))
 		select {
 		case <-ctx.Done():
-			return nil
-		case e, ok := <-cw.Updates():
-			if !ok {
-				return errors.New("config watcher closed")
-			}
-			if e == nil {
-				continue
-			}
-			sc := config.ServeConfig{}
-			if e.Operation() == jetstream.KeyValuePut {
-				if err := json.Unmarshal(e.Value(), &sc); err != nil {
-					j.o.Log.Warn().Err(err).Msg("job poller: ignoring undecodable serve config")
-					continue
-				}
-			}
-			p.sc = sc
-			p.rebuild()
-		case e, ok := <-ww.Updates():
-			if !ok {
-				return errors.New("workers watcher closed")
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue // a worker's methods are kept after it goes, as the ingress does
-			}
-			var info protocol.WorkerInfo
-			if err := json.Unmarshal(e.Value(), &info); err != nil || len(info.Async) == 0 {
-				continue
-			}
-			changed := false
-			for h, ms := range info.Async {
-				if !slices.EqualFunc(p.sdk[h], ms, func(a, b config.AsyncMethod) bool { return a.Name == b.Name }) {
-					p.sdk[h], changed = slices.Clone(ms), true
-				}
-			}
-			if changed {
-				p.rebuild()
-			}
+			return
+		case <-methods.Changed():
+			p.rebuild(methods.Table())
 		case <-j.wake:
 			j.mu.Lock()
 			woken := j.woken
@@ -235,22 +173,18 @@ func (j *Jobs) run(ctx context.Context) error {
 	}
 }
 
-// rebuild derives the targets from the serve config and the workers'
-// advertisements: every autoscaled deployment and the names of its async
-// methods (config async_methods merged with the SDK's, as
-// serve.EffectiveAsync does for the ingress and the workers).
-func (p *poller) rebuild() {
+// rebuild derives the targets from the fleet's async methods: every
+// autoscaled deployment and the names of its async methods.
+func (p *poller) rebuild(table *fleetstate.AsyncTable) {
 	seen := map[string]bool{}
-	for _, a := range p.sc.Applications {
+	for _, a := range table.Config().Applications {
 		for _, d := range a.Deployments {
 			if d.AutoscalingConfig == nil {
 				continue
 			}
 			var methods []string
-			for _, m := range serve.EffectiveAsync(p.sdk[d.Handler], d.AsyncMethods) {
-				if !slices.Contains(methods, m.Name) {
-					methods = append(methods, m.Name)
-				}
+			for _, m := range table.Of(a.Name, d.Name) {
+				methods = append(methods, m.Config.Name)
 			}
 			if len(methods) == 0 {
 				continue

@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -23,7 +23,7 @@ type jobsEnv struct {
 	t     *testing.T
 	js    jetstream.JetStream
 	names jobs.Names
-	b     *service.Buckets
+	b     *fleetstate.Buckets
 	q     *jobs.Queue
 	j     *Jobs
 
@@ -34,20 +34,11 @@ type jobsEnv struct {
 
 func newJobsEnv(t *testing.T) *jobsEnv {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pn, _ := protocol.NewNames("")
-	b, err := service.OpenBuckets(context.Background(), js, pn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	nc, pn, js, b := tf.NC, tf.Names, tf.JS, tf.Buckets
 	e := &jobsEnv{t: t, js: js, names: jobs.Names{Names: pn}, b: b, polls: map[string]int{}, kicked: map[string]int{}}
 	e.q = jobs.NewQueue(js, e.names, zerolog.Nop())
-	e.j = NewJobs(JobsOptions{NC: nc, JS: js, Names: e.names, Apps: b.Apps, Workers: b.Workers, Log: zerolog.Nop(),
+	e.j = NewJobs(JobsOptions{NC: nc, JS: js, Names: e.names, Buckets: b, Log: zerolog.Nop(),
 		OnBacklog: func(app, dep string) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -77,7 +68,7 @@ func (e *jobsEnv) putConfig(sc config.ServeConfig) {
 		e.t.Fatal(err)
 	}
 	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), ConfigKey, raw); err != nil {
+	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -123,7 +114,7 @@ func autoscaled(interval time.Duration) *config.AutoscalingConfig {
 }
 
 // TestJobsBacklog: the backlog of an autoscaled deployment's methods —
-// named in its async_methods or advertised by a worker for its handler —
+// named in its async_methods or declared by its handler's code (the Handlers bucket) —
 // is summed, with the oldest job's age; a deployment that is not
 // autoscaled is not polled.
 func TestJobsBacklog(t *testing.T) {
@@ -134,8 +125,8 @@ func TestJobsBacklog(t *testing.T) {
 				AsyncMethods: []config.AsyncMethod{{Name: "configured"}}},
 			{Name: "fixed", Handler: "f", AsyncMethods: []config.AsyncMethod{{Name: "other"}}},
 		}}}})
-	info, _ := json.Marshal(protocol.WorkerInfo{ID: "w1", Async: map[string][]config.AsyncMethod{"h": {{Name: "advertised"}}}})
-	if _, err := e.b.Workers.Put(context.Background(), "w1", info); err != nil {
+	info, _ := json.Marshal(protocol.HandlerInfo{Handler: "h", Async: []config.AsyncMethod{{Name: "advertised"}}, Worker: "w1"})
+	if _, err := e.b.Handlers.Put(context.Background(), protocol.HandlerKey("h"), info); err != nil {
 		t.Fatal(err)
 	}
 	e.submit("a", "d", "configured", 3)

@@ -24,13 +24,13 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
-	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 )
 
@@ -83,10 +83,16 @@ func New(o Options) *Handler {
 	r.Get("/-/routes", h.serveRoutes)
 	r.Get("/-/healthz", h.serveHealth)
 	r.Get("/-/models", h.serveModels)
-	r.Handle("/v2", http.HandlerFunc(h.serveOIP))
-	r.Handle("/v2/*", http.HandlerFunc(h.serveOIP))
 	r.Get("/-/limits", h.serveLimits)
-	r.Handle("/*", http.HandlerFunc(h.serveApp))
+	r.Group(func(r chi.Router) {
+		// Application and OIP requests: a request id (the client's
+		// X-Request-Id, else one chi makes), the status captured, metrics
+		// and a debug log line.
+		r.Use(middleware.RequestID, h.observe)
+		r.Handle("/v2", http.HandlerFunc(h.serveOIP))
+		r.Handle("/v2/*", http.HandlerFunc(h.serveOIP))
+		r.Handle("/*", http.HandlerFunc(h.serveApp))
+	})
 	h.mux = r
 	return h
 }
@@ -165,69 +171,51 @@ func named(conn []string, k string) bool {
 	return false
 }
 
-// statusWriter remembers the status written.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// exchange is one request being served: its writer, id, and what the
-// metrics and the request log record when it ends.
+// exchange is one request being served: its writer and id, and what the
+// handler tells the metrics and the request log.
 type exchange struct {
-	w     *statusWriter
+	w     http.ResponseWriter
 	rid   string
 	label string // the route prefix (or model endpoint) in metrics
 	code  protocol.ErrorCode
 }
 
-// begin starts serving r: it assigns the request id, counts the request as
-// ongoing and returns the exchange and the func that records it at the end.
-func (h *Handler) begin(rw http.ResponseWriter, r *http.Request) (*exchange, func()) {
-	start := time.Now()
-	m := h.o.Metrics
-	m.ongoing.Inc()
-	x := &exchange{w: &statusWriter{ResponseWriter: rw}, rid: r.Header.Get(protocol.HdrRequestID), label: "unmatched"}
-	if x.rid == "" {
-		x.rid = nuid.Next()
-	}
-	x.w.Header().Set(protocol.HdrRequestID, x.rid)
-	return x, func() {
-		m.ongoing.Dec()
-		status := x.w.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		el := time.Since(start)
-		m.observe(x.label, r.Method, status, x.code, el)
-		h.o.Log.Debug().Str("request_id", x.rid).Str("method", r.Method).Str("path", r.URL.Path).
-			Int("status", status).Str("error_code", string(x.code)).Dur("latency", el).Msg("http request")
-	}
+type exchangeKey struct{}
+
+// exchangeOf returns the exchange observe made for r.
+func exchangeOf(r *http.Request) *exchange { return r.Context().Value(exchangeKey{}).(*exchange) }
+
+// observe is the middleware of the application and OIP routes, after
+// chi's RequestID: it echoes the request id, captures the status (chi's
+// WrapResponseWriter), counts the request as ongoing and, when it ends,
+// records its metrics (labelled by what the handler put in its exchange)
+// and a debug log line.
+func (h *Handler) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(rw, r.ProtoMajor)
+		x := &exchange{w: ww, rid: middleware.GetReqID(r.Context()), label: "unmatched"}
+		ww.Header().Set(protocol.HdrRequestID, x.rid)
+		m := h.o.Metrics
+		m.ongoing.Inc()
+		defer func() {
+			m.ongoing.Dec()
+			status := ww.Status()
+			if status == 0 {
+				status = http.StatusOK
+			}
+			el := time.Since(start)
+			m.observe(x.label, r.Method, status, x.code, el)
+			h.o.Log.Debug().Str("request_id", x.rid).Str("method", r.Method).Str("path", r.URL.Path).
+				Int("status", status).Str("error_code", string(x.code)).Dur("latency", el).Msg("http request")
+		}()
+		next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+	})
 }
 
-func (h *Handler) serveApp(rw http.ResponseWriter, r *http.Request) {
-	x, done := h.begin(rw, r)
-	defer done()
-	w, rid := x.w, x.rid
+func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
+	x := exchangeOf(r)
+	rid := x.rid
 
 	tab := h.o.Routes()
 	route, rest, ok := tab.Match(r.URL.Path)
@@ -432,8 +420,14 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 
 // httpSink writes a streamed answer to the client as it arrives.
 type httpSink struct {
-	w      *statusWriter
+	w      http.ResponseWriter
 	headed bool
+}
+
+func (s *httpSink) flush() {
+	if f, ok := s.w.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 func (s *httpSink) Head(status int, h http.Header) error {
@@ -441,7 +435,7 @@ func (s *httpSink) Head(status int, h http.Header) error {
 	s.w.Header().Del("Content-Length")
 	s.headed = true
 	s.w.WriteHeader(status)
-	s.w.Flush()
+	s.flush()
 	return nil
 }
 
@@ -449,7 +443,7 @@ func (s *httpSink) Chunk(b []byte) error {
 	if _, err := s.w.Write(b); err != nil {
 		return err
 	}
-	s.w.Flush()
+	s.flush()
 	return nil
 }
 

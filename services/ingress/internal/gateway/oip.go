@@ -30,9 +30,8 @@ const DefaultOIPReadyTimeout = 5 * time.Second
 // model; an inference request is parsed and checked first (package oip),
 // so that no runtime sees a malformed tensor. Every error is the
 // protocol's {"error": "..."} (with "code" and "request_id" added).
-func (h *Handler) serveOIP(rw http.ResponseWriter, r *http.Request) {
-	x, done := h.begin(rw, r)
-	defer done()
+func (h *Handler) serveOIP(_ http.ResponseWriter, r *http.Request) {
+	x := exchangeOf(r)
 	x.label = "/v2"
 	route, ok := oip.ParsePath(r.URL.Path)
 	if !ok {

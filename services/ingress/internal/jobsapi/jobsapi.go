@@ -17,8 +17,9 @@
 // with Retry-After, JetStream without a leader for the job stream (a NATS
 // node lost, seconds) 503 unavailable with Retry-After.
 //
-// The method table (Watcher) follows the applied serve config and the SDK
-// defaults handlers declare (recorded by workers, kept when they go); before a method's first use after its
+// The method table (fleetstate.AsyncFollower) follows the applied serve
+// config and the SDK defaults handlers declare (recorded by workers in the
+// Handlers bucket, kept when they go); before a method's first use after its
 // effective config changed, the API calls Queue.Ensure. API is safe for
 // concurrent use and starts no goroutines.
 package jobsapi
@@ -35,6 +36,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -59,7 +61,7 @@ const MaxIDLen = 256
 // API serves the job endpoints.
 type API struct {
 	q     Queue
-	table func() *Table
+	table func() *fleetstate.AsyncTable
 	log   zerolog.Logger
 
 	mu      sync.Mutex
@@ -67,21 +69,21 @@ type API struct {
 }
 
 // New returns the API over q with the methods table returns.
-func New(q Queue, table func() *Table, log zerolog.Logger) *API {
+func New(q Queue, table func() *fleetstate.AsyncTable, log zerolog.Logger) *API {
 	return &API{q: q, table: table, log: log, ensured: map[string]string{}}
 }
 
 // Match reports whether rest (the path below an application's route
 // prefix) names one of app's async methods, and which operation: "" for a
 // submit, or cancel, status, result, list.
-func (a *API) Match(app, rest string) (Method, string, bool) {
+func (a *API) Match(app, rest string) (fleetstate.AsyncMethod, string, bool) {
 	seg := strings.Split(strings.Trim(rest, "/"), "/")
 	if len(seg) == 0 || len(seg) > 2 || seg[0] == "" {
-		return Method{}, "", false
+		return fleetstate.AsyncMethod{}, "", false
 	}
 	m, ok := a.table().Lookup(app, seg[0])
 	if !ok {
-		return Method{}, "", false
+		return fleetstate.AsyncMethod{}, "", false
 	}
 	if len(seg) == 1 {
 		return m, "", true
@@ -90,13 +92,13 @@ func (a *API) Match(app, rest string) (Method, string, bool) {
 	case "cancel", "status", "result", "list":
 		return m, seg[1], true
 	}
-	return Method{}, "", false
+	return fleetstate.AsyncMethod{}, "", false
 }
 
 // Serve answers one job request for method m (from Match); body is the
 // already read (size-checked) request body. It returns the error code
 // written, "" on success.
-func (a *API) Serve(w http.ResponseWriter, r *http.Request, m Method, op string, body []byte, rid string) protocol.ErrorCode {
+func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, op string, body []byte, rid string) protocol.ErrorCode {
 	want := http.MethodGet
 	if op == "" || op == "cancel" {
 		want = http.MethodPost
@@ -170,7 +172,7 @@ type terminalBody struct {
 	Record    jobs.Record        `json:"record"`
 }
 
-func (a *API) ensure(ctx context.Context, m Method) error {
+func (a *API) ensure(ctx context.Context, m fleetstate.AsyncMethod) error {
 	key := m.App + "/" + m.Config.Name
 	cfg, _ := json.Marshal(m)
 	a.mu.Lock()
@@ -271,7 +273,7 @@ func requestID(args serve.Args, key string) (string, error) {
 	return id, nil
 }
 
-func (a *API) submit(w http.ResponseWriter, r *http.Request, m Method, q map[string][]string, body []byte, rid string) protocol.ErrorCode {
+func (a *API) submit(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, q map[string][]string, body []byte, rid string) protocol.ErrorCode {
 	args, err := Args(q, body)
 	if err != nil {
 		e := serve.AsError(err)
@@ -300,7 +302,7 @@ const (
 	MaxListLimit     = 1000
 )
 
-func (a *API) list(w http.ResponseWriter, r *http.Request, m Method, q map[string][]string, rid string) protocol.ErrorCode {
+func (a *API) list(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, q map[string][]string, rid string) protocol.ErrorCode {
 	get := func(k string) string {
 		if vs := q[k]; len(vs) > 0 {
 			return vs[0]
@@ -336,7 +338,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, m Method, q map[strin
 }
 
 // fail maps a Queue error to HTTP.
-func (a *API) fail(w http.ResponseWriter, err error, m Method, id, rid string) protocol.ErrorCode {
+func (a *API) fail(w http.ResponseWriter, err error, m fleetstate.AsyncMethod, id, rid string) protocol.ErrorCode {
 	var se *serve.Error
 	switch {
 	case errors.Is(err, jobs.ErrNotFound):

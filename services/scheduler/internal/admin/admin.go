@@ -22,17 +22,19 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
-// ConfigKey is the Apps-bucket key holding the whole applied ServeConfig.
-const ConfigKey = "config"
-
-// StatusKey is the Status-bucket key the leader writes protocol.Status to.
-const StatusKey = "status"
+// ConfigKey is the Apps-bucket key holding the whole applied ServeConfig;
+// StatusKey the Status-bucket key the leader writes protocol.Status to.
+const (
+	ConfigKey = fleetstate.ConfigKey
+	StatusKey = fleetstate.StatusKey
+)
 
 // DefaultMaxBody caps a PUT body.
 const DefaultMaxBody = 4 << 20

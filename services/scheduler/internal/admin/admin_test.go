@@ -9,10 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -35,7 +35,7 @@ applications:
   - {name: d, handler: echo, num_replicas: 2}
 `
 
-func setup(t *testing.T, maxBody int64) (*httptest.Server, *service.Buckets) {
+func setup(t *testing.T, maxBody int64) (*httptest.Server, *fleetstate.Buckets) {
 	t.Helper()
 	ns := natstest.Server(t)
 	js, err := jetstream.New(natstest.Conn(t, ns))
@@ -43,7 +43,7 @@ func setup(t *testing.T, maxBody int64) (*httptest.Server, *service.Buckets) {
 		t.Fatal(err)
 	}
 	names, _ := protocol.NewNames("")
-	b, err := service.OpenBuckets(context.Background(), js, names)
+	b, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func do(t *testing.T, method, url, body string) (int, map[string]any) {
 	return resp.StatusCode, out
 }
 
-func storedRevision(t *testing.T, b *service.Buckets) uint64 {
+func storedRevision(t *testing.T, b *fleetstate.Buckets) uint64 {
 	t.Helper()
 	ent, err := b.Apps.Get(context.Background(), admin.ConfigKey)
 	if err != nil {
@@ -304,7 +304,7 @@ func TestConfigOverMaxPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	names, _ := protocol.NewNames("")
-	b, err := service.OpenBuckets(context.Background(), js, names)
+	b, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,9 +33,9 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -52,9 +52,6 @@ const (
 	staleAfter = 3 * time.Second
 	// maxDecisions per deployment kept for the chart.
 	maxDecisions = 100
-	// statusKey and configKey are the Status and Apps bucket keys.
-	statusKey = "status"
-	configKey = "config"
 )
 
 // Options configure a Dashboard.
@@ -62,7 +59,7 @@ type Options struct {
 	NC      *nats.Conn
 	JS      jetstream.JetStream
 	Names   protocol.Names
-	Buckets *service.Buckets
+	Buckets *fleetstate.Buckets
 	// ID is this scheduler instance (shown on the page).
 	ID  string
 	Log zerolog.Logger
@@ -178,19 +175,19 @@ func (d *Dashboard) run(ctx context.Context) error {
 		defer sub.Unsubscribe() //nolint:errcheck // best effort on the way out
 	}
 	b := d.o.Buckets
-	sw, err := b.Status.Watch(ctx, statusKey)
+	sw, err := b.Status.Watch(ctx, fleetstate.StatusKey)
 	if err != nil {
 		return fmt.Errorf("watch status: %w", err)
 	}
 	defer sw.Stop() //nolint:errcheck
-	cw, err := b.Apps.Watch(ctx, configKey)
+	cw, err := b.Apps.Watch(ctx, fleetstate.ConfigKey)
 	if err != nil {
 		return fmt.Errorf("watch config: %w", err)
 	}
 	defer cw.Stop() //nolint:errcheck
-	ww, err := b.Workers.WatchAll(ctx)
+	ww, err := b.Handlers.WatchAll(ctx)
 	if err != nil {
-		return fmt.Errorf("watch workers: %w", err)
+		return fmt.Errorf("watch handlers: %w", err)
 	}
 	defer ww.Stop() //nolint:errcheck
 	dw, err := b.Scale.WatchAll(ctx, jetstream.IncludeHistory())
@@ -202,7 +199,7 @@ func (d *Dashboard) run(ctx context.Context) error {
 	d.running = true
 	d.mu.Unlock()
 
-	sdk := map[string][]config.AsyncMethod{} // handler → SDK defaults workers advertised
+	sdk := fleetstate.SDKDefaults{}
 	var sc config.ServeConfig
 	rebuild := func() { d.setMethods(effectiveMethods(sc, sdk)) }
 	tick := time.NewTicker(time.Second)
@@ -250,22 +247,16 @@ func (d *Dashboard) run(ctx context.Context) error {
 			rebuild()
 		case e, ok := <-ww.Updates():
 			if !ok {
-				return errors.New("workers watcher closed")
+				return errors.New("handlers watcher closed")
 			}
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue
 			}
-			var info protocol.WorkerInfo
-			if err := json.Unmarshal(e.Value(), &info); err != nil || len(info.Async) == 0 {
+			var info protocol.HandlerInfo
+			if err := json.Unmarshal(e.Value(), &info); err != nil || info.Handler == "" {
 				continue
 			}
-			changed := false
-			for h, ms := range info.Async {
-				if !slices.EqualFunc(sdk[h], ms, func(a, b config.AsyncMethod) bool { return a.Name == b.Name }) {
-					sdk[h], changed = slices.Clone(ms), true
-				}
-			}
-			if changed {
+			if sdk.Add(info) {
 				rebuild()
 			}
 		case e, ok := <-dw.Updates():

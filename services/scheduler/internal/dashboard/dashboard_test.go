@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +33,7 @@ type env struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	names   protocol.Names
-	buckets *service.Buckets
+	buckets *fleetstate.Buckets
 	d       *Dashboard
 	reg     *prometheus.Registry
 	srv     *httptest.Server
@@ -50,7 +50,7 @@ func start(t *testing.T, o Options) *env {
 	names, _ := protocol.NewNames("t")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := service.OpenBuckets(ctx, js, names)
+	b, err := fleetstate.Open(ctx, js, names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,9 +154,9 @@ func TestSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.put(t, e.buckets.Apps, configKey, sc)
+	e.put(t, e.buckets.Apps, fleetstate.ConfigKey, sc)
 	now := time.Now().UTC()
-	e.put(t, e.buckets.Status, statusKey, protocol.Status{Leader: "sched-1", UpdatedAt: now,
+	e.put(t, e.buckets.Status, fleetstate.StatusKey, protocol.Status{Leader: "sched-1", UpdatedAt: now,
 		Workers: []protocol.WorkerStatus{{ID: "w-b", CPU: 4, CPUUsed: 1}, {ID: "w-a", CPU: 2}},
 		Applications: map[string]protocol.AppStatus{"shop": {Name: "shop", RoutePrefix: "/shop", Ingress: "Front",
 			Status: protocol.AppRunning, Deployments: map[string]protocol.DeploymentStatus{
@@ -300,7 +300,7 @@ func TestViewersShareOneSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.put(t, e.buckets.Apps, configKey, sc)
+	e.put(t, e.buckets.Apps, fleetstate.ConfigKey, sc)
 	q := jobs.NewQueue(e.js, jobs.Names{Names: e.names}, zerolog.Nop())
 	if err := q.Ensure(context.Background(), "shop", "Trainer", sc.Applications[0].Deployments[1].AsyncMethods[0]); err != nil {
 		t.Fatal(err)

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
-	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -80,19 +80,14 @@ type method struct {
 // methodKey is "<app>/<method>".
 func methodKey(app, name string) string { return app + "/" + name }
 
-// effectiveMethods lists every async method of the config: its
-// async_methods merged with the SDK defaults workers advertised
-// (serve.EffectiveAsync, as the ingress and the workers do).
-func effectiveMethods(sc config.ServeConfig, sdk map[string][]config.AsyncMethod) map[string]*method {
+// effectiveMethods lists every async method of the config (its
+// async_methods merged with the SDK defaults workers advertised: one
+// fleetstate.AsyncTable, as the ingress and the autoscaler build it).
+func effectiveMethods(sc config.ServeConfig, sdk fleetstate.SDKDefaults) map[string]*method {
 	out := map[string]*method{}
-	for _, a := range sc.Applications {
-		for _, d := range a.Deployments {
-			for _, m := range serve.EffectiveAsync(sdk[d.Handler], d.AsyncMethods) {
-				m.ApplyDefaults()
-				out[methodKey(a.Name, m.Name)] = &method{app: a.Name, dep: d.Name, name: m.Name,
-					retention: m.Retention.D(), recs: map[string]JobSummary{}}
-			}
-		}
+	for _, m := range fleetstate.NewAsyncTable(sc, sdk).Methods() {
+		out[methodKey(m.App, m.Config.Name)] = &method{app: m.App, dep: m.Deployment, name: m.Config.Name,
+			retention: m.Config.Retention.D(), recs: map[string]JobSummary{}}
 	}
 	return out
 }

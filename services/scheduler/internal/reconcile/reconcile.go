@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -364,7 +365,7 @@ func (l *leader) onScale(e jetstream.KeyValueEntry) {
 // while replicas refresh theirs every heartbeat. A NATS node lost or cut
 // off while it led the bucket can lose that marker (seen in the chaos
 // suite: a drained replica listed STOPPING for minutes).
-const StaleRecord = 3 * service.ReplicaTTL
+const StaleRecord = 3 * fleetstate.ReplicaTTL
 
 func (l *leader) recordsByID() map[string]protocol.ReplicaInfo {
 	return l.liveRecords(time.Now())

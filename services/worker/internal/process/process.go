@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/rs/zerolog"
 )
@@ -353,7 +354,7 @@ func quoteArgv(argv []string) string {
 func (c *Child) waitHealthy(r *run) error {
 	deadline := time.NewTimer(c.o.StartupTimeout)
 	defer deadline.Stop()
-	gap := firstProbeGap
+	gaps := backoff.New(firstProbeGap, maxProbeGap)
 	wait := time.NewTimer(0)
 	defer wait.Stop()
 	var last error
@@ -373,8 +374,7 @@ func (c *Child) waitHealthy(r *run) error {
 		if last = c.probe(c.ctx, healthProbeTimeout); last == nil {
 			return nil
 		}
-		wait.Reset(gap)
-		gap = min(2*gap, maxProbeGap)
+		wait.Reset(gaps.Next())
 	}
 }
 
@@ -397,7 +397,7 @@ func (c *Child) supervise(r *run) {
 		if time.Since(r.started) >= ResetAfter {
 			quick = 0
 		}
-		delay := min(c.o.FirstBackoff<<min(quick, 20), c.o.MaxBackoff)
+		delay := backoff.Nth(c.o.FirstBackoff, c.o.MaxBackoff, quick)
 		quick++
 		now := time.Now().UTC()
 		c.mu.Lock()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
@@ -122,22 +123,6 @@ func closeChild(t testing.TB, c *Child) {
 	defer cancel()
 	if err := c.Close(ctx); err != nil {
 		t.Errorf("Close: %v", err)
-	}
-}
-
-// waitFor waits up to timeout for cond, polling.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %v: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -370,7 +355,7 @@ func TestStartAbortedByContext(t *testing.T) {
 		done <- err
 	}()
 	var pid int
-	waitFor(t, 30*time.Second, "child started", func() error {
+	waitfor.NoError(t, 30*time.Second, "child started", func() error {
 		ev := log.find(t, "child process started", nil)
 		if ev == nil {
 			return errors.New("no start event yet")
@@ -396,7 +381,7 @@ func TestLogsEveryLineTagged(t *testing.T) {
 	var log logBuf
 	c := start(t, opts(t, modeServe, &log))
 	_, _, ps := c.State()
-	waitFor(t, 10*time.Second, "child output logged", func() error {
+	waitfor.NoError(t, 10*time.Second, "child output logged", func() error {
 		for _, w := range []struct{ msg, stream string }{
 			{"child: listening on 127.0.0.1:" + strconv.Itoa(ps.Port), "stdout"},
 			{"child: hello on stderr", "stderr"},
@@ -414,7 +399,7 @@ func waitState(t testing.TB, c *Child, want protocol.ReplicaState) (string, *pro
 	t.Helper()
 	var msg string
 	var ps *protocol.ProcessStatus
-	waitFor(t, 60*time.Second, "state "+string(want), func() error {
+	waitfor.NoError(t, 60*time.Second, "state "+string(want), func() error {
 		var st protocol.ReplicaState
 		st, msg, ps = c.State()
 		if st != want {
@@ -475,7 +460,7 @@ func TestRequestInFlightWhenChildDies(t *testing.T) {
 		t.Fatalf("request whose child died = %v, want 503 %s", err, protocol.ErrUnavailable)
 	}
 	_, ps := waitState(t, c, protocol.ReplicaRunning)
-	waitFor(t, 30*time.Second, "restart recorded", func() error {
+	waitfor.NoError(t, 30*time.Second, "restart recorded", func() error {
 		_, _, ps = c.State()
 		if ps.Restarts != 1 || ps.LastExit != "exit status 7" {
 			return fmt.Errorf("%+v", ps)
@@ -575,7 +560,7 @@ func TestCloseKillsTheWholeGroup(t *testing.T) {
 		t.Fatal("grandchild not running")
 	}
 	closeChild(t, c)
-	waitFor(t, 10*time.Second, "grandchild gone", func() error { return gone(grandchild) })
+	waitfor.NoError(t, 10*time.Second, "grandchild gone", func() error { return gone(grandchild) })
 }
 
 // TestChildDiesWithItsWorker kill -9s a process that started a child
@@ -612,5 +597,5 @@ func TestChildDiesWithItsWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = worker.Wait()
-	waitFor(t, 10*time.Second, "child of a kill -9'd worker gone", func() error { return gone(child) })
+	waitfor.NoError(t, 10*time.Second, "child of a kill -9'd worker gone", func() error { return gone(child) })
 }

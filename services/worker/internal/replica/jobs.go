@@ -3,9 +3,8 @@ package replica
 import (
 	"context"
 	"slices"
-	"sync"
-	"time"
 
+	"github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -35,24 +34,14 @@ type JobsParams struct {
 	Metrics *jobs.Metrics
 }
 
-// jobRun is a replica's running jobs.Runner (or the attempt to start one).
+// jobRun is one of a replica's jobs.Runners (or the attempt to start
+// one): it pulls until its own context ends — the replica's lifetime, or a
+// replacement after an in-place async_methods change — and its running
+// jobs are handed back when the replica's work context ends (the graceful
+// shutdown timeout passed).
 type jobRun struct {
-	stop context.CancelFunc // stops pulling
+	stop context.CancelFunc // stops pulling; running jobs go on
 	done chan struct{}      // closed when the runner has returned
-
-	mu      sync.Mutex
-	runner  *jobs.Runner // guarded by mu
-	aborted bool         // guarded by mu
-}
-
-// abort cancels the running jobs (they go back to the queue).
-func (jr *jobRun) abort() {
-	jr.mu.Lock()
-	defer jr.mu.Unlock()
-	jr.aborted = true
-	if jr.runner != nil {
-		jr.runner.Abort()
-	}
 }
 
 // startJobsLocked starts a job runner of h in the background, the
@@ -70,12 +59,13 @@ func (r *Replica) startJobsLocked(h serve.Handler) {
 			return false
 		}
 	})
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := context.WithCancel(r.life)
 	jr := &jobRun{stop: stop, done: make(chan struct{})}
 	r.jobRuns = append(r.jobRuns, jr)
 	go func() {
 		defer close(jr.done)
-		r.runJobs(ctx, h, jr)
+		defer stop()
+		r.runJobs(ctx, h)
 	}()
 }
 
@@ -89,21 +79,10 @@ func (r *Replica) restartJobsLocked(h serve.Handler) {
 	r.startJobsLocked(h)
 }
 
-// runJobs runs a runner for the spec's effective methods until ctx ends,
-// retrying with backoff when it fails.
-func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
-	backoff := firstBackoff
-	wait := func() bool {
-		t := time.NewTimer(backoff)
-		defer t.Stop()
-		backoff = min(2*backoff, MaxBackoff)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return true
-		}
-	}
+// runJobs runs a runner for the spec's effective methods, pulling until
+// ctx ends, retrying with backoff when it fails.
+func (r *Replica) runJobs(ctx context.Context, h serve.Handler) {
+	b := backoff.New(firstBackoff, MaxBackoff)
 	for {
 		r.mu.Lock()
 		s := r.spec
@@ -126,21 +105,16 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler, jr *jobRun) {
 			Slots: s.MaxOngoingRequests, Shared: r.slots, Methods: methods, Handler: jh, Log: r.p.Log,
 			Replicas: r.p.Jobs.Replicas, Metrics: r.p.Jobs.Metrics,
 		})
-		jr.mu.Lock()
-		if jr.aborted {
-			jr.mu.Unlock()
-			return
-		}
-		jr.runner = runner
-		jr.mu.Unlock()
+		stopAbort := context.AfterFunc(r.work, runner.Abort) // the graceful shutdown timeout passed
 		r.log.Info().Strs("async_methods", names).Int("slots", s.MaxOngoingRequests).Str("config_version", s.ConfigVersion()).
 			Msg("job runner started")
 		err := runner.Run(ctx)
+		stopAbort()
 		if ctx.Err() != nil {
 			return
 		}
 		r.log.Error().Err(err).Msg("job runner stopped; restarting")
-		if !wait() {
+		if !b.Wait(ctx) {
 			return
 		}
 	}

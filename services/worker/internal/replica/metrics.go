@@ -2,6 +2,7 @@ package replica
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -52,6 +53,39 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// discardMetrics are collectors no registry exports: a replica started
+// without Metrics counts into them.
+func discardMetrics() *Metrics {
+	m, _ := NewMetrics(prometheus.NewRegistry()) // a fresh registry: no name clashes
+	return m
+}
+
+// replicaMetrics are one replica's series.
+type replicaMetrics struct {
+	processing         prometheus.Gauge
+	requests, failures prometheus.Counter
+	latency            prometheus.Observer
+}
+
+// forReplica returns the series of one replica.
+func (m *Metrics) forReplica(app, dep, id string) replicaMetrics {
+	return replicaMetrics{
+		processing: m.processing.WithLabelValues(app, dep, id),
+		requests:   m.requests.WithLabelValues(app, dep, id),
+		failures:   m.errors.WithLabelValues(app, dep, id),
+		latency:    m.latency.WithLabelValues(app, dep, id),
+	}
+}
+
+// served counts a request the replica answered.
+func (rm replicaMetrics) served(failed bool, took time.Duration) {
+	rm.requests.Inc()
+	if failed {
+		rm.failures.Inc()
+	}
+	rm.latency.Observe(float64(took.Microseconds()) / 1000)
 }
 
 // forget drops a stopped replica's series so their number stays bounded.

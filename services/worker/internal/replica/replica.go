@@ -7,6 +7,13 @@
 // retried; a Supervised handler (a process-runtime child) has its own
 // state — restarting, failed — mirrored in the record.
 //
+// One context governs a replica's lifetime: Stop cancels it. Everything
+// the replica runs derives from it — construction and job pulling end at
+// once; requests and running jobs get the graceful shutdown timeout (their
+// context keeps the lifetime's values without its cancellation and ends
+// when that timeout passes); the record's heartbeat and the load reports
+// go on until the replica is gone.
+//
 // Concurrency: every Replica owns one run goroutine (started by Start,
 // ended after Stop has drained it; Done is closed then), a heartbeat and a
 // load-report goroutine while it lives, and one goroutine per admitted
@@ -29,16 +36,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/panics"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 )
 
 // ServiceVersion is the version replicas register their micro service with.
@@ -102,7 +112,7 @@ type Params struct {
 	// SDKMetrics, if set, gives the deployment its batching and
 	// multiplexing series (serve.Init.Metrics).
 	SDKMetrics *serve.Metrics
-	// Heartbeat is how often the record is re-put; 0 = service.HeartbeatInterval.
+	// Heartbeat is how often the record is re-put; 0 = fleetstate.HeartbeatInterval.
 	Heartbeat time.Duration
 	// After, if not nil, delays the start until it is closed: a replica
 	// restarted under the same id waits for its predecessor to be gone.
@@ -119,15 +129,18 @@ type Replica struct {
 	dep string
 	log zerolog.Logger
 
-	stop     chan struct{} // closed by Stop
-	stopOnce sync.Once
-	done     chan struct{} // closed when run returns
-	changed  chan struct{} // load changed (capacity 1: coalesces)
+	// life is the replica's lifetime: Stop cancels it.
+	life context.Context
+	stop context.CancelFunc
+	// work is the parent of every request's context: the lifetime
+	// without its cancellation, ended by abort when the graceful shutdown
+	// timeout passes.
+	work  context.Context
+	abort context.CancelFunc
+	met   replicaMetrics
 
-	// reqCtx is the parent of every request's context; reqCancel ends
-	// requests still running when the graceful shutdown timeout passes.
-	reqCtx    context.Context
-	reqCancel context.CancelFunc
+	done    chan struct{} // closed when run returns
+	changed chan struct{} // load changed (capacity 1: coalesces)
 
 	inflight sync.WaitGroup // admitted requests; Add only under mu while !draining
 
@@ -164,10 +177,13 @@ type Replica struct {
 // until it is RUNNING).
 func Start(p Params) *Replica {
 	if p.Heartbeat <= 0 {
-		p.Heartbeat = service.HeartbeatInterval
+		p.Heartbeat = fleetstate.HeartbeatInterval
 	}
 	if p.Caller == nil {
 		p.Caller = wire.NewCaller(p.NC, p.Names)
+	}
+	if p.Metrics == nil {
+		p.Metrics = discardMetrics()
 	}
 	s := p.Spec
 	r := &Replica{
@@ -176,7 +192,7 @@ func Start(p Params) *Replica {
 		app:     s.App,
 		dep:     s.Deployment,
 		log:     p.Log.With().Str("app", s.App).Str("deployment", s.Deployment).Str("replica_id", s.ID).Logger(),
-		stop:    make(chan struct{}),
+		met:     p.Metrics.forReplica(s.App, s.Deployment, s.ID),
 		done:    make(chan struct{}),
 		changed: make(chan struct{}, 1),
 		spec:    s,
@@ -196,7 +212,8 @@ func Start(p Params) *Replica {
 	if p.Jobs != nil {
 		r.slots = jobs.NewSlots(s.MaxOngoingRequests)
 	}
-	r.reqCtx, r.reqCancel = context.WithCancel(context.Background())
+	r.life, r.stop = context.WithCancel(context.Background())
+	r.work, r.abort = context.WithCancel(context.WithoutCancel(r.life))
 	go r.run()
 	return r
 }
@@ -220,7 +237,7 @@ func (r *Replica) Info() protocol.ReplicaInfo {
 
 // Stop asks the replica to drain and stop; it returns at once. Done is
 // closed when the replica is gone (record deleted).
-func (r *Replica) Stop() { r.stopOnce.Do(func() { close(r.stop) }) }
+func (r *Replica) Stop() { r.stop() }
 
 // Done is closed when the replica has stopped.
 func (r *Replica) Done() <-chan struct{} { return r.done }
@@ -310,46 +327,35 @@ func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) er
 
 func (r *Replica) run() {
 	defer close(r.done)
-	defer r.reqCancel()
+	defer r.abort()
 	if r.p.After != nil {
 		select {
 		case <-r.p.After:
-		case <-r.stop:
+		case <-r.life.Done():
 			<-r.p.After // never overlap the predecessor, even when stopped early
 			return
 		}
 	}
 
-	// startCtx ends when Stop is called: it aborts construction.
-	startCtx, cancelStart := context.WithCancel(context.Background())
-	defer cancelStart()
-	var bg sync.WaitGroup // heartbeat and load reporter
-	defer bg.Wait()
-	bg.Add(1)
-	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
-	defer stopHeartbeat()
-	go func() {
-		defer bg.Done()
-		select {
-		case <-r.stop:
-			cancelStart()
-		case <-hbCtx.Done():
-		}
+	// The record and the load reports outlive Stop: they say STOPPING
+	// while the replica drains, until finish deletes the record.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(r.life))
+	var g errgroup.Group
+	defer func() {
+		stopBG()
+		_ = g.Wait()
+		r.finish()
 	}()
-
 	r.mu.Lock()
 	r.info.StartedAt = time.Now().UTC()
 	r.mu.Unlock()
 	r.put()
-	bg.Add(1)
-	go func() { defer bg.Done(); r.heartbeat(hbCtx) }()
+	g.Go(func() error { r.heartbeat(bg); return nil })
 
-	h, svc := r.construct(startCtx)
+	h, svc := r.construct(r.life) // Stop aborts it
 	if h == nil {
-		r.finish(stopHeartbeat, &bg)
 		return
 	}
-
 	r.mu.Lock()
 	r.info.State = protocol.ReplicaRunning
 	r.info.Message = ""
@@ -359,28 +365,19 @@ func (r *Replica) run() {
 		r.info.State, r.info.Message, r.info.Process = sup.State()
 	}
 	r.mu.Unlock()
-	if r.p.Metrics != nil {
-		r.p.Metrics.starts.WithLabelValues(r.app, r.dep).Inc()
-	}
+	r.p.Metrics.starts.WithLabelValues(r.app, r.dep).Inc()
 	r.put()
 	r.log.Info().Msg("replica running")
 
-	loadCtx, stopLoad := context.WithCancel(context.Background())
-	defer stopLoad()
-	loadDone := make(chan struct{})
-	go func() { defer close(loadDone); r.reportLoad(loadCtx) }()
+	g.Go(func() error { r.reportLoad(bg); return nil })
 	r.mu.Lock()
-	r.startJobsLocked(h)
+	r.startJobsLocked(h) // each runner pulls until Stop (or its replacement)
 	r.mu.Unlock()
-
 	r.supervise(h)
 	r.drain(h)
-	stopLoad()
-	<-loadDone
 	if err := svc.Stop(); err != nil {
 		r.log.Warn().Err(err).Msg("stop micro service")
 	}
-	r.finish(stopHeartbeat, &bg)
 }
 
 // supervise waits for Stop; a Supervised handler's state is mirrored in
@@ -388,7 +385,7 @@ func (r *Replica) run() {
 func (r *Replica) supervise(h serve.Handler) {
 	sup, ok := h.(Supervised)
 	if !ok {
-		<-r.stop
+		<-r.life.Done()
 		return
 	}
 	for {
@@ -403,17 +400,15 @@ func (r *Replica) supervise(h serve.Handler) {
 			r.loadChanged()
 		}
 		select {
-		case <-r.stop:
+		case <-r.life.Done():
 			return
 		case <-sup.Changed():
 		}
 	}
 }
 
-// finish stops the heartbeat and deletes the record.
-func (r *Replica) finish(stopHeartbeat context.CancelFunc, bg *sync.WaitGroup) {
-	stopHeartbeat()
-	bg.Wait()
+// finish deletes the record, once the heartbeat stopped.
+func (r *Replica) finish() {
 	r.putMu.Lock()
 	defer r.putMu.Unlock()
 	r.gone = true
@@ -423,9 +418,7 @@ func (r *Replica) finish(stopHeartbeat context.CancelFunc, bg *sync.WaitGroup) {
 	if err := r.p.Records.Delete(ctx, key); err != nil {
 		r.log.Warn().Err(err).Msg("delete replica record")
 	}
-	if r.p.Metrics != nil {
-		r.p.Metrics.forget(r.app, r.dep, r.id)
-	}
+	r.p.Metrics.forget(r.app, r.dep, r.id)
 	r.p.SDKMetrics.Forget(r.app, r.dep, r.id)
 	r.log.Info().Msg("replica stopped")
 }
@@ -435,7 +428,7 @@ func (r *Replica) finish(stopHeartbeat context.CancelFunc, bg *sync.WaitGroup) {
 // ErrFailed error makes the replica FAILED: it waits for ctx to end and
 // returns nils.
 func (r *Replica) construct(ctx context.Context) (serve.Handler, micro.Service) {
-	backoff := firstBackoff
+	b := backoff.New(firstBackoff, MaxBackoff)
 	for attempt := 1; ; attempt++ {
 		h, svc, err := r.tryConstruct(ctx)
 		if err == nil {
@@ -453,19 +446,15 @@ func (r *Replica) construct(ctx context.Context) (serve.Handler, micro.Service) 
 			<-ctx.Done()
 			return nil, nil
 		}
-		r.log.Error().Err(err).Int("attempt", attempt).Dur("retry_in", backoff).Msg("replica failed to start")
+		wait := b.Next()
+		r.log.Error().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("replica failed to start")
 		r.mu.Lock()
-		r.info.Message = fmt.Sprintf("attempt %d: %v (retrying in %s)", attempt, err, backoff)
+		r.info.Message = fmt.Sprintf("attempt %d: %v (retrying in %s)", attempt, err, wait)
 		r.mu.Unlock()
 		r.put()
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return nil, nil
-		case <-t.C:
 		}
-		backoff = min(2*backoff, MaxBackoff)
 	}
 }
 
@@ -490,14 +479,7 @@ func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.
 		Metrics:             r.p.SDKMetrics.ForReplica(s.App, s.Deployment, s.ID),
 		ReportModels:        r.reportModels,
 	}
-	func() {
-		defer func() {
-			if v := recover(); v != nil {
-				err = fmt.Errorf("constructor panicked: %v", v)
-			}
-		}()
-		h, err = r.p.Ctor(ctx, init)
-	}()
+	h, err = construct(ctx, r.p.Ctor, init)
 	if errors.Is(err, ErrFailed) {
 		return nil, nil, err // it says what failed
 	}
@@ -521,6 +503,12 @@ func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.
 		return nil, nil, err
 	}
 	return h, svc, nil
+}
+
+// construct calls ctor; a panic is an error.
+func construct(ctx context.Context, ctor serve.Constructor, init serve.Init) (h serve.Handler, err error) {
+	defer panics.Recover("constructor", &err)
+	return ctor(ctx, init)
 }
 
 func (r *Replica) serveMicro() (micro.Service, error) {
@@ -567,13 +555,12 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 // — cancelled jobs go back to the queue — and waits for them to return),
 // and closes the handler.
 func (r *Replica) drain(h serve.Handler) {
+	// The job runners stopped pulling when Stop ended the lifetime (no
+	// runner starts once draining); their running jobs go on.
 	r.mu.Lock()
-	r.draining = true // no runner starts from now on
+	r.draining = true
 	runs := slices.Clone(r.jobRuns)
 	r.mu.Unlock()
-	for _, jr := range runs {
-		jr.stop() // no new jobs (before the record says STOPPING); running ones go on
-	}
 	r.mu.Lock()
 	r.info.State = protocol.ReplicaStopping
 	grace := r.spec.GracefulShutdownTimeout.D()
@@ -600,10 +587,7 @@ func (r *Replica) drain(h serve.Handler) {
 		t.Stop()
 	case <-t.C:
 		r.log.Warn().Msg("graceful shutdown timeout passed: cancelling requests and jobs in flight")
-		r.reqCancel()
-		for _, jr := range runs {
-			jr.abort()
-		}
+		r.abort() // requests' contexts end; running jobs are handed back
 		<-idle
 	}
 	r.close(h)
@@ -777,9 +761,7 @@ func (r *Replica) onCall(req micro.Request) {
 	h := r.handler
 	r.mu.Unlock()
 	r.loadChanged()
-	if r.p.Metrics != nil {
-		r.p.Metrics.processing.WithLabelValues(r.app, r.dep, r.id).Inc()
-	}
+	r.met.processing.Inc()
 	go r.serve(h, msg)
 }
 
@@ -818,12 +800,10 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 		r.countLocked(took, failed)
 		r.mu.Unlock()
 		r.loadChanged()
-		if r.p.Metrics != nil {
-			r.p.Metrics.processing.WithLabelValues(r.app, r.dep, r.id).Dec()
-		}
+		r.met.processing.Dec()
 		r.inflight.Done()
 	}()
-	ctx := r.reqCtx
+	ctx := r.work
 	if dl, ok := wire.Deadline(msg); ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, dl)
@@ -839,14 +819,7 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
 	}
-	if r.p.Metrics != nil {
-		lbl := []string{r.app, r.dep, r.id}
-		r.p.Metrics.requests.WithLabelValues(lbl...).Inc()
-		if failed {
-			r.p.Metrics.errors.WithLabelValues(lbl...).Inc()
-		}
-		r.p.Metrics.latency.WithLabelValues(lbl...).Observe(float64(time.Since(start).Microseconds()) / 1000)
-	}
+	r.met.served(failed, time.Since(start))
 	if msg.Reply == "" {
 		return
 	}
@@ -868,34 +841,38 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 
 // invoke runs the handler (streaming when asked and supported) and returns
 // the reply and whether the handler failed. A panic is a 500.
-func (r *Replica) invoke(ctx context.Context, h serve.Handler, req *serve.Request, inbox string) (reply *nats.Msg, failed bool) {
-	defer func() {
-		if v := recover(); v != nil {
-			r.log.Error().Interface("panic", v).Str("request_id", req.RequestID).Msg("handler panicked")
-			reply = wire.ErrorMsg(http.StatusInternalServerError, protocol.ErrInternal, fmt.Sprintf("handler panicked: %v", v))
-			failed = true
-		}
-	}()
+func (r *Replica) invoke(ctx context.Context, h serve.Handler, req *serve.Request, inbox string) (*nats.Msg, bool) {
+	reply, failed, err := r.call(ctx, h, req, inbox)
+	if pe := (*panics.Error)(nil); errors.As(err, &pe) {
+		r.log.Error().Interface("panic", pe.Value).Str("request_id", req.RequestID).Msg("handler panicked")
+		return wire.ErrorMsg(http.StatusInternalServerError, protocol.ErrInternal, err.Error()), true
+	}
+	return reply, failed
+}
+
+// call runs the handler; a panic is returned as a *panics.Error.
+func (r *Replica) call(ctx context.Context, h serve.Handler, req *serve.Request, inbox string) (reply *nats.Msg, failed bool, err error) {
+	defer panics.Recover("handler", &err)
 	if sh, ok := h.(serve.StreamHandler); ok && inbox != "" {
 		w := wire.NewStreamWriter(r.p.NC, inbox)
-		err := sh.ServeStream(ctx, req, w)
-		return w.Finish(err), err != nil
+		herr := sh.ServeStream(ctx, req, w)
+		return w.Finish(herr), herr != nil, nil
 	}
-	resp, err := h.ServeRequest(ctx, req)
-	if err != nil {
-		return wire.EncodeError(err), true
+	resp, herr := h.ServeRequest(ctx, req)
+	if herr != nil {
+		return wire.EncodeError(herr), true, nil
 	}
 	if resp == nil {
 		resp = &serve.Response{Status: http.StatusOK}
 	}
-	return wire.EncodeResponse(resp), false
+	return wire.EncodeResponse(resp), false, nil
 }
 
 // onHealth answers a health check: the handler's CheckHealth if it has
 // one, bounded by the requester's deadline.
 func (r *Replica) onHealth(req micro.Request) {
 	msg := &nats.Msg{Header: nats.Header(req.Headers())}
-	ctx, cancel := context.WithTimeout(r.reqCtx, DefaultHealthTimeout)
+	ctx, cancel := context.WithTimeout(r.work, DefaultHealthTimeout)
 	defer cancel()
 	if dl, ok := wire.Deadline(msg); ok {
 		var c context.CancelFunc
@@ -926,10 +903,6 @@ func (r *Replica) onHealth(req micro.Request) {
 }
 
 func checkHealth(ctx context.Context, hc serve.HealthChecker) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("health check panicked: %v", v)
-		}
-	}()
+	defer panics.Recover("health check", &err)
 	return hc.CheckHealth(ctx)
 }
