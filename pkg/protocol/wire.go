@@ -28,6 +28,11 @@ const (
 	// subject (wire.ProbeMsg) so that it is ordered after the router's
 	// requests; the replica answers it without calling user code.
 	HdrProbe = "Jetserve-Probe"
+	// HdrCancel marks a cancel, sent on a replica's call subject
+	// (wire.CancelMsg) by a caller that gave up on a request; its body is
+	// the request's reply subject. The replica cancels the request's
+	// context; nothing is answered.
+	HdrCancel = "Jetserve-Cancel"
 )
 
 // HeaderModelID is the HTTP header naming the model a request is for

@@ -52,11 +52,13 @@ func (r *Router) SetReplica(info protocol.ReplicaInfo) {
 			}
 			p = &replica{id: info.ID, key: key, subject: subj + "." + protocol.EndpointCall, d: d}
 		}
+		p.local = nil // bound below, as routable
 		p.routable = true
 		d.byID[key] = p
 		d.replicas = append(d.replicas, p)
 		added = true
 	}
+	r.bindLocal(d, p)
 	p.seen = now
 	oldMax := p.max
 	p.max = info.MaxOngoingRequests

@@ -1,13 +1,19 @@
 // Package wire carries serve.Request and serve.Response over NATS: the body
 // is the message data, untouched; metadata and HTTP headers travel as NATS
-// headers (see protocol.Hdr*). Caller is the NATS-backed serve.Caller that
-// deployments in the fleet and the ingress use; it sends to the routers.
+// headers (see protocol.Hdr*). Caller is the serve.Caller that sends
+// through the router service (the ingress with router: service, any NATS
+// client); the ingress and the workers embed a router instead
+// (routing.Caller).
 //
 // Streaming: the caller subscribes to an inbox and names it in
 // protocol.HdrStream; the replica publishes a head message (sequence 0:
 // status and headers) and then chunks (1..N) there, and its final reply
 // (through the router) carries protocol.HdrChunks = N so the caller knows
-// when every chunk has arrived.
+// when every chunk has arrived. A replica in the caller's own process
+// hands the same messages over without NATS (NewLocalStreamWriter).
+//
+// Cancellation: a caller that gives up on a request tells its replica
+// (CancelMsg), which cancels the request's context.
 package wire
 
 import (
@@ -42,6 +48,9 @@ func EncodeRequest(subject string, req *serve.Request) *nats.Msg {
 		h.Set(protocol.HdrRequestID, req.RequestID)
 	}
 	copyHTTPHeaders(h, req.Header)
+	if tp := req.Header.Get("Traceparent"); tp != "" {
+		h.Set(protocol.HdrTraceParent, tp) // NATS's own tracing reads it too
+	}
 	return m
 }
 
@@ -58,6 +67,9 @@ func DecodeRequest(m *nats.Msg) *serve.Request {
 	}
 	if q := m.Header.Get(protocol.HdrQuery); q != "" {
 		req.Query, _ = url.ParseQuery(q)
+	}
+	if tp := m.Header.Get(protocol.HdrTraceParent); tp != "" && req.Header.Get("Traceparent") == "" {
+		req.Header.Set("Traceparent", tp) // a NATS caller's trace context
 	}
 	if req.Path == "" {
 		req.Path = "/"
