@@ -150,8 +150,8 @@ type StreamWriter struct {
 	publish func(*nats.Msg) error
 	inbox   string
 	mu      sync.Mutex
-	seq    int // guarded by mu: last sequence sent
-	headed bool
+	seq     int // guarded by mu: last sequence sent
+	headed  bool
 }
 
 // NewStreamWriter writes to inbox on nc.
