@@ -2,7 +2,7 @@
 // of serve's handles must keep: the in-process one (serve.Local) and the
 // fleet (a worker's embedded router, across workers and within one). Run
 // gives a backend an application of its own deployments and checks, through
-// the backend's caller, chaining, handler errors and panics, unknown
+// the backend's caller, chaining (Front → Mid → Back), handler errors and panics, unknown
 // deployments, streaming through a chain, the request id and trace context
 // and deadline carried to every hop, and cancellation reaching the end of
 // the chain when the caller leaves.
@@ -112,8 +112,8 @@ func (f *front) ServeRequest(ctx context.Context, req *serve.Request) (*serve.Re
 			return nil, err
 		}
 		return &serve.Response{Status: http.StatusOK, Body: []byte("front(" + string(resp.Body) + ")")}, nil
-	case "meta", "wait":
-		return pass(f.back, serve.MethodName(req))
+	case "meta", "wait": // through Mid: two hops
+		return pass(f.mid, serve.MethodName(req))
 	case "fail", "panic":
 		return pass(f.back, serve.MethodName(req))
 	case "unknown": // a handle made without the application's check
@@ -139,9 +139,12 @@ func (f *front) ServeStream(ctx context.Context, req *serve.Request, w serve.Str
 type mid struct{ back *serve.Handle }
 
 func (m *mid) ServeRequest(ctx context.Context, req *serve.Request) (*serve.Response, error) {
-	resp, err := m.back.Call(ctx, &serve.Request{Body: req.Body})
+	resp, err := m.back.Call(ctx, &serve.Request{Call: req.Call, Body: req.Body})
 	if err != nil {
 		return nil, err
+	}
+	if req.Call != "" {
+		return resp, nil // meta, wait: Back's answer as it is
 	}
 	return &serve.Response{Status: http.StatusOK, Body: []byte("mid(" + string(resp.Body) + ")")}, nil
 }
