@@ -1,7 +1,11 @@
 // Package diag holds diagnostic deployments for benchmarks and end-to-end
 // tests: Echo answers at once with the request body (the no-op of `make
 // bench`), optionally after ?delay_ms=N, and fails with ?fail=1; it streams
-// ?chunks=N chunks when asked to stream. Safe for concurrent use.
+// ?chunks=N chunks when asked to stream. Chain passes a request on to the
+// next deployment through a handle (user_config {next}), or answers as Echo
+// at the end; FanOut calls several in parallel (user_config {targets}):
+// the chains and the fan-out of the composition benchmarks. Safe for
+// concurrent use.
 package diag
 
 import (
@@ -19,9 +23,15 @@ const HandlerEcho = "diag.Echo"
 
 // Register adds the diagnostic deployments to reg.
 func Register(reg *serve.Registry) error {
-	return reg.Register(HandlerEcho, func(_ context.Context, init serve.Init) (serve.Handler, error) {
+	if err := reg.Register(HandlerEcho, func(_ context.Context, init serve.Init) (serve.Handler, error) {
 		return &Echo{replica: init.ReplicaID}, nil
-	})
+	}); err != nil {
+		return err
+	}
+	if err := reg.Register(HandlerChain, newChain); err != nil {
+		return err
+	}
+	return reg.Register(HandlerFanOut, newFanOut)
 }
 
 // Echo answers with the request body.
