@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -242,11 +243,15 @@ func TestCallerCancelsRemoteRequest(t *testing.T) {
 	h := newHarness(t, nil)
 	rem := h.replica("R", 4)
 	cancels := make(chan *nats.Msg, 4)
-	spy, err := natstest.Conn(t, h.ns).ChanSubscribe(h.names.ReplicaSubject("R")+".call", cancels)
+	spyNC := natstest.Conn(t, h.ns)
+	spy, err := spyNC.ChanSubscribe(h.names.ReplicaSubject("R")+".call", cancels)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer spy.Unsubscribe() //nolint:errcheck
+	if err := spyNC.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	c := h.r.NewCaller()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -310,5 +315,24 @@ func TestLocalStream(t *testing.T) {
 	}
 	if got.Status != http.StatusOK || len(got.Chunks) != 2 || string(got.Chunks[0]) != "one" || string(got.Chunks[1]) != "two" {
 		t.Fatalf("Stream = %d %q, want 200 [one two]", got.Status, got.Strings())
+	}
+}
+
+// TestQueuedFailedWhenTheLastStartingReplicaFails: requests that waited
+// for a replica starting in a deployment the status says cannot run
+// (a replacement of a FAILED replica) are failed 503 when it fails too,
+// though the status does not change.
+func TestQueuedFailedWhenTheLastStartingReplicaFails(t *testing.T) {
+	h := newHarness(t, nil)
+	h.r.SetStatus(protocol.Status{Applications: map[string]protocol.AppStatus{app: {Name: app,
+		Deployments: map[string]protocol.DeploymentStatus{dep: {Name: dep, TargetReplicas: 1, Replicas: []protocol.ReplicaStatus{
+			{ID: "x1", State: protocol.ReplicaFailed, Message: `handle to unknown deployment "Bee"`}}}}}}})
+	h.r.SetReplica(protocol.ReplicaInfo{ID: "x2", App: app, Deployment: dep, State: protocol.ReplicaStarting})
+	queued := h.dispatch("POST", "x", nil, 30*time.Second)
+	h.none(queued, "a request while a replacement replica starts")
+	h.r.SetReplica(protocol.ReplicaInfo{ID: "x2", App: app, Deployment: dep, State: protocol.ReplicaFailed, Message: `handle to unknown deployment "Bee"`})
+	a := h.wait(queued, 5*time.Second)
+	if a.status != http.StatusServiceUnavailable || a.code != protocol.ErrNoReplicas || !strings.Contains(a.body, "Bee") {
+		t.Fatalf("queued request when the replacement failed = %+v, want 503 no_replicas naming the reason", a)
 	}
 }

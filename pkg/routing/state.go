@@ -35,8 +35,16 @@ func (r *Router) SetReplica(info protocol.ReplicaInfo) {
 				probe = r.probeLocked(p, now, true)
 			}
 		}
+		// The last replica that was starting failed, in a deployment the
+		// status already says cannot run: what waited for it fails now
+		// (the status may not change again to say so).
+		var fails []failure
+		if info.State == protocol.ReplicaFailed && len(d.replicas) == 0 && len(d.starting) == 0 && d.unavailable != "" {
+			fails = d.failQueueLocked(http.StatusServiceUnavailable, protocol.ErrNoReplicas, d.cannotRun(), true)
+		}
 		d.mu.Unlock()
 		r.publishProbe(probe)
+		r.emit(fails, nil, len(fails) > 0)
 		return
 	}
 	added := false

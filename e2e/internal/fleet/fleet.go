@@ -34,6 +34,9 @@ type Options struct {
 	WorkerCPU float64
 	// LogLevel of every service; default "info".
 	LogLevel string
+	// WorkerEnv[i] is extra environment for the i-th worker started (by
+	// Start or AddWorker…), e.g. {"JETSERVE_LABELS": "zone=a"}.
+	WorkerEnv []map[string]string
 }
 
 func (o Options) withDefaults() Options {
@@ -210,10 +213,16 @@ func (f *Fleet) AddWorker(wait bool) *Service {
 // worker.Main with other deployments, e.g. QuickstartWorker).
 func (f *Fleet) AddWorkerFrom(binary string, wait bool) *Service {
 	f.tb.Helper()
-	s := f.start(binary, "worker", true, map[string]string{
+	env := map[string]string{
 		"JETSERVE_RESOURCES_CPU": fmt.Sprint(f.opt.WorkerCPU),
 		"JETSERVE_GPU_DETECT":    "off",
-	}, wait)
+	}
+	if i := len(f.Workers); i < len(f.opt.WorkerEnv) {
+		for k, v := range f.opt.WorkerEnv[i] {
+			env[k] = v
+		}
+	}
+	s := f.start(binary, "worker", true, env, wait)
 	f.Workers = append(f.Workers, s)
 	return s
 }
