@@ -15,7 +15,7 @@ const (
 	HdrChunkSeq    = "Jetserve-Seq"      // sequence of a streamed chunk; 0 is the head (status+headers)
 	HdrChunks      = "Jetserve-Chunks"   // on the final reply of a streaming call: chunks sent
 	HdrReplica     = "Jetserve-Replica"  // the replica that served a response
-	HdrAttempt     = "Jetserve-Attempt"  // which routing attempt this is (1-based)
+	HdrAttempt     = "Jetserve-Attempt"  // which routing attempt this is (2, 3, …; absent on the first)
 	HdrRequestID   = "X-Request-Id"
 	HdrTraceParent = "traceparent"
 	// HdrHTTPPrefix prefixes forwarded HTTP headers: "Http-Content-Type".

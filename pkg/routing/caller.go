@@ -62,7 +62,7 @@ func (c *Caller) send(ctx context.Context, app, deployment string, m *nats.Msg, 
 	}
 	q := c.r.dispatch(depKey(app, deployment), m, func(h nats.Header, data []byte) {
 		done <- &nats.Msg{Header: h, Data: data}
-	}, chunks)
+	}, chunks, ctx)
 	select {
 	case reply := <-done:
 		return reply, nil

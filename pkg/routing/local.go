@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"context"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -18,8 +19,10 @@ import (
 // admission (CallLocal) — which admits it or refuses it replica_full or
 // draining exactly as over NATS, and the router retries a refusal
 // elsewhere as it would — and the replica hands the answer back
-// (and a stream's chunks, straight to the caller). Local replicas are
-// never probed: they answer every request they admitted.
+// (and a stream's chunks, straight to the caller). A Caller's request is
+// served on the caller's own goroutine, which waits for it anyway: no
+// goroutine is started and none is woken. Local replicas are never
+// probed: they answer every request they admitted.
 //
 // A caller that gives up (Caller: its context ended — the client left or
 // the deadline passed) cancels its request: a queued one is dropped; one
@@ -34,14 +37,17 @@ import (
 type LocalReplica interface {
 	// CallLocal admits m (a request as it would arrive on the replica's
 	// call subject; m.Reply names it) or refuses it. It returns "" once
-	// admitted, and then calls done exactly once, from another goroutine,
-	// with the reply. Otherwise it returns why, and done is never called:
+	// admitted, and then calls done exactly once with the reply: before it
+	// returns when ctx is not nil — the request is then served on the
+	// calling goroutine, ctx (the waiting caller's) the parent of the
+	// handler's context — else later, from a goroutine of its own.
+	// Otherwise it returns why, and done is never called:
 	// protocol.ErrReplicaFull or protocol.ErrDraining (retried elsewhere,
 	// as over NATS), anything else when the replica does not serve
 	// (skipped for a while). chunks, when not nil, takes a streaming
 	// call's head and chunk messages (wire.NewLocalStreamWriter) instead
 	// of the inbox named in m. The replica must not keep m after done.
-	CallLocal(m *nats.Msg, chunks func(*nats.Msg) error, done func(*nats.Msg)) protocol.ErrorCode
+	CallLocal(ctx context.Context, m *nats.Msg, chunks func(*nats.Msg) error, done func(*nats.Msg)) protocol.ErrorCode
 	// CancelLocal cancels the admitted request whose m.Reply was reply
 	// (a no-op when the replica no longer holds it).
 	CancelLocal(reply string)
@@ -92,12 +98,17 @@ func (d *deployment) preferLocal(q *request, now time.Time, i int, ok func(*repl
 	return d.replicas[i]
 }
 
-// sendLocal hands op's request to its local replica. A refusal is
-// handled as the same refusal over NATS would be: the request is retried
-// on another replica or queued (the sends returned), or failed.
-func (r *Router) sendLocal(op sendOp) ([]sendOp, bool) {
+// sendLocal hands op's request to its local replica, to be served on this
+// goroutine when inline (the caller waits on it). A refusal is handled as
+// the same refusal over NATS would be: the request is retried on another
+// replica or queued (the sends returned), or failed.
+func (r *Router) sendLocal(op sendOp, inline bool) ([]sendOp, bool) {
 	tok := op.tok
-	code := op.local.CallLocal(op.msg, op.q.chunks, func(m *nats.Msg) { r.reply(tok, m) })
+	var ctx context.Context
+	if inline {
+		ctx = op.q.ctx
+	}
+	code := op.local.CallLocal(ctx, op.msg, op.q.chunks, func(m *nats.Msg) { r.reply(tok, m) })
 	if code == "" {
 		return nil, false
 	}

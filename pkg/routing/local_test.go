@@ -2,7 +2,6 @@ package routing_test
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,15 +22,18 @@ import (
 
 // localFake is a replica in the router's process (routing.LocalReplica):
 // it admits up to max requests, holds those whose body is "hold" until
-// release or cancel, streams two chunks when asked, and refuses with
-// refuse when set.
+// release or cancel and those whose body is "wait" until cancel, streams
+// two chunks when asked, and refuses with refuse when set. A call with a
+// caller's context is served on the caller's goroutine.
 type localFake struct {
-	id      string
-	max     int
-	release chan struct{}
-	calls   atomic.Int64
-	cancels atomic.Int64
-	wg      sync.WaitGroup
+	id        string
+	max       int
+	release   chan struct{}
+	calls     atomic.Int64
+	inline    atomic.Int64 // calls served on the caller's goroutine
+	cancels   atomic.Int64 // CancelLocal of a held request
+	cancelled atomic.Int64 // held requests whose context ended
+	wg        sync.WaitGroup
 
 	mu      sync.Mutex
 	ongoing int                           // guarded by mu
@@ -45,7 +47,7 @@ func (f *localFake) setRefuse(c protocol.ErrorCode) {
 	f.mu.Unlock()
 }
 
-func (f *localFake) CallLocal(m *nats.Msg, chunks func(*nats.Msg) error, done func(*nats.Msg)) protocol.ErrorCode {
+func (f *localFake) CallLocal(ctx context.Context, m *nats.Msg, chunks func(*nats.Msg) error, done func(*nats.Msg)) protocol.ErrorCode {
 	f.mu.Lock()
 	if f.refuse != "" {
 		c := f.refuse
@@ -57,22 +59,29 @@ func (f *localFake) CallLocal(m *nats.Msg, chunks func(*nats.Msg) error, done fu
 		return protocol.ErrReplicaFull
 	}
 	f.ongoing++
-	ctx, cancel := context.WithCancel(context.Background())
+	parent := ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	cctx, cancel := context.WithCancel(parent)
 	f.held[m.Reply] = cancel
 	f.mu.Unlock()
 	f.calls.Add(1)
 	body := string(m.Data)
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
+	run := func() {
 		var reply *nats.Msg
 		switch {
-		case body == "hold":
+		case body == "hold" || body == "wait":
+			release := f.release
+			if body == "wait" {
+				release = nil
+			}
 			select {
-			case <-f.release:
+			case <-release:
 				reply = wire.EncodeResponse(&serve.Response{Status: 200, Body: []byte(f.id + ":released")})
-			case <-ctx.Done():
-				reply = wire.EncodeError(ctx.Err())
+			case <-cctx.Done():
+				f.cancelled.Add(1)
+				reply = wire.EncodeError(cctx.Err())
 			}
 		case chunks != nil:
 			w := wire.NewLocalStreamWriter(chunks)
@@ -88,6 +97,16 @@ func (f *localFake) CallLocal(m *nats.Msg, chunks func(*nats.Msg) error, done fu
 		f.mu.Unlock()
 		cancel()
 		done(reply)
+	}
+	if ctx != nil {
+		f.inline.Add(1)
+		run()
+		return ""
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		run()
 	}()
 	return ""
 }
@@ -209,31 +228,64 @@ func TestLocalReplicaNeverProbed(t *testing.T) {
 	}
 }
 
-// TestCallerCancelsLocalRequest: a Caller whose context is cancelled
-// cancels its request at the local replica holding it (CancelLocal), and
-// the replica's slot is freed once it answered.
+// TestCallerCancelsLocalRequest: a Caller's request to a local replica
+// is served on the caller's goroutine with the caller's context, so the
+// caller leaving cancels the handler; the replica's slot is free again
+// after.
 func TestCallerCancelsLocalRequest(t *testing.T) {
 	loc := &localFake{id: "L", max: 1}
 	h := newLocalHarness(t, loc)
-	c := h.r.NewCaller()
+	c := serve.NewHandle(h.r.NewCaller(), app, dep)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c.Call(ctx, app, dep, &serve.Request{Method: "POST", Path: "/", Body: []byte("hold")})
+		_, err := c.Call(ctx, &serve.Request{Body: []byte("hold")})
 		errc <- err
 	}()
 	until(t, "the local replica holds the request", func() bool { return loc.calls.Load() == 1 })
 	cancel()
-	var se *serve.Error
-	if err := <-errc; !errors.As(err, &se) || se.Code != protocol.ErrCancelled {
-		t.Fatalf("Call after cancel = %v, want a cancelled error", err)
+	if err := <-errc; serve.AsError(err).Code != protocol.ErrCancelled {
+		t.Fatalf("Call after cancel = %v, want cancelled", err)
 	}
-	until(t, "the replica saw the cancel", func() bool { return loc.cancels.Load() == 1 })
-	// The slot (max 1) is free again: the next call is served locally.
-	resp, err := c.Call(context.Background(), app, dep, &serve.Request{Method: "POST", Path: "/", Body: []byte("ok")})
+	if loc.inline.Load() != 1 || loc.cancelled.Load() != 1 {
+		t.Fatalf("served inline %d, handler cancelled %d; want 1 and 1", loc.inline.Load(), loc.cancelled.Load())
+	}
+	resp, err := c.Call(context.Background(), &serve.Request{Body: []byte("ok")})
 	if err != nil || string(resp.Body) != "L:2" {
 		t.Fatalf("Call after the cancelled one = %v, %v; want L:2", resp, err)
 	}
+}
+
+// TestCallerCancelsReleasedLocalRequest: a request that waited in the
+// queue and was then sent to a local replica from another goroutine is
+// cancelled there (CancelLocal) when its caller leaves.
+func TestCallerCancelsReleasedLocalRequest(t *testing.T) {
+	loc := &localFake{id: "L", max: 1}
+	h := newLocalHarness(t, loc)
+	c := serve.NewHandle(h.r.NewCaller(), app, dep)
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Call(context.Background(), &serve.Request{Body: []byte("hold")})
+		first <- err
+	}()
+	until(t, "the local replica holds the first request", func() bool { return loc.calls.Load() == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	second := make(chan error, 1)
+	go func() {
+		_, err := c.Call(ctx, &serve.Request{Body: []byte("wait")})
+		second <- err
+	}()
+	until(t, "the second request is queued", func() bool { return h.r.Queued()[app+"/"+dep] == 1 })
+	close(loc.release)
+	if err := <-first; err != nil {
+		t.Fatalf("first call = %v", err)
+	}
+	until(t, "the second request reaches the replica", func() bool { return loc.calls.Load() == 2 })
+	cancel()
+	if err := <-second; serve.AsError(err).Code != protocol.ErrCancelled {
+		t.Fatalf("second call after cancel = %v, want cancelled", err)
+	}
+	until(t, "the replica saw the cancel", func() bool { return loc.cancels.Load() == 1 && loc.cancelled.Load() == 1 })
 }
 
 // TestCallerCancelsRemoteRequest: the cancel of a request held by a

@@ -46,6 +46,7 @@
 package routing
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -237,6 +238,9 @@ type request struct {
 	// chunks, for a streaming call from this process, takes the stream's
 	// messages from a local replica (see LocalReplica); nil otherwise.
 	chunks func(*nats.Msg) error
+	// ctx is the context of a Caller waiting for q on its own goroutine:
+	// a local replica picked at dispatch serves q there (LocalReplica).
+	ctx context.Context
 	// local is the in-process replica the current send went to; nil when
 	// it went over NATS.
 	local LocalReplica
@@ -333,7 +337,7 @@ func (r *Router) onRequest(m *nats.Msg) {
 	if !ok || m.Header == nil {
 		return
 	}
-	r.dispatch(key, m, nil, nil)
+	r.dispatch(key, m, nil, nil, nil)
 }
 
 // Dispatch routes m (a request encoded by wire.EncodeRequest, with its
@@ -345,15 +349,17 @@ func (r *Router) Dispatch(app, deployment string, m *nats.Msg, done func(h nats.
 	if m.Header == nil {
 		m.Header = nats.Header{}
 	}
-	r.dispatch(depKey(app, deployment), m, done, nil)
+	r.dispatch(depKey(app, deployment), m, done, nil, nil)
 }
 
 // dispatch routes m and returns its request (for cancel); chunks, if not
-// nil, takes a streaming call's messages from a local replica.
-func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte), chunks func(*nats.Msg) error) *request {
+// nil, takes a streaming call's messages from a local replica; ctx, if not
+// nil, is the context of a caller waiting on this goroutine (a local
+// replica picked now serves the request on it).
+func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte), chunks func(*nats.Msg) error, ctx context.Context) *request {
 	d := r.deployment(key)
 	now := r.o.Now()
-	q := &request{msg: m, d: d, start: now, done: done, model: m.Header.Get(protocol.HdrModelID), chunks: chunks}
+	q := &request{msg: m, d: d, start: now, done: done, model: m.Header.Get(protocol.HdrModelID), chunks: chunks, ctx: ctx}
 	q.tried = q.triedBuf[:0]
 	d.m.requests.Inc()
 	r.active.Add(1)
@@ -377,7 +383,7 @@ func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte
 		if p := d.pick(q, now); p != nil {
 			op := r.sendLocked(q, p, now)
 			d.mu.Unlock()
-			r.sendAll([]sendOp{op}, false)
+			r.sendAllFrom([]sendOp{op}, false, q)
 			return q
 		}
 	}
@@ -496,7 +502,9 @@ func (r *Router) sendLocked(q *request, p *replica, now time.Time) sendOp {
 	r.pendMu.Lock()
 	r.pending[tok] = q
 	r.pendMu.Unlock()
-	q.msg.Header.Set(protocol.HdrAttempt, strconv.Itoa(q.attempts))
+	if q.attempts > 1 {
+		q.msg.Header.Set(protocol.HdrAttempt, strconv.Itoa(q.attempts))
+	}
 	q.local = p.local
 	return sendOp{q: q, msg: &nats.Msg{Subject: p.subject, Reply: q.reply, Header: q.msg.Header, Data: q.msg.Data},
 		local: p.local, tok: tok}
@@ -566,12 +574,16 @@ func (r *Router) emit(fails []failure, ops []sendOp, changed bool) {
 
 // sendAll publishes ops; a publish that fails answers its request (and may
 // release more of the queue, sent in the same loop, not recursively).
-func (r *Router) sendAll(ops []sendOp, changed bool) {
+func (r *Router) sendAll(ops []sendOp, changed bool) { r.sendAllFrom(ops, changed, nil) }
+
+// sendAllFrom is sendAll on the goroutine of self's caller (nil: none):
+// a send of self to a local replica is served on it.
+func (r *Router) sendAllFrom(ops []sendOp, changed bool, self *request) {
 	for len(ops) > 0 {
 		op := ops[0]
 		ops = ops[1:]
 		if op.local != nil {
-			more, queueMoved := r.sendLocal(op)
+			more, queueMoved := r.sendLocal(op, self != nil && op.q == self && self.ctx != nil)
 			ops = append(ops, more...)
 			changed = changed || queueMoved
 			continue

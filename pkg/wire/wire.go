@@ -33,7 +33,9 @@ import (
 
 // EncodeRequest turns req into a NATS message for subject.
 func EncodeRequest(subject string, req *serve.Request) *nats.Msg {
-	m := nats.NewMsg(subject)
+	// Sized for every header a request gets on its way (routers add the
+	// deadline, a retry's attempt, a stream's inbox): no map growth.
+	m := &nats.Msg{Subject: subject, Header: make(nats.Header, 8+len(req.Header))}
 	m.Data = req.Body
 	h := m.Header
 	h.Set(protocol.HdrMethod, req.Method)
@@ -79,7 +81,7 @@ func DecodeRequest(m *nats.Msg) *serve.Request {
 
 // EncodeResponse turns resp into a reply message (subject set by the caller).
 func EncodeResponse(resp *serve.Response) *nats.Msg {
-	m := nats.NewMsg("")
+	m := &nats.Msg{Header: make(nats.Header, 3+len(resp.Header))}
 	m.Data = resp.Body
 	status := resp.Status
 	if status == 0 {

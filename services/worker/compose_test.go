@@ -27,7 +27,7 @@ import (
 // workers is an embedded JetStream with workers running one registry, and
 // a client-side router (the ingress's kind) to call them with.
 type workers struct {
-	t     *testing.T
+	t     testing.TB
 	ns    *server.Server
 	nc    *nats.Conn
 	names protocol.Names
@@ -36,7 +36,7 @@ type workers struct {
 
 // startWorkers starts one worker per id, each on its own connection,
 // stopped (drained) when the test ends.
-func startWorkers(t *testing.T, reg *serve.Registry, ids ...string) *workers {
+func startWorkers(t testing.TB, reg *serve.Registry, ids ...string) *workers {
 	t.Helper()
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
@@ -197,7 +197,7 @@ func TestFleetKeepsTheCompositionContract(t *testing.T) {
 
 // chainRegistry: "chain" calls the deployment named by its user_config's
 // next (and answers "chain>" + its answer), "leaf" answers its body.
-func chainRegistry(t *testing.T) *serve.Registry {
+func chainRegistry(t testing.TB) *serve.Registry {
 	t.Helper()
 	reg := serve.NewRegistry()
 	if err := reg.Register("chain", func(_ context.Context, in serve.Init) (serve.Handler, error) {

@@ -61,3 +61,25 @@ func (m *Metrics) forget(app, dep, id string) {
 	m.errors.DeleteLabelValues(app, dep, id)
 	m.latency.DeleteLabelValues(app, dep, id)
 }
+
+// series are one replica's collectors with their labels resolved once, so
+// that a request costs no label lookup.
+type series struct {
+	processing prometheus.Gauge
+	requests   prometheus.Counter
+	errors     prometheus.Counter
+	latency    prometheus.Observer
+}
+
+// forReplica resolves a replica's series; nil when m is.
+func (m *Metrics) forReplica(app, dep, id string) *series {
+	if m == nil {
+		return nil
+	}
+	return &series{
+		processing: m.processing.WithLabelValues(app, dep, id),
+		requests:   m.requests.WithLabelValues(app, dep, id),
+		errors:     m.errors.WithLabelValues(app, dep, id),
+		latency:    m.latency.WithLabelValues(app, dep, id),
+	}
+}

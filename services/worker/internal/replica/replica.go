@@ -143,6 +143,8 @@ type Replica struct {
 	reqCancel context.CancelFunc
 
 	inflight sync.WaitGroup // admitted requests; Add only under mu while !draining
+	workers  *pool          // runs admitted requests
+	m        *series        // nil without Metrics; set before the first request
 
 	reconfMu sync.Mutex // serialises Reconfigure
 
@@ -190,6 +192,7 @@ func Start(p Params) *Replica {
 		changed: make(chan struct{}, 1),
 		spec:    s,
 		held:    map[string]context.CancelFunc{},
+		workers: newPool(poolIdle),
 		info: protocol.ReplicaInfo{
 			ID:                 s.ID,
 			App:                s.App,
@@ -297,6 +300,7 @@ func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) er
 
 func (r *Replica) run() {
 	defer close(r.done)
+	defer r.workers.stop()
 	defer r.reqCancel()
 	if r.p.After != nil {
 		select {
@@ -306,6 +310,8 @@ func (r *Replica) run() {
 			return
 		}
 	}
+	// After the predecessor forgot its series (they have the same labels).
+	r.m = r.p.Metrics.forReplica(r.app, r.dep, r.id)
 
 	// startCtx ends when Stop is called: it aborts construction.
 	startCtx, cancelStart := context.WithCancel(context.Background())
@@ -750,12 +756,12 @@ func (r *Replica) onCall(req micro.Request) {
 		r.CancelLocal(wire.CancelTarget(msg))
 		return
 	}
-	a, code, text := r.admit(msg.Reply)
+	a, code, text := r.admit(nil, msg)
 	if code != "" {
 		r.reject(req, code, text)
 		return
 	}
-	go r.serve(a, msg, nil, nil)
+	r.workers.run(func() { r.serve(a, msg, nil, nil) })
 }
 
 // admission is an admitted request's handler and context.
@@ -765,10 +771,14 @@ type admission struct {
 	cancel context.CancelFunc
 }
 
-// admit takes a request in — the replica serves, is not draining and is
-// under max_ongoing_requests — or says why not (a code routers retry
-// elsewhere). reply names the request for probes and cancels.
-func (r *Replica) admit(reply string) (admission, protocol.ErrorCode, string) {
+// admit takes msg in — the replica serves, is not draining and is under
+// max_ongoing_requests — or says why not (a code routers retry
+// elsewhere). Its context ends at its deadline (HdrDeadline), by cancel
+// (msg.Reply names it, as for probes) and at the graceful shutdown
+// timeout; parent, if not nil, is a local caller's context, which it ends
+// with too (and which has the deadline already; it is not held for
+// cancels, and never probed).
+func (r *Replica) admit(parent context.Context, msg *nats.Msg) (admission, protocol.ErrorCode, string) {
 	r.mu.Lock()
 	switch {
 	case r.draining:
@@ -784,15 +794,28 @@ func (r *Replica) admit(reply string) (admission, protocol.ErrorCode, string) {
 	}
 	r.ongoing++
 	r.inflight.Add(1)
-	ctx, cancel := context.WithCancel(r.reqCtx)
-	if reply != "" {
-		r.held[reply] = cancel
+	var ctx context.Context
+	var cancel context.CancelFunc
+	switch dl, ok := wire.Deadline(msg); {
+	case parent != nil:
+		// The caller's context, ended too by the graceful shutdown timeout.
+		var end context.CancelFunc
+		ctx, end = context.WithCancel(parent)
+		stop := context.AfterFunc(r.reqCtx, end)
+		cancel = func() { stop(); end() }
+	case ok:
+		ctx, cancel = context.WithDeadline(r.reqCtx, dl)
+	default:
+		ctx, cancel = context.WithCancel(r.reqCtx)
+	}
+	if parent == nil && msg.Reply != "" {
+		r.held[msg.Reply] = cancel
 	}
 	a := admission{h: r.handler, ctx: ctx, cancel: cancel}
 	r.mu.Unlock()
 	r.loadChanged()
-	if r.p.Metrics != nil {
-		r.p.Metrics.processing.WithLabelValues(r.app, r.dep, r.id).Inc()
+	if r.m != nil {
+		r.m.processing.Inc()
 	}
 	return a, "", ""
 }
@@ -800,16 +823,23 @@ func (r *Replica) admit(reply string) (admission, protocol.ErrorCode, string) {
 // CallLocal serves a request from a router in this process
 // (routing.LocalReplica): admitted as a call over NATS is, answered
 // through done once the replica's own bookkeeping is done (so a router
-// may send the next request at once), streamed through chunks.
-func (r *Replica) CallLocal(m *nats.Msg, chunks func(*nats.Msg) error, done func(*nats.Msg)) protocol.ErrorCode {
+// may send the next request at once), streamed through chunks. With a
+// caller's ctx it is served on the calling goroutine (which waits for it
+// anyway: no goroutine to start, no stack to grow) and cancelled through
+// ctx; without, on a goroutine of its own and cancelled by CancelLocal.
+func (r *Replica) CallLocal(ctx context.Context, m *nats.Msg, chunks func(*nats.Msg) error, done func(*nats.Msg)) protocol.ErrorCode {
 	if m.Header == nil {
 		m.Header = nats.Header{}
 	}
-	a, code, _ := r.admit(m.Reply)
+	a, code, _ := r.admit(ctx, m)
 	if code != "" {
 		return code
 	}
-	go r.serve(a, m, chunks, done)
+	if ctx != nil {
+		r.serve(a, m, chunks, done)
+		return ""
+	}
+	r.workers.run(func() { r.serve(a, m, chunks, done) })
 	return ""
 }
 
@@ -864,23 +894,17 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 		r.countLocked(took, failed)
 		r.mu.Unlock()
 		r.loadChanged()
-		if r.p.Metrics != nil {
-			r.p.Metrics.processing.WithLabelValues(r.app, r.dep, r.id).Dec()
+		if r.m != nil {
+			r.m.processing.Dec()
 		}
 		r.inflight.Done()
 		if done != nil {
 			done(reply)
 		}
 	}()
-	ctx := a.ctx
-	if dl, ok := wire.Deadline(msg); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl)
-		defer cancel()
-	}
 	req := wire.DecodeRequest(msg)
 	log := r.log.With().Str("request_id", req.RequestID).Logger()
-	ctx = serve.ContextWithRequest(log.WithContext(ctx), req)
+	ctx := serve.ContextWithRequest(log.WithContext(a.ctx), req)
 
 	reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
 	took = time.Since(start)
@@ -888,13 +912,12 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
 	}
-	if r.p.Metrics != nil {
-		lbl := []string{r.app, r.dep, r.id}
-		r.p.Metrics.requests.WithLabelValues(lbl...).Inc()
+	if r.m != nil {
+		r.m.requests.Inc()
 		if failed {
-			r.p.Metrics.errors.WithLabelValues(lbl...).Inc()
+			r.m.errors.Inc()
 		}
-		r.p.Metrics.latency.WithLabelValues(lbl...).Observe(float64(time.Since(start).Microseconds()) / 1000)
+		r.m.latency.Observe(float64(took.Microseconds()) / 1000)
 	}
 	if done != nil || msg.Reply == "" {
 		return // a local call is answered by the deferred done
