@@ -5,6 +5,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -36,10 +40,15 @@ type composeTarget struct {
 //	fx,fl   a 4-way fan-out (diag.FanOut) to four deployments on the
 //	        other worker / the same worker
 //
-// at c=1 (p50, p99) and at c=32 (req/s of the Go closed-loop load
-// generator, and of wrk when it is on PATH, 5 s). It prints the cost per
-// hop at c=1 — (p50(chainN) − p50(h1)) / (N − 1) — and chain5/chain1
-// throughput at c=32. Run it with
+// Latency at c=1: p50 and p99 of the Go closed-loop load generator (b.N
+// requests per path). Throughput at c=32: wrk (when on PATH; else the Go
+// load generator, which is itself CPU-bound on 2 cores), every path
+// measured in each of several interleaved rounds so that the box's drift
+// hits them alike — req/s, and the server-side CPU per request (every
+// fleet process and this one, from /proc: independent of the noise of
+// other work on the box). It prints the cost per hop at c=1 —
+// (p50(chainN) − p50(h1)) / (N − 1) — and the per-round median of each
+// path's throughput relative to h1. Run it with
 //
 //	go test -run '^$' -bench Composition -benchtime 2000x ./
 func BenchmarkComposition(b *testing.B) {
@@ -52,13 +61,12 @@ func BenchmarkComposition(b *testing.B) {
 		{"JETSERVE_LABELS": "zone=s", "JETSERVE_ROUTER": "service"},
 	}})
 	f.RequireHandlers(handlerChain, handlerFanOut)
-	cfg := serveConfig(b,
+	f.Deploy(serveConfig(b,
 		chainOf("h1", 1, "a"),
 		chainOf("x5", 5, "a", "b"), chainOf("x10", 10, "a", "b"),
 		chainOf("l5", 5, "a"), chainOf("l10", 10, "a"),
 		chainOf("s5", 5, "s"),
-		fanOutOf("fx", "a", "b"), fanOutOf("fl", "a", "a"))
-	f.Deploy(cfg)
+		fanOutOf("fx", "a", "b"), fanOutOf("fl", "a", "a")))
 	for app, n := range map[string]int{"h1": 1, "x5": 5, "x10": 10, "l5": 5, "l10": 10, "s5": 5, "fx": 5, "fl": 5} {
 		f.WaitApp(deployTimeout, app, n, nil)
 	}
@@ -79,108 +87,185 @@ func BenchmarkComposition(b *testing.B) {
 			targets[i].url = f.URL() + "/" + targets[i].name + "/"
 		}
 	}
-	at32 := map[string]bool{"raw": true, "nats": true, "h1": true, "x5": true, "l5": true, "s5": true, "fx": true, "fl": true}
 	results := map[string]*benchResult{}
-	for _, c := range []int{1, 32} {
-		for _, tg := range targets {
-			if c == 32 && !at32[tg.name] {
-				continue
-			}
-			name := fmt.Sprintf("%s/c=%d", tg.name, c)
-			b.Run(name, func(b *testing.B) { results[name] = closedLoop(b, tg.url, c) })
-		}
+	for _, tg := range targets {
+		name := tg.name + "/c=1"
+		b.Run(name, func(b *testing.B) { results[name] = closedLoop(b, tg.url, 1) })
 	}
+	at32 := []string{"raw", "nats", "h1", "x5", "l5", "s5", "fx", "fl"}
 	wrk, _ := exec.LookPath("wrk")
-	if wrk != "" {
-		for _, tg := range targets {
-			if r := results[tg.name+"/c=32"]; r != nil {
-				r.wrkRPS, r.wrkP50, r.wrkP99 = runWrk(b, wrk, tg.url, 32)
+	var rounds []map[string]throughput
+	if wrk == "" {
+		for _, name := range at32 {
+			tg := targets[slices.IndexFunc(targets, func(t composeTarget) bool { return t.name == name })]
+			b.Run(name+"/c=32", func(b *testing.B) { results[name+"/c=32"] = closedLoop(b, tg.url, 32) })
+		}
+	} else {
+		pids := []int{os.Getpid(), f.NATS.Pid()}
+		for _, group := range [][]*fleet.Service{f.Ingresses, f.Routers, f.Workers, f.Schedulers} {
+			for _, s := range group {
+				pids = append(pids, s.Pid())
 			}
 		}
+		for range composeRounds {
+			round := map[string]throughput{}
+			for _, name := range at32 {
+				tg := targets[slices.IndexFunc(targets, func(t composeTarget) bool { return t.name == name })]
+				before := cpuTime(b, pids)
+				rps := wrkRate(b, wrk, tg.url, 32, composeWrkFor)
+				used := cpuTime(b, pids) - before
+				round[name] = throughput{rps: rps, cpuPerReq: time.Duration(float64(used) / (rps * composeWrkFor.Seconds()))}
+			}
+			rounds = append(rounds, round)
+		}
 	}
-	printComposition(os.Stdout, targets, results)
+	printComposition(os.Stdout, targets, results, at32, rounds)
 }
 
-func printComposition(w io.Writer, targets []composeTarget, rs map[string]*benchResult) {
-	fmt.Fprintln(w, "\ncomposition, same box, same run (Go closed-loop load generator; wrk at c=32 when installed)")
+// Interleaved wrk rounds at c=32 and the length of each run.
+const (
+	composeRounds = 3
+	composeWrkFor = 3 * time.Second
+)
+
+// throughput is one wrk run: req/s and server-side CPU per request.
+type throughput struct {
+	rps       float64
+	cpuPerReq time.Duration
+}
+
+// wrkRate runs wrk against url for d at concurrency c and returns req/s.
+func wrkRate(b *testing.B, wrk, url string, c int, d time.Duration) float64 {
+	script := filepath.Join(b.TempDir(), "post.lua")
+	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", echoBody)
+	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	out, err := exec.Command(wrk, "-t1", fmt.Sprintf("-c%d", c), fmt.Sprintf("-d%ds", int(d.Seconds())), "-s", script, url).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "Non-2xx") || strings.Contains(string(out), "Socket errors") {
+		b.Errorf("wrk saw errors on %s:\n%s", url, out)
+	}
+	rps, _, _, err := parseWrk(string(out))
+	if err != nil {
+		b.Fatalf("wrk output: %v\n%s", err, out)
+	}
+	return rps
+}
+
+// cpuTime sums the user and system CPU time the processes pids used so
+// far (/proc/<pid>/stat, in clock ticks of 10 ms).
+func cpuTime(b *testing.B, pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatalf("read CPU time of %d: %v", pid, err)
+		}
+		// Fields after the command name (which may hold spaces) in parens.
+		fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+		for _, i := range []int{11, 12} { // utime, stime (fields 14, 15)
+			n, err := strconv.ParseInt(fields[i], 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/%d/stat: %v", pid, err)
+			}
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func printComposition(w io.Writer, targets []composeTarget, rs map[string]*benchResult, at32 []string, rounds []map[string]throughput) {
+	fmt.Fprintln(w, "\ncomposition, same box, same run: latency at c=1 (Go closed-loop load generator)")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "path\t\thops\tc\tn\tp50\tp99\treq/s\twrk req/s\t")
-	for _, c := range []int{1, 32} {
-		for _, tg := range targets {
-			r := rs[fmt.Sprintf("%s/c=%d", tg.name, c)]
-			if r == nil {
-				continue
-			}
-			wr := "-"
-			if r.wrkRPS > 0 {
-				wr = fmt.Sprintf("%.0f", r.wrkRPS)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%v\t%v\t%.0f\t%s\t\n", tg.name, tg.what, tg.hops, c, r.n,
-				r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.rps, wr)
+	fmt.Fprintln(tw, "path\t\thops\tn\tp50\tp99\t")
+	for _, tg := range targets {
+		if r := rs[tg.name+"/c=1"]; r != nil {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%v\t%v\t\n", tg.name, tg.what, tg.hops, r.n, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
 		}
 	}
 	tw.Flush()
 
-	base := rs["h1/c=1"]
-	if base == nil {
+	if base := rs["h1/c=1"]; base != nil {
+		fmt.Fprintln(w, "\nper hop at c=1: (p50(chain N) − p50(chain 1)) / (N − 1)")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		if raw, nats := rs["raw/c=1"], rs["nats/c=1"]; raw != nil && nats != nil {
+			fmt.Fprintf(tw, "a raw NATS hop (nats − raw)\t%v\t\n", (nats.p50 - raw.p50).Round(time.Microsecond))
+		}
+		for _, row := range []struct {
+			label, name string
+			hops        int
+			target      string
+		}{
+			{"across workers, chain 5", "x5", 4, "target ≤ 250µs"},
+			{"across workers, chain 10", "x10", 9, "target ≤ 250µs"},
+			{"within one worker, chain 5", "l5", 4, "target ≤ 50µs"},
+			{"within one worker, chain 10", "l10", 9, "target ≤ 50µs"},
+			{"via the router service, chain 5", "s5", 4, ""},
+		} {
+			if r := rs[row.name+"/c=1"]; r != nil {
+				fmt.Fprintf(tw, "%s\t%v\t%s\t\n", row.label, ((r.p50 - base.p50) / time.Duration(row.hops)).Round(time.Microsecond), row.target)
+			}
+		}
+		for _, name := range []string{"fx", "fl"} {
+			if r := rs[name+"/c=1"]; r != nil {
+				fmt.Fprintf(tw, "fan-out to 4 (%s) − chain 1\t%v\t\n", name, (r.p50 - base.p50).Round(time.Microsecond))
+			}
+		}
+		tw.Flush()
+	}
+
+	if len(rounds) == 0 {
+		fmt.Fprintln(w, "\nthroughput at c=32, Go load generator (wrk is not on PATH; install it for server-side capacity)")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, name := range at32 {
+			if r, b := rs[name+"/c=32"], rs["h1/c=32"]; r != nil && b != nil {
+				fmt.Fprintf(tw, "%s\t%.0f req/s\t%.2fx h1\t\n", name, r.rps, ratio(r.rps, b.rps))
+			}
+		}
+		tw.Flush()
 		return
 	}
-	fmt.Fprintln(w, "\nper hop at c=1: (p50(chain N) − p50(chain 1)) / (N − 1)")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	perHop := func(name string, hops int) time.Duration {
-		r := rs[name+"/c=1"]
-		if r == nil || hops == 0 {
-			return 0
+	fmt.Fprintf(w, "\nthroughput at c=32 (wrk, %d interleaved rounds of %v; medians): req/s, server CPU per request, ratio to h1 within each round (target chain 5 ≥ 0.4x)\n", len(rounds), composeWrkFor)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "path\treq/s\tCPU/req\tvs h1\tper round\t")
+	for _, name := range at32 {
+		var rps, cpu, rel []float64
+		var per []string
+		for _, r := range rounds {
+			rps = append(rps, r[name].rps)
+			cpu = append(cpu, float64(r[name].cpuPerReq))
+			x := ratio(r[name].rps, r["h1"].rps)
+			rel = append(rel, x)
+			per = append(per, fmt.Sprintf("%.2f", x))
 		}
-		return (r.p50 - base.p50) / time.Duration(hops)
-	}
-	if raw, nats := rs["raw/c=1"], rs["nats/c=1"]; raw != nil && nats != nil {
-		fmt.Fprintf(tw, "a raw NATS hop (nats − raw)\t%v\t\n", (nats.p50 - raw.p50).Round(time.Microsecond))
-	}
-	for _, row := range []struct {
-		label, name string
-		hops        int
-		target      time.Duration
-	}{
-		{"across workers, chain 5", "x5", 4, 250 * time.Microsecond},
-		{"across workers, chain 10", "x10", 9, 250 * time.Microsecond},
-		{"within one worker, chain 5", "l5", 4, 50 * time.Microsecond},
-		{"within one worker, chain 10", "l10", 9, 50 * time.Microsecond},
-		{"via the router service, chain 5", "s5", 4, 0},
-	} {
-		if rs[row.name+"/c=1"] == nil {
-			continue
-		}
-		d := perHop(row.name, row.hops)
-		tgt := ""
-		if row.target > 0 {
-			tgt = fmt.Sprintf("target ≤ %v", row.target)
-		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\t\n", row.label, d.Round(time.Microsecond), tgt)
-	}
-	for _, name := range []string{"fx", "fl"} {
-		if r := rs[name+"/c=1"]; r != nil {
-			fmt.Fprintf(tw, "fan-out to 4 (%s) − chain 1\t%v\t\n", name, (r.p50 - base.p50).Round(time.Microsecond))
-		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%.2fx\t%s\t\n", name, median(rps), time.Duration(median(cpu)).Round(time.Microsecond), median(rel), strings.Join(per, " "))
 	}
 	tw.Flush()
-
-	b32 := rs["h1/c=32"]
-	if b32 == nil {
-		return
+	var h1 []float64
+	for _, r := range rounds {
+		h1 = append(h1, float64(r["h1"].cpuPerReq))
 	}
-	fmt.Fprintln(w, "\nthroughput at c=32 relative to chain 1 (target chain 5 ≥ 0.4×)")
+	base := median(h1)
+	fmt.Fprintln(w, "\nserver CPU per hop at c=32: (CPU/req(chain 5) − CPU/req(chain 1)) / 4")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, name := range []string{"x5", "l5", "s5", "fx", "fl"} {
-		r := rs[name+"/c=32"]
-		if r == nil {
-			continue
+	for _, row := range []struct{ label, name string }{{"across workers", "x5"}, {"within one worker", "l5"}, {"via the router service", "s5"}} {
+		var c []float64
+		for _, r := range rounds {
+			c = append(c, float64(r[row.name].cpuPerReq))
 		}
-		fmt.Fprintf(tw, "%s/h1\treq/s %.2fx", name, ratio(r.rps, b32.rps))
-		if r.wrkRPS > 0 && b32.wrkRPS > 0 {
-			fmt.Fprintf(tw, "\twrk req/s %.2fx", ratio(r.wrkRPS, b32.wrkRPS))
-		}
-		fmt.Fprintln(tw)
+		fmt.Fprintf(tw, "%s\t%v\t\n", row.label, time.Duration((median(c)-base)/4).Round(time.Microsecond))
 	}
 	tw.Flush()
 }
