@@ -498,7 +498,8 @@ func (r *Router) sendLocked(q *request, p *replica, now time.Time) sendOp {
 	}
 	tok := r.token.Add(1)
 	q.token = tok
-	q.reply = r.inbox + "." + strconv.FormatUint(tok, 10)
+	var buf [80]byte // inbox + "." + token, built on the stack
+	q.reply = string(strconv.AppendUint(append(append(buf[:0], r.inbox...), '.'), tok, 10))
 	r.pendMu.Lock()
 	r.pending[tok] = q
 	r.pendMu.Unlock()

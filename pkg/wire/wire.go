@@ -38,22 +38,34 @@ func EncodeRequest(subject string, req *serve.Request) *nats.Msg {
 	m := &nats.Msg{Subject: subject, Header: make(nats.Header, 8+len(req.Header))}
 	m.Data = req.Body
 	h := m.Header
-	h.Set(protocol.HdrMethod, req.Method)
-	h.Set(protocol.HdrPath, req.Path)
+	v := make(values, 0, 6)
+	v.set(h, protocol.HdrMethod, req.Method)
+	v.set(h, protocol.HdrPath, req.Path)
 	if len(req.Query) > 0 {
-		h.Set(protocol.HdrQuery, req.Query.Encode())
+		v.set(h, protocol.HdrQuery, req.Query.Encode())
 	}
 	if req.Call != "" {
-		h.Set(protocol.HdrCall, req.Call)
+		v.set(h, protocol.HdrCall, req.Call)
 	}
 	if req.RequestID != "" {
-		h.Set(protocol.HdrRequestID, req.RequestID)
+		v.set(h, protocol.HdrRequestID, req.RequestID)
 	}
 	copyHTTPHeaders(h, req.Header)
 	if tp := req.Header.Get("Traceparent"); tp != "" {
-		h.Set(protocol.HdrTraceParent, tp) // NATS's own tracing reads it too
+		v.set(h, protocol.HdrTraceParent, tp) // NATS's own tracing reads it too
 	}
 	return m
+}
+
+// values hands out one-value header slices from one allocation (a hop
+// sets several headers; one Set allocates one slice each).
+type values []string
+
+// set sets h[k] to the single value s (capacity 1: an Add reallocates).
+func (v *values) set(h nats.Header, k, s string) {
+	*v = append(*v, s)
+	n := len(*v)
+	h[k] = (*v)[n-1 : n : n]
 }
 
 // DecodeRequest reads a request from a NATS message. Headers are shared
@@ -87,7 +99,7 @@ func EncodeResponse(resp *serve.Response) *nats.Msg {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	m.Header.Set(protocol.HdrStatus, strconv.Itoa(status))
+	m.Header.Set(protocol.HdrStatus, statusText(status))
 	copyHTTPHeaders(m.Header, resp.Header)
 	if c := resp.Header.Get(protocol.HdrError); c != "" {
 		m.Header.Set(protocol.HdrError, c)
@@ -142,19 +154,47 @@ func ErrorCode(m *nats.Msg) protocol.ErrorCode {
 	return protocol.ErrorCode(m.Header.Get(protocol.HdrError))
 }
 
+// copyHTTPHeaders adds src to dst as Http-<Name> headers. The value
+// slices are shared with src, capacity clipped (an Add reallocates).
 func copyHTTPHeaders(dst nats.Header, src http.Header) {
 	for k, vs := range src {
-		if k == protocol.HdrError {
+		if k == protocol.HdrError || len(vs) == 0 {
 			continue
 		}
-		for _, v := range vs {
-			dst.Add(protocol.HdrHTTPPrefix+k, v)
+		pk, ok := httpPrefixed[k]
+		if !ok {
+			pk = protocol.HdrHTTPPrefix + k
 		}
+		if cur := dst[pk]; len(cur) > 0 {
+			dst[pk] = append(cur, vs...)
+			continue
+		}
+		dst[pk] = vs[:len(vs):len(vs)]
 	}
 }
 
+// httpPrefixed are the NATS names of common HTTP headers, built once:
+// a hop then spends no allocation on them. Read-only.
+var httpPrefixed = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept", "Accept-Encoding", "Authorization", "Cache-Control", "Content-Encoding",
+		"Content-Length", "Content-Type", "Idempotency-Key", "Traceparent", "Tracestate", "User-Agent",
+		"X-Chain", "X-Replica", protocol.HeaderModelID} {
+		m[k] = protocol.HdrHTTPPrefix + k
+	}
+	return m
+}()
+
+// statusText is strconv.Itoa(status) without an allocation for 200.
+func statusText(status int) string {
+	if status == http.StatusOK {
+		return "200"
+	}
+	return strconv.Itoa(status)
+}
+
 func httpHeaders(h nats.Header) http.Header {
-	out := http.Header{}
+	out := make(http.Header, len(h))
 	for k, vs := range h {
 		if name, ok := strings.CutPrefix(k, protocol.HdrHTTPPrefix); ok {
 			out[http.CanonicalHeaderKey(name)] = vs
