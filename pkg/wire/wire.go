@@ -33,9 +33,9 @@ import (
 
 // EncodeRequest turns req into a NATS message for subject.
 func EncodeRequest(subject string, req *serve.Request) *nats.Msg {
-	// Sized for every header a request gets on its way (routers add the
-	// deadline, a retry's attempt, a stream's inbox): no map growth.
-	m := &nats.Msg{Subject: subject, Header: make(nats.Header, 8+len(req.Header))}
+	// A small map (up to 8 headers: one group, no growth for the usual
+	// request, deadline and stream included).
+	m := &nats.Msg{Subject: subject, Header: make(nats.Header, 8)}
 	m.Data = req.Body
 	h := m.Header
 	v := make(values, 0, 6)
@@ -93,7 +93,7 @@ func DecodeRequest(m *nats.Msg) *serve.Request {
 
 // EncodeResponse turns resp into a reply message (subject set by the caller).
 func EncodeResponse(resp *serve.Response) *nats.Msg {
-	m := &nats.Msg{Header: make(nats.Header, 3+len(resp.Header))}
+	m := &nats.Msg{Header: make(nats.Header, 8)}
 	m.Data = resp.Body
 	status := resp.Status
 	if status == 0 {
@@ -194,7 +194,7 @@ func statusText(status int) string {
 }
 
 func httpHeaders(h nats.Header) http.Header {
-	out := make(http.Header, len(h))
+	out := http.Header{}
 	for k, vs := range h {
 		if name, ok := strings.CutPrefix(k, protocol.HdrHTTPPrefix); ok {
 			out[http.CanonicalHeaderKey(name)] = vs
