@@ -156,6 +156,9 @@ func TestLocalReconfigure(t *testing.T) {
 	default:
 		t.Error("the instance Reconfigure replaced was not closed")
 	}
+	if err := l.Handle("Nope").Err(); serve.AsError(err).Status != http.StatusNotFound || l.Handle("In").Err() != nil {
+		t.Errorf("Handle(Nope).Err() = %v, Handle(In).Err() = %v; want 404 and nil", err, l.Handle("In").Err())
+	}
 	if err := l.Reconfigure(ctx, "Nope", nil); serve.AsError(err).Status != http.StatusNotFound {
 		t.Errorf("Reconfigure(Nope) = %v, want 404", err)
 	}

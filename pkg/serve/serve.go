@@ -5,7 +5,9 @@
 // (user_config changes applied in place), HealthChecker, Closer and
 // StreamHandler. Deployments call each other through a Handle, which a
 // Caller backs: NewLocal runs a whole application in-process (plain go test,
-// no NATS); the fleet backs handles with NATS (package wire).
+// no NATS); in the fleet a router embedded in the worker (package routing)
+// sends each call straight to a replica over NATS, or in-process to a
+// replica of the same worker.
 //
 // Handlers are called concurrently, up to the deployment's
 // max_ongoing_requests at once per replica; a Handler must be safe for that.

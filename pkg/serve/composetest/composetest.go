@@ -1,14 +1,17 @@
 // Package composetest is the contract of composition that every backend
 // of serve's handles must keep: the in-process one (serve.Local) and the
 // fleet (a worker's embedded router, across workers and within one). Run
-// gives a backend an application of its own deployments and checks, through
-// the backend's caller, chaining (Front → Mid → Back), handler errors and panics, unknown
-// deployments, streaming through a chain, the request id and trace context
-// and deadline carried to every hop, and cancellation reaching the end of
-// the chain when the caller leaves.
+// gives a backend an application of its own deployments (Front → Mid →
+// Back, and Plain) and checks through the backend's caller: chaining,
+// handler errors and panics, unknown deployments answered 404 at once,
+// streaming through a chain (and a deployment that does not stream
+// answering in one chunk, errors before and after the head), the request
+// id, trace context and deadline carried to every hop, and cancellation
+// reaching the end of the chain when the caller leaves or its deadline
+// passes.
 //
-// (A separate serve.Caller contract for single calls lives with the SDK's
-// structure work; this one is about handles between deployments.)
+// (A serve.Caller contract for single calls is the SDK structure work's,
+// in its own package; this one is about handles between deployments.)
 package composetest
 
 import (

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,6 +18,7 @@ type pool struct {
 	idle time.Duration
 	wg   sync.WaitGroup
 	once sync.Once
+	live atomic.Int32 // goroutines running
 }
 
 // poolIdle is how long a kept goroutine waits for the next request.
@@ -37,7 +39,9 @@ func (p *pool) run(f func()) {
 }
 
 func (p *pool) loop(f func()) {
+	p.live.Add(1)
 	defer p.wg.Done()
+	defer p.live.Add(-1)
 	t := time.NewTimer(p.idle)
 	defer t.Stop()
 	for {
