@@ -21,7 +21,9 @@ import (
 // elsewhere as it would — and the replica hands the answer back
 // (and a stream's chunks, straight to the caller). A Caller's request is
 // served on the caller's own goroutine, which waits for it anyway: no
-// goroutine is started and none is woken. Local replicas are never
+// goroutine is started and none is woken (so a handler that ignores its
+// context holds a same-worker caller until it returns, where a caller on
+// another worker would give up at its deadline). Local replicas are never
 // probed: they answer every request they admitted.
 //
 // A caller that gives up (Caller: its context ended — the client left or
