@@ -101,20 +101,29 @@ func BenchmarkComposition(b *testing.B) {
 			b.Run(name+"/c=32", func(b *testing.B) { results[name+"/c=32"] = closedLoop(b, tg.url, 32) })
 		}
 	} else {
-		pids := []int{os.Getpid(), f.NATS.Pid()}
-		for _, group := range [][]*fleet.Service{f.Ingresses, f.Routers, f.Workers, f.Schedulers} {
+		groups := map[string][]int{"test": {os.Getpid()}, "nats": {f.NATS.Pid()}}
+		for kind, group := range map[string][]*fleet.Service{"ingress": f.Ingresses, "router": f.Routers, "workers": f.Workers, "scheduler": f.Schedulers} {
 			for _, s := range group {
-				pids = append(pids, s.Pid())
+				groups[kind] = append(groups[kind], s.Pid())
 			}
 		}
 		for range composeRounds {
 			round := map[string]throughput{}
 			for _, name := range at32 {
 				tg := targets[slices.IndexFunc(targets, func(t composeTarget) bool { return t.name == name })]
-				before := cpuTime(b, pids)
+				before := map[string]time.Duration{}
+				for g, pids := range groups {
+					before[g] = cpuTime(b, pids)
+				}
 				rps := wrkRate(b, wrk, tg.url, 32, composeWrkFor)
-				used := cpuTime(b, pids) - before
-				round[name] = throughput{rps: rps, cpuPerReq: time.Duration(float64(used) / (rps * composeWrkFor.Seconds()))}
+				n := rps * composeWrkFor.Seconds()
+				t := throughput{rps: rps, byProcess: map[string]time.Duration{}}
+				for g, pids := range groups {
+					used := time.Duration(float64(cpuTime(b, pids)-before[g]) / n)
+					t.byProcess[g] = used
+					t.cpuPerReq += used
+				}
+				round[name] = t
 			}
 			rounds = append(rounds, round)
 		}
@@ -128,10 +137,12 @@ const (
 	composeWrkFor = 3 * time.Second
 )
 
-// throughput is one wrk run: req/s and server-side CPU per request.
+// throughput is one wrk run: req/s and server-side CPU per request, in
+// all and by process kind.
 type throughput struct {
 	rps       float64
 	cpuPerReq time.Duration
+	byProcess map[string]time.Duration
 }
 
 // wrkRate runs wrk against url for d at concurrency c and returns req/s.
@@ -239,18 +250,27 @@ func printComposition(w io.Writer, targets []composeTarget, rs map[string]*bench
 	}
 	fmt.Fprintf(w, "\nthroughput at c=32 (wrk, %d interleaved rounds of %v; medians): req/s, server CPU per request, ratio to h1 within each round (target chain 5 ≥ 0.4x)\n", len(rounds), composeWrkFor)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "path\treq/s\tCPU/req\tvs h1\tper round\t")
+	kinds := []string{"nats", "ingress", "workers", "router", "scheduler", "test"}
+	fmt.Fprintf(tw, "path\treq/s\tCPU/req\tvs h1\tper round\t%s\t\n", strings.Join(kinds, "\t"))
 	for _, name := range at32 {
 		var rps, cpu, rel []float64
 		var per []string
+		by := map[string][]float64{}
 		for _, r := range rounds {
 			rps = append(rps, r[name].rps)
 			cpu = append(cpu, float64(r[name].cpuPerReq))
 			x := ratio(r[name].rps, r["h1"].rps)
 			rel = append(rel, x)
 			per = append(per, fmt.Sprintf("%.2f", x))
+			for _, k := range kinds {
+				by[k] = append(by[k], float64(r[name].byProcess[k]))
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%.2fx\t%s\t\n", name, median(rps), time.Duration(median(cpu)).Round(time.Microsecond), median(rel), strings.Join(per, " "))
+		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%.2fx\t%s\t", name, median(rps), time.Duration(median(cpu)).Round(time.Microsecond), median(rel), strings.Join(per, " "))
+		for _, k := range kinds {
+			fmt.Fprintf(tw, "%v\t", time.Duration(median(by[k])).Round(time.Microsecond))
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 	var h1 []float64
