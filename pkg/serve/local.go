@@ -55,7 +55,8 @@ type localDep struct {
 
 // NewLocal runs app in-process from the constructors in reg: it constructs
 // every deployment (in the config's order; a constructor may call another
-// deployment through a handle, which is then constructed first) and fails
+// deployment through a handle, which is then constructed first — not in a
+// cycle) and fails
 // with the first error — a handler not registered, a constructor's error,
 // a handle to a name that is not a deployment of app, async methods whose
 // handler does not implement JobHandler. ctx is given to the constructors.
