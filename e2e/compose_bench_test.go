@@ -209,10 +209,18 @@ func printComposition(w io.Writer, targets []composeTarget, rs map[string]*bench
 	tw.Flush()
 
 	if base := rs["h1/c=1"]; base != nil {
-		fmt.Fprintln(w, "\nper hop at c=1: (p50(chain N) − p50(chain 1)) / (N − 1)")
+		fmt.Fprintln(w, "\nper hop at c=1: (p50(chain N) − p50(chain 1)) / (N − 1), and its ratio to a raw NATS hop (nats − raw) of the same run")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		var natsHop time.Duration
 		if raw, nats := rs["raw/c=1"], rs["nats/c=1"]; raw != nil && nats != nil {
-			fmt.Fprintf(tw, "a raw NATS hop (nats − raw)\t%v\t\n", (nats.p50 - raw.p50).Round(time.Microsecond))
+			natsHop = nats.p50 - raw.p50
+			fmt.Fprintf(tw, "a raw NATS hop (nats − raw)\t%v\t1.00x\t\n", natsHop.Round(time.Microsecond))
+		}
+		hopRatio := func(d time.Duration) string {
+			if natsHop <= 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2fx", float64(d)/float64(natsHop))
 		}
 		for _, row := range []struct {
 			label, name string
@@ -226,7 +234,8 @@ func printComposition(w io.Writer, targets []composeTarget, rs map[string]*bench
 			{"via the router service, chain 5", "s5", 4, ""},
 		} {
 			if r := rs[row.name+"/c=1"]; r != nil {
-				fmt.Fprintf(tw, "%s\t%v\t%s\t\n", row.label, ((r.p50 - base.p50) / time.Duration(row.hops)).Round(time.Microsecond), row.target)
+				d := (r.p50 - base.p50) / time.Duration(row.hops)
+				fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t\n", row.label, d.Round(time.Microsecond), hopRatio(d), row.target)
 			}
 		}
 		for _, name := range []string{"fx", "fl"} {
@@ -278,14 +287,20 @@ func printComposition(w io.Writer, targets []composeTarget, rs map[string]*bench
 		h1 = append(h1, float64(r["h1"].cpuPerReq))
 	}
 	base := median(h1)
-	fmt.Fprintln(w, "\nserver CPU per hop at c=32: (CPU/req(chain 5) − CPU/req(chain 1)) / 4")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, row := range []struct{ label, name string }{{"across workers", "x5"}, {"within one worker", "l5"}, {"via the router service", "s5"}} {
+	cpuOf := func(name string) float64 {
 		var c []float64
 		for _, r := range rounds {
-			c = append(c, float64(r[row.name].cpuPerReq))
+			c = append(c, float64(r[name].cpuPerReq))
 		}
-		fmt.Fprintf(tw, "%s\t%v\t\n", row.label, time.Duration((median(c)-base)/4).Round(time.Microsecond))
+		return median(c)
+	}
+	natsCPU := cpuOf("nats") - cpuOf("raw") // a raw NATS round trip's CPU
+	fmt.Fprintf(w, "\nserver CPU per hop at c=32: (CPU/req(chain 5) − CPU/req(chain 1)) / 4, and its ratio to a raw NATS round trip's (%v)\n",
+		time.Duration(natsCPU).Round(time.Microsecond))
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, row := range []struct{ label, name string }{{"across workers", "x5"}, {"within one worker", "l5"}, {"via the router service", "s5"}} {
+		hop := (cpuOf(row.name) - base) / 4
+		fmt.Fprintf(tw, "%s\t%v\t%.2fx\t\n", row.label, time.Duration(hop).Round(time.Microsecond), ratio(hop, natsCPU))
 	}
 	tw.Flush()
 }
