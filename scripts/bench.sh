@@ -4,7 +4,10 @@
 # request-reply → responder, and a process-runtime replica (a no-op Go child
 # process) beside the Go replica, at concurrency 1 and 64; (2) the job path vs a
 # raw JetStream loop; (3) autoscaling reaction and cold start; (4) a model
-# whose cost is per call, batched (serve.Batcher) vs unbatched. Prints
+# whose cost is per call, batched (serve.Batcher) vs unbatched; (5)
+# composition: chains of 1, 5 and 10 no-op deployments across two workers
+# and on one, through the router service, and 4-way fan-outs, with the raw
+# baselines in the same run (per-hop p50 at c=1, chain5/chain1 at c=32). Prints
 # p50/p99, rates and the ratios. wrk (Debian) is the c=64 load generator when it
 # is installed: a Go client at 64 costs more CPU than the server on 2 cores.
 set -euo pipefail
@@ -29,3 +32,6 @@ echo "== autoscaling: load step → first added replica serving; cold start from
 echo
 echo "== dynamic batching: a 2 ms-per-call model batched vs unbatched at c=32, through the fleet"
 (cd e2e && go test -run '^$' -bench 'Batching' -benchtime "${BATCH_BENCHTIME:-2000x}" -count=1 -timeout 20m ./)
+echo
+echo "== composition: handle hops across workers, within one worker, via the router service; 4-way fan-out"
+(cd e2e && go test -run '^$' -bench 'Composition' -benchtime "${COMPOSE_BENCHTIME:-2000x}" -count=1 -timeout 30m ./)

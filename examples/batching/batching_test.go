@@ -83,9 +83,15 @@ func TestScorerRejectsBadUserConfig(t *testing.T) {
 		{`{"batch":{"max_batch_size":0}}`, "max_batch_size"},
 		{`{"batch":{"max_batch_sise":4}}`, "max_batch_sise"},
 	} {
-		_, err := local(t, tc.cfg).Ingress().Call(context.Background(), &serve.Request{Body: []byte(`{"text":"x"}`)})
+		reg := serve.NewRegistry()
+		if err := batching.Register(reg); err != nil {
+			t.Fatal(err)
+		}
+		app := config.Application{Name: "b", RoutePrefix: "/b", Ingress: "Scorer", Deployments: []config.Deployment{
+			{Name: "Scorer", Handler: batching.HandlerScorer, UserConfig: json.RawMessage(tc.cfg)}}}
+		_, err := serve.NewLocal(context.Background(), reg, app, zerolog.Nop()) // constructs every deployment
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("user_config %s: call = %v, want an error naming %s", tc.cfg, err, tc.want)
+			t.Errorf("user_config %s: NewLocal = %v, want an error naming %s", tc.cfg, err, tc.want)
 		}
 	}
 }

@@ -1,8 +1,12 @@
 // Package diag holds diagnostic deployments for benchmarks and end-to-end
 // tests: Echo answers at once with the request body (the no-op of `make
 // bench`), optionally after ?delay_ms=N, and fails with ?fail=1; it streams
-// ?chunks=N chunks when asked to stream. Journal runs async jobs and
-// journals every attempt to a file (journal.go). Safe for concurrent use.
+// ?chunks=N chunks when asked to stream. Chain passes a request on to the
+// next deployment through a handle (user_config {next}), or answers as Echo
+// at the end; FanOut calls several in parallel (user_config {targets}):
+// the chains and the fan-out of the composition benchmarks. Journal runs
+// async jobs and journals every attempt to a file (journal.go). Safe for
+// concurrent use.
 package diag
 
 import (
@@ -23,6 +27,12 @@ func Register(reg *serve.Registry) error {
 	if err := reg.Register(HandlerEcho, func(_ context.Context, init serve.Init) (serve.Handler, error) {
 		return &Echo{replica: init.ReplicaID}, nil
 	}); err != nil {
+		return err
+	}
+	if err := reg.Register(HandlerChain, newChain); err != nil {
+		return err
+	}
+	if err := reg.Register(HandlerFanOut, newFanOut); err != nil {
 		return err
 	}
 	return registerJournal(reg)

@@ -15,7 +15,7 @@ const (
 	HdrChunkSeq    = "Jetserve-Seq"      // sequence of a streamed chunk; 0 is the head (status+headers)
 	HdrChunks      = "Jetserve-Chunks"   // on the final reply of a streaming call: chunks sent
 	HdrReplica     = "Jetserve-Replica"  // the replica that served a response
-	HdrAttempt     = "Jetserve-Attempt"  // which routing attempt this is (1-based)
+	HdrAttempt     = "Jetserve-Attempt"  // which routing attempt this is (2, 3, …; absent on the first)
 	HdrRequestID   = "X-Request-Id"
 	HdrTraceParent = "traceparent"
 	// HdrHTTPPrefix prefixes forwarded HTTP headers: "Http-Content-Type".
@@ -28,6 +28,11 @@ const (
 	// subject (wire.ProbeMsg) so that it is ordered after the router's
 	// requests; the replica answers it without calling user code.
 	HdrProbe = "Jetserve-Probe"
+	// HdrCancel marks a cancel, sent on a replica's call subject
+	// (wire.CancelMsg) by a caller that gave up on a request; its body is
+	// the request's reply subject. The replica cancels the request's
+	// context; nothing is answered.
+	HdrCancel = "Jetserve-Cancel"
 )
 
 // HeaderModelID is the HTTP header naming the model a request is for

@@ -188,6 +188,9 @@ func (r *Router) lostRequestLocked(d *deployment, q *request, why string, now ti
 func (r *Router) unrouteLocked(d *deployment, p *replica) {
 	if p.routable {
 		p.routable = false
+		if p.local != nil {
+			d.locals--
+		}
 		delete(d.byID, p.key)
 		if i := slices.Index(d.replicas, p); i >= 0 {
 			d.replicas = slices.Delete(d.replicas, i, i+1)
@@ -225,8 +228,8 @@ func (r *Router) Sweep(stale time.Duration) {
 			}
 		}
 		for _, p := range append(slices.Clone(d.replicas), d.retired...) {
-			if p.inflight == 0 || p.lost {
-				continue
+			if p.inflight == 0 || p.lost || p.local != nil {
+				continue // local replicas answer everything they admitted
 			}
 			if !p.goneAt.IsZero() {
 				if now.Sub(p.goneAt) >= r.o.Liveness.ProbeAfter {
@@ -269,6 +272,9 @@ func (r *Router) Sweep(stale time.Duration) {
 // outstanding, none qualifies or p was probed less than ProbeAfter ago.
 // d.mu held.
 func (r *Router) probeLocked(p *replica, now time.Time, all bool) *nats.Msg {
+	if p.local != nil {
+		return nil // in this process: never lost
+	}
 	if p.probeTok != 0 || p.lost || !p.goneAt.IsZero() || p.head == nil {
 		p.probeNow = p.probeNow || all
 		return nil

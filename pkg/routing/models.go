@@ -88,8 +88,9 @@ func (d *deployment) pickModel(q *request, now time.Time) *replica {
 		if !d.eligible(p, q, now) {
 			continue
 		}
-		if p.holds(q.model, now) && (best == nil || p.load() < best.load()) {
-			best = p
+		if p.holds(q.model, now) && (best == nil || p.load() < best.load() ||
+			(p.load() == best.load() && p.local != nil && best.local == nil)) {
+			best = p // the least loaded holder, a local one on a tie
 		}
 		if n := p.numModels(now); fewest < 0 || n < fewest {
 			fewest = n
@@ -106,7 +107,11 @@ func (d *deployment) pickModel(q *request, now time.Time) *replica {
 		}
 		d.loads = append(d.loads, l)
 	}
-	if i := p2c.Pick(d.loads, rand.IntN); i >= 0 {
+	i := p2c.Pick(d.loads, rand.IntN)
+	if d.locals > 0 {
+		return d.preferLocal(q, now, i, func(p *replica) bool { return p.numModels(now) == fewest })
+	}
+	if i >= 0 {
 		return d.replicas[i]
 	}
 	return nil

@@ -89,6 +89,11 @@ type Options struct {
 	OnQueueChange func()
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Local, if set, finds the replicas of the router's own process (the
+	// worker that embeds it) by id: requests are dispatched to them
+	// in-process, and they are preferred when no more loaded than the
+	// replica picked otherwise (see local.go).
+	Local func(replicaID string) (LocalReplica, bool)
 }
 
 // Router routes requests; build it with New, then Start.
@@ -239,6 +244,18 @@ type request struct {
 	state    int
 	counted  bool   // fulfillment time observed
 	model    string // multiplexed model id (protocol.HdrModelID); "" none
+	// chunks, for a streaming call from this process, takes the stream's
+	// messages from a local replica (see LocalReplica); nil otherwise.
+	chunks func(*nats.Msg) error
+	// ctx is the context of a Caller waiting for q on its own goroutine:
+	// a local replica picked at dispatch serves q there (LocalReplica).
+	ctx context.Context
+	// local is the in-process replica the current send went to; nil when
+	// it went over NATS.
+	local LocalReplica
+	// cancelled: the caller gave up (Caller); the replica was told, and
+	// the request is never sent again.
+	cancelled bool
 
 	// prev and next link the request into its deployment's queue while
 	// queued, into its replica's in-flight list while in flight.
@@ -272,6 +289,9 @@ type replica struct {
 	// sent the ids this router sent it since (see models.go).
 	models []string
 	sent   []sentModel
+	// local is the replica itself when it runs in this process; requests
+	// go to it without NATS, and it is never probed.
+	local LocalReplica
 }
 
 func (p *replica) load() int { return max(p.reported, p.inflight) }
@@ -295,6 +315,7 @@ type deployment struct {
 	tail        *request
 	queued      int
 	loads       []int // scratch for the picker, guarded by mu
+	locals      int   // guarded by mu: routable replicas with a LocalReplica
 }
 
 // deployment returns the state of key ("<app>.<dep>" tokens), creating it.
@@ -325,7 +346,7 @@ func (r *Router) onRequest(m *nats.Msg) {
 	if !ok || m.Header == nil {
 		return
 	}
-	r.dispatch(key, m, nil)
+	r.dispatch(key, m, nil, nil, nil)
 }
 
 // Dispatch routes m (a request encoded by wire.EncodeRequest, with its
@@ -337,13 +358,17 @@ func (r *Router) Dispatch(app, deployment string, m *nats.Msg, done func(h nats.
 	if m.Header == nil {
 		m.Header = nats.Header{}
 	}
-	r.dispatch(depKey(app, deployment), m, done)
+	r.dispatch(depKey(app, deployment), m, done, nil, nil)
 }
 
-func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte)) {
+// dispatch routes m and returns its request (for cancel); chunks, if not
+// nil, takes a streaming call's messages from a local replica; ctx, if not
+// nil, is the context of a caller waiting on this goroutine (a local
+// replica picked now serves the request on it).
+func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte), chunks func(*nats.Msg) error, ctx context.Context) *request {
 	d := r.deployment(key)
 	now := r.o.Now()
-	q := &request{msg: m, d: d, start: now, done: done, model: m.Header.Get(protocol.HdrModelID)}
+	q := &request{msg: m, d: d, start: now, done: done, model: m.Header.Get(protocol.HdrModelID), chunks: chunks, ctx: ctx}
 	q.tried = q.triedBuf[:0]
 	d.m.requests.Inc()
 	r.active.Add(1)
@@ -352,34 +377,35 @@ func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte
 	if f, refused := r.refusalLocked(d, q); refused {
 		d.mu.Unlock()
 		r.emit([]failure{f}, nil, false)
-		return
+		return q
 	}
 	q.deadline = r.deadline(m, d.timeout, now)
 	if !q.deadline.IsZero() {
 		if !q.deadline.After(now) {
 			d.mu.Unlock()
 			r.fail(q, http.StatusGatewayTimeout, protocol.ErrTimeout, "deadline passed before routing", false)
-			return
+			return q
 		}
 		q.timer = time.AfterFunc(q.deadline.Sub(now), func() { r.expire(q) })
 	}
 	if d.head == nil { // FIFO: nobody waits ahead of us
 		if p := d.pick(q, now); p != nil {
-			out := r.sendLocked(q, p, now)
+			op := r.sendLocked(q, p, now)
 			d.mu.Unlock()
-			r.sendAll([]sendOp{{q, out}}, false)
-			return
+			r.sendAllFrom([]sendOp{op}, false, q)
+			return q
 		}
 	}
 	changed, reject := d.enqueueLocked(q)
 	d.mu.Unlock()
 	if reject {
 		r.rejectFull(q)
-		return
+		return q
 	}
 	if changed {
 		r.queueChanged()
 	}
+	return q
 }
 
 // refusalLocked answers a request that no replica can take: 404 for a
@@ -434,6 +460,9 @@ func (d *deployment) pick(q *request, now time.Time) *replica {
 		d.loads = append(d.loads, l)
 	}
 	i := p2c.Pick(d.loads, rand.IntN)
+	if d.locals > 0 {
+		return d.preferLocal(q, now, i, nil)
+	}
 	if i < 0 {
 		return nil
 	}
@@ -450,9 +479,10 @@ func (q *request) triedReplica(p *replica) bool {
 	return slices.Contains(q.tried, p)
 }
 
-// sendLocked marks q in flight at p and returns the message to publish
-// (after d.mu is released); d.mu held.
-func (r *Router) sendLocked(q *request, p *replica, now time.Time) *nats.Msg {
+// sendLocked marks q in flight at p and returns the send to make (after
+// d.mu is released): a message to publish, or for a local replica to hand
+// it; d.mu held.
+func (r *Router) sendLocked(q *request, p *replica, now time.Time) sendOp {
 	q.state = stateInflight
 	q.rep = p
 	q.attempts++
@@ -477,12 +507,17 @@ func (r *Router) sendLocked(q *request, p *replica, now time.Time) *nats.Msg {
 	}
 	tok := r.token.Add(1)
 	q.token = tok
-	q.reply = r.inbox + "." + strconv.FormatUint(tok, 10)
+	var buf [80]byte // inbox + "." + token, built on the stack
+	q.reply = string(strconv.AppendUint(append(append(buf[:0], r.inbox...), '.'), tok, 10))
 	r.pendMu.Lock()
 	r.pending[tok] = q
 	r.pendMu.Unlock()
-	q.msg.Header.Set(protocol.HdrAttempt, strconv.Itoa(q.attempts))
-	return &nats.Msg{Subject: p.subject, Reply: q.reply, Header: q.msg.Header, Data: q.msg.Data}
+	if q.attempts > 1 {
+		q.msg.Header.Set(protocol.HdrAttempt, strconv.Itoa(q.attempts))
+	}
+	q.local = p.local
+	return sendOp{q: q, msg: &nats.Msg{Subject: p.subject, Reply: q.reply, Header: q.msg.Header, Data: q.msg.Data},
+		local: p.local, tok: tok}
 }
 
 // own takes q out of the in-flight table and reports whether it was
@@ -523,6 +558,10 @@ func (d *deployment) releaseRep(q *request) {
 type sendOp struct {
 	q   *request
 	msg *nats.Msg
+	// local, when set, takes the request in-process instead of msg being
+	// published; tok is the send's token.
+	local LocalReplica
+	tok   uint64
 }
 
 // failure is an error answer decided under a lock and sent after it.
@@ -545,10 +584,20 @@ func (r *Router) emit(fails []failure, ops []sendOp, changed bool) {
 
 // sendAll publishes ops; a publish that fails answers its request (and may
 // release more of the queue, sent in the same loop, not recursively).
-func (r *Router) sendAll(ops []sendOp, changed bool) {
+func (r *Router) sendAll(ops []sendOp, changed bool) { r.sendAllFrom(ops, changed, nil) }
+
+// sendAllFrom is sendAll on the goroutine of self's caller (nil: none):
+// a send of self to a local replica is served on it.
+func (r *Router) sendAllFrom(ops []sendOp, changed bool, self *request) {
 	for len(ops) > 0 {
 		op := ops[0]
 		ops = ops[1:]
+		if op.local != nil {
+			more, queueMoved := r.sendLocal(op, self != nil && op.q == self && self.ctx != nil)
+			ops = append(ops, more...)
+			changed = changed || queueMoved
+			continue
+		}
 		if err := r.o.NC.PublishMsg(op.msg); err != nil {
 			more, queueMoved := r.sendFailed(op.q, op.msg, err)
 			ops = append(ops, more...)
@@ -666,7 +715,7 @@ func (r *Router) releaseLocked(d *deployment, now time.Time) (out []sendOp) {
 			break
 		}
 		d.unqueue(q)
-		out = append(out, sendOp{q, r.sendLocked(q, p, now)})
+		out = append(out, r.sendLocked(q, p, now))
 	}
 	return out
 }
@@ -725,6 +774,12 @@ func (r *Router) onReply(m *nats.Msg) {
 	if err != nil {
 		return
 	}
+	r.reply(tok, m)
+}
+
+// reply handles the answer to the send tok (from a replica over NATS, or
+// from a local one).
+func (r *Router) reply(tok uint64, m *nats.Msg) {
 	r.pendMu.Lock()
 	q := r.pending[tok]
 	delete(r.pending, tok)
@@ -788,6 +843,10 @@ func (r *Router) retry(q *request, why retryReason) {
 // or no replica has room; it fails q when its deadline passed or the queue
 // is full. d.mu held.
 func (r *Router) retryLocked(d *deployment, q *request, why retryReason, now time.Time) ([]sendOp, *failure, bool) {
+	if q.cancelled {
+		q.state = stateDone
+		return nil, &failure{q, statusCancelled, protocol.ErrCancelled, "the caller gave up on the request", false}, false
+	}
 	d.m.retries(why).Inc()
 	if !q.deadline.IsZero() && !now.Before(q.deadline) {
 		q.state = stateDone
@@ -795,7 +854,7 @@ func (r *Router) retryLocked(d *deployment, q *request, why retryReason, now tim
 	}
 	if q.round < r.o.MaxAttempts && d.head == nil {
 		if np := d.pick(q, now); np != nil {
-			return []sendOp{{q, r.sendLocked(q, np, now)}}, nil, false
+			return []sendOp{r.sendLocked(q, np, now)}, nil, false
 		}
 	}
 	if !d.requeueFrontLocked(q) {

@@ -35,8 +35,16 @@ func (r *Router) SetReplica(info protocol.ReplicaInfo) {
 				probe = r.probeLocked(p, now, true)
 			}
 		}
+		// The last replica that was starting failed, in a deployment the
+		// status already says cannot run: what waited for it fails now
+		// (the status may not change again to say so).
+		var fails []failure
+		if info.State == protocol.ReplicaFailed && len(d.replicas) == 0 && len(d.starting) == 0 && d.unavailable != "" {
+			fails = d.failQueueLocked(http.StatusServiceUnavailable, protocol.ErrNoReplicas, d.cannotRun(), true)
+		}
 		d.mu.Unlock()
 		r.publishProbe(probe)
+		r.emit(fails, nil, len(fails) > 0)
 		return
 	}
 	added := false
@@ -52,11 +60,13 @@ func (r *Router) SetReplica(info protocol.ReplicaInfo) {
 			}
 			p = &replica{id: info.ID, key: key, subject: subj + "." + protocol.EndpointCall, d: d}
 		}
+		p.local = nil // bound below, as routable
 		p.routable = true
 		d.byID[key] = p
 		d.replicas = append(d.replicas, p)
 		added = true
 	}
+	r.bindLocal(d, p)
 	p.seen = now
 	oldMax := p.max
 	p.max = info.MaxOngoingRequests

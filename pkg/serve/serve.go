@@ -5,7 +5,9 @@
 // (user_config changes applied in place), HealthChecker, Closer and
 // StreamHandler. Deployments call each other through a Handle, which a
 // Caller backs: NewLocal runs a whole application in-process (plain go test,
-// no NATS); the fleet backs handles with NATS (package wire).
+// no NATS); in the fleet a router embedded in the worker (package routing)
+// sends each call straight to a replica over NATS, or in-process to a
+// replica of the same worker.
 //
 // Handlers are called concurrently, up to the deployment's
 // max_ongoing_requests at once per replica; a Handler must be safe for that.
@@ -172,6 +174,14 @@ type Init struct {
 	Logger     zerolog.Logger
 	// Caller backs the handles returned by Handle.
 	Caller Caller
+	// CheckDeployment, if set, says whether name is a deployment of the
+	// application (nil) or not (an *Error, 404 not_found, naming it): a
+	// Handle to a name it refuses fails every call at once with that
+	// error. The backends set it, and a constructor that takes a handle to
+	// a name that is not a deployment of the application fails the
+	// replica's start (FAILED in the fleet, an error from NewLocal) with
+	// the message naming it.
+	CheckDeployment func(name string) error
 	// GPUs are the device indices (as CUDA_VISIBLE_DEVICES counts them)
 	// the worker gave this replica; empty for a CPU-only replica.
 	GPUs []int
@@ -208,8 +218,15 @@ func (i Init) Environ() []string {
 }
 
 // Handle returns a handle to another deployment of the same application.
+// A name that is not one of its deployments fails the replica's start
+// when the handle is taken by the constructor (see CheckDeployment); a
+// handle taken later fails every call at once with 404 not_found.
 func (i Init) Handle(deployment string) *Handle {
-	return &Handle{App: i.App, Deployment: deployment, caller: i.Caller}
+	h := &Handle{App: i.App, Deployment: deployment, caller: i.Caller}
+	if i.CheckDeployment != nil {
+		h.err = i.CheckDeployment(deployment)
+	}
+	return h
 }
 
 // DecodeUserConfig unmarshals the user_config into v; no user_config leaves

@@ -12,11 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// StreamSink receives a streamed answer as it comes.
-type StreamSink interface {
-	Head(status int, h http.Header) error
-	Chunk(b []byte) error
-}
+// StreamSink receives a streamed answer as it comes (serve.StreamSink).
+type StreamSink = serve.StreamSink
 
 // Stream sends a streaming request to app/deployment and delivers the head
 // and every chunk to sink in order as they arrive. It returns when the
@@ -25,15 +22,29 @@ func (c *Caller) Stream(ctx context.Context, app, deployment string, req *serve.
 	m := EncodeRequest(c.names.RouteSubject(app, deployment), req)
 	ctx, cancel := c.withDeadline(ctx, m)
 	defer cancel()
-	return StreamVia(ctx, c.nc, m, sink, c.nc.RequestMsgWithContext)
+	return StreamVia(ctx, c.nc, m, sink, func(ctx context.Context, m *nats.Msg, _ func(*nats.Msg) error) (*nats.Msg, error) {
+		return c.nc.RequestMsgWithContext(ctx, m)
+	})
 }
 
 // StreamVia runs the caller side of a stream for the encoded request m
 // (deadline set): it subscribes an inbox on nc, names it in HdrStream,
 // sends m with send (which returns the final reply) and delivers head and
-// chunks to sink in order.
+// chunks to sink in order. send also gets local, which a replica in the
+// caller's own process may write the head and chunk messages to instead of
+// the inbox (in order; it blocks while the caller is behind and fails once
+// the caller left). When StreamVia returns early (sink failed, ctx ended)
+// send's context is cancelled.
+//
+// The final reply decides the outcome: an error before any head is
+// returned as a *serve.Error; one after chunks (HdrChunks set) is
+// returned once they were delivered; a reply that is not a stream at all
+// (the deployment does not stream) is delivered as its head and its body
+// as one chunk.
 func StreamVia(ctx context.Context, nc *nats.Conn, m *nats.Msg, sink StreamSink,
-	send func(context.Context, *nats.Msg) (*nats.Msg, error)) error {
+	send func(ctx context.Context, m *nats.Msg, local func(*nats.Msg) error) (*nats.Msg, error)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	inbox := nc.NewRespInbox()
 	msgs := make(chan *nats.Msg, 256)
 	sub, err := nc.ChanSubscribe(inbox, msgs)
@@ -42,6 +53,14 @@ func StreamVia(ctx context.Context, nc *nats.Conn, m *nats.Msg, sink StreamSink,
 	}
 	defer sub.Unsubscribe() //nolint:errcheck // best effort on the way out
 	m.Header.Set(protocol.HdrStream, inbox)
+	local := func(msg *nats.Msg) error {
+		select {
+		case msgs <- msg:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("stream to a caller that left: %w", ctx.Err())
+		}
+	}
 
 	type result struct {
 		msg *nats.Msg
@@ -49,13 +68,14 @@ func StreamVia(ctx context.Context, nc *nats.Conn, m *nats.Msg, sink StreamSink,
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := send(ctx, m)
+		r, err := send(ctx, m, local)
 		done <- result{r, err}
 	}()
 
 	next := 0 // next sequence expected
 	headSent := false
 	want := -1
+	var final error // the final reply's error, returned after the chunks
 	pending := map[int]*nats.Msg{}
 	deliver := func(msg *nats.Msg) error {
 		seq, _ := strconv.Atoi(msg.Header.Get(protocol.HdrChunkSeq))
@@ -79,7 +99,7 @@ func StreamVia(ctx context.Context, nc *nats.Conn, m *nats.Msg, sink StreamSink,
 	}
 	for {
 		if want >= 0 && next > want {
-			return nil
+			return final
 		}
 		select {
 		case msg := <-msgs:
@@ -91,13 +111,30 @@ func StreamVia(ctx context.Context, nc *nats.Conn, m *nats.Msg, sink StreamSink,
 			if r.err != nil {
 				return transportError(r.err)
 			}
-			if code := ErrorCode(r.msg); code != "" && !headSent && next == 0 && r.msg.Header.Get(protocol.HdrChunks) == "" {
+			code := ErrorCode(r.msg)
+			chunks := r.msg.Header.Get(protocol.HdrChunks)
+			switch {
+			case chunks == "" && code != "" && !headSent && next == 0:
 				resp := DecodeResponse(r.msg)
 				return &serve.Error{Status: resp.Status, Code: code, Msg: string(resp.Body)}
+			case chunks == "" && !headSent && next == 0:
+				// Not a stream: the whole answer is one chunk.
+				resp := DecodeResponse(r.msg)
+				if err := sink.Head(resp.Status, resp.Header); err != nil {
+					return err
+				}
+				if len(resp.Body) > 0 {
+					return sink.Chunk(resp.Body)
+				}
+				return nil
 			}
-			n, err := strconv.Atoi(r.msg.Header.Get(protocol.HdrChunks))
+			n, err := strconv.Atoi(chunks)
 			if err != nil {
 				return fmt.Errorf("stream reply without %s", protocol.HdrChunks)
+			}
+			if code != "" {
+				resp := DecodeResponse(r.msg)
+				final = &serve.Error{Status: resp.Status, Code: code, Msg: string(resp.Body)}
 			}
 			want = n // head (0) plus chunks 1..n
 		case <-ctx.Done():
@@ -107,18 +144,25 @@ func StreamVia(ctx context.Context, nc *nats.Conn, m *nats.Msg, sink StreamSink,
 }
 
 // StreamWriter is the replica side of a stream: it publishes the head and
-// chunks to the caller's inbox. Safe for one goroutine at a time.
+// chunks to the caller's inbox (or hands them to a caller in the same
+// process). Safe for concurrent use.
 type StreamWriter struct {
-	nc     *nats.Conn
-	inbox  string
-	mu     sync.Mutex
-	seq    int // guarded by mu: last sequence sent
-	headed bool
+	publish func(*nats.Msg) error
+	inbox   string
+	mu      sync.Mutex
+	seq     int // guarded by mu: last sequence sent
+	headed  bool
 }
 
 // NewStreamWriter writes to inbox on nc.
 func NewStreamWriter(nc *nats.Conn, inbox string) *StreamWriter {
-	return &StreamWriter{nc: nc, inbox: inbox}
+	return &StreamWriter{publish: nc.PublishMsg, inbox: inbox}
+}
+
+// NewLocalStreamWriter hands the head and chunk messages to publish (the
+// local function StreamVia gives a replica in the caller's process).
+func NewLocalStreamWriter(publish func(*nats.Msg) error) *StreamWriter {
+	return &StreamWriter{publish: publish}
 }
 
 // WriteHead sends status and headers (sequence 0).
@@ -137,7 +181,7 @@ func (w *StreamWriter) writeHeadLocked(status int, h http.Header) error {
 	m.Header.Set(protocol.HdrChunkSeq, "0")
 	m.Header.Set(protocol.HdrStatus, strconv.Itoa(status))
 	copyHTTPHeaders(m.Header, h)
-	if err := w.nc.PublishMsg(m); err != nil {
+	if err := w.publish(m); err != nil {
 		return fmt.Errorf("stream head: %w", err)
 	}
 	return nil
@@ -154,7 +198,7 @@ func (w *StreamWriter) Write(chunk []byte) error {
 	m := nats.NewMsg(w.inbox)
 	m.Header.Set(protocol.HdrChunkSeq, strconv.Itoa(w.seq))
 	m.Data = chunk
-	if err := w.nc.PublishMsg(m); err != nil {
+	if err := w.publish(m); err != nil {
 		return fmt.Errorf("stream chunk %d: %w", w.seq, err)
 	}
 	return nil

@@ -1,13 +1,19 @@
 // Package wire carries serve.Request and serve.Response over NATS: the body
 // is the message data, untouched; metadata and HTTP headers travel as NATS
-// headers (see protocol.Hdr*). Caller is the NATS-backed serve.Caller that
-// deployments in the fleet and the ingress use; it sends to the routers.
+// headers (see protocol.Hdr*). Caller is the serve.Caller that sends
+// through the router service (the ingress with router: service, any NATS
+// client); the ingress and the workers embed a router instead
+// (routing.Caller).
 //
 // Streaming: the caller subscribes to an inbox and names it in
 // protocol.HdrStream; the replica publishes a head message (sequence 0:
 // status and headers) and then chunks (1..N) there, and its final reply
 // (through the router) carries protocol.HdrChunks = N so the caller knows
-// when every chunk has arrived.
+// when every chunk has arrived. A replica in the caller's own process
+// hands the same messages over without NATS (NewLocalStreamWriter).
+//
+// Cancellation: a caller that gives up on a request tells its replica
+// (CancelMsg), which cancels the request's context.
 package wire
 
 import (
@@ -27,22 +33,39 @@ import (
 
 // EncodeRequest turns req into a NATS message for subject.
 func EncodeRequest(subject string, req *serve.Request) *nats.Msg {
-	m := nats.NewMsg(subject)
+	// A small map (up to 8 headers: one group, no growth for the usual
+	// request, deadline and stream included).
+	m := &nats.Msg{Subject: subject, Header: make(nats.Header, 8)}
 	m.Data = req.Body
 	h := m.Header
-	h.Set(protocol.HdrMethod, req.Method)
-	h.Set(protocol.HdrPath, req.Path)
+	v := make(values, 0, 6)
+	v.set(h, protocol.HdrMethod, req.Method)
+	v.set(h, protocol.HdrPath, req.Path)
 	if len(req.Query) > 0 {
-		h.Set(protocol.HdrQuery, req.Query.Encode())
+		v.set(h, protocol.HdrQuery, req.Query.Encode())
 	}
 	if req.Call != "" {
-		h.Set(protocol.HdrCall, req.Call)
+		v.set(h, protocol.HdrCall, req.Call)
 	}
 	if req.RequestID != "" {
-		h.Set(protocol.HdrRequestID, req.RequestID)
+		v.set(h, protocol.HdrRequestID, req.RequestID)
 	}
 	copyHTTPHeaders(h, req.Header)
+	if tp := req.Header.Get("Traceparent"); tp != "" {
+		v.set(h, protocol.HdrTraceParent, tp) // NATS's own tracing reads it too
+	}
 	return m
+}
+
+// values hands out one-value header slices from one allocation (a hop
+// sets several headers; one Set allocates one slice each).
+type values []string
+
+// set sets h[k] to the single value s (capacity 1: an Add reallocates).
+func (v *values) set(h nats.Header, k, s string) {
+	*v = append(*v, s)
+	n := len(*v)
+	h[k] = (*v)[n-1 : n : n]
 }
 
 // DecodeRequest reads a request from a NATS message. Headers are shared
@@ -59,6 +82,9 @@ func DecodeRequest(m *nats.Msg) *serve.Request {
 	if q := m.Header.Get(protocol.HdrQuery); q != "" {
 		req.Query, _ = url.ParseQuery(q)
 	}
+	if tp := m.Header.Get(protocol.HdrTraceParent); tp != "" && req.Header.Get("Traceparent") == "" {
+		req.Header.Set("Traceparent", tp) // a NATS caller's trace context
+	}
 	if req.Path == "" {
 		req.Path = "/"
 	}
@@ -67,13 +93,13 @@ func DecodeRequest(m *nats.Msg) *serve.Request {
 
 // EncodeResponse turns resp into a reply message (subject set by the caller).
 func EncodeResponse(resp *serve.Response) *nats.Msg {
-	m := nats.NewMsg("")
+	m := &nats.Msg{Header: make(nats.Header, 8)}
 	m.Data = resp.Body
 	status := resp.Status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	m.Header.Set(protocol.HdrStatus, strconv.Itoa(status))
+	m.Header.Set(protocol.HdrStatus, statusText(status))
 	copyHTTPHeaders(m.Header, resp.Header)
 	if c := resp.Header.Get(protocol.HdrError); c != "" {
 		m.Header.Set(protocol.HdrError, c)
@@ -128,15 +154,43 @@ func ErrorCode(m *nats.Msg) protocol.ErrorCode {
 	return protocol.ErrorCode(m.Header.Get(protocol.HdrError))
 }
 
+// copyHTTPHeaders adds src to dst as Http-<Name> headers. The value
+// slices are shared with src, capacity clipped (an Add reallocates).
 func copyHTTPHeaders(dst nats.Header, src http.Header) {
 	for k, vs := range src {
-		if k == protocol.HdrError {
+		if k == protocol.HdrError || len(vs) == 0 {
 			continue
 		}
-		for _, v := range vs {
-			dst.Add(protocol.HdrHTTPPrefix+k, v)
+		pk, ok := httpPrefixed[k]
+		if !ok {
+			pk = protocol.HdrHTTPPrefix + k
 		}
+		if cur := dst[pk]; len(cur) > 0 {
+			dst[pk] = append(cur, vs...)
+			continue
+		}
+		dst[pk] = vs[:len(vs):len(vs)]
 	}
+}
+
+// httpPrefixed are the NATS names of common HTTP headers, built once:
+// a hop then spends no allocation on them. Read-only.
+var httpPrefixed = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept", "Accept-Encoding", "Authorization", "Cache-Control", "Content-Encoding",
+		"Content-Length", "Content-Type", "Idempotency-Key", "Traceparent", "Tracestate", "User-Agent",
+		"X-Chain", "X-Replica", protocol.HeaderModelID} {
+		m[k] = protocol.HdrHTTPPrefix + k
+	}
+	return m
+}()
+
+// statusText is strconv.Itoa(status) without an allocation for 200.
+func statusText(status int) string {
+	if status == http.StatusOK {
+		return "200"
+	}
+	return strconv.Itoa(status)
 }
 
 func httpHeaders(h nats.Header) http.Header {

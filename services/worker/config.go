@@ -8,6 +8,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/worker/internal/gpu"
 )
@@ -42,6 +43,16 @@ type Config struct {
 	// program as a child process); default true. Off, the worker does not
 	// advertise the runtime and the scheduler places none here.
 	ProcessRuntime bool `koanf:"process_runtime" help:"run runtime: process deployments (child processes)"`
+	// Router picks how the handles of the worker's replicas reach the
+	// deployments they call: "embedded" (default) runs a router
+	// (pkg/routing) inside the worker that sends each call straight to the
+	// chosen replica — one NATS round trip, or none to a replica of this
+	// worker, which is preferred when no more loaded; "service" sends it
+	// through the router service's queue group (two more messages a hop).
+	Router string `koanf:"router" help:"embedded (handles routed from the worker) or service (through the router service)"`
+	// Liveness configures the embedded router's probes of replicas that
+	// hold its requests.
+	Liveness routing.Liveness `koanf:"liveness"`
 	// ChildEnv is the environment process-runtime children start from
 	// (less its JETSERVE_* variables): main passes the worker's own. Not
 	// an option.
@@ -77,8 +88,16 @@ func DefaultConfig() Config {
 		GPUDetect:      GPUDetectAuto,
 		NvidiaSMI:      gpu.DefaultCommand,
 		ProcessRuntime: true,
+		Router:         RouterEmbedded,
+		Liveness:       routing.DefaultLiveness(),
 	}
 }
+
+// Router modes (Config.Router).
+const (
+	RouterEmbedded = "embedded"
+	RouterService  = "service"
+)
 
 // CommonConfig returns the shared part.
 func (c Config) CommonConfig() service.Common { return c.Common }
@@ -110,6 +129,10 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("gpu_detect: must be %q or %q, got %q", GPUDetectAuto, GPUDetectOff, c.GPUDetect))
 	}
+	if c.Router != RouterEmbedded && c.Router != RouterService {
+		errs = append(errs, fmt.Errorf("router: must be %q or %q, got %q", RouterEmbedded, RouterService, c.Router))
+	}
+	errs = append(errs, c.Liveness.Validate("liveness"))
 	if c.GPUDetect == GPUDetectAuto && c.NvidiaSMI == "" {
 		errs = append(errs, errors.New("nvidia_smi: is required when gpu_detect is auto"))
 	}

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/worker"
@@ -46,6 +47,10 @@ func TestValidate(t *testing.T) {
 		{"bad gpu_detect", func(c *worker.Config) { c.GPUDetect = "nvml" }, "gpu_detect:"},
 		{"no nvidia_smi", func(c *worker.Config) { c.NvidiaSMI = "" }, "nvidia_smi:"},
 		{"no nats url", func(c *worker.Config) { c.NATS.URL = "" }, "nats.url:"},
+		{"router service", func(c *worker.Config) { c.Router = worker.RouterService }, ""},
+		{"bad router", func(c *worker.Config) { c.Router = "direct" }, "router:"},
+		{"bad liveness", func(c *worker.Config) { c.Liveness.ProbeAfter = time.Millisecond }, "liveness.probe_after:"},
+		{"no probe failures", func(c *worker.Config) { c.Liveness.MaxProbeFailures = 0 }, "liveness.max_probe_failures:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,6 +161,26 @@ func TestLoadProcessRuntimeOption(t *testing.T) {
 			t.Errorf("Load(%q) = %v", tc.env, err)
 		case tc.wantErr == "" && cfg.ProcessRuntime != tc.want:
 			t.Errorf("Load(%q): ProcessRuntime = %v, want %v", tc.env, cfg.ProcessRuntime, tc.want)
+		}
+	}
+}
+
+// TestLoadRouterOptions: the embedded router's options load from the
+// environment and flags, and a bad value is refused naming the option.
+func TestLoadRouterOptions(t *testing.T) {
+	cfg := worker.DefaultConfig()
+	err := service.Load(&cfg, "worker", []string{"--liveness.max_probe_failures", "5"},
+		[]string{"JETSERVE_ROUTER=service", "JETSERVE_LIVENESS_PROBE_AFTER=250ms"}, io.Discard)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.Router != worker.RouterService || cfg.Liveness.ProbeAfter != 250*time.Millisecond || cfg.Liveness.MaxProbeFailures != 5 {
+		t.Errorf("Load: router %q, liveness %+v; want service, probe_after 250ms, max_probe_failures 5", cfg.Router, cfg.Liveness)
+	}
+	cfg = worker.DefaultConfig()
+	if err := service.Load(&cfg, "worker", nil, []string{"JETSERVE_ROUTER=nearby"}, io.Discard); err == nil {
+		if err = cfg.Validate(); err == nil || !strings.Contains(err.Error(), "router:") {
+			t.Errorf("router=nearby: Validate() = %v, want an error naming router", err)
 		}
 	}
 }

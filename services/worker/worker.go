@@ -11,10 +11,20 @@
 // methods (SDK defaults) in its WorkerInfo and records them in the
 // Handlers bucket, where they outlive it.
 //
+// The handles of the replicas call other deployments through a router
+// embedded in the worker (pkg/routing, one per worker, following the fleet
+// as the ingress's does): a call goes straight to the chosen replica, and
+// to a replica of this worker — preferred when no more loaded — without
+// NATS, through its admission (CallLocal). A constructor that takes a
+// handle to a name that is not a deployment of its application makes the
+// replica FAILED, naming it.
+//
 // Run owns every goroutine it starts: one loop that heartbeats and
-// converges (the only writer of the replica set) and the replicas' own
-// (see internal/replica). When ctx ends the worker marks itself draining,
-// drains every replica, deletes its record and returns.
+// converges (the only writer of the replica set), the embedded router's
+// follower and the replicas' own (see internal/replica). When ctx ends the
+// worker marks itself draining, drains every replica, deletes its record,
+// then stops the router (the draining replicas' handles use it) and
+// returns.
 package worker
 
 import (
@@ -35,6 +45,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -85,6 +96,30 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	if err != nil {
 		return err
 	}
+	local := newLocalReplicas()
+	var caller serve.Caller = wire.NewCaller(deps.NC, names)
+	var router *routing.Router
+	routerLoaded := make(chan struct{})
+	if cfg.Router == RouterEmbedded {
+		rm, err := routing.NewMetrics(deps.Metrics)
+		if err != nil {
+			return fmt.Errorf("register router metrics: %w", err)
+		}
+		router = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log.With().Str("worker_id", info.ID).Logger(),
+			Metrics: rm, Liveness: cfg.Liveness, Local: local.lookup})
+		if err := router.Start(false); err != nil {
+			return err
+		}
+		caller = router.NewCaller()
+		deps.Health.Add("router", func() error {
+			select {
+			case <-routerLoaded:
+				return nil
+			default:
+				return errors.New("embedded router has not loaded replicas and config")
+			}
+		})
+	}
 	w := &worker{
 		cfg:          cfg,
 		nc:           deps.NC,
@@ -95,7 +130,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		metrics:      metrics,
 		sdk:          sdkMetrics,
 		jobMetrics:   jobMetrics,
-		caller:       wire.NewCaller(deps.NC, names),
+		caller:       caller,
+		local:        local,
 		log:          deps.Log.With().Str("worker_id", info.ID).Logger(),
 		info:         info,
 		natsReplicas: cfg.NATS.Replicas,
@@ -103,8 +139,31 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		stopping:     map[string]*replica.Replica{},
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	// The router outlives the replicas: a draining replica's handles use it.
+	rctx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRouter()
+	if router != nil {
+		g.Go(func() error {
+			err := router.Follow(rctx, routing.FollowOptions{Buckets: buckets, ID: "worker-" + info.ID,
+				Log: w.log, Loaded: routerLoaded})
+			if rctx.Err() != nil {
+				return nil
+			}
+			return err
+		})
+	}
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
-	g.Go(func() error { return w.run(gctx) })
+	g.Go(func() error {
+		defer stopRouter()
+		err := w.run(gctx)
+		if router != nil {
+			// The replicas are gone: nothing is left to answer.
+			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			router.Drain(dctx)
+			cancel()
+		}
+		return err
+	})
 	return g.Wait()
 }
 
@@ -238,8 +297,10 @@ type worker struct {
 	// jobMetrics count every replica's job attempts and outcomes.
 	jobMetrics *jobs.Metrics
 	caller     serve.Caller
-	log        zerolog.Logger
-	info       protocol.WorkerInfo // owned by run
+	// local are the replicas the embedded router calls in-process.
+	local *localReplicas
+	log   zerolog.Logger
+	info  protocol.WorkerInfo // owned by run
 	// natsReplicas is the replica count of the job state runners create.
 	natsReplicas int
 
@@ -357,16 +418,17 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		after = old.Done()
 	}
 	p := replica.Params{
-		NC:         w.nc,
-		Names:      w.names,
-		Records:    w.buckets.Replicas,
-		WorkerID:   w.info.ID,
-		Spec:       s,
-		Caller:     w.caller,
-		Log:        w.log,
-		Metrics:    w.metrics,
-		SDKMetrics: w.sdk,
-		After:      after,
+		NC:          w.nc,
+		Names:       w.names,
+		Records:     w.buckets.Replicas,
+		WorkerID:    w.info.ID,
+		Spec:        s,
+		Caller:      w.caller,
+		Deployments: w.deployments,
+		Log:         w.log,
+		Metrics:     w.metrics,
+		SDKMetrics:  w.sdk,
+		After:       after,
 	}
 	if s.IsProcess() {
 		p.Ctor = w.processCtor(s)
@@ -381,6 +443,7 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		}
 	}
 	r := replica.Start(p)
+	w.local.put(r)
 	w.replicas[s.ID] = r
 	// The new replica now stands for the id: it waits for the old one, so
 	// a later restart waiting for it waits for both.
@@ -426,6 +489,7 @@ func (w *worker) forgetStopped() {
 		select {
 		case <-r.Done():
 			delete(w.stopping, id)
+			w.local.remove(r)
 		default:
 		}
 	}

@@ -676,8 +676,11 @@ func TestStreaming(t *testing.T) {
 	}
 }
 
+// TestHandlesCallThroughRouters: with router: service the handles of a
+// worker's replicas go to the route subjects (the router service's; here
+// forwardRoutes stands in for it), not straight to the replica.
 func TestHandlesCallThroughRouters(t *testing.T) {
-	f := startFleet(t, nil)
+	f := startFleet(t, func(c *worker.Config) { c.Router = worker.RouterService })
 	e := spec("e1", "echo-dep", "echo", 2, `{"greeting":"hey"}`)
 	c := spec("c1", "chain-dep", "chain", 2, "")
 	f.assign(e, c)

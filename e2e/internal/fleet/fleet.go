@@ -49,7 +49,7 @@ type Options struct {
 	// uses instead of starting NATS.
 	Cluster *Cluster
 	// WorkerEnv[i], when present, is extra environment of the i-th
-	// worker Start starts (labels, a config file declaring GPUs…).
+	// worker started (by Start or AddWorker…): labels, a config file declaring GPUs…
 	WorkerEnv []map[string]string
 	// Env is extra environment of every service.
 	Env map[string]string
@@ -318,6 +318,11 @@ func (f *Fleet) AddWorkerWith(binary string, extra map[string]string, wait bool)
 	env := map[string]string{
 		"JETSERVE_RESOURCES_CPU": fmt.Sprint(f.opt.WorkerCPU),
 		"JETSERVE_GPU_DETECT":    "off",
+	}
+	if i := len(f.Workers); i < len(f.opt.WorkerEnv) {
+		for k, v := range f.opt.WorkerEnv[i] {
+			env[k] = v
+		}
 	}
 	for k, v := range extra {
 		env[k] = v

@@ -7,6 +7,13 @@
 // retried; a Supervised handler (a process-runtime child) has its own
 // state — restarting, failed — mirrored in the record.
 //
+// A router in the same process (the worker's, for its replicas' handles)
+// calls a Replica directly (CallLocal, routing.LocalReplica): the same
+// admission as a call over NATS, without a message. A caller that gives
+// up cancels its request (a wire.CancelMsg on the call subject, or
+// CancelLocal): the handler's context is cancelled, and with it the
+// calls it made downstream.
+//
 // One context governs a replica's lifetime: Stop cancels it. Everything
 // the replica runs derives from it — construction and job pulling end at
 // once; requests and running jobs get the graceful shutdown timeout (their
@@ -18,9 +25,10 @@
 // ended after Stop has drained it; Done is closed then), a heartbeat and a
 // load-report goroutine while it lives, and one goroutine per admitted
 // request. Micro endpoint callbacks are sequential; a call is admitted
-// synchronously in the callback (never more than MaxOngoingRequests at
-// once) and served on its own goroutine, which the replica waits for on
-// stop. The methods of Replica are safe for concurrent use.
+// synchronously in the callback or in CallLocal (never more than
+// MaxOngoingRequests at once) and served on its own goroutine, which the
+// replica waits for on stop. The methods of Replica are safe for
+// concurrent use.
 package replica
 
 import (
@@ -106,9 +114,15 @@ type Params struct {
 	// this worker (reported in the record's message, retried with backoff).
 	Ctor serve.Constructor
 	// Caller backs the deployment's handles; nil = wire.NewCaller(NC, Names).
-	Caller  serve.Caller
-	Log     zerolog.Logger
-	Metrics *Metrics
+	Caller serve.Caller
+	// Deployments, if set, returns the deployments of the replica's
+	// application in the applied config (ok false when it cannot tell):
+	// a constructor that takes a handle to another name makes the replica
+	// FAILED, naming it, and such a handle taken later fails its calls
+	// with 404 at once.
+	Deployments func(ctx context.Context, app string) (names []string, ok bool)
+	Log         zerolog.Logger
+	Metrics     *Metrics
 	// SDKMetrics, if set, gives the deployment its batching and
 	// multiplexing series (serve.Init.Metrics).
 	SDKMetrics *serve.Metrics
@@ -143,6 +157,7 @@ type Replica struct {
 	changed chan struct{} // load changed (capacity 1: coalesces)
 
 	inflight sync.WaitGroup // admitted requests; Add only under mu while !draining
+	workers  *pool          // runs admitted requests
 
 	reconfMu sync.Mutex // serialises Reconfigure
 
@@ -161,8 +176,9 @@ type Replica struct {
 	ongoing  int                  // guarded by mu
 	models   []string             // guarded by mu: multiplexed model ids held; replaced, never mutated
 	// held are the reply subjects of admitted requests whose reply is not
-	// sent yet: what a router's probe asks about (wire.ProbeMsg).
-	held map[string]struct{} // guarded by mu
+	// sent yet — what a router's probe asks about (wire.ProbeMsg) — with
+	// what cancels each (wire.CancelMsg, CancelLocal).
+	held map[string]context.CancelFunc // guarded by mu
 	// served, errored, latencySum and latency are the load report's
 	// request totals (guarded by mu); latency has one count per
 	// protocol.LatencyBoundsMS bucket plus the overflow.
@@ -192,11 +208,11 @@ func Start(p Params) *Replica {
 		app:     s.App,
 		dep:     s.Deployment,
 		log:     p.Log.With().Str("app", s.App).Str("deployment", s.Deployment).Str("replica_id", s.ID).Logger(),
-		met:     p.Metrics.forReplica(s.App, s.Deployment, s.ID),
 		done:    make(chan struct{}),
 		changed: make(chan struct{}, 1),
 		spec:    s,
-		held:    map[string]struct{}{},
+		held:    map[string]context.CancelFunc{},
+		workers: newPool(poolIdle),
 		info: protocol.ReplicaInfo{
 			ID:                 s.ID,
 			App:                s.App,
@@ -327,6 +343,7 @@ func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) er
 
 func (r *Replica) run() {
 	defer close(r.done)
+	defer r.workers.stop()
 	defer r.abort()
 	if r.p.After != nil {
 		select {
@@ -336,6 +353,8 @@ func (r *Replica) run() {
 			return
 		}
 	}
+	// After the predecessor forgot its series (they have the same labels).
+	r.met = r.p.Metrics.forReplica(r.app, r.dep, r.id)
 
 	// The record and the load reports outlive Stop: they say STOPPING
 	// while the replica drains, until finish deletes the record.
@@ -465,21 +484,24 @@ func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.
 	r.mu.Lock()
 	s := r.spec
 	r.mu.Unlock()
+	check := r.handleCheck(s.App)
 	init := serve.Init{
-		App:        s.App,
-		Deployment: s.Deployment,
-		ReplicaID:  s.ID,
-		UserConfig: s.UserConfig,
-		Logger:     r.log,
-		Caller:     r.p.Caller,
-		GPUs:       s.GPUIndices,
-		NC:         r.p.NC,
+		App:             s.App,
+		Deployment:      s.Deployment,
+		ReplicaID:       s.ID,
+		UserConfig:      s.UserConfig,
+		Logger:          r.log,
+		Caller:          r.p.Caller,
+		CheckDeployment: check.deployment,
+		GPUs:            s.GPUIndices,
+		NC:              r.p.NC,
 
 		MaxModelsPerReplica: s.MaxModelsPerReplica,
 		Metrics:             r.p.SDKMetrics.ForReplica(s.App, s.Deployment, s.ID),
 		ReportModels:        r.reportModels,
 	}
 	h, err = construct(ctx, r.p.Ctor, init)
+	unknown := check.done()
 	if errors.Is(err, ErrFailed) {
 		return nil, nil, err // it says what failed
 	}
@@ -488,6 +510,10 @@ func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.
 	}
 	if h == nil {
 		return nil, nil, fmt.Errorf("construct %s: constructor returned no handler", s.Handler)
+	}
+	if unknown != nil {
+		r.close(h)
+		return nil, nil, fmt.Errorf("%w: construct %s: %w", ErrFailed, s.Handler, unknown)
 	}
 	// The handler is in place before the endpoints exist: a call that
 	// arrives before the record says RUNNING is served, not dropped.
@@ -741,28 +767,105 @@ func (r *Replica) onCall(req micro.Request) {
 		}
 		return
 	}
+	if wire.IsCancel(msg) {
+		r.CancelLocal(wire.CancelTarget(msg))
+		return
+	}
+	a, code, text := r.admit(nil, msg)
+	if code != "" {
+		r.reject(req, code, text)
+		return
+	}
+	r.workers.run(func() { r.serve(a, msg, nil, nil) })
+}
+
+// admission is an admitted request's handler and context.
+type admission struct {
+	h      serve.Handler
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// admit takes msg in — the replica serves, is not draining and is under
+// max_ongoing_requests — or says why not (a code routers retry
+// elsewhere). Its context ends at its deadline (HdrDeadline), by cancel
+// (msg.Reply names it, as for probes) and at the graceful shutdown
+// timeout; parent, if not nil, is a local caller's context, which it ends
+// with too (and which has the deadline already; it is not held for
+// cancels, and never probed).
+func (r *Replica) admit(parent context.Context, msg *nats.Msg) (admission, protocol.ErrorCode, string) {
 	r.mu.Lock()
 	switch {
 	case r.draining:
 		r.mu.Unlock()
-		r.reject(req, protocol.ErrDraining, "replica "+r.id+" is draining")
-		return
+		return admission{}, protocol.ErrDraining, "replica " + r.id + " is draining"
+	case r.handler == nil:
+		r.mu.Unlock()
+		return admission{}, protocol.ErrUnavailable, "replica " + r.id + " is not serving"
 	case r.ongoing >= r.spec.MaxOngoingRequests:
 		limit := r.spec.MaxOngoingRequests
 		r.mu.Unlock()
-		r.reject(req, protocol.ErrReplicaFull, fmt.Sprintf("replica %s is at max_ongoing_requests (%d)", r.id, limit))
-		return
+		return admission{}, protocol.ErrReplicaFull, fmt.Sprintf("replica %s is at max_ongoing_requests (%d)", r.id, limit)
 	}
 	r.ongoing++
 	r.inflight.Add(1)
-	if msg.Reply != "" {
-		r.held[msg.Reply] = struct{}{}
+	var ctx context.Context
+	var cancel context.CancelFunc
+	switch dl, ok := wire.Deadline(msg); {
+	case parent != nil:
+		// The caller's context, ended too by the graceful shutdown timeout.
+		var end context.CancelFunc
+		ctx, end = context.WithCancel(parent)
+		stop := context.AfterFunc(r.work, end)
+		cancel = func() { stop(); end() }
+	case ok:
+		ctx, cancel = context.WithDeadline(r.work, dl)
+	default:
+		ctx, cancel = context.WithCancel(r.work)
 	}
-	h := r.handler
+	if parent == nil && msg.Reply != "" {
+		r.held[msg.Reply] = cancel
+	}
+	a := admission{h: r.handler, ctx: ctx, cancel: cancel}
 	r.mu.Unlock()
 	r.loadChanged()
 	r.met.processing.Inc()
-	go r.serve(h, msg)
+	return a, "", ""
+}
+
+// CallLocal serves a request from a router in this process
+// (routing.LocalReplica): admitted as a call over NATS is, answered
+// through done once the replica's own bookkeeping is done (so a router
+// may send the next request at once), streamed through chunks. With a
+// caller's ctx it is served on the calling goroutine (which waits for it
+// anyway: no goroutine to start, no stack to grow) and cancelled through
+// ctx; without, on a goroutine of its own and cancelled by CancelLocal.
+func (r *Replica) CallLocal(ctx context.Context, m *nats.Msg, chunks func(*nats.Msg) error, done func(*nats.Msg)) protocol.ErrorCode {
+	if m.Header == nil {
+		m.Header = nats.Header{}
+	}
+	a, code, _ := r.admit(ctx, m)
+	if code != "" {
+		return code
+	}
+	if ctx != nil {
+		r.serve(a, m, chunks, done)
+		return ""
+	}
+	r.workers.run(func() { r.serve(a, m, chunks, done) })
+	return ""
+}
+
+// CancelLocal cancels the request whose reply subject is reply, if the
+// replica still holds it.
+func (r *Replica) CancelLocal(reply string) {
+	r.mu.Lock()
+	cancel := r.held[reply]
+	r.mu.Unlock()
+	if cancel != nil {
+		r.log.Debug().Str("reply", reply).Msg("request cancelled by its caller")
+		cancel()
+	}
 }
 
 // countLocked adds a finished request to the load report's totals; r.mu
@@ -789,11 +892,15 @@ func (r *Replica) reject(req micro.Request, code protocol.ErrorCode, text string
 	}
 }
 
-func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
+// serve runs an admitted request and answers it: over NATS to msg.Reply,
+// or, for a local call (done set), through done after the bookkeeping.
+func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error, done func(*nats.Msg)) {
 	start := time.Now()
 	var took time.Duration // set once the handler answered
 	failed := false
+	var reply *nats.Msg
 	defer func() {
+		a.cancel()
 		r.mu.Lock()
 		r.ongoing--
 		delete(r.held, msg.Reply) // after the reply went out
@@ -802,26 +909,23 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 		r.loadChanged()
 		r.met.processing.Dec()
 		r.inflight.Done()
+		if done != nil {
+			done(reply)
+		}
 	}()
-	ctx := r.work
-	if dl, ok := wire.Deadline(msg); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl)
-		defer cancel()
-	}
 	req := wire.DecodeRequest(msg)
 	log := r.log.With().Str("request_id", req.RequestID).Logger()
-	ctx = log.WithContext(ctx)
+	ctx := serve.ContextWithRequest(log.WithContext(a.ctx), req)
 
-	reply, failed := r.invoke(ctx, h, req, msg.Header.Get(protocol.HdrStream))
+	reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
 	took = time.Since(start)
 	reply.Header.Set(protocol.HdrReplica, r.id)
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
 	}
-	r.met.served(failed, time.Since(start))
-	if msg.Reply == "" {
-		return
+	r.met.served(failed, took)
+	if done != nil || msg.Reply == "" {
+		return // a local call is answered by the deferred done
 	}
 	reply.Subject = msg.Reply
 	err := r.p.NC.PublishMsg(reply)
@@ -841,8 +945,8 @@ func (r *Replica) serve(h serve.Handler, msg *nats.Msg) {
 
 // invoke runs the handler (streaming when asked and supported) and returns
 // the reply and whether the handler failed. A panic is a 500.
-func (r *Replica) invoke(ctx context.Context, h serve.Handler, req *serve.Request, inbox string) (*nats.Msg, bool) {
-	reply, failed, err := r.call(ctx, h, req, inbox)
+func (r *Replica) invoke(ctx context.Context, h serve.Handler, req *serve.Request, inbox string, chunks func(*nats.Msg) error) (*nats.Msg, bool) {
+	reply, failed, err := r.call(ctx, h, req, inbox, chunks)
 	if pe := (*panics.Error)(nil); errors.As(err, &pe) {
 		r.log.Error().Interface("panic", pe.Value).Str("request_id", req.RequestID).Msg("handler panicked")
 		return wire.ErrorMsg(http.StatusInternalServerError, protocol.ErrInternal, err.Error()), true
@@ -851,10 +955,13 @@ func (r *Replica) invoke(ctx context.Context, h serve.Handler, req *serve.Reques
 }
 
 // call runs the handler; a panic is returned as a *panics.Error.
-func (r *Replica) call(ctx context.Context, h serve.Handler, req *serve.Request, inbox string) (reply *nats.Msg, failed bool, err error) {
+func (r *Replica) call(ctx context.Context, h serve.Handler, req *serve.Request, inbox string, chunks func(*nats.Msg) error) (reply *nats.Msg, failed bool, err error) {
 	defer panics.Recover("handler", &err)
-	if sh, ok := h.(serve.StreamHandler); ok && inbox != "" {
+	if sh, ok := h.(serve.StreamHandler); ok && (inbox != "" || chunks != nil) {
 		w := wire.NewStreamWriter(r.p.NC, inbox)
+		if chunks != nil {
+			w = wire.NewLocalStreamWriter(chunks)
+		}
 		herr := sh.ServeStream(ctx, req, w)
 		return w.Finish(herr), herr != nil, nil
 	}

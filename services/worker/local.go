@@ -1,0 +1,75 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/routing"
+	"github.com/jetserve/jetserve/services/worker/internal/replica"
+)
+
+// localReplicas is the table of the worker's replicas that its embedded
+// router dispatches to in-process (routing.Options.Local): every replica
+// from its start until it is gone — a draining one refuses calls
+// "draining", as over NATS, and the router sends them elsewhere.
+type localReplicas struct {
+	mu   sync.RWMutex
+	byID map[string]*replica.Replica // guarded by mu
+}
+
+func newLocalReplicas() *localReplicas {
+	return &localReplicas{byID: map[string]*replica.Replica{}}
+}
+
+// lookup is routing.Options.Local.
+func (t *localReplicas) lookup(id string) (routing.LocalReplica, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	r, ok := t.byID[id]
+	if !ok {
+		return nil, false
+	}
+	return r, true
+}
+
+// put makes r the replica of its id (a restart replaces its predecessor).
+func (t *localReplicas) put(r *replica.Replica) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.byID[r.ID()] = r
+}
+
+// remove forgets r, unless another replica took its id since.
+func (t *localReplicas) remove(r *replica.Replica) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byID[r.ID()] == r {
+		delete(t.byID, r.ID())
+	}
+}
+
+// deployments is replica.Params.Deployments: the deployments of app in
+// the serve config as applied now (read from the Apps bucket, so never
+// behind the assignment that started the replica); ok false when it
+// cannot tell.
+func (w *worker) deployments(ctx context.Context, app string) ([]string, bool) {
+	e, err := w.buckets.Apps.Get(ctx, "config")
+	if err != nil {
+		return nil, false
+	}
+	var sc config.ServeConfig
+	if err := json.Unmarshal(e.Value(), &sc); err != nil {
+		return nil, false
+	}
+	a, ok := sc.App(app)
+	if !ok {
+		return nil, false
+	}
+	names := make([]string, len(a.Deployments))
+	for i, d := range a.Deployments {
+		names[i] = d.Name
+	}
+	return names, true
+}
