@@ -264,7 +264,14 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 	waiting := ph == PhaseQueued || ph == PhaseRetrying
 
 	fresh := hdrRev == "" && meta.NumDelivered == 1 && waiting
-	if fresh && msg.Headers().Get(HdrUnique) == "" {
+	switch {
+	case fresh && time.Since(meta.Timestamp) > staleFirstDelivery:
+		// Possibly a redelivery counted as the first by a new consumer
+		// leader: only the bucket's leader can say no record exists.
+		if has, err := leaderHasRecord(ctx, r.nc, kv.Bucket(), id); err != nil || has {
+			fresh = false // an earlier run of this id (or no answer): the slow path decides
+		}
+	case fresh && msg.Headers().Get(HdrUnique) == "":
 		if _, err := kv.Get(ctx, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
 			fresh = false // an earlier run of this id (or an unreadable record): the slow path decides
 		}
