@@ -44,12 +44,26 @@ type NATSConfig struct {
 	URL string `koanf:"url"`
 	// Prefix namespaces every subject, stream and bucket.
 	Prefix string `koanf:"prefix"`
-	// Creds is an optional NATS credentials file.
+	// Creds is an optional NATS credentials file (a user JWT and its
+	// nkey seed; deploy/auth generates one per service).
 	Creds string `koanf:"creds"`
+	// TLS verifies the servers' certificates against a CA of one's own
+	// and presents a client certificate, when the servers ask for one.
+	TLS NATSTLS `koanf:"tls"`
 	// Replicas is the replica count of every stream, bucket and object
 	// store the service creates: 1 on one server, 3 on a cluster. What
 	// exists with more replicas is adopted as it is, never downgraded.
 	Replicas int `koanf:"replicas"`
+}
+
+// NATSTLS are a NATS client's TLS files (PEM). A tls:// URL with none of
+// them verifies against the system's roots.
+type NATSTLS struct {
+	// CAFile is the CA that signed the servers' certificates.
+	CAFile string `koanf:"ca_file"`
+	// CertFile and KeyFile are the client certificate (mTLS).
+	CertFile string `koanf:"cert_file"`
+	KeyFile  string `koanf:"key_file"`
 }
 
 // LogConfig selects the log level and format.
@@ -78,6 +92,9 @@ func (c Common) Validate() error {
 	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > streams.MaxReplicas {
 		errs = append(errs, fmt.Errorf("nats.replicas: must be 1..%d (3 on a 3-node cluster), got %d", streams.MaxReplicas, c.NATS.Replicas))
+	}
+	if (c.NATS.TLS.CertFile == "") != (c.NATS.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("nats.tls.cert_file, nats.tls.key_file: set both or neither"))
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		errs = append(errs, fmt.Errorf("log.level: %w", err))
