@@ -102,9 +102,17 @@ type Principal struct {
 	RateLimit float64
 }
 
-// Anonymous is the principal of every request when auth is off: it may do
+// anonymous is the principal of every request when auth is off: it may do
 // everything.
 var anonymous = Principal{Name: "anonymous", Apps: []string{AllApps}, Scopes: knownScopes}
+
+// Anonymous returns the principal of every request when auth is off: it
+// may do everything.
+func Anonymous() Principal {
+	p := anonymous
+	p.Scopes = slices.Clone(anonymous.Scopes)
+	return p
+}
 
 // CanApp reports whether p may call application app.
 func (p Principal) CanApp(app string) bool {

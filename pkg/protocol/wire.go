@@ -28,6 +28,12 @@ const (
 	// subject (wire.ProbeMsg) so that it is ordered after the router's
 	// requests; the replica answers it without calling user code.
 	HdrProbe = "Jetserve-Probe"
+
+	// HeaderPrincipal is the HTTP header the ingress sets on every request
+	// it forwards to a deployment: who sent it ("key:<name>", "jwt:<sub>",
+	// or "anonymous" when auth is off). A client's own is dropped. Over
+	// NATS it is Http-X-Jetserve-Principal.
+	HeaderPrincipal = "X-Jetserve-Principal"
 )
 
 // HeaderModelID is the HTTP header naming the model a request is for
