@@ -188,7 +188,7 @@ func TestRedactURL(t *testing.T) {
 		"nats://user:pa%40ss@h:4222":                      "nats://user:REDACTED@h:4222",
 		"nats://s3cr3ttoken@h:4222":                       "nats://REDACTED@h:4222",
 		"nats://a:b@h1:4222, nats://h2:4222,tls://c:d@h3": "nats://a:REDACTED@h1:4222,nats://h2:4222,tls://c:REDACTED@h3",
-		"u:p@h:4222":                                      "u:REDACTED@h:4222",
+		"u:p@h:4222": "u:REDACTED@h:4222",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
