@@ -22,6 +22,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -32,12 +33,23 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// DefaultAdminAddr is loopback only, as Ray's dashboard: serving beyond it
+// needs auth (auth.keys_file or auth.jwks_file) or an explicit
+// auth.anonymous.
+const DefaultAdminAddr = "127.0.0.1:8265"
+
 // LeaseKey is the Leases-bucket key the scheduler instances contend for.
 const LeaseKey = "scheduler"
 
 // Config is the scheduler's configuration.
 type Config struct {
 	service.Common `koanf:",squash"`
+	// HTTPConfig of the admin port: tls.*, max_header_bytes, max_url_bytes.
+	service.HTTPConfig `koanf:",squash"`
+	// Auth says who may use the admin API and the dashboard: credentials
+	// with the admin scope (admin:read for reads only), never the
+	// ingress's.
+	Auth httpauth.Config `koanf:"auth"`
 	// AdminAddr serves the admin API (Ray Serve's dashboard port).
 	AdminAddr string `koanf:"admin_addr"`
 	// ReconcileInterval is the periodic reconcile pass (changes in the
@@ -72,7 +84,8 @@ func DefaultConfig() Config {
 	_, _ = rand.Read(b[:])
 	return Config{
 		Common:              service.DefaultCommon(":9103"),
-		AdminAddr:           ":8265",
+		HTTPConfig:          service.DefaultHTTPConfig(),
+		AdminAddr:           DefaultAdminAddr,
 		ReconcileInterval:   time.Second,
 		ID:                  host + "-" + hex.EncodeToString(b[:]),
 		ReplicaStartTimeout: 10 * time.Minute,
@@ -84,9 +97,11 @@ func DefaultConfig() Config {
 
 // Validate checks the options; errors name the option key.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.HTTPConfig.Validate()}
 	if c.AdminAddr == "" {
 		errs = append(errs, errors.New("admin_addr: is required"))
+	} else {
+		errs = append(errs, c.Auth.Validate("auth", c.AdminAddr))
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, fmt.Errorf("reconcile_interval: must be > 0, got %s", c.ReconcileInterval))
@@ -122,6 +137,14 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return err
 	}
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
+	auth, err := httpauth.New(cfg.Auth, httpauth.Options{Realm: "jetserve admin"}, log)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := cfg.TLS.Load("tls", log)
+	if err != nil {
+		return err
+	}
 	metrics := reconcile.NewMetrics(deps.Metrics)
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
@@ -149,11 +172,30 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
-	g.Go(func() error { return service.ServeHTTP(gctx, cfg.AdminAddr, mux, 5*time.Second, cfg.AdminReady) })
+	g.Go(func() error {
+		return service.ServeServer(gctx, service.Server{Addr: cfg.AdminAddr, Drain: 5 * time.Second, TLS: tlsCfg,
+			MaxHeaderBytes: cfg.MaxHeaderBytes, Log: log, Ready: cfg.AdminReady,
+			Handler: httpauth.LimitURL(cfg.MaxURLBytes)(auth.Middleware(adminScopes(mux)))})
+	})
 	g.Go(func() error { return elector.Run(gctx, lead) })
 	g.Go(func() error { return dash.Run(gctx) })
-	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Msg("scheduler started")
+	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Bool("auth", auth.Enabled()).
+		Bool("tls", tlsCfg != nil).Msg("scheduler started")
 	err = g.Wait()
 	log.Info().Msg("scheduler stopped")
 	return err
+}
+
+// adminScopes lets reads (GET, HEAD) through with the admin or admin:read
+// scope and everything else with admin only (403 otherwise).
+func adminScopes(next http.Handler) http.Handler {
+	read := httpauth.RequireScope(httpauth.ScopeAdmin, httpauth.ScopeAdminRead)(next)
+	write := httpauth.RequireScope(httpauth.ScopeAdmin)(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			read.ServeHTTP(w, r)
+			return
+		}
+		write.ServeHTTP(w, r)
+	})
 }
