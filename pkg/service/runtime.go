@@ -7,12 +7,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/streams"
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -173,6 +176,13 @@ func ConnectWatched(ctx context.Context, c NATSConfig, name string, log zerolog.
 	}
 	if c.Creds != "" {
 		opts = append(opts, nats.UserCredentials(c.Creds))
+		prefix, err := CredsInboxPrefix(c.Creds)
+		if err != nil {
+			return nil, fmt.Errorf("nats.creds: %w", err)
+		}
+		if prefix != "" {
+			opts = append(opts, nats.CustomInboxPrefix(prefix))
+		}
 	}
 	if c.TLS.CAFile != "" {
 		opts = append(opts, nats.RootCAs(c.TLS.CAFile))
@@ -201,6 +211,36 @@ func ConnectWatched(ctx context.Context, c NATSConfig, name string, log zerolog.
 	// stored configs. Services size their limits from nc.MaxPayload().
 	log.Info().Str("url", nc.ConnectedUrlRedacted()).Int64("max_payload", nc.MaxPayload()).Msg("nats connected")
 	return nc, nil
+}
+
+// CredsInboxPrefix reads the user JWT of a credentials file and returns
+// the inbox prefix its permissions allow, "" when they allow the default
+// one: a user of deploy/auth may subscribe only below _INBOX.<its name>, so
+// that no service reads another's replies, and its requests must use that
+// prefix.
+func CredsInboxPrefix(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	token, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		return "", fmt.Errorf("%s: decode the user JWT: %w", path, err)
+	}
+	allow := uc.Permissions.Sub.Allow
+	if len(allow) == 0 || slices.Contains(allow, ">") || slices.Contains(allow, "_INBOX.>") {
+		return "", nil
+	}
+	for _, s := range allow {
+		if p, ok := strings.CutSuffix(s, ".>"); ok && strings.HasPrefix(p, "_INBOX.") && !strings.ContainsAny(p, "*>") {
+			return p, nil
+		}
+	}
+	return "", nil
 }
 
 // connectHint says what a connect error usually means.
