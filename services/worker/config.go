@@ -42,6 +42,14 @@ type Config struct {
 	// program as a child process); default true. Off, the worker does not
 	// advertise the runtime and the scheduler places none here.
 	ProcessRuntime bool `koanf:"process_runtime"`
+	// DeploymentCreds, when set, is the NATS credentials file of the
+	// connection deployment code gets (serve.Init.NC): a user allowed
+	// handle calls only (deploy/auth's "deployment"). Unset, deployment
+	// code gets the worker's own connection.
+	DeploymentCreds string `koanf:"deployment_creds"`
+	// SecretsDir holds the files "${secret:NAME}" references in a
+	// deployment's user_config or env resolve to (one file per secret).
+	SecretsDir string `koanf:"secrets_dir"`
 	// ChildEnv is the environment process-runtime children start from
 	// (less its JETSERVE_* variables): main passes the worker's own. Not
 	// an option.
@@ -77,8 +85,12 @@ func DefaultConfig() Config {
 		GPUDetect:      GPUDetectAuto,
 		NvidiaSMI:      gpu.DefaultCommand,
 		ProcessRuntime: true,
+		SecretsDir:     DefaultSecretsDir,
 	}
 }
+
+// DefaultSecretsDir is where Docker and Kubernetes mount secrets.
+const DefaultSecretsDir = "/run/secrets"
 
 // CommonConfig returns the shared part.
 func (c Config) CommonConfig() service.Common { return c.Common }

@@ -33,6 +33,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/secrets"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -67,6 +68,19 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		return err
 	}
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
+	// Deployment code gets a connection of its own, allowed handle calls
+	// only, when deployment_creds says which.
+	userNC := deps.NC
+	if cfg.DeploymentCreds != "" {
+		dc := cfg.NATS
+		dc.Creds = cfg.DeploymentCreds
+		unc, err := service.Connect(ctx, dc, "deployment", deps.Log.With().Str("conn", "deployment").Logger())
+		if err != nil {
+			return fmt.Errorf("deployment_creds: %w", err)
+		}
+		defer unc.Close()
+		userNC = unc
+	}
 	metrics, err := replica.NewMetrics(deps.Metrics)
 	if err != nil {
 		return err
@@ -86,6 +100,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	w := &worker{
 		cfg:          cfg,
 		nc:           deps.NC,
+		userNC:       userNC,
+		secrets:      secrets.Dir(cfg.SecretsDir),
 		js:           js,
 		names:        names,
 		buckets:      buckets,
@@ -225,8 +241,12 @@ func GenerateID(hostname string) (string, error) {
 }
 
 type worker struct {
-	cfg     Config
-	nc      *nats.Conn
+	cfg Config
+	nc  *nats.Conn
+	// userNC is what deployment code gets (serve.Init.NC).
+	userNC *nats.Conn
+	// secrets resolves "${secret:NAME}" references.
+	secrets secrets.Lookup
 	js      jetstream.JetStream
 	names   protocol.Names
 	buckets *service.Buckets
@@ -311,6 +331,26 @@ func (w *worker) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 			return
 		}
 	}
+	if e.Operation() == jetstream.KeyValuePut && a.Epoch > w.epoch {
+		// A higher epoch than any seen: it must be a real lease revision.
+		// Every scheduler epoch is a sequence of the leases bucket's
+		// stream, so an epoch beyond its last sequence was never a
+		// leader's (a forged 2^60 would otherwise wedge the worker:
+		// every later real assignment would look stale).
+		bound, err := w.leaseBound(ctx)
+		switch {
+		case err != nil:
+			// Unverifiable now: apply it, but do not let it raise the
+			// fence (the permissions keep forgers out; this is depth).
+			w.log.Warn().Err(err).Uint64("epoch", a.Epoch).Msg("cannot read the leases bucket to check the assignment's epoch")
+			w.converge(ctx, a.Replicas)
+			return
+		case a.Epoch > bound:
+			w.log.Error().Uint64("epoch", a.Epoch).Uint64("lease_revision", bound).Uint64("revision", e.Revision()).
+				Msg("assignment refused: its epoch is beyond every scheduler lease ever granted (forged)")
+			return
+		}
+	}
 	if e.Operation() == jetstream.KeyValuePut && a.Epoch < w.epoch {
 		// A scheduler that lost its lease wrote once more: a newer leader
 		// already spoke, so its word stands.
@@ -320,6 +360,22 @@ func (w *worker) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 	w.epoch = max(w.epoch, a.Epoch)
 	w.log.Debug().Uint64("revision", e.Revision()).Uint64("epoch", a.Epoch).Int("replicas", len(a.Replicas)).Msg("assignment")
 	w.converge(ctx, a.Replicas)
+}
+
+// leaseBound is the leases bucket's last revision: no scheduler epoch
+// (the revision of its lease) can exceed it.
+func (w *worker) leaseBound(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := w.buckets.Leases.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("leases bucket status: %w", err)
+	}
+	kst, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || kst.StreamInfo() == nil {
+		return 0, errors.New("leases bucket status without stream info")
+	}
+	return kst.StreamInfo().State.LastSeq, nil
 }
 
 // converge makes the running set equal to want.
@@ -389,6 +445,10 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		Metrics:    w.metrics,
 		SDKMetrics: w.sdk,
 		After:      after,
+		UserNC:     w.userNC,
+		ResolveConfig: func(uc json.RawMessage) (json.RawMessage, error) {
+			return secrets.ResolveJSON(uc, w.secrets)
+		},
 	}
 	if s.IsProcess() {
 		p.Ctor = w.processCtor(s)
@@ -421,10 +481,14 @@ func (w *worker) processCtor(s protocol.ReplicaSpec) serve.Constructor {
 		case ps == nil:
 			return nil, fmt.Errorf("%w: runtime process without a process spec", replica.ErrFailed)
 		}
+		env, err := secrets.ResolveEnv(ps.Env, w.secrets)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", replica.ErrFailed, err)
+		}
 		c, err := process.Start(ctx, process.Options{
 			Command:        ps.Command,
 			BaseEnv:        w.cfg.ChildEnv,
-			Env:            ps.Env,
+			Env:            env,
 			Port:           ps.Port,
 			HealthPath:     ps.HealthPath,
 			StartupTimeout: ps.StartupTimeout.D(),
