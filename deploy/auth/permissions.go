@@ -53,6 +53,11 @@ type perm struct {
 }
 
 func (p *perm) allowPub(s ...string) { p.pub = append(p.pub, s...) }
+
+// pubDenyExcept drops s from the publish denials.
+func (p *perm) pubDenyExcept(s string) {
+	p.pubDeny = slices.DeleteFunc(p.pubDeny, func(d string) bool { return d == s })
+}
 func (p *perm) allowSub(s ...string) { p.sub = append(p.sub, s...) }
 
 // Permissions returns the permissions of role's user under names.
@@ -163,6 +168,12 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		p.allowPub("$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.STREAM.MSG.GET.*", "$JS.API.DIRECT.GET.>")
 		p.allowSub(names.LoadWildcard(), P+".routerstats", jobsAll)
 	case Worker:
+		// Object store deletes (a finished job's checkpoint) purge the
+		// object's chunks: STREAM.PURGE on OBJ_<store>, which NATS cannot
+		// tell from a job stream's name. Workers, which run the jobs and
+		// delete their messages anyway, may purge; nobody else may.
+		p.allowPub("$JS.API.STREAM.PURGE.*")
+		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 		ensureFleet(&p)
 		for _, b := range fleet {
 			kvRead(&p, b)
