@@ -36,13 +36,32 @@ func adminFlag(fs *pflag.FlagSet, env map[string]string) adminTarget {
 	}
 	return adminTarget{
 		url: fs.String("admin", def, "admin API URL (scheduler)"),
-		key: fs.String("admin-key", env["JETSERVE_ADMIN_KEY"], "admin API key (default $JETSERVE_ADMIN_KEY; prefer the variable: flags show in ps)"),
+		key: fs.String("admin-key", envKey(env, "JETSERVE_ADMIN_KEY", fs), "admin API key (default $JETSERVE_ADMIN_KEY, or the file $JETSERVE_ADMIN_KEY_FILE names; prefer those: flags show in ps)"),
 	}
 }
 
 // apiKeyFlag is the ingress key flag of call and jobs.
 func apiKeyFlag(fs *pflag.FlagSet, env map[string]string) *string {
-	return fs.String("api-key", env["JETSERVE_API_KEY"], "ingress API key or bearer token (default $JETSERVE_API_KEY; prefer the variable: flags show in ps)")
+	return fs.String("api-key", envKey(env, "JETSERVE_API_KEY", fs), "ingress API key or bearer token (default $JETSERVE_API_KEY, or the file $JETSERVE_API_KEY_FILE names; prefer those: flags show in ps)")
+}
+
+// envKey is the key in the variable name, else in the file name_FILE
+// names (Docker's secrets convention); a file that cannot be read is
+// reported on the flag set's output.
+func envKey(env map[string]string, name string, fs *pflag.FlagSet) string {
+	if v := env[name]; v != "" {
+		return v
+	}
+	path := env[name+"_FILE"]
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(fs.Output(), "jetserve: %s_FILE: %v\n", name, err)
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // authorize sets the bearer credential, if any.

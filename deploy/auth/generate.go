@@ -34,6 +34,8 @@ const (
 	IngressKeys   = "http/ingress-keys.yaml" // the ingress's auth.keys_file
 	AdminKeys     = "http/admin-keys.yaml"   // the scheduler's auth.keys_file
 	HTTPKeysEnv   = "http/keys.env"          // JETSERVE_API_KEY, JETSERVE_ADMIN_KEY (the CLI's, the smoke test's)
+	APIKeyFile    = "http/api.key"           // the ingress key alone (JETSERVE_API_KEY_FILE)
+	AdminKeyFile  = "http/admin.key"         // the admin key alone (JETSERVE_ADMIN_KEY_FILE)
 	AccountName   = "JETSERVE"
 	SystemAccount = "SYS"
 )
@@ -236,6 +238,8 @@ func httpKeys(dir string, g *Generated) error {
 			httpauth.Line("default", apiSHA, []string{httpauth.AllApps}, []string{httpauth.ScopeOperator}) + "\n",
 		AdminKeys: "# The admin API's keys (the scheduler's auth.keys_file). Add one: jetserve keys new --name NAME --admin\nkeys:\n" +
 			httpauth.Line("admin", admSHA, nil, []string{httpauth.ScopeAdmin}) + "\n",
+		APIKeyFile:   api + "\n",
+		AdminKeyFile: adm + "\n",
 		HTTPKeysEnv: "# Plaintext keys (shown once; keep this file secret). The CLI reads JETSERVE_API_KEY and JETSERVE_ADMIN_KEY.\n" +
 			"JETSERVE_API_KEY=" + api + "\nJETSERVE_ADMIN_KEY=" + adm + "\n",
 	}
@@ -245,11 +249,15 @@ func httpKeys(dir string, g *Generated) error {
 	}
 	sort.Strings(paths) // keys.env last: it marks the set complete
 	for _, p := range paths {
-		if err := write(filepath.Join(dir, p), []byte(files[p]), 0o644, true); err != nil {
+		mode := os.FileMode(0o644) // hashes only
+		if strings.HasSuffix(p, ".key") || p == HTTPKeysEnv {
+			mode = 0o600
+		}
+		if err := write(filepath.Join(dir, p), []byte(files[p]), mode, true); err != nil {
 			return err
 		}
 	}
-	return os.Chmod(env, 0o600)
+	return nil
 }
 
 func write(path string, b []byte, mode os.FileMode, replace bool) error {

@@ -11,9 +11,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/jetserve/jetserve/deploy/auth"
 )
@@ -26,11 +29,12 @@ func main() {
 }
 
 func run(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("jetserve-auth", flag.ContinueOnError)
-	out := fs.String("out", "", "directory to write (created; existing files are kept)")
-	prefix := fs.String("prefix", "jetserve", "the fleet's nats.prefix")
-	force := fs.Bool("force", false, "regenerate everything: every credential given out before stops working")
-	if err := fs.Parse(args); err != nil {
+	fl := flag.NewFlagSet("jetserve-auth", flag.ContinueOnError)
+	out := fl.String("out", "", "directory to write (created; existing files are kept)")
+	prefix := fl.String("prefix", "jetserve", "the fleet's nats.prefix")
+	force := fl.Bool("force", false, "regenerate everything: every credential given out before stops working")
+	chown := fl.String("chown", "", "UID:GID to give every file written (the services' user in containers, 65532:65532)")
+	if err := fl.Parse(args); err != nil {
 		return err
 	}
 	if *out == "" {
@@ -39,6 +43,11 @@ func run(args []string, stdout io.Writer) error {
 	g, err := auth.Generate(auth.Options{Dir: *out, Prefix: *prefix, Force: *force})
 	if err != nil {
 		return err
+	}
+	if *chown != "" {
+		if err := chownAll(*out, *chown); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(stdout, "operator %s, account %s %s\n", g.OperatorPub, auth.AccountName, g.AccountPub)
 	fmt.Fprintf(stdout, "nats-server: include %s\n", filepath.Join(*out, auth.AuthConf))
@@ -56,4 +65,20 @@ func run(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "new HTTP keys (shown once) in %s\n", filepath.Join(*out, auth.HTTPKeysEnv))
 	}
 	return nil
+}
+
+// chownAll gives dir and everything in it to uid:gid.
+func chownAll(dir, spec string) error {
+	u, g, ok := strings.Cut(spec, ":")
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if !ok || err1 != nil || err2 != nil {
+		return fmt.Errorf("--chown %q: want UID:GID", spec)
+	}
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(p, uid, gid)
+	})
 }
