@@ -77,7 +77,9 @@ func startSecureNATS(t *testing.T) (*server.Server, *auth.Generated, *violationL
 // and the HTTP keys on: sync requests, autoscaling, multiplexing and a job
 // to its end — and the server logs no permissions violation on the way.
 func TestFleetUnderLeastPrivilege(t *testing.T) {
+	start := time.Now()
 	f := startFleetWith(t, "testdata/fleet.yaml", true)
+	defer func() { t.Logf("fleet up, traffic and job done in %v", time.Since(start)) }()
 	f.waitFor(t, 90*time.Second, "the echo deployment", func() error {
 		_, err := f.do(http.MethodPost, f.ingress+"/echo/", "hi", nil)
 		return err
@@ -112,7 +114,15 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 		t.Errorf("POST /echo/ without a key = %v, want 401", err)
 	}
 	f.apiKey = key
-	time.Sleep(2 * time.Second) // let heartbeats, load reports and scale decisions run under the permissions
+	// Status, heartbeats, load reports and scale decisions run under the
+	// permissions too: wait until the leader reports every app RUNNING.
+	f.waitFor(t, 60*time.Second, "every application RUNNING", func() error {
+		b, err := f.do(http.MethodGet, f.admin+"/api/serve/applications", "", nil)
+		if err == nil && (strings.Count(b, `"status":"RUNNING"`) < 3 || strings.Contains(b, `"DEPLOYING"`)) {
+			err = errors.New(b)
+		}
+		return err
+	})
 	if v := f.violations.all(); len(v) > 0 {
 		t.Fatalf("the NATS server logged %d permission violations; the first:\n%s", len(v), strings.Join(v[:min(len(v), 10)], "\n"))
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/jetserve/jetserve/services/scheduler/internal/dashboard"
@@ -146,9 +147,17 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return err
 	}
 	metrics := reconcile.NewMetrics(deps.Metrics)
+	// With NATS credentials, every assignment is signed by them: workers
+	// obey only assignments their account's "scheduler" user signed.
+	var signer *provenance.Signer
+	if cfg.NATS.Creds != "" {
+		if signer, err = provenance.LoadSigner(cfg.NATS.Creds); err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
+	}
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
-		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics})
+		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics, Signer: signer})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, service.LeaseTTL, log)
 	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log)
 	gauges, err := jobs.NewBacklogGauges(deps.Metrics)

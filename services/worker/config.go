@@ -47,6 +47,11 @@ type Config struct {
 	// handle calls only (deploy/auth's "deployment"). Unset, deployment
 	// code gets the worker's own connection.
 	DeploymentCreds string `koanf:"deployment_creds"`
+	// AssignmentWriter is the NATS user whose signature an assignment
+	// must carry when the worker has credentials (nats.creds): a user of
+	// the account that issued the worker's own (package provenance). ""
+	// obeys unsigned assignments.
+	AssignmentWriter string `koanf:"assignment_writer"`
 	// SecretsDir holds the files "${secret:NAME}" references in a
 	// deployment's user_config or env resolve to (one file per secret).
 	SecretsDir string `koanf:"secrets_dir"`
@@ -81,11 +86,12 @@ type GPU struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Common:         service.DefaultCommon(":9102"),
-		GPUDetect:      GPUDetectAuto,
-		NvidiaSMI:      gpu.DefaultCommand,
-		ProcessRuntime: true,
-		SecretsDir:     DefaultSecretsDir,
+		Common:           service.DefaultCommon(":9102"),
+		GPUDetect:        GPUDetectAuto,
+		NvidiaSMI:        gpu.DefaultCommand,
+		ProcessRuntime:   true,
+		SecretsDir:       DefaultSecretsDir,
+		AssignmentWriter: "scheduler",
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/secrets"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -81,6 +82,12 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		defer unc.Close()
 		userNC = unc
 	}
+	var verifier *provenance.Verifier
+	if cfg.NATS.Creds != "" && cfg.AssignmentWriter != "" {
+		if verifier, err = provenance.LoadVerifier(cfg.NATS.Creds, cfg.AssignmentWriter); err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
+	}
 	metrics, err := replica.NewMetrics(deps.Metrics)
 	if err != nil {
 		return err
@@ -101,6 +108,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		cfg:          cfg,
 		nc:           deps.NC,
 		userNC:       userNC,
+		verifier:     verifier,
 		secrets:      secrets.Dir(cfg.SecretsDir),
 		js:           js,
 		names:        names,
@@ -247,12 +255,15 @@ type worker struct {
 	userNC *nats.Conn
 	// secrets resolves "${secret:NAME}" references.
 	secrets secrets.Lookup
-	js      jetstream.JetStream
-	names   protocol.Names
-	buckets *service.Buckets
-	reg     *serve.Registry
-	metrics *replica.Metrics
-	sdk     *serve.Metrics
+	// verifier, if set, admits only assignments signed by the scheduler
+	// user of the worker's own account.
+	verifier *provenance.Verifier
+	js       jetstream.JetStream
+	names    protocol.Names
+	buckets  *service.Buckets
+	reg      *serve.Registry
+	metrics  *replica.Metrics
+	sdk      *serve.Metrics
 	// jobMetrics count every replica's job attempts and outcomes.
 	jobMetrics *jobs.Metrics
 	caller     serve.Caller
@@ -328,6 +339,13 @@ func (w *worker) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 	if e.Operation() == jetstream.KeyValuePut {
 		if err := json.Unmarshal(e.Value(), &a); err != nil {
 			w.log.Error().Err(err).Uint64("revision", e.Revision()).Msg("malformed assignment ignored")
+			return
+		}
+	}
+	if e.Operation() == jetstream.KeyValuePut && w.verifier != nil {
+		if _, err := w.verifier.VerifyAssignment(a); err != nil {
+			w.log.Error().Err(err).Uint64("revision", e.Revision()).Uint64("epoch", a.Epoch).
+				Msg("assignment refused: not signed by the scheduler of this worker's account")
 			return
 		}
 	}
