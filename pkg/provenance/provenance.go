@@ -102,8 +102,8 @@ func issuerAccount(uc *jwt.UserClaims) string {
 
 // Errors VerifyAssignment wraps.
 var (
-	ErrUnsigned    = errors.New("unsigned")
-	ErrBadWriter   = errors.New("not written by a trusted writer")
+	ErrUnsigned     = errors.New("unsigned")
+	ErrBadWriter    = errors.New("not written by a trusted writer")
 	ErrBadSignature = errors.New("signature does not match")
 )
 
