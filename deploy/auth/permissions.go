@@ -15,7 +15,6 @@ package auth
 import (
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -49,7 +48,6 @@ func InboxPrefix(user string) string { return "_INBOX." + protocol.Token(user) }
 
 type perm struct {
 	pub, sub, pubDeny, subDeny []string
-	resp                       bool
 }
 
 func (p *perm) allowPub(s ...string) { p.pub = append(p.pub, s...) }
@@ -143,7 +141,10 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		}
 		caller(&p)
 		p.allowSub(names.RouteWildcard())
-		p.resp = true
+		// Answers go to the callers' inboxes whenever the replica
+		// answers (allow_responses would expire after its TTL: a
+		// request may run longer).
+		p.allowPub("_INBOX.>")
 	case Scheduler:
 		ensureFleet(&p)
 		for _, b := range fleet {
@@ -181,8 +182,8 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		// Replicas: micro endpoints and discovery, load reports,
 		// streamed chunks to a caller's stream inbox.
 		p.allowSub(P+".replica.*.>", "$SRV.>")
+		// Replies and streamed chunks go to the callers' inboxes.
 		p.allowPub(names.LoadWildcard(), "_INBOX.>")
-		p.resp = true
 		caller(&p)
 		jobStreamsRW(&p, names.BucketWorkers(), names.BucketReplicas(), names.BucketHandlers())
 	case Deployment:
@@ -196,14 +197,10 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 	default:
 		return jwt.Permissions{}, fmt.Errorf("unknown role %q (want %v, %s or %s)", role, Services, Deployment, Operator)
 	}
-	out := jwt.Permissions{
+	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: dedupe(p.pub), Deny: dedupe(p.pubDeny)},
 		Sub: jwt.Permission{Allow: dedupe(p.sub), Deny: dedupe(p.subDeny)},
-	}
-	if p.resp {
-		out.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
-	}
-	return out, nil
+	}, nil
 }
 
 func dedupe(s []string) []string {
