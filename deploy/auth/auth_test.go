@@ -18,6 +18,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,6 +57,7 @@ func (l *serverLog) has(subject, client string) bool {
 }
 
 type env struct {
+	dir   string
 	gen   *auth.Generated
 	ns    *server.Server
 	log   *serverLog
@@ -96,7 +98,7 @@ func start(t *testing.T) *env {
 		ns.WaitForShutdown()
 	})
 	names, _ := protocol.NewNames("jetserve")
-	return &env{gen: g, ns: ns, log: l, names: names}
+	return &env{dir: dir, gen: g, ns: ns, log: l, names: names}
 }
 
 func (e *env) conn(t *testing.T, role string) *nats.Conn {
@@ -319,5 +321,43 @@ func TestNoCredentialNoConnection(t *testing.T) {
 	if nc, err := nats.Connect(e.ns.ClientURL(), nats.Timeout(2*time.Second)); err == nil {
 		nc.Close()
 		t.Fatal("a connection without credentials was accepted")
+	}
+}
+
+// A revoked user is refused once the server reloads; a new user of the
+// same role, issued by re-running the generator, connects.
+func TestRevokeAndReissue(t *testing.T) {
+	e := start(t)
+	old := e.conn(t, auth.Router)
+	old.Close()
+	b, err := os.ReadFile(e.gen.Creds[auth.Router])
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, _ := jwt.ParseDecoratedJWT(b)
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := filepath.Join(t.TempDir(), "old-router.creds")
+	if err := os.WriteFile(saved, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(e.gen.Creds[auth.Router]); err != nil { // re-issued below
+		t.Fatal(err)
+	}
+	if _, err := auth.Generate(auth.Options{Dir: e.dir, Prefix: "jetserve", Revoke: []string{uc.Subject}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ns.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(e.ns.ClientURL(), nats.UserCredentials(saved), nats.Timeout(2*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("the revoked router user still connects")
+	}
+	e.conn(t, auth.Router) // the re-issued one
+	if _, err := auth.Generate(auth.Options{Dir: e.dir, Revoke: []string{"not-a-key"}}); err == nil {
+		t.Fatal("Generate(Revoke: not-a-key) = nil, want an error")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -24,6 +25,10 @@ type Options struct {
 	// Force regenerates everything: a new operator, account, users and
 	// keys (every credential given out before stops working).
 	Force bool
+	// Revoke adds user public keys (U…, the "sub" of a creds file's JWT)
+	// to the account's revocations, kept in nats/revoked; nats-server
+	// refuses them once it reloads auth.conf.
+	Revoke []string
 }
 
 // Layout of the output directory.
@@ -106,8 +111,15 @@ func Generate(o Options) (*Generated, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode system account: %w", err)
 	}
+	revoked, err := revocations(o.Dir, o.Revoke)
+	if err != nil {
+		return nil, err
+	}
 	ac := jwt.NewAccountClaims(g.AccountPub)
 	ac.Name = AccountName
+	for _, pub := range revoked {
+		ac.Revoke(pub)
+	}
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1,
 		MaxAckPending: -1, MemoryMaxStreamBytes: -1, DiskMaxStreamBytes: -1}
 	ajwt, err := ac.Encode(okp)
@@ -159,6 +171,35 @@ resolver_preload: {
 		return nil, err
 	}
 	return g, nil
+}
+
+// RevokedFile lists the revoked users' public keys, one a line.
+const RevokedFile = "nats/revoked"
+
+// revocations returns the revoked users: those of RevokedFile and add
+// (checked, then written back).
+func revocations(dir string, add []string) ([]string, error) {
+	path := filepath.Join(dir, RevokedFile)
+	var out []string
+	if b, err := os.ReadFile(path); err == nil {
+		out = strings.Fields(string(b))
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, pub := range add {
+		if !nkeys.IsValidPublicUserKey(pub) {
+			return nil, fmt.Errorf("revoke %q: not a user public key (U…: the sub of the creds file's JWT)", pub)
+		}
+		if !slices.Contains(out, pub) {
+			out = append(out, pub)
+		}
+	}
+	if len(add) > 0 {
+		if err := write(path, []byte(strings.Join(out, "\n")+"\n"), 0o644, true); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // User writes creds/<name>.creds for a user of the account akp with

@@ -33,6 +33,11 @@ func run(args []string, stdout io.Writer) error {
 	out := fl.String("out", "", "directory to write (created; existing files are kept)")
 	prefix := fl.String("prefix", "jetserve", "the fleet's nats.prefix")
 	force := fl.Bool("force", false, "regenerate everything: every credential given out before stops working")
+	var revoke []string
+	fl.Func("revoke", "revoke a user: its public key (U…, the JWT's sub); repeatable; reload nats-server after", func(v string) error {
+		revoke = append(revoke, v)
+		return nil
+	})
 	chown := fl.String("chown", "", "UID:GID to give every file written (the services' user in containers, 65532:65532)")
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -40,7 +45,7 @@ func run(args []string, stdout io.Writer) error {
 	if *out == "" {
 		return fmt.Errorf("--out is required")
 	}
-	g, err := auth.Generate(auth.Options{Dir: *out, Prefix: *prefix, Force: *force})
+	g, err := auth.Generate(auth.Options{Dir: *out, Prefix: *prefix, Force: *force, Revoke: revoke})
 	if err != nil {
 		return err
 	}
