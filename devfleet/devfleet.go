@@ -129,6 +129,7 @@ type flags struct {
 	natsHTTP   int
 	httpAddr   string
 	adminAddr  string
+	open       bool
 	config     string
 	logFormat  string
 	logLevel   string
@@ -145,8 +146,9 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 	fs.StringVar(&f.dataDir, "data-dir", ".data", "where the embedded NATS keeps JetStream data")
 	fs.IntVar(&f.natsPort, "nats-port", 4222, "NATS client port (-1: any free port)")
 	fs.IntVar(&f.natsHTTP, "nats-http-port", 8222, "NATS monitoring port (0: off)")
-	fs.StringVar(&f.httpAddr, "http-addr", ":8000", "HTTP ingress address")
-	fs.StringVar(&f.adminAddr, "admin-addr", ":8265", "admin API address")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8000", "HTTP ingress address (loopback: the dev fleet has no auth)")
+	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:8265", "admin API address (loopback: the dev fleet has no auth)")
+	fs.BoolVar(&f.open, "open", false, "let --http-addr/--admin-addr bind beyond loopback with no auth: anyone who reaches them may use all of it")
 	fs.StringVar(&f.config, "config", o.Config, "serve config to deploy once up (\"\" deploys nothing)")
 	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn, error")
@@ -249,6 +251,7 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 		}
 		fmt.Fprintf(stdout, `
 %s is up: %s.
+  %s
   HTTP ingress   %s        (routes: %s/-/routes)
   admin API      %s        (status: %s/api/serve/applications)
   dashboard      %s/dashboard/
@@ -256,7 +259,7 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
   data           %s
 
 %sCtrl-C drains and stops everything; a second Ctrl-C stops at once.
-`, o.name(), deployed, ingressURL, ingressURL, admin, admin, admin, url, url, dir, try.String())
+`, o.name(), deployed, openNotice(f), ingressURL, ingressURL, admin, admin, admin, url, url, dir, try.String())
 		return nil
 	})
 	err = g.Wait()
@@ -297,10 +300,10 @@ func serviceConfigs(f flags, stderr io.Writer) (configs, error) {
 		return nil
 	}
 	return c, errors.Join(
-		load(&c.ingress, "ingress", append(ops(":9100"), "--http_addr", f.httpAddr)...),
+		load(&c.ingress, "ingress", append(ops(":9100"), "--http_addr", f.httpAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
 		load(&c.router, "router", ops(":9101")...),
 		load(&c.worker, "worker", ops(":9102")...),
-		load(&c.scheduler, "scheduler", append(ops(":9103"), "--admin_addr", f.adminAddr)...),
+		load(&c.scheduler, "scheduler", append(ops(":9103"), "--admin_addr", f.adminAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
 		load(&c.autoscaler, "autoscaler", ops(":9104")...),
 	)
 }
@@ -311,6 +314,14 @@ func (c *configs) setNATS(url string) {
 	c.worker.NATS.URL = url
 	c.scheduler.NATS.URL = url
 	c.autoscaler.NATS.URL = url
+}
+
+// openNotice says who can reach the dev fleet: it has no auth.
+func openNotice(f flags) string {
+	if f.open {
+		return "OPEN: no auth, and --open lets anyone who reaches " + f.httpAddr + " and " + f.adminAddr + " use all of it"
+	}
+	return "open (no auth) on localhost only: the ingress, the admin API and NATS listen on loopback"
 }
 
 // localAddr is a listener's address as a local client dials it: one

@@ -37,6 +37,7 @@ targets=(
 	"jetserve-scheduler  services/scheduler   ./cmd/jetserve-scheduler"
 	"jetserve-autoscaler services/autoscaler  ./cmd/jetserve-autoscaler"
 	"jetserve            cmd/jetserve         ."
+	"jetserve-auth       deploy/auth          ./cmd/jetserve-auth"
 )
 
 wanted() {

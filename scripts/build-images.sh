@@ -14,6 +14,7 @@
 #   jetserve/scheduler:dev   jetserve-scheduler    deploy/Dockerfile
 #   jetserve/autoscaler:dev  jetserve-autoscaler   deploy/Dockerfile
 #   jetserve/cli:dev         jetserve              deploy/Dockerfile
+#   jetserve/auth:dev        jetserve-auth         deploy/Dockerfile
 #
 # Environment:
 #   IMAGES="nats router"  build only these images (and only their binaries)
@@ -33,6 +34,7 @@ images=(
 	"scheduler   jetserve-scheduler"
 	"autoscaler  jetserve-autoscaler"
 	"cli         jetserve"
+	"auth        jetserve-auth"
 )
 
 selected=()

@@ -4,6 +4,8 @@
 #   1. the ingress answers GET /-/healthz,
 #   2. the example route answers POST $SMOKE_PATH with $SMOKE_BODY with 200,
 #   3. the admin API shows every application RUNNING,
+#   auth is on (deploy/auth's NATS users, the generated HTTP keys, in a
+#   throw-away SERVE_SECRETS directory): a request without the key is 401,
 #   4. with the quickstart override (examples/quickstart, a user's own worker
 #      image and `deploy --merge`): POST /greet answers 200 beside the example,
 #      and re-running the deployers (`up -d --scale worker=2`, as the compose
@@ -35,6 +37,8 @@ SMOKE_PATH=${SMOKE_PATH:-/text/analyze}
 SMOKE_BODY=${SMOKE_BODY:-'{"text": "NATS JetStream keeps every request durable. The fleet serves models quickly and I love it."}'}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-120}
 export COMPOSE_PROJECT_NAME=jetserve-smoke-$$-$RANDOM
+# The NATS accounts, credentials and HTTP keys auth-init generates.
+export SERVE_SECRETS=${SERVE_SECRETS:-$(mktemp -d /tmp/jetserve-smoke-secrets.XXXXXX)}
 
 log() { printf '[smoke %3ds] %s\n' "$SECONDS" "$*"; }
 die() { log "FAIL: $*" >&2; exit 1; }
@@ -74,13 +78,14 @@ cleanup() {
 	local rc=$?
 	set +e
 	rm -f "$route_out"
+	[[ $SERVE_SECRETS == /tmp/jetserve-smoke-secrets.* && -z ${SMOKE_KEEP:-} ]] && rm -rf "$SERVE_SECRETS"
 	if [[ -z $ok ]]; then
 		log "---- containers ----" >&2
 		compose ps -a >&2 2>/dev/null || compose ps >&2
 		log "---- logs ----" >&2
 		compose logs --no-color --tail=200 >&2
 		log "---- admin status ----" >&2
-		curl -sS --max-time 5 "$admin/api/serve/applications" >&2
+		curl -sS --max-time 5 -H "Authorization: Bearer ${admin_key:-}" "$admin/api/serve/applications" >&2
 		echo >&2
 	fi
 	if [[ -n ${SMOKE_KEEP:-} ]]; then
@@ -124,10 +129,13 @@ wait_for() {
 
 healthz() { curl -fsS --max-time 2 -o /dev/null "$http/-/healthz" 2>/dev/null; }
 
+keys_written() { [[ -s $SERVE_SECRETS/http/api.key && -s $SERVE_SECRETS/http/admin.key ]]; }
+api_key= admin_key=
+
 route() {
 	local code
 	code=$(curl -sS --max-time 10 -o "$route_out" -w '%{http_code}' \
-		-H 'Content-Type: application/json' -X POST --data-binary "$SMOKE_BODY" \
+		-H 'Content-Type: application/json' -H "Authorization: Bearer $api_key" -X POST --data-binary "$SMOKE_BODY" \
 		"$http$SMOKE_PATH" 2>/dev/null) || return 1
 	[[ $code == 200 ]]
 }
@@ -135,7 +143,7 @@ route() {
 # apps_running: at least one application and every one RUNNING.
 apps_running() {
 	local s
-	s=$(curl -fsS --max-time 5 "$admin/api/serve/applications" 2>/dev/null) || return 1
+	s=$(curl -fsS --max-time 5 -H "Authorization: Bearer $admin_key" "$admin/api/serve/applications" 2>/dev/null) || return 1
 	if command -v jq >/dev/null; then
 		jq -e '(.applications // {}) | length > 0 and all(.[]; .status == "RUNNING")' <<<"$s" >/dev/null
 	else
@@ -146,26 +154,36 @@ apps_running() {
 	fi
 }
 
+wait_for "auth-init wrote the keys to $SERVE_SECRETS" keys_written
+api_key=$(<"$SERVE_SECRETS/http/api.key")
+admin_key=$(<"$SERVE_SECRETS/http/admin.key")
 wait_for "ingress $http/-/healthz" healthz
 wait_for "POST $SMOKE_PATH -> 200" route
+code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST --data-binary "$SMOKE_BODY" "$http$SMOKE_PATH")
+[[ $code == 401 ]] || die "POST $SMOKE_PATH without the API key answered $code, want 401"
+code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X DELETE "$admin/api/serve/applications")
+[[ $code == 401 ]] || die "DELETE on the admin API without its key answered $code, want 401"
+code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $api_key" -X DELETE "$admin/api/serve/applications")
+[[ $code == 401 ]] || die "DELETE on the admin API with the ingress's key answered $code, want 401"
+log "ok: auth on (no key: 401; the ingress key on the admin API: 401)"
 log "response: $(head -c 500 "$route_out")"
 wait_for "every application RUNNING ($admin/api/serve/applications)" apps_running
 
 if [[ $quickstart == 1 ]]; then
 	greet() {
 		local code
-		code=$(curl -sS --max-time 10 -o "$route_out" -w '%{http_code}' -X POST --data-binary '{"name":"compose"}' \
+		code=$(curl -sS --max-time 10 -o "$route_out" -w '%{http_code}' -H "Authorization: Bearer $api_key" -X POST --data-binary '{"name":"compose"}' \
 			"$http/greet" 2>/dev/null) || return 1
 		[[ $code == 200 ]] && grep -q 'Hello, compose!' "$route_out"
 	}
 	# has_apps NAME...: the applied config holds each application.
 	has_apps() {
 		local c a
-		c=$(curl -fsS --max-time 5 "$admin/api/serve/config" 2>/dev/null) || return 1
+		c=$(curl -fsS --max-time 5 -H "Authorization: Bearer $admin_key" "$admin/api/serve/config" 2>/dev/null) || return 1
 		for a in "$@"; do grep -q "\"name\": *\"$a\"" <<<"$c" || return 1; done
 	}
 	wait_for "POST /greet -> 200 from the quickstart worker" greet
-	has_apps text greet || die "the applied config lacks text or greet: $(curl -sS "$admin/api/serve/config")"
+	has_apps text greet || die "the applied config lacks text or greet: $(curl -sS -H "Authorization: Bearer $admin_key" "$admin/api/serve/config")"
 	log "re-running the deployers: up -d --scale worker=2"
 	compose up -d --no-build --scale worker=2 >/dev/null 2>&1
 	# The example's deployer runs again with --if-absent: it must keep the
@@ -174,7 +192,7 @@ if [[ $quickstart == 1 ]]; then
 	wait_for "the example deployer re-ran and applied nothing" redeployed
 	wait_for "POST $SMOKE_PATH -> 200 after the re-run" route
 	wait_for "POST /greet -> 200 after the re-run" greet
-	has_apps text greet || die "re-running the deployers dropped an application: $(curl -sS "$admin/api/serve/config")"
+	has_apps text greet || die "re-running the deployers dropped an application: $(curl -sS -H "Authorization: Bearer $admin_key" "$admin/api/serve/config")"
 	log "ok: both applications kept"
 fi
 

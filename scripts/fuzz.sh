@@ -19,6 +19,7 @@ targets=(
 	"pkg                 ./protocol                FuzzMessages"
 	"pkg                 ./oip                     FuzzInferRequest"
 	"services/ingress    ./internal/jobsapi        FuzzArgs"
+	"pkg                 ./httpauth                FuzzCredentialFiles"
 )
 for t in "${targets[@]}"; do
 	read -r dir pkg name <<<"$t"

@@ -26,12 +26,49 @@ func flags(name string, stderr io.Writer) *pflag.FlagSet {
 	return fs
 }
 
-func adminFlag(fs *pflag.FlagSet, env map[string]string) *string {
+// adminTarget is the admin API's URL and the key sent to it.
+type adminTarget struct{ url, key *string }
+
+func adminFlag(fs *pflag.FlagSet, env map[string]string) adminTarget {
 	def := env["JETSERVE_ADMIN"]
 	if def == "" {
 		def = "http://127.0.0.1:8265"
 	}
-	return fs.String("admin", def, "admin API URL (scheduler)")
+	return adminTarget{
+		url: fs.String("admin", def, "admin API URL (scheduler)"),
+		key: fs.String("admin-key", envKey(env, "JETSERVE_ADMIN_KEY", fs), "admin API key (default $JETSERVE_ADMIN_KEY, or the file $JETSERVE_ADMIN_KEY_FILE names; prefer those: flags show in ps)"),
+	}
+}
+
+// apiKeyFlag is the ingress key flag of call and jobs.
+func apiKeyFlag(fs *pflag.FlagSet, env map[string]string) *string {
+	return fs.String("api-key", envKey(env, "JETSERVE_API_KEY", fs), "ingress API key or bearer token (default $JETSERVE_API_KEY, or the file $JETSERVE_API_KEY_FILE names; prefer those: flags show in ps)")
+}
+
+// envKey is the key in the variable name, else in the file name_FILE
+// names (Docker's secrets convention); a file that cannot be read is
+// reported on the flag set's output.
+func envKey(env map[string]string, name string, fs *pflag.FlagSet) string {
+	if v := env[name]; v != "" {
+		return v
+	}
+	path := env[name+"_FILE"]
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(fs.Output(), "jetserve: %s_FILE: %v\n", name, err)
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// authorize sets the bearer credential, if any.
+func authorize(req *http.Request, key string) {
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 }
 
 // apiError is the admin API's error body.
@@ -44,7 +81,7 @@ type apiError struct {
 	} `json:"fields"`
 }
 
-func do(ctx context.Context, method, url string, body []byte, contentType string) ([]byte, error) {
+func do(ctx context.Context, key, method, url string, body []byte, contentType string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
@@ -54,6 +91,7 @@ func do(ctx context.Context, method, url string, body []byte, contentType string
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	authorize(req, key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, url, err)
@@ -98,7 +136,7 @@ func runDeploy(ctx context.Context, args []string, env map[string]string, stdout
 		Message      string   `json:"message"`
 	}
 	if !*merge && !*ifAbsent {
-		b, err := do(ctx, http.MethodPut, *admin+"/api/serve/applications", body, "application/yaml")
+		b, err := do(ctx, *admin.key, http.MethodPut, *admin.url+"/api/serve/applications", body, "application/yaml")
 		if err != nil {
 			return err
 		}
@@ -118,11 +156,11 @@ func runDeploy(ctx context.Context, args []string, env map[string]string, stdout
 		if err != nil {
 			return fmt.Errorf("encode application %s: %w", a.Name, err)
 		}
-		target := *admin + "/api/serve/applications/" + url.PathEscape(a.Name)
+		target := *admin.url + "/api/serve/applications/" + url.PathEscape(a.Name)
 		if *ifAbsent {
 			target += "?if_absent=true"
 		}
-		b, err := do(ctx, http.MethodPut, target, one, "application/json")
+		b, err := do(ctx, *admin.key, http.MethodPut, target, one, "application/json")
 		if err != nil {
 			return fmt.Errorf("application %s: %w", a.Name, err)
 		}
@@ -144,7 +182,7 @@ func runDelete(ctx context.Context, args []string, env map[string]string, stdout
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	url := *admin + "/api/serve/applications"
+	url := *admin.url + "/api/serve/applications"
 	switch {
 	case *all && fs.NArg() == 0:
 	case !*all && fs.NArg() == 1:
@@ -152,7 +190,7 @@ func runDelete(ctx context.Context, args []string, env map[string]string, stdout
 	default:
 		return errors.New("usage: jetserve delete APP | --all [--admin URL]")
 	}
-	if _, err := do(ctx, http.MethodDelete, url, nil, ""); err != nil {
+	if _, err := do(ctx, *admin.key, http.MethodDelete, url, nil, ""); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "deleted")
@@ -166,7 +204,7 @@ func runStatus(ctx context.Context, args []string, env map[string]string, stdout
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	b, err := do(ctx, http.MethodGet, *admin+"/api/serve/applications", nil, "")
+	b, err := do(ctx, *admin.key, http.MethodGet, *admin.url+"/api/serve/applications", nil, "")
 	if err != nil {
 		return err
 	}
@@ -187,7 +225,7 @@ func runStatus(ctx context.Context, args []string, env map[string]string, stdout
 		// Jobs and live traffic come from the dashboard's document; a
 		// scheduler without it (or not collecting yet) leaves them out.
 		var dash *dashboardDoc
-		if db, err := do(ctx, http.MethodGet, *admin+"/api/dashboard", nil, ""); err == nil {
+		if db, err := do(ctx, *admin.key, http.MethodGet, *admin.url+"/api/dashboard", nil, ""); err == nil {
 			dash = &dashboardDoc{}
 			if err := json.Unmarshal(db, dash); err != nil {
 				return fmt.Errorf("decode dashboard: %w", err)
@@ -313,6 +351,7 @@ func runCall(ctx context.Context, args []string, env map[string]string, stdin io
 		def = "http://127.0.0.1:8000"
 	}
 	base := fs.String("url", def, "ingress URL")
+	key := apiKeyFlag(fs, env)
 	method := fs.StringP("request", "X", "", "HTTP method (default POST with a body, GET without)")
 	stream := fs.Bool("stream", false, "ask for a streamed answer and print chunks as they come")
 	if err := fs.Parse(args); err != nil {
@@ -348,6 +387,7 @@ func runCall(ctx context.Context, args []string, env map[string]string, stdin io
 	if *stream {
 		req.Header.Set("Accept", "text/event-stream")
 	}
+	authorize(req, *key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("call %s: %w", route, err)

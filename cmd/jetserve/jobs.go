@@ -69,6 +69,7 @@ func (r jobRecord) state() string {
 // jobsClient talks to one async method's endpoints on the ingress.
 type jobsClient struct {
 	base string // http://host:port/route/method
+	key  string // the API key or bearer token, "" for none
 }
 
 // answer is an HTTP answer: status and body.
@@ -96,6 +97,7 @@ func (c jobsClient) do(ctx context.Context, method, sub string, q url.Values, bo
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	authorize(req, c.key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return answer{}, fmt.Errorf("%s %s: %w", method, u, err)
@@ -140,6 +142,7 @@ func runJobs(ctx context.Context, args []string, env map[string]string, stdin io
 		def = "http://127.0.0.1:8000"
 	}
 	base := fs.String("url", def, "ingress URL")
+	key := apiKeyFlag(fs, env)
 	output := fs.StringP("output", "o", "text", "text or json")
 	id := fs.String("id", "", "submit: the request id (idempotency key); default: generated")
 	idKey := fs.String("id-key", "request_id", "submit: the argument that carries --id (the method's idempotency_key)")
@@ -160,7 +163,7 @@ func runJobs(ctx context.Context, args []string, env map[string]string, stdin io
 		return fmt.Errorf("jobs %s: ROUTE/METHOD is required", sub)
 	}
 	route := "/" + strings.Trim(pos[0], "/")
-	c := jobsClient{base: strings.TrimSuffix(*base, "/") + route}
+	c := jobsClient{base: strings.TrimSuffix(*base, "/") + route, key: *key}
 	js := *output == "json"
 	needID := func() (string, error) {
 		if len(pos) != 2 {

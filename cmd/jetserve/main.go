@@ -49,8 +49,11 @@ Usage:
   jetserve jobs submit|status|result|cancel|list|watch ROUTE/METHOD ...
                                     async jobs (jetserve jobs help for details)
 
+  jetserve keys new|hash ...        API keys for the ingress and the admin API
+
 The admin URL defaults to $JETSERVE_ADMIN or http://127.0.0.1:8265, the ingress
-URL to $JETSERVE_URL or http://127.0.0.1:8000.
+URL to $JETSERVE_URL or http://127.0.0.1:8000. Keys: $JETSERVE_ADMIN_KEY for the
+admin API, $JETSERVE_API_KEY for the ingress (or --admin-key, --api-key).
 `
 
 func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -73,6 +76,8 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return runCall(ctx, rest, env, stdin, stdout, stderr)
 	case "jobs":
 		return runJobs(ctx, rest, env, stdin, stdout, stderr)
+	case "keys":
+		return runKeys(rest, stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/deploy/auth"
 	"github.com/jetserve/jetserve/examples"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -21,6 +23,7 @@ import (
 	"github.com/jetserve/jetserve/services/router"
 	"github.com/jetserve/jetserve/services/scheduler"
 	"github.com/jetserve/jetserve/services/worker"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 )
@@ -30,13 +33,44 @@ import (
 type fleet struct {
 	ingress, admin string            // base URLs
 	ops            map[string]string // service → ops base URL
+	// apiKey and adminKey are sent with every request to the ingress and
+	// the admin API (secure fleets).
+	apiKey, adminKey string
+	// violations are the permission violations the NATS server logged
+	// (secure fleets).
+	violations *violationLog
 }
 
 // startFleet runs the fleet until the test ends and deploys config.
 func startFleet(t *testing.T, configFile string) *fleet {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
+	return startFleetWith(t, configFile, false)
+}
+
+// startFleetWith is startFleet; secure runs it as the compose profile
+// does: NATS with deploy/auth's accounts, each service with its own user,
+// the ingress and the admin API with the generated keys.
+func startFleetWith(t *testing.T, configFile string, secure bool) *fleet {
+	t.Helper()
+	var ns *server.Server
+	var gen *auth.Generated
+	var err error
+	f := &fleet{ops: map[string]string{}}
+	if secure {
+		ns, gen, f.violations = startSecureNATS(t)
+		env, err := os.ReadFile(filepath.Join(filepath.Dir(gen.Creds[auth.Ingress]), "..", auth.HTTPKeysEnv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(env), "\n") {
+			if v, ok := strings.CutPrefix(line, "JETSERVE_API_KEY="); ok {
+				f.apiKey = v
+			}
+			if v, ok := strings.CutPrefix(line, "JETSERVE_ADMIN_KEY="); ok {
+				f.adminKey = v
+			}
+		}
+	} else if ns, err = natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
 	url := ns.ClientURL()
@@ -45,7 +79,6 @@ func startFleet(t *testing.T, configFile string) *fleet {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	f := &fleet{ops: map[string]string{}}
 	addrs := make(chan struct{}, 16)
 	got := func(set func(string)) func(net.Addr) {
 		return func(a net.Addr) {
@@ -59,20 +92,32 @@ func startFleet(t *testing.T, configFile string) *fleet {
 		return service.Deps{Log: zerolog.Nop(), OpsReady: got(func(u string) { f.ops[name] = u })}
 	}
 	const local = "127.0.0.1:0"
-	common := func(c *service.Common) { c.NATS.URL, c.OpsAddr = url, local }
+	creds := func(role string) string {
+		if gen == nil {
+			return ""
+		}
+		return gen.Creds[role]
+	}
+	common := func(c *service.Common, role string) { c.NATS.URL, c.OpsAddr, c.NATS.Creds = url, local, creds(role) }
 	ic := ingress.DefaultConfig()
-	common(&ic.Common)
+	common(&ic.Common, auth.Ingress)
 	ic.HTTPAddr, ic.HTTPReady = local, got(func(u string) { f.ingress = u })
 	rc := router.DefaultConfig()
-	common(&rc.Common)
+	common(&rc.Common, auth.Router)
 	wc := worker.DefaultConfig()
-	common(&wc.Common)
+	common(&wc.Common, auth.Worker)
+	wc.DeploymentCreds = creds(auth.Deployment)
 	wc.GPUDetect = "off"
 	sc := scheduler.DefaultConfig()
-	common(&sc.Common)
+	common(&sc.Common, auth.Scheduler)
 	sc.AdminAddr, sc.AdminReady = local, got(func(u string) { f.admin = u })
 	ac := autoscaler.DefaultConfig()
-	common(&ac.Common)
+	common(&ac.Common, auth.Autoscaler)
+	if gen != nil {
+		dir := filepath.Dir(filepath.Dir(gen.Creds[auth.Ingress]))
+		ic.Auth.KeysFile = filepath.Join(dir, auth.IngressKeys)
+		sc.Auth.KeysFile = filepath.Join(dir, auth.AdminKeys)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(ctx)
@@ -113,6 +158,12 @@ func (f *fleet) do(method, url, body string, hdr map[string]string) (string, err
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		return "", err
+	}
+	switch {
+	case f.apiKey != "" && strings.HasPrefix(url, f.ingress):
+		req.Header.Set("Authorization", "Bearer "+f.apiKey)
+	case f.adminKey != "" && strings.HasPrefix(url, f.admin):
+		req.Header.Set("Authorization", "Bearer "+f.adminKey)
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)

@@ -3,6 +3,7 @@ module github.com/jetserve/jetserve/deploy/test
 go 1.26.0
 
 require (
+	github.com/jetserve/jetserve/deploy/auth v0.0.0
 	github.com/jetserve/jetserve/examples v0.0.0
 	github.com/jetserve/jetserve/pkg v0.0.0
 	github.com/jetserve/jetserve/services/autoscaler v0.0.0
@@ -10,6 +11,7 @@ require (
 	github.com/jetserve/jetserve/services/router v0.0.0
 	github.com/jetserve/jetserve/services/scheduler v0.0.0
 	github.com/jetserve/jetserve/services/worker v0.0.0
+	github.com/nats-io/nats-server/v2 v2.15.3
 	github.com/prometheus/common v0.72.0
 	github.com/rs/zerolog v1.35.1
 	golang.org/x/sync v0.25.0
@@ -28,6 +30,7 @@ require (
 	github.com/go-json-experiment/json v1.27.2 // indirect
 	github.com/go-logr/logr v1.4.3 // indirect
 	github.com/go-viper/mapstructure/v2 v2.4.0 // indirect
+	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.20.4 // indirect
@@ -47,7 +50,6 @@ require (
 	github.com/modern-go/reflect2 v1.0.3-0.20250322232337-35a7c28c31ee // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.3 // indirect
-	github.com/nats-io/nats-server/v2 v2.15.3 // indirect
 	github.com/nats-io/nats.go v1.56.0 // indirect
 	github.com/nats-io/nkeys v0.4.17 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
@@ -74,6 +76,7 @@ require (
 )
 
 replace (
+	github.com/jetserve/jetserve/deploy/auth => ../auth
 	github.com/jetserve/jetserve/examples => ../../examples
 	github.com/jetserve/jetserve/pkg => ../../pkg
 	github.com/jetserve/jetserve/services/autoscaler => ../../services/autoscaler

@@ -100,7 +100,12 @@ type Record struct {
 	Deployment string          `json:"deployment"`
 	Method     string          `json:"method"`
 	Args       json.RawMessage `json:"args,omitempty"`
-	Status     Status          `json:"status"`
+	// Owner is the principal that submitted the job (the ingress's
+	// authenticated caller: "key:<name>", "jwt:<sub>"); "" when submitted
+	// without one. The job API shows a job only to its owner, or to a
+	// caller with the operator scope.
+	Owner  string `json:"owner,omitempty"`
+	Status Status `json:"status"`
 	// Retrying is set while a failed attempt waits for the next one.
 	Retrying    bool    `json:"retrying,omitempty"`
 	Attempts    int     `json:"attempts"`

@@ -320,11 +320,31 @@ func isJobInStream(err error) bool {
 	return errors.As(err, &api) && api.ErrorCode == 10077 && strings.Contains(api.Description, "per subject")
 }
 
+// SubmitOption tunes one Submit.
+type SubmitOption func(*Record)
+
+// Owner records who submits the job (Record.Owner).
+func Owner(principal string) SubmitOption { return func(r *Record) { r.Owner = principal } }
+
+// ListOption tunes one List.
+type ListOption func(*listOptions)
+
+type listOptions struct {
+	owner    string
+	ownerSet bool
+}
+
+// OwnedBy lists only the jobs principal submitted.
+func OwnedBy(principal string) ListOption {
+	return func(o *listOptions) { o.owner, o.ownerSet = principal, true }
+}
+
 // Submit persists a job and returns its record. id "" generates one. A
 // repeated id returns the existing record with created=false and never
-// runs the job twice. A full queue returns ErrQueueFull with nothing
-// stored; a missing required argument a *serve.Error 400.
-func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.AsyncMethod, id string, args serve.Args) (rec Record, created bool, err error) {
+// runs the job twice (whoever owns it: the caller compares Owner). A full
+// queue returns ErrQueueFull with nothing stored; a missing required
+// argument a *serve.Error 400.
+func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.AsyncMethod, id string, args serve.Args, opts ...SubmitOption) (rec Record, created bool, err error) {
 	m = withDefaults(m)
 	for _, a := range m.RequiredArgs {
 		if _, ok := args[a]; !ok {
@@ -348,6 +368,9 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 		}
 	}
 	rec = submitted(id, app, deployment, m.Name, rawArgs, m.MaxAttempts, *m.Priority, time.Now().UTC())
+	for _, o := range opts {
+		o(&rec)
+	}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return Record{}, false, fmt.Errorf("encode job record: %w", err)
@@ -756,9 +779,15 @@ func decodeCursor(s string) (Record, error) {
 }
 
 // List returns records newest first (CreatedAt desc, then id), those with
-// status filter only if filter is set; limit defaults to 100 (max 1000);
-// next is the cursor of the following page, "" after the last.
-func (q *Queue) List(ctx context.Context, app, method string, filter Status, limit int, cursor string) (recs []Record, next string, err error) {
+// status filter only if filter is set (and OwnedBy's owner only, if
+// given); limit defaults to 100 (max 1000); next is the cursor of the
+// following page, "" after the last.
+func (q *Queue) List(ctx context.Context, app, method string, filter Status, limit int, cursor string, opts ...ListOption) (recs []Record, next string, err error) {
+	var lo listOptions
+	for _, o := range opts {
+		o(&lo)
+	}
+	mine := func(r Record) bool { return !lo.ownerSet || r.Owner == lo.owner }
 	switch {
 	case limit <= 0:
 		limit = DefaultListLimit
@@ -788,7 +817,7 @@ func (q *Queue) List(ctx context.Context, app, method string, filter Status, lim
 	claimed := map[string]bool{}
 	all, _, err := q.records(ctx, h, func(r *Record) bool {
 		claimed[r.ID] = true
-		if filter != "" && r.Status != filter {
+		if filter != "" && r.Status != filter || !mine(*r) {
 			return false
 		}
 		if after != nil && listBefore(*r, *after) <= 0 {
@@ -801,7 +830,7 @@ func (q *Queue) List(ctx context.Context, app, method string, filter Status, lim
 		return nil, "", err
 	}
 	for _, r := range unclaimed {
-		if !claimed[r.ID] && (after == nil || listBefore(r, *after) > 0) {
+		if !claimed[r.ID] && mine(r) && (after == nil || listBefore(r, *after) > 0) {
 			r.Args = nil
 			all = append(all, r)
 		}

@@ -136,8 +136,17 @@ func (s ReplicaSpec) ConfigVersion() string {
 type Assignment struct {
 	WorkerID string        `json:"worker_id"`
 	Replicas []ReplicaSpec `json:"replicas"`
-	// Epoch is the scheduler leadership epoch that wrote it (fencing).
+	// Epoch is the scheduler leadership epoch that wrote it (fencing): the
+	// revision of its lease in BucketLeases, so never above that bucket's
+	// last revision (workers refuse one that is).
 	Epoch uint64 `json:"epoch"`
+	// WrittenBy is the writing scheduler's NATS user JWT and Signature
+	// its nkey's signature (base64url) of this document with Signature
+	// empty (package provenance), when the scheduler has credentials. A
+	// worker with credentials obeys only an assignment signed by the user
+	// "scheduler" of its own account.
+	WrittenBy string `json:"written_by,omitempty"`
+	Signature string `json:"signature,omitempty"`
 }
 
 // ReplicaState is a replica's lifecycle state, as in Ray Serve.

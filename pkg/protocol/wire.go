@@ -33,6 +33,12 @@ const (
 	// the request's reply subject. The replica cancels the request's
 	// context; nothing is answered.
 	HdrCancel = "Jetserve-Cancel"
+
+	// HeaderPrincipal is the HTTP header the ingress sets on every request
+	// it forwards to a deployment: who sent it ("key:<name>", "jwt:<sub>",
+	// or "anonymous" when auth is off). A client's own is dropped. Over
+	// NATS it is Http-X-Jetserve-Principal.
+	HeaderPrincipal = "X-Jetserve-Principal"
 )
 
 // HeaderModelID is the HTTP header naming the model a request is for
@@ -65,6 +71,13 @@ const (
 	// died, it stopped answering, or its reply was lost) and the request
 	// was not safe to retry (503 + Retry-After).
 	ErrReplicaLost ErrorCode = "replica_lost"
+	// Refusals of the HTTP servers' security layer.
+	ErrUnauthorized    ErrorCode = "unauthorized"      // 401: no valid API key or bearer token
+	ErrForbidden       ErrorCode = "forbidden"         // 403: the credential's scopes do not cover this
+	ErrRateLimited     ErrorCode = "rate_limited"      // 429 + Retry-After: the principal's rate limit
+	ErrURITooLong      ErrorCode = "uri_too_long"      // 414: request target beyond max_url_bytes
+	ErrHeadersTooLarge ErrorCode = "headers_too_large" // 431: header block beyond max_header_bytes
+	ErrRequestIDInUse  ErrorCode = "request_id_in_use" // 409: a job id another principal owns
 )
 
 // Retryable reports whether a router may send the request to another
@@ -77,5 +90,6 @@ func (c ErrorCode) Retryable() bool {
 func ErrorCodes() []ErrorCode {
 	return []ErrorCode{ErrBadRequest, ErrNotFound, ErrBodyTooLarge, ErrQueueFull, ErrReplicaFull,
 		ErrNoReplicas, ErrTimeout, ErrHandler, ErrDraining, ErrUnavailable, ErrInvalidConfig,
-		ErrInternal, ErrCancelled, ErrMethodNotFound, ErrReplicaLost}
+		ErrInternal, ErrCancelled, ErrMethodNotFound, ErrReplicaLost,
+		ErrUnauthorized, ErrForbidden, ErrRateLimited, ErrURITooLong, ErrHeadersTooLarge, ErrRequestIDInUse}
 }

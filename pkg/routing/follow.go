@@ -32,6 +32,21 @@ type FollowOptions struct {
 	Changed <-chan struct{}
 }
 
+// CheckRecord reports a replica record no worker writes: one stored under
+// another key than its app, deployment and id give, or whose subject is
+// not its id's replica subject — a record pointing requests elsewhere
+// (defence in depth behind the NATS permissions, which let only workers
+// write the bucket).
+func CheckRecord(names protocol.Names, key string, info protocol.ReplicaInfo) error {
+	if want := protocol.ReplicaKey(info.App, info.Deployment, info.ID); key != want {
+		return fmt.Errorf("replica %s of %s/%s is stored under %q, not %q", info.ID, info.App, info.Deployment, key, want)
+	}
+	if want := names.ReplicaSubject(info.ID); info.Subject != want {
+		return fmt.Errorf("replica %s names subject %q, not its own %q", info.ID, info.Subject, want)
+	}
+	return nil
+}
+
 // StaleAfter is how long a replica's record may go without a refresh
 // before a router stops routing to it (records are refreshed every
 // fleetstate.HeartbeatInterval and expire after fleetstate.ReplicaTTL; this
@@ -67,6 +82,12 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 			case c.Deleted:
 				r.DeleteReplicaKey(c.Key)
 			case c.Value.ID != "":
+				if err := CheckRecord(r.o.Names, c.Key, c.Value); err != nil {
+					// Not a record a worker writes: never route to it.
+					o.Log.Error().Err(err).Str("key", c.Key).Msg("replica record refused")
+					r.DeleteReplicaKey(c.Key)
+					return
+				}
 				r.SetReplica(c.Value)
 			}
 		},

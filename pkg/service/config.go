@@ -46,8 +46,12 @@ type NATSConfig struct {
 	URL string `koanf:"url" help:"NATS servers, comma-separated"`
 	// Prefix namespaces every subject, stream and bucket.
 	Prefix string `koanf:"prefix" help:"prefix of every subject, stream and bucket"`
-	// Creds is an optional NATS credentials file.
-	Creds string `koanf:"creds" help:"NATS credentials file"`
+	// Creds is an optional NATS credentials file (a user JWT and its
+	// nkey seed; deploy/auth generates one per service).
+	Creds string `koanf:"creds" help:"NATS credentials file (deploy/auth writes one per service)"`
+	// TLS verifies the servers' certificates against a CA of one's own
+	// and presents a client certificate, when the servers ask for one.
+	TLS NATSTLS `koanf:"tls"`
 	// Replicas is the replica count of every stream, bucket and object
 	// store the service creates: 1 on one server, 3 on a cluster. What
 	// exists with more replicas is adopted as it is, never downgraded.
@@ -58,6 +62,16 @@ type NATSConfig struct {
 	// silence) is left within 2–3 intervals instead of nats.go's default
 	// 4–6 minutes.
 	PingInterval time.Duration `koanf:"ping_interval" help:"how often the client pings its server (two unanswered: try another)"`
+}
+
+// NATSTLS are a NATS client's TLS files (PEM). A tls:// URL with none of
+// them verifies against the system's roots.
+type NATSTLS struct {
+	// CAFile is the CA that signed the servers' certificates.
+	CAFile string `koanf:"ca_file" help:"CA file that signed the NATS servers' certificates"`
+	// CertFile and KeyFile are the client certificate (mTLS).
+	CertFile string `koanf:"cert_file" help:"client certificate for NATS mTLS (with key_file)"`
+	KeyFile  string `koanf:"key_file" help:"client key for NATS mTLS (with cert_file)"`
 }
 
 // LogConfig selects the log level and format.
@@ -95,6 +109,9 @@ func (c Common) Validate() error {
 	}
 	if c.NATS.PingInterval < MinPingInterval {
 		errs = append(errs, fmt.Errorf("nats.ping_interval: must be at least %v, got %v", MinPingInterval, c.NATS.PingInterval))
+	}
+	if (c.NATS.TLS.CertFile == "") != (c.NATS.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("nats.tls.cert_file, nats.tls.key_file: set both or neither"))
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		errs = append(errs, fmt.Errorf("log.level: %w", err))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -74,38 +75,91 @@ type Deps struct {
 	Health *Health
 	// OpsReady, if set, is told the ops server's address once it listens.
 	OpsReady func(net.Addr)
+
+	// ops is the ops server Prepare started while it connected, so that
+	// /healthz says why NATS is not connected; ServeOps takes it over.
+	ops *opsServer
 }
 
-// Prepare fills zero fields of d: it connects to NATS (closing the
-// connection is then the returned cleanup's job), creates the registry and
-// health, and adds the NATS health check.
-func (d *Deps) Prepare(ctx context.Context, c Common, name string) (cleanup func(), err error) {
-	cleanup = func() {}
-	if d.NC == nil {
-		nc, err := Connect(ctx, c.NATS, name, d.Log)
-		if err != nil {
-			return cleanup, err
-		}
-		d.NC = nc
-		cleanup = func() {
-			if err := nc.Drain(); err != nil {
-				nc.Close()
-			}
-		}
+// opsServer is an ops HTTP server started before the service's errgroup.
+type opsServer struct {
+	srv  *http.Server
+	done chan error
+}
+
+func (o *opsServer) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := o.srv.Shutdown(ctx)
+	if serr := <-o.done; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
 	}
+	return err
+}
+
+// Prepare fills zero fields of d: it creates the registry and health,
+// connects to NATS (closing the connection is then the returned cleanup's
+// job) while already serving /healthz on c.OpsAddr — which says why NATS
+// is not connected (a refused credential, a TLS failure) — and adds the
+// NATS health check.
+func (d *Deps) Prepare(ctx context.Context, c Common, name string) (cleanup func(), err error) {
 	if d.Metrics == nil {
 		d.Metrics = NewRegistry()
 	}
 	if d.Health == nil {
 		d.Health = NewHealth()
 	}
+	var closers []func()
+	cleanup = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	if d.NC == nil {
+		st := NewConnState()
+		d.Health.Add("nats", st.Check)
+		if c.OpsAddr != "" && d.ops == nil {
+			ln, err := net.Listen("tcp", c.OpsAddr)
+			if err != nil {
+				return cleanup, fmt.Errorf("listen %s (ops_addr): %w", c.OpsAddr, err)
+			}
+			if d.OpsReady != nil {
+				d.OpsReady(ln.Addr())
+			}
+			o := &opsServer{srv: &http.Server{Handler: OpsMux(d.Metrics, d.Health), ReadHeaderTimeout: 10 * time.Second}, done: make(chan error, 1)}
+			go func() { o.done <- o.srv.Serve(ln) }()
+			d.ops = o
+			closers = append(closers, func() {
+				if d.ops != nil { // not taken over by ServeOps
+					_ = d.ops.stop()
+					d.ops = nil
+				}
+			})
+		}
+		nc, err := ConnectWatched(ctx, c.NATS, name, d.Log, st)
+		if err != nil {
+			return cleanup, err
+		}
+		d.NC = nc
+		closers = append(closers, func() {
+			if err := nc.Drain(); err != nil {
+				nc.Close()
+			}
+		})
+		return cleanup, nil
+	}
 	d.Health.Add("nats", NATSCheck(d.NC))
 	return cleanup, nil
 }
 
 // ServeOps serves /metrics and /healthz on addr until ctx ends; "" does
-// nothing and returns when ctx ends.
+// nothing and returns when ctx ends. The server Prepare started is kept.
 func (d *Deps) ServeOps(ctx context.Context, addr string) error {
+	if o := d.ops; o != nil {
+		d.ops = nil
+		<-ctx.Done()
+		return o.stop()
+	}
 	if addr == "" {
 		<-ctx.Done()
 		return nil

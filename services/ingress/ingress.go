@@ -37,6 +37,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/routing"
@@ -53,12 +54,21 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// DefaultHTTPAddr is loopback only, as Ray Serve's default host: serving
+// beyond it needs auth (auth.keys_file or auth.jwks_file) or an explicit
+// auth.anonymous.
+const DefaultHTTPAddr = "127.0.0.1:8000"
+
 // DefaultMaxBodyBytes is the default request body limit (4 MiB).
 const DefaultMaxBodyBytes = 4 << 20
 
 // Config is the ingress's configuration.
 type Config struct {
 	service.Common `koanf:",squash"`
+	// HTTPConfig: tls.*, max_header_bytes, max_url_bytes.
+	service.HTTPConfig `koanf:",squash"`
+	// Auth says who may call (API keys, JWTs), at what rate.
+	Auth httpauth.Config `koanf:"auth"`
 	// HTTPAddr is the public HTTP listen address.
 	HTTPAddr string `koanf:"http_addr" help:"public HTTP address"`
 	// MaxBodyBytes caps request bodies; larger ones get 413.
@@ -91,7 +101,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Common:          service.DefaultCommon(":9100"),
-		HTTPAddr:        ":8000",
+		HTTPConfig:      service.DefaultHTTPConfig(),
+		HTTPAddr:        DefaultHTTPAddr,
 		MaxBodyBytes:    DefaultMaxBodyBytes,
 		RequestTimeout:  60 * time.Second,
 		DrainTimeout:    30 * time.Second,
@@ -109,9 +120,11 @@ const (
 
 // Validate checks the configuration; errors name the option.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.HTTPConfig.Validate()}
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("http_addr: is required"))
+	} else {
+		errs = append(errs, c.Auth.Validate("auth", c.HTTPAddr))
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_body_bytes: must be > 0, got %d", c.MaxBodyBytes))
@@ -144,6 +157,15 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return err
 	}
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
+	auth, err := httpauth.New(cfg.Auth, httpauth.Options{Realm: "jetserve",
+		Public: []string{"/-/healthz", "/v2/health/live", "/v2/health/ready"}}, deps.Log)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := cfg.TLS.Load("tls", deps.Log)
+	if err != nil {
+		return err
+	}
 	metrics, err := gateway.NewMetrics(deps.Metrics)
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
@@ -263,12 +285,16 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 				embedded.Drain(dctx)
 			}()
 		}
-		return service.ServeHTTP(gctx, cfg.HTTPAddr, h, cfg.DrainTimeout, func(a net.Addr) {
-			deps.Log.Info().Str("addr", a.String()).Msg("ingress listening")
-			if cfg.HTTPReady != nil {
-				cfg.HTTPReady(a)
-			}
-		})
+		return service.ServeServer(gctx, service.Server{Addr: cfg.HTTPAddr, Drain: cfg.DrainTimeout, TLS: tlsCfg,
+			MaxHeaderBytes: cfg.MaxHeaderBytes, Log: deps.Log,
+			Handler: httpauth.LimitURL(cfg.MaxURLBytes)(auth.Middleware(h)),
+			Ready: func(a net.Addr) {
+				deps.Log.Info().Str("addr", a.String()).Bool("tls", tlsCfg != nil).Bool("mtls", cfg.TLS.ClientCAFile != "").
+					Bool("auth", auth.Enabled()).Msg("ingress listening")
+				if cfg.HTTPReady != nil {
+					cfg.HTTPReady(a)
+				}
+			}})
 	})
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {

@@ -23,8 +23,10 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/jetserve/jetserve/services/scheduler/internal/dashboard"
@@ -33,12 +35,23 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// DefaultAdminAddr is loopback only, as Ray's dashboard: serving beyond it
+// needs auth (auth.keys_file or auth.jwks_file) or an explicit
+// auth.anonymous.
+const DefaultAdminAddr = "127.0.0.1:8265"
+
 // LeaseKey is the Leases-bucket key the scheduler instances contend for.
 const LeaseKey = fleetstate.SchedulerLease
 
 // Config is the scheduler's configuration.
 type Config struct {
 	service.Common `koanf:",squash"`
+	// HTTPConfig of the admin port: tls.*, max_header_bytes, max_url_bytes.
+	service.HTTPConfig `koanf:",squash"`
+	// Auth says who may use the admin API and the dashboard: credentials
+	// with the admin scope (admin:read for reads only), never the
+	// ingress's.
+	Auth httpauth.Config `koanf:"auth"`
 	// AdminAddr serves the admin API (Ray Serve's dashboard port).
 	AdminAddr string `koanf:"admin_addr" help:"admin API and dashboard address"`
 	// ReconcileInterval is the periodic reconcile pass (changes in the
@@ -73,7 +86,8 @@ func DefaultConfig() Config {
 	_, _ = rand.Read(b[:])
 	return Config{
 		Common:              service.DefaultCommon(":9103"),
-		AdminAddr:           ":8265",
+		HTTPConfig:          service.DefaultHTTPConfig(),
+		AdminAddr:           DefaultAdminAddr,
 		ReconcileInterval:   time.Second,
 		ID:                  host + "-" + hex.EncodeToString(b[:]),
 		ReplicaStartTimeout: 10 * time.Minute,
@@ -85,9 +99,11 @@ func DefaultConfig() Config {
 
 // Validate checks the options; errors name the option key.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.HTTPConfig.Validate()}
 	if c.AdminAddr == "" {
 		errs = append(errs, errors.New("admin_addr: is required"))
+	} else {
+		errs = append(errs, c.Auth.Validate("auth", c.AdminAddr))
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, fmt.Errorf("reconcile_interval: must be > 0, got %s", c.ReconcileInterval))
@@ -123,10 +139,26 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return err
 	}
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
+	auth, err := httpauth.New(cfg.Auth, httpauth.Options{Realm: "jetserve admin"}, log)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := cfg.TLS.Load("tls", log)
+	if err != nil {
+		return err
+	}
 	metrics := reconcile.NewMetrics(deps.Metrics)
+	// With NATS credentials, every assignment is signed by them: workers
+	// obey only assignments their account's "scheduler" user signed.
+	var signer *provenance.Signer
+	if cfg.NATS.Creds != "" {
+		if signer, err = provenance.LoadSigner(cfg.NATS.Creds); err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
+	}
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
-		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics})
+		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics, Signer: signer})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
 	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log)
 	gauges, err := jobs.NewBacklogGauges(deps.Metrics)
@@ -151,17 +183,34 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
 	g.Go(func() error {
-		return service.ServeHTTP(gctx, cfg.AdminAddr, mux, 5*time.Second, func(a net.Addr) {
-			log.Info().Str("addr", a.String()).Msg("admin API listening") // read back by tests given port 0
-			if cfg.AdminReady != nil {
-				cfg.AdminReady(a)
-			}
-		})
+		return service.ServeServer(gctx, service.Server{Addr: cfg.AdminAddr, Drain: 5 * time.Second, TLS: tlsCfg,
+			MaxHeaderBytes: cfg.MaxHeaderBytes, Log: log, Ready: func(a net.Addr) {
+				log.Info().Str("addr", a.String()).Bool("tls", tlsCfg != nil).Msg("admin API listening") // read back by tests given port 0
+				if cfg.AdminReady != nil {
+					cfg.AdminReady(a)
+				}
+			},
+			Handler: httpauth.LimitURL(cfg.MaxURLBytes)(auth.Middleware(adminScopes(mux)))})
 	})
 	g.Go(func() error { return elector.Run(gctx, lead) })
 	g.Go(func() error { return dash.Run(gctx) })
-	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Msg("scheduler started")
+	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Bool("auth", auth.Enabled()).
+		Bool("tls", tlsCfg != nil).Msg("scheduler started")
 	err = g.Wait()
 	log.Info().Msg("scheduler stopped")
 	return err
+}
+
+// adminScopes lets reads (GET, HEAD) through with the admin or admin:read
+// scope and everything else with admin only (403 otherwise).
+func adminScopes(next http.Handler) http.Handler {
+	read := httpauth.RequireScope(httpauth.ScopeAdmin, httpauth.ScopeAdminRead)(next)
+	write := httpauth.RequireScope(httpauth.ScopeAdmin)(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			read.ServeHTTP(w, r)
+			return
+		}
+		write.ServeHTTP(w, r)
+	})
 }

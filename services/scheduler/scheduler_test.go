@@ -62,6 +62,12 @@ func (i *instance) stopOnce(t testing.TB) {
 
 func start(t testing.TB, ns *server.Server, id string) *instance {
 	t.Helper()
+	return startWith(t, ns, id, nil)
+}
+
+// startWith is start with the config changed by mod.
+func startWith(t testing.TB, ns *server.Server, id string, mod func(*scheduler.Config)) *instance {
+	t.Helper()
 	cfg := scheduler.DefaultConfig()
 	cfg.ID = id
 	cfg.NATS.URL = ns.ClientURL()
@@ -70,6 +76,9 @@ func start(t testing.TB, ns *server.Server, id string) *instance {
 	cfg.ReconcileInterval = 100 * time.Millisecond
 	addr := make(chan net.Addr, 1)
 	cfg.AdminReady = func(a net.Addr) { addr <- a }
+	if mod != nil {
+		mod(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	inst := &instance{id: id, cancel: cancel, done: make(chan error, 1), reg: prometheus.NewRegistry()}
 	nc := natstest.Conn(t, ns)
@@ -141,10 +150,10 @@ func leaseHolder(b *fleetstate.Buckets) string {
 func TestConfig(t *testing.T) {
 	cfg := scheduler.DefaultConfig()
 	if err := service.Load(&cfg, "scheduler", []string{"--reconcile_interval", "250ms", "--id", "s1"},
-		[]string{"JETSERVE_ADMIN_ADDR=:9999"}, io.Discard); err != nil {
+		[]string{"JETSERVE_ADMIN_ADDR=127.0.0.1:9999"}, io.Discard); err != nil {
 		t.Fatalf("Load = %v", err)
 	}
-	if cfg.ReconcileInterval != 250*time.Millisecond || cfg.ID != "s1" || cfg.AdminAddr != ":9999" || cfg.OpsAddr != ":9103" {
+	if cfg.ReconcileInterval != 250*time.Millisecond || cfg.ID != "s1" || cfg.AdminAddr != "127.0.0.1:9999" || cfg.OpsAddr != ":9103" {
 		t.Errorf("Load = %+v, want reconcile_interval 250ms, id s1, admin_addr :9999, ops_addr :9103", cfg)
 	}
 	if err := cfg.Validate(); err != nil {

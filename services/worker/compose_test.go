@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -52,6 +52,11 @@ func startWorkers(t testing.TB, reg *serve.Registry, ids ...string) *workers {
 	}
 	b, err := fleetstate.Open(context.Background(), js, names)
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The assignments below carry epoch 1: a scheduler elected at the
+	// leases bucket's first revision (workers refuse epochs beyond it).
+	if _, err := b.Leases.Put(context.Background(), "scheduler", []byte("test-scheduler")); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range ids {

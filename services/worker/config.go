@@ -53,6 +53,19 @@ type Config struct {
 	// Liveness configures the embedded router's probes of replicas that
 	// hold its requests.
 	Liveness routing.Liveness `koanf:"liveness"`
+	// DeploymentCreds, when set, is the NATS credentials file of the
+	// connection deployment code gets (serve.Init.NC): a user allowed
+	// handle calls only (deploy/auth's "deployment"). Unset, deployment
+	// code gets the worker's own connection.
+	DeploymentCreds string `koanf:"deployment_creds" help:"NATS credentials file of the connection deployment code gets (handle calls only)"`
+	// AssignmentWriter is the NATS user whose signature an assignment
+	// must carry when the worker has credentials (nats.creds): a user of
+	// the account that issued the worker's own (package provenance). ""
+	// obeys unsigned assignments.
+	AssignmentWriter string `koanf:"assignment_writer" help:"NATS user whose signature assignments must carry when nats.creds is set (empty: unsigned obeyed)"`
+	// SecretsDir holds the files "${secret:NAME}" references in a
+	// deployment's user_config or env resolve to (one file per secret).
+	SecretsDir string `koanf:"secrets_dir" help:"directory of the files ${secret:NAME} references resolve to"`
 	// ChildEnv is the environment process-runtime children start from
 	// (less its JETSERVE_* variables): main passes the worker's own. Not
 	// an option.
@@ -84,12 +97,14 @@ type GPU struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Common:         service.DefaultCommon(":9102"),
-		GPUDetect:      GPUDetectAuto,
-		NvidiaSMI:      gpu.DefaultCommand,
-		ProcessRuntime: true,
-		Router:         RouterEmbedded,
-		Liveness:       routing.DefaultLiveness(),
+		Common:           service.DefaultCommon(":9102"),
+		GPUDetect:        GPUDetectAuto,
+		NvidiaSMI:        gpu.DefaultCommand,
+		ProcessRuntime:   true,
+		Router:           RouterEmbedded,
+		Liveness:         routing.DefaultLiveness(),
+		SecretsDir:       DefaultSecretsDir,
+		AssignmentWriter: "scheduler",
 	}
 }
 
@@ -98,6 +113,9 @@ const (
 	RouterEmbedded = "embedded"
 	RouterService  = "service"
 )
+
+// DefaultSecretsDir is where Docker and Kubernetes mount secrets.
+const DefaultSecretsDir = "/run/secrets"
 
 // CommonConfig returns the shared part.
 func (c Config) CommonConfig() service.Common { return c.Common }

@@ -45,7 +45,9 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/routing"
+	"github.com/jetserve/jetserve/pkg/secrets"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -80,6 +82,25 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		return err
 	}
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
+	// Deployment code gets a connection of its own, allowed handle calls
+	// only, when deployment_creds says which.
+	userNC := deps.NC
+	if cfg.DeploymentCreds != "" {
+		dc := cfg.NATS
+		dc.Creds = cfg.DeploymentCreds
+		unc, err := service.Connect(ctx, dc, "deployment", deps.Log.With().Str("conn", "deployment").Logger())
+		if err != nil {
+			return fmt.Errorf("deployment_creds: %w", err)
+		}
+		defer unc.Close()
+		userNC = unc
+	}
+	var verifier *provenance.Verifier
+	if cfg.NATS.Creds != "" && cfg.AssignmentWriter != "" {
+		if verifier, err = provenance.LoadVerifier(cfg.NATS.Creds, cfg.AssignmentWriter); err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
+	}
 	metrics, err := replica.NewMetrics(deps.Metrics)
 	if err != nil {
 		return err
@@ -123,6 +144,9 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	w := &worker{
 		cfg:          cfg,
 		nc:           deps.NC,
+		userNC:       userNC,
+		verifier:     verifier,
+		secrets:      secrets.Dir(cfg.SecretsDir),
 		js:           js,
 		names:        names,
 		buckets:      buckets,
@@ -286,14 +310,21 @@ func GenerateID(hostname string) (string, error) {
 }
 
 type worker struct {
-	cfg     Config
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	names   protocol.Names
-	buckets *fleetstate.Buckets
-	reg     *serve.Registry
-	metrics *replica.Metrics
-	sdk     *serve.Metrics
+	cfg Config
+	nc  *nats.Conn
+	// userNC is what deployment code gets (serve.Init.NC).
+	userNC *nats.Conn
+	// secrets resolves "${secret:NAME}" references.
+	secrets secrets.Lookup
+	// verifier, if set, admits only assignments signed by the scheduler
+	// user of the worker's own account.
+	verifier *provenance.Verifier
+	js       jetstream.JetStream
+	names    protocol.Names
+	buckets  *fleetstate.Buckets
+	reg      *serve.Registry
+	metrics  *replica.Metrics
+	sdk      *serve.Metrics
 	// jobMetrics count every replica's job attempts and outcomes.
 	jobMetrics *jobs.Metrics
 	caller     serve.Caller
@@ -350,6 +381,33 @@ func (w *worker) run(ctx context.Context) error {
 
 // apply converges to assignment a; none (deleted) runs nothing.
 func (w *worker) apply(ctx context.Context, a protocol.Assignment, ok bool) {
+	if ok && w.verifier != nil {
+		if _, err := w.verifier.VerifyAssignment(a); err != nil {
+			w.log.Error().Err(err).Uint64("epoch", a.Epoch).
+				Msg("assignment refused: not signed by the scheduler of this worker's account")
+			return
+		}
+	}
+	if ok && a.Epoch > w.epoch {
+		// A higher epoch than any seen: it must be a real lease revision.
+		// Every scheduler epoch is a sequence of the leases bucket's
+		// stream, so an epoch beyond its last sequence was never a
+		// leader's (a forged 2^60 would otherwise wedge the worker:
+		// every later real assignment would look stale).
+		bound, err := w.leaseBound(ctx)
+		switch {
+		case err != nil:
+			// Unverifiable now: apply it, but do not let it raise the
+			// fence (the permissions keep forgers out; this is depth).
+			w.log.Warn().Err(err).Uint64("epoch", a.Epoch).Msg("cannot read the leases bucket to check the assignment's epoch")
+			w.converge(ctx, a.Replicas)
+			return
+		case a.Epoch > bound:
+			w.log.Error().Uint64("epoch", a.Epoch).Uint64("lease_revision", bound).
+				Msg("assignment refused: its epoch is beyond every scheduler lease ever granted (forged)")
+			return
+		}
+	}
 	if ok && a.Epoch < w.epoch {
 		// A scheduler that lost its lease wrote once more: a newer leader
 		// already spoke, so its word stands.
@@ -359,6 +417,22 @@ func (w *worker) apply(ctx context.Context, a protocol.Assignment, ok bool) {
 	w.epoch = max(w.epoch, a.Epoch)
 	w.log.Debug().Uint64("epoch", a.Epoch).Int("replicas", len(a.Replicas)).Msg("assignment")
 	w.converge(ctx, a.Replicas)
+}
+
+// leaseBound is the leases bucket's last revision: no scheduler epoch
+// (the revision of its lease) can exceed it.
+func (w *worker) leaseBound(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := w.buckets.Leases.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("leases bucket status: %w", err)
+	}
+	kst, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || kst.StreamInfo() == nil {
+		return 0, errors.New("leases bucket status without stream info")
+	}
+	return kst.StreamInfo().State.LastSeq, nil
 }
 
 // converge makes the running set equal to want.
@@ -429,6 +503,10 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		Metrics:     w.metrics,
 		SDKMetrics:  w.sdk,
 		After:       after,
+		UserNC:      w.userNC,
+		ResolveConfig: func(uc json.RawMessage) (json.RawMessage, error) {
+			return secrets.ResolveJSON(uc, w.secrets)
+		},
 	}
 	if s.IsProcess() {
 		p.Ctor = w.processCtor(s)
@@ -462,10 +540,14 @@ func (w *worker) processCtor(s protocol.ReplicaSpec) serve.Constructor {
 		case ps == nil:
 			return nil, fmt.Errorf("%w: runtime process without a process spec", replica.ErrFailed)
 		}
+		env, err := secrets.ResolveEnv(ps.Env, w.secrets)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", replica.ErrFailed, err)
+		}
 		c, err := process.Start(ctx, process.Options{
 			Command:        ps.Command,
 			BaseEnv:        w.cfg.ChildEnv,
-			Env:            ps.Env,
+			Env:            env,
 			Port:           ps.Port,
 			HealthPath:     ps.HealthPath,
 			StartupTimeout: ps.StartupTimeout.D(),

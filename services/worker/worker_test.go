@@ -264,6 +264,28 @@ func (f *fleet) assign(specs ...protocol.ReplicaSpec) {
 
 func (f *fleet) assignEpoch(epoch uint64, specs ...protocol.ReplicaSpec) {
 	f.t.Helper()
+	f.leaseUpTo(epoch)
+	f.writeAssignment(epoch, specs...)
+}
+
+// leaseUpTo renews a scheduler lease until the leases bucket's revisions
+// reach epoch, as a scheduler elected at that epoch would have.
+func (f *fleet) leaseUpTo(epoch uint64) {
+	f.t.Helper()
+	for {
+		rev, err := f.b.Leases.Put(context.Background(), "scheduler", []byte("test-scheduler"))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if rev >= epoch {
+			return
+		}
+	}
+}
+
+// writeAssignment writes the worker's assignment as is.
+func (f *fleet) writeAssignment(epoch uint64, specs ...protocol.ReplicaSpec) {
+	f.t.Helper()
 	b, err := json.Marshal(protocol.Assignment{WorkerID: workerID, Replicas: specs, Epoch: epoch})
 	if err != nil {
 		f.t.Fatal(err)
@@ -909,6 +931,26 @@ func TestStaleLeaderAssignmentIgnored(t *testing.T) {
 	}
 	if n := f.d.count("echo").Load(); n != 2 {
 		t.Fatalf("echo constructed %d times, want 2 (fenced1 never stopped and restarted)", n)
+	}
+}
+
+// An assignment whose epoch no scheduler lease ever had (2^60, written by
+// whoever could write the bucket) is refused, and the real scheduler's
+// next assignment is applied: the forged epoch does not wedge the worker.
+func TestForgedEpochRefused(t *testing.T) {
+	f := startFleet(t, nil)
+	s1 := spec("real1", "echo-dep", "echo", 2, "")
+	f.assignEpoch(2, s1)
+	f.waitState(s1, protocol.ReplicaRunning)
+	f.writeAssignment(1<<60, spec("forged1", "echo-dep", "echo", 2, "")) // drops real1 if obeyed
+	s2 := spec("real2", "echo-dep", "echo", 2, "")
+	f.assignEpoch(3, s1, s2)
+	f.waitState(s2, protocol.ReplicaRunning)
+	if info, ok := f.record(s1); !ok || info.State != protocol.ReplicaRunning {
+		t.Fatalf("real1 after the forged assignment = %+v (present %v), want still RUNNING", info, ok)
+	}
+	if _, ok := f.record(spec("forged1", "echo-dep", "echo", 2, "")); ok {
+		t.Fatal("the forged assignment's replica runs")
 	}
 }
 

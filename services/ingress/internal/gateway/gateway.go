@@ -25,6 +25,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -99,6 +100,16 @@ func New(o Options) *Handler {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
+// principal is who the request comes from: the auth middleware put it in
+// the context; without one (the handler used alone, as in its tests) it is
+// the anonymous principal auth-off servers use.
+func principal(r *http.Request) httpauth.Principal {
+	if p, ok := httpauth.FromContext(r.Context()); ok {
+		return p
+	}
+	return httpauth.Anonymous()
+}
+
 func (h *Handler) serveRoutes(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, h.o.Routes().Prefixes())
 }
@@ -144,12 +155,14 @@ var hopByHop = map[string]bool{
 }
 
 // forwardHeaders copies h without hop-by-hop headers, those named in
-// Connection, and X-Request-Id (carried separately).
+// Connection, X-Request-Id (carried separately), the credentials
+// (Authorization, X-API-Key: a deployment never sees the caller's secret)
+// and the principal header, which only the ingress sets.
 func forwardHeaders(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	conn := h["Connection"]
 	for k, vs := range h {
-		if hopByHop[k] || k == protocol.HdrRequestID {
+		if hopByHop[k] || k == protocol.HdrRequestID || k == protocol.HeaderPrincipal || k == "Authorization" || k == "X-Api-Key" {
 			continue
 		}
 		if len(conn) > 0 && named(conn, k) {
@@ -240,6 +253,12 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.label = route.Prefix
+	p := principal(r)
+	if !p.CanApp(route.App) {
+		x.code = protocol.ErrForbidden
+		writeError(w, http.StatusForbidden, x.code, fmt.Sprintf("%s may not call application %s", p.Name, route.App), rid)
+		return
+	}
 	log := func() zerolog.Logger { return h.o.Log.With().Str("request_id", rid).Str("app", route.App).Logger() }
 
 	lim := h.Limits()
@@ -262,7 +281,7 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.o.Jobs != nil {
 		if m, op, ok := h.o.Jobs.Match(route.App, rest); ok {
-			x.code = h.o.Jobs.Serve(w, r, m, op, body, rid)
+			x.code = h.o.Jobs.Serve(w, r, m, op, body, rid, jobsapi.Caller{Name: p.Name, Operator: p.Has(httpauth.ScopeOperator)})
 			return
 		}
 	}
@@ -274,6 +293,7 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 		Body:      body,
 		RequestID: rid,
 	}
+	req.Header.Set(protocol.HeaderPrincipal, p.Name)
 	ctx := r.Context()
 	if h.o.RequestTimeout > 0 {
 		var cancel context.CancelFunc

@@ -78,6 +78,11 @@ func (h *Handler) serveOIP(_ http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.label = "/v2/models/" + model.Name
+	if p := principal(r); !p.CanApp(model.App) {
+		x.code = protocol.ErrForbidden
+		writeOIPError(x, http.StatusForbidden, fmt.Sprintf("%s may not call application %s (model %s)", p.Name, model.App, model.Name))
+		return
+	}
 	limit := h.Limits().MaxBodyBytes
 	body, err := readBody(x.w, r, limit)
 	if err != nil {

@@ -8,6 +8,11 @@
 //	GET  {prefix}/{method}/result?request_id=ID    → 200 result; 202 record while QUEUED/RUNNING; 409 FAILED/CANCELLED
 //	GET  {prefix}/{method}/list?filter_status=S&limit=N&cursor=C → {"requests": [...], "next_cursor": "..."}
 //
+// Every job belongs to the principal that submitted it (Caller): the other
+// operations show a caller only its own jobs, another's being answered
+// like an unknown id (404), unless the caller has the operator scope; a
+// submit naming another principal's request id is 409 request_id_in_use.
+//
 // A submit's arguments are its query parameters (as JSON strings; repeated
 // ones as arrays of strings) and the fields of its JSON object body, the
 // body winning; the request id is the argument named by the method's
@@ -48,12 +53,23 @@ import (
 // Queue is the part of *jobs.Queue the API uses.
 type Queue interface {
 	Ensure(ctx context.Context, app, deployment string, m config.AsyncMethod) error
-	Submit(ctx context.Context, app, deployment string, m config.AsyncMethod, id string, args serve.Args) (jobs.Record, bool, error)
+	Submit(ctx context.Context, app, deployment string, m config.AsyncMethod, id string, args serve.Args, opts ...jobs.SubmitOption) (jobs.Record, bool, error)
 	Status(ctx context.Context, app, method, id string) (jobs.Record, error)
 	Result(ctx context.Context, app, method, id string) (json.RawMessage, jobs.Record, error)
 	Cancel(ctx context.Context, app, method, id string) (jobs.Record, error)
-	List(ctx context.Context, app, method string, filter jobs.Status, limit int, cursor string) ([]jobs.Record, string, error)
+	List(ctx context.Context, app, method string, filter jobs.Status, limit int, cursor string, opts ...jobs.ListOption) ([]jobs.Record, string, error)
 }
+
+// Caller is who asks: a job belongs to the principal that submitted it,
+// and status, result, cancel and list show a caller only its own jobs —
+// another's is "no such job" — unless it has the operator scope.
+type Caller struct {
+	Name     string
+	Operator bool
+}
+
+// sees reports whether c may see rec.
+func (c Caller) sees(rec jobs.Record) bool { return c.Operator || rec.Owner == c.Name }
 
 // MaxIDLen bounds request ids.
 const MaxIDLen = 256
@@ -98,7 +114,7 @@ func (a *API) Match(app, rest string) (fleetstate.AsyncMethod, string, bool) {
 // Serve answers one job request for method m (from Match); body is the
 // already read (size-checked) request body. It returns the error code
 // written, "" on success.
-func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, op string, body []byte, rid string) protocol.ErrorCode {
+func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, op string, body []byte, rid string, who Caller) protocol.ErrorCode {
 	want := http.MethodGet
 	if op == "" || op == "cancel" {
 		want = http.MethodPost
@@ -115,21 +131,26 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMe
 	}
 	q := r.URL.Query()
 	if op == "" {
-		return a.submit(w, r, m, q, body, rid)
+		return a.submit(w, r, m, q, body, rid, who)
 	}
 	if op == "list" {
-		return a.list(w, r, m, q, rid)
+		return a.list(w, r, m, q, rid, who)
 	}
 	id := q.Get("request_id")
 	if id == "" {
 		return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, "request_id is required", rid)
 	}
+	// Another principal's job is answered as an unknown one: its
+	// existence is not revealed either.
+	rec, err := a.q.Status(ctx, m.App, m.Config.Name, id)
+	if err == nil && !who.sees(rec) {
+		err = jobs.ErrNotFound
+	}
+	if err != nil {
+		return a.fail(w, err, m, id, rid)
+	}
 	switch op {
 	case "status":
-		rec, err := a.q.Status(ctx, m.App, m.Config.Name, id)
-		if err != nil {
-			return a.fail(w, err, m, id, rid)
-		}
 		return writeJSON(w, http.StatusOK, rec)
 	case "cancel":
 		rec, err := a.q.Cancel(ctx, m.App, m.Config.Name, id)
@@ -273,7 +294,7 @@ func requestID(args serve.Args, key string) (string, error) {
 	return id, nil
 }
 
-func (a *API) submit(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, q map[string][]string, body []byte, rid string) protocol.ErrorCode {
+func (a *API) submit(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, q map[string][]string, body []byte, rid string, who Caller) protocol.ErrorCode {
 	args, err := Args(q, body)
 	if err != nil {
 		e := serve.AsError(err)
@@ -283,9 +304,14 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncM
 	if err != nil {
 		return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, err.Error(), rid)
 	}
-	rec, created, err := a.q.Submit(r.Context(), m.App, m.Deployment, m.Config, id, args)
+	rec, created, err := a.q.Submit(r.Context(), m.App, m.Deployment, m.Config, id, args, jobs.Owner(who.Name))
 	if err != nil {
 		return a.fail(w, err, m, id, rid)
+	}
+	if !created && !who.sees(rec) {
+		// The id is another principal's job: never run twice, never shown.
+		return writeError(w, http.StatusConflict, protocol.ErrRequestIDInUse,
+			fmt.Sprintf("request id %q is taken by another caller's job; choose another", id), rid)
 	}
 	if !created {
 		return writeJSON(w, http.StatusOK, rec)
@@ -302,7 +328,7 @@ const (
 	MaxListLimit     = 1000
 )
 
-func (a *API) list(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, q map[string][]string, rid string) protocol.ErrorCode {
+func (a *API) list(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, q map[string][]string, rid string, who Caller) protocol.ErrorCode {
 	get := func(k string) string {
 		if vs := q[k]; len(vs) > 0 {
 			return vs[0]
@@ -324,7 +350,11 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMet
 		}
 		limit = n
 	}
-	recs, next, err := a.q.List(r.Context(), m.App, m.Config.Name, filter, limit, get("cursor"))
+	var opts []jobs.ListOption
+	if !who.Operator {
+		opts = append(opts, jobs.OwnedBy(who.Name))
+	}
+	recs, next, err := a.q.List(r.Context(), m.App, m.Config.Name, filter, limit, get("cursor"), opts...)
 	if err != nil {
 		return a.fail(w, err, m, "", rid)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/secrets"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -156,7 +157,7 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info().Strs("applications", appNames(cfg)).Msg("config applied")
-	writeJSON(w, http.StatusOK, map[string]any{"applications": appNames(cfg), "applied": true})
+	writeJSON(w, http.StatusOK, withWarnings(map[string]any{"applications": appNames(cfg), "applied": true}, cfg))
 }
 
 // errExists stops an if_absent PUT of an application that exists.
@@ -223,7 +224,7 @@ func (h *Handler) putOne(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info().Str("app", name).Msg("application applied")
-	writeJSON(w, http.StatusOK, map[string]any{"applications": appNames(next), "applied": true})
+	writeJSON(w, http.StatusOK, withWarnings(map[string]any{"applications": appNames(next), "applied": true}, cfg))
 }
 
 var errNotFound = errors.New("not found")
@@ -341,7 +342,54 @@ func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request) {
 		h.internal(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	writeJSON(w, http.StatusOK, Redacted(c))
+}
+
+// Redacted returns c with every value that looks like a secret written in
+// plain text (a string under a key such as password, token or api_key in a
+// user_config; an env value under such a name) masked — what GET
+// /api/serve/config answers. References ("${secret:NAME}", resolved by the
+// workers) are kept: they hold no secret.
+func Redacted(c config.ServeConfig) config.ServeConfig {
+	out := config.ServeConfig{Applications: make([]config.Application, len(c.Applications))}
+	for i, a := range c.Applications {
+		a.Deployments = append([]config.Deployment(nil), a.Deployments...)
+		for j := range a.Deployments {
+			d := &a.Deployments[j]
+			d.UserConfig, _ = secrets.Redact(d.UserConfig, "user_config")
+			d.Env, _ = secrets.RedactEnv(d.Env)
+		}
+		out.Applications[i] = a
+	}
+	return out
+}
+
+// SecretWarnings lists the plain-text secrets of c (see Redacted), each
+// with its path and what to do instead.
+func SecretWarnings(c config.ServeConfig) []string {
+	var out []string
+	for i, a := range c.Applications {
+		for j, d := range a.Deployments {
+			at := fmt.Sprintf("applications[%d].deployments[%d].", i, j)
+			_, paths := secrets.Redact(d.UserConfig, "user_config")
+			_, names := secrets.RedactEnv(d.Env)
+			for _, n := range names {
+				paths = append(paths, "env."+n)
+			}
+			for _, p := range paths {
+				out = append(out, at+p+`: looks like a secret in plain text: it is stored in NATS and masked on read; `+
+					`put it in a file on the workers and write "${secret:NAME}" instead`)
+			}
+		}
+	}
+	return out
+}
+
+func withWarnings(body map[string]any, c config.ServeConfig) map[string]any {
+	if w := SecretWarnings(c); len(w) > 0 {
+		body["warnings"] = w
+	}
+	return body
 }
 
 // getStatus answers the leader's last status; applications in the config

@@ -22,6 +22,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
@@ -47,6 +48,9 @@ type Options struct {
 	RebalanceCooldown time.Duration
 	Log               zerolog.Logger
 	Metrics           *Metrics
+	// Signer, if set, signs every assignment (package provenance): the
+	// scheduler's NATS credentials, which workers check.
+	Signer *provenance.Signer
 }
 
 // Reconciler runs the control loop while its scheduler leads.
@@ -460,11 +464,22 @@ func (l *leader) writeAssignments(ctx context.Context, res plan.Result) {
 		if bytes.Equal(l.written[id], data) || ctx.Err() != nil {
 			continue
 		}
+		unsigned := data
+		if l.o.Signer != nil {
+			if err := l.o.Signer.SignAssignment(&a); err != nil {
+				l.log.Error().Err(err).Str("worker_id", id).Msg("sign assignment")
+				continue
+			}
+			if data, err = json.Marshal(a); err != nil {
+				l.log.Error().Err(err).Str("worker_id", id).Msg("encode assignment")
+				continue
+			}
+		}
 		if _, err := kv.Put(ctx, id, data); err != nil {
 			l.log.Error().Err(err).Str("worker_id", id).Msg("write assignment")
 			continue
 		}
-		l.written[id] = data
+		l.written[id] = unsigned
 		l.log.Debug().Str("worker_id", id).Int("replicas", len(a.Replicas)).Msg("assignment written")
 	}
 	for id := range l.written {

@@ -5,9 +5,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
 )
-
 
 // TestPoolReusesGoroutinesAndStops: work runs once each; a goroutine that
 // finished is reused for the next piece of work; idle ones exit after

@@ -133,6 +133,25 @@ type Params struct {
 	After <-chan struct{}
 	// Jobs, if set, runs the deployment's async methods (see JobsParams).
 	Jobs *JobsParams
+	// UserNC, if set, is the connection deployment code gets
+	// (serve.Init.NC) instead of NC: a restricted user's.
+	UserNC *nats.Conn
+	// ResolveConfig, if set, turns the user_config the spec carries into
+	// the one the deployment gets ("${secret:NAME}" references resolved).
+	// Its error makes the replica FAILED.
+	ResolveConfig func(json.RawMessage) (json.RawMessage, error)
+}
+
+// userConfig is the user_config handed to deployment code.
+func (p Params) userConfig(uc json.RawMessage) (json.RawMessage, error) {
+	if p.ResolveConfig == nil {
+		return uc, nil
+	}
+	out, err := p.ResolveConfig(uc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: user_config: %w", ErrFailed, err)
+	}
+	return out, nil
 }
 
 // Replica is one running replica. Create it with Start.
@@ -318,7 +337,11 @@ func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) er
 		if !ok {
 			return fmt.Errorf("%w: handler does not implement serve.Reconfigurer", ErrNotReconfigurable)
 		}
-		if err := rc.Reconfigure(ctx, next.UserConfig); err != nil {
+		uc, err := r.p.userConfig(next.UserConfig)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrNotReconfigurable, err)
+		}
+		if err := rc.Reconfigure(ctx, uc); err != nil {
 			return fmt.Errorf("%w: reconfigure: %w", ErrNotReconfigurable, err)
 		}
 	}
@@ -484,17 +507,25 @@ func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.
 	r.mu.Lock()
 	s := r.spec
 	r.mu.Unlock()
+	uc, err := r.p.userConfig(s.UserConfig)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc := r.p.NC
+	if r.p.UserNC != nil {
+		nc = r.p.UserNC
+	}
 	check := r.handleCheck(s.App)
 	init := serve.Init{
 		App:             s.App,
 		Deployment:      s.Deployment,
 		ReplicaID:       s.ID,
-		UserConfig:      s.UserConfig,
+		UserConfig:      uc,
 		Logger:          r.log,
 		Caller:          r.p.Caller,
 		CheckDeployment: check.deployment,
 		GPUs:            s.GPUIndices,
-		NC:              r.p.NC,
+		NC:              nc,
 
 		MaxModelsPerReplica: s.MaxModelsPerReplica,
 		Metrics:             r.p.SDKMetrics.ForReplica(s.App, s.Deployment, s.ID),

@@ -1,0 +1,89 @@
+// Command jetserve-auth generates jetserve's NATS accounts and per-service
+// credentials (package auth) and the HTTP API keys, into a directory that
+// nats-server, the services and the CLI read:
+//
+//	jetserve-auth --out deploy/secrets [--prefix jetserve] [--force]
+//
+// Run again, it completes the directory and keeps what exists.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jetserve/jetserve/deploy/auth"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "jetserve-auth:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout io.Writer) error {
+	fl := flag.NewFlagSet("jetserve-auth", flag.ContinueOnError)
+	out := fl.String("out", "", "directory to write (created; existing files are kept)")
+	prefix := fl.String("prefix", "jetserve", "the fleet's nats.prefix")
+	force := fl.Bool("force", false, "regenerate everything: every credential given out before stops working")
+	var revoke []string
+	fl.Func("revoke", "revoke a user: its public key (U…, the JWT's sub); repeatable; reload nats-server after", func(v string) error {
+		revoke = append(revoke, v)
+		return nil
+	})
+	chown := fl.String("chown", "", "UID:GID to give every file written (the services' user in containers, 65532:65532)")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("--out is required")
+	}
+	g, err := auth.Generate(auth.Options{Dir: *out, Prefix: *prefix, Force: *force, Revoke: revoke})
+	if err != nil {
+		return err
+	}
+	if *chown != "" {
+		if err := chownAll(*out, *chown); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "operator %s, account %s %s\n", g.OperatorPub, auth.AccountName, g.AccountPub)
+	fmt.Fprintf(stdout, "nats-server: include %s\n", filepath.Join(*out, auth.AuthConf))
+	roles := make([]string, 0, len(g.Creds))
+	for r := range g.Creds {
+		roles = append(roles, r)
+	}
+	sort.Strings(roles)
+	for _, r := range roles {
+		fmt.Fprintf(stdout, "  %-10s nats.creds=%s\n", r, g.Creds[r])
+	}
+	fmt.Fprintf(stdout, "ingress auth.keys_file=%s\nscheduler auth.keys_file=%s\n",
+		filepath.Join(*out, auth.IngressKeys), filepath.Join(*out, auth.AdminKeys))
+	if g.APIKey != "" {
+		fmt.Fprintf(stdout, "new HTTP keys (shown once) in %s\n", filepath.Join(*out, auth.HTTPKeysEnv))
+	}
+	return nil
+}
+
+// chownAll gives dir and everything in it to uid:gid.
+func chownAll(dir, spec string) error {
+	u, g, ok := strings.Cut(spec, ":")
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if !ok || err1 != nil || err2 != nil {
+		return fmt.Errorf("--chown %q: want UID:GID", spec)
+	}
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(p, uid, gid)
+	})
+}

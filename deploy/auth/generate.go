@@ -1,0 +1,318 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/jetserve/jetserve/pkg/httpauth"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+)
+
+// Options say what to generate.
+type Options struct {
+	// Dir receives everything (see Generate).
+	Dir string
+	// Prefix is the fleet's nats.prefix.
+	Prefix string
+	// Force regenerates everything: a new operator, account, users and
+	// keys (every credential given out before stops working).
+	Force bool
+	// Revoke adds user public keys (U…, the "sub" of a creds file's JWT)
+	// to the account's revocations, kept in nats/revoked; nats-server
+	// refuses them once it reloads auth.conf.
+	Revoke []string
+}
+
+// Layout of the output directory.
+const (
+	AuthConf      = "nats/auth.conf"         // include it in nats-server's config
+	CredsDir      = "creds"                  // <role>.creds, sys.creds
+	SeedsDir      = "seeds"                  // operator.nk, account.nk, sys.nk (0600; keep them off the servers)
+	IngressKeys   = "http/ingress-keys.yaml" // the ingress's auth.keys_file
+	AdminKeys     = "http/admin-keys.yaml"   // the scheduler's auth.keys_file
+	HTTPKeysEnv   = "http/keys.env"          // JETSERVE_API_KEY, JETSERVE_ADMIN_KEY (the CLI's, the smoke test's)
+	APIKeyFile    = "http/api.key"           // the ingress key alone (JETSERVE_API_KEY_FILE)
+	AdminKeyFile  = "http/admin.key"         // the admin key alone (JETSERVE_ADMIN_KEY_FILE)
+	AccountName   = "JETSERVE"
+	SystemAccount = "SYS"
+)
+
+// Generated is what Generate wrote.
+type Generated struct {
+	OperatorPub, AccountPub, SystemPub string
+	// Creds maps a role to its credentials file.
+	Creds map[string]string
+	// APIKey and AdminKey are the plaintext HTTP keys (also in keys.env);
+	// empty when the files existed and were kept.
+	APIKey, AdminKey string
+}
+
+// Generate writes, under o.Dir:
+//
+//	nats/auth.conf       operator JWT, system account, memory resolver preloaded with both accounts
+//	seeds/*.nk           the operator's and accounts' seeds (to issue more users later)
+//	creds/<role>.creds   one user per role (Services, deployment, operator) and sys
+//	http/ingress-keys.yaml, http/admin-keys.yaml, http/keys.env
+//
+// An existing directory is completed, never overwritten — the same
+// operator and account, existing users and keys kept — unless o.Force.
+func Generate(o Options) (*Generated, error) {
+	names, err := protocol.NewNames(o.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	if o.Force {
+		for _, d := range []string{"nats", CredsDir, SeedsDir, "http"} {
+			if err := os.RemoveAll(filepath.Join(o.Dir, d)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, d := range []string{"nats", CredsDir, SeedsDir, "http"} {
+		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	okp, err := seed(o.Dir, "operator", nkeys.CreateOperator)
+	if err != nil {
+		return nil, err
+	}
+	akp, err := seed(o.Dir, "account", nkeys.CreateAccount)
+	if err != nil {
+		return nil, err
+	}
+	skp, err := seed(o.Dir, "sys", nkeys.CreateAccount)
+	if err != nil {
+		return nil, err
+	}
+	g := &Generated{Creds: map[string]string{}}
+	g.OperatorPub, _ = okp.PublicKey()
+	g.AccountPub, _ = akp.PublicKey()
+	g.SystemPub, _ = skp.PublicKey()
+
+	oc := jwt.NewOperatorClaims(g.OperatorPub)
+	oc.Name = "jetserve"
+	oc.SystemAccount = g.SystemPub
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		return nil, fmt.Errorf("encode operator: %w", err)
+	}
+	sc := jwt.NewAccountClaims(g.SystemPub)
+	sc.Name = SystemAccount
+	sjwt, err := sc.Encode(okp)
+	if err != nil {
+		return nil, fmt.Errorf("encode system account: %w", err)
+	}
+	revoked, err := revocations(o.Dir, o.Revoke)
+	if err != nil {
+		return nil, err
+	}
+	ac := jwt.NewAccountClaims(g.AccountPub)
+	ac.Name = AccountName
+	for _, pub := range revoked {
+		ac.Revoke(pub)
+	}
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1,
+		MaxAckPending: -1, MemoryMaxStreamBytes: -1, DiskMaxStreamBytes: -1}
+	ajwt, err := ac.Encode(okp)
+	if err != nil {
+		return nil, fmt.Errorf("encode account: %w", err)
+	}
+	conf := fmt.Sprintf(`# jetserve NATS auth (deploy/auth): decentralised JWT, operator %q.
+# Include it from nats-server's configuration. Generated; do not edit:
+# re-run the generator (it keeps the operator, the accounts and the users).
+# A user's JWT carries its permissions in the CONNECT line: allow more
+# than the default 4 KiB for it.
+max_control_line: 64KB
+operator: %s
+system_account: %s
+resolver: MEMORY
+resolver_preload: {
+  # %s
+  %s: %s
+  # %s
+  %s: %s
+}
+`, "jetserve", ojwt, g.SystemPub, SystemAccount, g.SystemPub, sjwt, AccountName, g.AccountPub, ajwt)
+	if err := write(filepath.Join(o.Dir, AuthConf), []byte(conf), 0o644, true); err != nil {
+		return nil, err
+	}
+
+	roles := append(append([]string(nil), Services...), Deployment, Operator)
+	for _, role := range roles {
+		perms, err := Permissions(names, role)
+		if err != nil {
+			return nil, err
+		}
+		path, err := User(o.Dir, akp, role, perms)
+		if err != nil {
+			return nil, err
+		}
+		g.Creds[role] = path
+	}
+	sysUser, err := userCreds(skp, "sys", jwt.Permissions{})
+	if err != nil {
+		return nil, err
+	}
+	g.Creds["sys"] = filepath.Join(o.Dir, CredsDir, "sys.creds")
+	if err := write(g.Creds["sys"], sysUser, 0o600, false); err != nil {
+		return nil, err
+	}
+
+	if err := httpKeys(o.Dir, g); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// RevokedFile lists the revoked users' public keys, one a line.
+const RevokedFile = "nats/revoked"
+
+// revocations returns the revoked users: those of RevokedFile and add
+// (checked, then written back).
+func revocations(dir string, add []string) ([]string, error) {
+	path := filepath.Join(dir, RevokedFile)
+	var out []string
+	if b, err := os.ReadFile(path); err == nil {
+		out = strings.Fields(string(b))
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, pub := range add {
+		if !nkeys.IsValidPublicUserKey(pub) {
+			return nil, fmt.Errorf("revoke %q: not a user public key (U…: the sub of the creds file's JWT)", pub)
+		}
+		if !slices.Contains(out, pub) {
+			out = append(out, pub)
+		}
+	}
+	if len(add) > 0 {
+		if err := write(path, []byte(strings.Join(out, "\n")+"\n"), 0o644, true); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// User writes creds/<name>.creds for a user of the account akp with
+// perms, unless it exists; it returns the path.
+func User(dir string, akp nkeys.KeyPair, name string, perms jwt.Permissions) (string, error) {
+	path := filepath.Join(dir, CredsDir, name+".creds")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	b, err := userCreds(akp, name, perms)
+	if err != nil {
+		return "", err
+	}
+	return path, write(path, b, 0o600, false)
+}
+
+func userCreds(akp nkeys.KeyPair, name string, perms jwt.Permissions) ([]byte, error) {
+	ukp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, err
+	}
+	upub, _ := ukp.PublicKey()
+	useed, _ := ukp.Seed()
+	uc := jwt.NewUserClaims(upub)
+	uc.Name = name
+	uc.Permissions = perms
+	ujwt, err := uc.Encode(akp)
+	if err != nil {
+		return nil, fmt.Errorf("encode user %s: %w", name, err)
+	}
+	b, err := jwt.FormatUserConfig(ujwt, useed)
+	if err != nil {
+		return nil, fmt.Errorf("format creds %s: %w", name, err)
+	}
+	return b, nil
+}
+
+// seed loads seeds/<name>.nk or creates it.
+func seed(dir, name string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
+	path := filepath.Join(dir, SeedsDir, name+".nk")
+	if b, err := os.ReadFile(path); err == nil {
+		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return kp, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	kp, err := create()
+	if err != nil {
+		return nil, err
+	}
+	s, _ := kp.Seed()
+	return kp, write(path, append(s, '\n'), 0o600, false)
+}
+
+// httpKeys writes one ingress key (every application, operator scope: the
+// compose deployer's and smoke test's) and one admin key, unless the files
+// exist.
+func httpKeys(dir string, g *Generated) error {
+	env := filepath.Join(dir, HTTPKeysEnv)
+	if _, err := os.Stat(env); err == nil {
+		return nil
+	}
+	api, apiSHA, err := httpauth.NewKey()
+	if err != nil {
+		return err
+	}
+	adm, admSHA, err := httpauth.NewKey()
+	if err != nil {
+		return err
+	}
+	g.APIKey, g.AdminKey = api, adm
+	files := map[string]string{
+		IngressKeys: "# The ingress's API keys (auth.keys_file): SHA-256 only. Add one: jetserve keys new --name NAME --apps APP\nkeys:\n" +
+			httpauth.Line("default", apiSHA, []string{httpauth.AllApps}, []string{httpauth.ScopeOperator}) + "\n",
+		AdminKeys: "# The admin API's keys (the scheduler's auth.keys_file). Add one: jetserve keys new --name NAME --admin\nkeys:\n" +
+			httpauth.Line("admin", admSHA, nil, []string{httpauth.ScopeAdmin}) + "\n",
+		APIKeyFile:   api + "\n",
+		AdminKeyFile: adm + "\n",
+		HTTPKeysEnv: "# Plaintext keys (shown once; keep this file secret). The CLI reads JETSERVE_API_KEY and JETSERVE_ADMIN_KEY.\n" +
+			"JETSERVE_API_KEY=" + api + "\nJETSERVE_ADMIN_KEY=" + adm + "\n",
+	}
+	paths := make([]string, 0, len(files))
+	for p := range files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths) // keys.env last: it marks the set complete
+	for _, p := range paths {
+		mode := os.FileMode(0o644) // hashes only
+		if strings.HasSuffix(p, ".key") || p == HTTPKeysEnv {
+			mode = 0o600
+		}
+		if err := write(filepath.Join(dir, p), []byte(files[p]), mode, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func write(path string, b []byte, mode os.FileMode, replace bool) error {
+	if !replace {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

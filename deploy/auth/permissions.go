@@ -1,0 +1,209 @@
+// Package auth generates jetserve's NATS accounts and credentials with the
+// libraries under nsc (github.com/nats-io/jwt/v2, github.com/nats-io/nkeys):
+// decentralised JWT auth with an operator, a system account and one
+// account, JETSERVE, whose users are the services, each allowed only the
+// subjects it needs (Permissions), derived from protocol.Names and
+// jobs.Names.
+//
+// Why JWT rather than users in the server config: a user's permissions
+// travel in its signed JWT, so a credential is issued, rotated or given to
+// a new worker by signing a user with the account key — no server
+// restart, no server config to edit; revoking one is an account update
+// (`nats-server --signal reload` with the memory resolver).
+package auth
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/nats-io/jwt/v2"
+)
+
+// Roles, one NATS user each (workers: one per worker id, or the pool user
+// "worker" for a scalable pool).
+const (
+	Ingress    = "ingress"
+	Router     = "router"
+	Scheduler  = "scheduler"
+	Autoscaler = "autoscaler"
+	Worker     = "worker"
+	// Deployment is the connection a worker hands to deployment code
+	// (serve.Init.NC): handle calls, nothing else.
+	Deployment = "deployment"
+	// Operator is the human operator's CLI (jetserve jobs requeue, the
+	// nats CLI): every subject of the account.
+	Operator = "operator"
+)
+
+// Services are the roles of the five services.
+var Services = []string{Ingress, Router, Scheduler, Autoscaler, Worker}
+
+// InboxPrefix is the inbox prefix of a role's user: its replies arrive
+// below it, and it may subscribe to nothing else of the kind, so one
+// service cannot read another's replies. service.Connect reads it from the
+// user JWT's permissions.
+func InboxPrefix(user string) string { return "_INBOX." + protocol.Token(user) }
+
+type perm struct {
+	pub, sub, pubDeny, subDeny []string
+}
+
+func (p *perm) allowPub(s ...string) { p.pub = append(p.pub, s...) }
+
+// pubDenyExcept drops s from the publish denials.
+func (p *perm) pubDenyExcept(s string) {
+	p.pubDeny = slices.DeleteFunc(p.pubDeny, func(d string) bool { return d == s })
+}
+func (p *perm) allowSub(s ...string) { p.sub = append(p.sub, s...) }
+
+// Permissions returns the permissions of role's user under names.
+//
+// One user serves every worker: a worker writes job records, whose buckets
+// are named per method, so it needs "$KV.*.>", and NATS lets a deny win
+// over any allow — a per-worker key in the workers bucket cannot be carved
+// out of it. A worker may therefore write any worker's and replica's
+// record; no other user may (see README, Security: what remains).
+func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
+	P := names.Prefix()
+	// Wildcards are written out: Names' builders make "*" a literal token.
+	jobsAll := P + ".jobs.*.*.*"                              // jobs.Names.JobSubject of every job
+	replicaCalls := P + ".replica.*." + protocol.EndpointCall // names.ReplicaSubject(id) + ".call"
+	kvStream := func(bucket string) string { return "KV_" + bucket }
+	fleet := []string{names.BucketApps(), names.BucketWorkers(), names.BucketAssignments(), names.BucketReplicas(),
+		names.BucketStatus(), names.BucketLeases(), names.BucketScale(), names.BucketHandlers()}
+	// kvWrite allows puts/deletes of keys in bucket ("*"-style key
+	// patterns allowed: ">" for all).
+	kvWrite := func(p *perm, bucket, key string) { p.allowPub("$KV." + bucket + "." + key) }
+	// kvRead allows gets and watches of bucket (all keys).
+	kvRead := func(p *perm, bucket string) {
+		s := kvStream(bucket)
+		p.allowPub("$JS.API.STREAM.INFO."+s, "$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>",
+			"$JS.API.STREAM.MSG.GET."+s, "$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
+			"$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.CONSUMER.INFO."+s+".*")
+	}
+	// ensure: every service creates or adopts the fleet buckets at start
+	// (whichever starts first creates them).
+	ensureFleet := func(p *perm) {
+		p.allowPub("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST")
+		for _, b := range fleet {
+			p.allowPub("$JS.API.STREAM.CREATE."+kvStream(b), "$JS.API.STREAM.UPDATE."+kvStream(b))
+		}
+	}
+	// jobStreams: the async methods' streams, record buckets and object
+	// stores are named per method (P_JOBS_<app>_<method>,
+	// P_jobs_<app>_<method>, P_jobobj_<app>_<method>): NATS permissions
+	// match whole tokens, so these are "*" — with the fleet's buckets
+	// denied where that matters.
+	jobStreamsRW := func(p *perm, owned ...string) {
+		p.allowPub("$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*", "$JS.API.STREAM.INFO.*",
+			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*", "$JS.API.STREAM.MSG.DELETE.*",
+			"$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.DURABLE.CREATE.>", "$JS.API.CONSUMER.INFO.>",
+			"$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.MSG.NEXT.>", "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.NAMES.*",
+			"$JS.ACK.>", "$KV.*.>", "$O.*.>", jobsAll, P+".dlq.>", P+".jobcancel.>")
+		p.allowSub(P + ".jobcancel.>")
+		// Job consumers stay (a consumer deleted loses no job, but
+		// pauses a method), and no stream loses its messages.
+		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer)
+		for _, b := range fleet {
+			// "$KV.*.>" (job records) must not reach the fleet's
+			// buckets: only their owners write those.
+			if !slices.Contains(owned, b) {
+				p.pubDeny = append(p.pubDeny, "$KV."+b+".>")
+			}
+			p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.MSG.DELETE."+kvStream(b))
+		}
+	}
+	// caller: sends requests to replicas (an embedded router, handle
+	// calls) and follows them.
+	caller := func(p *perm) {
+		p.allowPub(replicaCalls, names.RouteWildcard(), P+".routerstats")
+		p.allowSub(names.LoadWildcard(), P+".routerstats")
+	}
+
+	var p perm
+	p.allowSub(InboxPrefix(role) + ".>")
+	p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.ACCOUNT.>",
+		"$JS.API.META.>", "$JS.API.SERVER.>", "$SYS.>")
+	switch role {
+	case Ingress:
+		ensureFleet(&p)
+		for _, b := range fleet {
+			kvRead(&p, b)
+		}
+		caller(&p)
+		jobStreamsRW(&p)
+	case Router:
+		ensureFleet(&p)
+		for _, b := range fleet {
+			kvRead(&p, b)
+		}
+		caller(&p)
+		p.allowSub(names.RouteWildcard())
+		// Answers go to the callers' inboxes whenever the replica
+		// answers (allow_responses would expire after its TTL: a
+		// request may run longer).
+		p.allowPub("_INBOX.>")
+	case Scheduler:
+		ensureFleet(&p)
+		for _, b := range fleet {
+			kvRead(&p, b)
+		}
+		kvWrite(&p, names.BucketApps(), ">")
+		kvWrite(&p, names.BucketAssignments(), ">")
+		kvWrite(&p, names.BucketStatus(), ">")
+		kvWrite(&p, names.BucketLeases(), "scheduler")
+		// The dashboard: each method's backlog and records.
+		p.allowPub("$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.CREATE.>",
+			"$JS.API.CONSUMER.DELETE.>", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*")
+		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer)
+		p.allowSub(names.LoadWildcard(), P+".routerstats")
+	case Autoscaler:
+		ensureFleet(&p)
+		for _, b := range fleet {
+			kvRead(&p, b)
+		}
+		kvWrite(&p, names.BucketScale(), ">")
+		kvWrite(&p, names.BucketLeases(), "autoscaler")
+		p.allowPub("$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.STREAM.MSG.GET.*", "$JS.API.DIRECT.GET.>")
+		p.allowSub(names.LoadWildcard(), P+".routerstats", jobsAll)
+	case Worker:
+		// Object store deletes (a finished job's checkpoint) purge the
+		// object's chunks: STREAM.PURGE on OBJ_<store>, which NATS cannot
+		// tell from a job stream's name. Workers, which run the jobs and
+		// delete their messages anyway, may purge; nobody else may.
+		p.allowPub("$JS.API.STREAM.PURGE.*")
+		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
+		ensureFleet(&p)
+		for _, b := range fleet {
+			kvRead(&p, b)
+		}
+		// Replicas: micro endpoints and discovery, load reports,
+		// streamed chunks to a caller's stream inbox.
+		p.allowSub(P+".replica.*.>", "$SRV.>")
+		// Replies and streamed chunks go to the callers' inboxes.
+		p.allowPub(names.LoadWildcard(), "_INBOX.>")
+		caller(&p)
+		jobStreamsRW(&p, names.BucketWorkers(), names.BucketReplicas(), names.BucketHandlers())
+	case Deployment:
+		// Handle calls only: to the routers and (an embedded router's)
+		// straight to replicas. Its replica's jobs run through the
+		// worker's own connection (checkpoints, progress).
+		p.allowPub(names.RouteWildcard(), replicaCalls)
+		p.pubDeny = append(p.pubDeny, "$JS.>", "$KV.>", "$O.>", jobsAll)
+	case Operator:
+		return jwt.Permissions{Pub: jwt.Permission{Allow: []string{">"}}, Sub: jwt.Permission{Allow: []string{">"}}}, nil
+	default:
+		return jwt.Permissions{}, fmt.Errorf("unknown role %q (want %v, %s or %s)", role, Services, Deployment, Operator)
+	}
+	return jwt.Permissions{
+		Pub: jwt.Permission{Allow: dedupe(p.pub), Deny: dedupe(p.pubDeny)},
+		Sub: jwt.Permission{Allow: dedupe(p.sub), Deny: dedupe(p.subDeny)},
+	}, nil
+}
+
+func dedupe(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
+}

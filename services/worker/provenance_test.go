@@ -1,0 +1,87 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provenance"
+	"github.com/jetserve/jetserve/services/worker"
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+)
+
+func credsFile(t *testing.T, akp nkeys.KeyPair, name string) string {
+	t.Helper()
+	ukp, _ := nkeys.CreateUser()
+	upub, _ := ukp.PublicKey()
+	seed, _ := ukp.Seed()
+	uc := jwt.NewUserClaims(upub)
+	uc.Name = name
+	token, err := uc.Encode(akp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := jwt.FormatUserConfig(token, seed)
+	p := filepath.Join(t.TempDir(), name+".creds")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A worker with credentials obeys only assignments signed by its account's
+// scheduler: an unsigned one, one signed by another user of the account,
+// and a signed one changed afterwards are refused; the real scheduler's
+// next one is applied.
+func TestOnlySignedAssignmentsObeyed(t *testing.T) {
+	account, _ := nkeys.CreateAccount()
+	f := startFleet(t, func(c *worker.Config) { c.NATS.Creds = credsFile(t, account, "worker") })
+	sched, err := provenance.LoadSigner(credsFile(t, account, "scheduler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	intruder, err := provenance.LoadSigner(credsFile(t, account, "ingress"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(s *provenance.Signer, epoch uint64, mod func(*protocol.Assignment), specs ...protocol.ReplicaSpec) {
+		t.Helper()
+		f.leaseUpTo(epoch)
+		a := protocol.Assignment{WorkerID: workerID, Replicas: specs, Epoch: epoch}
+		if s != nil {
+			if err := s.SignAssignment(&a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if mod != nil {
+			mod(&a)
+		}
+		b, _ := json.Marshal(a)
+		if _, err := f.b.Assignments.Put(context.Background(), workerID, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	real1 := spec("signed1", "echo-dep", "echo", 2, "")
+	put(sched, 1, nil, real1)
+	f.waitState(real1, protocol.ReplicaRunning)
+	// Each of these would stop signed1 and start another, if obeyed.
+	put(nil, 2, nil, spec("unsigned1", "echo-dep", "echo", 2, ""))
+	put(intruder, 2, nil, spec("intruder1", "echo-dep", "echo", 2, ""))
+	put(sched, 2, func(a *protocol.Assignment) {
+		a.Replicas = []protocol.ReplicaSpec{spec("tampered1", "echo-dep", "echo", 2, "")}
+	})
+	// The scheduler's next assignment, applied after them (in order).
+	real2 := spec("signed2", "echo-dep", "echo", 2, "")
+	put(sched, 3, nil, real1, real2)
+	f.waitState(real2, protocol.ReplicaRunning)
+	if info, ok := f.record(real1); !ok || info.State != protocol.ReplicaRunning {
+		t.Fatalf("signed1 after the refused assignments = %+v (present %v), want still RUNNING", info, ok)
+	}
+	if n := f.d.count("echo").Load(); n != 2 {
+		t.Fatalf("echo constructed %d times, want 2 (signed1 and signed2 only: no refused assignment was obeyed)", n)
+	}
+}
