@@ -96,7 +96,9 @@ func liveIngresses(f *fleet.Fleet) func() []string {
 // TestHAClusterLosesANode runs the HA fleet under steady sync load (GETs,
 // and POSTs with an Idempotency-Key) and a stream of async jobs, and kills
 // -9 the NATS node leading the apps bucket, then (restarted) the one
-// leading the job stream. Each time: nothing is interrupted for longer
+// leading the replicas bucket (whose records routers route by: they must
+// neither expire for good nor be taken for stale while it elects), then
+// the one leading the job stream. Each time: nothing is interrupted for longer
 // than the cluster's elections plus 2 s; the admin API (PUT and GET), job
 // submit/status/result and sync requests work after it; the restarted
 // node catches up. At the end every accepted job has exactly one
@@ -111,7 +113,7 @@ func TestHAClusterLosesANode(t *testing.T) {
 	}
 	names, _ := protocol.NewNames("")
 	jobStream := jobs.Names{Names: names}.Stream("hajobs", methodRun)
-	for _, s := range []string{"KV_" + names.BucketApps(), jobStream, "KV_" + jobs.Names{Names: names}.Records("hajobs", methodRun)} {
+	for _, s := range []string{"KV_" + names.BucketApps(), "KV_" + names.BucketReplicas(), jobStream, "KV_" + jobs.Names{Names: names}.Records("hajobs", methodRun)} {
 		f.Eventually(30*time.Second, "stream "+s+" led, on 3 nodes (nats.replicas 3)", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
@@ -128,7 +130,7 @@ func TestHAClusterLosesANode(t *testing.T) {
 	jl := startJobs(t, liveIngresses(f), "/hajobs/"+methodRun, "ha", 50*time.Millisecond, 100, 60*time.Second)
 	load.WaitOK(t, 200, requestTimeout)
 
-	for i, target := range []string{"KV_" + names.BucketApps(), jobStream} {
+	for i, target := range []string{"KV_" + names.BucketApps(), "KV_" + names.BucketReplicas(), jobStream} {
 		t.Run("kill the leader of "+target, func(t *testing.T) {
 			leader, _, err := fleet.StreamLeader(context.Background(), js, target)
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -54,6 +55,15 @@ func CheckRecord(names protocol.Names, key string, info protocol.ReplicaInfo) er
 // router's copy of the records is current: never across a NATS outage.
 const StaleAfter = fleetstate.ReplicaTTL + fleetstate.HeartbeatInterval
 
+// bucketSilence: when no replica record at all changed for this long, the
+// bucket is not delivering (its stream is electing a leader, or the watch
+// is stuck behind a lost node) rather than every replica being gone — and
+// a router that took the silence for staleness would stop routing to every
+// replica at once. Records then count as current (not stale) until
+// changes arrive again; a replica that is really gone answers "no
+// responders" to the next request or probe.
+const bucketSilence = 2 * fleetstate.HeartbeatInterval
+
 // Follow feeds r until ctx ends: RUNNING replicas from the Replicas
 // bucket, load reports, the applied config (which deployments exist,
 // max_queued_requests, request_timeout) and the scheduler's status (which
@@ -75,9 +85,11 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 	}
 	defer load.Unsubscribe() //nolint:errcheck // best effort on the way out
 
+	var heard atomic.Int64 // when the last change of a replica record arrived (UnixNano)
 	replicas := kvfollow.New(r.o.NC, o.Buckets.Replicas, kvfollow.Options[protocol.ReplicaInfo]{
 		Log: o.Log,
 		OnChange: func(c kvfollow.Change[protocol.ReplicaInfo]) {
+			heard.Store(time.Now().UnixNano())
 			switch {
 			case c.Deleted:
 				r.DeleteReplicaKey(c.Key)
@@ -130,7 +142,11 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return r.sweepLoop(gctx, replicas.Synced) })
+	g.Go(func() error {
+		return r.sweepLoop(gctx, func() bool {
+			return replicas.Synced() && time.Since(time.Unix(0, heard.Load())) < bucketSilence
+		})
+	})
 	interval := o.StatsInterval
 	if interval <= 0 {
 		interval = time.Second

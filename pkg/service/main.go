@@ -123,6 +123,7 @@ func (d *Deps) Prepare(ctx context.Context, c Common, name string) (cleanup func
 			if err != nil {
 				return cleanup, fmt.Errorf("listen %s (ops_addr): %w", c.OpsAddr, err)
 			}
+			d.Log.Info().Str("addr", ln.Addr().String()).Msg("ops listening") // read back by tests given port 0
 			if d.OpsReady != nil {
 				d.OpsReady(ln.Addr())
 			}

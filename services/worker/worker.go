@@ -357,20 +357,34 @@ func (w *worker) run(ctx context.Context) error {
 	// this one, which reads the assignment when it changed.
 	assignment := kvfollow.New(w.nc, w.buckets.Assignments, kvfollow.Options[protocol.Assignment]{
 		Keys: []string{w.info.ID}, Log: w.log})
+	// The worker's record is refreshed by a goroutine of its own
+	// (fleetstate.Beat), so that a put waiting out a JetStream election
+	// never holds up an assignment, and a failed one is retried soon.
 	fctx, stopFollow := context.WithCancel(ctx)
 	var g errgroup.Group
 	g.Go(func() error { return assignment.Run(fctx) })
-	defer func() {
+	g.Go(func() error {
+		fleetstate.Beat(fctx, w.nc, fleetstate.HeartbeatInterval, func(ctx context.Context) error {
+			err := w.putInfoCtx(ctx)
+			if err != nil {
+				w.log.Warn().Err(err).Msg("heartbeat")
+			}
+			w.putHandlers()
+			return err
+		})
+		return nil
+	})
+	stop := func() {
 		stopFollow()
 		_ = g.Wait()
-	}()
+	}
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
+			stop() // the heartbeat goroutine is done with w.info
 			return w.shutdown()
 		case <-hb.C:
-			w.putInfo()
-			w.putHandlers()
 			w.forgetStopped()
 		case <-assignment.Changed():
 			a, ok := assignment.Get(w.info.ID)
@@ -578,17 +592,24 @@ func (w *worker) forgetStopped() {
 }
 
 func (w *worker) putInfo() {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	if err := w.putInfoCtx(ctx); err != nil {
+		w.log.Warn().Err(err).Msg("put worker info")
+	}
+}
+
+// putInfoCtx writes the worker's record with a fresh heartbeat.
+func (w *worker) putInfoCtx(ctx context.Context) error {
 	w.info.Heartbeat = time.Now().UTC()
 	b, err := json.Marshal(w.info)
 	if err != nil {
-		w.log.Error().Err(err).Msg("encode worker info")
-		return
+		return fmt.Errorf("encode worker info: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	defer cancel()
 	if _, err := w.buckets.Workers.Put(ctx, w.info.ID, b); err != nil {
-		w.log.Warn().Err(err).Msg("put worker info")
+		return fmt.Errorf("put worker info: %w", err)
 	}
+	return nil
 }
 
 // putHandlers records, once, what the code of each registered handler

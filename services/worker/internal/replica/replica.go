@@ -664,10 +664,20 @@ func (r *Replica) close(h serve.Handler) {
 
 // put writes the current record (with a fresh heartbeat time).
 func (r *Replica) put() {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	if err := r.putRecord(ctx); err != nil {
+		r.log.Warn().Err(err).Msg("put replica record")
+	}
+}
+
+// putRecord writes the record with a fresh heartbeat; nil when the
+// replica is gone (its record deleted: nothing to write).
+func (r *Replica) putRecord(ctx context.Context) error {
 	r.putMu.Lock()
 	defer r.putMu.Unlock()
 	if r.gone {
-		return
+		return nil
 	}
 	r.mu.Lock()
 	r.info.Heartbeat = time.Now().UTC()
@@ -675,33 +685,25 @@ func (r *Replica) put() {
 	r.mu.Unlock()
 	b, err := json.Marshal(info)
 	if err != nil {
-		r.log.Error().Err(err).Msg("encode replica record")
-		return
+		return fmt.Errorf("encode replica record: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	defer cancel()
 	if _, err := r.p.Records.Put(ctx, protocol.ReplicaKey(info.App, info.Deployment, info.ID), b); err != nil {
-		r.log.Warn().Err(err).Msg("put replica record")
+		return fmt.Errorf("put replica record: %w", err)
 	}
+	return nil
 }
 
-// heartbeat re-puts the record every Heartbeat, and at once when the NATS
-// connection comes back (a restarted server may have expired it).
+// heartbeat re-puts the record every Heartbeat, at once when the NATS
+// connection comes back (a restarted server may have expired it), and
+// soon after a failed put (fleetstate.Beat).
 func (r *Replica) heartbeat(ctx context.Context) {
-	t := time.NewTicker(r.p.Heartbeat)
-	defer t.Stop()
-	reconnected := r.p.NC.StatusChanged(nats.CONNECTED)
-	defer r.p.NC.RemoveStatusListener(reconnected)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			r.put()
-		case <-reconnected:
-			r.put()
+	fleetstate.Beat(ctx, r.p.NC, r.p.Heartbeat, func(ctx context.Context) error {
+		err := r.putRecord(ctx)
+		if err != nil {
+			r.log.Warn().Err(err).Msg("heartbeat")
 		}
-	}
+		return err
+	})
 }
 
 // reportModels records the multiplexed model ids the handler holds and
