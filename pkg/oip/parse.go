@@ -68,20 +68,13 @@ func (r *InferRequest) MarshalJSON() ([]byte, error) {
 	if b, err = appendParams(b, r.Parameters); err != nil {
 		return nil, err
 	}
-	b = append(b, `"inputs":[`...)
-	for i, t := range r.Inputs {
-		if i > 0 {
-			b = append(b, ',')
+	if b, err = appendTensors(b, `"inputs":[`, r.Inputs); err != nil {
+		var re *RequestError
+		if errors.As(err, &re) {
+			re.Output = false
 		}
-		if b, err = t.appendJSON(b); err != nil {
-			var re *RequestError
-			if errors.As(err, &re) {
-				re.Output = false
-			}
-			return nil, err
-		}
+		return nil, err
 	}
-	b = append(b, ']')
 	if len(r.Outputs) > 0 {
 		o, err := json.Marshal(r.Outputs)
 		if err != nil {
@@ -123,16 +116,26 @@ func (r *InferResponse) AppendJSON(b []byte) ([]byte, error) {
 	if b, err = appendParams(b, r.Parameters); err != nil {
 		return nil, err
 	}
-	b = append(b, `"outputs":[`...)
-	for i, t := range r.Outputs {
+	if b, err = appendTensors(b, `"outputs":[`, r.Outputs); err != nil {
+		return nil, err
+	}
+	return append(b, '}'), nil
+}
+
+// appendTensors appends open (a key and the array's '[') and the tensors'
+// JSON, comma-separated, and the closing ']'.
+func appendTensors(b []byte, open string, ts []*Tensor) ([]byte, error) {
+	b = append(b, open...)
+	for i, t := range ts {
 		if i > 0 {
 			b = append(b, ',')
 		}
+		var err error
 		if b, err = t.appendJSON(b); err != nil {
 			return nil, err
 		}
 	}
-	return append(b, "]}"...), nil
+	return append(b, ']'), nil
 }
 
 // UnmarshalJSON parses and checks an inference response (ParseInferResponse).
