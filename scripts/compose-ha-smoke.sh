@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Smoke test of the HA profile (docker-compose.ha.yml): a 3-node NATS
-# cluster, every service twice, three workers. Under a throw-away project
-# name it
+# cluster, every service twice, three workers, auth on (deploy/auth's NATS
+# users and route credential, the generated HTTP keys, in a throw-away
+# SERVE_SECRETS directory). Under a throw-away project name it
 #   1. starts the profile and waits until both ingresses answer the example
-#      route and every application is RUNNING;
-#   2. checks every stream and bucket is R3 and that `nats server report
-#      jetstream` works with the system account;
+#      route with the API key and every application is RUNNING on both
+#      admin APIs (with the admin key); a request without a key is 401 on
+#      both ingresses and both admin APIs, the ingress key on an admin API too;
+#   2. checks every stream and bucket is R3 (as the operator's user) and that
+#      `nats server report jetstream` works as the system account's user;
 #   3. sends requests to both ingresses continuously, docker-kills the NATS
 #      node leading the apps bucket, and checks requests go on (at most
 #      SMOKE_MAX_GAP seconds without a success on either ingress), the admin
@@ -22,6 +25,7 @@
 #                  leader election, 4-9 s, plus 2 s, plus curl's pace)
 #   SMOKE_KEEP=1   leave the project running
 #   SKIP_BUILD=1   use the jetserve/*:dev images already built
+#   SERVE_SECRETS  the secrets directory (default: a new one, removed after)
 # Host ports: the first free from 8000/8001 (ingresses), 8265/8266 (admin),
 # 4222-4224 and 8222-8224 (NATS); SERVE_*_PORT force them.
 set -euo pipefail
@@ -33,21 +37,14 @@ SMOKE_MAX_GAP=${SMOKE_MAX_GAP:-12}
 export COMPOSE_PROJECT_NAME=jetserve-ha-smoke-$$-$RANDOM
 export COMPOSE_BASE=docker-compose.ha.yml
 unset COMPOSE_OVERRIDES
+SMOKE_NAME=ha-smoke
+# shellcheck source=lib/smoke.sh
+source "$root/scripts/lib/smoke.sh"
+smoke_secrets
 
-log() { printf '[ha-smoke %3ds] %s\n' "$SECONDS" "$*"; }
-die() { log "FAIL: $*" >&2; exit 1; }
 command -v curl >/dev/null || die "curl is required"
 command -v jq >/dev/null || die "jq is required"
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-taken=" "
-pick_port() { # VAR DEFAULT: the first port from DEFAULT that is free and not picked
-	local var=$1 p=$2
-	if [[ -n ${!var:-} ]]; then taken+="${!var} "; return; fi
-	while ! port_free "$p" || [[ $taken == *" $p "* ]]; do p=$((p + 1)); done
-	taken+="$p "
-	export "$var=$p"
-}
 pick_port SERVE_HTTP_PORT 8000
 pick_port SERVE_HTTP2_PORT 8001
 pick_port SERVE_ADMIN_PORT 8265
@@ -63,7 +60,6 @@ admins=("http://127.0.0.1:$SERVE_ADMIN_PORT" "http://127.0.0.1:$SERVE_ADMIN2_POR
 declare -A client=([nats1]=$SERVE_NATS_PORT [nats2]=$SERVE_NATS2_PORT [nats3]=$SERVE_NATS3_PORT)
 declare -A monitor=([nats1]=$SERVE_NATS_MONITOR_PORT [nats2]=$SERVE_NATS2_MONITOR_PORT [nats3]=$SERVE_NATS3_MONITOR_PORT)
 
-compose() { "$root/scripts/compose.sh" "$@"; }
 work=$(mktemp -d)
 ok=
 traffic_pids=()
@@ -79,11 +75,12 @@ cleanup() {
 	fi
 	rm -rf "$work"
 	if [[ -n ${SMOKE_KEEP:-} ]]; then
-		log "kept: COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME COMPOSE_BASE=$COMPOSE_BASE scripts/compose.sh down -v"
+		log "kept: COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME COMPOSE_BASE=$COMPOSE_BASE SERVE_SECRETS=$SERVE_SECRETS scripts/compose.sh down -v"
 	else
 		log "down -v"
 		compose down -v --remove-orphans >/dev/null 2>&1 || compose down -v --remove-orphans
 	fi
+	smoke_remove_secrets
 	if [[ -z $ok && $rc -eq 0 ]]; then rc=1; fi
 	exit "$rc"
 }
@@ -101,41 +98,28 @@ log "up: project $COMPOSE_PROJECT_NAME, ingresses :$SERVE_HTTP_PORT :$SERVE_HTTP
 compose up -d --no-build
 
 deadline=$((SECONDS + SMOKE_TIMEOUT))
-wait_for() { # WHAT CMD...
-	local what=$1
-	shift
-	log "waiting for $what"
-	until "$@"; do
-		((SECONDS < deadline)) || die "timed out after ${SMOKE_TIMEOUT}s waiting for $what"
-		sleep 0.5
-	done
-	log "ok: $what"
-}
-nats() { # NODE ARGS...: the nats CLI against one node (application account)
+body='{"text":"A highly available fleet is a wonderful thing."}'
+# nats NODE ARGS...: the nats CLI against one node as the operator's user
+# (every subject of the JETSERVE account: streams, buckets).
+nats() {
 	local node=$1
 	shift
-	go tool nats --server "nats://127.0.0.1:${client[$node]}" --timeout 3s "$@"
+	go tool nats --server "nats://127.0.0.1:${client[$node]}" --creds "$SERVE_SECRETS/creds/operator.creds" --timeout 3s "$@"
 }
-call() { # BASE: POST the example route, 200?
-	local code
-	code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
-		-X POST --data-binary '{"text":"A highly available fleet is a wonderful thing."}' "$1/text/analyze" 2>/dev/null) || return 1
-	[[ $code == 200 ]]
-}
-both_ingresses() { call "${ingresses[0]}" && call "${ingresses[1]}"; }
-apps_running() { # ADMIN
-	curl -fsS --max-time 5 "$1/api/serve/applications" 2>/dev/null |
-		jq -e '(.applications // {}) | length > 0 and all(.[]; .status == "RUNNING")' >/dev/null
-}
+both_ingresses() { post_json "${ingresses[0]}" /text/analyze "$body" && post_json "${ingresses[1]}" /text/analyze "$body"; }
 node_healthy() { curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:${monitor[$1]}/healthz" 2>/dev/null; }
-report() { # NODE: nats server report jetstream with the system account
-	go tool nats --server "nats://sys:sys@127.0.0.1:${client[$1]}" --timeout 5s server report jetstream >"$work/report" 2>&1
+all_nodes_healthy() { node_healthy nats1 && node_healthy nats2 && node_healthy nats3; }
+report() { # NODE: nats server report jetstream as the system account's user
+	go tool nats --server "nats://127.0.0.1:${client[$1]}" --creds "$SERVE_SECRETS/creds/sys.creds" --timeout 5s server report jetstream >"$work/report" 2>&1
 }
 
-wait_for "nats1..3 healthy" bash -c "$(declare -f node_healthy); $(declare -p monitor); node_healthy nats1 && node_healthy nats2 && node_healthy nats3"
-wait_for "both ingresses answer POST /text/analyze" both_ingresses
+load_keys
+wait_for "nats1..3 healthy" all_nodes_healthy
+wait_for "both ingresses answer POST /text/analyze with the API key" both_ingresses
 wait_for "every application RUNNING (${admins[0]})" apps_running "${admins[0]}"
 apps_running "${admins[1]}" || die "the second scheduler's admin API does not show every application RUNNING"
+check_auth_refused "${ingresses[0]}" "${admins[0]}" /text/analyze "$body"
+check_auth_refused "${ingresses[1]}" "${admins[1]}" /text/analyze "$body"
 
 # Every stream (buckets and object stores are streams) has 3 replicas.
 streams=$(nats nats1 stream ls --names) || die "nats stream ls failed"
@@ -145,9 +129,21 @@ for s in $streams; do
 	[[ $r == 3 ]] || die "stream $s has $r replicas, want 3"
 done
 log "ok: every stream R3: $(echo $streams | tr '\n' ' ')"
-report nats1 || die "nats server report jetstream (system account) failed: $(cat "$work/report")"
+report nats1 || die "nats server report jetstream (the sys user) failed: $(cat "$work/report")"
 for n in nats1 nats2 nats3; do grep -q "$n" "$work/report" || die "server report lacks $n: $(cat "$work/report")"; done
-log "ok: nats server report jetstream with the system account lists nats1..3"
+log "ok: nats server report jetstream as the sys user lists nats1..3"
+# A client without credentials: the server's answer to CONNECT and PING.
+for n in nats1 nats2 nats3; do
+	answer=$(
+		exec 3<>"/dev/tcp/127.0.0.1/${client[$n]}"
+		printf 'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n' >&3
+		timeout 5 cat <&3 || true
+	)
+	if [[ $answer != *"Authorization Violation"* || $answer == *PONG* ]]; then
+		die "$n answered a client without credentials: $answer"
+	fi
+done
+log "ok: nats1..3 refuse a client without credentials (Authorization Violation)"
 
 leader=$(nats nats1 stream info KV_jetserve_apps --json | jq -r '.cluster.leader')
 [[ $leader == nats[123] ]] || die "no leader of KV_jetserve_apps: $leader"
@@ -163,7 +159,7 @@ for i in 0 1; do
 		while :; do
 			n=$((n + 1))
 			code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
-				-H "Idempotency-Key: smoke-$i-$n" \
+				-H "Authorization: Bearer $api_key" -H "Idempotency-Key: smoke-$i-$n" \
 				-X POST --data-binary '{"text":"Still serving?"}' "${ingresses[$i]}/text/analyze" 2>/dev/null) || code=000
 			echo "$(date +%s%3N) $code"
 		done
@@ -174,11 +170,16 @@ sleep 3
 log "docker kill of $leader, which leads KV_jetserve_apps, under traffic"
 killed_ms=$(date +%s%3N)
 compose kill "$leader" >/dev/null 2>&1
-wait_for "KV_jetserve_apps led by another node" bash -c "l=\$(go tool nats --server nats://127.0.0.1:${client[$other]} --timeout 2s stream info KV_jetserve_apps --json 2>/dev/null | jq -r .cluster.leader); [[ -n \$l && \$l != null && \$l != $leader ]]"
+new_leader() {
+	local l
+	l=$(nats "$other" stream info KV_jetserve_apps --json 2>/dev/null | jq -r .cluster.leader) || return 1
+	[[ -n $l && $l != null && $l != "$leader" ]]
+}
+wait_for "KV_jetserve_apps led by another node" new_leader
 elected_ms=$(date +%s%3N)
 sleep 8 # traffic after the election
 apps_running "${admins[0]}" || apps_running "${admins[1]}" || die "no admin API answers with every application RUNNING after the node loss"
-code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' -H "Authorization: Bearer $admin_key" \
 	--data-binary '{"applications":[{"name":"hasmoke","route_prefix":"/hasmoke","ingress":"Echo","deployments":[{"name":"Echo","handler":"diag.Echo"}]}]}' \
 	"${admins[0]}/api/serve/applications/hasmoke")
 [[ $code == 200 ]] || die "PUT an application after the node loss: HTTP $code"

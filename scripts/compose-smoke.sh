@@ -37,11 +37,10 @@ SMOKE_PATH=${SMOKE_PATH:-/text/analyze}
 SMOKE_BODY=${SMOKE_BODY:-'{"text": "NATS JetStream keeps every request durable. The fleet serves models quickly and I love it."}'}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-120}
 export COMPOSE_PROJECT_NAME=jetserve-smoke-$$-$RANDOM
-# The NATS accounts, credentials and HTTP keys auth-init generates.
-export SERVE_SECRETS=${SERVE_SECRETS:-$(mktemp -d /tmp/jetserve-smoke-secrets.XXXXXX)}
-
-log() { printf '[smoke %3ds] %s\n' "$SECONDS" "$*"; }
-die() { log "FAIL: $*" >&2; exit 1; }
+SMOKE_NAME=smoke
+# shellcheck source=lib/smoke.sh
+source "$root/scripts/lib/smoke.sh"
+smoke_secrets
 
 command -v curl >/dev/null || die "curl is required"
 config=${SERVE_CONFIG:-./examples/config.yaml}
@@ -49,16 +48,6 @@ config=${SERVE_CONFIG:-./examples/config.yaml}
 [[ -f $config ]] || die "serve config $config does not exist (set SERVE_CONFIG)"
 export SERVE_CONFIG=$config
 
-# port_free PORT: nothing listens on 127.0.0.1:PORT.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() { # VAR DEFAULT
-	local var=$1 p=$2
-	if [[ -n ${!var:-} ]]; then return; fi
-	while ! port_free "$p"; do p=$((p + 1)); done
-	export "$var=$p"
-}
-# Picked one after another: a port taken by an earlier pick is not yet
-# listening, so keep the ranges apart.
 pick_port SERVE_HTTP_PORT 8000
 pick_port SERVE_ADMIN_PORT 8265
 pick_port SERVE_NATS_PORT 4222
@@ -70,15 +59,13 @@ quickstart=${SMOKE_QUICKSTART:-1}
 if [[ $quickstart == 1 ]]; then
 	export COMPOSE_OVERRIDES="examples/quickstart/docker-compose.quickstart.yml"
 fi
-compose() { "$root/scripts/compose.sh" "$@"; }
 
 ok=
-route_out=$(mktemp)
+SMOKE_OUT=$(mktemp)
 cleanup() {
 	local rc=$?
 	set +e
-	rm -f "$route_out"
-	[[ $SERVE_SECRETS == /tmp/jetserve-smoke-secrets.* && -z ${SMOKE_KEEP:-} ]] && rm -rf "$SERVE_SECRETS"
+	rm -f "$SMOKE_OUT"
 	if [[ -z $ok ]]; then
 		log "---- containers ----" >&2
 		compose ps -a >&2 2>/dev/null || compose ps >&2
@@ -89,11 +76,12 @@ cleanup() {
 		echo >&2
 	fi
 	if [[ -n ${SMOKE_KEEP:-} ]]; then
-		log "kept: COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME scripts/compose.sh down -v"
+		log "kept: COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME SERVE_SECRETS=$SERVE_SECRETS scripts/compose.sh down -v"
 	else
 		log "down -v"
 		compose down -v --remove-orphans >/dev/null 2>&1 || compose down -v --remove-orphans
 	fi
+	smoke_remove_secrets
 	if [[ -z $ok && $rc -eq 0 ]]; then rc=1; fi
 	exit "$rc"
 }
@@ -115,66 +103,19 @@ log "up: project $COMPOSE_PROJECT_NAME, http :$SERVE_HTTP_PORT, admin :$SERVE_AD
 compose up -d --no-build
 
 deadline=$((SECONDS + SMOKE_TIMEOUT))
-# wait_for WHAT CMD...: run CMD every 0.5 s until it succeeds or the deadline.
-wait_for() {
-	local what=$1
-	shift
-	log "waiting for $what"
-	until "$@"; do
-		((SECONDS < deadline)) || die "timed out after ${SMOKE_TIMEOUT}s waiting for $what"
-		sleep 0.5
-	done
-	log "ok: $what"
-}
-
 healthz() { curl -fsS --max-time 2 -o /dev/null "$http/-/healthz" 2>/dev/null; }
+route() { post_json "$http" "$SMOKE_PATH" "$SMOKE_BODY"; }
 
-keys_written() { [[ -s $SERVE_SECRETS/http/api.key && -s $SERVE_SECRETS/http/admin.key ]]; }
-api_key= admin_key=
-
-route() {
-	local code
-	code=$(curl -sS --max-time 10 -o "$route_out" -w '%{http_code}' \
-		-H 'Content-Type: application/json' -H "Authorization: Bearer $api_key" -X POST --data-binary "$SMOKE_BODY" \
-		"$http$SMOKE_PATH" 2>/dev/null) || return 1
-	[[ $code == 200 ]]
-}
-
-# apps_running: at least one application and every one RUNNING.
-apps_running() {
-	local s
-	s=$(curl -fsS --max-time 5 -H "Authorization: Bearer $admin_key" "$admin/api/serve/applications" 2>/dev/null) || return 1
-	if command -v jq >/dev/null; then
-		jq -e '(.applications // {}) | length > 0 and all(.[]; .status == "RUNNING")' <<<"$s" >/dev/null
-	else
-		# Applications carry "status"; deployments use other state names
-		# (HEALTHY, UPDATING...) and replicas use "state".
-		grep -Eq '"status" *: *"RUNNING"' <<<"$s" &&
-			! grep -Eq '"status" *: *"(NOT_STARTED|DEPLOYING|DEPLOY_FAILED|DELETING)"' <<<"$s"
-	fi
-}
-
-wait_for "auth-init wrote the keys to $SERVE_SECRETS" keys_written
-api_key=$(<"$SERVE_SECRETS/http/api.key")
-admin_key=$(<"$SERVE_SECRETS/http/admin.key")
+load_keys
 wait_for "ingress $http/-/healthz" healthz
 wait_for "POST $SMOKE_PATH -> 200" route
-code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST --data-binary "$SMOKE_BODY" "$http$SMOKE_PATH")
-[[ $code == 401 ]] || die "POST $SMOKE_PATH without the API key answered $code, want 401"
-code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X DELETE "$admin/api/serve/applications")
-[[ $code == 401 ]] || die "DELETE on the admin API without its key answered $code, want 401"
-code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $api_key" -X DELETE "$admin/api/serve/applications")
-[[ $code == 401 ]] || die "DELETE on the admin API with the ingress's key answered $code, want 401"
-log "ok: auth on (no key: 401; the ingress key on the admin API: 401)"
-log "response: $(head -c 500 "$route_out")"
-wait_for "every application RUNNING ($admin/api/serve/applications)" apps_running
+check_auth_refused "$http" "$admin" "$SMOKE_PATH" "$SMOKE_BODY"
+log "response: $(head -c 500 "$SMOKE_OUT")"
+wait_for "every application RUNNING ($admin/api/serve/applications)" apps_running "$admin"
 
 if [[ $quickstart == 1 ]]; then
 	greet() {
-		local code
-		code=$(curl -sS --max-time 10 -o "$route_out" -w '%{http_code}' -H "Authorization: Bearer $api_key" -X POST --data-binary '{"name":"compose"}' \
-			"$http/greet" 2>/dev/null) || return 1
-		[[ $code == 200 ]] && grep -q 'Hello, compose!' "$route_out"
+		post_json "$http" /greet '{"name":"compose"}' && grep -q 'Hello, compose!' "$SMOKE_OUT"
 	}
 	# has_apps NAME...: the applied config holds each application.
 	has_apps() {

@@ -29,6 +29,10 @@ type Options struct {
 	// to the account's revocations, kept in nats/revoked; nats-server
 	// refuses them once it reloads auth.conf.
 	Revoke []string
+	// Routes are the route addresses (HOST:PORT) of every node of a NATS
+	// cluster: Generate then writes RoutesConf, the routes' credential
+	// and the routes to these nodes. Empty keeps an existing RoutesConf.
+	Routes []string
 }
 
 // Layout of the output directory.
@@ -53,6 +57,9 @@ type Generated struct {
 	// APIKey and AdminKey are the plaintext HTTP keys (also in keys.env);
 	// empty when the files existed and were kept.
 	APIKey, AdminKey string
+	// RoutesConf is the path of the cluster routes' file, written when
+	// Options.Routes is set.
+	RoutesConf string
 }
 
 // Generate writes, under o.Dir:
@@ -61,12 +68,16 @@ type Generated struct {
 //	seeds/*.nk           the operator's and accounts' seeds (to issue more users later)
 //	creds/<role>.creds   one user per role (Services, deployment, operator) and sys
 //	http/ingress-keys.yaml, http/admin-keys.yaml, http/keys.env
+//	nats/routes.conf     with o.Routes: a cluster's route credential and routes (RoutesConf)
 //
 // An existing directory is completed, never overwritten — the same
 // operator and account, existing users and keys kept — unless o.Force.
 func Generate(o Options) (*Generated, error) {
 	names, err := protocol.NewNames(o.Prefix)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkRoutes(o.Routes); err != nil {
 		return nil, err
 	}
 	if o.Force {
@@ -144,6 +155,11 @@ resolver_preload: {
 `, "jetserve", ojwt, g.SystemPub, SystemAccount, g.SystemPub, sjwt, AccountName, g.AccountPub, ajwt)
 	if err := write(filepath.Join(o.Dir, AuthConf), []byte(conf), 0o644, true); err != nil {
 		return nil, err
+	}
+	if len(o.Routes) > 0 {
+		if g.RoutesConf, err = writeRoutes(o.Dir, okp, o.Routes); err != nil {
+			return nil, err
+		}
 	}
 
 	roles := append(append([]string(nil), Services...), Deployment, Operator)

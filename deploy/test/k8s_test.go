@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -371,6 +372,12 @@ type natsValues struct {
 		Cluster struct {
 			Enabled  bool `json:"enabled"`
 			Replicas int  `json:"replicas"`
+			Merge    struct {
+				// The chart turns a key ending in $include into an
+				// include directive, keys in sorted order: zzz sorts
+				// after the chart's routes.
+				IncludeLast string `json:"zzz$include"`
+			} `json:"merge"`
 		} `json:"cluster"`
 		JetStream struct {
 			Enabled   bool `json:"enabled"`
@@ -385,29 +392,54 @@ type natsValues struct {
 			Port    int  `json:"port"`
 		} `json:"monitor"`
 		Merge struct {
-			MaxPayload int64 `json:"max_payload"`
+			MaxPayload int64  `json:"max_payload"`
+			Include    string `json:"$include"`
 		} `json:"merge"`
 	} `json:"config"`
 	Container struct {
 		Merge struct {
 			Resources corev1.ResourceRequirements `json:"resources"`
 		} `json:"merge"`
+		Patch []jsonPatchOp `json:"patch"`
 	} `json:"container"`
+	PodTemplate struct {
+		Patch []jsonPatchOp `json:"patch"`
+	} `json:"podTemplate"`
 	PodDisruptionBudget struct {
 		Enabled bool `json:"enabled"`
 	} `json:"podDisruptionBudget"`
 	NatsBox struct {
-		Enabled bool `json:"enabled"`
+		Enabled  bool `json:"enabled"`
+		Contexts map[string]struct {
+			Creds struct {
+				SecretName string `json:"secretName"`
+				Key        string `json:"key"`
+			} `json:"creds"`
+		} `json:"contexts"`
 	} `json:"natsBox"`
 }
 
-func TestNATSChartValues(t *testing.T) {
+// jsonPatchOp is one operation of a chart value's JSON Patch; its value is
+// decoded strictly by the test into the Kubernetes type the path names.
+type jsonPatchOp struct {
+	Op    string          `json:"op"`
+	Path  string          `json:"path"`
+	Value json.RawMessage `json:"value"`
+}
+
+func loadNATSValues(t *testing.T) natsValues {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(k8sDir, "nats-values.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var v natsValues
 	strict(t, "nats-values.yaml", b, &v)
+	return v
+}
+
+func TestNATSChartValues(t *testing.T) {
+	v := loadNATSValues(t)
 	c := v.Config
 	if !c.Cluster.Enabled || c.Cluster.Replicas != 3 || !c.JetStream.Enabled || c.JetStream.FileStore.PVC.Size == "" {
 		t.Errorf("nats-values.yaml config %+v, want a 3-node cluster with JetStream on a file store PVC", c)

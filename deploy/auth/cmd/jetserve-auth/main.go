@@ -2,7 +2,7 @@
 // credentials (package auth) and the HTTP API keys, into a directory that
 // nats-server, the services and the CLI read:
 //
-//	jetserve-auth --out deploy/secrets [--prefix jetserve] [--force]
+//	jetserve-auth --out deploy/secrets [--prefix jetserve] [--force] [--routes nats1:6222,nats2:6222,nats3:6222]
 //
 // Run again, it completes the directory and keeps what exists.
 package main
@@ -38,6 +38,15 @@ func run(args []string, stdout io.Writer) error {
 		revoke = append(revoke, v)
 		return nil
 	})
+	var routes []string
+	fl.Func("routes", "a NATS cluster's route addresses, HOST:PORT, comma-separated: writes nats/routes.conf (route credential and routes) for every node to include in its cluster {} block", func(v string) error {
+		for _, r := range strings.Split(v, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				routes = append(routes, r)
+			}
+		}
+		return nil
+	})
 	chown := fl.String("chown", "", "UID:GID to give every file written (the services' user in containers, 65532:65532)")
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -45,7 +54,7 @@ func run(args []string, stdout io.Writer) error {
 	if *out == "" {
 		return fmt.Errorf("--out is required")
 	}
-	g, err := auth.Generate(auth.Options{Dir: *out, Prefix: *prefix, Force: *force, Revoke: revoke})
+	g, err := auth.Generate(auth.Options{Dir: *out, Prefix: *prefix, Force: *force, Revoke: revoke, Routes: routes})
 	if err != nil {
 		return err
 	}
@@ -56,6 +65,9 @@ func run(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "operator %s, account %s %s\n", g.OperatorPub, auth.AccountName, g.AccountPub)
 	fmt.Fprintf(stdout, "nats-server: include %s\n", filepath.Join(*out, auth.AuthConf))
+	if g.RoutesConf != "" {
+		fmt.Fprintf(stdout, "nats-server cluster {}: include %s (routes to %s)\n", g.RoutesConf, strings.Join(routes, ", "))
+	}
 	roles := make([]string, 0, len(g.Creds))
 	for r := range g.Creds {
 		roles = append(roles, r)
