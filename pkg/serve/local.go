@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -153,15 +154,23 @@ func (l *Local) construct(d *localDep, userConfig json.RawMessage) (h Handler, e
 	ctor, _ := l.reg.Lookup(d.cfg.Handler)
 	var mu sync.Mutex
 	constructing := true
-	var unknown []string
+	var unknown, undeclared []string
 	init := Init{
 		App: l.app.Name, Deployment: d.cfg.Name, ReplicaID: d.cfg.Name + "-local", UserConfig: userConfig,
 		Logger: l.log.With().Str("deployment", d.cfg.Name).Logger(), Caller: l,
 		MaxModelsPerReplica: d.cfg.MaxModelsPerReplica,
 		CheckDeployment: func(name string) error {
 			err := l.checkDeployment(name)
+			declared := err != nil || len(d.cfg.Uses) == 0 || slices.Contains(d.cfg.Uses, name)
+			if !declared {
+				err = &Error{Status: http.StatusNotFound, Code: protocol.ErrNotFound, Msg: UndeclaredHandle(d.cfg.Name, name, d.cfg.Uses)}
+			}
 			mu.Lock()
-			if err != nil && constructing {
+			switch {
+			case !constructing:
+			case !declared:
+				undeclared = append(undeclared, name)
+			case err != nil:
 				unknown = append(unknown, name)
 			}
 			mu.Unlock()
@@ -184,9 +193,16 @@ func (l *Local) construct(d *localDep, userConfig json.RawMessage) (h Handler, e
 		return nil, err
 	case h == nil:
 		return nil, errors.New("constructor returned no handler")
-	case len(unknown) > 0:
+	case len(unknown) > 0 || len(undeclared) > 0:
 		closeHandler(context.WithoutCancel(l.ctx), h)
-		return nil, HandleError(l.app.Name, unknown, l.names)
+		var errs []error
+		if len(unknown) > 0 {
+			errs = append(errs, HandleError(l.app.Name, unknown, l.names))
+		}
+		if len(undeclared) > 0 {
+			errs = append(errs, EdgesError(d.cfg.Name, undeclared, d.cfg.Uses))
+		}
+		return nil, errors.Join(errs...)
 	}
 	return h, nil
 }

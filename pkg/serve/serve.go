@@ -251,6 +251,7 @@ type Registry struct {
 	mu    sync.RWMutex
 	ctors map[string]Constructor          // guarded by mu
 	async map[string][]config.AsyncMethod // guarded by mu: handler → its async methods
+	apps  []App                           // guarded by mu: declared applications (app.go)
 }
 
 // NewRegistry returns an empty registry.
