@@ -316,9 +316,8 @@ func (r run) step(ctx context.Context, n *node, s *step, input []byte, sink serv
 	req.Body = input
 	if sink != nil {
 		if sc, ok := r.o.Caller.(serve.StreamCaller); ok {
-			err := sc.Stream(ctx, r.g.app, s.deployment, &req, sink)
-			if err != nil {
-				return nil, &StepError{Step: name, Err: serve.AsError(err)}
+			if err := sc.Stream(ctx, r.g.app, s.deployment, &req, sink); err != nil {
+				return nil, stepError(name, err)
 			}
 			return nil, nil
 		}
@@ -332,7 +331,7 @@ func (r run) step(ctx context.Context, n *node, s *step, input []byte, sink serv
 		err = &serve.Error{Status: resp.Status, Code: code, Msg: string(resp.Body)}
 	}
 	if err != nil {
-		return nil, &StepError{Step: name, Err: serve.AsError(err)}
+		return nil, stepError(name, err)
 	}
 	if resp.Status == 0 {
 		resp.Status = http.StatusOK
@@ -349,6 +348,17 @@ func (r run) step(ctx context.Context, n *node, s *step, input []byte, sink serv
 		return nil, nil
 	}
 	return resp, nil
+}
+
+// stepError is the failure of step name: the fleet's answer (a
+// *serve.Error), the request's own end (cancelled, deadline), or else a
+// transport failure, 503 unavailable.
+func stepError(name string, err error) *StepError {
+	var se *serve.Error
+	if !errors.As(err, &se) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return &StepError{Step: name, Err: &serve.Error{Status: http.StatusServiceUnavailable, Code: protocol.ErrUnavailable, Msg: err.Error()}}
+	}
+	return &StepError{Step: name, Err: serve.AsError(err)}
 }
 
 // sameBytes reports whether a and b are the same slice (the client's
