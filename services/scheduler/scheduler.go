@@ -30,6 +30,7 @@ import (
 	"github.com/jetserve/jetserve/services/scheduler/internal/dashboard"
 	"github.com/jetserve/jetserve/services/scheduler/internal/plan"
 	"github.com/jetserve/jetserve/services/scheduler/internal/reconcile"
+	"github.com/jetserve/jetserve/services/scheduler/internal/splits"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -128,7 +129,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
 		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
-	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log)
+	liveSplits := splits.New(nil) // the graphs' splitter choices, from every ingress
+	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log).WithGraphStatus(liveSplits.Status)
 	gauges, err := jobs.NewBacklogGauges(deps.Metrics)
 	if err != nil {
 		return err
@@ -160,6 +162,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	})
 	g.Go(func() error { return elector.Run(gctx, lead) })
 	g.Go(func() error { return dash.Run(gctx) })
+	g.Go(func() error { return liveSplits.Run(gctx, deps.NC, names.GraphStatsSubject()) })
 	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Msg("scheduler started")
 	err = g.Wait()
 	log.Info().Msg("scheduler stopped")
