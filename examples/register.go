@@ -16,8 +16,22 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 )
 
-// Register adds every example deployment to reg.
+// Register adds every example deployment to reg and declares the example
+// applications (Apps).
 func Register(reg *serve.Registry) error {
+	if err := register(reg); err != nil {
+		return err
+	}
+	return reg.DeclareApp(Apps()...)
+}
+
+// Apps are the example applications of examples/config.yaml, in its
+// order: `jetserve build` writes the file from them.
+func Apps() []serve.App {
+	return []serve.App{textpipeline.App(training.Deployment()), iris.App(), diag.App()}
+}
+
+func register(reg *serve.Registry) error {
 	if err := textpipeline.Register(reg); err != nil {
 		return err
 	}

@@ -223,7 +223,8 @@ func (r *Registry) App(name string) (App, bool) {
 // of them, in declaration order, when none is named), with only the fields
 // the declarations set (parse it, or call ApplyDefaults, for the rest).
 // Each deployment's async methods are those its handler registered
-// (WithAsync), written so that operators can tune them. It fails, naming
+// (WithAsync) with every setting filled (EffectiveAsync), written so that
+// operators see and tune them. It fails, naming
 // what is wrong, for an unknown application, a handler not registered, an
 // option that could not be applied, or a config that does not validate —
 // an edge (Uses) to a deployment absent from its application among them.
@@ -247,8 +248,10 @@ func (r *Registry) Build(names ...string) (config.ServeConfig, error) {
 						a.Name, c.Name, c.Handler, strings.Join(r.Names(), ", ")))
 				}
 			}
-			if len(c.AsyncMethods) == 0 {
-				c.AsyncMethods = r.AsyncMethods(c.Handler)
+			if sdk := r.AsyncMethods(c.Handler); len(sdk) > 0 || len(c.AsyncMethods) > 0 {
+				// Every knob, as the code (and the platform) sets it:
+				// what operators tune.
+				c.AsyncMethods = EffectiveAsync(sdk, c.AsyncMethods)
 			}
 			ca.Deployments = append(ca.Deployments, c)
 		}
