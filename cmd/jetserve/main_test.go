@@ -106,3 +106,32 @@ func TestCLI(t *testing.T) {
 		t.Errorf("admin API saw %q, want the deploy body first", *seen)
 	}
 }
+
+// TestBuild: `jetserve build` writes examples/config.yaml (all the example
+// applications), `build APP` only the ones named, `-o` to a file, and an
+// unknown application is an error naming the declared ones.
+func TestBuild(t *testing.T) {
+	want, err := os.ReadFile("../../examples/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errs bytes.Buffer
+	if err := run(context.Background(), []string{"build"}, nil, nil, &out, &errs); err != nil {
+		t.Fatalf("jetserve build = %v (%s)", err, errs.String())
+	}
+	if out.String() != string(want) {
+		t.Errorf("jetserve build =\n%s\nwant examples/config.yaml\n%s", out.String(), want)
+	}
+	file := filepath.Join(t.TempDir(), "echo.yaml")
+	if err := run(context.Background(), []string{"build", "echo", "-o", file}, nil, nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("jetserve build echo -o = %v", err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil || !strings.Contains(string(b), "name: echo") || strings.Contains(string(b), "name: text") {
+		t.Errorf("jetserve build echo wrote %q (%v), want only app echo", b, err)
+	}
+	err = run(context.Background(), []string{"build", "nope"}, nil, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `no application "nope" is declared (declared: echo, iris, text)`) {
+		t.Errorf("jetserve build nope = %v, want an error naming the declared applications", err)
+	}
+}
