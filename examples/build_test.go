@@ -12,8 +12,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite config.yaml from the declarations (jetserve build)")
 
-// TestBuildReproducesConfigYAML: `jetserve build` of the example
-// applications writes examples/config.yaml byte for byte (comments are
+// TestBuildReproducesConfigYAML: `jetserve build text iris echo` (the
+// example applications, Apps) writes examples/config.yaml byte for byte (comments are
 // part of the declarations), so the file is the code's defaults as they
 // are; and parsed, it is the declarations with their defaults.
 func TestBuildReproducesConfigYAML(t *testing.T) {
@@ -21,7 +21,7 @@ func TestBuildReproducesConfigYAML(t *testing.T) {
 	if err := Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	built, err := reg.BuildYAML()
+	built, err := reg.BuildYAML(AppNames()...)
 	if err != nil {
 		t.Fatalf("BuildYAML = %v", err)
 	}
@@ -41,7 +41,7 @@ func TestBuildReproducesConfigYAML(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse(config.yaml) = %v", err)
 	}
-	want, err := reg.Build()
+	want, err := reg.Build(AppNames()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,20 +107,28 @@ func TestCLI(t *testing.T) {
 	}
 }
 
-// TestBuild: `jetserve build` writes examples/config.yaml (all the example
-// applications), `build APP` only the ones named, `-o` to a file, and an
-// unknown application is an error naming the declared ones.
+// TestBuild: `jetserve build text iris echo` writes examples/config.yaml
+// and `build voice voice-graph` examples/voicesearch/config.yaml; no name
+// builds every declared application, `-o` writes to a file, and an unknown
+// application is an error naming the declared ones.
 func TestBuild(t *testing.T) {
-	want, err := os.ReadFile("../../examples/config.yaml")
-	if err != nil {
-		t.Fatal(err)
+	for file, apps := range map[string][]string{"../../examples/config.yaml": {"text", "iris", "echo"},
+		"../../examples/voicesearch/config.yaml": {"voice", "voice-graph"}} {
+		want, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out, errs bytes.Buffer
+		if err := run(context.Background(), append([]string{"build"}, apps...), nil, nil, &out, &errs); err != nil {
+			t.Fatalf("jetserve build %v = %v (%s)", apps, err, errs.String())
+		}
+		if out.String() != string(want) {
+			t.Errorf("jetserve build %v =\n%s\nwant %s\n%s", apps, out.String(), file, want)
+		}
 	}
-	var out, errs bytes.Buffer
-	if err := run(context.Background(), []string{"build"}, nil, nil, &out, &errs); err != nil {
-		t.Fatalf("jetserve build = %v (%s)", err, errs.String())
-	}
-	if out.String() != string(want) {
-		t.Errorf("jetserve build =\n%s\nwant examples/config.yaml\n%s", out.String(), want)
+	var all bytes.Buffer
+	if err := run(context.Background(), []string{"build"}, nil, nil, &all, io.Discard); err != nil || strings.Count(all.String(), "\n  - name: ") != 5 {
+		t.Errorf("jetserve build = %v, want all five declared applications:\n%s", err, all.String())
 	}
 	file := filepath.Join(t.TempDir(), "echo.yaml")
 	if err := run(context.Background(), []string{"build", "echo", "-o", file}, nil, nil, io.Discard, io.Discard); err != nil {
@@ -131,7 +139,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("jetserve build echo wrote %q (%v), want only app echo", b, err)
 	}
 	err = run(context.Background(), []string{"build", "nope"}, nil, nil, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), `no application "nope" is declared (declared: echo, iris, text)`) {
+	if err == nil || !strings.Contains(err.Error(), `no application "nope" is declared (declared: echo, iris, text, voice, voice-graph)`) {
 		t.Errorf("jetserve build nope = %v, want an error naming the declared applications", err)
 	}
 }
