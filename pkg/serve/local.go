@@ -59,7 +59,8 @@ type localDep struct {
 // deployment through a handle, which is then constructed first — not in a
 // cycle) and fails
 // with the first error — a handler not registered, a constructor's error,
-// a handle to a name that is not a deployment of app, async methods whose
+// a handle to a name that is not a deployment of app or, for a deployment
+// that declares its uses, to one they do not list, async methods whose
 // handler does not implement JobHandler. ctx is given to the constructors.
 func NewLocal(ctx context.Context, reg *Registry, app config.Application, log zerolog.Logger) (*Local, error) {
 	l := &Local{app: app, reg: reg, log: log, ctx: ctx, deps: map[string]*localDep{}}
