@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	if err != nil {
 		return err
 	}
-	dash := dashboard.New(dashboard.Options{NC: deps.NC, JS: js, Names: names, Buckets: buckets, ID: cfg.ID,
+	dash := dashboard.New(dashboard.Options{NC: deps.NC, JS: js, Names: names, Buckets: buckets, ID: cfg.ID, GraphStatus: liveSplits.Status,
 		Log: log, Gauges: gauges})
 	// The admin port serves the admin API, the dashboard page and its JSON.
 	mux := http.NewServeMux()
