@@ -307,3 +307,46 @@ func TestVoiceSearchInTheFleet(t *testing.T) {
 		t.Errorf("POST /voice-graph/ (silence) = %v, want 422 naming root/SpeechToText", r)
 	}
 }
+
+// TestBuildEditDeploy is the REP's build loop through the real binaries:
+// `jetserve build` writes an application's config from the code, an
+// operator edits it (replicas, user_config) and deploys it — no rebuild —
+// and the fleet runs it as edited; the voice app's edges (uses) are
+// checked at deploy.
+func TestBuildEditDeploy(t *testing.T) {
+	f := startFleet(t, fleet.Options{})
+	cli := bins.Path(t, fleet.CLI)
+	f.RequireHandlers(handlerEcho)
+	out, errOut, err := fleet.RunCmd(t, 30*time.Second, cli, "build", "echo")
+	if err != nil || !strings.Contains(out, "num_replicas: 1") {
+		t.Fatalf("jetserve build echo = %v\n%s\n%s", err, out, errOut)
+	}
+	file := filepath.Join(t.TempDir(), "echo.yaml")
+	edited := strings.Replace(out, "num_replicas: 1", "num_replicas: 3", 1)
+	if err := os.WriteFile(file, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, err := fleet.RunCmd(t, 30*time.Second, cli, "deploy", file, "--admin", f.AdminURL()); err != nil {
+		t.Fatalf("jetserve deploy = %v: %s", err, errOut)
+	}
+	f.WaitApp(deployTimeout, "echo", 3, nil)
+	if r := f.MustCall(http.MethodPost, "/echo/", []byte("hi")); string(r.Body) != "hi" {
+		t.Errorf("POST /echo/ = %v, want hi", r)
+	}
+
+	// An edge to a deployment absent from the application is refused,
+	// naming both.
+	out, _, err = fleet.RunCmd(t, 30*time.Second, cli, "build", "voice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(out, "uses: [SpeechToText, QA, Search, TextToSpeech]", "uses: [SpeechToText, QA, Search, TextToSpeak]", 1)
+	if err := os.WriteFile(file, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err = fleet.RunCmd(t, 30*time.Second, cli, "deploy", file, "--admin", f.AdminURL())
+	if err == nil || !strings.Contains(errOut, "applications[0].deployments[0].uses[3]") || !strings.Contains(errOut, "VoiceSearch uses") ||
+		!strings.Contains(errOut, "TextToSpeak") {
+		t.Errorf("jetserve deploy (an edge to TextToSpeak) = %v: %s; want a 400 naming VoiceSearch and TextToSpeak", err, errOut)
+	}
+}
