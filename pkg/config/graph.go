@@ -153,7 +153,7 @@ func validateGraph(a Application, p string, deps map[string]int, add func(field,
 				add(sp+".method", "applies only to a step calling a deployment")
 			}
 		}
-		if s.Name != "" && !stepNameRE.MatchString(s.Name) {
+		if s.Name != "" && !nameOrDotRE.MatchString(s.Name) {
 			add(sp+".name", "must be 1-64 letters, digits, '.', '-' or '_', got %q", s.Name)
 		}
 		switch s.Data {
@@ -250,10 +250,6 @@ func validateGraph(a Application, p string, deps map[string]int, add func(field,
 		add(fmt.Sprintf("%s.nodes[%d]", p, i), "cycle: %s (a node may not run itself, directly or through others)", strings.Join(cycle, " → "))
 	}
 }
-
-// stepNameRE is what a step name may hold (deployment names and
-// dotted versions such as "v1.2").
-var stepNameRE = nameOrDotRE
 
 // graphCycle returns the first cycle among the nodes (the node names, the
 // first repeated at the end), or nil.

@@ -54,9 +54,13 @@ var (
 	durationType     = reflect.TypeOf(Duration(0))
 	bytesType        = reflect.TypeOf(Bytes(0))
 	intOrPercentType = reflect.TypeOf(IntOrPercent(""))
-	// flowTypes are written on one line: {cpu: 0.25, memory: 64Mi}.
-	flowTypes = map[reflect.Type]bool{reflect.TypeOf(Resources{}): true, reflect.TypeOf(GraphStep{}): true}
 )
+
+// oneLine reports the struct types written on one line: {cpu: 0.25,
+// memory: 64Mi}.
+func oneLine(t reflect.Type) bool {
+	return t == reflect.TypeOf(Resources{}) || t == reflect.TypeOf(GraphStep{})
+}
 
 func scalar(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Value: v} }
 
@@ -130,7 +134,7 @@ func (w yamlWriter) value(v reflect.Value, path string) (*yaml.Node, error) {
 
 func (w yamlWriter) structNode(v reflect.Value, path string) (*yaml.Node, error) {
 	n := &yaml.Node{Kind: yaml.MappingNode}
-	if flowTypes[v.Type()] {
+	if oneLine(v.Type()) {
 		n.Style = yaml.FlowStyle
 	}
 	t := v.Type()
