@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/jetserve/jetserve/pkg v0.0.0
 	github.com/nats-io/nats.go v1.56.0
+	golang.org/x/sync v0.25.0
 )
 
 require (
@@ -29,7 +30,6 @@ require (
 	github.com/rs/zerolog v1.35.1 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
-	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect

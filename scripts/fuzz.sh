@@ -18,6 +18,7 @@ targets=(
 	"pkg                 ./wire                    FuzzDecode"
 	"pkg                 ./protocol                FuzzMessages"
 	"pkg                 ./oip                     FuzzInferRequest"
+	"pkg                 ./graph/condition         FuzzParse"
 	"services/ingress    ./internal/jobsapi        FuzzArgs"
 	"pkg                 ./httpauth                FuzzCredentialFiles"
 )

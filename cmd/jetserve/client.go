@@ -282,11 +282,41 @@ func writeStatusTable(w io.Writer, st protocol.Status) {
 				running, d.TargetReplicas, d.CurrentReplicas, d.DesiredReplicas, d.TargetReplicas, lastScaling(d.Autoscaling, st.UpdatedAt), msg)
 		}
 	}
+	writeSplits(tw, st, apps)
 	fmt.Fprintln(tw, "\nWORKER\tCPU\tMEMORY\tGPUS\tREPLICAS")
 	for _, wk := range st.Workers {
 		fmt.Fprintf(tw, "%s\t%.1f/%.1f\t%s/%s\t%d\t%d\n", wk.ID, wk.CPUUsed, wk.CPU, human(wk.MemUsed), human(wk.Memory), len(wk.GPUs), wk.Replicas)
 	}
 	_ = tw.Flush()
+}
+
+// writeSplits lists the graphs' splitters: each branch's configured
+// weight and its live share of the last window's requests.
+func writeSplits(tw io.Writer, st protocol.Status, apps []string) {
+	header := false
+	for _, n := range apps {
+		g := st.Applications[n].Graph
+		if g == nil {
+			continue
+		}
+		for _, s := range g.Splitters {
+			if !header {
+				fmt.Fprintln(tw, "\nSPLIT\tBRANCH\tTARGET\tWEIGHT\tLIVE SHARE\tREQUESTS")
+				header = true
+			}
+			for i, b := range s.Branches {
+				name := ""
+				if i == 0 {
+					name = n + "/" + s.Node
+				}
+				share := "-"
+				if s.Requests > 0 {
+					share = fmt.Sprintf("%.1f%%", b.Share)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d%%\t%s\t%d in %ds\n", name, b.Step, b.Target, b.Weight, share, b.Requests, s.WindowSeconds)
+			}
+		}
+	}
 }
 
 // processSummary sums up the child processes of a process-runtime

@@ -7,6 +7,7 @@ require (
 	github.com/jetserve/jetserve/devfleet v0.0.0
 	github.com/jetserve/jetserve/examples v0.0.0
 	github.com/jetserve/jetserve/pkg v0.0.0
+	github.com/jetserve/jetserve/services/worker v0.0.0
 	github.com/nats-io/nats.go v1.56.0
 	github.com/rs/zerolog v1.35.1
 	github.com/spf13/pflag v1.1.0
@@ -27,7 +28,6 @@ require (
 	github.com/jetserve/jetserve/services/ingress v0.0.0 // indirect
 	github.com/jetserve/jetserve/services/router v0.0.0 // indirect
 	github.com/jetserve/jetserve/services/scheduler v0.0.0 // indirect
-	github.com/jetserve/jetserve/services/worker v0.0.0 // indirect
 	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/knadh/koanf/maps v0.1.2 // indirect
 	github.com/knadh/koanf/parsers/yaml v1.1.1 // indirect

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/jetserve/jetserve/devfleet"
+	"github.com/jetserve/jetserve/services/worker"
 )
 
 func main() {
@@ -38,6 +39,8 @@ const usage = `jetserve — model serving and long-running jobs on NATS JetStrea
 Usage:
   jetserve dev [flags]              run NATS, the five services, a worker with the
                                     example deployments, and deploy the example app
+  jetserve build [APP...] [-o FILE] write the example applications' serve config from
+                                    their declarations in code (examples/config.yaml)
   jetserve deploy FILE [--admin URL]  apply a serve config (YAML or JSON); apps absent
                                     from it are deleted
     --merge                         add or replace FILE's applications, keep the others
@@ -66,6 +69,12 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 	switch cmd {
 	case "dev":
 		return runDev(ctx, rest, environ, stdout, stderr)
+	case "build":
+		reg, err := exampleRegistry()
+		if err != nil {
+			return err
+		}
+		return worker.Build(reg, "jetserve", rest, stdout, stderr)
 	case "deploy":
 		return runDeploy(ctx, rest, env, stdout, stderr)
 	case "status":

@@ -106,3 +106,40 @@ func TestCLI(t *testing.T) {
 		t.Errorf("admin API saw %q, want the deploy body first", *seen)
 	}
 }
+
+// TestBuild: `jetserve build text iris echo` writes examples/config.yaml
+// and `build voice voice-graph` examples/voicesearch/config.yaml; no name
+// builds every declared application, `-o` writes to a file, and an unknown
+// application is an error naming the declared ones.
+func TestBuild(t *testing.T) {
+	for file, apps := range map[string][]string{"../../examples/config.yaml": {"text", "iris", "echo"},
+		"../../examples/voicesearch/config.yaml": {"voice", "voice-graph"}} {
+		want, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out, errs bytes.Buffer
+		if err := run(context.Background(), append([]string{"build"}, apps...), nil, nil, &out, &errs); err != nil {
+			t.Fatalf("jetserve build %v = %v (%s)", apps, err, errs.String())
+		}
+		if out.String() != string(want) {
+			t.Errorf("jetserve build %v =\n%s\nwant %s\n%s", apps, out.String(), file, want)
+		}
+	}
+	var all bytes.Buffer
+	if err := run(context.Background(), []string{"build"}, nil, nil, &all, io.Discard); err != nil || strings.Count(all.String(), "\n  - name: ") != 5 {
+		t.Errorf("jetserve build = %v, want all five declared applications:\n%s", err, all.String())
+	}
+	file := filepath.Join(t.TempDir(), "echo.yaml")
+	if err := run(context.Background(), []string{"build", "echo", "-o", file}, nil, nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("jetserve build echo -o = %v", err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil || !strings.Contains(string(b), "name: echo") || strings.Contains(string(b), "name: text") {
+		t.Errorf("jetserve build echo wrote %q (%v), want only app echo", b, err)
+	}
+	err = run(context.Background(), []string{"build", "nope"}, nil, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `no application "nope" is declared (declared: echo, iris, text, voice, voice-graph)`) {
+		t.Errorf("jetserve build nope = %v, want an error naming the declared applications", err)
+	}
+}

@@ -85,3 +85,19 @@ func TestStatusShowsJobsAndAutoscaling(t *testing.T) {
 		t.Errorf("writeOpsTables(no dashboard) =\n%s\nwant the autoscaling section only", out)
 	}
 }
+
+func TestStatusTableShowsTheLiveSplit(t *testing.T) {
+	st := protocol.Status{Leader: "s1", Applications: map[string]protocol.AppStatus{"canary": {Name: "canary", RoutePrefix: "/c",
+		Status: protocol.AppRunning, Deployments: map[string]protocol.DeploymentStatus{},
+		Graph: &protocol.GraphStatus{Splitters: []protocol.SplitterStatus{{Node: "root", WindowSeconds: 60, Requests: 1000,
+			Branches: []protocol.BranchStatus{{Step: "v1", Target: "ModelV1", Weight: 95, Requests: 948, Share: 94.8},
+				{Step: "v2", Target: "ModelV2", Weight: 5, Requests: 52, Share: 5.2}}}}}}}}
+	var b strings.Builder
+	writeStatusTable(&b, st)
+	out := b.String()
+	for _, want := range []string{"SPLIT", "LIVE SHARE", "canary/root", "ModelV1", "95%", "94.8%", "948 in 60s", "ModelV2", "5.2%"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("writeStatusTable() =\n%s\nwant it to contain %q", out, want)
+		}
+	}
+}

@@ -134,6 +134,7 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		}
 		caller(&p)
 		jobStreamsRW(&p)
+		p.allowPub(names.GraphStatsSubject()) // its splitters' live counts
 	case Router:
 		ensureFleet(&p)
 		for _, b := range fleet {
@@ -158,7 +159,7 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		p.allowPub("$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.CREATE.>",
 			"$JS.API.CONSUMER.DELETE.>", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*")
 		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer)
-		p.allowSub(names.LoadWildcard(), P+".routerstats")
+		p.allowSub(names.LoadWildcard(), P+".routerstats", names.GraphStatsSubject())
 	case Autoscaler:
 		ensureFleet(&p)
 		for _, b := range fleet {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -107,6 +108,18 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 	if _, err := f.do(http.MethodGet, f.admin+"/api/dashboard", "", nil); err != nil {
 		t.Fatal(err)
 	}
+	// A graph's live split: published by the ingress, summed by the
+	// scheduler.
+	f.waitFor(t, 60*time.Second, "the splitter's live counts in the status", func() error {
+		if _, err := f.do(http.MethodPost, f.ingress+"/split/", "hi", nil); err != nil {
+			return err
+		}
+		b, err := f.do(http.MethodGet, f.admin+"/api/serve/applications", "", nil)
+		if err == nil && !regexp.MustCompile(`"splitters":\[\{"node":"root","window_seconds":\d+,"requests":[1-9]`).MatchString(b) {
+			err = fmt.Errorf("no live split yet: %s", b)
+		}
+		return err
+	})
 	// Without the keys: refused.
 	key := f.apiKey
 	f.apiKey = ""
@@ -118,7 +131,7 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 	// permissions too: wait until the leader reports every app RUNNING.
 	f.waitFor(t, 60*time.Second, "every application RUNNING", func() error {
 		b, err := f.do(http.MethodGet, f.admin+"/api/serve/applications", "", nil)
-		if err == nil && (strings.Count(b, `"status":"RUNNING"`) < 3 || strings.Contains(b, `"DEPLOYING"`)) {
+		if err == nil && (strings.Count(b, `"status":"RUNNING"`) < 4 || strings.Contains(b, `"DEPLOYING"`)) {
 			err = errors.New(b)
 		}
 		return err

@@ -92,3 +92,13 @@ func (e *Echo) ServeStream(ctx context.Context, req *serve.Request, w serve.Stre
 	}
 	return nil
 }
+
+// App declares the echo application: Echo, the no-op of the benchmarks.
+func App() serve.App {
+	return serve.App{
+		Name: "echo", RoutePrefix: "/echo", Ingress: "Echo",
+		Deployments: []serve.Deployment{
+			serve.Deploy("Echo", HandlerEcho, serve.NumReplicas(1), serve.MaxOngoingRequests(100), serve.CPU(0.1)),
+		},
+	}
+}

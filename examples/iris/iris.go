@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/oip"
 	"github.com/jetserve/jetserve/pkg/serve"
 )
@@ -271,4 +272,19 @@ func (c *Classifier) Infer(_ context.Context, req *serve.InferRequest) (*serve.I
 		return nil, err
 	}
 	return &serve.InferResponse{Outputs: []*serve.Tensor{pt, lt, ct}}, nil
+}
+
+// App declares the iris application: the classifier served over the Open
+// Inference Protocol v2 as model "iris".
+func App() serve.App {
+	return serve.App{
+		Name: "iris", RoutePrefix: "/iris", Ingress: "Iris",
+		Comment: "A Go model speaking the Open Inference Protocol v2: the ingress serves it at\n" +
+			"POST /v2/models/iris/infer (and GET /v2/models/iris, …/ready); see examples/iris.",
+		Deployments: []serve.Deployment{
+			serve.Deploy("Iris", HandlerClassifier, serve.Configure(func(d *config.Deployment) {
+				d.Protocol, d.OIPModels = config.ProtocolOIP, []string{"iris"}
+			}), serve.MaxOngoingRequests(32), serve.CPU(0.1), serve.Memory("32Mi")),
+		},
+	}
 }

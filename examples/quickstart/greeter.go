@@ -16,9 +16,28 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 )
 
-// Register adds the quickstart's deployments to reg.
+// Register adds the quickstart's deployments to reg and declares its
+// application (App): `go run ./cmd/worker build > config.yaml` writes the
+// serve config from it.
 func Register(reg *serve.Registry) error {
-	return reg.Register("quickstart.Greeter", NewGreeter)
+	if err := reg.Register("quickstart.Greeter", NewGreeter); err != nil {
+		return err
+	}
+	return reg.DeclareApp(App())
+}
+
+// App declares the greet application with Greeter's code defaults;
+// operators change them in config.yaml and deploy it without a rebuild.
+func App() serve.App {
+	return serve.App{
+		Name: "greet", RoutePrefix: "/greet", Ingress: "Greeter",
+		Deployments: []serve.Deployment{
+			serve.Deploy("Greeter", "quickstart.Greeter", serve.NumReplicas(2), serve.MaxOngoingRequests(16), serve.CPU(0.1),
+				serve.UserConfig(Options{Greeting: "Hello"}),
+				serve.FieldComment("handler", "the name Register uses"),
+				serve.FieldComment("user_config", "change it and redeploy: applied in place")),
+		},
+	}
 }
 
 // Options are Greeter's user_config: operators change them in config.yaml

@@ -73,3 +73,23 @@ func TestGreeterReconfigure(t *testing.T) {
 		t.Error("Reconfigure with a bad user_config = nil, want an error")
 	}
 }
+
+// config.yaml is what `go run ./cmd/worker build` writes from App: the
+// code's defaults, which operators then edit.
+func TestConfigYAMLIsBuilt(t *testing.T) {
+	reg := serve.NewRegistry()
+	if err := Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	built, err := reg.BuildYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile("config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(built) != string(file) {
+		t.Errorf("config.yaml differs from `go run ./cmd/worker build` (rewrite it with: go run ./cmd/worker build -o config.yaml):\n--- built\n%s\n--- config.yaml\n%s", built, file)
+	}
+}

@@ -37,6 +37,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jetserve/jetserve/examples/textpipeline/nlp"
 	"github.com/jetserve/jetserve/pkg/config"
@@ -445,4 +446,14 @@ func Synthetic(n int, seed uint64) []nlp.Example {
 		out[i] = nlp.Example{Label: label, Text: sb.String()}
 	}
 	return out
+}
+
+// Deployment declares the Trainer deployment with its code defaults (its
+// async method comes from its registration, WithAsync).
+func Deployment() serve.Deployment {
+	return serve.Deploy("Trainer", HandlerTrainer, serve.NumReplicas(1), serve.MaxOngoingRequests(2),
+		serve.CPU(0.25), serve.Memory("256Mi"), serve.GracefulShutdownTimeout(30*time.Second),
+		serve.Comment("The async (job) method: POST /text/train?num_epochs=5 → 202 {request_id};\n"+
+			"GET /text/train/status?request_id=… (see examples/training)."),
+		serve.FieldComment("max_ongoing_requests", "jobs one replica runs at once"))
 }

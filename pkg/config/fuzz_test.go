@@ -22,6 +22,8 @@ func FuzzParse(f *testing.F) {
 		"applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [{name: d, runtime: process, command: [x], protocol: oip, oip_models: [m]}]}\n",
 		`{"applications":[{"name":"a","route_prefix":"/a","ingress":"d","deployments":[{"name":"d","handler":"h","health_check_timeout":1.5,"resources":{"memory":"512Mi"}}]}]}`,
 		"applications:\n- {name: a, route_prefix: /a, ingress: d, deployments: [{name: d, handler: h, async_methods: [{name: m, backoff: [1s, 2]}]}]}\n",
+		"applications:\n- {name: a, route_prefix: /a, deployments: [{name: d, handler: h, uses: [e]}, {name: e, handler: h}], graph: {nodes: [{name: root, type: splitter, steps: [{deployment: d, weight: 95}, {deployment: e, weight: 5}]}]}}\n",
+		"applications:\n- {name: a, route_prefix: /a, deployments: [{name: d, handler: h}], graph: {nodes: [{name: root, type: switch, steps: [{deployment: d, condition: '$.x == 1'}, {node: e}]}, {name: e, type: ensemble, steps: [{deployment: d}], combiner: {deployment: d}}]}}\n",
 		"applications: {a: 1}",
 		"- 1\n- 2",
 		"&a [*a]",

@@ -355,6 +355,8 @@ func (c *ServeConfig) ApplyDefaults() {
 var (
 	nameRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	modelRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+	// nameOrDotRE: a name that may hold dots (a graph step: "v1.2").
+	nameOrDotRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
 // Validate checks a config whose defaults are applied; it returns every
@@ -558,10 +560,23 @@ func (c ServeConfig) Validate() Errors {
 				asyncNames[m.Name] = d.Name
 			}
 		}
-		if a.Ingress == "" {
-			add(p+".ingress", "is required: the name of one of the application's deployments")
-		} else if _, ok := deps[a.Ingress]; !ok && len(a.Deployments) > 0 {
-			add(p+".ingress", "names no deployment of this application: %q", a.Ingress)
+		for j, d := range a.Deployments {
+			if len(d.Uses) > 0 {
+				validateUses(a, d, fmt.Sprintf("%s.deployments[%d]", p, j), deps, add)
+			}
+		}
+		switch {
+		case a.Graph != nil:
+			if a.Ingress != "" {
+				add(p+".ingress", "must not be set with a graph: requests enter the graph's %q node, not a deployment", GraphRoot)
+			}
+			validateGraph(a, p+".graph", deps, add)
+		case a.Ingress == "":
+			add(p+".ingress", "is required: the name of one of the application's deployments (or give the application a graph)")
+		default:
+			if _, ok := deps[a.Ingress]; !ok && len(a.Deployments) > 0 {
+				add(p+".ingress", "names no deployment of this application: %q", a.Ingress)
+			}
 		}
 	}
 	return errs

@@ -60,9 +60,15 @@ type Application struct {
 	Name string `json:"name" jsonschema:"required,pattern=^[A-Za-z0-9_-]+$,description=Unique application name."`
 	// RoutePrefix is the HTTP path prefix ("/text"); unique across the config.
 	RoutePrefix string `json:"route_prefix" jsonschema:"required,pattern=^/,description=HTTP path prefix routed to the ingress deployment; unique."`
-	// Ingress names the deployment that receives HTTP requests.
-	Ingress     string       `json:"ingress" jsonschema:"required,description=Name of the deployment that receives HTTP requests."`
+	// Ingress names the deployment that receives HTTP requests; required
+	// unless the application has a Graph (whose root node receives them).
+	Ingress     string       `json:"ingress,omitempty" jsonschema:"description=Name of the deployment that receives HTTP requests; required unless the application has a graph."`
 	Deployments []Deployment `json:"deployments" jsonschema:"required,minItems=1"`
+	// Graph, when set, is a declarative request flow over the
+	// application's deployments (KServe InferenceGraph's node types) that
+	// the ingress runs for every request of the application, instead of
+	// sending it to an ingress deployment.
+	Graph *Graph `json:"graph,omitempty"`
 }
 
 // Deployment is one model or stage: a registered handler run as N replicas.
@@ -133,6 +139,13 @@ type Deployment struct {
 	// AsyncMethods overrides the SDK defaults of the deployment's async
 	// methods (durable, cancellable jobs; see pkg/jobs).
 	AsyncMethods []AsyncMethod `json:"async_methods,omitempty"`
+	// Uses lists the deployments of the same application this one calls
+	// through handles (its edges). Each must be a deployment of the
+	// application; when the list is set, a handle the deployment's
+	// constructor takes to a deployment not in it fails the replica's
+	// start. Unset: edges are not declared (any deployment of the
+	// application may be called).
+	Uses []string `json:"uses,omitempty" jsonschema:"description=Deployments of the same application this one calls through handles."`
 }
 
 // AutoscalingConfig has Ray Serve's fields and defaults.

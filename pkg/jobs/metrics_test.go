@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -138,10 +139,16 @@ func TestBacklog(t *testing.T) {
 	before := time.Now()
 	mustSubmit(t, e.q, m, "a", nil)
 	mustSubmit(t, e.q, m, "b", nil)
-	b, err := e.q.Backlog(ctxT(t), testApp, "work")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The consumer's pending count follows the stream's a moment after
+	// the publish was acknowledged.
+	var b Backlog
+	waitfor.NoError(t, 5*time.Second, "2 queued", func() error {
+		var err error
+		if b, err = e.q.Backlog(ctxT(t), testApp, "work"); err == nil && b.Queued != 2 {
+			err = fmt.Errorf("backlog %+v", b)
+		}
+		return err
+	})
 	if b.Queued != 2 || b.Running != 0 || b.DeadLettered != 0 {
 		t.Errorf("Backlog = %+v, want 2 queued, 0 running, 0 dead-lettered", b)
 	}

@@ -253,6 +253,48 @@ type RouterStats struct {
 	At       time.Time      `json:"at"`
 }
 
+// GraphStats is one ingress's count of the choices of every splitter of
+// the applications' graphs over the last WindowSeconds, published on
+// GraphStatsSubject every second while a count is not zero (and once
+// more when they all fall to zero). The admin API sums the fresh reports
+// of every ingress into the applications' status (AppStatus.Graph).
+type GraphStats struct {
+	IngressID string `json:"ingress_id"`
+	// Splits counts requests by application, splitter node and chosen
+	// step.
+	Splits        map[string]map[string]map[string]uint64 `json:"splits"`
+	WindowSeconds int                                     `json:"window_seconds"`
+	At            time.Time                               `json:"at"`
+}
+
+// GraphStatus is an application graph's live traffic split in the status.
+type GraphStatus struct {
+	Splitters []SplitterStatus `json:"splitters"`
+}
+
+// SplitterStatus is one splitter node: its configured weights and the
+// requests each branch got over the last WindowSeconds at every ingress
+// that reported.
+type SplitterStatus struct {
+	Node          string         `json:"node"`
+	WindowSeconds int            `json:"window_seconds"`
+	Requests      uint64         `json:"requests"`
+	Branches      []BranchStatus `json:"branches"`
+}
+
+// BranchStatus is one step of a splitter.
+type BranchStatus struct {
+	Step string `json:"step"`
+	// Target is the deployment (or graph node) the step calls.
+	Target string `json:"target"`
+	// Weight is the configured share, in percent.
+	Weight int `json:"weight"`
+	// Requests went to this branch in the window; Share is their
+	// percentage of the node's requests (0 when there were none).
+	Requests uint64  `json:"requests"`
+	Share    float64 `json:"share"`
+}
+
 // Status is the fleet's state as the leading scheduler computes it, the
 // body of GET /api/serve/applications.
 type Status struct {
@@ -300,6 +342,11 @@ type AppStatus struct {
 	Message     string                      `json:"message,omitempty"`
 	Deployments map[string]DeploymentStatus `json:"deployments"`
 	DeployedAt  time.Time                   `json:"last_deployed_time"`
+	// Graph is the live traffic split of an application with a graph
+	// (splitters only), filled in by the admin API that answers from the
+	// ingresses' GraphStats; the leader's status in the Status bucket
+	// does not carry it.
+	Graph *GraphStatus `json:"graph,omitempty"`
 }
 
 // DeploymentStatus is one deployment's status.

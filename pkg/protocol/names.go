@@ -137,6 +137,10 @@ func (n Names) LoadWildcard() string { return n.prefix + ".load.*.*" }
 // deployment at one router).
 func (n Names) RouterStatsSubject() string { return n.prefix + ".routerstats" }
 
+// GraphStatsSubject carries GraphStats messages (the choices of the
+// graphs' splitters at one ingress).
+func (n Names) GraphStatsSubject() string { return n.prefix + ".graphstats" }
+
 // ReplicaServiceName is the NATS micro service name replicas register under
 // (visible to `nats micro ls`).
 const ReplicaServiceName = "jetserve-replica"

@@ -29,6 +29,7 @@ var schemaTypes = map[string]any{
 	"replica-info":   &protocol.ReplicaInfo{},
 	"load-report":    &protocol.LoadReport{},
 	"router-stats":   &protocol.RouterStats{},
+	"graph-stats":    &protocol.GraphStats{},
 	"status":         &protocol.Status{},
 	"lease":          &protocol.Lease{},
 	"scale-decision": &protocol.ScaleDecision{},

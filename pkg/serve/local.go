@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -58,7 +59,8 @@ type localDep struct {
 // deployment through a handle, which is then constructed first — not in a
 // cycle) and fails
 // with the first error — a handler not registered, a constructor's error,
-// a handle to a name that is not a deployment of app, async methods whose
+// a handle to a name that is not a deployment of app or, for a deployment
+// that declares its uses, to one they do not list, async methods whose
 // handler does not implement JobHandler. ctx is given to the constructors.
 func NewLocal(ctx context.Context, reg *Registry, app config.Application, log zerolog.Logger) (*Local, error) {
 	l := &Local{app: app, reg: reg, log: log, ctx: ctx, deps: map[string]*localDep{}}
@@ -153,15 +155,23 @@ func (l *Local) construct(d *localDep, userConfig json.RawMessage) (h Handler, e
 	ctor, _ := l.reg.Lookup(d.cfg.Handler)
 	var mu sync.Mutex
 	constructing := true
-	var unknown []string
+	var unknown, undeclared []string
 	init := Init{
 		App: l.app.Name, Deployment: d.cfg.Name, ReplicaID: d.cfg.Name + "-local", UserConfig: userConfig,
 		Logger: l.log.With().Str("deployment", d.cfg.Name).Logger(), Caller: l,
 		MaxModelsPerReplica: d.cfg.MaxModelsPerReplica,
 		CheckDeployment: func(name string) error {
 			err := l.checkDeployment(name)
+			declared := err != nil || len(d.cfg.Uses) == 0 || slices.Contains(d.cfg.Uses, name)
+			if !declared {
+				err = &Error{Status: http.StatusNotFound, Code: protocol.ErrNotFound, Msg: UndeclaredHandle(d.cfg.Name, name, d.cfg.Uses)}
+			}
 			mu.Lock()
-			if err != nil && constructing {
+			switch {
+			case !constructing:
+			case !declared:
+				undeclared = append(undeclared, name)
+			case err != nil:
 				unknown = append(unknown, name)
 			}
 			mu.Unlock()
@@ -184,9 +194,16 @@ func (l *Local) construct(d *localDep, userConfig json.RawMessage) (h Handler, e
 		return nil, err
 	case h == nil:
 		return nil, errors.New("constructor returned no handler")
-	case len(unknown) > 0:
+	case len(unknown) > 0 || len(undeclared) > 0:
 		closeHandler(context.WithoutCancel(l.ctx), h)
-		return nil, HandleError(l.app.Name, unknown, l.names)
+		var errs []error
+		if len(unknown) > 0 {
+			errs = append(errs, HandleError(l.app.Name, unknown, l.names))
+		}
+		if len(undeclared) > 0 {
+			errs = append(errs, EdgesError(d.cfg.Name, undeclared, d.cfg.Uses))
+		}
+		return nil, errors.Join(errs...)
 	}
 	return h, nil
 }

@@ -9,6 +9,10 @@
 // sends each call straight to a replica over NATS, or in-process to a
 // replica of the same worker.
 //
+// An application is declared in code beside the registrations (App,
+// Deploy; Registry.DeclareApp) and built into the serve config
+// (Registry.Build, BuildYAML) that operators edit and deploy.
+//
 // Handlers are called concurrently, up to the deployment's
 // max_ongoing_requests at once per replica; a Handler must be safe for that.
 package serve
@@ -251,6 +255,7 @@ type Registry struct {
 	mu    sync.RWMutex
 	ctors map[string]Constructor          // guarded by mu
 	async map[string][]config.AsyncMethod // guarded by mu: handler → its async methods
+	apps  []App                           // guarded by mu: declared applications (app.go)
 }
 
 // NewRegistry returns an empty registry.

@@ -5,6 +5,11 @@
 // streamed chunk by chunk when the client asks (?stream=1 or
 // Accept: text/event-stream).
 //
+// An application with a graph is served through it (package graph, over
+// the same router): the ingress counts its splitters' choices over the
+// last minute and publishes them every second on the graphstats subject
+// (protocol.GraphStats) for the status's live traffic split.
+//
 // The route table comes from the Apps bucket key "config" and follows it
 // live, and so does the table of Open Inference Protocol models served
 // under /v2 (/v2/models/{model}/... goes to the deployment that serves the
@@ -47,6 +52,7 @@ import (
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
+	"github.com/jetserve/jetserve/services/ingress/internal/splits"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -236,6 +242,9 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 			return base()
 		}
 	}(ready)
+	id := "ingress-" + nuid.Next()[:8]
+	// The graphs' splitter choices, published for the status's live split.
+	splitCounts := splits.NewCounter(nil)
 	h := gateway.New(gateway.Options{
 		Caller:          caller,
 		Routes:          table.Load,
@@ -248,6 +257,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		Jobs:            jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log, jobs.Replicas(cfg.NATS.Replicas), jobs.WithMetrics(jobMetrics)), asyncMethods.Table, deps.Log),
 		Models:          modelTable.Load,
 		OIPReadyTimeout: cfg.OIPReadyTimeout,
+		OnSplit:         splitCounts.Add,
 	})
 
 	lim := h.Limits()
@@ -266,7 +276,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	})
 	if embedded != nil {
 		g.Go(func() error {
-			err := embedded.Follow(wctx, routing.FollowOptions{Buckets: buckets, ID: "ingress-" + nuid.Next()[:8],
+			err := embedded.Follow(wctx, routing.FollowOptions{Buckets: buckets, ID: id,
 				Log: deps.Log, Loaded: routerLoaded})
 			if wctx.Err() != nil {
 				return nil
@@ -274,6 +284,10 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 			return err
 		})
 	}
+	g.Go(func() error {
+		p := &splits.Publisher{NC: deps.NC, Subject: names.GraphStatsSubject(), IngressID: id, Counter: splitCounts, Log: deps.Log}
+		return p.Run(wctx, time.Second)
+	})
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
 	g.Go(func() error {
 		defer stopWatch()
@@ -312,7 +326,10 @@ func followRoutes(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, tab
 		Keys: []string{fleetstate.ConfigKey},
 		Log:  log,
 		OnChange: func(c kvfollow.Change[config.ServeConfig]) {
-			t := routes.FromConfig(c.Value) // a delete: no routes
+			t, err := routes.FromConfig(c.Value) // a delete: no routes
+			if err != nil {
+				log.Error().Err(err).Msg("route table: applications left out")
+			}
 			table.Store(t)
 			mt := models.FromConfig(c.Value)
 			modelTable.Store(mt)

@@ -32,6 +32,7 @@ import (
 	"github.com/jetserve/jetserve/services/scheduler/internal/dashboard"
 	"github.com/jetserve/jetserve/services/scheduler/internal/plan"
 	"github.com/jetserve/jetserve/services/scheduler/internal/reconcile"
+	"github.com/jetserve/jetserve/services/scheduler/internal/splits"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -160,12 +161,13 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
 		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics, Signer: signer})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
-	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log)
+	liveSplits := splits.New(nil) // the graphs' splitter choices, from every ingress
+	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log).WithGraphStatus(liveSplits.Status)
 	gauges, err := jobs.NewBacklogGauges(deps.Metrics)
 	if err != nil {
 		return err
 	}
-	dash := dashboard.New(dashboard.Options{NC: deps.NC, JS: js, Names: names, Buckets: buckets, ID: cfg.ID,
+	dash := dashboard.New(dashboard.Options{NC: deps.NC, JS: js, Names: names, Buckets: buckets, ID: cfg.ID, GraphStatus: liveSplits.Status,
 		Log: log, Gauges: gauges})
 	// The admin port serves the admin API, the dashboard page and its JSON.
 	mux := http.NewServeMux()
@@ -194,6 +196,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	})
 	g.Go(func() error { return elector.Run(gctx, lead) })
 	g.Go(func() error { return dash.Run(gctx) })
+	g.Go(func() error { return liveSplits.Run(gctx, deps.NC, names.GraphStatsSubject()) })
 	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Bool("auth", auth.Enabled()).
 		Bool("tls", tlsCfg != nil).Msg("scheduler started")
 	err = g.Wait()

@@ -313,6 +313,35 @@ func TestHandleToUnknownDeploymentFailsTheReplica(t *testing.T) {
 	}
 }
 
+// TestHandleOutsideUsesFailsTheReplica: a deployment that declares its
+// edges (uses) and whose constructor takes a handle to another deployment
+// of the application that they do not list is FAILED, naming both.
+func TestHandleOutsideUsesFailsTheReplica(t *testing.T) {
+	reg := chainRegistry(t)
+	w := startWorkers(t, reg, "w1")
+	app := chainApp("Leaf")
+	app.Deployments[0].Uses = []string{"Chain"} // Chain calls Leaf, but declares only itself
+	b, err := json.Marshal(config.ServeConfig{Applications: []config.Application{app}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.b.Apps.Put(context.Background(), "config", b); err != nil {
+		t.Fatal(err)
+	}
+	s := protocol.ReplicaSpec{ID: "Chain-1", App: "c", Deployment: "Chain", Handler: "chain", Version: "v1", MaxOngoingRequests: 2,
+		CPU: 0.1, UserConfig: app.Deployments[0].UserConfig, GracefulShutdownTimeout: config.Duration(time.Second)}
+	a, _ := json.Marshal(protocol.Assignment{WorkerID: "w1", Replicas: []protocol.ReplicaSpec{s}, Epoch: 1})
+	if _, err := w.b.Assignments.Put(context.Background(), "w1", a); err != nil {
+		t.Fatal(err)
+	}
+	info := w.waitState(s, protocol.ReplicaFailed)
+	for _, want := range []string{`handle to "Leaf"`, "deployment Chain does not declare", "now: Chain"} {
+		if !strings.Contains(info.Message, want) {
+			t.Errorf("FAILED message %q does not say %s", info.Message, want)
+		}
+	}
+}
+
 // TestHandleToUnknownDeploymentWithoutConfigIsNotFailed: with no applied
 // config to tell (replicas assigned by hand), a handle is not judged.
 func TestHandleToUnknownDeploymentWithoutConfigIsNotFailed(t *testing.T) {

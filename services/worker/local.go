@@ -55,15 +55,7 @@ func (t *localReplicas) remove(r *replica.Replica) {
 // behind the assignment that started the replica); ok false when it
 // cannot tell.
 func (w *worker) deployments(ctx context.Context, app string) ([]string, bool) {
-	e, err := w.buckets.Apps.Get(ctx, "config")
-	if err != nil {
-		return nil, false
-	}
-	var sc config.ServeConfig
-	if err := json.Unmarshal(e.Value(), &sc); err != nil {
-		return nil, false
-	}
-	a, ok := sc.App(app)
+	a, ok := w.appliedApp(ctx, app)
 	if !ok {
 		return nil, false
 	}
@@ -72,4 +64,31 @@ func (w *worker) deployments(ctx context.Context, app string) ([]string, bool) {
 		names[i] = d.Name
 	}
 	return names, true
+}
+
+// uses is replica.Params.Uses: the uses of app/deployment in the serve
+// config as applied now; ok false when it cannot tell.
+func (w *worker) uses(ctx context.Context, app, deployment string) ([]string, bool) {
+	a, ok := w.appliedApp(ctx, app)
+	if !ok {
+		return nil, false
+	}
+	d, ok := a.Deployment(deployment)
+	if !ok {
+		return nil, false
+	}
+	return d.Uses, true
+}
+
+// appliedApp reads app from the serve config as applied now.
+func (w *worker) appliedApp(ctx context.Context, app string) (config.Application, bool) {
+	e, err := w.buckets.Apps.Get(ctx, "config")
+	if err != nil {
+		return config.Application{}, false
+	}
+	var sc config.ServeConfig
+	if err := json.Unmarshal(e.Value(), &sc); err != nil {
+		return config.Application{}, false
+	}
+	return sc.App(app)
 }

@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -21,7 +23,18 @@ import (
 //		}
 //		worker.Main(reg)
 //	}
-func Main(reg *serve.Registry) { service.Exec("worker", Command(reg)) }
+//
+// `mybinary build [APP...] > config.yaml` writes the serve config of the
+// applications declared in reg (Build) instead of running a worker.
+func Main(reg *serve.Registry) {
+	if len(os.Args) > 1 && os.Args[1] == "build" {
+		service.Exec("build", func(_ context.Context, args, _ []string, stderr io.Writer) error {
+			return Build(reg, filepath.Base(os.Args[0]), args[1:], os.Stdout, stderr)
+		})
+		return
+	}
+	service.Exec("worker", Command(reg))
+}
 
 // Command returns what Main runs, for a program that handles signals and
 // the exit code itself (or a test): it loads the configuration from args

@@ -513,6 +513,7 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		Spec:        s,
 		Caller:      w.caller,
 		Deployments: w.deployments,
+		Uses:        w.uses,
 		Log:         w.log,
 		Metrics:     w.metrics,
 		SDKMetrics:  w.sdk,

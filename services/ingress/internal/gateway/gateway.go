@@ -1,6 +1,7 @@
 // Package gateway is the ingress HTTP handler: it matches the request path
 // against the route table, serves the async-method (job) endpoints itself
-// (package jobsapi), and forwards method, path below the prefix, query,
+// (package jobsapi), runs the graph of an application that has one
+// (package graph, over the same Caller; graph.go), and forwards method, path below the prefix, query,
 // headers (hop-by-hop ones dropped) and body to the application's ingress
 // deployment through a Caller, and writes the answer back — all at once, or
 // chunk by chunk with flushes when the client asked for a stream. Before
@@ -69,6 +70,9 @@ type Options struct {
 	// OIPReadyTimeout bounds GET /v2/models/{model}/ready (the model's
 	// deployment answers it); default 5s.
 	OIPReadyTimeout time.Duration
+	// OnSplit, if set, is told the choice of every splitter of an
+	// application's graph (app, node, step). It must not block.
+	OnSplit func(app, node, step string)
 }
 
 // Handler serves the ingress HTTP API.
@@ -301,6 +305,10 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 	}
 
+	if route.Graph != nil {
+		h.serveGraph(ctx, w, r, x, route, req, log)
+		return
+	}
 	if wantsStream(r) {
 		sink := &httpSink{w: w}
 		err := h.o.Caller.Stream(ctx, route.App, route.Ingress, req, sink)

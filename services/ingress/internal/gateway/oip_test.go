@@ -53,7 +53,11 @@ func oipHandler(t *testing.T, c Caller, healthy error) *Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab, mt := routes.FromConfig(sc), models.FromConfig(sc)
+	tab, err := routes.FromConfig(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := models.FromConfig(sc)
 	return New(Options{Caller: c, Routes: func() *routes.Table { return tab }, Models: func() *models.Table { return mt },
 		Healthy: func() error { return healthy }, MaxBodyBytes: 1 << 20, Metrics: m, Log: zerolog.Nop()})
 }

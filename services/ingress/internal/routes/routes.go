@@ -5,17 +5,21 @@
 package routes
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/graph"
 )
 
-// Route sends requests below Prefix to the App's Ingress deployment.
+// Route sends requests below Prefix to the App's Ingress deployment, or
+// through its Graph when it has one.
 type Route struct {
 	Prefix  string // "/text", or "/" for everything
 	App     string
 	Ingress string
+	Graph   *graph.Graph // nil: the app has no graph
 }
 
 // Table is a set of routes, longest prefix first.
@@ -23,10 +27,19 @@ type Table struct {
 	routes []Route
 }
 
-// FromConfig builds the table of a serve config.
-func FromConfig(sc config.ServeConfig) *Table {
+// FromConfig builds the table of a serve config, with each application's
+// graph compiled. An application whose graph does not compile (the config
+// is validated before it is stored, so only a bug gets here) is left out
+// and its error returned.
+func FromConfig(sc config.ServeConfig) (*Table, error) {
 	rs := make([]Route, 0, len(sc.Applications))
+	var errs []string
 	for _, a := range sc.Applications {
+		g, err := graph.Compile(a)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
 		p := a.RoutePrefix
 		if p == "" {
 			continue
@@ -37,9 +50,12 @@ func FromConfig(sc config.ServeConfig) *Table {
 				p = "/"
 			}
 		}
-		rs = append(rs, Route{Prefix: p, App: a.Name, Ingress: a.Ingress})
+		rs = append(rs, Route{Prefix: p, App: a.Name, Ingress: a.Ingress, Graph: g})
 	}
-	return New(rs)
+	if len(errs) > 0 {
+		return New(rs), fmt.Errorf("routes: %s", strings.Join(errs, "; "))
+	}
+	return New(rs), nil
 }
 
 // New builds a table of rs.

@@ -7,8 +7,9 @@
 // Any scheduler instance serves it. Writes go to the Apps bucket key
 // "config" with a compare-and-set on its revision, retried on conflict, so
 // concurrent writers through different instances never lose an update;
-// status is read from the Status bucket, which only the leader writes. The
-// handler is safe for concurrent use.
+// status is read from the Status bucket, which only the leader writes, with
+// each graph application's live traffic split added from the ingresses'
+// reports (WithGraphStatus). The handler is safe for concurrent use.
 package admin
 
 import (
@@ -46,6 +47,15 @@ type Handler struct {
 	log          zerolog.Logger
 	maxBody      int64
 	router       chi.Router
+	graphStatus  func(config.Application) *protocol.GraphStatus // nil: none shown
+}
+
+// WithGraphStatus makes GET /api/serve/applications show each graph
+// application's live traffic split as f computes it (the ingresses'
+// reports); it returns h.
+func (h *Handler) WithGraphStatus(f func(config.Application) *protocol.GraphStatus) *Handler {
+	h.graphStatus = f
+	return h
 }
 
 // New returns the admin API over the Apps and Status buckets.
@@ -427,6 +437,14 @@ func (h *Handler) getStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		st.Applications[a.Name] = protocol.AppStatus{Name: a.Name, RoutePrefix: a.RoutePrefix, Ingress: a.Ingress,
 			Status: protocol.AppNotStarted, Message: "waiting for the scheduler leader", Deployments: deps}
+	}
+	if h.graphStatus != nil {
+		for _, a := range c.Applications {
+			if as, ok := st.Applications[a.Name]; ok && a.Graph != nil {
+				as.Graph = h.graphStatus(a)
+				st.Applications[a.Name] = as
+			}
+		}
 	}
 	sort.Slice(st.Workers, func(i, j int) bool { return st.Workers[i].ID < st.Workers[j].ID })
 	writeJSON(w, http.StatusOK, st)

@@ -14,6 +14,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
+	"github.com/jetserve/jetserve/services/scheduler/internal/splits"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -317,5 +318,75 @@ func TestConfigOverMaxPayload(t *testing.T) {
 	}
 	if code, _ := do(t, http.MethodPut, srv.URL+"/api/serve/applications", valid); code != http.StatusOK {
 		t.Fatalf("PUT of a small config after it = %d, want 200", code)
+	}
+}
+
+const canaryApp = `
+applications:
+- name: canary
+  route_prefix: /canary
+  deployments: [{name: V1, handler: echo}, {name: V2, handler: echo}]
+  graph:
+    nodes:
+    - {name: root, type: splitter, steps: [{deployment: V1, weight: 95}, {deployment: V2, weight: 5}]}
+`
+
+// TestGraphs: a bad graph is refused 400 with the field named and nothing
+// stored; a good one is stored, and the status shows its live split.
+func TestGraphs(t *testing.T) {
+	ns := natstest.Server(t)
+	js, err := jetstream.New(natstest.Conn(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, _ := protocol.NewNames("")
+	b, err := fleetstate.Open(context.Background(), js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := splits.New(nil)
+	srv := httptest.NewServer(admin.New(b.Apps, b.Status, 1<<20, zerolog.New(io.Discard)).WithGraphStatus(live.Status))
+	t.Cleanup(srv.Close)
+	apps := srv.URL + "/api/serve/applications"
+
+	for _, tc := range []struct{ name, from, to, field, msg string }{
+		{"weights not summing to 100", "weight: 5}", "weight: 10}", "applications[0].graph.nodes[0].steps", "sum to 105"},
+		{"unknown deployment", "deployment: V2", "deployment: V3", "applications[0].graph.nodes[0].steps[1].deployment", `"V3"`},
+		{"unknown node", "deployment: V2", "node: v2", "applications[0].graph.nodes[0].steps[1].node", `"v2"`},
+		{"cycle", "deployment: V2", "node: root", "applications[0].graph.nodes[0]", "cycle: root → root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := do(t, http.MethodPut, apps, strings.Replace(canaryApp, tc.from, tc.to, 1))
+			if code != 400 || body["error"] != "invalid_config" {
+				t.Fatalf("PUT = %d %v, want 400 invalid_config", code, body)
+			}
+			fields, _ := body["fields"].([]any)
+			for _, f := range fields {
+				if m, _ := f.(map[string]any); m["field"] == tc.field && strings.Contains(m["message"].(string), tc.msg) {
+					return
+				}
+			}
+			t.Errorf("PUT fields = %v, want %s: …%s…", fields, tc.field, tc.msg)
+		})
+	}
+	if rev := storedRevision(t, b); rev != 0 {
+		t.Fatalf("a config was stored (revision %d) by rejected PUTs", rev)
+	}
+	if code, body := do(t, http.MethodPut, apps, canaryApp); code != 200 {
+		t.Fatalf("PUT canary = %d %v, want 200", code, body)
+	}
+	live.Take(protocol.GraphStats{IngressID: "i1", WindowSeconds: 60, Splits: map[string]map[string]map[string]uint64{"canary": {"root": {"V1": 19, "V2": 1}}}})
+	code, st := do(t, http.MethodGet, apps, "")
+	if code != 200 {
+		t.Fatalf("GET status = %d", code)
+	}
+	raw, _ := json.Marshal(st["applications"].(map[string]any)["canary"].(map[string]any)["graph"])
+	var gs protocol.GraphStatus
+	if err := json.Unmarshal(raw, &gs); err != nil || len(gs.Splitters) != 1 {
+		t.Fatalf("status graph = %s (%v), want one splitter", raw, err)
+	}
+	s := gs.Splitters[0]
+	if s.Requests != 20 || s.Branches[0].Weight != 95 || s.Branches[0].Share != 95 || s.Branches[1].Requests != 1 || s.Branches[1].Share != 5 {
+		t.Errorf("split = %+v, want 95/5 configured and 19/1 live", s)
 	}
 }

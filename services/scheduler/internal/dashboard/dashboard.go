@@ -66,6 +66,9 @@ type Options struct {
 	// Gauges, if not nil, get the backlog of every method while this
 	// instance leads (SetLeading), and lose it when it stops.
 	Gauges *jobs.BacklogGauges
+	// GraphStatus, if set, gives a graph application's live traffic split
+	// (the ingresses' reports).
+	GraphStatus func(config.Application) *protocol.GraphStatus
 	// Window is how much live traffic and how far back decisions are
 	// charted; JobsInterval how often backlogs are polled; CacheFor how
 	// long one snapshot is shared; ViewedFor how long a view keeps the

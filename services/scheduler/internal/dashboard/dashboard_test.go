@@ -431,3 +431,40 @@ func TestPage(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// TestSnapshotShowsTheSplit: a graph application's live split (from
+// Options.GraphStatus) is in the snapshot the page renders.
+func TestSnapshotShowsTheSplit(t *testing.T) {
+	e := start(t, Options{GraphStatus: func(a config.Application) *protocol.GraphStatus {
+		return &protocol.GraphStatus{Splitters: []protocol.SplitterStatus{{Node: "root", WindowSeconds: 60, Requests: 20,
+			Branches: []protocol.BranchStatus{{Step: "v1", Target: "V1", Weight: 95, Requests: 19, Share: 95},
+				{Step: "v2", Target: "V2", Weight: 5, Requests: 1, Share: 5}}}}}
+	}})
+	sc, err := config.Parse([]byte(`applications:
+- name: canary
+  route_prefix: /canary
+  deployments: [{name: V1, handler: h}, {name: V2, handler: h}]
+  graph: {nodes: [{name: root, type: splitter, steps: [{name: v1, deployment: V1, weight: 95}, {name: v2, deployment: V2, weight: 5}]}]}
+- {name: plain, route_prefix: /p, ingress: D, deployments: [{name: D, handler: h}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.put(t, e.buckets.Apps, fleetstate.ConfigKey, sc)
+	s := e.eventually(t, "the canary's split", func(s Snapshot) bool {
+		for _, a := range s.Applications {
+			if a.Name == "canary" && a.Graph != nil {
+				return true
+			}
+		}
+		return false
+	})
+	for _, a := range s.Applications {
+		switch {
+		case a.Name == "canary" && a.Graph.Splitters[0].Branches[1].Requests != 1:
+			t.Errorf("canary's split = %+v, want v2 with 1 request", a.Graph)
+		case a.Name == "plain" && a.Graph != nil:
+			t.Errorf("plain has a split %+v, want none", a.Graph)
+		}
+	}
+}

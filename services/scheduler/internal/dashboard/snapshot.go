@@ -35,6 +35,9 @@ type Application struct {
 	Status      protocol.AppState `json:"status"`
 	Message     string            `json:"message,omitempty"`
 	Deployments []Deployment      `json:"deployments"`
+	// Graph is the live traffic split of an application whose graph has
+	// splitters (Options.GraphStatus).
+	Graph *protocol.GraphStatus `json:"graph,omitempty"`
 }
 
 // Deployment is one deployment in a snapshot: its status (replicas with
@@ -119,6 +122,9 @@ func (d *Dashboard) build(now time.Time) *Snapshot {
 	for _, a := range apps {
 		app := Application{Name: a.Name, RoutePrefix: a.RoutePrefix, Ingress: a.Ingress, Status: a.Status,
 			Message: a.Message, Deployments: []Deployment{}}
+		if ca, ok := d.config.App(a.Name); ok && ca.Graph != nil && d.o.GraphStatus != nil {
+			app.Graph = d.o.GraphStatus(ca)
+		}
 		for _, ds := range a.Deployments {
 			if ds.Replicas == nil {
 				ds.Replicas = []protocol.ReplicaStatus{}

@@ -121,8 +121,14 @@ type Params struct {
 	// FAILED, naming it, and such a handle taken later fails its calls
 	// with 404 at once.
 	Deployments func(ctx context.Context, app string) (names []string, ok bool)
-	Log         zerolog.Logger
-	Metrics     *Metrics
+	// Uses, if set, returns the uses (declared edges) of the replica's
+	// deployment in the applied config (none: not declared): a constructor
+	// that takes a handle to a deployment they do not list makes the
+	// replica FAILED, naming it, and such a handle taken later fails its
+	// calls with 404 at once.
+	Uses    func(ctx context.Context, app, deployment string) (uses []string, ok bool)
+	Log     zerolog.Logger
+	Metrics *Metrics
 	// SDKMetrics, if set, gives the deployment its batching and
 	// multiplexing series (serve.Init.Metrics).
 	SDKMetrics *serve.Metrics
@@ -515,7 +521,7 @@ func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.
 	if r.p.UserNC != nil {
 		nc = r.p.UserNC
 	}
-	check := r.handleCheck(s.App)
+	check := r.handleCheck(s.App, s.Deployment)
 	init := serve.Init{
 		App:             s.App,
 		Deployment:      s.Deployment,

@@ -108,6 +108,16 @@ function renderApps(snap) {
           sparkline(series.map(s => s.ongoing + s.queued), "#b45309", "ongoing + queued"))));
     }
     card.append(table);
+    for (const sp of (a.graph && a.graph.splitters) || []) {
+      const rows = sp.branches.map(b => el("tr", { class: "branch", "data-step": b.step },
+        el("td", {}, el("b", {}, b.step), el("span", { class: "msg" }, " → " + b.target)),
+        el("td", { class: "num" }, b.weight + "%"),
+        el("td", { class: "num" }, sp.requests ? fmt(b.share) + "%" : "–"),
+        el("td", { class: "num" }, b.requests)));
+      card.append(el("table", { class: "grid split", "data-node": sp.node },
+        el("thead", {}, el("tr", {}, ...["split " + sp.node, "weight", "live share", "requests, last " + sp.window_seconds + "s"]
+          .map((h, i) => el("th", { class: i ? "num" : "" }, h)))), el("tbody", {}, ...rows)));
+    }
     root.append(card);
   }
 }
