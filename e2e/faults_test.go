@@ -179,10 +179,14 @@ func TestDeploymentsThatCannotRunFailFast(t *testing.T) {
 	f.WaitApp(deployTimeout, "ok", 1, nil)
 	waitReplicas(f, "zero", 0, deployTimeout)
 
-	cases := []struct{ app, reason string }{
-		{"nohandler", `no worker registers handler "e2e.NoSuchHandler"`},
-		{"nocpu", "no worker has 64 CPU free"},
-		{"nolabel", "matches labels"},
+	cases := []struct {
+		app    string
+		code   protocol.ReasonCode
+		reason string
+	}{
+		{"nohandler", protocol.ReasonNoHandler, `no worker registers handler "e2e.NoSuchHandler"`},
+		{"nocpu", protocol.ReasonNoRoom, "no worker has 64 CPU free"},
+		{"nolabel", protocol.ReasonNoLabels, `no worker with handler "` + handlerEcho + `" matches labels zone=mars`},
 	}
 	for _, c := range cases {
 		t.Run(c.app, func(t *testing.T) {
@@ -191,8 +195,12 @@ func TestDeploymentsThatCannotRunFailFast(t *testing.T) {
 				if err != nil || !found {
 					return fmt.Errorf("not in the status (%v)", err)
 				}
-				if len(ds.Replicas) == 0 || ds.Replicas[0].State != protocol.ReplicaPending || !strings.Contains(ds.Replicas[0].Message, c.reason) {
+				if len(ds.Replicas) == 0 || ds.Replicas[0].State != protocol.ReplicaPending || ds.Replicas[0].Reason == nil {
 					return fmt.Errorf("replicas %+v", ds.Replicas)
+				}
+				if r := ds.Replicas[0]; r.Reason.Code != c.code || r.Message != c.reason ||
+					len(ds.Pending) != 1 || ds.Pending[0].Code != c.code {
+					return fmt.Errorf("replica %s %s (%q), deployment pending %+v; want %s (%q)", r.ID, r.Reason.Code, r.Message, ds.Pending, c.code, c.reason)
 				}
 				return nil
 			})

@@ -155,6 +155,22 @@ func TestHAClusterLosesANode(t *testing.T) {
 			if r.Status != http.StatusOK {
 				t.Errorf("PUT %s/api/serve/applications/%s after the node loss = %v, want 200", admin, extra.Name, r)
 			}
+			// The leading scheduler follows the Apps bucket with kvfollow,
+			// re-read as soon as its connection is on a live node and the
+			// bucket's stream answers: it acts on the config within 2 s (a
+			// bare KV watcher saw it 5–12 s late).
+			acted := f.Eventually(deployTimeout, "the leading scheduler acting on "+extra.Name, func() error {
+				st, err := f.Status()
+				if a, ok := st.Applications[extra.Name]; err != nil || !ok || a.Status == protocol.AppNotStarted {
+					return fmt.Errorf("%s not in the leader's status yet (%v)", extra.Name, err)
+				}
+				return nil
+			})
+			t.Logf("the leading scheduler acted on the config stored after the node loss in %v", acted.Round(time.Millisecond))
+			if acted > 2*electionSlack {
+				t.Errorf("the leading scheduler acted on the config stored after the node loss %v later, want within %v",
+					acted.Round(time.Millisecond), 2*electionSlack)
+			}
 			f.WaitApp(deployTimeout, extra.Name, 1, nil)
 			if _, err := fleet.StatusAt(admin); err != nil {
 				t.Errorf("GET status after the node loss: %v", err)

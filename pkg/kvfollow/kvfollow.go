@@ -17,7 +17,7 @@
 // Concurrency: Run owns one goroutine (the caller's) and the watcher's
 // delivery goroutine inside nats.go; OnChange and OnSync are called from
 // Run's goroutine, one at a time and in bucket order. Get, Snapshot,
-// Synced, Ready and Changed are safe for concurrent use.
+// Forget, Synced, Ready and Changed are safe for concurrent use.
 package kvfollow
 
 import (
@@ -54,6 +54,16 @@ type Options[T any] struct {
 	// Decode turns a stored value into T; nil = encoding/json. A value it
 	// rejects is logged and skipped: the previous value stays.
 	Decode func(key string, data []byte) (T, error)
+	// DecodeEntry, if set, is used instead of Decode: it sees the whole
+	// entry — its revision and creation time besides the value — for an
+	// owner that keeps them in T.
+	DecodeEntry func(e jetstream.KeyValueEntry) (T, error)
+	// History, if set, makes each (re)sync deliver every revision the
+	// bucket keeps of the followed keys (its history setting) to
+	// OnChange, oldest first, rather than the latest only; the copy ends
+	// at the latest all the same. A resync delivers them again: an owner
+	// that keeps them tells them apart by Change.Revision.
+	History bool
 	// OnChange, if set, is told every change of the copy, in order. It
 	// runs on Run's goroutine and must not block for long.
 	OnChange func(Change[T])
@@ -90,6 +100,10 @@ func New[T any](nc *nats.Conn, kv jetstream.KeyValue, o Options[T]) *Follower[T]
 			err := json.Unmarshal(b, &v)
 			return v, err
 		}
+	}
+	if o.DecodeEntry == nil {
+		decode := o.Decode
+		o.DecodeEntry = func(e jetstream.KeyValueEntry) (T, error) { return decode(e.Key(), e.Value()) }
 	}
 	if o.MaxRetryWait <= 0 {
 		o.MaxRetryWait = 500 * time.Millisecond
@@ -135,6 +149,18 @@ func (f *Follower[T]) Snapshot() map[string]T {
 	return maps.Clone(f.vals)
 }
 
+// Forget drops keys from the copy, telling no one: for a bucket whose
+// TTL removes keys without a delete marker, so that watchers never hear
+// of it, the owner forgets what it knows expired. A key still in the
+// bucket comes back at its next put or at the next resync.
+func (f *Follower[T]) Forget(keys ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, k := range keys {
+		delete(f.vals, k)
+	}
+}
+
 // firstRetryWait is the wait after the first failed watch attempt.
 const firstRetryWait = 50 * time.Millisecond
 
@@ -176,10 +202,14 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 	defer cancel()
 	var w jetstream.KeyWatcher
 	var err error
+	var opts []jetstream.WatchOpt
+	if f.o.History {
+		opts = append(opts, jetstream.IncludeHistory())
+	}
 	if len(f.o.Keys) == 0 {
-		w, err = f.kv.WatchAll(wctx)
+		w, err = f.kv.WatchAll(wctx, opts...)
 	} else {
-		w, err = f.kv.WatchFiltered(wctx, append([]string(nil), f.o.Keys...))
+		w, err = f.kv.WatchFiltered(wctx, append([]string(nil), f.o.Keys...), opts...)
 	}
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", f.kv.Bucket(), err)
@@ -250,7 +280,7 @@ func (f *Follower[T]) apply(e jetstream.KeyValueEntry) {
 		}
 		return
 	}
-	v, err := f.o.Decode(key, e.Value())
+	v, err := f.o.DecodeEntry(e)
 	if err != nil {
 		f.o.Log.Warn().Err(err).Str("bucket", f.kv.Bucket()).Str("key", key).Uint64("revision", e.Revision()).
 			Msg("undecodable value skipped")
@@ -278,7 +308,6 @@ func (f *Follower[T]) sync(seen map[string]bool) {
 	}
 	f.synced = true
 	f.mu.Unlock()
-	f.notify()
 	if f.o.OnChange != nil {
 		for _, k := range gone {
 			f.o.OnChange(Change[T]{Key: k, Deleted: true})
@@ -287,7 +316,10 @@ func (f *Follower[T]) sync(seen map[string]bool) {
 	if f.o.OnSync != nil {
 		f.o.OnSync()
 	}
+	// Ready before the notification: an owner woken by Changed after the
+	// first sync must find Ready closed (an empty bucket sends no other).
 	f.readyOnce.Do(func() { close(f.ready) })
+	f.notify()
 }
 
 func (f *Follower[T]) setSynced(v bool) {

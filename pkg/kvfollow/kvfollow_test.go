@@ -47,7 +47,7 @@ func (r *recorder) counts() (int, int) {
 	return len(r.changes), r.syncs
 }
 
-func run(t *testing.T, f *kvfollow.Follower[int]) {
+func run[T any](t *testing.T, f *kvfollow.Follower[T]) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -62,11 +62,16 @@ func run(t *testing.T, f *kvfollow.Follower[int]) {
 
 func bucket(t *testing.T, nc *nats.Conn) jetstream.KeyValue {
 	t.Helper()
+	return bucketWith(t, nc, jetstream.KeyValueConfig{Bucket: "follow"})
+}
+
+func bucketWith(t *testing.T, nc *nats.Conn, cfg jetstream.KeyValueConfig) jetstream.KeyValue {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "follow"})
+	kv, err := js.CreateOrUpdateKeyValue(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,5 +251,139 @@ func TestChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ok := next("the delete"); ok; _, ok = next("the delete") {
+	}
+}
+
+// TestDecodeEntry: DecodeEntry sees each entry's revision and creation
+// time, and what it rejects is skipped like Decode's.
+func TestDecodeEntry(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucket(t, nc)
+	type stamped struct {
+		rev     uint64
+		created time.Time
+		val     string
+	}
+	before := time.Now().Add(-time.Second)
+	put(t, kv, "a", "x")
+	f := kvfollow.New(nc, kv, kvfollow.Options[stamped]{Log: zerolog.Nop(),
+		DecodeEntry: func(e jetstream.KeyValueEntry) (stamped, error) {
+			if string(e.Value()) == "bad" {
+				return stamped{}, errors.New("bad value")
+			}
+			return stamped{rev: e.Revision(), created: e.Created(), val: string(e.Value())}, nil
+		}})
+	run(t, f)
+	<-f.Ready()
+	first, ok := f.Get("a")
+	if !ok || first.rev == 0 || first.created.Before(before) || first.val != "x" {
+		t.Fatalf("Get(a) = %+v, %v; want x with its revision and creation time", first, ok)
+	}
+	put(t, kv, "a", "bad")
+	put(t, kv, "a", "y")
+	waitfor.True(t, 10*time.Second, "the second value with a later revision", func() bool {
+		v, _ := f.Get("a")
+		return v.val == "y" && v.rev > first.rev+1
+	})
+}
+
+// TestHistory: with History, OnChange hears every revision the bucket
+// keeps, oldest first (a delete marker among them), and the copy holds
+// the latest; a later put is heard once.
+func TestHistory(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucketWith(t, nc, jetstream.KeyValueConfig{Bucket: "history", History: 5})
+	for _, v := range []string{"1", "2", "3"} {
+		put(t, kv, "a", v)
+	}
+	put(t, kv, "b", "7")
+	if err := kv.Delete(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	var rec recorder
+	f := kvfollow.New(nc, kv, kvfollow.Options[int]{History: true, OnChange: rec.change, Log: zerolog.Nop()})
+	run(t, f)
+	<-f.Ready()
+	if got := f.Snapshot(); len(got) != 1 || got["a"] != 3 {
+		t.Errorf("Snapshot() = %v, want map[a:3]", got)
+	}
+	put(t, kv, "a", "4")
+	waitfor.True(t, 10*time.Second, "the later put", func() bool { v, _ := f.Get("a"); return v == 4 })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := []kvfollow.Change[int]{{Key: "a", Value: 1}, {Key: "a", Value: 2}, {Key: "a", Value: 3},
+		{Key: "b", Value: 7}, {Key: "b", Deleted: true}, {Key: "a", Value: 4}}
+	if len(rec.changes) != len(want) {
+		t.Fatalf("changes = %+v, want %+v", rec.changes, want)
+	}
+	var last uint64
+	for i, c := range rec.changes {
+		if c.Key != want[i].Key || c.Value != want[i].Value || c.Deleted != want[i].Deleted || c.Revision <= last {
+			t.Errorf("change %d = %+v, want %+v with a rising revision", i, c, want[i])
+		}
+		last = c.Revision
+	}
+}
+
+// TestForget: a forgotten key leaves the copy, unannounced, and comes back
+// with its next put.
+func TestForget(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucket(t, nc)
+	put(t, kv, "a", "1")
+	put(t, kv, "b", "2")
+	var rec recorder
+	f := kvfollow.New(nc, kv, kvfollow.Options[int]{OnChange: rec.change, Log: zerolog.Nop()})
+	run(t, f)
+	<-f.Ready()
+	f.Forget("a", "nope")
+	if got := f.Snapshot(); len(got) != 1 || got["b"] != 2 {
+		t.Errorf("Snapshot() after Forget(a) = %v, want map[b:2]", got)
+	}
+	if n, _ := rec.counts(); n != 2 {
+		t.Errorf("%d changes reported, want the 2 initial ones (Forget tells no one)", n)
+	}
+	put(t, kv, "a", "3")
+	waitfor.True(t, 10*time.Second, "a back with its next put", func() bool { v, ok := f.Get("a"); return ok && v == 3 })
+}
+
+// TestReadyBeforeTheFirstChange: an owner woken by Changed after the first
+// sync finds Ready closed — of an empty bucket, that notification is the
+// only one it gets (an autoscaler that checked Ready on it and found it
+// open waited for ever).
+func TestReadyBeforeTheFirstChange(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucket(t, nc)
+	// OnSync holds the follower inside its first sync for a moment, so
+	// that an owner woken too early sees Ready still open.
+	woken := make(chan struct{})
+	f := kvfollow.New(nc, kv, kvfollow.Options[int]{Keys: []string{"none"}, Log: zerolog.Nop(),
+		OnSync: func() {
+			select {
+			case <-woken:
+			case <-time.After(200 * time.Millisecond):
+			}
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	select {
+	case <-f.Changed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification after the first sync")
+	}
+	select {
+	case <-f.Ready():
+	default:
+		t.Error("Changed fired after the first sync with Ready still open")
+	}
+	close(woken)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

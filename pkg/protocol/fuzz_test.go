@@ -34,6 +34,7 @@ func FuzzMessages(f *testing.F) {
 		`{"router_id":"x","queued":{"a/d":2},"at":"2026-01-01T00:00:00Z"}`,
 		`{"ingress_id":"i","splits":{"a":{"root":{"v1":95,"v2":5}}},"window_seconds":60,"at":"2026-01-01T00:00:00Z"}`,
 		`{"app":"a","deployment":"d","desired":2,"reason":"upscale","epoch":1,"at":"2026-01-01T00:00:00Z"}`,
+		`{"leader":"s","applications":{"a":{"name":"a","deployments":{"d":{"name":"d","pending_reasons":[{"code":"no_room","need":{"cpu":1,"labels":{"zone":"a"}},"short":["cpu"]}],"replicas":[{"replica_id":"r","state":"PENDING","reason":{"code":"no_workers","need":{"handler":"h","cpu":1}}},{"replica_id":"s","state":"STOPPING","reason":{"code":"start_timeout","timeout":"1m0s"}}]}}}}}`,
 		`{"id":"j","status":"RUNNING","attempt":1,"args":{"n":5}}`,
 		`{"graceful_shutdown_timeout": 1e400}`,
 		`{"at": "not a time"}`,

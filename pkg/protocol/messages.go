@@ -369,6 +369,10 @@ type DeploymentStatus struct {
 	// version are still assigned). Its PENDING replicas are then new
 	// replicas waiting for room, not a deployment that cannot run.
 	Rollout *RolloutStatus `json:"rollout,omitempty"`
+	// Pending holds why its PENDING replicas fit on no worker, each
+	// distinct reason once, ordered by message; the message's "pending:"
+	// part is rendered from them.
+	Pending []Reason `json:"pending_reasons,omitempty"`
 }
 
 // RolloutStrategy is how a rolling update makes room for new replicas.
@@ -480,6 +484,10 @@ type ReplicaStatus struct {
 	// Process is the child of a process-runtime replica: restarts and the
 	// last exit.
 	Process *ProcessStatus `json:"process,omitempty"`
+	// Reason says, as a code with its values, why a PENDING replica fits
+	// on no worker, or why a STOPPING one was removed (when the leader
+	// that removed it still leads); Message is rendered from it then.
+	Reason *Reason `json:"reason,omitempty"`
 }
 
 // WorkerStatus is one worker's capacity and use.

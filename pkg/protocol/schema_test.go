@@ -53,6 +53,14 @@ func unitSchema(t reflect.Type) *jsonschema.Schema {
 				{Type: "integer", Minimum: "0"},
 				{Type: "string", Pattern: `^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$`},
 			}}
+	case reflect.TypeOf(protocol.ReasonCode("")):
+		s := &jsonschema.Schema{Type: "string", Description: "A protocol.ReasonCode (append-only; see schemas/README.md)."}
+		for _, c := range protocol.ReasonCodes() {
+			s.Enum = append(s.Enum, string(c))
+		}
+		return s
+	case reflect.TypeOf(protocol.Resource("")):
+		return &jsonschema.Schema{Type: "string", Enum: []any{string(protocol.ResourceCPU), string(protocol.ResourceGPU), string(protocol.ResourceMemory)}}
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -192,7 +193,9 @@ func (e *env) start(id string) *instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	i.cancel = cancel
 	nc := natstest.Conn(e.t, e.ns)
-	go func() { i.done <- Run(ctx, cfg, service.Deps{NC: nc, Log: zerolog.New(io.Discard), Metrics: i.reg}) }()
+	go func() {
+		i.done <- Run(ctx, cfg, service.Deps{NC: nc, Log: zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.InfoLevel), Metrics: i.reg})
+	}()
 	e.t.Cleanup(func() { i.stop(e.t) })
 	return i
 }
@@ -449,4 +452,33 @@ func value(reg *prometheus.Registry, name, label, want string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestDesiredWorkersFollowsPendingCodes: the leader's desired-workers
+// gauge follows the status the scheduler writes, counting the PENDING
+// replicas whose reason code says more workers would place them — and
+// ignoring a message that reads like it under another code.
+func TestDesiredWorkersFollowsPendingCodes(t *testing.T) {
+	e := newEnv(t)
+	i := e.start("as-1")
+	putStatus := func(why protocol.Reason, message string, n int) {
+		t.Helper()
+		ds := protocol.DeploymentStatus{Name: dep}
+		for range n {
+			r := why
+			ds.Replicas = append(ds.Replicas, protocol.ReplicaStatus{ID: "p", State: protocol.ReplicaPending, Message: message, Reason: &r})
+		}
+		st := protocol.Status{Workers: []protocol.WorkerStatus{{ID: "w1", CPU: 4}, {ID: "w2", CPU: 4}},
+			Applications: map[string]protocol.AppStatus{app: {Name: app, Deployments: map[string]protocol.DeploymentStatus{dep: ds}}}}
+		b, _ := json.Marshal(st)
+		if _, err := e.b.Status.Put(context.Background(), fleetstate.StatusKey, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gauge := func() float64 { return value(i.reg, "jetserve_autoscaler_desired_workers", "", "") }
+	need := &protocol.Need{Handler: "echo", CPU: 2}
+	putStatus(protocol.Reason{Code: protocol.ReasonNoRoom, Need: need, Short: []protocol.Resource{protocol.ResourceCPU}}, "", 6)
+	waitfor.True(t, 10*time.Second, "desired workers 2+3 for six 2-CPU replicas with no room on 4-CPU workers", func() bool { return gauge() == 5 })
+	putStatus(protocol.Reason{Code: protocol.ReasonNoHandler, Need: need}, "no worker has 2 CPU free", 6)
+	waitfor.True(t, 10*time.Second, "desired workers back to the 2 live ones under a no_handler code", func() bool { return gauge() == 2 })
 }

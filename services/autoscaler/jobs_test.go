@@ -100,8 +100,11 @@ func TestJobBurstScalesUp(t *testing.T) {
 			ids := make([]string, tc.n)
 			submit(t, q, ids...)
 			d := e.waitDesired(tc.want, 5*time.Second)
-			if !slices.Contains(tc.reasons, d.Reason) || d.Backlog != tc.n {
-				t.Errorf("decision = %+v, want a reason in %v with backlog %d", d, tc.reasons, tc.n)
+			// The poll may see the burst before its last submits (a
+			// clamped decision is reached early); the gauge below must
+			// reach the whole burst.
+			if !slices.Contains(tc.reasons, d.Reason) || d.Backlog <= 0 || d.Backlog > tc.n {
+				t.Errorf("decision = %+v, want a reason in %v with a backlog of at most %d", d, tc.reasons, tc.n)
 			}
 			deadline := time.Now().Add(5 * time.Second)
 			for value(inst.reg, "jetserve_autoscaling_job_backlog", "deployment", dep) != float64(tc.n) ||

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
@@ -265,7 +266,8 @@ func TestReconcileAssignmentsAndWorkerLost(t *testing.T) {
 		llm := app.Deployments["llm"]
 		pending := 0
 		for _, r := range llm.Replicas {
-			if r.State == protocol.ReplicaPending && r.Message == "no worker has 0.3 GPU free with gpu.type=h100" {
+			if r.State == protocol.ReplicaPending && r.Reason != nil && r.Reason.Code == protocol.ReasonNoRoom &&
+				r.Message == "no worker has 0.3 GPU free with gpu.type=h100" {
 				pending++
 			}
 		}
@@ -290,6 +292,9 @@ func TestReconcileAssignmentsAndWorkerLost(t *testing.T) {
 		_, err := b.Assignments.Get(ctx, "w1")
 		return len(a2.Replicas) == 2 && err != nil, fmt.Sprintf("w2 has %d replicas; w1 assignment err %v", len(a2.Replicas), err)
 	})
+	if got := labelled(s.reg, "jetserve_replica_replacements_total", "reason", string(protocol.ReasonWorkerLost)); got != 1 {
+		t.Errorf("replacements{reason=worker_lost} = %v, want 1", got)
+	}
 
 	// Deleting the app empties every assignment; status says DELETING then drops it.
 	req, _ := http.NewRequest(http.MethodDelete, s.url+"/api/serve/applications/app", nil)
@@ -434,6 +439,38 @@ func TestHealthCheckReplacement(t *testing.T) {
 			}
 		}
 	}
+	// The replacement is counted under its reason code.
+	const replacements = "jetserve_replica_replacements_total"
+	if got := labelled(s.reg, replacements, "reason", string(protocol.ReasonHealthCheck)); got != 1 {
+		t.Errorf("%s{reason=%q} = %v, want 1", replacements, protocol.ReasonHealthCheck, got)
+	}
+	if got := sumMetric(t, s.reg, replacements); got != 1 {
+		t.Errorf("%s = %v in all, want only the health-check replacement", replacements, got)
+	}
+}
+
+// series returns the series of the metric name.
+func series(reg *prometheus.Registry, name string) []*dto.Metric {
+	mfs, _ := reg.Gather()
+	i := slices.IndexFunc(mfs, func(mf *dto.MetricFamily) bool { return mf.GetName() == name })
+	if i < 0 {
+		return nil
+	}
+	return mfs[i].GetMetric()
+}
+
+// labelled sums the series of the metric name whose label is value (every
+// series when label is "").
+func labelled(reg *prometheus.Registry, name, label, value string) float64 {
+	var sum float64
+	for _, m := range series(reg, name) {
+		if label == "" || slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
+			return lp.GetName() == label && lp.GetValue() == value
+		}) {
+			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }
 
 func TestPendingWithoutWorkers(t *testing.T) {
@@ -445,10 +482,12 @@ func TestPendingWithoutWorkers(t *testing.T) {
 	eventually(t, 10*time.Second, func() (bool, string) {
 		a := status(t, s.url).Applications["app"]
 		var msg string
-		if rs := a.Deployments["front"].Replicas; len(rs) == 1 {
-			msg = rs[0].Message
+		var code protocol.ReasonCode
+		if rs := a.Deployments["front"].Replicas; len(rs) == 1 && rs[0].Reason != nil {
+			msg, code = rs[0].Message, rs[0].Reason.Code
 		}
-		return a.Status == protocol.AppDeploying && msg == "no live workers", fmt.Sprintf("app %+v", a)
+		return a.Status == protocol.AppDeploying && code == protocol.ReasonNoWorkers && msg == "no live workers",
+			fmt.Sprintf("app %+v", a)
 	})
 	resp, err := http.Get(s.url + "/api/serve/config")
 	if err != nil {
@@ -461,23 +500,10 @@ func TestPendingWithoutWorkers(t *testing.T) {
 	}
 }
 
+// sumMetric sums every series of the metric name.
 func sumMetric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	n, err := testutil.GatherAndCount(reg, name)
-	if err != nil || n == 0 {
-		return 0
-	}
-	mfs, _ := reg.Gather()
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
-		}
-	}
-	return sum
+	return labelled(reg, name, "", "")
 }
 
 func TestFailoverKeepsReplicas(t *testing.T) {
@@ -515,4 +541,61 @@ func ids(a protocol.Assignment) []string {
 		out = append(out, r.ID)
 	}
 	return out
+}
+
+// TestConfigSeenPromptlyAfterServerRestart: the leader follows its
+// buckets with kvfollow, which re-reads them as soon as the connection
+// comes back, so a config stored right after NATS restarted is acted on
+// within a couple of seconds; a bare KV watcher noticed the new server
+// only at its own activity check, seconds later.
+func TestConfigSeenPromptlyAfterServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	ns := natstest.ServerIn(t, dir)
+	s := start(t, ns, "s1")
+	put(t, s.url, appConfig(1, 5, ""))
+	fetch := func() (protocol.Status, error) {
+		resp, err := http.Get(s.url + "/api/serve/applications")
+		if err != nil {
+			return protocol.Status{}, err
+		}
+		defer resp.Body.Close()
+		var st protocol.Status
+		if resp.StatusCode != http.StatusOK {
+			return st, fmt.Errorf("GET status = %d", resp.StatusCode)
+		}
+		return st, json.NewDecoder(resp.Body).Decode(&st)
+	}
+	// pending reports whether app's replica is PENDING for want of workers
+	// in the leader's status (not the admin API's placeholder).
+	pending := func(app string) (bool, string) {
+		st, err := fetch()
+		if err != nil {
+			return false, err.Error()
+		}
+		a := st.Applications[app]
+		rs := a.Deployments["front"].Replicas
+		return st.Leader == "s1" && len(rs) == 1 && rs[0].Reason != nil && rs[0].Reason.Code == protocol.ReasonNoWorkers,
+			fmt.Sprintf("status %+v", st)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) { return pending("app") })
+
+	natstest.Restart(t, ns, dir)
+	later := strings.Replace(appConfig(1, 5, ""), "name: app\n", "name: later\n", 1)
+	var stored time.Time
+	eventually(t, 30*time.Second, func() (bool, string) {
+		req, _ := http.NewRequest(http.MethodPut, s.url+"/api/serve/applications", strings.NewReader(later))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		stored = time.Now()
+		return resp.StatusCode == http.StatusOK, fmt.Sprintf("PUT after the restart = %d", resp.StatusCode)
+	})
+	eventually(t, 30*time.Second, func() (bool, string) { return pending("later") })
+	took := time.Since(stored)
+	t.Logf("acted on the config %v after it was stored", took.Round(time.Millisecond))
+	if took > 4*time.Second {
+		t.Errorf("the leader acted on the config stored after the restart %v later, want within a few seconds", took.Round(time.Millisecond))
+	}
 }

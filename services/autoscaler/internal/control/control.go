@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -154,7 +153,7 @@ func (l *leader) run(ctx context.Context) error {
 			replicasSynced = replicasSynced || closed(replicas.Ready())
 		case <-status.Changed():
 			if st, ok := status.Get(fleetstate.StatusKey); ok {
-				l.o.Metrics.DesiredWorkers.Set(float64(DesiredWorkers(st, l.cfg)))
+				l.o.Metrics.DesiredWorkers.Set(float64(DesiredWorkers(st)))
 			}
 		case <-tick.C:
 			if appsSynced && replicasSynced {
@@ -337,25 +336,25 @@ func (l *leader) write(ctx context.Context, d *deployment, now time.Time) {
 func round(f float64) float64 { return math.Round(f*1000) / 1000 }
 
 // DesiredWorkers estimates how many workers the fleet should have: the
-// live ones plus enough for the replicas pending for lack of CPU, GPU or
-// memory (or for lack of any worker), sized like the average live worker.
-// An external scaler (KEDA) scales worker pods on it.
-func DesiredWorkers(st protocol.Status, cfg config.ServeConfig) int {
+// live ones plus enough for the replicas PENDING for lack of CPU, GPU or
+// memory or for lack of any worker (their reason's code NeedsWorkers),
+// sized like the average live worker; what each asks for is its reason's
+// Need. An external scaler (KEDA) scales worker pods on it.
+func DesiredWorkers(st protocol.Status) int {
 	var cpu, gpu float64
 	var mem int64
 	pending := 0
 	for _, a := range st.Applications {
-		app, _ := cfg.App(a.Name)
 		for _, ds := range a.Deployments {
-			dc, _ := app.Deployment(ds.Name)
 			for _, r := range ds.Replicas {
-				if r.State != protocol.ReplicaPending || !lacksCapacity(r.Message) {
+				why := r.Reason
+				if r.State != protocol.ReplicaPending || why == nil || !why.Code.NeedsWorkers() || why.Need == nil {
 					continue
 				}
 				pending++
-				cpu += dc.Resources.CPUOrDefault()
-				gpu += dc.Resources.GPU
-				mem += int64(dc.Resources.Memory)
+				cpu += why.Need.CPU
+				gpu += why.Need.GPU
+				mem += why.Need.MemoryBytes
 			}
 		}
 	}
@@ -384,11 +383,4 @@ func DesiredWorkers(st protocol.Status, cfg config.ServeConfig) int {
 		extra = max(extra, int(math.Ceil(float64(mem)/(float64(wmem)/float64(n)))))
 	}
 	return n + extra
-}
-
-// lacksCapacity recognises the scheduler's pending reasons that more
-// workers would cure ("no live workers", "no worker has 1 CPU free").
-// A missing handler or unmatched labels are not capacity.
-func lacksCapacity(msg string) bool {
-	return msg == "no live workers" || strings.HasPrefix(msg, "no worker has ")
 }

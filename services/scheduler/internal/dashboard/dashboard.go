@@ -8,14 +8,15 @@
 //
 // Everything comes to the dashboard rather than being asked for on each
 // request: replicas push load reports (with request totals) and routers
-// their queues; the status, the config, the workers, the scale decisions
-// (with their history) and each method's job records are KV watches. The
-// only JetStream API requests it makes are one backlog poll per async
-// method (jobs.Queue.Backlog) every JobsInterval, and only while this
-// instance leads (it then exports the backlog gauges for the fleet) or the
-// page was viewed in the last ViewedFor. A snapshot is built from memory
-// and shared by every viewer for up to CacheFor, so five browsers cost
-// what one does.
+// their queues; the status, the config with the handlers' SDK defaults
+// (fleetstate.AsyncFollower), the scale decisions (with their history)
+// and each method's job records are followed with kvfollow, re-read at
+// once after a NATS reconnect. The only JetStream API requests it makes
+// are one backlog poll per async method (jobs.Queue.Backlog) every
+// JobsInterval, and only while this instance leads (it then exports the
+// backlog gauges for the fleet) or the page was viewed in the last
+// ViewedFor. A snapshot is built from memory and shared by every viewer
+// for up to CacheFor, so five browsers cost what one does.
 //
 // Run owns every goroutine the dashboard starts and returns when its
 // context ends; Handler and Snapshot are safe for concurrent use.
@@ -35,6 +36,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -84,12 +86,12 @@ type Dashboard struct {
 	leading atomic.Bool
 	viewed  atomic.Int64 // unix nanoseconds of the last snapshot asked for
 
-	mu        sync.Mutex                          // guards the fields below
-	status    protocol.Status                     // latest of the Status bucket
-	config    config.ServeConfig                  // latest applied config
-	decisions map[string][]protocol.ScaleDecision // by ScaleKey, oldest first
-	methods   map[string]*method                  // by methodKey
-	running   bool                                // Run is collecting
+	mu        sync.Mutex            // guards the fields below
+	status    protocol.Status       // latest of the Status bucket
+	config    config.ServeConfig    // latest applied config
+	decisions map[string][]decision // by ScaleKey, oldest first
+	methods   map[string]*method    // by methodKey
+	running   bool                  // Run is collecting
 	cached    *Snapshot
 	cachedAt  time.Time
 
@@ -111,7 +113,7 @@ func New(o Options) *Dashboard {
 		o.ViewedFor = DefaultViewedFor
 	}
 	return &Dashboard{o: o, queue: jobs.NewQueue(o.JS, jobs.Names{Names: o.Names}, o.Log),
-		traffic: newTraffic(o.Window, staleAfter), decisions: map[string][]protocol.ScaleDecision{},
+		traffic: newTraffic(o.Window, staleAfter), decisions: map[string][]decision{},
 		methods: map[string]*method{}}
 }
 
@@ -119,8 +121,8 @@ func New(o Options) *Dashboard {
 // polls the job backlogs for the gauges even when no one looks.
 func (d *Dashboard) SetLeading(on bool) { d.leading.Store(on) }
 
-// Run collects until ctx ends. Watchers that fail are restarted after a
-// second; the traffic window survives a restart.
+// Run collects until ctx ends. If subscribing to the load reports fails,
+// it tries again a second later; the traffic window survives that.
 func (d *Dashboard) Run(ctx context.Context) error {
 	for {
 		err := d.run(ctx)
@@ -141,7 +143,7 @@ func (d *Dashboard) Run(ctx context.Context) error {
 func (d *Dashboard) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup // the records watchers
+	var wg sync.WaitGroup // the followers and the records followers
 	defer func() {
 		cancel()
 		wg.Wait()
@@ -178,33 +180,25 @@ func (d *Dashboard) run(ctx context.Context) error {
 		defer sub.Unsubscribe() //nolint:errcheck // best effort on the way out
 	}
 	b := d.o.Buckets
-	sw, err := b.Status.Watch(ctx, fleetstate.StatusKey)
-	if err != nil {
-		return fmt.Errorf("watch status: %w", err)
+	async := fleetstate.NewAsyncFollower(d.o.NC, b, d.o.Log) // the config and the handlers' SDK defaults
+	status := kvfollow.New(d.o.NC, b.Status, kvfollow.Options[protocol.Status]{Keys: []string{fleetstate.StatusKey}, Log: d.o.Log})
+	scale := kvfollow.New(d.o.NC, b.Scale, kvfollow.Options[protocol.ScaleDecision]{History: true, Log: d.o.Log,
+		OnChange: func(c kvfollow.Change[protocol.ScaleDecision]) {
+			if !c.Deleted { // a deployment no longer autoscaled keeps its chart
+				d.addDecision(c.Key, c.Revision, c.Value)
+			}
+		}})
+	for _, run := range []func(context.Context) error{async.Run, status.Run, scale.Run} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = run(ctx) // returns nil once ctx ends
+		}()
 	}
-	defer sw.Stop() //nolint:errcheck
-	cw, err := b.Apps.Watch(ctx, fleetstate.ConfigKey)
-	if err != nil {
-		return fmt.Errorf("watch config: %w", err)
-	}
-	defer cw.Stop() //nolint:errcheck
-	ww, err := b.Handlers.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch handlers: %w", err)
-	}
-	defer ww.Stop() //nolint:errcheck
-	dw, err := b.Scale.WatchAll(ctx, jetstream.IncludeHistory())
-	if err != nil {
-		return fmt.Errorf("watch scale decisions: %w", err)
-	}
-	defer dw.Stop() //nolint:errcheck
 	d.mu.Lock()
 	d.running = true
 	d.mu.Unlock()
 
-	sdk := fleetstate.SDKDefaults{}
-	var sc config.ServeConfig
-	rebuild := func() { d.setMethods(effectiveMethods(sc, sdk)) }
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastPoll time.Time
@@ -213,67 +207,17 @@ func (d *Dashboard) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case e, ok := <-sw.Updates():
-			if !ok {
-				return errors.New("status watcher closed")
-			}
-			if e == nil {
-				continue
-			}
-			var st protocol.Status
-			if e.Operation() == jetstream.KeyValuePut {
-				if err := json.Unmarshal(e.Value(), &st); err != nil {
-					d.o.Log.Warn().Err(err).Msg("dashboard: ignoring undecodable status")
-					continue
-				}
-			}
+		case <-status.Changed():
+			st, _ := status.Get(fleetstate.StatusKey) // none: the zero status
 			d.mu.Lock()
 			d.status = st
 			d.mu.Unlock()
-		case e, ok := <-cw.Updates():
-			if !ok {
-				return errors.New("config watcher closed")
-			}
-			if e == nil {
-				continue
-			}
-			sc = config.ServeConfig{}
-			if e.Operation() == jetstream.KeyValuePut {
-				if err := json.Unmarshal(e.Value(), &sc); err != nil {
-					d.o.Log.Warn().Err(err).Msg("dashboard: ignoring undecodable serve config")
-					continue
-				}
-			}
+		case <-async.Changed():
+			t := async.Table()
 			d.mu.Lock()
-			d.config = sc
+			d.config = t.Config()
 			d.mu.Unlock()
-			rebuild()
-		case e, ok := <-ww.Updates():
-			if !ok {
-				return errors.New("handlers watcher closed")
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			var info protocol.HandlerInfo
-			if err := json.Unmarshal(e.Value(), &info); err != nil || info.Handler == "" {
-				continue
-			}
-			if sdk.Add(info) {
-				rebuild()
-			}
-		case e, ok := <-dw.Updates():
-			if !ok {
-				return errors.New("scale watcher closed")
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			var dec protocol.ScaleDecision
-			if err := json.Unmarshal(e.Value(), &dec); err != nil {
-				continue
-			}
-			d.addDecision(e.Key(), dec)
+			d.setMethods(effectiveMethods(t))
 		case now := <-tick.C:
 			d.traffic.tick(now)
 			leading := d.leading.Load()
@@ -350,12 +294,11 @@ func (d *Dashboard) pollJobs(ctx context.Context, wg *sync.WaitGroup, now time.T
 		if err == nil && leading && d.o.Gauges != nil {
 			d.o.Gauges.Set(m.app, m.name, b, now)
 		}
-		m.expire(now)
 		if start {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := m.watchRecords(mctx, d.o.JS, jobs.Names{Names: d.o.Names}, d.o.Log)
+				err := m.followRecords(mctx, d.o.NC, d.o.JS, jobs.Names{Names: d.o.Names}, d.o.Log)
 				if err != nil && mctx.Err() == nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
 					d.o.Log.Debug().Err(err).Str("app", m.app).Str("method", m.name).Msg("dashboard: job records watch")
 				}
@@ -380,12 +323,23 @@ func (d *Dashboard) forgetGauges() {
 	}
 }
 
-func (d *Dashboard) addDecision(key string, dec protocol.ScaleDecision) {
+// decision is a scale decision with its revision in the Scale bucket.
+type decision struct {
+	protocol.ScaleDecision
+	rev uint64
+}
+
+// addDecision keeps dec, the revision rev of key, in time order; one it
+// already has (a resync delivers the bucket's history again) is skipped.
+func (d *Dashboard) addDecision(key string, rev uint64, dec protocol.ScaleDecision) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ds := d.decisions[key]
+	if slices.ContainsFunc(ds, func(o decision) bool { return o.rev == rev && o.At.Equal(dec.At) }) {
+		return
+	}
 	i := sort.Search(len(ds), func(i int) bool { return ds[i].At.After(dec.At) })
-	ds = slices.Insert(ds, i, dec)
+	ds = slices.Insert(ds, i, decision{ScaleDecision: dec, rev: rev})
 	if len(ds) > maxDecisions {
 		ds = ds[len(ds)-maxDecisions:]
 	}

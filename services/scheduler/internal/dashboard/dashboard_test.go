@@ -42,7 +42,12 @@ type env struct {
 func start(t *testing.T, o Options) *env {
 	t.Helper()
 	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
+	return startOn(t, natstest.Conn(t, ns), o)
+}
+
+// startOn is start on a given connection.
+func startOn(t *testing.T, nc *nats.Conn, o Options) *env {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -429,6 +434,115 @@ func TestPage(t *testing.T) {
 		t.Errorf("GET %snope.js = %v, %v; want 404", PagePath, resp, err)
 	} else {
 		resp.Body.Close()
+	}
+}
+
+// TestFollowsAcrossServerRestart: the dashboard follows its buckets with
+// kvfollow: after NATS restarts, what is written is shown at once, and
+// the decision history the Scale bucket delivers again on the resync is
+// not charted twice.
+func TestFollowsAcrossServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	ns := natstest.ServerIn(t, dir)
+	e := startOn(t, natstest.ReconnectingConn(t, ns.ClientURL()), Options{})
+	sc, err := config.Parse([]byte(cfgYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.put(t, e.buckets.Apps, fleetstate.ConfigKey, sc)
+	now := time.Now().UTC()
+	status := func(leader string) protocol.Status {
+		return protocol.Status{Leader: leader, UpdatedAt: time.Now(), Applications: map[string]protocol.AppStatus{"shop": {
+			Name: "shop", Status: protocol.AppRunning, Deployments: map[string]protocol.DeploymentStatus{
+				"Front": {Name: "Front", Status: protocol.DeploymentHealthy}}}}}
+	}
+	key := protocol.ScaleKey("shop", "Front")
+	decision := func(n int, ago time.Duration) protocol.ScaleDecision {
+		return protocol.ScaleDecision{App: "shop", Deployment: "Front", Desired: n, Reason: protocol.ScaleUp, At: now.Add(-ago)}
+	}
+	e.put(t, e.buckets.Status, fleetstate.StatusKey, status("before"))
+	e.put(t, e.buckets.Scale, key, decision(1, 30*time.Second))
+	e.put(t, e.buckets.Scale, key, decision(2, 20*time.Second))
+	decisions := func(s Snapshot) []Decision {
+		for _, a := range s.Applications {
+			for _, d := range a.Deployments {
+				if d.Name == "Front" {
+					return d.Decisions
+				}
+			}
+		}
+		return nil
+	}
+	e.eventually(t, "the first status and two decisions", func(s Snapshot) bool {
+		return s.Leader == "before" && len(decisions(s)) == 2
+	})
+
+	natstest.Restart(t, ns, dir)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := json.Marshal(status("after"))
+		if _, err := e.buckets.Status.Put(context.Background(), fleetstate.StatusKey, b); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("put status after the restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval while NATS comes back
+	}
+	e.put(t, e.buckets.Scale, key, decision(3, 10*time.Second))
+	s := e.eventually(t, "the status and the decision written after the restart", func(s Snapshot) bool {
+		return s.Leader == "after" && len(decisions(s)) >= 3
+	})
+	if got := decisions(s); len(got) != 3 || got[0].Desired != 1 || got[1].Desired != 2 || got[2].Desired != 3 {
+		t.Errorf("decisions after the resync = %+v, want 1, 2, 3 once each", got)
+	}
+}
+
+// TestExpiredRecordsForgotten: a method's records past its retention (the
+// bucket's TTL removes them without a marker) are neither counted nor
+// kept in the follower's copy.
+func TestExpiredRecordsForgotten(t *testing.T) {
+	tf := natstest.NewFleet(t)
+	nc, js, names := tf.NC, tf.JS, jobs.Names{Names: tf.Names}
+	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: names.Records("shop", "train")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for id, at := range map[string]time.Time{"old": now.Add(-2 * time.Hour), "new": now.Add(-time.Minute)} {
+		b, _ := json.Marshal(jobs.Record{ID: id, Status: jobs.Succeeded, UpdatedAt: at})
+		if _, err := kv.Put(context.Background(), id, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &method{app: "shop", name: "train", retention: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.followRecords(ctx, nc, js, names, zerolog.Nop()) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("followRecords = %v, want nil", err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m.watchMu.Lock()
+		f := m.recs
+		m.watchMu.Unlock()
+		if f != nil && len(f.Snapshot()) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the records were never followed")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	sum := m.summary(now)
+	if sum.Succeeded != 1 || len(sum.Recent) != 1 || sum.Recent[0].ID != "new" {
+		t.Errorf("summary = %+v, want only the record within the retention", sum)
+	}
+	if _, ok := m.recs.Get("old"); ok {
+		t.Error("the expired record is still in the follower's copy")
 	}
 }
 

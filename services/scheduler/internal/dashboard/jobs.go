@@ -3,15 +3,15 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/kvfollow"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -61,16 +61,16 @@ type MethodJobs struct {
 // recentJobs is how many jobs per method a snapshot lists.
 const recentJobs = 8
 
-// method is one async method the dashboard follows: its records (a KV
-// watch, so the counts and recent jobs are live without polling) and its
-// latest backlog poll.
+// method is one async method the dashboard follows: its records (a
+// kvfollow copy of its records bucket, so the counts and recent jobs are
+// live without polling) and its latest backlog poll.
 type method struct {
 	app, dep, name string
 	retention      time.Duration
 
-	stop    context.CancelFunc // ends the records watch; nil when none runs
+	stop    context.CancelFunc // ends the records follower; nil when none runs
 	watchMu sync.Mutex
-	recs    map[string]JobSummary // guarded by watchMu
+	recs    *kvfollow.Follower[JobSummary] // guarded by watchMu; nil until the bucket exists
 
 	backlog  jobs.Backlog // owned by Run's loop, copied under Dashboard.mu
 	polledAt time.Time
@@ -80,73 +80,66 @@ type method struct {
 // methodKey is "<app>/<method>".
 func methodKey(app, name string) string { return app + "/" + name }
 
-// effectiveMethods lists every async method of the config (its
+// effectiveMethods lists every async method of t (the config's
 // async_methods merged with the SDK defaults workers advertised: one
 // fleetstate.AsyncTable, as the ingress and the autoscaler build it).
-func effectiveMethods(sc config.ServeConfig, sdk fleetstate.SDKDefaults) map[string]*method {
+func effectiveMethods(t *fleetstate.AsyncTable) map[string]*method {
 	out := map[string]*method{}
-	for _, m := range fleetstate.NewAsyncTable(sc, sdk).Methods() {
+	for _, m := range t.Methods() {
 		out[methodKey(m.App, m.Config.Name)] = &method{app: m.App, dep: m.Deployment, name: m.Config.Name,
-			retention: m.Config.Retention.D(), recs: map[string]JobSummary{}}
+			retention: m.Config.Retention.D()}
 	}
 	return out
 }
 
-// watchRecords follows the method's records bucket until ctx ends. It
+// followRecords follows the method's records bucket until ctx ends. It
 // returns at once, with jetstream.ErrBucketNotFound, while the method has
 // never been used (the next poll tries again).
-func (m *method) watchRecords(ctx context.Context, js jetstream.JetStream, names jobs.Names, log zerolog.Logger) error {
+func (m *method) followRecords(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, names jobs.Names, log zerolog.Logger) error {
 	kv, err := js.KeyValue(ctx, names.Records(m.app, m.name))
 	if err != nil {
 		return err
 	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return err
-	}
-	defer w.Stop() //nolint:errcheck // best effort on the way out
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("records watcher closed")
-			}
-			if e == nil {
-				continue
-			}
-			m.watchMu.Lock()
-			if e.Operation() != jetstream.KeyValuePut {
-				delete(m.recs, e.Key())
-			} else {
-				var r jobs.Record
-				if err := json.Unmarshal(e.Value(), &r); err != nil {
-					log.Debug().Err(err).Str("key", e.Key()).Msg("dashboard: skip undecodable job record")
-				} else {
-					m.recs[e.Key()] = JobSummary{ID: r.ID, Status: r.Status, Retrying: r.Retrying, Attempts: r.Attempts,
-						Progress: r.Progress, Message: r.Message, Error: r.Error, Replica: r.Replica,
-						CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}
-				}
-			}
-			m.watchMu.Unlock()
-		}
-	}
+	f := kvfollow.New(nc, kv, kvfollow.Options[JobSummary]{Decode: decodeJob, Log: log})
+	m.watchMu.Lock()
+	m.recs = f
+	m.watchMu.Unlock()
+	return f.Run(ctx)
 }
 
-// expire forgets records past the method's retention: the bucket's TTL
-// removes them without telling watchers.
-func (m *method) expire(now time.Time) {
-	if m.retention <= 0 {
-		return
+// decodeJob summarises a job record.
+func decodeJob(_ string, data []byte) (JobSummary, error) {
+	var r jobs.Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return JobSummary{}, err
 	}
+	return JobSummary{ID: r.ID, Status: r.Status, Retrying: r.Retrying, Attempts: r.Attempts,
+		Progress: r.Progress, Message: r.Message, Error: r.Error, Replica: r.Replica,
+		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}, nil
+}
+
+// records returns the method's records within its retention; the others
+// are forgotten: the bucket's TTL removes them without telling followers.
+func (m *method) records(now time.Time) map[string]JobSummary {
 	m.watchMu.Lock()
-	defer m.watchMu.Unlock()
-	for k, r := range m.recs {
+	f := m.recs
+	m.watchMu.Unlock()
+	if f == nil {
+		return nil
+	}
+	recs := f.Snapshot()
+	if m.retention <= 0 {
+		return recs
+	}
+	var expired []string
+	for k, r := range recs {
 		if now.Sub(r.UpdatedAt) > m.retention {
-			delete(m.recs, k)
+			expired = append(expired, k)
+			delete(recs, k)
 		}
 	}
+	f.Forget(expired...)
+	return recs
 }
 
 // summary is the method's part of a snapshot.
@@ -156,9 +149,9 @@ func (m *method) summary(now time.Time) MethodJobs {
 	if !m.backlog.Oldest.IsZero() {
 		out.OldestAgeSeconds = max(now.Sub(m.backlog.Oldest), 0).Seconds()
 	}
-	m.watchMu.Lock()
-	all := make([]JobSummary, 0, len(m.recs))
-	for _, r := range m.recs {
+	recs := m.records(now)
+	all := make([]JobSummary, 0, len(recs))
+	for _, r := range recs {
 		switch r.Status {
 		case jobs.Succeeded:
 			out.Succeeded++
@@ -169,7 +162,6 @@ func (m *method) summary(now time.Time) MethodJobs {
 		}
 		all = append(all, r)
 	}
-	m.watchMu.Unlock()
 	slices.SortFunc(all, func(a, b JobSummary) int {
 		if c := b.UpdatedAt.Compare(a.UpdatedAt); c != 0 {
 			return c

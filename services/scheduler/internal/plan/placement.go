@@ -1,12 +1,9 @@
 package plan
 
 import (
-	"fmt"
 	"math"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -45,15 +42,18 @@ type Placement struct {
 	GPUIndices []int
 }
 
-// NoFitError says why a replica fits on no worker.
+// NoFitError says why a replica fits on no worker: Reason holds one of
+// the PENDING codes (protocol.ReasonCode.Pending) and what the replica
+// asks for.
 type NoFitError struct {
-	Reason string
-	// NoRoom: some worker could run it (handler, labels) but lacks CPU,
-	// GPU or memory for it now.
-	NoRoom bool
+	Reason protocol.Reason
 }
 
-func (e *NoFitError) Error() string { return e.Reason }
+func (e *NoFitError) Error() string { return e.Reason.String() }
+
+// NoRoom reports whether some worker could run the replica (handler,
+// labels) but lacks CPU, GPU or memory for it now.
+func (e *NoFitError) NoRoom() bool { return e.Reason.Code == protocol.ReasonNoRoom }
 
 type node struct {
 	info    protocol.WorkerInfo
@@ -174,7 +174,7 @@ func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error)
 	}
 	var cands []cand
 	var haveHandler, haveLabels int
-	var short []string // resources some matching worker lacked
+	var short []protocol.Resource // resources some matching worker lacked
 	for _, n := range c.nodes {
 		if r.Only != "" && n.info.ID != r.Only {
 			continue
@@ -196,7 +196,7 @@ func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error)
 		cands = append(cands, cand{n, gpus})
 	}
 	if len(cands) == 0 {
-		return Placement{}, &NoFitError{Reason: noFitReason(len(c.nodes), haveHandler, haveLabels, r, short), NoRoom: haveLabels > 0}
+		return Placement{}, &NoFitError{Reason: noFitReason(len(c.nodes), haveHandler, haveLabels, r, short)}
 	}
 	sort.SliceStable(cands, func(i, j int) bool {
 		a, b := cands[i].n, cands[j].n
@@ -249,12 +249,12 @@ func matchLabels(w protocol.WorkerInfo, sel map[string]string) (gpuType string, 
 }
 
 // fits returns the GPU indices r would get on n, or the resources n lacks.
-func fits(n *node, r Request, gpuType string) (gpus []int, lack []string) {
+func fits(n *node, r Request, gpuType string) (gpus []int, lack []protocol.Resource) {
 	if n.cpuUsed+r.CPU > n.info.CPU+eps {
-		lack = append(lack, "cpu")
+		lack = append(lack, protocol.ResourceCPU)
 	}
 	if r.Memory > 0 && n.memUsed+r.Memory > n.info.MemoryBytes {
-		lack = append(lack, "memory")
+		lack = append(lack, protocol.ResourceMemory)
 	}
 	if r.GPU > 0 {
 		var devs []protocol.GPU
@@ -272,7 +272,7 @@ func fits(n *node, r Request, gpuType string) (gpus []int, lack []string) {
 				}
 			}
 			if best < 0 {
-				lack = append(lack, "gpu")
+				lack = append(lack, protocol.ResourceGPU)
 			} else {
 				gpus = []int{best}
 			}
@@ -284,7 +284,7 @@ func fits(n *node, r Request, gpuType string) (gpus []int, lack []string) {
 				}
 			}
 			if len(gpus) < need {
-				lack = append(lack, "gpu")
+				lack = append(lack, protocol.ResourceGPU)
 				gpus = nil
 			}
 		}
@@ -295,60 +295,26 @@ func fits(n *node, r Request, gpuType string) (gpus []int, lack []string) {
 	return gpus, nil
 }
 
-func noFitReason(workers, haveHandler, haveLabels int, r Request, short []string) string {
+// noFitReason says why r fits on none of the workers, given how many
+// there are, how many run its handler (or runtime), how many of those
+// match its labels, and what the matching ones lacked.
+func noFitReason(workers, haveHandler, haveLabels int, r Request, short []protocol.Resource) protocol.Reason {
+	reason := protocol.Reason{Need: &protocol.Need{Handler: r.Handler, Runtime: r.Runtime, CPU: r.CPU, GPU: r.GPU,
+		MemoryBytes: r.Memory, Labels: r.Labels}}
 	switch {
 	case workers == 0:
-		return "no live workers"
-	case haveHandler == 0 && r.Runtime == config.RuntimeProcess:
-		return "no worker runs the process runtime (workers with process_runtime: false take no process deployments)"
+		reason.Code = protocol.ReasonNoWorkers
 	case haveHandler == 0:
-		return fmt.Sprintf("no worker registers handler %q", r.Handler)
-	case haveLabels == 0 && r.Runtime == config.RuntimeProcess:
-		return fmt.Sprintf("no worker with the process runtime matches labels %s", labelString(r.Labels))
+		reason.Code = protocol.ReasonNoHandler
 	case haveLabels == 0:
-		return fmt.Sprintf("no worker with handler %q matches labels %s", r.Handler, labelString(r.Labels))
-	}
-	var parts []string
-	if slices.Contains(short, "cpu") {
-		parts = append(parts, num(r.CPU)+" CPU")
-	}
-	if slices.Contains(short, "gpu") {
-		parts = append(parts, num(r.GPU)+" GPU")
-	}
-	if slices.Contains(short, "memory") {
-		parts = append(parts, bytesString(r.Memory)+" memory")
-	}
-	s := "no worker has " + strings.Join(parts, ", ") + " free"
-	if len(r.Labels) > 0 {
-		s += " with " + labelString(r.Labels)
-	}
-	return s
-}
-
-func labelString(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + m[k]
-	}
-	return strings.Join(parts, ",")
-}
-
-func num(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
-
-func bytesString(b int64) string {
-	units := []string{"Ki", "Mi", "Gi", "Ti"}
-	s := strconv.FormatInt(b, 10)
-	for i := len(units) - 1; i >= 0; i-- {
-		m := int64(1) << (10 * (i + 1))
-		if b >= m && b%m == 0 {
-			s = strconv.FormatInt(b/m, 10) + units[i]
-			break
+		reason.Code = protocol.ReasonNoLabels
+	default:
+		reason.Code = protocol.ReasonNoRoom
+		for _, res := range []protocol.Resource{protocol.ResourceCPU, protocol.ResourceGPU, protocol.ResourceMemory} {
+			if slices.Contains(short, res) {
+				reason.Short = append(reason.Short, res)
+			}
 		}
 	}
-	return s
+	return reason
 }

@@ -115,7 +115,7 @@ func TestClusterPlace(t *testing.T) {
 					t.Fatalf("Place(%d) error %v is not a NoFitError", i, err)
 				}
 				if err != nil {
-					lastReason = nf.Reason
+					lastReason = nf.Error()
 				}
 				if got.WorkerID != tt.want[i].WorkerID || !slices.Equal(got.GPUIndices, tt.want[i].GPUIndices) {
 					t.Errorf("Place(%d) = %+v (err %v), want %+v", i, got, err, tt.want[i])

@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"sort"
@@ -59,7 +60,7 @@ type Replica struct {
 	// WorkerID is where it is assigned; "" while it fits nowhere.
 	WorkerID string
 	// Reason says why an unplaced replica is pending.
-	Reason string
+	Reason protocol.Reason
 	// Labels is the deployment's selector.
 	Labels map[string]string
 	// Created orders replicas (older first); Placed is when it was
@@ -125,6 +126,10 @@ type State struct {
 	Failures map[string]StartFailures
 	// Rollouts holds the strategy of each rolling update in progress.
 	Rollouts map[string]Rollout
+	// Removed says why each replica removed lately was removed, by ID,
+	// until its record leaves the Replicas bucket (BuildStatus shows it on
+	// the STOPPING replica).
+	Removed map[string]protocol.Reason
 	// Moved is when each deployment's last rebalancing move ended, and
 	// WorkerSince when each live worker was first seen (rebalance.go).
 	Moved       map[string]time.Time
@@ -135,7 +140,7 @@ type State struct {
 func NewState() State {
 	return State{Replicas: map[string]*Replica{}, Healthy: map[string]string{}, Targets: map[string]int{},
 		Scaling: map[string]protocol.DeploymentState{}, Failures: map[string]StartFailures{}, Rollouts: map[string]Rollout{},
-		Moved: map[string]time.Time{}, WorkerSince: map[string]time.Time{}}
+		Removed: map[string]protocol.Reason{}, Moved: map[string]time.Time{}, WorkerSince: map[string]time.Time{}}
 }
 
 func (s State) clone() State {
@@ -157,6 +162,7 @@ func (s State) clone() State {
 		n.Failures[k] = v
 	}
 	maps.Copy(n.Rollouts, s.Rollouts)
+	maps.Copy(n.Removed, s.Removed)
 	maps.Copy(n.Moved, s.Moved)
 	maps.Copy(n.WorkerSince, s.WorkerSince)
 	return n
@@ -171,7 +177,7 @@ type Input struct {
 	Records map[string]protocol.ReplicaInfo
 	// Replace names replicas to replace (e.g. failed health checks), with
 	// the reason.
-	Replace map[string]string
+	Replace map[string]protocol.Reason
 	// StartTimeout is how long a placed replica may go without reaching
 	// RUNNING before it is replaced.
 	StartTimeout time.Duration
@@ -215,11 +221,12 @@ func (in Input) Target(app string, d config.Deployment) int {
 	return n
 }
 
-// Event is something a pass did, for logs.
+// Event is something a pass did, for logs and metrics.
 type Event struct {
 	ReplicaID, App, Deployment, WorkerID string
 	Action                               string // "add", "place", "remove"
-	Reason                               string
+	// Reason says why a replica was removed (or added to rebalance).
+	Reason protocol.Reason
 }
 
 // Result is the outcome of one pass.
@@ -240,6 +247,18 @@ func (in Input) Running(r *Replica) bool {
 }
 
 // Step computes the next state from prev and in; prev is not modified.
+// A pass runs its phases in order, each deciding one thing:
+//
+//  1. replaceBroken: assigned replicas that are lost or broken go;
+//  2. settleMoves: rebalancing moves whose new replica runs end;
+//  3. converge: every deployment of the config reaches its target count
+//     of its current version (scale, in-place changes, rolling updates);
+//  4. removeDeleted: replicas of deployments no longer in the config go;
+//  5. placePending: replicas with no worker are placed where they fit;
+//  6. makeRoom: rolling updates with no room for a surge replica drain
+//     old replicas first;
+//  7. rebalance: an unevenly spread deployment moves one replica;
+//  8. assignments: one assignment per live worker.
 func Step(prev State, in Input) (State, Result) {
 	st := prev.clone()
 	newID := in.NewID
@@ -247,14 +266,34 @@ func Step(prev State, in Input) (State, Result) {
 		newID = NewID
 	}
 	p := &pass{in: in, st: &st, avoid: map[string]map[string]bool{}, newID: newID}
-	res := &p.res
-	remove, replace := p.remove, p.replace
+	for id := range st.Removed {
+		if _, ok := in.Records[id]; !ok {
+			delete(st.Removed, id) // stopped: its reason is told no more
+		}
+	}
+	p.replaceBroken()
+	p.settleMoves()
+	desired := p.converge()
+	p.removeDeleted(desired)
+	cl := p.placePending()
+	p.res.Cluster = cl
+	p.makeRoom(cl)
+	p.rebalance(cl)
+	p.res.Assignments = p.assignments()
+	return st, p.res
+}
 
-	// 1. Replicas that are lost or broken go; the count logic below adds
-	// their successors.
-	for _, r := range sortedReplicas(st.Replicas) {
+// replaceBroken removes the assigned replicas that are lost or broken —
+// named in Input.Replace (failed health checks), on a worker that is gone
+// or draining, FAILED for longer than their start backoff, not RUNNING
+// within the start timeout, or whose record vanished while their worker
+// lives — and counts start failures. converge adds their successors,
+// which placement steers away from the worker they left.
+func (p *pass) replaceBroken() {
+	in := p.in
+	for _, r := range sortedReplicas(p.st.Replicas) {
 		if reason, ok := in.Replace[r.Spec.ID]; ok {
-			replace(r, reason)
+			p.replace(r, reason)
 			continue
 		}
 		if r.WorkerID == "" {
@@ -262,11 +301,11 @@ func Step(prev State, in Input) (State, Result) {
 		}
 		w, ok := in.Workers[r.WorkerID]
 		if !placeable(w, ok) {
-			reason := "worker " + r.WorkerID + " lost"
+			reason := protocol.Reason{Code: protocol.ReasonWorkerLost, WorkerID: r.WorkerID}
 			if ok {
-				reason = "worker " + r.WorkerID + " draining"
+				reason.Code = protocol.ReasonWorkerDraining
 			}
-			replace(r, reason)
+			p.replace(r, reason)
 			continue
 		}
 		rec, hasRec := in.Records[r.Spec.ID]
@@ -275,37 +314,45 @@ func Step(prev State, in Input) (State, Result) {
 		}
 		switch {
 		case hasRec && rec.WorkerID == r.WorkerID && rec.State == protocol.ReplicaFailed:
-			k := Key(r.Spec.App, r.Spec.Deployment)
-			if r.FailedAt.IsZero() {
-				r.FailedAt = in.Now
-				f := st.Failures[k]
-				if f.Version != r.Spec.Version {
-					f = StartFailures{Version: r.Spec.Version}
-				}
-				f.Count++
-				f.Reason, f.Last = rec.Message, in.Now
-				st.Failures[k] = f
-			}
-			if in.Now.Sub(r.FailedAt) >= StartBackoff(st.Failures[k].Count) {
-				replace(r, "FAILED: "+rec.Message)
+			if n := p.startFailed(r, rec); in.Now.Sub(r.FailedAt) >= StartBackoff(n) {
+				p.replace(r, protocol.Reason{Code: protocol.ReasonStartFailed, Detail: rec.Message})
 			}
 		case hasRec && rec.WorkerID == r.WorkerID && rec.State == protocol.ReplicaStarting &&
 			in.StartTimeout > 0 && in.Now.Sub(startClock(r, rec)) > in.StartTimeout:
-			replace(r, fmt.Sprintf("still STARTING after %s", in.StartTimeout))
+			p.replace(r, protocol.Reason{Code: protocol.ReasonStartTimeout, Timeout: config.Duration(in.StartTimeout)})
 		case !hasRec && r.Seen:
-			replace(r, "replica record vanished while its worker lives")
+			p.replace(r, protocol.Reason{Code: protocol.ReasonRecordVanished})
 		case !hasRec && in.StartTimeout > 0 && in.Now.Sub(r.Placed) > in.StartTimeout:
-			replace(r, fmt.Sprintf("worker did not start it within %s", in.StartTimeout))
+			p.replace(r, protocol.Reason{Code: protocol.ReasonNotStarted, Timeout: config.Duration(in.StartTimeout)})
 		}
 	}
+}
 
-	// 1b. Rebalancing moves whose new replica runs finish; the others stay
-	// out of the count until then (see rebalance.go).
-	p.settleMoves()
+// startFailed notes that r's record says FAILED: the first time it is
+// seen, r's deployment counts one more start failure of its version. It
+// returns the deployment's count of failures in a row.
+func (p *pass) startFailed(r *Replica, rec protocol.ReplicaInfo) int {
+	k := Key(r.Spec.App, r.Spec.Deployment)
+	if r.FailedAt.IsZero() {
+		r.FailedAt = p.in.Now
+		f := p.st.Failures[k]
+		if f.Version != r.Spec.Version {
+			f = StartFailures{Version: r.Spec.Version}
+		}
+		f.Count++
+		f.Reason, f.Last = rec.Message, p.in.Now
+		p.st.Failures[k] = f
+	}
+	return p.st.Failures[k].Count
+}
 
-	// 2. Converge every desired deployment.
+// converge brings every deployment of the config to its target (see
+// deploymentPass.converge) and returns the keys of the deployments the
+// config holds. Replicas started by a rebalancing move stay out of the
+// count until the move ends.
+func (p *pass) converge() map[string]bool {
 	byKey := map[string][]*Replica{}
-	for _, r := range sortedReplicas(st.Replicas) {
+	for _, r := range sortedReplicas(p.st.Replicas) {
 		if r.Moves != "" {
 			continue
 		}
@@ -313,111 +360,181 @@ func Step(prev State, in Input) (State, Result) {
 		byKey[k] = append(byKey[k], r)
 	}
 	desired := map[string]bool{}
-	for _, app := range in.Config.Applications {
+	for _, app := range p.in.Config.Applications {
 		for _, d := range app.Deployments {
 			k := Key(app.Name, d.Name)
 			desired[k] = true
-			ver := Version(d)
-			var cur, old []*Replica
-			for _, r := range byKey[k] {
-				if r.Spec.Version == ver {
-					cur = append(cur, r)
-				} else {
-					old = append(old, r)
-				}
-			}
-			uc := compactJSON(d.UserConfig)
-			for _, r := range cur {
-				r.Spec.UserConfig = uc
-				r.Spec.AsyncMethods = d.AsyncMethods // applied in place (a new job runner)
-				r.Labels = d.Resources.Labels
-			}
-			target := in.Target(app.Name, d)
-			add := func() {
-				id := newID(app.Name, d.Name, ver)
-				r := &Replica{
-					Spec: protocol.ReplicaSpec{
-						ID: id, App: app.Name, Deployment: d.Name, Handler: d.Handler, Version: ver,
-						UserConfig: uc, MaxOngoingRequests: d.MaxOngoingRequests,
-						CPU: d.Resources.CPUOrDefault(), GPU: d.Resources.GPU, MemoryBytes: int64(d.Resources.Memory),
-						GracefulShutdownTimeout: d.GracefulShutdownTimeout,
-						MaxModelsPerReplica:     d.MaxModelsPerReplica,
-						Runtime:                 d.Runtime, Process: processSpec(d),
-						AsyncMethods: d.AsyncMethods,
-					},
-					Labels:  d.Resources.Labels,
-					Created: in.Now,
-				}
-				st.Replicas[id] = r
-				cur = append(cur, r)
-				res.Events = append(res.Events, Event{ReplicaID: id, App: app.Name, Deployment: d.Name, Action: "add"})
-			}
-			surge := max(1, target/5)
-			if st.Rollouts[k].Strategy == protocol.RolloutReplace {
-				surge = max(surge, d.MaxUnavailable.Of(target)) // new replicas waiting for room
-			}
-			grow := func() {
-				for len(cur) < target && (len(old) == 0 || len(cur)+len(old) < target+surge) {
-					add()
-				}
-			}
-			grow()
-			if f, ok := st.Failures[k]; ok && f.Version != ver {
-				delete(st.Failures, k) // a new version starts counting afresh
-			}
-			if len(cur) == target && allRunning(cur, in) {
-				delete(st.Failures, k) // at target, every replica running
-			}
-			if len(cur) > target {
-				// Scale down: unplaced first, then not yet running, then newest.
-				extra := slicesSortedForRemoval(cur, in)
-				for _, r := range extra[:len(cur)-target] {
-					remove(r, "scale down")
-				}
-				cur = extra[len(cur)-target:]
-			}
-			if len(old) > 0 {
-				running := 0
-				for _, r := range append(append([]*Replica{}, cur...), old...) {
-					if in.Running(r) {
-						running++
-					}
-				}
-				var keep []*Replica
-				for _, r := range slicesSortedForRemoval(old, in) {
-					switch {
-					case !in.Running(r):
-						remove(r, "rolling update: replaced by version "+ver)
-					case running-1 >= target:
-						running--
-						remove(r, "rolling update: replaced by version "+ver)
-					default:
-						keep = append(keep, r)
-					}
-				}
-				old = keep
-				grow()
-			}
+			dp := &deploymentPass{pass: p, app: app.Name, d: d, key: k, ver: Version(d), uc: compactJSON(d.UserConfig),
+				target: p.in.Target(app.Name, d)}
+			dp.converge(byKey[k])
 		}
 	}
+	return desired
+}
 
-	// 3. Replicas of deleted applications and deployments go.
-	for _, r := range sortedReplicas(st.Replicas) {
+// deploymentPass is one deployment's part of converge: its replicas of
+// the current version (cur) and of earlier versions (old).
+type deploymentPass struct {
+	*pass
+	app      string
+	d        config.Deployment
+	key, ver string
+	uc       json.RawMessage // the compacted user_config
+	target   int
+	cur, old []*Replica
+}
+
+// converge decides the deployment's replicas: the current version's get
+// the settings applied in place, new ones are added up to the target
+// (with a surge while old replicas remain), the start-failure count is
+// reset once the deployment is at target with every replica RUNNING,
+// extra replicas are scaled down, and old replicas retire (retireOld).
+func (dp *deploymentPass) converge(rs []*Replica) {
+	for _, r := range rs {
+		if r.Spec.Version == dp.ver {
+			dp.cur = append(dp.cur, r)
+		} else {
+			dp.old = append(dp.old, r)
+		}
+	}
+	dp.reconfigure()
+	dp.grow()
+	dp.settleFailures()
+	dp.scaleDown()
+	if len(dp.old) > 0 {
+		dp.retireOld()
+		dp.grow()
+	}
+}
+
+// reconfigure applies to the current version's replicas what changes in
+// place: user_config, async_methods (a new job runner) and the labels
+// they are placed by.
+func (dp *deploymentPass) reconfigure() {
+	for _, r := range dp.cur {
+		r.Spec.UserConfig = dp.uc
+		r.Spec.AsyncMethods = dp.d.AsyncMethods
+		r.Labels = dp.d.Resources.Labels
+	}
+}
+
+// surge is how many replicas above the target a rolling update may run:
+// a fifth of the target (at least one), or, while it replaces old
+// replicas first for lack of room, max_unavailable new replicas waiting
+// for room.
+func (dp *deploymentPass) surge() int {
+	s := max(1, dp.target/5)
+	if dp.st.Rollouts[dp.key].Strategy == protocol.RolloutReplace {
+		s = max(s, dp.d.MaxUnavailable.Of(dp.target))
+	}
+	return s
+}
+
+// grow adds replicas of the current version until the target is reached,
+// or, while old replicas remain, until the surge is used up.
+func (dp *deploymentPass) grow() {
+	surge := dp.surge()
+	for len(dp.cur) < dp.target && (len(dp.old) == 0 || len(dp.cur)+len(dp.old) < dp.target+surge) {
+		dp.add()
+	}
+}
+
+// add creates an unplaced replica of the current version.
+func (dp *deploymentPass) add() {
+	d := dp.d
+	id := dp.newID(dp.app, d.Name, dp.ver)
+	r := &Replica{
+		Spec: protocol.ReplicaSpec{
+			ID: id, App: dp.app, Deployment: d.Name, Handler: d.Handler, Version: dp.ver,
+			UserConfig: dp.uc, MaxOngoingRequests: d.MaxOngoingRequests,
+			CPU: d.Resources.CPUOrDefault(), GPU: d.Resources.GPU, MemoryBytes: int64(d.Resources.Memory),
+			GracefulShutdownTimeout: d.GracefulShutdownTimeout,
+			MaxModelsPerReplica:     d.MaxModelsPerReplica,
+			Runtime:                 d.Runtime, Process: processSpec(d),
+			AsyncMethods: d.AsyncMethods,
+		},
+		Labels:  d.Resources.Labels,
+		Created: dp.in.Now,
+	}
+	dp.st.Replicas[id] = r
+	dp.cur = append(dp.cur, r)
+	dp.res.Events = append(dp.res.Events, Event{ReplicaID: id, App: dp.app, Deployment: d.Name, Action: "add"})
+}
+
+// settleFailures forgets the deployment's start failures when they were
+// of another version (a new version counts afresh) or when the
+// deployment is at target with every replica RUNNING.
+func (dp *deploymentPass) settleFailures() {
+	if f, ok := dp.st.Failures[dp.key]; ok && f.Version != dp.ver {
+		delete(dp.st.Failures, dp.key)
+	}
+	if len(dp.cur) == dp.target && allRunning(dp.cur, dp.in) {
+		delete(dp.st.Failures, dp.key)
+	}
+}
+
+// scaleDown removes current-version replicas above the target: unplaced
+// ones first, then those not yet running, then the newest.
+func (dp *deploymentPass) scaleDown() {
+	if len(dp.cur) <= dp.target {
+		return
+	}
+	extra := slicesSortedForRemoval(dp.cur, dp.in)
+	for _, r := range extra[:len(dp.cur)-dp.target] {
+		dp.remove(r, protocol.Reason{Code: protocol.ReasonScaleDown})
+	}
+	dp.cur = extra[len(dp.cur)-dp.target:]
+}
+
+// retireOld removes replicas of earlier versions: those not running at
+// once, running ones while the deployment keeps at least its target
+// RUNNING without them (unplaced and not running first, then newest).
+func (dp *deploymentPass) retireOld() {
+	running := 0
+	for _, r := range append(append([]*Replica{}, dp.cur...), dp.old...) {
+		if dp.in.Running(r) {
+			running++
+		}
+	}
+	var keep []*Replica
+	for _, r := range slicesSortedForRemoval(dp.old, dp.in) {
+		switch {
+		case !dp.in.Running(r):
+			dp.remove(r, protocol.Reason{Code: protocol.ReasonRollingUpdate, Version: dp.ver})
+		case running-1 >= dp.target:
+			running--
+			dp.remove(r, protocol.Reason{Code: protocol.ReasonRollingUpdate, Version: dp.ver})
+		default:
+			keep = append(keep, r)
+		}
+	}
+	dp.old = keep
+}
+
+// removeDeleted removes the replicas of applications and deployments not
+// in desired (the keys converge returned).
+func (p *pass) removeDeleted(desired map[string]bool) {
+	for _, r := range sortedReplicas(p.st.Replicas) {
 		if !desired[Key(r.Spec.App, r.Spec.Deployment)] {
-			remove(r, "deleted from the config")
+			p.remove(r, protocol.Reason{Code: protocol.ReasonDeleted})
 		}
 	}
+}
 
-	// 4. Place what is unplaced.
+// placePending models the placeable workers with the replicas assigned
+// to them and places every unplaced replica, oldest first, where it fits
+// (Cluster.Place); one that fits nowhere keeps the reason. It returns the
+// model, which makeRoom and rebalance go on using.
+func (p *pass) placePending() *Cluster {
 	var workers []protocol.WorkerInfo
-	for _, w := range in.Workers {
+	for _, w := range p.in.Workers {
 		if placeable(w, true) {
 			workers = append(workers, w)
 		}
 	}
 	cl := NewCluster(workers)
 	var pending []*Replica
-	for _, r := range sortedReplicas(st.Replicas) {
+	for _, r := range sortedReplicas(p.st.Replicas) {
 		if r.WorkerID == "" {
 			pending = append(pending, r)
 			continue
@@ -427,37 +544,36 @@ func Step(prev State, in Input) (State, Result) {
 	for _, r := range pending {
 		pl, err := cl.Place(p.request(r), r.Spec)
 		if err != nil {
-			r.Reason = err.Error()
+			if nf := (*NoFitError)(nil); errors.As(err, &nf) {
+				r.Reason = nf.Reason
+			}
 			continue
 		}
 		p.placed(r, pl)
 	}
-	res.Cluster = cl
+	return cl
+}
 
-	// 4b. Rolling updates with no room for a surge replica replace old
-	// replicas first (rollout.go); 4c. uneven deployments move a replica
-	// (rebalance.go).
-	p.makeRoom(cl)
-	p.rebalance(cl)
-
-	// 5. One assignment per live worker; a draining worker gets none.
-	res.Assignments = map[string]protocol.Assignment{}
-	for id := range in.Workers {
-		res.Assignments[id] = protocol.Assignment{WorkerID: id, Replicas: []protocol.ReplicaSpec{}}
+// assignments returns one assignment per live worker, its replicas
+// sorted by ID; a draining worker's is empty.
+func (p *pass) assignments() map[string]protocol.Assignment {
+	out := map[string]protocol.Assignment{}
+	for id := range p.in.Workers {
+		out[id] = protocol.Assignment{WorkerID: id, Replicas: []protocol.ReplicaSpec{}}
 	}
-	for _, r := range sortedReplicas(st.Replicas) {
+	for _, r := range sortedReplicas(p.st.Replicas) {
 		if r.WorkerID == "" {
 			continue
 		}
-		a := res.Assignments[r.WorkerID]
+		a := out[r.WorkerID]
 		a.Replicas = append(a.Replicas, r.Spec)
-		res.Assignments[r.WorkerID] = a
+		out[r.WorkerID] = a
 	}
-	for id, a := range res.Assignments {
+	for id, a := range out {
 		sort.Slice(a.Replicas, func(i, j int) bool { return a.Replicas[i].ID < a.Replicas[j].ID })
-		res.Assignments[id] = a
+		out[id] = a
 	}
-	return st, *res
+	return out
 }
 
 // pass is one Step's working set: the state being computed, its result
@@ -470,15 +586,17 @@ type pass struct {
 	newID func(app, dep, version string) string
 }
 
-// remove drops r from the state, with the reason in the events.
-func (p *pass) remove(r *Replica, reason string) {
+// remove drops r from the state, with the reason in the events and in
+// State.Removed.
+func (p *pass) remove(r *Replica, reason protocol.Reason) {
 	delete(p.st.Replicas, r.Spec.ID)
+	p.st.Removed[r.Spec.ID] = reason
 	p.res.Events = append(p.res.Events, Event{ReplicaID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
 		WorkerID: r.WorkerID, Action: "remove", Reason: reason})
 }
 
 // replace removes a broken r; its successor avoids r's worker.
-func (p *pass) replace(r *Replica, reason string) {
+func (p *pass) replace(r *Replica, reason protocol.Reason) {
 	k := Key(r.Spec.App, r.Spec.Deployment)
 	if p.avoid[k] == nil {
 		p.avoid[k] = map[string]bool{}
@@ -496,7 +614,7 @@ func (p *pass) request(r *Replica) Request {
 
 // placed records that r was placed at pl.
 func (p *pass) placed(r *Replica, pl Placement) {
-	r.WorkerID, r.Spec.GPUIndices, r.Placed, r.Reason, r.Seen = pl.WorkerID, pl.GPUIndices, p.in.Now, "", false
+	r.WorkerID, r.Spec.GPUIndices, r.Placed, r.Reason, r.Seen = pl.WorkerID, pl.GPUIndices, p.in.Now, protocol.Reason{}, false
 	p.res.Events = append(p.res.Events, Event{ReplicaID: r.Spec.ID, App: r.Spec.App, Deployment: r.Spec.Deployment,
 		WorkerID: pl.WorkerID, Action: "place"})
 }

@@ -255,7 +255,7 @@ func TestStepReplaceAndPendingReason(t *testing.T) {
 		}
 	}
 	e.runAll()
-	e.in.Replace = map[string]string{first: "health check failed"}
+	e.in.Replace = map[string]protocol.Reason{first: {Code: protocol.ReasonHealthCheck, Failures: 3, Detail: "timeout"}}
 	res = e.step()
 	other := map[string]string{"w1": "w2", "w2": "w1"}[firstWorker]
 	if got := ids(res, other); len(got) != 1 || got[0] == first {

@@ -73,9 +73,10 @@ func TestProcessDeploymentWithoutProcessWorkerIsPending(t *testing.T) {
 	res := e.step()
 	s := BuildStatus(&e.st, e.in, res, "me", nil)
 	d := s.Applications["digits"].Deployments["model"]
-	if len(d.Replicas) != 1 || d.Replicas[0].State != protocol.ReplicaPending ||
-		!strings.Contains(d.Replicas[0].Message, "no worker runs the process runtime") {
-		t.Fatalf("replicas = %+v, want one PENDING saying no worker runs the process runtime", d.Replicas)
+	if len(d.Replicas) != 1 || d.Replicas[0].State != protocol.ReplicaPending || d.Replicas[0].Reason == nil ||
+		d.Replicas[0].Reason.Code != protocol.ReasonNoHandler || d.Replicas[0].Reason.Need.Runtime != config.RuntimeProcess ||
+		d.Replicas[0].Message != "no worker runs the process runtime (workers with process_runtime: false take no process deployments)" {
+		t.Fatalf("replicas = %+v, want one PENDING for no_handler of the process runtime, saying no worker runs it", d.Replicas)
 	}
 	if !strings.Contains(d.Message, "pending: no worker runs the process runtime") {
 		t.Errorf("deployment message = %q, want the pending reason", d.Message)

@@ -3,6 +3,8 @@ package plan
 import (
 	"sort"
 	"time"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
 )
 
 // DefaultRebalanceCooldown spaces one deployment's rebalancing moves and
@@ -24,9 +26,9 @@ func (p *pass) settleMoves() {
 		case !ok:
 			r.Moves = ""
 		case !p.current(src):
-			p.remove(r, "rebalance cancelled: "+src.Spec.ID+" is no longer of the current version")
+			p.remove(r, protocol.Reason{Code: protocol.ReasonRebalanceCancelled, ReplicaID: src.Spec.ID})
 		case p.in.Running(r):
-			p.remove(src, "rebalance: moved to worker "+r.WorkerID+" as "+r.Spec.ID)
+			p.remove(src, protocol.Reason{Code: protocol.ReasonRebalanceMoved, WorkerID: r.WorkerID, ReplicaID: r.Spec.ID})
 			r.Moves = ""
 			p.st.Moved[Key(r.Spec.App, r.Spec.Deployment)] = p.in.Now
 		}
@@ -147,7 +149,7 @@ func (p *pass) move(cl *Cluster, k string, rs []*Replica, settled []string) {
 		}
 		p.st.Replicas[spec.ID] = nr
 		p.res.Events = append(p.res.Events, Event{ReplicaID: spec.ID, App: spec.App, Deployment: spec.Deployment,
-			Action: "add", Reason: "rebalance: replaces " + victim.Spec.ID + " on worker " + src})
+			Action: "add", Reason: protocol.Reason{Code: protocol.ReasonRebalanceStart, ReplicaID: victim.Spec.ID, WorkerID: src}})
 		p.placed(nr, pl)
 		return
 	}

@@ -35,7 +35,7 @@ func TestRebalanceWhenAWorkerJoins(t *testing.T) {
 	for pass := 0; pass < 40; pass++ {
 		res := e.step()
 		for _, ev := range res.Events {
-			if ev.Action == "add" && strings.HasPrefix(ev.Reason, "rebalance") {
+			if ev.Action == "add" && ev.Reason.Code == protocol.ReasonRebalanceStart {
 				moves++
 				if pass < 5 {
 					t.Errorf("pass %d: a replica moved to w2 before it was live for the cooldown", pass)
@@ -71,7 +71,7 @@ func TestRebalanceCooldownSpacesMoves(t *testing.T) {
 	var starts []time.Time
 	for range 60 {
 		for _, ev := range e.step().Events {
-			if ev.Action == "add" && strings.HasPrefix(ev.Reason, "rebalance") {
+			if ev.Action == "add" && ev.Reason.Code == protocol.ReasonRebalanceStart {
 				starts = append(starts, e.now)
 			}
 		}
@@ -112,7 +112,7 @@ func TestRebalanceLeavesAlone(t *testing.T) {
 			tt.setup(e)
 			for pass := range 20 {
 				for _, ev := range e.step().Events {
-					if strings.HasPrefix(ev.Reason, "rebalance") {
+					if c := ev.Reason.Code; c == protocol.ReasonRebalanceStart || c == protocol.ReasonRebalanceMoved || c == protocol.ReasonRebalanceCancelled {
 						t.Fatalf("pass %d: %+v, want no rebalancing", pass, ev)
 					}
 				}
@@ -149,7 +149,7 @@ func TestRebalanceCancelledByUpdate(t *testing.T) {
 	}
 	found := false
 	for _, ev := range res.Events {
-		found = found || (ev.ReplicaID == moving && strings.HasPrefix(ev.Reason, "rebalance cancelled"))
+		found = found || (ev.ReplicaID == moving && ev.Reason.Code == protocol.ReasonRebalanceCancelled)
 	}
 	if !found {
 		t.Errorf("events %+v: want %s removed with reason rebalance cancelled", res.Events, moving)
@@ -191,7 +191,7 @@ func TestRebalanceSourceLost(t *testing.T) {
 	if src == "" {
 		t.Fatalf("no move started")
 	}
-	e.in.Replace = map[string]string{src: "health check failed"}
+	e.in.Replace = map[string]protocol.Reason{src: {Code: protocol.ReasonHealthCheck, Failures: 3, Detail: "timeout"}}
 	e.step()
 	e.runAll()
 	for range 3 {

@@ -71,7 +71,7 @@ func (p *pass) makeRoom(cl *Cluster) {
 			maxUnavailable := d.MaxUnavailable.Of(target)
 			budget := avail - (target - maxUnavailable) // RUNNING replicas that may go
 			for _, nr := range waiting {
-				reason := nr.Reason
+				reason := nr.Reason.String()
 				placed, noRoom := p.replaceFirst(cl, nr, old, &budget)
 				if noRoom {
 					ro = Rollout{Strategy: protocol.RolloutReplace, Reason: reason}
@@ -101,7 +101,7 @@ func (p *pass) replaceFirst(cl *Cluster, nr *Replica, old []*Replica, budget *in
 		p.placed(nr, pl)
 		return true, false
 	}
-	if nf := (*NoFitError)(nil); !errors.As(err, &nf) || !nf.NoRoom {
+	if nf := (*NoFitError)(nil); !errors.As(err, &nf) || !nf.NoRoom() {
 		return false, false
 	}
 	// Old replicas per worker, the workers holding most of them first.
@@ -139,7 +139,7 @@ func (p *pass) replaceFirst(cl *Cluster, nr *Replica, old []*Replica, budget *in
 				continue
 			}
 			for _, f := range freed {
-				p.remove(f, "rolling update: drained first to make room for version "+nr.Spec.Version)
+				p.remove(f, protocol.Reason{Code: protocol.ReasonMakeRoom, Version: nr.Spec.Version})
 			}
 			p.placed(nr, pl)
 			*budget -= cost

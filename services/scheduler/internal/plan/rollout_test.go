@@ -87,15 +87,21 @@ func TestRollingUpdateWithoutSpareCapacity(t *testing.T) {
 	}
 }
 
-// TestRollingUpdateSingleReplicaNoRoom: a deployment of one replica on a
-// worker with room for exactly one swaps it (the new one is placed in the
-// same pass the old one is told to drain).
-func TestRollingUpdateSingleReplicaNoRoom(t *testing.T) {
+// updateWithoutRoom runs one replica on a worker with room for exactly
+// one and changes its version (not yet stepped); it returns the new one.
+func updateWithoutRoom(t *testing.T) (*env, string) {
 	e := newEnv(t, cfg(t, tightApp(1, 0.1, 5, "")), worker("w1", 0.1, 0))
 	e.step()
 	e.runAll()
 	e.in.Config = cfg(t, tightApp(1, 0.1, 6, ""))
-	newVer := Version(e.in.Config.Applications[0].Deployments[0])
+	return e, Version(e.in.Config.Applications[0].Deployments[0])
+}
+
+// TestRollingUpdateSingleReplicaNoRoom: a deployment of one replica on a
+// worker with room for exactly one swaps it (the new one is placed in the
+// same pass the old one is told to drain).
+func TestRollingUpdateSingleReplicaNoRoom(t *testing.T) {
+	e, newVer := updateWithoutRoom(t)
 	e.step()
 	s := BuildStatus(&e.st, e.in, e.lastRes, "me", nil).Applications["app"].Deployments["d"]
 	if s.Rollout == nil || s.Rollout.Strategy != protocol.RolloutReplace || s.Rollout.Reason != "no worker has 0.1 CPU free" {

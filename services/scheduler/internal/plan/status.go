@@ -29,8 +29,12 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 		}
 	}
 	stoppingStatus := func(rec protocol.ReplicaInfo) protocol.ReplicaStatus {
-		return protocol.ReplicaStatus{ID: rec.ID, State: protocol.ReplicaStopping, WorkerID: rec.WorkerID,
+		rs := protocol.ReplicaStatus{ID: rec.ID, State: protocol.ReplicaStopping, WorkerID: rec.WorkerID,
 			Version: rec.Version, Message: "removed; draining", StartedAt: rec.StartedAt}
+		if why, ok := st.Removed[rec.ID]; ok {
+			rs.Message, rs.Reason = "removed ("+why.String()+"); draining", &why
+		}
+		return rs
 	}
 
 	desired := map[string]bool{}
@@ -54,14 +58,17 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			ds := protocol.DeploymentStatus{Name: d.Name, TargetReplicas: target, Version: ver, Replicas: []protocol.ReplicaStatus{}}
 			var cur, old, running, reconfiguring int
 			var moves []string
-			reasons := map[string]bool{}
+			pending := map[string]protocol.Reason{} // by message
 			for _, r := range byKey[k] {
 				rs := protocol.ReplicaStatus{ID: r.Spec.ID, WorkerID: r.WorkerID, Version: r.Spec.Version}
 				rec, ok := in.Records[r.Spec.ID]
 				switch {
 				case r.WorkerID == "":
-					rs.State, rs.Message = protocol.ReplicaPending, r.Reason
-					reasons[r.Reason] = true
+					rs.State = protocol.ReplicaPending
+					if why := r.Reason; !why.IsZero() {
+						rs.Message, rs.Reason = why.String(), &why
+						pending[rs.Message] = why
+					}
 				case ok && rec.WorkerID == r.WorkerID:
 					rs.State, rs.Message, rs.StartedAt, rs.Process = rec.State, rec.Message, rec.StartedAt, rec.Process
 					if rec.State == protocol.ReplicaRunning && rec.ConfigVersion != "" && rec.ConfigVersion != r.Spec.ConfigVersion() {
@@ -102,8 +109,12 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 				ds.Autoscaling = as
 			}
 			msg := fmt.Sprintf("%d/%d replicas running", running, target)
-			if len(reasons) > 0 {
-				msg += "; pending: " + strings.Join(sortedKeys(reasons), "; ")
+			if len(pending) > 0 {
+				msgs := sortedKeys(pending)
+				for _, m := range msgs {
+					ds.Pending = append(ds.Pending, pending[m])
+				}
+				msg += "; pending: " + strings.Join(msgs, "; ")
 			}
 			fails := st.Failures[k]
 			if fails.Version != ver {
@@ -232,7 +243,7 @@ func sortedRecords(m map[string]protocol.ReplicaInfo) []protocol.ReplicaInfo {
 	return out
 }
 
-func sortedKeys(m map[string]bool) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)

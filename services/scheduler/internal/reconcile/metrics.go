@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/services/scheduler/internal/plan"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -38,10 +39,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		HealthCheckFailure: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetserve_health_check_failures_total",
 			Help: "Failed replica health checks."}, []string{"application", "deployment"}),
 		Replacements: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetserve_replica_replacements_total",
-			Help: "Replicas removed to be replaced, by reason."}, []string{"application", "deployment", "reason"}),
+			Help: "Replicas removed to be replaced, by reason (a protocol.ReasonCode)."}, []string{"application", "deployment", "reason"}),
 	}
 	reg.MustRegister(m.IsLeader, m.AppStatus, m.TargetReplicas, m.Replicas, m.ReconcileDuration, m.HealthCheckFailure, m.Replacements)
 	return m
+}
+
+// replaced counts a replica removed to be replaced; its reason code is
+// the label (health_check, worker_lost, worker_draining, record_vanished,
+// start_failed, start_timeout, not_started).
+func (m *Metrics) replaced(ev plan.Event) {
+	m.Replacements.WithLabelValues(ev.App, ev.Deployment, string(ev.Reason.Code)).Inc()
 }
 
 func (m *Metrics) observeStatus(s protocol.Status) {

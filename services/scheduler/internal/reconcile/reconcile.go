@@ -1,12 +1,16 @@
-// Package reconcile is the leading scheduler's control loop. Lead watches
-// the Apps, Workers, Replicas and Scale (autoscaler decisions) buckets, runs a plan.Step on every change
-// (coalesced) and on a periodic tick, writes each worker's assignment to
-// the Assignments bucket only when it changed, health-checks RUNNING
-// replicas over NATS and writes the fleet status to the Status bucket.
+// Package reconcile is the leading scheduler's control loop. Lead follows
+// the Apps, Workers, Replicas and Scale (autoscaler decisions) buckets
+// with kvfollow (re-read at once after a NATS reconnect), runs a plan.Step
+// on every change (coalesced) and on a periodic tick — only while every
+// bucket's copy is synced —, writes each worker's assignment to the
+// Assignments bucket only when it changed, health-checks RUNNING replicas
+// over NATS and writes the fleet status to the Status bucket.
 //
-// All state is owned by the one goroutine running Lead; health checks run
-// in goroutines Lead starts and waits for before it returns, which it does
-// promptly once its context ends (leadership lost or shutdown).
+// All state is owned by the one goroutine running Lead, which reads the
+// followers' copies when they signal a change; the followers and the
+// health checks run in goroutines Lead starts and waits for before it
+// returns, which it does promptly once its context ends (leadership lost
+// or shutdown).
 package reconcile
 
 import (
@@ -15,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -88,9 +91,8 @@ type leader struct {
 	cfg        config.ServeConfig
 	appJSON    map[string]string
 	deployedAt map[string]time.Time
-	workers    map[string]protocol.WorkerInfo
-	records    map[string]protocol.ReplicaInfo   // by KV key
-	recordSeen map[string]time.Time              // by KV key: when this instance last saw the record written
+	workers    map[string]protocol.WorkerInfo    // by worker ID
+	records    map[string]record                 // by Replicas-bucket key
 	scale      map[string]protocol.ScaleDecision // by plan.Key, from the Scale bucket
 	written    map[string][]byte                 // assignment last written, by worker key
 	lastStatus []byte
@@ -99,7 +101,7 @@ type leader struct {
 	failures  map[string]int
 	lastCheck map[string]time.Time
 	checking  map[string]bool
-	replace   map[string]string
+	replace   map[string]protocol.Reason
 	results   chan healthResult
 	wg        sync.WaitGroup
 }
@@ -113,9 +115,9 @@ func (r *Reconciler) Lead(ctx context.Context, epoch uint64) {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &leader{Reconciler: r, epoch: epoch, log: log, st: plan.NewState(),
 		cfg: config.ServeConfig{}, appJSON: map[string]string{}, deployedAt: map[string]time.Time{},
-		workers: map[string]protocol.WorkerInfo{}, records: map[string]protocol.ReplicaInfo{}, recordSeen: map[string]time.Time{}, written: map[string][]byte{},
+		workers: map[string]protocol.WorkerInfo{}, records: map[string]record{}, written: map[string][]byte{},
 		scale:    map[string]protocol.ScaleDecision{},
-		failures: map[string]int{}, lastCheck: map[string]time.Time{}, checking: map[string]bool{}, replace: map[string]string{},
+		failures: map[string]int{}, lastCheck: map[string]time.Time{}, checking: map[string]bool{}, replace: map[string]protocol.Reason{},
 		results: make(chan healthResult, 64)}
 	defer func() {
 		cancel()
@@ -127,39 +129,20 @@ func (r *Reconciler) Lead(ctx context.Context, epoch uint64) {
 }
 
 func (l *leader) run(ctx context.Context) error {
-	b := l.o.Buckets
 	if err := l.loadAssignments(ctx); err != nil {
 		return err
 	}
-	watch := func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
-		w, err := kv.WatchAll(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("watch %s: %w", kv.Bucket(), err)
-		}
-		return w, nil
-	}
-	appsW, err := watch(b.Apps)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = appsW.Stop() }()
-	workersW, err := watch(b.Workers)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = workersW.Stop() }()
-	replicasW, err := watch(b.Replicas)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = replicasW.Stop() }()
-	scaleW, err := watch(b.Scale)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = scaleW.Stop() }()
+	changed := make(chan struct{}, 1)
+	srcs := l.sources(changed)
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runSources(fctx, srcs) }()
+	defer func() {
+		stop()
+		<-done
+	}()
 
-	var appsSynced, workersSynced, replicasSynced, scaleSynced, armed bool
+	armed := false
 	tick := time.NewTicker(l.o.Interval)
 	defer tick.Stop()
 	htick := time.NewTicker(healthTick)
@@ -173,62 +156,35 @@ func (l *leader) run(ctx context.Context) error {
 			kick.Reset(coalesce)
 		}
 	}
-	synced := func() bool { return appsSynced && workersSynced && replicasSynced && scaleSynced }
+	// ready takes what changed in the buckets and reports whether every
+	// copy matches its bucket (after the initial values, and again after
+	// each resync that follows a reconnect). It runs before a pass, not on
+	// every change: a burst of heartbeats costs one copy of each bucket.
+	ready := func() bool {
+		ok := true
+		for _, s := range srcs {
+			s.apply()
+			ok = ok && s.synced()
+		}
+		return ok
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case e, ok := <-appsW.Updates():
-			if !ok {
-				return errors.New("apps watcher closed")
-			}
-			if e == nil {
-				appsSynced = true
-			} else {
-				l.onApps(e)
-			}
-			dirty()
-		case e, ok := <-workersW.Updates():
-			if !ok {
-				return errors.New("workers watcher closed")
-			}
-			if e == nil {
-				workersSynced = true
-			} else {
-				l.onWorker(e)
-			}
-			dirty()
-		case e, ok := <-replicasW.Updates():
-			if !ok {
-				return errors.New("replicas watcher closed")
-			}
-			if e == nil {
-				replicasSynced = true
-			} else {
-				l.onReplica(e)
-			}
-			dirty()
-		case e, ok := <-scaleW.Updates():
-			if !ok {
-				return errors.New("scale watcher closed")
-			}
-			if e == nil {
-				scaleSynced = true
-			} else {
-				l.onScale(e)
-			}
+		case <-changed:
 			dirty()
 		case <-kick.C:
 			armed = false
-			if synced() {
+			if ready() {
 				l.pass(ctx)
 			}
 		case <-tick.C:
-			if synced() {
+			if ready() {
 				l.pass(ctx)
 			}
 		case <-htick.C:
-			if synced() {
+			if ready() {
 				l.startHealthChecks(ctx)
 			}
 		case hr := <-l.results:
@@ -265,104 +221,6 @@ func (l *leader) loadAssignments(ctx context.Context) error {
 	return nil
 }
 
-func deleted(e jetstream.KeyValueEntry) bool {
-	return e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
-}
-
-func (l *leader) onApps(e jetstream.KeyValueEntry) {
-	if e.Key() != admin.ConfigKey {
-		return
-	}
-	cfg := config.ServeConfig{}
-	if !deleted(e) {
-		c, err := admin.Decode(e.Value())
-		if err != nil {
-			l.log.Error().Err(err).Msg("ignoring stored config")
-			return
-		}
-		cfg = c
-	}
-	seen := map[string]bool{}
-	for _, a := range cfg.Applications {
-		seen[a.Name] = true
-		b, _ := json.Marshal(a)
-		if l.appJSON[a.Name] != string(b) {
-			l.appJSON[a.Name] = string(b)
-			l.deployedAt[a.Name] = e.Created()
-		}
-	}
-	for name := range l.appJSON {
-		if !seen[name] {
-			delete(l.appJSON, name)
-			delete(l.deployedAt, name)
-		}
-	}
-	l.cfg = cfg
-}
-
-func (l *leader) onWorker(e jetstream.KeyValueEntry) {
-	if deleted(e) {
-		if _, ok := l.workers[e.Key()]; ok {
-			l.log.Warn().Str("worker_id", e.Key()).Msg("worker lost")
-		}
-		delete(l.workers, e.Key())
-		return
-	}
-	var w protocol.WorkerInfo
-	if err := json.Unmarshal(e.Value(), &w); err != nil {
-		l.log.Warn().Err(err).Str("key", e.Key()).Msg("skip undecodable worker")
-		return
-	}
-	if _, ok := l.workers[e.Key()]; !ok {
-		l.log.Info().Str("worker_id", e.Key()).Float64("cpu", w.CPU).Int("gpus", len(w.GPUs)).Msg("worker joined")
-	}
-	w.ID = e.Key()
-	l.workers[e.Key()] = w
-}
-
-func (l *leader) onReplica(e jetstream.KeyValueEntry) {
-	if deleted(e) {
-		delete(l.records, e.Key())
-		delete(l.recordSeen, e.Key())
-		return
-	}
-	var r protocol.ReplicaInfo
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		l.log.Warn().Err(err).Str("key", e.Key()).Msg("skip undecodable replica record")
-		return
-	}
-	if r.ID == "" {
-		if parts := strings.SplitN(e.Key(), ".", 3); len(parts) == 3 {
-			r.ID = parts[2]
-		}
-	}
-	l.records[e.Key()] = r
-	l.recordSeen[e.Key()] = time.Now()
-}
-
-// onScale keeps the autoscaler's latest decision per deployment.
-func (l *leader) onScale(e jetstream.KeyValueEntry) {
-	if deleted(e) {
-		for k, d := range l.scale {
-			if protocol.ScaleKey(d.App, d.Deployment) == e.Key() {
-				delete(l.scale, k)
-			}
-		}
-		return
-	}
-	var d protocol.ScaleDecision
-	if err := json.Unmarshal(e.Value(), &d); err != nil || d.App == "" || d.Deployment == "" {
-		l.log.Warn().Err(err).Str("key", e.Key()).Msg("skip undecodable scale decision")
-		return
-	}
-	k := plan.Key(d.App, d.Deployment)
-	if prev, ok := l.scale[k]; !ok || prev.Desired != d.Desired {
-		l.log.Info().Str("app", d.App).Str("deployment", d.Deployment).Int("desired", d.Desired).
-			Str("reason", string(d.Reason)).Msg("autoscaler decision")
-	}
-	l.scale[k] = d
-}
-
 // StaleRecord is how long a replica record may go unrefreshed, as this
 // instance sees it, before it is taken as expired even though its expiry
 // (the bucket's TTL delete marker) never reached the watcher: three TTLs,
@@ -373,23 +231,6 @@ const StaleRecord = 3 * fleetstate.ReplicaTTL
 
 func (l *leader) recordsByID() map[string]protocol.ReplicaInfo {
 	return l.liveRecords(time.Now())
-}
-
-// liveRecords returns the replica records by replica id, dropping those
-// not refreshed within StaleRecord of now.
-func (l *leader) liveRecords(now time.Time) map[string]protocol.ReplicaInfo {
-	m := make(map[string]protocol.ReplicaInfo, len(l.records))
-	for k, r := range l.records {
-		if seen, ok := l.recordSeen[k]; ok && now.Sub(seen) > StaleRecord {
-			l.log.Warn().Str("replica_id", r.ID).Str("worker_id", r.WorkerID).Dur("unrefreshed", now.Sub(seen)).
-				Msg("replica record not refreshed and its expiry never seen; dropping it")
-			delete(l.records, k)
-			delete(l.recordSeen, k)
-			continue
-		}
-		m[r.ID] = r
-	}
-	return m
 }
 
 func (l *leader) pass(ctx context.Context) {
@@ -404,13 +245,15 @@ func (l *leader) pass(ctx context.Context) {
 	next, res := plan.Step(l.st, in)
 	for _, ev := range res.Events {
 		lg := l.log.Info()
-		if ev.Action == "remove" && ev.Reason != "scale down" && !strings.HasPrefix(ev.Reason, "rolling update") &&
-			!strings.HasPrefix(ev.Reason, "rebalance") && ev.Reason != "deleted from the config" {
+		if ev.Action == "remove" && ev.Reason.Code.Replaced() {
 			lg = l.log.Warn()
-			l.o.Metrics.Replacements.WithLabelValues(ev.App, ev.Deployment, replacementKind(ev.Reason)).Inc()
+			l.o.Metrics.replaced(ev)
+		}
+		if !ev.Reason.IsZero() {
+			lg = lg.Str("reason_code", string(ev.Reason.Code)).Stringer("reason", ev.Reason)
 		}
 		lg.Str("replica_id", ev.ReplicaID).Str("app", ev.App).Str("deployment", ev.Deployment).
-			Str("worker_id", ev.WorkerID).Str("reason", ev.Reason).Msg("replica " + ev.Action)
+			Str("worker_id", ev.WorkerID).Msg("replica " + ev.Action)
 	}
 	l.st = next
 	l.writeAssignments(ctx, res)
@@ -434,22 +277,6 @@ func (l *leader) pass(ctx context.Context) {
 	status := plan.BuildStatus(&l.st, in, res, l.o.ID, l.deployedAt)
 	l.o.Metrics.observeStatus(status)
 	l.writeStatus(ctx, status, start)
-}
-
-func replacementKind(reason string) string {
-	switch {
-	case strings.Contains(reason, "health check"):
-		return "health_check"
-	case strings.Contains(reason, "lost"):
-		return "worker_lost"
-	case strings.Contains(reason, "draining"):
-		return "worker_draining"
-	case strings.Contains(reason, "vanished"):
-		return "record_vanished"
-	case strings.HasPrefix(reason, "FAILED"):
-		return "start_failed"
-	}
-	return "start_timeout"
 }
 
 func (l *leader) writeAssignments(ctx context.Context, res plan.Result) {
@@ -600,7 +427,7 @@ func (l *leader) onHealth(hr healthResult) bool {
 	l.log.Warn().Err(hr.err).Str("replica_id", hr.id).Str("app", r.Spec.App).Str("deployment", r.Spec.Deployment).
 		Int("consecutive", n).Msg("health check failed")
 	if n >= config.HealthCheckFailureThreshold {
-		l.replace[hr.id] = fmt.Sprintf("health check failed %d times: %v", n, hr.err)
+		l.replace[hr.id] = protocol.Reason{Code: protocol.ReasonHealthCheck, Failures: n, Detail: hr.err.Error()}
 		return true
 	}
 	return false

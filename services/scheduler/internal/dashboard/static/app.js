@@ -88,7 +88,9 @@ function renderApps(snap) {
       const t = d.traffic || {};
       const reps = el("div", { class: "replicas" });
       for (const r of d.replicas) {
-        reps.append(el("span", { class: "replica badge s-" + r.state, title: (r.message || r.state) + " · version " + r.version },
+        const why = r.reason ? r.reason.code + ": " : ""; // the typed reason of a PENDING or STOPPING replica
+        reps.append(el("span", { class: "replica badge s-" + r.state, "data-reason": r.reason ? r.reason.code : "",
+          title: why + (r.message || r.state) + " · version " + r.version },
           r.replica_id, el("span", { class: "on" }, " @ " + (r.worker_id || "unplaced"))));
       }
       const series = t.series || [];
