@@ -42,6 +42,9 @@ const (
 // sklearn, naming the script that installs them.
 func requirePython(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("e2e: skipped in -short mode")
+	}
 	out, err := exec.Command(python, "-c", "import numpy, sklearn").CombinedOutput()
 	if err != nil {
 		t.Fatalf("e2e: %s cannot import numpy and sklearn (%v: %s); run scripts/python-deps.sh (make e2e does)", python, err, out)
