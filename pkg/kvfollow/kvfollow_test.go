@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -385,5 +386,72 @@ func TestReadyBeforeTheFirstChange(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUnansweredWatchStartIsRetried: the first attempt to start a watch
+// gets no answer at all — what a consumer creation gets while the
+// bucket's stream elects a leader — and the follower retries after its
+// StartTimeout rather than a JetStream timeout later. The follower's
+// JetStream API goes through a relay on the real server that forwards
+// every request but drops the first consumer creation.
+func TestUnansweredWatchStartIsRetried(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	put(t, bucket(t, nc), "k", "1")
+
+	const prefix = "silent.API"
+	var mu sync.Mutex
+	creates := 0
+	relay, err := nc.Subscribe(prefix+".>", func(m *nats.Msg) {
+		if strings.HasPrefix(m.Subject, prefix+".CONSUMER.CREATE.") {
+			mu.Lock()
+			creates++
+			first := creates == 1
+			mu.Unlock()
+			if first {
+				return // no answer, as from a stream without a leader
+			}
+		}
+		fwd := nats.NewMsg("$JS.API" + strings.TrimPrefix(m.Subject, prefix))
+		fwd.Data, fwd.Header = m.Data, m.Header
+		resp, err := nc.RequestMsg(fwd, 5*time.Second)
+		if err != nil {
+			return
+		}
+		_ = m.Respond(resp.Data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = relay.Unsubscribe() })
+	fc := natstest.Conn(t, ns)
+	js, err := jetstream.NewWithAPIPrefix(fc, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), "follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const startTimeout = 300 * time.Millisecond
+	f := kvfollow.New(fc, kv, kvfollow.Options[int]{StartTimeout: startTimeout, Log: zerolog.Nop()})
+	began := time.Now()
+	run(t, f)
+	select {
+	case <-f.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("not ready %v after the start (the unanswered first watch was never given up)", time.Since(began).Round(time.Millisecond))
+	}
+	if el := time.Since(began); el > startTimeout+time.Second {
+		t.Errorf("ready %v after the start, want within the start timeout (%v) and a retry", el.Round(time.Millisecond), startTimeout)
+	}
+	if v, ok := f.Get("k"); !ok || v != 1 {
+		t.Errorf(`Get("k") = %v, %v; want 1, true`, v, ok)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if creates < 2 {
+		t.Errorf("%d consumer creations, want the unanswered one and a retry", creates)
 	}
 }
