@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -78,7 +78,7 @@ func TestStaleFirstDeliveryOfAFinishedJobDoesNotRun(t *testing.T) {
 // answer: the runner reads the record from the bucket's leader. The
 // runner's JetStream API goes through a relay on the real server that
 // answers every direct get as the lagging replica would and forwards the
-// rest.
+// rest (natstest.APIRelay).
 func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 	e := newEnv(t)
 	m := method("train")
@@ -86,33 +86,16 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const prefix = "lagging.API"
-	var mu sync.Mutex
-	staleGets := 0
-	relay, err := e.nc.Subscribe(prefix+".>", func(msg *nats.Msg) {
-		if strings.HasPrefix(msg.Subject, prefix+".DIRECT.GET.") {
-			mu.Lock()
-			staleGets++
-			mu.Unlock()
-			nf := nats.NewMsg(msg.Reply)
-			nf.Header.Set("Status", "404")
-			nf.Header.Set("Description", "Message Not Found")
-			_ = msg.RespondMsg(nf)
-			return
+	js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
+		if !strings.HasPrefix(api, "DIRECT.GET.") {
+			return false
 		}
-		// Forwarded with the requester's reply subject: JetStream answers
-		// it directly (pull requests get many answers). KV writes come
-		// under the prefix too ("lagging.API.$KV.…").
-		subj := "$JS.API" + strings.TrimPrefix(msg.Subject, prefix)
-		if rest := strings.TrimPrefix(msg.Subject, prefix+"."); strings.HasPrefix(rest, "$KV.") {
-			subj = rest
-		}
-		_ = e.nc.PublishMsg(&nats.Msg{Subject: subj, Reply: msg.Reply, Header: msg.Header, Data: msg.Data})
+		nf := nats.NewMsg(msg.Reply)
+		nf.Header.Set("Status", "404")
+		nf.Header.Set("Description", "Message Not Found")
+		_ = msg.RespondMsg(nf)
+		return true
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Unsubscribe()
 
 	// The finished job's record, and a message of its id, just stored.
 	rec := Record{ID: "done-2", App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
@@ -121,10 +104,6 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The relay's view first: the record is "not there".
-	js, err := jetstream.NewWithAPIPrefix(e.nc, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
 	lkv, err := js.KeyValue(ctxT(t), e.names.Records(testApp, "train"))
 	if err != nil {
 		t.Fatal(err)

@@ -3,13 +3,12 @@ package jobs
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -123,32 +122,15 @@ func TestSubmitWhoseAckIsLostIsRepeatedOnce(t *testing.T) {
 // queued before it.
 func TestConcurrentEnsuresShareOneAttempt(t *testing.T) {
 	e := newEnv(t)
-	// The queue's JetStream API goes to a subject nobody answers... at
-	// first: the relay drops every request until opened, then forwards.
-	const prefix = "silent.API"
+	// The queue's JetStream API goes through a relay that drops every
+	// request (nobody answers) until opened.
 	var mu sync.Mutex
 	open := false
-	relay, err := e.nc.Subscribe(prefix+".>", func(msg *nats.Msg) {
+	js := natstest.APIRelay(t, e.nc, e.nc, func(string, *nats.Msg) bool {
 		mu.Lock()
-		o := open
-		mu.Unlock()
-		if !o {
-			return
-		}
-		fwd := nats.NewMsg("$JS.API" + strings.TrimPrefix(msg.Subject, prefix))
-		fwd.Data, fwd.Header = msg.Data, msg.Header
-		if resp, err := e.nc.RequestMsg(fwd, 5*time.Second); err == nil {
-			_ = msg.Respond(resp.Data)
-		}
+		defer mu.Unlock()
+		return !open
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Unsubscribe()
-	js, err := jetstream.NewWithAPIPrefix(e.nc, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
 	q := NewQueue(js, e.names, zerolog.Nop())
 	m := method("train")
 	const callers = 6

@@ -393,43 +393,25 @@ func TestReadyBeforeTheFirstChange(t *testing.T) {
 // gets no answer at all — what a consumer creation gets while the
 // bucket's stream elects a leader — and the follower retries after its
 // StartTimeout rather than a JetStream timeout later. The follower's
-// JetStream API goes through a relay on the real server that forwards
+// JetStream API goes through a relay (natstest.APIRelay) that forwards
 // every request but drops the first consumer creation.
 func TestUnansweredWatchStartIsRetried(t *testing.T) {
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
 	put(t, bucket(t, nc), "k", "1")
 
-	const prefix = "silent.API"
 	var mu sync.Mutex
 	creates := 0
-	relay, err := nc.Subscribe(prefix+".>", func(m *nats.Msg) {
-		if strings.HasPrefix(m.Subject, prefix+".CONSUMER.CREATE.") {
-			mu.Lock()
-			creates++
-			first := creates == 1
-			mu.Unlock()
-			if first {
-				return // no answer, as from a stream without a leader
-			}
-		}
-		fwd := nats.NewMsg("$JS.API" + strings.TrimPrefix(m.Subject, prefix))
-		fwd.Data, fwd.Header = m.Data, m.Header
-		resp, err := nc.RequestMsg(fwd, 5*time.Second)
-		if err != nil {
-			return
-		}
-		_ = m.Respond(resp.Data)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = relay.Unsubscribe() })
 	fc := natstest.Conn(t, ns)
-	js, err := jetstream.NewWithAPIPrefix(fc, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.APIRelay(t, nc, fc, func(api string, _ *nats.Msg) bool {
+		if !strings.HasPrefix(api, "CONSUMER.CREATE.") {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		creates++
+		return creates == 1 // no answer, as from a stream without a leader
+	})
 	kv, err := js.KeyValue(context.Background(), "follow")
 	if err != nil {
 		t.Fatal(err)
