@@ -345,7 +345,7 @@ func badRequest(format string, args ...any) error {
 // (err_code 10077, "maximum messages exceeded" or "maximum bytes exceeded").
 func isQueueFull(err error) bool {
 	var api *jetstream.APIError
-	return errors.As(err, &api) && api.ErrorCode == 10077 && strings.Contains(api.Description, "maximum") &&
+	return errors.As(err, &api) && api.ErrorCode == errStoreRefused && strings.Contains(api.Description, "maximum") &&
 		!strings.Contains(api.Description, "per subject")
 }
 
@@ -354,7 +354,7 @@ func isQueueFull(err error) bool {
 // in the stream, queued or running.
 func isJobInStream(err error) bool {
 	var api *jetstream.APIError
-	return errors.As(err, &api) && api.ErrorCode == 10077 && strings.Contains(api.Description, "per subject")
+	return errors.As(err, &api) && api.ErrorCode == errStoreRefused && strings.Contains(api.Description, "per subject")
 }
 
 // SubmitOption tunes one Submit.
@@ -460,7 +460,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 				ErrTooLarge, len(msg.Data), q.js.Conn().MaxPayload())
 		}
 		if perr != nil && ctx.Err() == nil && publishUnanswered(perr) {
-			mine = mine || !errors.Is(perr, jetstream.ErrNoStreamResponse) && !errors.Is(perr, nats.ErrNoResponders)
+			mine = mine || publishMayBeStored(perr)
 			if wait := time.Until(deadline); wait > submitRetryWait {
 				sleep(ctx, submitRetryWait)
 				continue
@@ -539,15 +539,30 @@ type recordRead struct {
 	err error
 }
 
-// publishUnanswered reports a publish that JetStream did not answer: no
-// stream (leader) listening, no answer within the attempt's bound, or a
+// publishUnanswered reports a publish that JetStream did not answer yet:
+// no stream (leader) listening, no answer within the attempt's bound, a
 // 503 from the API (no leader, no quorum) other than a store refusal
-// (err_code 10077: a full queue, or the id's job in the stream).
+// (err_code 10077: a full queue, or the id's job in the stream), or
+// "duplicate message id is in process" (10158: an earlier attempt's
+// publish of the same id is still being replicated — a new leader waiting
+// for its quorum; repeated, it is answered as a duplicate once stored).
 func publishUnanswered(err error) bool {
 	var api *jetstream.APIError
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &api) && api.Code == 503 && api.ErrorCode != 10077
+		errors.As(err, &api) && (api.Code == 503 && api.ErrorCode != errStoreRefused || api.ErrorCode == errDupInProcess)
+}
+
+// JetStream error codes (nats-server's errors.json) Submit tells apart.
+const (
+	errStoreRefused = 10077 // JSStreamStoreFailedF: maximum messages (per subject) exceeded
+	errDupInProcess = 10158 // duplicate message id is in process
+)
+
+// publishMayBeStored reports whether an unanswered publish may have been
+// stored all the same (its acknowledgement lost, or still to come).
+func publishMayBeStored(err error) bool {
+	return !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders)
 }
 
 // unavailable is Submit's error when JetStream did not answer in time.

@@ -3,12 +3,14 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -158,5 +160,36 @@ func TestConcurrentEnsuresShareOneAttempt(t *testing.T) {
 	mu.Unlock()
 	if err := q.Ensure(ctxT(t), testApp, testDep, m); err != nil {
 		t.Fatalf("Ensure() once JetStream answers: %v", err)
+	}
+}
+
+// TestPublishUnanswered: which publish errors Submit repeats (JetStream
+// did not answer, or is still storing an earlier attempt) and which it
+// returns (a refusal).
+func TestPublishUnanswered(t *testing.T) {
+	api := func(code, errCode int, desc string) error {
+		return fmt.Errorf("publish: %w", &jetstream.APIError{Code: code, ErrorCode: jetstream.ErrorCode(errCode), Description: desc})
+	}
+	for _, tc := range []struct {
+		name         string
+		err          error
+		repeat, mays bool
+	}{
+		{"no stream response", jetstream.ErrNoStreamResponse, true, false},
+		{"no responders", nats.ErrNoResponders, true, false},
+		{"attempt timed out", context.DeadlineExceeded, true, true},
+		{"nats timeout", nats.ErrTimeout, true, true},
+		{"no leader (503)", api(503, 10008, "JetStream system temporarily unavailable"), true, true},
+		{"duplicate in process", api(409, 10158, "duplicate message id is in process"), true, true},
+		{"queue full", api(503, 10077, "maximum messages exceeded"), false, true},
+		{"job in stream", api(503, 10077, "maximum messages per subject exceeded"), false, true},
+		{"bad request", api(400, 10003, "bad request"), false, true},
+	} {
+		if got := publishUnanswered(tc.err); got != tc.repeat {
+			t.Errorf("publishUnanswered(%s) = %v, want %v", tc.name, got, tc.repeat)
+		}
+		if got := publishMayBeStored(tc.err); tc.repeat && got != tc.mays {
+			t.Errorf("publishMayBeStored(%s) = %v, want %v", tc.name, got, tc.mays)
+		}
 	}
 }
