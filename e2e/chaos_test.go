@@ -171,9 +171,9 @@ func TestChaos(t *testing.T) {
 	}
 	samples := load.Samples()
 	for _, ft := range faults {
-		if d := fleet.Disrupted(samples, ft.at, ft.end, 0, 2*time.Second); d > max(ft.election, 0)+electionSlack {
+		if d := disruptedBy(samples, ft, 2*time.Second); d > max(ft.election, 0)+electionSlack {
 			t.Logf("%s of %s at %s: requests failed or were slow until %v after it:", ft.kind, ft.victim, ft.at.Format("15:04:05.000"), d.Round(time.Millisecond))
-			logSlowest(t, samples, ft.at, ft.end, 6)
+			logSlowest(t, samples, ft.at.Add(-2*time.Second), ft.end, 6) // with those caught as it began
 		}
 	}
 	for _, r := range rows[:len(rows)-1] {
@@ -318,6 +318,30 @@ type chaosRow struct {
 	jobsLost, twice int
 }
 
+// disruptedBy returns how long after ft began requests that went wrong
+// while it was the latest fault were still failing or slow: the latest
+// end of a request that failed or took longer than slow, counted against
+// the fault in effect when it went wrong — when it failed, or when it
+// had taken slow — rather than when it started: a request sent a
+// millisecond before the next fault (a node paused) and caught by it is
+// that fault's, not the one before. 0 when none did.
+func disruptedBy(samples []fleet.Sample, ft *fault, slow time.Duration) time.Duration {
+	var d time.Duration
+	for _, s := range samples {
+		if s.OK() && s.Latency() <= slow {
+			continue
+		}
+		wrong := s.End
+		if s.Latency() > slow {
+			wrong = s.Start.Add(slow)
+		}
+		if !wrong.Before(ft.at) && wrong.Before(ft.end) {
+			d = max(d, s.End.Sub(ft.at))
+		}
+	}
+	return d
+}
+
 func chaosTable(samples []fleet.Sample, submits []jobSubmit, acc jobAccount, faults []*fault, kinds []string, start, end time.Time) []chaosRow {
 	var rows []chaosRow
 	for _, kind := range kinds {
@@ -333,7 +357,7 @@ func chaosTable(samples []fleet.Sample, submits []jobSubmit, acc jobAccount, fau
 					in = append(in, s)
 				}
 			}
-			r.recoverMax = max(r.recoverMax, fleet.Disrupted(samples, ft.at, ft.end, 0, 2*time.Second))
+			r.recoverMax = max(r.recoverMax, disruptedBy(samples, ft, 2*time.Second))
 			r.allowed = max(r.allowed, ft.election+electionSlack)
 			for _, j := range submits {
 				if j.Accepted() && !j.Start.Before(ft.at) && j.Start.Before(ft.end) {
@@ -388,4 +412,33 @@ func writeChaosTable(w io.Writer, rows []chaosRow, seed uint64, took time.Durati
 		fmt.Fprintf(w, "\nfailed sync requests by answer: %v\n", last.sync.ByError)
 	}
 	fmt.Fprintln(w)
+}
+
+// TestDisruptedBy: a request is counted against the fault in effect when
+// it went wrong: a slow one sent just before a fault began is that
+// fault's; one that failed at once, or went slow, before the next fault
+// began is its own fault's.
+func TestDisruptedBy(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	worker := &fault{kind: faultKillWorker, at: at(0), end: at(3.2)}
+	pause := &fault{kind: faultPartitionNATS, at: at(3.2), end: at(20)}
+	samples := []fleet.Sample{
+		{Start: at(1), End: at(1.01), Status: 200},    // fine
+		{Start: at(1.5), End: at(1.6), Status: 503},   // failed at once, during the worker's kill
+		{Start: at(3.19), End: at(10.3), Status: 200}, // sent just before the pause, slow in it
+		{Start: at(2.0), End: at(4.5), Status: 200},   // slow (over 2 s at 4.0) during the pause
+		{Start: at(0.5), End: at(2.9), Status: 200},   // slow at 2.5, during the worker's kill
+	}
+	for _, tc := range []struct {
+		ft   *fault
+		want time.Duration
+	}{
+		{worker, 2900 * time.Millisecond},
+		{pause, 7100 * time.Millisecond},
+	} {
+		if got := disruptedBy(samples, tc.ft, 2*time.Second); got.Round(time.Millisecond) != tc.want {
+			t.Errorf("disruptedBy(%s) = %v, want %v", tc.ft.kind, got, tc.want)
+		}
+	}
 }

@@ -8,6 +8,8 @@
 //	go test -short ./...                  # skips it
 //	go test -run '^$' -bench . -benchtime 2000x ./   # fleet vs raw HTTP/NATS
 //
-// JETSERVE_E2E_RACE=1 builds the services with -race. The harness itself
+// JETSERVE_E2E_RACE=1 builds the services with -race. E2E_KEEP_LOGS=DIR
+// keeps every process's log after its test, as DIR/<test>/<process>-<pid>.log
+// (the test's own temporary directories are removed). The harness itself
 // is in internal/fleet.
 package e2e

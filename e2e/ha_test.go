@@ -129,6 +129,7 @@ func TestHAClusterLosesANode(t *testing.T) {
 		Methods: []string{http.MethodGet, http.MethodPost}, Clients: 2, PerRequest: 30 * time.Second})
 	jl := startJobs(t, liveIngresses(f), "/hajobs/"+methodRun, "ha", 50*time.Millisecond, 100, 60*time.Second)
 	load.WaitOK(t, 200, requestTimeout)
+	jl.waitAccepted(t, 20, requestTimeout) // through both ingresses
 
 	for i, target := range []string{"KV_" + names.BucketApps(), "KV_" + names.BucketReplicas(), jobStream} {
 		t.Run("kill the leader of "+target, func(t *testing.T) {
@@ -196,6 +197,7 @@ func TestHAClusterLosesANode(t *testing.T) {
 			}
 			jobGap := submitGap(jl.all(), killed, end)
 			t.Logf("job submits: longest time without an accepted submit %v", jobGap.Round(time.Millisecond))
+			logSubmitGap(t, jl.all(), killed, end)
 			if jobGap > election+electionSlack {
 				t.Errorf("no job submit was accepted for %v, longer than the elections (%v) + %v", jobGap.Round(time.Millisecond),
 					election.Round(time.Millisecond), electionSlack)
@@ -241,6 +243,39 @@ func submitGap(submits []jobSubmit, from, to time.Time) time.Duration {
 		prev = e
 	}
 	return gap
+}
+
+// logSubmitGap logs the submits that ended the longest gap within
+// [from, to) and those in flight during it: when each started and ended,
+// its attempts and last answer — where a submit waited.
+func logSubmitGap(t *testing.T, submits []jobSubmit, from, to time.Time) {
+	t.Helper()
+	var acc []jobSubmit
+	for _, s := range submits {
+		if s.Accepted() && !s.End.Before(from) && s.End.Before(to) {
+			acc = append(acc, s)
+		}
+	}
+	slices.SortFunc(acc, func(a, b jobSubmit) int { return a.End.Compare(b.End) })
+	gapStart, gapEnd, prev := from, from, from
+	for _, s := range acc {
+		if s.End.Sub(prev) > gapEnd.Sub(gapStart) {
+			gapStart, gapEnd = prev, s.End
+		}
+		prev = s.End
+	}
+	if len(acc) == 0 {
+		gapEnd = to
+	}
+	t.Logf("the longest submit gap: %v..%v after the kill", gapStart.Sub(from).Round(time.Millisecond), gapEnd.Sub(from).Round(time.Millisecond))
+	n := 0
+	for _, s := range submits {
+		if s.Start.Before(gapEnd) && s.End.After(gapStart) && n < 12 {
+			n++
+			t.Logf("  %s: %v..%v after the kill, %d attempt(s) %v, last answer %d", s.ID, s.Start.Sub(from).Round(time.Millisecond),
+				s.End.Sub(from).Round(time.Millisecond), s.Attempts, s.Tries, s.Status)
+		}
+	}
 }
 
 // caughtUp reports why node is not yet a current replica of every stream

@@ -46,6 +46,7 @@ type jobSubmit struct {
 	Start, End time.Time
 	Status     int // the last answer; 0 = transport error only
 	Attempts   int
+	Tries      []string // each attempt: how long it took and what it got
 }
 
 // Accepted: the fleet answered 202 (stored) or 200 (a repeated submit of
@@ -108,10 +109,18 @@ func submitJob(ctx context.Context, ingresses func() []string, path, id string, 
 		}
 		u := fmt.Sprintf("%s%s?request_id=%s&ms=%d", urls[(n+attempt)%len(urls)], path, id, ms)
 		rctx, cancel := context.WithDeadline(context.Background(), deadline) // not ctx: a submit in flight finishes
+		began := time.Now()
 		r, err := fleet.Do(rctx, http.MethodPost, u, nil, nil)
 		cancel()
 		j.Attempts++
 		j.Status = r.Status
+		if len(j.Tries) < 16 {
+			what := strconv.Itoa(r.Status)
+			if err != nil {
+				what = err.Error()
+			}
+			j.Tries = append(j.Tries, fmt.Sprintf("%v:%s", time.Since(began).Round(time.Millisecond), what))
+		}
 		if err == nil && r.Status < 500 {
 			break
 		}
@@ -133,6 +142,24 @@ func submitJob(ctx context.Context, ingresses func() []string, path, id string, 
 func (jl *jobLoad) stop() {
 	jl.cancel()
 	jl.wg.Wait()
+}
+
+// waitAccepted waits until n submits were accepted: the job path is in
+// use (every ingress's job queue opened) before a fault is measured.
+func (jl *jobLoad) waitAccepted(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	fleet.Eventually(t, timeout, fmt.Sprintf("%d accepted job submits", n), func() error {
+		got := 0
+		for _, s := range jl.all() {
+			if s.Accepted() {
+				got++
+			}
+		}
+		if got < n {
+			return fmt.Errorf("%d so far", got)
+		}
+		return nil
+	})
 }
 
 func (jl *jobLoad) all() []jobSubmit {

@@ -90,6 +90,10 @@ var (
 	// ErrTooLarge: the job message (its QUEUED record, arguments
 	// included) does not fit one NATS message (max_payload); 413.
 	ErrTooLarge = errors.New("job too large")
+	// ErrUnavailable: JetStream did not answer a submit in time (the job
+	// stream electing a leader after a NATS node was lost); 503 +
+	// Retry-After. The same request_id may be submitted again.
+	ErrUnavailable = errors.New("job queue unavailable")
 )
 
 // Record is a job's durable record (JSON in the records bucket; what the

@@ -20,18 +20,29 @@ import (
 const staleFirstDelivery = 2 * time.Second
 
 // leaderHasRecord reports whether the records bucket's stream leader
-// holds a live record for key. Unlike a KV Get (a direct get, which any
-// replica answers — a lagging one with "not found"), this asks the leader
-// through the JetStream API.
+// holds a live record for key.
 func leaderHasRecord(ctx context.Context, nc *nats.Conn, bucket, key string) (bool, error) {
+	_, _, found, err := leaderGet(ctx, nc, bucket, key)
+	return found, err
+}
+
+// leaderGet reads key's latest entry in bucket from the bucket's stream
+// leader: its value and revision, found false when there is none or it
+// was deleted. Unlike a KV Get (a direct get, which any replica answers —
+// a lagging one, such as a node cut off from its peers, with "not found"
+// or an old value), this asks the leader through the JetStream API, whose
+// answer includes every write it acknowledged.
+func leaderGet(ctx context.Context, nc *nats.Conn, bucket, key string) (data []byte, rev uint64, found bool, err error) {
 	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
 	msg, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
 	if err != nil {
-		return false, fmt.Errorf("read job record %s from the leader: %w", key, err)
+		return nil, 0, false, fmt.Errorf("read job record %s from the leader: %w", key, err)
 	}
 	var resp struct {
 		Message *struct {
+			Seq  uint64 `json:"seq"`
 			Hdrs string `json:"hdrs"`
+			Data string `json:"data"`
 		} `json:"message"`
 		Error *struct {
 			Code        int    `json:"code"`
@@ -40,17 +51,22 @@ func leaderHasRecord(ctx context.Context, nc *nats.Conn, bucket, key string) (bo
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return false, fmt.Errorf("read job record %s from the leader: %w", key, err)
+		return nil, 0, false, fmt.Errorf("read job record %s from the leader: %w", key, err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.Code == 404:
-		return false, nil
+		return nil, 0, false, nil
 	case resp.Error != nil:
-		return false, fmt.Errorf("read job record %s from the leader: %d %s", key, resp.Error.ErrCode, resp.Error.Description)
+		return nil, 0, false, fmt.Errorf("read job record %s from the leader: %d %s", key, resp.Error.ErrCode, resp.Error.Description)
 	case resp.Message == nil:
-		return false, fmt.Errorf("read job record %s from the leader: empty answer", key)
+		return nil, 0, false, fmt.Errorf("read job record %s from the leader: empty answer", key)
 	}
 	h, _ := base64.StdEncoding.DecodeString(resp.Message.Hdrs)
-	deleted := strings.Contains(string(h), "KV-Operation: DEL") || strings.Contains(string(h), "KV-Operation: PURGE")
-	return !deleted, nil
+	if strings.Contains(string(h), "KV-Operation: DEL") || strings.Contains(string(h), "KV-Operation: PURGE") {
+		return nil, resp.Message.Seq, false, nil
+	}
+	if data, err = base64.StdEncoding.DecodeString(resp.Message.Data); err != nil {
+		return nil, 0, false, fmt.Errorf("read job record %s from the leader: %w", key, err)
+	}
+	return data, resp.Message.Seq, true, nil
 }

@@ -3,11 +3,17 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // A job message delivered for the first time long after it was stored —
@@ -62,5 +68,78 @@ func TestStaleFirstDeliveryOfAFinishedJobDoesNotRun(t *testing.T) {
 	}
 	if n := runs.get("done-1"); n != 0 {
 		t.Fatalf("a finished job ran again %d time(s)", n)
+	}
+}
+
+// A replica that lags (a node cut off from its peers) answers a direct
+// get of a job's record with "not found". A job message of a finished
+// job with a client-chosen id, delivered as a first delivery at once (not
+// old enough to be taken for a redelivery), is not run again on that
+// answer: the runner reads the record from the bucket's leader. The
+// runner's JetStream API goes through a relay on the real server that
+// answers every direct get as the lagging replica would and forwards the
+// rest (natstest.APIRelay).
+func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
+	e := newEnv(t)
+	m := method("train")
+	h, err := e.q.ensure(ctxT(t), testApp, testDep, withDefaults(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
+		if !strings.HasPrefix(api, "DIRECT.GET.") {
+			return false
+		}
+		nf := nats.NewMsg(msg.Reply)
+		nf.Header.Set("Status", "404")
+		nf.Header.Set("Description", "Message Not Found")
+		_ = msg.RespondMsg(nf)
+		return true
+	})
+
+	// The finished job's record, and a message of its id, just stored.
+	rec := Record{ID: "done-2", App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
+	b, _ := json.Marshal(rec)
+	if _, err := h.kv.Create(ctxT(t), rec.ID, b); err != nil {
+		t.Fatal(err)
+	}
+	// The relay's view first: the record is "not there".
+	lkv, err := js.KeyValue(ctxT(t), e.names.Records(testApp, "train"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lkv.Get(ctxT(t), rec.ID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("a direct get through the lagging relay = %v, want not found (the stale view)", err)
+	}
+	if has, err := leaderHasRecord(ctxT(t), e.nc, h.kv.Bucket(), rec.ID); err != nil || !has {
+		t.Fatalf("leaderHasRecord() = %v, %v; want true (the leader's view)", has, err)
+	}
+	queued := Record{ID: rec.ID, App: testApp, Deployment: testDep, Method: "train", Status: Queued}
+	qb, _ := json.Marshal(queued)
+	if _, err := e.js.Publish(ctxT(t), e.names.JobSubject(testApp, "train", rec.ID), qb); err != nil {
+		t.Fatal(err)
+	}
+	runs := newCounter()
+	r := NewRunner(e.nc, js, e.names, RunnerConfig{
+		App: testApp, Deployment: testDep, Worker: "w-r1", Replica: "r1", Slots: 1, Methods: []config.AsyncMethod{m},
+		Log: zerolog.Nop(), Handler: handlerFunc(func(_ serve.JobContext, job *serve.Job) (any, error) {
+			runs.add(job.ID)
+			return "again", nil
+		}),
+	})
+	stop := runRunner(t, r)
+	defer stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for streamMsgs(t, e, "train") != 0 {
+		if n := runs.get(rec.ID); n != 0 {
+			t.Fatalf("a finished job ran again %d time(s) on a lagging replica's view", n)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the finished job's message was never settled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runs.get(rec.ID); n != 0 {
+		t.Fatalf("a finished job ran again %d time(s) on a lagging replica's view", n)
 	}
 }

@@ -61,13 +61,15 @@ type Queue struct {
 	names Names
 	log   zerolog.Logger
 
-	mu      sync.Mutex         // guards methods, dlq
-	methods map[string]*handle // by app + "/" + method
-	dlq     jetstream.Stream
+	mu       sync.Mutex             // guards methods, ensuring, dlq
+	methods  map[string]*handle     // by app + "/" + method
+	ensuring map[string]*ensureCall // attempts of ensure under way, by app + "/" + method
+	dlq      jetstream.Stream
 
 	ensureMu sync.Mutex // serialises Ensure's JetStream calls on a cache miss
 
 	dedupWindow time.Duration // the job streams' Duplicates window
+	submitWait  time.Duration // how long Submit repeats an unanswered publish
 	replicas    int           // of every stream, bucket and object store it creates
 	metrics     *Metrics      // nil: none
 }
@@ -105,7 +107,7 @@ type deadLetter struct {
 
 // NewQueue returns a Queue on js.
 func NewQueue(js jetstream.JetStream, names Names, log zerolog.Logger, opts ...QueueOption) *Queue {
-	q := &Queue{js: js, names: names, log: log, methods: map[string]*handle{}, dedupWindow: DedupWindow, replicas: 1}
+	q := &Queue{js: js, names: names, log: log, methods: map[string]*handle{}, ensuring: map[string]*ensureCall{}, dedupWindow: DedupWindow, replicas: 1, submitWait: DefaultSubmitWait}
 	for _, o := range opts {
 		o(q)
 	}
@@ -139,30 +141,65 @@ func (q *Queue) Ensure(ctx context.Context, app, deployment string, m config.Asy
 }
 
 // ensure is Ensure for a config with its defaults applied; it returns the
-// method's handle.
+// method's handle. Concurrent calls for one method share one attempt: a
+// caller that finds one under way waits for it and takes its error,
+// rather than queueing an attempt of its own behind it (while a stream
+// elects a leader each attempt waits for its bound, and a burst of
+// submits would otherwise wait for one attempt each).
 func (q *Queue) ensure(ctx context.Context, app, deployment string, m config.AsyncMethod) (*handle, error) {
 	want := ensured{app, deployment, m}
 	key := app + "/" + m.Name
-	q.mu.Lock()
-	h := q.methods[key]
-	q.mu.Unlock()
-	if h.ensuredWith(want) {
-		return h, nil
+	for {
+		q.mu.Lock()
+		h := q.methods[key]
+		if h.ensuredWith(want) {
+			q.mu.Unlock()
+			return h, nil
+		}
+		c := q.ensuring[key]
+		if c == nil {
+			c = &ensureCall{done: make(chan struct{})}
+			q.ensuring[key] = c
+			q.mu.Unlock()
+			h, c.err = q.ensureNow(ctx, key, want)
+			q.mu.Lock()
+			delete(q.ensuring, key)
+			q.mu.Unlock()
+			close(c.done)
+			return h, c.err
+		}
+		q.mu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ensure async method %s: %w", key, ctx.Err())
+		}
+		if c.err != nil && !errors.Is(c.err, context.Canceled) {
+			return nil, c.err // (its caller leaving is no answer: try again)
+		}
+		// It succeeded (for this config or another one) or its caller
+		// left: look again.
 	}
+}
+
+// ensureCall is one attempt of ensure under way; err is set before done
+// is closed.
+type ensureCall struct {
+	done chan struct{}
+	err  error
+}
+
+// ensureNow creates or updates a method's JetStream objects for want and
+// caches its handle.
+func (q *Queue) ensureNow(ctx context.Context, key string, want ensured) (*handle, error) {
 	q.ensureMu.Lock()
 	defer q.ensureMu.Unlock()
-	q.mu.Lock()
-	h = q.methods[key]
-	q.mu.Unlock()
-	if h.ensuredWith(want) {
-		return h, nil
-	}
-	nh, err := q.create(ctx, app, deployment, m)
+	nh, err := q.create(ctx, want.app, want.deployment, want.m)
 	if err != nil {
-		return nil, fmt.Errorf("ensure async method %s/%s: %w", app, m.Name, err)
+		return nil, fmt.Errorf("ensure async method %s/%s: %w", want.app, want.m.Name, err)
 	}
 	nh.ensured = &want
-	nh.met = q.metrics.forMethod(app, m.Name)
+	nh.met = q.metrics.forMethod(want.app, want.m.Name)
 	q.mu.Lock()
 	q.methods[key] = nh
 	q.mu.Unlock()
@@ -308,7 +345,7 @@ func badRequest(format string, args ...any) error {
 // (err_code 10077, "maximum messages exceeded" or "maximum bytes exceeded").
 func isQueueFull(err error) bool {
 	var api *jetstream.APIError
-	return errors.As(err, &api) && api.ErrorCode == 10077 && strings.Contains(api.Description, "maximum") &&
+	return errors.As(err, &api) && api.ErrorCode == errStoreRefused && strings.Contains(api.Description, "maximum") &&
 		!strings.Contains(api.Description, "per subject")
 }
 
@@ -317,7 +354,7 @@ func isQueueFull(err error) bool {
 // in the stream, queued or running.
 func isJobInStream(err error) bool {
 	var api *jetstream.APIError
-	return errors.As(err, &api) && api.ErrorCode == 10077 && strings.Contains(api.Description, "per subject")
+	return errors.As(err, &api) && api.ErrorCode == errStoreRefused && strings.Contains(api.Description, "per subject")
 }
 
 // SubmitOption tunes one Submit.
@@ -379,27 +416,59 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 	// creates the record in the bucket. The record read runs while the
 	// publish is in flight, so a submit costs one round trip; a generated
 	// id (a NUID) has no earlier record to read.
+	//
+	// Each publish attempt has its own bound: while the job stream elects
+	// a leader (a NATS node lost) a publish gets no responders, or, from
+	// a leader cut off from the network, no answer at all. The publish is
+	// repeated with the same message id (the stream drops a copy of one it
+	// stored) against the new leader until q.submitWait has passed, then
+	// the submit is ErrUnavailable.
+	deadline := time.Now().Add(q.submitWait)
 	msgID := id
-	for range 3 {
+	// mine: an earlier attempt of this call may have stored msgID without
+	// its acknowledgement reaching us; a record with this call's creation
+	// time and owner is then ours.
+	mine := false
+	ours := func(r Record) bool { return mine && r.CreatedAt.Equal(rec.CreatedAt) && r.Owner == rec.Owner }
+	for incarnations := 0; incarnations < 3; {
 		msg := q.jobMsg(h, id, data, 0)
 		if generated {
 			msg.Header = nats.Header{HdrUnique: []string{"1"}}
 		}
-		fut, err := q.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID))
-		if errors.Is(err, nats.ErrMaxPayload) {
+		if mp := q.js.Conn().MaxPayload(); mp > 0 && int64(len(msg.Data)) > mp {
+			return Record{}, false, fmt.Errorf("%w: the job message of %d bytes (its arguments in a QUEUED record) exceeds the NATS max_payload of %d bytes",
+				ErrTooLarge, len(msg.Data), mp)
+		}
+		got := make(chan recordRead, 1)
+		if generated {
+			got <- recordRead{err: ErrNotFound}
+		} else {
+			go func() {
+				gctx, cancel := context.WithTimeout(ctx, submitReadTimeout)
+				defer cancel()
+				r, _, err := q.get(gctx, h, id)
+				got <- recordRead{r, err}
+			}()
+		}
+		pctx, cancel := context.WithTimeout(ctx, submitAttemptTimeout)
+		ack, perr := q.js.PublishMsg(pctx, msg, jetstream.WithMsgID(msgID))
+		cancel()
+		read := <-got
+		existing, gerr := read.rec, read.err
+		if errors.Is(perr, nats.ErrMaxPayload) {
 			return Record{}, false, fmt.Errorf("%w: the job message of %d bytes (its arguments in a QUEUED record) exceeds the NATS max_payload of %d bytes",
 				ErrTooLarge, len(msg.Data), q.js.Conn().MaxPayload())
 		}
-		if err != nil {
-			return Record{}, false, fmt.Errorf("publish job: %w", err)
+		if perr != nil && ctx.Err() == nil && publishUnanswered(perr) {
+			mine = mine || publishMayBeStored(perr)
+			if wait := time.Until(deadline); wait > submitRetryWait {
+				sleep(ctx, submitRetryWait)
+				continue
+			}
+			return Record{}, false, unavailable(id, generated && mine, perr)
 		}
-		existing, gerr := Record{}, error(ErrNotFound)
-		if !generated {
-			existing, _, gerr = q.get(ctx, h, id)
-		}
-		ack, perr := awaitAck(ctx, fut)
 		stored := perr == nil && !ack.Duplicate
-		if gerr == nil && stored && existing.Seq == ack.Sequence {
+		if gerr == nil && (stored && existing.Seq == ack.Sequence || perr == nil && ours(existing)) {
 			inc(h.met.submitted)
 			return existing, true, nil // ours, claimed (or cancelled) already
 		}
@@ -416,13 +485,20 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 			return rec, true, nil
 		case perr == nil || isJobInStream(perr):
 			// A job of this id is queued or running (or was, within the
-			// dedup window): return it.
+			// dedup window): return it — ours if an earlier attempt of
+			// this call stored it.
 			existing, _, _, err := q.lookup(ctx, h, id)
 			if errors.Is(err, ErrNotFound) {
 				// It ended and its record is gone (expired) while the
 				// dedup window still remembers the id: a new incarnation.
 				msgID = id + "-" + nuid.Next()
+				mine = false
+				incarnations++
 				continue
+			}
+			if err == nil && ours(existing) {
+				inc(h.met.submitted)
+				return existing, true, nil
 			}
 			return existing, false, err
 		case isQueueFull(perr):
@@ -436,15 +512,76 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 	return Record{}, false, fmt.Errorf("submit job %s: its earlier incarnation keeps changing; retry", id)
 }
 
-// awaitAck waits for an async publish's acknowledgement.
-func awaitAck(ctx context.Context, fut jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+// Bounds of one Submit against JetStream (see Submit).
+const (
+	// DefaultSubmitWait is how long Submit repeats a publish that JetStream
+	// does not answer (SubmitWait).
+	DefaultSubmitWait = 2 * time.Second
+	// submitAttemptTimeout bounds one publish: a leader answers in
+	// milliseconds, well under a second on two loaded cores.
+	submitAttemptTimeout = time.Second
+	// submitReadTimeout bounds the read of an existing record (a direct
+	// get, which any replica answers).
+	submitReadTimeout = time.Second
+	// submitRetryWait is the pause between attempts (nats.go already
+	// waits 2 × 250 ms on no responders).
+	submitRetryWait = 50 * time.Millisecond
+)
+
+// SubmitWait sets how long Submit repeats a job's publish while
+// JetStream cannot answer it (its stream electing a leader) before it
+// returns ErrUnavailable; default DefaultSubmitWait.
+func SubmitWait(d time.Duration) QueueOption { return func(q *Queue) { q.submitWait = max(d, 0) } }
+
+// recordRead is the result of a record read run beside a publish.
+type recordRead struct {
+	rec Record
+	err error
+}
+
+// publishUnanswered reports a publish that JetStream did not answer yet:
+// no stream (leader) listening, no answer within the attempt's bound, a
+// 503 from the API (no leader, no quorum) other than a store refusal
+// (err_code 10077: a full queue, or the id's job in the stream), or
+// "duplicate message id is in process" (10158: an earlier attempt's
+// publish of the same id is still being replicated — a new leader waiting
+// for its quorum; repeated, it is answered as a duplicate once stored).
+func publishUnanswered(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &api) && (api.Code == 503 && api.ErrorCode != errStoreRefused || api.ErrorCode == errDupInProcess)
+}
+
+// JetStream error codes (nats-server's errors.json) Submit tells apart.
+const (
+	errStoreRefused = 10077 // JSStreamStoreFailedF: maximum messages (per subject) exceeded
+	errDupInProcess = 10158 // duplicate message id is in process
+)
+
+// publishMayBeStored reports whether an unanswered publish may have been
+// stored all the same (its acknowledgement lost, or still to come).
+func publishMayBeStored(err error) bool {
+	return !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders)
+}
+
+// unavailable is Submit's error when JetStream did not answer in time.
+// maybeStored: a publish of a generated id may have been stored without
+// its acknowledgement reaching us, so the caller is told the id.
+func unavailable(id string, maybeStored bool, cause error) error {
+	if maybeStored {
+		return fmt.Errorf("%w: job %s may have been stored (its acknowledgement was lost); its status tells: %v", ErrUnavailable, id, cause)
+	}
+	return fmt.Errorf("%w: nothing stored: %v", ErrUnavailable, cause)
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case ack := <-fut.Ok():
-		return ack, nil
-	case err := <-fut.Err():
-		return nil, err
+	case <-t.C:
 	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 }
 

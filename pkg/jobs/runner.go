@@ -264,16 +264,13 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 	waiting := ph == PhaseQueued || ph == PhaseRetrying
 
 	fresh := hdrRev == "" && meta.NumDelivered == 1 && waiting
-	switch {
-	case fresh && time.Since(meta.Timestamp) > staleFirstDelivery:
-		// Possibly a redelivery counted as the first by a new consumer
-		// leader: only the bucket's leader can say no record exists.
+	if fresh && (msg.Headers().Get(HdrUnique) == "" || time.Since(meta.Timestamp) > staleFirstDelivery) {
+		// A client-chosen id may have run before, and a message that
+		// waited may be a redelivery that a new consumer leader counts as
+		// the first: only the bucket's leader can say that no record
+		// exists (a direct get may be answered by a lagging replica).
 		if has, err := leaderHasRecord(ctx, r.nc, kv.Bucket(), id); err != nil || has {
 			fresh = false // an earlier run of this id (or no answer): the slow path decides
-		}
-	case fresh && msg.Headers().Get(HdrUnique) == "":
-		if _, err := kv.Get(ctx, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
-			fresh = false // an earlier run of this id (or an unreadable record): the slow path decides
 		}
 	}
 	if fresh {
@@ -298,20 +295,22 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 	}
 
 	for range 10 {
+		// The leader's view: a lagging replica's "not found" would make
+		// a requeued job's record look expired (and drop the job).
 		cur, prev := sub, uint64(0)
-		e, err := kv.Get(ctx, id)
+		data, rev, found, err := leaderGet(ctx, r.nc, kv.Bucket(), id)
 		switch {
-		case (errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)) && hdrRev == "":
-			// Never claimed (an earlier claim failed): create the record.
-		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
-			return claimed{outcome: claimExpired}
 		case err != nil:
-			return claimed{outcome: claimLater, err: fmt.Errorf("read job record: %w", err)}
+			return claimed{outcome: claimLater, err: err}
+		case !found && hdrRev == "":
+			// Never claimed (an earlier claim failed): create the record.
+		case !found:
+			return claimed{outcome: claimExpired}
 		default:
-			if cur, err = decodeRecord(e); err != nil {
-				return claimed{outcome: claimUndecodable, err: err}
+			if err := json.Unmarshal(data, &cur); err != nil {
+				return claimed{outcome: claimUndecodable, err: fmt.Errorf("decode job record %s: %w", id, err)}
 			}
-			prev = e.Revision()
+			prev = rev
 		}
 		var ev Event
 		var out claimOutcome
@@ -331,7 +330,7 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 		if err != nil {
 			return claimed{outcome: claimLater, err: err}
 		}
-		rev, err := writeRecord(ctx, kv, next, prev)
+		rev, err = writeRecord(ctx, kv, next, prev)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 			continue // another writer came first: read again

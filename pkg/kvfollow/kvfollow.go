@@ -73,6 +73,12 @@ type Options[T any] struct {
 	// MaxRetryWait caps the wait between failed attempts to start a watch
 	// (from 50 ms, doubling); default 500 ms.
 	MaxRetryWait time.Duration
+	// StartTimeout bounds one attempt to start a watch (the creation of
+	// its consumer); default DefaultStartTimeout. While the bucket's
+	// stream elects a leader (a NATS node lost) the creation is not
+	// answered at all: a short bound retries soon after the election
+	// rather than a JetStream timeout (5–10 s) after it.
+	StartTimeout time.Duration
 	Log          zerolog.Logger
 }
 
@@ -107,6 +113,9 @@ func New[T any](nc *nats.Conn, kv jetstream.KeyValue, o Options[T]) *Follower[T]
 	}
 	if o.MaxRetryWait <= 0 {
 		o.MaxRetryWait = 500 * time.Millisecond
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = DefaultStartTimeout
 	}
 	return &Follower[T]{nc: nc, kv: kv, o: o, ready: make(chan struct{}), changed: make(chan struct{}, 1), vals: map[string]T{}}
 }
@@ -164,6 +173,14 @@ func (f *Follower[T]) Forget(keys ...string) {
 // firstRetryWait is the wait after the first failed watch attempt.
 const firstRetryWait = 50 * time.Millisecond
 
+// DefaultStartTimeout is Options.StartTimeout's default: a consumer is
+// created in milliseconds on a cluster with a leader, well under a second
+// on two loaded cores.
+const DefaultStartTimeout = 2 * time.Second
+
+// errStartTimeout: a watch's consumer was not created within StartTimeout.
+var errStartTimeout = errors.New("no answer to the watch's consumer creation (the bucket's stream electing a leader?)")
+
 // Run follows the bucket until ctx ends, then returns nil. A watch that
 // cannot be started is retried (logged, with backoff) rather than
 // returned, so that a NATS outage never ends the follower.
@@ -206,10 +223,19 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 	if f.o.History {
 		opts = append(opts, jetstream.IncludeHistory())
 	}
+	// wctx is the watch's lifetime as well as its creation's context:
+	// the start timeout cancels it only while the creation is under way.
+	timer := time.AfterFunc(f.o.StartTimeout, cancel)
 	if len(f.o.Keys) == 0 {
 		w, err = f.kv.WatchAll(wctx, opts...)
 	} else {
 		w, err = f.kv.WatchFiltered(wctx, append([]string(nil), f.o.Keys...), opts...)
+	}
+	if !timer.Stop() && ctx.Err() == nil {
+		if err == nil {
+			stopWatch(w) // started as the timer fired: wctx is cancelled
+		}
+		return fmt.Errorf("watch %s: %w (%v)", f.kv.Bucket(), errStartTimeout, f.o.StartTimeout)
 	}
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", f.kv.Bucket(), err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -385,5 +386,54 @@ func TestReadyBeforeTheFirstChange(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUnansweredWatchStartIsRetried: the first attempt to start a watch
+// gets no answer at all — what a consumer creation gets while the
+// bucket's stream elects a leader — and the follower retries after its
+// StartTimeout rather than a JetStream timeout later. The follower's
+// JetStream API goes through a relay (natstest.APIRelay) that forwards
+// every request but drops the first consumer creation.
+func TestUnansweredWatchStartIsRetried(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	put(t, bucket(t, nc), "k", "1")
+
+	var mu sync.Mutex
+	creates := 0
+	fc := natstest.Conn(t, ns)
+	js := natstest.APIRelay(t, nc, fc, func(api string, _ *nats.Msg) bool {
+		if !strings.HasPrefix(api, "CONSUMER.CREATE.") {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		creates++
+		return creates == 1 // no answer, as from a stream without a leader
+	})
+	kv, err := js.KeyValue(context.Background(), "follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const startTimeout = 300 * time.Millisecond
+	f := kvfollow.New(fc, kv, kvfollow.Options[int]{StartTimeout: startTimeout, Log: zerolog.Nop()})
+	began := time.Now()
+	run(t, f)
+	select {
+	case <-f.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("not ready %v after the start (the unanswered first watch was never given up)", time.Since(began).Round(time.Millisecond))
+	}
+	if el := time.Since(began); el > startTimeout+time.Second {
+		t.Errorf("ready %v after the start, want within the start timeout (%v) and a retry", el.Round(time.Millisecond), startTimeout)
+	}
+	if v, ok := f.Get("k"); !ok || v != 1 {
+		t.Errorf(`Get("k") = %v, %v; want 1, true`, v, ok)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if creates < 2 {
+		t.Errorf("%d consumer creations, want the unanswered one and a retry", creates)
 	}
 }

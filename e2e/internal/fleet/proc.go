@@ -76,8 +76,34 @@ func StartProc(tb testing.TB, name, path string, args []string, env map[string]s
 		if tb.Failed() {
 			tb.Logf("e2e: ---- last lines of %s (%s) ----\n%s", name, logPath, p.Tail(40))
 		}
+		if dir := os.Getenv(EnvKeepLogs); dir != "" {
+			if kept, err := keepLog(dir, tb.Name(), name, p.Pid(), logPath); err != nil {
+				tb.Logf("e2e: keep the log of %s: %v", name, err)
+			} else {
+				tb.Logf("e2e: log of %s kept at %s", name, kept)
+			}
+		}
 	})
 	return p
+}
+
+// EnvKeepLogs names the environment variable that, set to a directory,
+// keeps every process's log there after its test (the test's temporary
+// directories are removed): DIR/<test>/<process>-<pid>.log.
+const EnvKeepLogs = "E2E_KEEP_LOGS"
+
+// keepLog copies the log at from to dir/<test>/<name>-<pid>.log.
+func keepLog(dir, test, name string, pid int, from string) (string, error) {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return "", err
+	}
+	sub := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(test))
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		return "", err
+	}
+	to := filepath.Join(sub, fmt.Sprintf("%s-%d.log", name, pid))
+	return to, os.WriteFile(to, b, 0o644)
 }
 
 func baseEnv() []string {

@@ -402,7 +402,7 @@ func (a *API) fail(w http.ResponseWriter, err error, m fleetstate.AsyncMethod, i
 // API error with status 503 (no leader, no quorum).
 func jetStreamUnavailable(err error) bool {
 	var api *jetstream.APIError
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+	return errors.Is(err, jobs.ErrUnavailable) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrTimeout) || errors.As(err, &api) && api.Code == http.StatusServiceUnavailable
 }
 
