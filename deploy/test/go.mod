@@ -12,6 +12,7 @@ require (
 	github.com/jetserve/jetserve/services/scheduler v0.0.0
 	github.com/jetserve/jetserve/services/worker v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.3
+	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/common v0.72.0
 	github.com/rs/zerolog v1.35.1
 	golang.org/x/sync v0.25.0
@@ -53,7 +54,6 @@ require (
 	github.com/nats-io/nats.go v1.56.0 // indirect
 	github.com/nats-io/nkeys v0.4.17 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/spf13/pflag v1.1.0 // indirect

@@ -503,7 +503,7 @@ func (r *Router) sendLocked(q *request, p *replica, now time.Time) sendOp {
 	p.tail = q
 	if !q.counted {
 		q.counted = true
-		q.d.m.fulfillment.Observe(float64(now.Sub(q.start).Microseconds()) / 1000)
+		q.d.m.fulfillment.Observe(now.Sub(q.start).Seconds())
 	}
 	tok := r.token.Add(1)
 	q.token = tok

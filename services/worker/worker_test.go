@@ -474,10 +474,10 @@ func TestAssignmentStartsReplica(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]float64{
-		"jetserve_deployment_request_counter_total": 2,
-		"jetserve_deployment_error_counter_total":   1,
-		"jetserve_deployment_processing_latency_ms": 2,
-		"jetserve_replica_starts_total":             1,
+		"jetserve_deployment_requests_total":             2,
+		"jetserve_deployment_errors_total":               1,
+		"jetserve_deployment_processing_latency_seconds": 2,
+		"jetserve_replica_starts_total":                  1,
 	} {
 		if got[name] != want {
 			t.Errorf("metric %s = %v, want %v", name, got[name], want)
