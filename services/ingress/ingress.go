@@ -22,10 +22,10 @@
 // server's max_payload, read at connect (1 MiB on a stock nats-server, 8
 // MiB on jetserve's embedded one), less wire.HeaderRoom for headers; it is
 // logged at start. Bodies travel in one NATS message; larger ones need a
-// larger max_payload. Errors map to HTTP: queue_full and other overload →
-// 503 with Retry-After, timeout → 504, unavailable/no_replicas/replica_lost
-// → 503 (the last two with Retry-After); handler errors keep the handler's
-// status.
+// larger max_payload. Errors are answered by pkg/httperr with the status
+// and Retry-After schemas/errors.json gives their code (overload and
+// unavailability 503 with Retry-After, timeout 504, a full job queue 429
+// with Retry-After); handler errors keep the handler's status.
 //
 // On ctx cancel Run stops accepting connections and waits up to
 // drain_timeout for in-flight requests (http.Server.Shutdown). Every

@@ -27,6 +27,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/jetserve/jetserve/pkg/httpauth"
+	"github.com/jetserve/jetserve/pkg/httperr"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -241,26 +242,23 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 		// route may well exist; 404 would be a lie a client acts on.
 		if err := h.o.Healthy(); err != nil {
 			x.code = protocol.ErrUnavailable
-			w.Header().Set("Retry-After", "1")
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{
-				"error": protocol.ErrUnavailable, "message": "the ingress is not ready: " + err.Error(), "request_id": rid,
-			})
+			httperr.Write(w, x.code, "the ingress is not ready: "+err.Error(), rid)
 			return
 		}
 	}
 	if !ok {
 		x.code = protocol.ErrNotFound
-		writeJSON(w, http.StatusNotFound, map[string]any{
-			"error": protocol.ErrNotFound, "message": "no application serves " + r.URL.Path,
-			"routes": tab.Prefixes(), "request_id": rid,
-		})
+		httperr.WriteBody(w, 0, x.code, struct {
+			httperr.Body
+			Routes map[string]string `json:"routes"`
+		}{httperr.Body{Error: x.code, Message: "no application serves " + r.URL.Path, RequestID: rid}, tab.Prefixes()})
 		return
 	}
 	x.label = route.Prefix
 	p := principal(r)
 	if !p.CanApp(route.App) {
 		x.code = protocol.ErrForbidden
-		writeError(w, http.StatusForbidden, x.code, fmt.Sprintf("%s may not call application %s", p.Name, route.App), rid)
+		httperr.Write(w, x.code, fmt.Sprintf("%s may not call application %s", p.Name, route.App), rid)
 		return
 	}
 	log := func() zerolog.Logger { return h.o.Log.With().Str("request_id", rid).Str("app", route.App).Logger() }
@@ -276,11 +274,11 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 				msg += fmt.Sprintf(" (what one message of the NATS max_payload of %d bytes carries with room for headers; max_body_bytes is %d)",
 					lim.NATSMaxPayload, lim.ConfiguredMaxBodyBytes)
 			}
-			writeError(w, http.StatusRequestEntityTooLarge, x.code, msg, rid)
+			httperr.Write(w, x.code, msg, rid)
 			return
 		}
 		x.code = protocol.ErrBadRequest
-		writeError(w, http.StatusBadRequest, x.code, "read request body: "+err.Error(), rid)
+		httperr.Write(w, x.code, "read request body: "+err.Error(), rid)
 		return
 	}
 	if h.o.Jobs != nil {
@@ -336,32 +334,22 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 	if platformError(code) {
 		// The fleet's own refusals get one JSON shape; handler errors
 		// below keep the handler's status, headers and body.
-		if retryAfter(code) {
-			w.Header().Set("Retry-After", "1")
-		}
-		writeError(w, errorStatus(code, status), code, string(resp.Body), rid)
+		httperr.Write(w, code, string(resp.Body), rid)
 		return
 	}
 	copyResponseHeaders(w.Header(), resp.Header)
-	if code != "" {
-		w.Header().Set("X-Jetserve-Error", string(code))
-	}
+	httperr.SetHeaders(w.Header(), code)
 	w.Header().Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(resp.Body)
 }
 
-// errorStatus maps platform error codes to their HTTP status; handler
-// errors keep the handler's status.
+// errorStatus is the status of an error answer: the catalogue's for
+// the fleet's own codes (platformError), the handler's for its errors
+// (500 when it chose none).
 func errorStatus(code protocol.ErrorCode, status int) int {
-	switch code {
-	case protocol.ErrQueueFull, protocol.ErrUnavailable, protocol.ErrNoReplicas,
-		protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrReplicaLost:
-		return http.StatusServiceUnavailable
-	case protocol.ErrTimeout:
-		return http.StatusGatewayTimeout
-	case protocol.ErrBodyTooLarge:
-		return http.StatusRequestEntityTooLarge
+	if platformError(code) {
+		return code.HTTPStatus()
 	}
 	if status == 0 {
 		return http.StatusInternalServerError
@@ -381,18 +369,6 @@ func platformError(code protocol.ErrorCode) bool {
 	return false
 }
 
-// retryAfter reports codes answered with Retry-After: the fleet is full
-// or a replica (or a service it needs, such as a process-runtime child
-// being restarted) is unavailable for now.
-func retryAfter(code protocol.ErrorCode) bool {
-	switch code {
-	case protocol.ErrQueueFull, protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrUnavailable,
-		protocol.ErrNoReplicas, protocol.ErrReplicaLost:
-		return true
-	}
-	return false
-}
-
 func (h *Handler) writeCallError(w http.ResponseWriter, err error, rid string, log func() zerolog.Logger) {
 	e := serve.AsError(err)
 	var se *serve.Error
@@ -402,11 +378,7 @@ func (h *Handler) writeCallError(w http.ResponseWriter, err error, rid string, l
 		l.Error().Err(err).Msg("call ingress deployment")
 		e = &serve.Error{Status: http.StatusServiceUnavailable, Code: protocol.ErrUnavailable, Msg: "upstream unavailable"}
 	}
-	status := errorStatus(e.Code, e.Status)
-	if retryAfter(e.Code) {
-		w.Header().Set("Retry-After", "1")
-	}
-	writeError(w, status, e.Code, e.Msg, rid)
+	httperr.WriteBody(w, errorStatus(e.Code, e.Status), e.Code, httperr.Body{Error: e.Code, Message: e.Msg, RequestID: rid})
 }
 
 func copyResponseHeaders(dst, src http.Header) {
@@ -473,17 +445,6 @@ func (s *httpSink) Chunk(b []byte) error {
 	}
 	s.flush()
 	return nil
-}
-
-type errorBody struct {
-	Error     protocol.ErrorCode `json:"error"`
-	Message   string             `json:"message"`
-	RequestID string             `json:"request_id,omitempty"`
-}
-
-func writeError(w http.ResponseWriter, status int, code protocol.ErrorCode, msg, rid string) {
-	w.Header().Set("X-Jetserve-Error", string(code))
-	writeJSON(w, status, errorBody{Error: code, Message: msg, RequestID: rid})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

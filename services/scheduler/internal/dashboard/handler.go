@@ -6,6 +6,9 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/jetserve/jetserve/pkg/httperr"
+	"github.com/jetserve/jetserve/pkg/protocol"
 )
 
 //go:embed static
@@ -37,13 +40,11 @@ func (d *Dashboard) Handler() http.Handler {
 
 func (d *Dashboard) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
 	s, err := d.Snapshot()
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	if errors.Is(err, ErrNotRunning) {
-		w.Header().Set("Retry-After", "1")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(map[string]string{"error": "unavailable", "message": err.Error()})
+		httperr.Write(w, protocol.ErrUnavailable, err.Error(), "")
 		return
 	}
+	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(s)
 }
