@@ -105,22 +105,32 @@ func (a *API) Match(app, rest string) (fleetstate.AsyncMethod, string, bool) {
 	if len(seg) == 1 {
 		return m, "", true
 	}
-	switch seg[1] {
-	case "cancel", "status", "result", "list":
+	if _, ok := OpMethod(seg[1]); ok && seg[1] != "" {
 		return m, seg[1], true
 	}
 	return fleetstate.AsyncMethod{}, "", false
+}
+
+// Ops lists the operations below a method's path ({prefix}/{method}/{op}).
+func Ops() []string { return []string{"cancel", "status", "result", "list"} }
+
+// OpMethod is the HTTP method of an operation ("" is the submit); ok is
+// false for an unknown one.
+func OpMethod(op string) (method string, ok bool) {
+	switch op {
+	case "", "cancel":
+		return http.MethodPost, true
+	case "status", "result", "list":
+		return http.MethodGet, true
+	}
+	return "", false
 }
 
 // Serve answers one job request for method m (from Match); body is the
 // already read (size-checked) request body. It returns the error code
 // written, "" on success.
 func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, op string, body []byte, rid string, who Caller) protocol.ErrorCode {
-	want := http.MethodGet
-	if op == "" || op == "cancel" {
-		want = http.MethodPost
-	}
-	if r.Method != want {
+	if want, _ := OpMethod(op); r.Method != want {
 		w.Header().Set("Allow", want)
 		return writeError(w, protocol.ErrMethodNotAllowed,
 			fmt.Sprintf("%s %s/%s: use %s", r.Method, m.Config.Name, op, want), rid)

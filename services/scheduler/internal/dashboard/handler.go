@@ -20,21 +20,28 @@ const (
 	APIPath  = "/api/dashboard"
 )
 
-// Handler serves the page at PagePath (and redirects / to it) and the
-// snapshot at APIPath. Other paths are not its own: mount it beside the
+// Patterns are the http.ServeMux patterns Handler serves: the page, the
+// redirect of / to it, and the snapshot. Mount Handler on each beside the
 // admin API.
+func Patterns() []string {
+	return []string{"GET " + PagePath, "GET /{$}", "GET " + APIPath}
+}
+
+// Handler serves the page at PagePath (and redirects / to it) and the
+// snapshot at APIPath (Patterns). Other paths are not its own.
 func (d *Dashboard) Handler() http.Handler {
 	files := http.FileServerFS(static)
+	p := Patterns()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PagePath, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(p[0], func(w http.ResponseWriter, r *http.Request) {
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = "/static/" + strings.TrimPrefix(r.URL.Path, PagePath)
 		files.ServeHTTP(w, r2)
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(p[1], func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, PagePath, http.StatusFound)
 	})
-	mux.HandleFunc("GET "+APIPath, d.serveSnapshot)
+	mux.HandleFunc(p[2], d.serveSnapshot)
 	return mux
 }
 
