@@ -47,6 +47,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/ingress/internal/gateway"
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
@@ -211,7 +212,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		if err != nil {
 			return fmt.Errorf("register router metrics: %w", err)
 		}
-		embedded = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log, Metrics: rm, Liveness: cfg.Liveness})
+		embedded = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log, Metrics: rm, Liveness: cfg.Liveness,
+			Tracer: tracing.Tracer(deps.Tracer)})
 		if err := embedded.Start(false); err != nil {
 			return err
 		}
@@ -258,6 +260,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		Models:          modelTable.Load,
 		OIPReadyTimeout: cfg.OIPReadyTimeout,
 		OnSplit:         splitCounts.Add,
+		Tracer:          tracing.Tracer(deps.Tracer),
 	})
 
 	lim := h.Limits()

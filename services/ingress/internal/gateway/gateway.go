@@ -30,11 +30,15 @@ import (
 	"github.com/jetserve/jetserve/pkg/httperr"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Caller sends a request to a deployment; *wire.Caller is one.
@@ -74,6 +78,10 @@ type Options struct {
 	// OnSplit, if set, is told the choice of every splitter of an
 	// application's graph (app, node, step). It must not block.
 	OnSplit func(app, node, step string)
+	// Tracer makes a server span per application and OIP request, the
+	// child of the caller's traceparent, and passes it on; nil: no spans
+	// (the caller's traceparent is passed on unchanged).
+	Tracer trace.Tracer
 }
 
 // Handler serves the ingress HTTP API.
@@ -84,6 +92,9 @@ type Handler struct {
 
 // New returns the handler.
 func New(o Options) *Handler {
+	if o.Tracer == nil {
+		o.Tracer = tracing.Tracer(nil)
+	}
 	h := &Handler{o: o}
 	r := chi.NewRouter()
 	r.Get("/-/routes", h.serveRoutes)
@@ -204,16 +215,22 @@ type exchangeKey struct{}
 func exchangeOf(r *http.Request) *exchange { return r.Context().Value(exchangeKey{}).(*exchange) }
 
 // observe is the middleware of the application and OIP routes, after
-// chi's RequestID: it echoes the request id, captures the status (chi's
-// WrapResponseWriter), counts the request as ongoing and, when it ends,
-// records its metrics (labelled by what the handler put in its exchange)
-// and a debug log line.
+// chi's RequestID: it echoes the request id, starts the request's server
+// span (the child of the caller's traceparent) and makes the request's
+// Traceparent its own, so that every hop below is its child; it captures
+// the status (chi's WrapResponseWriter), counts the request as ongoing
+// and, when it ends, records its metrics (labelled by what the handler put
+// in its exchange), ends the span and writes a debug log line.
 func (h *Handler) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ww := middleware.NewWrapResponseWriter(rw, r.ProtoMajor)
 		x := &exchange{w: ww, rid: middleware.GetReqID(r.Context()), label: "unmatched"}
 		ww.Header().Set(protocol.HdrRequestID, x.rid)
+		ctx, span := h.o.Tracer.Start(tracing.Extract(r.Context(), r.Header), "HTTP "+r.Method,
+			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.AttrRequestID.String(x.rid),
+				attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		tracing.Inject(ctx, r.Header)
 		m := h.o.Metrics
 		m.ongoing.Inc()
 		defer func() {
@@ -224,11 +241,28 @@ func (h *Handler) observe(next http.Handler) http.Handler {
 			}
 			el := time.Since(start)
 			m.observe(x.label, r.Method, status, x.code, el)
-			h.o.Log.Debug().Str("request_id", x.rid).Str("method", r.Method).Str("path", r.URL.Path).
+			span.SetName("HTTP " + r.Method + " " + x.label)
+			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if x.code != "" {
+				span.SetAttributes(tracing.AttrErrorCode.String(string(x.code)))
+			}
+			if status >= 500 {
+				span.SetStatus(codes.Error, string(x.code))
+			}
+			span.End()
+			h.o.Log.Debug().Str("request_id", x.rid).Str("trace_id", traceID(span)).Str("method", r.Method).Str("path", r.URL.Path).
 				Int("status", status).Str("error_code", string(x.code)).Dur("latency", el).Msg("http request")
 		}()
-		next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+		next.ServeHTTP(ww, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
 	})
+}
+
+// traceID is span's trace id, "" without one.
+func traceID(span trace.Span) string {
+	if sc := span.SpanContext(); sc.IsValid() {
+		return sc.TraceID().String()
+	}
+	return ""
 }
 
 func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {

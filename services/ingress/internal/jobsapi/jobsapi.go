@@ -318,7 +318,8 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncM
 	if err != nil {
 		return writeError(w, protocol.ErrBadRequest, err.Error(), rid)
 	}
-	rec, created, err := a.q.Submit(r.Context(), m.App, m.Deployment, m.Config, id, args, jobs.Owner(who.Name))
+	rec, created, err := a.q.Submit(r.Context(), m.App, m.Deployment, m.Config, id, args, jobs.Owner(who.Name),
+		jobs.Trace(r.Header.Get("Traceparent"), r.Header.Get("Tracestate")))
 	if err != nil {
 		return a.fail(w, err, m, id, rid)
 	}

@@ -51,11 +51,14 @@ import (
 	"github.com/jetserve/jetserve/pkg/panics"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -146,6 +149,10 @@ type Params struct {
 	// the one the deployment gets ("${secret:NAME}" references resolved).
 	// Its error makes the replica FAILED.
 	ResolveConfig func(json.RawMessage) (json.RawMessage, error)
+	// Tracer makes a server span per request ("serve <app>/<deployment>")
+	// and per job attempt, the child of its caller's trace context; the
+	// handler's context and handle calls carry it. nil: none.
+	Tracer trace.Tracer
 }
 
 // userConfig is the user_config handed to deployment code.
@@ -162,11 +169,12 @@ func (p Params) userConfig(uc json.RawMessage) (json.RawMessage, error) {
 
 // Replica is one running replica. Create it with Start.
 type Replica struct {
-	p   Params
-	id  string
-	app string // immutable copies of the spec's identity
-	dep string
-	log zerolog.Logger
+	p      Params
+	id     string
+	app    string // immutable copies of the spec's identity
+	dep    string
+	log    zerolog.Logger
+	tracer trace.Tracer
 
 	// life is the replica's lifetime: Stop cancels it.
 	life context.Context
@@ -226,9 +234,13 @@ func Start(p Params) *Replica {
 	if p.Metrics == nil {
 		p.Metrics = discardMetrics()
 	}
+	if p.Tracer == nil {
+		p.Tracer = tracing.Tracer(nil)
+	}
 	s := p.Spec
 	r := &Replica{
 		p:       p,
+		tracer:  p.Tracer,
 		id:      s.ID,
 		app:     s.App,
 		dep:     s.Deployment,
@@ -953,12 +965,21 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 		}
 	}()
 	req := wire.DecodeRequest(msg)
+	ctx, span := r.startSpan(a.ctx, req)
+	defer span.End()
 	log := r.log.With().Str("request_id", req.RequestID).Logger()
-	ctx := serve.ContextWithRequest(log.WithContext(a.ctx), req)
+	if sc := span.SpanContext(); sc.IsValid() {
+		log = log.With().Str("trace_id", sc.TraceID().String()).Logger()
+	}
+	ctx = serve.ContextWithRequest(log.WithContext(ctx), req)
 
 	reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
 	took = time.Since(start)
 	reply.Header.Set(protocol.HdrReplica, r.id)
+	if code := reply.Header.Get(protocol.HdrError); code != "" && span.IsRecording() {
+		span.SetAttributes(tracing.AttrErrorCode.String(code))
+		span.SetStatus(codes.Error, code)
+	}
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
 	}
@@ -980,6 +1001,20 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	if err != nil {
 		log.Warn().Err(err).Msg("send reply")
 	}
+}
+
+// startSpan starts the server span of req, the child of its trace
+// context, and makes req's Traceparent the span's, so that the handle
+// calls the handler makes are its children.
+func (r *Replica) startSpan(ctx context.Context, req *serve.Request) (context.Context, trace.Span) {
+	ctx, span := r.tracer.Start(tracing.Extract(ctx, req.Header), "serve "+r.app+"/"+r.dep,
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.AttrApp.String(r.app),
+			tracing.AttrDeployment.String(r.dep), tracing.AttrReplica.String(r.id), tracing.AttrRequestID.String(req.RequestID)))
+	if span.SpanContext().IsValid() {
+		req.Header = req.Header.Clone()
+		tracing.Inject(ctx, req.Header)
+	}
+	return ctx, span
 }
 
 // invoke runs the handler (streaming when asked and supported) and returns
