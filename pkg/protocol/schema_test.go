@@ -36,6 +36,7 @@ var schemaTypes = map[string]any{
 	"status":         &protocol.Status{},
 	"lease":          &protocol.Lease{},
 	"scale-decision": &protocol.ScaleDecision{},
+	"call-stats":     &protocol.CallStats{},
 	"job-record":     &jobs.Record{},
 }
 

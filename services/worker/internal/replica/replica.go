@@ -592,7 +592,7 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 	r.mu.Unlock()
 	subject := r.p.Names.ReplicaSubject(s.ID)
 	svc, err := micro.AddService(r.p.NC, micro.Config{
-		Name:        protocol.ReplicaServiceName,
+		Name:        r.p.Names.DeploymentService(s.App, s.Deployment),
 		Version:     ServiceVersion,
 		Description: "jetserve replica of " + s.App + "/" + s.Deployment,
 		Metadata: map[string]string{
@@ -605,6 +605,12 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 		},
 		// The subjects are this replica's own: no queue group to share.
 		QueueGroupDisabled: true,
+		StatsHandler: func(e *micro.Endpoint) any {
+			if e.Name != protocol.EndpointCall {
+				return nil
+			}
+			return r.callStats()
+		},
 		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
 			r.log.Error().Str("subject", err.Subject).Str("error", err.Description).Msg("replica micro service error")
 		},
@@ -623,6 +629,19 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 		return nil, fmt.Errorf("add health endpoint: %w", err)
 	}
 	return svc, nil
+}
+
+// callStats is what the replica's handler did, for its micro stats.
+func (r *Replica) callStats() protocol.CallStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cs := protocol.CallStats{Served: r.served, Errors: r.errored, Ongoing: r.ongoing, MaxOngoing: r.spec.MaxOngoingRequests,
+		P50MS: protocol.LatencyQuantile(r.latency, 0.50), P95MS: protocol.LatencyQuantile(r.latency, 0.95),
+		P99MS: protocol.LatencyQuantile(r.latency, 0.99)}
+	if r.served > 0 {
+		cs.AverageMS = r.latencySum / float64(r.served)
+	}
+	return cs
 }
 
 // drain stops admitting requests and pulling jobs, waits for the requests
