@@ -272,15 +272,14 @@ func (a *attempt) startSpan(ctx context.Context, rec Record) (context.Context, t
 			h.Set("Tracestate", rec.TraceState)
 		}
 	}
-	tracer := a.r.cfg.Tracer
-	if tracer == nil {
-		tracer = tracing.Tracer(nil)
+	span := tracing.Off()
+	if tracer := a.r.cfg.Tracer; tracer != nil {
+		ctx, span = tracer.Start(tracing.Extract(ctx, h), "job "+rec.App+"/"+rec.Method,
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(tracing.AttrApp.String(rec.App),
+				tracing.AttrDeployment.String(rec.Deployment), tracing.AttrMethod.String(rec.Method),
+				tracing.AttrRequestID.String(rec.ID), attribute.Int("jetserve.attempt", rec.Attempts)))
+		tracing.Inject(ctx, h)
 	}
-	ctx, span := tracer.Start(tracing.Extract(ctx, h), "job "+rec.App+"/"+rec.Method,
-		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(tracing.AttrApp.String(rec.App),
-			tracing.AttrDeployment.String(rec.Deployment), tracing.AttrMethod.String(rec.Method),
-			tracing.AttrRequestID.String(rec.ID), attribute.Int("jetserve.attempt", rec.Attempts)))
-	tracing.Inject(ctx, h)
 	return serve.ContextWithRequest(ctx, &serve.Request{RequestID: rec.ID, Header: h}), span
 }
 

@@ -32,8 +32,8 @@ type RunnerConfig struct {
 	// before and after it on the same replica (Slots is then ignored).
 	Shared *Slots
 	// Tracer makes a span per attempt ("job <app>/<method>"), the child of
-	// the trace context the job was submitted with; nil: none (the
-	// submitted context still reaches the job's handle calls).
+	// the trace context the job was submitted with; nil (tracing off):
+	// none, the submitted context still reaches the job's handle calls.
 	Tracer trace.Tracer
 }
 

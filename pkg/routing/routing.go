@@ -99,8 +99,8 @@ type Options struct {
 	Local func(replicaID string) (LocalReplica, bool)
 	// Tracer makes a span per routed request ("route <app>/<deployment>"),
 	// the child of the request's trace context, which the request then
-	// carries to its replica; nil: none (the trace context passes on
-	// unchanged).
+	// carries to its replica; nil (tracing off): none, the trace context
+	// passes on unchanged.
 	Tracer trace.Tracer
 }
 
@@ -136,9 +136,6 @@ func New(o Options) *Router {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-	if o.Tracer == nil {
-		o.Tracer = tracing.Tracer(nil)
 	}
 	o.Liveness = o.Liveness.withDefaults()
 	return &Router{
@@ -379,6 +376,9 @@ func (r *Router) Dispatch(app, deployment string, m *nats.Msg, done func(h nats.
 // startSpan starts the routing span of m, the child of m's trace context
 // (else of ctx's), and makes m carry it.
 func (r *Router) startSpan(ctx context.Context, app, deployment string, m *nats.Msg) (context.Context, trace.Span) {
+	if r.o.Tracer == nil {
+		return ctx, tracing.Off()
+	}
 	ctx, span := r.o.Tracer.Start(tracing.ExtractNATS(ctx, m.Header), "route "+app+"/"+deployment,
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(tracing.AttrApp.String(app),
 			tracing.AttrDeployment.String(deployment), tracing.AttrRequestID.String(m.Header.Get(protocol.HdrRequestID))))

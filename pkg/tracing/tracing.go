@@ -92,13 +92,20 @@ func NewProvider(c Config, service string) (trace.TracerProvider, func(context.C
 	return tp, tp.Shutdown, nil
 }
 
-// Tracer returns tp's jetserve tracer; a nil tp gives a no-op one.
+// Tracer returns tp's jetserve tracer, or nil — tracing off — when tp is
+// nil or a no-op provider: the hops then skip their spans altogether and
+// a request's trace context passes through unchanged, at the cost of a
+// nil check.
 func Tracer(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		tp = noop.NewTracerProvider()
+	if _, off := tp.(noop.TracerProvider); off || tp == nil {
+		return nil
 	}
 	return tp.Tracer(InstrumentationName)
 }
+
+// Off is the span of a hop when tracing is off: it records nothing and
+// has no span context.
+func Off() trace.Span { return noop.Span{} }
 
 // Extract returns ctx carrying the remote span context of h's
 // Traceparent and Tracestate headers (ctx unchanged when there is none).

@@ -33,23 +33,35 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// TestNoopPassesTheCallersContextOn: without an endpoint no span is
-// recorded and a request's traceparent is passed on unchanged.
-func TestNoopPassesTheCallersContextOn(t *testing.T) {
+// TestOff: without an endpoint the provider is a no-op one and its
+// tracer nil (the hops skip their spans); Off records nothing.
+func TestOff(t *testing.T) {
 	tp, shutdown, err := NewProvider(DefaultConfig(), "ingress")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = shutdown(context.Background()) }()
-	in := http.Header{"Traceparent": {parent}}
-	ctx, span := Tracer(tp).Start(Extract(context.Background(), in), "x")
-	if span.IsRecording() {
-		t.Error("a no-op provider's span records")
+	if tr := Tracer(tp); tr != nil {
+		t.Errorf("Tracer(the no-op provider) = %v, want nil (off)", tr)
 	}
+	if tr := Tracer(nil); tr != nil {
+		t.Errorf("Tracer(nil) = %v, want nil (off)", tr)
+	}
+	if s := Off(); s.IsRecording() || s.SpanContext().IsValid() {
+		t.Error("Off() records or has a span context")
+	}
+	on, stop, err := NewProvider(Config{OTLPEndpoint: "http://127.0.0.1:1", SampleRatio: 1}, "ingress")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stop(context.Background()) }()
+	ctx, span := Tracer(on).Start(Extract(context.Background(), http.Header{"Traceparent": {parent}}), "x")
+	defer span.End()
 	out := http.Header{}
 	Inject(ctx, out)
-	if got := out.Get("Traceparent"); got != parent {
-		t.Errorf("Inject after a no-op span = %q, want the caller's %q", got, parent)
+	if got := trace.SpanContextFromContext(Extract(context.Background(), out)); got.TraceID() != span.SpanContext().TraceID() ||
+		got.SpanID() != span.SpanContext().SpanID() || got.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("Inject wrote %v, want the span %v in the caller's trace", out, span.SpanContext())
 	}
 	out = http.Header{}
 	Inject(context.Background(), out)

@@ -79,8 +79,8 @@ type Options struct {
 	// application's graph (app, node, step). It must not block.
 	OnSplit func(app, node, step string)
 	// Tracer makes a server span per application and OIP request, the
-	// child of the caller's traceparent, and passes it on; nil: no spans
-	// (the caller's traceparent is passed on unchanged).
+	// child of the caller's traceparent, and passes it on; nil (tracing
+	// off): no spans, the caller's traceparent is passed on unchanged.
 	Tracer trace.Tracer
 }
 
@@ -92,9 +92,6 @@ type Handler struct {
 
 // New returns the handler.
 func New(o Options) *Handler {
-	if o.Tracer == nil {
-		o.Tracer = tracing.Tracer(nil)
-	}
 	h := &Handler{o: o}
 	r := chi.NewRouter()
 	r.Get("/-/routes", h.serveRoutes)
@@ -227,10 +224,13 @@ func (h *Handler) observe(next http.Handler) http.Handler {
 		ww := middleware.NewWrapResponseWriter(rw, r.ProtoMajor)
 		x := &exchange{w: ww, rid: middleware.GetReqID(r.Context()), label: "unmatched"}
 		ww.Header().Set(protocol.HdrRequestID, x.rid)
-		ctx, span := h.o.Tracer.Start(tracing.Extract(r.Context(), r.Header), "HTTP "+r.Method,
-			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.AttrRequestID.String(x.rid),
-				attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
-		tracing.Inject(ctx, r.Header)
+		ctx, span := r.Context(), tracing.Off()
+		if h.o.Tracer != nil {
+			ctx, span = h.o.Tracer.Start(tracing.Extract(ctx, r.Header), "HTTP "+r.Method,
+				trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.AttrRequestID.String(x.rid),
+					attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+			tracing.Inject(ctx, r.Header)
+		}
 		m := h.o.Metrics
 		m.ongoing.Inc()
 		defer func() {
@@ -241,13 +241,15 @@ func (h *Handler) observe(next http.Handler) http.Handler {
 			}
 			el := time.Since(start)
 			m.observe(x.label, r.Method, status, x.code, el)
-			span.SetName("HTTP " + r.Method + " " + x.label)
-			span.SetAttributes(attribute.Int("http.response.status_code", status))
-			if x.code != "" {
-				span.SetAttributes(tracing.AttrErrorCode.String(string(x.code)))
-			}
-			if status >= 500 {
-				span.SetStatus(codes.Error, string(x.code))
+			if span.IsRecording() {
+				span.SetName("HTTP " + r.Method + " " + x.label)
+				span.SetAttributes(attribute.Int("http.response.status_code", status))
+				if x.code != "" {
+					span.SetAttributes(tracing.AttrErrorCode.String(string(x.code)))
+				}
+				if status >= 500 {
+					span.SetStatus(codes.Error, string(x.code))
+				}
 			}
 			span.End()
 			h.o.Log.Debug().Str("request_id", x.rid).Str("trace_id", traceID(span)).Str("method", r.Method).Str("path", r.URL.Path).

@@ -151,7 +151,8 @@ type Params struct {
 	ResolveConfig func(json.RawMessage) (json.RawMessage, error)
 	// Tracer makes a server span per request ("serve <app>/<deployment>")
 	// and per job attempt, the child of its caller's trace context; the
-	// handler's context and handle calls carry it. nil: none.
+	// handler's context and handle calls carry it. nil (tracing off):
+	// none, the request's trace context passes on unchanged.
 	Tracer trace.Tracer
 }
 
@@ -233,9 +234,6 @@ func Start(p Params) *Replica {
 	}
 	if p.Metrics == nil {
 		p.Metrics = discardMetrics()
-	}
-	if p.Tracer == nil {
-		p.Tracer = tracing.Tracer(nil)
 	}
 	s := p.Spec
 	r := &Replica{
@@ -1026,6 +1024,9 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 // context, and makes req's Traceparent the span's, so that the handle
 // calls the handler makes are its children.
 func (r *Replica) startSpan(ctx context.Context, req *serve.Request) (context.Context, trace.Span) {
+	if r.tracer == nil {
+		return ctx, tracing.Off()
+	}
 	ctx, span := r.tracer.Start(tracing.Extract(ctx, req.Header), "serve "+r.app+"/"+r.dep,
 		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.AttrApp.String(r.app),
 			tracing.AttrDeployment.String(r.dep), tracing.AttrReplica.String(r.id), tracing.AttrRequestID.String(req.RequestID)))
