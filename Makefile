@@ -5,7 +5,7 @@ GO ?= go
 TESTFLAGS ?=
 MODULES = $(shell $(GO) list -m -f '{{.Dir}}')
 
-.PHONY: dev test vet standalone fmt e2e chaos bench schemas python-deps help
+.PHONY: dev test vet standalone fmt e2e chaos bench schemas errors metrics-lint python-deps help
 
 help:
 	@echo "make dev      run the whole fleet in one process (embedded NATS) with the example app"
@@ -14,6 +14,8 @@ help:
 	@echo "make e2e      the end-to-end suite: real binaries as separate processes (installs the Python example's Debian packages first)"
 	@echo "make chaos    the HA fleet on loopback under load, faults at random (CHAOS_DURATION=3m, CHAOS_SEED=…)"
 	@echo "make bench    fleet vs raw HTTP / raw NATS / raw JetStream, side by side"
+	@echo "make metrics-lint  promtool's metric checks on every service's /metrics (part of make test)"
+	@echo "make errors   regenerate pkg/protocol/errors_gen.go from schemas/errors.json"
 	@echo "make fuzz     every fuzz target for FUZZTIME (default 10s) each"
 	@echo "make images   build the container images (no registry pulls)"
 	@echo "make compose-test  docker compose smoke test"
@@ -69,5 +71,15 @@ fuzz:
 
 schemas:
 	cd pkg && $(GO) test ./protocol -update
+
+# pkg/protocol/errors_gen.go from schemas/errors.json (TestErrorCatalogueGenerated
+# fails when it is stale).
+errors:
+	cd pkg && $(GO) generate ./protocol
+
+# What `promtool check metrics` checks (promlint), on every service's live
+# /metrics after real traffic, and the label vocabulary; part of make test.
+metrics-lint:
+	cd deploy/test && $(GO) test -count=1 -run 'TestLintMetricsCatchesViolations|TestGrafanaQueriesNameRealMetrics' .
 
 -include deploy/make.mk

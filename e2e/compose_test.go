@@ -91,7 +91,7 @@ func routerRequests(t testing.TB, s *fleet.Service, app string) map[string]float
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "jetserve_num_router_requests_total{") || !strings.Contains(line, `app="`+app+`"`) {
+		if !strings.HasPrefix(line, "jetserve_num_router_requests_total{") || !strings.Contains(line, `application="`+app+`"`) {
 			continue
 		}
 		_, dep, _ := strings.Cut(line, `deployment="`)

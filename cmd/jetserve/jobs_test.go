@@ -39,7 +39,7 @@ func (s *jobsStub) handler() http.Handler {
 		case "full":
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(429)
-			_, _ = io.WriteString(w, `{"error":"queue_full","message":"job queue full"}`)
+			_, _ = io.WriteString(w, `{"error":"job_queue_full","message":"job queue full"}`)
 		case "done":
 			_, _ = io.WriteString(w, rec("done", "SUCCEEDED", ""))
 		case "":

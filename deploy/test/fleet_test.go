@@ -44,13 +44,22 @@ type fleet struct {
 // startFleet runs the fleet until the test ends and deploys config.
 func startFleet(t *testing.T, configFile string) *fleet {
 	t.Helper()
-	return startFleetWith(t, configFile, false)
+	return startFleetWith(t, configFile, fleetOptions{})
 }
 
-// startFleetWith is startFleet; secure runs it as the compose profile
-// does: NATS with deploy/auth's accounts, each service with its own user,
-// the ingress and the admin API with the generated keys.
-func startFleetWith(t *testing.T, configFile string, secure bool) *fleet {
+// fleetOptions vary the fleet startFleetWith runs.
+type fleetOptions struct {
+	// secure runs it as the compose profile does: NATS with deploy/auth's
+	// accounts, each service with its own user, the ingress and the admin
+	// API with the generated keys.
+	secure bool
+	// otlpEndpoint, if set, is every service's tracing.otlp_endpoint.
+	otlpEndpoint string
+}
+
+// startFleetWith is startFleet with o.
+func startFleetWith(t *testing.T, configFile string, o fleetOptions) *fleet {
+	secure := o.secure
 	t.Helper()
 	var ns *server.Server
 	var gen *auth.Generated
@@ -98,7 +107,10 @@ func startFleetWith(t *testing.T, configFile string, secure bool) *fleet {
 		}
 		return gen.Creds[role]
 	}
-	common := func(c *service.Common, role string) { c.NATS.URL, c.OpsAddr, c.NATS.Creds = url, local, creds(role) }
+	common := func(c *service.Common, role string) {
+		c.NATS.URL, c.OpsAddr, c.NATS.Creds = url, local, creds(role)
+		c.Tracing.OTLPEndpoint, c.Tracing.BatchTimeout = o.otlpEndpoint, 100*time.Millisecond
+	}
 	ic := ingress.DefaultConfig()
 	common(&ic.Common, auth.Ingress)
 	ic.HTTPAddr, ic.HTTPReady = local, got(func(u string) { f.ingress = u })

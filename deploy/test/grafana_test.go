@@ -1,9 +1,11 @@
 package test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"regexp"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -113,11 +116,80 @@ func scrape(url string) (map[string]bool, error) {
 	return names, nil
 }
 
+// labelVocabulary maps a label name jetserve must not use to the one it
+// uses instead: one vocabulary across services, so one dashboard filter
+// ($application) selects every series of an application.
+var labelVocabulary = map[string]string{"app": "application", "dep": "deployment", "replica_id": "replica"}
+
+// lintMetrics runs on one /metrics exposition what `promtool check
+// metrics` runs (promlint: base units, _total on counters only, no type
+// in names, help text, snake_case) and checks jetserve's label
+// vocabulary. It returns one line per problem.
+func lintMetrics(exposition io.Reader) ([]string, error) {
+	b, err := io.ReadAll(exposition)
+	if err != nil {
+		return nil, err
+	}
+	problems, err := promlint.New(bytes.NewReader(b)).Lint()
+	if err != nil {
+		return nil, fmt.Errorf("lint: %w", err)
+	}
+	var out []string
+	for _, p := range problems {
+		out = append(out, fmt.Sprintf("%s: %s", p.Metric, p.Text))
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	for name, mf := range fams {
+		seen := map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if use, bad := labelVocabulary[l.GetName()]; bad && !seen[l.GetName()] {
+					seen[l.GetName()] = true
+					out = append(out, fmt.Sprintf("%s: label %q, want %q", name, l.GetName(), use))
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// TestLintMetricsCatchesViolations: the lint the fleet's scrape goes
+// through fails on each kind of name this repository once exported.
+func TestLintMetricsCatchesViolations(t *testing.T) {
+	for _, tc := range []struct{ name, exposition, want string }{
+		{"milliseconds", "# HELP jetserve_x_latency_ms x\n# TYPE jetserve_x_latency_ms histogram\njetserve_x_latency_ms_bucket{le=\"+Inf\"} 1\njetserve_x_latency_ms_sum 1\njetserve_x_latency_ms_count 1\n", "abbreviated units"},
+		{"counter in name", "# HELP jetserve_x_counter_total x\n# TYPE jetserve_x_counter_total counter\njetserve_x_counter_total 1\n", "should not include type 'counter'"},
+		{"gauge with _total", "# HELP jetserve_x_total x\n# TYPE jetserve_x_total gauge\njetserve_x_total 1\n", `non-counter metrics should not have "_total" suffix`},
+		{"counter without _total", "# HELP jetserve_x x\n# TYPE jetserve_x counter\njetserve_x 1\n", `counter metrics should have "_total" suffix`},
+		{"app label", "# HELP jetserve_x_total x\n# TYPE jetserve_x_total counter\njetserve_x_total{app=\"a\"} 1\n", `label "app", want "application"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := lintMetrics(strings.NewReader(tc.exposition))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(strings.Join(got, "\n"), tc.want) {
+				t.Errorf("lintMetrics = %q, want a problem %q", got, tc.want)
+			}
+		})
+	}
+	got, err := lintMetrics(strings.NewReader("# HELP jetserve_x_seconds x\n# TYPE jetserve_x_seconds gauge\njetserve_x_seconds{application=\"a\"} 1\n"))
+	if err != nil || len(got) != 0 {
+		t.Errorf("lintMetrics(a conforming gauge) = %q, %v, want no problem", got, err)
+	}
+}
+
 // TestGrafanaQueriesNameRealMetrics runs the five services in-process,
 // drives every kind of traffic (sync, errors, a router timeout, a
 // multiplexed model, an async job, autoscaling), scrapes each /metrics and
 // checks that every metric deploy/grafana/jetserve.json queries is
-// exported — so renaming a metric without the dashboard fails here.
+// exported — so renaming a metric without the dashboard fails here — and
+// that every service's /metrics passes lintMetrics (promtool's check).
 func TestGrafanaQueriesNameRealMetrics(t *testing.T) {
 	queries := grafanaQueries(t, "../grafana/jetserve.json")
 	want := map[string][]string{} // metric → where it is queried
@@ -189,4 +261,19 @@ func TestGrafanaQueriesNameRealMetrics(t *testing.T) {
 		}
 		return nil
 	})
+
+	for svc, url := range f.ops {
+		resp, err := http.Get(url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		problems, err := lintMetrics(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", svc, err)
+		}
+		for _, p := range problems {
+			t.Errorf("%s /metrics: %s", svc, p)
+		}
+	}
 }

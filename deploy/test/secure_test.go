@@ -79,7 +79,7 @@ func startSecureNATS(t *testing.T) (*server.Server, *auth.Generated, *violationL
 // to its end — and the server logs no permissions violation on the way.
 func TestFleetUnderLeastPrivilege(t *testing.T) {
 	start := time.Now()
-	f := startFleetWith(t, "testdata/fleet.yaml", true)
+	f := startFleetWith(t, "testdata/fleet.yaml", fleetOptions{secure: true})
 	defer func() { t.Logf("fleet up, traffic and job done in %v", time.Since(start)) }()
 	f.waitFor(t, 90*time.Second, "the echo deployment", func() error {
 		_, err := f.do(http.MethodPost, f.ingress+"/echo/", "hi", nil)

@@ -12,7 +12,6 @@ package httpauth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -25,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/httperr"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
@@ -274,14 +274,14 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q, Basic realm=%q`, a.realm, a.realm))
 			a.log.Info().Str("remote", r.RemoteAddr).Str("path", r.URL.Path).Str("reason", err.Error()).Msg("request refused: unauthenticated")
-			WriteError(w, http.StatusUnauthorized, protocol.ErrUnauthorized, err.Error())
+			httperr.Write(w, protocol.ErrUnauthorized, err.Error(), "")
 			return
 		}
 		if wait, ok := a.allow(p); !ok {
 			secs := int(math.Ceil(wait.Seconds()))
 			w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-			WriteError(w, http.StatusTooManyRequests, protocol.ErrRateLimited,
-				fmt.Sprintf("rate limit of %s exceeded (%g requests/s); retry after %ds", p.Name, a.rateOf(p), max(secs, 1)))
+			httperr.Write(w, protocol.ErrRateLimited,
+				fmt.Sprintf("rate limit of %s exceeded (%g requests/s); retry after %ds", p.Name, a.rateOf(p), max(secs, 1)), "")
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
@@ -341,8 +341,8 @@ func RequireScope(scopes ...string) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p, _ := FromContext(r.Context())
 			if !slices.ContainsFunc(scopes, p.Has) {
-				WriteError(w, http.StatusForbidden, protocol.ErrForbidden,
-					fmt.Sprintf("%s lacks the scope this needs (%s)", p.Name, strings.Join(scopes, " or ")))
+				httperr.Write(w, protocol.ErrForbidden,
+					fmt.Sprintf("%s lacks the scope this needs (%s)", p.Name, strings.Join(scopes, " or ")), "")
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -360,25 +360,13 @@ func LimitURL(maxBytes int) func(http.Handler) http.Handler {
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if len(r.RequestURI) > maxBytes {
-				WriteError(w, http.StatusRequestURITooLong, protocol.ErrURITooLong,
-					fmt.Sprintf("request target of %d bytes exceeds max_url_bytes %d", len(r.RequestURI), maxBytes))
+				httperr.Write(w, protocol.ErrURITooLong,
+					fmt.Sprintf("request target of %d bytes exceeds max_url_bytes %d", len(r.RequestURI), maxBytes), "")
 				return
 			}
 			next.ServeHTTP(w, r)
 		})
 	}
-}
-
-// WriteError writes the error catalogue's JSON shape.
-func WriteError(w http.ResponseWriter, status int, code protocol.ErrorCode, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Jetserve-Error", string(code))
-	w.WriteHeader(status)
-	b, _ := json.Marshal(struct {
-		Error   protocol.ErrorCode `json:"error"`
-		Message string             `json:"message"`
-	}{code, msg})
-	_, _ = w.Write(append(b, '\n'))
 }
 
 // reloader holds what a file parses to, re-read when its size or

@@ -11,8 +11,13 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/panics"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"net/http"
 )
 
 // attempt is one run of a job on this runner.
@@ -231,11 +236,16 @@ func (a *attempt) run() {
 		})
 		defer claimTimer.Stop()
 	}
-	jc := &jobContext{Context: tctx, a: a, job: &serve.Job{ID: id, Method: m.cfg.Name, Attempt: rec.Attempts, Args: args}}
+	sctx, span := a.startSpan(tctx, rec)
+	defer span.End()
+	jc := &jobContext{Context: sctx, a: a, job: &serve.Job{ID: id, Method: m.cfg.Name, Attempt: rec.Attempts, Args: args}}
 	if r.onStart != nil {
 		r.onStart(id)
 	}
 	res, err := runHandler(r.cfg.Handler, jc)
+	if err != nil && span.IsRecording() {
+		span.SetStatus(codes.Error, err.Error())
+	}
 	close(hbDone)
 	hbWG.Wait()
 	a.flushProgress()
@@ -246,6 +256,31 @@ func (a *attempt) run() {
 		err = fmt.Errorf("%w: %w", context.Cause(tctx), err)
 	}
 	a.finish(res, err, cause)
+}
+
+// startSpan starts the attempt's span, the child of the trace context the
+// job was submitted with, and returns ctx carrying it and the job as the
+// request being served: the handler's handle calls carry the job's id as
+// their request id, and the trace context.
+// rec is the record run read before its goroutines started (a.rec is
+// theirs now).
+func (a *attempt) startSpan(ctx context.Context, rec Record) (context.Context, trace.Span) {
+	h := http.Header{}
+	if rec.TraceParent != "" {
+		h.Set("Traceparent", rec.TraceParent)
+		if rec.TraceState != "" {
+			h.Set("Tracestate", rec.TraceState)
+		}
+	}
+	span := tracing.Off()
+	if tracer := a.r.cfg.Tracer; tracer != nil {
+		ctx, span = tracer.Start(tracing.Extract(ctx, h), "job "+rec.App+"/"+rec.Method,
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(tracing.AttrApp.String(rec.App),
+				tracing.AttrDeployment.String(rec.Deployment), tracing.AttrMethod.String(rec.Method),
+				tracing.AttrRequestID.String(rec.ID), attribute.Int("jetserve.attempt", rec.Attempts)))
+		tracing.Inject(ctx, h)
+	}
+	return serve.ContextWithRequest(ctx, &serve.Request{RequestID: rec.ID, Header: h}), span
 }
 
 // heartbeat keeps the attempt's lease (InProgress every period), claims

@@ -108,8 +108,13 @@ type Record struct {
 	// authenticated caller: "key:<name>", "jwt:<sub>"); "" when submitted
 	// without one. The job API shows a job only to its owner, or to a
 	// caller with the operator scope.
-	Owner  string `json:"owner,omitempty"`
-	Status Status `json:"status"`
+	Owner string `json:"owner,omitempty"`
+	// TraceParent and TraceState are the W3C trace context of the request
+	// that submitted the job: each attempt's span is their child, and the
+	// job's handle calls carry it.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
+	Status      Status `json:"status"`
 	// Retrying is set while a failed attempt waits for the next one.
 	Retrying    bool    `json:"retrying,omitempty"`
 	Attempts    int     `json:"attempts"`

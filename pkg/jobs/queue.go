@@ -363,6 +363,13 @@ type SubmitOption func(*Record)
 // Owner records who submits the job (Record.Owner).
 func Owner(principal string) SubmitOption { return func(r *Record) { r.Owner = principal } }
 
+// Trace records the submitting request's W3C trace context (its
+// Traceparent and Tracestate headers): the job's attempts are traced as
+// its children.
+func Trace(traceparent, tracestate string) SubmitOption {
+	return func(r *Record) { r.TraceParent, r.TraceState = traceparent, tracestate }
+}
+
 // ListOption tunes one List.
 type ListOption func(*listOptions)
 

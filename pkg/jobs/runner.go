@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // RunnerConfig configures a Runner.
@@ -30,6 +31,10 @@ type RunnerConfig struct {
 	// Shared, if set, are the slots this runner shares with the runners
 	// before and after it on the same replica (Slots is then ignored).
 	Shared *Slots
+	// Tracer makes a span per attempt ("job <app>/<method>"), the child of
+	// the trace context the job was submitted with; nil (tracing off):
+	// none, the submitted context still reaches the job's handle calls.
+	Tracer trace.Tracer
 }
 
 // Runner is the execution side: one per replica of a deployment with

@@ -245,6 +245,59 @@ func LatencyBucket(ms float64) int {
 	return len(LatencyBoundsMS)
 }
 
+// LatencyQuantile estimates the q-quantile, in ms, of counts per
+// LatencyBoundsMS bucket, interpolating linearly within the
+// bucket (the overflow bucket answers the last bound).
+func LatencyQuantile(counts []uint64, q float64) float64 {
+	var n uint64
+	for _, c := range counts {
+		n += c
+	}
+	if n == 0 {
+		return 0
+	}
+	rank := q * float64(n)
+	var seen float64
+	bounds := LatencyBoundsMS
+	for i, c := range counts {
+		if c == 0 {
+			continue
+		}
+		if seen+float64(c) >= rank {
+			if i >= len(bounds) {
+				return bounds[len(bounds)-1]
+			}
+			lo := 0.0
+			if i > 0 {
+				lo = bounds[i-1]
+			}
+			return lo + (bounds[i]-lo)*(rank-seen)/float64(c)
+		}
+		seen += float64(c)
+	}
+	return bounds[len(bounds)-1]
+}
+
+// CallStats is the data of a replica's call endpoint in its NATS micro
+// stats ($SRV.STATS): what its handler did. micro's own num_requests and
+// processing_time time the admission of a request only — handlers run
+// concurrently, after micro's callback returned — and miss the calls a
+// worker's router makes to a replica of its own without NATS; these count
+// every request the handler answered, and its time.
+type CallStats struct {
+	Served  uint64 `json:"served"`
+	Errors  uint64 `json:"errors"`
+	Ongoing int    `json:"ongoing"`
+	// MaxOngoing is the replica's max_ongoing_requests.
+	MaxOngoing int `json:"max_ongoing_requests"`
+	// AverageMS is the handlers' mean time per request; P50MS, P95MS and
+	// P99MS are estimated from LatencyBoundsMS buckets.
+	AverageMS float64 `json:"average_ms"`
+	P50MS     float64 `json:"p50_ms"`
+	P95MS     float64 `json:"p95_ms"`
+	P99MS     float64 `json:"p99_ms"`
+}
+
 // RouterStats is one router's queue per deployment, published once a second
 // and on change; the autoscaler adds them to replica load.
 type RouterStats struct {

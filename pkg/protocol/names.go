@@ -141,9 +141,13 @@ func (n Names) RouterStatsSubject() string { return n.prefix + ".routerstats" }
 // graphs' splitters at one ingress).
 func (n Names) GraphStatsSubject() string { return n.prefix + ".graphstats" }
 
-// ReplicaServiceName is the NATS micro service name replicas register under
-// (visible to `nats micro ls`).
-const ReplicaServiceName = "jetserve-replica"
+// DeploymentService is the NATS micro service name of a deployment,
+// "<prefix>-<app>-<deployment>": each of its replicas is an instance of it
+// (`nats micro ls` lists one service per deployment, `nats micro stats
+// <name>` its replicas; metadata app and deployment name them exactly).
+func (n Names) DeploymentService(app, deployment string) string {
+	return n.prefix + "-" + app + "-" + deployment
+}
 
 // Endpoint names of a replica's micro service.
 const (

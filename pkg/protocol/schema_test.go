@@ -7,12 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/invopop/jsonschema"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/protocol/internal/errgen"
 )
 
 var update = flag.Bool("update", false, "rewrite schemas/*.schema.json from the Go types")
@@ -33,6 +36,7 @@ var schemaTypes = map[string]any{
 	"status":         &protocol.Status{},
 	"lease":          &protocol.Lease{},
 	"scale-decision": &protocol.ScaleDecision{},
+	"call-stats":     &protocol.CallStats{},
 	"job-record":     &jobs.Record{},
 }
 
@@ -100,28 +104,78 @@ func TestSchemasMatchGoTypes(t *testing.T) {
 	}
 }
 
-func TestErrorCatalogueMatches(t *testing.T) {
+// TestErrorCatalogueGenerated: errors_gen.go is what the catalogue
+// generates (run `go generate ./protocol` in pkg after editing
+// schemas/errors.json), and the catalogue only ever grew: the codes of
+// testdata/error-codes.txt (rewritten by -update) come first, in order.
+func TestErrorCatalogueGenerated(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join("..", "..", "schemas", "errors.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc struct {
-		Codes []struct {
-			Code string `json:"code"`
-		} `json:"codes"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
+	cat, err := errgen.Parse(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, c := range doc.Codes {
-		got = append(got, c.Code)
+	want, err := errgen.Generate(cat)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var want []string
+	got, err := os.ReadFile("errors_gen.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("errors_gen.go is stale; run `go generate ./protocol` in pkg")
+	}
+
+	var codes []string
 	for _, c := range protocol.ErrorCodes() {
-		want = append(want, string(c))
+		codes = append(codes, string(c))
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("schemas/errors.json codes = %v, want %v (append-only, same order)", got, want)
+	// -update appends new codes to the golden list, never rewrites it.
+	const golden = "testdata/error-codes.txt"
+	old, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	was := strings.Fields(string(old))
+	if len(was) > len(codes) || !slices.Equal(codes[:len(was)], was) {
+		t.Fatalf("error codes = %v, want %v first, in that order: the catalogue is append-only", codes, was)
+	}
+	if *update && len(codes) > len(was) {
+		if err := os.WriteFile(golden, []byte(strings.Join(codes, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestErrorCodeAnswers: a few codes' answers, as clients rely on them.
+func TestErrorCodeAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		code                  protocol.ErrorCode
+		status                int
+		retryAfter, retryable bool
+	}{
+		{protocol.ErrBadRequest, 400, false, false},
+		{protocol.ErrQueueFull, 503, true, false},
+		{protocol.ErrJobQueueFull, 429, true, false},
+		{protocol.ErrReplicaFull, 503, true, true},
+		{protocol.ErrDraining, 503, true, true},
+		{protocol.ErrNoReplicas, 503, true, false},
+		{protocol.ErrTimeout, 504, false, false},
+		{protocol.ErrRateLimited, 429, true, false},
+		{protocol.ErrMethodNotAllowed, 405, false, false},
+		{"no_such_code", 500, false, false},
+	} {
+		if got := tc.code.HTTPStatus(); got != tc.status {
+			t.Errorf("%s.HTTPStatus() = %d, want %d", tc.code, got, tc.status)
+		}
+		if got := tc.code.RetryAfter(); got != tc.retryAfter {
+			t.Errorf("%s.RetryAfter() = %v, want %v", tc.code, got, tc.retryAfter)
+		}
+		if got := tc.code.Retryable(); got != tc.retryable {
+			t.Errorf("%s.Retryable() = %v, want %v", tc.code, got, tc.retryable)
+		}
 	}
 }

@@ -48,48 +48,8 @@ const (
 const HeaderModelID = "Serve_multiplexed_model_id"
 
 // ErrorCode is a machine-readable error that crosses the wire. The list is
-// append-only; schemas/errors.json documents each code and its HTTP status.
+// append-only; schemas/errors.json defines each code with its HTTP status,
+// Retry-After and retryable answer, and errors_gen.go is generated from it.
 type ErrorCode string
 
-// Error codes.
-const (
-	ErrBadRequest     ErrorCode = "bad_request"      // 400: malformed input
-	ErrNotFound       ErrorCode = "not_found"        // 404: unknown route, app, deployment or method
-	ErrBodyTooLarge   ErrorCode = "body_too_large"   // 413
-	ErrQueueFull      ErrorCode = "queue_full"       // 503 + Retry-After: max_queued_requests reached
-	ErrReplicaFull    ErrorCode = "replica_full"     // replica at max_ongoing_requests (router retries)
-	ErrNoReplicas     ErrorCode = "no_replicas"      // 503: no running replica within the timeout
-	ErrTimeout        ErrorCode = "timeout"          // 504/408: request_timeout passed
-	ErrHandler        ErrorCode = "handler_error"    // 500: the deployment returned an error
-	ErrDraining       ErrorCode = "draining"         // replica is shutting down (router retries)
-	ErrUnavailable    ErrorCode = "unavailable"      // 503: a service it needs is down
-	ErrInvalidConfig  ErrorCode = "invalid_config"   // 400 from the admin API
-	ErrInternal       ErrorCode = "internal"         // 500
-	ErrCancelled      ErrorCode = "cancelled"        // 499: the caller went away
-	ErrMethodNotFound ErrorCode = "method_not_found" // 404: the deployment has no such method
-	// ErrReplicaLost: the replica holding the request vanished (its worker
-	// died, it stopped answering, or its reply was lost) and the request
-	// was not safe to retry (503 + Retry-After).
-	ErrReplicaLost ErrorCode = "replica_lost"
-	// Refusals of the HTTP servers' security layer.
-	ErrUnauthorized    ErrorCode = "unauthorized"      // 401: no valid API key or bearer token
-	ErrForbidden       ErrorCode = "forbidden"         // 403: the credential's scopes do not cover this
-	ErrRateLimited     ErrorCode = "rate_limited"      // 429 + Retry-After: the principal's rate limit
-	ErrURITooLong      ErrorCode = "uri_too_long"      // 414: request target beyond max_url_bytes
-	ErrHeadersTooLarge ErrorCode = "headers_too_large" // 431: header block beyond max_header_bytes
-	ErrRequestIDInUse  ErrorCode = "request_id_in_use" // 409: a job id another principal owns
-)
-
-// Retryable reports whether a router may send the request to another
-// replica after this error: the replica never started the work.
-func (c ErrorCode) Retryable() bool {
-	return c == ErrReplicaFull || c == ErrDraining
-}
-
-// ErrorCodes lists every code, in catalogue order.
-func ErrorCodes() []ErrorCode {
-	return []ErrorCode{ErrBadRequest, ErrNotFound, ErrBodyTooLarge, ErrQueueFull, ErrReplicaFull,
-		ErrNoReplicas, ErrTimeout, ErrHandler, ErrDraining, ErrUnavailable, ErrInvalidConfig,
-		ErrInternal, ErrCancelled, ErrMethodNotFound, ErrReplicaLost,
-		ErrUnauthorized, ErrForbidden, ErrRateLimited, ErrURITooLong, ErrHeadersTooLarge, ErrRequestIDInUse}
-}
+//go:generate go run ./internal/errgen/cmd/errgen -in ../../schemas/errors.json -out errors_gen.go

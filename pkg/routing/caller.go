@@ -60,14 +60,17 @@ func (c *Caller) send(ctx context.Context, app, deployment string, m *nats.Msg, 
 	if m.Header == nil {
 		m.Header = nats.Header{}
 	}
+	ctx, span := c.r.startSpan(ctx, app, deployment, m)
 	q := c.r.dispatch(depKey(app, deployment), m, func(h nats.Header, data []byte) {
 		done <- &nats.Msg{Header: h, Data: data}
 	}, chunks, ctx)
 	select {
 	case reply := <-done:
+		endSpan(span, reply.Header, nil)
 		return reply, nil
 	case <-ctx.Done():
 		c.r.cancel(q)
+		endSpan(span, nil, ctx.Err())
 		return nil, wire.TransportError(ctx.Err())
 	}
 }

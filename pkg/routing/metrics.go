@@ -21,28 +21,28 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetserve_num_router_requests_total",
 			Help: "Requests received by the router, per deployment.",
-		}, []string{"app", "deployment"}),
+		}, []string{"application", "deployment"}),
 		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "jetserve_deployment_queued_queries",
 			Help: "Requests waiting at this router for a replica with room.",
-		}, []string{"app", "deployment"}),
+		}, []string{"application", "deployment"}),
 		fulfillment: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_request_router_fulfillment_time_ms",
-			Help:    "Time from a request's arrival at the router to its first dispatch to a replica, in milliseconds.",
-			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 30000},
-		}, []string{"app", "deployment"}),
+			Name:    "jetserve_request_router_fulfillment_time_seconds",
+			Help:    "Time from a request's arrival at the router to its first dispatch to a replica, in seconds.",
+			Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30},
+		}, []string{"application", "deployment"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetserve_router_retries_total",
 			Help: "Requests re-sent to another replica, by reason (replica_full, draining, no_responders, replica_lost).",
-		}, []string{"app", "deployment", "reason"}),
+		}, []string{"application", "deployment", "reason"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetserve_router_rejections_total",
 			Help: "Requests the router answered with an error itself, by error code.",
-		}, []string{"app", "deployment", "code"}),
+		}, []string{"application", "deployment", "code"}),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetserve_router_replicas_lost_total",
 			Help: "Replicas this router found gone while they held its requests, by how (no_responders, unanswered_probes).",
-		}, []string{"app", "deployment", "how"}),
+		}, []string{"application", "deployment", "how"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.queued, m.fulfillment, m.retries, m.rejections, m.lost} {
 		if err := reg.Register(c); err != nil {

@@ -60,9 +60,12 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing/p2c"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configure a Router.
@@ -94,6 +97,11 @@ type Options struct {
 	// in-process, and they are preferred when no more loaded than the
 	// replica picked otherwise (see local.go).
 	Local func(replicaID string) (LocalReplica, bool)
+	// Tracer makes a span per routed request ("route <app>/<deployment>"),
+	// the child of the request's trace context, which the request then
+	// carries to its replica; nil (tracing off): none, the trace context
+	// passes on unchanged.
+	Tracer trace.Tracer
 }
 
 // Router routes requests; build it with New, then Start.
@@ -358,7 +366,46 @@ func (r *Router) Dispatch(app, deployment string, m *nats.Msg, done func(h nats.
 	if m.Header == nil {
 		m.Header = nats.Header{}
 	}
-	r.dispatch(depKey(app, deployment), m, done, nil, nil)
+	_, span := r.startSpan(context.Background(), app, deployment, m)
+	r.dispatch(depKey(app, deployment), m, func(h nats.Header, data []byte) {
+		endSpan(span, h, nil)
+		done(h, data)
+	}, nil, nil)
+}
+
+// startSpan starts the routing span of m, the child of m's trace context
+// (else of ctx's), and makes m carry it.
+func (r *Router) startSpan(ctx context.Context, app, deployment string, m *nats.Msg) (context.Context, trace.Span) {
+	if r.o.Tracer == nil {
+		return ctx, tracing.Off()
+	}
+	ctx, span := r.o.Tracer.Start(tracing.ExtractNATS(ctx, m.Header), "route "+app+"/"+deployment,
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(tracing.AttrApp.String(app),
+			tracing.AttrDeployment.String(deployment), tracing.AttrRequestID.String(m.Header.Get(protocol.HdrRequestID))))
+	tracing.InjectNATS(ctx, m.Header)
+	return ctx, span
+}
+
+// endSpan ends a routing span with the answer's replica and error code
+// (h nil: err says why there is no answer).
+func endSpan(span trace.Span, h nats.Header, err error) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	if rep := h.Get(protocol.HdrReplica); rep != "" {
+		span.SetAttributes(tracing.AttrReplica.String(rep))
+	}
+	if code := h.Get(protocol.HdrError); code != "" {
+		span.SetAttributes(tracing.AttrErrorCode.String(code))
+		if code != string(protocol.ErrHandler) {
+			span.SetStatus(codes.Error, code)
+		}
+	}
+	span.End()
 }
 
 // dispatch routes m and returns its request (for cancel); chunks, if not
@@ -503,7 +550,7 @@ func (r *Router) sendLocked(q *request, p *replica, now time.Time) sendOp {
 	p.tail = q
 	if !q.counted {
 		q.counted = true
-		q.d.m.fulfillment.Observe(float64(now.Sub(q.start).Microseconds()) / 1000)
+		q.d.m.fulfillment.Observe(now.Sub(q.start).Seconds())
 	}
 	tok := r.token.Add(1)
 	q.token = tok

@@ -343,7 +343,7 @@ func (b *Batcher[In, Out]) runBatch(items []*batchItem[In, Out], finished chan<-
 	start := time.Now()
 	outs, err := b.call(ctx, ins)
 	if b.exec != nil {
-		b.exec.Observe(float64(time.Since(start).Microseconds()) / 1000)
+		b.exec.Observe(time.Since(start).Seconds())
 	}
 	var perInput BatchErrors
 	if err != nil && (!errors.As(err, &perInput) || len(perInput) != n) {

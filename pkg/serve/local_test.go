@@ -337,8 +337,8 @@ func TestLocalJobs(t *testing.T) {
 			t.Fatalf("SubmitJob(%s) = %+v, %v; want QUEUED", id, rec, err)
 		}
 	}
-	if _, _, err := l.SubmitJob(ctx, "train", "q3", args(`{"epochs": 1}`)); serve.AsError(err).Code != protocol.ErrQueueFull {
-		t.Fatalf("SubmitJob(q3) = %v, want queue_full", err)
+	if _, _, err := l.SubmitJob(ctx, "train", "q3", args(`{"epochs": 1}`)); serve.AsError(err).Code != protocol.ErrJobQueueFull {
+		t.Fatalf("SubmitJob(q3) = %v, want job_queue_full", err)
 	}
 	if _, _, err := l.JobResult("train", "q1"); !errors.Is(err, serve.ErrJobNotFinished) {
 		t.Fatalf("JobResult(queued) = %v, want ErrJobNotFinished", err)

@@ -20,7 +20,7 @@ import (
 // run by a small in-memory queue that honours what the fleet's job API
 // (pkg/jobs) promises and tests look at — a repeated id returns the
 // existing job and never runs it twice; max_queued (queued plus running
-// beyond max_queued + max_running is refused 429 queue_full, nothing
+// beyond max_queued + max_running is refused 429 job_queue_full, nothing
 // stored) and max_running (per method); required_args; attempts up to
 // max_attempts with the method's backoff, a 4xx *Error failing the job at
 // once; the attempt's timeout; cancel of a queued job at once and of a
@@ -142,7 +142,7 @@ func (lj *localJobs) job(method, id string) (*localJob, error) {
 // generated id. A repeated id returns the existing job (created false)
 // and never runs it again. Errors are *Error values as the fleet's submit
 // answers: 404 for an unknown method, 400 for a missing required argument
-// or a malformed id, 429 queue_full beyond max_queued (nothing stored).
+// or a malformed id, 429 job_queue_full beyond max_queued (nothing stored).
 func (l *Local) SubmitJob(ctx context.Context, method, id string, args Args) (rec JobRecord, created bool, err error) {
 	lj := l.jobs
 	m, err := lj.method(method)
@@ -181,7 +181,7 @@ func (l *Local) SubmitJob(ctx context.Context, method, id string, args Args) (re
 		}
 	}
 	if open >= m.cfg.MaxQueued+m.cfg.MaxRunning {
-		return JobRecord{}, false, &Error{Status: http.StatusTooManyRequests, Code: protocol.ErrQueueFull,
+		return JobRecord{}, false, &Error{Status: http.StatusTooManyRequests, Code: protocol.ErrJobQueueFull,
 			Msg: fmt.Sprintf("too many jobs of %s queued (max_queued %d)", method, m.cfg.MaxQueued)}
 	}
 	now := time.Now().UTC()

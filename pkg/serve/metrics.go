@@ -25,8 +25,9 @@ var sdkLabels = []string{"application", "deployment", "replica"}
 // BatchSizeBuckets are the buckets of jetserve_actual_batch_size.
 var BatchSizeBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}
 
-// msBuckets are Ray Serve's default latency buckets, in ms.
-var msBuckets = []float64{1, 2, 5, 10, 20, 50, 100, 200, 300, 400, 500, 1000, 2000, 5000, 10000, 60000, 300000}
+// LatencyBuckets are Ray Serve's default latency buckets (1 ms to 300 s),
+// in seconds, the Prometheus base unit.
+var LatencyBuckets = []float64{0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1, 2, 5, 10, 60, 300}
 
 // NewMetrics creates the SDK collectors and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
@@ -38,16 +39,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: BatchSizeBuckets,
 		}, batchLabels),
 		batchExec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_batch_execution_time_ms",
-			Help:    "Time the batch function took for one batch, in milliseconds.",
-			Buckets: msBuckets,
+			Name:    "jetserve_batch_execution_time_seconds",
+			Help:    "Time the batch function took for one batch, in seconds.",
+			Buckets: LatencyBuckets,
 		}, batchLabels),
 		modelLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_multiplexed_models_load_counter_total",
+			Name: "jetserve_multiplexed_model_loads_total",
 			Help: "Multiplexed models a replica loaded (successful loads).",
 		}, sdkLabels),
 		modelUnloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_multiplexed_models_unload_counter_total",
+			Name: "jetserve_multiplexed_model_unloads_total",
 			Help: "Multiplexed models a replica evicted (least recently used first).",
 		}, sdkLabels),
 		modelsLoaded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -55,9 +56,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Multiplexed models a replica holds now.",
 		}, sdkLabels),
 		modelLoadTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_multiplexed_model_load_latency_ms",
-			Help:    "Time a multiplexed model took to load, in milliseconds.",
-			Buckets: msBuckets,
+			Name:    "jetserve_multiplexed_model_load_latency_seconds",
+			Help:    "Time a multiplexed model took to load, in seconds.",
+			Buckets: LatencyBuckets,
 		}, sdkLabels),
 	}
 	for _, c := range []prometheus.Collector{m.batchSize, m.batchExec, m.modelLoads, m.modelUnloads, m.modelsLoaded, m.modelLoadTime} {
@@ -116,7 +117,7 @@ func (rm *ReplicaMetrics) modelLoaded(d time.Duration) {
 	}
 	l := rm.labels
 	rm.m.modelLoads.WithLabelValues(l[0], l[1], l[2]).Inc()
-	rm.m.modelLoadTime.WithLabelValues(l[0], l[1], l[2]).Observe(float64(d.Microseconds()) / 1000)
+	rm.m.modelLoadTime.WithLabelValues(l[0], l[1], l[2]).Observe(d.Seconds())
 }
 
 // modelUnloaded records an eviction.

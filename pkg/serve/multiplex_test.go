@@ -330,23 +330,23 @@ func TestMultiplexerMetrics(t *testing.T) {
 	var l loader
 	m := serve.NewMultiplexer(serve.Init{MaxModelsPerReplica: 2, Metrics: sm.ForReplica("app", "dep", "r1")}, l.load)
 	sm.ForReplica("app", "dep", "idle") // a replica that never multiplexes exports nothing
-	if n := count(t, reg, "jetserve_multiplexed_models_load_counter_total"); n != 0 {
+	if n := count(t, reg, "jetserve_multiplexed_model_loads_total"); n != 0 {
 		t.Errorf("load counter series before any load = %d, want 0", n)
 	}
 	for _, id := range []string{"a", "b", "a", "c", "d"} {
 		get(t, m, id)
 	}
 	lbl := map[string]string{"replica": "r1"}
-	if v := value(t, reg, "jetserve_multiplexed_models_load_counter_total", lbl); v != 4 {
+	if v := value(t, reg, "jetserve_multiplexed_model_loads_total", lbl); v != 4 {
 		t.Errorf("loads = %v, want 4", v)
 	}
-	if v := value(t, reg, "jetserve_multiplexed_models_unload_counter_total", lbl); v != 2 {
+	if v := value(t, reg, "jetserve_multiplexed_model_unloads_total", lbl); v != 2 {
 		t.Errorf("unloads = %v, want 2", v)
 	}
 	if v := value(t, reg, "jetserve_num_multiplexed_models", lbl); v != 2 {
 		t.Errorf("models held = %v, want 2", v)
 	}
-	if h := histogram(t, reg, "jetserve_multiplexed_model_load_latency_ms", lbl); h.GetSampleCount() != 4 {
+	if h := histogram(t, reg, "jetserve_multiplexed_model_load_latency_seconds", lbl); h.GetSampleCount() != 4 {
 		t.Errorf("load latency samples = %d, want 4", h.GetSampleCount())
 	}
 	sm.Forget("app", "dep", "r1")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/streams"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
 	kenv "github.com/knadh/koanf/providers/env/v2"
@@ -38,6 +39,9 @@ type Common struct {
 	Log  LogConfig  `koanf:"log"`
 	// OpsAddr serves /metrics and /healthz; "" turns it off.
 	OpsAddr string `koanf:"ops_addr" help:"address of /metrics and /healthz (empty: off)"`
+	// Tracing exports the service's spans over OTLP/HTTP when it names an
+	// endpoint (pkg/tracing).
+	Tracing tracing.Config `koanf:"tracing"`
 }
 
 // NATSConfig says how to reach NATS.
@@ -92,6 +96,7 @@ func DefaultCommon(opsAddr string) Common {
 		NATS:    NATSConfig{URL: "nats://127.0.0.1:4222", Prefix: "jetserve", Replicas: 1, PingInterval: DefaultPingInterval},
 		Log:     LogConfig{Level: "info", Format: "json"},
 		OpsAddr: opsAddr,
+		Tracing: tracing.DefaultConfig(),
 	}
 }
 
@@ -118,6 +123,9 @@ func (c Common) Validate() error {
 	}
 	if c.Log.Format != "json" && c.Log.Format != "console" {
 		errs = append(errs, fmt.Errorf("log.format: must be json or console, got %q", c.Log.Format))
+	}
+	if err := c.Tracing.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

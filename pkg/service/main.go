@@ -15,10 +15,12 @@ import (
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/streams"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Configurable is a service's configuration: it validates itself and
@@ -75,6 +77,10 @@ type Deps struct {
 	Health *Health
 	// OpsReady, if set, is told the ops server's address once it listens.
 	OpsReady func(net.Addr)
+	// Tracer makes the service's spans; nil = one from the config's
+	// tracing options (a no-op provider without an endpoint), flushed and
+	// stopped by Prepare's cleanup.
+	Tracer trace.TracerProvider
 
 	// ops is the ops server Prepare started while it connected, so that
 	// /healthz says why NATS is not connected; ServeOps takes it over.
@@ -114,6 +120,20 @@ func (d *Deps) Prepare(ctx context.Context, c Common, name string) (cleanup func
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
+	}
+	if d.Tracer == nil {
+		tp, shutdown, err := tracing.NewProvider(c.Tracing, name)
+		if err != nil {
+			return cleanup, err
+		}
+		d.Tracer = tp
+		closers = append(closers, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := shutdown(ctx); err != nil {
+				d.Log.Warn().Err(err).Msg("flush spans")
+			}
+		})
 	}
 	if d.NC == nil {
 		st := NewConnState()

@@ -22,10 +22,10 @@
 // server's max_payload, read at connect (1 MiB on a stock nats-server, 8
 // MiB on jetserve's embedded one), less wire.HeaderRoom for headers; it is
 // logged at start. Bodies travel in one NATS message; larger ones need a
-// larger max_payload. Errors map to HTTP: queue_full and other overload →
-// 503 with Retry-After, timeout → 504, unavailable/no_replicas/replica_lost
-// → 503 (the last two with Retry-After); handler errors keep the handler's
-// status.
+// larger max_payload. Errors are answered by pkg/httperr with the status
+// and Retry-After schemas/errors.json gives their code (overload and
+// unavailability 503 with Retry-After, timeout 504, a full job queue 429
+// with Retry-After); handler errors keep the handler's status.
 //
 // On ctx cancel Run stops accepting connections and waits up to
 // drain_timeout for in-flight requests (http.Server.Shutdown). Every
@@ -47,6 +47,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/ingress/internal/gateway"
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
@@ -211,7 +212,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		if err != nil {
 			return fmt.Errorf("register router metrics: %w", err)
 		}
-		embedded = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log, Metrics: rm, Liveness: cfg.Liveness})
+		embedded = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log, Metrics: rm, Liveness: cfg.Liveness,
+			Tracer: tracing.Tracer(deps.Tracer)})
 		if err := embedded.Start(false); err != nil {
 			return err
 		}
@@ -258,6 +260,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		Models:          modelTable.Load,
 		OIPReadyTimeout: cfg.OIPReadyTimeout,
 		OnSplit:         splitCounts.Add,
+		Tracer:          tracing.Tracer(deps.Tracer),
 	})
 
 	lim := h.Limits()

@@ -34,6 +34,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/nats-io/nuid"
 	"golang.org/x/sync/errgroup"
 )
@@ -123,7 +124,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	}
 	changed := make(chan struct{}, 1)
 	rt := routing.New(routing.Options{
-		NC: deps.NC, Names: names, Log: log, Metrics: metrics,
+		NC: deps.NC, Names: names, Log: log, Metrics: metrics, Tracer: tracing.Tracer(deps.Tracer),
 		DefaultTimeout:     cfg.DefaultRequestTimeout,
 		MaxAttempts:        cfg.Retry.MaxAttempts,
 		UnreachableBackoff: cfg.Retry.Backoff,

@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
 	dh := dash.Handler()
-	for _, p := range []string{dashboard.PagePath, dashboard.APIPath, "GET /{$}"} {
+	for _, p := range dashboard.Patterns() {
 		mux.Handle(p, dh)
 	}
 	lead := func(ctx context.Context, epoch uint64) {

@@ -274,6 +274,9 @@ func TestHandleCallWithinAWorkerSkipsNATS(t *testing.T) {
 					t.Fatalf("call %d = %v, %v; want chain>%d", i, resp, err, i)
 				}
 			}
+			if tc.wantNATS { // the spy's copies arrive on their own, maybe after the replies
+				waitfor.True(t, waitLimit, "a copy of each call on Leaf's call subject", func() bool { return len(spy) >= n })
+			}
 			got := len(spy)
 			if tc.wantNATS && got != n {
 				t.Errorf("requests on Leaf's call subject = %d, want %d (one per call, straight from w1)", got, n)

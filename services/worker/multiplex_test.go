@@ -226,8 +226,8 @@ func TestMultiplexedRoutingLoadsEachModelAboutOnce(t *testing.T) {
 	}
 
 	// The worker's metrics count the same loads.
-	if got := metricSum(t, f.metrics, "jetserve_multiplexed_models_load_counter_total", "aware"); got != float64(awareLoads) {
-		t.Errorf("jetserve_multiplexed_models_load_counter_total{deployment=aware} = %v, want %d", got, awareLoads)
+	if got := metricSum(t, f.metrics, "jetserve_multiplexed_model_loads_total", "aware"); got != float64(awareLoads) {
+		t.Errorf("jetserve_multiplexed_model_loads_total{deployment=aware} = %v, want %d", got, awareLoads)
 	}
 	if got := metricSum(t, f.metrics, "jetserve_num_multiplexed_models", "aware"); got != 6 {
 		t.Errorf("jetserve_num_multiplexed_models{deployment=aware} summed = %v, want 6", got)

@@ -50,6 +50,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/secrets"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/worker/internal/gpu"
 	"github.com/jetserve/jetserve/services/worker/internal/host"
@@ -58,6 +59,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -127,7 +129,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 			return fmt.Errorf("register router metrics: %w", err)
 		}
 		router = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log.With().Str("worker_id", info.ID).Logger(),
-			Metrics: rm, Liveness: cfg.Liveness, Local: local.lookup})
+			Metrics: rm, Liveness: cfg.Liveness, Local: local.lookup, Tracer: tracing.Tracer(deps.Tracer)})
 		if err := router.Start(false); err != nil {
 			return err
 		}
@@ -153,6 +155,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		reg:          reg,
 		metrics:      metrics,
 		sdk:          sdkMetrics,
+		tracer:       tracing.Tracer(deps.Tracer),
 		jobMetrics:   jobMetrics,
 		caller:       caller,
 		local:        local,
@@ -325,6 +328,7 @@ type worker struct {
 	reg      *serve.Registry
 	metrics  *replica.Metrics
 	sdk      *serve.Metrics
+	tracer   trace.Tracer
 	// jobMetrics count every replica's job attempts and outcomes.
 	jobMetrics *jobs.Metrics
 	caller     serve.Caller
@@ -517,6 +521,7 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		Log:         w.log,
 		Metrics:     w.metrics,
 		SDKMetrics:  w.sdk,
+		Tracer:      w.tracer,
 		After:       after,
 		UserNC:      w.userNC,
 		ResolveConfig: func(uc json.RawMessage) (json.RawMessage, error) {

@@ -27,6 +27,7 @@ import (
 	"github.com/jetserve/jetserve/services/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -67,7 +68,11 @@ type greetConfig struct {
 	Healthy  *bool  `json:"healthy,omitempty"`
 }
 
-// echo answers "<greeting>:<body>" and supports Reconfigure, health and Close.
+// slowEcho is how long echo takes to answer "slow".
+const slowEcho = 40 * time.Millisecond
+
+// echo answers "<greeting>:<body>" (after slowEcho for "slow") and
+// supports Reconfigure, health and Close.
 type echo struct {
 	d   *deployments
 	mu  sync.Mutex
@@ -78,8 +83,11 @@ func (e *echo) ServeRequest(_ context.Context, req *serve.Request) (*serve.Respo
 	e.mu.Lock()
 	g := e.cfg.Greeting
 	e.mu.Unlock()
-	if string(req.Body) == "fail" {
+	switch string(req.Body) {
+	case "fail":
 		return nil, serve.Errorf(http.StatusTeapot, "asked to fail")
+	case "slow":
+		time.Sleep(slowEcho)
 	}
 	return &serve.Response{Status: http.StatusOK, Body: []byte(g + ":" + string(req.Body))}, nil
 }
@@ -474,10 +482,10 @@ func TestAssignmentStartsReplica(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]float64{
-		"jetserve_deployment_request_counter_total": 2,
-		"jetserve_deployment_error_counter_total":   1,
-		"jetserve_deployment_processing_latency_ms": 2,
-		"jetserve_replica_starts_total":             1,
+		"jetserve_deployment_requests_total":             2,
+		"jetserve_deployment_errors_total":               1,
+		"jetserve_deployment_processing_latency_seconds": 2,
+		"jetserve_replica_starts_total":                  1,
 	} {
 		if got[name] != want {
 			t.Errorf("metric %s = %v, want %v", name, got[name], want)
@@ -769,31 +777,26 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	}
 }
 
+// TestMicroServiceDiscovery: a replica is an instance of its
+// deployment's micro service, and the stats of its call endpoint say what
+// its handler did (micro's own time only the admission).
 func TestMicroServiceDiscovery(t *testing.T) {
 	f := startFleet(t, nil)
-	s := spec("r1", "echo-dep", "echo", 2, "")
+	s := spec("r1", "echo-dep", "echo", 4, "")
 	f.assign(s)
 	f.waitState(s, protocol.ReplicaRunning)
+	name := f.names.DeploymentService(testApp, "echo-dep")
 
-	reply, err := f.nc.Request("$SRV.INFO."+protocol.ReplicaServiceName, nil, waitLimit)
+	reply, err := f.nc.Request("$SRV.INFO."+name, nil, waitLimit)
 	if err != nil {
-		t.Fatalf("$SRV.INFO: %v", err)
+		t.Fatalf("$SRV.INFO.%s: %v", name, err)
 	}
-	var info struct {
-		Type      string            `json:"type"`
-		Name      string            `json:"name"`
-		Version   string            `json:"version"`
-		Metadata  map[string]string `json:"metadata"`
-		Endpoints []struct {
-			Name    string `json:"name"`
-			Subject string `json:"subject"`
-		} `json:"endpoints"`
-	}
+	var info micro.Info
 	if err := json.Unmarshal(reply.Data, &info); err != nil {
 		t.Fatalf("decode info %s: %v", reply.Data, err)
 	}
-	if info.Type != "io.nats.micro.v1.info_response" || info.Name != protocol.ReplicaServiceName || info.Version != "0.1.0" {
-		t.Errorf("info = %+v", info)
+	if info.Type != micro.InfoResponseType || info.Name != name || info.Version != "0.1.0" {
+		t.Errorf("info = %+v, want service %s", info, name)
 	}
 	if info.Metadata["replica"] != "r1" || info.Metadata["app"] != testApp || info.Metadata["deployment"] != "echo-dep" || info.Metadata["worker"] != workerID {
 		t.Errorf("info metadata = %v", info.Metadata)
@@ -807,6 +810,49 @@ func TestMicroServiceDiscovery(t *testing.T) {
 	if !slices.Equal(subjects, want) {
 		t.Errorf("endpoint subjects = %v, want %v", subjects, want)
 	}
+
+	// Four slow requests at once and one that fails.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if m, err := f.call("r1", "slow"); err != nil || wire.DecodeResponse(m).Status != http.StatusOK {
+				t.Errorf("slow call = %v, %v", m, err)
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := f.call("r1", "fail"); err != nil {
+		t.Fatal(err)
+	}
+	reply, err = f.nc.Request("$SRV.STATS."+name, nil, waitLimit)
+	if err != nil {
+		t.Fatalf("$SRV.STATS.%s: %v", name, err)
+	}
+	var stats micro.Stats
+	if err := json.Unmarshal(reply.Data, &stats); err != nil {
+		t.Fatalf("decode stats %s: %v", reply.Data, err)
+	}
+	var call *micro.EndpointStats
+	for _, e := range stats.Endpoints {
+		if e.Name == protocol.EndpointCall {
+			call = e
+		}
+	}
+	if call == nil {
+		t.Fatalf("stats %s: no call endpoint", reply.Data)
+	}
+	var cs protocol.CallStats
+	if err := json.Unmarshal(call.Data, &cs); err != nil {
+		t.Fatalf("decode call stats %s: %v", call.Data, err)
+	}
+	slowMS := float64(slowEcho.Milliseconds())
+	if cs.Served != 5 || cs.Errors != 1 || cs.MaxOngoing != 4 || cs.Ongoing != 0 {
+		t.Errorf("call stats = %+v, want 5 served, 1 error, max 4, none ongoing", cs)
+	}
+	if cs.AverageMS < 4*slowMS/5 || cs.P95MS < slowMS/2 {
+		t.Errorf("call stats = %+v, want an average of at least %v ms and a p95 near %v ms: the handlers' time", cs, 4*slowMS/5, slowMS)
+	}
+	t.Logf("handlers: %+v; micro's own: %d requests, average %s (the admission only)", cs, call.NumRequests, call.AverageProcessingTime)
 }
 
 func TestConstructorErrorIsReportedAndRetried(t *testing.T) {

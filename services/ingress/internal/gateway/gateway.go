@@ -27,13 +27,18 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/jetserve/jetserve/pkg/httpauth"
+	"github.com/jetserve/jetserve/pkg/httperr"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Caller sends a request to a deployment; *wire.Caller is one.
@@ -73,6 +78,10 @@ type Options struct {
 	// OnSplit, if set, is told the choice of every splitter of an
 	// application's graph (app, node, step). It must not block.
 	OnSplit func(app, node, step string)
+	// Tracer makes a server span per application and OIP request, the
+	// child of the caller's traceparent, and passes it on; nil (tracing
+	// off): no spans, the caller's traceparent is passed on unchanged.
+	Tracer trace.Tracer
 }
 
 // Handler serves the ingress HTTP API.
@@ -203,16 +212,25 @@ type exchangeKey struct{}
 func exchangeOf(r *http.Request) *exchange { return r.Context().Value(exchangeKey{}).(*exchange) }
 
 // observe is the middleware of the application and OIP routes, after
-// chi's RequestID: it echoes the request id, captures the status (chi's
-// WrapResponseWriter), counts the request as ongoing and, when it ends,
-// records its metrics (labelled by what the handler put in its exchange)
-// and a debug log line.
+// chi's RequestID: it echoes the request id, starts the request's server
+// span (the child of the caller's traceparent) and makes the request's
+// Traceparent its own, so that every hop below is its child; it captures
+// the status (chi's WrapResponseWriter), counts the request as ongoing
+// and, when it ends, records its metrics (labelled by what the handler put
+// in its exchange), ends the span and writes a debug log line.
 func (h *Handler) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ww := middleware.NewWrapResponseWriter(rw, r.ProtoMajor)
 		x := &exchange{w: ww, rid: middleware.GetReqID(r.Context()), label: "unmatched"}
 		ww.Header().Set(protocol.HdrRequestID, x.rid)
+		ctx, span := r.Context(), tracing.Off()
+		if h.o.Tracer != nil {
+			ctx, span = h.o.Tracer.Start(tracing.Extract(ctx, r.Header), "HTTP "+r.Method,
+				trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.AttrRequestID.String(x.rid),
+					attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+			tracing.Inject(ctx, r.Header)
+		}
 		m := h.o.Metrics
 		m.ongoing.Inc()
 		defer func() {
@@ -223,11 +241,30 @@ func (h *Handler) observe(next http.Handler) http.Handler {
 			}
 			el := time.Since(start)
 			m.observe(x.label, r.Method, status, x.code, el)
-			h.o.Log.Debug().Str("request_id", x.rid).Str("method", r.Method).Str("path", r.URL.Path).
+			if span.IsRecording() {
+				span.SetName("HTTP " + r.Method + " " + x.label)
+				span.SetAttributes(attribute.Int("http.response.status_code", status))
+				if x.code != "" {
+					span.SetAttributes(tracing.AttrErrorCode.String(string(x.code)))
+				}
+				if status >= 500 {
+					span.SetStatus(codes.Error, string(x.code))
+				}
+			}
+			span.End()
+			h.o.Log.Debug().Str("request_id", x.rid).Str("trace_id", traceID(span)).Str("method", r.Method).Str("path", r.URL.Path).
 				Int("status", status).Str("error_code", string(x.code)).Dur("latency", el).Msg("http request")
 		}()
-		next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+		next.ServeHTTP(ww, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
 	})
+}
+
+// traceID is span's trace id, "" without one.
+func traceID(span trace.Span) string {
+	if sc := span.SpanContext(); sc.IsValid() {
+		return sc.TraceID().String()
+	}
+	return ""
 }
 
 func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
@@ -241,26 +278,23 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 		// route may well exist; 404 would be a lie a client acts on.
 		if err := h.o.Healthy(); err != nil {
 			x.code = protocol.ErrUnavailable
-			w.Header().Set("Retry-After", "1")
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{
-				"error": protocol.ErrUnavailable, "message": "the ingress is not ready: " + err.Error(), "request_id": rid,
-			})
+			httperr.Write(w, x.code, "the ingress is not ready: "+err.Error(), rid)
 			return
 		}
 	}
 	if !ok {
 		x.code = protocol.ErrNotFound
-		writeJSON(w, http.StatusNotFound, map[string]any{
-			"error": protocol.ErrNotFound, "message": "no application serves " + r.URL.Path,
-			"routes": tab.Prefixes(), "request_id": rid,
-		})
+		httperr.WriteBody(w, 0, x.code, struct {
+			httperr.Body
+			Routes map[string]string `json:"routes"`
+		}{httperr.Body{Error: x.code, Message: "no application serves " + r.URL.Path, RequestID: rid}, tab.Prefixes()})
 		return
 	}
 	x.label = route.Prefix
 	p := principal(r)
 	if !p.CanApp(route.App) {
 		x.code = protocol.ErrForbidden
-		writeError(w, http.StatusForbidden, x.code, fmt.Sprintf("%s may not call application %s", p.Name, route.App), rid)
+		httperr.Write(w, x.code, fmt.Sprintf("%s may not call application %s", p.Name, route.App), rid)
 		return
 	}
 	log := func() zerolog.Logger { return h.o.Log.With().Str("request_id", rid).Str("app", route.App).Logger() }
@@ -276,11 +310,11 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 				msg += fmt.Sprintf(" (what one message of the NATS max_payload of %d bytes carries with room for headers; max_body_bytes is %d)",
 					lim.NATSMaxPayload, lim.ConfiguredMaxBodyBytes)
 			}
-			writeError(w, http.StatusRequestEntityTooLarge, x.code, msg, rid)
+			httperr.Write(w, x.code, msg, rid)
 			return
 		}
 		x.code = protocol.ErrBadRequest
-		writeError(w, http.StatusBadRequest, x.code, "read request body: "+err.Error(), rid)
+		httperr.Write(w, x.code, "read request body: "+err.Error(), rid)
 		return
 	}
 	if h.o.Jobs != nil {
@@ -336,32 +370,22 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 	if platformError(code) {
 		// The fleet's own refusals get one JSON shape; handler errors
 		// below keep the handler's status, headers and body.
-		if retryAfter(code) {
-			w.Header().Set("Retry-After", "1")
-		}
-		writeError(w, errorStatus(code, status), code, string(resp.Body), rid)
+		httperr.Write(w, code, string(resp.Body), rid)
 		return
 	}
 	copyResponseHeaders(w.Header(), resp.Header)
-	if code != "" {
-		w.Header().Set("X-Jetserve-Error", string(code))
-	}
+	httperr.SetHeaders(w.Header(), code)
 	w.Header().Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(resp.Body)
 }
 
-// errorStatus maps platform error codes to their HTTP status; handler
-// errors keep the handler's status.
+// errorStatus is the status of an error answer: the catalogue's for
+// the fleet's own codes (platformError), the handler's for its errors
+// (500 when it chose none).
 func errorStatus(code protocol.ErrorCode, status int) int {
-	switch code {
-	case protocol.ErrQueueFull, protocol.ErrUnavailable, protocol.ErrNoReplicas,
-		protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrReplicaLost:
-		return http.StatusServiceUnavailable
-	case protocol.ErrTimeout:
-		return http.StatusGatewayTimeout
-	case protocol.ErrBodyTooLarge:
-		return http.StatusRequestEntityTooLarge
+	if platformError(code) {
+		return code.HTTPStatus()
 	}
 	if status == 0 {
 		return http.StatusInternalServerError
@@ -381,18 +405,6 @@ func platformError(code protocol.ErrorCode) bool {
 	return false
 }
 
-// retryAfter reports codes answered with Retry-After: the fleet is full
-// or a replica (or a service it needs, such as a process-runtime child
-// being restarted) is unavailable for now.
-func retryAfter(code protocol.ErrorCode) bool {
-	switch code {
-	case protocol.ErrQueueFull, protocol.ErrReplicaFull, protocol.ErrDraining, protocol.ErrUnavailable,
-		protocol.ErrNoReplicas, protocol.ErrReplicaLost:
-		return true
-	}
-	return false
-}
-
 func (h *Handler) writeCallError(w http.ResponseWriter, err error, rid string, log func() zerolog.Logger) {
 	e := serve.AsError(err)
 	var se *serve.Error
@@ -402,11 +414,7 @@ func (h *Handler) writeCallError(w http.ResponseWriter, err error, rid string, l
 		l.Error().Err(err).Msg("call ingress deployment")
 		e = &serve.Error{Status: http.StatusServiceUnavailable, Code: protocol.ErrUnavailable, Msg: "upstream unavailable"}
 	}
-	status := errorStatus(e.Code, e.Status)
-	if retryAfter(e.Code) {
-		w.Header().Set("Retry-After", "1")
-	}
-	writeError(w, status, e.Code, e.Msg, rid)
+	httperr.WriteBody(w, errorStatus(e.Code, e.Status), e.Code, httperr.Body{Error: e.Code, Message: e.Msg, RequestID: rid})
 }
 
 func copyResponseHeaders(dst, src http.Header) {
@@ -473,17 +481,6 @@ func (s *httpSink) Chunk(b []byte) error {
 	}
 	s.flush()
 	return nil
-}
-
-type errorBody struct {
-	Error     protocol.ErrorCode `json:"error"`
-	Message   string             `json:"message"`
-	RequestID string             `json:"request_id,omitempty"`
-}
-
-func writeError(w http.ResponseWriter, status int, code protocol.ErrorCode, msg, rid string) {
-	w.Header().Set("X-Jetserve-Error", string(code))
-	writeJSON(w, status, errorBody{Error: code, Message: msg, RequestID: rid})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

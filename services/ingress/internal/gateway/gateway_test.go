@@ -79,6 +79,35 @@ func TestErrorMapping(t *testing.T) {
 	}
 }
 
+// TestPlatformCodesAnswerAsTheCatalogueSays: every code the fleet
+// answers by itself reaches the client with the status and Retry-After
+// of schemas/errors.json, whatever status the NATS reply carried, both as
+// a reply and as a call error.
+func TestPlatformCodesAnswerAsTheCatalogueSays(t *testing.T) {
+	n := 0
+	for _, code := range protocol.ErrorCodes() {
+		if !platformError(code) {
+			continue
+		}
+		n++
+		for _, c := range []*fakeCaller{
+			{resp: &serve.Response{Status: 500, Header: http.Header{protocol.HdrError: {string(code)}}, Body: []byte("why")}},
+			{err: &serve.Error{Status: 500, Code: code, Msg: "why"}},
+		} {
+			w := httptest.NewRecorder()
+			newHandler(t, c, nil).ServeHTTP(w, httptest.NewRequest("POST", "/a/x", strings.NewReader("{}")))
+			if w.Code != code.HTTPStatus() || (w.Header().Get("Retry-After") != "") != code.RetryAfter() ||
+				w.Header().Get("X-Jetserve-Error") != string(code) || !strings.Contains(w.Body.String(), `"error":"`+string(code)+`"`) {
+				t.Errorf("%s (reply %v, error %v): answered %d %v %s, want %d, Retry-After %v",
+					code, c.resp != nil, c.err != nil, w.Code, w.Header(), w.Body, code.HTTPStatus(), code.RetryAfter())
+			}
+		}
+	}
+	if n < 8 {
+		t.Fatalf("%d platform codes, want the fleet's (≥ 8)", n)
+	}
+}
+
 func TestHopByHopHeadersDropped(t *testing.T) {
 	c := &fakeCaller{resp: &serve.Response{Status: 200, Header: http.Header{"Connection": {"close"}, "X-Out": {"1"}}}}
 	h := newHandler(t, c, nil)

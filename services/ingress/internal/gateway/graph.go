@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/jetserve/jetserve/pkg/graph"
+	"github.com/jetserve/jetserve/pkg/httperr"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
@@ -65,9 +66,5 @@ func writeGraphError(w http.ResponseWriter, err error, rid string) {
 	if se, ok := graph.AsStepError(err); ok {
 		body.Step = se.Step
 	}
-	if retryAfter(e.Code) {
-		w.Header().Set("Retry-After", "1")
-	}
-	w.Header().Set("X-Jetserve-Error", string(e.Code))
-	writeJSON(w, errorStatus(e.Code, e.Status), body)
+	httperr.WriteBody(w, errorStatus(e.Code, e.Status), e.Code, body)
 }

@@ -25,9 +25,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "HTTP requests answered, by route prefix, method and status.",
 		}, []string{"route", "method", "status"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_http_request_latency_ms",
-			Help:    "HTTP request latency in milliseconds, by route prefix.",
-			Buckets: []float64{0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 60000},
+			Name:    "jetserve_http_request_latency_seconds",
+			Help:    "HTTP request latency in seconds, by route prefix.",
+			Buckets: []float64{0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60},
 		}, []string{"route"}),
 		ongoing: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "jetserve_num_ongoing_http_requests",
@@ -48,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 func (m *Metrics) observe(route, method string, status int, code protocol.ErrorCode, d time.Duration) {
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(route).Observe(float64(d.Microseconds()) / 1000)
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
 	if code != "" {
 		m.errors.WithLabelValues(string(code)).Inc()
 	}

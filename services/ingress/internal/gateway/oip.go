@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/httperr"
 	"github.com/jetserve/jetserve/pkg/oip"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -41,7 +42,7 @@ func (h *Handler) serveOIP(_ http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if m := route.Endpoint.Method(); r.Method != m && (m != http.MethodGet || r.Method != http.MethodHead) {
-		x.code = protocol.ErrBadRequest
+		x.code = protocol.ErrMethodNotAllowed
 		x.w.Header().Set("Allow", m)
 		writeOIPError(x, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, m))
 		return
@@ -138,10 +139,8 @@ func (h *Handler) serveOIP(_ http.ResponseWriter, r *http.Request) {
 			e = &serve.Error{Status: http.StatusServiceUnavailable, Code: protocol.ErrUnavailable, Msg: "upstream unavailable"}
 		}
 		x.code = e.Code
-		if retryAfter(e.Code) {
-			x.w.Header().Set("Retry-After", "1")
-		}
 		if route.Endpoint == oip.ModelReady {
+			httperr.SetHeaders(x.w.Header(), e.Code)
 			writeJSON(x.w, http.StatusServiceUnavailable, map[string]any{"name": model.Name, "ready": false,
 				"error": fmt.Sprintf("model %q is not ready: %s", model.Name, e.Msg), "code": e.Code, "request_id": x.rid})
 			return
@@ -152,11 +151,9 @@ func (h *Handler) serveOIP(_ http.ResponseWriter, r *http.Request) {
 	code := protocol.ErrorCode(resp.Header.Get(protocol.HdrError))
 	x.code = code
 	if platformError(code) {
-		if retryAfter(code) {
-			x.w.Header().Set("Retry-After", "1")
-		}
 		status := errorStatus(code, resp.Status)
 		if route.Endpoint == oip.ModelReady {
+			httperr.SetHeaders(x.w.Header(), code)
 			writeJSON(x.w, http.StatusServiceUnavailable, map[string]any{"name": model.Name, "ready": false,
 				"error": fmt.Sprintf("model %q is not ready: %s", model.Name, resp.Body), "code": code, "request_id": x.rid})
 			return
@@ -174,9 +171,7 @@ func (h *Handler) serveOIP(_ http.ResponseWriter, r *http.Request) {
 		return
 	}
 	copyResponseHeaders(x.w.Header(), resp.Header)
-	if code != "" {
-		x.w.Header().Set("X-Jetserve-Error", string(code))
-	}
+	httperr.SetHeaders(x.w.Header(), code)
 	x.w.Header().Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	x.w.WriteHeader(resp.Status)
 	_, _ = x.w.Write(resp.Body)
@@ -199,10 +194,7 @@ type oipErrorBody struct {
 }
 
 func writeOIPError(x *exchange, status int, msg string) {
-	if x.code != "" {
-		x.w.Header().Set("X-Jetserve-Error", string(x.code))
-	}
-	writeJSON(x.w, status, oipErrorBody{Error: msg, Code: x.code, RequestID: x.rid})
+	httperr.WriteBody(x.w, status, x.code, oipErrorBody{Error: msg, Code: x.code, RequestID: x.rid})
 }
 
 func (h *Handler) serveModels(w http.ResponseWriter, _ *http.Request) {

@@ -19,7 +19,7 @@
 // idempotency_key, or generated. Errors have the gateway's JSON shape
 // {"error": code, "message": …}: unknown id 404, missing request_id or
 // required argument, malformed JSON or a bad filter 400, queue full 429
-// with Retry-After, JetStream without a leader for the job stream (a NATS
+// job_queue_full with Retry-After, a wrong HTTP method 405, JetStream without a leader for the job stream (a NATS
 // node lost, seconds) 503 unavailable with Retry-After.
 //
 // The method table (fleetstate.AsyncFollower) follows the applied serve
@@ -42,6 +42,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/httperr"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -104,30 +105,40 @@ func (a *API) Match(app, rest string) (fleetstate.AsyncMethod, string, bool) {
 	if len(seg) == 1 {
 		return m, "", true
 	}
-	switch seg[1] {
-	case "cancel", "status", "result", "list":
+	if _, ok := OpMethod(seg[1]); ok && seg[1] != "" {
 		return m, seg[1], true
 	}
 	return fleetstate.AsyncMethod{}, "", false
+}
+
+// Ops lists the operations below a method's path ({prefix}/{method}/{op}).
+func Ops() []string { return []string{"cancel", "status", "result", "list"} }
+
+// OpMethod is the HTTP method of an operation ("" is the submit); ok is
+// false for an unknown one.
+func OpMethod(op string) (method string, ok bool) {
+	switch op {
+	case "", "cancel":
+		return http.MethodPost, true
+	case "status", "result", "list":
+		return http.MethodGet, true
+	}
+	return "", false
 }
 
 // Serve answers one job request for method m (from Match); body is the
 // already read (size-checked) request body. It returns the error code
 // written, "" on success.
 func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, op string, body []byte, rid string, who Caller) protocol.ErrorCode {
-	want := http.MethodGet
-	if op == "" || op == "cancel" {
-		want = http.MethodPost
-	}
-	if r.Method != want {
+	if want, _ := OpMethod(op); r.Method != want {
 		w.Header().Set("Allow", want)
-		return writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest,
+		return writeError(w, protocol.ErrMethodNotAllowed,
 			fmt.Sprintf("%s %s/%s: use %s", r.Method, m.Config.Name, op, want), rid)
 	}
 	ctx := r.Context()
 	if err := a.ensure(ctx, m); err != nil {
 		a.log.Error().Err(err).Str("app", m.App).Str("method", m.Config.Name).Msg("ensure job queue")
-		return writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable, "job queue unavailable", rid)
+		return writeError(w, protocol.ErrUnavailable, "job queue unavailable", rid)
 	}
 	q := r.URL.Query()
 	if op == "" {
@@ -138,7 +149,7 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMe
 	}
 	id := q.Get("request_id")
 	if id == "" {
-		return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, "request_id is required", rid)
+		return writeError(w, protocol.ErrBadRequest, "request_id is required", rid)
 	}
 	// Another principal's job is answered as an unknown one: its
 	// existence is not revealed either.
@@ -171,14 +182,9 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMe
 		w.Header().Set("Retry-After", "1")
 		return writeJSON(w, http.StatusAccepted, rec)
 	case rec.Status == jobs.Failed:
-		return writeJSON(w, http.StatusConflict, terminalBody{
-			Error: protocol.ErrHandler, Message: fmt.Sprintf("job %s FAILED after %d attempts: %s", id, rec.Attempts, rec.Error),
-			RequestID: id, Status: rec.Status, Record: rec,
-		})
+		return writeTerminal(w, protocol.ErrHandler, fmt.Sprintf("job %s FAILED after %d attempts: %s", id, rec.Attempts, rec.Error), rec)
 	case rec.Status == jobs.Cancelled:
-		return writeJSON(w, http.StatusConflict, terminalBody{
-			Error: protocol.ErrCancelled, Message: "job " + id + " was CANCELLED", RequestID: id, Status: rec.Status, Record: rec,
-		})
+		return writeTerminal(w, protocol.ErrCancelled, "job "+id+" was CANCELLED", rec)
 	}
 	return a.fail(w, err, m, id, rid)
 }
@@ -186,11 +192,19 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMe
 // terminalBody is the result endpoint's answer for a failed or cancelled
 // job.
 type terminalBody struct {
-	Error     protocol.ErrorCode `json:"error"`
-	Message   string             `json:"message"`
-	RequestID string             `json:"request_id"`
-	Status    jobs.Status        `json:"status"`
-	Record    jobs.Record        `json:"record"`
+	httperr.Body
+	Status jobs.Status `json:"status"`
+	Record jobs.Record `json:"record"`
+}
+
+// writeTerminal answers the result of a job that ended without one: 409
+// (the request was fine; the job's state conflicts with a result), the
+// code saying how it ended (handler_error, cancelled), and its record.
+func writeTerminal(w http.ResponseWriter, code protocol.ErrorCode, msg string, rec jobs.Record) protocol.ErrorCode {
+	httperr.WriteBody(w, http.StatusConflict, code, terminalBody{
+		Body: httperr.Body{Error: code, Message: msg, RequestID: rec.ID}, Status: rec.Status, Record: rec,
+	})
+	return code
 }
 
 func (a *API) ensure(ctx context.Context, m fleetstate.AsyncMethod) error {
@@ -298,19 +312,20 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncM
 	args, err := Args(q, body)
 	if err != nil {
 		e := serve.AsError(err)
-		return writeError(w, e.Status, e.Code, e.Msg, rid)
+		return writeError(w, e.Code, e.Msg, rid)
 	}
 	id, err := requestID(args, m.Config.IdempotencyKey)
 	if err != nil {
-		return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, err.Error(), rid)
+		return writeError(w, protocol.ErrBadRequest, err.Error(), rid)
 	}
-	rec, created, err := a.q.Submit(r.Context(), m.App, m.Deployment, m.Config, id, args, jobs.Owner(who.Name))
+	rec, created, err := a.q.Submit(r.Context(), m.App, m.Deployment, m.Config, id, args, jobs.Owner(who.Name),
+		jobs.Trace(r.Header.Get("Traceparent"), r.Header.Get("Tracestate")))
 	if err != nil {
 		return a.fail(w, err, m, id, rid)
 	}
 	if !created && !who.sees(rec) {
 		// The id is another principal's job: never run twice, never shown.
-		return writeError(w, http.StatusConflict, protocol.ErrRequestIDInUse,
+		return writeError(w, protocol.ErrRequestIDInUse,
 			fmt.Sprintf("request id %q is taken by another caller's job; choose another", id), rid)
 	}
 	if !created {
@@ -339,14 +354,14 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMet
 	switch filter {
 	case "", jobs.Queued, jobs.Running, jobs.Succeeded, jobs.Failed, jobs.Cancelled:
 	default:
-		return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest,
+		return writeError(w, protocol.ErrBadRequest,
 			fmt.Sprintf("filter_status: want QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED, got %q", get("filter_status")), rid)
 	}
 	limit := DefaultListLimit
 	if s := get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxListLimit {
-			return writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, fmt.Sprintf("limit: want 1..%d, got %q", MaxListLimit, s), rid)
+			return writeError(w, protocol.ErrBadRequest, fmt.Sprintf("limit: want 1..%d, got %q", MaxListLimit, s), rid)
 		}
 		limit = n
 	}
@@ -372,29 +387,28 @@ func (a *API) fail(w http.ResponseWriter, err error, m fleetstate.AsyncMethod, i
 	var se *serve.Error
 	switch {
 	case errors.Is(err, jobs.ErrNotFound):
-		return writeError(w, http.StatusNotFound, protocol.ErrNotFound, fmt.Sprintf("no job %q of method %s", id, m.Config.Name), rid)
+		return writeError(w, protocol.ErrNotFound, fmt.Sprintf("no job %q of method %s", id, m.Config.Name), rid)
 	case errors.Is(err, jobs.ErrQueueFull):
-		w.Header().Set("Retry-After", "1")
-		return writeError(w, http.StatusTooManyRequests, protocol.ErrQueueFull,
+		return writeError(w, protocol.ErrJobQueueFull,
 			fmt.Sprintf("the job queue of %s is full (max_queued %d)", m.Config.Name, m.Config.MaxQueued), rid)
 	case errors.Is(err, jobs.ErrTooLarge):
-		return writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge, err.Error(), rid)
+		return writeError(w, protocol.ErrBodyTooLarge, err.Error(), rid)
 	case errors.Is(err, jobs.ErrUnknownMethod):
-		return writeError(w, http.StatusNotFound, protocol.ErrMethodNotFound, err.Error(), rid)
+		return writeError(w, protocol.ErrMethodNotFound, err.Error(), rid)
 	case errors.As(err, &se) && se.Status >= 400 && se.Status < 500:
-		return writeError(w, se.Status, se.Code, se.Msg, rid)
+		httperr.WriteBody(w, se.Status, se.Code, httperr.Body{Error: se.Code, Message: se.Msg, RequestID: rid})
+		return se.Code
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return writeError(w, http.StatusGatewayTimeout, protocol.ErrTimeout, err.Error(), rid)
+		return writeError(w, protocol.ErrTimeout, err.Error(), rid)
 	case jetStreamUnavailable(err):
 		// The job stream has no leader this moment (a NATS node was lost
 		// and its Raft group is electing one, seconds): nothing was
 		// stored; the same request_id may be sent again.
-		w.Header().Set("Retry-After", "1")
-		return writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable,
+		return writeError(w, protocol.ErrUnavailable,
 			"the job queue of "+m.Config.Name+" is unavailable for a moment (JetStream electing a leader): "+err.Error(), rid)
 	}
 	a.log.Error().Err(err).Str("request_id", rid).Str("app", m.App).Str("method", m.Config.Name).Str("job", id).Msg("job operation")
-	return writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "job operation failed", rid)
+	return writeError(w, protocol.ErrInternal, "job operation failed", rid)
 }
 
 // jetStreamUnavailable reports whether err says JetStream could not
@@ -406,15 +420,10 @@ func jetStreamUnavailable(err error) bool {
 		errors.Is(err, nats.ErrTimeout) || errors.As(err, &api) && api.Code == http.StatusServiceUnavailable
 }
 
-type errorBody struct {
-	Error     protocol.ErrorCode `json:"error"`
-	Message   string             `json:"message"`
-	RequestID string             `json:"request_id,omitempty"`
-}
-
-func writeError(w http.ResponseWriter, status int, code protocol.ErrorCode, msg, rid string) protocol.ErrorCode {
-	w.Header().Set("X-Jetserve-Error", string(code))
-	writeJSON(w, status, errorBody{Error: code, Message: msg, RequestID: rid})
+// writeError answers code (httperr: the catalogue's status and
+// Retry-After) and returns it.
+func writeError(w http.ResponseWriter, code protocol.ErrorCode, msg, rid string) protocol.ErrorCode {
+	httperr.Write(w, code, msg, rid)
 	return code
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/httperr"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/secrets"
 	"github.com/nats-io/nats.go"
@@ -74,10 +75,10 @@ func New(apps, status jetstream.KeyValue, maxBody int64, log zerolog.Logger) *Ha
 	r.Delete("/api/serve/applications/{name}", h.deleteOne)
 	r.Get("/api/serve/config", h.getConfig)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, protocol.ErrNotFound, "no such endpoint", nil)
+		writeError(w, protocol.ErrNotFound, "no such endpoint", nil)
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest, "method not allowed", nil)
+		writeError(w, protocol.ErrMethodNotAllowed, "method not allowed", nil)
 	})
 	h.router = r
 	return h
@@ -85,10 +86,11 @@ func New(apps, status jetstream.KeyValue, maxBody int64, log zerolog.Logger) *Ha
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.router.ServeHTTP(w, r) }
 
+// errorBody is httperr's body plus, for invalid_config, every invalid
+// field with its path.
 type errorBody struct {
-	Error   protocol.ErrorCode  `json:"error"`
-	Message string              `json:"message"`
-	Fields  []config.FieldError `json:"fields,omitempty"`
+	httperr.Body
+	Fields []config.FieldError `json:"fields,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -97,13 +99,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, status int, code protocol.ErrorCode, msg string, fields []config.FieldError) {
-	writeJSON(w, status, errorBody{Error: code, Message: msg, Fields: fields})
+func writeError(w http.ResponseWriter, code protocol.ErrorCode, msg string, fields []config.FieldError) {
+	httperr.WriteBody(w, 0, code, errorBody{Body: httperr.Body{Error: code, Message: msg}, Fields: fields})
 }
 
 func (h *Handler) internal(w http.ResponseWriter, r *http.Request, err error) {
 	h.log.Error().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("admin request failed")
-	writeError(w, http.StatusInternalServerError, protocol.ErrInternal, err.Error(), nil)
+	writeError(w, protocol.ErrInternal, err.Error(), nil)
 }
 
 func appNames(c config.ServeConfig) []string {
@@ -121,11 +123,11 @@ func (h *Handler) readConfig(w http.ResponseWriter, r *http.Request) (config.Ser
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge,
+			writeError(w, protocol.ErrBodyTooLarge,
 				fmt.Sprintf("body exceeds %d bytes", h.maxBody), nil)
 			return config.ServeConfig{}, false
 		}
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, "read body: "+err.Error(), nil)
+		writeError(w, protocol.ErrBadRequest, "read body: "+err.Error(), nil)
 		return config.ServeConfig{}, false
 	}
 	cfg, err := config.Parse(body)
@@ -139,17 +141,17 @@ func (h *Handler) readConfig(w http.ResponseWriter, r *http.Request) (config.Ser
 func invalidConfig(w http.ResponseWriter, err error) {
 	var fe config.Errors
 	if errors.As(err, &fe) {
-		writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig, fe.Error(), fe)
+		writeError(w, protocol.ErrInvalidConfig, fe.Error(), fe)
 		return
 	}
-	writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig, err.Error(), nil)
+	writeError(w, protocol.ErrInvalidConfig, err.Error(), nil)
 }
 
 // updateFailed answers a failed write of the config: 413 when it does not
 // fit one NATS message, else 500.
 func (h *Handler) updateFailed(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, nats.ErrMaxPayload) {
-		writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrBodyTooLarge,
+		writeError(w, protocol.ErrBodyTooLarge,
 			"the config does not fit one NATS message (the server's max_payload); nothing changed", nil)
 		return
 	}
@@ -184,7 +186,7 @@ func (h *Handler) putOne(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	ifAbsent := r.URL.Query().Get("if_absent")
 	if ifAbsent != "" && ifAbsent != "true" && ifAbsent != "false" {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest, fmt.Sprintf("if_absent: want true or false, got %q", ifAbsent), nil)
+		writeError(w, protocol.ErrBadRequest, fmt.Sprintf("if_absent: want true or false, got %q", ifAbsent), nil)
 		return
 	}
 	cfg, ok := h.readConfig(w, r)
@@ -192,7 +194,7 @@ func (h *Handler) putOne(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(cfg.Applications) != 1 || cfg.Applications[0].Name != name {
-		writeError(w, http.StatusBadRequest, protocol.ErrInvalidConfig,
+		writeError(w, protocol.ErrInvalidConfig,
 			fmt.Sprintf("the body must hold exactly one application, named %q (it holds %q)", name, appNames(cfg)), nil)
 		return
 	}
@@ -271,7 +273,7 @@ func (h *Handler) deleteOne(w http.ResponseWriter, r *http.Request) {
 	})
 	switch {
 	case errors.Is(err, errNotFound):
-		writeError(w, http.StatusNotFound, protocol.ErrNotFound, fmt.Sprintf("application %q not found", name), nil)
+		writeError(w, protocol.ErrNotFound, fmt.Sprintf("application %q not found", name), nil)
 		return
 	case err != nil:
 		h.internal(w, r, err)

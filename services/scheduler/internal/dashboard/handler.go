@@ -6,6 +6,9 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/jetserve/jetserve/pkg/httperr"
+	"github.com/jetserve/jetserve/pkg/protocol"
 )
 
 //go:embed static
@@ -17,33 +20,38 @@ const (
 	APIPath  = "/api/dashboard"
 )
 
-// Handler serves the page at PagePath (and redirects / to it) and the
-// snapshot at APIPath. Other paths are not its own: mount it beside the
+// Patterns are the http.ServeMux patterns Handler serves: the page, the
+// redirect of / to it, and the snapshot. Mount Handler on each beside the
 // admin API.
+func Patterns() []string {
+	return []string{"GET " + PagePath, "GET /{$}", "GET " + APIPath}
+}
+
+// Handler serves the page at PagePath (and redirects / to it) and the
+// snapshot at APIPath (Patterns). Other paths are not its own.
 func (d *Dashboard) Handler() http.Handler {
 	files := http.FileServerFS(static)
+	p := Patterns()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PagePath, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(p[0], func(w http.ResponseWriter, r *http.Request) {
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = "/static/" + strings.TrimPrefix(r.URL.Path, PagePath)
 		files.ServeHTTP(w, r2)
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(p[1], func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, PagePath, http.StatusFound)
 	})
-	mux.HandleFunc("GET "+APIPath, d.serveSnapshot)
+	mux.HandleFunc(p[2], d.serveSnapshot)
 	return mux
 }
 
 func (d *Dashboard) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
 	s, err := d.Snapshot()
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	if errors.Is(err, ErrNotRunning) {
-		w.Header().Set("Retry-After", "1")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(map[string]string{"error": "unavailable", "message": err.Error()})
+		httperr.Write(w, protocol.ErrUnavailable, err.Error(), "")
 		return
 	}
+	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(s)
 }

@@ -229,9 +229,9 @@ func (t *traffic) stats() map[string]Traffic {
 			if d.served > 0 {
 				tr.ErrorRate = float64(d.errors) / float64(d.served)
 				tr.MeanMS = d.sum / float64(d.served)
-				tr.P50MS = quantile(d.buckets, 0.50)
-				tr.P95MS = quantile(d.buckets, 0.95)
-				tr.P99MS = quantile(d.buckets, 0.99)
+				tr.P50MS = protocol.LatencyQuantile(d.buckets, 0.50)
+				tr.P95MS = protocol.LatencyQuantile(d.buckets, 0.95)
+				tr.P99MS = protocol.LatencyQuantile(d.buckets, 0.99)
 			}
 		}
 		for i, p := range pts {
@@ -250,37 +250,4 @@ func (t *traffic) stats() map[string]Traffic {
 		out[k] = tr
 	}
 	return out
-}
-
-// quantile estimates the q-quantile, in ms, of counts per
-// protocol.LatencyBoundsMS bucket, interpolating linearly within the
-// bucket (the overflow bucket answers the last bound).
-func quantile(counts []uint64, q float64) float64 {
-	var n uint64
-	for _, c := range counts {
-		n += c
-	}
-	if n == 0 {
-		return 0
-	}
-	rank := q * float64(n)
-	var seen float64
-	bounds := protocol.LatencyBoundsMS
-	for i, c := range counts {
-		if c == 0 {
-			continue
-		}
-		if seen+float64(c) >= rank {
-			if i >= len(bounds) {
-				return bounds[len(bounds)-1]
-			}
-			lo := 0.0
-			if i > 0 {
-				lo = bounds[i-1]
-			}
-			return lo + (bounds[i]-lo)*(rank-seen)/float64(c)
-		}
-		seen += float64(c)
-	}
-	return bounds[len(bounds)-1]
 }

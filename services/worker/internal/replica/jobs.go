@@ -103,7 +103,7 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler) {
 		runner := jobs.NewRunner(r.p.NC, r.p.Jobs.JS, r.p.Jobs.Names, jobs.RunnerConfig{
 			App: s.App, Deployment: s.Deployment, Worker: r.p.WorkerID, Replica: s.ID,
 			Slots: s.MaxOngoingRequests, Shared: r.slots, Methods: methods, Handler: jh, Log: r.p.Log,
-			Replicas: r.p.Jobs.Replicas, Metrics: r.p.Jobs.Metrics,
+			Replicas: r.p.Jobs.Replicas, Metrics: r.p.Jobs.Metrics, Tracer: r.tracer,
 		})
 		stopAbort := context.AfterFunc(r.work, runner.Abort) // the graceful shutdown timeout passed
 		r.log.Info().Strs("async_methods", names).Int("slots", s.MaxOngoingRequests).Str("config_version", s.ConfigVersion()).

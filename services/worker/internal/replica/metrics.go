@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,9 +20,6 @@ type Metrics struct {
 
 var replicaLabels = []string{"application", "deployment", "replica"}
 
-// LatencyBucketsMS are Ray Serve's default latency buckets, in ms.
-var LatencyBucketsMS = []float64{1, 2, 5, 10, 20, 50, 100, 200, 300, 400, 500, 1000, 2000, 5000, 10000, 60000, 300000}
-
 // NewMetrics creates the collectors and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
@@ -30,17 +28,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Requests a replica is processing now.",
 		}, replicaLabels),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_deployment_request_counter_total",
+			Name: "jetserve_deployment_requests_total",
 			Help: "Requests a replica has processed.",
 		}, replicaLabels),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_deployment_error_counter_total",
+			Name: "jetserve_deployment_errors_total",
 			Help: "Requests a replica answered with a handler error.",
 		}, replicaLabels),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_deployment_processing_latency_ms",
-			Help:    "Time a replica spent processing a request, in milliseconds.",
-			Buckets: LatencyBucketsMS,
+			Name:    "jetserve_deployment_processing_latency_seconds",
+			Help:    "Time a replica spent processing a request, in seconds.",
+			Buckets: serve.LatencyBuckets,
 		}, replicaLabels),
 		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetserve_replica_starts_total",
@@ -85,7 +83,7 @@ func (rm replicaMetrics) served(failed bool, took time.Duration) {
 	if failed {
 		rm.failures.Inc()
 	}
-	rm.latency.Observe(float64(took.Microseconds()) / 1000)
+	rm.latency.Observe(took.Seconds())
 }
 
 // forget drops a stopped replica's series so their number stays bounded.

@@ -51,11 +51,14 @@ import (
 	"github.com/jetserve/jetserve/pkg/panics"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -146,6 +149,11 @@ type Params struct {
 	// the one the deployment gets ("${secret:NAME}" references resolved).
 	// Its error makes the replica FAILED.
 	ResolveConfig func(json.RawMessage) (json.RawMessage, error)
+	// Tracer makes a server span per request ("serve <app>/<deployment>")
+	// and per job attempt, the child of its caller's trace context; the
+	// handler's context and handle calls carry it. nil (tracing off):
+	// none, the request's trace context passes on unchanged.
+	Tracer trace.Tracer
 }
 
 // userConfig is the user_config handed to deployment code.
@@ -162,11 +170,12 @@ func (p Params) userConfig(uc json.RawMessage) (json.RawMessage, error) {
 
 // Replica is one running replica. Create it with Start.
 type Replica struct {
-	p   Params
-	id  string
-	app string // immutable copies of the spec's identity
-	dep string
-	log zerolog.Logger
+	p      Params
+	id     string
+	app    string // immutable copies of the spec's identity
+	dep    string
+	log    zerolog.Logger
+	tracer trace.Tracer
 
 	// life is the replica's lifetime: Stop cancels it.
 	life context.Context
@@ -229,6 +238,7 @@ func Start(p Params) *Replica {
 	s := p.Spec
 	r := &Replica{
 		p:       p,
+		tracer:  p.Tracer,
 		id:      s.ID,
 		app:     s.App,
 		dep:     s.Deployment,
@@ -580,7 +590,7 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 	r.mu.Unlock()
 	subject := r.p.Names.ReplicaSubject(s.ID)
 	svc, err := micro.AddService(r.p.NC, micro.Config{
-		Name:        protocol.ReplicaServiceName,
+		Name:        r.p.Names.DeploymentService(s.App, s.Deployment),
 		Version:     ServiceVersion,
 		Description: "jetserve replica of " + s.App + "/" + s.Deployment,
 		Metadata: map[string]string{
@@ -593,6 +603,12 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 		},
 		// The subjects are this replica's own: no queue group to share.
 		QueueGroupDisabled: true,
+		StatsHandler: func(e *micro.Endpoint) any {
+			if e.Name != protocol.EndpointCall {
+				return nil
+			}
+			return r.callStats()
+		},
 		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
 			r.log.Error().Str("subject", err.Subject).Str("error", err.Description).Msg("replica micro service error")
 		},
@@ -611,6 +627,19 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 		return nil, fmt.Errorf("add health endpoint: %w", err)
 	}
 	return svc, nil
+}
+
+// callStats is what the replica's handler did, for its micro stats.
+func (r *Replica) callStats() protocol.CallStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cs := protocol.CallStats{Served: r.served, Errors: r.errored, Ongoing: r.ongoing, MaxOngoing: r.spec.MaxOngoingRequests,
+		P50MS: protocol.LatencyQuantile(r.latency, 0.50), P95MS: protocol.LatencyQuantile(r.latency, 0.95),
+		P99MS: protocol.LatencyQuantile(r.latency, 0.99)}
+	if r.served > 0 {
+		cs.AverageMS = r.latencySum / float64(r.served)
+	}
+	return cs
 }
 
 // drain stops admitting requests and pulling jobs, waits for the requests
@@ -953,12 +982,21 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 		}
 	}()
 	req := wire.DecodeRequest(msg)
+	ctx, span := r.startSpan(a.ctx, req)
+	defer span.End()
 	log := r.log.With().Str("request_id", req.RequestID).Logger()
-	ctx := serve.ContextWithRequest(log.WithContext(a.ctx), req)
+	if sc := span.SpanContext(); sc.IsValid() {
+		log = log.With().Str("trace_id", sc.TraceID().String()).Logger()
+	}
+	ctx = serve.ContextWithRequest(log.WithContext(ctx), req)
 
 	reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
 	took = time.Since(start)
 	reply.Header.Set(protocol.HdrReplica, r.id)
+	if code := reply.Header.Get(protocol.HdrError); code != "" && span.IsRecording() {
+		span.SetAttributes(tracing.AttrErrorCode.String(code))
+		span.SetStatus(codes.Error, code)
+	}
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
 	}
@@ -980,6 +1018,23 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	if err != nil {
 		log.Warn().Err(err).Msg("send reply")
 	}
+}
+
+// startSpan starts the server span of req, the child of its trace
+// context, and makes req's Traceparent the span's, so that the handle
+// calls the handler makes are its children.
+func (r *Replica) startSpan(ctx context.Context, req *serve.Request) (context.Context, trace.Span) {
+	if r.tracer == nil {
+		return ctx, tracing.Off()
+	}
+	ctx, span := r.tracer.Start(tracing.Extract(ctx, req.Header), "serve "+r.app+"/"+r.dep,
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.AttrApp.String(r.app),
+			tracing.AttrDeployment.String(r.dep), tracing.AttrReplica.String(r.id), tracing.AttrRequestID.String(req.RequestID)))
+	if span.SpanContext().IsValid() {
+		req.Header = req.Header.Clone()
+		tracing.Inject(ctx, req.Header)
+	}
+	return ctx, span
 }
 
 // invoke runs the handler (streaming when asked and supported) and returns
