@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/deploy/auth"
+	"github.com/jetserve/jetserve/deploy/auth/authtest"
 	"github.com/jetserve/jetserve/examples"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -38,7 +39,7 @@ type fleet struct {
 	apiKey, adminKey string
 	// violations are the permission violations the NATS server logged
 	// (secure fleets).
-	violations *violationLog
+	violations *authtest.Log
 }
 
 // startFleet runs the fleet until the test ends and deploys config.
@@ -57,7 +58,8 @@ func startFleetWith(t *testing.T, configFile string, secure bool) *fleet {
 	var err error
 	f := &fleet{ops: map[string]string{}}
 	if secure {
-		ns, gen, f.violations = startSecureNATS(t)
+		srv := authtest.Start(t)
+		ns, gen, f.violations = srv.NS, srv.Gen, srv.Log
 		env, err := os.ReadFile(filepath.Join(filepath.Dir(gen.Creds[auth.Ingress]), "..", auth.HTTPKeysEnv))
 		if err != nil {
 			t.Fatal(err)
