@@ -17,8 +17,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 )
 
 // localFake is a replica in the router's process (routing.LocalReplica):
@@ -126,12 +124,6 @@ func (f *localFake) CancelLocal(reply string) {
 // locals (registered with SetReplica as RUNNING, max 4 each).
 func newLocalHarness(t *testing.T, locals ...*localFake) *harness {
 	t.Helper()
-	ns := natstest.Server(t)
-	names, _ := protocol.NewNames("")
-	m, err := routing.NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
 	byID := map[string]*localFake{}
 	for _, f := range locals {
 		f.release, f.held = make(chan struct{}), map[string]context.CancelFunc{}
@@ -145,26 +137,13 @@ func newLocalHarness(t *testing.T, locals ...*localFake) *harness {
 			f.wg.Wait()
 		})
 	}
-	c := &clock{now: time.Now()}
-	r := routing.New(routing.Options{NC: natstest.Conn(t, ns), Names: names, Log: zerolog.New(zerolog.NewTestWriter(t)), Metrics: m, Now: c.Now,
-		Liveness: routing.Liveness{ProbeAfter: 500 * time.Millisecond, ProbeTimeout: 2 * time.Second, MaxProbeFailures: 3},
-		Local: func(id string) (routing.LocalReplica, bool) {
-			f, ok := byID[id]
-			return f, ok
-		}})
-	if err := r.Start(false); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		r.Drain(ctx)
+	h := startHarness(t, natstest.Server(t), func(id string) (routing.LocalReplica, bool) {
+		f, ok := byID[id]
+		return f, ok
 	})
-	h := &harness{t: t, ns: ns, names: names, r: r, clock: c}
-	h.config(-1, 0)
 	for _, f := range locals {
-		r.SetReplica(protocol.ReplicaInfo{ID: f.id, App: app, Deployment: dep, State: protocol.ReplicaRunning,
-			MaxOngoingRequests: f.max, Subject: names.ReplicaSubject(f.id)})
+		h.r.SetReplica(protocol.ReplicaInfo{ID: f.id, App: app, Deployment: dep, State: protocol.ReplicaRunning,
+			MaxOngoingRequests: f.max, Subject: h.names.ReplicaSubject(f.id)})
 	}
 	return h
 }

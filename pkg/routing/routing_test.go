@@ -16,6 +16,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/testclock"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats-server/v2/server"
@@ -32,25 +33,6 @@ const (
 	dep = "d"
 )
 
-// clock is a settable clock for the router (probe timing); request
-// deadlines still run on real timers.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // harness is one embedded server and a started Router fed by hand (no
 // Follow: the test calls SetReplica, SetConfig, SetStatus and Sweep).
 type harness struct {
@@ -58,7 +40,7 @@ type harness struct {
 	ns    *server.Server
 	names protocol.Names
 	r     *routing.Router
-	clock *clock
+	clock *testclock.Clock
 }
 
 func newHarness(t *testing.T, ns *server.Server) *harness {
@@ -66,14 +48,22 @@ func newHarness(t *testing.T, ns *server.Server) *harness {
 	if ns == nil {
 		ns = natstest.Server(t)
 	}
+	return startHarness(t, ns, nil)
+}
+
+// startHarness starts a router on ns (with local, its in-process
+// replicas, if not nil) and configures the one deployment.
+func startHarness(t *testing.T, ns *server.Server, local func(id string) (routing.LocalReplica, bool)) *harness {
+	t.Helper()
 	names, _ := protocol.NewNames("")
 	m, err := routing.NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &clock{now: time.Now()} // near real time: request deadlines run on real timers
+	c := testclock.New(time.Now()) // near real time: request deadlines run on real timers
 	r := routing.New(routing.Options{NC: natstest.Conn(t, ns), Names: names, Log: zerolog.New(zerolog.NewTestWriter(t)), Metrics: m, Now: c.Now,
-		Liveness: routing.Liveness{ProbeAfter: 500 * time.Millisecond, ProbeTimeout: 2 * time.Second, MaxProbeFailures: 3}})
+		Liveness: routing.Liveness{ProbeAfter: 500 * time.Millisecond, ProbeTimeout: 2 * time.Second, MaxProbeFailures: 3},
+		Local:    local})
 	if err := r.Start(false); err != nil {
 		t.Fatal(err)
 	}
