@@ -30,15 +30,7 @@ func Server(t testing.TB) *server.Server {
 // same data).
 func ServerIn(t testing.TB, dir string) *server.Server {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir, ServerName: "test"})
-	if err != nil {
-		t.Fatalf("start nats: %v", err)
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+	return ServerWith(t, natsembed.Options{StoreDir: dir})
 }
 
 // Cluster starts an n-node JetStream cluster on random ports, each node's
@@ -212,8 +204,16 @@ type Fleet struct {
 // Conn) and opens the fleet's buckets.
 func NewFleet(t testing.TB) *Fleet {
 	t.Helper()
-	ns := Server(t)
-	nc := Conn(t, ns)
+	return FleetOn(t, Server(t), nil)
+}
+
+// FleetOn is NewFleet on a server already started (ServerWith for one
+// with options) over nc, or over a new connection (Conn) if nc is nil.
+func FleetOn(t testing.TB, ns *server.Server, nc *nats.Conn) *Fleet {
+	t.Helper()
+	if nc == nil {
+		nc = Conn(t, ns)
+	}
 	names, err := protocol.NewNames("")
 	if err != nil {
 		t.Fatal(err)

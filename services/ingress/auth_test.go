@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
@@ -20,7 +19,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Keys of the auth fleet: alice and bob may call ml and echo, text only
@@ -42,14 +40,8 @@ type authFleet struct {
 // method fit).
 func startAuthFleet(t *testing.T, mod func(*Config)) *authFleet {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	sc, err := config.Parse([]byte(`applications:
 - {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}
 - name: ml

@@ -16,7 +16,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestOversizedBodyAtDefaultMaxPayload runs the ingress (embedded router,
@@ -25,15 +24,9 @@ import (
 // sync path and on the job submit path — and requests right after it are
 // served at once: the deployment is not wedged.
 func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
-	ns := natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20})
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
+	tf := natstest.FleetOn(t, natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20}), nil)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	ctx := context.Background()
-	b, err := fleetstate.Open(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
 	sc, err := config.Parse([]byte("applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n"))
 	if err != nil {
 		t.Fatal(err)

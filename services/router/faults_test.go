@@ -264,17 +264,9 @@ func TestServerRestartKeepsRouting(t *testing.T) {
 	ns := natstest.ServerWith(t, opts)
 	opts.Port = ns.Addr().(*net.TCPAddr).Port
 	url := ns.ClientURL()
-	nc := natstest.ReconnectingConn(t, url)
-	names, _ := protocol.NewNames("")
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, ns: ns, nc: nc, names: names, buckets: b}
+	tf := natstest.FleetOn(t, ns, natstest.ReconnectingConn(t, url))
+	nc, names := tf.NC, tf.Names
+	e := &env{t: t, ns: ns, nc: nc, names: names, buckets: tf.Buckets}
 	e.putConfig(-1, 0)
 	for _, id := range []string{"r1", "r2"} {
 		rnc := natstest.ReconnectingConn(t, url)

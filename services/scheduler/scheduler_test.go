@@ -21,7 +21,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
@@ -100,16 +99,7 @@ func startWith(t testing.TB, ns *server.Server, id string, mod func(*scheduler.C
 
 func buckets(t testing.TB, ns *server.Server) *fleetstate.Buckets {
 	t.Helper()
-	js, err := jetstream.New(natstest.Conn(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, _ := protocol.NewNames("")
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return natstest.FleetOn(t, ns, nil).Buckets
 }
 
 func put(t testing.TB, url, body string) {
