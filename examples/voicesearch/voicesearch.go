@@ -126,12 +126,9 @@ func newQA(context.Context, serve.Init) (serve.Handler, error) {
 		return nil, err
 	}
 	return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-		var in Transcript
-		if err := req.Decode(&in); err != nil {
+		in, err := decodeTranscript(req)
+		if err != nil {
 			return nil, err
-		}
-		if strings.TrimSpace(in.Text) == "" {
-			return nil, serve.Errorf(http.StatusBadRequest, "text is required")
 		}
 		a := Answer{Question: in.Text, Text: "I do not know."}
 		if hits := x.search(in.Text, 1); len(hits) > 0 {
@@ -139,6 +136,18 @@ func newQA(context.Context, serve.Init) (serve.Handler, error) {
 		}
 		return serve.JSON(a)
 	}), nil
+}
+
+// decodeTranscript reads a request's Transcript; its text is required.
+func decodeTranscript(req *serve.Request) (Transcript, error) {
+	var in Transcript
+	if err := req.Decode(&in); err != nil {
+		return in, err
+	}
+	if strings.TrimSpace(in.Text) == "" {
+		return in, serve.Errorf(http.StatusBadRequest, "text is required")
+	}
+	return in, nil
 }
 
 func newSearch(context.Context, serve.Init) (serve.Handler, error) {
@@ -155,12 +164,9 @@ func newSearch(context.Context, serve.Init) (serve.Handler, error) {
 		return nil, err
 	}
 	return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-		var in Transcript
-		if err := req.Decode(&in); err != nil {
+		in, err := decodeTranscript(req)
+		if err != nil {
 			return nil, err
-		}
-		if strings.TrimSpace(in.Text) == "" {
-			return nil, serve.Errorf(http.StatusBadRequest, "text is required")
 		}
 		r := Results{Query: in.Text, Results: x.search(in.Text, 3)}
 		if r.Results == nil {
