@@ -112,15 +112,7 @@ func (e *env) putConfig(ac config.AutoscalingConfig) {
 	e.t.Helper()
 	sc := config.ServeConfig{Applications: []config.Application{{Name: app, RoutePrefix: "/a", Ingress: dep,
 		Deployments: []config.Deployment{{Name: dep, Handler: "echo", AutoscalingConfig: &ac}}}}}
-	raw, _ := json.Marshal(sc)
-	parsed, err := config.Parse(raw) // defaults, as the admin API stores it
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		e.t.Fatal(err)
-	}
+	natstest.ApplyConfig(e.t, e.b, sc)
 }
 
 // decision reads the deployment's decision (ok false when there is none).
@@ -341,10 +333,7 @@ func TestDropsDecisionOfRemovedDeployment(t *testing.T) {
 	e.putConfig(fast(nil))
 	e.start("as-1")
 	e.waitDesired(0, 10*time.Second)
-	sc, _ := json.Marshal(config.ServeConfig{})
-	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, sc); err != nil {
-		t.Fatal(err)
-	}
+	natstest.PutConfig(t, e.b, config.ServeConfig{})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, ok := e.decision(); !ok {

@@ -2,7 +2,6 @@ package autoscaler
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -27,15 +25,7 @@ func (e *env) putJobsConfig(ac config.AutoscalingConfig) {
 	sc := config.ServeConfig{Applications: []config.Application{{Name: app, RoutePrefix: "/a", Ingress: dep,
 		Deployments: []config.Deployment{{Name: dep, Handler: "echo", AutoscalingConfig: &ac,
 			AsyncMethods: []config.AsyncMethod{{Name: method}}}}}}}
-	raw, _ := json.Marshal(sc)
-	parsed, err := config.Parse(raw)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		e.t.Fatal(err)
-	}
+	natstest.ApplyConfig(e.t, e.b, sc)
 }
 
 func (e *env) jobs() (jetstream.JetStream, jobs.Names, *jobs.Queue) {

@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
@@ -42,7 +40,7 @@ func startAuthFleet(t *testing.T, mod func(*Config)) *authFleet {
 	t.Helper()
 	tf := natstest.NewFleet(t)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
-	sc, err := config.Parse([]byte(`applications:
+	natstest.PutConfigText(t, b, `applications:
 - {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}
 - name: ml
   route_prefix: /ml
@@ -52,15 +50,8 @@ func startAuthFleet(t *testing.T, mod func(*Config)) *authFleet {
   - name: Trainer
     handler: trainer
     async_methods: [{name: fit, idempotency_key: job}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(context.Background(), "config", raw); err != nil {
-		t.Fatal(err)
-	}
-	_, err = nc.QueueSubscribe(names.RouteSubject("echo", "E"), protocol.RouterQueue, func(m *nats.Msg) {
+`)
+	_, err := nc.QueueSubscribe(names.RouteSubject("echo", "E"), protocol.RouterQueue, func(m *nats.Msg) {
 		req := wire.DecodeRequest(m)
 		out, _ := json.Marshal(map[string]string{"principal": req.Header.Get(protocol.HeaderPrincipal),
 			"authorization": req.Header.Get("Authorization"), "x_api_key": req.Header.Get("X-Api-Key")})

@@ -3,7 +3,6 @@ package ingress
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -38,10 +36,7 @@ func BenchmarkIngress(b *testing.B) {
 	ns, names, bk := tf.NS, tf.Names, tf.Buckets
 	sc := config.ServeConfig{Applications: []config.Application{{Name: "bench", RoutePrefix: "/bench", Ingress: "B",
 		Deployments: []config.Deployment{{Name: "B", Handler: "h"}}}}}
-	raw, _ := json.Marshal(sc)
-	if _, err := bk.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		b.Fatal(err)
-	}
+	natstest.PutConfig(b, bk, sc)
 	rnc := natstest.Conn(b, ns)
 	subject := names.RouteSubject("bench", "B")
 	if _, err := rnc.QueueSubscribe(subject, protocol.RouterQueue, func(m *nats.Msg) {

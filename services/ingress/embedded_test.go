@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -24,14 +22,7 @@ func TestEmbeddedRouterSendsStraightToReplica(t *testing.T) {
 	tf := natstest.NewFleet(t)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	ctx := context.Background()
-	sc, err := config.Parse([]byte("applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+	natstest.PutConfigText(t, b, "applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}\n")
 	replica := func(id string, full bool) {
 		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
 			var r *nats.Msg

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -27,14 +25,7 @@ func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
 	tf := natstest.FleetOn(t, natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20}), nil)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	ctx := context.Background()
-	sc, err := config.Parse([]byte("applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+	natstest.PutConfigText(t, b, "applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n")
 	for _, id := range []string{"r1", "r2"} {
 		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
 			if wire.IsProbe(m) {

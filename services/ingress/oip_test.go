@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/oip"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -77,7 +75,7 @@ func startOIPFleet(t *testing.T) *oipFleet {
 	tf := natstest.NewFleet(t)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	ctx := context.Background()
-	sc, err := config.Parse([]byte(`applications:
+	natstest.PutConfigText(t, b, `applications:
 - name: models
   route_prefix: /models
   ingress: Front
@@ -85,14 +83,7 @@ func startOIPFleet(t *testing.T) *oipFleet {
   - {name: Front, handler: front}
   - {name: Spec, handler: spec, protocol: oip, oip_models: [mymodel]}
   - {name: Raw, runtime: process, command: [oip-server], protocol: oip, oip_models: [raw]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+`)
 	f := &oipFleet{raw: make(chan *serve.Request, 16)}
 	replica := func(dep, id string, h serve.Handler) {
 		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -437,10 +436,7 @@ func TestUnknownDeploymentNotFound(t *testing.T) {
 	e := newEnv(t)
 	sc := config.ServeConfig{Applications: []config.Application{{Name: "other", RoutePrefix: "/other", Ingress: "o",
 		Deployments: []config.Deployment{{Name: "o", Handler: "h"}}}}}
-	b, _ := json.Marshal(sc)
-	if _, err := e.buckets.Apps.Put(context.Background(), fleetstate.ConfigKey, b); err != nil {
-		t.Fatal(err)
-	}
+	natstest.PutConfig(t, e.buckets, sc)
 	e.startRouter(nil)
 	resp, el := e.callRouted(30*time.Second, "x")
 	if resp.Status != 404 || resp.Header.Get(protocol.HdrError) != string(protocol.ErrNotFound) {

@@ -59,10 +59,7 @@ func (e *env) putConfig(maxQueued int, timeout time.Duration) {
 		Deployments: []config.Deployment{{Name: dep, Handler: "echo", MaxOngoingRequests: 1,
 			MaxQueuedRequests: maxQueued, RequestTimeout: config.Duration(timeout)}},
 	}}}
-	b, _ := json.Marshal(sc)
-	if _, err := e.buckets.Apps.Put(context.Background(), fleetstate.ConfigKey, b); err != nil {
-		e.t.Fatal(err)
-	}
+	natstest.PutConfig(e.t, e.buckets, sc)
 }
 
 // startRouter runs a router on its own connection until the test ends.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/services/worker"
@@ -24,13 +25,7 @@ type kv struct {
 // applyConfig stores apps as the applied config.
 func (k kv) applyConfig(apps ...config.Application) {
 	k.t.Helper()
-	b, err := json.Marshal(config.ServeConfig{Applications: apps})
-	if err != nil {
-		k.t.Fatal(err)
-	}
-	if _, err := k.b.Apps.Put(context.Background(), fleetstate.ConfigKey, b); err != nil {
-		k.t.Fatal(err)
-	}
+	natstest.PutConfig(k.t, k.b, config.ServeConfig{Applications: apps})
 }
 
 // putAssignment writes worker id's assignment as is.
