@@ -16,6 +16,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/serve/composetest"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/services/worker"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -214,6 +215,9 @@ func TestHandleCallWithinAWorkerSkipsNATS(t *testing.T) {
 				if err != nil || string(resp.Body) != fmt.Sprintf("chain>%d", i) {
 					t.Fatalf("call %d = %v, %v; want chain>%d", i, resp, err, i)
 				}
+			}
+			if tc.wantNATS { // the spy's copies arrive on their own time
+				waitfor.True(t, waitLimit, fmt.Sprintf("%d requests on Leaf's call subject", n), func() bool { return len(spy) >= n })
 			}
 			got := len(spy)
 			if tc.wantNATS && got != n {
