@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,6 +41,22 @@ type fleet struct {
 	// violations are the permission violations the NATS server logged
 	// (secure fleets).
 	violations *authtest.Log
+}
+
+// trainJob submits a one-epoch job id of the example's text/train and
+// waits until it SUCCEEDED.
+func (f *fleet) trainJob(t *testing.T, id string) {
+	t.Helper()
+	if _, err := f.do(http.MethodPost, f.ingress+"/text/train?request_id="+id+"&num_epochs=1", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(t, 60*time.Second, "job "+id+" SUCCEEDED", func() error {
+		b, err := f.do(http.MethodGet, f.ingress+"/text/train/status?request_id="+id, "", nil)
+		if err == nil && !strings.Contains(b, `"SUCCEEDED"`) {
+			err = errors.New(b)
+		}
+		return err
+	})
 }
 
 // startFleet runs the fleet until the test ends and deploys config.

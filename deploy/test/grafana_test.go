@@ -2,7 +2,6 @@ package test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -155,16 +154,7 @@ func TestGrafanaQueriesNameRealMetrics(t *testing.T) {
 		t.Error("a 2 s echo under request_timeout 200ms succeeded, want 504")
 	}
 	// One job, to its end.
-	if _, err := f.do(http.MethodPost, f.ingress+"/text/train?request_id=g1&num_epochs=1", "", nil); err != nil {
-		t.Fatal(err)
-	}
-	f.waitFor(t, 60*time.Second, "job g1 SUCCEEDED", func() error {
-		b, err := f.do(http.MethodGet, f.ingress+"/text/train/status?request_id=g1", "", nil)
-		if err == nil && !strings.Contains(b, `"SUCCEEDED"`) {
-			err = errors.New(b)
-		}
-		return err
-	})
+	f.trainJob(t, "g1")
 
 	f.waitFor(t, 60*time.Second, "every queried metric on some /metrics", func() error {
 		have := map[string]bool{}

@@ -25,16 +25,7 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 		_, err := f.do(http.MethodPost, f.ingress+"/mux/", `{"text":"hello"}`, map[string]string{"serve_multiplexed_model_id": "tenant-a"})
 		return err
 	})
-	if _, err := f.do(http.MethodPost, f.ingress+"/text/train?request_id=s1&num_epochs=1", "", nil); err != nil {
-		t.Fatal(err)
-	}
-	f.waitFor(t, 60*time.Second, "job s1 SUCCEEDED", func() error {
-		b, err := f.do(http.MethodGet, f.ingress+"/text/train/status?request_id=s1", "", nil)
-		if err == nil && !strings.Contains(b, `"SUCCEEDED"`) {
-			err = errors.New(b)
-		}
-		return err
-	})
+	f.trainJob(t, "s1")
 	if _, err := f.do(http.MethodPost, f.ingress+"/text/train/cancel?request_id=s1", "", nil); err != nil {
 		t.Fatal(err)
 	}
