@@ -161,7 +161,7 @@ func TestLocalReplicaPreferredWhenNoMoreLoaded(t *testing.T) {
 			t.Fatalf("request %d = %d %q, want 200 %q", i, a.status, a.body, "L:1")
 		}
 	}
-	if n := rem.calls.Load(); n != 0 {
+	if n := rem.Calls.Load(); n != 0 {
 		t.Fatalf("remote replica got %d requests while the local one was idle, want 0", n)
 	}
 	held := h.dispatch("POST", "hold", nil, 10*time.Second)
@@ -188,8 +188,8 @@ func TestLocalRefusalRetriedElsewhere(t *testing.T) {
 			if a := h.wait(h.dispatch("POST", "abc", nil, 10*time.Second), 10*time.Second); a.status != 200 || a.body != "R:3" {
 				t.Fatalf("request refused %s locally = %d %q, want 200 %q from the remote replica", code, a.status, a.body, "R:3")
 			}
-			if loc.calls.Load() != 0 || rem.calls.Load() != 1 {
-				t.Fatalf("calls local %d remote %d, want 0 and 1", loc.calls.Load(), rem.calls.Load())
+			if loc.calls.Load() != 0 || rem.Calls.Load() != 1 {
+				t.Fatalf("calls local %d remote %d, want 0 and 1", loc.calls.Load(), rem.Calls.Load())
 			}
 		})
 	}
@@ -302,7 +302,7 @@ func TestCallerCancelsRemoteRequest(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request never reached the replica")
 	}
-	waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return rem.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return rem.Holding() == 1 })
 	cancel()
 	if err := <-errc; serve.AsError(err).Code != protocol.ErrCancelled {
 		t.Fatalf("Call after cancel = %v, want cancelled", err)

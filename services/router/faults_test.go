@@ -19,79 +19,22 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/pkg/wire/wiretest"
 	"github.com/jetserve/jetserve/services/router"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
-// liveReplica is a replica stand-in on its own NATS connection that
-// behaves like the worker's: it answers the router's liveness probes with
-// the requests it holds, and (heartbeat > 0) re-puts its record like a
+// startLive starts a replica stand-in on nc that behaves like the
+// worker's (wiretest.Replica: it answers the router's liveness probes with
+// the requests it holds) and, heartbeat > 0, re-puts its record like a
 // worker does. If it holds, requests whose body is "hold" are held until
-// release is closed; others are echoed.
-type liveReplica struct {
-	id      string
-	nc      *nats.Conn
-	release chan struct{}
-
-	mu      sync.Mutex
-	held    map[string]bool // guarded by mu: reply subjects of requests being served
-	got     int             // guarded by mu: requests received (probes excluded)
-	closing bool            // guarded by mu: the test ends, serve nothing more
-}
-
-func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbeat time.Duration, holds bool) *liveReplica {
+// Release; others are echoed.
+func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbeat time.Duration, holds bool) *wiretest.Replica {
 	e.t.Helper()
-	r := &liveReplica{id: id, nc: nc, release: make(chan struct{}), held: map[string]bool{}}
-	var wg sync.WaitGroup
-	e.t.Cleanup(func() {
-		r.mu.Lock()
-		r.closing = true
-		r.mu.Unlock()
-		select {
-		case <-r.release:
-		default:
-			close(r.release)
-		}
-		wg.Wait()
-	})
-	_, err := nc.Subscribe(e.names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
-		if wire.IsProbe(m) {
-			r.mu.Lock()
-			a := wire.ProbeAnswer(m, func(s string) bool { return r.held[s] })
-			r.mu.Unlock()
-			_ = nc.PublishMsg(a)
-			return
-		}
-		r.mu.Lock()
-		if r.closing {
-			r.mu.Unlock()
-			return
-		}
-		r.held[m.Reply] = true
-		r.got++
-		wg.Add(1)
-		r.mu.Unlock()
-		go func() {
-			defer wg.Done()
-			if holds && string(m.Data) == "hold" {
-				<-r.release
-			}
-			out := wire.EncodeResponse(&serve.Response{Status: 200, Body: []byte(id + ":" + string(m.Data))})
-			out.Subject = m.Reply
-			_ = nc.PublishMsg(out)
-			r.mu.Lock()
-			delete(r.held, m.Reply)
-			r.mu.Unlock()
-		}()
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		e.t.Fatal(err)
-	}
+	r := wiretest.Start(e.t, nc, e.names, id, nil)
+	r.NoHold.Store(!holds)
 	put := func() error {
 		info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 100, Subject: e.names.ReplicaSubject(id), Heartbeat: time.Now()}
@@ -106,6 +49,7 @@ func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbe
 	}
 	if heartbeat > 0 {
 		stop := make(chan struct{})
+		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -120,15 +64,9 @@ func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbe
 				}
 			}
 		}()
-		e.t.Cleanup(func() { close(stop) })
+		e.t.Cleanup(func() { close(stop); wg.Wait() })
 	}
 	return r
-}
-
-func (r *liveReplica) received() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.got
 }
 
 type callResult struct {
@@ -177,16 +115,16 @@ func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 	e.callAsync("keyed", "POST", "hold", http.Header{"Idempotency-Key": {"k1"}}, 30*time.Second, results)
 	e.callAsync("post", "POST", "hold", nil, 30*time.Second, results)
 	deadline := time.Now().Add(10 * time.Second)
-	for dying.received() < 4 { // waitServing's ping + the three
+	for int(dying.Calls.Load()) < 4 { // waitServing's ping + the three
 		if time.Now().After(deadline) {
-			t.Fatalf("the replica received %d requests, want 4", dying.received())
+			t.Fatalf("the replica received %d requests, want 4", int(dying.Calls.Load()))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	e.startLive("healthy", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, false)
 	killed := time.Now()
 	before := e.ns.NumClients()
-	dying.nc.Close()
+	dying.NC.Close()
 	for e.ns.NumClients() >= before { // the server dropped it, as after kill -9
 		if time.Since(killed) > 10*time.Second {
 			t.Fatal("the server never dropped the replica's connection")
