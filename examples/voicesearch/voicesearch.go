@@ -125,29 +125,28 @@ func newQA(context.Context, serve.Init) (serve.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-		in, err := decodeTranscript(req)
-		if err != nil {
-			return nil, err
-		}
+	return onTranscript(func(in Transcript) any {
 		a := Answer{Question: in.Text, Text: "I do not know."}
 		if hits := x.search(in.Text, 1); len(hits) > 0 {
 			a.Text, a.Score = hits[0].Text, hits[0].Score
 		}
-		return serve.JSON(a)
+		return a
 	}), nil
 }
 
-// decodeTranscript reads a request's Transcript; its text is required.
-func decodeTranscript(req *serve.Request) (Transcript, error) {
-	var in Transcript
-	if err := req.Decode(&in); err != nil {
-		return in, err
-	}
-	if strings.TrimSpace(in.Text) == "" {
-		return in, serve.Errorf(http.StatusBadRequest, "text is required")
-	}
-	return in, nil
+// onTranscript is a handler of Transcript requests (text required)
+// answering answer's value as JSON.
+func onTranscript(answer func(Transcript) any) serve.Handler {
+	return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
+		var in Transcript
+		if err := req.Decode(&in); err != nil {
+			return nil, err
+		}
+		if strings.TrimSpace(in.Text) == "" {
+			return nil, serve.Errorf(http.StatusBadRequest, "text is required")
+		}
+		return serve.JSON(answer(in))
+	})
 }
 
 func newSearch(context.Context, serve.Init) (serve.Handler, error) {
@@ -163,11 +162,7 @@ func newSearch(context.Context, serve.Init) (serve.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-		in, err := decodeTranscript(req)
-		if err != nil {
-			return nil, err
-		}
+	return onTranscript(func(in Transcript) any {
 		r := Results{Query: in.Text, Results: x.search(in.Text, 3)}
 		if r.Results == nil {
 			r.Results = []hit{}
@@ -178,7 +173,7 @@ func newSearch(context.Context, serve.Init) (serve.Handler, error) {
 		default:
 			r.Text = "top result: " + r.Results[0].Title
 		}
-		return serve.JSON(r)
+		return r
 	}), nil
 }
 
