@@ -270,3 +270,16 @@ func PutConfigText(t testing.TB, b *fleetstate.Buckets, text string) config.Serv
 	PutConfig(t, b, sc)
 	return sc
 }
+
+// PutReplica stores info as its replica's record (as its worker reports
+// it).
+func PutReplica(t testing.TB, b *fleetstate.Buckets, info protocol.ReplicaInfo) {
+	t.Helper()
+	raw, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Replicas.Put(context.Background(), protocol.ReplicaKey(info.App, info.Deployment, info.ID), raw); err != nil {
+		t.Fatalf("put replica %s: %v", info.ID, err)
+	}
+}

@@ -95,10 +95,7 @@ func (e *env) setReplicas(n, ongoing int) {
 	for i := range n {
 		id := fmt.Sprintf("r%d", i)
 		e.replicas[id] = ongoing
-		b, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning, Heartbeat: time.Now()})
-		if _, err := e.b.Replicas.Put(context.Background(), protocol.ReplicaKey(app, dep, id), b); err != nil {
-			e.t.Fatal(err)
-		}
+		natstest.PutReplica(e.t, e.b, protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning, Heartbeat: time.Now()})
 	}
 }
 

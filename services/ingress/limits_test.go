@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -24,7 +23,6 @@ import (
 func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
 	tf := natstest.FleetOn(t, natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20}), nil)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
-	ctx := context.Background()
 	natstest.PutConfigText(t, b, "applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n")
 	for _, id := range []string{"r1", "r2"} {
 		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
@@ -39,11 +37,8 @@ func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
+		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 4, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
-		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("echo", "E", id), info); err != nil {
-			t.Fatal(err)
-		}
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)

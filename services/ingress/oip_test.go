@@ -3,7 +3,6 @@ package ingress
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -74,7 +73,6 @@ func startOIPFleet(t *testing.T) *oipFleet {
 	t.Helper()
 	tf := natstest.NewFleet(t)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
-	ctx := context.Background()
 	natstest.PutConfigText(t, b, `applications:
 - name: models
   route_prefix: /models
@@ -100,11 +98,8 @@ func startOIPFleet(t *testing.T) *oipFleet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "models", Deployment: dep, State: protocol.ReplicaRunning,
+		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "models", Deployment: dep, State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 8, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
-		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("models", dep, id), info); err != nil {
-			t.Fatal(err)
-		}
 	}
 	replica("Spec", "spec-1", serve.OIP(specModel{}))
 	replica("Raw", "raw-1", serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {

@@ -142,10 +142,7 @@ func (e *env) putReplica(id string, maxOngoing int, state protocol.ReplicaState)
 	e.t.Helper()
 	info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: state,
 		MaxOngoingRequests: maxOngoing, Subject: e.names.ReplicaSubject(id), Heartbeat: time.Now()}
-	b, _ := json.Marshal(info)
-	if _, err := e.buckets.Replicas.Put(context.Background(), protocol.ReplicaKey(app, dep, id), b); err != nil {
-		e.t.Fatal(err)
-	}
+	natstest.PutReplica(e.t, e.buckets, info)
 }
 
 func (e *env) call(timeout time.Duration, body string) (*serve.Response, error) {
