@@ -33,11 +33,11 @@ import (
 // Release; others are echoed.
 func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbeat time.Duration, holds bool) *wiretest.Replica {
 	e.t.Helper()
-	r := wiretest.Start(e.t, nc, e.names, id, nil)
+	r := wiretest.Start(e.t, nc, e.Names, id, nil)
 	r.NoHold.Store(!holds)
 	put := func() error {
 		info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning,
-			MaxOngoingRequests: 100, Subject: e.names.ReplicaSubject(id), Heartbeat: time.Now()}
+			MaxOngoingRequests: 100, Subject: e.Names.ReplicaSubject(id), Heartbeat: time.Now()}
 		b, _ := json.Marshal(info)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -80,7 +80,7 @@ type callResult struct {
 // is subscribed yet, for up to 10 s).
 func (e *env) callAsync(name, method, body string, hdr http.Header, timeout time.Duration, out chan<- callResult) {
 	go func() {
-		c := wire.NewCaller(e.nc, e.names)
+		c := wire.NewCaller(e.NC, e.Names)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -106,7 +106,7 @@ func (e *env) callAsync(name, method, body string, hdr http.Header, timeout time
 func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 	e := newEnv(t)
 	e.putConfig(-1, 30*time.Second)
-	dying := e.startLive("dying", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, true)
+	dying := e.startLive("dying", natstest.Conn(t, e.NS), e.Buckets.Replicas, 0, true)
 	e.startRouter(nil)
 	e.waitServing()
 
@@ -121,11 +121,11 @@ func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	e.startLive("healthy", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, false)
+	e.startLive("healthy", natstest.Conn(t, e.NS), e.Buckets.Replicas, 0, false)
 	killed := time.Now()
-	before := e.ns.NumClients()
+	before := e.NS.NumClients()
 	dying.NC.Close()
-	for e.ns.NumClients() >= before { // the server dropped it, as after kill -9
+	for e.NS.NumClients() >= before { // the server dropped it, as after kill -9
 		if time.Since(killed) > 10*time.Second {
 			t.Fatal("the server never dropped the replica's connection")
 		}
@@ -163,8 +163,8 @@ func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 func TestLostReplyDetected(t *testing.T) {
 	e := newEnv(t)
 	e.putConfig(-1, 30*time.Second)
-	nc := natstest.Conn(t, e.ns)
-	_, err := nc.Subscribe(e.names.ReplicaSubject("lossy")+"."+protocol.EndpointCall, func(m *nats.Msg) {
+	nc := natstest.Conn(t, e.NS)
+	_, err := nc.Subscribe(e.Names.ReplicaSubject("lossy")+"."+protocol.EndpointCall, func(m *nats.Msg) {
 		if wire.IsProbe(m) {
 			_ = nc.PublishMsg(wire.ProbeAnswer(m, func(string) bool { return false }))
 			return
@@ -201,9 +201,8 @@ func TestServerRestartKeepsRouting(t *testing.T) {
 	ns := natstest.ServerWith(t, opts)
 	opts.Port = ns.Addr().(*net.TCPAddr).Port
 	url := ns.ClientURL()
-	tf := natstest.FleetOn(t, ns, natstest.ReconnectingConn(t, url))
-	nc, names := tf.NC, tf.Names
-	e := &env{t: t, ns: ns, nc: nc, names: names, buckets: tf.Buckets}
+	e := &env{t: t, Fleet: natstest.FleetOn(t, ns, natstest.ReconnectingConn(t, url))}
+	nc, names := e.NC, e.Names
 	e.putConfig(-1, 0)
 	for _, id := range []string{"r1", "r2"} {
 		rnc := natstest.ReconnectingConn(t, url)
@@ -283,7 +282,7 @@ func (e *env) putStatus(target int, replicas ...protocol.ReplicaStatus) {
 		app: {Name: app, Deployments: map[string]protocol.DeploymentStatus{
 			dep: {Name: dep, TargetReplicas: target, Replicas: replicas}}}}}
 	b, _ := json.Marshal(st)
-	if _, err := e.buckets.Status.Put(context.Background(), "status", b); err != nil {
+	if _, err := e.Buckets.Status.Put(context.Background(), "status", b); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -357,7 +356,7 @@ func TestScaleFromZeroStillHeld(t *testing.T) {
 	e.callAsync("held", "POST", "late", nil, 30*time.Second, results)
 	e.waitQueued(1)
 	e.putStatus(1, protocol.ReplicaStatus{ID: "r1", State: protocol.ReplicaStarting, Message: "assigned to worker w1; waiting for it to start"})
-	_ = e.startLive("r1", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, false)
+	_ = e.startLive("r1", natstest.Conn(t, e.NS), e.Buckets.Replicas, 0, false)
 	select {
 	case r := <-results:
 		if r.err != nil || r.resp.Status != 200 || string(r.resp.Body) != "r1:late" {
@@ -374,7 +373,7 @@ func TestUnknownDeploymentNotFound(t *testing.T) {
 	e := newEnv(t)
 	sc := config.ServeConfig{Applications: []config.Application{{Name: "other", RoutePrefix: "/other", Ingress: "o",
 		Deployments: []config.Deployment{{Name: "o", Handler: "h"}}}}}
-	natstest.PutConfig(t, e.buckets, sc)
+	natstest.PutConfig(t, e.Buckets, sc)
 	e.startRouter(nil)
 	resp, el := e.callRouted(30*time.Second, "x")
 	if resp.Status != 404 || resp.Header.Get(protocol.HdrError) != string(protocol.ErrNotFound) {
