@@ -43,6 +43,20 @@ type fleet struct {
 	violations *authtest.Log
 }
 
+// waitServing waits until testdata/fleet.yaml's echo deployment and a
+// multiplexed model answer.
+func (f *fleet) waitServing(t *testing.T) {
+	t.Helper()
+	f.waitFor(t, 90*time.Second, "the echo deployment", func() error {
+		_, err := f.do(http.MethodPost, f.ingress+"/echo/", "hi", nil)
+		return err
+	})
+	f.waitFor(t, 60*time.Second, "a multiplexed model", func() error {
+		_, err := f.do(http.MethodPost, f.ingress+"/mux/", `{"text":"hello"}`, map[string]string{"serve_multiplexed_model_id": "tenant-a"})
+		return err
+	})
+}
+
 // trainJob submits a one-epoch job id of the example's text/train and
 // waits until it SUCCEEDED.
 func (f *fleet) trainJob(t *testing.T, id string) {

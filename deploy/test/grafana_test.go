@@ -134,14 +134,7 @@ func TestGrafanaQueriesNameRealMetrics(t *testing.T) {
 	}
 
 	f := startFleet(t, "testdata/fleet.yaml")
-	f.waitFor(t, 90*time.Second, "the echo deployment", func() error {
-		_, err := f.do(http.MethodPost, f.ingress+"/echo/", "hi", nil)
-		return err
-	})
-	f.waitFor(t, 60*time.Second, "a multiplexed model", func() error {
-		_, err := f.do(http.MethodPost, f.ingress+"/mux/", `{"text":"hello"}`, map[string]string{"serve_multiplexed_model_id": "tenant-a"})
-		return err
-	})
+	f.waitServing(t)
 	// An error answered by the ingress, a handler error and a router
 	// timeout (504).
 	if _, err := f.do(http.MethodGet, f.ingress+"/nowhere", "", nil); err == nil {

@@ -17,14 +17,7 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 	start := time.Now()
 	f := startFleetWith(t, "testdata/fleet.yaml", true)
 	defer func() { t.Logf("fleet up, traffic and job done in %v", time.Since(start)) }()
-	f.waitFor(t, 90*time.Second, "the echo deployment", func() error {
-		_, err := f.do(http.MethodPost, f.ingress+"/echo/", "hi", nil)
-		return err
-	})
-	f.waitFor(t, 60*time.Second, "a multiplexed model", func() error {
-		_, err := f.do(http.MethodPost, f.ingress+"/mux/", `{"text":"hello"}`, map[string]string{"serve_multiplexed_model_id": "tenant-a"})
-		return err
-	})
+	f.waitServing(t)
 	f.trainJob(t, "s1")
 	if _, err := f.do(http.MethodPost, f.ingress+"/text/train/cancel?request_id=s1", "", nil); err != nil {
 		t.Fatal(err)
