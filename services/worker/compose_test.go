@@ -156,14 +156,7 @@ func chainRegistry(t testing.TB) *serve.Registry {
 		if err := in.DecodeUserConfig(&c); err != nil {
 			return nil, err
 		}
-		next := in.Handle(c.Next)
-		return serve.HandlerFunc(func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
-			resp, err := next.Call(ctx, &serve.Request{Body: req.Body})
-			if err != nil {
-				return nil, err
-			}
-			return &serve.Response{Body: append([]byte("chain>"), resp.Body...)}, nil
-		}), nil
+		return chainTo(in.Handle(c.Next)), nil
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/services/worker"
 	"github.com/nats-io/nats-server/v2/server"
@@ -98,4 +99,16 @@ func testConfig(ns *server.Server, id string) worker.Config {
 	cfg.Resources.CPU = 4
 	cfg.Resources.Memory = "16Gi"
 	return cfg
+}
+
+// chainTo is a deployment that calls next with its request's body and
+// answers "chain>" and next's answer.
+func chainTo(next *serve.Handle) serve.Handler {
+	return serve.HandlerFunc(func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
+		resp, err := next.Call(ctx, &serve.Request{Body: req.Body})
+		if err != nil {
+			return nil, err
+		}
+		return &serve.Response{Body: append([]byte("chain>"), resp.Body...)}, nil
+	})
 }

@@ -181,14 +181,7 @@ func newDeployments(t testing.TB) *deployments {
 		return &jobber{d: d}, nil
 	}, serve.WithAsync(config.AsyncMethod{Name: "square", MaxRunning: 4, LeaseTimeout: config.Duration(2 * time.Second)})))
 	must(d.reg.Register("chain", func(_ context.Context, in serve.Init) (serve.Handler, error) {
-		next := in.Handle("echo-dep")
-		return serve.HandlerFunc(func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
-			resp, err := next.Call(ctx, &serve.Request{Body: req.Body})
-			if err != nil {
-				return nil, err
-			}
-			return &serve.Response{Body: append([]byte("chain>"), resp.Body...)}, nil
-		}), nil
+		return chainTo(in.Handle("echo-dep")), nil
 	}))
 	return d
 }
