@@ -10,9 +10,8 @@ import (
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
-	"github.com/nats-io/nats.go"
+	"github.com/jetserve/jetserve/pkg/wire/wiretest"
 )
 
 // TestOversizedBodyAtDefaultMaxPayload runs the ingress (embedded router,
@@ -25,23 +24,9 @@ func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	natstest.PutConfigText(t, b, "applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n")
 	for _, id := range []string{"r1", "r2"} {
-		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
-			if wire.IsProbe(m) {
-				_ = nc.PublishMsg(wire.ProbeAnswer(m, func(string) bool { return false }))
-				return
-			}
-			r := wire.EncodeResponse(&serve.Response{Status: 200, Body: []byte(fmt.Sprintf("%s:%d", id, len(m.Data)))})
-			r.Subject = m.Reply
-			_ = nc.PublishMsg(r)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		wiretest.Start(t, nc, names, id, func(body []byte) []byte { return []byte(fmt.Sprintf("%s:%d", id, len(body))) })
 		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 4, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
 	// The 0.2 MB query below must reach the job path, past the request
