@@ -5,12 +5,13 @@ GO ?= go
 TESTFLAGS ?=
 MODULES = $(shell $(GO) list -m -f '{{.Dir}}')
 
-.PHONY: dev test vet standalone fmt e2e chaos bench schemas errors metrics-lint python-deps help
+.PHONY: dev test vet standalone fmt duplicates e2e chaos bench schemas errors metrics-lint python-deps help
 
 help:
 	@echo "make dev      run the whole fleet in one process (embedded NATS) with the example app"
 	@echo "make test     every module's tests (TESTFLAGS='-race -short' as CI does)"
 	@echo "make vet      go vet every module"
+	@echo "make duplicates  the places where code repeats (the duplicates tool), to factor into shared helpers"
 	@echo "make e2e      the end-to-end suite: real binaries as separate processes (installs the Python example's Debian packages first)"
 	@echo "make chaos    the HA fleet on loopback under load, faults at random (CHAOS_DURATION=3m, CHAOS_SEED=…)"
 	@echo "make bench    fleet vs raw HTTP / raw NATS / raw JetStream, side by side"
@@ -39,6 +40,13 @@ standalone:
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Where the tree repeats itself: pairs of places sharing 6+ lines (a row
+# is a place to look, not a verdict; Go import blocks and struct or YAML
+# shapes are expected). Needs the duplicates tool on PATH.
+duplicates:
+	@command -v duplicates >/dev/null || { echo "the duplicates tool is not on PATH"; exit 1; }
+	duplicates --most 200 --seconds 120
 
 # The Python example (examples/digits) needs Debian's python3-numpy and
 # python3-sklearn; the e2e suite deploys it.

@@ -1,59 +1,24 @@
 package devfleet
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/jetserve/jetserve/devfleet/devfleettest"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// upURLs waits for the "is up" message and returns the ingress and admin
-// URLs it printed: the fleet listens on port 0 and says where.
-func upURLs(t *testing.T, out *syncBuffer, errs *syncBuffer) (ingress, admin string) {
-	t.Helper()
-	var m []string
-	waitfor.NoError(t, 90*time.Second, "the URLs printed when the dev fleet is up", func() error {
-		if m = upRE.FindStringSubmatch(out.String()); m == nil {
-			return fmt.Errorf("stdout %q, stderr %q", out.String(), errs.String())
-		}
-		return nil
-	})
-	return m[1], m[2]
-}
-
-var upRE = regexp.MustCompile(`HTTP ingress\s+(http://\S+)[\s\S]*admin API\s+(http://\S+)`)
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRunServesAUserRegistry runs the dev fleet with a registry of its own
 // (not the examples), deploys a config naming it and calls it over HTTP.
@@ -83,26 +48,12 @@ func TestRunServesAUserRegistry(t *testing.T) {
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	out, errs := &syncBuffer{}, &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, reg, Options{Name: "hello dev", Config: cfg, Try: []string{"curl {ingress}/hello"}},
-			[]string{"--data-dir", filepath.Join(dir, "data"), "--nats-port", "-1", "--nats-http-port", "0",
-				"--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--ops=false", "--log-level", "warn"}, out, errs)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v after cancel, want nil", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("Run did not stop within 30s of cancel")
-		}
-	}()
-	ingress, _ := upURLs(t, out, errs)
+	fleet := devfleettest.Start(t, devfleettest.Timeouts{Up: 90 * time.Second, Stop: 30 * time.Second},
+		func(ctx context.Context, stdout, stderr io.Writer) error {
+			return Run(ctx, reg, Options{Name: "hello dev", Config: cfg, Try: []string{"curl {ingress}/hello"}},
+				devfleettest.Flags(filepath.Join(dir, "data")), stdout, stderr)
+		})
+	ingress := fleet.Ingress
 	waitfor.NoError(t, 60*time.Second, "the deployment to answer 200", func() error {
 		resp, err := http.Post(ingress+"/hello", "text/plain", strings.NewReader("jetserve"))
 		if err != nil {
@@ -119,8 +70,8 @@ func TestRunServesAUserRegistry(t *testing.T) {
 		return nil
 	})
 	for _, want := range []string{"hello dev is up: deployed " + cfg, "curl " + ingress + "/hello"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("stdout = %q, want it to contain %q", out.String(), want)
+		if !strings.Contains(fleet.Out.String(), want) {
+			t.Errorf("stdout = %q, want it to contain %q", fleet.Out.String(), want)
 		}
 	}
 }

@@ -3,10 +3,10 @@ package examples
 import (
 	"encoding/json"
 	"flag"
-	"os"
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/golden"
 	"github.com/jetserve/jetserve/pkg/serve"
 )
 
@@ -25,18 +25,7 @@ func TestBuildReproducesConfigYAML(t *testing.T) {
 	if err != nil {
 		t.Fatalf("BuildYAML = %v", err)
 	}
-	if *update {
-		if err := os.WriteFile("config.yaml", built, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	file, err := os.ReadFile("config.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(file) != string(built) {
-		t.Errorf("config.yaml is not what `jetserve build` writes (go test ./examples -run TestBuildReproducesConfigYAML -update rewrites it):\n--- built\n%s\n--- config.yaml\n%s", built, file)
-	}
+	file := golden.Check(t, "config.yaml", built, *update, "go test ./examples -run TestBuildReproducesConfigYAML -update")
 	parsed, err := config.Parse(file)
 	if err != nil {
 		t.Fatalf("Parse(config.yaml) = %v", err)

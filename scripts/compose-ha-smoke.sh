@@ -67,22 +67,8 @@ cleanup() {
 	local rc=$?
 	set +e
 	for p in "${traffic_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-	if [[ -z $ok ]]; then
-		log "---- containers ----" >&2
-		compose ps >&2
-		log "---- logs ----" >&2
-		compose logs --no-color --tail=100 >&2
-	fi
 	rm -rf "$work"
-	if [[ -n ${SMOKE_KEEP:-} ]]; then
-		log "kept: COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME COMPOSE_BASE=$COMPOSE_BASE SERVE_SECRETS=$SERVE_SECRETS scripts/compose.sh down -v"
-	else
-		log "down -v"
-		compose down -v --remove-orphans >/dev/null 2>&1 || compose down -v --remove-orphans
-	fi
-	smoke_remove_secrets
-	if [[ -z $ok && $rc -eq 0 ]]; then rc=1; fi
-	exit "$rc"
+	smoke_finish "$rc" 100
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

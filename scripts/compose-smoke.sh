@@ -62,28 +62,16 @@ fi
 
 ok=
 SMOKE_OUT=$(mktemp)
+admin_status() {
+	log "---- admin status ----"
+	curl -sS --max-time 5 -H "Authorization: Bearer ${admin_key:-}" "$admin/api/serve/applications"
+	echo
+}
 cleanup() {
 	local rc=$?
 	set +e
 	rm -f "$SMOKE_OUT"
-	if [[ -z $ok ]]; then
-		log "---- containers ----" >&2
-		compose ps -a >&2 2>/dev/null || compose ps >&2
-		log "---- logs ----" >&2
-		compose logs --no-color --tail=200 >&2
-		log "---- admin status ----" >&2
-		curl -sS --max-time 5 -H "Authorization: Bearer ${admin_key:-}" "$admin/api/serve/applications" >&2
-		echo >&2
-	fi
-	if [[ -n ${SMOKE_KEEP:-} ]]; then
-		log "kept: COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME SERVE_SECRETS=$SERVE_SECRETS scripts/compose.sh down -v"
-	else
-		log "down -v"
-		compose down -v --remove-orphans >/dev/null 2>&1 || compose down -v --remove-orphans
-	fi
-	smoke_remove_secrets
-	if [[ -z $ok && $rc -eq 0 ]]; then rc=1; fi
-	exit "$rc"
+	smoke_finish "$rc" 200 admin_status
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

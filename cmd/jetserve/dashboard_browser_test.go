@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/jetserve/jetserve/devfleet/devfleettest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 )
 
@@ -50,26 +52,9 @@ func chromium(t *testing.T) string {
 // screenshot), and `jetserve status` agreeing with it.
 func TestDashboardInBrowser(t *testing.T) {
 	chrome := chromium(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	out, errs := &syncBuffer{}, &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"dev", "--data-dir", t.TempDir(), "--nats-port", "-1", "--nats-http-port", "0",
-			"--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--ops=false", "--log-level", "warn",
-			"--config", "testdata/dashboard.yaml"}, nil, strings.NewReader(""), out, errs)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("dev returned %v", err)
-			}
-		case <-time.After(60 * time.Second):
-			t.Error("dev did not stop within 60s of cancel")
-		}
-	}()
-	base, admin := upURLs(t, out, errs, 90*time.Second)
+	ctx := t.Context()
+	fleet := startDev(t, "testdata/dashboard.yaml", devfleettest.Timeouts{Up: 90 * time.Second, Stop: 60 * time.Second})
+	base, admin, errs := fleet.Ingress, fleet.Admin, fleet.Err
 	waitOK(t, http.MethodPost, base+"/echo/", "hi", 90*time.Second)
 	waitOK(t, http.MethodPost, base+"/text/analyze", `{"text":"The battery is great."}`, 90*time.Second)
 

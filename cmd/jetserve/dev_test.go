@@ -1,77 +1,32 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/waitfor"
+	"github.com/jetserve/jetserve/devfleet/devfleettest"
 )
 
-// upURLs waits for dev's "is up" message and returns the ingress and
-// admin URLs it printed: dev is given port 0 and says where it listens.
-func upURLs(t *testing.T, out, errs *syncBuffer, timeout time.Duration) (ingress, admin string) {
+// startDev runs `jetserve dev` with config on port 0 everywhere, until
+// the test ends.
+func startDev(t *testing.T, config string, within devfleettest.Timeouts) *devfleettest.Fleet {
 	t.Helper()
-	var m []string
-	waitfor.NoError(t, timeout, "the URLs jetserve dev prints when it is up", func() error {
-		if m = upRE.FindStringSubmatch(out.String()); m == nil {
-			return fmt.Errorf("stdout %q, stderr %q", out.String(), errs.String())
-		}
-		return nil
+	args := append(append([]string{"dev"}, devfleettest.Flags(t.TempDir())...), "--config", config)
+	return devfleettest.Start(t, within, func(ctx context.Context, stdout, stderr io.Writer) error {
+		return run(ctx, args, nil, strings.NewReader(""), stdout, stderr)
 	})
-	return m[1], m[2]
-}
-
-var upRE = regexp.MustCompile(`HTTP ingress\s+(http://\S+)[\s\S]*admin API\s+(http://\S+)`)
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestDevServesTheExample runs `jetserve dev` — embedded NATS, the five
 // services and the example app in one process — and calls the example
 // through the HTTP ingress, then stops it with a cancelled context.
 func TestDevServesTheExample(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	out, errs := &syncBuffer{}, &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"dev", "--data-dir", t.TempDir(), "--nats-port", "-1", "--nats-http-port", "0",
-			"--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--ops=false", "--log-level", "warn",
-			"--config", "../../examples/config.yaml"}, nil, strings.NewReader(""), out, errs)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("dev returned %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("dev did not stop within 30s of cancel")
-		}
-	}()
-	base, _ := upURLs(t, out, errs, 60*time.Second)
+	fleet := startDev(t, "../../examples/config.yaml", devfleettest.Timeouts{Up: 60 * time.Second, Stop: 30 * time.Second})
+	base, out, errs := fleet.Ingress, fleet.Out, fleet.Err
 	deadline := time.Now().Add(60 * time.Second)
 	body := `{"text":"The new phone is wonderful and the battery lasts for days. I love it."}`
 	for {

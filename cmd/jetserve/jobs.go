@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/jetserve/jetserve/pkg/jobs"
 )
 
 const jobsUsage = `Usage:
@@ -32,31 +34,13 @@ requeue are operator commands that talk to NATS directly (default
 $JETSERVE_NATS_URL or nats://127.0.0.1:4222).
 `
 
-// jobRecord is the part of the ingress's job record the CLI shows.
-type jobRecord struct {
-	ID              string          `json:"request_id"`
-	Status          string          `json:"status"`
-	Retrying        bool            `json:"retrying"`
-	Attempts        int             `json:"attempts"`
-	MaxAttempts     int             `json:"max_attempts"`
-	Progress        float64         `json:"progress"`
-	Message         string          `json:"message"`
-	Error           string          `json:"error"`
-	Worker          string          `json:"worker"`
-	Replica         string          `json:"replica"`
-	CancelRequested bool            `json:"cancel_requested"`
-	Result          json.RawMessage `json:"result"`
-	CreatedAt       time.Time       `json:"created_at"`
-	StartedAt       time.Time       `json:"started_at"`
-	FinishedAt      time.Time       `json:"finished_at"`
-}
+// jobRecord is a job's record as the ingress answers it.
+type jobRecord struct{ jobs.Record }
 
-func (r jobRecord) terminal() bool {
-	return r.Status == "SUCCEEDED" || r.Status == "FAILED" || r.Status == "CANCELLED"
-}
+func (r jobRecord) terminal() bool { return r.Status.Terminal() }
 
 func (r jobRecord) state() string {
-	s := r.Status
+	s := string(r.Status)
 	if r.Retrying {
 		s += fmt.Sprintf(" (retrying, attempt %d/%d)", r.Attempts, r.MaxAttempts)
 	}

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -141,22 +138,7 @@ func TestJobsCLI(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			err := run(context.Background(), tc.args, env, strings.NewReader(tc.stdin), &out, &errb)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("run(%v) = %v, want an error containing %q", tc.args, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("run(%v) = %v\nstderr: %s", tc.args, err, errb.String())
-			}
-			for _, w := range tc.wantOut {
-				if !strings.Contains(out.String(), w) {
-					t.Errorf("run(%v) output lacks %q:\n%s", tc.args, w, out.String())
-				}
-			}
+			checkRun(t, env, tc.args, tc.stdin, tc.wantOut, tc.wantErr)
 		})
 	}
 	stub.mu.Lock()

@@ -84,22 +84,7 @@ func TestCLI(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			err := run(context.Background(), tc.args, env, strings.NewReader(""), &out, &errb)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("run(%v) = %v, want an error containing %q", tc.args, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("run(%v) = %v\nstderr: %s", tc.args, err, errb.String())
-			}
-			for _, w := range tc.wantOut {
-				if !strings.Contains(out.String(), w) {
-					t.Errorf("run(%v) output lacks %q:\n%s", tc.args, w, out.String())
-				}
-			}
+			checkRun(t, env, tc.args, "", tc.wantOut, tc.wantErr)
 		})
 	}
 	if len(*seen) < 2 || !strings.HasPrefix((*seen)[0], "PUT applications: []") {
@@ -141,5 +126,28 @@ func TestBuild(t *testing.T) {
 	err = run(context.Background(), []string{"build", "nope"}, nil, nil, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), `no application "nope" is declared (declared: echo, iris, text, voice, voice-graph)`) {
 		t.Errorf("jetserve build nope = %v, want an error naming the declared applications", err)
+	}
+}
+
+// checkRun runs the CLI with args, environ and stdin: it must fail with an
+// error containing wantErr or, when wantErr is "", succeed and print every
+// string of wantOut.
+func checkRun(t *testing.T, environ, args []string, stdin string, wantOut []string, wantErr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, environ, strings.NewReader(stdin), &out, &errb)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("run(%v) = %v, want an error containing %q", args, err, wantErr)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("run(%v) = %v\nstderr: %s", args, err, errb.String())
+	}
+	for _, w := range wantOut {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("run(%v) output lacks %q:\n%s", args, w, out.String())
+		}
 	}
 }

@@ -8,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/deploy/auth"
+	"github.com/jetserve/jetserve/deploy/auth/authtest"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
@@ -26,42 +26,11 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// serverLog records what the server logs.
-type serverLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *serverLog) add(format string, v ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprintf(format, v...))
-}
-func (l *serverLog) Noticef(f string, v ...any) { l.add(f, v...) }
-func (l *serverLog) Warnf(f string, v ...any)   { l.add(f, v...) }
-func (l *serverLog) Fatalf(f string, v ...any)  { l.add(f, v...) }
-func (l *serverLog) Errorf(f string, v ...any)  { l.add(f, v...) }
-func (l *serverLog) Debugf(f string, v ...any)  {}
-func (l *serverLog) Tracef(f string, v ...any)  {}
-
-// has reports whether the server logged a permissions violation naming
-// subject by the connection named client (the service's role).
-func (l *serverLog) has(subject, client string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, s := range l.lines {
-		if strings.Contains(s, "Violation") && strings.Contains(s, subject) && strings.Contains(s, ":go:"+client+`"`) {
-			return true
-		}
-	}
-	return false
-}
-
 type env struct {
 	dir   string
 	gen   *auth.Generated
 	ns    *server.Server
-	log   *serverLog
+	log   *authtest.Log
 	names protocol.Names
 }
 
@@ -69,37 +38,9 @@ type env struct {
 // the generated auth.conf, included from a config file as in production.
 func start(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	g, err := auth.Generate(auth.Options{Dir: dir, Prefix: "jetserve"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "nats.conf")
-	body := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\ninclude ./%s\n", filepath.Join(dir, "js"), auth.AuthConf)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatalf("the generated config does not load: %v", err)
-	}
-	opts.NoSigs = true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &serverLog{}
-	ns.SetLoggerV2(l, false, false, false)
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
+	srv := authtest.Start(t)
 	names, _ := protocol.NewNames("jetserve")
-	return &env{dir: dir, gen: g, ns: ns, log: l, names: names}
+	return &env{dir: srv.Dir, gen: srv.Gen, ns: srv.NS, log: srv.Log, names: names}
 }
 
 func (e *env) conn(t *testing.T, role string) *nats.Conn {
@@ -305,10 +246,10 @@ func subscribeDenied(nc *nats.Conn, subject string) error {
 	}
 }
 
-func waitLogged(t *testing.T, l *serverLog, subject, client string) {
+func waitLogged(t *testing.T, l *authtest.Log, subject, client string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for !l.has(subject, client) {
+	for !l.HasViolation(subject, client) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the server logged no violation of %s naming %q", client, subject)
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/deploy/auth"
+	"github.com/jetserve/jetserve/deploy/auth/authtest"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -122,24 +123,7 @@ cluster {
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	opts, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	opts.NoSigs = true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.SetLoggerV2(&serverLog{}, false, false, false)
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatalf("%s not ready", name)
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
+	ns := authtest.StartConf(t, conf, &authtest.Log{})
 	return ns
 }
 

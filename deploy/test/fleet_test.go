@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/deploy/auth"
+	"github.com/jetserve/jetserve/deploy/auth/authtest"
 	"github.com/jetserve/jetserve/examples"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -38,7 +40,37 @@ type fleet struct {
 	apiKey, adminKey string
 	// violations are the permission violations the NATS server logged
 	// (secure fleets).
-	violations *violationLog
+	violations *authtest.Log
+}
+
+// waitServing waits until testdata/fleet.yaml's echo deployment and a
+// multiplexed model answer.
+func (f *fleet) waitServing(t *testing.T) {
+	t.Helper()
+	f.waitFor(t, 90*time.Second, "the echo deployment", func() error {
+		_, err := f.do(http.MethodPost, f.ingress+"/echo/", "hi", nil)
+		return err
+	})
+	f.waitFor(t, 60*time.Second, "a multiplexed model", func() error {
+		_, err := f.do(http.MethodPost, f.ingress+"/mux/", `{"text":"hello"}`, map[string]string{"serve_multiplexed_model_id": "tenant-a"})
+		return err
+	})
+}
+
+// trainJob submits a one-epoch job id of the example's text/train and
+// waits until it SUCCEEDED.
+func (f *fleet) trainJob(t *testing.T, id string) {
+	t.Helper()
+	if _, err := f.do(http.MethodPost, f.ingress+"/text/train?request_id="+id+"&num_epochs=1", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(t, 60*time.Second, "job "+id+" SUCCEEDED", func() error {
+		b, err := f.do(http.MethodGet, f.ingress+"/text/train/status?request_id="+id, "", nil)
+		if err == nil && !strings.Contains(b, `"SUCCEEDED"`) {
+			err = errors.New(b)
+		}
+		return err
+	})
 }
 
 // startFleet runs the fleet until the test ends and deploys config.
@@ -66,7 +98,8 @@ func startFleetWith(t *testing.T, configFile string, o fleetOptions) *fleet {
 	var err error
 	f := &fleet{ops: map[string]string{}}
 	if secure {
-		ns, gen, f.violations = startSecureNATS(t)
+		srv := authtest.Start(t)
+		ns, gen, f.violations = srv.NS, srv.Gen, srv.Log
 		env, err := os.ReadFile(filepath.Join(filepath.Dir(gen.Creds[auth.Ingress]), "..", auth.HTTPKeysEnv))
 		if err != nil {
 			t.Fatal(err)

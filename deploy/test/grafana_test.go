@@ -3,7 +3,6 @@ package test
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -207,14 +206,7 @@ func TestGrafanaQueriesNameRealMetrics(t *testing.T) {
 	}
 
 	f := startFleet(t, "testdata/fleet.yaml")
-	f.waitFor(t, 90*time.Second, "the echo deployment", func() error {
-		_, err := f.do(http.MethodPost, f.ingress+"/echo/", "hi", nil)
-		return err
-	})
-	f.waitFor(t, 60*time.Second, "a multiplexed model", func() error {
-		_, err := f.do(http.MethodPost, f.ingress+"/mux/", `{"text":"hello"}`, map[string]string{"serve_multiplexed_model_id": "tenant-a"})
-		return err
-	})
+	f.waitServing(t)
 	// An error answered by the ingress, a handler error and a router
 	// timeout (504).
 	if _, err := f.do(http.MethodGet, f.ingress+"/nowhere", "", nil); err == nil {
@@ -227,16 +219,7 @@ func TestGrafanaQueriesNameRealMetrics(t *testing.T) {
 		t.Error("a 2 s echo under request_timeout 200ms succeeded, want 504")
 	}
 	// One job, to its end.
-	if _, err := f.do(http.MethodPost, f.ingress+"/text/train?request_id=g1&num_epochs=1", "", nil); err != nil {
-		t.Fatal(err)
-	}
-	f.waitFor(t, 60*time.Second, "job g1 SUCCEEDED", func() error {
-		b, err := f.do(http.MethodGet, f.ingress+"/text/train/status?request_id=g1", "", nil)
-		if err == nil && !strings.Contains(b, `"SUCCEEDED"`) {
-			err = errors.New(b)
-		}
-		return err
-	})
+	f.trainJob(t, "g1")
 
 	f.waitFor(t, 60*time.Second, "every queried metric on some /metrics", func() error {
 		have := map[string]bool{}

@@ -4,75 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/jetserve/jetserve/deploy/auth"
-	"github.com/nats-io/nats-server/v2/server"
 )
-
-// violationLog keeps the permission violations a NATS server logs.
-type violationLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *violationLog) add(format string, v ...any) {
-	if s := fmt.Sprintf(format, v...); strings.Contains(s, "Violation") || strings.Contains(s, "Authorization") {
-		l.mu.Lock()
-		l.lines = append(l.lines, s)
-		l.mu.Unlock()
-	}
-}
-func (l *violationLog) Noticef(f string, v ...any) { l.add(f, v...) }
-func (l *violationLog) Warnf(f string, v ...any)   { l.add(f, v...) }
-func (l *violationLog) Fatalf(f string, v ...any)  { l.add(f, v...) }
-func (l *violationLog) Errorf(f string, v ...any)  { l.add(f, v...) }
-func (l *violationLog) Debugf(string, ...any)      {}
-func (l *violationLog) Tracef(string, ...any)      {}
-
-func (l *violationLog) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.lines...)
-}
-
-// startSecureNATS generates the accounts (deploy/auth) and runs a
-// JetStream server configured by them, as the compose profile's.
-func startSecureNATS(t *testing.T) (*server.Server, *auth.Generated, *violationLog) {
-	t.Helper()
-	dir := t.TempDir()
-	g, err := auth.Generate(auth.Options{Dir: dir, Prefix: "jetserve"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "nats.conf")
-	body := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\ninclude ./%s\n", filepath.Join(dir, "js"), auth.AuthConf)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.NoSigs = true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &violationLog{}
-	ns.SetLoggerV2(l, false, false, false)
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	return ns, g, l
-}
 
 // The fleet works with every service on its own least-privilege NATS user
 // and the HTTP keys on: sync requests, autoscaling, multiplexing and a job
@@ -81,24 +17,8 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 	start := time.Now()
 	f := startFleetWith(t, "testdata/fleet.yaml", fleetOptions{secure: true})
 	defer func() { t.Logf("fleet up, traffic and job done in %v", time.Since(start)) }()
-	f.waitFor(t, 90*time.Second, "the echo deployment", func() error {
-		_, err := f.do(http.MethodPost, f.ingress+"/echo/", "hi", nil)
-		return err
-	})
-	f.waitFor(t, 60*time.Second, "a multiplexed model", func() error {
-		_, err := f.do(http.MethodPost, f.ingress+"/mux/", `{"text":"hello"}`, map[string]string{"serve_multiplexed_model_id": "tenant-a"})
-		return err
-	})
-	if _, err := f.do(http.MethodPost, f.ingress+"/text/train?request_id=s1&num_epochs=1", "", nil); err != nil {
-		t.Fatal(err)
-	}
-	f.waitFor(t, 60*time.Second, "job s1 SUCCEEDED", func() error {
-		b, err := f.do(http.MethodGet, f.ingress+"/text/train/status?request_id=s1", "", nil)
-		if err == nil && !strings.Contains(b, `"SUCCEEDED"`) {
-			err = errors.New(b)
-		}
-		return err
-	})
+	f.waitServing(t)
+	f.trainJob(t, "s1")
 	if _, err := f.do(http.MethodPost, f.ingress+"/text/train/cancel?request_id=s1", "", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +56,7 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 		}
 		return err
 	})
-	if v := f.violations.all(); len(v) > 0 {
+	if v := f.violations.Violations(); len(v) > 0 {
 		t.Fatalf("the NATS server logged %d permission violations; the first:\n%s", len(v), strings.Join(v[:min(len(v), 10)], "\n"))
 	}
 }

@@ -125,6 +125,18 @@ func newQA(context.Context, serve.Init) (serve.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	return onTranscript(func(in Transcript) any {
+		a := Answer{Question: in.Text, Text: "I do not know."}
+		if hits := x.search(in.Text, 1); len(hits) > 0 {
+			a.Text, a.Score = hits[0].Text, hits[0].Score
+		}
+		return a
+	}), nil
+}
+
+// onTranscript is a handler of Transcript requests (text required)
+// answering answer's value as JSON.
+func onTranscript(answer func(Transcript) any) serve.Handler {
 	return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
 		var in Transcript
 		if err := req.Decode(&in); err != nil {
@@ -133,12 +145,8 @@ func newQA(context.Context, serve.Init) (serve.Handler, error) {
 		if strings.TrimSpace(in.Text) == "" {
 			return nil, serve.Errorf(http.StatusBadRequest, "text is required")
 		}
-		a := Answer{Question: in.Text, Text: "I do not know."}
-		if hits := x.search(in.Text, 1); len(hits) > 0 {
-			a.Text, a.Score = hits[0].Text, hits[0].Score
-		}
-		return serve.JSON(a)
-	}), nil
+		return serve.JSON(answer(in))
+	})
 }
 
 func newSearch(context.Context, serve.Init) (serve.Handler, error) {
@@ -154,14 +162,7 @@ func newSearch(context.Context, serve.Init) (serve.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-		var in Transcript
-		if err := req.Decode(&in); err != nil {
-			return nil, err
-		}
-		if strings.TrimSpace(in.Text) == "" {
-			return nil, serve.Errorf(http.StatusBadRequest, "text is required")
-		}
+	return onTranscript(func(in Transcript) any {
 		r := Results{Query: in.Text, Results: x.search(in.Text, 3)}
 		if r.Results == nil {
 			r.Results = []hit{}
@@ -172,7 +173,7 @@ func newSearch(context.Context, serve.Init) (serve.Handler, error) {
 		default:
 			r.Text = "top result: " + r.Results[0].Title
 		}
-		return serve.JSON(r)
+		return r
 	}), nil
 }
 

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"flag"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/golden"
 	"github.com/jetserve/jetserve/pkg/graph"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/rs/zerolog"
@@ -171,18 +171,7 @@ func TestConfigYAMLIsBuilt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *update {
-		if err := os.WriteFile("config.yaml", built, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	file, err := os.ReadFile("config.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(file) != string(built) {
-		t.Errorf("config.yaml differs from the build (go test -run TestConfigYAMLIsBuilt -update rewrites it):\n%s", built)
-	}
+	file := golden.Check(t, "config.yaml", built, *update, "go test -run TestConfigYAMLIsBuilt -update")
 	cfg, err := config.Parse(file)
 	if err != nil {
 		t.Fatalf("Parse(config.yaml) = %v", err)

@@ -119,13 +119,7 @@ func validateGraph(a Application, p string, deps map[string]int, add func(field,
 	nodes := map[string]int{}
 	for i, n := range g.Nodes {
 		np := fmt.Sprintf("%s.nodes[%d]", p, i)
-		if !nameRE.MatchString(n.Name) {
-			add(np+".name", "must be 1-64 letters, digits, '-' or '_', got %q", n.Name)
-		} else if j, dup := nodes[n.Name]; dup {
-			add(np+".name", "duplicate node name %q (also nodes[%d])", n.Name, j)
-		} else {
-			nodes[n.Name] = i
-		}
+		uniqueName(add, nodes, np, i, n.Name, "node name", "nodes")
 	}
 	if _, ok := nodes[GraphRoot]; !ok {
 		add(p+".nodes", "no node is named %q: requests enter the graph there", GraphRoot)

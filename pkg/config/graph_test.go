@@ -77,17 +77,7 @@ func TestParseRejectsBadGraphsWithFieldNamed(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.doc))
-			var fe Errors
-			if !errors.As(err, &fe) {
-				t.Fatalf("Parse = %v, want field errors", err)
-			}
-			for _, e := range fe {
-				if e.Field == tc.field && strings.Contains(e.Msg, tc.msg) {
-					return
-				}
-			}
-			t.Errorf("Parse = %v, want %s: …%s…", err, tc.field, tc.msg)
+			wantFieldError(t, tc.doc, tc.field, tc.msg)
 		})
 	}
 }
@@ -108,17 +98,24 @@ func TestParseUses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := strings.Replace(ok, "uses: [B, F]", "uses: "+tc.uses, 1)
-			_, err := Parse([]byte(doc))
-			var fe Errors
-			if !errors.As(err, &fe) {
-				t.Fatalf("Parse = %v, want field errors", err)
-			}
-			for _, e := range fe {
-				if e.Field == tc.field && strings.Contains(e.Msg, tc.msg) {
-					return
-				}
-			}
-			t.Errorf("Parse = %v, want %s: …%s…", err, tc.field, tc.msg)
+			wantFieldError(t, doc, tc.field, tc.msg)
 		})
 	}
+}
+
+// wantFieldError checks that Parse(doc) fails with an error for field
+// whose message contains msg.
+func wantFieldError(t *testing.T, doc, field, msg string) {
+	t.Helper()
+	_, err := Parse([]byte(doc))
+	var fe Errors
+	if !errors.As(err, &fe) {
+		t.Fatalf("Parse = %v, want field errors", err)
+	}
+	for _, e := range fe {
+		if e.Field == field && strings.Contains(e.Msg, msg) {
+			return
+		}
+	}
+	t.Errorf("Parse = %v, want %s: …%s…", err, field, msg)
 }

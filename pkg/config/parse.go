@@ -359,6 +359,22 @@ var (
 	nameOrDotRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
+// uniqueName checks the name of item i of a list, at path p: it matches
+// nameRE and is not one seen before in the list (seen maps the names to
+// their indexes; a good one joins them). what and list name the item and
+// the list in the message.
+func uniqueName(add func(field, format string, args ...any), seen map[string]int, p string, i int, name, what, list string) {
+	j, dup := seen[name]
+	switch {
+	case !nameRE.MatchString(name):
+		add(p+".name", "must be 1-64 letters, digits, '-' or '_', got %q", name)
+	case dup:
+		add(p+".name", "duplicate %s %q (also %s[%d])", what, name, list, j)
+	default:
+		seen[name] = i
+	}
+}
+
 // Validate checks a config whose defaults are applied; it returns every
 // problem, each naming its field.
 func (c ServeConfig) Validate() Errors {
@@ -371,13 +387,7 @@ func (c ServeConfig) Validate() Errors {
 	models := map[string]string{} // OIP model name → "app/deployment"
 	for i, a := range c.Applications {
 		p := fmt.Sprintf("applications[%d]", i)
-		if !nameRE.MatchString(a.Name) {
-			add(p+".name", "must be 1-64 letters, digits, '-' or '_', got %q", a.Name)
-		} else if j, dup := names[a.Name]; dup {
-			add(p+".name", "duplicate application name %q (also applications[%d])", a.Name, j)
-		} else {
-			names[a.Name] = i
-		}
+		uniqueName(add, names, p, i, a.Name, "application name", "applications")
 		switch {
 		case !strings.HasPrefix(a.RoutePrefix, "/"):
 			add(p+".route_prefix", "must start with '/', got %q", a.RoutePrefix)
@@ -401,13 +411,7 @@ func (c ServeConfig) Validate() Errors {
 		deps := map[string]int{}
 		for j, d := range a.Deployments {
 			dp := fmt.Sprintf("%s.deployments[%d]", p, j)
-			if !nameRE.MatchString(d.Name) {
-				add(dp+".name", "must be 1-64 letters, digits, '-' or '_', got %q", d.Name)
-			} else if k, dup := deps[d.Name]; dup {
-				add(dp+".name", "duplicate deployment name %q (also deployments[%d])", d.Name, k)
-			} else {
-				deps[d.Name] = j
-			}
+			uniqueName(add, deps, dp, j, d.Name, "deployment name", "deployments")
 			switch d.Runtime {
 			case RuntimeGo:
 				if d.Handler == "" {
@@ -529,13 +533,7 @@ func (c ServeConfig) Validate() Errors {
 			methods := map[string]int{}
 			for k, m := range d.AsyncMethods {
 				mp := fmt.Sprintf("%s.async_methods[%d]", dp, k)
-				if !nameRE.MatchString(m.Name) {
-					add(mp+".name", "must be 1-64 letters, digits, '-' or '_', got %q", m.Name)
-				} else if o, dup := methods[m.Name]; dup {
-					add(mp+".name", "duplicate async method %q (also async_methods[%d])", m.Name, o)
-				} else {
-					methods[m.Name] = k
-				}
+				uniqueName(add, methods, mp, k, m.Name, "async method", "async_methods")
 				if m.MaxQueued < 0 {
 					add(mp+".max_queued", "must be >= 1, got %d", m.MaxQueued)
 				}

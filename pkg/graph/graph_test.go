@@ -1,7 +1,6 @@
 package graph_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/graph"
+	"github.com/jetserve/jetserve/pkg/graph/graphtest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/rs/zerolog"
@@ -25,63 +25,53 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // registry holds the deployments the graphs below call.
 func registry(t *testing.T, cancelled chan<- string) *serve.Registry {
 	t.Helper()
-	reg := serve.NewRegistry()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(reg.Register("upper", func(context.Context, serve.Init) (serve.Handler, error) {
-		return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-			return &serve.Response{Status: 200, Body: bytes.ToUpper(req.Body)}, nil
-		}), nil
-	}))
-	must(reg.Register("suffix", func(_ context.Context, in serve.Init) (serve.Handler, error) {
-		return serve.Methods{
-			"": func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-				return text(string(req.Body) + "!" + in.Deployment)
-			},
-			"ask": func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-				return text(string(req.Body) + "?" + in.Deployment)
-			},
-		}, nil
-	}))
-	must(reg.Register("name", func(_ context.Context, in serve.Init) (serve.Handler, error) {
-		return serve.HandlerFunc(func(context.Context, *serve.Request) (*serve.Response, error) {
-			return &serve.Response{Status: 200, Header: http.Header{"X-Version": {in.Deployment}}, Body: []byte(in.Deployment)}, nil
-		}), nil
-	}))
-	must(reg.Register("lang", func(context.Context, serve.Init) (serve.Handler, error) {
-		return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-			lang := "en"
-			if strings.Contains(string(req.Body), "bonjour") {
-				lang = "fr"
-			}
-			return serve.JSON(map[string]any{"language": lang, "text": string(req.Body)})
-		}), nil
-	}))
-	must(reg.Register("echo", func(context.Context, serve.Init) (serve.Handler, error) {
-		return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-			return &serve.Response{Status: 200, Header: http.Header{"X-Content-Type": {req.Header.Get("Content-Type")}}, Body: req.Body}, nil
-		}), nil
-	}))
-	must(reg.Register("fail", func(context.Context, serve.Init) (serve.Handler, error) {
-		return serve.HandlerFunc(func(context.Context, *serve.Request) (*serve.Response, error) {
-			return nil, serve.Errorf(http.StatusUnprocessableEntity, "cannot take this")
-		}), nil
-	}))
-	must(reg.Register("slow", func(_ context.Context, in serve.Init) (serve.Handler, error) {
-		return serve.HandlerFunc(func(ctx context.Context, _ *serve.Request) (*serve.Response, error) {
-			<-ctx.Done()
-			if cancelled != nil {
-				cancelled <- in.Deployment
-			}
-			return nil, ctx.Err()
-		}), nil
-	}))
-	must(reg.Register("chunks", func(context.Context, serve.Init) (serve.Handler, error) { return chunks{}, nil }))
-	return reg
+	return graphtest.Registry(t, map[string]serve.Constructor{
+		"upper": graphtest.Upper,
+		"suffix": func(_ context.Context, in serve.Init) (serve.Handler, error) {
+			return serve.Methods{
+				"": func(_ context.Context, req *serve.Request) (*serve.Response, error) {
+					return text(string(req.Body) + "!" + in.Deployment)
+				},
+				"ask": func(_ context.Context, req *serve.Request) (*serve.Response, error) {
+					return text(string(req.Body) + "?" + in.Deployment)
+				},
+			}, nil
+		},
+		"name": func(_ context.Context, in serve.Init) (serve.Handler, error) {
+			return serve.HandlerFunc(func(context.Context, *serve.Request) (*serve.Response, error) {
+				return &serve.Response{Status: 200, Header: http.Header{"X-Version": {in.Deployment}}, Body: []byte(in.Deployment)}, nil
+			}), nil
+		},
+		"lang": func(context.Context, serve.Init) (serve.Handler, error) {
+			return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
+				lang := "en"
+				if strings.Contains(string(req.Body), "bonjour") {
+					lang = "fr"
+				}
+				return serve.JSON(map[string]any{"language": lang, "text": string(req.Body)})
+			}), nil
+		},
+		"echo": func(context.Context, serve.Init) (serve.Handler, error) {
+			return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
+				return &serve.Response{Status: 200, Header: http.Header{"X-Content-Type": {req.Header.Get("Content-Type")}}, Body: req.Body}, nil
+			}), nil
+		},
+		"fail": func(context.Context, serve.Init) (serve.Handler, error) {
+			return serve.HandlerFunc(func(context.Context, *serve.Request) (*serve.Response, error) {
+				return nil, serve.Errorf(http.StatusUnprocessableEntity, "cannot take this")
+			}), nil
+		},
+		"slow": func(_ context.Context, in serve.Init) (serve.Handler, error) {
+			return serve.HandlerFunc(func(ctx context.Context, _ *serve.Request) (*serve.Response, error) {
+				<-ctx.Done()
+				if cancelled != nil {
+					cancelled <- in.Deployment
+				}
+				return nil, ctx.Err()
+			}), nil
+		},
+		"chunks": func(context.Context, serve.Init) (serve.Handler, error) { return chunks{}, nil },
+	})
 }
 
 func text(s string) (*serve.Response, error) {

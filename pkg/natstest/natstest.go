@@ -4,6 +4,7 @@ package natstest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -30,15 +32,7 @@ func Server(t testing.TB) *server.Server {
 // same data).
 func ServerIn(t testing.TB, dir string) *server.Server {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir, ServerName: "test"})
-	if err != nil {
-		t.Fatalf("start nats: %v", err)
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+	return ServerWith(t, natsembed.Options{StoreDir: dir})
 }
 
 // Cluster starts an n-node JetStream cluster on random ports, each node's
@@ -212,8 +206,16 @@ type Fleet struct {
 // Conn) and opens the fleet's buckets.
 func NewFleet(t testing.TB) *Fleet {
 	t.Helper()
-	ns := Server(t)
-	nc := Conn(t, ns)
+	return FleetOn(t, Server(t), nil)
+}
+
+// FleetOn is NewFleet on a server already started (ServerWith for one
+// with options) over nc, or over a new connection (Conn) if nc is nil.
+func FleetOn(t testing.TB, ns *server.Server, nc *nats.Conn) *Fleet {
+	t.Helper()
+	if nc == nil {
+		nc = Conn(t, ns)
+	}
 	names, err := protocol.NewNames("")
 	if err != nil {
 		t.Fatal(err)
@@ -229,4 +231,55 @@ func NewFleet(t testing.TB) *Fleet {
 		t.Fatalf("open the fleet's buckets: %v", err)
 	}
 	return &Fleet{NS: ns, NC: nc, JS: js, Names: names, Buckets: b}
+}
+
+// PutConfig stores sc, as it is, as the applied serve config (the key the
+// admin API writes).
+func PutConfig(t testing.TB, b *fleetstate.Buckets, sc config.ServeConfig) {
+	t.Helper()
+	raw, err := json.Marshal(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
+		t.Fatalf("put the applied config: %v", err)
+	}
+}
+
+// ApplyConfig stores sc as the admin API would: through config.Parse of
+// its JSON (defaults applied, validated: an invalid one fails the test).
+// It returns what it stored.
+func ApplyConfig(t testing.TB, b *fleetstate.Buckets, sc config.ServeConfig) config.ServeConfig {
+	t.Helper()
+	raw, err := json.Marshal(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return PutConfigText(t, b, string(raw))
+}
+
+// PutConfigText parses a config file's text (YAML or JSON) as the admin
+// API does (defaults applied, validated: an invalid one fails the test),
+// stores it as the applied config and returns it.
+func PutConfigText(t testing.TB, b *fleetstate.Buckets, text string) config.ServeConfig {
+	t.Helper()
+	sc, err := config.Parse([]byte(text))
+	if err != nil {
+		t.Fatalf("parse the config: %v", err)
+	}
+	PutConfig(t, b, sc)
+	return sc
+}
+
+// PutReplica stores info as its replica's record (as its worker reports
+// it).
+func PutReplica(t testing.TB, b *fleetstate.Buckets, info protocol.ReplicaInfo) {
+	t.Helper()
+	raw, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Replicas.Put(context.Background(), protocol.ReplicaKey(info.App, info.Deployment, info.ID), raw); err != nil {
+		t.Fatalf("put replica %s: %v", info.ID, err)
+	}
 }

@@ -322,27 +322,13 @@ func (p *parser) end() error {
 // object reads a JSON object, calling f for every member (f must consume
 // the member's value).
 func (p *parser) object(l loc, f func(key string) error) error {
-	if k := p.dec.PeekKind(); k != '{' {
-		if k == 0 {
-			_, err := p.dec.ReadToken()
-			return syntaxError(l, "", false, err)
-		}
-		if err := p.dec.SkipValue(); err != nil {
-			return syntaxError(l, "", false, err)
-		}
-		return &RequestError{Field: l.String(), Msg: "must be a JSON object, got " + kindName(k)}
-	}
-	if _, err := p.dec.ReadToken(); err != nil {
-		return syntaxError(l, "", false, err)
+	if err := p.open(l, '{', "object"); err != nil {
+		return err
 	}
 	for {
 		switch p.dec.PeekKind() {
 		case '}':
-			_, err := p.dec.ReadToken()
-			if err != nil {
-				return syntaxError(l, "", false, err)
-			}
-			return nil
+			return p.token(l)
 		case '"':
 			tok, err := p.dec.ReadToken()
 			if err != nil {
@@ -360,26 +346,13 @@ func (p *parser) object(l loc, f func(key string) error) error {
 
 // array reads a JSON array, calling f for every element with its index.
 func (p *parser) array(l loc, f func(i int) error) error {
-	if k := p.dec.PeekKind(); k != '[' {
-		if k == 0 {
-			_, err := p.dec.ReadToken()
-			return syntaxError(l, "", false, err)
-		}
-		if err := p.dec.SkipValue(); err != nil {
-			return syntaxError(l, "", false, err)
-		}
-		return &RequestError{Field: l.String(), Msg: "must be a JSON array, got " + kindName(k)}
-	}
-	if _, err := p.dec.ReadToken(); err != nil {
-		return syntaxError(l, "", false, err)
+	if err := p.open(l, '[', "array"); err != nil {
+		return err
 	}
 	for i := 0; ; i++ {
 		switch p.dec.PeekKind() {
 		case ']':
-			if _, err := p.dec.ReadToken(); err != nil {
-				return syntaxError(l, "", false, err)
-			}
-			return nil
+			return p.token(l)
 		case 0:
 			_, err := p.dec.ReadToken()
 			return syntaxError(l, "", false, err)
@@ -390,12 +363,33 @@ func (p *parser) array(l loc, f func(i int) error) error {
 	}
 }
 
-func (p *parser) skip(l loc) error {
-	if err := p.dec.SkipValue(); err != nil {
+// open reads the token that opens a value of kind want ('{' or '[',
+// named what); a value of another kind is consumed and is a
+// *RequestError for l.
+func (p *parser) open(l loc, want jsontext.Kind, what string) error {
+	if k := p.dec.PeekKind(); k != want {
+		if k == 0 {
+			_, err := p.dec.ReadToken()
+			return syntaxError(l, "", false, err)
+		}
+		if err := p.skip(l); err != nil {
+			return err
+		}
+		return &RequestError{Field: l.String(), Msg: "must be a JSON " + what + ", got " + kindName(k)}
+	}
+	return p.token(l)
+}
+
+// token reads the next token (one that opens or closes an object or an
+// array).
+func (p *parser) token(l loc) error {
+	if _, err := p.dec.ReadToken(); err != nil {
 		return syntaxError(l, "", false, err)
 	}
 	return nil
 }
+
+func (p *parser) skip(l loc) error { return p.skipIn(l, "", false) }
 
 // str reads a JSON string; anything else is a *RequestError for l.
 func (p *parser) str(l loc) (string, error) {

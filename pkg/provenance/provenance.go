@@ -37,13 +37,9 @@ type Signer struct {
 
 // LoadSigner reads a credentials file (a user JWT and its nkey seed).
 func LoadSigner(credsPath string) (*Signer, error) {
-	b, err := os.ReadFile(credsPath)
+	b, token, err := readCreds(credsPath)
 	if err != nil {
 		return nil, err
-	}
-	token, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: user JWT: %w", credsPath, err)
 	}
 	kp, err := jwt.ParseDecoratedNKey(b)
 	if err != nil {
@@ -78,19 +74,28 @@ type Verifier struct {
 // that accepts documents written by the user named role of the same
 // account.
 func LoadVerifier(credsPath, role string) (*Verifier, error) {
-	b, err := os.ReadFile(credsPath)
+	_, token, err := readCreds(credsPath)
 	if err != nil {
 		return nil, err
-	}
-	token, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: user JWT: %w", credsPath, err)
 	}
 	uc, err := jwt.DecodeUserClaims(token)
 	if err != nil {
 		return nil, fmt.Errorf("%s: decode the user JWT: %w", credsPath, err)
 	}
 	return &Verifier{account: issuerAccount(uc), role: role}, nil
+}
+
+// readCreds reads a credentials file and the user JWT in it.
+func readCreds(credsPath string) (b []byte, userJWT string, err error) {
+	b, err = os.ReadFile(credsPath)
+	if err != nil {
+		return nil, "", err
+	}
+	userJWT, err = jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: user JWT: %w", credsPath, err)
+	}
+	return b, userJWT, nil
 }
 
 func issuerAccount(uc *jwt.UserClaims) string {

@@ -3,47 +3,22 @@ package provenance_test
 import (
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/provenance"
-	"github.com/nats-io/jwt/v2"
+	"github.com/jetserve/jetserve/pkg/provenance/provenancetest"
 	"github.com/nats-io/nkeys"
 )
-
-// creds writes a credentials file of a user named name of account akp.
-func creds(t *testing.T, akp nkeys.KeyPair, name string) string {
-	t.Helper()
-	ukp, _ := nkeys.CreateUser()
-	upub, _ := ukp.PublicKey()
-	seed, _ := ukp.Seed()
-	uc := jwt.NewUserClaims(upub)
-	uc.Name = name
-	token, err := uc.Encode(akp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := jwt.FormatUserConfig(token, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), name+".creds")
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 func TestAssignmentSignatures(t *testing.T) {
 	account, _ := nkeys.CreateAccount()
 	other, _ := nkeys.CreateAccount()
-	sched, err := provenance.LoadSigner(creds(t, account, "scheduler"))
+	sched, err := provenance.LoadSigner(provenancetest.Creds(t, account, "scheduler"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := provenance.LoadVerifier(creds(t, account, "worker"), "scheduler")
+	v, err := provenance.LoadVerifier(provenancetest.Creds(t, account, "worker"), "scheduler")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +38,7 @@ func TestAssignmentSignatures(t *testing.T) {
 	}
 
 	sign := func(kp nkeys.KeyPair, name string, mod func(*protocol.Assignment)) protocol.Assignment {
-		s, err := provenance.LoadSigner(creds(t, kp, name))
+		s, err := provenance.LoadSigner(provenancetest.Creds(t, kp, name))
 		if err != nil {
 			t.Fatal(err)
 		}

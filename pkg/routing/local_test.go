@@ -17,8 +17,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 )
 
 // localFake is a replica in the router's process (routing.LocalReplica):
@@ -126,12 +124,6 @@ func (f *localFake) CancelLocal(reply string) {
 // locals (registered with SetReplica as RUNNING, max 4 each).
 func newLocalHarness(t *testing.T, locals ...*localFake) *harness {
 	t.Helper()
-	ns := natstest.Server(t)
-	names, _ := protocol.NewNames("")
-	m, err := routing.NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
 	byID := map[string]*localFake{}
 	for _, f := range locals {
 		f.release, f.held = make(chan struct{}), map[string]context.CancelFunc{}
@@ -145,26 +137,13 @@ func newLocalHarness(t *testing.T, locals ...*localFake) *harness {
 			f.wg.Wait()
 		})
 	}
-	c := &clock{now: time.Now()}
-	r := routing.New(routing.Options{NC: natstest.Conn(t, ns), Names: names, Log: zerolog.New(zerolog.NewTestWriter(t)), Metrics: m, Now: c.Now,
-		Liveness: routing.Liveness{ProbeAfter: 500 * time.Millisecond, ProbeTimeout: 2 * time.Second, MaxProbeFailures: 3},
-		Local: func(id string) (routing.LocalReplica, bool) {
-			f, ok := byID[id]
-			return f, ok
-		}})
-	if err := r.Start(false); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		r.Drain(ctx)
+	h := startHarness(t, natstest.Server(t), func(id string) (routing.LocalReplica, bool) {
+		f, ok := byID[id]
+		return f, ok
 	})
-	h := &harness{t: t, ns: ns, names: names, r: r, clock: c}
-	h.config(-1, 0)
 	for _, f := range locals {
-		r.SetReplica(protocol.ReplicaInfo{ID: f.id, App: app, Deployment: dep, State: protocol.ReplicaRunning,
-			MaxOngoingRequests: f.max, Subject: names.ReplicaSubject(f.id)})
+		h.r.SetReplica(protocol.ReplicaInfo{ID: f.id, App: app, Deployment: dep, State: protocol.ReplicaRunning,
+			MaxOngoingRequests: f.max, Subject: h.names.ReplicaSubject(f.id)})
 	}
 	return h
 }
@@ -182,7 +161,7 @@ func TestLocalReplicaPreferredWhenNoMoreLoaded(t *testing.T) {
 			t.Fatalf("request %d = %d %q, want 200 %q", i, a.status, a.body, "L:1")
 		}
 	}
-	if n := rem.calls.Load(); n != 0 {
+	if n := rem.Calls.Load(); n != 0 {
 		t.Fatalf("remote replica got %d requests while the local one was idle, want 0", n)
 	}
 	held := h.dispatch("POST", "hold", nil, 10*time.Second)
@@ -209,8 +188,8 @@ func TestLocalRefusalRetriedElsewhere(t *testing.T) {
 			if a := h.wait(h.dispatch("POST", "abc", nil, 10*time.Second), 10*time.Second); a.status != 200 || a.body != "R:3" {
 				t.Fatalf("request refused %s locally = %d %q, want 200 %q from the remote replica", code, a.status, a.body, "R:3")
 			}
-			if loc.calls.Load() != 0 || rem.calls.Load() != 1 {
-				t.Fatalf("calls local %d remote %d, want 0 and 1", loc.calls.Load(), rem.calls.Load())
+			if loc.calls.Load() != 0 || rem.Calls.Load() != 1 {
+				t.Fatalf("calls local %d remote %d, want 0 and 1", loc.calls.Load(), rem.Calls.Load())
 			}
 		})
 	}
@@ -323,7 +302,7 @@ func TestCallerCancelsRemoteRequest(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request never reached the replica")
 	}
-	waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return rem.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return rem.Holding() == 1 })
 	cancel()
 	if err := <-errc; serve.AsError(err).Code != protocol.ErrCancelled {
 		t.Fatalf("Call after cancel = %v, want cancelled", err)

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,8 +14,10 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/testclock"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/pkg/wire/wiretest"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,25 +32,6 @@ const (
 	dep = "d"
 )
 
-// clock is a settable clock for the router (probe timing); request
-// deadlines still run on real timers.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // harness is one embedded server and a started Router fed by hand (no
 // Follow: the test calls SetReplica, SetConfig, SetStatus and Sweep).
 type harness struct {
@@ -58,7 +39,7 @@ type harness struct {
 	ns    *server.Server
 	names protocol.Names
 	r     *routing.Router
-	clock *clock
+	clock *testclock.Clock
 }
 
 func newHarness(t *testing.T, ns *server.Server) *harness {
@@ -66,14 +47,22 @@ func newHarness(t *testing.T, ns *server.Server) *harness {
 	if ns == nil {
 		ns = natstest.Server(t)
 	}
+	return startHarness(t, ns, nil)
+}
+
+// startHarness starts a router on ns (with local, its in-process
+// replicas, if not nil) and configures the one deployment.
+func startHarness(t *testing.T, ns *server.Server, local func(id string) (routing.LocalReplica, bool)) *harness {
+	t.Helper()
 	names, _ := protocol.NewNames("")
 	m, err := routing.NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &clock{now: time.Now()} // near real time: request deadlines run on real timers
+	c := testclock.New(time.Now()) // near real time: request deadlines run on real timers
 	r := routing.New(routing.Options{NC: natstest.Conn(t, ns), Names: names, Log: zerolog.New(zerolog.NewTestWriter(t)), Metrics: m, Now: c.Now,
-		Liveness: routing.Liveness{ProbeAfter: 500 * time.Millisecond, ProbeTimeout: 2 * time.Second, MaxProbeFailures: 3}})
+		Liveness: routing.Liveness{ProbeAfter: 500 * time.Millisecond, ProbeTimeout: 2 * time.Second, MaxProbeFailures: 3},
+		Local:    local})
 	if err := r.Start(false); err != nil {
 		t.Fatal(err)
 	}
@@ -93,81 +82,14 @@ func (h *harness) config(maxQueued int, timeout time.Duration) {
 		Deployments: []config.Deployment{{Name: dep, Handler: "h", MaxQueuedRequests: maxQueued, RequestTimeout: config.Duration(timeout)}}}}})
 }
 
-// fake is a replica on its own connection: it answers probes with what
-// it holds (unless deaf), holds requests whose body is "hold" until
-// release, and drops the reply of a request whose body is "drop".
-type fake struct {
-	id      string
-	nc      *nats.Conn
-	sub     *nats.Subscription
-	deaf    atomic.Bool // ignore probes
-	nohold  atomic.Bool // answer "hold" at once too
-	release chan struct{}
-	calls   atomic.Int64
-
-	mu      sync.Mutex
-	held    map[string]bool // guarded by mu
-	closing bool            // guarded by mu: the test ends, serve nothing more
-}
-
-func (h *harness) replica(id string, max int) *fake {
+// replica starts a wiretest.Replica on its own connection (its answers
+// are its id and its request's length) and sets it RUNNING with max
+// ongoing requests.
+func (h *harness) replica(id string, max int) *wiretest.Replica {
 	h.t.Helper()
-	f := &fake{id: id, nc: natstest.Conn(h.t, h.ns), release: make(chan struct{}), held: map[string]bool{}}
-	var wg sync.WaitGroup
-	h.t.Cleanup(func() {
-		f.mu.Lock()
-		f.closing = true
-		f.mu.Unlock()
-		select {
-		case <-f.release:
-		default:
-			close(f.release)
-		}
-		wg.Wait()
+	f := wiretest.Start(h.t, natstest.Conn(h.t, h.ns), h.names, id, func(body []byte) []byte {
+		return []byte(id + ":" + strconv.Itoa(len(body)))
 	})
-	var err error
-	f.sub, err = f.nc.Subscribe(h.names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
-		if wire.IsProbe(m) {
-			if !f.deaf.Load() {
-				f.mu.Lock()
-				a := wire.ProbeAnswer(m, func(s string) bool { return f.held[s] })
-				f.mu.Unlock()
-				_ = f.nc.PublishMsg(a)
-			}
-			return
-		}
-		f.calls.Add(1)
-		body := string(m.Data)
-		if body == "drop" {
-			return
-		}
-		f.mu.Lock()
-		if f.closing {
-			f.mu.Unlock()
-			return
-		}
-		f.held[m.Reply] = true
-		wg.Add(1)
-		f.mu.Unlock()
-		go func() {
-			defer wg.Done()
-			if body == "hold" && !f.nohold.Load() {
-				<-f.release
-			}
-			out := wire.EncodeResponse(&serve.Response{Status: 200, Body: []byte(id + ":" + strconv.Itoa(len(body)))})
-			out.Subject = m.Reply
-			_ = f.nc.PublishMsg(out)
-			f.mu.Lock()
-			delete(f.held, m.Reply)
-			f.mu.Unlock()
-		}()
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := f.nc.Flush(); err != nil {
-		h.t.Fatal(err)
-	}
 	h.r.SetReplica(protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning,
 		MaxOngoingRequests: max, Subject: h.names.ReplicaSubject(id)})
 	return f
@@ -175,17 +97,11 @@ func (h *harness) replica(id string, max int) *fake {
 
 // kill closes f's connection abruptly and waits until the server has
 // dropped it (and its subscription), as after kill -9 of its worker.
-func (h *harness) kill(f *fake) {
+func (h *harness) kill(f *wiretest.Replica) {
 	h.t.Helper()
 	before := h.ns.NumClients()
-	f.nc.Close()
+	f.NC.Close()
 	waitfor.True(h.t, 10*time.Second, "the server dropped the connection", func() bool { return h.ns.NumClients() < before })
-}
-
-func (f *fake) holding() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.held)
 }
 
 type answer struct {
@@ -247,11 +163,11 @@ func TestOversizedRequestDoesNotWedge(t *testing.T) {
 	h := newHarness(t, natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20}))
 	f := h.replica("r1", 1)
 	first := h.dispatch("POST", "hold", nil, 30*time.Second)
-	waitfor.True(t, 10*time.Second, "the first request held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "the first request held", func() bool { return f.Holding() == 1 })
 	big := h.dispatch("POST", strings.Repeat("x", 2500*1000), nil, 30*time.Second)
 	next := h.dispatch("POST", "next", nil, 30*time.Second)
 	h.none(big, "the oversized request while the replica is busy")
-	close(f.release)
+	f.Release()
 	if a := h.wait(first, 5*time.Second); a.status != 200 {
 		t.Fatalf("first = %+v, want 200", a)
 	}
@@ -280,7 +196,7 @@ func TestQueuedThenExpired(t *testing.T) {
 	}
 	f := h.replica("r1", 1)
 	busy := h.dispatch("POST", "hold", nil, 30*time.Second)
-	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.Holding() == 1 })
 	q := h.dispatch("POST", "x", nil, 200*time.Millisecond)
 	if n := h.r.Queued()[app+"/"+dep]; n != 1 {
 		t.Errorf("Queued() = %d, want 1", n)
@@ -288,7 +204,7 @@ func TestQueuedThenExpired(t *testing.T) {
 	if a := h.wait(q, 5*time.Second); a.status != 504 || a.code != protocol.ErrTimeout {
 		t.Errorf("queued behind a busy replica = %+v, want 504 timeout", a)
 	}
-	close(f.release)
+	f.Release()
 	h.wait(busy, 5*time.Second)
 }
 
@@ -301,7 +217,7 @@ func TestInFlightThenExpired(t *testing.T) {
 	if a.status != 504 || a.code != protocol.ErrTimeout {
 		t.Errorf("in flight past the deadline = %+v, want 504", a)
 	}
-	close(f.release)
+	f.Release()
 	if a := h.wait(h.dispatch("POST", "x", nil, 5*time.Second), 5*time.Second); a.status != 200 {
 		t.Errorf("next = %+v, want 200 (slot freed)", a)
 	}
@@ -340,8 +256,8 @@ func TestLostReplicaNoResponders(t *testing.T) {
 	get := h.dispatch("GET", "hold", nil, 30*time.Second)
 	keyed := h.dispatch("POST", "hold", http.Header{"Idempotency-Key": {"k"}}, 30*time.Second)
 	post := h.dispatch("POST", "hold", nil, 30*time.Second)
-	waitfor.True(t, 10*time.Second, "three held", func() bool { return dying.holding() == 3 })
-	h.replica("ok", 10).nohold.Store(true)
+	waitfor.True(t, 10*time.Second, "three held", func() bool { return dying.Holding() == 3 })
+	h.replica("ok", 10).NoHold.Store(true)
 	h.kill(dying)
 
 	h.r.Sweep(0) // too young to probe
@@ -370,8 +286,8 @@ func TestStreamedCallNotRetried(t *testing.T) {
 	h.r.Dispatch(app, dep, m, func(hd nats.Header, data []byte) {
 		out <- answer{code: protocol.ErrorCode(hd.Get(protocol.HdrError)), body: string(data)}
 	})
-	waitfor.True(t, 10*time.Second, "held", func() bool { return dying.holding() == 1 })
-	h.replica("ok", 10).nohold.Store(true)
+	waitfor.True(t, 10*time.Second, "held", func() bool { return dying.Holding() == 1 })
+	h.replica("ok", 10).NoHold.Store(true)
 	h.kill(dying)
 	h.settle()
 	if a := h.wait(out, 5*time.Second); a.code != protocol.ErrReplicaLost {
@@ -384,9 +300,9 @@ func TestStreamedCallNotRetried(t *testing.T) {
 func TestLostReplicaStopsAnswering(t *testing.T) {
 	h := newHarness(t, nil)
 	f := h.replica("hung", 10)
-	f.deaf.Store(true)
+	f.Deaf.Store(true)
 	post := h.dispatch("POST", "hold", nil, 30*time.Second)
-	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.Holding() == 1 })
 	h.clock.Add(600 * time.Millisecond)
 	for i := range 3 {
 		h.r.Sweep(0) // sends a probe (the first time) or times one out and sends the next
@@ -406,7 +322,7 @@ func TestLostReply(t *testing.T) {
 	f := h.replica("lossy", 10)
 	post := h.dispatch("POST", "drop", nil, 30*time.Second)
 	get := h.dispatch("GET", "drop", nil, 30*time.Second)
-	waitfor.True(t, 10*time.Second, "both received", func() bool { return f.calls.Load() == 2 })
+	waitfor.True(t, 10*time.Second, "both received", func() bool { return f.Calls.Load() == 2 })
 	h.clock.Add(600 * time.Millisecond)
 	h.r.Sweep(0)
 	a := h.wait(post, 5*time.Second)
@@ -414,7 +330,7 @@ func TestLostReply(t *testing.T) {
 		t.Errorf("POST = %+v, want 503 replica_lost (reply lost)", a)
 	}
 	// The GET was retried — on the same replica, the only one.
-	waitfor.True(t, 10*time.Second, "the GET sent again", func() bool { return f.calls.Load() == 3 })
+	waitfor.True(t, 10*time.Second, "the GET sent again", func() bool { return f.Calls.Load() == 3 })
 	h.none(get, "the retried GET (dropped again, not yet probed)")
 }
 
@@ -424,13 +340,13 @@ func TestHeldRequestNotLost(t *testing.T) {
 	h := newHarness(t, nil)
 	f := h.replica("slow", 10)
 	post := h.dispatch("POST", "hold", nil, 30*time.Second)
-	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.Holding() == 1 })
 	for range 5 {
 		h.clock.Add(time.Second)
 		h.r.Sweep(0)
 		h.none(post, "a held request")
 	}
-	close(f.release)
+	f.Release()
 	if a := h.wait(post, 5*time.Second); a.status != 200 {
 		t.Errorf("POST = %+v, want 200", a)
 	}
@@ -448,8 +364,8 @@ func TestNoRespondersOnSendLosesReplica(t *testing.T) {
 			t.Fatalf("answer = %+v, want 200 from ok", a)
 		}
 	}
-	if ok.calls.Load() != 20 {
-		t.Errorf("ok calls = %d, want 20", ok.calls.Load())
+	if ok.Calls.Load() != 20 {
+		t.Errorf("ok calls = %d, want 20", ok.Calls.Load())
 	}
 }
 
@@ -460,7 +376,7 @@ func TestReconnectGrace(t *testing.T) {
 	h := newHarness(t, nil)
 	f := h.replica("r1", 10)
 	post := h.dispatch("POST", "hold", nil, 30*time.Second)
-	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.Holding() == 1 })
 	h.kill(f)
 	h.r.Reconnected()
 	h.clock.Add(600 * time.Millisecond)
@@ -541,16 +457,16 @@ func TestDrainedReplicaStillAnswers(t *testing.T) {
 	h := newHarness(t, nil)
 	f := h.replica("leaving", 10)
 	held := h.dispatch("POST", "hold", nil, 30*time.Second)
-	waitfor.True(t, 10*time.Second, "held", func() bool { return f.holding() == 1 })
-	if err := f.sub.Unsubscribe(); err != nil {
+	waitfor.True(t, 10*time.Second, "held", func() bool { return f.Holding() == 1 })
+	if err := f.Sub.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.nc.Flush(); err != nil { // the server has dropped the interest
+	if err := f.NC.Flush(); err != nil { // the server has dropped the interest
 		t.Fatal(err)
 	}
 	next := h.dispatch("POST", "x", nil, 30*time.Second)
 	h.none(next, "no replica left to retry on")
-	close(f.release)
+	f.Release()
 	if a := h.wait(held, 5*time.Second); a.status != 200 || a.body != "leaving:4" {
 		t.Errorf("held request = %+v, want 200 from the leaving replica", a)
 	}
@@ -569,7 +485,7 @@ func TestDrain(t *testing.T) {
 		h := newHarness(t, nil)
 		f := h.replica("r1", 4)
 		held := h.dispatch("POST", "hold", nil, 30*time.Second)
-		waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return f.holding() == 1 })
+		waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return f.Holding() == 1 })
 		drained := make(chan time.Duration, 1)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -583,7 +499,7 @@ func TestDrain(t *testing.T) {
 			t.Fatal("Drain returned while a request was in flight")
 		case <-time.After(100 * time.Millisecond):
 		}
-		close(f.release)
+		f.Release()
 		if a := h.wait(held, 5*time.Second); a.status != http.StatusOK {
 			t.Fatalf("held request answered %+v, want 200", a)
 		}
@@ -603,7 +519,7 @@ func TestDrain(t *testing.T) {
 		h := newHarness(t, nil)
 		f := h.replica("r1", 4)
 		held := h.dispatch("POST", "hold", nil, 30*time.Second)
-		waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return f.holding() == 1 })
+		waitfor.True(t, 10*time.Second, "the replica holds the request", func() bool { return f.Holding() == 1 })
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		h.r.Drain(ctx)

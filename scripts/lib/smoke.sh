@@ -8,6 +8,7 @@
 #   compose ARGS...                    scripts/compose.sh (COMPOSE_BASE, COMPOSE_OVERRIDES, COMPOSE_PROJECT_NAME)
 #   smoke_secrets                      export SERVE_SECRETS (a throw-away directory unless set)
 #   smoke_remove_secrets               remove it if throw-away and SMOKE_KEEP is not set
+#   smoke_finish RC TAIL [ON_FAILURE]  the end of the EXIT trap: on failure the containers and logs; down -v or keep; exit
 #   wait_for WHAT CMD...               run CMD every 0.5 s until it succeeds or $deadline (SECONDS)
 #   load_keys                          wait for auth-init's HTTP keys; set api_key and admin_key
 #   http_code [CURL ARGS...]           the HTTP status of one request (000 if none)
@@ -47,6 +48,32 @@ smoke_remove_secrets() {
 	if [[ $SERVE_SECRETS == /tmp/jetserve-smoke-secrets.* && -z ${SMOKE_KEEP:-} ]]; then
 		rm -rf "$SERVE_SECRETS"
 	fi
+}
+
+# smoke_finish RC TAIL [ON_FAILURE]: the end of a smoke test's EXIT trap
+# (after set +e). Unless $ok is set, print the containers, their last TAIL
+# log lines and whatever the command ON_FAILURE prints. Then leave the
+# project running (SMOKE_KEEP, saying how to stop it) or take it down with
+# its volumes, remove throw-away secrets, and exit RC (1 where the test
+# did not reach ok with RC 0).
+smoke_finish() {
+	local rc=$1 tail=$2 on_failure=${3:-}
+	if [[ -z $ok ]]; then
+		log "---- containers ----" >&2
+		compose ps -a >&2 2>/dev/null || compose ps >&2
+		log "---- logs ----" >&2
+		compose logs --no-color --tail="$tail" >&2
+		if [[ -n $on_failure ]]; then "$on_failure" >&2; fi
+	fi
+	if [[ -n ${SMOKE_KEEP:-} ]]; then
+		log "kept: COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME${COMPOSE_BASE:+ COMPOSE_BASE=$COMPOSE_BASE} SERVE_SECRETS=$SERVE_SECRETS scripts/compose.sh down -v"
+	else
+		log "down -v"
+		compose down -v --remove-orphans >/dev/null 2>&1 || compose down -v --remove-orphans
+	fi
+	smoke_remove_secrets
+	if [[ -z $ok && $rc -eq 0 ]]; then rc=1; fi
+	exit "$rc"
 }
 
 wait_for() { # WHAT CMD...

@@ -19,8 +19,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/waitfor"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -37,11 +35,8 @@ const (
 // env is an embedded JetStream with the shared buckets and fake replicas
 // and routers that push load the way the real ones do.
 type env struct {
-	t     testing.TB
-	ns    *server.Server
-	nc    *nats.Conn
-	names protocol.Names
-	b     *fleetstate.Buckets
+	t testing.TB
+	*natstest.Fleet
 
 	mu       sync.Mutex
 	replicas map[string]int // replica ID → ongoing; guarded by mu
@@ -50,9 +45,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	tf := natstest.NewFleet(t)
-	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
-	e := &env{t: t, ns: ns, nc: nc, names: names, b: b, replicas: map[string]int{}}
+	e := &env{t: t, Fleet: natstest.NewFleet(t), replicas: map[string]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go e.push(ctx, done)
@@ -75,10 +68,10 @@ func (e *env) push(ctx context.Context, done chan struct{}) {
 		e.mu.Lock()
 		for id, n := range e.replicas {
 			b, _ := json.Marshal(protocol.LoadReport{ReplicaID: id, App: app, Deployment: dep, Ongoing: n, Max: 100, At: time.Now()})
-			_ = e.nc.Publish(e.names.LoadSubject(app, dep), b)
+			_ = e.NC.Publish(e.Names.LoadSubject(app, dep), b)
 		}
 		b, _ := json.Marshal(protocol.RouterStats{RouterID: "router-1", Queued: map[string]int{app + "/" + dep: e.queued}, At: time.Now()})
-		_ = e.nc.Publish(e.names.RouterStatsSubject(), b)
+		_ = e.NC.Publish(e.Names.RouterStatsSubject(), b)
 		e.mu.Unlock()
 	}
 }
@@ -89,16 +82,13 @@ func (e *env) setReplicas(n, ongoing int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for id := range e.replicas {
-		_ = e.b.Replicas.Delete(context.Background(), protocol.ReplicaKey(app, dep, id))
+		_ = e.Buckets.Replicas.Delete(context.Background(), protocol.ReplicaKey(app, dep, id))
 		delete(e.replicas, id)
 	}
 	for i := range n {
 		id := fmt.Sprintf("r%d", i)
 		e.replicas[id] = ongoing
-		b, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning, Heartbeat: time.Now()})
-		if _, err := e.b.Replicas.Put(context.Background(), protocol.ReplicaKey(app, dep, id), b); err != nil {
-			e.t.Fatal(err)
-		}
+		natstest.PutReplica(e.t, e.Buckets, protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning, Heartbeat: time.Now()})
 	}
 }
 
@@ -112,20 +102,12 @@ func (e *env) putConfig(ac config.AutoscalingConfig) {
 	e.t.Helper()
 	sc := config.ServeConfig{Applications: []config.Application{{Name: app, RoutePrefix: "/a", Ingress: dep,
 		Deployments: []config.Deployment{{Name: dep, Handler: "echo", AutoscalingConfig: &ac}}}}}
-	raw, _ := json.Marshal(sc)
-	parsed, err := config.Parse(raw) // defaults, as the admin API stores it
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		e.t.Fatal(err)
-	}
+	natstest.ApplyConfig(e.t, e.Buckets, sc)
 }
 
 // decision reads the deployment's decision (ok false when there is none).
 func (e *env) decision() (protocol.ScaleDecision, bool) {
-	ent, err := e.b.Scale.Get(context.Background(), protocol.ScaleKey(app, dep))
+	ent, err := e.Buckets.Scale.Get(context.Background(), protocol.ScaleKey(app, dep))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return protocol.ScaleDecision{}, false
 	}
@@ -192,7 +174,7 @@ func (e *env) start(id string) *instance {
 	i := &instance{id: id, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	i.cancel = cancel
-	nc := natstest.Conn(e.t, e.ns)
+	nc := natstest.Conn(e.t, e.NS)
 	go func() {
 		i.done <- Run(ctx, cfg, service.Deps{NC: nc, Log: zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.InfoLevel), Metrics: i.reg})
 	}()
@@ -341,10 +323,7 @@ func TestDropsDecisionOfRemovedDeployment(t *testing.T) {
 	e.putConfig(fast(nil))
 	e.start("as-1")
 	e.waitDesired(0, 10*time.Second)
-	sc, _ := json.Marshal(config.ServeConfig{})
-	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, sc); err != nil {
-		t.Fatal(err)
-	}
+	natstest.PutConfig(t, e.Buckets, config.ServeConfig{})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, ok := e.decision(); !ok {
@@ -471,7 +450,7 @@ func TestDesiredWorkersFollowsPendingCodes(t *testing.T) {
 		st := protocol.Status{Workers: []protocol.WorkerStatus{{ID: "w1", CPU: 4}, {ID: "w2", CPU: 4}},
 			Applications: map[string]protocol.AppStatus{app: {Name: app, Deployments: map[string]protocol.DeploymentStatus{dep: ds}}}}
 		b, _ := json.Marshal(st)
-		if _, err := e.b.Status.Put(context.Background(), fleetstate.StatusKey, b); err != nil {
+		if _, err := e.Buckets.Status.Put(context.Background(), fleetstate.StatusKey, b); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,7 +2,6 @@ package autoscaler
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -27,24 +25,16 @@ func (e *env) putJobsConfig(ac config.AutoscalingConfig) {
 	sc := config.ServeConfig{Applications: []config.Application{{Name: app, RoutePrefix: "/a", Ingress: dep,
 		Deployments: []config.Deployment{{Name: dep, Handler: "echo", AutoscalingConfig: &ac,
 			AsyncMethods: []config.AsyncMethod{{Name: method}}}}}}}
-	raw, _ := json.Marshal(sc)
-	parsed, err := config.Parse(raw)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		e.t.Fatal(err)
-	}
+	natstest.ApplyConfig(e.t, e.Buckets, sc)
 }
 
 func (e *env) jobs() (jetstream.JetStream, jobs.Names, *jobs.Queue) {
 	e.t.Helper()
-	js, err := jetstream.New(e.nc)
+	js, err := jetstream.New(e.NC)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	names := jobs.Names{Names: e.names}
+	names := jobs.Names{Names: e.Names}
 	return js, names, jobs.NewQueue(js, names, zerolog.Nop())
 }
 
@@ -176,7 +166,7 @@ func TestJobsDrainToZero(t *testing.T) {
 	t.Cleanup(free)
 	started := make(chan struct{})
 	var startOnce sync.Once
-	r := jobs.NewRunner(natstest.Conn(t, e.ns), js, names, jobs.RunnerConfig{App: app, Deployment: dep, Worker: "w1",
+	r := jobs.NewRunner(natstest.Conn(t, e.NS), js, names, jobs.RunnerConfig{App: app, Deployment: dep, Worker: "w1",
 		Replica: "r1", Slots: 2, Methods: []config.AsyncMethod{asyncMethod()}, Log: zerolog.Nop(),
 		Handler: jobHandler(func(ctx serve.JobContext, job *serve.Job) (any, error) {
 			if job.ID != "slow" {

@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -11,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
@@ -20,7 +17,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Keys of the auth fleet: alice and bob may call ml and echo, text only
@@ -42,15 +38,9 @@ type authFleet struct {
 // method fit).
 func startAuthFleet(t *testing.T, mod func(*Config)) *authFleet {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := config.Parse([]byte(`applications:
+	tf := natstest.NewFleet(t)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
+	natstest.PutConfigText(t, b, `applications:
 - {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}
 - name: ml
   route_prefix: /ml
@@ -60,15 +50,8 @@ func startAuthFleet(t *testing.T, mod func(*Config)) *authFleet {
   - name: Trainer
     handler: trainer
     async_methods: [{name: fit, idempotency_key: job}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(context.Background(), "config", raw); err != nil {
-		t.Fatal(err)
-	}
-	_, err = nc.QueueSubscribe(names.RouteSubject("echo", "E"), protocol.RouterQueue, func(m *nats.Msg) {
+`)
+	_, err := nc.QueueSubscribe(names.RouteSubject("echo", "E"), protocol.RouterQueue, func(m *nats.Msg) {
 		req := wire.DecodeRequest(m)
 		out, _ := json.Marshal(map[string]string{"principal": req.Header.Get(protocol.HeaderPrincipal),
 			"authorization": req.Header.Get("Authorization"), "x_api_key": req.Header.Get("X-Api-Key")})

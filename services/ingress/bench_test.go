@@ -3,7 +3,6 @@ package ingress
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -23,7 +21,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -35,20 +32,11 @@ const benchKey = "jsk_bench_0123456789abcdefghijklmnop_"
 // same responder, at concurrency 1 and 64 — and the ingress with auth on
 // (API key and rate limit per request), in the same run.
 func BenchmarkIngress(b *testing.B) {
-	ns := natstest.Server(b)
-	nc := natstest.Conn(b, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
-	bk, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tf := natstest.NewFleet(b)
+	ns, names, bk := tf.NS, tf.Names, tf.Buckets
 	sc := config.ServeConfig{Applications: []config.Application{{Name: "bench", RoutePrefix: "/bench", Ingress: "B",
 		Deployments: []config.Deployment{{Name: "B", Handler: "h"}}}}}
-	raw, _ := json.Marshal(sc)
-	if _, err := bk.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		b.Fatal(err)
-	}
+	natstest.PutConfig(b, bk, sc)
 	rnc := natstest.Conn(b, ns)
 	subject := names.RouteSubject("bench", "B")
 	if _, err := rnc.QueueSubscribe(subject, protocol.RouterQueue, func(m *nats.Msg) {

@@ -1,14 +1,10 @@
 package ingress
 
 import (
-	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -23,15 +19,7 @@ import (
 func TestEmbeddedRouterSendsStraightToReplica(t *testing.T) {
 	tf := natstest.NewFleet(t)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
-	ctx := context.Background()
-	sc, err := config.Parse([]byte("applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+	natstest.PutConfigText(t, b, "applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}\n")
 	replica := func(id string, full bool) {
 		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
 			var r *nats.Msg
@@ -47,11 +35,8 @@ func TestEmbeddedRouterSendsStraightToReplica(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
+		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 4, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
-		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("echo", "E", id), info); err != nil {
-			t.Fatal(err)
-		}
 	}
 	replica("good", false)
 	replica("busy", true)

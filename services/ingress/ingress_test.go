@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -38,17 +36,10 @@ func startFleet(t *testing.T, cfg Config) *fleet {
 	t.Helper()
 	tf := natstest.NewFleet(t)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
-	sc, err := config.Parse([]byte(`applications:
+	natstest.PutConfigText(t, b, `applications:
 - {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}
 - {name: full, route_prefix: /full, ingress: F, deployments: [{name: F, handler: h}]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+`)
 	gate := make(chan struct{})
 	fakeRouter(t, nc, names, gate)
 	f := &fleet{base: runIngress(t, ns, cfg), nc: nc, gate: gate}

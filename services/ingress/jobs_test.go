@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -36,7 +35,7 @@ func startJobsFleet(t *testing.T) *jobsFleet {
 	t.Helper()
 	tf := natstest.NewFleet(t)
 	ns, nc, names, js, b := tf.NS, tf.NC, tf.Names, tf.JS, tf.Buckets
-	sc, err := config.Parse([]byte(`applications:
+	natstest.PutConfigText(t, b, `applications:
 - {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h}]}
 - name: ml
   route_prefix: /ml
@@ -47,14 +46,7 @@ func startJobsFleet(t *testing.T) *jobsFleet {
     handler: trainer
     async_methods:
     - {name: fit, max_queued: 2, max_running: 1, required_args: [epochs], idempotency_key: job}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+`)
 	info, _ := json.Marshal(protocol.HandlerInfo{Handler: "trainer", Worker: "w1",
 		Async: []config.AsyncMethod{{Name: "fit", MaxRunning: 7}, {Name: "embed", MaxQueued: 50}}})
 	if _, err := b.Handlers.Put(context.Background(), protocol.HandlerKey("trainer"), info); err != nil {

@@ -1,22 +1,17 @@
 package ingress
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/jetserve/jetserve/pkg/wire/wiretest"
 )
 
 // TestOversizedBodyAtDefaultMaxPayload runs the ingress (embedded router,
@@ -25,44 +20,13 @@ import (
 // sync path and on the job submit path — and requests right after it are
 // served at once: the deployment is not wedged.
 func TestOversizedBodyAtDefaultMaxPayload(t *testing.T) {
-	ns := natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20})
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
-	b, err := fleetstate.Open(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := config.Parse([]byte("applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.FleetOn(t, natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20}), nil)
+	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
+	natstest.PutConfigText(t, b, "applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n")
 	for _, id := range []string{"r1", "r2"} {
-		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
-			if wire.IsProbe(m) {
-				_ = nc.PublishMsg(wire.ProbeAnswer(m, func(string) bool { return false }))
-				return
-			}
-			r := wire.EncodeResponse(&serve.Response{Status: 200, Body: []byte(fmt.Sprintf("%s:%d", id, len(m.Data)))})
-			r.Subject = m.Reply
-			_ = nc.PublishMsg(r)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
+		wiretest.Start(t, nc, names, id, func(body []byte) []byte { return []byte(fmt.Sprintf("%s:%d", id, len(body))) })
+		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 4, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
-		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("echo", "E", id), info); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
 	// The 0.2 MB query below must reach the job path, past the request

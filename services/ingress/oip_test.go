@@ -3,15 +3,12 @@ package ingress
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/oip"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -76,8 +73,7 @@ func startOIPFleet(t *testing.T) *oipFleet {
 	t.Helper()
 	tf := natstest.NewFleet(t)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
-	ctx := context.Background()
-	sc, err := config.Parse([]byte(`applications:
+	natstest.PutConfigText(t, b, `applications:
 - name: models
   route_prefix: /models
   ingress: Front
@@ -85,14 +81,7 @@ func startOIPFleet(t *testing.T) *oipFleet {
   - {name: Front, handler: front}
   - {name: Spec, handler: spec, protocol: oip, oip_models: [mymodel]}
   - {name: Raw, runtime: process, command: [oip-server], protocol: oip, oip_models: [raw]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+`)
 	f := &oipFleet{raw: make(chan *serve.Request, 16)}
 	replica := func(dep, id string, h serve.Handler) {
 		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
@@ -109,11 +98,8 @@ func startOIPFleet(t *testing.T) *oipFleet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "models", Deployment: dep, State: protocol.ReplicaRunning,
+		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "models", Deployment: dep, State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 8, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
-		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("models", dep, id), info); err != nil {
-			t.Fatal(err)
-		}
 	}
 	replica("Spec", "spec-1", serve.OIP(specModel{}))
 	replica("Raw", "raw-1", serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {

@@ -18,9 +18,9 @@ import (
 // concurrency 1 and 64.
 func BenchmarkHop(b *testing.B) {
 	e := newEnv(b)
-	rnc := natstest.Conn(b, e.ns)
+	rnc := natstest.Conn(b, e.NS)
 	body := make([]byte, 256)
-	if _, err := rnc.Subscribe(e.names.ReplicaSubject("r1")+".call", func(m *nats.Msg) {
+	if _, err := rnc.Subscribe(e.Names.ReplicaSubject("r1")+".call", func(m *nats.Msg) {
 		out := wire.EncodeResponse(&serve.Response{Status: 200, Body: m.Data})
 		out.Subject = m.Reply
 		_ = rnc.PublishMsg(out)
@@ -49,7 +49,7 @@ func BenchmarkHop(b *testing.B) {
 	b.Cleanup(func() { close(stop); <-beat })
 	e.startRouter(nil)
 	e.waitServing()
-	cnc := natstest.Conn(b, e.ns)
+	cnc := natstest.Conn(b, e.NS)
 
 	request := func(subject string) error {
 		m := wire.EncodeRequest(subject, &serve.Request{Method: "POST", Path: "/", Body: body})
@@ -64,8 +64,8 @@ func BenchmarkHop(b *testing.B) {
 		return nil
 	}
 	targets := []struct{ name, subject string }{
-		{"raw", e.names.ReplicaSubject("r1") + ".call"},
-		{"router", e.names.RouteSubject(app, dep)},
+		{"raw", e.Names.ReplicaSubject("r1") + ".call"},
+		{"router", e.Names.RouteSubject(app, dep)},
 	}
 	for _, c := range []int{1, 64} {
 		for _, tg := range targets {

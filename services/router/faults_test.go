@@ -13,89 +13,31 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/pkg/wire/wiretest"
 	"github.com/jetserve/jetserve/services/router"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
-// liveReplica is a replica stand-in on its own NATS connection that
-// behaves like the worker's: it answers the router's liveness probes with
-// the requests it holds, and (heartbeat > 0) re-puts its record like a
+// startLive starts a replica stand-in on nc that behaves like the
+// worker's (wiretest.Replica: it answers the router's liveness probes with
+// the requests it holds) and, heartbeat > 0, re-puts its record like a
 // worker does. If it holds, requests whose body is "hold" are held until
-// release is closed; others are echoed.
-type liveReplica struct {
-	id      string
-	nc      *nats.Conn
-	release chan struct{}
-
-	mu      sync.Mutex
-	held    map[string]bool // guarded by mu: reply subjects of requests being served
-	got     int             // guarded by mu: requests received (probes excluded)
-	closing bool            // guarded by mu: the test ends, serve nothing more
-}
-
-func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbeat time.Duration, holds bool) *liveReplica {
+// Release; others are echoed.
+func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbeat time.Duration, holds bool) *wiretest.Replica {
 	e.t.Helper()
-	r := &liveReplica{id: id, nc: nc, release: make(chan struct{}), held: map[string]bool{}}
-	var wg sync.WaitGroup
-	e.t.Cleanup(func() {
-		r.mu.Lock()
-		r.closing = true
-		r.mu.Unlock()
-		select {
-		case <-r.release:
-		default:
-			close(r.release)
-		}
-		wg.Wait()
-	})
-	_, err := nc.Subscribe(e.names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
-		if wire.IsProbe(m) {
-			r.mu.Lock()
-			a := wire.ProbeAnswer(m, func(s string) bool { return r.held[s] })
-			r.mu.Unlock()
-			_ = nc.PublishMsg(a)
-			return
-		}
-		r.mu.Lock()
-		if r.closing {
-			r.mu.Unlock()
-			return
-		}
-		r.held[m.Reply] = true
-		r.got++
-		wg.Add(1)
-		r.mu.Unlock()
-		go func() {
-			defer wg.Done()
-			if holds && string(m.Data) == "hold" {
-				<-r.release
-			}
-			out := wire.EncodeResponse(&serve.Response{Status: 200, Body: []byte(id + ":" + string(m.Data))})
-			out.Subject = m.Reply
-			_ = nc.PublishMsg(out)
-			r.mu.Lock()
-			delete(r.held, m.Reply)
-			r.mu.Unlock()
-		}()
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		e.t.Fatal(err)
-	}
+	r := wiretest.Start(e.t, nc, e.Names, id, nil)
+	r.NoHold.Store(!holds)
 	put := func() error {
 		info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning,
-			MaxOngoingRequests: 100, Subject: e.names.ReplicaSubject(id), Heartbeat: time.Now()}
+			MaxOngoingRequests: 100, Subject: e.Names.ReplicaSubject(id), Heartbeat: time.Now()}
 		b, _ := json.Marshal(info)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -107,6 +49,7 @@ func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbe
 	}
 	if heartbeat > 0 {
 		stop := make(chan struct{})
+		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -121,15 +64,9 @@ func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbe
 				}
 			}
 		}()
-		e.t.Cleanup(func() { close(stop) })
+		e.t.Cleanup(func() { close(stop); wg.Wait() })
 	}
 	return r
-}
-
-func (r *liveReplica) received() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.got
 }
 
 type callResult struct {
@@ -143,7 +80,7 @@ type callResult struct {
 // is subscribed yet, for up to 10 s).
 func (e *env) callAsync(name, method, body string, hdr http.Header, timeout time.Duration, out chan<- callResult) {
 	go func() {
-		c := wire.NewCaller(e.nc, e.names)
+		c := wire.NewCaller(e.NC, e.Names)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -169,7 +106,7 @@ func (e *env) callAsync(name, method, body string, hdr http.Header, timeout time
 func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 	e := newEnv(t)
 	e.putConfig(-1, 30*time.Second)
-	dying := e.startLive("dying", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, true)
+	dying := e.startLive("dying", natstest.Conn(t, e.NS), e.Buckets.Replicas, 0, true)
 	e.startRouter(nil)
 	e.waitServing()
 
@@ -178,17 +115,17 @@ func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 	e.callAsync("keyed", "POST", "hold", http.Header{"Idempotency-Key": {"k1"}}, 30*time.Second, results)
 	e.callAsync("post", "POST", "hold", nil, 30*time.Second, results)
 	deadline := time.Now().Add(10 * time.Second)
-	for dying.received() < 4 { // waitServing's ping + the three
+	for int(dying.Calls.Load()) < 4 { // waitServing's ping + the three
 		if time.Now().After(deadline) {
-			t.Fatalf("the replica received %d requests, want 4", dying.received())
+			t.Fatalf("the replica received %d requests, want 4", int(dying.Calls.Load()))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	e.startLive("healthy", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, false)
+	e.startLive("healthy", natstest.Conn(t, e.NS), e.Buckets.Replicas, 0, false)
 	killed := time.Now()
-	before := e.ns.NumClients()
-	dying.nc.Close()
-	for e.ns.NumClients() >= before { // the server dropped it, as after kill -9
+	before := e.NS.NumClients()
+	dying.NC.Close()
+	for e.NS.NumClients() >= before { // the server dropped it, as after kill -9
 		if time.Since(killed) > 10*time.Second {
 			t.Fatal("the server never dropped the replica's connection")
 		}
@@ -226,8 +163,8 @@ func TestKilledReplicaInFlightAnsweredFast(t *testing.T) {
 func TestLostReplyDetected(t *testing.T) {
 	e := newEnv(t)
 	e.putConfig(-1, 30*time.Second)
-	nc := natstest.Conn(t, e.ns)
-	_, err := nc.Subscribe(e.names.ReplicaSubject("lossy")+"."+protocol.EndpointCall, func(m *nats.Msg) {
+	nc := natstest.Conn(t, e.NS)
+	_, err := nc.Subscribe(e.Names.ReplicaSubject("lossy")+"."+protocol.EndpointCall, func(m *nats.Msg) {
 		if wire.IsProbe(m) {
 			_ = nc.PublishMsg(wire.ProbeAnswer(m, func(string) bool { return false }))
 			return
@@ -264,17 +201,8 @@ func TestServerRestartKeepsRouting(t *testing.T) {
 	ns := natstest.ServerWith(t, opts)
 	opts.Port = ns.Addr().(*net.TCPAddr).Port
 	url := ns.ClientURL()
-	nc := natstest.ReconnectingConn(t, url)
-	names, _ := protocol.NewNames("")
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, ns: ns, nc: nc, names: names, buckets: b}
+	e := &env{t: t, Fleet: natstest.FleetOn(t, ns, natstest.ReconnectingConn(t, url))}
+	nc, names := e.NC, e.Names
 	e.putConfig(-1, 0)
 	for _, id := range []string{"r1", "r2"} {
 		rnc := natstest.ReconnectingConn(t, url)
@@ -354,7 +282,7 @@ func (e *env) putStatus(target int, replicas ...protocol.ReplicaStatus) {
 		app: {Name: app, Deployments: map[string]protocol.DeploymentStatus{
 			dep: {Name: dep, TargetReplicas: target, Replicas: replicas}}}}}
 	b, _ := json.Marshal(st)
-	if _, err := e.buckets.Status.Put(context.Background(), "status", b); err != nil {
+	if _, err := e.Buckets.Status.Put(context.Background(), "status", b); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -428,7 +356,7 @@ func TestScaleFromZeroStillHeld(t *testing.T) {
 	e.callAsync("held", "POST", "late", nil, 30*time.Second, results)
 	e.waitQueued(1)
 	e.putStatus(1, protocol.ReplicaStatus{ID: "r1", State: protocol.ReplicaStarting, Message: "assigned to worker w1; waiting for it to start"})
-	_ = e.startLive("r1", natstest.Conn(t, e.ns), e.buckets.Replicas, 0, false)
+	_ = e.startLive("r1", natstest.Conn(t, e.NS), e.Buckets.Replicas, 0, false)
 	select {
 	case r := <-results:
 		if r.err != nil || r.resp.Status != 200 || string(r.resp.Body) != "r1:late" {
@@ -445,10 +373,7 @@ func TestUnknownDeploymentNotFound(t *testing.T) {
 	e := newEnv(t)
 	sc := config.ServeConfig{Applications: []config.Application{{Name: "other", RoutePrefix: "/other", Ingress: "o",
 		Deployments: []config.Deployment{{Name: "o", Handler: "h"}}}}}
-	b, _ := json.Marshal(sc)
-	if _, err := e.buckets.Apps.Put(context.Background(), fleetstate.ConfigKey, b); err != nil {
-		t.Fatal(err)
-	}
+	natstest.PutConfig(t, e.Buckets, sc)
 	e.startRouter(nil)
 	resp, el := e.callRouted(30*time.Second, "x")
 	if resp.Status != 404 || resp.Header.Get(protocol.HdrError) != string(protocol.ErrNotFound) {

@@ -12,14 +12,12 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/router"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -37,18 +35,13 @@ const (
 
 // env is one embedded JetStream server with the shared buckets.
 type env struct {
-	t       testing.TB
-	ns      *server.Server
-	nc      *nats.Conn
-	names   protocol.Names
-	buckets *fleetstate.Buckets
+	t testing.TB
+	*natstest.Fleet
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	tf := natstest.NewFleet(t)
-	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
-	return &env{t: t, ns: ns, nc: nc, names: names, buckets: b}
+	return &env{t: t, Fleet: natstest.NewFleet(t)}
 }
 
 // putConfig stores a serve config with one deployment.
@@ -59,10 +52,7 @@ func (e *env) putConfig(maxQueued int, timeout time.Duration) {
 		Deployments: []config.Deployment{{Name: dep, Handler: "echo", MaxOngoingRequests: 1,
 			MaxQueuedRequests: maxQueued, RequestTimeout: config.Duration(timeout)}},
 	}}}
-	b, _ := json.Marshal(sc)
-	if _, err := e.buckets.Apps.Put(context.Background(), fleetstate.ConfigKey, b); err != nil {
-		e.t.Fatal(err)
-	}
+	natstest.PutConfig(e.t, e.Buckets, sc)
 }
 
 // startRouter runs a router on its own connection until the test ends.
@@ -78,7 +68,7 @@ func (e *env) startRouter(mod func(*router.Config)) *prometheus.Registry {
 	if err := cfg.Validate(); err != nil {
 		e.t.Fatal(err)
 	}
-	nc := natstest.Conn(e.t, e.ns)
+	nc := natstest.Conn(e.t, e.NS)
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -115,8 +105,8 @@ func (e *env) addReplica(id string, maxOngoing int, subscribe bool, handle func(
 		}
 	}
 	if subscribe {
-		nc := natstest.Conn(e.t, e.ns)
-		sub, err := nc.Subscribe(e.names.ReplicaSubject(id)+".call", func(m *nats.Msg) {
+		nc := natstest.Conn(e.t, e.NS)
+		sub, err := nc.Subscribe(e.Names.ReplicaSubject(id)+".call", func(m *nats.Msg) {
 			if wire.IsProbe(m) { // still working on everything asked about
 				_ = nc.PublishMsg(wire.ProbeAnswer(m, func(string) bool { return true }))
 				return
@@ -144,15 +134,12 @@ func (e *env) addReplica(id string, maxOngoing int, subscribe bool, handle func(
 func (e *env) putReplica(id string, maxOngoing int, state protocol.ReplicaState) {
 	e.t.Helper()
 	info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: state,
-		MaxOngoingRequests: maxOngoing, Subject: e.names.ReplicaSubject(id), Heartbeat: time.Now()}
-	b, _ := json.Marshal(info)
-	if _, err := e.buckets.Replicas.Put(context.Background(), protocol.ReplicaKey(app, dep, id), b); err != nil {
-		e.t.Fatal(err)
-	}
+		MaxOngoingRequests: maxOngoing, Subject: e.Names.ReplicaSubject(id), Heartbeat: time.Now()}
+	natstest.PutReplica(e.t, e.Buckets, info)
 }
 
 func (e *env) call(timeout time.Duration, body string) (*serve.Response, error) {
-	c := wire.NewCaller(e.nc, e.names)
+	c := wire.NewCaller(e.NC, e.Names)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return c.Call(ctx, app, dep, &serve.Request{Method: "POST", Path: "/", Body: []byte(body)})
@@ -176,7 +163,7 @@ func (e *env) waitServing() {
 func (e *env) waitQueued(n int) {
 	e.t.Helper()
 	ch := make(chan *nats.Msg, 64)
-	sub, err := e.nc.ChanSubscribe(e.names.RouterStatsSubject(), ch)
+	sub, err := e.NC.ChanSubscribe(e.Names.RouterStatsSubject(), ch)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -249,7 +236,7 @@ func TestP2CPrefersLessLoaded(t *testing.T) {
 	e.waitServing()
 	report := func(id string, ongoing int) {
 		b, _ := json.Marshal(protocol.LoadReport{ReplicaID: id, App: app, Deployment: dep, Ongoing: ongoing, Max: 5, At: time.Now()})
-		if err := e.nc.Publish(e.names.LoadSubject(app, dep), b); err != nil {
+		if err := e.NC.Publish(e.Names.LoadSubject(app, dep), b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -257,7 +244,7 @@ func TestP2CPrefersLessLoaded(t *testing.T) {
 	for time.Now().Before(deadline) {
 		report("busy", 4)
 		report("idle", 0)
-		if err := e.nc.Flush(); err != nil {
+		if err := e.NC.Flush(); err != nil {
 			t.Fatal(err)
 		}
 		b0, i0 := busy.calls.Load(), idle.calls.Load()

@@ -20,7 +20,7 @@ func TestStatsPromptAtZeroReplicas(t *testing.T) {
 	e := newEnv(t)
 	e.putConfig(-1, 5*time.Second)
 	stats := make(chan *nats.Msg, 64)
-	sub, err := e.nc.ChanSubscribe(e.names.RouterStatsSubject(), stats)
+	sub, err := e.NC.ChanSubscribe(e.Names.RouterStatsSubject(), stats)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -38,6 +40,14 @@ type fleet struct {
 	unhealthy map[string]bool                 // guarded by mu
 	floor     map[string]int                  // "app/dep" → min RUNNING; guarded by mu
 	violation string                          // guarded by mu
+}
+
+// startFleet starts a server with the fleet's buckets and a fake fleet on
+// it (its replicas start after startDelay), to run schedulers against.
+func startFleet(t testing.TB, startDelay time.Duration) (*server.Server, *fleetstate.Buckets, *fleet) {
+	t.Helper()
+	tf := natstest.NewFleet(t)
+	return tf.NS, tf.Buckets, newFleet(t, natstest.Conn(t, tf.NS), tf.Buckets, startDelay)
 }
 
 func newFleet(t testing.TB, nc *nats.Conn, b *fleetstate.Buckets, startDelay time.Duration) *fleet {

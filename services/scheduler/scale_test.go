@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 )
 
@@ -29,9 +28,7 @@ applications:
 // status shows current/desired and the last decision's reason.
 func TestHonoursScaleDecisions(t *testing.T) {
 	ctx := context.Background()
-	ns := natstest.Server(t)
-	b := buckets(t, ns)
-	f := newFleet(t, natstest.Conn(t, ns), b, 0)
+	ns, b, f := startFleet(t, 0)
 	f.addWorker(ctx, protocol.WorkerInfo{ID: "w1", CPU: 8, MemoryBytes: 8 << 30})
 	s := start(t, ns, "s1")
 	put(t, s.url, autoscaledConfig)

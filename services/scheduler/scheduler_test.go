@@ -21,7 +21,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
@@ -100,16 +99,7 @@ func startWith(t testing.TB, ns *server.Server, id string, mod func(*scheduler.C
 
 func buckets(t testing.TB, ns *server.Server) *fleetstate.Buckets {
 	t.Helper()
-	js, err := jetstream.New(natstest.Conn(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, _ := protocol.NewNames("")
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return natstest.FleetOn(t, ns, nil).Buckets
 }
 
 func put(t testing.TB, url, body string) {
@@ -232,9 +222,7 @@ applications:
 
 func TestReconcileAssignmentsAndWorkerLost(t *testing.T) {
 	ctx := context.Background()
-	ns := natstest.Server(t)
-	b := buckets(t, ns)
-	f := newFleet(t, natstest.Conn(t, ns), b, 0)
+	ns, b, f := startFleet(t, 0)
 	f.addWorker(ctx, protocol.WorkerInfo{ID: "w1", CPU: 4, MemoryBytes: 8 << 30})
 	f.addWorker(ctx, protocol.WorkerInfo{ID: "w2", CPU: 4, MemoryBytes: 8 << 30})
 	f.addWorker(ctx, protocol.WorkerInfo{ID: "gpu", CPU: 4, MemoryBytes: 8 << 30, Handlers: []string{"llm"},
@@ -315,9 +303,7 @@ func TestReconcileAssignmentsAndWorkerLost(t *testing.T) {
 
 func TestRollingUpdate(t *testing.T) {
 	ctx := context.Background()
-	ns := natstest.Server(t)
-	b := buckets(t, ns)
-	f := newFleet(t, natstest.Conn(t, ns), b, 300*time.Millisecond)
+	ns, b, f := startFleet(t, 300*time.Millisecond)
 	for i := range 3 {
 		f.addWorker(ctx, protocol.WorkerInfo{ID: fmt.Sprintf("w%d", i), CPU: 4, MemoryBytes: 8 << 30})
 	}
@@ -393,9 +379,7 @@ func sameKeys(a, b map[string]bool) bool {
 
 func TestHealthCheckReplacement(t *testing.T) {
 	ctx := context.Background()
-	ns := natstest.Server(t)
-	b := buckets(t, ns)
-	f := newFleet(t, natstest.Conn(t, ns), b, 0)
+	ns, b, f := startFleet(t, 0)
 	f.addWorker(ctx, protocol.WorkerInfo{ID: "w1", CPU: 4, MemoryBytes: 8 << 30})
 	f.addWorker(ctx, protocol.WorkerInfo{ID: "w2", CPU: 4, MemoryBytes: 8 << 30})
 	s := start(t, ns, "s1")
@@ -508,9 +492,7 @@ func sumMetric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 
 func TestFailoverKeepsReplicas(t *testing.T) {
 	ctx := context.Background()
-	ns := natstest.Server(t)
-	b := buckets(t, ns)
-	f := newFleet(t, natstest.Conn(t, ns), b, 0)
+	ns, b, f := startFleet(t, 0)
 	f.addWorker(ctx, protocol.WorkerInfo{ID: "w1", CPU: 4, MemoryBytes: 8 << 30})
 	s1 := start(t, ns, "s1")
 	eventually(t, 10*time.Second, func() (bool, string) { return leaseHolder(b) == "s1", "holder " + leaseHolder(b) })

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing"
@@ -21,7 +20,6 @@ import (
 	"github.com/jetserve/jetserve/services/worker"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -29,47 +27,26 @@ import (
 // workers is an embedded JetStream with workers running one registry, and
 // a client-side router (the ingress's kind) to call them with.
 type workers struct {
-	t     testing.TB
+	kv
 	ns    *server.Server
 	nc    *nats.Conn
 	names protocol.Names
-	b     *service.Buckets
 }
 
 // startWorkers starts one worker per id, each on its own connection,
 // stopped (drained) when the test ends.
 func startWorkers(t testing.TB, reg *serve.Registry, ids ...string) *workers {
 	t.Helper()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, err := protocol.NewNames("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tf := natstest.NewFleet(t)
+	w := &workers{kv: kv{t: t, b: tf.Buckets}, ns: tf.NS, nc: tf.NC, names: tf.Names}
 	// The assignments below carry epoch 1: a scheduler elected at the
-	// leases bucket's first revision (workers refuse epochs beyond it).
-	if _, err := b.Leases.Put(context.Background(), "scheduler", []byte("test-scheduler")); err != nil {
-		t.Fatal(err)
-	}
+	// leases bucket's first revision.
+	w.leaseUpTo(1)
 	for _, id := range ids {
-		cfg := worker.DefaultConfig()
-		cfg.NATS.URL = ns.ClientURL()
-		cfg.OpsAddr = ""
-		cfg.ID = id
-		cfg.GPUDetect = worker.GPUDetectOff
-		cfg.Resources.CPU = 4
-		cfg.Resources.Memory = "16Gi"
+		cfg := testConfig(tf.NS, id)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		deps := service.Deps{NC: natstest.Conn(t, ns), Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+		deps := service.Deps{NC: natstest.Conn(t, tf.NS), Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 			Metrics: prometheus.NewRegistry()}
 		go func() { done <- worker.Run(ctx, cfg, deps, reg) }()
 		t.Cleanup(func() {
@@ -84,7 +61,7 @@ func startWorkers(t testing.TB, reg *serve.Registry, ids ...string) *workers {
 			}
 		})
 	}
-	return &workers{t: t, ns: ns, nc: nc, names: names, b: b}
+	return w
 }
 
 // deploy stores app as the applied config and assigns each deployment one
@@ -92,13 +69,7 @@ func startWorkers(t testing.TB, reg *serve.Registry, ids ...string) *workers {
 // until every replica runs.
 func (w *workers) deploy(app config.Application, reg *serve.Registry, on map[string]string) {
 	w.t.Helper()
-	b, err := json.Marshal(config.ServeConfig{Applications: []config.Application{app}})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	if _, err := w.b.Apps.Put(context.Background(), "config", b); err != nil {
-		w.t.Fatal(err)
-	}
+	w.applyConfig(app)
 	byWorker := map[string][]protocol.ReplicaSpec{}
 	var all []protocol.ReplicaSpec
 	for _, d := range app.Deployments {
@@ -112,40 +83,11 @@ func (w *workers) deploy(app config.Application, reg *serve.Registry, on map[str
 		all = append(all, s)
 	}
 	for id, specs := range byWorker {
-		a, err := json.Marshal(protocol.Assignment{WorkerID: id, Replicas: specs, Epoch: 1})
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		if _, err := w.b.Assignments.Put(context.Background(), id, a); err != nil {
-			w.t.Fatal(err)
-		}
+		w.putAssignment(id, 1, specs...)
 	}
 	for _, s := range all {
 		w.waitState(s, protocol.ReplicaRunning)
 	}
-}
-
-func (w *workers) record(s protocol.ReplicaSpec) (protocol.ReplicaInfo, bool) {
-	e, err := w.b.Replicas.Get(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, s.ID))
-	if err != nil {
-		return protocol.ReplicaInfo{}, false
-	}
-	var info protocol.ReplicaInfo
-	if err := json.Unmarshal(e.Value(), &info); err != nil {
-		w.t.Fatalf("replica record: %v", err)
-	}
-	return info, true
-}
-
-func (w *workers) waitState(s protocol.ReplicaSpec, want protocol.ReplicaState) protocol.ReplicaInfo {
-	w.t.Helper()
-	var info protocol.ReplicaInfo
-	waitfor.True(w.t, waitLimit, fmt.Sprintf("replica %s %s", s.ID, want), func() bool {
-		var ok bool
-		info, ok = w.record(s)
-		return ok && info.State == want
-	})
-	return info
 }
 
 // client returns a caller through a router of its own (as the ingress
@@ -214,14 +156,7 @@ func chainRegistry(t testing.TB) *serve.Registry {
 		if err := in.DecodeUserConfig(&c); err != nil {
 			return nil, err
 		}
-		next := in.Handle(c.Next)
-		return serve.HandlerFunc(func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
-			resp, err := next.Call(ctx, &serve.Request{Body: req.Body})
-			if err != nil {
-				return nil, err
-			}
-			return &serve.Response{Body: append([]byte("chain>"), resp.Body...)}, nil
-		}), nil
+		return chainTo(in.Handle(c.Next)), nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -295,19 +230,10 @@ func TestHandleToUnknownDeploymentFailsTheReplica(t *testing.T) {
 	reg := chainRegistry(t)
 	w := startWorkers(t, reg, "w1")
 	app := chainApp("Bee") // a typo for Leaf
-	b, err := json.Marshal(config.ServeConfig{Applications: []config.Application{app}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.b.Apps.Put(context.Background(), "config", b); err != nil {
-		t.Fatal(err)
-	}
+	w.applyConfig(app)
 	s := protocol.ReplicaSpec{ID: "Chain-1", App: "c", Deployment: "Chain", Handler: "chain", Version: "v1", MaxOngoingRequests: 2,
 		CPU: 0.1, UserConfig: app.Deployments[0].UserConfig, GracefulShutdownTimeout: config.Duration(time.Second)}
-	a, _ := json.Marshal(protocol.Assignment{WorkerID: "w1", Replicas: []protocol.ReplicaSpec{s}, Epoch: 1})
-	if _, err := w.b.Assignments.Put(context.Background(), "w1", a); err != nil {
-		t.Fatal(err)
-	}
+	w.putAssignment("w1", 1, s)
 	info := w.waitState(s, protocol.ReplicaFailed)
 	for _, want := range []string{`"Bee"`, `"c"`, "Chain, Leaf"} {
 		if !strings.Contains(info.Message, want) {
@@ -324,19 +250,10 @@ func TestHandleOutsideUsesFailsTheReplica(t *testing.T) {
 	w := startWorkers(t, reg, "w1")
 	app := chainApp("Leaf")
 	app.Deployments[0].Uses = []string{"Chain"} // Chain calls Leaf, but declares only itself
-	b, err := json.Marshal(config.ServeConfig{Applications: []config.Application{app}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.b.Apps.Put(context.Background(), "config", b); err != nil {
-		t.Fatal(err)
-	}
+	w.applyConfig(app)
 	s := protocol.ReplicaSpec{ID: "Chain-1", App: "c", Deployment: "Chain", Handler: "chain", Version: "v1", MaxOngoingRequests: 2,
 		CPU: 0.1, UserConfig: app.Deployments[0].UserConfig, GracefulShutdownTimeout: config.Duration(time.Second)}
-	a, _ := json.Marshal(protocol.Assignment{WorkerID: "w1", Replicas: []protocol.ReplicaSpec{s}, Epoch: 1})
-	if _, err := w.b.Assignments.Put(context.Background(), "w1", a); err != nil {
-		t.Fatal(err)
-	}
+	w.putAssignment("w1", 1, s)
 	info := w.waitState(s, protocol.ReplicaFailed)
 	for _, want := range []string{`handle to "Leaf"`, "deployment Chain does not declare", "now: Chain"} {
 		if !strings.Contains(info.Message, want) {
@@ -352,10 +269,7 @@ func TestHandleToUnknownDeploymentWithoutConfigIsNotFailed(t *testing.T) {
 	w := startWorkers(t, reg, "w1")
 	s := protocol.ReplicaSpec{ID: "Chain-1", App: "c", Deployment: "Chain", Handler: "chain", Version: "v1", MaxOngoingRequests: 2,
 		CPU: 0.1, UserConfig: json.RawMessage(`{"next":"Bee"}`), GracefulShutdownTimeout: config.Duration(time.Second)}
-	a, _ := json.Marshal(protocol.Assignment{WorkerID: "w1", Replicas: []protocol.ReplicaSpec{s}, Epoch: 1})
-	if _, err := w.b.Assignments.Put(context.Background(), "w1", a); err != nil {
-		t.Fatal(err)
-	}
+	w.putAssignment("w1", 1, s)
 	w.waitState(s, protocol.ReplicaRunning)
 	// The call to Bee is refused 404 at once: no config, no such deployment.
 	// (The router holds requests for a deployment it knows nothing of only

@@ -1,12 +1,10 @@
 package worker_test
 
 import (
-	"context"
-	"encoding/json"
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve/servetest"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -24,13 +22,7 @@ func TestCallersKeepTheContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	app := servetest.App()
-	raw, err := json.Marshal(config.ServeConfig{Applications: []config.Application{app}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+	natstest.PutConfig(t, f.b, config.ServeConfig{Applications: []config.Application{app}})
 	var specs []protocol.ReplicaSpec
 	for _, d := range app.Deployments {
 		specs = append(specs, protocol.ReplicaSpec{ID: "contract-" + d.Name, App: app.Name, Deployment: d.Name,

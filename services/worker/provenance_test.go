@@ -3,35 +3,14 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/provenance"
+	"github.com/jetserve/jetserve/pkg/provenance/provenancetest"
 	"github.com/jetserve/jetserve/services/worker"
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 )
-
-func credsFile(t *testing.T, akp nkeys.KeyPair, name string) string {
-	t.Helper()
-	ukp, _ := nkeys.CreateUser()
-	upub, _ := ukp.PublicKey()
-	seed, _ := ukp.Seed()
-	uc := jwt.NewUserClaims(upub)
-	uc.Name = name
-	token, err := uc.Encode(akp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := jwt.FormatUserConfig(token, seed)
-	p := filepath.Join(t.TempDir(), name+".creds")
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // A worker with credentials obeys only assignments signed by its account's
 // scheduler: an unsigned one, one signed by another user of the account,
@@ -39,12 +18,12 @@ func credsFile(t *testing.T, akp nkeys.KeyPair, name string) string {
 // next one is applied.
 func TestOnlySignedAssignmentsObeyed(t *testing.T) {
 	account, _ := nkeys.CreateAccount()
-	f := startFleet(t, func(c *worker.Config) { c.NATS.Creds = credsFile(t, account, "worker") })
-	sched, err := provenance.LoadSigner(credsFile(t, account, "scheduler"))
+	f := startFleet(t, func(c *worker.Config) { c.NATS.Creds = provenancetest.Creds(t, account, "worker") })
+	sched, err := provenance.LoadSigner(provenancetest.Creds(t, account, "scheduler"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	intruder, err := provenance.LoadSigner(credsFile(t, account, "ingress"))
+	intruder, err := provenance.LoadSigner(provenancetest.Creds(t, account, "ingress"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -191,24 +189,16 @@ func newDeployments(t testing.TB) *deployments {
 		return &jobber{d: d}, nil
 	}, serve.WithAsync(config.AsyncMethod{Name: "square", MaxRunning: 4, LeaseTimeout: config.Duration(2 * time.Second)})))
 	must(d.reg.Register("chain", func(_ context.Context, in serve.Init) (serve.Handler, error) {
-		next := in.Handle("echo-dep")
-		return serve.HandlerFunc(func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
-			resp, err := next.Call(ctx, &serve.Request{Body: req.Body})
-			if err != nil {
-				return nil, err
-			}
-			return &serve.Response{Body: append([]byte("chain>"), resp.Body...)}, nil
-		}), nil
+		return chainTo(in.Handle("echo-dep")), nil
 	}))
 	return d
 }
 
 // fleet is an embedded JetStream with one worker running.
 type fleet struct {
-	t       testing.TB
+	kv
 	nc      *nats.Conn
 	names   protocol.Names
-	b       *fleetstate.Buckets
 	d       *deployments
 	metrics *prometheus.Registry
 	cancel  context.CancelFunc
@@ -221,19 +211,13 @@ func startFleet(t testing.TB, mutate func(*worker.Config)) *fleet {
 	tf := natstest.NewFleet(t)
 	ns, nc, names, b := tf.NS, tf.NC, tf.Names, tf.Buckets
 	wnc := natstest.Conn(t, ns)
-	cfg := worker.DefaultConfig()
-	cfg.NATS.URL = ns.ClientURL()
-	cfg.OpsAddr = ""
-	cfg.ID = workerID
-	cfg.GPUDetect = worker.GPUDetectOff
-	cfg.Resources.CPU = 4
-	cfg.Resources.Memory = "16Gi"
+	cfg := testConfig(ns, workerID)
 	cfg.Resources.GPUs = []worker.GPU{{Index: 0, Type: "h100", Memory: "80Gi"}}
 	cfg.Labels = "zone=a, gpu.type=h100"
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	f := &fleet{t: t, nc: nc, names: names, b: b, d: newDeployments(t), metrics: prometheus.NewRegistry(), done: make(chan error, 1)}
+	f := &fleet{kv: kv{t: t, b: b}, nc: nc, names: names, d: newDeployments(t), metrics: prometheus.NewRegistry(), done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	deps := service.Deps{NC: wnc, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), Metrics: f.metrics}
@@ -276,31 +260,10 @@ func (f *fleet) assignEpoch(epoch uint64, specs ...protocol.ReplicaSpec) {
 	f.writeAssignment(epoch, specs...)
 }
 
-// leaseUpTo renews a scheduler lease until the leases bucket's revisions
-// reach epoch, as a scheduler elected at that epoch would have.
-func (f *fleet) leaseUpTo(epoch uint64) {
-	f.t.Helper()
-	for {
-		rev, err := f.b.Leases.Put(context.Background(), "scheduler", []byte("test-scheduler"))
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		if rev >= epoch {
-			return
-		}
-	}
-}
-
 // writeAssignment writes the worker's assignment as is.
 func (f *fleet) writeAssignment(epoch uint64, specs ...protocol.ReplicaSpec) {
 	f.t.Helper()
-	b, err := json.Marshal(protocol.Assignment{WorkerID: workerID, Replicas: specs, Epoch: epoch})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if _, err := f.b.Assignments.Put(context.Background(), workerID, b); err != nil {
-		f.t.Fatal(err)
-	}
+	f.putAssignment(workerID, epoch, specs...)
 }
 
 func spec(id, dep, handler string, maxOngoing int, userConfig string) protocol.ReplicaSpec {
@@ -312,37 +275,6 @@ func spec(id, dep, handler string, maxOngoing int, userConfig string) protocol.R
 		s.UserConfig = json.RawMessage(userConfig)
 	}
 	return s
-}
-
-func (f *fleet) record(s protocol.ReplicaSpec) (protocol.ReplicaInfo, bool) {
-	e, err := f.b.Replicas.Get(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, s.ID))
-	if err != nil {
-		return protocol.ReplicaInfo{}, false
-	}
-	var info protocol.ReplicaInfo
-	if err := json.Unmarshal(e.Value(), &info); err != nil {
-		f.t.Fatalf("replica record: %v", err)
-	}
-	return info, true
-}
-
-func (f *fleet) waitState(s protocol.ReplicaSpec, want protocol.ReplicaState) protocol.ReplicaInfo {
-	f.t.Helper()
-	var info protocol.ReplicaInfo
-	waitfor.True(f.t, waitLimit, fmt.Sprintf("replica %s %s", s.ID, want), func() bool {
-		var ok bool
-		info, ok = f.record(s)
-		return ok && info.State == want
-	})
-	return info
-}
-
-func (f *fleet) waitGone(s protocol.ReplicaSpec) {
-	f.t.Helper()
-	waitfor.True(f.t, waitLimit, "replica "+s.ID+" record deleted", func() bool {
-		_, ok := f.record(s)
-		return !ok
-	})
 }
 
 // call sends body to the replica's .call endpoint directly.

@@ -279,17 +279,13 @@ func (f *Fleet) start(kind, short string, withID bool, extra map[string]string, 
 	if f.Cluster != nil {
 		env["JETSERVE_NATS_REPLICAS"] = fmt.Sprint(min(len(f.Cluster.Nodes), 3))
 	}
-	for k, v := range f.opt.Env {
-		env[k] = v
-	}
+	maps.Copy(env, f.opt.Env)
 	name := fmt.Sprintf("%s-%d", short, n)
 	if withID {
 		s.ID = name
 		env["JETSERVE_ID"] = name
 	}
-	for k, v := range extra {
-		env[k] = v
-	}
+	maps.Copy(env, extra)
 	s.bin, s.env = f.bins.Path(f.tb, kind), env
 	s.Proc = StartProc(f.tb, name, s.bin, nil, env)
 	if wait {
@@ -320,13 +316,9 @@ func (f *Fleet) AddWorkerWith(binary string, extra map[string]string, wait bool)
 		"JETSERVE_GPU_DETECT":    "off",
 	}
 	if i := len(f.Workers); i < len(f.opt.WorkerEnv) {
-		for k, v := range f.opt.WorkerEnv[i] {
-			env[k] = v
-		}
+		maps.Copy(env, f.opt.WorkerEnv[i])
 	}
-	for k, v := range extra {
-		env[k] = v
-	}
+	maps.Copy(env, extra)
 	s := f.start(binary, "worker", true, env, wait)
 	f.Workers = append(f.Workers, s)
 	return s
@@ -336,9 +328,7 @@ func (f *Fleet) AddWorkerWith(binary string, extra map[string]string, wait bool)
 func (f *Fleet) AddScheduler(wait bool) *Service {
 	f.tb.Helper()
 	env := map[string]string{"JETSERVE_ADMIN_ADDR": "127.0.0.1:0"}
-	for k, v := range f.opt.SchedulerEnv {
-		env[k] = v
-	}
+	maps.Copy(env, f.opt.SchedulerEnv)
 	s := f.start(Scheduler, "scheduler", true, env, wait)
 	f.Schedulers = append(f.Schedulers, s)
 	return s

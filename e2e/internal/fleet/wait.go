@@ -57,6 +57,11 @@ func Do(ctx context.Context, method, url string, body []byte, header http.Header
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
+	return send(req)
+}
+
+// send sends req with Client and reads the whole answer.
+func send(req *http.Request) (Response, error) {
 	resp, err := Client.Do(req)
 	if err != nil {
 		return Response{}, err
@@ -64,7 +69,7 @@ func Do(ctx context.Context, method, url string, body []byte, header http.Header
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return Response{}, fmt.Errorf("%s %s: read body: %w", method, url, err)
+		return Response{}, fmt.Errorf("%s %s: read body: %w", req.Method, req.URL, err)
 	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
@@ -111,16 +116,7 @@ func PostSized(url string, n int64) (Response, error) {
 	}
 	req.ContentLength = n
 	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := Client.Do(req)
-	if err != nil {
-		return Response{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return Response{}, err
-	}
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	return send(req)
 }
 
 type zeros struct{}

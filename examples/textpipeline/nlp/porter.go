@@ -62,40 +62,27 @@ func (s *porterStemmer) cons(i int) bool {
 // m returns the measure of b[0..j]: the number of VC sequences in the form
 // [C](VC)^m[V].
 func (s *porterStemmer) m() int {
-	n, i := 0, 0
-	for {
-		if i > s.j {
+	n := 0
+	i := s.next(0, false)
+	for i >= 0 {
+		if i = s.next(i+1, true); i < 0 {
 			return n
 		}
-		if !s.cons(i) {
-			break
-		}
-		i++
-	}
-	i++
-	for {
-		for {
-			if i > s.j {
-				return n
-			}
-			if s.cons(i) {
-				break
-			}
-			i++
-		}
-		i++
 		n++
-		for {
-			if i > s.j {
-				return n
-			}
-			if !s.cons(i) {
-				break
-			}
-			i++
-		}
-		i++
+		i = s.next(i+1, false)
 	}
+	return n
+}
+
+// next returns the index of the first consonant (cons) or vowel (!cons)
+// in b[i..j], or -1 if there is none.
+func (s *porterStemmer) next(i int, cons bool) int {
+	for ; i <= s.j; i++ {
+		if s.cons(i) == cons {
+			return i
+		}
+	}
+	return -1
 }
 
 // vowelInStem reports whether b[0..j] contains a vowel.

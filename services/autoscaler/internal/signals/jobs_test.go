@@ -62,15 +62,7 @@ func (e *jobsEnv) run() {
 
 func (e *jobsEnv) putConfig(sc config.ServeConfig) {
 	e.t.Helper()
-	raw, _ := json.Marshal(sc)
-	parsed, err := config.Parse(raw)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	raw, _ = json.Marshal(parsed)
-	if _, err := e.b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
-		e.t.Fatal(err)
-	}
+	natstest.ApplyConfig(e.t, e.b, sc)
 }
 
 // submit queues n jobs of app's method m for deployment dep.

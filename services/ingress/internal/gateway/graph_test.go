@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/graph/graphtest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
@@ -25,31 +25,22 @@ import (
 // Deployment Busy answers 503 no_replicas, Bad 422.
 func graphHandler(t *testing.T, root string) (*Handler, *sync.Map) {
 	t.Helper()
-	reg := serve.NewRegistry()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(reg.Register("upper", func(context.Context, serve.Init) (serve.Handler, error) {
-		return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
-			return &serve.Response{Status: 200, Body: bytes.ToUpper(req.Body)}, nil
-		}), nil
-	}))
-	must(reg.Register("version", func(_ context.Context, in serve.Init) (serve.Handler, error) {
-		return streamer{name: in.Deployment}, nil
-	}))
-	must(reg.Register("busy", func(context.Context, serve.Init) (serve.Handler, error) {
-		return serve.HandlerFunc(func(context.Context, *serve.Request) (*serve.Response, error) {
-			return nil, &serve.Error{Status: 503, Code: protocol.ErrNoReplicas, Msg: "no replica of Busy can run"}
-		}), nil
-	}))
-	must(reg.Register("bad", func(context.Context, serve.Init) (serve.Handler, error) {
-		return serve.HandlerFunc(func(context.Context, *serve.Request) (*serve.Response, error) {
-			return nil, serve.Errorf(http.StatusUnprocessableEntity, "field x is wrong")
-		}), nil
-	}))
+	reg := graphtest.Registry(t, map[string]serve.Constructor{
+		"upper": graphtest.Upper,
+		"version": func(_ context.Context, in serve.Init) (serve.Handler, error) {
+			return streamer{name: in.Deployment}, nil
+		},
+		"busy": func(context.Context, serve.Init) (serve.Handler, error) {
+			return serve.HandlerFunc(func(context.Context, *serve.Request) (*serve.Response, error) {
+				return nil, &serve.Error{Status: 503, Code: protocol.ErrNoReplicas, Msg: "no replica of Busy can run"}
+			}), nil
+		},
+		"bad": func(context.Context, serve.Init) (serve.Handler, error) {
+			return serve.HandlerFunc(func(context.Context, *serve.Request) (*serve.Response, error) {
+				return nil, serve.Errorf(http.StatusUnprocessableEntity, "field x is wrong")
+			}), nil
+		},
+	})
 	sc, err := config.Parse([]byte(`applications:
 - name: g
   route_prefix: /g

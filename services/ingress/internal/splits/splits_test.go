@@ -3,51 +3,38 @@ package splits
 import (
 	"context"
 	"encoding/json"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/testclock"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// clock is a settable time.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestCounterSlidesOverTheWindow(t *testing.T) {
-	clk := &clock{t: time.Unix(1_000_000, 0)}
-	c := NewCounter(clk.now)
+	clk := testclock.New(time.Unix(1_000_000, 0))
+	c := NewCounter(clk.Now)
 	for range 95 {
 		c.Add("a", "root", "v1")
 	}
 	for range 5 {
 		c.Add("a", "root", "v2")
 	}
-	clk.add(30 * time.Second)
+	clk.Add(30 * time.Second)
 	c.Add("a", "root", "v2")
 	c.Add("b", "split", "x")
 	if got := c.Counts(); got["a"]["root"]["v1"] != 95 || got["a"]["root"]["v2"] != 6 || got["b"]["split"]["x"] != 1 {
 		t.Fatalf("Counts = %v, want v1 95, v2 6, b/split/x 1", got)
 	}
-	clk.add(30 * time.Second) // the first second is now 60 s old: out of the window
+	clk.Add(30 * time.Second) // the first second is now 60 s old: out of the window
 	if got := c.Counts(); got["a"]["root"]["v1"] != 0 || got["a"]["root"]["v2"] != 1 {
 		t.Fatalf("Counts after a minute = %v, want only the later v2 request", got)
 	}
-	clk.add(Window)
+	clk.Add(Window)
 	if got := c.Counts(); len(got) != 0 {
 		t.Fatalf("Counts after two minutes = %v, want none", got)
 	}
@@ -61,8 +48,8 @@ func TestCounterSlidesOverTheWindow(t *testing.T) {
 func TestPublisherSendsWhileNonZeroThenOnceMore(t *testing.T) {
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
-	clk := &clock{t: time.Now()}
-	c := NewCounter(clk.now)
+	clk := testclock.New(time.Now())
+	c := NewCounter(clk.Now)
 	sub, err := nc.SubscribeSync("x.graphstats")
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +79,7 @@ func TestPublisherSendsWhileNonZeroThenOnceMore(t *testing.T) {
 	if s := next(true); s.IngressID != "ing-1" || s.Splits["a"]["root"]["v2"] != 1 || s.WindowSeconds != 60 {
 		t.Fatalf("report = %+v, want ing-1 with a/root/v2 = 1 over 60 s", s)
 	}
-	clk.add(2 * Window) // every count leaves the window
+	clk.Add(2 * Window) // every count leaves the window
 	if s := next(true); len(s.Splits) != 0 {
 		t.Fatalf("report = %+v, want the counts at zero", s)
 	}

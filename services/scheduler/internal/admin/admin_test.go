@@ -15,7 +15,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/jetserve/jetserve/services/scheduler/internal/splits"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
@@ -38,16 +37,7 @@ applications:
 
 func setup(t *testing.T, maxBody int64) (*httptest.Server, *fleetstate.Buckets) {
 	t.Helper()
-	ns := natstest.Server(t)
-	js, err := jetstream.New(natstest.Conn(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, _ := protocol.NewNames("")
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := natstest.NewFleet(t).Buckets
 	srv := httptest.NewServer(admin.New(b.Apps, b.Status, maxBody, zerolog.New(io.Discard)))
 	t.Cleanup(srv.Close)
 	return srv, b
@@ -299,16 +289,7 @@ func TestPutOneApplication(t *testing.T) {
 // fit one NATS message (server max_payload 64 KiB here) is refused 413,
 // not 500, and nothing changes.
 func TestConfigOverMaxPayload(t *testing.T) {
-	ns := natstest.ServerWith(t, natsembed.Options{MaxPayload: 64 << 10})
-	js, err := jetstream.New(natstest.Conn(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, _ := protocol.NewNames("")
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := natstest.FleetOn(t, natstest.ServerWith(t, natsembed.Options{MaxPayload: 64 << 10}), nil).Buckets
 	srv := httptest.NewServer(admin.New(b.Apps, b.Status, 1<<20, zerolog.New(io.Discard)))
 	t.Cleanup(srv.Close)
 	big := strings.Replace(valid, "handler: echo}", `handler: echo, user_config: {blob: "`+strings.Repeat("x", 100<<10)+`"}}`, 1)
@@ -334,16 +315,7 @@ applications:
 // TestGraphs: a bad graph is refused 400 with the field named and nothing
 // stored; a good one is stored, and the status shows its live split.
 func TestGraphs(t *testing.T) {
-	ns := natstest.Server(t)
-	js, err := jetstream.New(natstest.Conn(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, _ := protocol.NewNames("")
-	b, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := natstest.NewFleet(t).Buckets
 	live := splits.New(nil)
 	srv := httptest.NewServer(admin.New(b.Apps, b.Status, 1<<20, zerolog.New(io.Discard)).WithGraphStatus(live.Status))
 	t.Cleanup(srv.Close)

@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -42,10 +41,7 @@ func BenchmarkFollowAgainstPass(b *testing.B) {
 		rec := protocol.ReplicaInfo{ID: id, App: r.Spec.App, Deployment: r.Spec.Deployment, WorkerID: r.WorkerID,
 			Version: r.Spec.Version, State: protocol.ReplicaRunning, ConfigVersion: r.Spec.ConfigVersion(), Heartbeat: in.Now}
 		in.Records[id] = rec
-		data, _ := json.Marshal(rec)
-		if _, err := tf.Buckets.Replicas.Put(context.Background(), protocol.ReplicaKey(rec.App, rec.Deployment, id), data); err != nil {
-			b.Fatal(err)
-		}
+		natstest.PutReplica(b, tf.Buckets, rec)
 	}
 	st, _ = plan.Step(st, in)
 

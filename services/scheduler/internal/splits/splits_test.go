@@ -3,30 +3,18 @@ package splits
 import (
 	"context"
 	"encoding/json"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/testclock"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func canary(t *testing.T) config.Application {
 	t.Helper()
@@ -51,8 +39,8 @@ func stats(id string, v1, v2 uint64) protocol.GraphStats {
 }
 
 func TestStatusSumsFreshIngresses(t *testing.T) {
-	clk := &clock{t: time.Unix(1_000_000, 0)}
-	f := New(clk.now)
+	clk := testclock.New(time.Unix(1_000_000, 0))
+	f := New(clk.Now)
 	app := canary(t)
 	gs := f.Status(app)
 	if gs == nil || len(gs.Splitters) != 1 || gs.Splitters[0].Requests != 0 || gs.Splitters[0].Branches[1].Weight != 5 {
@@ -67,9 +55,9 @@ func TestStatusSumsFreshIngresses(t *testing.T) {
 		t.Fatalf("Status = %+v, want split over 1000 requests %v", s, want)
 	}
 	// ing-1 goes silent: after Stale its counts no longer count.
-	clk.add(2 * time.Second)
+	clk.Add(2 * time.Second)
 	f.Take(stats("ing-2", 100, 0))
-	clk.add(2 * time.Second)
+	clk.Add(2 * time.Second)
 	if s := f.Status(app).Splitters[0]; s.Requests != 100 || s.Branches[0].Share != 100 {
 		t.Errorf("Status after ing-1 went silent = %+v, want ing-2's 100 requests, all to v1", s)
 	}
