@@ -20,12 +20,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -33,6 +34,7 @@ import (
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 )
 
@@ -78,40 +80,49 @@ type Options struct {
 // Handler serves the ingress HTTP API.
 type Handler struct {
 	o   Options
-	mux http.Handler
+	mux http.Handler // the ingress's own endpoints under /-/
+	// anonymous is the principal of requests the auth middleware did not
+	// mark (auth off): made once, read only.
+	anonymous httpauth.Principal
+	// ridPrefix and ridSeq make request ids: "<prefix>-<n>", unique per
+	// ingress process (the prefix is random).
+	ridPrefix string
+	ridSeq    atomic.Uint64
 }
 
 // New returns the handler.
 func New(o Options) *Handler {
-	h := &Handler{o: o}
+	h := &Handler{o: o, anonymous: httpauth.Anonymous(), ridPrefix: nuid.Next()[:10]}
 	r := chi.NewRouter()
 	r.Get("/-/routes", h.serveRoutes)
 	r.Get("/-/healthz", h.serveHealth)
 	r.Get("/-/models", h.serveModels)
 	r.Get("/-/limits", h.serveLimits)
-	r.Group(func(r chi.Router) {
-		// Application and OIP requests: a request id (the client's
-		// X-Request-Id, else one chi makes), the status captured, metrics
-		// and a debug log line.
-		r.Use(middleware.RequestID, h.observe)
-		r.Handle("/v2", http.HandlerFunc(h.serveOIP))
-		r.Handle("/v2/*", http.HandlerFunc(h.serveOIP))
-		r.Handle("/*", http.HandlerFunc(h.serveApp))
-	})
+	r.NotFound(h.serveObserved)
+	r.MethodNotAllowed(h.serveObserved)
 	h.mux = r
 	return h
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP serves the ingress's endpoints (/-/…) through its chi mux and
+// everything else — application and OIP requests, the hot path — straight
+// through serveObserved, with no router in between.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/-/") {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	h.serveObserved(w, r)
+}
 
 // principal is who the request comes from: the auth middleware put it in
-// the context; without one (the handler used alone, as in its tests) it is
-// the anonymous principal auth-off servers use.
-func principal(r *http.Request) httpauth.Principal {
+// the context; without one (auth off, or the handler used alone, as in its
+// tests) it is the anonymous principal.
+func (h *Handler) principal(r *http.Request) httpauth.Principal {
 	if p, ok := httpauth.FromContext(r.Context()); ok {
 		return p
 	}
-	return httpauth.Anonymous()
+	return h.anonymous
 }
 
 func (h *Handler) serveRoutes(w http.ResponseWriter, _ *http.Request) {
@@ -188,50 +199,91 @@ func named(conn []string, k string) bool {
 	return false
 }
 
-// exchange is one request being served: its writer and id, and what the
-// handler tells the metrics and the request log.
+// exchange is one request being served: the response writer that
+// captures its status, its id, and what the handler tells the metrics and
+// the request log. One allocation per request carries all of it.
 type exchange struct {
-	w     http.ResponseWriter
+	w     http.ResponseWriter // the exchange itself: what handlers write to
+	rw    http.ResponseWriter // the server's writer
 	rid   string
-	label string // the route prefix (or model endpoint) in metrics
+	ridv  [1]string // the X-Request-Id header's value slice
+	label string    // the route prefix (or model endpoint) in metrics
 	code  protocol.ErrorCode
+	// status is the status written (0 none yet).
+	status int
 }
 
-type exchangeKey struct{}
+func (x *exchange) Header() http.Header { return x.rw.Header() }
 
-// exchangeOf returns the exchange observe made for r.
-func exchangeOf(r *http.Request) *exchange { return r.Context().Value(exchangeKey{}).(*exchange) }
+func (x *exchange) WriteHeader(code int) {
+	if x.status == 0 {
+		x.status = code
+	}
+	x.rw.WriteHeader(code)
+}
 
-// observe is the middleware of the application and OIP routes, after
-// chi's RequestID: it echoes the request id, captures the status (chi's
-// WrapResponseWriter), counts the request as ongoing and, when it ends,
+func (x *exchange) Write(b []byte) (int, error) {
+	if x.status == 0 {
+		x.status = http.StatusOK
+	}
+	return x.rw.Write(b)
+}
+
+// Flush sends what was written (streamed answers).
+func (x *exchange) Flush() {
+	if f, ok := x.rw.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the server's writer.
+func (x *exchange) Unwrap() http.ResponseWriter { return x.rw }
+
+// requestID is the client's X-Request-Id, else a new one.
+func (h *Handler) requestID(r *http.Request) string {
+	if v := r.Header[protocol.HdrRequestID]; len(v) > 0 && v[0] != "" {
+		return v[0]
+	}
+	var buf [32]byte
+	b := append(append(buf[:0], h.ridPrefix...), '-')
+	return string(strconv.AppendUint(b, h.ridSeq.Add(1), 10))
+}
+
+// serveObserved serves application and OIP requests: it takes the
+// request id (the client's X-Request-Id, else a new one) and echoes it,
+// captures the status, counts the request as ongoing and, when it ends,
 // records its metrics (labelled by what the handler put in its exchange)
 // and a debug log line.
-func (h *Handler) observe(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		ww := middleware.NewWrapResponseWriter(rw, r.ProtoMajor)
-		x := &exchange{w: ww, rid: middleware.GetReqID(r.Context()), label: "unmatched"}
-		ww.Header().Set(protocol.HdrRequestID, x.rid)
-		m := h.o.Metrics
-		m.ongoing.Inc()
-		defer func() {
-			m.ongoing.Dec()
-			status := ww.Status()
-			if status == 0 {
-				status = http.StatusOK
-			}
-			el := time.Since(start)
-			m.observe(x.label, r.Method, status, x.code, el)
-			h.o.Log.Debug().Str("request_id", x.rid).Str("method", r.Method).Str("path", r.URL.Path).
+func (h *Handler) serveObserved(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	x := &exchange{rw: rw, rid: h.requestID(r), label: "unmatched"}
+	x.w = x
+	x.ridv[0] = x.rid
+	rw.Header()[protocol.HdrRequestID] = x.ridv[:]
+	m := h.o.Metrics
+	m.ongoing.Inc()
+	defer func() {
+		m.ongoing.Dec()
+		status := x.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		el := time.Since(start)
+		m.observe(x.label, r.Method, status, x.code, el)
+		if l := h.o.Log.Debug(); l.Enabled() {
+			l.Str("request_id", x.rid).Str("method", r.Method).Str("path", r.URL.Path).
 				Int("status", status).Str("error_code", string(x.code)).Dur("latency", el).Msg("http request")
-		}()
-		next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
-	})
+		}
+	}()
+	if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
+		h.serveOIP(x, r)
+		return
+	}
+	h.serveApp(x, r)
 }
 
-func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
-	x := exchangeOf(r)
+func (h *Handler) serveApp(x *exchange, r *http.Request) {
+	w := x.w
 	rid := x.rid
 
 	tab := h.o.Routes()
@@ -257,7 +309,7 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.label = route.Prefix
-	p := principal(r)
+	p := h.principal(r)
 	if !p.CanApp(route.App) {
 		x.code = protocol.ErrForbidden
 		writeError(w, http.StatusForbidden, x.code, fmt.Sprintf("%s may not call application %s", p.Name, route.App), rid)
@@ -292,7 +344,7 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 	req := &serve.Request{
 		Method:    r.Method,
 		Path:      rest,
-		Query:     r.URL.Query(),
+		Query:     query(r),
 		Header:    forwardHeaders(r.Header),
 		Body:      body,
 		RequestID: rid,
@@ -419,10 +471,20 @@ func copyResponseHeaders(dst, src http.Header) {
 }
 
 func wantsStream(r *http.Request) bool {
-	if v := r.URL.Query().Get("stream"); v == "1" || v == "true" {
-		return true
+	if r.URL.RawQuery != "" {
+		if v := r.URL.Query().Get("stream"); v == "1" || v == "true" {
+			return true
+		}
 	}
 	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+}
+
+// query is r's query, nil when it has none (no map made).
+func query(r *http.Request) url.Values {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	return r.URL.Query()
 }
 
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
@@ -432,16 +494,18 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if limit > 0 && r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
-	body := r.Body
-	if limit > 0 {
-		body = http.MaxBytesReader(w, r.Body, limit)
-	}
 	if r.ContentLength >= 0 {
+		// The length is known and within the limit: the server's body
+		// reader stops at it, no MaxBytesReader needed.
 		b := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(body, b); err != nil {
+		if _, err := io.ReadFull(r.Body, b); err != nil {
 			return nil, err
 		}
 		return b, nil
+	}
+	body := r.Body
+	if limit > 0 {
+		body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	return io.ReadAll(body)
 }

@@ -162,11 +162,14 @@ func (p Params) userConfig(uc json.RawMessage) (json.RawMessage, error) {
 
 // Replica is one running replica. Create it with Start.
 type Replica struct {
-	p   Params
-	id  string
-	app string // immutable copies of the spec's identity
-	dep string
-	log zerolog.Logger
+	p  Params
+	id string
+	// idHeader is the HdrReplica value of every reply: one read-only
+	// slice (capacity 1: an Add reallocates), not one per reply.
+	idHeader []string
+	app      string // immutable copies of the spec's identity
+	dep      string
+	log      zerolog.Logger
 
 	// life is the replica's lifetime: Stop cancels it.
 	life context.Context
@@ -228,16 +231,17 @@ func Start(p Params) *Replica {
 	}
 	s := p.Spec
 	r := &Replica{
-		p:       p,
-		id:      s.ID,
-		app:     s.App,
-		dep:     s.Deployment,
-		log:     p.Log.With().Str("app", s.App).Str("deployment", s.Deployment).Str("replica_id", s.ID).Logger(),
-		done:    make(chan struct{}),
-		changed: make(chan struct{}, 1),
-		spec:    s,
-		held:    map[string]context.CancelFunc{},
-		workers: newPool(poolIdle),
+		p:        p,
+		id:       s.ID,
+		idHeader: []string{s.ID},
+		app:      s.App,
+		dep:      s.Deployment,
+		log:      p.Log.With().Str("app", s.App).Str("deployment", s.Deployment).Str("replica_id", s.ID).Logger(),
+		done:     make(chan struct{}),
+		changed:  make(chan struct{}, 1),
+		spec:     s,
+		held:     map[string]context.CancelFunc{},
+		workers:  newPool(poolIdle),
 		info: protocol.ReplicaInfo{
 			ID:                 s.ID,
 			App:                s.App,
@@ -958,7 +962,7 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 
 	reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
 	took = time.Since(start)
-	reply.Header.Set(protocol.HdrReplica, r.id)
+	reply.Header[protocol.HdrReplica] = r.idHeader // read-only, shared by every reply
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
 	}
