@@ -38,6 +38,9 @@ type Common struct {
 	Log  LogConfig  `koanf:"log"`
 	// OpsAddr serves /metrics and /healthz; "" turns it off.
 	OpsAddr string `koanf:"ops_addr" help:"address of /metrics and /healthz (empty: off)"`
+	// OpsPprof adds Go's /debug/pprof/ to the ops server (make bench
+	// takes CPU profiles of the fleet's processes through it).
+	OpsPprof bool `koanf:"ops_pprof" help:"serve Go's /debug/pprof/ profiles on ops_addr too"`
 }
 
 // NATSConfig says how to reach NATS.

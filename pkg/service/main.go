@@ -76,6 +76,9 @@ type Deps struct {
 	// OpsReady, if set, is told the ops server's address once it listens.
 	OpsReady func(net.Addr)
 
+	// pprof: the ops server serves /debug/pprof/ too (Common.OpsPprof,
+	// set by Prepare).
+	pprof bool
 	// ops is the ops server Prepare started while it connected, so that
 	// /healthz says why NATS is not connected; ServeOps takes it over.
 	ops *opsServer
@@ -109,6 +112,7 @@ func (d *Deps) Prepare(ctx context.Context, c Common, name string) (cleanup func
 	if d.Health == nil {
 		d.Health = NewHealth()
 	}
+	d.pprof = c.OpsPprof
 	var closers []func()
 	cleanup = func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -127,7 +131,7 @@ func (d *Deps) Prepare(ctx context.Context, c Common, name string) (cleanup func
 			if d.OpsReady != nil {
 				d.OpsReady(ln.Addr())
 			}
-			o := &opsServer{srv: &http.Server{Handler: OpsMux(d.Metrics, d.Health), ReadHeaderTimeout: 10 * time.Second}, done: make(chan error, 1)}
+			o := &opsServer{srv: &http.Server{Handler: OpsMux(d.Metrics, d.Health, d.pprof), ReadHeaderTimeout: 10 * time.Second}, done: make(chan error, 1)}
 			go func() { o.done <- o.srv.Serve(ln) }()
 			d.ops = o
 			closers = append(closers, func() {
@@ -165,7 +169,7 @@ func (d *Deps) ServeOps(ctx context.Context, addr string) error {
 		<-ctx.Done()
 		return nil
 	}
-	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health), 5*time.Second, func(a net.Addr) {
+	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health, d.pprof), 5*time.Second, func(a net.Addr) {
 		d.Log.Info().Str("addr", a.String()).Msg("ops listening") // read back by tests given port 0
 		if d.OpsReady != nil {
 			d.OpsReady(a)
