@@ -52,6 +52,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/pkg/workpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -68,6 +69,9 @@ const (
 	LoadCoalesce = 20 * time.Millisecond
 	// LoadInterval is the longest interval between two load reports.
 	LoadInterval = time.Second
+	// poolIdle is how long a kept request goroutine waits for the next
+	// request (see workpool).
+	poolIdle = 10 * time.Second
 	// DefaultHealthTimeout bounds a health check whose request carries no deadline.
 	DefaultHealthTimeout = 30 * time.Second
 	// MaxBackoff caps the wait between constructor attempts.
@@ -185,7 +189,7 @@ type Replica struct {
 	changed chan struct{} // load changed (capacity 1: coalesces)
 
 	inflight sync.WaitGroup // admitted requests; Add only under mu while !draining
-	workers  *pool          // runs admitted requests
+	workers  *workpool.Pool // runs admitted requests
 
 	reconfMu sync.Mutex // serialises Reconfigure
 
@@ -241,7 +245,7 @@ func Start(p Params) *Replica {
 		changed:  make(chan struct{}, 1),
 		spec:     s,
 		held:     map[string]context.CancelFunc{},
-		workers:  newPool(poolIdle),
+		workers:  workpool.New(poolIdle),
 		info: protocol.ReplicaInfo{
 			ID:                 s.ID,
 			App:                s.App,
@@ -376,7 +380,7 @@ func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) er
 
 func (r *Replica) run() {
 	defer close(r.done)
-	defer r.workers.stop()
+	defer r.workers.Stop()
 	defer r.abort()
 	if r.p.After != nil {
 		select {
@@ -819,7 +823,7 @@ func (r *Replica) onCall(req micro.Request) {
 		r.reject(req, code, text)
 		return
 	}
-	r.workers.run(func() { r.serve(a, msg, nil, nil) })
+	r.workers.Run(func() { r.serve(a, msg, nil, nil) })
 }
 
 // admission is an admitted request's handler and context.
@@ -895,7 +899,7 @@ func (r *Replica) CallLocal(ctx context.Context, m *nats.Msg, chunks func(*nats.
 		r.serve(a, m, chunks, done)
 		return ""
 	}
-	r.workers.run(func() { r.serve(a, m, chunks, done) })
+	r.workers.Run(func() { r.serve(a, m, chunks, done) })
 	return ""
 }
 
