@@ -211,15 +211,9 @@ func wrkOnce(b *testing.B, wrk, script, url string, c, secs int, groups map[stri
 	for g, pids := range groups {
 		before[g] = cpuTime(b, pids)
 	}
-	cmd := exec.Command(wrk, "-t1", fmt.Sprintf("-c%d", c), fmt.Sprintf("-d%ds", secs), "--timeout", "10s",
-		"--latency", "-s", script, url)
-	out, err := cmd.CombinedOutput()
+	r, cmd, err := runWrkCmd(wrk, script, url, c, secs)
 	if err != nil {
-		b.Fatalf("wrk: %v\n%s", err, out)
-	}
-	r, err := parseWrkRun(string(out))
-	if err != nil {
-		b.Fatalf("wrk output: %v\n%s", err, out)
+		b.Fatal(err)
 	}
 	if groups != nil && r.total > 0 {
 		r.cpu = map[string]time.Duration{"wrk": (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()) / time.Duration(r.total)}
@@ -228,6 +222,21 @@ func wrkOnce(b *testing.B, wrk, script, url string, c, secs int, groups map[stri
 		}
 	}
 	return r
+}
+
+// runWrkCmd runs wrk and parses its output; safe on any goroutine.
+func runWrkCmd(wrk, script, url string, c, secs int) (wrkRun, *exec.Cmd, error) {
+	cmd := exec.Command(wrk, "-t1", fmt.Sprintf("-c%d", c), fmt.Sprintf("-d%ds", secs), "--timeout", "10s",
+		"--latency", "-s", script, url)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return wrkRun{}, cmd, fmt.Errorf("wrk: %w\n%s", err, out)
+	}
+	r, err := parseWrkRun(string(out))
+	if err != nil {
+		return wrkRun{}, cmd, fmt.Errorf("wrk output: %w\n%s", err, out)
+	}
+	return r, cmd, nil
 }
 
 // printCPU prints the CPU time per request of each process group (medians
