@@ -135,6 +135,11 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		caller(&p)
 		jobStreamsRW(&p)
 		p.allowPub(names.GraphStatsSubject()) // its splitters' live counts
+		// It deletes the large response bodies it streamed to clients
+		// (an object store delete purges the object's chunks): the
+		// bodies store's stream only.
+		p.allowPub("$JS.API.STREAM.PURGE.OBJ_" + names.BucketBodies())
+		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 	case Router:
 		ensureFleet(&p)
 		for _, b := range fleet {

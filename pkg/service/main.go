@@ -15,6 +15,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/streams"
+	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -212,6 +213,20 @@ func openBuckets(ctx context.Context, log zerolog.Logger, js jetstream.JetStream
 		defer cancel()
 		var err error
 		b, err = fleetstate.Ensure(actx, js, names, replicas)
+		return err
+	})
+	return b, err
+}
+
+// OpenBodies creates or adopts the bodies object store of the ingress and
+// the workers (wire.Bodies), retrying until JetStream answers or ctx ends.
+func OpenBodies(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, names protocol.Names, replicas int) (*wire.Bodies, error) {
+	var b *wire.Bodies
+	err := streams.Retry(ctx, log, "bodies object store", func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var err error
+		b, err = wire.OpenBodies(actx, js, names, replicas)
 		return err
 	})
 	return b, err

@@ -33,7 +33,8 @@ type Bodies struct {
 	os jetstream.ObjectStore
 }
 
-// OpenBodies creates or adopts the bodies object store.
+// OpenBodies creates or adopts the bodies object store (one try;
+// service.OpenBodies retries).
 func OpenBodies(ctx context.Context, js jetstream.JetStream, names protocol.Names, replicas int) (*Bodies, error) {
 	cfg := jetstream.ObjectStoreConfig{
 		Bucket:      names.BucketBodies(),
@@ -93,6 +94,11 @@ func (b *Bodies) Open(ctx context.Context, name string) (io.ReadCloser, int64, e
 		return nil, 0, fmt.Errorf("read body %s: %w", name, err)
 	}
 	return r, int64(info.Size), nil
+}
+
+// List lists the objects stored (jetstream.ErrNoObjectsFound when none).
+func (b *Bodies) List(ctx context.Context) ([]*jetstream.ObjectInfo, error) {
+	return b.os.List(ctx)
 }
 
 // Delete removes object name (its chunks are purged).

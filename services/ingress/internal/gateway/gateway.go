@@ -14,6 +14,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,8 +56,13 @@ type Options struct {
 	// max_body_bytes; the transport may cap them lower (MaxPayload).
 	MaxBodyBytes int64
 	// MaxPayload, if set, returns the NATS server's max_payload: bodies
-	// are limited to what fits one message (wire.BodyLimit).
+	// larger than one message carries (wire.BodyLimit) go through Bodies,
+	// or are refused 413 without it.
 	MaxPayload func() int64
+	// Bodies, if set, carries request and response bodies too large for
+	// one NATS message (application requests; jobs, graphs and OIP keep
+	// theirs inline).
+	Bodies *wire.Bodies
 	// RequestTimeout bounds a request end to end.
 	RequestTimeout time.Duration
 	Metrics        *Metrics
@@ -129,13 +135,19 @@ func (h *Handler) serveRoutes(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, h.o.Routes().Prefixes())
 }
 
-// Limits is the body of GET /-/limits: the body limit in force and what
-// it comes from.
+// Limits is the body of GET /-/limits: the body limits in force and what
+// they come from.
 type Limits struct {
-	// MaxBodyBytes is the limit in force: the smaller of the configured
-	// one and what fits the NATS max_payload with room for headers.
+	// MaxBodyBytes is the limit in force for application requests: the
+	// configured one when large bodies go through the bodies object
+	// store, else InlineBodyBytes.
 	MaxBodyBytes           int64 `json:"max_body_bytes"`
 	ConfiguredMaxBodyBytes int64 `json:"configured_max_body_bytes"`
+	// InlineBodyBytes is what one message carries: the smaller of the
+	// configured limit and the NATS max_payload less room for headers.
+	// Larger application bodies go through the object store; job, graph
+	// and OIP bodies are limited to it.
+	InlineBodyBytes int64 `json:"inline_body_bytes"`
 	// NATSMaxPayload is the connected server's max_payload (0 unknown).
 	NATSMaxPayload int64 `json:"nats_max_payload"`
 }
@@ -147,7 +159,11 @@ func (h *Handler) Limits() Limits {
 	if h.o.MaxPayload != nil {
 		l.NATSMaxPayload = h.o.MaxPayload()
 	}
-	l.MaxBodyBytes = wire.BodyLimit(h.o.MaxBodyBytes, l.NATSMaxPayload)
+	l.InlineBodyBytes = wire.BodyLimit(h.o.MaxBodyBytes, l.NATSMaxPayload)
+	l.MaxBodyBytes = l.InlineBodyBytes
+	if h.o.Bodies != nil {
+		l.MaxBodyBytes = h.o.MaxBodyBytes
+	}
 	return l
 }
 
@@ -177,7 +193,8 @@ func forwardHeaders(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	conn := h["Connection"]
 	for k, vs := range h {
-		if hopByHop[k] || k == protocol.HdrRequestID || k == protocol.HeaderPrincipal || k == "Authorization" || k == "X-Api-Key" {
+		if hopByHop[k] || k == protocol.HdrRequestID || k == protocol.HeaderPrincipal || k == protocol.HeaderBodyObject ||
+			k == protocol.HeaderBodyAccept || k == "Authorization" || k == "X-Api-Key" {
 			continue
 		}
 		if len(conn) > 0 && named(conn, k) {
@@ -318,26 +335,36 @@ func (h *Handler) serveApp(x *exchange, r *http.Request) {
 	log := func() zerolog.Logger { return h.o.Log.With().Str("request_id", rid).Str("app", route.App).Logger() }
 
 	lim := h.Limits()
-	body, err := readBody(w, r, lim.MaxBodyBytes)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			x.code = protocol.ErrBodyTooLarge
-			msg := fmt.Sprintf("request body exceeds %d bytes", lim.MaxBodyBytes)
-			if lim.MaxBodyBytes < lim.ConfiguredMaxBodyBytes {
-				msg += fmt.Sprintf(" (what one message of the NATS max_payload of %d bytes carries with room for headers; max_body_bytes is %d)",
-					lim.NATSMaxPayload, lim.ConfiguredMaxBodyBytes)
-			}
-			writeError(w, http.StatusRequestEntityTooLarge, x.code, msg, rid)
-			return
-		}
-		x.code = protocol.ErrBadRequest
-		writeError(w, http.StatusBadRequest, x.code, "read request body: "+err.Error(), rid)
-		return
-	}
 	if h.o.Jobs != nil {
 		if m, op, ok := h.o.Jobs.Match(route.App, rest); ok {
-			x.code = h.o.Jobs.Serve(w, r, m, op, body, rid, jobsapi.Caller{Name: p.Name, Operator: p.Has(httpauth.ScopeOperator)})
+			// A job's body travels in its message: the inline limit.
+			body, ok := h.readBodyOr413(x, r, lim.InlineBodyBytes, lim, "a job's body travels in its message")
+			if ok {
+				x.code = h.o.Jobs.Serve(w, r, m, op, body, rid, jobsapi.Caller{Name: p.Name, Operator: p.Has(httpauth.ScopeOperator)})
+			}
+			return
+		}
+	}
+	// Large bodies (route.Graph apart: its nodes' calls carry theirs
+	// inline) stream into the bodies object store.
+	large := h.o.Bodies != nil && route.Graph == nil && !wantsStream(r)
+	limit := lim.InlineBodyBytes
+	if large {
+		limit = lim.MaxBodyBytes
+	}
+	var body []byte
+	var object string
+	if large && (r.ContentLength > lim.InlineBodyBytes || r.ContentLength < 0) {
+		var ok bool
+		if body, object, ok = h.storeBody(x, r, lim); !ok {
+			return
+		}
+		if object != "" {
+			defer h.deleteBody(r.Context(), object)
+		}
+	} else {
+		var ok bool
+		if body, ok = h.readBodyOr413(x, r, limit, lim, ""); !ok {
 			return
 		}
 	}
@@ -350,6 +377,12 @@ func (h *Handler) serveApp(x *exchange, r *http.Request) {
 		RequestID: rid,
 	}
 	req.Header.Set(protocol.HeaderPrincipal, p.Name)
+	if object != "" {
+		req.Header[protocol.HeaderBodyObject] = []string{object}
+	}
+	if large {
+		req.Header[protocol.HeaderBodyAccept] = []string{"1"}
+	}
 	ctx := r.Context()
 	if h.o.RequestTimeout > 0 {
 		var cancel context.CancelFunc
@@ -394,6 +427,10 @@ func (h *Handler) serveApp(x *exchange, r *http.Request) {
 		writeError(w, errorStatus(code, status), code, string(resp.Body), rid)
 		return
 	}
+	if name := resp.Header.Get(protocol.HeaderBodyObject); name != "" && h.o.Bodies != nil {
+		h.writeStoredBody(x, resp, status, code, name, log)
+		return
+	}
 	copyResponseHeaders(w.Header(), resp.Header)
 	if code != "" {
 		w.Header().Set("X-Jetserve-Error", string(code))
@@ -401,6 +438,132 @@ func (h *Handler) serveApp(x *exchange, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(resp.Body)
+}
+
+// readBodyOr413 reads r's body whole, up to limit; beyond it the client is
+// answered 413 (why, when not empty, says what the limit is for) and ok
+// is false, as for any other read failure (400).
+func (h *Handler) readBodyOr413(x *exchange, r *http.Request, limit int64, lim Limits, why string) ([]byte, bool) {
+	body, err := readBody(x.w, r, limit)
+	if err == nil {
+		return body, true
+	}
+	h.bodyError(x, err, limit, lim, why)
+	return nil, false
+}
+
+// bodyError answers a failure to read or store a request body: 413 past
+// limit, 400 otherwise.
+func (h *Handler) bodyError(x *exchange, err error, limit int64, lim Limits, why string) {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		x.code = protocol.ErrBodyTooLarge
+		msg := fmt.Sprintf("request body exceeds %d bytes", limit)
+		switch {
+		case why != "":
+			msg += " (" + why + fmt.Sprintf(": one message of the NATS max_payload of %d bytes, with room for headers)", lim.NATSMaxPayload)
+		case limit < lim.ConfiguredMaxBodyBytes:
+			msg += fmt.Sprintf(" (what one message of the NATS max_payload of %d bytes carries with room for headers; max_body_bytes is %d)",
+				lim.NATSMaxPayload, lim.ConfiguredMaxBodyBytes)
+		}
+		writeError(x.w, http.StatusRequestEntityTooLarge, x.code, msg, x.rid)
+		return
+	}
+	x.code = protocol.ErrBadRequest
+	writeError(x.w, http.StatusBadRequest, x.code, "read request body: "+err.Error(), x.rid)
+}
+
+// storeBody streams a request body larger than one message (or of unknown
+// length: the first InlineBodyBytes+1 bytes decide) into the bodies object
+// store, up to lim.MaxBodyBytes, and returns the object's name; a body
+// that turns out small is returned inline instead.
+func (h *Handler) storeBody(x *exchange, r *http.Request, lim Limits) (body []byte, object string, ok bool) {
+	if r.ContentLength > lim.MaxBodyBytes {
+		h.bodyError(x, &http.MaxBytesError{Limit: lim.MaxBodyBytes}, lim.MaxBodyBytes, lim, "")
+		return nil, "", false
+	}
+	src := http.MaxBytesReader(x.w, r.Body, lim.MaxBodyBytes)
+	var rd io.Reader = src
+	if r.ContentLength < 0 {
+		head, err := io.ReadAll(io.LimitReader(src, lim.InlineBodyBytes+1))
+		if err != nil {
+			h.bodyError(x, err, lim.MaxBodyBytes, lim, "")
+			return nil, "", false
+		}
+		if int64(len(head)) <= lim.InlineBodyBytes {
+			return head, "", true
+		}
+		rd = io.MultiReader(bytes.NewReader(head), src)
+	}
+	// The body reader's error (413, a client gone) is the store's cause.
+	var readErr error
+	name, _, err := h.o.Bodies.Put(r.Context(), errReader{rd, &readErr})
+	if err != nil {
+		if readErr != nil {
+			err = readErr
+		}
+		var tooBig *http.MaxBytesError
+		if !errors.As(err, &tooBig) && readErr == nil {
+			x.code = protocol.ErrUnavailable
+			x.w.Header().Set("Retry-After", "1")
+			writeError(x.w, http.StatusServiceUnavailable, x.code, "store request body: "+err.Error(), x.rid)
+			return nil, "", false
+		}
+		h.bodyError(x, err, lim.MaxBodyBytes, lim, "")
+		return nil, "", false
+	}
+	return nil, name, true
+}
+
+// errReader remembers the error its reader returned (other than EOF).
+type errReader struct {
+	r   io.Reader
+	err *error
+}
+
+func (e errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		*e.err = err
+	}
+	return n, err
+}
+
+// writeStoredBody answers with a response whose body is in the bodies
+// object store, streamed from there, and deletes the object.
+func (h *Handler) writeStoredBody(x *exchange, resp *serve.Response, status int, code protocol.ErrorCode, name string, log func() zerolog.Logger) {
+	ctx := context.Background() // the copy stops when the client goes
+	defer h.deleteBody(ctx, name)
+	rd, size, err := h.o.Bodies.Open(ctx, name)
+	if err != nil {
+		l := log()
+		l.Error().Err(err).Msg("read response body")
+		x.code = protocol.ErrUnavailable
+		x.w.Header().Set("Retry-After", "1")
+		writeError(x.w, http.StatusServiceUnavailable, x.code, "read response body: "+err.Error(), x.rid)
+		return
+	}
+	defer rd.Close()
+	copyResponseHeaders(x.w.Header(), resp.Header)
+	if code != "" {
+		x.w.Header().Set("X-Jetserve-Error", string(code))
+	}
+	x.w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	x.w.WriteHeader(status)
+	if _, err := io.Copy(x.w, rd); err != nil {
+		l := log()
+		l.Warn().Err(err).Msg("stream response body") // the client sees a short body
+	}
+}
+
+// deleteBody removes a body object once the request is over (the replica
+// deletes a request's when it read it; this catches the rest).
+func (h *Handler) deleteBody(ctx context.Context, name string) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := h.o.Bodies.Delete(dctx, name); err != nil {
+		h.o.Log.Debug().Err(err).Str("object", name).Msg("delete body object") // it expires
+	}
 }
 
 // errorStatus maps platform error codes to their HTTP status; handler
@@ -463,7 +626,7 @@ func (h *Handler) writeCallError(w http.ResponseWriter, err error, rid string, l
 
 func copyResponseHeaders(dst, src http.Header) {
 	for k, vs := range src {
-		if hopByHop[k] || k == protocol.HdrError || k == "Content-Length" {
+		if hopByHop[k] || k == protocol.HdrError || k == "Content-Length" || k == protocol.HeaderBodyObject {
 			continue
 		}
 		dst[k] = vs

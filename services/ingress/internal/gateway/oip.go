@@ -82,7 +82,7 @@ func (h *Handler) serveOIP(x *exchange, r *http.Request) {
 		writeOIPError(x, http.StatusForbidden, fmt.Sprintf("%s may not call application %s (model %s)", p.Name, model.App, model.Name))
 		return
 	}
-	limit := h.Limits().MaxBodyBytes
+	limit := h.Limits().InlineBodyBytes
 	body, err := readBody(x.w, r, limit)
 	if err != nil {
 		var tooBig *http.MaxBytesError

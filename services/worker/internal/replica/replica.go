@@ -146,6 +146,13 @@ type Params struct {
 	// UserNC, if set, is the connection deployment code gets
 	// (serve.Init.NC) instead of NC: a restricted user's.
 	UserNC *nats.Conn
+	// Bodies, if set, is the object store of bodies too large for one
+	// NATS message: a request whose body is there (HeaderBodyObject) is
+	// read from it before its handler runs, and a response too large for
+	// one message goes there when the caller accepts it
+	// (HeaderBodyAccept). Without it such requests fail 503 and such
+	// responses fail as over max_payload.
+	Bodies *wire.Bodies
 	// ResolveConfig, if set, turns the user_config the spec carries into
 	// the one the deployment gets ("${secret:NAME}" references resolved).
 	// Its error makes the replica FAILED.
@@ -964,8 +971,21 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	log := r.log.With().Str("request_id", req.RequestID).Logger()
 	ctx := serve.ContextWithRequest(log.WithContext(a.ctx), req)
 
-	reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
+	accept := takeHeader(req.Header, protocol.HeaderBodyAccept) != ""
+	if name := takeHeader(req.Header, protocol.HeaderBodyObject); name != "" {
+		reply = r.loadBody(ctx, req, name)
+	}
+	if reply == nil {
+		reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
+	} else {
+		failed = true
+	}
 	took = time.Since(start)
+	// A handler (or a process-runtime child) does not name body objects.
+	delete(reply.Header, bodyObjectHdr)
+	if accept && r.p.Bodies != nil && int64(len(reply.Data)) > r.inlineLimit() {
+		r.offloadBody(ctx, reply)
+	}
 	reply.Header[protocol.HdrReplica] = r.idHeader // read-only, shared by every reply
 	if failed {
 		log.Debug().Str("code", reply.Header.Get(protocol.HdrError)).Msg("request failed")
@@ -988,6 +1008,53 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	if err != nil {
 		log.Warn().Err(err).Msg("send reply")
 	}
+}
+
+// bodyObjectHdr is protocol.HeaderBodyObject as a NATS header.
+const bodyObjectHdr = protocol.HdrHTTPPrefix + protocol.HeaderBodyObject
+
+// takeHeader returns h's value of k and removes it.
+func takeHeader(h http.Header, k string) string {
+	v := h.Get(k)
+	if v != "" {
+		h.Del(k)
+	}
+	return v
+}
+
+// inlineLimit is the largest response body sent in the reply message.
+func (r *Replica) inlineLimit() int64 { return wire.BodyLimit(0, r.p.NC.MaxPayload()) }
+
+// loadBody reads req's body from the bodies object store (and deletes the
+// object once read); it returns an error reply when it cannot.
+func (r *Replica) loadBody(ctx context.Context, req *serve.Request, name string) *nats.Msg {
+	if r.p.Bodies == nil {
+		return wire.ErrorMsg(http.StatusServiceUnavailable, protocol.ErrUnavailable, "this worker has no bodies object store")
+	}
+	body, err := r.p.Bodies.Bytes(ctx, name)
+	if err != nil {
+		return wire.ErrorMsg(http.StatusServiceUnavailable, protocol.ErrUnavailable, err.Error())
+	}
+	req.Body = body
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.p.Bodies.Delete(dctx, name); err != nil {
+		r.log.Debug().Err(err).Msg("delete request body object") // it expires
+	}
+	return nil
+}
+
+// offloadBody moves reply's body to the bodies object store (the caller
+// reads and deletes it); if that fails, the body stays, and the reply
+// fails as too large for one message.
+func (r *Replica) offloadBody(ctx context.Context, reply *nats.Msg) {
+	name, err := r.p.Bodies.PutBytes(ctx, reply.Data)
+	if err != nil {
+		r.log.Warn().Err(err).Msg("store response body")
+		return
+	}
+	reply.Header[bodyObjectHdr] = []string{name}
+	reply.Data = nil
 }
 
 // invoke runs the handler (streaming when asked and supported) and returns
