@@ -26,8 +26,8 @@ if ! command -v wrk >/dev/null 2>&1; then
 	fi
 fi
 # JETSERVE_BENCH_ONLY="stages sweep" runs only the sections named (stages,
-# sweep, scaleout, sync, jobs, autoscale, batching, composition); unset runs
-# them all.
+# sweep, scaleout, large, sync, jobs, autoscale, batching, composition);
+# unset runs them all.
 only() {
 	[ -z "${JETSERVE_BENCH_ONLY:-}" ] && return 0
 	case " ${JETSERVE_BENCH_ONLY//,/ } " in *" $1 "*) return 0 ;; esac
@@ -50,6 +50,11 @@ fi
 if only scaleout; then
 	echo "== scale-out: two ingress and two worker processes vs one of each, on this machine"
 	(cd e2e && go test -run '^$' -bench 'ScaleOut' -benchtime 1x -count=1 -timeout 20m ./)
+	echo
+fi
+if only large; then
+	echo "== large payloads: a 10 MB request and a 10 MB response through the fleet (stock nats-server) vs raw net/http"
+	(cd e2e && go test -run '^$' -bench 'LargeBody' -benchtime 1x -count=1 -timeout 20m ./)
 	echo
 fi
 if only sync; then

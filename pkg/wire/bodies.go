@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,7 +31,8 @@ const BodiesTTL = 15 * time.Minute
 
 // Bodies is the bodies object store. Safe for concurrent use.
 type Bodies struct {
-	os jetstream.ObjectStore
+	os    jetstream.ObjectStore
+	chunk uint32 // chunk size: what one message carries
 }
 
 // OpenBodies creates or adopts the bodies object store (one try;
@@ -40,8 +42,10 @@ func OpenBodies(ctx context.Context, js jetstream.JetStream, names protocol.Name
 		Bucket:      names.BucketBodies(),
 		Description: "jetserve request and response bodies larger than one NATS message",
 		TTL:         BodiesTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
+		// In memory: a body lives for one request, and a server restart
+		// fails that request anyway.
+		Storage:  jetstream.MemoryStorage,
+		Replicas: max(replicas, 1),
 	}
 	os, err := js.CreateObjectStore(ctx, cfg)
 	if errors.Is(err, jetstream.ErrBucketExists) {
@@ -50,13 +54,19 @@ func OpenBodies(ctx context.Context, js jetstream.JetStream, names protocol.Name
 	if err != nil {
 		return nil, fmt.Errorf("bodies object store: %w", err)
 	}
-	return &Bodies{os: os}, nil
+	// Chunks as large as a message allows (the store's default is 128
+	// KiB): fewer messages, each acknowledged.
+	chunk := uint32(128 << 10)
+	if mp := js.Conn().MaxPayload(); mp > 2*HeaderRoom {
+		chunk = uint32(min(mp-HeaderRoom, 8<<20))
+	}
+	return &Bodies{os: os, chunk: chunk}, nil
 }
 
 // Put streams r into a new object and returns its name and size.
 func (b *Bodies) Put(ctx context.Context, r io.Reader) (string, int64, error) {
 	name := nuid.Next()
-	info, err := b.os.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
+	info, err := b.os.Put(ctx, jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: b.chunk}}, r)
 	if err != nil {
 		return "", 0, fmt.Errorf("store body: %w", err)
 	}
@@ -66,7 +76,7 @@ func (b *Bodies) Put(ctx context.Context, r io.Reader) (string, int64, error) {
 // PutBytes stores p as a new object and returns its name.
 func (b *Bodies) PutBytes(ctx context.Context, p []byte) (string, error) {
 	name := nuid.Next()
-	if _, err := b.os.PutBytes(ctx, name, p); err != nil {
+	if _, err := b.os.Put(ctx, jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: b.chunk}}, bytes.NewReader(p)); err != nil {
 		return "", fmt.Errorf("store body: %w", err)
 	}
 	return name, nil
