@@ -115,6 +115,12 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 			p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.MSG.DELETE."+kvStream(b))
 		}
 	}
+	// bodies: reads and writes the bodies object store (large request and
+	// response bodies); reading a large object answers the ordered
+	// consumer's flow control.
+	bodies := func(p *perm) {
+		p.allowPub("$JS.FC.OBJ_" + names.BucketBodies() + ".>")
+	}
 	// caller: sends requests to replicas (an embedded router, handle
 	// calls) and follows them.
 	caller := func(p *perm) {
@@ -140,6 +146,7 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		// bodies store's stream only.
 		p.allowPub("$JS.API.STREAM.PURGE.OBJ_" + names.BucketBodies())
 		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
+		bodies(&p)
 	case Router:
 		ensureFleet(&p)
 		for _, b := range fleet {
@@ -192,6 +199,7 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		p.allowPub(names.LoadWildcard(), "_INBOX.>")
 		caller(&p)
 		jobStreamsRW(&p, names.BucketWorkers(), names.BucketReplicas(), names.BucketHandlers())
+		bodies(&p)
 	case Deployment:
 		// Handle calls only: to the routers and (an embedded router's)
 		// straight to replicas. Its replica's jobs run through the

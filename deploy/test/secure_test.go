@@ -85,6 +85,17 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 		_, err := f.do(http.MethodPost, f.ingress+"/echo/", "hi", nil)
 		return err
 	})
+	// A body larger than one message (max_payload 8 MB here) both ways,
+	// through the bodies object store, under the ingress's and the
+	// worker's permissions.
+	big := strings.Repeat("b", 9<<20)
+	f.waitFor(t, 60*time.Second, "a 9 MiB echo", func() error {
+		got, err := f.do(http.MethodPost, f.ingress+"/large/", big, nil)
+		if err == nil && len(got) != len(big) {
+			err = fmt.Errorf("%d bytes back, want %d", len(got), len(big))
+		}
+		return err
+	})
 	f.waitFor(t, 60*time.Second, "a multiplexed model", func() error {
 		_, err := f.do(http.MethodPost, f.ingress+"/mux/", `{"text":"hello"}`, map[string]string{"serve_multiplexed_model_id": "tenant-a"})
 		return err
