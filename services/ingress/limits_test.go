@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -167,22 +166,4 @@ func TestLargeBodiesAtDefaultMaxPayload(t *testing.T) {
 	if lim.NATSMaxPayload != 1<<20 || lim.MaxBodyBytes != 3000*1000 || lim.InlineBodyBytes != 1<<20-wire.HeaderRoom {
 		t.Errorf("GET /-/limits = %+v, want max_body_bytes 3000000 and inline_body_bytes %d from max_payload 1 MiB", lim, 1<<20-wire.HeaderRoom)
 	}
-}
-
-// doReader is do with a body of known length, or of unknown length
-// (chunked) when chunked.
-func (f *fleet) doReader(t *testing.T, method, path, body string, chunked bool) (int, http.Header, string) {
-	t.Helper()
-	var rd io.Reader = strings.NewReader(body)
-	if chunked {
-		rd = io.MultiReader(rd) // hides the length: sent chunked
-	}
-	req, _ := http.NewRequest(method, f.base+path, rd)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
 }
