@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -204,6 +203,12 @@ func startGateway(b *testing.B, natsURL string) string {
 	if err := resp.Flush(); err != nil {
 		b.Fatal(err)
 	}
+	return serveNATSGateway(b, natsURL, "bench.echo")
+}
+
+// serveNATSGateway serves HTTP by a NATS request on subject, on a
+// connection of its own.
+func serveNATSGateway(b *testing.B, natsURL, subject string) string {
 	gw, err := nats.Connect(natsURL, nats.Name("bench-gateway"))
 	if err != nil {
 		b.Fatalf("connect gateway: %v", err)
@@ -211,7 +216,7 @@ func startGateway(b *testing.B, natsURL string) string {
 	b.Cleanup(gw.Close)
 	return serveHTTP(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		m, err := gw.RequestWithContext(r.Context(), "bench.echo", body)
+		m, err := gw.RequestWithContext(r.Context(), subject, body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
@@ -244,11 +249,7 @@ func serveHTTP(b *testing.B, h http.Handler) string {
 // runWrk measures url with wrk (1 thread, c connections, 5 s) and parses
 // its throughput and latency percentiles.
 func runWrk(b *testing.B, wrk, url string, c int) (rps float64, p50, p99 time.Duration) {
-	script := filepath.Join(b.TempDir(), "post.lua")
-	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", echoBody)
-	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	script := wrkScript(b, false)
 	out, err := exec.Command(wrk, "-t1", fmt.Sprintf("-c%d", c), "-d5s", "--latency", "-s", script, url).CombinedOutput()
 	if err != nil {
 		b.Fatalf("wrk: %v\n%s", err, out)

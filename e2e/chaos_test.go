@@ -248,9 +248,9 @@ func (c *chaos) inject(kind string) *fault {
 		ft.victim = "ingress"
 		ft.at = time.Now()
 		live := f.Live(f.Ingresses)
-		r, err := fleet.PostSized(live[c.rng.IntN(len(live))].URL()+"/ha/", 2<<20)
+		r, err := fleet.PostSized(live[c.rng.IntN(len(live))].URL()+"/ha/", 65<<20)
 		if err != nil || r.Status != http.StatusRequestEntityTooLarge {
-			t.Errorf("oversized request (2 MiB): %v %v, want 413", r, err)
+			t.Errorf("oversized request (65 MiB, over max_body_bytes): %v %v, want 413", r, err)
 		}
 	}
 	ft.err = c.whole()

@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -147,11 +146,7 @@ type throughput struct {
 
 // wrkRate runs wrk against url for d at concurrency c and returns req/s.
 func wrkRate(b *testing.B, wrk, url string, c int, d time.Duration) float64 {
-	script := filepath.Join(b.TempDir(), "post.lua")
-	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", echoBody)
-	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	script := wrkScript(b, false)
 	out, err := exec.Command(wrk, "-t1", fmt.Sprintf("-c%d", c), fmt.Sprintf("-d%ds", int(d.Seconds())), "-s", script, url).CombinedOutput()
 	if err != nil {
 		b.Fatalf("wrk: %v\n%s", err, out)

@@ -395,9 +395,10 @@ func TestBadInputs(t *testing.T) {
 	})
 }
 
-// oversized is a body larger than the ingress accepts: over its
-// max_body_bytes (4 MiB) and over the NATS max_payload (1 MiB here).
-const oversized = 16 << 20
+// oversized is a body larger than the ingress accepts: over its default
+// max_body_bytes (64 MiB; smaller bodies over the NATS max_payload go
+// through the bodies object store).
+const oversized = 65 << 20
 
 func testQueueFull(t *testing.T, f *fleet.Fleet) {
 	// 1 replica × max_ongoing 1 + max_queued 1 at the one router: of 6

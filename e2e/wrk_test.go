@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"reflect"
 	"testing"
 	"time"
 )
@@ -29,5 +30,34 @@ Transfer/sec:      6.02MB
 	}
 	if _, _, _, err := parseWrk("garbage"); err == nil {
 		t.Errorf("parseWrk(garbage) = nil error, want one")
+	}
+}
+
+func TestParseWrkRun(t *testing.T) {
+	const out = `Running 2s test @ http://127.0.0.1:8000/sweepq/
+  1 threads and 512 connections
+  Latency Distribution
+     50%    3.08ms
+     75%    4.45ms
+     90%    6.04ms
+     99%   12.00ms
+  24674 requests in 2.00s, 3.12MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 1674
+Requests/sec:  12337.00
+`
+	r, err := parseWrkRun(out)
+	if err != nil {
+		t.Fatalf("parseWrkRun: %v", err)
+	}
+	want := wrkRun{total: 24674, non2xx: 1674, timeouts: 3, errs: 2, secs: 2, p50: 3080 * time.Microsecond, p99: 12 * time.Millisecond}
+	if !reflect.DeepEqual(r, want) {
+		t.Errorf("parseWrkRun = %+v, want %+v", r, want)
+	}
+	if g := r.good(); g != 11500 {
+		t.Errorf("good() = %v, want 11500", g)
+	}
+	if _, err := parseWrkRun("garbage"); err == nil {
+		t.Errorf("parseWrkRun(garbage) = nil error, want one")
 	}
 }

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# make bench: (1) the fleet (ingress → replica, each its own process) side
+# make bench: (0) the stage budget — microbenchmarks of each stage of a
+# no-op request with allocation counts (docs/performance.md) — and the
+# concurrency sweep (1..512, fleet vs raw side by side under wrk, with the
+# targets and the no-collapse check, CPU per request by process and CPU
+# profiles of the ingress and worker); (1) the fleet (ingress → replica, each its own process) side
 # by side in one run with a raw net/http handler and raw HTTP → NATS
 # request-reply → responder, and a process-runtime replica (a no-op Go child
 # process) beside the Go replica, at concurrency 1 and 64; (2) the job path vs a
@@ -21,17 +25,60 @@ if ! command -v wrk >/dev/null 2>&1; then
 		echo "bench: wrk not installed (apt-get install wrk), using the Go load generator"
 	fi
 fi
-echo "== sync requests: fleet vs raw HTTP vs raw HTTP→NATS; process-runtime replica vs Go replica"
-(cd e2e && go test -run '^$' -bench 'FleetVsRaw' -benchtime "${BENCHTIME:-3000x}" -count=1 -timeout 20m ./)
-echo
-echo "== async jobs: Submit → runner → SUCCEEDED vs a raw JetStream publish → pull → ack → KV put loop"
-(cd pkg && go test -run '^$' -bench 'BenchmarkJobs' -benchtime "${JOBS_BENCHTIME:-2000x}" -count=1 -timeout 20m ./jobs/)
-echo
-echo "== autoscaling: load step → first added replica serving; cold start from zero → first answer"
-(cd e2e && go test -run '^$' -bench 'Autoscale' -benchtime 3x -count=1 -timeout 20m ./)
-echo
-echo "== dynamic batching: a 2 ms-per-call model batched vs unbatched at c=32, through the fleet"
-(cd e2e && go test -run '^$' -bench 'Batching' -benchtime "${BATCH_BENCHTIME:-2000x}" -count=1 -timeout 20m ./)
-echo
-echo "== composition: handle hops across workers, within one worker, via the router service; 4-way fan-out"
-(cd e2e && go test -run '^$' -bench 'Composition' -benchtime "${COMPOSE_BENCHTIME:-2000x}" -count=1 -timeout 30m ./)
+# JETSERVE_BENCH_ONLY="stages sweep" runs only the sections named (stages,
+# sweep, scaleout, large, sync, jobs, autoscale, batching, composition);
+# unset runs them all.
+only() {
+	[ -z "${JETSERVE_BENCH_ONLY:-}" ] && return 0
+	case " ${JETSERVE_BENCH_ONLY//,/ } " in *" $1 "*) return 0 ;; esac
+	return 1
+}
+PROFILES="${JETSERVE_BENCH_PROFILES:-${TMPDIR:-/tmp}/jetserve-bench-profiles}"
+if only stages; then
+	echo "== stage budget: each stage of a no-op request alone, ns/op and allocs/op (docs/performance.md)"
+	(cd services/ingress && go test -run '^$' -bench 'Stage' -benchmem -count=1 ./internal/gateway/)
+	(cd pkg && go test -run '^$' -bench 'Stage' -benchmem -count=1 ./wire/ ./routing/)
+	(cd services/worker && go test -run '^$' -bench 'Stage' -benchmem -count=1 ./internal/replica/)
+	echo
+fi
+if only sweep; then
+	echo "== concurrency sweep 1..512: fleet vs raw side by side (wrk), the targets, no collapse past saturation, CPU per request by process"
+	echo "   CPU profiles of the ingress and the worker under load: $PROFILES"
+	(cd e2e && JETSERVE_BENCH_PROFILES="$PROFILES" go test -run '^$' -bench 'Sweep' -benchtime 1x -count=1 -timeout 20m ./)
+	echo
+fi
+if only scaleout; then
+	echo "== scale-out: two ingress and two worker processes vs one of each, on this machine"
+	(cd e2e && go test -run '^$' -bench 'ScaleOut' -benchtime 1x -count=1 -timeout 20m ./)
+	echo
+fi
+if only large; then
+	echo "== large payloads: a 10 MB request and a 10 MB response through the fleet (stock nats-server) vs raw net/http"
+	(cd e2e && go test -run '^$' -bench 'LargeBody' -benchtime 1x -count=1 -timeout 20m ./)
+	echo
+fi
+if only sync; then
+	echo "== sync requests: fleet vs raw HTTP vs raw HTTP→NATS; process-runtime replica vs Go replica"
+	(cd e2e && go test -run '^$' -bench 'FleetVsRaw' -benchtime "${BENCHTIME:-3000x}" -count=1 -timeout 20m ./)
+	echo
+fi
+if only jobs; then
+	echo "== async jobs: Submit → runner → SUCCEEDED vs a raw JetStream publish → pull → ack → KV put loop"
+	(cd pkg && go test -run '^$' -bench 'BenchmarkJobs' -benchtime "${JOBS_BENCHTIME:-2000x}" -count=1 -timeout 20m ./jobs/)
+	echo
+fi
+if only autoscale; then
+	echo "== autoscaling: load step → first added replica serving; cold start from zero → first answer"
+	(cd e2e && go test -run '^$' -bench 'Autoscale' -benchtime 3x -count=1 -timeout 20m ./)
+	echo
+fi
+if only batching; then
+	echo "== dynamic batching: a 2 ms-per-call model batched vs unbatched at c=32, through the fleet"
+	(cd e2e && go test -run '^$' -bench 'Batching' -benchtime "${BATCH_BENCHTIME:-2000x}" -count=1 -timeout 20m ./)
+	echo
+fi
+if only composition; then
+	echo "== composition: handle hops across workers, within one worker, via the router service; 4-way fan-out"
+	(cd e2e && go test -run '^$' -bench 'Composition' -benchtime "${COMPOSE_BENCHTIME:-2000x}" -count=1 -timeout 30m ./)
+	echo
+fi

@@ -115,6 +115,12 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 			p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.MSG.DELETE."+kvStream(b))
 		}
 	}
+	// bodies: reads and writes the bodies object store (large request and
+	// response bodies); reading a large object answers the ordered
+	// consumer's flow control.
+	bodies := func(p *perm) {
+		p.allowPub("$JS.FC.OBJ_" + names.BucketBodies() + ".>")
+	}
 	// caller: sends requests to replicas (an embedded router, handle
 	// calls) and follows them.
 	caller := func(p *perm) {
@@ -135,6 +141,12 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		caller(&p)
 		jobStreamsRW(&p)
 		p.allowPub(names.GraphStatsSubject()) // its splitters' live counts
+		// It deletes the large response bodies it streamed to clients
+		// (an object store delete purges the object's chunks): the
+		// bodies store's stream only.
+		p.allowPub("$JS.API.STREAM.PURGE.OBJ_" + names.BucketBodies())
+		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
+		bodies(&p)
 	case Router:
 		ensureFleet(&p)
 		for _, b := range fleet {
@@ -187,6 +199,7 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		p.allowPub(names.LoadWildcard(), "_INBOX.>")
 		caller(&p)
 		jobStreamsRW(&p, names.BucketWorkers(), names.BucketReplicas(), names.BucketHandlers())
+		bodies(&p)
 	case Deployment:
 		// Handle calls only: to the routers and (an embedded router's)
 		// straight to replicas. Its replica's jobs run through the

@@ -18,6 +18,17 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 	f := startFleetWith(t, "testdata/fleet.yaml", fleetOptions{secure: true})
 	defer func() { t.Logf("fleet up, traffic and job done in %v", time.Since(start)) }()
 	f.waitServing(t)
+	// A body larger than one message (max_payload 8 MB here) both ways,
+	// through the bodies object store, under the ingress's and the
+	// worker's permissions.
+	big := strings.Repeat("b", 9<<20)
+	f.waitFor(t, 60*time.Second, "a 9 MiB echo", func() error {
+		got, err := f.do(http.MethodPost, f.ingress+"/large/", big, nil)
+		if err == nil && len(got) != len(big) {
+			err = fmt.Errorf("%d bytes back, want %d", len(got), len(big))
+		}
+		return err
+	})
 	f.trainJob(t, "s1")
 	if _, err := f.do(http.MethodPost, f.ingress+"/text/train/cancel?request_id=s1", "", nil); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@
 package diag
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -56,7 +57,9 @@ func wait(ctx context.Context, req *serve.Request) error {
 	}
 }
 
-// ServeRequest echoes the body (after delay_ms, unless fail=1).
+// ServeRequest echoes the body (after delay_ms, unless fail=1); with
+// size=N it answers N bytes instead, with len=1 the body's length (the
+// large-payload benchmarks' two directions).
 func (e *Echo) ServeRequest(ctx context.Context, req *serve.Request) (*serve.Response, error) {
 	if err := wait(ctx, req); err != nil {
 		return nil, err
@@ -68,7 +71,13 @@ func (e *Echo) ServeRequest(ctx context.Context, req *serve.Request) (*serve.Res
 	if ct := req.Header.Get("Content-Type"); ct != "" {
 		h.Set("Content-Type", ct)
 	}
-	return &serve.Response{Status: http.StatusOK, Header: h, Body: req.Body}, nil
+	body := req.Body
+	if n, err := strconv.Atoi(req.Query.Get("size")); err == nil && n >= 0 {
+		body = bytes.Repeat([]byte{'x'}, n)
+	} else if req.Query.Get("len") == "1" {
+		body = strconv.AppendInt(nil, int64(len(req.Body)), 10)
+	}
+	return &serve.Response{Status: http.StatusOK, Header: h, Body: body}, nil
 }
 
 // ServeStream sends ?chunks=N chunks ("chunk i\n"), delay_ms apart.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/workpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -189,18 +190,24 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("runner: flush subscriptions: %w", err)
 	}
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Jobs run on kept goroutines: a job's record writes and acks go
+	// deep through JetStream, and a new goroutine would grow (copy) its
+	// stack for every job.
+	pool := workpool.New(runnerIdle)
+	defer pool.Stop()
 	slots := r.cfg.Shared
 	newPuller(r.log, slots, pms).run(ctx, r.wake, func(d delivery) {
 		m := methods[d.m.idx]
-		wg.Go(func() {
+		pool.Run(func() {
 			defer slots.release() // wakes the loop (or the runner after this one)
 			r.process(m, d.msg)
 		})
 	})
 	return nil
 }
+
+// runnerIdle is how long a kept job goroutine waits for the next job.
+const runnerIdle = 10 * time.Second
 
 // wakeFor tells the pull loop that method idx may have a job.
 func (r *Runner) wakeFor(idx int) {

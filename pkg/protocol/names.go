@@ -85,6 +85,11 @@ func (n Names) BucketScale() string { return n.prefix + "_scale" }
 // TTL): what a handler declares in code outlives its workers.
 func (n Names) BucketHandlers() string { return n.prefix + "_handlers" }
 
+// BucketBodies is the object store of request and response bodies too
+// large for one NATS message (protocol.HeaderBodyObject), one object per
+// body, deleted once read and expired by TTL otherwise.
+func (n Names) BucketBodies() string { return n.prefix + "_bodies" }
+
 // HandlerKey is the BucketHandlers key of a handler: its name when that is
 // a valid key (letters, digits, '-', '_', '=', '/', '.' not at either
 // end), else "=" and the name in unpadded base64url.

@@ -39,6 +39,17 @@ const (
 	// or "anonymous" when auth is off). A client's own is dropped. Over
 	// NATS it is Http-X-Jetserve-Principal.
 	HeaderPrincipal = "X-Jetserve-Principal"
+
+	// HeaderBodyObject, on a request or a response, says its body is not
+	// in the message but in the bodies object store (Names.BucketBodies)
+	// under this name: a body larger than one NATS message. Only the
+	// ingress sets it on requests and only a replica on responses; a
+	// client's and a handler's own are dropped.
+	HeaderBodyObject = "X-Jetserve-Body-Object"
+	// HeaderBodyAccept, on a request, says its caller reads a response
+	// body from the bodies object store (HeaderBodyObject): the ingress
+	// sets it; handle calls do not, and get bodies inline.
+	HeaderBodyAccept = "X-Jetserve-Body-Accept"
 )
 
 // HeaderModelID is the HTTP header naming the model a request is for

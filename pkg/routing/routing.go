@@ -17,7 +17,8 @@
 // max_queued_requests and are released when load reports, completions, new
 // replicas or the sweep free capacity. A per-request timer enforces the
 // deadline (the caller's Jetserve-Deadline or the deployment's
-// request_timeout).
+// request_timeout), except for a Caller's request whose deadline is the
+// caller's context's own: that context ends it (callerEnforces).
 //
 // Fault paths answer at once rather than at the deadline:
 //   - a request that cannot be sent because of itself (over the NATS
@@ -433,7 +434,9 @@ func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte
 			r.fail(q, http.StatusGatewayTimeout, protocol.ErrTimeout, "deadline passed before routing", false)
 			return q
 		}
-		q.timer = time.AfterFunc(q.deadline.Sub(now), func() { r.expire(q) })
+		if !r.callerEnforces(q) {
+			q.timer = time.AfterFunc(q.deadline.Sub(now), func() { r.expire(q) })
+		}
 	}
 	if d.head == nil { // FIFO: nobody waits ahead of us
 		if p := d.pick(q, now); p != nil {
@@ -490,6 +493,19 @@ func (r *Router) deadline(m *nats.Msg, timeout time.Duration, now time.Time) tim
 		}
 	}
 	return dl
+}
+
+// callerEnforces reports whether q's deadline is its waiting caller's own
+// (a Caller whose context ends no later than q.deadline, to the
+// millisecond the header carries): the caller's context then ends q
+// (cancel — dropped if queued, cancelled at its replica if in flight), and
+// q needs no timer of its own. One timer per request instead of two.
+func (r *Router) callerEnforces(q *request) bool {
+	if q.ctx == nil {
+		return false
+	}
+	dl, ok := q.ctx.Deadline()
+	return ok && !q.deadline.Before(dl.Add(-time.Millisecond))
 }
 
 // pick chooses a replica for q, or nil; d.mu held. A request for a

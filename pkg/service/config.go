@@ -42,6 +42,9 @@ type Common struct {
 	// Tracing exports the service's spans over OTLP/HTTP when it names an
 	// endpoint (pkg/tracing).
 	Tracing tracing.Config `koanf:"tracing"`
+	// OpsPprof adds Go's /debug/pprof/ to the ops server (make bench
+	// takes CPU profiles of the fleet's processes through it).
+	OpsPprof bool `koanf:"ops_pprof" help:"serve Go's /debug/pprof/ profiles on ops_addr too"`
 }
 
 // NATSConfig says how to reach NATS.

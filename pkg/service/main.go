@@ -16,6 +16,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/jetserve/jetserve/pkg/tracing"
+	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,6 +83,9 @@ type Deps struct {
 	// stopped by Prepare's cleanup.
 	Tracer trace.TracerProvider
 
+	// pprof: the ops server serves /debug/pprof/ too (Common.OpsPprof,
+	// set by Prepare).
+	pprof bool
 	// ops is the ops server Prepare started while it connected, so that
 	// /healthz says why NATS is not connected; ServeOps takes it over.
 	ops *opsServer
@@ -115,6 +119,7 @@ func (d *Deps) Prepare(ctx context.Context, c Common, name string) (cleanup func
 	if d.Health == nil {
 		d.Health = NewHealth()
 	}
+	d.pprof = c.OpsPprof
 	var closers []func()
 	cleanup = func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -147,7 +152,7 @@ func (d *Deps) Prepare(ctx context.Context, c Common, name string) (cleanup func
 			if d.OpsReady != nil {
 				d.OpsReady(ln.Addr())
 			}
-			o := &opsServer{srv: &http.Server{Handler: OpsMux(d.Metrics, d.Health), ReadHeaderTimeout: 10 * time.Second}, done: make(chan error, 1)}
+			o := &opsServer{srv: &http.Server{Handler: OpsMux(d.Metrics, d.Health, d.pprof), ReadHeaderTimeout: 10 * time.Second}, done: make(chan error, 1)}
 			go func() { o.done <- o.srv.Serve(ln) }()
 			d.ops = o
 			closers = append(closers, func() {
@@ -185,7 +190,7 @@ func (d *Deps) ServeOps(ctx context.Context, addr string) error {
 		<-ctx.Done()
 		return nil
 	}
-	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health), 5*time.Second, func(a net.Addr) {
+	return ServeHTTP(ctx, addr, OpsMux(d.Metrics, d.Health, d.pprof), 5*time.Second, func(a net.Addr) {
 		d.Log.Info().Str("addr", a.String()).Msg("ops listening") // read back by tests given port 0
 		if d.OpsReady != nil {
 			d.OpsReady(a)
@@ -228,6 +233,20 @@ func openBuckets(ctx context.Context, log zerolog.Logger, js jetstream.JetStream
 		defer cancel()
 		var err error
 		b, err = fleetstate.Ensure(actx, js, names, replicas)
+		return err
+	})
+	return b, err
+}
+
+// OpenBodies creates or adopts the bodies object store of the ingress and
+// the workers (wire.Bodies), retrying until JetStream answers or ctx ends.
+func OpenBodies(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, names protocol.Names, replicas int) (*wire.Bodies, error) {
+	var b *wire.Bodies
+	err := streams.Retry(ctx, log, "bodies object store", func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var err error
+		b, err = wire.OpenBodies(actx, js, names, replicas)
 		return err
 	})
 	return b, err

@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -101,12 +103,51 @@ func NATSCheck(nc *nats.Conn) func() error {
 	}
 }
 
-// OpsMux returns a mux with /metrics and /healthz.
-func OpsMux(reg *prometheus.Registry, health *Health) *http.ServeMux {
+// OpsMux returns a mux with /metrics and /healthz, and with pprofOn
+// Go's profiles under /debug/pprof/ (profile, heap, allocs, goroutine, …).
+func OpsMux(reg *prometheus.Registry, health *Health, pprofOn bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("GET /healthz", health)
+	if pprofOn {
+		mux.HandleFunc("GET /debug/pprof/profile", cpuProfile)
+		mux.HandleFunc("GET /debug/pprof/{name}", namedProfile)
+	}
 	return mux
+}
+
+// cpuProfile answers GET /debug/pprof/profile?seconds=N (default 10, at
+// most 120) with a CPU profile, as net/http/pprof's does; that package is
+// not imported because its init registers on http.DefaultServeMux.
+func cpuProfile(w http.ResponseWriter, r *http.Request) {
+	secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
+	if err != nil || secs <= 0 {
+		secs = 10
+	}
+	secs = min(secs, 120)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if err := pprof.StartCPUProfile(w); err != nil {
+		http.Error(w, "start CPU profile: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	select {
+	case <-time.After(time.Duration(secs) * time.Second):
+	case <-r.Context().Done():
+	}
+	pprof.StopCPUProfile()
+}
+
+// namedProfile answers GET /debug/pprof/{heap,allocs,goroutine,mutex,block,…}.
+func namedProfile(w http.ResponseWriter, r *http.Request) {
+	p := pprof.Lookup(r.PathValue("name"))
+	if p == nil {
+		http.Error(w, "no such profile", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if err := p.WriteTo(w, 0); err != nil {
+		http.Error(w, "write profile: "+err.Error(), http.StatusInternalServerError)
+	}
 }
 
 // ServeHTTP runs h on addr until ctx ends, then shuts it down, waiting

@@ -265,7 +265,11 @@ func transportError(err error) error {
 
 // Deadline reads the caller's deadline from a request message.
 func Deadline(m *nats.Msg) (time.Time, bool) {
-	ms, err := strconv.ParseInt(m.Header.Get(protocol.HdrDeadline), 10, 64)
+	v := m.Header.Get(protocol.HdrDeadline)
+	if v == "" {
+		return time.Time{}, false // no error value made for the usual absence
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || ms == 0 {
 		return time.Time{}, false
 	}

@@ -66,8 +66,9 @@ import (
 // auth.anonymous.
 const DefaultHTTPAddr = "127.0.0.1:8000"
 
-// DefaultMaxBodyBytes is the default request body limit (4 MiB).
-const DefaultMaxBodyBytes = 4 << 20
+// DefaultMaxBodyBytes is the default request body limit (64 MiB): bodies
+// larger than one NATS message go through the bodies object store.
+const DefaultMaxBodyBytes = 64 << 20
 
 // Config is the ingress's configuration.
 type Config struct {
@@ -79,7 +80,7 @@ type Config struct {
 	// HTTPAddr is the public HTTP listen address.
 	HTTPAddr string `koanf:"http_addr" help:"public HTTP address"`
 	// MaxBodyBytes caps request bodies; larger ones get 413.
-	MaxBodyBytes int64 `koanf:"max_body_bytes" help:"largest request body (413 beyond; also capped by NATS max_payload)"`
+	MaxBodyBytes int64 `koanf:"max_body_bytes" help:"largest request body (413 beyond); bodies over one NATS message go through the bodies object store"`
 	// RequestTimeout is the deadline given to each request (sent to the
 	// routers as the caller's deadline).
 	RequestTimeout time.Duration `koanf:"request_timeout" help:"end-to-end bound of one request (504 after it)"`
@@ -164,6 +165,10 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return err
 	}
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
+	bodies, err := service.OpenBodies(ctx, deps.Log, js, names, cfg.NATS.Replicas)
+	if err != nil {
+		return err
+	}
 	auth, err := httpauth.New(cfg.Auth, httpauth.Options{Realm: "jetserve",
 		Public: []string{"/-/healthz", "/v2/health/live", "/v2/health/ready"}}, deps.Log)
 	if err != nil {
@@ -253,6 +258,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		Healthy:         ready,
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		MaxPayload:      deps.NC.MaxPayload,
+		Bodies:          bodies,
 		RequestTimeout:  cfg.RequestTimeout,
 		Metrics:         metrics,
 		Log:             deps.Log,
@@ -264,7 +270,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	})
 
 	lim := h.Limits()
-	deps.Log.Info().Int64("max_body_bytes", lim.MaxBodyBytes).Int64("configured_max_body_bytes", lim.ConfiguredMaxBodyBytes).
+	deps.Log.Info().Int64("max_body_bytes", lim.MaxBodyBytes).Int64("inline_body_bytes", lim.InlineBodyBytes).
 		Int64("nats_max_payload", lim.NATSMaxPayload).Msg("request body limit")
 
 	// The watcher lives until the HTTP server has drained.

@@ -84,7 +84,18 @@ func fakeRouter(t *testing.T, nc *nats.Conn, names protocol.Names, gate <-chan s
 
 func (f *fleet) do(t *testing.T, method, path, body string) (int, http.Header, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, f.base+path, strings.NewReader(body))
+	return f.doReader(t, method, path, body, false)
+}
+
+// doReader is do with a body of known length, or of unknown length
+// (chunked) when chunked.
+func (f *fleet) doReader(t *testing.T, method, path, body string, chunked bool) (int, http.Header, string) {
+	t.Helper()
+	var rd io.Reader = strings.NewReader(body)
+	if chunked {
+		rd = io.MultiReader(rd) // hides the length: sent chunked
+	}
+	req, _ := http.NewRequest(method, f.base+path, rd)
 	req.Header.Set("X-Test", "pass")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -119,6 +119,10 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	if err != nil {
 		return err
 	}
+	bodies, err := service.OpenBodies(ctx, deps.Log, js, names, cfg.NATS.Replicas)
+	if err != nil {
+		return err
+	}
 	local := newLocalReplicas()
 	var caller serve.Caller = wire.NewCaller(deps.NC, names)
 	var router *routing.Router
@@ -150,6 +154,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		verifier:     verifier,
 		secrets:      secrets.Dir(cfg.SecretsDir),
 		js:           js,
+		bodies:       bodies,
 		names:        names,
 		buckets:      buckets,
 		reg:          reg,
@@ -336,6 +341,8 @@ type worker struct {
 	local *localReplicas
 	log   zerolog.Logger
 	info  protocol.WorkerInfo // owned by run
+	// bodies holds bodies too large for one NATS message.
+	bodies *wire.Bodies
 	// natsReplicas is the replica count of the job state runners create.
 	natsReplicas int
 
@@ -515,6 +522,7 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		Records:     w.buckets.Replicas,
 		WorkerID:    w.info.ID,
 		Spec:        s,
+		Bodies:      w.bodies,
 		Caller:      w.caller,
 		Deployments: w.deployments,
 		Uses:        w.uses,

@@ -53,6 +53,9 @@ type Options struct {
 	WorkerEnv []map[string]string
 	// Env is extra environment of every service.
 	Env map[string]string
+	// IngressEnv is extra environment of every ingress (options only the
+	// ingress has, such as JETSERVE_MAX_BODY_BYTES).
+	IngressEnv map[string]string
 }
 
 func (o Options) withDefaults() Options {
@@ -345,7 +348,11 @@ func (f *Fleet) AddRouter(wait bool) *Service {
 // AddIngress starts one more ingress.
 func (f *Fleet) AddIngress(wait bool) *Service {
 	f.tb.Helper()
-	s := f.start(Ingress, "ingress", false, map[string]string{"JETSERVE_HTTP_ADDR": "127.0.0.1:0"}, wait)
+	extra := map[string]string{"JETSERVE_HTTP_ADDR": "127.0.0.1:0"}
+	for k, v := range f.opt.IngressEnv {
+		extra[k] = v
+	}
+	s := f.start(Ingress, "ingress", false, extra, wait)
 	f.Ingresses = append(f.Ingresses, s)
 	return s
 }

@@ -14,18 +14,20 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/httperr"
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -35,6 +37,7 @@ import (
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -58,8 +61,13 @@ type Options struct {
 	// max_body_bytes; the transport may cap them lower (MaxPayload).
 	MaxBodyBytes int64
 	// MaxPayload, if set, returns the NATS server's max_payload: bodies
-	// are limited to what fits one message (wire.BodyLimit).
+	// larger than one message carries (wire.BodyLimit) go through Bodies,
+	// or are refused 413 without it.
 	MaxPayload func() int64
+	// Bodies, if set, carries request and response bodies too large for
+	// one NATS message (application requests; jobs, graphs and OIP keep
+	// theirs inline).
+	Bodies *wire.Bodies
 	// RequestTimeout bounds a request end to end.
 	RequestTimeout time.Duration
 	Metrics        *Metrics
@@ -87,53 +95,68 @@ type Options struct {
 // Handler serves the ingress HTTP API.
 type Handler struct {
 	o   Options
-	mux http.Handler
+	mux http.Handler // the ingress's own endpoints under /-/
+	// anonymous is the principal of requests the auth middleware did not
+	// mark (auth off): made once, read only.
+	anonymous httpauth.Principal
+	// ridPrefix and ridSeq make request ids: "<prefix>-<n>", unique per
+	// ingress process (the prefix is random).
+	ridPrefix string
+	ridSeq    atomic.Uint64
 }
 
 // New returns the handler.
 func New(o Options) *Handler {
-	h := &Handler{o: o}
+	h := &Handler{o: o, anonymous: httpauth.Anonymous(), ridPrefix: nuid.Next()[:10]}
 	r := chi.NewRouter()
 	r.Get("/-/routes", h.serveRoutes)
 	r.Get("/-/healthz", h.serveHealth)
 	r.Get("/-/models", h.serveModels)
 	r.Get("/-/limits", h.serveLimits)
-	r.Group(func(r chi.Router) {
-		// Application and OIP requests: a request id (the client's
-		// X-Request-Id, else one chi makes), the status captured, metrics
-		// and a debug log line.
-		r.Use(middleware.RequestID, h.observe)
-		r.Handle("/v2", http.HandlerFunc(h.serveOIP))
-		r.Handle("/v2/*", http.HandlerFunc(h.serveOIP))
-		r.Handle("/*", http.HandlerFunc(h.serveApp))
-	})
+	r.NotFound(h.serveObserved)
+	r.MethodNotAllowed(h.serveObserved)
 	h.mux = r
 	return h
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP serves the ingress's endpoints (/-/…) through its chi mux and
+// everything else — application and OIP requests, the hot path — straight
+// through serveObserved, with no router in between.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/-/") {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	h.serveObserved(w, r)
+}
 
 // principal is who the request comes from: the auth middleware put it in
-// the context; without one (the handler used alone, as in its tests) it is
-// the anonymous principal auth-off servers use.
-func principal(r *http.Request) httpauth.Principal {
+// the context; without one (auth off, or the handler used alone, as in its
+// tests) it is the anonymous principal.
+func (h *Handler) principal(r *http.Request) httpauth.Principal {
 	if p, ok := httpauth.FromContext(r.Context()); ok {
 		return p
 	}
-	return httpauth.Anonymous()
+	return h.anonymous
 }
 
 func (h *Handler) serveRoutes(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, h.o.Routes().Prefixes())
 }
 
-// Limits is the body of GET /-/limits: the body limit in force and what
-// it comes from.
+// Limits is the body of GET /-/limits: the body limits in force and what
+// they come from.
 type Limits struct {
-	// MaxBodyBytes is the limit in force: the smaller of the configured
-	// one and what fits the NATS max_payload with room for headers.
+	// MaxBodyBytes is the limit in force for application requests: the
+	// configured one when large bodies go through the bodies object
+	// store, else InlineBodyBytes.
 	MaxBodyBytes           int64 `json:"max_body_bytes"`
 	ConfiguredMaxBodyBytes int64 `json:"configured_max_body_bytes"`
+	// InlineBodyBytes is what one message carries: the smaller of the
+	// configured limit and the NATS max_payload less room for headers.
+	// Larger application bodies go through the object store; job, graph
+	// and OIP bodies are limited to it.
+	InlineBodyBytes int64 `json:"inline_body_bytes"`
 	// NATSMaxPayload is the connected server's max_payload (0 unknown).
 	NATSMaxPayload int64 `json:"nats_max_payload"`
 }
@@ -145,7 +168,11 @@ func (h *Handler) Limits() Limits {
 	if h.o.MaxPayload != nil {
 		l.NATSMaxPayload = h.o.MaxPayload()
 	}
-	l.MaxBodyBytes = wire.BodyLimit(h.o.MaxBodyBytes, l.NATSMaxPayload)
+	l.InlineBodyBytes = wire.BodyLimit(h.o.MaxBodyBytes, l.NATSMaxPayload)
+	l.MaxBodyBytes = l.InlineBodyBytes
+	if h.o.Bodies != nil {
+		l.MaxBodyBytes = h.o.MaxBodyBytes
+	}
 	return l
 }
 
@@ -175,7 +202,8 @@ func forwardHeaders(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	conn := h["Connection"]
 	for k, vs := range h {
-		if hopByHop[k] || k == protocol.HdrRequestID || k == protocol.HeaderPrincipal || k == "Authorization" || k == "X-Api-Key" {
+		if hopByHop[k] || k == protocol.HdrRequestID || k == protocol.HeaderPrincipal || k == protocol.HeaderBodyObject ||
+			k == protocol.HeaderBodyAccept || k == "Authorization" || k == "X-Api-Key" {
 			continue
 		}
 		if len(conn) > 0 && named(conn, k) {
@@ -197,66 +225,110 @@ func named(conn []string, k string) bool {
 	return false
 }
 
-// exchange is one request being served: its writer and id, and what the
-// handler tells the metrics and the request log.
+// exchange is one request being served: the response writer that
+// captures its status, its id, and what the handler tells the metrics and
+// the request log. One allocation per request carries all of it.
 type exchange struct {
-	w     http.ResponseWriter
+	w     http.ResponseWriter // the exchange itself: what handlers write to
+	rw    http.ResponseWriter // the server's writer
 	rid   string
-	label string // the route prefix (or model endpoint) in metrics
+	ridv  [1]string // the X-Request-Id header's value slice
+	label string    // the route prefix (or model endpoint) in metrics
 	code  protocol.ErrorCode
+	// status is the status written (0 none yet).
+	status int
 }
 
-type exchangeKey struct{}
+func (x *exchange) Header() http.Header { return x.rw.Header() }
 
-// exchangeOf returns the exchange observe made for r.
-func exchangeOf(r *http.Request) *exchange { return r.Context().Value(exchangeKey{}).(*exchange) }
+func (x *exchange) WriteHeader(code int) {
+	if x.status == 0 {
+		x.status = code
+	}
+	x.rw.WriteHeader(code)
+}
 
-// observe is the middleware of the application and OIP routes, after
-// chi's RequestID: it echoes the request id, starts the request's server
-// span (the child of the caller's traceparent) and makes the request's
-// Traceparent its own, so that every hop below is its child; it captures
-// the status (chi's WrapResponseWriter), counts the request as ongoing
-// and, when it ends, records its metrics (labelled by what the handler put
-// in its exchange), ends the span and writes a debug log line.
-func (h *Handler) observe(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		ww := middleware.NewWrapResponseWriter(rw, r.ProtoMajor)
-		x := &exchange{w: ww, rid: middleware.GetReqID(r.Context()), label: "unmatched"}
-		ww.Header().Set(protocol.HdrRequestID, x.rid)
-		ctx, span := r.Context(), tracing.Off()
-		if h.o.Tracer != nil {
-			ctx, span = h.o.Tracer.Start(tracing.Extract(ctx, r.Header), "HTTP "+r.Method,
-				trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.AttrRequestID.String(x.rid),
-					attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
-			tracing.Inject(ctx, r.Header)
+func (x *exchange) Write(b []byte) (int, error) {
+	if x.status == 0 {
+		x.status = http.StatusOK
+	}
+	return x.rw.Write(b)
+}
+
+// Flush sends what was written (streamed answers).
+func (x *exchange) Flush() {
+	if f, ok := x.rw.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the server's writer.
+func (x *exchange) Unwrap() http.ResponseWriter { return x.rw }
+
+// requestID is the client's X-Request-Id, else a new one.
+func (h *Handler) requestID(r *http.Request) string {
+	if v := r.Header[protocol.HdrRequestID]; len(v) > 0 && v[0] != "" {
+		return v[0]
+	}
+	var buf [32]byte
+	b := append(append(buf[:0], h.ridPrefix...), '-')
+	return string(strconv.AppendUint(b, h.ridSeq.Add(1), 10))
+}
+
+// serveObserved serves application and OIP requests: it takes the
+// request id (the client's X-Request-Id, else a new one) and echoes it,
+// captures the status, counts the request as ongoing and, when it ends,
+// records its metrics (labelled by what the handler put in its exchange)
+// and a debug log line.
+func (h *Handler) serveObserved(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	x := &exchange{rw: rw, rid: h.requestID(r), label: "unmatched"}
+	x.w = x
+	x.ridv[0] = x.rid
+	rw.Header()[protocol.HdrRequestID] = x.ridv[:]
+	// The request's server span (the child of the caller's traceparent);
+	// the request's Traceparent becomes its own, so that every hop below
+	// is its child. Tracing off: no span, no context copy.
+	span := tracing.Off()
+	if h.o.Tracer != nil {
+		var ctx context.Context
+		ctx, span = h.o.Tracer.Start(tracing.Extract(r.Context(), r.Header), "HTTP "+r.Method,
+			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.AttrRequestID.String(x.rid),
+				attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		tracing.Inject(ctx, r.Header)
+		r = r.WithContext(ctx)
+	}
+	m := h.o.Metrics
+	m.ongoing.Inc()
+	defer func() {
+		m.ongoing.Dec()
+		status := x.status
+		if status == 0 {
+			status = http.StatusOK
 		}
-		m := h.o.Metrics
-		m.ongoing.Inc()
-		defer func() {
-			m.ongoing.Dec()
-			status := ww.Status()
-			if status == 0 {
-				status = http.StatusOK
+		el := time.Since(start)
+		m.observe(x.label, r.Method, status, x.code, el)
+		if span.IsRecording() {
+			span.SetName("HTTP " + r.Method + " " + x.label)
+			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if x.code != "" {
+				span.SetAttributes(tracing.AttrErrorCode.String(string(x.code)))
 			}
-			el := time.Since(start)
-			m.observe(x.label, r.Method, status, x.code, el)
-			if span.IsRecording() {
-				span.SetName("HTTP " + r.Method + " " + x.label)
-				span.SetAttributes(attribute.Int("http.response.status_code", status))
-				if x.code != "" {
-					span.SetAttributes(tracing.AttrErrorCode.String(string(x.code)))
-				}
-				if status >= 500 {
-					span.SetStatus(codes.Error, string(x.code))
-				}
+			if status >= 500 {
+				span.SetStatus(codes.Error, string(x.code))
 			}
-			span.End()
-			h.o.Log.Debug().Str("request_id", x.rid).Str("trace_id", traceID(span)).Str("method", r.Method).Str("path", r.URL.Path).
+		}
+		span.End()
+		if l := h.o.Log.Debug(); l.Enabled() {
+			l.Str("request_id", x.rid).Str("trace_id", traceID(span)).Str("method", r.Method).Str("path", r.URL.Path).
 				Int("status", status).Str("error_code", string(x.code)).Dur("latency", el).Msg("http request")
-		}()
-		next.ServeHTTP(ww, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
-	})
+		}
+	}()
+	if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
+		h.serveOIP(x, r)
+		return
+	}
+	h.serveApp(x, r)
 }
 
 // traceID is span's trace id, "" without one.
@@ -267,8 +339,8 @@ func traceID(span trace.Span) string {
 	return ""
 }
 
-func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
-	x := exchangeOf(r)
+func (h *Handler) serveApp(x *exchange, r *http.Request) {
+	w := x.w
 	rid := x.rid
 
 	tab := h.o.Routes()
@@ -291,7 +363,7 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.label = route.Prefix
-	p := principal(r)
+	p := h.principal(r)
 	if !p.CanApp(route.App) {
 		x.code = protocol.ErrForbidden
 		httperr.Write(w, x.code, fmt.Sprintf("%s may not call application %s", p.Name, route.App), rid)
@@ -300,38 +372,54 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 	log := func() zerolog.Logger { return h.o.Log.With().Str("request_id", rid).Str("app", route.App).Logger() }
 
 	lim := h.Limits()
-	body, err := readBody(w, r, lim.MaxBodyBytes)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			x.code = protocol.ErrBodyTooLarge
-			msg := fmt.Sprintf("request body exceeds %d bytes", lim.MaxBodyBytes)
-			if lim.MaxBodyBytes < lim.ConfiguredMaxBodyBytes {
-				msg += fmt.Sprintf(" (what one message of the NATS max_payload of %d bytes carries with room for headers; max_body_bytes is %d)",
-					lim.NATSMaxPayload, lim.ConfiguredMaxBodyBytes)
-			}
-			httperr.Write(w, x.code, msg, rid)
-			return
-		}
-		x.code = protocol.ErrBadRequest
-		httperr.Write(w, x.code, "read request body: "+err.Error(), rid)
-		return
-	}
 	if h.o.Jobs != nil {
 		if m, op, ok := h.o.Jobs.Match(route.App, rest); ok {
-			x.code = h.o.Jobs.Serve(w, r, m, op, body, rid, jobsapi.Caller{Name: p.Name, Operator: p.Has(httpauth.ScopeOperator)})
+			// A job's body travels in its message: the inline limit.
+			body, ok := h.readBodyOr413(x, r, lim.InlineBodyBytes, lim, "a job's body travels in its message")
+			if ok {
+				x.code = h.o.Jobs.Serve(w, r, m, op, body, rid, jobsapi.Caller{Name: p.Name, Operator: p.Has(httpauth.ScopeOperator)})
+			}
+			return
+		}
+	}
+	// Large bodies (route.Graph apart: its nodes' calls carry theirs
+	// inline) stream into the bodies object store.
+	large := h.o.Bodies != nil && route.Graph == nil && !wantsStream(r)
+	limit := lim.InlineBodyBytes
+	if large {
+		limit = lim.MaxBodyBytes
+	}
+	var body []byte
+	var object string
+	if large && (r.ContentLength > lim.InlineBodyBytes || r.ContentLength < 0) {
+		var ok bool
+		if body, object, ok = h.storeBody(x, r, lim); !ok {
+			return
+		}
+		if object != "" {
+			defer h.deleteBody(r.Context(), object)
+		}
+	} else {
+		var ok bool
+		if body, ok = h.readBodyOr413(x, r, limit, lim, ""); !ok {
 			return
 		}
 	}
 	req := &serve.Request{
 		Method:    r.Method,
 		Path:      rest,
-		Query:     r.URL.Query(),
+		Query:     query(r),
 		Header:    forwardHeaders(r.Header),
 		Body:      body,
 		RequestID: rid,
 	}
 	req.Header.Set(protocol.HeaderPrincipal, p.Name)
+	if object != "" {
+		req.Header[protocol.HeaderBodyObject] = []string{object}
+	}
+	if large {
+		req.Header[protocol.HeaderBodyAccept] = []string{"1"}
+	}
 	ctx := r.Context()
 	if h.o.RequestTimeout > 0 {
 		var cancel context.CancelFunc
@@ -373,11 +461,141 @@ func (h *Handler) serveApp(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, code, string(resp.Body), rid)
 		return
 	}
+	if name := resp.Header.Get(protocol.HeaderBodyObject); name != "" && h.o.Bodies != nil {
+		h.writeStoredBody(x, resp, status, code, name, log)
+		return
+	}
 	copyResponseHeaders(w.Header(), resp.Header)
 	httperr.SetHeaders(w.Header(), code)
 	w.Header().Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(resp.Body)
+}
+
+// readBodyOr413 reads r's body whole, up to limit; beyond it the client is
+// answered 413 (why, when not empty, says what the limit is for) and ok
+// is false, as for any other read failure (400).
+func (h *Handler) readBodyOr413(x *exchange, r *http.Request, limit int64, lim Limits, why string) ([]byte, bool) {
+	body, err := readBody(x.w, r, limit)
+	if err == nil {
+		return body, true
+	}
+	h.bodyError(x, err, limit, lim, why)
+	return nil, false
+}
+
+// bodyError answers a failure to read or store a request body: 413 past
+// limit, 400 otherwise.
+func (h *Handler) bodyError(x *exchange, err error, limit int64, lim Limits, why string) {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		x.code = protocol.ErrBodyTooLarge
+		msg := fmt.Sprintf("request body exceeds %d bytes", limit)
+		switch {
+		case why != "":
+			msg += " (" + why + fmt.Sprintf(": one message of the NATS max_payload of %d bytes, with room for headers)", lim.NATSMaxPayload)
+		case limit < lim.ConfiguredMaxBodyBytes:
+			msg += fmt.Sprintf(" (what one message of the NATS max_payload of %d bytes carries with room for headers; max_body_bytes is %d)",
+				lim.NATSMaxPayload, lim.ConfiguredMaxBodyBytes)
+		}
+		httperr.Write(x.w, x.code, msg, x.rid)
+		return
+	}
+	x.code = protocol.ErrBadRequest
+	httperr.Write(x.w, x.code, "read request body: "+err.Error(), x.rid)
+}
+
+// storeBody streams a request body larger than one message (or of unknown
+// length: the first InlineBodyBytes+1 bytes decide) into the bodies object
+// store, up to lim.MaxBodyBytes, and returns the object's name; a body
+// that turns out small is returned inline instead.
+func (h *Handler) storeBody(x *exchange, r *http.Request, lim Limits) (body []byte, object string, ok bool) {
+	if r.ContentLength > lim.MaxBodyBytes {
+		h.bodyError(x, &http.MaxBytesError{Limit: lim.MaxBodyBytes}, lim.MaxBodyBytes, lim, "")
+		return nil, "", false
+	}
+	src := http.MaxBytesReader(x.w, r.Body, lim.MaxBodyBytes)
+	var rd io.Reader = src
+	if r.ContentLength < 0 {
+		head, err := io.ReadAll(io.LimitReader(src, lim.InlineBodyBytes+1))
+		if err != nil {
+			h.bodyError(x, err, lim.MaxBodyBytes, lim, "")
+			return nil, "", false
+		}
+		if int64(len(head)) <= lim.InlineBodyBytes {
+			return head, "", true
+		}
+		rd = io.MultiReader(bytes.NewReader(head), src)
+	}
+	// The body reader's error (413, a client gone) is the store's cause.
+	var readErr error
+	name, _, err := h.o.Bodies.Put(r.Context(), errReader{rd, &readErr})
+	if err != nil {
+		if readErr != nil {
+			err = readErr
+		}
+		var tooBig *http.MaxBytesError
+		if !errors.As(err, &tooBig) && readErr == nil {
+			x.code = protocol.ErrUnavailable
+			x.w.Header().Set("Retry-After", "1")
+			httperr.Write(x.w, x.code, "store request body: "+err.Error(), x.rid)
+			return nil, "", false
+		}
+		h.bodyError(x, err, lim.MaxBodyBytes, lim, "")
+		return nil, "", false
+	}
+	return nil, name, true
+}
+
+// errReader remembers the error its reader returned (other than EOF).
+type errReader struct {
+	r   io.Reader
+	err *error
+}
+
+func (e errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		*e.err = err
+	}
+	return n, err
+}
+
+// writeStoredBody answers with a response whose body is in the bodies
+// object store, streamed from there, and deletes the object.
+func (h *Handler) writeStoredBody(x *exchange, resp *serve.Response, status int, code protocol.ErrorCode, name string, log func() zerolog.Logger) {
+	ctx := context.Background() // the copy stops when the client goes
+	defer h.deleteBody(ctx, name)
+	rd, size, err := h.o.Bodies.Open(ctx, name)
+	if err != nil {
+		l := log()
+		l.Error().Err(err).Msg("read response body")
+		x.code = protocol.ErrUnavailable
+		x.w.Header().Set("Retry-After", "1")
+		httperr.Write(x.w, x.code, "read response body: "+err.Error(), x.rid)
+		return
+	}
+	defer rd.Close()
+	copyResponseHeaders(x.w.Header(), resp.Header)
+	if code != "" {
+		x.w.Header().Set("X-Jetserve-Error", string(code))
+	}
+	x.w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	x.w.WriteHeader(status)
+	if _, err := io.Copy(x.w, rd); err != nil {
+		l := log()
+		l.Warn().Err(err).Msg("stream response body") // the client sees a short body
+	}
+}
+
+// deleteBody removes a body object once the request is over (the replica
+// deletes a request's when it read it; this catches the rest).
+func (h *Handler) deleteBody(ctx context.Context, name string) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := h.o.Bodies.Delete(dctx, name); err != nil {
+		h.o.Log.Debug().Err(err).Str("object", name).Msg("delete body object") // it expires
+	}
 }
 
 // errorStatus is the status of an error answer: the catalogue's for
@@ -419,7 +637,7 @@ func (h *Handler) writeCallError(w http.ResponseWriter, err error, rid string, l
 
 func copyResponseHeaders(dst, src http.Header) {
 	for k, vs := range src {
-		if hopByHop[k] || k == protocol.HdrError || k == "Content-Length" {
+		if hopByHop[k] || k == protocol.HdrError || k == "Content-Length" || k == protocol.HeaderBodyObject {
 			continue
 		}
 		dst[k] = vs
@@ -427,10 +645,20 @@ func copyResponseHeaders(dst, src http.Header) {
 }
 
 func wantsStream(r *http.Request) bool {
-	if v := r.URL.Query().Get("stream"); v == "1" || v == "true" {
-		return true
+	if r.URL.RawQuery != "" {
+		if v := r.URL.Query().Get("stream"); v == "1" || v == "true" {
+			return true
+		}
 	}
 	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+}
+
+// query is r's query, nil when it has none (no map made).
+func query(r *http.Request) url.Values {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	return r.URL.Query()
 }
 
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
@@ -440,16 +668,18 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if limit > 0 && r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
-	body := r.Body
-	if limit > 0 {
-		body = http.MaxBytesReader(w, r.Body, limit)
-	}
 	if r.ContentLength >= 0 {
+		// The length is known and within the limit: the server's body
+		// reader stops at it, no MaxBytesReader needed.
 		b := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(body, b); err != nil {
+		if _, err := io.ReadFull(r.Body, b); err != nil {
 			return nil, err
 		}
 		return b, nil
+	}
+	body := r.Body
+	if limit > 0 {
+		body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	return io.ReadAll(body)
 }

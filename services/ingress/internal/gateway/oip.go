@@ -31,8 +31,7 @@ const DefaultOIPReadyTimeout = 5 * time.Second
 // model; an inference request is parsed and checked first (package oip),
 // so that no runtime sees a malformed tensor. Every error is the
 // protocol's {"error": "..."} (with "code" and "request_id" added).
-func (h *Handler) serveOIP(_ http.ResponseWriter, r *http.Request) {
-	x := exchangeOf(r)
+func (h *Handler) serveOIP(x *exchange, r *http.Request) {
 	x.label = "/v2"
 	route, ok := oip.ParsePath(r.URL.Path)
 	if !ok {
@@ -79,12 +78,12 @@ func (h *Handler) serveOIP(_ http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.label = "/v2/models/" + model.Name
-	if p := principal(r); !p.CanApp(model.App) {
+	if p := h.principal(r); !p.CanApp(model.App) {
 		x.code = protocol.ErrForbidden
 		writeOIPError(x, http.StatusForbidden, fmt.Sprintf("%s may not call application %s (model %s)", p.Name, model.App, model.Name))
 		return
 	}
-	limit := h.Limits().MaxBodyBytes
+	limit := h.Limits().InlineBodyBytes
 	body, err := readBody(x.w, r, limit)
 	if err != nil {
 		var tooBig *http.MaxBytesError

@@ -53,6 +53,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/pkg/workpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -71,6 +72,9 @@ const (
 	LoadCoalesce = 20 * time.Millisecond
 	// LoadInterval is the longest interval between two load reports.
 	LoadInterval = time.Second
+	// poolIdle is how long a kept request goroutine waits for the next
+	// request (see workpool).
+	poolIdle = 10 * time.Second
 	// DefaultHealthTimeout bounds a health check whose request carries no deadline.
 	DefaultHealthTimeout = 30 * time.Second
 	// MaxBackoff caps the wait between constructor attempts.
@@ -145,6 +149,13 @@ type Params struct {
 	// UserNC, if set, is the connection deployment code gets
 	// (serve.Init.NC) instead of NC: a restricted user's.
 	UserNC *nats.Conn
+	// Bodies, if set, is the object store of bodies too large for one
+	// NATS message: a request whose body is there (HeaderBodyObject) is
+	// read from it before its handler runs, and a response too large for
+	// one message goes there when the caller accepts it
+	// (HeaderBodyAccept). Without it such requests fail 503 and such
+	// responses fail as over max_payload.
+	Bodies *wire.Bodies
 	// ResolveConfig, if set, turns the user_config the spec carries into
 	// the one the deployment gets ("${secret:NAME}" references resolved).
 	// Its error makes the replica FAILED.
@@ -170,12 +181,15 @@ func (p Params) userConfig(uc json.RawMessage) (json.RawMessage, error) {
 
 // Replica is one running replica. Create it with Start.
 type Replica struct {
-	p      Params
-	id     string
-	app    string // immutable copies of the spec's identity
-	dep    string
-	log    zerolog.Logger
-	tracer trace.Tracer
+	p  Params
+	id string
+	// idHeader is the HdrReplica value of every reply: one read-only
+	// slice (capacity 1: an Add reallocates), not one per reply.
+	idHeader []string
+	app      string // immutable copies of the spec's identity
+	dep      string
+	log      zerolog.Logger
+	tracer   trace.Tracer
 
 	// life is the replica's lifetime: Stop cancels it.
 	life context.Context
@@ -191,7 +205,7 @@ type Replica struct {
 	changed chan struct{} // load changed (capacity 1: coalesces)
 
 	inflight sync.WaitGroup // admitted requests; Add only under mu while !draining
-	workers  *pool          // runs admitted requests
+	workers  *workpool.Pool // runs admitted requests
 
 	reconfMu sync.Mutex // serialises Reconfigure
 
@@ -237,17 +251,18 @@ func Start(p Params) *Replica {
 	}
 	s := p.Spec
 	r := &Replica{
-		p:       p,
-		tracer:  p.Tracer,
-		id:      s.ID,
-		app:     s.App,
-		dep:     s.Deployment,
-		log:     p.Log.With().Str("app", s.App).Str("deployment", s.Deployment).Str("replica_id", s.ID).Logger(),
-		done:    make(chan struct{}),
-		changed: make(chan struct{}, 1),
-		spec:    s,
-		held:    map[string]context.CancelFunc{},
-		workers: newPool(poolIdle),
+		p:        p,
+		tracer:   p.Tracer,
+		id:       s.ID,
+		idHeader: []string{s.ID},
+		app:      s.App,
+		dep:      s.Deployment,
+		log:      p.Log.With().Str("app", s.App).Str("deployment", s.Deployment).Str("replica_id", s.ID).Logger(),
+		done:     make(chan struct{}),
+		changed:  make(chan struct{}, 1),
+		spec:     s,
+		held:     map[string]context.CancelFunc{},
+		workers:  workpool.New(poolIdle),
 		info: protocol.ReplicaInfo{
 			ID:                 s.ID,
 			App:                s.App,
@@ -382,7 +397,7 @@ func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) er
 
 func (r *Replica) run() {
 	defer close(r.done)
-	defer r.workers.stop()
+	defer r.workers.Stop()
 	defer r.abort()
 	if r.p.After != nil {
 		select {
@@ -844,7 +859,7 @@ func (r *Replica) onCall(req micro.Request) {
 		r.reject(req, code, text)
 		return
 	}
-	r.workers.run(func() { r.serve(a, msg, nil, nil) })
+	r.workers.Run(func() { r.serve(a, msg, nil, nil) })
 }
 
 // admission is an admitted request's handler and context.
@@ -920,7 +935,7 @@ func (r *Replica) CallLocal(ctx context.Context, m *nats.Msg, chunks func(*nats.
 		r.serve(a, m, chunks, done)
 		return ""
 	}
-	r.workers.run(func() { r.serve(a, m, chunks, done) })
+	r.workers.Run(func() { r.serve(a, m, chunks, done) })
 	return ""
 }
 
@@ -990,9 +1005,22 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	}
 	ctx = serve.ContextWithRequest(log.WithContext(ctx), req)
 
-	reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
+	accept := takeHeader(req.Header, protocol.HeaderBodyAccept) != ""
+	if name := takeHeader(req.Header, protocol.HeaderBodyObject); name != "" {
+		reply = r.loadBody(ctx, req, name)
+	}
+	if reply == nil {
+		reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
+	} else {
+		failed = true
+	}
 	took = time.Since(start)
-	reply.Header.Set(protocol.HdrReplica, r.id)
+	// A handler (or a process-runtime child) does not name body objects.
+	delete(reply.Header, bodyObjectHdr)
+	if accept && r.p.Bodies != nil && int64(len(reply.Data)) > r.inlineLimit() {
+		r.offloadBody(ctx, reply)
+	}
+	reply.Header[protocol.HdrReplica] = r.idHeader // read-only, shared by every reply
 	if code := reply.Header.Get(protocol.HdrError); code != "" && span.IsRecording() {
 		span.SetAttributes(tracing.AttrErrorCode.String(code))
 		span.SetStatus(codes.Error, code)
@@ -1035,6 +1063,53 @@ func (r *Replica) startSpan(ctx context.Context, req *serve.Request) (context.Co
 		tracing.Inject(ctx, req.Header)
 	}
 	return ctx, span
+}
+
+// bodyObjectHdr is protocol.HeaderBodyObject as a NATS header.
+const bodyObjectHdr = protocol.HdrHTTPPrefix + protocol.HeaderBodyObject
+
+// takeHeader returns h's value of k and removes it.
+func takeHeader(h http.Header, k string) string {
+	v := h.Get(k)
+	if v != "" {
+		h.Del(k)
+	}
+	return v
+}
+
+// inlineLimit is the largest response body sent in the reply message.
+func (r *Replica) inlineLimit() int64 { return wire.BodyLimit(0, r.p.NC.MaxPayload()) }
+
+// loadBody reads req's body from the bodies object store (and deletes the
+// object once read); it returns an error reply when it cannot.
+func (r *Replica) loadBody(ctx context.Context, req *serve.Request, name string) *nats.Msg {
+	if r.p.Bodies == nil {
+		return wire.ErrorMsg(http.StatusServiceUnavailable, protocol.ErrUnavailable, "this worker has no bodies object store")
+	}
+	body, err := r.p.Bodies.Bytes(ctx, name)
+	if err != nil {
+		return wire.ErrorMsg(http.StatusServiceUnavailable, protocol.ErrUnavailable, err.Error())
+	}
+	req.Body = body
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.p.Bodies.Delete(dctx, name); err != nil {
+		r.log.Debug().Err(err).Msg("delete request body object") // it expires
+	}
+	return nil
+}
+
+// offloadBody moves reply's body to the bodies object store (the caller
+// reads and deletes it); if that fails, the body stays, and the reply
+// fails as too large for one message.
+func (r *Replica) offloadBody(ctx context.Context, reply *nats.Msg) {
+	name, err := r.p.Bodies.PutBytes(ctx, reply.Data)
+	if err != nil {
+		r.log.Warn().Err(err).Msg("store response body")
+		return
+	}
+	reply.Header[bodyObjectHdr] = []string{name}
+	reply.Data = nil
 }
 
 // invoke runs the handler (streaming when asked and supported) and returns

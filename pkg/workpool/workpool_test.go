@@ -1,23 +1,27 @@
-package replica
+package workpool
 
 import (
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TestPoolReusesGoroutinesAndStops: work runs once each; a goroutine that
 // finished is reused for the next piece of work; idle ones exit after
 // idle, and stop ends the rest and waits.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
 func TestPoolReusesGoroutinesAndStops(t *testing.T) {
-	p := newPool(time.Hour)
+	p := New(time.Hour)
 	var ran atomic.Int32
 	var wg sync.WaitGroup
 	release := make(chan struct{})
 	for range 8 { // 8 at once: 8 goroutines
 		wg.Add(1)
-		p.run(func() { defer wg.Done(); ran.Add(1); <-release })
+		p.Run(func() { defer wg.Done(); ran.Add(1); <-release })
 	}
 	close(release)
 	wg.Wait()
@@ -26,7 +30,7 @@ func TestPoolReusesGoroutinesAndStops(t *testing.T) {
 	for range 100 {
 		wg.Add(1)
 		done := make(chan struct{})
-		p.run(func() { defer wg.Done(); ran.Add(1); close(done) })
+		p.Run(func() { defer wg.Done(); ran.Add(1); close(done) })
 		<-done
 	}
 	wg.Wait()
@@ -36,13 +40,13 @@ func TestPoolReusesGoroutinesAndStops(t *testing.T) {
 	if n := goroutines(p); n > started {
 		t.Errorf("goroutines after 100 sequential runs = %d, want ≤ %d (reused)", n, started)
 	}
-	p.stop()
+	p.Stop()
 	if n := goroutines(p); n != 0 {
 		t.Errorf("goroutines after stop = %d, want 0", n)
 	}
 
-	idle := newPool(10 * time.Millisecond)
-	idle.run(func() {})
+	idle := New(10 * time.Millisecond)
+	idle.Run(func() {})
 	deadline := time.Now().Add(10 * time.Second)
 	for goroutines(idle) != 0 {
 		if time.Now().After(deadline) {
@@ -50,8 +54,7 @@ func TestPoolReusesGoroutinesAndStops(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	idle.stop()
+	idle.Stop()
 }
 
-// goroutines is how many goroutines p runs now.
-func goroutines(p *pool) int { return int(p.live.Load()) }
+func goroutines(p *Pool) int { return p.Live() }
