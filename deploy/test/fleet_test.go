@@ -106,6 +106,9 @@ func startFleetWith(t *testing.T, configFile string, secure bool) *fleet {
 	common(&rc.Common, auth.Router)
 	wc := worker.DefaultConfig()
 	common(&wc.Common, auth.Worker)
+	if gen != nil {
+		wc.NATS.Creds = gen.Workers[fleetWorker] // its id comes from the user's JWT
+	}
 	wc.DeploymentCreds = creds(auth.Deployment)
 	wc.GPUDetect = "off"
 	sc := scheduler.DefaultConfig()

@@ -42,12 +42,17 @@ func (l *violationLog) all() []string {
 	return append([]string(nil), l.lines...)
 }
 
-// startSecureNATS generates the accounts (deploy/auth) and runs a
-// JetStream server configured by them, as the compose profile's.
+// fleetWorker is the id of the secure fleet's worker, which has a NATS
+// user of its own.
+const fleetWorker = "fleet-w1"
+
+// startSecureNATS generates the accounts (deploy/auth), with a user of its
+// own for the worker fleetWorker, and runs a JetStream server configured
+// by them, as the compose profile's.
 func startSecureNATS(t *testing.T) (*server.Server, *auth.Generated, *violationLog) {
 	t.Helper()
 	dir := t.TempDir()
-	g, err := auth.Generate(auth.Options{Dir: dir, Prefix: "jetserve"})
+	g, err := auth.Generate(auth.Options{Dir: dir, Prefix: "jetserve", Workers: []string{fleetWorker}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +80,7 @@ func startSecureNATS(t *testing.T) (*server.Server, *auth.Generated, *violationL
 }
 
 // The fleet works with every service on its own least-privilege NATS user
+// (the worker on its per-worker user, its id taken from that user's JWT)
 // and the HTTP keys on: sync requests, autoscaling, multiplexing and a job
 // to its end — and the server logs no permissions violation on the way.
 func TestFleetUnderLeastPrivilege(t *testing.T) {
@@ -136,6 +142,10 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 		}
 		return err
 	})
+	// The worker took its id from its NATS user's JWT.
+	if b, err := f.do(http.MethodGet, f.admin+"/api/serve/applications", "", nil); err != nil || !strings.Contains(b, `"worker_id":"`+fleetWorker+`"`) {
+		t.Errorf("no replica on worker %s, the id of its NATS user (%v): %s", fleetWorker, err, b)
+	}
 	if v := f.violations.all(); len(v) > 0 {
 		t.Fatalf("the NATS server logged %d permission violations; the first:\n%s", len(v), strings.Join(v[:min(len(v), 10)], "\n"))
 	}

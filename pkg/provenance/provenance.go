@@ -78,17 +78,9 @@ type Verifier struct {
 // that accepts documents written by the user named role of the same
 // account.
 func LoadVerifier(credsPath, role string) (*Verifier, error) {
-	b, err := os.ReadFile(credsPath)
+	uc, err := userClaims(credsPath)
 	if err != nil {
 		return nil, err
-	}
-	token, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: user JWT: %w", credsPath, err)
-	}
-	uc, err := jwt.DecodeUserClaims(token)
-	if err != nil {
-		return nil, fmt.Errorf("%s: decode the user JWT: %w", credsPath, err)
 	}
 	return &Verifier{account: issuerAccount(uc), role: role}, nil
 }
@@ -145,4 +137,48 @@ func (v *Verifier) VerifyAssignment(a protocol.Assignment) (string, error) {
 		return "", ErrBadSignature
 	}
 	return uc.Subject, nil
+}
+
+// WorkerTag tags the NATS users of workers (deploy/auth): the shared pool
+// user PoolWorker and the per-worker users, each named by its worker id.
+// (jwt lowercases tags.)
+const WorkerTag = "role:worker"
+
+// PoolWorker is the name of the shared worker user, which any worker id
+// may use.
+const PoolWorker = "worker"
+
+// OwnWorkerID returns the worker id that the user of a credentials file is
+// for: its name when it is a per-worker user (tagged WorkerTag, not
+// PoolWorker); "" for any other user.
+func OwnWorkerID(credsPath string) (string, error) {
+	uc, err := userClaims(credsPath)
+	if err != nil {
+		return "", err
+	}
+	return workerIDOf(uc), nil
+}
+
+// workerIDOf is the worker id of a per-worker user, "" for any other.
+func workerIDOf(uc *jwt.UserClaims) string {
+	if uc.Name == PoolWorker || !uc.Tags.Contains(WorkerTag) {
+		return ""
+	}
+	return uc.Name
+}
+
+func userClaims(credsPath string) (*jwt.UserClaims, error) {
+	b, err := os.ReadFile(credsPath)
+	if err != nil {
+		return nil, err
+	}
+	token, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: user JWT: %w", credsPath, err)
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		return nil, fmt.Errorf("%s: decode the user JWT: %w", credsPath, err)
+	}
+	return uc, nil
 }

@@ -34,13 +34,14 @@ type FollowOptions struct {
 }
 
 // CheckRecord reports a replica record no worker writes: one stored under
-// another key than its app, deployment and id give, or whose subject is
+// another key than its app, deployment, worker and id give (the worker's
+// token is what the NATS permissions let one worker write), or whose subject is
 // not its id's replica subject — a record pointing requests elsewhere
 // (defence in depth behind the NATS permissions, which let only workers
 // write the bucket).
 func CheckRecord(names protocol.Names, key string, info protocol.ReplicaInfo) error {
-	if want := protocol.ReplicaKey(info.App, info.Deployment, info.ID); key != want {
-		return fmt.Errorf("replica %s of %s/%s is stored under %q, not %q", info.ID, info.App, info.Deployment, key, want)
+	if want := protocol.ReplicaKey(info.App, info.Deployment, info.WorkerID, info.ID); key != want {
+		return fmt.Errorf("replica %s of %s/%s on worker %q is stored under %q, not %q", info.ID, info.App, info.Deployment, info.WorkerID, key, want)
 	}
 	if want := names.ReplicaSubject(info.ID); info.Subject != want {
 		return fmt.Errorf("replica %s names subject %q, not its own %q", info.ID, info.Subject, want)

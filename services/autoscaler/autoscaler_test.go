@@ -89,14 +89,14 @@ func (e *env) setReplicas(n, ongoing int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for id := range e.replicas {
-		_ = e.b.Replicas.Delete(context.Background(), protocol.ReplicaKey(app, dep, id))
+		_ = e.b.Replicas.Delete(context.Background(), protocol.ReplicaKey(app, dep, "w1", id))
 		delete(e.replicas, id)
 	}
 	for i := range n {
 		id := fmt.Sprintf("r%d", i)
 		e.replicas[id] = ongoing
-		b, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning, Heartbeat: time.Now()})
-		if _, err := e.b.Replicas.Put(context.Background(), protocol.ReplicaKey(app, dep, id), b); err != nil {
+		b, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, WorkerID: "w1", State: protocol.ReplicaRunning, Heartbeat: time.Now()})
+		if _, err := e.b.Replicas.Put(context.Background(), protocol.ReplicaKey(app, dep, "w1", id), b); err != nil {
 			e.t.Fatal(err)
 		}
 	}

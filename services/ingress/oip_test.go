@@ -109,9 +109,9 @@ func startOIPFleet(t *testing.T) *oipFleet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "models", Deployment: dep, State: protocol.ReplicaRunning,
+		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "models", Deployment: dep, WorkerID: "w1", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 8, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
-		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("models", dep, id), info); err != nil {
+		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("models", dep, "w1", id), info); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -143,10 +143,10 @@ func (e *env) addReplica(id string, maxOngoing int, subscribe bool, handle func(
 
 func (e *env) putReplica(id string, maxOngoing int, state protocol.ReplicaState) {
 	e.t.Helper()
-	info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: state,
+	info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, WorkerID: "w1", State: state,
 		MaxOngoingRequests: maxOngoing, Subject: e.names.ReplicaSubject(id), Heartbeat: time.Now()}
 	b, _ := json.Marshal(info)
-	if _, err := e.buckets.Replicas.Put(context.Background(), protocol.ReplicaKey(app, dep, id), b); err != nil {
+	if _, err := e.buckets.Replicas.Put(context.Background(), protocol.ReplicaKey(app, dep, "w1", id), b); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -289,7 +289,7 @@ func TestReconcileAssignmentsAndWorkerLost(t *testing.T) {
 				return false, "lost replica kept its ID"
 			}
 		}
-		_, err := b.Assignments.Get(ctx, "w1")
+		_, err := b.Assignments.Get(ctx, protocol.AssignmentKey("w1"))
 		return len(a2.Replicas) == 2 && err != nil, fmt.Sprintf("w2 has %d replicas; w1 assignment err %v", len(a2.Replicas), err)
 	})
 	if got := labelled(s.reg, "jetserve_replica_replacements_total", "reason", string(protocol.ReasonWorkerLost)); got != 1 {

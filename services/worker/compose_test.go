@@ -116,7 +116,7 @@ func (w *workers) deploy(app config.Application, reg *serve.Registry, on map[str
 		if err != nil {
 			w.t.Fatal(err)
 		}
-		if _, err := w.b.Assignments.Put(context.Background(), id, a); err != nil {
+		if _, err := w.b.Assignments.Put(context.Background(), protocol.AssignmentKey(id), a); err != nil {
 			w.t.Fatal(err)
 		}
 	}
@@ -125,8 +125,21 @@ func (w *workers) deploy(app config.Application, reg *serve.Registry, on map[str
 	}
 }
 
+// record returns s's replica record, on whichever worker runs it.
 func (w *workers) record(s protocol.ReplicaSpec) (protocol.ReplicaInfo, bool) {
-	e, err := w.b.Replicas.Get(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, s.ID))
+	ctx := context.Background()
+	l, err := w.b.Replicas.ListKeysFiltered(ctx, protocol.Token(s.App)+"."+protocol.Token(s.Deployment)+".*."+protocol.Token(s.ID))
+	if err != nil {
+		return protocol.ReplicaInfo{}, false
+	}
+	var key string
+	for k := range l.Keys() {
+		key = k
+	}
+	if key == "" {
+		return protocol.ReplicaInfo{}, false
+	}
+	e, err := w.b.Replicas.Get(ctx, key)
 	if err != nil {
 		return protocol.ReplicaInfo{}, false
 	}
@@ -302,7 +315,7 @@ func TestHandleToUnknownDeploymentFailsTheReplica(t *testing.T) {
 	s := protocol.ReplicaSpec{ID: "Chain-1", App: "c", Deployment: "Chain", Handler: "chain", Version: "v1", MaxOngoingRequests: 2,
 		CPU: 0.1, UserConfig: app.Deployments[0].UserConfig, GracefulShutdownTimeout: config.Duration(time.Second)}
 	a, _ := json.Marshal(protocol.Assignment{WorkerID: "w1", Replicas: []protocol.ReplicaSpec{s}, Epoch: 1})
-	if _, err := w.b.Assignments.Put(context.Background(), "w1", a); err != nil {
+	if _, err := w.b.Assignments.Put(context.Background(), protocol.AssignmentKey("w1"), a); err != nil {
 		t.Fatal(err)
 	}
 	info := w.waitState(s, protocol.ReplicaFailed)
@@ -331,7 +344,7 @@ func TestHandleOutsideUsesFailsTheReplica(t *testing.T) {
 	s := protocol.ReplicaSpec{ID: "Chain-1", App: "c", Deployment: "Chain", Handler: "chain", Version: "v1", MaxOngoingRequests: 2,
 		CPU: 0.1, UserConfig: app.Deployments[0].UserConfig, GracefulShutdownTimeout: config.Duration(time.Second)}
 	a, _ := json.Marshal(protocol.Assignment{WorkerID: "w1", Replicas: []protocol.ReplicaSpec{s}, Epoch: 1})
-	if _, err := w.b.Assignments.Put(context.Background(), "w1", a); err != nil {
+	if _, err := w.b.Assignments.Put(context.Background(), protocol.AssignmentKey("w1"), a); err != nil {
 		t.Fatal(err)
 	}
 	info := w.waitState(s, protocol.ReplicaFailed)
@@ -350,7 +363,7 @@ func TestHandleToUnknownDeploymentWithoutConfigIsNotFailed(t *testing.T) {
 	s := protocol.ReplicaSpec{ID: "Chain-1", App: "c", Deployment: "Chain", Handler: "chain", Version: "v1", MaxOngoingRequests: 2,
 		CPU: 0.1, UserConfig: json.RawMessage(`{"next":"Bee"}`), GracefulShutdownTimeout: config.Duration(time.Second)}
 	a, _ := json.Marshal(protocol.Assignment{WorkerID: "w1", Replicas: []protocol.ReplicaSpec{s}, Epoch: 1})
-	if _, err := w.b.Assignments.Put(context.Background(), "w1", a); err != nil {
+	if _, err := w.b.Assignments.Put(context.Background(), protocol.AssignmentKey("w1"), a); err != nil {
 		t.Fatal(err)
 	}
 	w.waitState(s, protocol.ReplicaRunning)

@@ -61,7 +61,7 @@ func TestOnlySignedAssignmentsObeyed(t *testing.T) {
 			mod(&a)
 		}
 		b, _ := json.Marshal(a)
-		if _, err := f.b.Assignments.Put(context.Background(), workerID, b); err != nil {
+		if _, err := f.b.Assignments.Put(context.Background(), protocol.AssignmentKey(workerID), b); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -76,6 +76,21 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
+	if cfg.NATS.Creds != "" {
+		// A per-worker user may serve its own worker id only: the
+		// permissions name its keys.
+		own, err := provenance.OwnWorkerID(cfg.NATS.Creds)
+		if err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
+		switch {
+		case own == "":
+		case cfg.ID == "":
+			cfg.ID = own
+		case cfg.ID != own:
+			return fmt.Errorf("id %q: the NATS user of nats.creds is worker %q's (per-worker credentials serve their own worker id only)", cfg.ID, own)
+		}
+	}
 	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "jetserve-worker")
 	defer cleanup()
 	if err != nil {
@@ -356,7 +371,7 @@ func (w *worker) run(ctx context.Context) error {
 	// NATS reconnect) by a goroutine run owns; the replicas belong to
 	// this one, which reads the assignment when it changed.
 	assignment := kvfollow.New(w.nc, w.buckets.Assignments, kvfollow.Options[protocol.Assignment]{
-		Keys: []string{w.info.ID}, Log: w.log})
+		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log})
 	// The worker's record is refreshed by a goroutine of its own
 	// (fleetstate.Beat), so that a put waiting out a JetStream election
 	// never holds up an assignment, and a failed one is retried soon.
@@ -387,7 +402,7 @@ func (w *worker) run(ctx context.Context) error {
 		case <-hb.C:
 			w.forgetStopped()
 		case <-assignment.Changed():
-			a, ok := assignment.Get(w.info.ID)
+			a, ok := assignment.Get(protocol.AssignmentKey(w.info.ID))
 			w.apply(ctx, a, ok)
 		}
 	}
@@ -607,7 +622,7 @@ func (w *worker) putInfoCtx(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encode worker info: %w", err)
 	}
-	if _, err := w.buckets.Workers.Put(ctx, w.info.ID, b); err != nil {
+	if _, err := w.buckets.Workers.Put(ctx, protocol.WorkerKey(w.info.ID), b); err != nil {
 		return fmt.Errorf("put worker info: %w", err)
 	}
 	return nil
@@ -680,7 +695,7 @@ func (w *worker) shutdown() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	if err := w.buckets.Workers.Delete(ctx, w.info.ID); err != nil {
+	if err := w.buckets.Workers.Delete(ctx, protocol.WorkerKey(w.info.ID)); err != nil {
 		w.log.Warn().Err(err).Msg("delete worker info")
 	}
 	w.log.Info().Msg("worker stopped")

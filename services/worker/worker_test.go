@@ -290,7 +290,7 @@ func (f *fleet) writeAssignment(epoch uint64, specs ...protocol.ReplicaSpec) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if _, err := f.b.Assignments.Put(context.Background(), workerID, b); err != nil {
+	if _, err := f.b.Assignments.Put(context.Background(), protocol.AssignmentKey(workerID), b); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -307,7 +307,7 @@ func spec(id, dep, handler string, maxOngoing int, userConfig string) protocol.R
 }
 
 func (f *fleet) record(s protocol.ReplicaSpec) (protocol.ReplicaInfo, bool) {
-	e, err := f.b.Replicas.Get(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, s.ID))
+	e, err := f.b.Replicas.Get(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, workerID, s.ID))
 	if err != nil {
 		return protocol.ReplicaInfo{}, false
 	}
@@ -360,7 +360,7 @@ func TestWorkerRegisters(t *testing.T) {
 	f := startFleet(t, nil)
 	var info protocol.WorkerInfo
 	waitfor.True(t, waitLimit, "worker record", func() bool {
-		e, err := f.b.Workers.Get(context.Background(), workerID)
+		e, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID))
 		if err != nil {
 			return false
 		}
@@ -388,7 +388,7 @@ func TestWorkerRegisters(t *testing.T) {
 	if err := f.stop(); err != nil {
 		t.Fatalf("Run = %v, want nil after cancel", err)
 	}
-	if _, err := f.b.Workers.Get(context.Background(), workerID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID)); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("worker record after shutdown: Get = %v, want ErrKeyNotFound", err)
 	}
 }
@@ -614,7 +614,7 @@ func TestAssignmentDeleted(t *testing.T) {
 	s := spec("e1", "echo-dep", "echo", 4, `{"greeting":"hi"}`)
 	f.assignEpoch(5, s)
 	f.waitState(s, protocol.ReplicaRunning)
-	if err := f.b.Assignments.Delete(context.Background(), workerID); err != nil {
+	if err := f.b.Assignments.Delete(context.Background(), protocol.AssignmentKey(workerID)); err != nil {
 		t.Fatal(err)
 	}
 	f.waitGone(s)
@@ -739,7 +739,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 
 	f.cancel()
 	waitfor.True(t, waitLimit, "worker marked draining", func() bool {
-		en, err := f.b.Workers.Get(context.Background(), workerID)
+		en, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID))
 		if err != nil {
 			return false
 		}
@@ -761,7 +761,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 			t.Errorf("replica %s record still there after shutdown", sp.ID)
 		}
 	}
-	if _, err := f.b.Workers.Get(context.Background(), workerID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID)); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("worker record after shutdown: %v, want ErrKeyNotFound", err)
 	}
 	if n := f.d.closed.Load(); n != 1 {
@@ -907,7 +907,7 @@ func TestDetectedGPUsAreAdvertised(t *testing.T) {
 	})
 	var info protocol.WorkerInfo
 	waitfor.True(t, waitLimit, "worker record", func() bool {
-		e, err := f.b.Workers.Get(context.Background(), workerID)
+		e, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID))
 		return err == nil && json.Unmarshal(e.Value(), &info) == nil
 	})
 	want := []protocol.GPU{{Index: 0, Type: "h100", MemoryBytes: 81559 << 20}, {Index: 1, Type: "a10g", MemoryBytes: 23028 << 20}}

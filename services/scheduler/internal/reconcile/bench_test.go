@@ -43,7 +43,7 @@ func BenchmarkFollowAgainstPass(b *testing.B) {
 			Version: r.Spec.Version, State: protocol.ReplicaRunning, ConfigVersion: r.Spec.ConfigVersion(), Heartbeat: in.Now}
 		in.Records[id] = rec
 		data, _ := json.Marshal(rec)
-		if _, err := tf.Buckets.Replicas.Put(context.Background(), protocol.ReplicaKey(rec.App, rec.Deployment, id), data); err != nil {
+		if _, err := tf.Buckets.Replicas.Put(context.Background(), protocol.ReplicaKey(rec.App, rec.Deployment, rec.WorkerID, id), data); err != nil {
 			b.Fatal(err)
 		}
 	}

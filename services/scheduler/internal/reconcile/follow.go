@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -106,23 +106,47 @@ func decodeJSON[T any](data []byte) (T, error) {
 	return v, err
 }
 
-// decodeWorker decodes a worker's registration; its ID is its key.
+// decodeWorker decodes a worker's registration; its ID is its key's
+// (protocol.WorkerKey), which the worker's NATS permissions let it alone
+// write. A registration under another key, or naming another worker, is
+// refused.
 func decodeWorker(key string, data []byte) (protocol.WorkerInfo, error) {
+	id, ok := protocol.WorkerOfKey(key)
+	if !ok {
+		return protocol.WorkerInfo{}, fmt.Errorf("worker registration under %q, not a worker key", key)
+	}
 	w, err := decodeJSON[protocol.WorkerInfo](data)
-	w.ID = key
-	return w, err
+	if err != nil {
+		return w, err
+	}
+	if w.ID != "" && protocol.Token(w.ID) != id {
+		return w, fmt.Errorf("registration of worker %q stored under worker %q's key", w.ID, id)
+	}
+	w.ID = id
+	return w, nil
 }
 
 // decodeRecord decodes a replica record; one without an ID takes it from
-// its key ("<app>.<deployment>.<replica>").
+// its key (protocol.ReplicaKey). A record stored under another key than
+// its app, deployment, worker and id give is refused: the worker token of
+// the key is what the NATS permissions let one worker write.
 func decodeRecord(key string, data []byte) (protocol.ReplicaInfo, error) {
-	r, err := decodeJSON[protocol.ReplicaInfo](data)
-	if r.ID == "" {
-		if parts := strings.SplitN(key, ".", 3); len(parts) == 3 {
-			r.ID = parts[2]
-		}
+	app, dep, worker, id, ok := protocol.SplitReplicaKey(key)
+	if !ok {
+		return protocol.ReplicaInfo{}, fmt.Errorf("replica record under %q, not a replica key", key)
 	}
-	return r, err
+	r, err := decodeJSON[protocol.ReplicaInfo](data)
+	if err != nil {
+		return r, err
+	}
+	if r.ID == "" {
+		r.ID = id
+	}
+	if want := protocol.ReplicaKey(r.App, r.Deployment, r.WorkerID, r.ID); want != key {
+		return r, fmt.Errorf("replica %s of %s/%s on worker %q stored under %q (%s/%s on %s), not %q",
+			r.ID, r.App, r.Deployment, r.WorkerID, key, app, dep, worker, want)
+	}
+	return r, nil
 }
 
 // decodeDecision decodes an autoscaler decision, which must name its
@@ -161,7 +185,8 @@ func (l *leader) onApps(m map[string]stored[config.ServeConfig]) {
 // onWorkers takes the live workers, logging those that joined and left.
 func (l *leader) onWorkers(m map[string]stored[protocol.WorkerInfo]) {
 	workers := make(map[string]protocol.WorkerInfo, len(m))
-	for id, e := range m {
+	for _, e := range m {
+		id := e.Value.ID
 		if _, ok := l.workers[id]; !ok {
 			l.log.Info().Str("worker_id", id).Float64("cpu", e.Value.CPU).Int("gpus", len(e.Value.GPUs)).Msg("worker joined")
 		}

@@ -200,7 +200,12 @@ func (l *leader) run(ctx context.Context) error {
 func (l *leader) loadAssignments(ctx context.Context) error {
 	now := time.Now()
 	workers := 0
-	err := service.ReadAll(ctx, l.o.Buckets.Assignments, func(k string, v []byte) {
+	err := service.ReadAll(ctx, l.o.Buckets.Assignments, func(key string, v []byte) {
+		k, ok := protocol.WorkerOfAssignmentKey(key)
+		if !ok {
+			l.log.Warn().Str("key", key).Msg("skip an assignment under no worker's key")
+			return
+		}
 		workers++
 		var a protocol.Assignment
 		if err := json.Unmarshal(v, &a); err != nil {
@@ -302,7 +307,7 @@ func (l *leader) writeAssignments(ctx context.Context, res plan.Result) {
 				continue
 			}
 		}
-		if _, err := kv.Put(ctx, id, data); err != nil {
+		if _, err := kv.Put(ctx, protocol.AssignmentKey(id), data); err != nil {
 			l.log.Error().Err(err).Str("worker_id", id).Msg("write assignment")
 			continue
 		}
@@ -313,7 +318,7 @@ func (l *leader) writeAssignments(ctx context.Context, res plan.Result) {
 		if _, ok := res.Assignments[id]; ok || ctx.Err() != nil {
 			continue
 		}
-		if err := kv.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		if err := kv.Delete(ctx, protocol.AssignmentKey(id)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			l.log.Error().Err(err).Str("worker_id", id).Msg("delete assignment of lost worker")
 			continue
 		}

@@ -462,7 +462,7 @@ func (r *Replica) finish() {
 	r.gone = true
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	key := protocol.ReplicaKey(r.app, r.dep, r.id)
+	key := protocol.ReplicaKey(r.app, r.dep, r.p.WorkerID, r.id)
 	if err := r.p.Records.Delete(ctx, key); err != nil {
 		r.log.Warn().Err(err).Msg("delete replica record")
 	}
@@ -693,7 +693,7 @@ func (r *Replica) putRecord(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encode replica record: %w", err)
 	}
-	if _, err := r.p.Records.Put(ctx, protocol.ReplicaKey(info.App, info.Deployment, info.ID), b); err != nil {
+	if _, err := r.p.Records.Put(ctx, protocol.ReplicaKey(info.App, info.Deployment, info.WorkerID, info.ID), b); err != nil {
 		return fmt.Errorf("put replica record: %w", err)
 	}
 	return nil
