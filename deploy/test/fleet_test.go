@@ -39,6 +39,10 @@ type fleet struct {
 	// violations are the permission violations the NATS server logged
 	// (secure fleets).
 	violations *violationLog
+	// gen is what deploy/auth generated (secure fleets); natsURL the
+	// server's client URL.
+	gen     *auth.Generated
+	natsURL string
 }
 
 // startFleet runs the fleet until the test ends and deploys config.
@@ -74,6 +78,7 @@ func startFleetWith(t *testing.T, configFile string, secure bool) *fleet {
 		t.Fatal(err)
 	}
 	url := ns.ClientURL()
+	f.gen, f.natsURL = gen, url
 	reg := serve.NewRegistry()
 	if err := examples.Register(reg); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -31,6 +32,10 @@ type FollowOptions struct {
 	// Changed receives a value whenever a queue changed (wire it to
 	// Options.OnQueueChange); nil: stats only on the interval.
 	Changed <-chan struct{}
+	// Records, if set (a router with credentials), checks that each
+	// replica record is signed by the user of its worker's verified
+	// registration: an unsigned or forged record is never routed to.
+	Records *provenance.Replicas
 }
 
 // CheckRecord reports a replica record no worker writes: one stored under
@@ -48,6 +53,10 @@ func CheckRecord(names protocol.Names, key string, info protocol.ReplicaInfo) er
 	}
 	return nil
 }
+
+// recordCheckTimeout bounds reading a worker's registration to check its
+// replica records' signatures (once per worker and signer).
+const recordCheckTimeout = 2 * time.Second
 
 // StaleAfter is how long a replica's record may go without a refresh
 // before a router stops routing to it (records are refreshed every
@@ -95,7 +104,13 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 			case c.Deleted:
 				r.DeleteReplicaKey(c.Key)
 			case c.Value.ID != "":
-				if err := CheckRecord(r.o.Names, c.Key, c.Value); err != nil {
+				err := CheckRecord(r.o.Names, c.Key, c.Value)
+				if err == nil && o.Records != nil {
+					cctx, cancel := context.WithTimeout(ctx, recordCheckTimeout)
+					err = o.Records.Check(cctx, c.Value)
+					cancel()
+				}
+				if err != nil {
 					// Not a record a worker writes: never route to it.
 					o.Log.Error().Err(err).Str("key", c.Key).Msg("replica record refused")
 					r.DeleteReplicaKey(c.Key)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -598,4 +599,22 @@ func TestConfigSeenPromptlyAfterServerRestart(t *testing.T) {
 	if took > 4*time.Second {
 		t.Errorf("the leader acted on the config stored after the restart %v later, want within a few seconds", took.Round(time.Millisecond))
 	}
+}
+
+// An assignment under a key of no worker (the layout before
+// protocol.AssignmentKey: the bare worker id), which no worker reads, is
+// deleted by the next leader.
+func TestLeaderDeletesAssignmentsUnderNoWorkersKey(t *testing.T) {
+	ctx := context.Background()
+	ns := natstest.Server(t)
+	b := buckets(t, ns)
+	old, _ := json.Marshal(protocol.Assignment{WorkerID: "w1", Epoch: 1})
+	if _, err := b.Assignments.Put(ctx, "w1", old); err != nil {
+		t.Fatal(err)
+	}
+	start(t, ns, "s1")
+	eventually(t, 10*time.Second, func() (bool, string) {
+		_, err := b.Assignments.Get(ctx, "w1")
+		return errors.Is(err, jetstream.ErrKeyNotFound), fmt.Sprintf("the old-layout key: %v", err)
+	})
 }

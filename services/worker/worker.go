@@ -110,6 +110,13 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		defer unc.Close()
 		userNC = unc
 	}
+	// Its registration and replica records are signed as its NATS user.
+	var signer *provenance.Signer
+	if cfg.NATS.Creds != "" {
+		if signer, err = provenance.LoadSigner(cfg.NATS.Creds); err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
+	}
 	var verifier *provenance.Verifier
 	if cfg.NATS.Creds != "" && cfg.AssignmentWriter != "" {
 		if verifier, err = provenance.LoadVerifier(cfg.NATS.Creds, cfg.AssignmentWriter); err != nil {
@@ -161,6 +168,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		nc:           deps.NC,
 		userNC:       userNC,
 		verifier:     verifier,
+		signer:       signer,
 		secrets:      secrets.Dir(cfg.SecretsDir),
 		js:           js,
 		names:        names,
@@ -182,9 +190,15 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	rctx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRouter()
 	if router != nil {
+		// With credentials, only replica records signed by their
+		// workers' users are routed to.
+		records, err := provenance.LoadReplicas(cfg.NATS.Creds, buckets.Worker)
+		if err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
 		g.Go(func() error {
 			err := router.Follow(rctx, routing.FollowOptions{Buckets: buckets, ID: "worker-" + info.ID,
-				Log: w.log, Loaded: routerLoaded})
+				Log: w.log, Loaded: routerLoaded, Records: records})
 			if rctx.Err() != nil {
 				return nil
 			}
@@ -334,12 +348,15 @@ type worker struct {
 	// verifier, if set, admits only assignments signed by the scheduler
 	// user of the worker's own account.
 	verifier *provenance.Verifier
-	js       jetstream.JetStream
-	names    protocol.Names
-	buckets  *fleetstate.Buckets
-	reg      *serve.Registry
-	metrics  *replica.Metrics
-	sdk      *serve.Metrics
+	// signer signs the registration and the replicas' records (nil
+	// without credentials).
+	signer  *provenance.Signer
+	js      jetstream.JetStream
+	names   protocol.Names
+	buckets *fleetstate.Buckets
+	reg     *serve.Registry
+	metrics *replica.Metrics
+	sdk     *serve.Metrics
 	// jobMetrics count every replica's job attempts and outcomes.
 	jobMetrics *jobs.Metrics
 	caller     serve.Caller
@@ -513,6 +530,15 @@ func (w *worker) stopReplica(r *replica.Replica) {
 	w.stopping[r.ID()] = r
 }
 
+// signReplica signs a replica record as the worker's NATS user; nil
+// without credentials.
+func (w *worker) signReplica(r *protocol.ReplicaInfo) error {
+	if w.signer == nil {
+		return nil
+	}
+	return w.signer.SignReplica(r)
+}
+
 // startReplica starts s; if a replica with the same id is still draining
 // the new one waits for it.
 func (w *worker) startReplica(s protocol.ReplicaSpec) {
@@ -524,6 +550,7 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		NC:          w.nc,
 		Names:       w.names,
 		Records:     w.buckets.Replicas,
+		Sign:        w.signReplica,
 		WorkerID:    w.info.ID,
 		Spec:        s,
 		Caller:      w.caller,
@@ -618,6 +645,11 @@ func (w *worker) putInfo() {
 // putInfoCtx writes the worker's record with a fresh heartbeat.
 func (w *worker) putInfoCtx(ctx context.Context) error {
 	w.info.Heartbeat = time.Now().UTC()
+	if w.signer != nil {
+		if err := w.signer.SignWorker(&w.info); err != nil {
+			return fmt.Errorf("sign worker info: %w", err)
+		}
+	}
 	b, err := json.Marshal(w.info)
 	if err != nil {
 		return fmt.Errorf("encode worker info: %w", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/jetserve/jetserve/services/scheduler/internal/plan"
 	"github.com/nats-io/nats.go"
@@ -83,8 +84,8 @@ func (l *leader) sources(changed chan<- struct{}) []source {
 	return []source{
 		follow(nc, b.Apps, []string{admin.ConfigKey}, l.log, changed,
 			func(_ string, data []byte) (config.ServeConfig, error) { return admin.Decode(data) }, l.onApps),
-		follow(nc, b.Workers, nil, l.log, changed, decodeWorker, l.onWorkers),
-		follow(nc, b.Replicas, nil, l.log, changed, decodeRecord, func(m map[string]stored[protocol.ReplicaInfo]) {
+		follow(nc, b.Workers, nil, l.log, changed, checkWorker(l.o.Records), l.onWorkers),
+		follow(nc, b.Replicas, nil, l.log, changed, checkRecord(l.o.Records), func(m map[string]stored[protocol.ReplicaInfo]) {
 			l.onReplicas(m, time.Now())
 		}),
 		follow(nc, b.Scale, nil, l.log, changed, decodeDecision, l.onScale),
@@ -125,6 +126,46 @@ func decodeWorker(key string, data []byte) (protocol.WorkerInfo, error) {
 	w.ID = id
 	return w, nil
 }
+
+// checkWorker is decodeWorker, then, with c, the check of who signed the
+// registration (an undecodable value: kvfollow logs and skips it).
+func checkWorker(c *provenance.Replicas) func(string, []byte) (protocol.WorkerInfo, error) {
+	if c == nil {
+		return decodeWorker
+	}
+	return func(key string, data []byte) (protocol.WorkerInfo, error) {
+		w, err := decodeWorker(key, data)
+		if err == nil {
+			if _, err = c.Verifier().VerifyWorker(w); err != nil {
+				err = fmt.Errorf("registration of worker %q refused: %w", w.ID, err)
+			}
+		}
+		return w, err
+	}
+}
+
+// checkRecord is decodeRecord, then, with c, the check that the record's
+// worker signed it.
+func checkRecord(c *provenance.Replicas) func(string, []byte) (protocol.ReplicaInfo, error) {
+	if c == nil {
+		return decodeRecord
+	}
+	return func(key string, data []byte) (protocol.ReplicaInfo, error) {
+		r, err := decodeRecord(key, data)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), recordCheckTimeout)
+			defer cancel()
+			if err = c.Check(ctx, r); err != nil {
+				err = fmt.Errorf("record of replica %s refused: %w", r.ID, err)
+			}
+		}
+		return r, err
+	}
+}
+
+// recordCheckTimeout bounds reading a worker's registration to check its
+// replica records (once per worker and signer).
+const recordCheckTimeout = 2 * time.Second
 
 // decodeRecord decodes a replica record; one without an ID takes it from
 // its key (protocol.ReplicaKey). A record stored under another key than

@@ -107,7 +107,10 @@ type Params struct {
 	NC    *nats.Conn
 	Names protocol.Names
 	// Records is the Replicas bucket.
-	Records  jetstream.KeyValue
+	Records jetstream.KeyValue
+	// Sign, if set, signs the record before each put (the worker's NATS
+	// user: provenance.Signer.SignReplica).
+	Sign     func(*protocol.ReplicaInfo) error
 	WorkerID string
 	Spec     protocol.ReplicaSpec
 	// Ctor builds the handler; nil means the handler is not registered on
@@ -689,6 +692,11 @@ func (r *Replica) putRecord(ctx context.Context) error {
 	r.info.Heartbeat = time.Now().UTC()
 	info := r.info
 	r.mu.Unlock()
+	if r.p.Sign != nil {
+		if err := r.p.Sign(&info); err != nil {
+			return fmt.Errorf("sign replica record: %w", err)
+		}
+	}
 	b, err := json.Marshal(info)
 	if err != nil {
 		return fmt.Errorf("encode replica record: %w", err)
