@@ -40,13 +40,9 @@ type Signer struct {
 
 // LoadSigner reads a credentials file (a user JWT and its nkey seed).
 func LoadSigner(credsPath string) (*Signer, error) {
-	b, err := os.ReadFile(credsPath)
+	b, token, err := readCreds(credsPath)
 	if err != nil {
 		return nil, err
-	}
-	token, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: user JWT: %w", credsPath, err)
 	}
 	kp, err := jwt.ParseDecoratedNKey(b)
 	if err != nil {
@@ -299,14 +295,23 @@ func workerIDOf(uc *jwt.UserClaims) string {
 	return uc.Name
 }
 
-func userClaims(credsPath string) (*jwt.UserClaims, error) {
+// readCreds reads a credentials file: its bytes and its user JWT.
+func readCreds(credsPath string) ([]byte, string, error) {
 	b, err := os.ReadFile(credsPath)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	token, err := jwt.ParseDecoratedJWT(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: user JWT: %w", credsPath, err)
+		return nil, "", fmt.Errorf("%s: user JWT: %w", credsPath, err)
+	}
+	return b, token, nil
+}
+
+func userClaims(credsPath string) (*jwt.UserClaims, error) {
+	_, token, err := readCreds(credsPath)
+	if err != nil {
+		return nil, err
 	}
 	uc, err := jwt.DecodeUserClaims(token)
 	if err != nil {

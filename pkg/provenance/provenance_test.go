@@ -16,7 +16,7 @@ import (
 )
 
 // creds writes a credentials file of a user named name of account akp.
-func creds(t *testing.T, akp nkeys.KeyPair, name string, tags ...string) string {
+func creds(t testing.TB, akp nkeys.KeyPair, name string, tags ...string) string {
 	t.Helper()
 	ukp, _ := nkeys.CreateUser()
 	upub, _ := ukp.PublicKey()

@@ -5,22 +5,27 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/provenance"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/worker"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
+	"github.com/rs/zerolog"
 )
 
-func credsFile(t *testing.T, akp nkeys.KeyPair, name string) string {
+func credsFile(t *testing.T, akp nkeys.KeyPair, name string, tags ...string) string {
 	t.Helper()
 	ukp, _ := nkeys.CreateUser()
 	upub, _ := ukp.PublicKey()
 	seed, _ := ukp.Seed()
 	uc := jwt.NewUserClaims(upub)
 	uc.Name = name
+	uc.Tags.Add(tags...)
 	token, err := uc.Encode(akp)
 	if err != nil {
 		t.Fatal(err)
@@ -83,5 +88,19 @@ func TestOnlySignedAssignmentsObeyed(t *testing.T) {
 	}
 	if n := f.d.count("echo").Load(); n != 2 {
 		t.Fatalf("echo constructed %d times, want 2 (signed1 and signed2 only: no refused assignment was obeyed)", n)
+	}
+}
+
+// A worker on a per-worker NATS user serves that user's id only: another
+// configured id is refused before it connects, naming both.
+func TestPerWorkerUserServesItsOwnID(t *testing.T) {
+	account, _ := nkeys.CreateAccount()
+	cfg := worker.DefaultConfig()
+	cfg.NATS.URL = "nats://127.0.0.1:1" // never reached
+	cfg.NATS.Creds = credsFile(t, account, "w9", provenance.WorkerTag)
+	cfg.ID = "w1"
+	err := worker.Run(context.Background(), cfg, service.Deps{Log: zerolog.Nop()}, serve.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), `"w1"`) || !strings.Contains(err.Error(), `"w9"`) {
+		t.Fatalf("Run(id w1, worker w9's user) = %v, want refused naming both", err)
 	}
 }

@@ -13,9 +13,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -80,20 +81,10 @@ func run(args []string, stdout io.Writer) error {
 	if g.RoutesConf != "" {
 		fmt.Fprintf(stdout, "nats-server cluster {}: include %s (routes to %s)\n", g.RoutesConf, strings.Join(routes, ", "))
 	}
-	roles := make([]string, 0, len(g.Creds))
-	for r := range g.Creds {
-		roles = append(roles, r)
-	}
-	sort.Strings(roles)
-	for _, r := range roles {
+	for _, r := range slices.Sorted(maps.Keys(g.Creds)) {
 		fmt.Fprintf(stdout, "  %-10s nats.creds=%s\n", r, g.Creds[r])
 	}
-	ids := make([]string, 0, len(g.Workers))
-	for id := range g.Workers {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(g.Workers)) {
 		fmt.Fprintf(stdout, "  worker %-6s nats.creds=%s\n", id, g.Workers[id])
 	}
 	fmt.Fprintf(stdout, "ingress auth.keys_file=%s\nscheduler auth.keys_file=%s\n",

@@ -133,15 +133,12 @@ func checkWorker(c *provenance.Replicas) func(string, []byte) (protocol.WorkerIn
 	if c == nil {
 		return decodeWorker
 	}
-	return func(key string, data []byte) (protocol.WorkerInfo, error) {
-		w, err := decodeWorker(key, data)
-		if err == nil {
-			if _, err = c.Verifier().VerifyWorker(w); err != nil {
-				err = fmt.Errorf("registration of worker %q refused: %w", w.ID, err)
-			}
+	return checked(decodeWorker, func(w protocol.WorkerInfo) error {
+		if _, err := c.Verifier().VerifyWorker(w); err != nil {
+			return fmt.Errorf("registration of worker %q refused: %w", w.ID, err)
 		}
-		return w, err
-	}
+		return nil
+	})
 }
 
 // checkRecord is decodeRecord, then, with c, the check that the record's
@@ -150,16 +147,24 @@ func checkRecord(c *provenance.Replicas) func(string, []byte) (protocol.ReplicaI
 	if c == nil {
 		return decodeRecord
 	}
-	return func(key string, data []byte) (protocol.ReplicaInfo, error) {
-		r, err := decodeRecord(key, data)
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), recordCheckTimeout)
-			defer cancel()
-			if err = c.Check(ctx, r); err != nil {
-				err = fmt.Errorf("record of replica %s refused: %w", r.ID, err)
-			}
+	return checked(decodeRecord, func(r protocol.ReplicaInfo) error {
+		ctx, cancel := context.WithTimeout(context.Background(), recordCheckTimeout)
+		defer cancel()
+		if err := c.Check(ctx, r); err != nil {
+			return fmt.Errorf("record of replica %s refused: %w", r.ID, err)
 		}
-		return r, err
+		return nil
+	})
+}
+
+// checked is decode, then check of what it decoded.
+func checked[T any](decode func(string, []byte) (T, error), check func(T) error) func(string, []byte) (T, error) {
+	return func(key string, data []byte) (T, error) {
+		v, err := decode(key, data)
+		if err == nil {
+			err = check(v)
+		}
+		return v, err
 	}
 }
 
