@@ -383,7 +383,7 @@ func TestRevokeAndReissue(t *testing.T) {
 // pool user ("worker") may still do both (weaker, for compatibility).
 func TestWorkerForgeriesRefused(t *testing.T) {
 	e := start(t)
-	b, _ := e.setup(t)
+	b, jn := e.setup(t)
 	for _, id := range []string{"wa", "wb"} {
 		a, _ := json.Marshal(protocol.Assignment{WorkerID: id, Epoch: 1})
 		if _, err := b.Assignments.Put(ctx(t), protocol.AssignmentKey(id), a); err != nil {
@@ -512,6 +512,21 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 			}
 		case <-time.After(3 * time.Second):
 			t.Error("wa's watch of its assignment delivered nothing")
+		}
+		// Job records, every one (a TaskQueue's list and resume_all):
+		// the watch of a bucket named per method.
+		jw, err := kv(t, js, jn.Records("text", "train")).WatchAll(ctx(t))
+		if err != nil {
+			t.Fatalf("wa's watch of the job records = %v", err)
+		}
+		defer jw.Stop() //nolint:errcheck // a test's watch
+		select {
+		case en := <-jw.Updates():
+			if en == nil {
+				t.Error("wa's watch of the job records delivered no record")
+			}
+		case <-time.After(3 * time.Second):
+			t.Error("wa's watch of the job records delivered nothing")
 		}
 		for _, k := range []struct{ bucket, key string }{{wk, protocol.WorkerKey("wa")}, {rk, protocol.ReplicaKey("text", "Pipeline", "wa", "r1")}} {
 			if _, err := kv(t, js, k.bucket).Put(ctx(t), k.key, []byte(`{}`)); err != nil {
