@@ -1,15 +1,21 @@
-// Package provenance signs what a service writes for others to obey and
+// Package provenance signs what a service writes for others to trust and
 // checks, on the reader's side, who wrote it — defence in depth behind the
 // NATS permissions (deploy/auth), which already let only the scheduler
-// write assignments.
+// write assignments and, with a user per worker, only a worker its own
+// registration and replica records.
 //
-// The writer signs with the nkey of its NATS credentials and attaches its
-// user JWT; a reader accepts the document only if that JWT was issued by
-// the same account as the reader's own credentials, names the expected
-// role ("scheduler"), and its key signed the document. Nothing to
-// configure beyond the credentials each service already has: the account
-// that issued them is the root of trust. A reader without credentials (the
-// dev fleet, no auth) checks nothing.
+// The writer signs with the nkey of its NATS credentials. An assignment
+// and a worker's registration carry the writer's user JWT; a replica
+// record carries only the signer's public key (a JWT is several KiB and
+// records are rewritten every heartbeat), which readers find in the
+// verified registration of the worker the record names (Replicas). A
+// reader accepts a document only if the JWT was issued by the same account
+// as the reader's own credentials and names the expected writer: the user
+// "scheduler" for assignments; a worker user (tagged WorkerTag: the pool
+// user, or the per-worker user of the very worker id) for registrations.
+// Nothing to configure beyond the credentials each service already has:
+// the account that issued them is the root of trust. A reader without
+// credentials (the dev fleet, no auth) checks nothing.
 //
 // The signed bytes are the document's JSON with the signature field empty,
 // so writer and reader must agree on the type: a field added by a newer
