@@ -345,7 +345,7 @@ func TestWorkerCgroupLimitsDocker(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		e, err := kv.Get(ctx, name)
+		e, err := kv.Get(ctx, protocol.WorkerKey(name))
 		if err != nil {
 			out, _ := exec.Command(docker, "logs", "--tail", "5", name).CombinedOutput()
 			return fmt.Errorf("%w; container log: %s", err, out)

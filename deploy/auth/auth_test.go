@@ -38,14 +38,25 @@ type env struct {
 // the generated auth.conf, included from a config file as in production.
 func start(t *testing.T) *env {
 	t.Helper()
-	srv := authtest.Start(t)
+	srv := authtest.Start(t, "wa", "wb")
 	names, _ := protocol.NewNames("jetserve")
 	return &env{dir: srv.Dir, gen: srv.Gen, ns: srv.NS, log: srv.Log, names: names}
 }
 
 func (e *env) conn(t *testing.T, role string) *nats.Conn {
 	t.Helper()
-	nc, err := service.Connect(context.Background(), service.NATSConfig{URL: e.ns.ClientURL(), Creds: e.gen.Creds[role]}, role, zerolog.Nop())
+	return e.connect(t, role, e.gen.Creds[role])
+}
+
+// workerConn connects as the per-worker user of worker id (named id).
+func (e *env) workerConn(t *testing.T, id string) *nats.Conn {
+	t.Helper()
+	return e.connect(t, id, e.gen.Workers[id])
+}
+
+func (e *env) connect(t *testing.T, role, creds string) *nats.Conn {
+	t.Helper()
+	nc, err := service.Connect(context.Background(), service.NATSConfig{URL: e.ns.ClientURL(), Creds: creds}, role, zerolog.Nop())
 	if err != nil {
 		t.Fatalf("connect as %s: %v", role, err)
 	}
@@ -122,8 +133,8 @@ func TestForgeriesRefused(t *testing.T) {
 	}
 	forgeries := []forgery{
 		{"forge a replica record", "$KV." + e.names.BucketReplicas(), []string{auth.Worker},
-			put(e.names.BucketReplicas(), protocol.ReplicaKey("text", "Pipeline", "evil"), replica)},
-		{"forge a worker", "$KV." + e.names.BucketWorkers(), []string{auth.Worker}, put(e.names.BucketWorkers(), "evil", worker)},
+			put(e.names.BucketReplicas(), protocol.ReplicaKey("text", "Pipeline", "w1", "evil"), replica)},
+		{"forge a worker", "$KV." + e.names.BucketWorkers(), []string{auth.Worker}, put(e.names.BucketWorkers(), protocol.WorkerKey("evil"), worker)},
 		{"forge an assignment", "$KV." + e.names.BucketAssignments(), []string{auth.Scheduler},
 			put(e.names.BucketAssignments(), "w1", assignment)},
 		{"forge a scale decision", "$KV." + e.names.BucketScale(), []string{auth.Autoscaler},
@@ -192,10 +203,10 @@ func TestForgeriesRefused(t *testing.T) {
 
 	// Nothing changed.
 	c := ctx(t)
-	if _, err := b.Replicas.Get(c, protocol.ReplicaKey("text", "Pipeline", "evil")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := b.Replicas.Get(c, protocol.ReplicaKey("text", "Pipeline", "w1", "evil")); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("the forged replica record exists (%v)", err)
 	}
-	if _, err := b.Workers.Get(c, "evil"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := b.Workers.Get(c, protocol.WorkerKey("evil")); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("the forged worker exists (%v)", err)
 	}
 	opNC := e.conn(t, auth.Operator)
@@ -302,4 +313,175 @@ func TestRevokeAndReissue(t *testing.T) {
 	if _, err := auth.Generate(auth.Options{Dir: e.dir, Revoke: []string{"not-a-key"}}); err == nil {
 		t.Fatal("Generate(Revoke: not-a-key) = nil, want an error")
 	}
+}
+
+// A worker with a user of its own reads only its own assignment and writes
+// only its own registration and replicas' records: worker wa's every way
+// to read wb's assignment (a get, a watch, a watch of all, the forms with
+// the key in the request's body) or to write wb's registration or
+// replicas, or a key outside any worker's, fails with a permissions
+// violation that the server logs by wa — and wa's own do not. The shared
+// pool user ("worker") may still do both (weaker, for compatibility).
+func TestWorkerForgeriesRefused(t *testing.T) {
+	e := start(t)
+	b, jn := e.setup(t)
+	for _, id := range []string{"wa", "wb"} {
+		a, _ := json.Marshal(protocol.Assignment{WorkerID: id, Epoch: 1})
+		if _, err := b.Assignments.Put(ctx(t), protocol.AssignmentKey(id), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ab := e.names.BucketAssignments()
+	as := "KV_" + ab
+	theirs := "$KV." + ab + "." + protocol.AssignmentKey("wb")
+	kv := func(t *testing.T, js jetstream.JetStream, bucket string) jetstream.KeyValue {
+		t.Helper()
+		kv, err := js.KeyValue(ctx(t), bucket)
+		if err != nil {
+			t.Fatalf("bind %s: %v", bucket, err)
+		}
+		return kv
+	}
+	watch := func(keys ...string) func(*nats.Conn, jetstream.JetStream) error {
+		return func(_ *nats.Conn, js jetstream.JetStream) error {
+			w, err := kv(t, js, ab).WatchFiltered(quick(t), keys)
+			if err != nil {
+				return err
+			}
+			defer w.Stop() //nolint:errcheck // a test's watch
+			select {
+			case e := <-w.Updates():
+				if e != nil {
+					return fmt.Errorf("read %s", e.Key())
+				}
+				return nil
+			case <-time.After(time.Second):
+				return context.DeadlineExceeded
+			}
+		}
+	}
+	request := func(subject, body string) func(*nats.Conn, jetstream.JetStream) error {
+		return func(nc *nats.Conn, _ jetstream.JetStream) error {
+			m, err := nc.Request(subject, []byte(body), time.Second)
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("answered: %s", m.Data)
+		}
+	}
+	put := func(bucket, key string) func(*nats.Conn, jetstream.JetStream) error {
+		return func(_ *nats.Conn, js jetstream.JetStream) error {
+			_, err := js.Publish(quick(t), "$KV."+bucket+"."+key, []byte(`{"id":"wb","worker_id":"wb"}`))
+			return err
+		}
+	}
+	filter := `{"stream_name":"` + as + `","config":{"filter_subject":"` + theirs + `","deliver_policy":"last_per_subject","ack_policy":"none","deliver_subject":"_INBOX.wa.x"}}`
+	wk, rk := e.names.BucketWorkers(), e.names.BucketReplicas()
+	forgeries := []struct {
+		name, subject string // what the server must log
+		try           func(*nats.Conn, jetstream.JetStream) error
+	}{
+		{"get another worker's assignment", "$JS.API.DIRECT.GET." + as + "." + theirs,
+			func(_ *nats.Conn, js jetstream.JetStream) error {
+				_, err := kv(t, js, ab).Get(quick(t), protocol.AssignmentKey("wb"))
+				return err
+			}},
+		{"watch another worker's assignment", "$JS.API.CONSUMER.CREATE." + as, watch(protocol.AssignmentKey("wb"))},
+		{"watch every assignment (*)", "$JS.API.CONSUMER.CREATE." + as, watch("*.assignment")},
+		{"watch every assignment (>)", "$JS.API.CONSUMER.CREATE." + as, watch(">")},
+		{"direct get with the key in the body", "$JS.API.DIRECT.GET." + as, request("$JS.API.DIRECT.GET."+as, `{"last_by_subj":"`+theirs+`"}`)},
+		{"stream message get", "$JS.API.STREAM.MSG.GET." + as, request("$JS.API.STREAM.MSG.GET."+as, `{"last_by_subj":"`+theirs+`"}`)},
+		{"consumer, filter in the body", "$JS.API.CONSUMER.CREATE." + as + ".x", request("$JS.API.CONSUMER.CREATE."+as+".x", filter)},
+		{"legacy consumer create", "$JS.API.CONSUMER.CREATE." + as, request("$JS.API.CONSUMER.CREATE."+as, filter)},
+		{"durable consumer create", "$JS.API.CONSUMER.DURABLE.CREATE." + as, request("$JS.API.CONSUMER.DURABLE.CREATE."+as+".x", filter)},
+		{"purge the assignments", "$JS.API.STREAM.PURGE." + as, request("$JS.API.STREAM.PURGE."+as, "")},
+		{"write another worker's registration", "$KV." + wk + "." + protocol.WorkerKey("wb"), put(wk, protocol.WorkerKey("wb"))},
+		{"write a registration under no worker's key", "$KV." + wk + ".evil", put(wk, "evil")},
+		{"write another worker's replica record", "$KV." + rk + ".text.Pipeline.wb.evil", put(rk, protocol.ReplicaKey("text", "Pipeline", "wb", "evil"))},
+		{"write a replica record under a key of another shape", "$KV." + rk + ".evil", put(rk, "evil")},
+		{"write an assignment", "$KV." + ab + "." + protocol.AssignmentKey("wa"), put(ab, protocol.AssignmentKey("wa"))},
+	}
+	for _, f := range forgeries {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			nc := e.workerConn(t, "wa")
+			js, _ := jetstream.New(nc)
+			err := f.try(nc, js)
+			if err == nil {
+				t.Fatalf("%s as worker wa succeeded, want a permissions violation", f.name)
+			}
+			if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") && !errors.Is(err, nats.ErrTimeout) &&
+				!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+				t.Errorf("%s as worker wa = %v, want a permissions violation", f.name, err)
+			}
+			waitLogged(t, e.log, f.subject, "wa")
+		})
+	}
+	t.Run("nothing changed", func(t *testing.T) {
+		c := ctx(t)
+		if _, err := b.Workers.Get(c, protocol.WorkerKey("wb")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("wb's registration exists (%v)", err)
+		}
+		if _, err := b.Replicas.Get(c, protocol.ReplicaKey("text", "Pipeline", "wb", "evil")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("the forged replica record exists (%v)", err)
+		}
+	})
+
+	// Its own: the worker reads its assignment (get and watch) and writes
+	// its registration and replicas' records.
+	t.Run("its own", func(t *testing.T) {
+		nc := e.connect(t, "wa-own", e.gen.Workers["wa"])
+		defer func() {
+			if e.log.HasViolation("", "wa-own") {
+				t.Error("the server logged a violation by wa's own reads and writes")
+			}
+		}()
+		js, _ := jetstream.New(nc)
+		a := kv(t, js, ab)
+		if _, err := a.Get(ctx(t), protocol.AssignmentKey("wa")); err != nil {
+			t.Errorf("wa's get of its assignment = %v", err)
+		}
+		w, err := a.Watch(ctx(t), protocol.AssignmentKey("wa"))
+		if err != nil {
+			t.Fatalf("wa's watch of its assignment = %v", err)
+		}
+		defer w.Stop() //nolint:errcheck // a test's watch
+		select {
+		case en := <-w.Updates():
+			if en == nil || en.Key() != protocol.AssignmentKey("wa") {
+				t.Errorf("wa's watch delivered %v first, want its assignment", en)
+			}
+		case <-time.After(3 * time.Second):
+			t.Error("wa's watch of its assignment delivered nothing")
+		}
+		// Job records, every one (a TaskQueue's list and resume_all):
+		// the watch of a bucket named per method.
+		jw, err := kv(t, js, jn.Records("text", "train")).WatchAll(ctx(t))
+		if err != nil {
+			t.Fatalf("wa's watch of the job records = %v", err)
+		}
+		defer jw.Stop() //nolint:errcheck // a test's watch
+		select {
+		case en := <-jw.Updates():
+			if en == nil {
+				t.Error("wa's watch of the job records delivered no record")
+			}
+		case <-time.After(3 * time.Second):
+			t.Error("wa's watch of the job records delivered nothing")
+		}
+		for _, k := range []struct{ bucket, key string }{{wk, protocol.WorkerKey("wa")}, {rk, protocol.ReplicaKey("text", "Pipeline", "wa", "r1")}} {
+			if _, err := kv(t, js, k.bucket).Put(ctx(t), k.key, []byte(`{}`)); err != nil {
+				t.Errorf("wa's put of %s = %v", k.key, err)
+			}
+		}
+	})
+	t.Run("the pool user", func(t *testing.T) {
+		js, _ := jetstream.New(e.conn(t, auth.Worker))
+		if _, err := kv(t, js, ab).Get(ctx(t), protocol.AssignmentKey("wb")); err != nil {
+			t.Errorf("the pool worker's get of wb's assignment = %v", err)
+		}
+		if _, err := kv(t, js, wk).Put(ctx(t), protocol.WorkerKey("wc"), []byte(`{}`)); err != nil {
+			t.Errorf("the pool worker's put of a registration = %v", err)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 )
@@ -29,6 +30,12 @@ type Options struct {
 	// to the account's revocations, kept in nats/revoked; nats-server
 	// refuses them once it reloads auth.conf.
 	Revoke []string
+	// Workers are worker ids, each given a user of its own
+	// (WorkerPermissions) in creds/workers/<id>.creds: the worker with
+	// that id reads only its assignment and writes only its registration
+	// and replicas' records. The shared pool user (creds/worker.creds),
+	// which any worker id may use, is generated too.
+	Workers []string
 	// Routes are the route addresses (HOST:PORT) of every node of a NATS
 	// cluster: Generate then writes RoutesConf, the routes' credential
 	// and the routes to these nodes. Empty keeps an existing RoutesConf.
@@ -39,6 +46,7 @@ type Options struct {
 const (
 	AuthConf      = "nats/auth.conf"         // include it in nats-server's config
 	CredsDir      = "creds"                  // <role>.creds, sys.creds
+	WorkerCreds   = "creds/workers"          // <worker id>.creds: per-worker users
 	SeedsDir      = "seeds"                  // operator.nk, account.nk, sys.nk (0600; keep them off the servers)
 	IngressKeys   = "http/ingress-keys.yaml" // the ingress's auth.keys_file
 	AdminKeys     = "http/admin-keys.yaml"   // the scheduler's auth.keys_file
@@ -54,6 +62,8 @@ type Generated struct {
 	OperatorPub, AccountPub, SystemPub string
 	// Creds maps a role to its credentials file.
 	Creds map[string]string
+	// Workers maps a worker id (Options.Workers) to its credentials file.
+	Workers map[string]string
 	// APIKey and AdminKey are the plaintext HTTP keys (also in keys.env);
 	// empty when the files existed and were kept.
 	APIKey, AdminKey string
@@ -80,6 +90,11 @@ func Generate(o Options) (*Generated, error) {
 	if err := checkRoutes(o.Routes); err != nil {
 		return nil, err
 	}
+	for _, id := range o.Workers {
+		if err := CheckWorkerID(id); err != nil {
+			return nil, err
+		}
+	}
 	if o.Force {
 		for _, d := range []string{"nats", CredsDir, SeedsDir, "http"} {
 			if err := os.RemoveAll(filepath.Join(o.Dir, d)); err != nil {
@@ -87,7 +102,7 @@ func Generate(o Options) (*Generated, error) {
 			}
 		}
 	}
-	for _, d := range []string{"nats", CredsDir, SeedsDir, "http"} {
+	for _, d := range []string{"nats", CredsDir, WorkerCreds, SeedsDir, "http"} {
 		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
@@ -104,7 +119,7 @@ func Generate(o Options) (*Generated, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Generated{Creds: map[string]string{}}
+	g := &Generated{Creds: map[string]string{}, Workers: map[string]string{}}
 	g.OperatorPub, _ = okp.PublicKey()
 	g.AccountPub, _ = akp.PublicKey()
 	g.SystemPub, _ = skp.PublicKey()
@@ -168,11 +183,26 @@ resolver_preload: {
 		if err != nil {
 			return nil, err
 		}
-		path, err := User(o.Dir, akp, role, perms)
+		var tags []string
+		if role == Worker { // readers of worker records check it (provenance)
+			tags = append(tags, provenance.WorkerTag)
+		}
+		path, err := User(o.Dir, akp, role, perms, tags...)
 		if err != nil {
 			return nil, err
 		}
 		g.Creds[role] = path
+	}
+	for _, id := range o.Workers {
+		perms, err := WorkerPermissions(names, id)
+		if err != nil {
+			return nil, err
+		}
+		path := filepath.Join(o.Dir, WorkerCreds, id+".creds")
+		if err := writeUser(path, akp, id, perms, provenance.WorkerTag); err != nil {
+			return nil, err
+		}
+		g.Workers[id] = path
 	}
 	sysUser, err := userCreds(skp, "sys", jwt.Permissions{})
 	if err != nil {
@@ -220,19 +250,25 @@ func revocations(dir string, add []string) ([]string, error) {
 
 // User writes creds/<name>.creds for a user of the account akp with
 // perms, unless it exists; it returns the path.
-func User(dir string, akp nkeys.KeyPair, name string, perms jwt.Permissions) (string, error) {
+func User(dir string, akp nkeys.KeyPair, name string, perms jwt.Permissions, tags ...string) (string, error) {
 	path := filepath.Join(dir, CredsDir, name+".creds")
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	b, err := userCreds(akp, name, perms)
-	if err != nil {
-		return "", err
-	}
-	return path, write(path, b, 0o600, false)
+	return path, writeUser(path, akp, name, perms, tags...)
 }
 
-func userCreds(akp nkeys.KeyPair, name string, perms jwt.Permissions) ([]byte, error) {
+// writeUser writes path, the credentials of a new user name of the
+// account akp with perms, unless it exists.
+func writeUser(path string, akp nkeys.KeyPair, name string, perms jwt.Permissions, tags ...string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	b, err := userCreds(akp, name, perms, tags...)
+	if err != nil {
+		return err
+	}
+	return write(path, b, 0o600, false)
+}
+
+func userCreds(akp nkeys.KeyPair, name string, perms jwt.Permissions, tags ...string) ([]byte, error) {
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, err
@@ -242,6 +278,7 @@ func userCreds(akp nkeys.KeyPair, name string, perms jwt.Permissions) ([]byte, e
 	uc := jwt.NewUserClaims(upub)
 	uc.Name = name
 	uc.Permissions = perms
+	uc.Tags.Add(tags...)
 	ujwt, err := uc.Encode(akp)
 	if err != nil {
 		return nil, fmt.Errorf("encode user %s: %w", name, err)

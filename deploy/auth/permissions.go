@@ -58,14 +58,51 @@ func (p *perm) pubDenyExcept(s string) {
 }
 func (p *perm) allowSub(s ...string) { p.sub = append(p.sub, s...) }
 
-// Permissions returns the permissions of role's user under names.
-//
-// One user serves every worker: a worker writes job records, whose buckets
-// are named per method, so it needs "$KV.*.>", and NATS lets a deny win
-// over any allow — a per-worker key in the workers bucket cannot be carved
-// out of it. A worker may therefore write any worker's and replica's
-// record; no other user may (see README, Security: what remains).
+// Permissions returns the permissions of role's user under names. Role
+// Worker is the shared pool user, which any worker id may use (see
+// WorkerPermissions for one worker's own).
 func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
+	return permissions(names, role, "*")
+}
+
+// WorkerPermissions returns the permissions of the user of the one worker
+// id: it reads only its own assignment and writes only its own
+// registration and replica records (protocol.WorkerKey, AssignmentKey,
+// ReplicaKey hold the id as a subject token).
+//
+// NATS lets a deny win over any allow, so one worker's keys cannot be
+// carved out of a wildcard by denials; they are carved by the keys'
+// shapes instead. A worker writes job records, whose buckets are named per
+// method: those keys are one token ("$KV.*.*"), and the fleet's buckets
+// deny one-token keys, while a worker's own keys have two or more tokens
+// and are allowed by name. Reads likewise: the subject forms of a direct
+// get or a consumer on the assignments (the filter in the API subject) are
+// allowed for the own key only, and the forms whose filter is in the
+// request body (a direct get's last_by_subj, STREAM.MSG.GET, a consumer
+// without a filter in its subject) are denied on the assignments' stream.
+func WorkerPermissions(names protocol.Names, workerID string) (jwt.Permissions, error) {
+	if err := CheckWorkerID(workerID); err != nil {
+		return jwt.Permissions{}, err
+	}
+	return permissions(names, Worker, workerID)
+}
+
+// CheckWorkerID reports an id that cannot name a worker's user: not a
+// valid worker id, or the name of a role (whose user it would pose as to
+// readers that check who wrote a document).
+func CheckWorkerID(id string) error {
+	if err := protocol.ValidWorkerID(id); err != nil {
+		return err
+	}
+	if slices.Contains(append(append([]string(nil), Services...), Deployment, Operator, "sys"), id) {
+		return fmt.Errorf("worker id %q: the name of a role's user", id)
+	}
+	return nil
+}
+
+// permissions builds role's permissions; workerID is the worker's own id
+// for role Worker, "*" for the shared pool user.
+func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, error) {
 	P := names.Prefix()
 	// Wildcards are written out: Names' builders make "*" a literal token.
 	jobsAll := P + ".jobs.*.*.*"                              // jobs.Names.JobSubject of every job
@@ -129,7 +166,11 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 	}
 
 	var p perm
-	p.allowSub(InboxPrefix(role) + ".>")
+	user := role
+	if role == Worker && workerID != "*" {
+		user = workerID
+	}
+	p.allowSub(InboxPrefix(user) + ".>")
 	p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.ACCOUNT.>",
 		"$JS.API.META.>", "$JS.API.SERVER.>", "$SYS.>")
 	switch role {
@@ -185,20 +226,30 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		// Object store deletes (a finished job's checkpoint) purge the
 		// object's chunks: STREAM.PURGE on OBJ_<store>, which NATS cannot
 		// tell from a job stream's name. Workers, which run the jobs and
-		// delete their messages anyway, may purge; nobody else may.
+		// delete their messages anyway, may purge; nobody else may — and
+		// not the fleet's buckets.
 		p.allowPub("$JS.API.STREAM.PURGE.*")
 		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 		ensureFleet(&p)
 		for _, b := range fleet {
-			kvRead(&p, b)
+			p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.PURGE."+kvStream(b))
+			if b != names.BucketAssignments() {
+				kvRead(&p, b)
+			}
 		}
+		// Its own assignment, by the subject forms only (kv Get, and
+		// Watch: an ordered consumer created on
+		// CONSUMER.CREATE.<stream>.<name>.<filter>).
+		as, akey := kvStream(names.BucketAssignments()), "$KV."+names.BucketAssignments()+"."+workerID+".assignment"
+		p.allowPub("$JS.API.STREAM.INFO."+as, "$JS.API.DIRECT.GET."+as+"."+akey, "$JS.API.CONSUMER.CREATE."+as+".*."+akey,
+			"$JS.API.CONSUMER.DELETE."+as+".*", "$JS.API.CONSUMER.INFO."+as+".*")
 		// Replicas: micro endpoints and discovery, load reports,
 		// streamed chunks to a caller's stream inbox.
 		p.allowSub(P+".replica.*.>", "$SRV.>")
 		// Replies and streamed chunks go to the callers' inboxes.
 		p.allowPub(names.LoadWildcard(), "_INBOX.>")
 		caller(&p)
-		jobStreamsRW(&p, names.BucketWorkers(), names.BucketReplicas(), names.BucketHandlers())
+		workerJobs(&p, names, workerID, fleet)
 		bodies(&p)
 	case Deployment:
 		// Handle calls only: to the routers and (an embedded router's)
@@ -215,6 +266,50 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		Pub: jwt.Permission{Allow: dedupe(p.pub), Deny: dedupe(p.pubDeny)},
 		Sub: jwt.Permission{Allow: dedupe(p.sub), Deny: dedupe(p.subDeny)},
 	}, nil
+}
+
+// workerJobs allows a worker what running jobs needs (jobStreamsRW's
+// rights, with the wildcards narrowed to shapes that exclude other
+// workers' keys: see WorkerPermissions) and its own records.
+func workerJobs(p *perm, names protocol.Names, workerID string, fleet []string) {
+	P := names.Prefix()
+	as := "KV_" + names.BucketAssignments()
+	p.allowPub("$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*", "$JS.API.STREAM.INFO.*",
+		// Direct gets: by a body (batches of job messages), of a job
+		// record, an object's metadata, a job message by subject.
+		"$JS.API.DIRECT.GET.*", "$JS.API.DIRECT.GET.*.$KV.*.*", "$JS.API.DIRECT.GET.*.$O.>", "$JS.API.DIRECT.GET.*."+P+".>",
+		"$JS.API.STREAM.MSG.GET.*", "$JS.API.STREAM.MSG.DELETE.*",
+		// Consumers: filters in the body, or of job records, objects'
+		// chunks, job messages.
+		"$JS.API.CONSUMER.CREATE.*.*", "$JS.API.CONSUMER.CREATE.*.*.$KV.*.*", "$JS.API.CONSUMER.CREATE.*.*.$O.>",
+		"$JS.API.CONSUMER.CREATE.*.*."+P+".>",
+		"$JS.API.CONSUMER.DURABLE.CREATE.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.MSG.NEXT.>",
+		"$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.NAMES.*", "$JS.ACK.>",
+		// Job records (one-token keys: request ids), objects, jobs.
+		"$KV.*.*", "$O.*.>", P+".jobs.*.*.*", P+".dlq.>", P+".jobcancel.>")
+	p.allowSub(P + ".jobcancel.>")
+	p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer,
+		// The assignments: the forms with the key in the body, or a
+		// one-token filter ("*", ">"), none of which the own key's
+		// allows above match.
+		"$JS.API.DIRECT.GET."+as, "$JS.API.DIRECT.GET."+as+".$KV.*.*", "$JS.API.STREAM.MSG.GET."+as,
+		"$JS.API.CONSUMER.CREATE."+as+".*", "$JS.API.CONSUMER.CREATE."+as+".*.$KV.*.*",
+		"$JS.API.CONSUMER.DURABLE.CREATE."+as+".>", "$JS.API.CONSUMER.MSG.NEXT."+as+".>")
+	for _, b := range fleet {
+		p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.MSG.DELETE.KV_"+b)
+		switch b {
+		case names.BucketHandlers(): // what handlers declare: any worker's
+			p.allowPub("$KV." + b + ".>")
+		case names.BucketWorkers():
+			p.allowPub("$KV." + b + "." + workerID + ".registration")
+			p.pubDeny = append(p.pubDeny, "$KV."+b+".*")
+		case names.BucketReplicas():
+			p.allowPub("$KV." + b + ".*.*." + workerID + ".*")
+			p.pubDeny = append(p.pubDeny, "$KV."+b+".*")
+		default:
+			p.pubDeny = append(p.pubDeny, "$KV."+b+".>")
+		}
+	}
 }
 
 func dedupe(s []string) []string {

@@ -113,7 +113,11 @@ func TestComposeProfilesAuth(t *testing.T) {
 			if r := arg(gen.Command, "--routes"); r != "" {
 				routes = strings.Split(r, ",")
 			}
-			g, err := auth.Generate(auth.Options{Dir: secrets, Prefix: "jetserve", Routes: routes})
+			var workers []string
+			if w := arg(gen.Command, "--workers"); w != "" {
+				workers = strings.Split(w, ",")
+			}
+			g, err := auth.Generate(auth.Options{Dir: secrets, Prefix: "jetserve", Routes: routes, Workers: workers})
 			if err != nil {
 				t.Fatalf("auth-init's arguments: %v", err)
 			}
@@ -149,6 +153,12 @@ func TestComposeProfilesAuth(t *testing.T) {
 				}
 				roles[role]++
 				checkComposeService(t, name, role, s, g, secrets)
+				// The HA profile's workers are named: each has a user of
+				// its own (docker-compose.yml's is scaled with --scale,
+				// whose replicas share one environment: the pool user).
+				if _, own := g.Workers[s.Environment["JETSERVE_ID"]]; tc.cluster && role == auth.Worker && !own {
+					t.Errorf("%s: worker %q has no NATS user of its own (auth-init --workers %v)", name, s.Environment["JETSERVE_ID"], workers)
+				}
 			}
 			for role := range services {
 				if roles[role] == 0 {
@@ -169,6 +179,9 @@ func checkComposeService(t *testing.T, name, role string, s composeService, g *a
 	switch role {
 	case auth.Worker:
 		files["JETSERVE_DEPLOYMENT_CREDS"] = g.Creds[auth.Deployment]
+		if own, ok := g.Workers[s.Environment["JETSERVE_ID"]]; ok {
+			files["JETSERVE_NATS_CREDS"] = own
+		}
 	case auth.Ingress:
 		files["JETSERVE_AUTH_KEYS_FILE"] = filepath.Join(secrets, auth.IngressKeys)
 	case auth.Scheduler:

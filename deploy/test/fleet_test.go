@@ -41,6 +41,10 @@ type fleet struct {
 	// violations are the permission violations the NATS server logged
 	// (secure fleets).
 	violations *authtest.Log
+	// gen is what deploy/auth generated (secure fleets); natsURL the
+	// server's client URL.
+	gen     *auth.Generated
+	natsURL string
 }
 
 // waitServing waits until testdata/fleet.yaml's echo deployment and a
@@ -98,7 +102,7 @@ func startFleetWith(t *testing.T, configFile string, o fleetOptions) *fleet {
 	var err error
 	f := &fleet{ops: map[string]string{}}
 	if secure {
-		srv := authtest.Start(t)
+		srv := authtest.Start(t, fleetWorker)
 		ns, gen, f.violations = srv.NS, srv.Gen, srv.Log
 		env, err := os.ReadFile(filepath.Join(filepath.Dir(gen.Creds[auth.Ingress]), "..", auth.HTTPKeysEnv))
 		if err != nil {
@@ -116,6 +120,7 @@ func startFleetWith(t *testing.T, configFile string, o fleetOptions) *fleet {
 		t.Fatal(err)
 	}
 	url := ns.ClientURL()
+	f.gen, f.natsURL = gen, url
 	reg := serve.NewRegistry()
 	if err := examples.Register(reg); err != nil {
 		t.Fatal(err)
@@ -151,6 +156,9 @@ func startFleetWith(t *testing.T, configFile string, o fleetOptions) *fleet {
 	common(&rc.Common, auth.Router)
 	wc := worker.DefaultConfig()
 	common(&wc.Common, auth.Worker)
+	if gen != nil {
+		wc.NATS.Creds = gen.Workers[fleetWorker] // its id comes from the user's JWT
+	}
 	wc.DeploymentCreds = creds(auth.Deployment)
 	wc.GPUDetect = "off"
 	sc := scheduler.DefaultConfig()

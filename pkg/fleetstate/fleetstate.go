@@ -12,6 +12,7 @@ package fleetstate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -55,10 +56,11 @@ const (
 type Buckets struct {
 	// Apps holds the desired state: ConfigKey, the applied serve config.
 	Apps jetstream.KeyValue
-	// Workers holds a protocol.WorkerInfo per live worker (key: its id),
-	// expiring after WorkerTTL.
+	// Workers holds a protocol.WorkerInfo per live worker (key:
+	// protocol.WorkerKey), expiring after WorkerTTL.
 	Workers jetstream.KeyValue
-	// Assignments holds a protocol.Assignment per worker (key: its id).
+	// Assignments holds a protocol.Assignment per worker (key:
+	// protocol.AssignmentKey).
 	Assignments jetstream.KeyValue
 	// Replicas holds a protocol.ReplicaInfo per replica (key:
 	// protocol.ReplicaKey), expiring after ReplicaTTL.
@@ -74,6 +76,19 @@ type Buckets struct {
 	// protocol.HandlerInfo per handler (key: protocol.HandlerKey), written
 	// by the workers that register it and kept after they go.
 	Handlers jetstream.KeyValue
+}
+
+// Worker reads the registration of the worker id.
+func (b *Buckets) Worker(ctx context.Context, id string) (protocol.WorkerInfo, error) {
+	e, err := b.Workers.Get(ctx, protocol.WorkerKey(id))
+	if err != nil {
+		return protocol.WorkerInfo{}, err
+	}
+	var w protocol.WorkerInfo
+	if err := json.Unmarshal(e.Value(), &w); err != nil {
+		return protocol.WorkerInfo{}, fmt.Errorf("decode worker %s: %w", id, err)
+	}
+	return w, nil
 }
 
 // bucket is one bucket's declaration.

@@ -167,7 +167,7 @@ func TestAsyncFollower(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put(b.Workers, "w1", protocol.WorkerInfo{ID: "w1"})
+	put(b.Workers, protocol.WorkerKey("w1"), protocol.WorkerInfo{ID: "w1"})
 	put(b.Handlers, protocol.HandlerKey("h"), protocol.HandlerInfo{Handler: "h", Async: []config.AsyncMethod{{Name: "train", MaxQueued: 5}}, Worker: "w1"})
 	put(b.Apps, fleetstate.ConfigKey, config.ServeConfig{Applications: []config.Application{
 		{Name: "app", Deployments: []config.Deployment{{Name: "d", Handler: "h"}}}}})
@@ -175,7 +175,7 @@ func TestAsyncFollower(t *testing.T) {
 		m, ok := f.Table().Lookup("app", "train")
 		return ok && m.Config.MaxQueued == 5
 	})
-	if err := b.Workers.Delete(context.Background(), "w1"); err != nil {
+	if err := b.Workers.Delete(context.Background(), protocol.WorkerKey("w1")); err != nil {
 		t.Fatal(err)
 	}
 	put(b.Apps, fleetstate.ConfigKey, config.ServeConfig{Applications: []config.Application{

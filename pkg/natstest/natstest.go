@@ -272,14 +272,18 @@ func PutConfigText(t testing.TB, b *fleetstate.Buckets, text string) config.Serv
 }
 
 // PutReplica stores info as its replica's record (as its worker reports
-// it).
+// it), under the key its app, deployment, worker and id give; a record
+// that names no worker is given the worker "w0".
 func PutReplica(t testing.TB, b *fleetstate.Buckets, info protocol.ReplicaInfo) {
 	t.Helper()
+	if info.WorkerID == "" {
+		info.WorkerID = "w0"
+	}
 	raw, err := json.Marshal(info)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Replicas.Put(context.Background(), protocol.ReplicaKey(info.App, info.Deployment, info.ID), raw); err != nil {
+	if _, err := b.Replicas.Put(context.Background(), protocol.ReplicaKey(info.App, info.Deployment, info.WorkerID, info.ID), raw); err != nil {
 		t.Fatalf("put replica %s: %v", info.ID, err)
 	}
 }

@@ -39,6 +39,15 @@ type WorkerInfo struct {
 	Draining  bool                            `json:"draining,omitempty"`
 	StartedAt time.Time                       `json:"started_at"`
 	Heartbeat time.Time                       `json:"heartbeat"`
+	// WrittenBy is the worker's NATS user JWT and Signature its nkey's
+	// signature (base64url) of this document with Signature empty
+	// (package provenance), when the worker has credentials. The
+	// scheduler and the routers, with credentials, accept a registration
+	// only signed by a worker user of their account — with a user per
+	// worker, this worker's own — and find in it the key that signs the
+	// worker's replica records.
+	WrittenBy string `json:"written_by,omitempty"`
+	Signature string `json:"signature,omitempty"`
 }
 
 // HandlerInfo is what the code of a deployment handler declares, put in
@@ -186,6 +195,14 @@ type ReplicaInfo struct {
 	Heartbeat time.Time `json:"heartbeat"`
 	// Process describes the child of a process-runtime replica.
 	Process *ProcessStatus `json:"process,omitempty"`
+	// Signer is the public key (U…) of the worker's NATS user and
+	// Signature its signature (base64url) of this document with Signature
+	// empty (package provenance), when the worker has credentials. The
+	// user's JWT is not attached (it is several KiB, and records are
+	// rewritten every heartbeat): readers find it in the registration of
+	// the worker WorkerID, signed and checked there.
+	Signer    string `json:"signer,omitempty"`
+	Signature string `json:"signature,omitempty"`
 }
 
 // ProcessStatus is the child process behind a process-runtime replica.

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -56,17 +57,18 @@ func Token(s string) string {
 // as last applied (the declarative document), key "app.<name>" each app.
 func (n Names) BucketApps() string { return n.prefix + "_apps" }
 
-// BucketWorkers holds one WorkerInfo per live worker, key "<worker id>",
-// refreshed by heartbeats and expired by the bucket TTL.
+// BucketWorkers holds one WorkerInfo per live worker, key
+// WorkerKey(<worker id>), refreshed by heartbeats and expired by the bucket
+// TTL.
 func (n Names) BucketWorkers() string { return n.prefix + "_workers" }
 
-// BucketAssignments holds one Assignment per worker, key "<worker id>",
-// written only by the leading scheduler.
+// BucketAssignments holds one Assignment per worker, key
+// AssignmentKey(<worker id>), written only by the leading scheduler.
 func (n Names) BucketAssignments() string { return n.prefix + "_assignments" }
 
-// BucketReplicas holds one ReplicaInfo per replica, key
-// "<app>.<deployment>.<replica id>", written by the worker that runs it and
-// expired by the bucket TTL when the worker stops refreshing it.
+// BucketReplicas holds one ReplicaInfo per replica, key ReplicaKey(…),
+// written by the worker that runs it and expired by the bucket TTL when the
+// worker stops refreshing it.
 func (n Names) BucketReplicas() string { return n.prefix + "_replicas" }
 
 // BucketStatus holds the status the leading scheduler computes, key "status".
@@ -105,10 +107,69 @@ var handlerKeyRE = regexp.MustCompile(`^[-/_=a-zA-Z0-9]([-/_=.a-zA-Z0-9]*[-/_=a-
 // ScaleKey is the BucketScale key of a deployment: "<app>.<deployment>".
 func ScaleKey(app, deployment string) string { return Token(app) + "." + Token(deployment) }
 
-// ReplicaKey is the BucketReplicas key of a replica.
-func ReplicaKey(app, deployment, replicaID string) string {
-	return Token(app) + "." + Token(deployment) + "." + Token(replicaID)
+// Keys of the per-worker records. Each holds the worker's id as a whole
+// subject token, and has at least two tokens, so that NATS permissions can
+// name one worker's keys ("$KV.<bucket>.<id>.registration") apart from the
+// single-token keys of the job records, which workers write in buckets
+// named per method ("$KV.*.*": see deploy/auth).
+
+// WorkerKey is the BucketWorkers key of a worker: "<worker id>.registration".
+func WorkerKey(workerID string) string { return Token(workerID) + "." + workerKeySuffix }
+
+// AssignmentKey is the BucketAssignments key of a worker:
+// "<worker id>.assignment".
+func AssignmentKey(workerID string) string { return Token(workerID) + "." + assignmentKeySuffix }
+
+const (
+	workerKeySuffix     = "registration"
+	assignmentKeySuffix = "assignment"
+)
+
+// WorkerOfKey returns the worker id of a WorkerKey; false for any other
+// key.
+func WorkerOfKey(key string) (string, bool) { return workerOf(key, workerKeySuffix) }
+
+// WorkerOfAssignmentKey returns the worker id of an AssignmentKey; false
+// for any other key.
+func WorkerOfAssignmentKey(key string) (string, bool) { return workerOf(key, assignmentKeySuffix) }
+
+func workerOf(key, suffix string) (string, bool) {
+	id, ok := strings.CutSuffix(key, "."+suffix)
+	if !ok || id == "" || strings.ContainsAny(id, ".*> \t\r\n") {
+		return "", false
+	}
+	return id, true
 }
+
+// ReplicaKey is the BucketReplicas key of a replica:
+// "<app>.<deployment>.<worker id>.<replica id>". The worker's token lets
+// NATS permissions allow a worker its own replicas' records only
+// ("$KV.<bucket>.*.*.<worker id>.*").
+func ReplicaKey(app, deployment, workerID, replicaID string) string {
+	return Token(app) + "." + Token(deployment) + "." + Token(workerID) + "." + Token(replicaID)
+}
+
+// SplitReplicaKey returns the tokens of a ReplicaKey; false if key has not
+// four tokens.
+func SplitReplicaKey(key string) (app, deployment, workerID, replicaID string, ok bool) {
+	t := strings.Split(key, ".")
+	if len(t) != 4 || slices.Contains(t, "") {
+		return "", "", "", "", false
+	}
+	return t[0], t[1], t[2], t[3], true
+}
+
+// ValidWorkerID reports an id that cannot name a worker: a worker id is one
+// subject token of letters, digits, '-' and '_' (at most 64), the name of
+// its NATS user when workers have one each.
+func ValidWorkerID(id string) error {
+	if !workerIDRE.MatchString(id) {
+		return fmt.Errorf("worker id %q: want 1 to 64 letters, digits, '-' or '_'", id)
+	}
+	return nil
+}
+
+var workerIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Subjects.
 

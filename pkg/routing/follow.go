@@ -11,6 +11,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -31,22 +32,31 @@ type FollowOptions struct {
 	// Changed receives a value whenever a queue changed (wire it to
 	// Options.OnQueueChange); nil: stats only on the interval.
 	Changed <-chan struct{}
+	// Records, if set (a router with credentials), checks that each
+	// replica record is signed by the user of its worker's verified
+	// registration: an unsigned or forged record is never routed to.
+	Records *provenance.Replicas
 }
 
 // CheckRecord reports a replica record no worker writes: one stored under
-// another key than its app, deployment and id give, or whose subject is
+// another key than its app, deployment, worker and id give (the worker's
+// token is what the NATS permissions let one worker write), or whose subject is
 // not its id's replica subject — a record pointing requests elsewhere
 // (defence in depth behind the NATS permissions, which let only workers
 // write the bucket).
 func CheckRecord(names protocol.Names, key string, info protocol.ReplicaInfo) error {
-	if want := protocol.ReplicaKey(info.App, info.Deployment, info.ID); key != want {
-		return fmt.Errorf("replica %s of %s/%s is stored under %q, not %q", info.ID, info.App, info.Deployment, key, want)
+	if want := protocol.ReplicaKey(info.App, info.Deployment, info.WorkerID, info.ID); key != want {
+		return fmt.Errorf("replica %s of %s/%s on worker %q is stored under %q, not %q", info.ID, info.App, info.Deployment, info.WorkerID, key, want)
 	}
 	if want := names.ReplicaSubject(info.ID); info.Subject != want {
 		return fmt.Errorf("replica %s names subject %q, not its own %q", info.ID, info.Subject, want)
 	}
 	return nil
 }
+
+// recordCheckTimeout bounds reading a worker's registration to check its
+// replica records' signatures (once per worker and signer).
+const recordCheckTimeout = 2 * time.Second
 
 // StaleAfter is how long a replica's record may go without a refresh
 // before a router stops routing to it (records are refreshed every
@@ -94,7 +104,13 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 			case c.Deleted:
 				r.DeleteReplicaKey(c.Key)
 			case c.Value.ID != "":
-				if err := CheckRecord(r.o.Names, c.Key, c.Value); err != nil {
+				err := CheckRecord(r.o.Names, c.Key, c.Value)
+				if err == nil && o.Records != nil {
+					cctx, cancel := context.WithTimeout(ctx, recordCheckTimeout)
+					err = o.Records.Check(cctx, c.Value)
+					cancel()
+				}
+				if err != nil {
 					// Not a record a worker writes: never route to it.
 					o.Log.Error().Err(err).Str("key", c.Key).Msg("replica record refused")
 					r.DeleteReplicaKey(c.Key)

@@ -11,8 +11,8 @@ import (
 // claims another deployment under a key, is refused.
 func TestCheckRecord(t *testing.T) {
 	names, _ := protocol.NewNames("")
-	ok := protocol.ReplicaInfo{ID: "r1", App: "text", Deployment: "Pipeline", Subject: names.ReplicaSubject("r1")}
-	key := protocol.ReplicaKey("text", "Pipeline", "r1")
+	ok := protocol.ReplicaInfo{ID: "r1", App: "text", Deployment: "Pipeline", WorkerID: "w1", Subject: names.ReplicaSubject("r1")}
+	key := protocol.ReplicaKey("text", "Pipeline", "w1", "r1")
 	if err := CheckRecord(names, key, ok); err != nil {
 		t.Fatalf("CheckRecord(a worker's record) = %v", err)
 	}
@@ -26,7 +26,12 @@ func TestCheckRecord(t *testing.T) {
 	if err := CheckRecord(names, key, other); err == nil {
 		t.Error("CheckRecord(another replica's subject) = nil, want refused")
 	}
-	if err := CheckRecord(names, protocol.ReplicaKey("billing", "Pay", "r1"), ok); err == nil {
+	if err := CheckRecord(names, protocol.ReplicaKey("billing", "Pay", "w1", "r1"), ok); err == nil {
 		t.Error("CheckRecord(under another deployment's key) = nil, want refused")
+	}
+	// Under another worker's key: the record claims a worker whose
+	// permissions did not write it.
+	if err := CheckRecord(names, protocol.ReplicaKey("text", "Pipeline", "w2", "r1"), ok); err == nil {
+		t.Error("CheckRecord(under another worker's key) = nil, want refused")
 	}
 }

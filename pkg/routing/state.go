@@ -82,20 +82,19 @@ func (r *Router) SetReplica(info protocol.ReplicaInfo) {
 }
 
 // DeleteReplicaKey removes the replica stored under a Replicas bucket key
-// ("<app>.<dep>.<id>" tokens): its record was deleted or expired. It is
+// (protocol.ReplicaKey): its record was deleted or expired. It is
 // probed at once about the requests it may hold.
 func (r *Router) DeleteReplicaKey(key string) {
-	i := strings.LastIndexByte(key, '.')
-	if i < 0 {
+	app, dep, _, id, ok := protocol.SplitReplicaKey(key)
+	if !ok {
 		return
 	}
 	r.depMu.RLock()
-	d := r.deps[key[:i]]
+	d := r.deps[app+"."+dep]
 	r.depMu.RUnlock()
 	if d == nil {
 		return
 	}
-	id := key[i+1:]
 	d.mu.Lock()
 	delete(d.starting, id)
 	p := d.byID[id]

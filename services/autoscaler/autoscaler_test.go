@@ -82,13 +82,13 @@ func (e *env) setReplicas(n, ongoing int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for id := range e.replicas {
-		_ = e.Buckets.Replicas.Delete(context.Background(), protocol.ReplicaKey(app, dep, id))
+		_ = e.Buckets.Replicas.Delete(context.Background(), protocol.ReplicaKey(app, dep, "w1", id))
 		delete(e.replicas, id)
 	}
 	for i := range n {
 		id := fmt.Sprintf("r%d", i)
 		e.replicas[id] = ongoing
-		natstest.PutReplica(e.t, e.Buckets, protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning, Heartbeat: time.Now()})
+		natstest.PutReplica(e.t, e.Buckets, protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, WorkerID: "w1", State: protocol.ReplicaRunning, Heartbeat: time.Now()})
 	}
 }
 

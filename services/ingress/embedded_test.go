@@ -35,7 +35,7 @@ func TestEmbeddedRouterSendsStraightToReplica(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
+		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", WorkerID: "w1", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 4, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
 	}
 	replica("good", false)

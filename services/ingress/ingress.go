@@ -45,6 +45,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/tracing"
@@ -284,9 +285,15 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return asyncMethods.Run(wctx)
 	})
 	if embedded != nil {
+		// With credentials, only replica records signed by their
+		// workers' users are routed to.
+		records, err := provenance.LoadReplicas(cfg.NATS.Creds, buckets.Worker)
+		if err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
 		g.Go(func() error {
 			err := embedded.Follow(wctx, routing.FollowOptions{Buckets: buckets, ID: id,
-				Log: deps.Log, Loaded: routerLoaded})
+				Log: deps.Log, Loaded: routerLoaded, Records: records})
 			if wctx.Err() != nil {
 				return nil
 			}

@@ -87,9 +87,9 @@ func TestLargeBodiesAtDefaultMaxPayload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", State: protocol.ReplicaRunning,
+		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", WorkerID: "w1", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 4, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
-		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("echo", "E", id), info); err != nil {
+		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("echo", "E", "w1", id), info); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -98,7 +98,7 @@ func startOIPFleet(t *testing.T) *oipFleet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "models", Deployment: dep, State: protocol.ReplicaRunning,
+		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "models", Deployment: dep, WorkerID: "w1", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 8, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
 	}
 	replica("Spec", "spec-1", serve.OIP(specModel{}))

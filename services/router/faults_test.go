@@ -36,12 +36,12 @@ func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbe
 	r := wiretest.Start(e.t, nc, e.Names, id, nil)
 	r.NoHold.Store(!holds)
 	put := func() error {
-		info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: protocol.ReplicaRunning,
+		info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, WorkerID: "w1", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 100, Subject: e.Names.ReplicaSubject(id), Heartbeat: time.Now()}
 		b, _ := json.Marshal(info)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := kv.Put(ctx, protocol.ReplicaKey(app, dep, id), b)
+		_, err := kv.Put(ctx, protocol.ReplicaKey(app, dep, "w1", id), b)
 		return err
 	}
 	if err := put(); err != nil {

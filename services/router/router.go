@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/tracing"
@@ -137,6 +138,12 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		},
 	})
 
+	// With credentials, only replica records signed by their workers' users
+	// are routed to.
+	records, err := provenance.LoadReplicas(cfg.NATS.Creds, buckets.Worker)
+	if err != nil {
+		return fmt.Errorf("nats.creds: %w", err)
+	}
 	// Follow state first and take traffic once the initial state is loaded.
 	wctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
@@ -144,7 +151,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	loaded := make(chan struct{})
 	g.Go(func() error {
 		return rt.Follow(gctx, routing.FollowOptions{Buckets: buckets, ID: id, StatsInterval: cfg.StatsInterval,
-			Log: log, Loaded: loaded, Changed: changed})
+			Log: log, Loaded: loaded, Changed: changed, Records: records})
 	})
 	select {
 	case <-loaded:

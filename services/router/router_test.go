@@ -133,7 +133,7 @@ func (e *env) addReplica(id string, maxOngoing int, subscribe bool, handle func(
 
 func (e *env) putReplica(id string, maxOngoing int, state protocol.ReplicaState) {
 	e.t.Helper()
-	info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, State: state,
+	info := protocol.ReplicaInfo{ID: id, App: app, Deployment: dep, WorkerID: "w1", State: state,
 		MaxOngoingRequests: maxOngoing, Subject: e.Names.ReplicaSubject(id), Heartbeat: time.Now()}
 	natstest.PutReplica(e.t, e.Buckets, info)
 }

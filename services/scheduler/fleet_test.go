@@ -67,8 +67,9 @@ func newFleet(t testing.TB, nc *nats.Conn, b *fleetstate.Buckets, startDelay tim
 		for e := range w.Updates() {
 			if e != nil && e.Operation() == jetstream.KeyValuePut {
 				var a protocol.Assignment
-				if err := json.Unmarshal(e.Value(), &a); err == nil {
-					f.apply(ctx, e.Key(), a)
+				id, ok := protocol.WorkerOfAssignmentKey(e.Key())
+				if err := json.Unmarshal(e.Value(), &a); err == nil && ok {
+					f.apply(ctx, id, a)
 				}
 			}
 		}
@@ -114,7 +115,7 @@ func (f *fleet) addWorker(ctx context.Context, w protocol.WorkerInfo) {
 	f.workers[w.ID] = w
 	f.mu.Unlock()
 	data, _ := json.Marshal(w)
-	if _, err := f.b.Workers.Put(ctx, w.ID, data); err != nil {
+	if _, err := f.b.Workers.Put(ctx, protocol.WorkerKey(w.ID), data); err != nil {
 		f.t.Fatalf("put worker: %v", err)
 	}
 }
@@ -131,11 +132,11 @@ func (f *fleet) killWorker(ctx context.Context, id string) {
 				_ = s.Unsubscribe()
 				delete(f.subs, rid)
 			}
-			_ = f.b.Replicas.Purge(ctx, protocol.ReplicaKey(r.App, r.Deployment, r.ID))
+			_ = f.b.Replicas.Purge(ctx, protocol.ReplicaKey(r.App, r.Deployment, r.WorkerID, r.ID))
 		}
 	}
 	f.mu.Unlock()
-	if err := f.b.Workers.Purge(ctx, id); err != nil {
+	if err := f.b.Workers.Purge(ctx, protocol.WorkerKey(id)); err != nil {
 		f.t.Fatalf("purge worker: %v", err)
 	}
 }
@@ -161,7 +162,7 @@ func (f *fleet) violated() string {
 func (f *fleet) putRecord(ctx context.Context, r protocol.ReplicaInfo) {
 	r.Heartbeat = time.Now()
 	data, _ := json.Marshal(r)
-	_, _ = f.b.Replicas.Put(ctx, protocol.ReplicaKey(r.App, r.Deployment, r.ID), data)
+	_, _ = f.b.Replicas.Put(ctx, protocol.ReplicaKey(r.App, r.Deployment, r.WorkerID, r.ID), data)
 }
 
 func (f *fleet) runningOf(app, dep string) int {
@@ -201,7 +202,7 @@ func (f *fleet) apply(ctx context.Context, worker string, a protocol.Assignment)
 			_ = s.Unsubscribe()
 			delete(f.subs, id)
 		}
-		_ = f.b.Replicas.Delete(ctx, protocol.ReplicaKey(r.App, r.Deployment, id))
+		_ = f.b.Replicas.Delete(ctx, protocol.ReplicaKey(r.App, r.Deployment, r.WorkerID, id))
 	}
 	for id, s := range want {
 		if _, ok := f.records[id]; ok {
@@ -249,7 +250,7 @@ func (f *fleet) heartbeat(ctx context.Context) {
 	for _, w := range f.workers {
 		w.Heartbeat = time.Now()
 		data, _ := json.Marshal(w)
-		_, _ = f.b.Workers.Put(ctx, w.ID, data)
+		_, _ = f.b.Workers.Put(ctx, protocol.WorkerKey(w.ID), data)
 	}
 	for _, r := range f.records {
 		f.putRecord(ctx, r)
@@ -259,7 +260,7 @@ func (f *fleet) heartbeat(ctx context.Context) {
 // assignment reads a worker's assignment (empty when there is none).
 func assignment(t testing.TB, b *fleetstate.Buckets, worker string) protocol.Assignment {
 	t.Helper()
-	ent, err := b.Assignments.Get(context.Background(), worker)
+	ent, err := b.Assignments.Get(context.Background(), protocol.AssignmentKey(worker))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return protocol.Assignment{}
 	}

@@ -157,9 +157,16 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 			return fmt.Errorf("nats.creds: %w", err)
 		}
 	}
+	// And only registrations and replica records signed by workers' users
+	// count.
+	records, err := provenance.LoadReplicas(cfg.NATS.Creds, buckets.Worker)
+	if err != nil {
+		return fmt.Errorf("nats.creds: %w", err)
+	}
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
-		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics, Signer: signer})
+		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics, Signer: signer,
+		Records: records})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
 	liveSplits := splits.New(nil) // the graphs' splitter choices, from every ingress
 	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log).WithGraphStatus(liveSplits.Status)

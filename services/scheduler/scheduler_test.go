@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
@@ -277,7 +279,7 @@ func TestReconcileAssignmentsAndWorkerLost(t *testing.T) {
 				return false, "lost replica kept its ID"
 			}
 		}
-		_, err := b.Assignments.Get(ctx, "w1")
+		_, err := b.Assignments.Get(ctx, protocol.AssignmentKey("w1"))
 		return len(a2.Replicas) == 2 && err != nil, fmt.Sprintf("w2 has %d replicas; w1 assignment err %v", len(a2.Replicas), err)
 	})
 	if got := labelled(s.reg, "jetserve_replica_replacements_total", "reason", string(protocol.ReasonWorkerLost)); got != 1 {
@@ -580,4 +582,22 @@ func TestConfigSeenPromptlyAfterServerRestart(t *testing.T) {
 	if took > 4*time.Second {
 		t.Errorf("the leader acted on the config stored after the restart %v later, want within a few seconds", took.Round(time.Millisecond))
 	}
+}
+
+// An assignment under a key of no worker (the layout before
+// protocol.AssignmentKey: the bare worker id), which no worker reads, is
+// deleted by the next leader.
+func TestLeaderDeletesAssignmentsUnderNoWorkersKey(t *testing.T) {
+	ctx := context.Background()
+	ns := natstest.Server(t)
+	b := buckets(t, ns)
+	old, _ := json.Marshal(protocol.Assignment{WorkerID: "w1", Epoch: 1})
+	if _, err := b.Assignments.Put(ctx, "w1", old); err != nil {
+		t.Fatal(err)
+	}
+	start(t, ns, "s1")
+	eventually(t, 10*time.Second, func() (bool, string) {
+		_, err := b.Assignments.Get(ctx, "w1")
+		return errors.Is(err, jetstream.ErrKeyNotFound), fmt.Sprintf("the old-layout key: %v", err)
+	})
 }

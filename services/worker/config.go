@@ -3,7 +3,6 @@ package worker
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -120,13 +119,13 @@ const DefaultSecretsDir = "/run/secrets"
 // CommonConfig returns the shared part.
 func (c Config) CommonConfig() service.Common { return c.Common }
 
-var idRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 // Validate checks every option; each error names its key.
 func (c Config) Validate() error {
 	errs := []error{c.Common.Validate()}
-	if c.ID != "" && !idRE.MatchString(c.ID) {
-		errs = append(errs, fmt.Errorf("id: %q must match %s", c.ID, idRE))
+	if c.ID != "" {
+		if err := protocol.ValidWorkerID(c.ID); err != nil {
+			errs = append(errs, fmt.Errorf("id: %w", err))
+		}
 	}
 	if c.Resources.CPU < 0 {
 		errs = append(errs, fmt.Errorf("resources.cpu: must be positive (or 0: detect), got %v", c.Resources.CPU))

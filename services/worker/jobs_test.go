@@ -80,7 +80,7 @@ func TestWorkerAdvertisesAsyncMethods(t *testing.T) {
 	f := startFleet(t, nil)
 	var info protocol.WorkerInfo
 	waitfor.True(t, waitLimit, "worker record", func() bool {
-		e, err := f.b.Workers.Get(context.Background(), workerID)
+		e, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID))
 		return err == nil && json.Unmarshal(e.Value(), &info) == nil
 	})
 	ms := info.Async["jobber"]

@@ -36,7 +36,7 @@ func (k kv) putAssignment(id string, epoch uint64, specs ...protocol.ReplicaSpec
 	if err != nil {
 		k.t.Fatal(err)
 	}
-	if _, err := k.b.Assignments.Put(context.Background(), id, b); err != nil {
+	if _, err := k.b.Assignments.Put(context.Background(), protocol.AssignmentKey(id), b); err != nil {
 		k.t.Fatal(err)
 	}
 }
@@ -57,8 +57,22 @@ func (k kv) leaseUpTo(epoch uint64) {
 	}
 }
 
+// record returns s's replica record, on whichever worker runs it (a
+// record's key names its worker: app.deployment.worker.replica).
 func (k kv) record(s protocol.ReplicaSpec) (protocol.ReplicaInfo, bool) {
-	e, err := k.b.Replicas.Get(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, s.ID))
+	ctx := context.Background()
+	l, err := k.b.Replicas.ListKeysFiltered(ctx, protocol.Token(s.App)+"."+protocol.Token(s.Deployment)+".*."+protocol.Token(s.ID))
+	if err != nil {
+		return protocol.ReplicaInfo{}, false
+	}
+	var key string
+	for name := range l.Keys() {
+		key = name
+	}
+	if key == "" {
+		return protocol.ReplicaInfo{}, false
+	}
+	e, err := k.b.Replicas.Get(ctx, key)
 	if err != nil {
 		return protocol.ReplicaInfo{}, false
 	}

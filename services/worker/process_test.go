@@ -65,7 +65,7 @@ func (f *fleet) workerInfo() protocol.WorkerInfo {
 	f.t.Helper()
 	var info protocol.WorkerInfo
 	waitfor.True(f.t, waitLimit, "worker record", func() bool {
-		e, err := f.b.Workers.Get(context.Background(), workerID)
+		e, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID))
 		return err == nil && json.Unmarshal(e.Value(), &info) == nil
 	})
 	return info
@@ -101,7 +101,7 @@ func TestProcessReplicaServesRestartsAndStops(t *testing.T) {
 	// kill -9 of the child: the replica leaves RUNNING, then comes back
 	// with the restart and the exit in its record.
 	first := info.Process.PID
-	w, err := f.b.Replicas.Watch(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, s.ID), jetstream.UpdatesOnly())
+	w, err := f.b.Replicas.Watch(context.Background(), protocol.ReplicaKey(s.App, s.Deployment, workerID, s.ID), jetstream.UpdatesOnly())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,13 +3,17 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/provenance/provenancetest"
+	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/worker"
 	"github.com/nats-io/nkeys"
+	"github.com/rs/zerolog"
 )
 
 // A worker with credentials obeys only assignments signed by its account's
@@ -40,7 +44,7 @@ func TestOnlySignedAssignmentsObeyed(t *testing.T) {
 			mod(&a)
 		}
 		b, _ := json.Marshal(a)
-		if _, err := f.b.Assignments.Put(context.Background(), workerID, b); err != nil {
+		if _, err := f.b.Assignments.Put(context.Background(), protocol.AssignmentKey(workerID), b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,5 +66,19 @@ func TestOnlySignedAssignmentsObeyed(t *testing.T) {
 	}
 	if n := f.d.count("echo").Load(); n != 2 {
 		t.Fatalf("echo constructed %d times, want 2 (signed1 and signed2 only: no refused assignment was obeyed)", n)
+	}
+}
+
+// A worker on a per-worker NATS user serves that user's id only: another
+// configured id is refused before it connects, naming both.
+func TestPerWorkerUserServesItsOwnID(t *testing.T) {
+	account, _ := nkeys.CreateAccount()
+	cfg := worker.DefaultConfig()
+	cfg.NATS.URL = "nats://127.0.0.1:1" // never reached
+	cfg.NATS.Creds = provenancetest.Creds(t, account, "w9", provenance.WorkerTag)
+	cfg.ID = "w1"
+	err := worker.Run(context.Background(), cfg, service.Deps{Log: zerolog.Nop()}, serve.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), `"w1"`) || !strings.Contains(err.Error(), `"w9"`) {
+		t.Fatalf("Run(id w1, worker w9's user) = %v, want refused naming both", err)
 	}
 }

@@ -78,6 +78,21 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
+	if cfg.NATS.Creds != "" {
+		// A per-worker user may serve its own worker id only: the
+		// permissions name its keys.
+		own, err := provenance.OwnWorkerID(cfg.NATS.Creds)
+		if err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
+		switch {
+		case own == "":
+		case cfg.ID == "":
+			cfg.ID = own
+		case cfg.ID != own:
+			return fmt.Errorf("id %q: the NATS user of nats.creds is worker %q's (per-worker credentials serve their own worker id only)", cfg.ID, own)
+		}
+	}
 	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "jetserve-worker")
 	defer cleanup()
 	if err != nil {
@@ -96,6 +111,13 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		}
 		defer unc.Close()
 		userNC = unc
+	}
+	// Its registration and replica records are signed as its NATS user.
+	var signer *provenance.Signer
+	if cfg.NATS.Creds != "" {
+		if signer, err = provenance.LoadSigner(cfg.NATS.Creds); err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
 	}
 	var verifier *provenance.Verifier
 	if cfg.NATS.Creds != "" && cfg.AssignmentWriter != "" {
@@ -152,6 +174,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		nc:           deps.NC,
 		userNC:       userNC,
 		verifier:     verifier,
+		signer:       signer,
 		secrets:      secrets.Dir(cfg.SecretsDir),
 		js:           js,
 		bodies:       bodies,
@@ -175,9 +198,15 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	rctx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRouter()
 	if router != nil {
+		// With credentials, only replica records signed by their
+		// workers' users are routed to.
+		records, err := provenance.LoadReplicas(cfg.NATS.Creds, buckets.Worker)
+		if err != nil {
+			return fmt.Errorf("nats.creds: %w", err)
+		}
 		g.Go(func() error {
 			err := router.Follow(rctx, routing.FollowOptions{Buckets: buckets, ID: "worker-" + info.ID,
-				Log: w.log, Loaded: routerLoaded})
+				Log: w.log, Loaded: routerLoaded, Records: records})
 			if rctx.Err() != nil {
 				return nil
 			}
@@ -327,13 +356,16 @@ type worker struct {
 	// verifier, if set, admits only assignments signed by the scheduler
 	// user of the worker's own account.
 	verifier *provenance.Verifier
-	js       jetstream.JetStream
-	names    protocol.Names
-	buckets  *fleetstate.Buckets
-	reg      *serve.Registry
-	metrics  *replica.Metrics
-	sdk      *serve.Metrics
-	tracer   trace.Tracer
+	// signer signs the registration and the replicas' records (nil
+	// without credentials).
+	signer  *provenance.Signer
+	js      jetstream.JetStream
+	names   protocol.Names
+	buckets *fleetstate.Buckets
+	reg     *serve.Registry
+	metrics *replica.Metrics
+	sdk     *serve.Metrics
+	tracer  trace.Tracer
 	// jobMetrics count every replica's job attempts and outcomes.
 	jobMetrics *jobs.Metrics
 	caller     serve.Caller
@@ -367,7 +399,7 @@ func (w *worker) run(ctx context.Context) error {
 	// NATS reconnect) by a goroutine run owns; the replicas belong to
 	// this one, which reads the assignment when it changed.
 	assignment := kvfollow.New(w.nc, w.buckets.Assignments, kvfollow.Options[protocol.Assignment]{
-		Keys: []string{w.info.ID}, Log: w.log})
+		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log})
 	// The worker's record is refreshed by a goroutine of its own
 	// (fleetstate.Beat), so that a put waiting out a JetStream election
 	// never holds up an assignment, and a failed one is retried soon.
@@ -398,7 +430,7 @@ func (w *worker) run(ctx context.Context) error {
 		case <-hb.C:
 			w.forgetStopped()
 		case <-assignment.Changed():
-			a, ok := assignment.Get(w.info.ID)
+			a, ok := assignment.Get(protocol.AssignmentKey(w.info.ID))
 			w.apply(ctx, a, ok)
 		}
 	}
@@ -509,6 +541,15 @@ func (w *worker) stopReplica(r *replica.Replica) {
 	w.stopping[r.ID()] = r
 }
 
+// signReplica signs a replica record as the worker's NATS user; nil
+// without credentials.
+func (w *worker) signReplica(r *protocol.ReplicaInfo) error {
+	if w.signer == nil {
+		return nil
+	}
+	return w.signer.SignReplica(r)
+}
+
 // startReplica starts s; if a replica with the same id is still draining
 // the new one waits for it.
 func (w *worker) startReplica(s protocol.ReplicaSpec) {
@@ -520,6 +561,7 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		NC:          w.nc,
 		Names:       w.names,
 		Records:     w.buckets.Replicas,
+		Sign:        w.signReplica,
 		WorkerID:    w.info.ID,
 		Spec:        s,
 		Bodies:      w.bodies,
@@ -616,11 +658,16 @@ func (w *worker) putInfo() {
 // putInfoCtx writes the worker's record with a fresh heartbeat.
 func (w *worker) putInfoCtx(ctx context.Context) error {
 	w.info.Heartbeat = time.Now().UTC()
+	if w.signer != nil {
+		if err := w.signer.SignWorker(&w.info); err != nil {
+			return fmt.Errorf("sign worker info: %w", err)
+		}
+	}
 	b, err := json.Marshal(w.info)
 	if err != nil {
 		return fmt.Errorf("encode worker info: %w", err)
 	}
-	if _, err := w.buckets.Workers.Put(ctx, w.info.ID, b); err != nil {
+	if _, err := w.buckets.Workers.Put(ctx, protocol.WorkerKey(w.info.ID), b); err != nil {
 		return fmt.Errorf("put worker info: %w", err)
 	}
 	return nil
@@ -693,7 +740,7 @@ func (w *worker) shutdown() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	if err := w.buckets.Workers.Delete(ctx, w.info.ID); err != nil {
+	if err := w.buckets.Workers.Delete(ctx, protocol.WorkerKey(w.info.ID)); err != nil {
 		w.log.Warn().Err(err).Msg("delete worker info")
 	}
 	w.log.Info().Msg("worker stopped")

@@ -300,7 +300,7 @@ func TestWorkerRegisters(t *testing.T) {
 	f := startFleet(t, nil)
 	var info protocol.WorkerInfo
 	waitfor.True(t, waitLimit, "worker record", func() bool {
-		e, err := f.b.Workers.Get(context.Background(), workerID)
+		e, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID))
 		if err != nil {
 			return false
 		}
@@ -328,7 +328,7 @@ func TestWorkerRegisters(t *testing.T) {
 	if err := f.stop(); err != nil {
 		t.Fatalf("Run = %v, want nil after cancel", err)
 	}
-	if _, err := f.b.Workers.Get(context.Background(), workerID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID)); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("worker record after shutdown: Get = %v, want ErrKeyNotFound", err)
 	}
 }
@@ -554,7 +554,7 @@ func TestAssignmentDeleted(t *testing.T) {
 	s := spec("e1", "echo-dep", "echo", 4, `{"greeting":"hi"}`)
 	f.assignEpoch(5, s)
 	f.waitState(s, protocol.ReplicaRunning)
-	if err := f.b.Assignments.Delete(context.Background(), workerID); err != nil {
+	if err := f.b.Assignments.Delete(context.Background(), protocol.AssignmentKey(workerID)); err != nil {
 		t.Fatal(err)
 	}
 	f.waitGone(s)
@@ -679,7 +679,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 
 	f.cancel()
 	waitfor.True(t, waitLimit, "worker marked draining", func() bool {
-		en, err := f.b.Workers.Get(context.Background(), workerID)
+		en, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID))
 		if err != nil {
 			return false
 		}
@@ -701,7 +701,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 			t.Errorf("replica %s record still there after shutdown", sp.ID)
 		}
 	}
-	if _, err := f.b.Workers.Get(context.Background(), workerID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID)); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("worker record after shutdown: %v, want ErrKeyNotFound", err)
 	}
 	if n := f.d.closed.Load(); n != 1 {
@@ -885,7 +885,7 @@ func TestDetectedGPUsAreAdvertised(t *testing.T) {
 	})
 	var info protocol.WorkerInfo
 	waitfor.True(t, waitLimit, "worker record", func() bool {
-		e, err := f.b.Workers.Get(context.Background(), workerID)
+		e, err := f.b.Workers.Get(context.Background(), protocol.WorkerKey(workerID))
 		return err == nil && json.Unmarshal(e.Value(), &info) == nil
 	})
 	want := []protocol.GPU{{Index: 0, Type: "h100", MemoryBytes: 81559 << 20}, {Index: 1, Type: "a10g", MemoryBytes: 23028 << 20}}

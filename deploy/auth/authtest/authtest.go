@@ -29,12 +29,13 @@ type Server struct {
 	Log *Log
 }
 
-// Start generates the accounts (prefix "jetserve") into a temp dir and
-// runs a JetStream server configured by the generated auth.conf.
-func Start(tb testing.TB) *Server {
+// Start generates the accounts (prefix "jetserve"), with a NATS user of
+// its own for each of workers, into a temp dir and runs a JetStream server
+// configured by the generated auth.conf.
+func Start(tb testing.TB, workers ...string) *Server {
 	tb.Helper()
 	dir := tb.TempDir()
-	g, err := auth.Generate(auth.Options{Dir: dir, Prefix: "jetserve"})
+	g, err := auth.Generate(auth.Options{Dir: dir, Prefix: "jetserve", Workers: workers})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -12,9 +12,9 @@ import (
 )
 
 // Creds writes, in a temp dir, the credentials file (user JWT and nkey
-// seed) of a new user named name, issued by the account akp, and returns
-// its path.
-func Creds(tb testing.TB, akp nkeys.KeyPair, name string) string {
+// seed) of a new user named name (with tags, if any), issued by the
+// account akp, and returns its path.
+func Creds(tb testing.TB, akp nkeys.KeyPair, name string, tags ...string) string {
 	tb.Helper()
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
@@ -30,6 +30,7 @@ func Creds(tb testing.TB, akp nkeys.KeyPair, name string) string {
 	}
 	uc := jwt.NewUserClaims(upub)
 	uc.Name = name
+	uc.Tags.Add(tags...)
 	token, err := uc.Encode(akp)
 	if err != nil {
 		tb.Fatal(err)

@@ -3,6 +3,7 @@
 // nats-server, the services and the CLI read:
 //
 //	jetserve-auth --out deploy/secrets [--prefix jetserve] [--force] [--routes nats1:6222,nats2:6222,nats3:6222]
+//	              [--workers w1,w2 | --worker w1 --worker w2]
 //
 // Run again, it completes the directory and keeps what exists.
 package main
@@ -12,9 +13,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -47,6 +49,17 @@ func run(args []string, stdout io.Writer) error {
 		}
 		return nil
 	})
+	var workers []string
+	addWorkers := func(v string) error {
+		for _, w := range strings.Split(v, ",") {
+			if w = strings.TrimSpace(w); w != "" {
+				workers = append(workers, w)
+			}
+		}
+		return nil
+	}
+	fl.Func("workers", "worker ids, comma-separated: one NATS user each (creds/workers/<id>.creds), allowed only that worker's assignment, registration and replicas", addWorkers)
+	fl.Func("worker", "a worker id (repeatable): as --workers", addWorkers)
 	chown := fl.String("chown", "", "UID:GID to give every file written (the services' user in containers, 65532:65532)")
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -54,7 +67,7 @@ func run(args []string, stdout io.Writer) error {
 	if *out == "" {
 		return fmt.Errorf("--out is required")
 	}
-	g, err := auth.Generate(auth.Options{Dir: *out, Prefix: *prefix, Force: *force, Revoke: revoke, Routes: routes})
+	g, err := auth.Generate(auth.Options{Dir: *out, Prefix: *prefix, Force: *force, Revoke: revoke, Routes: routes, Workers: workers})
 	if err != nil {
 		return err
 	}
@@ -68,13 +81,11 @@ func run(args []string, stdout io.Writer) error {
 	if g.RoutesConf != "" {
 		fmt.Fprintf(stdout, "nats-server cluster {}: include %s (routes to %s)\n", g.RoutesConf, strings.Join(routes, ", "))
 	}
-	roles := make([]string, 0, len(g.Creds))
-	for r := range g.Creds {
-		roles = append(roles, r)
-	}
-	sort.Strings(roles)
-	for _, r := range roles {
+	for _, r := range slices.Sorted(maps.Keys(g.Creds)) {
 		fmt.Fprintf(stdout, "  %-10s nats.creds=%s\n", r, g.Creds[r])
+	}
+	for _, id := range slices.Sorted(maps.Keys(g.Workers)) {
+		fmt.Fprintf(stdout, "  worker %-6s nats.creds=%s\n", id, g.Workers[id])
 	}
 	fmt.Fprintf(stdout, "ingress auth.keys_file=%s\nscheduler auth.keys_file=%s\n",
 		filepath.Join(*out, auth.IngressKeys), filepath.Join(*out, auth.AdminKeys))

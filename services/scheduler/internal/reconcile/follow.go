@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
+	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/jetserve/jetserve/services/scheduler/internal/plan"
 	"github.com/nats-io/nats.go"
@@ -83,8 +84,8 @@ func (l *leader) sources(changed chan<- struct{}) []source {
 	return []source{
 		follow(nc, b.Apps, []string{admin.ConfigKey}, l.log, changed,
 			func(_ string, data []byte) (config.ServeConfig, error) { return admin.Decode(data) }, l.onApps),
-		follow(nc, b.Workers, nil, l.log, changed, decodeWorker, l.onWorkers),
-		follow(nc, b.Replicas, nil, l.log, changed, decodeRecord, func(m map[string]stored[protocol.ReplicaInfo]) {
+		follow(nc, b.Workers, nil, l.log, changed, checkWorker(l.o.Records), l.onWorkers),
+		follow(nc, b.Replicas, nil, l.log, changed, checkRecord(l.o.Records), func(m map[string]stored[protocol.ReplicaInfo]) {
 			l.onReplicas(m, time.Now())
 		}),
 		follow(nc, b.Scale, nil, l.log, changed, decodeDecision, l.onScale),
@@ -106,23 +107,92 @@ func decodeJSON[T any](data []byte) (T, error) {
 	return v, err
 }
 
-// decodeWorker decodes a worker's registration; its ID is its key.
+// decodeWorker decodes a worker's registration; its ID is its key's
+// (protocol.WorkerKey), which the worker's NATS permissions let it alone
+// write. A registration under another key, or naming another worker, is
+// refused.
 func decodeWorker(key string, data []byte) (protocol.WorkerInfo, error) {
+	id, ok := protocol.WorkerOfKey(key)
+	if !ok {
+		return protocol.WorkerInfo{}, fmt.Errorf("worker registration under %q, not a worker key", key)
+	}
 	w, err := decodeJSON[protocol.WorkerInfo](data)
-	w.ID = key
-	return w, err
+	if err != nil {
+		return w, err
+	}
+	if w.ID != "" && protocol.Token(w.ID) != id {
+		return w, fmt.Errorf("registration of worker %q stored under worker %q's key", w.ID, id)
+	}
+	w.ID = id
+	return w, nil
 }
 
-// decodeRecord decodes a replica record; one without an ID takes it from
-// its key ("<app>.<deployment>.<replica>").
-func decodeRecord(key string, data []byte) (protocol.ReplicaInfo, error) {
-	r, err := decodeJSON[protocol.ReplicaInfo](data)
-	if r.ID == "" {
-		if parts := strings.SplitN(key, ".", 3); len(parts) == 3 {
-			r.ID = parts[2]
-		}
+// checkWorker is decodeWorker, then, with c, the check of who signed the
+// registration (an undecodable value: kvfollow logs and skips it).
+func checkWorker(c *provenance.Replicas) func(string, []byte) (protocol.WorkerInfo, error) {
+	if c == nil {
+		return decodeWorker
 	}
-	return r, err
+	return checked(decodeWorker, func(w protocol.WorkerInfo) error {
+		if _, err := c.Verifier().VerifyWorker(w); err != nil {
+			return fmt.Errorf("registration of worker %q refused: %w", w.ID, err)
+		}
+		return nil
+	})
+}
+
+// checkRecord is decodeRecord, then, with c, the check that the record's
+// worker signed it.
+func checkRecord(c *provenance.Replicas) func(string, []byte) (protocol.ReplicaInfo, error) {
+	if c == nil {
+		return decodeRecord
+	}
+	return checked(decodeRecord, func(r protocol.ReplicaInfo) error {
+		ctx, cancel := context.WithTimeout(context.Background(), recordCheckTimeout)
+		defer cancel()
+		if err := c.Check(ctx, r); err != nil {
+			return fmt.Errorf("record of replica %s refused: %w", r.ID, err)
+		}
+		return nil
+	})
+}
+
+// checked is decode, then check of what it decoded.
+func checked[T any](decode func(string, []byte) (T, error), check func(T) error) func(string, []byte) (T, error) {
+	return func(key string, data []byte) (T, error) {
+		v, err := decode(key, data)
+		if err == nil {
+			err = check(v)
+		}
+		return v, err
+	}
+}
+
+// recordCheckTimeout bounds reading a worker's registration to check its
+// replica records (once per worker and signer).
+const recordCheckTimeout = 2 * time.Second
+
+// decodeRecord decodes a replica record; one without an ID takes it from
+// its key (protocol.ReplicaKey). A record stored under another key than
+// its app, deployment, worker and id give is refused: the worker token of
+// the key is what the NATS permissions let one worker write.
+func decodeRecord(key string, data []byte) (protocol.ReplicaInfo, error) {
+	app, dep, worker, id, ok := protocol.SplitReplicaKey(key)
+	if !ok {
+		return protocol.ReplicaInfo{}, fmt.Errorf("replica record under %q, not a replica key", key)
+	}
+	r, err := decodeJSON[protocol.ReplicaInfo](data)
+	if err != nil {
+		return r, err
+	}
+	if r.ID == "" {
+		r.ID = id
+	}
+	if want := protocol.ReplicaKey(r.App, r.Deployment, r.WorkerID, r.ID); want != key {
+		return r, fmt.Errorf("replica %s of %s/%s on worker %q stored under %q (%s/%s on %s), not %q",
+			r.ID, r.App, r.Deployment, r.WorkerID, key, app, dep, worker, want)
+	}
+	return r, nil
 }
 
 // decodeDecision decodes an autoscaler decision, which must name its
@@ -161,7 +231,8 @@ func (l *leader) onApps(m map[string]stored[config.ServeConfig]) {
 // onWorkers takes the live workers, logging those that joined and left.
 func (l *leader) onWorkers(m map[string]stored[protocol.WorkerInfo]) {
 	workers := make(map[string]protocol.WorkerInfo, len(m))
-	for id, e := range m {
+	for _, e := range m {
+		id := e.Value.ID
 		if _, ok := l.workers[id]; !ok {
 			l.log.Info().Str("worker_id", id).Float64("cpu", e.Value.CPU).Int("gpus", len(e.Value.GPUs)).Msg("worker joined")
 		}

@@ -54,6 +54,10 @@ type Options struct {
 	// Signer, if set, signs every assignment (package provenance): the
 	// scheduler's NATS credentials, which workers check.
 	Signer *provenance.Signer
+	// Records, if set, checks who wrote the workers' registrations and
+	// replica records: one not signed by a worker user of the scheduler's
+	// account (with a user per worker, the worker's own) is ignored.
+	Records *provenance.Replicas
 }
 
 // Reconciler runs the control loop while its scheduler leads.
@@ -200,7 +204,13 @@ func (l *leader) run(ctx context.Context) error {
 func (l *leader) loadAssignments(ctx context.Context) error {
 	now := time.Now()
 	workers := 0
-	err := service.ReadAll(ctx, l.o.Buckets.Assignments, func(k string, v []byte) {
+	var stale []string
+	err := service.ReadAll(ctx, l.o.Buckets.Assignments, func(key string, v []byte) {
+		k, ok := protocol.WorkerOfAssignmentKey(key)
+		if !ok {
+			stale = append(stale, key)
+			return
+		}
 		workers++
 		var a protocol.Assignment
 		if err := json.Unmarshal(v, &a); err != nil {
@@ -214,6 +224,15 @@ func (l *leader) loadAssignments(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	// Keys of no worker: the layout before protocol.AssignmentKey (no
+	// worker reads them any more), or not a scheduler's.
+	for _, key := range stale {
+		if err := l.o.Buckets.Assignments.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			l.log.Warn().Err(err).Str("key", key).Msg("delete an assignment under no worker's key")
+			continue
+		}
+		l.log.Info().Str("key", key).Msg("deleted an assignment under no worker's key")
 	}
 	if workers > 0 {
 		l.log.Info().Int("workers", workers).Int("replicas", len(l.st.Replicas)).Msg("resumed assignments")
@@ -302,7 +321,7 @@ func (l *leader) writeAssignments(ctx context.Context, res plan.Result) {
 				continue
 			}
 		}
-		if _, err := kv.Put(ctx, id, data); err != nil {
+		if _, err := kv.Put(ctx, protocol.AssignmentKey(id), data); err != nil {
 			l.log.Error().Err(err).Str("worker_id", id).Msg("write assignment")
 			continue
 		}
@@ -313,7 +332,7 @@ func (l *leader) writeAssignments(ctx context.Context, res plan.Result) {
 		if _, ok := res.Assignments[id]; ok || ctx.Err() != nil {
 			continue
 		}
-		if err := kv.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		if err := kv.Delete(ctx, protocol.AssignmentKey(id)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			l.log.Error().Err(err).Str("worker_id", id).Msg("delete assignment of lost worker")
 			continue
 		}

@@ -64,17 +64,29 @@ func TestOnScaleKeysByDeployment(t *testing.T) {
 	}
 }
 
-// TestDecoders: a worker takes its key as ID, a record without an ID
-// takes the last part of its key, and a decision naming no deployment is
-// refused.
+// TestDecoders: a worker takes its key's id, a record without an ID
+// takes the last part of its key; a registration or record under another
+// worker's key, or a key of another shape, is refused (the key's worker
+// token is what the NATS permissions let one worker write); a decision
+// naming no deployment is refused.
 func TestDecoders(t *testing.T) {
-	w, err := decodeWorker("w7", []byte(`{"id":"other","cpu":2}`))
+	w, err := decodeWorker(protocol.WorkerKey("w7"), []byte(`{"cpu":2}`))
 	if err != nil || w.ID != "w7" || w.CPU != 2 {
 		t.Errorf("decodeWorker = %+v, %v; want ID w7, 2 CPU", w, err)
 	}
-	r, err := decodeRecord("app.dep.r1", []byte(`{"state":"RUNNING"}`))
+	for _, key := range []string{protocol.WorkerKey("w7"), "other", "other.assignment"} {
+		if _, err := decodeWorker(key, []byte(`{"id":"other","cpu":2}`)); err == nil {
+			t.Errorf("decodeWorker(%q, worker other) = nil error, want refused", key)
+		}
+	}
+	r, err := decodeRecord("app.dep.w1.r1", []byte(`{"app":"app","deployment":"dep","worker_id":"w1","state":"RUNNING"}`))
 	if err != nil || r.ID != "r1" {
 		t.Errorf("decodeRecord = %+v, %v; want ID r1", r, err)
+	}
+	for _, key := range []string{"app.dep.w2.r1", "app.dep.r1", "app.other.w1.r1"} {
+		if _, err := decodeRecord(key, []byte(`{"id":"r1","app":"app","deployment":"dep","worker_id":"w1"}`)); err == nil {
+			t.Errorf("decodeRecord(%q, r1 of app/dep on w1) = nil error, want refused", key)
+		}
 	}
 	if _, err := decodeDecision("a.d", []byte(`{"desired":2}`)); err == nil {
 		t.Error("decodeDecision accepted a decision naming no deployment")

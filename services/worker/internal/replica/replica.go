@@ -114,7 +114,10 @@ type Params struct {
 	NC    *nats.Conn
 	Names protocol.Names
 	// Records is the Replicas bucket.
-	Records  jetstream.KeyValue
+	Records jetstream.KeyValue
+	// Sign, if set, signs the record before each put (the worker's NATS
+	// user: provenance.Signer.SignReplica).
+	Sign     func(*protocol.ReplicaInfo) error
 	WorkerID string
 	Spec     protocol.ReplicaSpec
 	// Ctor builds the handler; nil means the handler is not registered on
@@ -487,7 +490,7 @@ func (r *Replica) finish() {
 	r.gone = true
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	key := protocol.ReplicaKey(r.app, r.dep, r.id)
+	key := protocol.ReplicaKey(r.app, r.dep, r.p.WorkerID, r.id)
 	if err := r.p.Records.Delete(ctx, key); err != nil {
 		r.log.Warn().Err(err).Msg("delete replica record")
 	}
@@ -733,11 +736,16 @@ func (r *Replica) putRecord(ctx context.Context) error {
 	r.info.Heartbeat = time.Now().UTC()
 	info := r.info
 	r.mu.Unlock()
+	if r.p.Sign != nil {
+		if err := r.p.Sign(&info); err != nil {
+			return fmt.Errorf("sign replica record: %w", err)
+		}
+	}
 	b, err := json.Marshal(info)
 	if err != nil {
 		return fmt.Errorf("encode replica record: %w", err)
 	}
-	if _, err := r.p.Records.Put(ctx, protocol.ReplicaKey(info.App, info.Deployment, info.ID), b); err != nil {
+	if _, err := r.p.Records.Put(ctx, protocol.ReplicaKey(info.App, info.Deployment, info.WorkerID, info.ID), b); err != nil {
 		return fmt.Errorf("put replica record: %w", err)
 	}
 	return nil
