@@ -78,6 +78,9 @@ const (
 	ErrURITooLong      ErrorCode = "uri_too_long"      // 414: request target beyond max_url_bytes
 	ErrHeadersTooLarge ErrorCode = "headers_too_large" // 431: header block beyond max_header_bytes
 	ErrRequestIDInUse  ErrorCode = "request_id_in_use" // 409: a job id another principal owns
+	// Durable workflows.
+	ErrNonDeterministic ErrorCode = "non_deterministic" // 409: changed workflow code asks for another step than its journal holds
+	ErrRunFinished      ErrorCode = "run_finished"      // 409: a signal to a workflow run that has ended
 )
 
 // Retryable reports whether a router may send the request to another
@@ -91,5 +94,6 @@ func ErrorCodes() []ErrorCode {
 	return []ErrorCode{ErrBadRequest, ErrNotFound, ErrBodyTooLarge, ErrQueueFull, ErrReplicaFull,
 		ErrNoReplicas, ErrTimeout, ErrHandler, ErrDraining, ErrUnavailable, ErrInvalidConfig,
 		ErrInternal, ErrCancelled, ErrMethodNotFound, ErrReplicaLost,
-		ErrUnauthorized, ErrForbidden, ErrRateLimited, ErrURITooLong, ErrHeadersTooLarge, ErrRequestIDInUse}
+		ErrUnauthorized, ErrForbidden, ErrRateLimited, ErrURITooLong, ErrHeadersTooLarge, ErrRequestIDInUse,
+		ErrNonDeterministic, ErrRunFinished}
 }

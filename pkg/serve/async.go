@@ -63,8 +63,9 @@ type JobHandler interface {
 type RegisterOption func(*registration)
 
 type registration struct {
-	ctor  Constructor
-	async []config.AsyncMethod
+	ctor      Constructor
+	async     []config.AsyncMethod
+	workflows []*WorkflowDef
 }
 
 // WithAsync declares the deployment's async methods with their SDK
@@ -139,5 +140,6 @@ func mergeAsync(base, o config.AsyncMethod) config.AsyncMethod {
 	if len(o.RequiredArgs) > 0 {
 		base.RequiredArgs = o.RequiredArgs
 	}
+	base.Workflow = base.Workflow || o.Workflow
 	return base
 }
