@@ -75,7 +75,7 @@ type runMethod struct {
 const ClaimAfter = 100 * time.Millisecond
 
 var (
-	errCancelRequested = errors.New("job cancelled")
+	errCancelRequested = fmt.Errorf("job %w", serve.ErrCancelled)
 	errAborted         = errors.New("runner aborted")
 	// errCancelledFirst: a cancel wrote the record before this attempt
 	// claimed the job.

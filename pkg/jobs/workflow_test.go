@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/serve/workflowtest"
 	"github.com/rs/zerolog"
@@ -99,4 +102,106 @@ func TestJetStreamKeepsTheWorkflowContract(t *testing.T) {
 		}
 		return jsBackend{e: e, app: app.Name}
 	})
+}
+
+// TestJournalWritesAreFenced: of two attempts that loaded the same
+// journal, the second to write fails with ErrJournalFenced, so a step is
+// never journaled twice; a store that never loaded cannot write over an
+// existing journal either.
+func TestJournalWritesAreFenced(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	m := method("wf", func(c *config.AsyncMethod) { c.Workflow = true })
+	h, err := e.q.ensure(ctx, testApp, testDep, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &runStore{q: e.q, h: h.wf, met: h.met}
+	b := &runStore{q: e.q, h: h.wf, met: h.met}
+	for _, s := range []*runStore{a, b} {
+		if j, in, err := s.Load(ctx, "run1"); err != nil || len(j)+len(in) != 0 {
+			t.Fatalf("Load(fresh run) = %v, %v, %v; want nothing", j, in, err)
+		}
+	}
+	step := serve.JournalEntry{Pos: 0, Kind: serve.KindStep, Name: "a", Result: json.RawMessage(`1`)}
+	if err := a.Append(ctx, "run1", step); err != nil {
+		t.Fatalf("Append(a) = %v", err)
+	}
+	if err := b.Append(ctx, "run1", step); !errors.Is(err, serve.ErrJournalFenced) {
+		t.Fatalf("Append(b, stale) = %v, want ErrJournalFenced", err)
+	}
+	step.Pos, step.Name = 1, "b"
+	if err := a.Append(ctx, "run1", step); err != nil {
+		t.Fatalf("Append(a, second) = %v", err)
+	}
+	c := &runStore{q: e.q, h: h.wf, met: h.met}
+	j, _, err := c.Load(ctx, "run1")
+	if err != nil || len(j) != 2 || j[0].Name != "a" || j[1].Name != "b" {
+		t.Fatalf("Load = %+v, %v; want a, b", j, err)
+	}
+	step.Pos, step.Name = 2, "c"
+	if err := c.Append(ctx, "run1", step); err != nil {
+		t.Fatalf("Append(c, after load) = %v", err)
+	}
+	if err := b.Append(ctx, "run1", step); !errors.Is(err, serve.ErrJournalFenced) {
+		t.Fatalf("Append(b, still stale) = %v, want ErrJournalFenced", err)
+	}
+}
+
+// TestWorkflowResumesOnAnotherRunnerAfterACrash: a runner stops in the
+// middle of a run (its step's result not journaled); another runner
+// resumes the run by replaying its journal: the journaled step does not
+// run again, and no compensation runs (a stopped worker is no cancel).
+func TestWorkflowResumesOnAnotherRunnerAfterACrash(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	c := map[string]int{}
+	var mu sync.Mutex
+	hit := func(s string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		c[s]++
+		return c[s]
+	}
+	inB := make(chan struct{}, 1)
+	wf := serve.NewWorkflow("wf", func(wf serve.Workflow, _ struct{}) (string, error) {
+		if err := wf.Step("a", func(serve.StepContext) (any, error) { return hit("a"), nil }).Err(); err != nil {
+			return "", err
+		}
+		wf.OnFailure("undo-a", func(serve.StepContext) (any, error) { return hit("undo-a"), nil })
+		err := wf.Step("b", func(s serve.StepContext) (any, error) {
+			if hit("b") == 1 {
+				inB <- struct{}{}
+				<-s.Done() // the first runner stops here
+				return nil, s.Err()
+			}
+			return "b", nil
+		}).Err()
+		if err != nil {
+			return "", err
+		}
+		return "done", wf.Step("c", func(serve.StepContext) (any, error) { return hit("c"), nil }).Err()
+	})
+	m := method("wf", func(c *config.AsyncMethod) { c.Workflow = true })
+	h := serve.WorkflowJobs(nil, []*serve.WorkflowDef{wf})
+	_, stop1 := startRunner(t, e, e.nc, 1, h, "r1", m)
+	if _, _, err := e.q.Submit(ctx, testApp, testDep, m, "run1", nil); err != nil {
+		t.Fatal(err)
+	}
+	<-inB
+	stop1() // Abort: the attempt's context ends; its message is handed back
+	startRunner(t, e, natstest.Conn(t, e.ns), 1, h, "r2", m)
+	rec := waitStatus(t, e.q, "wf", "run1", Succeeded, 30*time.Second)
+	if string(rec.Result) != `"done"` {
+		t.Errorf("result = %s, want done", rec.Result)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if c["a"] != 1 || c["b"] != 2 || c["c"] != 1 || c["undo-a"] != 0 {
+		t.Errorf("runs = %v; want a once, b twice (its first result was lost), c once, no undo", c)
+	}
+	hist, err := e.q.History(ctx, testApp, "wf", "run1")
+	if err != nil || len(hist) != 3 {
+		t.Fatalf("History = %+v, %v; want a, b, c", hist, err)
+	}
 }

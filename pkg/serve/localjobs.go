@@ -322,7 +322,9 @@ func (lj *localJobs) startLocked(j *localJob) {
 		j.rec.StartedAt = now
 	}
 	m.running++
-	ctx, cancel := context.WithTimeout(lj.ctx, m.cfg.Timeout.D())
+	cctx, cancelCause := context.WithCancelCause(lj.ctx)
+	ctx, cancelT := context.WithTimeout(cctx, m.cfg.Timeout.D())
+	cancel := func() { cancelCause(ErrCancelled); cancelT() }
 	if j.rec.CancelRequested {
 		cancel() // a suspended workflow run cancelled: it replays to compensate
 	}

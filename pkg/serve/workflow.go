@@ -116,6 +116,11 @@ type WorkflowStore interface {
 	Timer(ctx context.Context, run string, pos int, at time.Time) error
 }
 
+// ErrCancelled is the cause a backend cancels a run's context with when
+// the run is cancelled (not when its worker stops): only then do its
+// compensations run.
+var ErrCancelled = errors.New("cancelled")
+
 // ErrJournalFenced: another attempt wrote to the run's journal.
 var ErrJournalFenced = errors.New("workflow journal written by another attempt")
 
@@ -475,7 +480,7 @@ func (r *wfRun) execute(d *WorkflowDef, args Args) (any, error) {
 			}
 		}()
 		res, err := d.run(r, args)
-		if err != nil && !isAttemptEnd(err) {
+		if err != nil && !isAttemptEnd(err) && !r.stopped() {
 			r.compensate(err)
 		}
 		o = outcome{res: res, err: err, ok: true}
@@ -495,10 +500,10 @@ func (r *wfRun) execute(d *WorkflowDef, args Args) (any, error) {
 		return nil, fail
 	}
 	if o.err != nil {
-		if isAttemptEnd(o.err) {
-			return nil, o.err
+		if isAttemptEnd(o.err) || r.stopped() {
+			return nil, o.err // the attempt ends; the run goes on in another
 		}
-		if errors.Is(o.err, context.Canceled) && r.Err() != nil {
+		if r.Err() != nil {
 			return nil, o.err // cancelled: the backend records CANCELLED
 		}
 		var nd *NonDeterminismError
@@ -513,6 +518,12 @@ func (r *wfRun) execute(d *WorkflowDef, args Args) (any, error) {
 		return nil, e
 	}
 	return o.res, nil
+}
+
+// stopped reports whether the attempt's context ended for another reason
+// than a cancel of the run (its worker stops, its timeout passed).
+func (r *wfRun) stopped() bool {
+	return r.Err() != nil && !errors.Is(context.Cause(r), ErrCancelled)
 }
 
 func isAttemptEnd(err error) bool {
