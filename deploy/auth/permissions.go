@@ -69,6 +69,7 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 	P := names.Prefix()
 	// Wildcards are written out: Names' builders make "*" a literal token.
 	jobsAll := P + ".jobs.*.*.*"                              // jobs.Names.JobSubject of every job
+	wfInboxes := P + ".wf.*.*.*.in"                           // jobs.Names.WorkflowSubject(..., "in") of every run
 	replicaCalls := P + ".replica.*." + protocol.EndpointCall // names.ReplicaSubject(id) + ".call"
 	kvStream := func(bucket string) string { return "KV_" + bucket }
 	fleet := []string{names.BucketApps(), names.BucketWorkers(), names.BucketAssignments(), names.BucketReplicas(),
@@ -105,7 +106,7 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		p.allowSub(P + ".jobcancel.>")
 		// Job consumers stay (a consumer deleted loses no job, but
 		// pauses a method), and no stream loses its messages.
-		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer)
+		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer, "$JS.API.CONSUMER.DELETE.*."+jobs.WakersConsumer)
 		for _, b := range fleet {
 			// "$KV.*.>" (job records) must not reach the fleet's
 			// buckets: only their owners write those.
@@ -135,6 +136,7 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		caller(&p)
 		jobStreamsRW(&p)
 		p.allowPub(names.GraphStatsSubject()) // its splitters' live counts
+		p.allowPub(wfInboxes)                 // workflow signals (history reads the journal by consumer)
 	case Router:
 		ensureFleet(&p)
 		for _, b := range fleet {
@@ -187,12 +189,15 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		p.allowPub(names.LoadWildcard(), "_INBOX.>")
 		caller(&p)
 		jobStreamsRW(&p, names.BucketWorkers(), names.BucketReplicas(), names.BucketHandlers())
+		// Workflow runs: their journals, inboxes (a child's end goes to
+		// its parent's) and timers (jobs.Names.WorkflowSubject).
+		p.allowPub(P + ".wf.>")
 	case Deployment:
 		// Handle calls only: to the routers and (an embedded router's)
 		// straight to replicas. Its replica's jobs run through the
 		// worker's own connection (checkpoints, progress).
 		p.allowPub(names.RouteWildcard(), replicaCalls)
-		p.pubDeny = append(p.pubDeny, "$JS.>", "$KV.>", "$O.>", jobsAll)
+		p.pubDeny = append(p.pubDeny, "$JS.>", "$KV.>", "$O.>", jobsAll, P+".wf.>")
 	case Operator:
 		return jwt.Permissions{Pub: jwt.Permission{Allow: []string{">"}}, Sub: jwt.Permission{Allow: []string{">"}}}, nil
 	default:
