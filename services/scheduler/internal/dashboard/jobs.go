@@ -50,6 +50,10 @@ type MethodJobs struct {
 	Succeeded int `json:"succeeded"`
 	Failed    int `json:"failed"`
 	Cancelled int `json:"cancelled"`
+	// Workflow marks a durable workflow; Suspended counts its runs
+	// waiting for an event (records SUSPENDED: no slot, no message).
+	Workflow  bool `json:"workflow,omitempty"`
+	Suspended int  `json:"suspended"`
 	// Recent are the most recently updated jobs, newest first.
 	Recent []JobSummary `json:"recent"`
 	// PolledAt is when Queued…DeadLettered were read; Error says why the
@@ -67,6 +71,7 @@ const recentJobs = 8
 type method struct {
 	app, dep, name string
 	retention      time.Duration
+	workflow       bool
 
 	stop    context.CancelFunc // ends the records follower; nil when none runs
 	watchMu sync.Mutex
@@ -87,7 +92,7 @@ func effectiveMethods(t *fleetstate.AsyncTable) map[string]*method {
 	out := map[string]*method{}
 	for _, m := range t.Methods() {
 		out[methodKey(m.App, m.Config.Name)] = &method{app: m.App, dep: m.Deployment, name: m.Config.Name,
-			retention: m.Config.Retention.D()}
+			retention: m.Config.Retention.D(), workflow: m.Config.Workflow}
 	}
 	return out
 }
@@ -144,7 +149,7 @@ func (m *method) records(now time.Time) map[string]JobSummary {
 
 // summary is the method's part of a snapshot.
 func (m *method) summary(now time.Time) MethodJobs {
-	out := MethodJobs{App: m.app, Deployment: m.dep, Method: m.name, Queued: m.backlog.Queued,
+	out := MethodJobs{App: m.app, Deployment: m.dep, Method: m.name, Workflow: m.workflow, Queued: m.backlog.Queued,
 		Running: m.backlog.Running, DeadLettered: m.backlog.DeadLettered, PolledAt: m.polledAt, Error: m.pollErr}
 	if !m.backlog.Oldest.IsZero() {
 		out.OldestAgeSeconds = max(now.Sub(m.backlog.Oldest), 0).Seconds()
@@ -159,6 +164,8 @@ func (m *method) summary(now time.Time) MethodJobs {
 			out.Failed++
 		case jobs.Cancelled:
 			out.Cancelled++
+		case jobs.Suspended:
+			out.Suspended++
 		}
 		all = append(all, r)
 	}
