@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -442,7 +443,11 @@ func (lj *localJobs) endLocked(j *localJob, s JobStatus) {
 		case JobCancelled:
 			ev.Error, ev.Code = "job "+j.rec.ID+" was cancelled", protocol.ErrCancelled
 		}
-		lj.postLocked(j.rec.Parent, ev, "")
+		_, run, ok := strings.Cut(j.rec.Parent, "/")
+		if !ok {
+			run = j.rec.Parent
+		}
+		lj.postLocked(run, ev, "")
 	}
 }
 

@@ -66,7 +66,15 @@ func (w *localWorkflows) Append(_ context.Context, run string, e JournalEntry) e
 }
 
 func (w *localWorkflows) Submit(_ context.Context, run, method, id string, args Args) error {
-	_, _, err := w.lj.submit(method, id, args, run)
+	parent := run
+	w.lj.mu.Lock()
+	for name, m := range w.lj.methods {
+		if m.wf != nil && m.jobs[run] != nil {
+			parent = name + "/" + run // as the fleet names it
+		}
+	}
+	w.lj.mu.Unlock()
+	_, _, err := w.lj.submit(method, id, args, parent)
 	return err
 }
 
