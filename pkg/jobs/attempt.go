@@ -218,6 +218,16 @@ func (a *attempt) run() {
 	if hb > 0 {
 		hbWG.Go(func() { a.heartbeat(hb, hbDone, cancel) })
 	}
+	if unclaimed && m.cfg.Workflow {
+		// A workflow run is claimed before it runs: its status says
+		// RUNNING, and a cancel reaches it as a cancel (its compensations
+		// run before it is CANCELLED).
+		if err := a.claim(); err != nil {
+			a.log.Debug().Err(err).Msg("claim workflow run")
+			stopOn(err, cancel)
+		}
+		unclaimed = false
+	}
 	if unclaimed {
 		after := r.claimAfter
 		if after == 0 {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,5 +206,56 @@ func TestWorkflowResumesOnAnotherRunnerAfterACrash(t *testing.T) {
 	hist, err := e.q.History(ctx, testApp, "wf", "run1")
 	if err != nil || len(hist) != 3 {
 		t.Fatalf("History = %+v, %v; want a, b, c", hist, err)
+	}
+}
+
+// TestCancelDuringFanOut: a run cancelled while ten branches run stops
+// them (none is journaled), runs its compensation once and ends
+// CANCELLED.
+func TestCancelDuringFanOut(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	var undos, started atomic.Int32
+	allIn := make(chan struct{})
+	wf := serve.NewWorkflow("fan", func(wf serve.Workflow, _ struct{}) (int, error) {
+		if err := wf.Step("a", func(serve.StepContext) (any, error) { return 1, nil }).Err(); err != nil {
+			return 0, err
+		}
+		wf.OnFailure("undo-a", func(serve.StepContext) (any, error) { return undos.Add(1), nil })
+		fs := make([]*serve.Future, 10)
+		for i := range fs {
+			fs[i] = wf.Go(fmt.Sprint("b", i), func(s serve.StepContext) (any, error) {
+				if started.Add(1) == 10 {
+					close(allIn)
+				}
+				<-s.Done()
+				return nil, s.Err()
+			})
+		}
+		return 0, wf.Gather(fs...)
+	})
+	m := method("fan", func(c *config.AsyncMethod) { c.Workflow = true })
+	startRunner(t, e, e.nc, 1, serve.WorkflowJobs(nil, []*serve.WorkflowDef{wf}), "r1", m)
+	if _, _, err := e.q.Submit(ctx, testApp, testDep, m, "run1", nil); err != nil {
+		t.Fatal(err)
+	}
+	<-allIn
+	if _, err := e.q.Cancel(ctx, testApp, "fan", "run1"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, e.q, "fan", "run1", Cancelled, 30*time.Second)
+	if n := undos.Load(); n != 1 {
+		t.Errorf("undo ran %d times, want 1", n)
+	}
+	h, err := e.q.History(ctx, testApp, "fan", "run1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range h {
+		names = append(names, e.Kind+" "+e.Name)
+	}
+	if got := strings.Join(names, ","); got != "step a,undo undo-a" {
+		t.Errorf("history = %s, want step a then undo-a (no branch journaled)", got)
 	}
 }
