@@ -19,18 +19,20 @@ import (
 // JobSummary is one job in a snapshot (a record without its arguments and
 // result).
 type JobSummary struct {
-	ID         string      `json:"request_id"`
-	Status     jobs.Status `json:"status"`
-	Retrying   bool        `json:"retrying,omitempty"`
-	Attempts   int         `json:"attempts"`
-	Progress   float64     `json:"progress"`
-	Message    string      `json:"message,omitempty"`
-	Error      string      `json:"error,omitempty"`
-	Replica    string      `json:"replica,omitempty"`
-	CreatedAt  time.Time   `json:"created_at"`
-	StartedAt  time.Time   `json:"started_at,omitzero"`
-	FinishedAt time.Time   `json:"finished_at,omitzero"`
-	UpdatedAt  time.Time   `json:"updated_at"`
+	ID       string      `json:"request_id"`
+	Status   jobs.Status `json:"status"`
+	Retrying bool        `json:"retrying,omitempty"`
+	Attempts int         `json:"attempts"`
+	Progress float64     `json:"progress"`
+	Message  string      `json:"message,omitempty"`
+	Error    string      `json:"error,omitempty"`
+	Replica  string      `json:"replica,omitempty"`
+	// Waiting is what a suspended workflow run awaits.
+	Waiting    []string  `json:"waiting,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // MethodJobs is one async method's jobs in a snapshot.
@@ -119,7 +121,7 @@ func decodeJob(_ string, data []byte) (JobSummary, error) {
 		return JobSummary{}, err
 	}
 	return JobSummary{ID: r.ID, Status: r.Status, Retrying: r.Retrying, Attempts: r.Attempts,
-		Progress: r.Progress, Message: r.Message, Error: r.Error, Replica: r.Replica,
+		Progress: r.Progress, Message: r.Message, Error: r.Error, Replica: r.Replica, Waiting: r.Waiting,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}, nil
 }
 
