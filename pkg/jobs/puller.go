@@ -28,8 +28,8 @@ import (
 //     runner (Runner.wake), which scans the methods highest priority first
 //     (every 4th scan lowest first, so low priorities never starve) with
 //     one short fetch at a time for its free slots: no-wait, or for the
-//     method a wake-up named a fetch that waits hintWait for a job not yet
-//     stored.
+//     method a wake-up named a fetch of one job that waits hintWait for it
+//     if it is not stored yet.
 //
 // Stopping drains the sessions (jobs already on their way are handed
 // back with Nak, never stranded until their lease runs out) and waits for
@@ -40,7 +40,7 @@ import (
 const (
 	pullExpiry    = 30 * time.Second       // a waiting request's life
 	pullHeartbeat = 5 * time.Second        // idle heartbeats of a waiting request
-	hintWait      = 50 * time.Millisecond  // a woken scan waits this long for a job not yet stored
+	hintWait      = 10 * time.Millisecond  // a woken scan waits this long for a job not yet stored
 	drainTimeout  = 10 * time.Second       // bound of a stop's hand-back
 	pullTick      = time.Second            // errors are retried, sessions pruned, scans re-run this often
 	pullRetry     = 250 * time.Millisecond // pause of a method after a failed pull
@@ -280,7 +280,11 @@ func (p *puller) scanNext(now time.Time) {
 		var b jetstream.MessageBatch
 		var err error
 		if m.idx == p.hint {
-			b, err = m.cons.Fetch(free, jetstream.FetchMaxWait(hintWait))
+			// One job, waited for: the fetch ends as soon as it came, so
+			// a wake-up for another method (a workflow's job and the run
+			// awaiting it) is not held behind the wait; the rescan that
+			// follows a delivery fetches the rest without waiting.
+			b, err = m.cons.Fetch(1, jetstream.FetchMaxWait(hintWait))
 		} else {
 			b, err = m.cons.FetchNoWait(free)
 		}

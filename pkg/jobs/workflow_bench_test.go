@@ -94,7 +94,7 @@ type workflowLoops struct {
 	next int
 }
 
-func newWorkflowLoops(b *testing.B, ns *server.Server) *workflowLoops {
+func newWorkflowLoops(b testing.TB, ns *server.Server) *workflowLoops {
 	e := envOn(b, ns)
 	noop := func(serve.StepContext) (any, error) { return 1, nil }
 	defs := []*serve.WorkflowDef{
@@ -156,7 +156,7 @@ func (f jobHandler) ServeRequest(context.Context, *serve.Request) (*serve.Respon
 }
 func (f jobHandler) RunJob(c serve.JobContext, j *serve.Job) (any, error) { return f(c, j) }
 
-func (l *workflowLoops) submit(b *testing.B, wf string) string {
+func (l *workflowLoops) submit(b testing.TB, wf string) string {
 	l.next++
 	id := fmt.Sprintf("%s-%d", wf, l.next)
 	if _, _, err := l.e.q.Submit(context.Background(), testApp, testDep, l.ms[wf], id, nil); err != nil {
@@ -167,7 +167,7 @@ func (l *workflowLoops) submit(b *testing.B, wf string) string {
 
 // drive runs n runs of wf one at a time and returns their latencies
 // (submit to SUCCEEDED recorded).
-func (l *workflowLoops) drive(b *testing.B, wf string, n int) []time.Duration {
+func (l *workflowLoops) drive(b testing.TB, wf string, n int) []time.Duration {
 	lat := make([]time.Duration, 0, n)
 	for range n {
 		t := time.Now()
