@@ -77,6 +77,7 @@ type arrival struct {
 
 // scan is the multi-method scan in progress.
 type scan struct {
+	wakes     int // puller.wakes when it started
 	order     []*pullMethod
 	cursor    int
 	batch     jetstream.MessageBatch // the fetch in flight; nil between fetches
@@ -99,6 +100,7 @@ type puller struct {
 	scan   *scan // nil when no scan runs
 	rescan bool  // a scan is due
 	hint   int   // method a wake-up named, -1 if none
+	wakes  int   // wake-ups so far: a scan keeps a hint that came after it started
 	scans  int
 }
 
@@ -142,6 +144,7 @@ func (p *puller) run(ctx context.Context, wake <-chan int, start func(delivery))
 			p.rescan = true
 		case idx := <-wake:
 			p.hint, p.rescan = idx, true
+			p.wakes++
 		case <-tick.C:
 			p.prune()
 			p.rescan = true
@@ -195,7 +198,7 @@ func (p *puller) refill(now time.Time) {
 		order = p.lowFirst
 	}
 	p.scans++
-	p.scan = &scan{order: order}
+	p.scan = &scan{order: order, wakes: p.wakes}
 	p.scanNext(now)
 }
 
@@ -295,13 +298,26 @@ func (p *puller) scanNext(now time.Time) {
 		sc.batch, sc.delivered = b, false
 		return
 	}
-	p.scan, p.hint = nil, -1
+	p.endScan()
+}
+
+// endScan ends the scan; a wake-up that came while it ran keeps its hint
+// unless a job of its method came since (its job may not have been
+// stored when the scan passed its method: the next scan waits for it).
+func (p *puller) endScan() {
+	if p.scan != nil && p.scan.wakes == p.wakes {
+		p.hint = -1
+	}
+	p.scan = nil
 }
 
 // scanned takes a job the scan's fetch delivered.
 func (p *puller) scanned(msg jetstream.Msg, start func(delivery)) {
 	sc := p.scan
 	sc.delivered = true
+	if sc.order[sc.cursor].idx == p.hint {
+		p.hint = -1 // the job it was woken for (or one of its method's) came
+	}
 	p.take(sc.order[sc.cursor], msg, start)
 }
 
@@ -319,7 +335,8 @@ func (p *puller) scanEnded(now time.Time) {
 		return
 	}
 	if sc.delivered && p.slots.Free() > 0 {
-		p.scan, p.hint, p.rescan = nil, -1, true
+		p.endScan()
+		p.rescan = true
 		return
 	}
 	sc.cursor++
