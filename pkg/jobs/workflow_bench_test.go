@@ -30,7 +30,7 @@ import (
 //	           record) and a direct get (the journal read)
 //
 // Each reports p50 and p99 in ms; 3step_c64 reports workflows/s. "derived"
-// reports what a journaled step adds ((3step - empty) / 3), what 100
+// reports what a journaled step adds ((30 steps - empty) / 30), what 100
 // parallel steps add over no step, and 3step against raw, from medians of
 // 5 interleaved rounds.
 func BenchmarkWorkflows(b *testing.B) {
@@ -61,8 +61,9 @@ func BenchmarkWorkflows(b *testing.B) {
 			r := percentile(raw.drive(b.N), 0.5)
 			e := percentile(wl.drive(b, "empty", b.N), 0.5)
 			t := percentile(wl.drive(b, "three", b.N), 0.5)
+			thirty := percentile(wl.drive(b, "thirty", b.N), 0.5)
 			p := percentile(wl.drive(b, "parallel", b.N), 0.5)
-			step = append(step, ms(t-e)/3)
+			step = append(step, ms(thirty-e)/30)
 			par = append(par, ms(p-e))
 			ratio = append(ratio, float64(t)/float64(r))
 		}
@@ -106,6 +107,14 @@ func newWorkflowLoops(b testing.TB, ns *server.Server) *workflowLoops {
 				}
 			}
 			return 3, nil
+		}),
+		serve.NewWorkflow("thirty", func(wf serve.Workflow, _ struct{}) (int, error) {
+			for i := range 30 {
+				if err := wf.Step("s"+strconv.Itoa(i), noop).Err(); err != nil {
+					return 0, err
+				}
+			}
+			return 30, nil
 		}),
 		serve.NewWorkflow("parallel", func(wf serve.Workflow, _ struct{}) (int, error) {
 			fs := make([]*serve.Future, 100)
