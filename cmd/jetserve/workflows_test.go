@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -49,13 +46,7 @@ func TestWorkflowsCLI(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	env := []string{"JETSERVE_URL=" + srv.URL}
-	for _, tc := range []struct {
-		name    string
-		args    []string
-		stdin   string
-		wantOut []string
-		wantErr string
-	}{
+	runCLICases(t, env, []cliCase{
 		{"start", []string{"workflows", "start", "trips/book", "--id", "t1", "--body", `{"fail_flight":true}`}, "", []string{"t1 QUEUED"}, ""},
 		{"history", []string{"workflows", "history", "trips/book", "t1"}, "", []string{"t1 SUSPENDED waiting for signal:confirm (suspended 1 times)",
 			"book-hotel", `"h1"`, "2ms", "error: no seat", "started t1-2"}, ""},
@@ -67,26 +58,7 @@ func TestWorkflowsCLI(t *testing.T) {
 		{"signal bad payload", []string{"workflows", "signal", "trips/book", "t1", "--name", "x", "--payload", "{"}, "", nil, "--payload: not valid JSON"},
 		{"unknown", []string{"workflows", "frob"}, "", nil, `unknown workflows command "frob"`},
 		{"none", []string{"workflows"}, "", nil, "a workflows command is required"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			err := run(context.Background(), tc.args, env, strings.NewReader(tc.stdin), &out, &errb)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("run(%v) = %v, want an error containing %q", tc.args, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("run(%v) = %v\nstderr: %s", tc.args, err, errb.String())
-			}
-			for _, w := range tc.wantOut {
-				if !strings.Contains(out.String(), w) {
-					t.Errorf("run(%v) output lacks %q:\n%s", tc.args, w, out.String())
-				}
-			}
-		})
-	}
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if len(seen) < 1 || seen[0] != `key=k1&name=confirm&request_id=t1 {"ok":true}` {

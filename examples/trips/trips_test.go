@@ -38,9 +38,8 @@ func local(t *testing.T) *serve.Local {
 
 func args(t *testing.T, v any) serve.Args {
 	t.Helper()
-	b, _ := json.Marshal(v)
-	var a serve.Args
-	if err := json.Unmarshal(b, &a); err != nil {
+	a, err := serve.ArgsOf(v)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return a

@@ -26,17 +26,10 @@ type jsBackend struct {
 }
 
 func (b jsBackend) Start(ctx context.Context, wf, id string, in any) error {
-	var args serve.Args
-	if in != nil {
-		raw, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal(raw, &args); err != nil {
-			return err
-		}
+	args, err := serve.ArgsOf(in)
+	if err == nil {
+		_, _, err = b.e.q.SubmitTo(ctx, b.app, wf, id, args)
 	}
-	_, _, err := b.e.q.SubmitTo(ctx, b.app, wf, id, args)
 	return err
 }
 

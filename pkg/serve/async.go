@@ -23,6 +23,23 @@ type Job struct {
 // the submit, merged (body wins).
 type Args map[string]json.RawMessage
 
+// ArgsOf turns v (a struct or map encoding to a JSON object, or nil) into
+// Args, as a submit's JSON body becomes a job's arguments.
+func ArgsOf(v any) (Args, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode arguments: %w", err)
+	}
+	var a Args
+	if string(b) == "null" {
+		return a, nil
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("arguments must be a JSON object: %w", err)
+	}
+	return a, nil
+}
+
 // Decode unmarshals every argument into the struct v (by JSON field names).
 func (a Args) Decode(v any) error {
 	b, err := json.Marshal(a)

@@ -900,13 +900,10 @@ func (r *wfRun) start(kind, method string, in any) *Future {
 	if _, ok := find(es, kind); ok {
 		return f
 	}
-	var args Args
-	b, err := json.Marshal(in)
-	if err == nil && string(b) != "null" {
-		err = json.Unmarshal(b, &args)
-	}
+	args, err := ArgsOf(in)
+	b, _ := json.Marshal(in)
 	if err != nil {
-		r.abort(&Error{Status: http.StatusBadRequest, Code: protocol.ErrBadRequest, Msg: fmt.Sprintf("submit %s: arguments must be a JSON object: %v", method, err)})
+		r.abort(&Error{Status: http.StatusBadRequest, Code: protocol.ErrBadRequest, Msg: fmt.Sprintf("submit %s: %v", method, err)})
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r), 30*time.Second)
 	err = r.store.Submit(ctx, r.id, method, id, args)

@@ -2,7 +2,6 @@ package serve_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -15,17 +14,10 @@ import (
 type localBackend struct{ l *serve.Local }
 
 func (b localBackend) Start(ctx context.Context, wf, id string, in any) error {
-	var args serve.Args
-	if in != nil {
-		raw, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal(raw, &args); err != nil {
-			return err
-		}
+	args, err := serve.ArgsOf(in)
+	if err == nil {
+		_, _, err = b.l.SubmitJob(ctx, wf, id, args)
 	}
-	_, _, err := b.l.SubmitJob(ctx, wf, id, args)
 	return err
 }
 

@@ -550,15 +550,9 @@ func ReplayJournal(t testing.TB, d *serve.WorkflowDef, in any, path string) {
 
 // Replay runs d with input in against journal; nil when it replays.
 func Replay(d *serve.WorkflowDef, in any, journal []serve.JournalEntry) error {
-	var args serve.Args
-	if in != nil {
-		raw, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode input: %w", err)
-		}
-		if err := json.Unmarshal(raw, &args); err != nil {
-			return fmt.Errorf("input must be a JSON object: %w", err)
-		}
+	args, err := serve.ArgsOf(in)
+	if err != nil {
+		return fmt.Errorf("input: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
