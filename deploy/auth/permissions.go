@@ -192,6 +192,9 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		// Workflow runs: their journals, inboxes (a child's end goes to
 		// its parent's) and timers (jobs.Names.WorkflowSubject).
 		p.allowPub(P + ".wf.>")
+		// A runner of several async methods (a workflow and the job it
+		// awaits, say) is woken by the jobs' subjects.
+		p.allowSub(jobsAll)
 	case Deployment:
 		// Handle calls only: to the routers and (an embedded router's)
 		// straight to replicas. Its replica's jobs run through the
