@@ -478,7 +478,7 @@ func (c *jobContext) Job() *serve.Job { return c.job }
 // WorkflowStore is the JetStream journal of this attempt's run (a
 // workflow's job only).
 func (c *jobContext) WorkflowStore() serve.WorkflowStore {
-	return &runStore{q: c.a.r.q, h: c.a.m.h.wf, met: c.a.m.met}
+	return &runStore{q: c.a.r.q, h: c.a.m.h.wf, met: c.a.m.met, retention: c.a.m.cfg.Retention.D()}
 }
 func (c *jobContext) Logger() zerolog.Logger { return c.a.log }
 

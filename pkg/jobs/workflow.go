@@ -132,6 +132,9 @@ type runStore struct {
 	q   *Queue
 	h   *wfHandle
 	met *methodMetrics
+	// retention bounds a timer: a run suspended longer than its records
+	// and journal are kept would be lost.
+	retention time.Duration
 
 	mu      sync.Mutex // serialises appends (fenced one after the other)
 	lastSeq uint64     // guarded by mu: the journal's last stream sequence
@@ -244,8 +247,15 @@ func (s *runStore) Submit(ctx context.Context, run, method, id string, args serv
 	return err
 }
 
-// Timer schedules the inbox event TimerEventKey(pos) at at.
+// Timer schedules the inbox event TimerEventKey(pos) at at; a timer
+// beyond the workflow's retention is refused (the run's record and
+// journal would expire while it sleeps).
 func (s *runStore) Timer(ctx context.Context, run string, pos int, at time.Time) error {
+	if s.retention > 0 && time.Until(at) > s.retention-time.Minute {
+		return &serve.Error{Status: 400, Code: protocol.ErrBadRequest, Msg: fmt.Sprintf(
+			"a sleep until %s outlives the workflow's retention (%s): its run would be forgotten; raise async_methods.retention",
+			at.Format(time.RFC3339), s.retention)}
+	}
 	b, err := json.Marshal(serve.InboxEvent{Key: serve.TimerEventKey(pos)})
 	if err != nil {
 		return err

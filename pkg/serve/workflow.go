@@ -930,6 +930,10 @@ func (r *wfRun) Sleep(d time.Duration) error {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r), 30*time.Second)
 		err := r.store.Timer(ctx, r.id, p, e.Wake)
 		cancel()
+		var se *Error
+		if errors.As(err, &se) {
+			return err // refused (longer than the run is kept): the workflow's to handle
+		}
 		if err != nil {
 			r.abort(fmt.Errorf("sleep: %w", err))
 		}
