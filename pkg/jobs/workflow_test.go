@@ -73,9 +73,18 @@ func startWorkflows(t *testing.T, e *testEnv, reg *serve.Registry, app config.Ap
 	js := e.js
 	r := NewRunner(e.nc, js, e.names, RunnerConfig{
 		App: app.Name, Deployment: d.Name, Worker: "w-" + replica, Replica: replica, Slots: 50, Methods: ms,
-		Handler: serve.WorkflowJobs(h, reg.Workflows(d.Handler)), Log: zerolog.New(zerolog.NewTestWriter(t)),
+		Handler: serve.WorkflowJobs(h, reg.Workflows(d.Handler), serve.Handles(directCaller{h}, app.Name)),
+		Log:     zerolog.New(zerolog.NewTestWriter(t)),
 	})
 	return runRunner(t, r)
+}
+
+// directCaller calls the one deployment of the test in-process (no
+// router runs here).
+type directCaller struct{ h serve.Handler }
+
+func (c directCaller) Call(ctx context.Context, _, _ string, req *serve.Request) (*serve.Response, error) {
+	return c.h.ServeRequest(ctx, req)
 }
 
 func TestJetStreamKeepsTheWorkflowContract(t *testing.T) {

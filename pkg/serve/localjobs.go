@@ -348,7 +348,7 @@ func (lj *localJobs) run(dep string, jc *localJobContext) (res any, err error) {
 		}
 	}()
 	if d := jc.j.m.wf; d != nil {
-		return RunWorkflow(jc, lj.wf, d, jc.job, lj.wf.crashHook)
+		return runWorkflow(jc, lj.wf, d, jc.job, lj.wf.crashHook, lj.l.Handle)
 	}
 	h, err := lj.l.handler(dep)
 	if err != nil {

@@ -227,6 +227,9 @@ type Workflow interface {
 	// Step runs fn, retried with backoff, and journals its result; a
 	// journaled step returns its result without running.
 	Step(name string, fn StepFunc, opts ...StepOption) Result
+	// Handle returns a handle to a deployment of the application, for
+	// Call.
+	Handle(deployment string) *Handle
 	// Call calls method of a deployment and journals the answer.
 	Call(h *Handle, method string, in any) Result
 	// Go starts a step that runs concurrently; Get (or Gather) awaits it.
@@ -318,22 +321,35 @@ func (r *Registry) Workflows(handler string) []*WorkflowDef {
 // WorkflowJobs returns the JobHandler of a deployment with workflows: a
 // job of a workflow runs it (its JobContext must carry a WorkflowStore),
 // other jobs go to h (which must then implement JobHandler).
-func WorkflowJobs(h Handler, defs []*WorkflowDef) JobHandler {
+func WorkflowJobs(h Handler, defs []*WorkflowDef, opts ...WorkflowOption) JobHandler {
+	jh, _ := h.(JobHandler)
 	if len(defs) == 0 {
-		jh, _ := h.(JobHandler)
 		return jh
 	}
-	m := map[string]*WorkflowDef{}
+	w := workflowJobs{next: jh, defs: map[string]*WorkflowDef{}}
 	for _, d := range defs {
-		m[d.name] = d
+		w.defs[d.name] = d
 	}
-	jh, _ := h.(JobHandler)
-	return workflowJobs{next: jh, defs: m}
+	for _, o := range opts {
+		o(&w)
+	}
+	return w
+}
+
+// WorkflowOption tunes WorkflowJobs.
+type WorkflowOption func(*workflowJobs)
+
+// Handles gives the workflows handles (wf.Handle) to the deployments of
+// app through c.
+func Handles(c Caller, app string) WorkflowOption {
+	return func(w *workflowJobs) { w.caller, w.app = c, app }
 }
 
 type workflowJobs struct {
-	next JobHandler
-	defs map[string]*WorkflowDef
+	next   JobHandler
+	defs   map[string]*WorkflowDef
+	caller Caller // nil: wf.Handle's calls fail
+	app    string
 }
 
 // WorkflowContext is implemented by the JobContext of a backend that runs
@@ -354,7 +370,16 @@ func (w workflowJobs) RunJob(ctx JobContext, job *Job) (any, error) {
 	if !ok {
 		return nil, errors.New("this backend has no workflow store")
 	}
-	return RunWorkflow(ctx, wc.WorkflowStore(), d, job, nil)
+	return runWorkflow(ctx, wc.WorkflowStore(), d, job, nil, w.handle)
+}
+
+func (w workflowJobs) handle(deployment string) *Handle {
+	h := NewHandle(w.caller, w.app, deployment)
+	if w.caller == nil {
+		h.err = &Error{Status: http.StatusServiceUnavailable, Code: protocol.ErrUnavailable,
+			Msg: "this backend gives workflows no handles (serve.Handles)"}
+	}
+	return h
 }
 
 // crashHook, when set, is called before and after each step is journaled
@@ -365,19 +390,19 @@ type crashHook func(run string, pos int, name string, journaled bool) bool
 // errCrashed ends an attempt abandoned by a crash hook.
 var errCrashed = errors.New("simulated crash")
 
-// RunWorkflow runs one attempt of a workflow run: it loads the journal,
+// runWorkflow runs one attempt of a workflow run: it loads the journal,
 // runs d from the start (replaying journaled steps) and returns the
 // run's result, its failure (an *Error, not retried: the workflow's
 // answer), a *SuspendError, or another error (an infrastructure failure:
-// the attempt is retried).
-func RunWorkflow(ctx JobContext, store WorkflowStore, d *WorkflowDef, job *Job, crash crashHook) (any, error) {
+// the attempt is retried). handle gives wf.Handle's handles.
+func runWorkflow(ctx JobContext, store WorkflowStore, d *WorkflowDef, job *Job, crash crashHook, handle func(string) *Handle) (any, error) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	entries, inbox, err := store.Load(lctx, job.ID)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("load workflow journal: %w", err)
 	}
-	r := &wfRun{Context: ctx, id: job.ID, store: store, log: ctx.Logger(), crash: crash,
+	r := &wfRun{Context: ctx, id: job.ID, store: store, log: ctx.Logger(), crash: crash, handle: handle,
 		byPos: map[int][]JournalEntry{}, inbox: inbox, consumed: map[uint64]bool{}, maxPos: -1}
 	for _, e := range entries {
 		r.index(e)
@@ -397,6 +422,7 @@ type wfRun struct {
 	crash crashHook
 	// replay: run only as far as the journal goes (ReplayWorkflow).
 	replay bool
+	handle func(deployment string) *Handle
 
 	pos   int // next position; the workflow goroutine only
 	undos []undo
@@ -681,6 +707,14 @@ func (r *wfRun) Step(name string, fn StepFunc, opts ...StepOption) Result {
 	}
 	r.mustAppend(e)
 	return entryResult(e)
+}
+
+func (r *wfRun) Handle(deployment string) *Handle {
+	if r.handle == nil {
+		return &Handle{Deployment: deployment, err: &Error{Status: http.StatusServiceUnavailable, Code: protocol.ErrUnavailable,
+			Msg: "no handles in a replay"}}
+	}
+	return r.handle(deployment)
 }
 
 func (r *wfRun) Call(h *Handle, method string, in any) Result {

@@ -96,8 +96,11 @@ type Trip struct {
 
 type trainer struct{ s *suite }
 
-func (tr trainer) ServeRequest(context.Context, *serve.Request) (*serve.Response, error) {
-	return serve.JSON("ok")
+// ServeRequest answers a call with the request's method and body size
+// (what wf.Call journals).
+func (tr trainer) ServeRequest(_ context.Context, req *serve.Request) (*serve.Response, error) {
+	tr.s.c.hit("serve/"+serve.MethodName(req), req.RequestID)
+	return serve.JSON(map[string]any{"method": serve.MethodName(req), "bytes": len(req.Body)})
 }
 
 func (tr trainer) RunJob(ctx serve.JobContext, job *serve.Job) (any, error) {
@@ -200,6 +203,16 @@ func (s *suite) workflows() []*serve.WorkflowDef {
 				return "", err
 			}
 			return fmt.Sprintf("deployed at %d", res.Accuracy), nil
+		}),
+		serve.NewWorkflow("caller", func(wf serve.Workflow, _ struct{}) (string, error) {
+			var out struct {
+				Method string
+				Bytes  int
+			}
+			if err := wf.Call(wf.Handle(Deployment), "ping", map[string]int{"x": 1}).Decode(&out); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s %d", out.Method, out.Bytes), nil
 		}),
 		serve.NewWorkflow("sleeper", func(wf serve.Workflow, in struct{ MS int }) (string, error) {
 			if err := wf.Sleep(time.Duration(in.MS) * time.Millisecond); err != nil {
@@ -329,6 +342,23 @@ func Run(t *testing.T, start Start) {
 		s.c.mu.Unlock()
 		if len(keys) != 3 || keys[0] != keys[2] || keys[0] != "r1-0" {
 			t.Errorf("flaky's idempotency keys = %v, want r1-0 three times", keys)
+		}
+	})
+
+	t.Run("a call to a deployment is journaled", func(t *testing.T) {
+		mustStart(t, b, "caller", "call1", nil)
+		if r := wait(ctx, t, b, "caller", "call1", "SUCCEEDED"); string(r.Result) != `"ping 7"` {
+			t.Errorf("result = %s, want \"ping 7\"", r.Result)
+		}
+		h := history(ctx, t, b, "caller", "call1")
+		if len(h) != 1 || h[0].Name != Deployment+".ping" || h[0].InputSize != 7 {
+			t.Errorf("history = %+v, want one call of %s.ping with its input size", h, Deployment)
+		}
+		s.c.mu.Lock()
+		keys := s.c.keys["serve/ping"]
+		s.c.mu.Unlock()
+		if len(keys) != 1 || keys[0] != "call1-0" {
+			t.Errorf("the deployment was called %d times with request ids %v, want once with call1-0", len(keys), keys)
 		}
 	})
 

@@ -104,7 +104,7 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler) {
 		if len(methods) == 0 {
 			return
 		}
-		jh := serve.WorkflowJobs(h, r.p.Jobs.Workflows)
+		jh := serve.WorkflowJobs(h, r.p.Jobs.Workflows, serve.Handles(r.p.Caller, s.App))
 		if _, plain := h.(serve.JobHandler); !plain && needsJobHandler(methods) {
 			jh = nil
 		}
