@@ -134,6 +134,8 @@ type Record struct {
 	Seq uint64 `json:"seq,omitempty"`
 	// Requeued counts operator requeues from the dead-letter stream.
 	Requeued int `json:"requeued,omitempty"`
+	// Workflow marks a workflow run (a job of a method of kind workflow).
+	Workflow bool `json:"workflow,omitempty"`
 	// Workflow runs: Waiting is what a suspended run awaits (inbox event
 	// keys: job:<id>, timer:<pos>, signal:<name>); Suspensions counts its
 	// suspensions (an attempt that suspended is not a lost one: attempts

@@ -385,6 +385,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 		}
 	}
 	rec = submitted(id, app, deployment, m.Name, rawArgs, m.MaxAttempts, *m.Priority, time.Now().UTC())
+	rec.Workflow = m.Workflow
 	for _, o := range opts {
 		o(&rec)
 	}

@@ -197,8 +197,8 @@ func TestWorkflowResumesOnAnotherRunnerAfterACrash(t *testing.T) {
 	stop1() // Abort: the attempt's context ends; its message is handed back
 	startRunner(t, e, natstest.Conn(t, e.ns), 1, h, "r2", m)
 	rec := waitStatus(t, e.q, "wf", "run1", Succeeded, 30*time.Second)
-	if string(rec.Result) != `"done"` {
-		t.Errorf("result = %s, want done", rec.Result)
+	if string(rec.Result) != `"done"` || !rec.Workflow || rec.Attempts-rec.Suspensions != 2 {
+		t.Errorf("record = %+v, want a workflow run done after 2 attempts", rec)
 	}
 	mu.Lock()
 	defer mu.Unlock()
