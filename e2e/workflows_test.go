@@ -201,7 +201,11 @@ func TestWorkflowsE2E(t *testing.T) {
 		for i := range n {
 			waitRun(t, f, 30*time.Second, fmt.Sprintf("nr%d", i), "SUSPENDED")
 		}
+		before := f.NATS.Pid()
 		f.RestartNATS()
+		if f.NATS.Pid() == before {
+			t.Fatalf("nats-server pid %d after its restart, want a new process", before)
+		}
 		for i := range n {
 			id := fmt.Sprintf("nr%d", i)
 			f.Eventually(60*time.Second, "signal "+id, func() error {
@@ -248,12 +252,19 @@ func TestWorkflowsE2E(t *testing.T) {
 		if !killed {
 			t.Fatal("no worker was killed")
 		}
+		retried := 0
 		for i := range n {
 			want := "SUCCEEDED"
 			if i%2 == 1 {
 				want = "FAILED"
 			}
-			waitRun(t, f, 120*time.Second, fmt.Sprintf("k%d", i), want)
+			if rec := waitRun(t, f, 120*time.Second, fmt.Sprintf("k%d", i), want); rec.Attempts-rec.Suspensions > 1 {
+				retried++
+			}
+		}
+		t.Logf("%d of %d runs were resumed by another attempt after the kill", retried, n)
+		if retried == 0 {
+			t.Error("no run was in flight on the killed worker: the kill tested nothing")
 		}
 		for i := range n {
 			h := history(t, f, fmt.Sprintf("k%d", i))
