@@ -424,7 +424,8 @@ type wfRun struct {
 	replay bool
 	handle func(deployment string) *Handle
 
-	pos   int // next position; the workflow goroutine only
+	pos   int    // next position; the workflow goroutine only
+	gid   uint64 // the workflow goroutine's id (wf methods are called from it only)
 	undos []undo
 
 	branches sync.WaitGroup
@@ -498,6 +499,7 @@ func (r *wfRun) execute(d *WorkflowDef, args Args) (any, error) {
 	}
 	out := make(chan outcome, 1)
 	go func() {
+		r.gid = goid()
 		o := outcome{}
 		defer func() { out <- o }()
 		defer func() {
@@ -552,6 +554,41 @@ func (r *wfRun) stopped() bool {
 	return r.Err() != nil && !errors.Is(context.Cause(r), ErrCancelled)
 }
 
+// own ends the attempt when a wf method is called from another goroutine
+// than the workflow's (one the workflow started itself: not allowed, its
+// order is not deterministic) or after a branch failed; the offending
+// goroutine exits (its defers run) and the run fails with an error that
+// says so.
+func (r *wfRun) own() {
+	if r.gid != 0 && goid() != r.gid {
+		err := &Error{Status: http.StatusConflict, Code: protocol.ErrNonDeterministic, Msg: fmt.Sprintf(
+			"workflow %s: a wf method was called from a goroutine the workflow started itself; run parallel steps with wf.Go", r.id)}
+		r.mu.Lock()
+		r.fail = err
+		r.mu.Unlock()
+		r.doneOnce.Do(func() { close(r.done) })
+		runtime.Goexit()
+	}
+	r.mu.Lock()
+	failed := r.fail != nil
+	r.mu.Unlock()
+	if failed {
+		r.abort(nil)
+	}
+}
+
+// goid is the calling goroutine's id (from its stack header).
+func goid() uint64 {
+	var b [32]byte
+	n := runtime.Stack(b[:], false)
+	f := strings.Fields(string(b[:n]))
+	if len(f) < 2 {
+		return 0
+	}
+	id, _ := strconv.ParseUint(f[1], 10, 64)
+	return id
+}
+
 func isAttemptEnd(err error) bool {
 	var se *SuspendError
 	return errors.As(err, &se) || errors.Is(err, ErrJournalFenced) || errors.Is(err, errCrashed)
@@ -562,6 +599,7 @@ func (r *wfRun) Logger() zerolog.Logger { return r.log }
 
 // next gives the next position and checks the journal's entry there.
 func (r *wfRun) next(kind, name string) (int, []JournalEntry) {
+	r.own()
 	p := r.pos
 	r.pos++
 	r.mu.Lock()
@@ -822,6 +860,7 @@ func (f *Future) key() string {
 }
 
 func (r *wfRun) get(f *Future) Result {
+	r.own()
 	if res, ok := r.ready(f); ok {
 		return res
 	}
@@ -837,6 +876,7 @@ func (r *wfRun) get(f *Future) Result {
 }
 
 func (r *wfRun) Gather(fs ...*Future) error {
+	r.own()
 	var first error
 	var waiting []string
 	for _, f := range fs {
@@ -1009,10 +1049,12 @@ func (r *wfRun) Await(name string, v any) error {
 }
 
 func (r *wfRun) OnFailure(name string, fn StepFunc) {
+	r.own()
 	r.undos = append(r.undos, undo{name: name, fn: fn})
 }
 
 func (r *wfRun) Patched(id string) bool {
+	r.own()
 	p := r.pos
 	r.mu.Lock()
 	es, replaying := r.byPos[p], r.maxPos >= p

@@ -210,3 +210,31 @@ func mustJournal(t *testing.T, path string) []serve.JournalEntry {
 	}
 	return es
 }
+
+// TestWorkflowMethodsFromAPlainGoroutineFail: a wf method called from a
+// goroutine the workflow started itself fails the run with an error that
+// says to use wf.Go, instead of journaling in a nondeterministic order.
+func TestWorkflowMethodsFromAPlainGoroutineFail(t *testing.T) {
+	c := &runs{n: map[string]int{}}
+	bad := serve.NewWorkflow("bad", func(wf serve.Workflow, _ struct{}) (string, error) {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wf.Step("inside", c.step("inside"))
+		}()
+		wg.Wait()
+		return "", wf.Step("after", c.step("after")).Err()
+	})
+	l := crashLocal(t, bad)
+	if _, _, err := l.SubmitJob(context.Background(), "bad", "b1", nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := waitRun(t, l, "bad", "b1")
+	if rec.Status != serve.JobFailed || !strings.Contains(rec.Error, "use wf.Go") && !strings.Contains(rec.Error, "with wf.Go") {
+		t.Errorf("run = %s (%s), want FAILED telling to use wf.Go", rec.Status, rec.Error)
+	}
+	if c.count("inside")+c.count("after") != 0 {
+		t.Errorf("steps ran: %v", c.n)
+	}
+}
