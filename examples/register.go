@@ -2,8 +2,9 @@
 // (textpipeline), its async training method (training), the Iris
 // classifier served over the Open Inference Protocol (iris), the diagnostic
 // Echo (diag), a batched model (batching), multiplexed per-tenant models
-// (multiplex) and the voice search of the distributed-coroutines RFC
-// (voicesearch), and declares the example applications. The worker binary and
+// (multiplex), the voice search of the distributed-coroutines RFC
+// (voicesearch) and its trip booking saga as a durable workflow (trips),
+// and declares the example applications. The worker binary and
 // `jetserve dev` call Register.
 package examples
 
@@ -14,6 +15,7 @@ import (
 	"github.com/jetserve/jetserve/examples/multiplex"
 	"github.com/jetserve/jetserve/examples/textpipeline"
 	"github.com/jetserve/jetserve/examples/training"
+	"github.com/jetserve/jetserve/examples/trips"
 	"github.com/jetserve/jetserve/examples/voicesearch"
 	"github.com/jetserve/jetserve/pkg/serve"
 )
@@ -43,7 +45,7 @@ func AppNames() []string {
 // Apps are the example applications of examples/config.yaml, in its
 // order: `jetserve build` writes the file from them.
 func Apps() []serve.App {
-	return []serve.App{textpipeline.App(training.Deployment()), iris.App(), diag.App()}
+	return []serve.App{textpipeline.App(training.Deployment()), iris.App(), diag.App(), trips.App()}
 }
 
 func register(reg *serve.Registry) error {
@@ -63,6 +65,9 @@ func register(reg *serve.Registry) error {
 		return err
 	}
 	if err := voicesearch.Register(reg); err != nil {
+		return err
+	}
+	if err := trips.Register(reg); err != nil {
 		return err
 	}
 	return diag.Register(reg)

@@ -7,7 +7,7 @@
 # by side in one run with a raw net/http handler and raw HTTP → NATS
 # request-reply → responder, and a process-runtime replica (a no-op Go child
 # process) beside the Go replica, at concurrency 1 and 64; (2) the job path vs a
-# raw JetStream loop; (3) autoscaling reaction and cold start; (4) a model
+# raw JetStream loop, and durable workflows vs their raw JetStream writes; (3) autoscaling reaction and cold start; (4) a model
 # whose cost is per call, batched (serve.Batcher) vs unbatched; (5)
 # composition: chains of 1, 5 and 10 no-op deployments across two workers
 # and on one, through the router service, and 4-way fan-outs, with the raw
@@ -26,7 +26,8 @@ if ! command -v wrk >/dev/null 2>&1; then
 	fi
 fi
 # JETSERVE_BENCH_ONLY="stages sweep" runs only the sections named (stages,
-# sweep, scaleout, large, sync, jobs, autoscale, batching, composition);
+# sweep, scaleout, large, sync, jobs, workflows, autoscale, batching,
+# composition);
 # unset runs them all.
 only() {
 	[ -z "${JETSERVE_BENCH_ONLY:-}" ] && return 0
@@ -65,6 +66,11 @@ fi
 if only jobs; then
 	echo "== async jobs: Submit → runner → SUCCEEDED vs a raw JetStream publish → pull → ack → KV put loop"
 	(cd pkg && go test -run '^$' -bench 'BenchmarkJobs' -benchtime "${JOBS_BENCHTIME:-2000x}" -count=1 -timeout 20m ./jobs/)
+	echo
+fi
+if only workflows; then
+	echo "== durable workflows: a no-step, a 3-step and a 100-parallel-step workflow, a run resumed after a job, end to end, beside the raw JetStream writes of a 3-step run"
+	(cd pkg && go test -run '^$' -bench 'BenchmarkWorkflows' -benchtime "${WF_BENCHTIME:-500x}" -count=1 -timeout 20m ./jobs/)
 	echo
 fi
 if only autoscale; then

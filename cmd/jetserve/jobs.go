@@ -135,6 +135,9 @@ func runJobs(ctx context.Context, args []string, env map[string]string, stdin io
 	limit := fs.Int("limit", 0, "list: at most this many (default: the ingress's, 100)")
 	cursor := fs.String("cursor", "", "list: the next_cursor of the previous page")
 	interval := fs.Duration("interval", time.Second, "watch: how often to poll")
+	signal := fs.String("name", "", "signal: the signal's name")
+	sigKey := fs.String("key", "", "signal: its idempotency key (a repeat with the same key sends nothing)")
+	payload := fs.String("payload", "", `signal: its JSON payload ("-" reads stdin)`)
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
@@ -247,6 +250,18 @@ func runJobs(ctx context.Context, args []string, env map[string]string, stdin io
 			fmt.Fprintf(stdout, "more: --cursor %s\n", page.NextCursor)
 		}
 		return nil
+	case "history":
+		jid, err := needID()
+		if err != nil {
+			return err
+		}
+		return workflowHistory(ctx, c, jid, js, stdout)
+	case "signal":
+		jid, err := needID()
+		if err != nil {
+			return err
+		}
+		return workflowSignal(ctx, c, jid, *signal, *sigKey, *payload, stdin, js, stdout)
 	case "watch":
 		jid, err := needID()
 		if err != nil {
@@ -261,6 +276,27 @@ func runJobs(ctx context.Context, args []string, env map[string]string, stdin io
 	return fmt.Errorf("unknown jobs command %q", sub)
 }
 
+// readBody is a --body or --payload value: "" none, "-" stdin, else the
+// text; it must be JSON.
+func readBody(flag, v string, stdin io.Reader) ([]byte, error) {
+	var b []byte
+	switch v {
+	case "":
+		return nil, nil
+	case "-":
+		var err error
+		if b, err = io.ReadAll(stdin); err != nil {
+			return nil, fmt.Errorf("read %s: %w", flag, err)
+		}
+	default:
+		b = []byte(v)
+	}
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("%s: not valid JSON", flag)
+	}
+	return b, nil
+}
+
 func jobSubmit(ctx context.Context, c jobsClient, kvs []string, id, idKey, body string, stdin io.Reader, js bool, stdout io.Writer) error {
 	q := url.Values{}
 	for _, kv := range kvs {
@@ -273,19 +309,9 @@ func jobSubmit(ctx context.Context, c jobsClient, kvs []string, id, idKey, body 
 	if id != "" {
 		q.Set(idKey, id)
 	}
-	var b []byte
-	switch body {
-	case "":
-	case "-":
-		var err error
-		if b, err = io.ReadAll(stdin); err != nil {
-			return fmt.Errorf("read body: %w", err)
-		}
-	default:
-		b = []byte(body)
-	}
-	if b != nil && !json.Valid(b) {
-		return errors.New("--body: not valid JSON")
+	b, err := readBody("--body", body, stdin)
+	if err != nil {
+		return err
 	}
 	a, err := c.do(ctx, http.MethodPost, "", q, b)
 	if err != nil {

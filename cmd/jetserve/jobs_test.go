@@ -106,13 +106,7 @@ func TestJobsCLI(t *testing.T) {
 	srv := httptest.NewServer(stub.handler())
 	t.Cleanup(srv.Close)
 	env := []string{"JETSERVE_URL=" + srv.URL}
-	tests := []struct {
-		name    string
-		args    []string
-		stdin   string
-		wantOut []string
-		wantErr string
-	}{
+	tests := []cliCase{
 		{"submit", []string{"jobs", "submit", "text/train", "num_epochs=5", "--id", "j1"}, "", []string{"j1 QUEUED"}, ""},
 		{"submit generated id", []string{"jobs", "submit", "/text/train/", "--body", `{"num_epochs":5}`}, "", []string{"gen1 QUEUED"}, ""},
 		{"submit body from stdin, json", []string{"jobs", "submit", "text/train", "--body", "-", "-o", "json"}, `{"num_epochs":1}`, []string{`"request_id": "gen1"`}, ""},
@@ -136,11 +130,7 @@ func TestJobsCLI(t *testing.T) {
 		{"unknown", []string{"jobs", "frob", "text/train"}, "", nil, `unknown jobs command "frob"`},
 		{"no subcommand", []string{"jobs"}, "", nil, "a jobs command is required"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			checkRun(t, env, tc.args, tc.stdin, tc.wantOut, tc.wantErr)
-		})
-	}
+	runCLICases(t, env, tests)
 	stub.mu.Lock()
 	defer stub.mu.Unlock()
 	want := []string{"POST num_epochs=5&request_id=j1 ", `POST  {"num_epochs":5}`, `POST  {"num_epochs":1}`}
@@ -152,5 +142,25 @@ func TestJobsCLI(t *testing.T) {
 	}
 	if last := stub.seen[len(stub.seen)-1]; last != "LIST filter_status=RUNNING&limit=2" {
 		t.Errorf("list sent %q, want filter_status=RUNNING&limit=2", last)
+	}
+}
+
+// cliCase is one CLI run: its arguments and stdin, and what its output
+// must contain (or its error, when wantErr is set).
+type cliCase struct {
+	name    string
+	args    []string
+	stdin   string
+	wantOut []string
+	wantErr string
+}
+
+// runCLICases runs each case as a subtest.
+func runCLICases(t *testing.T, env []string, cases []cliCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			checkRun(t, env, tc.args, tc.stdin, tc.wantOut, tc.wantErr)
+		})
 	}
 }

@@ -51,6 +51,8 @@ Usage:
                                     send BODY (or stdin with "-") to the ingress
   jetserve jobs submit|status|result|cancel|list|watch ROUTE/METHOD ...
                                     async jobs (jetserve jobs help for details)
+  jetserve workflows start|status|result|history|signal|cancel|list|watch ROUTE/WORKFLOW ...
+                                    durable workflows (jetserve workflows help)
 
   jetserve keys new|hash ...        API keys for the ingress and the admin API
 
@@ -85,6 +87,8 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return runCall(ctx, rest, env, stdin, stdout, stderr)
 	case "jobs":
 		return runJobs(ctx, rest, env, stdin, stdout, stderr)
+	case "workflows":
+		return runWorkflows(ctx, rest, env, stdin, stdout, stderr)
 	case "keys":
 		return runKeys(rest, stdin, stdout, stderr)
 	case "help", "-h", "--help":

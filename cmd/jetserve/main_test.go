@@ -92,12 +92,12 @@ func TestCLI(t *testing.T) {
 	}
 }
 
-// TestBuild: `jetserve build text iris echo` writes examples/config.yaml
+// TestBuild: `jetserve build text iris echo trips` writes examples/config.yaml
 // and `build voice voice-graph` examples/voicesearch/config.yaml; no name
 // builds every declared application, `-o` writes to a file, and an unknown
 // application is an error naming the declared ones.
 func TestBuild(t *testing.T) {
-	for file, apps := range map[string][]string{"../../examples/config.yaml": {"text", "iris", "echo"},
+	for file, apps := range map[string][]string{"../../examples/config.yaml": {"text", "iris", "echo", "trips"},
 		"../../examples/voicesearch/config.yaml": {"voice", "voice-graph"}} {
 		want, err := os.ReadFile(file)
 		if err != nil {
@@ -112,8 +112,8 @@ func TestBuild(t *testing.T) {
 		}
 	}
 	var all bytes.Buffer
-	if err := run(context.Background(), []string{"build"}, nil, nil, &all, io.Discard); err != nil || strings.Count(all.String(), "\n  - name: ") != 5 {
-		t.Errorf("jetserve build = %v, want all five declared applications:\n%s", err, all.String())
+	if err := run(context.Background(), []string{"build"}, nil, nil, &all, io.Discard); err != nil || strings.Count(all.String(), "\n  - name: ") != 6 {
+		t.Errorf("jetserve build = %v, want all six declared applications:\n%s", err, all.String())
 	}
 	file := filepath.Join(t.TempDir(), "echo.yaml")
 	if err := run(context.Background(), []string{"build", "echo", "-o", file}, nil, nil, io.Discard, io.Discard); err != nil {
@@ -124,7 +124,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("jetserve build echo wrote %q (%v), want only app echo", b, err)
 	}
 	err = run(context.Background(), []string{"build", "nope"}, nil, nil, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), `no application "nope" is declared (declared: echo, iris, text, voice, voice-graph)`) {
+	if err == nil || !strings.Contains(err.Error(), `no application "nope" is declared (declared: echo, iris, text, trips, voice, voice-graph)`) {
 		t.Errorf("jetserve build nope = %v, want an error naming the declared applications", err)
 	}
 }

@@ -37,6 +37,8 @@ type dashboardDoc struct {
 		Succeeded        int     `json:"succeeded"`
 		Failed           int     `json:"failed"`
 		Cancelled        int     `json:"cancelled"`
+		Workflow         bool    `json:"workflow"`
+		Suspended        int     `json:"suspended"`
 		DeadLettered     int     `json:"dead_lettered"`
 		OldestAgeSeconds float64 `json:"oldest_age_seconds"`
 		Error            string  `json:"error"`
@@ -51,7 +53,7 @@ func writeOpsTables(w io.Writer, st protocol.Status, dash *dashboardDoc) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	defer tw.Flush() //nolint:errcheck
 	if dash != nil {
-		fmt.Fprintln(tw, "\nJOBS\tDEPLOYMENT\tQUEUED\tRUNNING\tSUCCEEDED\tFAILED\tDEAD-LETTERED\tCANCELLED\tOLDEST QUEUED")
+		fmt.Fprintln(tw, "\nJOBS\tDEPLOYMENT\tQUEUED\tRUNNING\tSUSPENDED\tSUCCEEDED\tFAILED\tDEAD-LETTERED\tCANCELLED\tOLDEST QUEUED")
 		if len(dash.Jobs) == 0 {
 			fmt.Fprintln(tw, "(no async method)")
 		}
@@ -63,8 +65,13 @@ func writeOpsTables(w io.Writer, st protocol.Status, dash *dashboardDoc) {
 			if j.Error != "" {
 				oldest += " (poll failed: " + j.Error + ")"
 			}
-			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", j.App, j.Method, j.Deployment, j.Queued, j.Running,
-				j.Succeeded, j.Failed, j.DeadLettered, j.Cancelled, oldest)
+			name, suspended := j.App+"/"+j.Method, "-"
+			if j.Workflow {
+				name += " (workflow)"
+				suspended = fmt.Sprint(j.Suspended)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", name, j.Deployment, j.Queued, j.Running,
+				suspended, j.Succeeded, j.Failed, j.DeadLettered, j.Cancelled, oldest)
 		}
 	}
 	type row struct {

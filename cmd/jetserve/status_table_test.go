@@ -61,14 +61,15 @@ func TestStatusShowsJobsAndAutoscaling(t *testing.T) {
 		}}}}
 	var dash dashboardDoc
 	if err := json.Unmarshal([]byte(`{"applications":[{"name":"a","deployments":[{"name":"auto","traffic":{"rps":41.5,"p95_ms":12.25,"ongoing":4,"queued":2}}]}],
-		"jobs":[{"app":"a","deployment":"auto","method":"train","queued":7,"running":2,"succeeded":30,"failed":1,"dead_lettered":1,"oldest_age_seconds":95}]}`), &dash); err != nil {
+		"jobs":[{"app":"a","deployment":"auto","method":"train","queued":7,"running":2,"succeeded":30,"failed":1,"dead_lettered":1,"oldest_age_seconds":95},
+		{"app":"a","deployment":"auto","method":"trip","workflow":true,"running":1,"suspended":12,"succeeded":5}]}`), &dash); err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
 	writeOpsTables(&b, st, &dash)
 	out := b.String()
 	for _, want := range []string{
-		"JOBS", "DEAD-LETTERED", "a/train", "auto", "7  ", "1m35s",
+		"JOBS", "DEAD-LETTERED", "SUSPENDED", "a/train", "auto", "7  ", "1m35s", "a/trip (workflow)", "12 ",
 		"AUTOSCALING", "a/auto", "2/3/3", "0..8", "5.50", "upscale 3s ago", "load 5.50 over target 2", "41.5 req/s, p95 12.2 ms, 4 ongoing, 2 queued",
 	} {
 		if !strings.Contains(out, want) {

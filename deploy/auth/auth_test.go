@@ -95,6 +95,9 @@ func (e *env) setup(t *testing.T) (*fleetstate.Buckets, jobs.Names) {
 	if _, _, err := q.Submit(ctx(t), "text", "Trainer", m, "job1", nil, jobs.Owner("key:alice")); err != nil {
 		t.Fatal(err)
 	}
+	if err := q.Ensure(ctx(t), "text", "Trainer", config.AsyncMethod{Name: "flow", Workflow: true}); err != nil {
+		t.Fatal(err)
+	}
 	kv, err := js.KeyValue(ctx(t), jn.Records("text", "train"))
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +168,11 @@ func TestForgeriesRefused(t *testing.T) {
 		{"delete a job stream", "$JS.API.STREAM.DELETE." + jn.Stream("text", "train"), nil,
 			func(nc *nats.Conn, _ jetstream.JetStream) error {
 				_, err := nc.Request("$JS.API.STREAM.DELETE."+jn.Stream("text", "train"), nil, time.Second)
+				return err
+			}},
+		{"forge a workflow run's journal entry", jn.WorkflowSubject("text", "flow", "r1", "j"), []string{auth.Worker},
+			func(_ *nats.Conn, js jetstream.JetStream) error {
+				_, err := js.Publish(quick(t), jn.WorkflowSubject("text", "flow", "r1", "j"), []byte(`{"pos":0,"kind":"step","name":"forged"}`))
 				return err
 			}},
 		{"subscribe to every subject", ">", nil,

@@ -106,6 +106,7 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 	P := names.Prefix()
 	// Wildcards are written out: Names' builders make "*" a literal token.
 	jobsAll := P + ".jobs.*.*.*"                              // jobs.Names.JobSubject of every job
+	wfInboxes := P + ".wf.*.*.*.in"                           // jobs.Names.WorkflowSubject(..., "in") of every run
 	replicaCalls := P + ".replica.*." + protocol.EndpointCall // names.ReplicaSubject(id) + ".call"
 	kvStream := func(bucket string) string { return "KV_" + bucket }
 	fleet := []string{names.BucketApps(), names.BucketWorkers(), names.BucketAssignments(), names.BucketReplicas(),
@@ -142,7 +143,7 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		p.allowSub(P + ".jobcancel.>")
 		// Job consumers stay (a consumer deleted loses no job, but
 		// pauses a method), and no stream loses its messages.
-		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer)
+		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer, "$JS.API.CONSUMER.DELETE.*."+jobs.WakersConsumer)
 		for _, b := range fleet {
 			// "$KV.*.>" (job records) must not reach the fleet's
 			// buckets: only their owners write those.
@@ -188,6 +189,7 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		p.allowPub("$JS.API.STREAM.PURGE.OBJ_" + names.BucketBodies())
 		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 		bodies(&p)
+		p.allowPub(wfInboxes) // workflow signals (history reads the journal by consumer)
 	case Router:
 		ensureFleet(&p)
 		for _, b := range fleet {
@@ -251,12 +253,18 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		caller(&p)
 		workerJobs(&p, names, workerID, fleet)
 		bodies(&p)
+		// Workflow runs: their journals, inboxes (a child's end goes to
+		// its parent's) and timers (jobs.Names.WorkflowSubject).
+		p.allowPub(P + ".wf.>")
+		// A runner of several async methods (a workflow and the job it
+		// awaits, say) is woken by the jobs' subjects.
+		p.allowSub(jobsAll)
 	case Deployment:
 		// Handle calls only: to the routers and (an embedded router's)
 		// straight to replicas. Its replica's jobs run through the
 		// worker's own connection (checkpoints, progress).
 		p.allowPub(names.RouteWildcard(), replicaCalls)
-		p.pubDeny = append(p.pubDeny, "$JS.>", "$KV.>", "$O.>", jobsAll)
+		p.pubDeny = append(p.pubDeny, "$JS.>", "$KV.>", "$O.>", jobsAll, P+".wf.>")
 	case Operator:
 		return jwt.Permissions{Pub: jwt.Permission{Allow: []string{">"}}, Sub: jwt.Permission{Allow: []string{">"}}}, nil
 	default:

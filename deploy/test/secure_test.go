@@ -51,6 +51,22 @@ func TestFleetUnderLeastPrivilege(t *testing.T) {
 	if _, err := f.do(http.MethodGet, f.ingress+"/text/train/list", "", nil); err != nil {
 		t.Fatal(err)
 	}
+	// A workflow (the Trainer's retrain pipeline): its journal, the
+	// training job it awaits suspended, the wakers and its history run
+	// under the workers' and the ingress's permissions.
+	if _, err := f.do(http.MethodPost, f.ingress+"/text/retrain?request_id=w1", `{"num_epochs":1,"min_heldout":0.01}`, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(t, 60*time.Second, "workflow w1 SUCCEEDED", func() error {
+		b, err := f.do(http.MethodGet, f.ingress+"/text/retrain/status?request_id=w1", "", nil)
+		if err == nil && !strings.Contains(b, `"SUCCEEDED"`) {
+			err = errors.New(b)
+		}
+		return err
+	})
+	if b, err := f.do(http.MethodGet, f.ingress+"/text/retrain/history?request_id=w1", "", nil); err != nil || !strings.Contains(b, `"promote"`) {
+		t.Errorf("GET history of w1 = %s, %v; want the promote step", b, err)
+	}
 	if _, err := f.do(http.MethodGet, f.admin+"/api/dashboard", "", nil); err != nil {
 		t.Fatal(err)
 	}

@@ -65,9 +65,10 @@ func Method() config.AsyncMethod {
 	}
 }
 
-// Register adds the Trainer deployment (with its async method) to reg.
+// Register adds the Trainer deployment (with its async method and the
+// retrain workflow) to reg.
 func Register(reg *serve.Registry) error {
-	return reg.Register(HandlerTrainer, New, serve.WithAsync(Method()))
+	return reg.Register(HandlerTrainer, New, serve.WithAsync(Method()), serve.WithWorkflows(Retrain()))
 }
 
 // New builds a Trainer replica.

@@ -232,7 +232,8 @@ func TestRegistered(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := reg.AsyncMethods(training.HandlerTrainer)
-	if len(ms) != 1 || ms[0].Name != "train" || ms[0].MaxRunning != 2 || ms[0].RequiredArgs[0] != "num_epochs" {
-		t.Errorf("AsyncMethods(%s) = %+v", training.HandlerTrainer, ms)
+	if len(ms) != 2 || ms[0].Name != "train" || ms[0].MaxRunning != 2 || ms[0].RequiredArgs[0] != "num_epochs" ||
+		ms[1].Name != training.WorkflowRetrain || !ms[1].Workflow {
+		t.Errorf("AsyncMethods(%s) = %+v, want train and the retrain workflow", training.HandlerTrainer, ms)
 	}
 }

@@ -195,6 +195,11 @@ type AsyncMethod struct {
 	LeaseTimeout Duration `json:"lease_timeout,omitempty" jsonschema_extras:"default=15s"`
 	// RequiredArgs are arguments a submit must carry (400 otherwise).
 	RequiredArgs []string `json:"required_args,omitempty"`
+	// Workflow marks a durable workflow (serve.NewWorkflow): its runs are
+	// jobs of this method, journaled in the workflow's stream, with the
+	// signal and history endpoints besides the async-request ones. Set by
+	// the SDK (WithWorkflows), not by operators.
+	Workflow bool `json:"workflow,omitempty"`
 }
 
 // Resources a replica needs on a worker. CPU and GPU are fractional: three

@@ -210,8 +210,8 @@ func (a *attempt) run() {
 		delete(r.running, key)
 		r.mu.Unlock()
 	}()
-	if rec.Phase() == PhaseCancelling {
-		cancel(errCancelRequested)
+	if rec.Phase() == PhaseCancelling || rec.CancelWorkflow {
+		cancel(errCancelRequested) // a cancelled workflow run replays to compensate
 	}
 
 	hb := r.heartbeat
@@ -222,6 +222,16 @@ func (a *attempt) run() {
 	var hbWG sync.WaitGroup
 	if hb > 0 {
 		hbWG.Go(func() { a.heartbeat(hb, hbDone, cancel) })
+	}
+	if unclaimed && m.cfg.Workflow {
+		// A workflow run is claimed before it runs: its status says
+		// RUNNING, and a cancel reaches it as a cancel (its compensations
+		// run before it is CANCELLED).
+		if err := a.claim(); err != nil {
+			a.log.Debug().Err(err).Msg("claim workflow run")
+			stopOn(err, cancel)
+		}
+		unclaimed = false
 	}
 	if unclaimed {
 		after := r.claimAfter
@@ -330,9 +340,16 @@ func backoff(m config.AsyncMethod, attempt int) time.Duration {
 func (a *attempt) finish(res any, err, cause error) {
 	// A handler that returned a result finished, whatever happened to its
 	// context meanwhile (a lost lease is caught by the fenced write).
+	var susp *serve.SuspendError
 	switch {
 	case err == nil:
 		a.succeed(res)
+		return
+	case errors.As(err, &susp) && cause == nil:
+		a.suspend(susp)
+		return
+	case errors.Is(err, serve.ErrJournalFenced):
+		a.log.Warn().Msg("workflow journal written by a newer attempt; dropping this one")
 		return
 	case errors.Is(cause, errAborted):
 		a.log.Info().Msg("job aborted by runner shutdown; handing it back")
@@ -377,6 +394,7 @@ func (a *attempt) succeed(res any) {
 		a.lost(err)
 		return
 	}
+	a.notifyParent(ctx)
 	// A plain ack is enough: the record is already final, and should the
 	// ack be lost, the redelivery finds it terminal and is dropped.
 	if err := a.msg.Ack(); err != nil {
@@ -403,7 +421,9 @@ func (a *attempt) failed(err error) {
 	msg := err.Error()
 	var se *serve.Error
 	permanent := errors.As(err, &se) && se.Status >= 400 && se.Status < 500
-	attempt := a.num
+	a.mu.Lock()
+	attempt := a.num - a.rec.Suspensions
+	a.mu.Unlock()
 	if !permanent && attempt < m.cfg.MaxAttempts {
 		delay := backoff(m.cfg, attempt)
 		if uerr := a.update(func(cur Record) (Record, error) {
@@ -435,14 +455,15 @@ func (a *attempt) failed(err error) {
 		a.lost(uerr)
 		return
 	}
+	ctx, cancel := opCtx()
+	defer cancel()
 	if !permanent {
-		ctx, cancel := opCtx()
-		defer cancel()
 		a.mu.Lock()
 		final := a.rec
 		a.mu.Unlock()
 		r.deadLetter(ctx, m, final, a.log)
 	}
+	a.notifyParent(ctx)
 	_ = a.msg.Term()
 	a.log.Info().Str("error", msg).Msg("job failed")
 	inc(m.met.failed)
@@ -452,9 +473,20 @@ func (a *attempt) failed(err error) {
 
 // cancelled settles a cancelled attempt whose record says so.
 func (a *attempt) cancelled() {
+	ctx, cancel := opCtx()
+	defer cancel()
+	a.notifyParent(ctx)
 	_ = a.msg.Term()
 	a.m.met.attempt(OutcomeCancelled, a.start)
 	a.r.done(a.id, Cancelled)
+}
+
+// notifyParent tells the job's parent run (if any) how it ended.
+func (a *attempt) notifyParent(ctx context.Context) {
+	a.mu.Lock()
+	rec := a.rec
+	a.mu.Unlock()
+	a.r.notifyParent(ctx, rec, a.log)
 }
 
 func (a *attempt) lost(err error) {
@@ -476,7 +508,13 @@ type jobContext struct {
 	job *serve.Job
 }
 
-func (c *jobContext) Job() *serve.Job        { return c.job }
+func (c *jobContext) Job() *serve.Job { return c.job }
+
+// WorkflowStore is the JetStream journal of this attempt's run (a
+// workflow's job only).
+func (c *jobContext) WorkflowStore() serve.WorkflowStore {
+	return &runStore{q: c.a.r.q, h: c.a.m.h.wf, met: c.a.m.met, retention: c.a.m.cfg.Retention.D()}
+}
 func (c *jobContext) Logger() zerolog.Logger { return c.a.log }
 
 func (c *jobContext) Checkpoint(state []byte) error {

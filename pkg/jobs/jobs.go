@@ -75,6 +75,9 @@ const (
 	Succeeded Status = "SUCCEEDED"
 	Failed    Status = "FAILED"
 	Cancelled Status = "CANCELLED"
+	// Suspended: a workflow run waiting for an event in its inbox; it
+	// holds no slot and no message until a waker queues it again.
+	Suspended Status = "SUSPENDED"
 )
 
 // Terminal reports whether s is final.
@@ -139,12 +142,28 @@ type Record struct {
 	// runs (a stray duplicate message of a running job is dropped).
 	Seq uint64 `json:"seq,omitempty"`
 	// Requeued counts operator requeues from the dead-letter stream.
-	Requeued   int       `json:"requeued,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	Requeued int `json:"requeued,omitempty"`
+	// Workflow marks a workflow run (a job of a method of kind workflow).
+	Workflow bool `json:"workflow,omitempty"`
+	// Workflow runs: Waiting is what a suspended run awaits (inbox event
+	// keys: job:<id>, timer:<pos>, signal:<name>); Suspensions counts its
+	// suspensions (an attempt that suspended is not a lost one: attempts
+	// spent are Attempts - Suspensions); CancelWorkflow is set when a
+	// suspended run was cancelled: it runs once more, cancelled, to
+	// compensate. Parent is the run ("<workflow>/<run id>", same app)
+	// that submitted this job and is told when it ends.
+	Waiting        []string  `json:"waiting,omitempty"`
+	Suspensions    int       `json:"suspensions,omitempty"`
+	CancelWorkflow bool      `json:"cancel_workflow,omitempty"`
+	Parent         string    `json:"parent,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	StartedAt      time.Time `json:"started_at,omitzero"`
+	FinishedAt     time.Time `json:"finished_at,omitzero"`
+	UpdatedAt      time.Time `json:"updated_at"`
 }
+
+// spent is how many attempts were lost to failures and crashes.
+func (r Record) spent() int { return r.Attempts - r.Suspensions }
 
 // InlineResultMax is the largest result kept inside the record.
 const InlineResultMax = 64 << 10

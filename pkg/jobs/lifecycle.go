@@ -26,6 +26,9 @@ import (
 //	cancel         queued, retrying, running, cancelling cancelled   Queue.Cancel before a runner has it; a runner stopping it
 //	resume         running                               queued      Queue.ResumeAll: the job's message is gone, its record not
 //	requeue        succeeded, failed, cancelled          queued      Queue.Requeue of a dead letter (attempts start again)
+//	suspend        running                               suspended   a workflow run's attempt awaiting an event not in its inbox
+//	wake           suspended                             queued      the waker (an event came), or the attempt that suspended
+//	wake-cancel    suspended, cancelling                 queued      Queue.Cancel of a suspended run: it replays cancelled, to compensate
 //
 // "running" after "running" is a redelivery: the worker of the earlier
 // attempt died and its lease ran out. A job is first in the bucket only
@@ -54,12 +57,15 @@ const (
 	// PhaseCancelling is running and asked to cancel: its runner cancels
 	// the attempt's context and records CANCELLED.
 	PhaseCancelling
+	// PhaseSuspended is a workflow run waiting for an event: no attempt
+	// runs and no message is queued until a waker queues it.
+	PhaseSuspended
 	PhaseSucceeded
 	PhaseFailed
 	PhaseCancelled
 )
 
-var phaseNames = [...]string{"queued", "retrying", "running", "cancelling", "succeeded", "failed", "cancelled"}
+var phaseNames = [...]string{"queued", "retrying", "running", "cancelling", "suspended", "succeeded", "failed", "cancelled"}
 
 func (p Phase) String() string {
 	if int(p) < len(phaseNames) {
@@ -88,6 +94,8 @@ func (r Record) Phase() Phase {
 			return PhaseCancelling
 		}
 		return PhaseRunning
+	case Suspended:
+		return PhaseSuspended
 	case Succeeded:
 		return PhaseSucceeded
 	case Failed:
@@ -112,10 +120,14 @@ const (
 	EventCancel
 	EventResume
 	EventRequeue
+	EventSuspend
+	EventWake
+	EventWakeCancel
 	numEvents
 )
 
-var eventNames = [...]string{"claim", "progress", "succeed", "retry", "fail", "exhaust", "request-cancel", "cancel", "resume", "requeue"}
+var eventNames = [...]string{"claim", "progress", "succeed", "retry", "fail", "exhaust", "request-cancel", "cancel", "resume", "requeue",
+	"suspend", "wake", "wake-cancel"}
 
 func (e Event) String() string {
 	if int(e) < len(eventNames) {
@@ -137,6 +149,8 @@ type change struct {
 	message  string
 	// retry, fail
 	err string
+	// suspend
+	waiting []string
 	// succeed
 	result       json.RawMessage // inline (≤ InlineResultMax), or nil
 	resultSize   int64
@@ -172,6 +186,7 @@ var lifecycle = [numEvents]rule{
 	}},
 	EventFail: {from: []Phase{PhaseRunning, PhaseCancelling}, to: PhaseFailed, apply: func(r *Record, c change) {
 		r.Status, r.Retrying, r.CancelRequested, r.Error, r.FinishedAt = Failed, false, false, c.err, c.now
+		r.CancelWorkflow = false
 	}},
 	EventExhaust: {from: []Phase{PhaseQueued, PhaseRetrying, PhaseRunning}, to: PhaseFailed, apply: func(r *Record, c change) {
 		last := r.Error
@@ -186,13 +201,23 @@ var lifecycle = [numEvents]rule{
 	}},
 	EventCancel: {from: []Phase{PhaseQueued, PhaseRetrying, PhaseRunning, PhaseCancelling}, to: PhaseCancelled,
 		apply: func(r *Record, c change) {
-			r.Status, r.Retrying, r.CancelRequested, r.FinishedAt = Cancelled, false, false, c.now
+			r.Status, r.Retrying, r.CancelRequested, r.CancelWorkflow, r.FinishedAt = Cancelled, false, false, false, c.now
 			if c.seq != 0 {
 				r.Seq = c.seq
 			}
 		}},
 	EventResume: {from: []Phase{PhaseRunning}, to: PhaseQueued, apply: func(r *Record, _ change) {
 		r.Status, r.Worker, r.Replica = Queued, "", ""
+	}},
+	EventSuspend: {from: []Phase{PhaseRunning}, to: PhaseSuspended, apply: func(r *Record, c change) {
+		r.Status, r.Waiting, r.Worker, r.Replica, r.Seq, r.Error = Suspended, c.waiting, "", "", 0, ""
+		r.Suspensions++
+	}},
+	EventWake: {from: []Phase{PhaseSuspended}, to: PhaseQueued, apply: func(r *Record, _ change) {
+		r.Status, r.Waiting = Queued, nil
+	}},
+	EventWakeCancel: {from: []Phase{PhaseSuspended, PhaseCancelling}, to: PhaseQueued, apply: func(r *Record, _ change) {
+		r.Status, r.Waiting, r.CancelRequested, r.CancelWorkflow, r.Worker, r.Replica, r.Seq = Queued, nil, false, true, "", "", 0
 	}},
 	EventRequeue: {from: []Phase{PhaseSucceeded, PhaseFailed, PhaseCancelled}, to: PhaseQueued, apply: func(r *Record, c change) {
 		r.Status, r.Retrying, r.Attempts, r.Error, r.CancelRequested = Queued, false, 0, "", false
@@ -300,7 +325,7 @@ func nextAction(cur Record, seq uint64, maxAttempts int) claimAction {
 		return actDuplicate
 	case ph == PhaseCancelling:
 		return actCancel
-	case cur.Attempts >= maxAttempts:
+	case cur.spent() >= maxAttempts:
 		return actExhaust
 	}
 	return actClaim

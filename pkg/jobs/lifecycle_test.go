@@ -25,6 +25,8 @@ func inPhase(p Phase) Record {
 		r.Status, r.Attempts, r.Worker, r.Replica, r.Seq = Running, 1, "w", "r", 7
 	case PhaseCancelling:
 		r.Status, r.Attempts, r.CancelRequested, r.Seq = Running, 1, true, 7
+	case PhaseSuspended:
+		r.Status, r.Attempts, r.Suspensions, r.Waiting = Suspended, 1, 1, []string{"signal:go"}
 	case PhaseSucceeded:
 		r.Status, r.Attempts, r.Progress = Succeeded, 1, 1
 	case PhaseFailed:
@@ -35,7 +37,7 @@ func inPhase(p Phase) Record {
 	return r
 }
 
-var allPhases = []Phase{PhaseQueued, PhaseRetrying, PhaseRunning, PhaseCancelling, PhaseSucceeded, PhaseFailed, PhaseCancelled}
+var allPhases = []Phase{PhaseQueued, PhaseRetrying, PhaseRunning, PhaseCancelling, PhaseSuspended, PhaseSucceeded, PhaseFailed, PhaseCancelled}
 
 // TestLifecycle runs every event in every phase: where the table allows
 // it the record moves to the table's phase with the event's fields
@@ -44,7 +46,7 @@ var allPhases = []Phase{PhaseQueued, PhaseRetrying, PhaseRunning, PhaseCancellin
 func TestLifecycle(t *testing.T) {
 	now := time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
 	c := change{now: now, worker: "w2", replica: "r2", maxAttempts: 3, seq: 9, progress: 0.5, message: "half",
-		err: "bad", result: json.RawMessage(`"ok"`), resultSize: 4}
+		err: "bad", result: json.RawMessage(`"ok"`), resultSize: 4, waiting: []string{"job:x"}}
 	// want is the table of this file's doc comment, phase by phase: the
 	// phase each event leads to, absent where it does not apply.
 	want := map[Event]map[Phase]Phase{
@@ -57,8 +59,11 @@ func TestLifecycle(t *testing.T) {
 		EventRequestCancel: {PhaseRunning: PhaseCancelling},
 		EventCancel: {PhaseQueued: PhaseCancelled, PhaseRetrying: PhaseCancelled, PhaseRunning: PhaseCancelled,
 			PhaseCancelling: PhaseCancelled},
-		EventResume:  {PhaseRunning: PhaseQueued},
-		EventRequeue: {PhaseSucceeded: PhaseQueued, PhaseFailed: PhaseQueued, PhaseCancelled: PhaseQueued},
+		EventResume:     {PhaseRunning: PhaseQueued},
+		EventRequeue:    {PhaseSucceeded: PhaseQueued, PhaseFailed: PhaseQueued, PhaseCancelled: PhaseQueued},
+		EventSuspend:    {PhaseRunning: PhaseSuspended},
+		EventWake:       {PhaseSuspended: PhaseQueued},
+		EventWakeCancel: {PhaseSuspended: PhaseQueued, PhaseCancelling: PhaseQueued},
 	}
 	for ev := range numEvents {
 		for _, from := range allPhases {
@@ -134,6 +139,18 @@ func checkFields(t *testing.T, ev Event, before, after Record, c change) {
 	case EventResume:
 		if after.Worker != "" || after.Replica != "" || after.Attempts != before.Attempts {
 			t.Errorf("resume: %+v, want no worker and the attempts kept", after)
+		}
+	case EventSuspend:
+		if after.Suspensions != before.Suspensions+1 || !slices.Equal(after.Waiting, c.waiting) || after.Worker != "" || after.Seq != 0 {
+			t.Errorf("suspend: %+v, want one more suspension waiting for %v, no worker or message", after, c.waiting)
+		}
+	case EventWake:
+		if after.Waiting != nil || after.Attempts != before.Attempts || after.Suspensions != before.Suspensions {
+			t.Errorf("wake: %+v, want waiting nothing, the counts kept", after)
+		}
+	case EventWakeCancel:
+		if !after.CancelWorkflow || after.CancelRequested || after.Waiting != nil {
+			t.Errorf("wake-cancel: %+v, want queued to compensate", after)
 		}
 	case EventRequeue:
 		if after.Attempts != 0 || after.Requeued != before.Requeued+1 || after.Error != "" || after.Result != nil ||
@@ -220,7 +237,7 @@ func TestNames(t *testing.T) {
 	for ev := range numEvents {
 		events = append(events, ev.String())
 	}
-	if !slices.Equal(phases, []string{"queued", "retrying", "running", "cancelling", "succeeded", "failed", "cancelled"}) {
+	if !slices.Equal(phases, []string{"queued", "retrying", "running", "cancelling", "suspended", "succeeded", "failed", "cancelled"}) {
 		t.Errorf("phases = %v", phases)
 	}
 	if len(events) != len(eventNames) || slices.Contains(events, "") {

@@ -22,6 +22,9 @@ const (
 	MetricQueued       = "jetserve_jobs_queued"
 	MetricRunning      = "jetserve_jobs_running"
 	MetricOldestAge    = "jetserve_jobs_oldest_age_seconds"
+	// Workflows (labels application and method, the workflow's name).
+	MetricSuspended    = "jetserve_workflow_suspensions_total"
+	MetricStepDuration = "jetserve_workflow_step_duration_seconds"
 )
 
 // Outcomes of an attempt, the outcome label of MetricDuration.
@@ -30,9 +33,16 @@ const (
 	OutcomeFailed    = "failed"
 	OutcomeRetried   = "retried"
 	OutcomeCancelled = "cancelled"
+	// OutcomeSuspended: a workflow run's attempt that ended awaiting an
+	// event.
+	OutcomeSuspended = "suspended"
 )
 
-var outcomes = []string{OutcomeSucceeded, OutcomeFailed, OutcomeRetried, OutcomeCancelled}
+var outcomes = []string{OutcomeSucceeded, OutcomeFailed, OutcomeRetried, OutcomeCancelled, OutcomeSuspended}
+
+// StepBuckets are the buckets of the workflow step histogram, in seconds:
+// 100 µs to 10 minutes.
+var StepBuckets = []float64{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600}
 
 // DurationBuckets are the buckets of the job duration and queue-wait
 // histograms, in seconds: 10 ms to 6 hours.
@@ -43,8 +53,8 @@ var DurationBuckets = []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900
 // (RunnerConfig.Metrics); one Metrics serves every Queue and Runner of a
 // process. A nil *Metrics counts nothing.
 type Metrics struct {
-	submitted, started, succeeded, failed, retried, deadLettered *prometheus.CounterVec
-	duration, queueWait                                          *prometheus.HistogramVec
+	submitted, started, succeeded, failed, retried, deadLettered, suspended *prometheus.CounterVec
+	duration, queueWait, step                                               *prometheus.HistogramVec
 }
 
 var methodLabels = []string{"application", "method"}
@@ -71,9 +81,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time from a job's message being stored to its first attempt starting, in seconds.",
 			Buckets: DurationBuckets,
 		}, methodLabels),
+		suspended: counter(MetricSuspended, "Workflow run attempts that ended suspended, awaiting an event (no slot held)."),
+		step: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    MetricStepDuration,
+			Help:    "Run time of a journaled workflow step (its attempts and backoff included), in seconds, by kind (step, undo).",
+			Buckets: StepBuckets,
+		}, append(methodLabels[:2:2], "kind")),
 	}
 	for _, c := range []prometheus.Collector{m.submitted, m.started, m.succeeded, m.failed, m.retried,
-		m.deadLettered, m.duration, m.queueWait} {
+		m.deadLettered, m.duration, m.queueWait, m.suspended, m.step} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register job metrics: %w", err)
 		}
@@ -84,9 +100,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 // methodMetrics are one method's curried collectors; the zero value (no
 // Metrics) counts nothing.
 type methodMetrics struct {
-	submitted, started, succeeded, failed, retried, deadLettered prometheus.Counter
-	duration                                                     map[string]prometheus.Observer
-	queueWait                                                    prometheus.Observer
+	submitted, started, succeeded, failed, retried, deadLettered, suspended prometheus.Counter
+	duration                                                                map[string]prometheus.Observer
+	queueWait                                                               prometheus.Observer
+	step                                                                    prometheus.ObserverVec // curried: label kind
 }
 
 // forMethod returns app/method's collectors, creating every series at zero
@@ -104,6 +121,8 @@ func (m *Metrics) forMethod(app, method string) *methodMetrics {
 		deadLettered: m.deadLettered.WithLabelValues(app, method),
 		duration:     make(map[string]prometheus.Observer, len(outcomes)),
 		queueWait:    m.queueWait.WithLabelValues(app, method),
+		suspended:    m.suspended.WithLabelValues(app, method),
+		step:         m.step.MustCurryWith(prometheus.Labels{"application": app, "method": method}),
 	}
 	for _, o := range outcomes {
 		mm.duration[o] = m.duration.WithLabelValues(app, method, o)
@@ -120,6 +139,13 @@ func inc(c prometheus.Counter) {
 func (mm *methodMetrics) attempt(outcome string, since time.Time) {
 	if o := mm.duration[outcome]; o != nil {
 		o.Observe(time.Since(since).Seconds())
+	}
+}
+
+// stepDone observes a journaled step's run time.
+func (mm *methodMetrics) stepDone(kind string, d time.Duration) {
+	if mm.step != nil {
+		mm.step.WithLabelValues(kind).Observe(d.Seconds())
 	}
 }
 

@@ -28,8 +28,8 @@ import (
 //     runner (Runner.wake), which scans the methods highest priority first
 //     (every 4th scan lowest first, so low priorities never starve) with
 //     one short fetch at a time for its free slots: no-wait, or for the
-//     method a wake-up named a fetch that waits hintWait for a job not yet
-//     stored.
+//     method a wake-up named a fetch of one job that waits hintWait for it
+//     if it is not stored yet.
 //
 // Stopping drains the sessions (jobs already on their way are handed
 // back with Nak, never stranded until their lease runs out) and waits for
@@ -40,7 +40,7 @@ import (
 const (
 	pullExpiry    = 30 * time.Second       // a waiting request's life
 	pullHeartbeat = 5 * time.Second        // idle heartbeats of a waiting request
-	hintWait      = 50 * time.Millisecond  // a woken scan waits this long for a job not yet stored
+	hintWait      = 10 * time.Millisecond  // a woken scan waits this long for a job not yet stored
 	drainTimeout  = 10 * time.Second       // bound of a stop's hand-back
 	pullTick      = time.Second            // errors are retried, sessions pruned, scans re-run this often
 	pullRetry     = 250 * time.Millisecond // pause of a method after a failed pull
@@ -77,6 +77,7 @@ type arrival struct {
 
 // scan is the multi-method scan in progress.
 type scan struct {
+	wakes     int // puller.wakes when it started
 	order     []*pullMethod
 	cursor    int
 	batch     jetstream.MessageBatch // the fetch in flight; nil between fetches
@@ -99,6 +100,7 @@ type puller struct {
 	scan   *scan // nil when no scan runs
 	rescan bool  // a scan is due
 	hint   int   // method a wake-up named, -1 if none
+	wakes  int   // wake-ups so far: a scan keeps a hint that came after it started
 	scans  int
 }
 
@@ -142,6 +144,7 @@ func (p *puller) run(ctx context.Context, wake <-chan int, start func(delivery))
 			p.rescan = true
 		case idx := <-wake:
 			p.hint, p.rescan = idx, true
+			p.wakes++
 		case <-tick.C:
 			p.prune()
 			p.rescan = true
@@ -195,7 +198,7 @@ func (p *puller) refill(now time.Time) {
 		order = p.lowFirst
 	}
 	p.scans++
-	p.scan = &scan{order: order}
+	p.scan = &scan{order: order, wakes: p.wakes}
 	p.scanNext(now)
 }
 
@@ -280,7 +283,11 @@ func (p *puller) scanNext(now time.Time) {
 		var b jetstream.MessageBatch
 		var err error
 		if m.idx == p.hint {
-			b, err = m.cons.Fetch(free, jetstream.FetchMaxWait(hintWait))
+			// One job, waited for: the fetch ends as soon as it came, so
+			// a wake-up for another method (a workflow's job and the run
+			// awaiting it) is not held behind the wait; the rescan that
+			// follows a delivery fetches the rest without waiting.
+			b, err = m.cons.Fetch(1, jetstream.FetchMaxWait(hintWait))
 		} else {
 			b, err = m.cons.FetchNoWait(free)
 		}
@@ -291,13 +298,26 @@ func (p *puller) scanNext(now time.Time) {
 		sc.batch, sc.delivered = b, false
 		return
 	}
-	p.scan, p.hint = nil, -1
+	p.endScan()
+}
+
+// endScan ends the scan; a wake-up that came while it ran keeps its hint
+// unless a job of its method came since (its job may not have been
+// stored when the scan passed its method: the next scan waits for it).
+func (p *puller) endScan() {
+	if p.scan != nil && p.scan.wakes == p.wakes {
+		p.hint = -1
+	}
+	p.scan = nil
 }
 
 // scanned takes a job the scan's fetch delivered.
 func (p *puller) scanned(msg jetstream.Msg, start func(delivery)) {
 	sc := p.scan
 	sc.delivered = true
+	if sc.order[sc.cursor].idx == p.hint {
+		p.hint = -1 // the job it was woken for (or one of its method's) came
+	}
 	p.take(sc.order[sc.cursor], msg, start)
 }
 
@@ -315,7 +335,8 @@ func (p *puller) scanEnded(now time.Time) {
 		return
 	}
 	if sc.delivered && p.slots.Free() > 0 {
-		p.scan, p.hint, p.rescan = nil, -1, true
+		p.endScan()
+		p.rescan = true
 		return
 	}
 	sc.cursor++

@@ -97,6 +97,7 @@ type handle struct {
 	stream      jetstream.Stream
 	kv          jetstream.KeyValue
 	obj         jetstream.ObjectStore
+	wf          *wfHandle // a workflow's stream; nil for a plain method (or only opened)
 }
 
 // deadLetter is the payload of a DLQ message.
@@ -210,6 +211,10 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 	lease := m.LeaseTimeout.D()
 	retention := m.Retention.D()
 	desc := fmt.Sprintf("jetserve jobs of %s/%s (deployment %s)", app, m.Name, deployment)
+	methodJSON, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode async method: %w", err)
+	}
 	stream, err := q.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        q.names.Stream(app, m.Name),
 		Description: desc,
@@ -225,6 +230,9 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 		AllowDirect: true,
 		Storage:     jetstream.FileStorage,
 		Duplicates:  q.dedupWindow,
+		// SubmitTo (a workflow submitting a job of another deployment)
+		// reads the method's deployment and settings here.
+		Metadata: map[string]string{metaDeployment: deployment, metaMethod: string(methodJSON)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("job stream: %w", err)
@@ -265,9 +273,12 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 		Description: "jetserve dead-lettered jobs",
 		Subjects:    []string{q.names.Prefix() + ".dlq.>"},
 		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      dlqMaxAge,
-		Storage:     jetstream.FileStorage,
-		Duplicates:  2 * time.Minute,
+		// -1 as the server reports "no limit": 0 would differ from what
+		// it stores and update the stream on every Ensure.
+		MaxMsgs:    -1,
+		MaxAge:     dlqMaxAge,
+		Storage:    jetstream.FileStorage,
+		Duplicates: 2 * time.Minute,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter stream: %w", err)
@@ -275,7 +286,13 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 	q.mu.Lock()
 	q.dlq = dlq
 	q.mu.Unlock()
-	return &handle{app: app, method: m.Name, stream: stream, kv: kv, obj: obj}, nil
+	nh := &handle{app: app, method: m.Name, stream: stream, kv: kv, obj: obj}
+	if m.Workflow {
+		if nh.wf, err = q.ensureWorkflow(ctx, app, m); err != nil {
+			return nil, err
+		}
+	}
+	return nh, nil
 }
 
 // open returns the handle of a method, opening (not creating) its
@@ -412,6 +429,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 		}
 	}
 	rec = submitted(id, app, deployment, m.Name, rawArgs, m.MaxAttempts, *m.Priority, time.Now().UTC())
+	rec.Workflow = m.Workflow
 	for _, o := range opts {
 		o(&rec)
 	}
@@ -776,6 +794,13 @@ func (q *Queue) Cancel(ctx context.Context, app, method, id string) (Record, err
 				return Record{}, fmt.Errorf("publish cancel: %w", err)
 			}
 			return r, nil
+		case PhaseSuspended:
+			// The run replays once more, cancelled, to compensate.
+			if _, err := q.wake(ctx, h, id, EventWakeCancel); err != nil {
+				return Record{}, err
+			}
+			r, _, err := q.get(ctx, h, id)
+			return r, err
 		}
 		// Queued or retrying: cancelled at once. A job not claimed yet
 		// (rev 0) gets its record created CANCELLED, naming the message
@@ -795,6 +820,9 @@ func (q *Queue) Cancel(ctx context.Context, app, method, id string) (Record, err
 			q.deleteJobMsg(ctx, h, id, seq)
 		} else if m, err := h.stream.GetLastMsgForSubject(ctx, q.names.JobSubject(app, method, id)); err == nil {
 			q.deleteJobMsg(ctx, h, id, m.Sequence)
+		}
+		if err := q.notifyParent(ctx, next); err != nil {
+			q.log.Warn().Err(err).Str("request_id", id).Msg("tell the parent run its job was cancelled")
 		}
 		return next, nil
 	}

@@ -81,7 +81,7 @@ type runMethod struct {
 const ClaimAfter = 100 * time.Millisecond
 
 var (
-	errCancelRequested = errors.New("job cancelled")
+	errCancelRequested = fmt.Errorf("job %w", serve.ErrCancelled)
 	errAborted         = errors.New("runner aborted")
 	// errCancelledFirst: a cancel wrote the record before this attempt
 	// claimed the job.
@@ -126,6 +126,9 @@ func (r *Runner) open(ctx context.Context) ([]*runMethod, error) {
 		var cons jetstream.Consumer
 		if err == nil {
 			cons, err = h.stream.Consumer(ctx, Consumer)
+		}
+		if err == nil && m.Workflow && h.wf == nil {
+			err = ErrUnknownMethod // its workflow stream is ensured with it
 		}
 		if errors.Is(err, ErrUnknownMethod) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 			if h, err = r.q.ensure(ctx, r.cfg.App, r.cfg.Deployment, m); err == nil {
@@ -195,6 +198,17 @@ func (r *Runner) Run(ctx context.Context) error {
 	// stack for every job.
 	pool := workpool.New(runnerIdle)
 	defer pool.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, m := range methods {
+		if m.h.wf != nil {
+			wg.Go(func() {
+				if err := r.runWakers(ctx, m); err != nil {
+					r.log.Error().Err(err).Msg("workflow wakers stopped")
+				}
+			})
+		}
+	}
 	slots := r.cfg.Shared
 	newPuller(r.log, slots, pms).run(ctx, r.wake, func(d delivery) {
 		m := methods[d.m.idx]
@@ -290,7 +304,7 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 			return claimed{outcome: claimRun, rec: next}
 		}
 	}
-	if waiting && sub.Attempts < m.cfg.MaxAttempts {
+	if waiting && sub.spent() < m.cfg.MaxAttempts {
 		var prev uint64
 		var err error
 		if hdrRev != "" {
@@ -385,6 +399,7 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 		}
 		a.run()
 	case claimFinished:
+		r.notifyParent(ctx, c.rec, log) // again: its runner may have died before it told
 		_ = msg.Ack()
 	case claimDuplicate:
 		log.Warn().Uint64("seq", meta.Sequence.Stream).Uint64("running_seq", c.rec.Seq).Msg("drop duplicate message of a running job")
@@ -393,10 +408,12 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 		log.Warn().Msg("drop job whose record is gone (expired)")
 		_ = msg.Ack()
 	case claimCancelled:
+		r.notifyParent(ctx, c.rec, log)
 		_ = msg.Ack()
 		r.done(id, Cancelled)
 	case claimExhausted:
 		r.deadLetter(ctx, m, c.rec, log)
+		r.notifyParent(ctx, c.rec, log)
 		_ = msg.Term()
 		inc(m.met.failed)
 		r.done(id, Failed)
@@ -422,6 +439,13 @@ func (r *Runner) deadLetter(ctx context.Context, m *runMethod, rec Record, log z
 	}
 	if !ack.Duplicate {
 		inc(m.met.deadLettered)
+	}
+}
+
+// notifyParent tells a finished job's parent run (if any) how it ended.
+func (r *Runner) notifyParent(ctx context.Context, rec Record, log zerolog.Logger) {
+	if err := r.q.notifyParent(ctx, rec); err != nil {
+		log.Error().Err(err).Msg("tell the parent run")
 	}
 }
 

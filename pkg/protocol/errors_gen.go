@@ -106,6 +106,15 @@ const (
 	// submit stored nothing (the sync path's max_queued_requests answers
 	// queue_full). HTTP 429 Too Many Requests with Retry-After.
 	ErrJobQueueFull ErrorCode = "job_queue_full"
+
+	// ErrNonDeterministic: a workflow's code asks, at some position, for another
+	// step than its journal holds there (the run fails; use wf.Patched for
+	// changes). HTTP 409 Conflict.
+	ErrNonDeterministic ErrorCode = "non_deterministic"
+
+	// ErrRunFinished: a signal was sent to a workflow run that has ended. HTTP
+	// 409 Conflict.
+	ErrRunFinished ErrorCode = "run_finished"
 )
 
 // ErrorCodes lists every code, in catalogue order.
@@ -134,6 +143,8 @@ func ErrorCodes() []ErrorCode {
 		ErrRequestIDInUse,
 		ErrMethodNotAllowed,
 		ErrJobQueueFull,
+		ErrNonDeterministic,
+		ErrRunFinished,
 	}
 }
 
@@ -166,7 +177,7 @@ func (c ErrorCode) HTTPStatus() int {
 		return 414
 	case ErrHeadersTooLarge:
 		return 431
-	case ErrRequestIDInUse:
+	case ErrRequestIDInUse, ErrNonDeterministic, ErrRunFinished:
 		return 409
 	case ErrMethodNotAllowed:
 		return 405

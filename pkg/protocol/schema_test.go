@@ -16,6 +16,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/protocol/internal/errgen"
+	"github.com/jetserve/jetserve/pkg/serve"
 )
 
 var update = flag.Bool("update", false, "rewrite schemas/*.schema.json from the Go types")
@@ -25,19 +26,21 @@ var update = flag.Bool("update", false, "rewrite schemas/*.schema.json from the 
 // endpoint's body, the payload of a job message and of its KV record). schemas/ holds one JSON Schema
 // per entry, generated from the Go type; the test fails when they differ.
 var schemaTypes = map[string]any{
-	"config":         &config.ServeConfig{},
-	"worker-info":    &protocol.WorkerInfo{},
-	"handler-info":   &protocol.HandlerInfo{},
-	"assignment":     &protocol.Assignment{},
-	"replica-info":   &protocol.ReplicaInfo{},
-	"load-report":    &protocol.LoadReport{},
-	"router-stats":   &protocol.RouterStats{},
-	"graph-stats":    &protocol.GraphStats{},
-	"status":         &protocol.Status{},
-	"lease":          &protocol.Lease{},
-	"scale-decision": &protocol.ScaleDecision{},
-	"call-stats":     &protocol.CallStats{},
-	"job-record":     &jobs.Record{},
+	"config":                 &config.ServeConfig{},
+	"worker-info":            &protocol.WorkerInfo{},
+	"handler-info":           &protocol.HandlerInfo{},
+	"assignment":             &protocol.Assignment{},
+	"replica-info":           &protocol.ReplicaInfo{},
+	"load-report":            &protocol.LoadReport{},
+	"router-stats":           &protocol.RouterStats{},
+	"graph-stats":            &protocol.GraphStats{},
+	"status":                 &protocol.Status{},
+	"lease":                  &protocol.Lease{},
+	"scale-decision":         &protocol.ScaleDecision{},
+	"call-stats":             &protocol.CallStats{},
+	"job-record":             &jobs.Record{},
+	"workflow-journal-entry": &serve.JournalEntry{},
+	"workflow-inbox-event":   &serve.InboxEvent{},
 }
 
 // unitSchema describes the config's unit types as their UnmarshalJSON

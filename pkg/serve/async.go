@@ -23,6 +23,23 @@ type Job struct {
 // the submit, merged (body wins).
 type Args map[string]json.RawMessage
 
+// ArgsOf turns v (a struct or map encoding to a JSON object, or nil) into
+// Args, as a submit's JSON body becomes a job's arguments.
+func ArgsOf(v any) (Args, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode arguments: %w", err)
+	}
+	var a Args
+	if string(b) == "null" {
+		return a, nil
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("arguments must be a JSON object: %w", err)
+	}
+	return a, nil
+}
+
 // Decode unmarshals every argument into the struct v (by JSON field names).
 func (a Args) Decode(v any) error {
 	b, err := json.Marshal(a)
@@ -63,8 +80,9 @@ type JobHandler interface {
 type RegisterOption func(*registration)
 
 type registration struct {
-	ctor  Constructor
-	async []config.AsyncMethod
+	ctor      Constructor
+	async     []config.AsyncMethod
+	workflows []*WorkflowDef
 }
 
 // WithAsync declares the deployment's async methods with their SDK
@@ -139,5 +157,6 @@ func mergeAsync(base, o config.AsyncMethod) config.AsyncMethod {
 	if len(o.RequiredArgs) > 0 {
 		base.RequiredArgs = o.RequiredArgs
 	}
+	base.Workflow = base.Workflow || o.Workflow
 	return base
 }

@@ -87,7 +87,7 @@ func NewLocal(ctx context.Context, reg *Registry, app config.Application, log ze
 	}
 	for _, name := range l.names {
 		h, err := l.handler(name)
-		if err == nil && len(l.deps[name].async) > 0 {
+		if err == nil && needsJobHandler(l.deps[name].async) {
 			if _, ok := h.(JobHandler); !ok {
 				err = fmt.Errorf("deployment %s has async methods but its handler %T does not implement serve.JobHandler", name, h)
 			}

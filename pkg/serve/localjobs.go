@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,8 @@ const (
 	JobSucceeded JobStatus = "SUCCEEDED"
 	JobFailed    JobStatus = "FAILED"
 	JobCancelled JobStatus = "CANCELLED"
+	// JobSuspended: a workflow run waiting for an event (no slot held).
+	JobSuspended JobStatus = "SUSPENDED"
 )
 
 // Terminal reports whether s is final.
@@ -62,10 +65,15 @@ type JobRecord struct {
 	Error           string          `json:"error,omitempty"`
 	CancelRequested bool            `json:"cancel_requested,omitempty"`
 	Result          json.RawMessage `json:"result,omitempty"`
-	CreatedAt       time.Time       `json:"created_at"`
-	StartedAt       time.Time       `json:"started_at,omitzero"`
-	FinishedAt      time.Time       `json:"finished_at,omitzero"`
-	UpdatedAt       time.Time       `json:"updated_at"`
+	// Workflow runs: what a suspended run waits for, how often it was
+	// suspended, and the run that started it (a child's or job's parent).
+	Waiting     []string  `json:"waiting,omitempty"`
+	Suspensions int       `json:"suspensions,omitempty"`
+	Parent      string    `json:"parent,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // ErrJobNotFinished is returned by JobResult for a job still queued or
@@ -83,10 +91,13 @@ type localJobs struct {
 	mu      sync.Mutex
 	methods map[string]*localMethod // fixed at creation; their fields guarded by mu
 	closed  bool                    // guarded by mu
+
+	wf *localWorkflows
 }
 
 type localMethod struct {
 	cfg     config.AsyncMethod
+	wf      *WorkflowDef // nil: a plain async method
 	dep     string
 	jobs    map[string]*localJob // guarded by localJobs.mu
 	queue   []*localJob          // guarded by localJobs.mu: ready to start, FIFO
@@ -108,9 +119,14 @@ type localJob struct {
 func newLocalJobs(l *Local) *localJobs {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(l.ctx))
 	lj := &localJobs{l: l, ctx: ctx, cancel: cancel, methods: map[string]*localMethod{}}
+	lj.wf = newLocalWorkflows(lj)
 	for _, name := range l.names {
+		defs := map[string]*WorkflowDef{}
+		for _, d := range l.reg.Workflows(l.deps[name].cfg.Handler) {
+			defs[d.Name()] = d
+		}
 		for _, m := range l.deps[name].async {
-			lj.methods[m.Name] = &localMethod{cfg: m, dep: name, jobs: map[string]*localJob{}}
+			lj.methods[m.Name] = &localMethod{cfg: m, dep: name, jobs: map[string]*localJob{}, wf: defs[m.Name]}
 		}
 	}
 	return lj
@@ -144,7 +160,13 @@ func (lj *localJobs) job(method, id string) (*localJob, error) {
 // answers: 404 for an unknown method, 400 for a missing required argument
 // or a malformed id, 429 job_queue_full beyond max_queued (nothing stored).
 func (l *Local) SubmitJob(ctx context.Context, method, id string, args Args) (rec JobRecord, created bool, err error) {
-	lj := l.jobs
+	return l.jobs.submit(method, id, args, "")
+}
+
+// submit queues a job; parent, if not "", is the workflow run told when
+// it ends.
+func (lj *localJobs) submit(method, id string, args Args, parent string) (rec JobRecord, created bool, err error) {
+	l := lj.l
 	m, err := lj.method(method)
 	if err != nil {
 		return JobRecord{}, false, err
@@ -187,7 +209,7 @@ func (l *Local) SubmitJob(ctx context.Context, method, id string, args Args) (re
 	now := time.Now().UTC()
 	j := &localJob{m: m, args: args, done: make(chan struct{}), rec: JobRecord{
 		ID: id, App: l.app.Name, Deployment: m.dep, Method: method, Args: raw, Status: JobQueued,
-		MaxAttempts: m.cfg.MaxAttempts, Priority: *m.cfg.Priority, CreatedAt: now, UpdatedAt: now,
+		MaxAttempts: m.cfg.MaxAttempts, Priority: *m.cfg.Priority, CreatedAt: now, UpdatedAt: now, Parent: parent,
 	}}
 	m.jobs[id] = j
 	m.queue = append(m.queue, j)
@@ -243,6 +265,11 @@ func (l *Local) CancelJob(method, id string) (JobRecord, error) {
 	case j.rec.Status == JobRunning:
 		j.rec.CancelRequested, j.rec.UpdatedAt = true, time.Now().UTC()
 		j.cancel()
+	case j.rec.Status == JobSuspended:
+		// The run replays with a cancelled context: its compensations run.
+		j.rec.CancelRequested, j.rec.Status, j.rec.UpdatedAt = true, JobQueued, time.Now().UTC()
+		j.m.queue = append(j.m.queue, j)
+		lj.pumpLocked(j.m)
 	default: // queued, or waiting for its next attempt
 		if j.timer != nil {
 			j.timer.Stop()
@@ -296,7 +323,12 @@ func (lj *localJobs) startLocked(j *localJob) {
 		j.rec.StartedAt = now
 	}
 	m.running++
-	ctx, cancel := context.WithTimeout(lj.ctx, m.cfg.Timeout.D())
+	cctx, cancelCause := context.WithCancelCause(lj.ctx)
+	ctx, cancelT := context.WithTimeout(cctx, m.cfg.Timeout.D())
+	cancel := func() { cancelCause(ErrCancelled); cancelT() }
+	if j.rec.CancelRequested {
+		cancel() // a suspended workflow run cancelled: it replays to compensate
+	}
 	j.cancel = cancel
 	jc := &localJobContext{Context: ctx, lj: lj, j: j,
 		job: &Job{ID: j.rec.ID, Method: m.cfg.Name, Attempt: j.rec.Attempts, Args: j.args},
@@ -315,6 +347,9 @@ func (lj *localJobs) run(dep string, jc *localJobContext) (res any, err error) {
 			err = fmt.Errorf("job handler panicked: %v", v)
 		}
 	}()
+	if d := jc.j.m.wf; d != nil {
+		return runWorkflow(jc, lj.wf, d, jc.job, lj.wf.crashHook, lj.l.Handle)
+	}
 	h, err := lj.l.handler(dep)
 	if err != nil {
 		return nil, err
@@ -347,7 +382,24 @@ func (lj *localJobs) finish(j *localJob, res any, err error) {
 	j.rec.UpdatedAt = now
 	var se *Error
 	permanent := errors.As(err, &se) && se.Status >= 400 && se.Status < 500
+	var susp *SuspendError
 	switch {
+	case errors.As(err, &susp) && !j.rec.CancelRequested:
+		j.rec.Status, j.rec.Waiting, j.rec.Error = JobSuspended, susp.Waiting, ""
+		j.rec.Suspensions++
+		if lj.wf.newerThan(j.rec.ID, susp.InboxSeq) {
+			lj.wakeLocked(j) // an event came while the attempt ended
+		}
+	case errors.Is(err, errCrashed):
+		// The attempt's worker "died": the next attempt starts at once
+		// (the fleet redelivers after the lease).
+		if j.rec.Attempts-j.rec.Suspensions >= m.cfg.MaxAttempts {
+			j.rec.Error = "attempts exhausted: its worker stopped"
+			lj.endLocked(j, JobFailed)
+			break
+		}
+		j.rec.Status = JobQueued
+		m.queue = append(m.queue, j)
 	case err == nil:
 		j.rec.Result, j.rec.Progress, j.rec.Error, j.checkpoint = result, 1, "", nil
 		lj.endLocked(j, JobSucceeded)
@@ -355,7 +407,7 @@ func (lj *localJobs) finish(j *localJob, res any, err error) {
 		lj.endLocked(j, JobCancelled)
 	case lj.closed:
 		j.rec.Status, j.rec.Message = JobQueued, "handed back: the in-process runner closed"
-	case permanent || j.rec.Attempts >= m.cfg.MaxAttempts:
+	case permanent || j.rec.Attempts-j.rec.Suspensions >= m.cfg.MaxAttempts:
 		j.rec.Error = err.Error()
 		lj.endLocked(j, JobFailed)
 	default:
@@ -381,7 +433,55 @@ func (lj *localJobs) finish(j *localJob, res any, err error) {
 func (lj *localJobs) endLocked(j *localJob, s JobStatus) {
 	now := time.Now().UTC()
 	j.rec.Status, j.rec.Retrying, j.rec.FinishedAt, j.rec.UpdatedAt = s, false, now, now
+	j.rec.Waiting = nil
 	close(j.done)
+	if j.rec.Parent != "" {
+		ev := InboxEvent{Key: JobEventKey(j.rec.ID), Result: j.rec.Result}
+		switch s {
+		case JobFailed:
+			ev.Error, ev.Code = j.rec.Error, protocol.ErrHandler
+		case JobCancelled:
+			ev.Error, ev.Code = "job "+j.rec.ID+" was cancelled", protocol.ErrCancelled
+		}
+		_, run, ok := strings.Cut(j.rec.Parent, "/")
+		if !ok {
+			run = j.rec.Parent
+		}
+		lj.postLocked(run, ev, "")
+	}
+}
+
+// wakeLocked queues a suspended run again.
+func (lj *localJobs) wakeLocked(j *localJob) {
+	if j.rec.Status != JobSuspended || lj.closed {
+		return
+	}
+	j.rec.Status, j.rec.Waiting, j.rec.UpdatedAt = JobQueued, nil, time.Now().UTC()
+	j.m.queue = append(j.m.queue, j)
+	lj.pumpLocked(j.m)
+}
+
+// postLocked adds ev to run's inbox (dedup: a repeated non-empty key adds
+// nothing) and wakes the run if it is suspended.
+func (lj *localJobs) postLocked(run string, ev InboxEvent, dedup string) bool {
+	if !lj.wf.post(run, ev, dedup) {
+		return false
+	}
+	for _, m := range lj.methods {
+		if j := m.jobs[run]; j != nil && m.wf != nil {
+			lj.wakeLocked(j)
+		}
+	}
+	return true
+}
+
+func needsJobHandler(ms []config.AsyncMethod) bool {
+	for _, m := range ms {
+		if !m.Workflow {
+			return true
+		}
+	}
+	return false
 }
 
 func jobBackoff(m config.AsyncMethod, attempt int) time.Duration {
@@ -406,6 +506,7 @@ func (lj *localJobs) close(ctx context.Context) error {
 		m.queue = nil
 	}
 	lj.mu.Unlock()
+	lj.wf.close()
 	lj.cancel()
 	idle := make(chan struct{})
 	go func() {

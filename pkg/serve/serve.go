@@ -252,15 +252,16 @@ type Constructor func(ctx context.Context, init Init) (Handler, error)
 // It is filled before the worker starts and read-only afterwards; Register
 // and Lookup are safe for concurrent use.
 type Registry struct {
-	mu    sync.RWMutex
-	ctors map[string]Constructor          // guarded by mu
-	async map[string][]config.AsyncMethod // guarded by mu: handler → its async methods
-	apps  []App                           // guarded by mu: declared applications (app.go)
+	mu        sync.RWMutex
+	ctors     map[string]Constructor          // guarded by mu
+	async     map[string][]config.AsyncMethod // guarded by mu: handler → its async methods
+	workflows map[string][]*WorkflowDef       // guarded by mu: handler → its workflows
+	apps      []App                           // guarded by mu: declared applications (app.go)
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{ctors: map[string]Constructor{}, async: map[string][]config.AsyncMethod{}}
+	return &Registry{ctors: map[string]Constructor{}, async: map[string][]config.AsyncMethod{}, workflows: map[string][]*WorkflowDef{}}
 }
 
 // Register adds a constructor under name; registering a name twice is an
@@ -281,6 +282,9 @@ func (r *Registry) Register(name string, ctor Constructor, opts ...RegisterOptio
 	r.ctors[name] = ctor
 	if len(reg.async) > 0 {
 		r.async[name] = reg.async
+	}
+	if len(reg.workflows) > 0 {
+		r.workflows[name] = reg.workflows
 	}
 	return nil
 }

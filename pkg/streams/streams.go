@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/backoff"
@@ -84,7 +85,24 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 		have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
 		have.Duplicates == want.Duplicates && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
 		have.DiscardNewPerSubject == want.DiscardNewPerSubject && have.AllowDirect == want.AllowDirect &&
-		have.Retention == want.Retention && have.Discard == want.Discard
+		have.Retention == want.Retention && have.Discard == want.Discard &&
+		have.AllowMsgSchedules == want.AllowMsgSchedules && sameMetadata(have.Metadata, want.Metadata)
+}
+
+// sameMetadata compares the metadata jetserve sets (keys "jetserve.*");
+// the server adds its own.
+func sameMetadata(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok && strings.HasPrefix(k, "jetserve.") {
+			return false
+		}
+	}
+	return true
 }
 
 // KeyValue creates cfg's bucket with replicas, or adopts the existing one

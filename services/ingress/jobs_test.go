@@ -14,8 +14,10 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // jobsFleet is an ingress on a real embedded JetStream with the app "ml"
@@ -278,5 +280,101 @@ func TestJobSubmitWhileTheStreamCannotAnswer(t *testing.T) {
 	code, h, body := f.do(t, "POST", "/ml/fit?job=u2&epochs=1", "")
 	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(body, `"unavailable"`) || !strings.Contains(body, "fit") {
 		t.Errorf("submit without a stream = %d %v %s, want 503 unavailable naming fit, with Retry-After", code, h, body)
+	}
+}
+
+// TestWorkflowEndpoints: a workflow (an async method of kind workflow,
+// run here by a real jobs.Runner) is started, signalled and inspected
+// through the ingress; signal and history exist for workflows only, and
+// bad signals get clear errors.
+func TestWorkflowEndpoints(t *testing.T) {
+	f := startJobsFleet(t)
+	info, _ := json.Marshal(protocol.HandlerInfo{Handler: "trainer", Worker: "w1",
+		Async: []config.AsyncMethod{{Name: "fit", MaxRunning: 7}, {Name: "approve", Workflow: true}}})
+	kv, err := f.js.KeyValue(context.Background(), f.names.BucketHandlers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), protocol.HandlerKey("trainer"), info); err != nil {
+		t.Fatal(err)
+	}
+	approve := serve.NewWorkflow("approve", func(wf serve.Workflow, in struct{ Amount int }) (string, error) {
+		if err := wf.Step("check", func(serve.StepContext) (any, error) { return in.Amount < 100, nil }).Err(); err != nil {
+			return "", err
+		}
+		var ok struct{ By string }
+		if err := wf.Await("ok", &ok); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d approved by %s", in.Amount, ok.By), nil
+	})
+	r := jobs.NewRunner(f.nc, f.js, f.names, jobs.RunnerConfig{App: "ml", Deployment: "Trainer", Worker: "w1", Replica: "r1", Slots: 4,
+		Methods: []config.AsyncMethod{{Name: "approve", Workflow: true}}, Handler: serve.WorkflowJobs(nil, []*serve.WorkflowDef{approve}),
+		Log: zerolog.Nop()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); r.Abort(); <-done })
+
+	var code int
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if code, _, body = f.do(t, "POST", "/ml/approve?request_id=w1", `{"Amount":42}`); code == 202 || code == 200 {
+			break // the ingress saw the workflow in the Handlers bucket
+		}
+	}
+	if code != 202 {
+		t.Fatalf("POST /ml/approve = %d %s, want 202", code, body)
+	}
+	var rec jobs.Record
+	for deadline := time.Now().Add(10 * time.Second); rec.Status != jobs.Suspended && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		_, _, body = f.do(t, "GET", "/ml/approve/status?request_id=w1", "")
+		rec = decode[jobs.Record](t, body)
+	}
+	if rec.Status != jobs.Suspended || len(rec.Waiting) != 1 || rec.Waiting[0] != "signal:ok" {
+		t.Fatalf("status = %s, want SUSPENDED waiting for signal:ok", body)
+	}
+	for _, tc := range []struct {
+		name, path, body string
+		code             int
+		errCode          protocol.ErrorCode
+	}{
+		{"no signal name", "/ml/approve/signal?request_id=w1", `{}`, 400, protocol.ErrBadRequest},
+		{"payload not JSON", "/ml/approve/signal?request_id=w1&name=ok", `{by`, 400, protocol.ErrBadRequest},
+		{"unknown run", "/ml/approve/signal?request_id=nope&name=ok", `{}`, 404, protocol.ErrNotFound},
+	} {
+		if code, h, body := f.do(t, "POST", tc.path, tc.body); code != tc.code || h.Get("X-Jetserve-Error") != string(tc.errCode) {
+			t.Errorf("%s: POST %s = %d %s, want %d %s", tc.name, tc.path, code, body, tc.code, tc.errCode)
+		}
+	}
+	if code, _, body := f.do(t, "GET", "/ml/approve/signal?request_id=w1&name=ok", ""); code != 405 {
+		t.Errorf("GET signal = %d %s, want 405", code, body)
+	}
+	code, _, body = f.do(t, "POST", "/ml/approve/signal?request_id=w1&name=ok&key=k1", `{"By":"ann"}`)
+	if code != 202 || !strings.Contains(body, `"sent":true`) {
+		t.Fatalf("POST signal = %d %s, want 202 sent", code, body)
+	}
+	if code, _, body := f.do(t, "POST", "/ml/approve/signal?request_id=w1&name=ok&key=k1", `{"By":"bob"}`); code != 202 || !strings.Contains(body, `"sent":false`) {
+		t.Errorf("POST signal again = %d %s, want 202 not sent", code, body)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if code, _, body = f.do(t, "GET", "/ml/approve/result?request_id=w1", ""); code != 202 {
+			break
+		}
+	}
+	if code != 200 || body != `"42 approved by ann"` {
+		t.Fatalf("GET result = %d %s, want 200 \"42 approved by ann\"", code, body)
+	}
+	code, _, body = f.do(t, "GET", "/ml/approve/history?request_id=w1", "")
+	hist := decode[struct {
+		Status  jobs.Status          `json:"status"`
+		Entries []serve.JournalEntry `json:"entries"`
+	}](t, body)
+	if code != 200 || hist.Status != jobs.Succeeded || len(hist.Entries) < 2 || hist.Entries[0].Name != "check" ||
+		hist.Entries[len(hist.Entries)-1].Kind != serve.KindSignal {
+		t.Errorf("GET history = %d %s, want the check step and the signal", code, body)
+	}
+	if code, h, body := f.do(t, "POST", "/ml/approve/signal?request_id=w1&name=ok&key=k2", `{}`); code != 409 || h.Get("X-Jetserve-Error") != string(protocol.ErrRunFinished) {
+		t.Errorf("signal to a finished run = %d %s, want 409 run_finished", code, body)
 	}
 }

@@ -583,11 +583,12 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 	} else {
 		p.Ctor, _ = w.reg.Lookup(s.Handler) // nil: the replica reports it in its record
 		p.Jobs = &replica.JobsParams{
-			JS:       w.js,
-			Names:    jobs.Names{Names: w.names},
-			SDK:      w.reg.AsyncMethods(s.Handler),
-			Replicas: w.natsReplicas,
-			Metrics:  w.jobMetrics,
+			JS:        w.js,
+			Names:     jobs.Names{Names: w.names},
+			SDK:       w.reg.AsyncMethods(s.Handler),
+			Workflows: w.reg.Workflows(s.Handler),
+			Replicas:  w.natsReplicas,
+			Metrics:   w.jobMetrics,
 		}
 	}
 	r := replica.Start(p)

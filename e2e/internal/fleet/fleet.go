@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -222,6 +223,44 @@ func StartNATS(tb testing.TB, bins *Binaries) *NATS {
 		return nil
 	})
 	return n
+}
+
+// RestartNATS kills the standalone nats-server (kill -9: nothing is
+// flushed beyond what JetStream synced) and starts it again on the same
+// client port with the same store; the services reconnect on their own.
+func (f *Fleet) RestartNATS() {
+	f.tb.Helper()
+	n := f.NATS
+	if n == nil {
+		f.tb.Fatal("e2e: RestartNATS: no standalone nats-server (a cluster runs)")
+	}
+	old := n.Proc
+	f.Kill(old)
+	u, err := url.Parse(n.URL)
+	if err != nil {
+		f.tb.Fatalf("e2e: nats url %q: %v", n.URL, err)
+	}
+	portsDir := f.tb.TempDir()
+	p := StartProc(f.tb, "nats-server", f.bins.Path(f.tb, NATSServer), []string{
+		"-js", "-sd", n.StoreDir, "-a", "127.0.0.1", "-p", u.Port(), "-m", "-1", "--ports_file_dir", portsDir, "-n", "e2e",
+	}, nil)
+	_, mon := natsPorts(f.tb, p, portsDir)
+	f.mu.Lock()
+	n.Proc, n.MonitorURL = p, mon
+	delete(f.stopped, old)
+	f.mu.Unlock()
+	Eventually(f.tb, StartTimeout, "nats-server healthy after its restart", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		r, err := Do(ctx, http.MethodGet, mon+"/healthz?js-enabled-only=true", nil, nil)
+		if err != nil {
+			return err
+		}
+		if r.Status != http.StatusOK {
+			return fmt.Errorf("monitor /healthz: %v", r)
+		}
+		return nil
+	})
 }
 
 // NATSURL is what the services get as nats.url: the one server's URL,

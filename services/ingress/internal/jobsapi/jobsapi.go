@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +60,8 @@ type Queue interface {
 	Result(ctx context.Context, app, method, id string) (json.RawMessage, jobs.Record, error)
 	Cancel(ctx context.Context, app, method, id string) (jobs.Record, error)
 	List(ctx context.Context, app, method string, filter jobs.Status, limit int, cursor string, opts ...jobs.ListOption) ([]jobs.Record, string, error)
+	Signal(ctx context.Context, app, wf, run, name, key string, payload json.RawMessage) (bool, error)
+	History(ctx context.Context, app, wf, run string) ([]serve.JournalEntry, error)
 }
 
 // Caller is who asks: a job belongs to the principal that submitted it,
@@ -92,7 +95,8 @@ func New(q Queue, table func() *fleetstate.AsyncTable, log zerolog.Logger) *API 
 
 // Match reports whether rest (the path below an application's route
 // prefix) names one of app's async methods, and which operation: "" for a
-// submit, or cancel, status, result, list.
+// submit, or cancel, status, result, list — and for a workflow signal and
+// history.
 func (a *API) Match(app, rest string) (fleetstate.AsyncMethod, string, bool) {
 	seg := strings.Split(strings.Trim(rest, "/"), "/")
 	if len(seg) == 0 || len(seg) > 2 || seg[0] == "" {
@@ -105,22 +109,28 @@ func (a *API) Match(app, rest string) (fleetstate.AsyncMethod, string, bool) {
 	if len(seg) == 1 {
 		return m, "", true
 	}
-	if _, ok := OpMethod(seg[1]); ok && seg[1] != "" {
-		return m, seg[1], true
+	if _, ok := OpMethod(seg[1]); !ok || seg[1] == "" {
+		return fleetstate.AsyncMethod{}, "", false
 	}
-	return fleetstate.AsyncMethod{}, "", false
+	if slices.Contains(WorkflowOps(), seg[1]) && !m.Config.Workflow {
+		return fleetstate.AsyncMethod{}, "", false
+	}
+	return m, seg[1], true
 }
 
 // Ops lists the operations below a method's path ({prefix}/{method}/{op}).
 func Ops() []string { return []string{"cancel", "status", "result", "list"} }
 
+// WorkflowOps lists the operations only a workflow method has.
+func WorkflowOps() []string { return []string{"signal", "history"} }
+
 // OpMethod is the HTTP method of an operation ("" is the submit); ok is
 // false for an unknown one.
 func OpMethod(op string) (method string, ok bool) {
 	switch op {
-	case "", "cancel":
+	case "", "cancel", "signal":
 		return http.MethodPost, true
-	case "status", "result", "list":
+	case "status", "result", "list", "history":
 		return http.MethodGet, true
 	}
 	return "", false
@@ -163,6 +173,15 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMe
 	switch op {
 	case "status":
 		return writeJSON(w, http.StatusOK, rec)
+	case "signal":
+		return a.signal(w, r, m, id, body, rid)
+	case "history":
+		h, err := a.q.History(ctx, m.App, m.Config.Name, id)
+		if err != nil {
+			return a.fail(w, err, m, id, rid)
+		}
+		return writeJSON(w, http.StatusOK, historyBody{RequestID: id, Status: rec.Status, Waiting: rec.Waiting,
+			Suspensions: rec.Suspensions, Entries: h})
 	case "cancel":
 		rec, err := a.q.Cancel(ctx, m.App, m.Config.Name, id)
 		if err != nil {
@@ -187,6 +206,51 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMe
 		return writeTerminal(w, protocol.ErrCancelled, "job "+id+" was CANCELLED", rec)
 	}
 	return a.fail(w, err, m, id, rid)
+}
+
+// historyBody is the history endpoint's answer: the run's journal, each
+// entry with its kind, name, input size, result or error, attempts and
+// timings (schemas/workflow-journal-entry.schema.json).
+type historyBody struct {
+	RequestID   string               `json:"request_id"`
+	Status      jobs.Status          `json:"status"`
+	Waiting     []string             `json:"waiting,omitempty"`
+	Suspensions int                  `json:"suspensions,omitempty"`
+	Entries     []serve.JournalEntry `json:"entries"`
+}
+
+// signalBody is the signal endpoint's answer.
+type signalBody struct {
+	RequestID string `json:"request_id"`
+	Signal    string `json:"signal"`
+	// Sent is false when the idempotency key was seen before: nothing was
+	// sent again.
+	Sent bool `json:"sent"`
+}
+
+// signal sends the signal ?name= with the body (any JSON, or empty) as
+// its payload; ?key= is its idempotency key.
+func (a *API) signal(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMethod, id string, body []byte, rid string) protocol.ErrorCode {
+	q := r.URL.Query()
+	name, key := q.Get("name"), q.Get("key")
+	if name == "" {
+		return writeError(w, protocol.ErrBadRequest, "name (the signal's) is required", rid)
+	}
+	var payload json.RawMessage
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if !json.Valid(body) {
+			return writeError(w, protocol.ErrBadRequest, "malformed JSON body: the signal's payload must be JSON", rid)
+		}
+		payload = body
+	}
+	if len(key) > MaxIDLen {
+		return writeError(w, protocol.ErrBadRequest, fmt.Sprintf("key: at most %d characters", MaxIDLen), rid)
+	}
+	sent, err := a.q.Signal(r.Context(), m.App, m.Config.Name, id, name, key, payload)
+	if err != nil {
+		return a.fail(w, err, m, id, rid)
+	}
+	return writeJSON(w, http.StatusAccepted, signalBody{RequestID: id, Signal: name, Sent: sent})
 }
 
 // terminalBody is the result endpoint's answer for a failed or cancelled

@@ -468,52 +468,76 @@ func TestFollowsAcrossServerRestart(t *testing.T) {
 	}
 }
 
-// TestExpiredRecordsForgotten: a method's records past its retention (the
-// bucket's TTL removes them without a marker) are neither counted nor
-// kept in the follower's copy.
-func TestExpiredRecordsForgotten(t *testing.T) {
+// follow puts recs in m's records bucket and follows it until the test
+// ends; it returns once the follower holds them all.
+func follow(t *testing.T, m *method, recs []jobs.Record) {
+	t.Helper()
 	tf := natstest.NewFleet(t)
 	nc, js, names := tf.NC, tf.JS, jobs.Names{Names: tf.Names}
-	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: names.Records("shop", "train")})
+	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: names.Records(m.app, m.name)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	for id, at := range map[string]time.Time{"old": now.Add(-2 * time.Hour), "new": now.Add(-time.Minute)} {
-		b, _ := json.Marshal(jobs.Record{ID: id, Status: jobs.Succeeded, UpdatedAt: at})
-		if _, err := kv.Put(context.Background(), id, b); err != nil {
+	for _, r := range recs {
+		b, _ := json.Marshal(r)
+		if _, err := kv.Put(context.Background(), r.ID, b); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m := &method{app: "shop", name: "train", retention: time.Hour}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.followRecords(ctx, nc, js, names, zerolog.Nop()) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("followRecords = %v, want nil", err)
 		}
-	}()
+	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		m.watchMu.Lock()
 		f := m.recs
 		m.watchMu.Unlock()
-		if f != nil && len(f.Snapshot()) == 2 {
-			break
+		if f != nil && len(f.Snapshot()) == len(recs) {
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the records were never followed")
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval
 	}
+}
+
+// TestExpiredRecordsForgotten: a method's records past its retention (the
+// bucket's TTL removes them without a marker) are neither counted nor
+// kept in the follower's copy.
+func TestExpiredRecordsForgotten(t *testing.T) {
+	now := time.Now()
+	m := &method{app: "shop", name: "train", retention: time.Hour}
+	follow(t, m, []jobs.Record{{ID: "old", Status: jobs.Succeeded, UpdatedAt: now.Add(-2 * time.Hour)},
+		{ID: "new", Status: jobs.Succeeded, UpdatedAt: now.Add(-time.Minute)}})
 	sum := m.summary(now)
 	if sum.Succeeded != 1 || len(sum.Recent) != 1 || sum.Recent[0].ID != "new" {
 		t.Errorf("summary = %+v, want only the record within the retention", sum)
 	}
 	if _, ok := m.recs.Get("old"); ok {
 		t.Error("the expired record is still in the follower's copy")
+	}
+}
+
+// TestWorkflowSummary: a workflow's card counts its suspended runs and
+// shows what each awaits.
+func TestWorkflowSummary(t *testing.T) {
+	now := time.Now()
+	m := &method{app: "trips", name: "book", retention: time.Hour, workflow: true}
+	follow(t, m, []jobs.Record{
+		{ID: "a", Status: jobs.Suspended, Waiting: []string{"signal:confirm"}, UpdatedAt: now.Add(-time.Second)},
+		{ID: "b", Status: jobs.Suspended, Waiting: []string{"job:b-3"}, UpdatedAt: now.Add(-2 * time.Second)},
+		{ID: "c", Status: jobs.Succeeded, UpdatedAt: now.Add(-3 * time.Second)}})
+	sum := m.summary(now)
+	if !sum.Workflow || sum.Suspended != 2 || sum.Succeeded != 1 || len(sum.Recent) != 3 ||
+		len(sum.Recent[0].Waiting) != 1 || sum.Recent[0].Waiting[0] != "signal:confirm" {
+		t.Errorf("summary = %+v, want a workflow with 2 suspended runs (a awaiting signal:confirm) and 1 succeeded", sum)
 	}
 }
 

@@ -19,18 +19,20 @@ import (
 // JobSummary is one job in a snapshot (a record without its arguments and
 // result).
 type JobSummary struct {
-	ID         string      `json:"request_id"`
-	Status     jobs.Status `json:"status"`
-	Retrying   bool        `json:"retrying,omitempty"`
-	Attempts   int         `json:"attempts"`
-	Progress   float64     `json:"progress"`
-	Message    string      `json:"message,omitempty"`
-	Error      string      `json:"error,omitempty"`
-	Replica    string      `json:"replica,omitempty"`
-	CreatedAt  time.Time   `json:"created_at"`
-	StartedAt  time.Time   `json:"started_at,omitzero"`
-	FinishedAt time.Time   `json:"finished_at,omitzero"`
-	UpdatedAt  time.Time   `json:"updated_at"`
+	ID       string      `json:"request_id"`
+	Status   jobs.Status `json:"status"`
+	Retrying bool        `json:"retrying,omitempty"`
+	Attempts int         `json:"attempts"`
+	Progress float64     `json:"progress"`
+	Message  string      `json:"message,omitempty"`
+	Error    string      `json:"error,omitempty"`
+	Replica  string      `json:"replica,omitempty"`
+	// Waiting is what a suspended workflow run awaits.
+	Waiting    []string  `json:"waiting,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // MethodJobs is one async method's jobs in a snapshot.
@@ -50,6 +52,10 @@ type MethodJobs struct {
 	Succeeded int `json:"succeeded"`
 	Failed    int `json:"failed"`
 	Cancelled int `json:"cancelled"`
+	// Workflow marks a durable workflow; Suspended counts its runs
+	// waiting for an event (records SUSPENDED: no slot, no message).
+	Workflow  bool `json:"workflow,omitempty"`
+	Suspended int  `json:"suspended"`
 	// Recent are the most recently updated jobs, newest first.
 	Recent []JobSummary `json:"recent"`
 	// PolledAt is when Queued…DeadLettered were read; Error says why the
@@ -67,6 +73,7 @@ const recentJobs = 8
 type method struct {
 	app, dep, name string
 	retention      time.Duration
+	workflow       bool
 
 	stop    context.CancelFunc // ends the records follower; nil when none runs
 	watchMu sync.Mutex
@@ -87,7 +94,7 @@ func effectiveMethods(t *fleetstate.AsyncTable) map[string]*method {
 	out := map[string]*method{}
 	for _, m := range t.Methods() {
 		out[methodKey(m.App, m.Config.Name)] = &method{app: m.App, dep: m.Deployment, name: m.Config.Name,
-			retention: m.Config.Retention.D()}
+			retention: m.Config.Retention.D(), workflow: m.Config.Workflow}
 	}
 	return out
 }
@@ -114,7 +121,7 @@ func decodeJob(_ string, data []byte) (JobSummary, error) {
 		return JobSummary{}, err
 	}
 	return JobSummary{ID: r.ID, Status: r.Status, Retrying: r.Retrying, Attempts: r.Attempts,
-		Progress: r.Progress, Message: r.Message, Error: r.Error, Replica: r.Replica,
+		Progress: r.Progress, Message: r.Message, Error: r.Error, Replica: r.Replica, Waiting: r.Waiting,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}, nil
 }
 
@@ -144,7 +151,7 @@ func (m *method) records(now time.Time) map[string]JobSummary {
 
 // summary is the method's part of a snapshot.
 func (m *method) summary(now time.Time) MethodJobs {
-	out := MethodJobs{App: m.app, Deployment: m.dep, Method: m.name, Queued: m.backlog.Queued,
+	out := MethodJobs{App: m.app, Deployment: m.dep, Method: m.name, Workflow: m.workflow, Queued: m.backlog.Queued,
 		Running: m.backlog.Running, DeadLettered: m.backlog.DeadLettered, PolledAt: m.polledAt, Error: m.pollErr}
 	if !m.backlog.Oldest.IsZero() {
 		out.OldestAgeSeconds = max(now.Sub(m.backlog.Oldest), 0).Seconds()
@@ -159,6 +166,8 @@ func (m *method) summary(now time.Time) MethodJobs {
 			out.Failed++
 		case jobs.Cancelled:
 			out.Cancelled++
+		case jobs.Suspended:
+			out.Suspended++
 		}
 		all = append(all, r)
 	}

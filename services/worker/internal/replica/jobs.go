@@ -28,10 +28,23 @@ type JobsParams struct {
 	// SDK are the async methods the handler registered, with their SDK
 	// defaults (none, and none in the spec: no runner).
 	SDK []config.AsyncMethod
+	// Workflows are the workflows the handler registered (WithWorkflows):
+	// their runs are jobs the SDK runs, journaled in JetStream.
+	Workflows []*serve.WorkflowDef
 	// Replicas of the job streams and buckets the runner ensures.
 	Replicas int
 	// Metrics, if not nil, counts the runner's attempts and outcomes.
 	Metrics *jobs.Metrics
+}
+
+// needsJobHandler reports whether some method is not a workflow.
+func needsJobHandler(ms []config.AsyncMethod) bool {
+	for _, m := range ms {
+		if !m.Workflow {
+			return true
+		}
+	}
+	return false
 }
 
 // jobRun is one of a replica's jobs.Runners (or the attempt to start
@@ -91,8 +104,11 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler) {
 		if len(methods) == 0 {
 			return
 		}
-		jh, ok := h.(serve.JobHandler)
-		if !ok {
+		jh := serve.WorkflowJobs(h, r.p.Jobs.Workflows, serve.Handles(r.p.Caller, s.App))
+		if _, plain := h.(serve.JobHandler); !plain && needsJobHandler(methods) {
+			jh = nil
+		}
+		if jh == nil {
 			r.log.Error().Msg("the deployment has async methods but its handler does not implement serve.JobHandler: no jobs run here")
 			return
 		}

@@ -153,9 +153,11 @@ function renderJobs(snap) {
   for (const m of snap.jobs) {
     const card = el("div", { class: "card method", "data-method": m.app + "/" + m.method },
       el("div", { class: "card-head" }, el("h3", {}, `${m.app}/${m.method}`),
+        m.workflow ? el("span", { class: "badge" }, "workflow") : null,
         el("span", { class: "msg" }, "deployment " + m.deployment),
         m.error ? el("span", { class: "badge s-FAILED" }, "poll failed: " + m.error) : null),
       el("div", { class: "tiles" }, tile("queued", m.queued), tile("running", m.running),
+        m.workflow ? tile("suspended", m.suspended) : null,
         tile("succeeded", m.succeeded), tile("failed", m.failed, m.failed > 0),
         tile("dead-lettered", m.dead_lettered, m.dead_lettered > 0), tile("cancelled", m.cancelled),
         tile("oldest queued", age(m.oldest_age_seconds))));
@@ -167,7 +169,7 @@ function renderJobs(snap) {
         el("td", {}, el("div", { class: "progress", title: fmt(100 * j.progress, 0) + "%" },
           el("div", { style: `width:${Math.round(100 * j.progress)}%` })), " ", fmt(100 * j.progress, 0) + "%"),
         el("td", { class: "num" }, j.attempts),
-        el("td", { class: "msg" }, j.error || j.message || ""),
+        el("td", { class: "msg" }, j.error || j.message || (j.waiting ? "waiting for " + j.waiting.join(", ") : "")),
         el("td", {}, j.replica || "–"),
         el("td", {}, ago(j.updated_at, now))));
     }
