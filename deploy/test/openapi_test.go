@@ -170,9 +170,6 @@ func truncate(b []byte) string {
 // content type, headers and body of each answer against the document; it
 // fails on an operation of the document it did not drive.
 func TestOpenAPIEveryEndpoint(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the whole fleet")
-	}
 	doc := openAPIDoc(t)
 	f := startFleet(t, "testdata/openapi-fleet.yaml")
 	c := &apiChecker{t: t, doc: doc, f: f, covered: map[string]bool{},
@@ -241,7 +238,7 @@ func TestOpenAPIEveryEndpoint(t *testing.T) {
 		{method: "POST", target: "/echo/x?fail=1", op: "/{route_prefix}/{path}", body: "hi", want: 500},
 		{method: "GET", target: "/echo/x?fail=1", op: "/{route_prefix}/{path}", want: 500},
 		{method: "POST", target: "/echo/x?delay_ms=3000", op: "/{route_prefix}/{path}", body: "slow", want: 504},
-		{method: "POST", target: "/echo/x", op: "/{route_prefix}/{path}", body: strings.Repeat("x", 4<<20+1), want: 413},
+		{method: "POST", target: "/echo/x", op: "/{route_prefix}/{path}", body: strings.Repeat("x", 64<<20+1), want: 413},
 		// Applications: the job API.
 		{method: "POST", target: "/text/train?request_id=o1&num_epochs=1", op: "/{route_prefix}/{path}", want: 202},
 		{method: "POST", target: "/text/train?request_id=o1&num_epochs=1", op: "/{route_prefix}/{path}", want: 200},
@@ -280,6 +277,20 @@ func TestOpenAPIEveryEndpoint(t *testing.T) {
 	})
 	c.check(apiCall{method: "GET", target: "/text/train/result?request_id=o2", op: "/{route_prefix}/{method}/result", want: 409})
 	c.check(apiCall{method: "GET", target: "/text/train/result?request_id=o1", op: "/{route_prefix}/{method}/result", want: 200})
+	// Workflows (the Trainer's retrain pipeline): history and signal.
+	c.check(apiCall{method: "POST", target: "/text/retrain?request_id=wo1", op: "/{route_prefix}/{path}", body: `{"num_epochs":1,"min_heldout":0.01}`, want: 202})
+	f.waitFor(t, 60*time.Second, "workflow wo1 SUCCEEDED", func() error {
+		b, err := f.do(http.MethodGet, f.ingress+"/text/retrain/status?request_id=wo1", "", nil)
+		if err == nil && !strings.Contains(b, `"SUCCEEDED"`) {
+			err = errors.New(b)
+		}
+		return err
+	})
+	c.check(apiCall{method: "GET", target: "/text/retrain/history?request_id=wo1", op: "/{route_prefix}/{method}/history", want: 200})
+	c.check(apiCall{method: "GET", target: "/text/retrain/history?request_id=nope", op: "/{route_prefix}/{method}/history", want: 404})
+	c.check(apiCall{method: "POST", target: "/text/retrain/signal?request_id=wo1", op: "/{route_prefix}/{method}/signal", want: 400})
+	c.check(apiCall{method: "POST", target: "/text/retrain/signal?request_id=nope&name=go", op: "/{route_prefix}/{method}/signal", want: 404})
+	c.check(apiCall{method: "POST", target: "/text/retrain/signal?request_id=wo1&name=go", op: "/{route_prefix}/{method}/signal", want: 409})
 	// Last: deleting every application.
 	c.check(apiCall{admin: true, method: "DELETE", target: "/api/serve/applications", op: "/api/serve/applications", want: 200})
 

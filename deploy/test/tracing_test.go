@@ -126,9 +126,6 @@ func chainOf(spans []span, parentID string) ([]span, error) {
 // id; and a job submitted with a traceparent runs in that trace, as the
 // child of the ingress's span.
 func TestTraceFollowsARequest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the whole fleet")
-	}
 	rcv := &otlpReceiver{}
 	srv := httptest.NewServer(rcv)
 	t.Cleanup(srv.Close)

@@ -61,7 +61,7 @@ func TestEveryRouteIsDocumented(t *testing.T) {
 	want(oip.ServerReady.Method(), "/v2/health/ready", "OIP")
 	want(http.MethodPost, "/{route_prefix}/{path}", "sync requests and job submits")
 	want(http.MethodGet, "/{route_prefix}/{path}", "sync requests")
-	for _, op := range jobsapi.Ops() {
+	for _, op := range append(jobsapi.Ops(), jobsapi.WorkflowOps()...) {
 		m, _ := jobsapi.OpMethod(op)
 		want(m, "/{route_prefix}/{method}/"+op, "the job API")
 	}
