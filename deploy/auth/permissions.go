@@ -81,7 +81,10 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		s := kvStream(bucket)
 		p.allowPub("$JS.API.STREAM.INFO."+s, "$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>",
 			"$JS.API.STREAM.MSG.GET."+s, "$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
-			"$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.CONSUMER.INFO."+s+".*")
+			"$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.CONSUMER.INFO."+s+".*",
+			// kvfollow's watches pull (their consumers' heartbeats
+			// tell a lost consumer in a second).
+			"$JS.API.CONSUMER.MSG.NEXT."+s+".*")
 	}
 	// ensure: every service creates or adopts the fleet buckets at start
 	// (whichever starts first creates them).
@@ -158,7 +161,10 @@ func Permissions(names protocol.Names, role string) (jwt.Permissions, error) {
 		// The dashboard: each method's backlog and records.
 		p.allowPub("$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.CREATE.>",
 			"$JS.API.CONSUMER.DELETE.>", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*")
-		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer)
+		// Its watches of the job records pull (kvfollow); never from
+		// a job stream's consumer.
+		p.allowPub("$JS.API.CONSUMER.MSG.NEXT.*.*")
+		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer, "$JS.API.CONSUMER.MSG.NEXT.*."+jobs.Consumer)
 		p.allowSub(names.LoadWildcard(), P+".routerstats", names.GraphStatsSubject())
 	case Autoscaler:
 		ensureFleet(&p)
