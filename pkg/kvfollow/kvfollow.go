@@ -323,6 +323,7 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 			}
 		case err := <-lost:
 			gone = true
+			f.setSynced(false)
 			return fmt.Errorf("watch %s: consumer lost: %w", f.kv.Bucket(), err)
 		case m := <-msgs:
 			meta, err := m.Metadata()
@@ -330,6 +331,7 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 				return fmt.Errorf("watch %s: %w", f.kv.Bucket(), err)
 			}
 			if meta.Sequence.Consumer != dseq+1 {
+				f.setSynced(false)
 				return fmt.Errorf("watch %s: delivery %d after %d: some missed", f.kv.Bucket(), meta.Sequence.Consumer, dseq)
 			}
 			dseq = meta.Sequence.Consumer

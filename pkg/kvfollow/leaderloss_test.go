@@ -134,3 +134,45 @@ func TestKilledConsumerHostsWatchIsRestarted(t *testing.T) {
 			seen.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), bound)
 	}
 }
+
+// A watch whose consumer is deleted (by an operator, or by the server)
+// is restarted at once with a resync.
+func TestDeletedConsumerRestartsTheWatch(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucket(t, nc)
+	put(t, kv, "k", "1")
+	f := kvfollow.New(natstest.Conn(t, ns), kv, kvfollow.Options[int]{Log: zerolog.New(zerolog.NewTestWriter(t))})
+	run(t, f)
+	waitfor.True(t, 5*time.Second, "follower has k=1", func() bool { v, _ := f.Get("k"); return v == 1 })
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), "KV_follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for n := range st.ListConsumers(context.Background()).Info() {
+		names = append(names, n.Name)
+	}
+	if len(names) != 1 {
+		t.Fatalf("consumers of the bucket: %v, want the follower's one", names)
+	}
+	if err := st.DeleteConsumer(context.Background(), names[0]); err != nil {
+		t.Fatal(err)
+	}
+	put(t, kv, "k", "2")
+	if took := waitfor.True(t, 10*time.Second, "follower has k=2", func() bool { v, _ := f.Get("k"); return v == 2 }); took > 2*time.Second {
+		t.Errorf("the follower saw a put %v after its consumer was deleted, want within 2s", took.Round(time.Millisecond))
+	}
+	waitfor.True(t, 5*time.Second, "one consumer again", func() bool {
+		n := 0
+		for range st.ListConsumers(context.Background()).Info() {
+			n++
+		}
+		return n == 1
+	})
+}
