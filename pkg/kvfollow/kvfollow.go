@@ -18,9 +18,10 @@
 // and reads Get or Snapshot; one that reacts to each change sets
 // OnChange.
 //
-// Concurrency: Run owns one goroutine (the caller's) and the watch's
+// Concurrency: Run owns one goroutine (the caller's), the watch's
 // delivery goroutines inside nats.go (stopped before a watch is
-// restarted); OnChange and OnSync are called from
+// restarted) and one goroutine per ended watch deleting its consumer
+// (bounded; Run returns after them); OnChange and OnSync are called from
 // Run's goroutine, one at a time and in bucket order. Get, Snapshot,
 // Forget, Synced, Ready and Changed are safe for concurrent use.
 package kvfollow
@@ -96,11 +97,12 @@ type Options[T any] struct {
 
 // Follower follows a bucket; build it with New, then call Run.
 type Follower[T any] struct {
-	nc    *nats.Conn
-	kv    jetstream.KeyValue
-	o     Options[T]
-	js    jetstream.JetStream // creates the watch's consumers; nil: New failed (reported by Run)
-	jsErr error
+	nc      *nats.Conn
+	kv      jetstream.KeyValue
+	o       Options[T]
+	js      jetstream.JetStream // creates the watch's consumers; nil: New failed (reported by Run)
+	jsErr   error
+	deletes sync.WaitGroup // deletions of ended watches' consumers, waited for by Run
 
 	ready     chan struct{} // closed after the first sync
 	readyOnce sync.Once
@@ -218,6 +220,7 @@ func (f *Follower[T]) Run(ctx context.Context) error {
 	if f.jsErr != nil {
 		return fmt.Errorf("follow %s: %w", f.kv.Bucket(), f.jsErr)
 	}
+	defer f.deletes.Wait()
 	status := f.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
 	defer f.nc.RemoveStatusListener(status)
 	b := backoff.New(firstRetryWait, f.o.MaxRetryWait)
@@ -290,7 +293,6 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		f.deleteConsumer(stream, name)
 		return fmt.Errorf("watch %s: consume: %w", f.kv.Bucket(), err)
 	}
-	gone := false // the consumer is lost: no delete to send
 	defer func() {
 		close(done)
 		cc.Stop()
@@ -300,9 +302,14 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		case <-cc.Closed():
 		case <-t.C:
 		}
-		if !gone {
+		// Deleted even when lost: a consumer whose node died stays
+		// assigned to it (led by no one) until the meta leader deletes
+		// it. In the background, so that a restart never waits for it.
+		f.deletes.Add(1)
+		go func() {
+			defer f.deletes.Done()
 			f.deleteConsumer(stream, name)
-		}
+		}()
 	}()
 
 	seen := map[string]bool{} // keys of this watch's initial values
@@ -322,7 +329,6 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 				return nil // re-read everything on the new connection
 			}
 		case err := <-lost:
-			gone = true
 			f.setSynced(false)
 			return fmt.Errorf("watch %s: consumer lost: %w", f.kv.Bucket(), err)
 		case m := <-msgs:
@@ -377,10 +383,10 @@ func (f *Follower[T]) consumerConfig() jetstream.ConsumerConfig {
 	return cfg
 }
 
-// deleteConsumer deletes a watch's consumer, bounded: one left behind is
-// deleted by the server once idle (consumerIdle).
+// deleteConsumer deletes a watch's consumer, bounded: one left behind on
+// a live node is deleted by the server once idle (consumerIdle).
 func (f *Follower[T]) deleteConsumer(stream, name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = f.js.DeleteConsumer(ctx, stream, name)
 }

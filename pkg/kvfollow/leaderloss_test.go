@@ -64,7 +64,7 @@ func TestKilledConsumerHostsWatchIsRestarted(t *testing.T) {
 			t.Fatal(err)
 		}
 		var hosts []string
-		for ci := range st.ListConsumers(context.Background()).Info() {
+		for _, ci := range consumers(st) {
 			hosts = append(hosts, ci.Cluster.Leader)
 		}
 		if len(hosts) != 1 {
@@ -133,6 +133,25 @@ func TestKilledConsumerHostsWatchIsRestarted(t *testing.T) {
 		t.Errorf("the follower saw the put %v after the elections (%v after the kill), want within %v",
 			seen.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), bound)
 	}
+	// The lost consumer stays assigned to the dead node, led by no one
+	// (what an operator's "is everything led again?" waits on), until
+	// the follower deletes it.
+	st, err := pjs.Stream(context.Background(), "KV_follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, 5*time.Second, "the lost consumer deleted", func() bool {
+		cs := consumers(st) // the follower's new one at least
+		if len(cs) == 0 {
+			return false
+		}
+		for _, ci := range cs {
+			if ci.Cluster == nil || ci.Cluster.Leader == "" || ci.Cluster.Leader == host.Name() {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // A watch whose consumer is deleted (by an operator, or by the server)
@@ -155,8 +174,8 @@ func TestDeletedConsumerRestartsTheWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var names []string
-	for n := range st.ListConsumers(context.Background()).Info() {
-		names = append(names, n.Name)
+	for _, ci := range consumers(st) {
+		names = append(names, ci.Name)
 	}
 	if len(names) != 1 {
 		t.Fatalf("consumers of the bucket: %v, want the follower's one", names)
@@ -169,10 +188,20 @@ func TestDeletedConsumerRestartsTheWatch(t *testing.T) {
 		t.Errorf("the follower saw a put %v after its consumer was deleted, want within 2s", took.Round(time.Millisecond))
 	}
 	waitfor.True(t, 5*time.Second, "one consumer again", func() bool {
-		n := 0
-		for range st.ListConsumers(context.Background()).Info() {
-			n++
-		}
-		return n == 1
+		return len(consumers(st)) == 1
 	})
+}
+
+// consumers lists st's consumers, reading the list to its end (the
+// lister's goroutine ends with it); none if the listing failed.
+func consumers(st jetstream.Stream) []*jetstream.ConsumerInfo {
+	l := st.ListConsumers(context.Background())
+	var infos []*jetstream.ConsumerInfo
+	for ci := range l.Info() {
+		infos = append(infos, ci)
+	}
+	if l.Err() != nil {
+		return nil
+	}
+	return infos
 }
