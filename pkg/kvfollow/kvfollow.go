@@ -9,7 +9,8 @@
 // the keys that vanished meanwhile (an expiry marker is gone a second
 // after it is written, so a resync cannot wait for it). It does the same
 // when its watch's consumer stops sending idle heartbeats (Heartbeat, two
-// missed: the node holding that R1 consumer died, which nobody announces)
+// missed) and does not answer for itself (the node holding that R1
+// consumer died, which nobody announces)
 // or is deleted, or when a delivery is missing. Until that resync
 // is complete, Synced reports false, so an owner can tell a value that
 // stopped changing from a value it could not hear about.
@@ -86,7 +87,8 @@ type Options[T any] struct {
 	// rather than a JetStream timeout (5–10 s) after it.
 	StartTimeout time.Duration
 	// Heartbeat is how often the watch's consumer sends an idle
-	// heartbeat; two missed restart the watch. Default
+	// heartbeat; after two missed, a consumer that does not answer an
+	// info request within two more restarts the watch. Default
 	// DefaultHeartbeat.
 	Heartbeat time.Duration
 	// JetStream is the client the watch's consumers are created with;
@@ -202,7 +204,7 @@ const firstRetryWait = 50 * time.Millisecond
 const DefaultStartTimeout = 2 * time.Second
 
 // DefaultHeartbeat is Options.Heartbeat's default: a watch whose
-// consumer died is restarted 1–1.5 s later (nats.go's own KV watch: 10–20
+// consumer died is restarted 2–2.5 s later (nats.go's own KV watch: 10–20
 // s), for one small message per second per idle watch.
 const DefaultHeartbeat = 500 * time.Millisecond
 
@@ -274,6 +276,7 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 	name := cons.CachedInfo().Name
 	msgs := make(chan jetstream.Msg, 256)
 	lost := make(chan error, 1)
+	suspect := make(chan struct{}, 1) // heartbeats missed: is the consumer still there?
 	done := make(chan struct{})
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		select {
@@ -281,8 +284,13 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		case <-done:
 		}
 	}, jetstream.PullHeartbeat(f.o.Heartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
-			errors.Is(err, jetstream.ErrConsumerNotFound) {
+		switch {
+		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			select {
+			case suspect <- struct{}{}:
+			default:
+			}
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
 			select {
 			case lost <- err:
 			default:
@@ -290,7 +298,7 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		}
 	}))
 	if err != nil {
-		f.deleteConsumer(stream, name)
+		f.deleteConsumer(ctx, stream, name)
 		return fmt.Errorf("watch %s: consume: %w", f.kv.Bucket(), err)
 	}
 	defer func() {
@@ -308,7 +316,7 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		f.deletes.Add(1)
 		go func() {
 			defer f.deletes.Done()
-			f.deleteConsumer(stream, name)
+			f.deleteConsumer(ctx, stream, name)
 		}()
 	}()
 
@@ -331,6 +339,21 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		case err := <-lost:
 			f.setSynced(false)
 			return fmt.Errorf("watch %s: consumer lost: %w", f.kv.Bucket(), err)
+		case <-suspect:
+			// Missed heartbeats alone are not proof: on two loaded cores
+			// a heartbeat can be a second late. The consumer's host
+			// answers for it; a dead one does not.
+			ictx, cancel := context.WithTimeout(ctx, f.o.Heartbeat*2)
+			_, err := cons.Info(ictx)
+			cancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				f.setSynced(false)
+				return fmt.Errorf("watch %s: consumer lost: heartbeats missed and %w", f.kv.Bucket(), err)
+			}
+			f.o.Log.Debug().Str("bucket", f.kv.Bucket()).Msg("watch heartbeats late; its consumer answers")
 		case m := <-msgs:
 			meta, err := m.Metadata()
 			if err != nil {
@@ -383,13 +406,31 @@ func (f *Follower[T]) consumerConfig() jetstream.ConsumerConfig {
 	return cfg
 }
 
-// deleteConsumer deletes a watch's consumer, bounded: one left behind on
+// deleteConsumer deletes a watch's consumer: once (2 s bound) in any case,
+// then again for a while while ctx lasts (a delete sent while the
+// cluster's metadata elects a leader is not answered); one left behind on
 // a live node is deleted by the server once idle (consumerIdle).
-func (f *Follower[T]) deleteConsumer(stream, name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = f.js.DeleteConsumer(ctx, stream, name)
+func (f *Follower[T]) deleteConsumer(ctx context.Context, stream, name string) {
+	for attempt := 0; attempt < deleteAttempts; attempt++ {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := f.js.DeleteConsumer(dctx, stream, name)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, nats.ErrConnectionClosed) || ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
+
+// deleteAttempts bounds the deletion of one consumer: ~15 s, past a meta
+// leader election.
+const deleteAttempts = 7
 
 // entry is a bucket entry read by a watch.
 type entry struct {
