@@ -119,7 +119,10 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		s := kvStream(bucket)
 		p.allowPub("$JS.API.STREAM.INFO."+s, "$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>",
 			"$JS.API.STREAM.MSG.GET."+s, "$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
-			"$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.CONSUMER.INFO."+s+".*")
+			"$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.CONSUMER.INFO."+s+".*",
+			// kvfollow's watches pull (their consumers' heartbeats
+			// tell a lost consumer in a second).
+			"$JS.API.CONSUMER.MSG.NEXT."+s+".*")
 	}
 	// ensure: every service creates or adopts the fleet buckets at start
 	// (whichever starts first creates them).
@@ -213,7 +216,10 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		// The dashboard: each method's backlog and records.
 		p.allowPub("$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.CREATE.>",
 			"$JS.API.CONSUMER.DELETE.>", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*")
-		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer)
+		// Its watches of the job records pull (kvfollow); never from
+		// a job stream's consumer.
+		p.allowPub("$JS.API.CONSUMER.MSG.NEXT.*.*")
+		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer, "$JS.API.CONSUMER.MSG.NEXT.*."+jobs.Consumer)
 		p.allowSub(names.LoadWildcard(), P+".routerstats", names.GraphStatsSubject())
 	case Autoscaler:
 		ensureFleet(&p)
@@ -302,7 +308,11 @@ func workerJobs(p *perm, names protocol.Names, workerID string, fleet []string) 
 		// allows above match.
 		"$JS.API.DIRECT.GET."+as, "$JS.API.DIRECT.GET."+as+".$KV.*.*", "$JS.API.STREAM.MSG.GET."+as,
 		"$JS.API.CONSUMER.CREATE."+as+".*", "$JS.API.CONSUMER.CREATE."+as+".*.$KV.*.*",
-		"$JS.API.CONSUMER.DURABLE.CREATE."+as+".>", "$JS.API.CONSUMER.MSG.NEXT."+as+".>")
+		"$JS.API.CONSUMER.DURABLE.CREATE."+as+".>",
+		// Its assignment watch pulls from a consumer of its own
+		// (kvfollow), by the consumer's random name; no worker may list
+		// the assignments stream's consumers to learn another's name.
+		"$JS.API.CONSUMER.LIST."+as, "$JS.API.CONSUMER.NAMES."+as)
 	for _, b := range fleet {
 		p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.MSG.DELETE.KV_"+b)
 		switch b {

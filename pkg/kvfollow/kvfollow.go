@@ -2,11 +2,16 @@
 // bucket (or of the keys matching some filters) and tells its owner about
 // every change: the initial values, then puts and deletes as they happen.
 //
-// Unlike a bare KV watcher, a Follower survives the connection: when the
+// Unlike a bare KV watcher, a Follower survives the connection and the
+// loss of its consumer's node: when the
 // NATS connection comes back after a disconnect (or the watcher closes),
 // it starts a new watch at once, re-reads every key and reports as deleted
 // the keys that vanished meanwhile (an expiry marker is gone a second
-// after it is written, so a resync cannot wait for it). Until that resync
+// after it is written, so a resync cannot wait for it). It does the same
+// when its watch's consumer stops sending idle heartbeats (Heartbeat, two
+// missed) and does not answer for itself (the node holding that R1
+// consumer died, which nobody announces)
+// or is deleted, or when a delivery is missing. Until that resync
 // is complete, Synced reports false, so an owner can tell a value that
 // stopped changing from a value it could not hear about.
 //
@@ -14,8 +19,10 @@
 // and reads Get or Snapshot; one that reacts to each change sets
 // OnChange.
 //
-// Concurrency: Run owns one goroutine (the caller's) and the watcher's
-// delivery goroutine inside nats.go; OnChange and OnSync are called from
+// Concurrency: Run owns one goroutine (the caller's), the watch's
+// delivery goroutines inside nats.go (stopped before a watch is
+// restarted) and one goroutine per ended watch deleting its consumer
+// (bounded; Run returns after them); OnChange and OnSync are called from
 // Run's goroutine, one at a time and in bucket order. Get, Snapshot,
 // Forget, Synced, Ready and Changed are safe for concurrent use.
 package kvfollow
@@ -79,14 +86,25 @@ type Options[T any] struct {
 	// answered at all: a short bound retries soon after the election
 	// rather than a JetStream timeout (5–10 s) after it.
 	StartTimeout time.Duration
-	Log          zerolog.Logger
+	// Heartbeat is how often the watch's consumer sends an idle
+	// heartbeat; after two missed, a consumer that does not answer an
+	// info request within two more restarts the watch. Default
+	// DefaultHeartbeat.
+	Heartbeat time.Duration
+	// JetStream is the client the watch's consumers are created with;
+	// nil = jetstream.New on the connection.
+	JetStream jetstream.JetStream
+	Log       zerolog.Logger
 }
 
 // Follower follows a bucket; build it with New, then call Run.
 type Follower[T any] struct {
-	nc *nats.Conn
-	kv jetstream.KeyValue
-	o  Options[T]
+	nc      *nats.Conn
+	kv      jetstream.KeyValue
+	o       Options[T]
+	js      jetstream.JetStream // creates the watch's consumers; nil: New failed (reported by Run)
+	jsErr   error
+	deletes sync.WaitGroup // deletions of ended watches' consumers, waited for by Run
 
 	ready     chan struct{} // closed after the first sync
 	readyOnce sync.Once
@@ -117,7 +135,14 @@ func New[T any](nc *nats.Conn, kv jetstream.KeyValue, o Options[T]) *Follower[T]
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = DefaultStartTimeout
 	}
-	return &Follower[T]{nc: nc, kv: kv, o: o, ready: make(chan struct{}), changed: make(chan struct{}, 1), vals: map[string]T{}}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	f := &Follower[T]{nc: nc, kv: kv, o: o, js: o.JetStream, ready: make(chan struct{}), changed: make(chan struct{}, 1), vals: map[string]T{}}
+	if f.js == nil {
+		f.js, f.jsErr = jetstream.New(nc)
+	}
+	return f
 }
 
 // Ready is closed once the initial values were read.
@@ -178,6 +203,15 @@ const firstRetryWait = 50 * time.Millisecond
 // on two loaded cores.
 const DefaultStartTimeout = 2 * time.Second
 
+// DefaultHeartbeat is Options.Heartbeat's default: a watch whose
+// consumer died is restarted 2–2.5 s later (nats.go's own KV watch: 10–20
+// s), for one small message per second per idle watch.
+const DefaultHeartbeat = 500 * time.Millisecond
+
+// consumerIdle is how long the server keeps a watch's consumer that
+// nobody pulls from (its follower gone without deleting it).
+const consumerIdle = 30 * time.Second
+
 // errStartTimeout: a watch's consumer was not created within StartTimeout.
 var errStartTimeout = errors.New("no answer to the watch's consumer creation (the bucket's stream electing a leader?)")
 
@@ -185,6 +219,10 @@ var errStartTimeout = errors.New("no answer to the watch's consumer creation (th
 // cannot be started is retried (logged, with backoff) rather than
 // returned, so that a NATS outage never ends the follower.
 func (f *Follower[T]) Run(ctx context.Context) error {
+	if f.jsErr != nil {
+		return fmt.Errorf("follow %s: %w", f.kv.Bucket(), f.jsErr)
+	}
+	defer f.deletes.Wait()
 	status := f.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
 	defer f.nc.RemoveStatusListener(status)
 	b := backoff.New(firstRetryWait, f.o.MaxRetryWait)
@@ -214,35 +252,81 @@ func (f *Follower[T]) Run(ctx context.Context) error {
 // follow runs one watch: the initial values (a sync), then updates. It
 // returns nil to be restarted at once (the connection came back), or the
 // error that ended it.
+//
+// A watch is a pull consumer of its own (R1, in memory, no acks, the
+// latest value of each followed key first) rather than nats.go's KV
+// watch: that one's ordered consumer sends heartbeats every 5 s and is
+// recreated only 10–20 s after it died, by a creation with a 5–10 s
+// timeout of its own. Here the creation is bounded by StartTimeout and
+// any loss ends the watch, to be restarted with a full resync.
 func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) error {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var w jetstream.KeyWatcher
-	var err error
-	var opts []jetstream.WatchOpt
-	if f.o.History {
-		opts = append(opts, jetstream.IncludeHistory())
+	stream := "KV_" + f.kv.Bucket()
+	sctx, cancel := context.WithTimeout(ctx, f.o.StartTimeout)
+	cons, err := f.js.CreateConsumer(sctx, stream, f.consumerConfig())
+	cancel()
+	if ctx.Err() != nil {
+		return nil
 	}
-	// wctx is the watch's lifetime as well as its creation's context:
-	// the start timeout cancels it only while the creation is under way.
-	timer := time.AfterFunc(f.o.StartTimeout, cancel)
-	if len(f.o.Keys) == 0 {
-		w, err = f.kv.WatchAll(wctx, opts...)
-	} else {
-		w, err = f.kv.WatchFiltered(wctx, append([]string(nil), f.o.Keys...), opts...)
-	}
-	if !timer.Stop() && ctx.Err() == nil {
-		if err == nil {
-			stopWatch(w) // started as the timer fired: wctx is cancelled
-		}
+	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("watch %s: %w (%v)", f.kv.Bucket(), errStartTimeout, f.o.StartTimeout)
 	}
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", f.kv.Bucket(), err)
 	}
-	defer stopWatch(w)
+	name := cons.CachedInfo().Name
+	msgs := make(chan jetstream.Msg, 256)
+	lost := make(chan error, 1)
+	suspect := make(chan struct{}, 1) // heartbeats missed: is the consumer still there?
+	done := make(chan struct{})
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-done:
+		}
+	}, jetstream.PullHeartbeat(f.o.Heartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		switch {
+		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			select {
+			case suspect <- struct{}{}:
+			default:
+			}
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			select {
+			case lost <- err:
+			default:
+			}
+		}
+	}))
+	if err != nil {
+		f.deleteConsumer(ctx, stream, name)
+		return fmt.Errorf("watch %s: consume: %w", f.kv.Bucket(), err)
+	}
+	defer func() {
+		close(done)
+		cc.Stop()
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case <-cc.Closed():
+		case <-t.C:
+		}
+		// Deleted even when lost: a consumer whose node died stays
+		// assigned to it (led by no one) until the meta leader deletes
+		// it. In the background, so that a restart never waits for it.
+		f.deletes.Add(1)
+		go func() {
+			defer f.deletes.Done()
+			f.deleteConsumer(ctx, stream, name)
+		}()
+	}()
+
 	seen := map[string]bool{} // keys of this watch's initial values
 	initial := true
+	if cons.CachedInfo().NumPending == 0 {
+		initial = false
+		f.sync(seen)
+	}
+	var dseq uint64 // the last delivery's consumer sequence
 	for {
 		select {
 		case <-ctx.Done():
@@ -252,46 +336,149 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 			if s == nats.CONNECTED {
 				return nil // re-read everything on the new connection
 			}
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("watcher closed")
+		case err := <-lost:
+			f.setSynced(false)
+			return fmt.Errorf("watch %s: consumer lost: %w", f.kv.Bucket(), err)
+		case <-suspect:
+			// Missed heartbeats alone are not proof: on two loaded cores
+			// a heartbeat can be a second late. The consumer's host
+			// answers for it; a dead one does not.
+			ictx, cancel := context.WithTimeout(ctx, f.o.Heartbeat*2)
+			_, err := cons.Info(ictx)
+			cancel()
+			if ctx.Err() != nil {
+				return nil
 			}
-			if e == nil {
-				if initial {
-					initial = false
-					f.sync(seen)
-				}
+			if err != nil {
+				f.setSynced(false)
+				return fmt.Errorf("watch %s: consumer lost: heartbeats missed and %w", f.kv.Bucket(), err)
+			}
+			f.o.Log.Debug().Str("bucket", f.kv.Bucket()).Msg("watch heartbeats late; its consumer answers")
+		case m := <-msgs:
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("watch %s: %w", f.kv.Bucket(), err)
+			}
+			if meta.Sequence.Consumer != dseq+1 {
+				f.setSynced(false)
+				return fmt.Errorf("watch %s: delivery %d after %d: some missed", f.kv.Bucket(), meta.Sequence.Consumer, dseq)
+			}
+			dseq = meta.Sequence.Consumer
+			e, ok := f.entry(m, meta)
+			if !ok {
 				continue
 			}
 			if initial {
-				seen[e.Key()] = true
+				seen[e.key] = true
 			}
 			f.apply(e)
+			if initial && meta.NumPending == 0 {
+				initial = false
+				f.sync(seen)
+			}
 		}
 	}
 }
 
-// stopWatch stops w and reads what its callback may still be delivering,
-// so that nats.go's delivery goroutine is never left blocked on the
-// updates channel.
-func stopWatch(w jetstream.KeyWatcher) {
-	_ = w.Stop()
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case _, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-		case <-t.C:
+// consumerConfig is the consumer of one watch.
+func (f *Follower[T]) consumerConfig() jetstream.ConsumerConfig {
+	cfg := jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MaxDeliver:        1,
+		InactiveThreshold: consumerIdle,
+		Replicas:          1,
+		MemoryStorage:     true,
+	}
+	if f.o.History {
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	}
+	prefix := "$KV." + f.kv.Bucket() + "."
+	if len(f.o.Keys) == 0 {
+		cfg.FilterSubject = prefix + ">"
+	}
+	for _, k := range f.o.Keys {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, prefix+k)
+	}
+	if len(cfg.FilterSubjects) == 1 {
+		cfg.FilterSubject, cfg.FilterSubjects = cfg.FilterSubjects[0], nil
+	}
+	return cfg
+}
+
+// deleteConsumer deletes a watch's consumer: once (2 s bound) in any case,
+// then again for a while while ctx lasts (a delete sent while the
+// cluster's metadata elects a leader is not answered); one left behind on
+// a live node is deleted by the server once idle (consumerIdle).
+func (f *Follower[T]) deleteConsumer(ctx context.Context, stream, name string) {
+	for attempt := 0; attempt < deleteAttempts; attempt++ {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := f.js.DeleteConsumer(dctx, stream, name)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, nats.ErrConnectionClosed) || ctx.Err() != nil {
 			return
 		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 	}
+}
+
+// deleteAttempts bounds the deletion of one consumer: ~15 s, past a meta
+// leader election.
+const deleteAttempts = 7
+
+// entry is a bucket entry read by a watch.
+type entry struct {
+	bucket, key string
+	value       []byte
+	revision    uint64
+	created     time.Time
+	delta       uint64
+	op          jetstream.KeyValueOp
+}
+
+func (e *entry) Bucket() string                  { return e.bucket }
+func (e *entry) Key() string                     { return e.key }
+func (e *entry) Value() []byte                   { return e.value }
+func (e *entry) Revision() uint64                { return e.revision }
+func (e *entry) Created() time.Time              { return e.created }
+func (e *entry) Delta() uint64                   { return e.delta }
+func (e *entry) Operation() jetstream.KeyValueOp { return e.op }
+
+// entry reads m as the KV watch of nats.go does: a delete or purge is
+// told by its KV-Operation header, or by the marker a TTL leaves.
+func (f *Follower[T]) entry(m jetstream.Msg, meta *jetstream.MsgMetadata) (*entry, bool) {
+	prefix := "$KV." + f.kv.Bucket() + "."
+	subj := m.Subject()
+	if len(subj) <= len(prefix) {
+		return nil, false
+	}
+	e := &entry{bucket: f.kv.Bucket(), key: subj[len(prefix):], value: m.Data(), revision: meta.Sequence.Stream,
+		created: meta.Timestamp, delta: meta.NumPending, op: jetstream.KeyValuePut}
+	h := m.Headers()
+	switch h.Get("KV-Operation") {
+	case "DEL":
+		e.op = jetstream.KeyValueDelete
+	case "PURGE":
+		e.op = jetstream.KeyValuePurge
+	case "":
+		switch h.Get(jetstream.MarkerReasonHeader) {
+		case "MaxAge", "Purge":
+			e.op = jetstream.KeyValuePurge
+		case "Remove":
+			e.op = jetstream.KeyValueDelete
+		}
+	}
+	return e, true
 }
 
 // apply records one entry of the watch and reports it.
-func (f *Follower[T]) apply(e jetstream.KeyValueEntry) {
+func (f *Follower[T]) apply(e *entry) {
 	key := e.Key()
 	if e.Operation() != jetstream.KeyValuePut {
 		f.mu.Lock()

@@ -417,7 +417,7 @@ func TestUnansweredWatchStartIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	const startTimeout = 300 * time.Millisecond
-	f := kvfollow.New(fc, kv, kvfollow.Options[int]{StartTimeout: startTimeout, Log: zerolog.Nop()})
+	f := kvfollow.New(fc, kv, kvfollow.Options[int]{StartTimeout: startTimeout, JetStream: js, Log: zerolog.Nop()})
 	began := time.Now()
 	run(t, f)
 	select {

@@ -41,6 +41,9 @@ type ClusterOptions struct {
 	// Routes are the nodes' route URLs (nats-route://host:port), this
 	// node's own included or not; JetStream clustering requires them.
 	Routes []string
+	// Advertise is the host:port the other nodes are told to reach this
+	// node's route listener at (gossip); "" = the listener itself.
+	Advertise string
 }
 
 // DefaultMaxPayload is the embedded server's max_payload.
@@ -77,7 +80,7 @@ func Start(o Options) (*server.Server, error) {
 		opts.HTTPHost = ""
 	}
 	if o.Cluster.Name != "" {
-		opts.Cluster = server.ClusterOpts{Name: o.Cluster.Name, Host: o.Host, Port: o.Cluster.Port}
+		opts.Cluster = server.ClusterOpts{Name: o.Cluster.Name, Host: o.Host, Port: o.Cluster.Port, Advertise: o.Cluster.Advertise}
 		for _, r := range o.Cluster.Routes {
 			u, err := url.Parse(r)
 			if err != nil {

@@ -48,9 +48,17 @@ func ServerIn(t testing.TB, dir string) *server.Server {
 // cannot start and the cluster is started again on other ports.
 func Cluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
+	return cluster(t, n, nil)
+}
+
+// cluster starts a cluster as Cluster does; relay, if set, returns the
+// address (host:port) at which node i's route listener on port is to be
+// reached, advertised and dialled by every node.
+func cluster(t testing.TB, n int, relay func(i, port int) (string, error)) []*server.Server {
+	t.Helper()
 	var errs []error
 	for range 3 {
-		nodes, err := startCluster(t, n)
+		nodes, err := startCluster(t, n, relay)
 		if err == nil {
 			return nodes
 		}
@@ -60,7 +68,7 @@ func Cluster(t testing.TB, n int) []*server.Server {
 	return nil
 }
 
-func startCluster(t testing.TB, n int) ([]*server.Server, error) {
+func startCluster(t testing.TB, n int, relay func(i, port int) (string, error)) ([]*server.Server, error) {
 	ports := make([]int, n)
 	var lns []net.Listener
 	for i := range ports {
@@ -72,9 +80,17 @@ func startCluster(t testing.TB, n int) ([]*server.Server, error) {
 		ports[i] = ln.Addr().(*net.TCPAddr).Port
 	}
 	routes := make([]string, n)
+	advertise := make([]string, n)
 	for i, ln := range lns {
 		ln.Close()
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])
+		if relay != nil {
+			addr, err := relay(i, ports[i])
+			if err != nil {
+				return nil, err
+			}
+			routes[i], advertise[i] = "nats-route://"+addr, addr
+		}
 	}
 	nodes := make([]*server.Server, n)
 	shutdown := func() {
@@ -87,7 +103,7 @@ func startCluster(t testing.TB, n int) ([]*server.Server, error) {
 	}
 	for i := range n {
 		ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
-			Cluster: natsembed.ClusterOptions{Name: "test", Port: ports[i], Routes: routes}})
+			Cluster: natsembed.ClusterOptions{Name: "test", Port: ports[i], Routes: routes, Advertise: advertise[i]}})
 		if err != nil {
 			shutdown()
 			return nil, fmt.Errorf("start node %d: %w", i+1, err)

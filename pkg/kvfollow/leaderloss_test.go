@@ -1,0 +1,207 @@
+package kvfollow_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jetserve/jetserve/pkg/kvfollow"
+	"github.com/jetserve/jetserve/pkg/natstest"
+	"github.com/jetserve/jetserve/pkg/waitfor"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// A watch running when the node holding its consumer dies (kill -9, not a
+// graceful exit) is told nothing: the consumer (R1, on a random peer of the
+// bucket's stream) is simply gone, and nats.go's KV watch notices only
+// after two missed idle heartbeats 5 s apart, 10–20 s later. The follower
+// hears its consumer's heartbeats every 500 ms and restarts the watch
+// after two missed, so it sees the first put stored after the kill (after
+// the stream's election, when the node led it too) within 2 s.
+func TestKilledConsumerHostsWatchIsRestarted(t *testing.T) {
+	c := natstest.KillableCluster(t, 3)
+	kv := bucketWith(t, natstest.Conn(t, c.Nodes[0]), jetstream.KeyValueConfig{Bucket: "follow", Replicas: 3})
+	put(t, kv, "k", "1")
+	js, err := jetstream.New(natstest.Conn(t, c.Nodes[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A follower connected to a node other than its consumer's: on the
+	// same node, the kill's disconnect would restart it.
+	var f *kvfollow.Follower[int]
+	var host, other *server.Server
+	for attempt := 0; host == nil; attempt++ {
+		if attempt == 10 {
+			t.Fatal("the follower's consumer was on its own node 10 times")
+		}
+		on := c.Nodes[attempt%len(c.Nodes)]
+		fc := natstest.Conn(t, on)
+		fkv := bucketWith(t, fc, jetstream.KeyValueConfig{Bucket: "follow", Replicas: 3})
+		f = kvfollow.New(fc, fkv, kvfollow.Options[int]{Log: zerolog.New(zerolog.NewTestWriter(t))})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- f.Run(ctx) }()
+		stop := func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run() = %v, want nil", err)
+			}
+		}
+		waitfor.True(t, 5*time.Second, "follower ready", func() bool {
+			select {
+			case <-f.Ready():
+				return true
+			default:
+				return false
+			}
+		})
+		st, err := js.Stream(context.Background(), "KV_follow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hosts []string
+		for _, ci := range consumers(st) {
+			hosts = append(hosts, ci.Cluster.Leader)
+		}
+		if len(hosts) != 1 {
+			stop()
+			t.Fatalf("consumers of the bucket hosted by %v, want the follower's one", hosts)
+		}
+		if hosts[0] == on.Name() {
+			stop()
+			continue
+		}
+		t.Cleanup(stop)
+		other = on
+		for _, ns := range c.Nodes {
+			if ns.Name() == hosts[0] {
+				host = ns
+			}
+		}
+	}
+	info, err := kv.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("follower on %s, its consumer on %s, the stream's leader %s", other.Name(), host.Name(),
+		info.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader)
+
+	pkv := bucketWith(t, natstest.Conn(t, other), jetstream.KeyValueConfig{Bucket: "follow", Replicas: 3})
+	killed := time.Now()
+	c.Kill(t, host)
+	var stored time.Time
+	want := 0
+	waitfor.NoError(t, 30*time.Second, "a put after the kill stored", func() error {
+		want++
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := pkv.Put(ctx, "k", []byte(strconv.Itoa(want)))
+		stored = time.Now()
+		return err
+	})
+	// A consumer is created by the meta leader: when the killed node led
+	// the cluster's metadata, a watch can be restarted only after that
+	// election too.
+	pjs, err := jetstream.New(natstest.Conn(t, other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created time.Time
+	waitfor.NoError(t, 30*time.Second, "a consumer created after the kill", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := pjs.CreateConsumer(ctx, "KV_follow", jetstream.ConsumerConfig{InactiveThreshold: time.Second, MemoryStorage: true, Replicas: 1})
+		created = time.Now()
+		return err
+	})
+	elected := stored
+	if created.After(stored) {
+		elected = created
+	}
+	t.Logf("a put stored %v and a consumer created %v after the kill", stored.Sub(killed).Round(time.Millisecond),
+		created.Sub(killed).Round(time.Millisecond))
+	const bound = 2 * time.Second
+	waitfor.True(t, 30*time.Second, "the follower to see the put", func() bool {
+		v, _ := f.Get("k")
+		return v == want
+	})
+	if seen := time.Since(elected); seen > bound {
+		t.Errorf("the follower saw the put %v after the elections (%v after the kill), want within %v",
+			seen.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), bound)
+	}
+	// The lost consumer stays assigned to the dead node, led by no one
+	// (what an operator's "is everything led again?" waits on), until
+	// the follower deletes it.
+	st, err := pjs.Stream(context.Background(), "KV_follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, 5*time.Second, "the lost consumer deleted", func() bool {
+		cs := consumers(st) // the follower's new one at least
+		if len(cs) == 0 {
+			return false
+		}
+		for _, ci := range cs {
+			if ci.Cluster == nil || ci.Cluster.Leader == "" || ci.Cluster.Leader == host.Name() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A watch whose consumer is deleted (by an operator, or by the server)
+// is restarted at once with a resync.
+func TestDeletedConsumerRestartsTheWatch(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucket(t, nc)
+	put(t, kv, "k", "1")
+	f := kvfollow.New(natstest.Conn(t, ns), kv, kvfollow.Options[int]{Log: zerolog.New(zerolog.NewTestWriter(t))})
+	run(t, f)
+	waitfor.True(t, 5*time.Second, "follower has k=1", func() bool { v, _ := f.Get("k"); return v == 1 })
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), "KV_follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ci := range consumers(st) {
+		names = append(names, ci.Name)
+	}
+	if len(names) != 1 {
+		t.Fatalf("consumers of the bucket: %v, want the follower's one", names)
+	}
+	if err := st.DeleteConsumer(context.Background(), names[0]); err != nil {
+		t.Fatal(err)
+	}
+	put(t, kv, "k", "2")
+	if took := waitfor.True(t, 10*time.Second, "follower has k=2", func() bool { v, _ := f.Get("k"); return v == 2 }); took > 2*time.Second {
+		t.Errorf("the follower saw a put %v after its consumer was deleted, want within 2s", took.Round(time.Millisecond))
+	}
+	waitfor.True(t, 5*time.Second, "one consumer again", func() bool {
+		return len(consumers(st)) == 1
+	})
+}
+
+// consumers lists st's consumers, reading the list to its end (the
+// lister's goroutine ends with it); none if the listing failed.
+func consumers(st jetstream.Stream) []*jetstream.ConsumerInfo {
+	l := st.ListConsumers(context.Background())
+	var infos []*jetstream.ConsumerInfo
+	for ci := range l.Info() {
+		infos = append(infos, ci)
+	}
+	if l.Err() != nil {
+		return nil
+	}
+	return infos
+}
