@@ -493,3 +493,29 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestSchedulerHealthChecksReplicas: the scheduler's health checks reach a
+// replica's health endpoint and get its answer (without this right it
+// replaced every healthy replica after health_check_failure_threshold
+// periods under auth); its other endpoints stay refused to it.
+func TestSchedulerHealthChecksReplicas(t *testing.T) {
+	e := start(t)
+	worker := e.conn(t, auth.Worker)
+	health := e.names.ReplicaSubject("r1") + "." + protocol.EndpointHealth
+	sub, err := worker.Subscribe(health, func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := worker.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sched := e.conn(t, auth.Scheduler)
+	if m, err := sched.Request(health, nil, 2*time.Second); err != nil || string(m.Data) != "ok" {
+		t.Fatalf("scheduler health check = %v, %v; want the replica's answer", m, err)
+	}
+	call := e.names.ReplicaSubject("r1") + "." + protocol.EndpointCall
+	_ = sched.Publish(call, []byte("x"))
+	_ = sched.Flush()
+	waitLogged(t, e.log, call, "scheduler")
+}

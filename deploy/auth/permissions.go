@@ -221,6 +221,9 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		p.allowPub("$JS.API.CONSUMER.MSG.NEXT.*.*")
 		p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer, "$JS.API.CONSUMER.MSG.NEXT.*."+jobs.Consumer)
 		p.allowSub(names.LoadWildcard(), P+".routerstats", names.GraphStatsSubject())
+		// Its health checks of running replicas (health_check_period):
+		// the replicas' health endpoint only, answered to its inbox.
+		p.allowPub(P + ".replica.*." + protocol.EndpointHealth)
 	case Autoscaler:
 		ensureFleet(&p)
 		for _, b := range fleet {

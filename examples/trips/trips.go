@@ -169,7 +169,11 @@ func App() serve.App {
 	return serve.App{
 		Name: "trips", RoutePrefix: "/trips", Ingress: "Travel",
 		Deployments: []serve.Deployment{
-			serve.Deploy("Travel", HandlerTravel, serve.NumReplicas(1), serve.MaxOngoingRequests(64), serve.CPU(0.1),
+			serve.Deploy("Travel", HandlerTravel, serve.NumReplicas(1), serve.MaxOngoingRequests(64),
+				// A saga waits on its steps most of the time (a suspended run
+				// holds no slot): no CPU reserved, as Ray's num_cpus=0 for
+				// orchestrators, so it fits beside the text app on 2 cores.
+				serve.CPU(0),
 				serve.GracefulShutdownTimeout(10*time.Second),
 				serve.Comment("The trip booking saga (examples/trips): POST /trips/book {\"trip_id\": \"t1\", \"fail_flight\": true}\n"+
 					"→ 202; GET /trips/book/history?request_id=… shows each step and compensation.")),
