@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/jetserve/jetserve/pkg/serve"
 )
 
 const workflowsUsage = `Usage:
@@ -49,21 +51,6 @@ func runWorkflows(ctx context.Context, args []string, env map[string]string, std
 	return fmt.Errorf("unknown workflows command %q", args[0])
 }
 
-// journalEntry is the part of a journal entry the CLI shows.
-type journalEntry struct {
-	Pos       int             `json:"pos"`
-	Kind      string          `json:"kind"`
-	Name      string          `json:"name"`
-	Result    json.RawMessage `json:"result"`
-	Error     string          `json:"error"`
-	Attempts  int             `json:"attempts"`
-	InputSize int             `json:"input_size"`
-	Started   time.Time       `json:"started"`
-	Finished  time.Time       `json:"finished"`
-	Ref       string          `json:"ref"`
-	Wake      time.Time       `json:"wake"`
-}
-
 func workflowHistory(ctx context.Context, c jobsClient, id string, js bool, stdout io.Writer) error {
 	a, err := c.do(ctx, http.MethodGet, "/history", url.Values{"request_id": {id}}, nil)
 	if err != nil {
@@ -76,10 +63,10 @@ func workflowHistory(ctx context.Context, c jobsClient, id string, js bool, stdo
 		return printIndented(stdout, a.body)
 	}
 	var h struct {
-		Status      string         `json:"status"`
-		Waiting     []string       `json:"waiting"`
-		Suspensions int            `json:"suspensions"`
-		Entries     []journalEntry `json:"entries"`
+		Status      string               `json:"status"`
+		Waiting     []string             `json:"waiting"`
+		Suspensions int                  `json:"suspensions"`
+		Entries     []serve.JournalEntry `json:"entries"`
 	}
 	if err := json.Unmarshal(a.body, &h); err != nil {
 		return fmt.Errorf("decode history: %w", err)
