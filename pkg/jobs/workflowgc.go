@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -55,8 +56,15 @@ type records struct {
 func (kv *records) writeLive(ctx context.Context, key string, b []byte, prev uint64) (uint64, error) {
 	msg := &nats.Msg{Subject: "$KV." + kv.Bucket() + "." + key, Data: b, Header: nats.Header{"Nats-TTL": []string{ttlNever}}}
 	ack, err := kv.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(prev))
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == errWrongLastSeqClustered) {
+	if prev == 0 && isWrongLastSeq(err) {
+		// As KeyValue.Create: a key whose last message is a delete (an
+		// expired record's marker) is created over it.
+		if seq, deleted := kv.deletedAt(ctx, key); deleted {
+			msg.Header.Del("Nats-Expected-Last-Subject-Sequence")
+			ack, err = kv.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(seq))
+		}
+	}
+	if isWrongLastSeq(err) {
 		if prev == 0 {
 			return 0, fmt.Errorf("%w: %w", jetstream.ErrKeyExists, err)
 		}
@@ -71,6 +79,27 @@ func (kv *records) writeLive(ctx context.Context, key string, b []byte, prev uin
 // errWrongLastSeqClustered is the wrong-last-sequence error code of a
 // replicated stream (10071 on R1).
 const errWrongLastSeqClustered = 10164
+
+// isWrongLastSeq reports whether err is a compare-and-set conflict.
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == errWrongLastSeqClustered)
+}
+
+// deletedAt returns the sequence of key's last message when that is a
+// delete, a purge or an expiry marker (one direct get).
+func (kv *records) deletedAt(ctx context.Context, key string) (uint64, bool) {
+	subj := "$KV." + kv.Bucket() + "." + key
+	m, err := kv.js.Conn().RequestWithContext(ctx, apiPrefix(kv.js)+"DIRECT.GET.KV_"+kv.Bucket()+"."+subj, nil)
+	if err != nil || m.Header.Get("Status") != "" {
+		return 0, false
+	}
+	if op := m.Header.Get("KV-Operation"); op != "DEL" && op != "PURGE" && m.Header.Get("Nats-Marker-Reason") == "" {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	return seq, err == nil
+}
 
 // ended does what follows a job's end: its parent run is told, and a
 // workflow run's journal and inbox are scheduled for removal after its

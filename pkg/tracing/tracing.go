@@ -9,8 +9,10 @@
 // calling on: the ingress (span "HTTP <method> <prefix>"), the routing
 // library wherever it runs ("route <app>/<deployment>"), the replica
 // ("serve <app>/<deployment>"), handle calls (routing again, from the
-// replica's span) and job attempts ("job <app>/<method>", from the
-// traceparent stored with the job at submit). With the no-op provider no
+// replica's span), job attempts ("job <app>/<method>", from the
+// traceparent stored with the job at submit) and a workflow run's steps
+// (package serve: "step <name>", "call …", "undo …", "submit …",
+// "child …", children of their attempt's span). With the no-op provider no
 // span is recorded and a request's traceparent passes through unchanged.
 //
 // Providers are passed in (service.Deps.Tracer), never global. Functions
