@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -157,4 +158,17 @@ func methodConfig(h *handle) (config.AsyncMethod, error) {
 		return m, fmt.Errorf("%s/%s: its stream does not name its deployment: %w", h.app, h.method, ErrUnknownMethod)
 	}
 	return m, nil
+}
+
+// apiPrefix is the JetStream API prefix js sends requests to ("$JS.API."
+// unless it was made with another).
+func apiPrefix(js jetstream.JetStream) string {
+	p := js.Options().APIPrefix
+	switch {
+	case p == "":
+		return jetstream.DefaultAPIPrefix
+	case !strings.HasSuffix(p, "."):
+		return p + "."
+	}
+	return p
 }
