@@ -80,7 +80,7 @@ func TestWorkflowSpans(t *testing.T) {
 	})
 	want := []string{ // sorted
 		"child kid ok (job app/parent) at 1 of p1",
-		"job app/kid succeeded (child kid)", // the child run is traced under the Child span
+		"job app/kid succeeded (child kid)",      // the child run is traced under the Child span
 		"job app/parent succeeded () replayed 2", // the step and the Child
 		"job app/parent suspended () replayed 0",
 		"step k1 ok (job app/kid) at 0 of p1-1",
