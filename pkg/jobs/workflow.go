@@ -437,7 +437,11 @@ func (r *Runner) runWakers(ctx context.Context, m *runMethod) error {
 		run := toks[len(toks)-2]
 		octx, cancel := opCtx()
 		defer cancel()
-		if _, err := r.q.wake(octx, m.h, run, EventWake); err != nil && !errors.Is(err, ErrNotFound) {
+		_, err := r.q.wake(octx, m.h, run, EventWake)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			collectStrayTimer(octx, m.h.wf, msg)
+		case err != nil:
 			r.log.Warn().Err(err).Str("run", run).Msg("wake workflow run; retrying")
 			_ = msg.NakWithDelay(time.Second)
 			return

@@ -146,6 +146,21 @@ func (q *Queue) collectRun(ctx context.Context, rec Record) error {
 	return nil
 }
 
+// collectStrayTimer deletes an inbox message the server published on a
+// schedule (a timer) for a run that is gone: a run cancelled while it
+// slept leaves its timer pending, and when that fires after the run's
+// retention nothing would ever read or remove it. (A run has a record
+// from its first attempt on, before any timer, so a timer's run without
+// one is gone.)
+func collectStrayTimer(ctx context.Context, h *wfHandle, msg jetstream.Msg) {
+	if msg.Headers().Get("Nats-Scheduler") == "" {
+		return
+	}
+	if meta, err := msg.Metadata(); err == nil {
+		_ = h.stream.DeleteMsg(ctx, meta.Sequence.Stream)
+	}
+}
+
 // methodConfig is the config of a method: the last Ensure's, or the one
 // its stream's metadata holds.
 func methodConfig(h *handle) (config.AsyncMethod, error) {

@@ -86,3 +86,37 @@ func TestRunOutlivesRetention(t *testing.T) {
 	}
 	t.Logf("run1 removed %s after it ended (retention %s)", gone.Round(10*time.Millisecond), retention)
 }
+
+// TestCancelledSleeperLeavesNothing: a run cancelled while it sleeps ends
+// with its timer pending; when the timer fires, after the run's
+// retention, its message is removed too: nothing of the run is left.
+func TestCancelledSleeperLeavesNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	const retention = time.Second
+	wf := serve.NewWorkflow("nap", func(wf serve.Workflow, _ struct{}) (string, error) {
+		return "", wf.Sleep(4 * retention)
+	})
+	m := method("nap", func(c *config.AsyncMethod) { c.Workflow, c.Retention = true, config.Duration(retention) })
+	startRunner(t, e, e.nc, 1, serve.WorkflowJobs(nil, []*serve.WorkflowDef{wf}), "r1", m)
+	if _, _, err := e.q.Submit(ctx, testApp, testDep, m, "run1", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, e.q, "nap", "run1", Suspended, 30*time.Second)
+	if _, err := e.q.Cancel(ctx, testApp, "nap", "run1"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, e.q, "nap", "run1", Cancelled, 30*time.Second)
+	s, err := e.js.Stream(ctx, e.names.WorkflowStream(testApp, "nap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fired := time.Now().Add(4 * retention)
+	waitfor.True(t, 30*time.Second, "nothing of run1 left after its timer fired", func() bool {
+		if time.Now().Before(fired) {
+			return false
+		}
+		_, err := s.GetLastMsgForSubject(ctx, e.names.WorkflowSubject(testApp, "nap", "run1", ">"))
+		return errors.Is(err, jetstream.ErrMsgNotFound)
+	})
+}
