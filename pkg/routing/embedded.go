@@ -51,7 +51,7 @@ type Embedded struct {
 func NewEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	m, err := NewMetrics(o.Registry)
 	if err != nil {
-		return nil, fmt.Errorf("register router metrics: %w", err)
+		return nil, err
 	}
 	records, err := provenance.LoadReplicas(o.Creds, o.Buckets.Worker)
 	if err != nil {

@@ -65,7 +65,7 @@ func Main(ctx context.Context, name string, cfg Configurable, args, environ []st
 
 // Command is the run function of a service binary whose Run takes its
 // Config and Deps: it loads and validates the defaults' Config as Main
-// does and calls run with a Deps holding only the logger. A service.s
+// does and calls run with a Deps holding only the logger. A service's
 // main is then one call:
 //
 //	func main() {
