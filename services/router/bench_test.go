@@ -22,22 +22,7 @@ func BenchmarkHop(b *testing.B) {
 	body := make([]byte, 256)
 	wiretest.Echo(b, rnc, e.Names.ReplicaSubject("r1")+".call", "")
 	e.putReplica("r1", 1<<20, protocol.ReplicaRunning)
-	stop := make(chan struct{})
-	beat := make(chan struct{})
-	go func() { // heartbeat, as a worker does
-		defer close(beat)
-		t := time.NewTicker(fleetstate.HeartbeatInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				e.putReplica("r1", 1<<20, protocol.ReplicaRunning)
-			}
-		}
-	}()
-	b.Cleanup(func() { close(stop); <-beat })
+	every(b, fleetstate.HeartbeatInterval, func() { e.putReplica("r1", 1<<20, protocol.ReplicaRunning) })
 	e.startRouter(nil)
 	e.waitServing()
 	cnc := natstest.Conn(b, e.NS)
