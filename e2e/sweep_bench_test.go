@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -467,11 +468,7 @@ func profileUnderLoad(b *testing.B, wrk, script, url string, c int, dir string, 
 	r := wrkOnce(b, wrk, script, url, c, 5, nil)
 	wg.Wait()
 	fmt.Printf("\nCPU profiles of the fleet at c=%d (%.0f req/s under wrk): %s\n", c, r.good(), dir)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(files))
 	for _, n := range names {
 		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", files[n]).CombinedOutput()
 		if err != nil {
