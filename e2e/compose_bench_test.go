@@ -56,7 +56,12 @@ func BenchmarkComposition(b *testing.B) {
 	if testing.Short() {
 		b.Skip("e2e: skipped in -short mode")
 	}
-	f := fleet.Start(b, bins, fleet.Options{Workers: 3, WorkerEnv: []map[string]string{
+	profiles := os.Getenv("JETSERVE_BENCH_PROFILES")
+	var env map[string]string
+	if profiles != "" {
+		env = map[string]string{"JETSERVE_OPS_PPROF": "true"}
+	}
+	f := fleet.Start(b, bins, fleet.Options{Env: env, Workers: 3, WorkerEnv: []map[string]string{
 		{"JETSERVE_LABELS": "zone=a"},
 		{"JETSERVE_LABELS": "zone=b"},
 		{"JETSERVE_LABELS": "zone=s", "JETSERVE_ROUTER": "service"},
@@ -141,10 +146,10 @@ func BenchmarkComposition(b *testing.B) {
 	}
 	printComposition(os.Stdout, targets, results, at32, rounds)
 
-	if dir := os.Getenv("JETSERVE_BENCH_PROFILES"); dir != "" && wrk != "" && only("x5") {
+	if profiles != "" && wrk != "" && only("x5") {
 		// The caller's and the callee's worker (a chain of 5 alternates
 		// between them) and the ingress, under the cross-worker chain.
-		profileUnderLoad(b, wrk, wrkScript(b, false), f.URL()+"/x5/", 32, dir, map[string]string{
+		profileUnderLoad(b, wrk, wrkScript(b, false), f.URL()+"/x5/", 32, profiles, map[string]string{
 			"compose-ingress":  f.Ingresses[0].OpsURL(),
 			"compose-worker-a": f.Workers[0].OpsURL(), "compose-worker-b": f.Workers[1].OpsURL()})
 	}
