@@ -61,11 +61,26 @@ func BenchmarkComposition(b *testing.B) {
 	if profiles != "" {
 		env = map[string]string{"JETSERVE_OPS_PPROF": "true"}
 	}
-	f := fleet.Start(b, bins, fleet.Options{Env: env, Workers: 3, WorkerEnv: []map[string]string{
+	workerEnv := []map[string]string{
 		{"JETSERVE_LABELS": "zone=a"},
 		{"JETSERVE_LABELS": "zone=b"},
 		{"JETSERVE_LABELS": "zone=s", "JETSERVE_ROUTER": "service"},
-	}})
+	}
+	// JETSERVE_COMPOSE_WORKER_ENV ("GOGC=400,GOMAXPROCS=1") is added to
+	// the workers' environment: runtime settings measured against the same
+	// run's baselines.
+	if v := os.Getenv("JETSERVE_COMPOSE_WORKER_ENV"); v != "" {
+		for _, kv := range strings.Split(v, ",") {
+			k, val, ok := strings.Cut(kv, "=")
+			if !ok {
+				b.Fatalf("JETSERVE_COMPOSE_WORKER_ENV: %q is not NAME=VALUE", kv)
+			}
+			for _, e := range workerEnv {
+				e[k] = val
+			}
+		}
+	}
+	f := fleet.Start(b, bins, fleet.Options{Env: env, Workers: 3, WorkerEnv: workerEnv})
 	f.RequireHandlers(handlerChain, handlerFanOut)
 	only := composePaths(b)
 	apps := map[string]config.Application{
