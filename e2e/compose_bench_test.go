@@ -163,8 +163,9 @@ func BenchmarkComposition(b *testing.B) {
 
 	if profiles != "" && wrk != "" && only("x5") {
 		// The caller's and the callee's worker (a chain of 5 alternates
-		// between them) and the ingress, under the cross-worker chain.
-		profileUnderLoad(b, wrk, wrkScript(b, false), f.URL()+"/x5/", 32, profiles, map[string]string{
+		// between them) and the ingress, under the cross-worker chain, for
+		// 15 s (enough samples to attribute a hop's microseconds).
+		profileFor(b, wrk, wrkScript(b, false), f.URL()+"/x5/", 32, 15, profiles, map[string]string{
 			"compose-ingress":  f.Ingresses[0].OpsURL(),
 			"compose-worker-a": f.Workers[0].OpsURL(), "compose-worker-b": f.Workers[1].OpsURL()})
 	}
