@@ -125,6 +125,8 @@ type Router struct {
 	reconnected  atomic.Int64  // unix nanos of NC's last reconnect
 
 	routeSub, replySub *nats.Subscription
+
+	waiters sync.Pool // of *waiter: where Callers take their answers
 }
 
 // New returns a Router; it takes no traffic until Start.
@@ -147,6 +149,7 @@ func New(o Options) *Router {
 		pending:     map[uint64]*request{},
 		probes:      map[uint64]*replica{},
 		idle:        make(chan struct{}, 1),
+		waiters:     sync.Pool{New: newWaiter},
 	}
 }
 
