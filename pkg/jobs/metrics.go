@@ -1,10 +1,10 @@
 package jobs
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -96,11 +96,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: StepBuckets,
 		}, append(methodLabels[:2:2], "kind")),
 	}
-	for _, c := range []prometheus.Collector{m.submitted, m.started, m.succeeded, m.failed, m.retried,
-		m.deadLettered, m.duration, m.queueWait, m.suspended, m.step} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register job metrics: %w", err)
-		}
+	if err := metrics.Register(reg, "job", m.submitted, m.started, m.succeeded, m.failed, m.retried,
+		m.deadLettered, m.duration, m.queueWait, m.suspended, m.step); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -185,10 +183,8 @@ func NewBacklogGauges(reg prometheus.Registerer) (*BacklogGauges, error) {
 			Help: "Workflow runs by status (queued, running, suspended, succeeded, failed, cancelled) among the records kept (finished ones for the retention), latest poll."},
 			append(methodLabels[:2:2], "status")),
 	}
-	for _, c := range []prometheus.Collector{g.queued, g.running, g.oldest, g.runs} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register job backlog gauges: %w", err)
-		}
+	if err := metrics.Register(reg, "job backlog", g.queued, g.running, g.oldest, g.runs); err != nil {
+		return nil, err
 	}
 	return g, nil
 }
