@@ -193,6 +193,9 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 		bodies(&p)
 		p.allowPub(wfInboxes) // workflow signals (history reads the journal by consumer)
+		// A run cancelled before it started: its removal after the
+		// retention (jobs' collectRun schedules <run>.gc.j and .gc.in).
+		p.allowPub(P + ".wf.*.*.*.gc.*")
 	case Router:
 		ensureFleet(&p)
 		for _, b := range fleet {

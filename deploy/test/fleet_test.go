@@ -65,11 +65,19 @@ func (f *fleet) waitServing(t *testing.T) {
 // waits until it SUCCEEDED.
 func (f *fleet) trainJob(t *testing.T, id string) {
 	t.Helper()
-	if _, err := f.do(http.MethodPost, f.ingress+"/text/train?request_id="+id+"&num_epochs=1", "", nil); err != nil {
+	f.asyncToEnd(t, "/text/train", id, "&num_epochs=1", "")
+}
+
+// asyncToEnd submits a job (or workflow run) id to the async method at
+// path (/app/method), with more query parameters (query: "&k=v…") and
+// body, and waits until it SUCCEEDED.
+func (f *fleet) asyncToEnd(t *testing.T, path, id, query, body string) {
+	t.Helper()
+	if _, err := f.do(http.MethodPost, f.ingress+path+"?request_id="+id+query, body, nil); err != nil {
 		t.Fatal(err)
 	}
 	f.waitFor(t, 60*time.Second, "job "+id+" SUCCEEDED", func() error {
-		b, err := f.do(http.MethodGet, f.ingress+"/text/train/status?request_id="+id, "", nil)
+		b, err := f.do(http.MethodGet, f.ingress+path+"/status?request_id="+id, "", nil)
 		if err == nil && !strings.Contains(b, `"SUCCEEDED"`) {
 			err = errors.New(b)
 		}

@@ -185,7 +185,7 @@ func TestLintMetricsCatchesViolations(t *testing.T) {
 
 // TestGrafanaQueriesNameRealMetrics runs the five services in-process,
 // drives every kind of traffic (sync, errors, a router timeout, a
-// multiplexed model, an async job, autoscaling), scrapes each /metrics and
+// multiplexed model, an async job, a workflow run, autoscaling), scrapes each /metrics and
 // checks that every metric deploy/grafana/jetserve.json queries is
 // exported — so renaming a metric without the dashboard fails here — and
 // that every service's /metrics passes lintMetrics (promtool's check).
@@ -218,8 +218,9 @@ func TestGrafanaQueriesNameRealMetrics(t *testing.T) {
 	if _, err := f.do(http.MethodPost, f.ingress+"/echo/?delay_ms=2000", "slow", nil); err == nil {
 		t.Error("a 2 s echo under request_timeout 200ms succeeded, want 504")
 	}
-	// One job, to its end.
+	// One job, to its end; one workflow run, to its end.
 	f.trainJob(t, "g1")
+	f.asyncToEnd(t, "/trips/book", "g2", "", `{"trip_id": "g2"}`)
 
 	f.waitFor(t, 60*time.Second, "every queried metric on some /metrics", func() error {
 		have := map[string]bool{}

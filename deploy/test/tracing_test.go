@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 type span struct {
 	service, name         string
 	traceID, id, parentID string
+	start                 time.Time
 	attrs                 map[string]string
 }
 
@@ -70,7 +72,8 @@ func (o *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func spanOf(service string, s *tracepb.Span) span {
 	sp := span{service: service, name: s.GetName(), traceID: hex.EncodeToString(s.GetTraceId()),
-		id: hex.EncodeToString(s.GetSpanId()), parentID: hex.EncodeToString(s.GetParentSpanId()), attrs: map[string]string{}}
+		id: hex.EncodeToString(s.GetSpanId()), parentID: hex.EncodeToString(s.GetParentSpanId()),
+		start: time.Unix(0, int64(s.GetStartTimeUnixNano())), attrs: map[string]string{}}
 	for _, kv := range s.GetAttributes() {
 		v := kv.GetValue()
 		if v.GetStringValue() != "" {
@@ -203,4 +206,107 @@ func TestTraceFollowsARequest(t *testing.T) {
 		}
 		return nil
 	})
+
+	followWorkflow(t, f, rcv, clientSpan)
+}
+
+// followWorkflow follows two runs of the trip booking workflow through
+// their steps by trace id. The first books, suspends awaiting a signal,
+// and is resumed by it: two attempts, each the child of the start's span;
+// the first has a span per step (hotel, car, flight: each its child, with
+// its position and outcome), the second replays them without a span and
+// ends the run. The second fails at the flight: its compensations have
+// spans too, after the failed step's.
+func followWorkflow(t *testing.T, f *fleet, rcv *otlpReceiver, clientSpan string) {
+	t.Helper()
+	const okTrace, failTrace = "6bf92f3577b34da6a3ce929d0e0e4738", "7bf92f3577b34da6a3ce929d0e0e4739"
+	start := func(trace, id, body string) {
+		if _, err := f.do(http.MethodPost, f.ingress+"/trips/book?request_id="+id, body,
+			map[string]string{"Traceparent": "00-" + trace + "-" + clientSpan + "-01"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitStatus := func(id, status string) {
+		f.waitFor(t, 60*time.Second, "run "+id+" "+status, func() error {
+			b, err := f.do(http.MethodGet, f.ingress+"/trips/book/status?request_id="+id, "", nil)
+			if err == nil && !strings.Contains(b, `"`+status+`"`) {
+				err = errors.New(b)
+			}
+			return err
+		})
+	}
+	start(okTrace, "wf-ok", `{"trip_id": "wf-ok", "await_confirm": true}`)
+	waitStatus("wf-ok", "SUSPENDED")
+	if _, err := f.do(http.MethodPost, f.ingress+"/trips/book/signal?request_id=wf-ok&name=confirm&key=k1", `{"by": "ann"}`, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus("wf-ok", "SUCCEEDED")
+	start(failTrace, "wf-fail", `{"trip_id": "wf-fail", "fail_flight": true}`)
+	waitStatus("wf-fail", "FAILED")
+
+	f.waitFor(t, 30*time.Second, "the run's attempts and steps in the start's trace", func() error {
+		return checkRunTrace(rcv.trace(okTrace), clientSpan, [][]string{
+			{"suspended", "step book-hotel ok", "step book-car ok", "step book-flight ok"},
+			{"succeeded"},
+		})
+	})
+	f.waitFor(t, 30*time.Second, "the failed run's steps and compensations in its trace", func() error {
+		return checkRunTrace(rcv.trace(failTrace), clientSpan, [][]string{
+			{"failed", "step book-hotel ok", "step book-car ok", "step book-flight error", "undo cancel-car ok", "undo cancel-hotel ok"},
+		})
+	})
+}
+
+// checkRunTrace checks the spans of one workflow run's trace: the
+// ingress's span, the child of the client's; one "job trips/book" span
+// per attempt, its children, in order; and under each attempt the spans
+// of its steps. want has per attempt its outcome then "<span name>
+// <outcome>" per step span, in start order.
+func checkRunTrace(spans []span, clientSpan string, want [][]string) error {
+	var ingress *span
+	for i, s := range spans {
+		if s.service == "jetserve-ingress" && strings.HasPrefix(s.name, "HTTP POST") {
+			ingress = &spans[i]
+		}
+	}
+	if ingress == nil || ingress.parentID != clientSpan {
+		return errors.New("no ingress span, the child of the client's, yet")
+	}
+	var attempts []span
+	for _, s := range spans {
+		if s.name == "job trips/book" && s.parentID == ingress.id {
+			attempts = append(attempts, s)
+		}
+	}
+	if len(attempts) != len(want) {
+		return fmt.Errorf("%d attempt spans under the start's, want %d", len(attempts), len(want))
+	}
+	slices.SortFunc(attempts, func(a, b span) int { return strings.Compare(a.attrs["jetserve.attempt"], b.attrs["jetserve.attempt"]) })
+	for i, a := range attempts {
+		if got := a.attrs["jetserve.outcome"]; got != want[i][0] {
+			return fmt.Errorf("attempt %s ended %q, want %q", a.attrs["jetserve.attempt"], got, want[i][0])
+		}
+		if i > 0 && a.attrs["jetserve.workflow.replayed"] == "0" {
+			return fmt.Errorf("attempt %s replayed nothing, want the journal of the attempts before", a.attrs["jetserve.attempt"])
+		}
+		var steps []span
+		for _, s := range spans {
+			if s.parentID == a.id {
+				steps = append(steps, s)
+			}
+		}
+		slices.SortFunc(steps, func(x, y span) int { return x.start.Compare(y.start) })
+		var got []string
+		for _, s := range steps {
+			got = append(got, s.name+" "+s.attrs["jetserve.outcome"])
+			if s.attrs["jetserve.request_id"] != a.attrs["jetserve.request_id"] || s.attrs["jetserve.step.position"] == "" {
+				return fmt.Errorf("span %q has run id %q and position %q, want %q and one", s.name,
+					s.attrs["jetserve.request_id"], s.attrs["jetserve.step.position"], a.attrs["jetserve.request_id"])
+			}
+		}
+		if !slices.Equal(got, want[i][1:]) {
+			return fmt.Errorf("attempt %s has the step spans %q, want %q", a.attrs["jetserve.attempt"], got, want[i][1:])
+		}
+	}
+	return nil
 }

@@ -188,7 +188,8 @@ type AsyncMethod struct {
 	Backoff []Duration `json:"backoff,omitempty"`
 	// Timeout bounds one attempt.
 	Timeout Duration `json:"timeout,omitempty" jsonschema_extras:"default=1h"`
-	// Retention keeps records and results this long after the last change.
+	// Retention keeps a finished job's record and result (a workflow
+	// run's journal) this long after it ended; an unfinished one is kept.
 	Retention Duration `json:"retention,omitempty" jsonschema_extras:"default=168h"`
 	// LeaseTimeout is how long a job whose worker stopped heartbeating
 	// waits before another replica takes it.

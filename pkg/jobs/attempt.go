@@ -14,7 +14,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/tracing"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"net/http"
@@ -287,7 +286,7 @@ func (a *attempt) startSpan(ctx context.Context, rec Record) (context.Context, t
 		ctx, span = tracer.Start(tracing.Extract(ctx, h), "job "+rec.App+"/"+rec.Method,
 			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(tracing.AttrApp.String(rec.App),
 				tracing.AttrDeployment.String(rec.Deployment), tracing.AttrMethod.String(rec.Method),
-				tracing.AttrRequestID.String(rec.ID), attribute.Int("jetserve.attempt", rec.Attempts)))
+				tracing.AttrRequestID.String(rec.ID), tracing.AttrAttempt.Int(rec.Attempts)))
 		tracing.Inject(ctx, h)
 	}
 	return serve.ContextWithRequest(ctx, &serve.Request{RequestID: rec.ID, Header: h}), span
@@ -513,7 +512,7 @@ func (c *jobContext) Job() *serve.Job { return c.job }
 // WorkflowStore is the JetStream journal of this attempt's run (a
 // workflow's job only).
 func (c *jobContext) WorkflowStore() serve.WorkflowStore {
-	return &runStore{q: c.a.r.q, h: c.a.m.h.wf, met: c.a.m.met, retention: c.a.m.cfg.Retention.D()}
+	return &runStore{q: c.a.r.q, h: c.a.m.h.wf, met: c.a.m.met}
 }
 func (c *jobContext) Logger() zerolog.Logger { return c.a.log }
 

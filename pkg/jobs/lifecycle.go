@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The job lifecycle. A job's record changes only through the named
@@ -278,13 +276,16 @@ func submitted(id, app, deployment, method string, args json.RawMessage, maxAtte
 // compare-and-sets on revision prev. It returns the new revision;
 // jetstream.ErrKeyExists or jetstream.ErrKeyRevisionMismatch (wrapped)
 // when another writer came first.
-func writeRecord(ctx context.Context, kv jetstream.KeyValue, next Record, prev uint64) (uint64, error) {
+func writeRecord(ctx context.Context, kv *records, next Record, prev uint64) (uint64, error) {
 	b, err := json.Marshal(next)
 	if err != nil {
 		return 0, fmt.Errorf("encode job record %s: %w", next.ID, err)
 	}
 	var rev uint64
-	if prev == 0 {
+	if !next.Status.Terminal() {
+		// Kept past the bucket's TTL: retention counts from the end.
+		rev, err = kv.writeLive(ctx, next.ID, b, prev)
+	} else if prev == 0 {
 		rev, err = kv.Create(ctx, next.ID, b)
 	} else {
 		rev, err = kv.Update(ctx, next.ID, b, prev)

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"strings"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/metrics"
@@ -25,7 +26,14 @@ const (
 	// Workflows (labels application and method, the workflow's name).
 	MetricSuspended    = "jetserve_workflow_suspensions_total"
 	MetricStepDuration = "jetserve_workflow_step_duration_seconds"
+	// MetricWorkflowRuns counts a workflow's runs by status (label
+	// status: queued, running, suspended, succeeded, failed, cancelled)
+	// among the records kept; the leading scheduler sets it (BacklogGauges).
+	MetricWorkflowRuns = "jetserve_workflow_runs"
 )
+
+// runStatuses are the values of MetricWorkflowRuns's label status.
+var runStatuses = []Status{Queued, Running, Suspended, Succeeded, Failed, Cancelled}
 
 // Outcomes of an attempt, the outcome label of MetricDuration.
 const (
@@ -159,6 +167,7 @@ func (mm *methodMetrics) waited(since time.Time) {
 // leading scheduler sets them), so workers never call consumer info.
 type BacklogGauges struct {
 	queued, running, oldest *prometheus.GaugeVec
+	runs                    *prometheus.GaugeVec // workflows: runs by status
 }
 
 // NewBacklogGauges creates the backlog gauges and registers them on reg.
@@ -170,8 +179,11 @@ func NewBacklogGauges(reg prometheus.Registerer) (*BacklogGauges, error) {
 		queued:  gauge(MetricQueued, "Jobs waiting for a runner (the runners consumer's num_pending), latest poll."),
 		running: gauge(MetricRunning, "Jobs delivered and not yet acknowledged: running or waiting for a retry (num_ack_pending), latest poll."),
 		oldest:  gauge(MetricOldestAge, "Age in seconds of the oldest job queued or running (its work-queue stream's first message), latest poll; 0 when none."),
+		runs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricWorkflowRuns,
+			Help: "Workflow runs by status (queued, running, suspended, succeeded, failed, cancelled) among the records kept (finished ones for the retention), latest poll."},
+			append(methodLabels[:2:2], "status")),
 	}
-	if err := metrics.Register(reg, "job backlog", g.queued, g.running, g.oldest); err != nil {
+	if err := metrics.Register(reg, "job backlog", g.queued, g.running, g.oldest, g.runs); err != nil {
 		return nil, err
 	}
 	return g, nil
@@ -188,10 +200,19 @@ func (g *BacklogGauges) Set(app, method string, b Backlog, now time.Time) {
 	g.oldest.WithLabelValues(app, method).Set(age)
 }
 
+// SetWorkflowRuns records a workflow's runs by status (every status, a
+// missing one at 0).
+func (g *BacklogGauges) SetWorkflowRuns(app, workflow string, byStatus map[Status]int) {
+	for _, s := range runStatuses {
+		g.runs.WithLabelValues(app, workflow, strings.ToLower(string(s))).Set(float64(byStatus[s]))
+	}
+}
+
 // Forget drops one method's series (the method is gone, or this process
 // stopped polling).
 func (g *BacklogGauges) Forget(app, method string) {
 	g.queued.DeleteLabelValues(app, method)
 	g.running.DeleteLabelValues(app, method)
 	g.oldest.DeleteLabelValues(app, method)
+	g.runs.DeletePartialMatch(prometheus.Labels{"application": app, "method": method})
 }

@@ -192,3 +192,30 @@ func TestBacklog(t *testing.T) {
 		t.Errorf("series after Forget = %d, want 0", n)
 	}
 }
+
+// TestWorkflowRunsGauge: every status has a series (a missing one at 0),
+// and Forget drops them.
+func TestWorkflowRunsGauge(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	g, err := NewBacklogGauges(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.SetWorkflowRuns(testApp, "book", map[Status]int{Suspended: 3, Succeeded: 2})
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP jetserve_workflow_runs Workflow runs by status (queued, running, suspended, succeeded, failed, cancelled) among the records kept (finished ones for the retention), latest poll.
+# TYPE jetserve_workflow_runs gauge
+jetserve_workflow_runs{application="app",method="book",status="cancelled"} 0
+jetserve_workflow_runs{application="app",method="book",status="failed"} 0
+jetserve_workflow_runs{application="app",method="book",status="queued"} 0
+jetserve_workflow_runs{application="app",method="book",status="running"} 0
+jetserve_workflow_runs{application="app",method="book",status="succeeded"} 2
+jetserve_workflow_runs{application="app",method="book",status="suspended"} 3
+`), MetricWorkflowRuns); err != nil {
+		t.Error(err)
+	}
+	g.Forget(testApp, "book")
+	if n := testutil.CollectAndCount(g.runs); n != 0 {
+		t.Errorf("%s series after Forget = %d, want 0", MetricWorkflowRuns, n)
+	}
+}

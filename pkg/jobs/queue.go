@@ -99,7 +99,7 @@ type handle struct {
 	ensured     *ensured // the config of the last Ensure, nil if only opened
 	met         *methodMetrics
 	stream      jetstream.Stream
-	kv          jetstream.KeyValue
+	kv          *records
 	obj         jetstream.ObjectStore
 	wf          *wfHandle // a workflow's stream; nil for a plain method (or only opened)
 }
@@ -258,7 +258,10 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 		Description: desc,
 		History:     1,
 		TTL:         retention,
-		Storage:     jetstream.FileStorage,
+		// Per-message TTLs: a record that is not final outlives the
+		// bucket's TTL (writeRecord).
+		LimitMarkerTTL: recordMarkerTTL,
+		Storage:        jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("job records bucket: %w", err)
@@ -290,7 +293,7 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 	q.mu.Lock()
 	q.dlq = dlq
 	q.mu.Unlock()
-	nh := &handle{app: app, method: m.Name, stream: stream, kv: kv, obj: obj}
+	nh := &handle{app: app, method: m.Name, stream: stream, kv: &records{KeyValue: kv, js: q.js}, obj: obj}
 	if m.Workflow {
 		if nh.wf, err = q.ensureWorkflow(ctx, app, m); err != nil {
 			return nil, err
@@ -330,7 +333,7 @@ func (q *Queue) open(ctx context.Context, app, method string) (*handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open job objects: %w", err)
 	}
-	h = &handle{app: app, method: method, stream: stream, kv: kv, obj: obj, met: q.metrics.forMethod(app, method)}
+	h = &handle{app: app, method: method, stream: stream, kv: &records{KeyValue: kv, js: q.js}, obj: obj, met: q.metrics.forMethod(app, method)}
 	q.mu.Lock()
 	if old := q.methods[key]; old != nil {
 		h = old
@@ -833,7 +836,7 @@ func (q *Queue) Cancel(ctx context.Context, app, method, id string) (Record, err
 		} else if m, err := h.stream.GetLastMsgForSubject(ctx, q.names.JobSubject(app, method, id)); err == nil {
 			q.deleteJobMsg(ctx, h, id, m.Sequence)
 		}
-		if err := q.notifyParent(ctx, next); err != nil {
+		if err := q.ended(ctx, next); err != nil {
 			q.log.Warn().Err(err).Str("request_id", id).Msg("tell the parent run its job was cancelled")
 		}
 		return next, nil

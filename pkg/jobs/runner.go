@@ -442,10 +442,11 @@ func (r *Runner) deadLetter(ctx context.Context, m *runMethod, rec Record, log z
 	}
 }
 
-// notifyParent tells a finished job's parent run (if any) how it ended.
+// notifyParent tells a finished job's parent run (if any) how it ended,
+// and schedules a finished run's removal (Queue.ended).
 func (r *Runner) notifyParent(ctx context.Context, rec Record, log zerolog.Logger) {
-	if err := r.q.notifyParent(ctx, rec); err != nil {
-		log.Error().Err(err).Msg("tell the parent run")
+	if err := r.q.ended(ctx, rec); err != nil {
+		log.Error().Err(err).Msg("tell the parent run; schedule the run's removal")
 	}
 }
 

@@ -85,14 +85,17 @@ type wfHandle struct {
 func (q *Queue) ensureWorkflow(ctx context.Context, app string, m config.AsyncMethod) (*wfHandle, error) {
 	desc := fmt.Sprintf("jetserve workflow %s/%s: journals, inboxes and timers of its runs", app, m.Name)
 	stream, err := q.ensureStream(ctx, jetstream.StreamConfig{
-		Name:              q.names.WorkflowStream(app, m.Name),
-		Description:       desc,
-		Subjects:          []string{q.names.WorkflowWildcard(app, m.Name)},
-		Retention:         jetstream.LimitsPolicy,
-		MaxMsgs:           -1,
-		MaxAge:            m.Retention.D(),
+		Name:        q.names.WorkflowStream(app, m.Name),
+		Description: desc,
+		Subjects:    []string{q.names.WorkflowWildcard(app, m.Name)},
+		Retention:   jetstream.LimitsPolicy,
+		MaxMsgs:     -1,
+		// No MaxAge: a run is kept as long as it lives, however long it
+		// is suspended; its end schedules its removal (collectRun).
 		AllowDirect:       true,
 		AllowMsgSchedules: true,
+		AllowMsgTTL:       true, // the collection's tombstones expire
+		AllowRollup:       true, // the collection rolls a run's subjects up
 		Storage:           jetstream.FileStorage,
 		Duplicates:        q.dedupWindow,
 	})
@@ -132,9 +135,6 @@ type runStore struct {
 	q   *Queue
 	h   *wfHandle
 	met *methodMetrics
-	// retention bounds a timer: a run suspended longer than its records
-	// and journal are kept would be lost.
-	retention time.Duration
 
 	mu      sync.Mutex // serialises appends (fenced one after the other)
 	lastSeq uint64     // guarded by mu: the journal's last stream sequence
@@ -187,6 +187,9 @@ func readRun(ctx context.Context, stream jetstream.Stream, jSubj, inSubj string)
 			}
 			pending = meta.NumPending
 			if msg.Subject() == jSubj {
+				if len(msg.Data()) == 0 {
+					continue // the tombstone of a collected run (collectRun)
+				}
 				var e serve.JournalEntry
 				if err := json.Unmarshal(msg.Data(), &e); err != nil {
 					return nil, nil, 0, fmt.Errorf("decode journal entry %d: %w", meta.Sequence.Stream, err)
@@ -241,21 +244,21 @@ func (s *runStore) Append(ctx context.Context, run string, e serve.JournalEntry)
 }
 
 // Submit starts job id of method (an async method or a workflow of the
-// application) with this run as its parent.
+// application) with this run as its parent, traced as the child of the
+// trace context ctx serves (the run's Submit or Child span).
 func (s *runStore) Submit(ctx context.Context, run, method, id string, args serve.Args) error {
-	_, _, err := s.q.SubmitTo(ctx, s.h.app, method, id, args, func(r *Record) { r.Parent = s.h.wf + "/" + run })
+	opts := []SubmitOption{func(r *Record) { r.Parent = s.h.wf + "/" + run }}
+	if req, ok := serve.RequestFromContext(ctx); ok && req.Header.Get("Traceparent") != "" {
+		opts = append(opts, Trace(req.Header.Get("Traceparent"), req.Header.Get("Tracestate")))
+	}
+	_, _, err := s.q.SubmitTo(ctx, s.h.app, method, id, args, opts...)
 	return err
 }
 
-// Timer schedules the inbox event TimerEventKey(pos) at at; a timer
-// beyond the workflow's retention is refused (the run's record and
-// journal would expire while it sleeps).
+// Timer schedules the inbox event TimerEventKey(pos) at at. The run and
+// its timer are kept however long it sleeps: its retention counts from
+// its end.
 func (s *runStore) Timer(ctx context.Context, run string, pos int, at time.Time) error {
-	if s.retention > 0 && time.Until(at) > s.retention-time.Minute {
-		return &serve.Error{Status: 400, Code: protocol.ErrBadRequest, Msg: fmt.Sprintf(
-			"a sleep until %s outlives the workflow's retention (%s): its run would be forgotten; raise async_methods.retention",
-			at.Format(time.RFC3339), s.retention)}
-	}
 	b, err := json.Marshal(serve.InboxEvent{Key: serve.TimerEventKey(pos)})
 	if err != nil {
 		return err
@@ -292,12 +295,11 @@ func (q *Queue) SubmitTo(ctx context.Context, app, method, id string, args serve
 	if e := h.ensured; e != nil {
 		return q.Submit(ctx, app, e.deployment, e.m, id, args, opts...)
 	}
-	md := h.stream.CachedInfo().Config.Metadata
-	var m config.AsyncMethod
-	if err := json.Unmarshal([]byte(md[metaMethod]), &m); err != nil || md[metaDeployment] == "" {
-		return Record{}, false, fmt.Errorf("%s/%s: its stream does not name its deployment: %w", app, method, ErrUnknownMethod)
+	m, err := methodConfig(h)
+	if err != nil {
+		return Record{}, false, err
 	}
-	return q.Submit(ctx, app, md[metaDeployment], m, id, args, opts...)
+	return q.Submit(ctx, app, h.stream.CachedInfo().Config.Metadata[metaDeployment], m, id, args, opts...)
 }
 
 // Metadata of a job stream: its deployment and its method's config.
@@ -435,7 +437,11 @@ func (r *Runner) runWakers(ctx context.Context, m *runMethod) error {
 		run := toks[len(toks)-2]
 		octx, cancel := opCtx()
 		defer cancel()
-		if _, err := r.q.wake(octx, m.h, run, EventWake); err != nil && !errors.Is(err, ErrNotFound) {
+		_, err := r.q.wake(octx, m.h, run, EventWake)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			collectStrayTimer(octx, m.h.wf, msg)
+		case err != nil:
 			r.log.Warn().Err(err).Str("run", run).Msg("wake workflow run; retrying")
 			_ = msg.NakWithDelay(time.Second)
 			return

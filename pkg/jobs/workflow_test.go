@@ -262,25 +262,6 @@ func TestCancelDuringFanOut(t *testing.T) {
 	}
 }
 
-// TestSleepBeyondRetentionRefused: a sleep the run's record and journal
-// would not outlive fails the run with an error that says so.
-func TestSleepBeyondRetentionRefused(t *testing.T) {
-	e := newEnv(t)
-	ctx := ctxT(t)
-	wf := serve.NewWorkflow("nap", func(wf serve.Workflow, _ struct{}) (string, error) {
-		return "", wf.Sleep(2 * time.Hour)
-	})
-	m := method("nap", func(c *config.AsyncMethod) { c.Workflow = true }) // retention 1h
-	startRunner(t, e, e.nc, 1, serve.WorkflowJobs(nil, []*serve.WorkflowDef{wf}), "r1", m)
-	if _, _, err := e.q.Submit(ctx, testApp, testDep, m, "run1", nil); err != nil {
-		t.Fatal(err)
-	}
-	rec := waitStatus(t, e.q, "nap", "run1", Failed, 30*time.Second)
-	if !strings.Contains(rec.Error, "outlives the workflow's retention") {
-		t.Errorf("error = %q, want it to say the sleep outlives the retention", rec.Error)
-	}
-}
-
 // TestSubmitOfARunThatSuspendsBeforeTheReadIsCreated: Submit reads the
 // record of a client-chosen id while its publish is in flight. A run can
 // be SUSPENDED already (its Seq cleared) when that read answers; the

@@ -410,7 +410,9 @@ func runWorkflow(ctx JobContext, store WorkflowStore, d *WorkflowDef, job *Job, 
 	for _, ev := range inbox {
 		r.inboxSeq = max(r.inboxSeq, ev.Seq)
 	}
-	return r.execute(d, job.Args)
+	res, err := r.execute(d, job.Args)
+	traceAttempt(ctx, len(entries), err)
+	return res, err
 }
 
 // wfRun is one attempt of a run.
@@ -677,13 +679,16 @@ type stepCtx struct {
 func (s stepCtx) IdempotencyKey() string { return s.key }
 func (s stepCtx) Attempt() int           { return s.attempt }
 
-// runStep runs fn with retries and returns its journal entry.
-func (r *wfRun) runStep(ctx context.Context, p int, kind, name string, fn StepFunc, opts []StepOption) JournalEntry {
+// runStep runs fn with retries and returns its journal entry; span
+// (spanStep, spanCall or spanUndo) names its span.
+func (r *wfRun) runStep(ctx context.Context, p int, kind, span, name string, fn StepFunc, opts []StepOption) (e JournalEntry) {
 	o := stepOpts{attempts: 3, backoff: []time.Duration{100 * time.Millisecond, time.Second}}
 	for _, f := range opts {
 		f(&o)
 	}
-	e := JournalEntry{Pos: p, Kind: kind, Name: name, Started: time.Now().UTC()}
+	ctx, sp := r.startSpan(ctx, span, name, p)
+	defer func() { endStepSpan(sp, e) }()
+	e = JournalEntry{Pos: p, Kind: kind, Name: name, Started: time.Now().UTC()}
 	key := r.id + "-" + strconv.Itoa(p)
 	var res any
 	var err error
@@ -739,7 +744,7 @@ func (r *wfRun) Step(name string, fn StepFunc, opts ...StepOption) Result {
 	if r.Err() != nil {
 		return Result{err: context.Cause(r)}
 	}
-	e := r.runStep(r, p, KindStep, name, fn, opts)
+	e := r.runStep(r, p, KindStep, spanStep, name, fn, opts)
 	if e.Error != "" && r.Err() != nil {
 		return Result{err: context.Cause(r)} // cancelled mid-step: not journaled
 	}
@@ -765,7 +770,7 @@ func (r *wfRun) Call(h *Handle, method string, in any) Result {
 	if e, ok := find(es, KindStep); ok {
 		return entryResult(e)
 	}
-	e := r.runStep(r, p, KindStep, name, func(s StepContext) (any, error) {
+	e := r.runStep(r, p, KindStep, spanCall, name, func(s StepContext) (any, error) {
 		resp, err := h.Call(s, &Request{Method: http.MethodPost, Path: "/" + method, Call: method, Body: body, RequestID: s.IdempotencyKey()})
 		if err != nil {
 			return nil, err
@@ -789,7 +794,7 @@ func (r *wfRun) Go(name string, fn StepFunc, opts ...StepOption) *Future {
 	go func() {
 		defer r.branches.Done()
 		defer close(f.done)
-		e := r.runStep(r, p, KindStep, name, fn, opts)
+		e := r.runStep(r, p, KindStep, spanStep, name, fn, opts)
 		if e.Error != "" && r.Err() != nil {
 			f.res = Result{err: context.Cause(r)}
 			return
@@ -960,14 +965,14 @@ func (r *wfRun) waitAny(chs []chan struct{}) {
 }
 
 func (r *wfRun) Submit(method string, args any) *Future {
-	return r.start(KindSubmit, method, args)
+	return r.start(KindSubmit, spanSubmit, method, args)
 }
 
 func (r *wfRun) Child(workflow string, in any) *Future {
-	return r.start(KindSubmit, workflow, in)
+	return r.start(KindSubmit, spanChild, workflow, in)
 }
 
-func (r *wfRun) start(kind, method string, in any) *Future {
+func (r *wfRun) start(kind, span, method string, in any) *Future {
 	p, es := r.next(kind, method)
 	id := r.id + "-" + strconv.Itoa(p)
 	f := &Future{r: r, pos: p, kind: kind, name: method, ref: id}
@@ -980,8 +985,10 @@ func (r *wfRun) start(kind, method string, in any) *Future {
 		r.abort(&Error{Status: http.StatusBadRequest, Code: protocol.ErrBadRequest, Msg: fmt.Sprintf("submit %s: %v", method, err)})
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r), 30*time.Second)
-	err = r.store.Submit(ctx, r.id, method, id, args)
+	ctx, sp := r.startSpan(ctx, span, method, p)
+	err = r.store.Submit(ctx, r.id, method, id, args) // the job's trace context: sp's
 	cancel()
+	endStepSpan(sp, JournalEntry{Attempts: 1, Error: errText(err)})
 	if err != nil {
 		r.abort(fmt.Errorf("submit %s: %w", method, err))
 	}
@@ -1088,7 +1095,7 @@ func (r *wfRun) compensate(cause error) {
 		if _, ok := find(es, KindUndo); ok {
 			continue
 		}
-		r.mustAppend(r.runStep(ctx, p, KindUndo, u.name, u.fn, nil))
+		r.mustAppend(r.runStep(ctx, p, KindUndo, spanUndo, u.name, u.fn, nil))
 	}
 }
 

@@ -86,7 +86,8 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 		have.Duplicates == want.Duplicates && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
 		have.DiscardNewPerSubject == want.DiscardNewPerSubject && have.AllowDirect == want.AllowDirect &&
 		have.Retention == want.Retention && have.Discard == want.Discard &&
-		have.AllowMsgSchedules == want.AllowMsgSchedules && sameMetadata(have.Metadata, want.Metadata)
+		have.AllowMsgSchedules == want.AllowMsgSchedules && have.AllowMsgTTL == want.AllowMsgTTL &&
+		have.AllowRollup == want.AllowRollup && sameMetadata(have.Metadata, want.Metadata)
 }
 
 // sameMetadata compares the metadata jetserve sets (keys "jetserve.*");

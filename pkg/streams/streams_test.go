@@ -130,6 +130,34 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	if st, _ := kv.Status(ctx); st.History() != 5 {
 		t.Fatalf("history after ensuring 5 = %d", st.History())
 	}
+
+	// What an older version created gains what this one sets: a records
+	// bucket its per-message TTLs (jobs' live records), a workflow stream
+	// no MaxAge, per-message TTLs and rollups.
+	old := jetstream.KeyValueConfig{Bucket: "old", History: 1, TTL: time.Hour}
+	if _, err := streams.KeyValue(ctx, js, old, 1); err != nil {
+		t.Fatal(err)
+	}
+	old.LimitMarkerTTL = time.Second
+	kv, err = streams.KeyValue(ctx, js, old, 1)
+	if err != nil {
+		t.Fatalf("ensure a marker TTL on an existing bucket: %v", err)
+	}
+	if st, _ := kv.Status(ctx); st.LimitMarkerTTL() != time.Second {
+		t.Fatalf("marker TTL after ensuring 1s = %s", st.LimitMarkerTTL())
+	}
+	wf := jetstream.StreamConfig{Name: "WF", Subjects: []string{"wf.>"}, MaxAge: time.Hour, AllowMsgSchedules: true}
+	if _, err := streams.Stream(ctx, js, wf, 1); err != nil {
+		t.Fatal(err)
+	}
+	wf.MaxAge, wf.AllowMsgTTL, wf.AllowRollup = 0, true, true
+	s4, err := streams.Stream(ctx, js, wf, 1)
+	if err != nil {
+		t.Fatalf("ensure TTLs and rollups on an existing stream: %v", err)
+	}
+	if c := s4.CachedInfo().Config; c.MaxAge != 0 || !c.AllowMsgTTL || !c.AllowRollup {
+		t.Fatalf("stream after the update: MaxAge %s, AllowMsgTTL %v, AllowRollup %v; want 0, true, true", c.MaxAge, c.AllowMsgTTL, c.AllowRollup)
+	}
 }
 
 func TestRetry(t *testing.T) {

@@ -9,8 +9,10 @@
 // calling on: the ingress (span "HTTP <method> <prefix>"), the routing
 // library wherever it runs ("route <app>/<deployment>"), the replica
 // ("serve <app>/<deployment>"), handle calls (routing again, from the
-// replica's span) and job attempts ("job <app>/<method>", from the
-// traceparent stored with the job at submit). With the no-op provider no
+// replica's span), job attempts ("job <app>/<method>", from the
+// traceparent stored with the job at submit) and a workflow run's steps
+// (package serve: "step <name>", "call …", "undo …", "submit …",
+// "child …", children of their attempt's span). With the no-op provider no
 // span is recorded and a request's traceparent passes through unchanged.
 //
 // Providers are passed in (service.Deps.Tracer), never global. Functions
@@ -133,6 +135,22 @@ const (
 	AttrReplica    = attribute.Key("jetserve.replica")
 	AttrMethod     = attribute.Key("jetserve.method")
 	AttrErrorCode  = attribute.Key("jetserve.error_code")
+	// AttrAttempt is a job's (a workflow run's) attempt, 1-based.
+	AttrAttempt = attribute.Key("jetserve.attempt")
+	// AttrOutcome is how a job attempt or a workflow step ended.
+	AttrOutcome = attribute.Key("jetserve.outcome")
+	// The workflow spans' (serve's wf.Step, Call, Go, Submit, Child and
+	// compensations): the step's name, its position in the run, its kind
+	// (step, call, undo, submit, child) and how many times it ran.
+	AttrStep         = attribute.Key("jetserve.step")
+	AttrStepPosition = attribute.Key("jetserve.step.position")
+	AttrStepKind     = attribute.Key("jetserve.step.kind")
+	AttrStepAttempts = attribute.Key("jetserve.step.attempts")
+	// AttrReplayed counts the journal entries an attempt of a run loaded
+	// (steps it replays without running them).
+	AttrReplayed = attribute.Key("jetserve.workflow.replayed")
+	// AttrWaiting is what a suspended run awaits.
+	AttrWaiting = attribute.Key("jetserve.workflow.waiting")
 )
 
 // natsCarrier reads and writes the trace context of a request's NATS

@@ -285,6 +285,10 @@ func (d *Dashboard) pollJobs(ctx context.Context, wg *sync.WaitGroup, now time.T
 			m.polledAt = now
 		}
 		m.pollErr = pollErr
+		var runs map[jobs.Status]int
+		if m.workflow && leading && d.o.Gauges != nil {
+			runs = countByStatus(m.records(now))
+		}
 		start := m.stop == nil && d.methods[methodKey(m.app, m.name)] == m
 		var mctx context.Context
 		if start {
@@ -293,6 +297,9 @@ func (d *Dashboard) pollJobs(ctx context.Context, wg *sync.WaitGroup, now time.T
 		d.mu.Unlock()
 		if err == nil && leading && d.o.Gauges != nil {
 			d.o.Gauges.Set(m.app, m.name, b, now)
+		}
+		if runs != nil {
+			d.o.Gauges.SetWorkflowRuns(m.app, m.name, runs)
 		}
 		if start {
 			wg.Add(1)

@@ -125,8 +125,9 @@ func decodeJob(_ string, data []byte) (JobSummary, error) {
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}, nil
 }
 
-// records returns the method's records within its retention; the others
-// are forgotten: the bucket's TTL removes them without telling followers.
+// records returns the method's records: those not finished, and the
+// finished ones within its retention; the others are forgotten (the
+// bucket's TTL removes them).
 func (m *method) records(now time.Time) map[string]JobSummary {
 	m.watchMu.Lock()
 	f := m.recs
@@ -140,13 +141,22 @@ func (m *method) records(now time.Time) map[string]JobSummary {
 	}
 	var expired []string
 	for k, r := range recs {
-		if now.Sub(r.UpdatedAt) > m.retention {
+		if r.Status.Terminal() && now.Sub(r.UpdatedAt) > m.retention { // one not finished is kept
 			expired = append(expired, k)
 			delete(recs, k)
 		}
 	}
 	f.Forget(expired...)
 	return recs
+}
+
+// countByStatus counts records by status (never nil).
+func countByStatus(recs map[string]JobSummary) map[jobs.Status]int {
+	n := map[jobs.Status]int{}
+	for _, r := range recs {
+		n[r.Status]++
+	}
+	return n
 }
 
 // summary is the method's part of a snapshot.
@@ -157,18 +167,10 @@ func (m *method) summary(now time.Time) MethodJobs {
 		out.OldestAgeSeconds = max(now.Sub(m.backlog.Oldest), 0).Seconds()
 	}
 	recs := m.records(now)
+	n := countByStatus(recs)
+	out.Succeeded, out.Failed, out.Cancelled, out.Suspended = n[jobs.Succeeded], n[jobs.Failed], n[jobs.Cancelled], n[jobs.Suspended]
 	all := make([]JobSummary, 0, len(recs))
 	for _, r := range recs {
-		switch r.Status {
-		case jobs.Succeeded:
-			out.Succeeded++
-		case jobs.Failed:
-			out.Failed++
-		case jobs.Cancelled:
-			out.Cancelled++
-		case jobs.Suspended:
-			out.Suspended++
-		}
 		all = append(all, r)
 	}
 	slices.SortFunc(all, func(a, b JobSummary) int {
