@@ -193,6 +193,10 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 		bodies(&p)
 		p.allowPub(wfInboxes) // workflow signals (history reads the journal by consumer)
+		// Chunked bodies (wire.BodySource): a request body's chunks go
+		// to the inbox of the replica that pulls it, and the credit for a
+		// response body to the replica's source inbox.
+		p.allowPub("_INBOX.>")
 	case Router:
 		ensureFleet(&p)
 		for _, b := range fleet {

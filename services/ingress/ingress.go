@@ -68,7 +68,7 @@ import (
 const DefaultHTTPAddr = "127.0.0.1:8000"
 
 // DefaultMaxBodyBytes is the default request body limit (64 MiB): bodies
-// larger than one NATS message go through the bodies object store.
+// larger than one NATS message travel as Config.BodyTransport says.
 const DefaultMaxBodyBytes = 64 << 20
 
 // Config is the ingress's configuration.
@@ -81,7 +81,12 @@ type Config struct {
 	// HTTPAddr is the public HTTP listen address.
 	HTTPAddr string `koanf:"http_addr" help:"public HTTP address"`
 	// MaxBodyBytes caps request bodies; larger ones get 413.
-	MaxBodyBytes int64 `koanf:"max_body_bytes" help:"largest request body (413 beyond); bodies over one NATS message go through the bodies object store"`
+	MaxBodyBytes int64 `koanf:"max_body_bytes" help:"largest request body (413 beyond); bodies over one NATS message travel as body_transport says"`
+	// BodyTransport is how request and response bodies larger than one
+	// NATS message travel: "chunked" (default) — core-NATS chunks pulled
+	// straight between the ingress and the replica with a credit window —
+	// or "object" — through the bodies object store (<prefix>_bodies).
+	BodyTransport string `koanf:"body_transport" help:"chunked (core-NATS chunks straight to and from the replica, default) or object (the bodies object store) for bodies over one NATS message"`
 	// RequestTimeout is the deadline given to each request (sent to the
 	// routers as the caller's deadline).
 	RequestTimeout time.Duration `koanf:"request_timeout" help:"end-to-end bound of one request (504 after it)"`
@@ -113,6 +118,7 @@ func DefaultConfig() Config {
 		HTTPConfig:      service.DefaultHTTPConfig(),
 		HTTPAddr:        DefaultHTTPAddr,
 		MaxBodyBytes:    DefaultMaxBodyBytes,
+		BodyTransport:   gateway.BodyTransportChunked,
 		RequestTimeout:  60 * time.Second,
 		DrainTimeout:    30 * time.Second,
 		Router:          RouterEmbedded,
@@ -137,6 +143,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_body_bytes: must be > 0, got %d", c.MaxBodyBytes))
+	}
+	if c.BodyTransport != gateway.BodyTransportChunked && c.BodyTransport != gateway.BodyTransportObject {
+		errs = append(errs, fmt.Errorf("body_transport: must be %q or %q, got %q", gateway.BodyTransportChunked,
+			gateway.BodyTransportObject, c.BodyTransport))
 	}
 	errs = append(errs, c.Liveness.Validate("liveness"))
 	if c.RequestTimeout <= 0 {
@@ -260,6 +270,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		MaxPayload:      deps.NC.MaxPayload,
 		Bodies:          bodies,
+		BodyTransport:   cfg.BodyTransport,
+		NC:              deps.NC,
 		RequestTimeout:  cfg.RequestTimeout,
 		Metrics:         metrics,
 		Log:             deps.Log,
