@@ -128,6 +128,10 @@ func (s *BodySource) Header() string {
 	return s.sub.Subject + " " + strconv.FormatInt(s.size, 10)
 }
 
+// Flush waits until the server has the source's subscription (for a
+// receiver on another connection that might pull before it).
+func (s *BodySource) Flush() error { return s.nc.Flush() }
+
 // Close unsubscribes the source (Serve does when it returns).
 func (s *BodySource) Close() { _ = s.sub.Unsubscribe() }
 
@@ -325,6 +329,12 @@ func PullBodyTo(ctx context.Context, nc *nats.Conn, subject string, w io.Writer,
 	for {
 		select {
 		case m := <-msgs:
+			if IsNoResponders(m) {
+				// The credit found no source: gone, or done with another
+				// receiver.
+				done = true
+				return total, fmt.Errorf("no body source at %s: %w", subject, ErrBodyLost)
+			}
 			seq, _ := strconv.ParseInt(m.Header.Get(protocol.HdrChunkSeq), 10, 64)
 			if e := m.Header.Get(protocol.HdrBodyError); e != "" {
 				done = true // the source stopped

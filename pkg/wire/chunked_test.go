@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"errors"
 	"io"
@@ -24,18 +25,34 @@ func chunkedConns(t *testing.T) (send, recv *nats.Conn) {
 }
 
 // serveBody serves src on its own goroutine; the returned func waits for
-// Serve's result.
+// Serve's result. The source's subscription is flushed first: a receiver
+// on another connection could otherwise pull before the server has it (in
+// the fleet the name of a source goes out on the connection that
+// subscribed it, after the subscription).
 func serveBody(ctx context.Context, src *wire.BodySource) func() error {
+	return serveBodyAt(ctx, src, nil)
+}
+
+// serveBodyAt is serveBody that also records when Serve returned.
+func serveBodyAt(ctx context.Context, src *wire.BodySource, at *time.Time) func() error {
+	_ = src.Flush()
 	done := make(chan error, 1)
-	go func() { done <- src.Serve(ctx) }()
+	go func() {
+		err := src.Serve(ctx)
+		if at != nil {
+			*at = time.Now()
+		}
+		done <- err
+	}()
 	return func() error { return <-done }
 }
 
-// pattern is n bytes that differ from chunk to chunk.
+// pattern is n bytes, each 4 KiB stamped with its offset: chunks out of
+// order or repeated would not compare equal.
 func pattern(n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(i*7 + i>>20)
+	b := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuv"), n/32+1)[:n]
+	for i := 0; i+4 <= n; i += 4 << 10 {
+		binary.BigEndian.PutUint32(b[i:], uint32(i))
 	}
 	return b
 }
@@ -148,13 +165,14 @@ func TestChunkedPeerGone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wait := serveBody(context.Background(), src)
+		var at time.Time
+		wait := serveBodyAt(context.Background(), src, &at)
 		subject, _, _ := wire.ParseBodySource(src.Header())
 		w := &closeAfter{w: io.Discard, n: 2 << 20, close: recv.Close}
 		start := time.Now()
-		_, _ = wire.PullBodyTo(context.Background(), recv, subject, w, time.Minute)
-		if err := wait(); !errors.Is(err, wire.ErrBodyStalled) || time.Since(start) > 10*stall {
-			t.Fatalf("Serve to a receiver gone = %v after %v, want ErrBodyStalled within %v", err, time.Since(start), stall)
+		_, _ = wire.PullBodyTo(context.Background(), recv, subject, w, 2*stall)
+		if err := wait(); !errors.Is(err, wire.ErrBodyStalled) || at.Sub(start) > 10*stall {
+			t.Fatalf("Serve to a receiver gone = %v after %v, want ErrBodyStalled within %v", err, at.Sub(start), stall)
 		}
 	})
 	t.Run("sender", func(t *testing.T) {
@@ -253,9 +271,11 @@ func TestChunkedFailures(t *testing.T) {
 	if err := wait(); err != nil {
 		t.Fatalf("Serve = %v", err)
 	}
-	// The source is gone once served: a second pull finds nobody.
-	if _, err := wire.PullBody(ctx, recv, src.Header(), 64<<20, 200*time.Millisecond); !errors.Is(err, wire.ErrBodyStalled) {
-		t.Errorf("PullBody of a body already sent = %v, want ErrBodyStalled", err)
+	// The source is gone once served: a second pull finds nobody, at
+	// once.
+	if _, err := wire.PullBody(ctx, recv, src.Header(), 64<<20, time.Minute); !errors.Is(err, wire.ErrBodyLost) ||
+		!strings.Contains(err.Error(), "no body source") {
+		t.Errorf("PullBody of a body already sent = %v, want no body source", err)
 	}
 
 	for _, h := range []string{"", "subject", "subject x", "subject -2", " 12"} {

@@ -17,12 +17,15 @@
 // /-/routes lists the routes, GET /-/models the models; GET /-/healthz is 200 once NATS is connected
 // and the table is loaded; GET /-/limits says the body limit in force.
 // Bodies above it are refused 413 body_too_large, on the sync path and the
-// job submit path alike: the limit is the smaller of max_body_bytes
-// (default 4 MiB) and what one NATS message carries — the connected
-// server's max_payload, read at connect (1 MiB on a stock nats-server, 8
-// MiB on jetserve's embedded one), less wire.HeaderRoom for headers; it is
-// logged at start. Bodies travel in one NATS message; larger ones need a
-// larger max_payload. Errors are answered by pkg/httperr with the status
+// job submit path alike: max_body_bytes (default 64 MiB) for
+// application requests; for jobs, graphs and OIP requests, whose bodies
+// travel in one NATS message, the smaller of it and what one message
+// carries — the connected server's max_payload, read at connect (1 MiB on
+// a stock nats-server, 8 MiB on jetserve's embedded one), less
+// wire.HeaderRoom for headers; both are logged at start. Larger
+// application bodies, both ways, travel as body_transport says: in chunks
+// the replica pulls straight from the ingress (and the ingress from the
+// replica; wire.BodySource), or through the bodies object store. Errors are answered by pkg/httperr with the status
 // and Retry-After schemas/errors.json gives their code (overload and
 // unavailability 503 with Retry-After, timeout 504, a full job queue 429
 // with Retry-After); handler errors keep the handler's status.
