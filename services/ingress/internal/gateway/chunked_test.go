@@ -34,9 +34,12 @@ import (
 // the ingress accepts them), anything else the body's length.
 type replicaCaller struct {
 	fakeCaller
-	nc     *nats.Conn
-	stall  time.Duration
-	served sync.WaitGroup // response sources being served
+	nc    *nats.Conn
+	stall time.Duration
+	// ingress is the ingress's connection: flushed before a pull, as the
+	// request would have gone out on it after the source's subscription.
+	ingress *nats.Conn
+	served  sync.WaitGroup // response sources being served
 	// pullTo, if set, is where the request body is pulled to instead of a
 	// buffer (a replica that dies mid-body).
 	pullTo io.Writer
@@ -47,11 +50,13 @@ type replicaCaller struct {
 func (c *replicaCaller) Call(ctx context.Context, _, _ string, req *serve.Request) (*serve.Response, error) {
 	body := req.Body
 	if v := req.Header.Get(protocol.HeaderBodySource); v != "" {
-		var err error
-		if c.pullTo != nil {
+		err := c.ingress.Flush()
+		switch {
+		case err != nil:
+		case c.pullTo != nil:
 			subject, _, _ := wire.ParseBodySource(v)
 			_, err = wire.PullBodyTo(ctx, c.nc, subject, c.pullTo, c.stall)
-		} else {
+		default:
 			body, err = wire.PullBody(ctx, c.nc, v, wire.MaxChunkedBody, c.stall)
 		}
 		c.pulled <- err
@@ -75,7 +80,12 @@ func (c *replicaCaller) Call(ctx context.Context, _, _ string, req *serve.Reques
 	if err != nil {
 		return nil, err
 	}
-	src.PullWithin = c.stall
+	src.PullWithin = src.Stall()
+	// A replica's reply goes out on the connection that subscribed the
+	// source, after it; this one's goes back by function call.
+	if err := src.Flush(); err != nil {
+		return nil, err
+	}
 	c.served.Go(func() { _ = src.Serve(context.Background()) })
 	return &serve.Response{Status: 200, Header: http.Header{protocol.HeaderBodySource: {src.Header()}}}, nil
 }
@@ -87,7 +97,7 @@ func chunkedIngress(t *testing.T, stall time.Duration) (string, *nats.Conn, *rep
 	t.Helper()
 	ns := natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20})
 	nc := natstest.Conn(t, ns)
-	rc := &replicaCaller{nc: natstest.Conn(t, ns), stall: stall, pulled: make(chan error, 16)}
+	rc := &replicaCaller{nc: natstest.Conn(t, ns), ingress: nc, stall: stall, pulled: make(chan error, 64)}
 	m, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +150,11 @@ func TestChunkedBodies(t *testing.T) {
 			t.Errorf("GET ?size=%d = %s, %d bytes (Content-Length %d), %v; want %d bytes", n, resp.Status, len(got), resp.ContentLength, err, n)
 		}
 	}
+	for len(rc.pulled) > 0 {
+		if err := <-rc.pulled; err != nil {
+			t.Errorf("a pull failed: %v", err)
+		}
+	}
 	for _, known := range []bool{true, false} {
 		var r io.Reader = bytes.NewReader(make([]byte, 64<<20+1))
 		if !known {
@@ -164,12 +179,6 @@ func TestChunkedBodies(t *testing.T) {
 	if !strings.Contains(string(got), `"max_body_bytes":67108864`) || !strings.Contains(string(got), `"body_transport":"chunked"`) {
 		t.Errorf("GET /-/limits = %s, want max_body_bytes 64 MiB over the chunked transport", got)
 	}
-	close(rc.pulled)
-	for err := range rc.pulled {
-		if err != nil {
-			t.Errorf("a pull failed: %v", err)
-		}
-	}
 }
 
 // dieAfter closes the replica's connection once n bytes came: a replica
@@ -186,6 +195,10 @@ func (d *dieAfter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// serverLinger ignores net/http's connection goroutine that lingers after
+// answering a request whose body it did not read whole.
+var serverLinger = goleak.IgnoreTopFunction("time.Sleep")
 
 // settle waits until the ingress's subscriptions are back to want (they
 // go when Serve returns, which the handler waits for).
@@ -206,7 +219,7 @@ func settle(t *testing.T, nc *nats.Conn, want int) {
 func TestChunkedReplicaDiesMidBody(t *testing.T) {
 	const stall = 300 * time.Millisecond
 	base, nc, rc := chunkedIngress(t, stall)
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(), serverLinger)
 	subs := nc.NumSubscriptions()
 	rc.pullTo = &dieAfter{n: 2 << 20, nc: rc.nc}
 	client := &http.Client{Timeout: time.Minute}
@@ -232,11 +245,11 @@ func TestChunkedReplicaDiesMidBody(t *testing.T) {
 
 // TestChunkedClientLeavesMidUpload: a client that sends 3 MiB of a
 // declared 10 MB body and hangs up: the replica's pull fails with the
-// source's error (its handler never runs), and the body source's
+// source's error or the call's cancellation (its handler never runs), and the body source's
 // subscription and goroutine are gone.
 func TestChunkedClientLeavesMidUpload(t *testing.T) {
 	base, nc, rc := chunkedIngress(t, 0)
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(), serverLinger)
 	subs := nc.NumSubscriptions()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
@@ -252,8 +265,10 @@ func TestChunkedClientLeavesMidUpload(t *testing.T) {
 	conn.Close()
 	select {
 	case err := <-rc.pulled:
-		if !errors.Is(err, wire.ErrBodySource) {
-			t.Errorf("replica's pull of a body whose client left = %v, want ErrBodySource", err)
+		// The source's error chunk or the call's cancellation, whichever
+		// comes first, ends the pull.
+		if !errors.Is(err, wire.ErrBodySource) && !errors.Is(err, context.Canceled) {
+			t.Errorf("replica's pull of a body whose client left = %v, want ErrBodySource or cancelled", err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the replica's pull hangs after its client left")
