@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -273,5 +274,39 @@ func TestChunkedClientLeavesMidUpload(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the replica's pull hangs after its client left")
 	}
+	settle(t, nc, subs)
+}
+
+// TestChunkedClientStallsMidUpload: a client that sends 3 MiB of a
+// declared 10 MB body and then nothing, its connection open: the replica's
+// pull stalls (504 timeout from it), and the ingress ends its read of the
+// client instead of waiting on it — the client gets the 504, and the body
+// source's subscription and goroutine are gone.
+func TestChunkedClientStallsMidUpload(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	base, nc, rc := chunkedIngress(t, stall)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(), serverLinger)
+	subs := nc.NumSubscriptions()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "POST /a/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+	if err == nil {
+		_, err = conn.Write(make([]byte, 3<<20))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(status, "504") {
+		t.Errorf("client stalled mid-upload got %q, %v; want 504", status, err)
+	}
+	if err := <-rc.pulled; !errors.Is(err, wire.ErrBodyStalled) {
+		t.Errorf("replica's pull of a stalled client = %v, want ErrBodyStalled", err)
+	}
+	conn.Close()
 	settle(t, nc, subs)
 }

@@ -663,7 +663,16 @@ func (h *Handler) callWithSource(ctx context.Context, x *exchange, route routes.
 	}()
 	resp, err := h.o.Caller.Call(ctx, route.App, route.Ingress, req)
 	cancel()
-	srcErr := <-served
+	var srcErr error
+	select {
+	case srcErr = <-served:
+	default:
+		// Serve may be blocked reading a client that stopped sending
+		// (the replica gave up on the body): end the read. The call's
+		// answer is the client's.
+		_ = http.NewResponseController(x.w).SetReadDeadline(time.Now())
+		<-served
+	}
 	var readErr *wire.ReadError
 	switch {
 	case errors.As(srcErr, &readErr):
