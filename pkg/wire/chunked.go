@@ -45,9 +45,8 @@ import (
 // error chunk, since a streamed body cannot be read twice.
 //
 // Concurrency: a BodySource is served by one goroutine (Serve, owned by
-// its caller), which reads the body on one more of its own, one chunk
-// ahead, and waits for it before it returns; PullBody and PullBodyTo run
-// on their caller's goroutine and start none.
+// its caller); PullBody and PullBodyTo run on their caller's goroutine.
+// Neither starts goroutines.
 
 // ChunkWindow is how many chunks a receiver lets be in flight.
 const ChunkWindow = 8
@@ -147,52 +146,54 @@ func (s *BodySource) Serve(ctx context.Context) error {
 		to      string // the receiver's inbox
 		granted int64  // highest sequence the receiver takes
 		seq     int64  // last sequence sent
+		buf     []byte
 		sum     uint32
-		ra      *readAhead // reads the body once a receiver pulled
 	)
 	stall := time.NewTimer(time.Hour)
 	stall.Stop()
 	defer stall.Stop()
-	giveUp := func(err error) error {
-		if to != "" {
-			m := &nats.Msg{Subject: to, Header: nats.Header{protocol.HdrChunkSeq: {strconv.FormatInt(seq+1, 10)},
-				protocol.HdrBodyError: {"the sender gave up: " + err.Error()}}}
-			_ = s.nc.PublishMsg(m)
-		}
-		return fmt.Errorf("serve body: %w", err)
-	}
 	for {
 		for to != "" && seq < granted {
-			if ra == nil {
-				ra = startReadAhead(s.r, s.size, s.chunk)
-				defer ra.close()
+			if buf == nil {
+				n := s.chunk
+				if s.size >= 0 {
+					n = int(min(int64(n), max(s.size, 1)))
+				}
+				buf = make([]byte, n)
 			}
-			var c readChunk
-			select {
-			case c = <-ra.full:
-			case <-ctx.Done():
-				return giveUp(ctx.Err())
+			want := len(buf)
+			if s.size >= 0 {
+				want = int(min(int64(want), s.size-s.Sent))
+			}
+			n, err := io.ReadFull(s.r, buf[:want])
+			last := false
+			switch {
+			case s.size >= 0 && err == nil:
+				last = s.Sent+int64(n) == s.size
+			case s.size < 0 && (err == io.EOF || err == io.ErrUnexpectedEOF):
+				last, err = true, nil
+			case s.size >= 0 && (err == io.EOF || err == io.ErrUnexpectedEOF):
+				err = fmt.Errorf("body ended after %d of %d bytes: %w", s.Sent+int64(n), s.size, err)
 			}
 			seq++
 			m := &nats.Msg{Subject: to, Header: nats.Header{protocol.HdrChunkSeq: {strconv.FormatInt(seq, 10)}}}
-			if c.err != nil {
-				m.Header[protocol.HdrBodyError] = []string{c.err.Error()}
+			if err != nil {
+				m.Header[protocol.HdrBodyError] = []string{err.Error()}
 				_ = s.nc.PublishMsg(m)
-				return &ReadError{Err: c.err}
+				return &ReadError{Err: err}
 			}
-			m.Data = c.b
+			m.Data = buf[:n]
 			sum = crc32.Update(sum, castagnoli, m.Data)
-			s.Sent += int64(len(c.b))
-			if c.last {
+			s.Sent += int64(n)
+			if last {
 				m.Header[protocol.HdrBodyEnd] = []string{fmt.Sprintf("%d %08x", s.Sent, sum)}
 			}
 			if err := s.nc.PublishMsg(m); err != nil {
 				return fmt.Errorf("send body chunk %d: %w", seq, err)
 			}
-			if c.last {
+			if last {
 				return nil
 			}
-			ra.free <- c.b[:cap(c.b)] // published: the message was copied
 		}
 		switch {
 		case to != "":
@@ -227,88 +228,14 @@ func (s *BodySource) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("no credit from the receiver for %v: %w", s.stall, ErrBodyStalled)
 		case <-ctx.Done():
-			return giveUp(ctx.Err())
+			if to != "" {
+				m := &nats.Msg{Subject: to, Header: nats.Header{protocol.HdrChunkSeq: {strconv.FormatInt(seq+1, 10)},
+					protocol.HdrBodyError: {"the sender gave up: " + ctx.Err().Error()}}}
+				_ = s.nc.PublishMsg(m)
+			}
+			return fmt.Errorf("serve body: %w", ctx.Err())
 		}
 	}
-}
-
-// readAhead reads a body chunk by chunk on a goroutine of its own, one
-// chunk ahead of the sender, so that reading the next chunk (from a
-// client's socket) overlaps sending the last one. Two buffers go round:
-// full carries a chunk read, free takes its buffer back once sent.
-type readAhead struct {
-	full chan readChunk
-	free chan []byte
-	stop chan struct{}
-	done chan struct{}
-}
-
-// readChunk is one chunk read: last when it ends the body; err when the
-// body could not be read (the chunk is then empty).
-type readChunk struct {
-	b    []byte
-	last bool
-	err  error
-}
-
-func startReadAhead(r io.Reader, size int64, chunk int) *readAhead {
-	n := chunk
-	if size >= 0 {
-		n = int(min(int64(n), max(size, 1)))
-	}
-	ra := &readAhead{full: make(chan readChunk, 1), free: make(chan []byte, 2), stop: make(chan struct{}), done: make(chan struct{})}
-	ra.free <- make([]byte, n)
-	if size < 0 || size > int64(n) {
-		ra.free <- make([]byte, n)
-	}
-	go ra.run(r, size)
-	return ra
-}
-
-// run reads until the body's end, a read error or close.
-func (ra *readAhead) run(r io.Reader, size int64) {
-	defer close(ra.done)
-	var read int64
-	for {
-		var buf []byte
-		select {
-		case buf = <-ra.free:
-		case <-ra.stop:
-			return
-		}
-		want := len(buf)
-		if size >= 0 {
-			want = int(min(int64(want), size-read))
-		}
-		n, err := io.ReadFull(r, buf[:want])
-		c := readChunk{b: buf[:n]}
-		switch {
-		case size >= 0 && err == nil:
-			c.last = read+int64(n) == size
-		case size < 0 && (err == io.EOF || err == io.ErrUnexpectedEOF):
-			c.last = true
-		case size >= 0 && (err == io.EOF || err == io.ErrUnexpectedEOF):
-			c.err = fmt.Errorf("body ended after %d of %d bytes: %w", read+int64(n), size, err)
-		default:
-			c.err = err
-		}
-		read += int64(n)
-		select {
-		case ra.full <- c:
-		case <-ra.stop:
-			return
-		}
-		if c.last || c.err != nil {
-			return
-		}
-	}
-}
-
-// close stops the reader and waits for it (a read in progress ends when
-// its reader returns: the ingress ends a stalled client's read).
-func (ra *readAhead) close() {
-	close(ra.stop)
-	<-ra.done
 }
 
 // ParseBodySource reads a protocol.HeaderBodySource value: the source's
