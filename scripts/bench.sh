@@ -56,7 +56,7 @@ if only scaleout; then
 	echo
 fi
 if only large; then
-	echo "== large payloads: a 10 MB request and a 10 MB response through the fleet (stock nats-server) vs raw net/http"
+	echo "== large payloads: a 10 MB request and a 10 MB response through the fleet (stock nats-server), chunked and object-store transports, vs raw net/http"
 	(cd e2e && go test -run '^$' -bench 'LargeBody' -benchtime 1x -count=1 -timeout 20m ./)
 	echo
 fi

@@ -196,6 +196,10 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		// A run cancelled before it started: its removal after the
 		// retention (jobs' collectRun schedules <run>.gc.j and .gc.in).
 		p.allowPub(P + ".wf.*.*.*.gc.*")
+		// Chunked bodies (wire.BodySource): a request body's chunks go
+		// to the inbox of the replica that pulls it, and the credit for a
+		// response body to the replica's source inbox.
+		p.allowPub("_INBOX.>")
 	case Router:
 		ensureFleet(&p)
 		for _, b := range fleet {

@@ -4,18 +4,21 @@ package protocol
 // data, never re-encoded; metadata travels in headers so that a hop costs no
 // JSON work. NATS headers are case-sensitive: use these constants.
 const (
-	HdrMethod      = "Jetserve-Method"   // HTTP method of the request
-	HdrPath        = "Jetserve-Path"     // path below the application's route prefix
-	HdrQuery       = "Jetserve-Query"    // raw URL query
-	HdrCall        = "Jetserve-Call"     // deployment method name; empty = the default handler
-	HdrStream      = "Jetserve-Stream"   // inbox streamed chunks go to; set = streaming call
-	HdrDeadline    = "Jetserve-Deadline" // unix milliseconds after which the caller gave up
-	HdrStatus      = "Jetserve-Status"   // HTTP status of a response
-	HdrError       = "Jetserve-Error"    // an ErrorCode, set on every error response
-	HdrChunkSeq    = "Jetserve-Seq"      // sequence of a streamed chunk; 0 is the head (status+headers)
-	HdrChunks      = "Jetserve-Chunks"   // on the final reply of a streaming call: chunks sent
-	HdrReplica     = "Jetserve-Replica"  // the replica that served a response
-	HdrAttempt     = "Jetserve-Attempt"  // which routing attempt this is (2, 3, …; absent on the first)
+	HdrMethod      = "Jetserve-Method"     // HTTP method of the request
+	HdrPath        = "Jetserve-Path"       // path below the application's route prefix
+	HdrQuery       = "Jetserve-Query"      // raw URL query
+	HdrCall        = "Jetserve-Call"       // deployment method name; empty = the default handler
+	HdrStream      = "Jetserve-Stream"     // inbox streamed chunks go to; set = streaming call
+	HdrDeadline    = "Jetserve-Deadline"   // unix milliseconds after which the caller gave up
+	HdrStatus      = "Jetserve-Status"     // HTTP status of a response
+	HdrError       = "Jetserve-Error"      // an ErrorCode, set on every error response
+	HdrChunkSeq    = "Jetserve-Seq"        // sequence of a streamed chunk; 0 is the head (status+headers)
+	HdrChunks      = "Jetserve-Chunks"     // on the final reply of a streaming call: chunks sent
+	HdrReplica     = "Jetserve-Replica"    // the replica that served a response
+	HdrCredit      = "Jetserve-Credit"     // to a body source: highest chunk sequence the receiver takes, or "abort"
+	HdrBodyEnd     = "Jetserve-Body-End"   // on a body's last chunk: "<length> <crc32c hex>"
+	HdrBodyError   = "Jetserve-Body-Error" // on a chunk: the body source failed (why)
+	HdrAttempt     = "Jetserve-Attempt"    // which routing attempt this is (2, 3, …; absent on the first)
 	HdrRequestID   = "X-Request-Id"
 	HdrTraceParent = "traceparent"
 	// HdrHTTPPrefix prefixes forwarded HTTP headers: "Http-Content-Type".
@@ -50,6 +53,16 @@ const (
 	// body from the bodies object store (HeaderBodyObject): the ingress
 	// sets it; handle calls do not, and get bodies inline.
 	HeaderBodyAccept = "X-Jetserve-Body-Accept"
+	// HeaderBodySource, on a request or a response, says its body is not
+	// in the message but pulled in chunks from a body source (see
+	// wire.BodySource): "<subject> <length>", length -1 when unknown.
+	// Only the ingress sets it on requests and only a replica on
+	// responses; a client's and a handler's own are dropped.
+	HeaderBodySource = "X-Jetserve-Body-Source"
+	// BodyAcceptChunked is the HeaderBodyAccept value of a caller that
+	// pulls a large response body in chunks (HeaderBodySource) rather
+	// than from the object store (any other value).
+	BodyAcceptChunked = "chunked"
 )
 
 // HeaderModelID is the HTTP header naming the model a request is for

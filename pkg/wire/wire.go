@@ -14,6 +14,10 @@
 //
 // Cancellation: a caller that gives up on a request tells its replica
 // (CancelMsg), which cancels the request's context.
+//
+// Bodies larger than one message travel beside it: pulled in chunks from
+// their sender (BodySource, PullBody; chunked.go) or through the bodies
+// object store (Bodies; bodies.go).
 package wire
 
 import (

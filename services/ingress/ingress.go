@@ -17,12 +17,15 @@
 // /-/routes lists the routes, GET /-/models the models; GET /-/healthz is 200 once NATS is connected
 // and the table is loaded; GET /-/limits says the body limit in force.
 // Bodies above it are refused 413 body_too_large, on the sync path and the
-// job submit path alike: the limit is the smaller of max_body_bytes
-// (default 4 MiB) and what one NATS message carries — the connected
-// server's max_payload, read at connect (1 MiB on a stock nats-server, 8
-// MiB on jetserve's embedded one), less wire.HeaderRoom for headers; it is
-// logged at start. Bodies travel in one NATS message; larger ones need a
-// larger max_payload. Errors are answered by pkg/httperr with the status
+// job submit path alike: max_body_bytes (default 64 MiB) for
+// application requests; for jobs, graphs and OIP requests, whose bodies
+// travel in one NATS message, the smaller of it and what one message
+// carries — the connected server's max_payload, read at connect (1 MiB on
+// a stock nats-server, 8 MiB on jetserve's embedded one), less
+// wire.HeaderRoom for headers; both are logged at start. Larger
+// application bodies, both ways, travel as body_transport says: in chunks
+// the replica pulls straight from the ingress (and the ingress from the
+// replica; wire.BodySource), or through the bodies object store. Errors are answered by pkg/httperr with the status
 // and Retry-After schemas/errors.json gives their code (overload and
 // unavailability 503 with Retry-After, timeout 504, a full job queue 429
 // with Retry-After); handler errors keep the handler's status.
@@ -67,7 +70,7 @@ import (
 const DefaultHTTPAddr = "127.0.0.1:8000"
 
 // DefaultMaxBodyBytes is the default request body limit (64 MiB): bodies
-// larger than one NATS message go through the bodies object store.
+// larger than one NATS message travel as Config.BodyTransport says.
 const DefaultMaxBodyBytes = 64 << 20
 
 // Config is the ingress's configuration.
@@ -80,7 +83,12 @@ type Config struct {
 	// HTTPAddr is the public HTTP listen address.
 	HTTPAddr string `koanf:"http_addr" help:"public HTTP address"`
 	// MaxBodyBytes caps request bodies; larger ones get 413.
-	MaxBodyBytes int64 `koanf:"max_body_bytes" help:"largest request body (413 beyond); bodies over one NATS message go through the bodies object store"`
+	MaxBodyBytes int64 `koanf:"max_body_bytes" help:"largest request body (413 beyond); bodies over one NATS message travel as body_transport says"`
+	// BodyTransport is how request and response bodies larger than one
+	// NATS message travel: "chunked" (default) — core-NATS chunks pulled
+	// straight between the ingress and the replica with a credit window —
+	// or "object" — through the bodies object store (<prefix>_bodies).
+	BodyTransport string `koanf:"body_transport" help:"chunked (core-NATS chunks straight to and from the replica, default) or object (the bodies object store) for bodies over one NATS message"`
 	// RequestTimeout is the deadline given to each request (sent to the
 	// routers as the caller's deadline).
 	RequestTimeout time.Duration `koanf:"request_timeout" help:"end-to-end bound of one request (504 after it)"`
@@ -112,6 +120,7 @@ func DefaultConfig() Config {
 		HTTPConfig:      service.DefaultHTTPConfig(),
 		HTTPAddr:        DefaultHTTPAddr,
 		MaxBodyBytes:    DefaultMaxBodyBytes,
+		BodyTransport:   gateway.BodyTransportChunked,
 		RequestTimeout:  60 * time.Second,
 		DrainTimeout:    30 * time.Second,
 		Router:          RouterEmbedded,
@@ -136,6 +145,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_body_bytes: must be > 0, got %d", c.MaxBodyBytes))
+	}
+	if c.BodyTransport != gateway.BodyTransportChunked && c.BodyTransport != gateway.BodyTransportObject {
+		errs = append(errs, fmt.Errorf("body_transport: must be %q or %q, got %q", gateway.BodyTransportChunked,
+			gateway.BodyTransportObject, c.BodyTransport))
 	}
 	errs = append(errs, c.Liveness.Validate("liveness"))
 	if c.RequestTimeout <= 0 {
@@ -246,6 +259,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		MaxPayload:      deps.NC.MaxPayload,
 		Bodies:          bodies,
+		BodyTransport:   cfg.BodyTransport,
+		NC:              deps.NC,
 		RequestTimeout:  cfg.RequestTimeout,
 		Metrics:         metrics,
 		Log:             deps.Log,

@@ -387,8 +387,17 @@ func (f *Fleet) AddRouter(wait bool) *Service {
 // AddIngress starts one more ingress.
 func (f *Fleet) AddIngress(wait bool) *Service {
 	f.tb.Helper()
+	return f.AddIngressWith(nil, wait)
+}
+
+// AddIngressWith starts one more ingress with env added to IngressEnv.
+func (f *Fleet) AddIngressWith(env map[string]string, wait bool) *Service {
+	f.tb.Helper()
 	extra := map[string]string{"JETSERVE_HTTP_ADDR": "127.0.0.1:0"}
 	for k, v := range f.opt.IngressEnv {
+		extra[k] = v
+	}
+	for k, v := range env {
 		extra[k] = v
 	}
 	s := f.start(Ingress, "ingress", false, extra, wait)

@@ -37,6 +37,7 @@ import (
 	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/attribute"
@@ -66,8 +67,18 @@ type Options struct {
 	MaxPayload func() int64
 	// Bodies, if set, carries request and response bodies too large for
 	// one NATS message (application requests; jobs, graphs and OIP keep
-	// theirs inline).
+	// theirs inline) when BodyTransport is BodyTransportObject.
 	Bodies *wire.Bodies
+	// BodyTransport is how bodies too large for one message travel:
+	// BodyTransportChunked (pulled in chunks straight between the ingress
+	// and the replica over NC, see wire.BodySource) or BodyTransportObject
+	// (through Bodies). Empty: chunked when NC is set.
+	BodyTransport string
+	// NC carries chunked bodies.
+	NC *nats.Conn
+	// BodyStall is how long a chunked transfer waits for its peer (0:
+	// wire.DefaultBodyStall).
+	BodyStall time.Duration
 	// RequestTimeout bounds a request end to end.
 	RequestTimeout time.Duration
 	Metrics        *Metrics
@@ -92,6 +103,12 @@ type Options struct {
 	Tracer trace.Tracer
 }
 
+// Body transports (Options.BodyTransport).
+const (
+	BodyTransportChunked = "chunked"
+	BodyTransportObject  = "object"
+)
+
 // Handler serves the ingress HTTP API.
 type Handler struct {
 	o   Options
@@ -107,6 +124,9 @@ type Handler struct {
 
 // New returns the handler.
 func New(o Options) *Handler {
+	if o.BodyTransport == "" && o.NC != nil {
+		o.BodyTransport = BodyTransportChunked
+	}
 	h := &Handler{o: o, anonymous: httpauth.Anonymous(), ridPrefix: nuid.Next()[:10]}
 	r := chi.NewRouter()
 	r.Get("/-/routes", h.serveRoutes)
@@ -148,15 +168,17 @@ func (h *Handler) serveRoutes(w http.ResponseWriter, _ *http.Request) {
 // they come from.
 type Limits struct {
 	// MaxBodyBytes is the limit in force for application requests: the
-	// configured one when large bodies go through the bodies object
-	// store, else InlineBodyBytes.
+	// configured one when large bodies have a transport (chunked or the
+	// bodies object store), else InlineBodyBytes.
 	MaxBodyBytes           int64 `json:"max_body_bytes"`
 	ConfiguredMaxBodyBytes int64 `json:"configured_max_body_bytes"`
 	// InlineBodyBytes is what one message carries: the smaller of the
 	// configured limit and the NATS max_payload less room for headers.
-	// Larger application bodies go through the object store; job, graph
+	// Larger application bodies go through BodyTransport; job, graph
 	// and OIP bodies are limited to it.
 	InlineBodyBytes int64 `json:"inline_body_bytes"`
+	// BodyTransport is how larger bodies travel: "chunked" or "object".
+	BodyTransport string `json:"body_transport,omitempty"`
 	// NATSMaxPayload is the connected server's max_payload (0 unknown).
 	NATSMaxPayload int64 `json:"nats_max_payload"`
 }
@@ -170,10 +192,22 @@ func (h *Handler) Limits() Limits {
 	}
 	l.InlineBodyBytes = wire.BodyLimit(h.o.MaxBodyBytes, l.NATSMaxPayload)
 	l.MaxBodyBytes = l.InlineBodyBytes
-	if h.o.Bodies != nil {
+	if h.largeBodies() {
 		l.MaxBodyBytes = h.o.MaxBodyBytes
+		l.BodyTransport = h.o.BodyTransport
 	}
 	return l
+}
+
+// chunked reports whether large bodies travel chunked.
+func (h *Handler) chunked() bool {
+	return h.o.BodyTransport == BodyTransportChunked && h.o.NC != nil
+}
+
+// largeBodies reports whether bodies larger than one message have a
+// transport.
+func (h *Handler) largeBodies() bool {
+	return h.chunked() || (h.o.BodyTransport == BodyTransportObject && h.o.Bodies != nil)
 }
 
 func (h *Handler) serveLimits(w http.ResponseWriter, _ *http.Request) {
@@ -203,7 +237,7 @@ func forwardHeaders(h http.Header) http.Header {
 	conn := h["Connection"]
 	for k, vs := range h {
 		if hopByHop[k] || k == protocol.HdrRequestID || k == protocol.HeaderPrincipal || k == protocol.HeaderBodyObject ||
-			k == protocol.HeaderBodyAccept || k == "Authorization" || k == "X-Api-Key" {
+			k == protocol.HeaderBodySource || k == protocol.HeaderBodyAccept || k == "Authorization" || k == "X-Api-Key" {
 			continue
 		}
 		if len(conn) > 0 && named(conn, k) {
@@ -383,17 +417,24 @@ func (h *Handler) serveApp(x *exchange, r *http.Request) {
 		}
 	}
 	// Large bodies (route.Graph apart: its nodes' calls carry theirs
-	// inline) stream into the bodies object store.
-	large := h.o.Bodies != nil && route.Graph == nil && !wantsStream(r)
+	// inline) are pulled by the replica in chunks, or stream into the
+	// bodies object store.
+	large := h.largeBodies() && route.Graph == nil && !wantsStream(r)
 	limit := lim.InlineBodyBytes
 	if large {
 		limit = lim.MaxBodyBytes
 	}
 	var body []byte
 	var object string
+	var src *wire.BodySource
 	if large && (r.ContentLength > lim.InlineBodyBytes || r.ContentLength < 0) {
 		var ok bool
-		if body, object, ok = h.storeBody(x, r, lim); !ok {
+		if h.chunked() {
+			body, src, ok = h.bodySource(x, r, lim)
+		} else {
+			body, object, ok = h.storeBody(x, r, lim)
+		}
+		if !ok {
 			return
 		}
 		if object != "" {
@@ -417,8 +458,15 @@ func (h *Handler) serveApp(x *exchange, r *http.Request) {
 	if object != "" {
 		req.Header[protocol.HeaderBodyObject] = []string{object}
 	}
+	if src != nil {
+		req.Header[protocol.HeaderBodySource] = []string{src.Header()}
+	}
 	if large {
-		req.Header[protocol.HeaderBodyAccept] = []string{"1"}
+		accept := "1"
+		if h.chunked() {
+			accept = protocol.BodyAcceptChunked
+		}
+		req.Header[protocol.HeaderBodyAccept] = []string{accept}
 	}
 	ctx := r.Context()
 	if h.o.RequestTimeout > 0 {
@@ -446,7 +494,16 @@ func (h *Handler) serveApp(x *exchange, r *http.Request) {
 		return
 	}
 
-	resp, err := h.o.Caller.Call(ctx, route.App, route.Ingress, req)
+	var resp *serve.Response
+	var err error
+	if src != nil {
+		resp, err = h.callWithSource(ctx, x, route, req, src, lim)
+		if resp == nil && err == nil {
+			return // answered: the body could not be read
+		}
+	} else {
+		resp, err = h.o.Caller.Call(ctx, route.App, route.Ingress, req)
+	}
 	if err != nil {
 		x.code = serve.AsError(err).Code
 		h.writeCallError(w, err, rid, log)
@@ -463,6 +520,10 @@ func (h *Handler) serveApp(x *exchange, r *http.Request) {
 	}
 	if name := resp.Header.Get(protocol.HeaderBodyObject); name != "" && h.o.Bodies != nil {
 		h.writeStoredBody(x, resp, status, code, name, log)
+		return
+	}
+	if v := resp.Header.Get(protocol.HeaderBodySource); v != "" && h.o.NC != nil {
+		h.writePulledBody(r.Context(), x, resp, status, code, v, log)
 		return
 	}
 	copyResponseHeaders(w.Header(), resp.Header)
@@ -545,6 +606,110 @@ func (h *Handler) storeBody(x *exchange, r *http.Request, lim Limits) (body []by
 		return nil, "", false
 	}
 	return nil, name, true
+}
+
+// bodySource opens the source a replica pulls a request body larger than
+// one message (or of unknown length: the first InlineBodyBytes+1 bytes
+// decide) from, reading it from the client as the replica takes it, up to
+// lim.MaxBodyBytes; a body that turns out small is returned inline
+// instead.
+func (h *Handler) bodySource(x *exchange, r *http.Request, lim Limits) (body []byte, src *wire.BodySource, ok bool) {
+	if r.ContentLength > lim.MaxBodyBytes {
+		h.bodyError(x, &http.MaxBytesError{Limit: lim.MaxBodyBytes}, lim.MaxBodyBytes, lim, "")
+		return nil, nil, false
+	}
+	// The server's body reader stops at a known length; an unknown one
+	// is bounded here.
+	var rd io.Reader = r.Body
+	if r.ContentLength < 0 {
+		mr := http.MaxBytesReader(x.w, r.Body, lim.MaxBodyBytes)
+		head, err := io.ReadAll(io.LimitReader(mr, lim.InlineBodyBytes+1))
+		if err != nil {
+			h.bodyError(x, err, lim.MaxBodyBytes, lim, "")
+			return nil, nil, false
+		}
+		if int64(len(head)) <= lim.InlineBodyBytes {
+			return head, nil, true
+		}
+		rd = io.MultiReader(bytes.NewReader(head), mr)
+	}
+	src, err := wire.NewBodySource(h.o.NC, rd, r.ContentLength, h.o.BodyStall)
+	if err != nil {
+		x.code = protocol.ErrUnavailable
+		x.w.Header().Set("Retry-After", "1")
+		httperr.Write(x.w, x.code, "request body: "+err.Error(), x.rid)
+		return nil, nil, false
+	}
+	return nil, src, true
+}
+
+// callWithSource calls the deployment while src serves the request body
+// to the replica that pulls it. When the body cannot be read from the
+// client (413 past the limit, a client gone) or the replica stops taking
+// it (504), the call is cancelled and the client answered here: it
+// returns nil, nil then.
+func (h *Handler) callWithSource(ctx context.Context, x *exchange, route routes.Route, req *serve.Request, src *wire.BodySource,
+	lim Limits) (*serve.Response, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		err := src.Serve(ctx)
+		var readErr *wire.ReadError
+		if errors.As(err, &readErr) || errors.Is(err, wire.ErrBodyStalled) {
+			cancel() // the call cannot succeed
+		}
+		served <- err
+	}()
+	resp, err := h.o.Caller.Call(ctx, route.App, route.Ingress, req)
+	cancel()
+	var srcErr error
+	select {
+	case srcErr = <-served:
+	default:
+		// Serve may be blocked reading a client that stopped sending
+		// (the replica gave up on the body): end the read. The call's
+		// answer is the client's.
+		_ = http.NewResponseController(x.w).SetReadDeadline(time.Now())
+		<-served
+	}
+	var readErr *wire.ReadError
+	switch {
+	case errors.As(srcErr, &readErr):
+		h.bodyError(x, readErr.Err, lim.MaxBodyBytes, lim, "")
+		return nil, nil
+	case errors.Is(srcErr, wire.ErrBodyStalled):
+		x.code = protocol.ErrTimeout
+		httperr.Write(x.w, x.code, "the replica stopped taking the request body: "+srcErr.Error(), x.rid)
+		return nil, nil
+	}
+	return resp, err
+}
+
+// writePulledBody answers with a response whose body the replica serves
+// in chunks (source: its protocol.HeaderBodySource), written to the
+// client as they arrive, with its Content-Length. A transfer that fails
+// midway leaves the client a short body (the connection is closed).
+func (h *Handler) writePulledBody(ctx context.Context, x *exchange, resp *serve.Response, status int, code protocol.ErrorCode,
+	source string, log func() zerolog.Logger) {
+	subject, size, err := wire.ParseBodySource(source)
+	if err != nil {
+		x.code = protocol.ErrInternal
+		httperr.Write(x.w, x.code, "response body: "+err.Error(), x.rid)
+		return
+	}
+	copyResponseHeaders(x.w.Header(), resp.Header)
+	if code != "" {
+		x.w.Header().Set("X-Jetserve-Error", string(code))
+	}
+	if size >= 0 {
+		x.w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	x.w.WriteHeader(status)
+	if _, err := wire.PullBodyTo(ctx, h.o.NC, subject, x.w, h.o.BodyStall); err != nil {
+		l := log()
+		l.Warn().Err(err).Msg("stream response body") // the client sees a short body
+	}
 }
 
 // errReader remembers the error its reader returned (other than EOF).
@@ -637,7 +802,8 @@ func (h *Handler) writeCallError(w http.ResponseWriter, err error, rid string, l
 
 func copyResponseHeaders(dst, src http.Header) {
 	for k, vs := range src {
-		if hopByHop[k] || k == protocol.HdrError || k == "Content-Length" || k == protocol.HeaderBodyObject {
+		if hopByHop[k] || k == protocol.HdrError || k == "Content-Length" || k == protocol.HeaderBodyObject ||
+			k == protocol.HeaderBodySource {
 			continue
 		}
 		dst[k] = vs

@@ -160,6 +160,10 @@ type Params struct {
 	// (HeaderBodyAccept). Without it such requests fail 503 and such
 	// responses fail as over max_payload.
 	Bodies *wire.Bodies
+	// BodyStall bounds how long a chunked body transfer (a request body
+	// pulled from its caller, a response body the caller pulls) waits for
+	// its peer; 0: wire.DefaultBodyStall.
+	BodyStall time.Duration
 	// ResolveConfig, if set, turns the user_config the spec carries into
 	// the one the deployment gets ("${secret:NAME}" references resolved).
 	// Its error makes the replica FAILED.
@@ -1006,9 +1010,11 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	}
 	ctx = serve.ContextWithRequest(log.WithContext(ctx), req)
 
-	accept := takeHeader(req.Header, protocol.HeaderBodyAccept) != ""
+	accept := takeHeader(req.Header, protocol.HeaderBodyAccept)
 	if name := takeHeader(req.Header, protocol.HeaderBodyObject); name != "" {
 		reply = r.loadBody(ctx, req, name)
+	} else if src := takeHeader(req.Header, protocol.HeaderBodySource); src != "" {
+		reply = r.pullBody(ctx, req, src)
 	}
 	if reply == nil {
 		reply, failed = r.invoke(ctx, a.h, req, msg.Header.Get(protocol.HdrStream), chunks)
@@ -1016,9 +1022,14 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 		failed = true
 	}
 	took = time.Since(start)
-	// A handler (or a process-runtime child) does not name body objects.
+	// A handler (or a process-runtime child) does not name body objects
+	// or sources.
 	delete(reply.Header, bodyObjectHdr)
-	if accept && r.p.Bodies != nil && int64(len(reply.Data)) > r.inlineLimit() {
+	delete(reply.Header, bodySourceHdr)
+	var src *wire.BodySource // the response body, pulled by the caller
+	if large := int64(len(reply.Data)) > r.inlineLimit(); large && accept == protocol.BodyAcceptChunked && done == nil && msg.Reply != "" {
+		src = r.chunkBody(reply, log)
+	} else if large && accept != "" && r.p.Bodies != nil {
 		r.offloadBody(ctx, reply)
 	}
 	reply.Header[protocol.HdrReplica] = r.idHeader // read-only, shared by every reply
@@ -1046,6 +1057,16 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	}
 	if err != nil {
 		log.Warn().Err(err).Msg("send reply")
+		if src != nil {
+			src.Close()
+		}
+		return
+	}
+	if src != nil {
+		// The request holds its slot until its caller has the body.
+		if err := src.Serve(ctx); err != nil {
+			log.Warn().Err(err).Int64("sent", src.Sent).Msg("stream response body")
+		}
 	}
 }
 
@@ -1066,8 +1087,12 @@ func (r *Replica) startSpan(ctx context.Context, req *serve.Request) (context.Co
 	return ctx, span
 }
 
-// bodyObjectHdr is protocol.HeaderBodyObject as a NATS header.
-const bodyObjectHdr = protocol.HdrHTTPPrefix + protocol.HeaderBodyObject
+// bodyObjectHdr and bodySourceHdr are protocol.HeaderBodyObject and
+// HeaderBodySource as NATS headers.
+const (
+	bodyObjectHdr = protocol.HdrHTTPPrefix + protocol.HeaderBodyObject
+	bodySourceHdr = protocol.HdrHTTPPrefix + protocol.HeaderBodySource
+)
 
 // takeHeader returns h's value of k and removes it.
 func takeHeader(h http.Header, k string) string {
@@ -1098,6 +1123,34 @@ func (r *Replica) loadBody(ctx context.Context, req *serve.Request, name string)
 		r.log.Debug().Err(err).Msg("delete request body object") // it expires
 	}
 	return nil
+}
+
+// pullBody pulls req's body in chunks from its caller's source (a
+// protocol.HeaderBodySource value) into the one buffer the handler gets;
+// it returns an error reply when it cannot (504 when the caller stalled,
+// 503 otherwise).
+func (r *Replica) pullBody(ctx context.Context, req *serve.Request, source string) *nats.Msg {
+	body, err := wire.PullBody(ctx, r.p.NC, source, wire.MaxChunkedBody, r.p.BodyStall)
+	if err != nil {
+		return wire.EncodeError(wire.BodyError(err))
+	}
+	req.Body = body
+	return nil
+}
+
+// chunkBody moves reply's body to a source its caller pulls it from
+// (served once the reply went out); if that fails, the body stays, and the
+// reply fails as too large for one message.
+func (r *Replica) chunkBody(reply *nats.Msg, log zerolog.Logger) *wire.BodySource {
+	src, err := wire.NewBodySource(r.p.NC, bytes.NewReader(reply.Data), int64(len(reply.Data)), r.p.BodyStall)
+	if err != nil {
+		log.Warn().Err(err).Msg("open response body source")
+		return nil
+	}
+	src.PullWithin = src.Stall() // the caller pulls as soon as it has the reply
+	reply.Header[bodySourceHdr] = []string{src.Header()}
+	reply.Data = nil
+	return src
 }
 
 // offloadBody moves reply's body to the bodies object store (the caller
