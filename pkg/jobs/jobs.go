@@ -156,10 +156,26 @@ type Record struct {
 	Suspensions    int       `json:"suspensions,omitempty"`
 	CancelWorkflow bool      `json:"cancel_workflow,omitempty"`
 	Parent         string    `json:"parent,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
+	// Version is the deployment version (protocol.ReplicaSpec.Version) of
+	// the replica that claimed the job's last attempt. A workflow run of a
+	// pinned workflow (config versioning: pinned) is pinned to it until
+	// PinnedUntil: only replicas of that version run it (PinnedTo).
+	Version     string    `json:"version,omitempty"`
+	PinnedUntil time.Time `json:"pinned_until,omitzero"`
+	CreatedAt   time.Time `json:"created_at"`
 	StartedAt      time.Time `json:"started_at,omitzero"`
 	FinishedAt     time.Time `json:"finished_at,omitzero"`
 	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// PinnedTo is the deployment version the job's attempts must run on at
+// now: Version while the run is pinned (not finished, before
+// PinnedUntil); "" when any version may run it.
+func (r Record) PinnedTo(now time.Time) string {
+	if r.Version == "" || r.Status.Terminal() || !now.Before(r.PinnedUntil) {
+		return ""
+	}
+	return r.Version
 }
 
 // spent is how many attempts were lost to failures and crashes.

@@ -36,6 +36,17 @@ type RunnerConfig struct {
 	// the trace context the job was submitted with; nil (tracing off):
 	// none, the submitted context still reaches the job's handle calls.
 	Tracer trace.Tracer
+	// Version is the deployment version of the replica
+	// (protocol.ReplicaSpec.Version): recorded in each job it claims, and a
+	// run of a pinned workflow is pinned to it. A run pinned to another
+	// version is not run here: its message is handed back (a nak with a
+	// delay) until a replica of its version takes it. "" runs every job
+	// and pins none.
+	Version string
+	// PinnedOnly marks a replica the scheduler keeps, after a rolling
+	// update, for the runs pinned to its (old) version: it runs only
+	// those and hands every other job back.
+	PinnedOnly bool
 }
 
 // Runner is the execution side: one per replica of a deployment with
@@ -263,6 +274,10 @@ const (
 	// claimLater: the record could not be read or written now: nak with
 	// a delay.
 	claimLater
+	// claimElsewhere: the run is pinned to another deployment version (or
+	// this pinned-only replica runs only its own version's runs): nak with
+	// a delay, for a replica of its version.
+	claimElsewhere
 )
 
 // claimed is the result of claim.
@@ -284,8 +299,15 @@ type claimed struct {
 // carries. When that fails, the record is read and nextAction decides.
 func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, meta *jetstream.MsgMetadata, sub Record) claimed {
 	kv, id, seq := m.h.kv, sub.ID, meta.Sequence.Stream
-	onClaim := change{worker: r.cfg.Worker, replica: r.cfg.Replica, maxAttempts: m.cfg.MaxAttempts, seq: seq}
+	onClaim := change{worker: r.cfg.Worker, replica: r.cfg.Replica, maxAttempts: m.cfg.MaxAttempts, seq: seq,
+		version: r.cfg.Version}
+	if m.cfg.Pinned() {
+		onClaim.pinFor = m.cfg.PinnedFor.D()
+	}
 	hdrRev := msg.Headers().Get(HdrRevision)
+	if !r.runsHere(ctx, m, sub, hdrRev != "") {
+		return claimed{outcome: claimElsewhere}
+	}
 	ph := sub.Phase()
 	waiting := ph == PhaseQueued || ph == PhaseRetrying
 
@@ -423,7 +445,45 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 	case claimLater:
 		log.Warn().Err(c.err).Msg("claim job; retrying later")
 		_ = msg.NakWithDelay(time.Second)
+	case claimElsewhere:
+		_ = msg.NakWithDelay(elsewhereDelay(meta.NumDelivered))
 	}
+}
+
+// runsHere reports whether this runner may run the job whose message
+// carries sub: a runner with a version does not run a run pinned to
+// another version, and a pinned-only one runs only the runs pinned to its
+// own. The message's record may be older than the job's (Queue.Unpin
+// changes only the record): a run it says is pinned elsewhere is looked
+// up in the bucket (recorded says whether it has a record).
+func (r *Runner) runsHere(ctx context.Context, m *runMethod, sub Record, recorded bool) bool {
+	v := r.cfg.Version
+	if v == "" {
+		return true
+	}
+	now := time.Now()
+	pin := sub.PinnedTo(now)
+	if pin == v || (pin == "" && !r.cfg.PinnedOnly) {
+		return true
+	}
+	if pin == "" || !recorded {
+		return false // a pinned-only replica and a run that is not its own
+	}
+	data, _, found, err := leaderGet(ctx, r.nc, m.h.kv.Bucket(), sub.ID)
+	var cur Record
+	if err != nil || !found || json.Unmarshal(data, &cur) != nil {
+		return !r.cfg.PinnedOnly // the claim decides what an unreadable or expired record means
+	}
+	pin = cur.PinnedTo(now)
+	return pin == v || (pin == "" && !r.cfg.PinnedOnly)
+}
+
+// elsewhereDelay is how long a job handed back for a replica of another
+// version waits before it is delivered again, doubling with each delivery
+// from 200 ms up to 5 s (while no replica of its version is left, until
+// the scheduler unpins it, it costs one delivery every 5 s).
+func elsewhereDelay(delivered uint64) time.Duration {
+	return min(100*time.Millisecond<<min(delivered, 6), 5*time.Second)
 }
 
 func (r *Runner) deadLetter(ctx context.Context, m *runMethod, rec Record, log zerolog.Logger) {
