@@ -152,10 +152,10 @@ type Record struct {
 	// suspended run was cancelled: it runs once more, cancelled, to
 	// compensate. Parent is the run ("<workflow>/<run id>", same app)
 	// that submitted this job and is told when it ends.
-	Waiting        []string  `json:"waiting,omitempty"`
-	Suspensions    int       `json:"suspensions,omitempty"`
-	CancelWorkflow bool      `json:"cancel_workflow,omitempty"`
-	Parent         string    `json:"parent,omitempty"`
+	Waiting        []string `json:"waiting,omitempty"`
+	Suspensions    int      `json:"suspensions,omitempty"`
+	CancelWorkflow bool     `json:"cancel_workflow,omitempty"`
+	Parent         string   `json:"parent,omitempty"`
 	// Version is the deployment version (protocol.ReplicaSpec.Version) of
 	// the replica that claimed the job's last attempt. A workflow run of a
 	// pinned workflow (config versioning: pinned) is pinned to it until
@@ -163,9 +163,9 @@ type Record struct {
 	Version     string    `json:"version,omitempty"`
 	PinnedUntil time.Time `json:"pinned_until,omitzero"`
 	CreatedAt   time.Time `json:"created_at"`
-	StartedAt      time.Time `json:"started_at,omitzero"`
-	FinishedAt     time.Time `json:"finished_at,omitzero"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // PinnedTo is the deployment version the job's attempts must run on at

@@ -144,8 +144,8 @@ type change struct {
 	now time.Time
 	// claim
 	worker, replica string
-	maxAttempts     int    // claim, exhaust
-	seq             uint64 // claim: the message the attempt runs; cancel: the message of an unclaimed job (0: keep)
+	maxAttempts     int           // claim, exhaust
+	seq             uint64        // claim: the message the attempt runs; cancel: the message of an unclaimed job (0: keep)
 	version         string        // claim: the runner's deployment version ("" = none known)
 	pinFor          time.Duration // claim: how long a run not pinned to version yet is pinned to it (0: not pinned)
 	// progress

@@ -42,6 +42,11 @@ func versionedMethods() []config.AsyncMethod {
 // says code) until stop.
 func startVersion(t *testing.T, e *testEnv, replica, version, code string, pinnedOnly bool) (stop func()) {
 	t.Helper()
+	for _, m := range versionedMethods() { // before a run is started: the runner ensures them too
+		if err := e.q.Ensure(ctxT(t), testApp, testDep, m); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r := NewRunner(e.nc, e.js, e.names, RunnerConfig{
 		App: testApp, Deployment: testDep, Worker: "w-" + replica, Replica: replica, Slots: 4,
 		Methods: versionedMethods(), Handler: serve.WorkflowJobs(nil, versionedWorkflows(code)),
@@ -100,8 +105,8 @@ func TestRunsArePinnedToTheirVersion(t *testing.T) {
 	startVersion(t, e, "r1", "v1", "code1", true)
 	startVersion(t, e, "r2", "v2", "code2", false)
 	startRun(t, e, "greet", "p2")
-	if p2 := waitStatus(t, e.q, "greet", "p2", Suspended, 20*time.Second); p2.Version != "v2" || p2.Replica != "r2" {
-		t.Fatalf("a run started during the rollout: version %q on %s, want v2 on r2 (the pinned-only replica takes no new run)", p2.Version, p2.Replica)
+	if p2 := waitStatus(t, e.q, "greet", "p2", Suspended, 20*time.Second); p2.Version != "v2" {
+		t.Fatalf("a run started during the rollout: version %q, want v2 (the pinned-only replica takes no new run)", p2.Version)
 	}
 	signalGo(t, e, "greet", "p1")
 	signalGo(t, e, "auto", "a1")
@@ -158,8 +163,8 @@ func TestUnpinMovesRunsOfALostVersion(t *testing.T) {
 	if err := e.q.Unpin(ctx, testApp, pinned[0]); err != nil {
 		t.Fatal(err)
 	}
-	if rec := wantResult(t, e, "greet", "p1", "code1/code2"); rec.Version != "v2" || rec.PinnedTo(time.Now()) != "v2" {
-		t.Fatalf("unpinned run: version %q pinned to %q, want moved to v2 and pinned there", rec.Version, rec.PinnedTo(time.Now()))
+	if rec := wantResult(t, e, "greet", "p1", "code1/code2"); rec.Version != "v2" || rec.PinnedUntil.IsZero() {
+		t.Fatalf("unpinned run: version %q pinned until %s, want moved to v2 and pinned there", rec.Version, rec.PinnedUntil)
 	}
 	if pinned, err := e.q.PinnedRuns(ctx, testApp, time.Now()); err != nil || len(pinned) != 0 {
 		t.Fatalf("PinnedRuns() after the run ended = %+v, %v; want none", pinned, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -64,7 +65,8 @@ type Runner struct {
 	abortCtx context.Context
 	abort    context.CancelFunc
 
-	wake chan int // index of a method a job was published to
+	wake       chan int // index of a method a job was published to
+	handedBack chan int // index of a method a job of which went back for another version
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc // guarded by mu; app/method/id → cancel
@@ -118,7 +120,7 @@ func NewRunner(nc *nats.Conn, js jetstream.JetStream, names Names, cfg RunnerCon
 		nc: nc, js: js, names: names, cfg: cfg, log: log,
 		q:        NewQueue(js, names, log, Replicas(cfg.Replicas)),
 		abortCtx: actx, abort: abort,
-		wake:    make(chan int, 64),
+		wake: make(chan int, 64), handedBack: make(chan int, 64),
 		running: map[string]context.CancelCauseFunc{},
 	}
 }
@@ -221,7 +223,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	slots := r.cfg.Shared
-	newPuller(r.log, slots, pms).run(ctx, r.wake, func(d delivery) {
+	pl := newPuller(r.log, slots, pms)
+	pl.handedBack = r.handedBack
+	pl.run(ctx, r.wake, func(d delivery) {
 		m := methods[d.m.idx]
 		pool.Run(func() {
 			defer slots.release() // wakes the loop (or the runner after this one)
@@ -446,9 +450,32 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 		log.Warn().Err(c.err).Msg("claim job; retrying later")
 		_ = msg.NakWithDelay(time.Second)
 	case claimElsewhere:
-		_ = msg.NakWithDelay(elsewhereDelay(meta.NumDelivered))
+		log.Debug().Uint64("delivered", meta.NumDelivered).Msg("job handed back: pinned to another version")
+		r.handBack(m, msg, meta.NumDelivered)
 	}
 }
+
+// handBack returns a job for a runner of another version (claimElsewhere).
+// Its first quickHandBacks deliveries go back at once, and this runner's
+// scans skip the method for a moment (a runner pulling one method holds
+// its credit at the server, which hands the job to the next waiting
+// request: another runner's). Later ones — a run whose version has no
+// replica left, until the scheduler unpins it — wait elsewhereDelay.
+func (r *Runner) handBack(m *runMethod, msg jetstream.Msg, delivered uint64) {
+	select {
+	case r.handedBack <- m.pull.idx:
+	default:
+	}
+	if delivered <= quickHandBacks {
+		_ = msg.Nak()
+		return
+	}
+	_ = msg.NakWithDelay(elsewhereDelay(delivered - quickHandBacks))
+}
+
+// quickHandBacks is how many deliveries of a job handed back for another
+// version go back at once.
+const quickHandBacks = 8
 
 // runsHere reports whether this runner may run the job whose message
 // carries sub: a runner with a version does not run a run pinned to
@@ -479,11 +506,13 @@ func (r *Runner) runsHere(ctx context.Context, m *runMethod, sub Record, recorde
 }
 
 // elsewhereDelay is how long a job handed back for a replica of another
-// version waits before it is delivered again, doubling with each delivery
-// from 200 ms up to 5 s (while no replica of its version is left, until
-// the scheduler unpins it, it costs one delivery every 5 s).
+// version, n times after its quick hand-backs, waits before it is
+// delivered again: 100-200 ms, doubling with each, up to 2.5-5 s (one
+// delivery every few seconds while no replica of its version is left,
+// until the scheduler unpins it), drawn at random within its range.
 func elsewhereDelay(delivered uint64) time.Duration {
-	return min(100*time.Millisecond<<min(delivered, 6), 5*time.Second)
+	base := min(200*time.Millisecond<<min(max(delivered, 1)-1, 5), 5*time.Second)
+	return base/2 + rand.N(base/2)
 }
 
 func (r *Runner) deadLetter(ctx context.Context, m *runMethod, rec Record, log zerolog.Logger) {
