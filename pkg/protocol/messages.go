@@ -560,6 +560,10 @@ type ReplicaStatus struct {
 	Version   string       `json:"version"`
 	Message   string       `json:"message,omitempty"`
 	StartedAt time.Time    `json:"start_time,omitzero"`
+	// PinnedOnly: a replica of an earlier version kept, after a rolling
+	// update, for the workflow runs pinned to its version; it takes no
+	// requests.
+	PinnedOnly bool `json:"pinned_only,omitempty"`
 	// Process is the child of a process-runtime replica: restarts and the
 	// last exit.
 	Process *ProcessStatus `json:"process,omitempty"`

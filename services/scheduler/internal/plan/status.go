@@ -80,8 +80,11 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 				default:
 					rs.State, rs.Message = protocol.ReplicaStarting, "assigned to worker "+r.WorkerID+"; waiting for it to start"
 				}
-				if r.Spec.PinnedOnly && r.Spec.Version != ver && rs.Message == "" {
-					rs.Message = "kept for the workflow runs pinned to its version; takes no requests"
+				if r.Spec.PinnedOnly && r.Spec.Version != ver {
+					rs.PinnedOnly = true
+					if rs.Message == "" {
+						rs.Message = "kept for the workflow runs pinned to its version; takes no requests"
+					}
 				}
 				ds.Replicas = append(ds.Replicas, rs)
 				if r.Moves != "" {
