@@ -230,6 +230,13 @@ func (n Names) CancelSubject(app, method string) string {
 	return n.Prefix() + ".jobcancel." + protocol.Token(app) + "." + protocol.Token(method)
 }
 
+// UnpinSubject carries unpin requests (payload: UnpinRequest) to the
+// runners of one workflow, queue group "unpin": the scheduler asks, a
+// runner writes the record.
+func (n Names) UnpinSubject(app, method string) string {
+	return n.Prefix() + ".jobunpin." + protocol.Token(app) + "." + protocol.Token(method)
+}
+
 // ResultObject and CheckpointObject name a job's objects.
 func ResultObject(id string) string     { return "result/" + id }
 func CheckpointObject(id string) string { return "checkpoint/" + id }

@@ -21,9 +21,11 @@ import (
 // of the run's version pulls it; a pinned-only runner (a replica the
 // scheduler keeps after a rolling update) runs nothing else. The
 // scheduler reads PinnedRuns to keep one replica of each version that has
-// any, and calls Unpin for the runs of a version it no longer runs (its
-// kept replica was lost, or gave way to a rollout lacking room): they
-// then run on whichever version takes them.
+// any, and asks (RequestUnpin) for the runs of a version it no longer
+// runs to be unpinned (its kept replica was lost, or gave way to a
+// rollout lacking room): a runner of the workflow (Names.UnpinSubject,
+// queue group "unpin") writes the record (Unpin), and the run then runs
+// on whichever version takes it. The scheduler writes no job record.
 
 // PinnedRun is a live workflow run pinned to a deployment version.
 type PinnedRun struct {
@@ -77,6 +79,40 @@ func (q *Queue) PinnedRuns(ctx context.Context, app string, now time.Time) ([]Pi
 		}
 	}
 	return out, nil
+}
+
+// RequestUnpin asks the runners of run's workflow to unpin it (core
+// NATS, at most once: the scheduler asks again at its next count if the
+// run is still pinned).
+func (q *Queue) RequestUnpin(app string, run PinnedRun) error {
+	b, err := json.Marshal(run)
+	if err != nil {
+		return err
+	}
+	if err := q.js.Conn().Publish(q.names.UnpinSubject(app, run.Method), b); err != nil {
+		return fmt.Errorf("request unpin of %s: %w", run.ID, err)
+	}
+	return nil
+}
+
+// unpinGroup is the queue group of the runners' unpin subscriptions.
+const unpinGroup = "unpin"
+
+// onUnpin is a runner's handler of an unpin request for its method.
+func (r *Runner) onUnpin(method string, data []byte) {
+	var run PinnedRun
+	if err := json.Unmarshal(data, &run); err != nil || run.ID == "" || run.Method != method {
+		r.log.Warn().Err(err).Str("method", method).Msg("drop undecodable unpin request")
+		return
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	if err := r.q.Unpin(ctx, r.cfg.App, run); err != nil {
+		r.log.Warn().Err(err).Str("method", method).Str("request_id", run.ID).Msg("unpin workflow run (the scheduler asks again)")
+		return
+	}
+	r.log.Info().Str("method", method).Str("request_id", run.ID).Str("version", run.Version).
+		Msg("workflow run unpinned: no replica of its version is left")
 }
 
 // Unpin ends the pin of a run (EventUnpin): its next attempt runs on any

@@ -122,7 +122,8 @@ func TestRunsArePinnedToTheirVersion(t *testing.T) {
 
 // TestUnpinMovesRunsOfALostVersion: a run pinned to a version no replica
 // runs any more waits (its message is handed back); PinnedRuns lists it
-// and, once unpinned, it runs on the current version's code.
+// and, once unpinned (asked as the scheduler asks: a runner of the
+// workflow writes the record), it runs on the current version's code.
 func TestUnpinMovesRunsOfALostVersion(t *testing.T) {
 	e := newEnv(t)
 	stopV1 := startVersion(t, e, "r1", "v1", "code1", false)
@@ -160,7 +161,7 @@ func TestUnpinMovesRunsOfALostVersion(t *testing.T) {
 	if !slices.Equal(pinned, want) {
 		t.Fatalf("PinnedRuns() = %+v, want %+v (the auto_upgrade run is not pinned)", pinned, want)
 	}
-	if err := e.q.Unpin(ctx, testApp, pinned[0]); err != nil {
+	if err := e.q.RequestUnpin(testApp, pinned[0]); err != nil { // the v2 runner unpins it
 		t.Fatal(err)
 	}
 	if rec := wantResult(t, e, "greet", "p1", "code1/code2"); rec.Version != "v2" || rec.PinnedUntil.IsZero() {

@@ -199,6 +199,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("runner: subscribe to cancels: %w", err)
 		}
 		subs = append(subs, s)
+		if m.cfg.Workflow {
+			s, err := r.nc.QueueSubscribe(r.names.UnpinSubject(r.cfg.App, name), unpinGroup, func(msg *nats.Msg) { r.onUnpin(name, msg.Data) })
+			if err != nil {
+				return fmt.Errorf("runner: subscribe to unpins: %w", err)
+			}
+			subs = append(subs, s)
+		}
 	}
 	// The subscriptions must be live before the first pull, or a job
 	// published in between would wait for the tick.

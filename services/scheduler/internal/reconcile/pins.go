@@ -15,7 +15,8 @@ import (
 // so that the next rolling update keeps the old version until it is
 // counted afresh. A run pinned to a version of which no replica is left
 // (its kept replica was lost, or drained to make room for a rollout) is
-// unpinned: it then runs on the current version.
+// unpinned — by a runner of its workflow, which the count asks
+// (jobs.Queue.RequestUnpin) —: it then runs on the current version.
 
 // PinScanEvery is how often pinned runs are counted while a deployment
 // has replicas of an earlier version.
@@ -126,16 +127,12 @@ func (l *leader) countPins(ctx context.Context, sc *pinScan, now time.Time) pinR
 		for _, run := range runs {
 			k := plan.Key(app, run.Deployment)
 			if live, ok := sc.live[k]; ok && !live[run.Version] {
-				uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				err := l.o.Jobs.Unpin(uctx, app, run)
-				cancel()
-				if err != nil {
+				// A runner of the workflow writes the record; the next
+				// count asks again if it is still pinned.
+				if err := l.o.Jobs.RequestUnpin(app, run); err != nil {
 					l.log.Warn().Err(err).Str("app", app).Str("method", run.Method).Str("request_id", run.ID).
-						Msg("unpin a workflow run whose version has no replica left")
-					continue
+						Msg("ask to unpin a workflow run whose version has no replica left")
 				}
-				l.log.Info().Str("app", app).Str("method", run.Method).Str("request_id", run.ID).Str("version", run.Version).
-					Msg("workflow run unpinned: no replica of its version is left; it runs on the current version")
 				continue
 			}
 			if res.counts[k] == nil {
