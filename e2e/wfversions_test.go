@@ -112,7 +112,7 @@ func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
 
 	f.Deploy(versionsApp(t, handlerVersionsV2))
 	var v2 string
-	f.Eventually(deployTimeout, "v2 running beside v1 kept pinned-only", func() error {
+	rolled := f.Eventually(deployTimeout, "v2 running beside v1 kept pinned-only", func() error {
 		cur, vers, err := deploymentVersions(f)
 		if err != nil {
 			return err
@@ -134,6 +134,7 @@ func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
 		t.Fatalf("run p2 started after the update records version %q, want v2's %q", run.Version, v2)
 	}
 
+	signalled := time.Now()
 	for _, s := range []string{"greet/signal?request_id=p1", "greet-auto/signal?request_id=a1", "greet/signal?request_id=p2"} {
 		versionedPost(t, f, s+"&name=go")
 	}
@@ -149,8 +150,11 @@ func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
 		}
 	}
 
+	ended := time.Since(signalled)
 	// No run is pinned to v1 any more: its replica goes.
 	f.WaitApp(deployTimeout, "wfver", 1, nil)
+	t.Logf("v2 running beside the kept v1 replica %v after the deploy; the three runs ended %v after their signals; v1 gone %v after that",
+		rolled.Round(10*time.Millisecond), ended.Round(10*time.Millisecond), (time.Since(signalled) - ended).Round(10*time.Millisecond))
 	if _, vers, err := deploymentVersions(f); err != nil || len(vers) != 1 || vers[0] != v2 {
 		t.Fatalf("replicas after the pinned runs ended = %v, %v; want only v2", vers, err)
 	}
