@@ -40,9 +40,9 @@ type RunnerConfig struct {
 	// Version is the deployment version of the replica
 	// (protocol.ReplicaSpec.Version): recorded in each job it claims, and a
 	// run of a pinned workflow is pinned to it. A run pinned to another
-	// version is not run here: its message is handed back (a nak with a
-	// delay) until a replica of its version takes it. "" runs every job
-	// and pins none.
+	// version is not run here: its message is handed back (handBack)
+	// until a replica of its version takes it. "" runs every job and pins
+	// none.
 	Version string
 	// PinnedOnly marks a replica the scheduler keeps, after a rolling
 	// update, for the runs pinned to its (old) version: it runs only
@@ -286,8 +286,8 @@ const (
 	// a delay.
 	claimLater
 	// claimElsewhere: the run is pinned to another deployment version (or
-	// this pinned-only replica runs only its own version's runs): nak with
-	// a delay, for a replica of its version.
+	// this pinned-only replica runs only its own version's runs): handed
+	// back (handBack), for a replica of its version.
 	claimElsewhere
 )
 
