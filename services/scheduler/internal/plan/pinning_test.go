@@ -152,3 +152,27 @@ func TestKeptReplicaGivesWayWithoutRoom(t *testing.T) {
 		t.Fatalf("with room for one replica only: %s, want no v1 replica kept (the rollout does not wait)", e.describe())
 	}
 }
+
+// TestRollbackReusesTheKeptReplica: rolling back to the version a
+// replica was kept for makes it an ordinary replica again (it serves
+// requests and counts toward the target).
+func TestRollbackReusesTheKeptReplica(t *testing.T) {
+	e := newEnv(t, app(t, 1, 1, 5), worker("w1", 32, 0))
+	e.step()
+	e.runAll()
+	v1 := Version(e.in.Config.Applications[0].Deployments[0])
+	e.in.Pinned = map[string]map[string]int{"app/d": {v1: 1}}
+	e.rollTo(tightApp(1, 1, 7, ""), 1)
+	kept := e.byVersion(v1)
+	if len(kept) != 1 || !kept[0].Spec.PinnedOnly {
+		t.Fatalf("after the update: %s, want v1 kept pinned_only", e.describe())
+	}
+	e.in.Config = app(t, 1, 1, 5) // back to v1
+	e.step()
+	e.runAll()
+	e.step()
+	back := e.byVersion(v1)
+	if len(back) != 1 || back[0].Spec.ID != kept[0].Spec.ID || back[0].Spec.PinnedOnly {
+		t.Fatalf("after the rollback: %s, want the kept replica serving again (not pinned_only), no other v1 replica", e.describe())
+	}
+}
