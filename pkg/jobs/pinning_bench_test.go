@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,8 +25,10 @@ import (
 func BenchmarkPinnedResume(b *testing.B) {
 	ns := natstest.Server(b)
 	drives := 0
+	var handedBack atomic.Int64
 	drive := func(b *testing.B, versions [2]string) []time.Duration {
 		drives++
+		handedBack.Store(0)
 		e := envOn(b, ns)
 		done := make(chan string, 64)
 		for i, v := range versions {
@@ -39,6 +42,7 @@ func BenchmarkPinnedResume(b *testing.B) {
 			r := NewRunner(nc, js, e.names, RunnerConfig{App: testApp, Deployment: testDep, Replica: fmt.Sprint("r", i), Slots: 8,
 				Methods: versionedMethods(), Handler: serve.WorkflowJobs(nil, versionedWorkflows(v)), Log: zerolog.Nop(), Version: v})
 			r.onDone = func(id string, _ Status) { done <- id }
+			r.onHandBack = func(string) { handedBack.Add(1) }
 			stop := runRunner(b, r)
 			defer stop()
 			// Open once it subscribed to its methods' cancels and unpins
@@ -83,6 +87,7 @@ func BenchmarkPinnedResume(b *testing.B) {
 			*tc.p50 = percentile(lat, 0.5)
 			b.ReportMetric(ms(*tc.p50), "p50_ms")
 			b.ReportMetric(ms(percentile(lat, 0.99)), "p99_ms")
+			b.ReportMetric(float64(handedBack.Load())/float64(b.N), "handbacks/run")
 		})
 	}
 	if same > 0 {

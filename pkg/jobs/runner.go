@@ -76,6 +76,7 @@ type Runner struct {
 	claimAfter time.Duration                 // 0: ClaimAfter
 	onStart    func(id string)               // a job's handler is about to run
 	onDone     func(id string, state Status) // a job's record was finished
+	onHandBack func(id string)               // a job went back for a runner of another version
 }
 
 type runMethod struct {
@@ -459,6 +460,9 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 	case claimElsewhere:
 		log.Debug().Uint64("delivered", meta.NumDelivered).Msg("job handed back: pinned to another version")
 		r.handBack(m, msg, meta.NumDelivered)
+		if r.onHandBack != nil {
+			r.onHandBack(id)
+		}
 	}
 }
 
