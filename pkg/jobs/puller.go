@@ -38,13 +38,13 @@ import (
 // The puller belongs to one goroutine (run's); the consume callbacks
 // only hand jobs over on a channel.
 const (
-	pullExpiry    = 30 * time.Second        // a waiting request's life
-	pullHeartbeat = 5 * time.Second         // idle heartbeats of a waiting request
-	hintWait      = 10 * time.Millisecond   // a woken scan waits this long for a job not yet stored
-	drainTimeout  = 10 * time.Second        // bound of a stop's hand-back
-	pullTick      = time.Second             // errors are retried, sessions pruned, scans re-run this often
-	pullRetry     = 250 * time.Millisecond  // pause of a method after a failed pull
-	handBackPause = 1500 * time.Millisecond // pause of a method's scans after a job was handed back (> pullTick)
+	pullExpiry    = 30 * time.Second       // a waiting request's life
+	pullHeartbeat = 5 * time.Second        // idle heartbeats of a waiting request
+	hintWait      = 10 * time.Millisecond  // a woken scan waits this long for a job not yet stored
+	drainTimeout  = 10 * time.Second       // bound of a stop's hand-back
+	pullTick      = time.Second            // errors are retried, sessions pruned, scans re-run this often
+	pullRetry     = 250 * time.Millisecond // pause of a method after a failed pull
+	handBackPause = 500 * time.Millisecond // pause of a method's scans after a job was handed back
 )
 
 // pullMethod is one async method as the puller sees it.
