@@ -4,11 +4,14 @@
 // on every change (coalesced) and on a periodic tick — only while every
 // bucket's copy is synced —, writes each worker's assignment to the
 // Assignments bucket only when it changed, health-checks RUNNING replicas
-// over NATS and writes the fleet status to the Status bucket.
+// over NATS, counts the workflow runs pinned to earlier versions while a
+// deployment has replicas of one (pins.go) and writes the fleet status to
+// the Status bucket.
 //
 // All state is owned by the one goroutine running Lead, which reads the
-// followers' copies when they signal a change; the followers and the
-// health checks run in goroutines Lead starts and waits for before it
+// followers' copies when they signal a change; the followers, the health
+// checks and the pinned-run counts run in goroutines Lead starts and
+// waits for before it
 // returns, which it does promptly once its context ends (leadership lost
 // or shutdown).
 package reconcile
