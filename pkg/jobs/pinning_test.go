@@ -3,11 +3,13 @@ package jobs
 import (
 	"encoding/json"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/rs/zerolog"
 )
 
@@ -42,6 +44,12 @@ func versionedMethods() []config.AsyncMethod {
 // says code) until stop.
 func startVersion(t *testing.T, e *testEnv, replica, version, code string, pinnedOnly bool) (stop func()) {
 	t.Helper()
+	return startVersionWith(t, e, replica, version, code, pinnedOnly, nil)
+}
+
+// startVersionWith is startVersion with test knobs set (knobs may be nil).
+func startVersionWith(t *testing.T, e *testEnv, replica, version, code string, pinnedOnly bool, knobs func(*Runner)) (stop func()) {
+	t.Helper()
 	for _, m := range versionedMethods() { // before a run is started: the runner ensures them too
 		if err := e.q.Ensure(ctxT(t), testApp, testDep, m); err != nil {
 			t.Fatal(err)
@@ -52,6 +60,9 @@ func startVersion(t *testing.T, e *testEnv, replica, version, code string, pinne
 		Methods: versionedMethods(), Handler: serve.WorkflowJobs(nil, versionedWorkflows(code)),
 		Log: zerolog.New(zerolog.NewTestWriter(t)), Version: version, PinnedOnly: pinnedOnly,
 	})
+	if knobs != nil {
+		knobs(r)
+	}
 	return runRunner(t, r)
 }
 
@@ -132,26 +143,22 @@ func TestUnpinMovesRunsOfALostVersion(t *testing.T) {
 	waitStatus(t, e.q, "greet", "p1", Suspended, 20*time.Second)
 	waitStatus(t, e.q, "auto", "a1", Suspended, 20*time.Second)
 	stopV1()
-	startVersion(t, e, "r2", "v2", "code2", false)
+	var handedBack atomic.Int64
+	startVersionWith(t, e, "r2", "v2", "code2", false, func(r *Runner) {
+		r.onHandBack = func(id string) {
+			if id == "p1" {
+				handedBack.Add(1)
+			}
+		}
+	})
 	signalGo(t, e, "greet", "p1")
 
+	// Woken, the run is handed back by the v2 runner again and again, and
+	// never run there.
 	ctx := ctxT(t)
-	for { // the run is queued again by the v2 runner's waker, and handed back
-		rec, err := e.q.Status(ctx, testApp, "greet", "p1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rec.Status == Queued {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("p1 is %s, want QUEUED (woken, waiting for v1)", rec.Status)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(500 * time.Millisecond) // a few hand-backs
-	if rec, _ := e.q.Status(ctx, testApp, "greet", "p1"); rec.Status != Queued || rec.Attempts != 1 {
-		t.Fatalf("p1 pinned to v1 with only v2 running: %s after %d attempts, want QUEUED after 1 (not run on v2)", rec.Status, rec.Attempts)
+	waitfor.True(t, 20*time.Second, "p1 handed back 3 times", func() bool { return handedBack.Load() >= 3 })
+	if rec, err := e.q.Status(ctx, testApp, "greet", "p1"); err != nil || rec.Status != Queued || rec.Attempts != 1 {
+		t.Fatalf("p1 pinned to v1 with only v2 running: %s after %d attempts (%v), want QUEUED after 1 (not run on v2)", rec.Status, rec.Attempts, err)
 	}
 	pinned, err := e.q.PinnedRuns(ctx, testApp, time.Now())
 	if err != nil {
