@@ -50,9 +50,16 @@ const (
 	handlerClassifier = "mux.Classifier"
 	// The example Go OIP model (examples/iris): app "iris", served by the
 	// ingress at /v2/models/iris/... (protocol oip, oip_models [iris]).
-	handlerIris  = "iris.Classifier"
-	exampleIris  = "iris"
-	exampleModel = "iris"
+	handlerIris = "iris.Classifier"
+	// Two builds of one deployment (examples/diag versions.go): switching
+	// a deployment from one to the other is a rolling update to other
+	// code. Both have the workflows "greet" (pinned) and "greet-auto"
+	// (auto_upgrade), which await the signal "go" and return
+	// {"started_on", "finished_on"}: "v1" or "v2", the code that ran.
+	handlerVersionsV1 = "diag.VersionsV1"
+	handlerVersionsV2 = "diag.VersionsV2"
+	exampleIris       = "iris"
+	exampleModel      = "iris"
 )
 
 // irisInfer asks the Iris model about a setosa, a versicolor and a

@@ -519,3 +519,50 @@ func TestSchedulerHealthChecksReplicas(t *testing.T) {
 	_ = sched.Flush()
 	waitLogged(t, e.log, call, "scheduler")
 }
+
+// TestSchedulerCountsPinnedRuns: under its credentials the scheduler
+// reads the workflows' records to count the runs pinned to a version and
+// asks a workflow's runners (a worker) to unpin one; it still writes no
+// job record itself (TestForgeriesRefused).
+func TestSchedulerCountsPinnedRuns(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	jn := jobs.Names{Names: e.names}
+	worker := e.conn(t, auth.Worker)
+	wjs, _ := jetstream.New(worker)
+	wq := jobs.NewQueue(wjs, jn, zerolog.Nop())
+	if err := wq.Ensure(ctx, "text", "Pipeline", config.AsyncMethod{Name: "flow", Workflow: true}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := wjs.KeyValue(ctx, jn.Records("text", "flow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(jobs.Record{ID: "p1", App: "text", Deployment: "Pipeline", Method: "flow", Workflow: true,
+		Status: jobs.Suspended, Version: "v1", PinnedUntil: time.Now().Add(time.Hour)})
+	if _, err := kv.Put(ctx, "p1", rec); err != nil {
+		t.Fatal(err)
+	}
+	unpins, err := worker.QueueSubscribeSync(jn.UnpinSubject("text", "flow"), "unpin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := worker.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	sched := e.conn(t, auth.Scheduler)
+	sjs, _ := jetstream.New(sched)
+	sq := jobs.NewQueue(sjs, jn, zerolog.Nop())
+	runs, err := sq.PinnedRuns(ctx, "text", time.Now())
+	if err != nil || len(runs) != 1 || runs[0].ID != "p1" || runs[0].Version != "v1" {
+		t.Fatalf("PinnedRuns() as the scheduler = %+v, %v; want run p1 pinned to v1", runs, err)
+	}
+	if err := sq.RequestUnpin("text", runs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := unpins.NextMsg(5 * time.Second); err != nil || !strings.Contains(string(m.Data), `"p1"`) {
+		t.Fatalf("the worker got the unpin request %v, %v; want run p1's", m, err)
+	}
+}

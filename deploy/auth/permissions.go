@@ -231,6 +231,10 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		// Its health checks of running replicas (health_check_period):
 		// the replicas' health endpoint only, answered to its inbox.
 		p.allowPub(P + ".replica.*." + protocol.EndpointHealth)
+		// Workflow runs pinned to a version no replica runs any more:
+		// it asks the workflow's runners to unpin them (it writes no
+		// job record itself).
+		p.allowPub(P + ".jobunpin.>")
 	case Autoscaler:
 		ensureFleet(&p)
 		for _, b := range fleet {
@@ -311,7 +315,7 @@ func workerJobs(p *perm, names protocol.Names, workerID string, fleet []string) 
 		"$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.NAMES.*", "$JS.ACK.>",
 		// Job records (one-token keys: request ids), objects, jobs.
 		"$KV.*.*", "$O.*.>", P+".jobs.*.*.*", P+".dlq.>", P+".jobcancel.>")
-	p.allowSub(P + ".jobcancel.>")
+	p.allowSub(P+".jobcancel.>", P+".jobunpin.>")
 	p.pubDeny = append(p.pubDeny, "$JS.API.CONSUMER.DELETE.*."+jobs.Consumer,
 		// The assignments: the forms with the key in the body, or a
 		// one-token filter ("*", ">"), none of which the own key's

@@ -23,7 +23,8 @@ import (
 // HandlerEcho is the Echo deployment's handler name.
 const HandlerEcho = "diag.Echo"
 
-// Register adds the diagnostic deployments to reg: Echo and Journal.
+// Register adds the diagnostic deployments to reg: Echo, Chain, FanOut,
+// Journal and the two versions of Versioned.
 func Register(reg *serve.Registry) error {
 	if err := reg.Register(HandlerEcho, func(_ context.Context, init serve.Init) (serve.Handler, error) {
 		return &Echo{replica: init.ReplicaID}, nil
@@ -34,6 +35,9 @@ func Register(reg *serve.Registry) error {
 		return err
 	}
 	if err := reg.Register(HandlerFanOut, newFanOut); err != nil {
+		return err
+	}
+	if err := registerVersions(reg); err != nil {
 		return err
 	}
 	return registerJournal(reg)

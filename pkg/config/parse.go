@@ -543,6 +543,12 @@ func (c ServeConfig) Validate() Errors {
 				if m.MaxAttempts < 0 {
 					add(mp+".max_attempts", "must be >= 1, got %d", m.MaxAttempts)
 				}
+				if m.Versioning != "" && m.Versioning != VersioningPinned && m.Versioning != VersioningAutoUpgrade {
+					add(mp+".versioning", "must be %q or %q, got %q", VersioningPinned, VersioningAutoUpgrade, m.Versioning)
+				}
+				if m.PinnedFor < 0 {
+					add(mp+".pinned_for", "must be > 0, got %s", m.PinnedFor.D())
+				}
 			}
 		}
 		asyncNames := map[string]string{}

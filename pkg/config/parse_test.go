@@ -230,6 +230,18 @@ func TestAutoscalingAndAsyncDefaults(t *testing.T) {
 		m.LeaseTimeout != DefaultLeaseTimeout || len(m.Backoff) != 3 {
 		t.Fatalf("ApplyDefaults() = %+v, want platform defaults", m)
 	}
+	if m.Versioning != "" || m.PinnedFor != 0 || m.Pinned() {
+		t.Fatalf("ApplyDefaults() of a plain async method = versioning %q, pinned_for %s, want none (workflows only)", m.Versioning, m.PinnedFor.D())
+	}
+	wf := AsyncMethod{Name: "w", Workflow: true}
+	wf.ApplyDefaults()
+	if wf.Versioning != VersioningPinned || wf.PinnedFor != DefaultPinnedFor || !wf.Pinned() {
+		t.Fatalf("ApplyDefaults() of a workflow = versioning %q, pinned_for %s, want pinned for %s", wf.Versioning, wf.PinnedFor.D(), DefaultPinnedFor.D())
+	}
+	wf.Versioning = VersioningAutoUpgrade
+	if wf.Pinned() {
+		t.Fatalf("Pinned() of an auto_upgrade workflow = true, want false")
+	}
 }
 
 func TestAutoscalingAndAsyncRejected(t *testing.T) {
@@ -245,6 +257,8 @@ func TestAutoscalingAndAsyncRejected(t *testing.T) {
 		{"priority out of range", dep("async_methods: [{name: t, priority: 12}]"), "async_methods[0].priority"},
 		{"duplicate method", dep("async_methods: [{name: t}, {name: t}]"), "async_methods[1].name"},
 		{"bad method name", dep("async_methods: [{name: 't/x'}]"), "async_methods[0].name"},
+		{"unknown versioning", dep("async_methods: [{name: t, versioning: latest}]"), "async_methods[0].versioning"},
+		{"negative pinned_for", dep("async_methods: [{name: t, pinned_for: -1h}]"), "async_methods[0].pinned_for"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -201,7 +201,28 @@ type AsyncMethod struct {
 	// signal and history endpoints besides the async-request ones. Set by
 	// the SDK (WithWorkflows), not by operators.
 	Workflow bool `json:"workflow,omitempty"`
+	// Versioning (workflows only) says which code a run's later attempts
+	// run: "pinned" (the default) keeps a run on the deployment version
+	// that started it — a rolling update keeps one replica of that version,
+	// taking no requests, until its last pinned run ends —; "auto_upgrade"
+	// replays suspended runs on the current version's code (guard changes
+	// with wf.Patched).
+	Versioning string `json:"versioning,omitempty" jsonschema:"enum=pinned,enum=auto_upgrade,default=pinned"`
+	// PinnedFor (workflows only) bounds a pin: a run stays on its version
+	// at most this long after it started on it; its next attempt after
+	// that runs on the current version's code.
+	PinnedFor Duration `json:"pinned_for,omitempty" jsonschema_extras:"default=24h"`
 }
+
+// Versioning of workflow runs (AsyncMethod.Versioning).
+const (
+	VersioningPinned      = "pinned"
+	VersioningAutoUpgrade = "auto_upgrade"
+)
+
+// Pinned reports whether the runs of m are pinned to the deployment
+// version that started them: a workflow not set to auto_upgrade.
+func (m AsyncMethod) Pinned() bool { return m.Workflow && m.Versioning != VersioningAutoUpgrade }
 
 // Resources a replica needs on a worker. CPU and GPU are fractional: three
 // replicas asking for 0.3 GPU share one GPU.
@@ -246,6 +267,9 @@ const (
 	DefaultJobTimeout     = Duration(3600e9)
 	DefaultRetention      = Duration(7 * 24 * 3600e9)
 	DefaultLeaseTimeout   = Duration(15e9)
+	// DefaultPinnedFor bounds how long a pinned workflow run keeps an old
+	// deployment version running.
+	DefaultPinnedFor = Duration(24 * 3600e9)
 )
 
 // DefaultBackoff is the wait before attempts 2, 3, … (the last repeats).
@@ -279,6 +303,12 @@ func (m *AsyncMethod) applyDefaults() {
 	}
 	if m.LeaseTimeout == 0 {
 		m.LeaseTimeout = DefaultLeaseTimeout
+	}
+	if m.Workflow && m.Versioning == "" {
+		m.Versioning = VersioningPinned
+	}
+	if m.Workflow && m.PinnedFor == 0 {
+		m.PinnedFor = DefaultPinnedFor
 	}
 }
 

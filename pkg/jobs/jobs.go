@@ -151,14 +151,30 @@ type Record struct {
 	// suspended run was cancelled: it runs once more, cancelled, to
 	// compensate. Parent is the run ("<workflow>/<run id>", same app)
 	// that submitted this job and is told when it ends.
-	Waiting        []string  `json:"waiting,omitempty"`
-	Suspensions    int       `json:"suspensions,omitempty"`
-	CancelWorkflow bool      `json:"cancel_workflow,omitempty"`
-	Parent         string    `json:"parent,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	StartedAt      time.Time `json:"started_at,omitzero"`
-	FinishedAt     time.Time `json:"finished_at,omitzero"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	Waiting        []string `json:"waiting,omitempty"`
+	Suspensions    int      `json:"suspensions,omitempty"`
+	CancelWorkflow bool     `json:"cancel_workflow,omitempty"`
+	Parent         string   `json:"parent,omitempty"`
+	// Version is the deployment version (protocol.ReplicaSpec.Version) of
+	// the replica that claimed the job's last attempt. A workflow run of a
+	// pinned workflow (config versioning: pinned) is pinned to it until
+	// PinnedUntil: only replicas of that version run it (PinnedTo).
+	Version     string    `json:"version,omitempty"`
+	PinnedUntil time.Time `json:"pinned_until,omitzero"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// PinnedTo is the deployment version the job's attempts must run on at
+// now: Version while the run is pinned (not finished, before
+// PinnedUntil); "" when any version may run it.
+func (r Record) PinnedTo(now time.Time) string {
+	if r.Version == "" || r.Status.Terminal() || !now.Before(r.PinnedUntil) {
+		return ""
+	}
+	return r.Version
 }
 
 // spent is how many attempts were lost to failures and crashes.
@@ -211,6 +227,13 @@ func (n Names) DLQSubject(app, method, id string) string {
 // of one method.
 func (n Names) CancelSubject(app, method string) string {
 	return n.Prefix() + ".jobcancel." + protocol.Token(app) + "." + protocol.Token(method)
+}
+
+// UnpinSubject carries unpin requests (payload: UnpinRequest) to the
+// runners of one workflow, queue group "unpin": the scheduler asks, a
+// runner writes the record.
+func (n Names) UnpinSubject(app, method string) string {
+	return n.Prefix() + ".jobunpin." + protocol.Token(app) + "." + protocol.Token(method)
 }
 
 // ResultObject and CheckpointObject name a job's objects.

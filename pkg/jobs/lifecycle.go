@@ -27,6 +27,7 @@ import (
 //	suspend        running                               suspended   a workflow run's attempt awaiting an event not in its inbox
 //	wake           suspended                             queued      the waker (an event came), or the attempt that suspended
 //	wake-cancel    suspended, cancelling                 queued      Queue.Cancel of a suspended run: it replays cancelled, to compensate
+//	unpin          any but finished                      (same)      Queue.Unpin: the run's version is gone; any version runs it now
 //
 // "running" after "running" is a redelivery: the worker of the earlier
 // attempt died and its lease ran out. A job is first in the bucket only
@@ -121,11 +122,12 @@ const (
 	EventSuspend
 	EventWake
 	EventWakeCancel
+	EventUnpin
 	numEvents
 )
 
 var eventNames = [...]string{"claim", "progress", "succeed", "retry", "fail", "exhaust", "request-cancel", "cancel", "resume", "requeue",
-	"suspend", "wake", "wake-cancel"}
+	"suspend", "wake", "wake-cancel", "unpin"}
 
 func (e Event) String() string {
 	if int(e) < len(eventNames) {
@@ -140,8 +142,10 @@ type change struct {
 	now time.Time
 	// claim
 	worker, replica string
-	maxAttempts     int    // claim, exhaust
-	seq             uint64 // claim: the message the attempt runs; cancel: the message of an unclaimed job (0: keep)
+	maxAttempts     int           // claim, exhaust
+	seq             uint64        // claim: the message the attempt runs; cancel: the message of an unclaimed job (0: keep)
+	version         string        // claim: the runner's deployment version ("" = none known)
+	pinFor          time.Duration // claim: how long a run not pinned to version yet is pinned to it (0: not pinned)
 	// progress
 	progress float64
 	message  string
@@ -171,6 +175,17 @@ var lifecycle = [numEvents]rule{
 		r.MaxAttempts = c.maxAttempts
 		r.Worker, r.Replica, r.Seq = c.worker, c.replica, c.seq
 		r.StartedAt = c.now
+		if c.version != "" && r.PinnedTo(c.now) != c.version {
+			// A run's first attempt, or one whose pin ended (or was never
+			// set): pinned to this version now, if its workflow pins.
+			r.PinnedUntil = time.Time{}
+			if c.pinFor > 0 {
+				r.PinnedUntil = c.now.Add(c.pinFor)
+			}
+		}
+		if c.version != "" {
+			r.Version = c.version
+		}
 	}},
 	EventProgress: {from: []Phase{PhaseRunning, PhaseCancelling}, same: true, apply: func(r *Record, c change) {
 		r.Progress, r.Message = c.progress, c.message
@@ -217,6 +232,8 @@ var lifecycle = [numEvents]rule{
 	EventWakeCancel: {from: []Phase{PhaseSuspended, PhaseCancelling}, to: PhaseQueued, apply: func(r *Record, _ change) {
 		r.Status, r.Waiting, r.CancelRequested, r.CancelWorkflow, r.Worker, r.Replica, r.Seq = Queued, nil, false, true, "", "", 0
 	}},
+	EventUnpin: {from: []Phase{PhaseQueued, PhaseRetrying, PhaseRunning, PhaseCancelling, PhaseSuspended}, same: true,
+		apply: func(r *Record, _ change) { r.PinnedUntil = time.Time{} }},
 	EventRequeue: {from: []Phase{PhaseSucceeded, PhaseFailed, PhaseCancelled}, to: PhaseQueued, apply: func(r *Record, c change) {
 		r.Status, r.Retrying, r.Attempts, r.Error, r.CancelRequested = Queued, false, 0, "", false
 		r.Progress, r.Message, r.Worker, r.Replica = 0, "", "", ""

@@ -64,6 +64,8 @@ func TestLifecycle(t *testing.T) {
 		EventSuspend:    {PhaseRunning: PhaseSuspended},
 		EventWake:       {PhaseSuspended: PhaseQueued},
 		EventWakeCancel: {PhaseSuspended: PhaseQueued, PhaseCancelling: PhaseQueued},
+		EventUnpin: {PhaseQueued: PhaseQueued, PhaseRetrying: PhaseRetrying, PhaseRunning: PhaseRunning,
+			PhaseCancelling: PhaseCancelling, PhaseSuspended: PhaseSuspended},
 	}
 	for ev := range numEvents {
 		for _, from := range allPhases {
@@ -116,6 +118,10 @@ func checkFields(t *testing.T, ev Event, before, after Record, c change) {
 		if after.Attempts != before.Attempts+1 || after.MaxAttempts != c.maxAttempts || after.Worker != c.worker ||
 			after.Replica != c.replica || after.Seq != c.seq || !after.StartedAt.Equal(c.now) {
 			t.Errorf("claim: %+v, want attempt %d on %s/%s of message %d", after, before.Attempts+1, c.worker, c.replica, c.seq)
+		}
+	case EventUnpin:
+		if !after.PinnedUntil.IsZero() || after.Version != before.Version {
+			t.Errorf("unpin: version %q until %s, want %q not pinned", after.Version, after.PinnedUntil, before.Version)
 		}
 	case EventProgress:
 		if after.Progress != c.progress || after.Message != c.message {

@@ -44,6 +44,7 @@ const (
 	drainTimeout  = 10 * time.Second       // bound of a stop's hand-back
 	pullTick      = time.Second            // errors are retried, sessions pruned, scans re-run this often
 	pullRetry     = 250 * time.Millisecond // pause of a method after a failed pull
+	handBackPause = 500 * time.Millisecond // pause of a method's scans after a job was handed back
 )
 
 // pullMethod is one async method as the puller sees it.
@@ -96,6 +97,9 @@ type puller struct {
 	sessions []*session
 	paused   map[int]time.Time // method index → no pulls until then (after an error)
 	stopping bool
+	// handedBack names methods whose job the runner handed back for a
+	// replica of another version (nil: none are).
+	handedBack <-chan int
 
 	scan   *scan // nil when no scan runs
 	rescan bool  // a scan is due
@@ -145,6 +149,11 @@ func (p *puller) run(ctx context.Context, wake <-chan int, start func(delivery))
 		case idx := <-wake:
 			p.hint, p.rescan = idx, true
 			p.wakes++
+		case idx := <-p.handedBack:
+			// A job of idx was handed back for a replica of another
+			// version: scans skip idx for a while, so that another
+			// runner's scan takes it.
+			p.paused[idx] = time.Now().Add(handBackPause)
 		case <-tick.C:
 			p.prune()
 			p.rescan = true

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -36,6 +37,17 @@ type RunnerConfig struct {
 	// the trace context the job was submitted with; nil (tracing off):
 	// none, the submitted context still reaches the job's handle calls.
 	Tracer trace.Tracer
+	// Version is the deployment version of the replica
+	// (protocol.ReplicaSpec.Version): recorded in each job it claims, and a
+	// run of a pinned workflow is pinned to it. A run pinned to another
+	// version is not run here: its message is handed back (handBack)
+	// until a replica of its version takes it. "" runs every job and pins
+	// none.
+	Version string
+	// PinnedOnly marks a replica the scheduler keeps, after a rolling
+	// update, for the runs pinned to its (old) version: it runs only
+	// those and hands every other job back.
+	PinnedOnly bool
 }
 
 // Runner is the execution side: one per replica of a deployment with
@@ -53,7 +65,8 @@ type Runner struct {
 	abortCtx context.Context
 	abort    context.CancelFunc
 
-	wake chan int // index of a method a job was published to
+	wake       chan int // index of a method a job was published to
+	handedBack chan int // index of a method a job of which went back for another version
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc // guarded by mu; app/method/id → cancel
@@ -63,6 +76,7 @@ type Runner struct {
 	claimAfter time.Duration                 // 0: ClaimAfter
 	onStart    func(id string)               // a job's handler is about to run
 	onDone     func(id string, state Status) // a job's record was finished
+	onHandBack func(id string)               // a job went back for a runner of another version
 }
 
 type runMethod struct {
@@ -107,7 +121,7 @@ func NewRunner(nc *nats.Conn, js jetstream.JetStream, names Names, cfg RunnerCon
 		nc: nc, js: js, names: names, cfg: cfg, log: log,
 		q:        NewQueue(js, names, log, Replicas(cfg.Replicas)),
 		abortCtx: actx, abort: abort,
-		wake:    make(chan int, 64),
+		wake: make(chan int, 64), handedBack: make(chan int, 64),
 		running: map[string]context.CancelCauseFunc{},
 	}
 }
@@ -186,6 +200,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("runner: subscribe to cancels: %w", err)
 		}
 		subs = append(subs, s)
+		if m.cfg.Workflow {
+			s, err := r.nc.QueueSubscribe(r.names.UnpinSubject(r.cfg.App, name), unpinGroup, func(msg *nats.Msg) { r.onUnpin(name, msg.Data) })
+			if err != nil {
+				return fmt.Errorf("runner: subscribe to unpins: %w", err)
+			}
+			subs = append(subs, s)
+		}
 	}
 	// The subscriptions must be live before the first pull, or a job
 	// published in between would wait for the tick.
@@ -210,7 +231,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	slots := r.cfg.Shared
-	newPuller(r.log, slots, pms).run(ctx, r.wake, func(d delivery) {
+	pl := newPuller(r.log, slots, pms)
+	pl.handedBack = r.handedBack
+	pl.run(ctx, r.wake, func(d delivery) {
 		m := methods[d.m.idx]
 		pool.Run(func() {
 			defer slots.release() // wakes the loop (or the runner after this one)
@@ -263,6 +286,10 @@ const (
 	// claimLater: the record could not be read or written now: nak with
 	// a delay.
 	claimLater
+	// claimElsewhere: the run is pinned to another deployment version (or
+	// this pinned-only replica runs only its own version's runs): handed
+	// back (handBack), for a replica of its version.
+	claimElsewhere
 )
 
 // claimed is the result of claim.
@@ -284,8 +311,15 @@ type claimed struct {
 // carries. When that fails, the record is read and nextAction decides.
 func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, meta *jetstream.MsgMetadata, sub Record) claimed {
 	kv, id, seq := m.h.kv, sub.ID, meta.Sequence.Stream
-	onClaim := change{worker: r.cfg.Worker, replica: r.cfg.Replica, maxAttempts: m.cfg.MaxAttempts, seq: seq}
+	onClaim := change{worker: r.cfg.Worker, replica: r.cfg.Replica, maxAttempts: m.cfg.MaxAttempts, seq: seq,
+		version: r.cfg.Version}
+	if m.cfg.Pinned() {
+		onClaim.pinFor = m.cfg.PinnedFor.D()
+	}
 	hdrRev := msg.Headers().Get(HdrRevision)
+	if !r.runsHere(ctx, m, sub, hdrRev != "") {
+		return claimed{outcome: claimElsewhere}
+	}
 	ph := sub.Phase()
 	waiting := ph == PhaseQueued || ph == PhaseRetrying
 
@@ -423,7 +457,73 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 	case claimLater:
 		log.Warn().Err(c.err).Msg("claim job; retrying later")
 		_ = msg.NakWithDelay(time.Second)
+	case claimElsewhere:
+		log.Debug().Uint64("delivered", meta.NumDelivered).Msg("job handed back: pinned to another version")
+		r.handBack(m, msg, meta.NumDelivered)
+		if r.onHandBack != nil {
+			r.onHandBack(id)
+		}
 	}
+}
+
+// handBack returns a job for a runner of another version (claimElsewhere).
+// Its first quickHandBacks deliveries go back at once, and this runner's
+// scans skip the method for a moment (a runner pulling one method holds
+// its credit at the server, which hands the job to the next waiting
+// request: another runner's). Later ones — a run whose version has no
+// replica left, until the scheduler unpins it — wait elsewhereDelay.
+func (r *Runner) handBack(m *runMethod, msg jetstream.Msg, delivered uint64) {
+	select {
+	case r.handedBack <- m.pull.idx:
+	default:
+	}
+	if delivered <= quickHandBacks {
+		_ = msg.Nak()
+		return
+	}
+	_ = msg.NakWithDelay(elsewhereDelay(delivered - quickHandBacks))
+}
+
+// quickHandBacks is how many deliveries of a job handed back for another
+// version go back at once.
+const quickHandBacks = 8
+
+// runsHere reports whether this runner may run the job whose message
+// carries sub: a runner with a version does not run a run pinned to
+// another version, and a pinned-only one runs only the runs pinned to its
+// own. The message's record may be older than the job's (Queue.Unpin
+// changes only the record): a run it says is pinned elsewhere is looked
+// up in the bucket (recorded says whether it has a record).
+func (r *Runner) runsHere(ctx context.Context, m *runMethod, sub Record, recorded bool) bool {
+	v := r.cfg.Version
+	if v == "" {
+		return true
+	}
+	now := time.Now()
+	pin := sub.PinnedTo(now)
+	if pin == v || (pin == "" && !r.cfg.PinnedOnly) {
+		return true
+	}
+	if pin == "" || !recorded {
+		return false // a pinned-only replica and a run that is not its own
+	}
+	data, _, found, err := leaderGet(ctx, r.nc, m.h.kv.Bucket(), sub.ID)
+	var cur Record
+	if err != nil || !found || json.Unmarshal(data, &cur) != nil {
+		return !r.cfg.PinnedOnly // the claim decides what an unreadable or expired record means
+	}
+	pin = cur.PinnedTo(now)
+	return pin == v || (pin == "" && !r.cfg.PinnedOnly)
+}
+
+// elsewhereDelay is how long a job handed back for a replica of another
+// version, n times after its quick hand-backs, waits before it is
+// delivered again: 100-200 ms, doubling with each, up to 2.5-5 s (one
+// delivery every few seconds while no replica of its version is left,
+// until the scheduler unpins it), drawn at random within its range.
+func elsewhereDelay(delivered uint64) time.Duration {
+	base := min(200*time.Millisecond<<min(max(delivered, 1)-1, 5), 5*time.Second)
+	return base/2 + rand.N(base/2)
 }
 
 func (r *Runner) deadLetter(ctx context.Context, m *runMethod, rec Record, log zerolog.Logger) {

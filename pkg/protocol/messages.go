@@ -94,6 +94,11 @@ type ReplicaSpec struct {
 	// change is applied in place: the replica's job runner is replaced
 	// (jobs running go on; the new runner takes the slots they free).
 	AsyncMethods []config.AsyncMethod `json:"async_methods,omitempty"`
+	// PinnedOnly marks a replica of an earlier version that a rolling
+	// update keeps for the workflow runs pinned to its version: it takes
+	// no requests (routers skip it) and runs only those runs, until the
+	// last of them ends. Set and cleared in place.
+	PinnedOnly bool `json:"pinned_only,omitempty"`
 }
 
 // IsProcess reports whether the replica runs as a child process.
@@ -135,7 +140,8 @@ func (s ReplicaSpec) ConfigVersion() string {
 		MaxOngoingRequests      int
 		GracefulShutdownTimeout config.Duration
 		AsyncMethods            []config.AsyncMethod
-	}{string(uc), s.MaxOngoingRequests, s.GracefulShutdownTimeout, s.AsyncMethods})
+		PinnedOnly              bool `json:",omitempty"` // absent when false: earlier hashes stand
+	}{string(uc), s.MaxOngoingRequests, s.GracefulShutdownTimeout, s.AsyncMethods, s.PinnedOnly})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:6])
 }
@@ -189,6 +195,9 @@ type ReplicaInfo struct {
 	// replica applies now: it changes once an in-place change (user_config,
 	// limits, async_methods) took effect.
 	ConfigVersion string `json:"config_version,omitempty"`
+	// PinnedOnly: the replica is kept only for the workflow runs pinned to
+	// its version (ReplicaSpec.PinnedOnly); routers send it no request.
+	PinnedOnly bool `json:"pinned_only,omitempty"`
 	// Subject is the replica's micro service subject prefix.
 	Subject   string    `json:"subject"`
 	StartedAt time.Time `json:"started_at"`
@@ -551,6 +560,10 @@ type ReplicaStatus struct {
 	Version   string       `json:"version"`
 	Message   string       `json:"message,omitempty"`
 	StartedAt time.Time    `json:"start_time,omitzero"`
+	// PinnedOnly: a replica of an earlier version kept, after a rolling
+	// update, for the workflow runs pinned to its version; it takes no
+	// requests.
+	PinnedOnly bool `json:"pinned_only,omitempty"`
 	// Process is the child of a process-runtime replica: restarts and the
 	// last exit.
 	Process *ProcessStatus `json:"process,omitempty"`

@@ -528,3 +528,27 @@ func TestDrain(t *testing.T) {
 		}
 	})
 }
+
+// TestPinnedOnlyReplicaGetsNoRequests: a replica kept after a rolling
+// update for its version's pinned workflow runs (pinned_only) is taken
+// out of routing; requests go to the others, and to it again once it is
+// an ordinary replica.
+func TestPinnedOnlyReplicaGetsNoRequests(t *testing.T) {
+	h := newHarness(t, nil)
+	h.replica("old", 10)
+	h.replica("new", 10)
+	h.r.SetReplica(protocol.ReplicaInfo{ID: "old", App: app, Deployment: dep, State: protocol.ReplicaRunning,
+		MaxOngoingRequests: 10, Subject: h.names.ReplicaSubject("old"), PinnedOnly: true})
+	for i := range 20 {
+		if a := h.wait(h.dispatch("POST", "x", nil, 5*time.Second), 5*time.Second); a.status != 200 || a.body != "new:1" {
+			t.Fatalf("request %d = %+v, want 200 from the replica that is not pinned-only", i, a)
+		}
+	}
+	h.r.SetReplica(protocol.ReplicaInfo{ID: "new", App: app, Deployment: dep, State: protocol.ReplicaStopping,
+		MaxOngoingRequests: 10, Subject: h.names.ReplicaSubject("new")})
+	h.r.SetReplica(protocol.ReplicaInfo{ID: "old", App: app, Deployment: dep, State: protocol.ReplicaRunning,
+		MaxOngoingRequests: 10, Subject: h.names.ReplicaSubject("old")})
+	if a := h.wait(h.dispatch("POST", "x", nil, 5*time.Second), 5*time.Second); a.status != 200 || a.body != "old:1" {
+		t.Fatalf("request once it is routable again = %+v, want 200 from it", a)
+	}
+}

@@ -13,8 +13,9 @@ import (
 )
 
 // SetReplica records a replica's KV record: RUNNING replicas are routed
-// to; STARTING ones make the deployment wait for them; anything else
-// removes it from routing. A FAILED replica is probed at once about the
+// to (but for one kept only for its version's pinned workflow runs);
+// STARTING ones make the deployment wait for them; anything else removes
+// it from routing. A FAILED replica is probed at once about the
 // requests it may hold.
 func (r *Router) SetReplica(info protocol.ReplicaInfo) {
 	d := r.deployment(depKey(info.App, info.Deployment))
@@ -27,11 +28,11 @@ func (r *Router) SetReplica(info protocol.ReplicaInfo) {
 		delete(d.starting, key)
 	}
 	p := d.byID[key]
-	if info.State != protocol.ReplicaRunning {
+	if info.State != protocol.ReplicaRunning || info.PinnedOnly {
 		var probe *nats.Msg
 		if p != nil {
 			r.unrouteLocked(d, p)
-			if info.State != protocol.ReplicaStopping { // a drain answers what it holds
+			if info.State != protocol.ReplicaStopping && !info.PinnedOnly { // a drain (or a pinned-only replica) answers what it holds
 				probe = r.probeLocked(p, now, true)
 			}
 		}

@@ -154,6 +154,12 @@ func mergeAsync(base, o config.AsyncMethod) config.AsyncMethod {
 	if o.LeaseTimeout != 0 {
 		base.LeaseTimeout = o.LeaseTimeout
 	}
+	if o.Versioning != "" {
+		base.Versioning = o.Versioning
+	}
+	if o.PinnedFor != 0 {
+		base.PinnedFor = o.PinnedFor
+	}
 	if len(o.RequiredArgs) > 0 {
 		base.RequiredArgs = o.RequiredArgs
 	}

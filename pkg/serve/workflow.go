@@ -274,8 +274,22 @@ func (f *Future) Get(v any) error { return f.r.get(f).Decode(v) }
 
 // WorkflowDef is a workflow registered with WithWorkflows.
 type WorkflowDef struct {
-	name string
-	run  func(wf Workflow, args Args) (any, error)
+	name       string
+	run        func(wf Workflow, args Args) (any, error)
+	versioning string // config.AsyncMethod.Versioning; "" = pinned
+}
+
+// DefOption is an option of NewWorkflow.
+type DefOption func(*WorkflowDef)
+
+// AutoUpgrade makes a workflow's runs follow the deployment's current
+// version: a run suspended on one version replays, after a rolling update,
+// on the new version's code (guard changes with Workflow.Patched and check
+// them with workflowtest.ReplayJournal). By default a run is pinned to the
+// version that started it (config versioning: pinned); the serve config's
+// async_methods[].versioning overrides either.
+func AutoUpgrade() DefOption {
+	return func(d *WorkflowDef) { d.versioning = config.VersioningAutoUpgrade }
 }
 
 // Name is the workflow's name (its async method's).
@@ -283,8 +297,8 @@ func (d *WorkflowDef) Name() string { return d.name }
 
 // NewWorkflow declares a workflow: its input In is decoded from the start
 // request's arguments; its Out is the run's result.
-func NewWorkflow[In, Out any](name string, fn func(wf Workflow, in In) (Out, error)) *WorkflowDef {
-	return &WorkflowDef{name: name, run: func(wf Workflow, args Args) (any, error) {
+func NewWorkflow[In, Out any](name string, fn func(wf Workflow, in In) (Out, error), opts ...DefOption) *WorkflowDef {
+	d := &WorkflowDef{name: name, run: func(wf Workflow, args Args) (any, error) {
 		var in In
 		if len(args) > 0 {
 			if err := args.Decode(&in); err != nil {
@@ -293,6 +307,10 @@ func NewWorkflow[In, Out any](name string, fn func(wf Workflow, in In) (Out, err
 		}
 		return fn(wf, in)
 	}}
+	for _, o := range opts {
+		o(d)
+	}
+	return d
 }
 
 // WithWorkflows registers workflows with a deployment: each is an async
@@ -301,7 +319,8 @@ func NewWorkflow[In, Out any](name string, fn func(wf Workflow, in In) (Out, err
 func WithWorkflows(defs ...*WorkflowDef) RegisterOption {
 	return func(r *registration) {
 		for _, d := range defs {
-			r.async = append(r.async, config.AsyncMethod{Name: d.name, Workflow: true, MaxAttempts: DefaultWorkflowAttempts})
+			r.async = append(r.async, config.AsyncMethod{Name: d.name, Workflow: true, MaxAttempts: DefaultWorkflowAttempts,
+				Versioning: d.versioning})
 			r.workflows = append(r.workflows, d)
 		}
 	}

@@ -166,7 +166,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
 		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics, Signer: signer,
-		Records: records})
+		Records: records, Jobs: jobs.NewQueue(js, jobs.Names{Names: names}, log)})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
 	liveSplits := splits.New(nil) // the graphs' splitter choices, from every ingress
 	api := admin.New(buckets.Apps, buckets.Status, cfg.MaxBodyBytes, log).WithGraphStatus(liveSplits.Status)

@@ -260,7 +260,7 @@ func (l *leader) onReplicas(records map[string]protocol.ReplicaInfo) {
 func (l *leader) running() map[string]int {
 	m := map[string]int{}
 	for _, r := range l.records {
-		if r.State == protocol.ReplicaRunning {
+		if r.State == protocol.ReplicaRunning && !r.PinnedOnly { // a replica kept for pinned workflow runs serves nothing
 			m[protocol.ScaleKey(r.App, r.Deployment)]++
 		}
 	}

@@ -192,6 +192,24 @@ type Input struct {
 	// is how long a worker must be live before it takes a moved replica.
 	Rebalance         bool
 	RebalanceCooldown time.Duration
+	// Pinned counts, by Key(app, deployment) and version, the workflow
+	// runs pinned to a version (jobs.Record.PinnedTo). A rolling update
+	// keeps one RUNNING replica of each earlier version with pinned runs,
+	// marked PinnedOnly (no requests, only those runs), beyond the
+	// target, until the count is 0. A deployment absent from a non-nil
+	// map is not counted yet: one replica of each earlier version is kept
+	// until it is. nil: nothing is kept (versions are not tracked).
+	Pinned map[string]map[string]int
+}
+
+// keepFor reports whether a replica of version ver of deployment key
+// must be kept for runs pinned to it.
+func (in Input) keepFor(key, ver string) bool {
+	if in.Pinned == nil {
+		return false
+	}
+	n, known := in.Pinned[key]
+	return !known || n[ver] > 0
 }
 
 // Desired is the replica count a deployment asks for: the autoscaler's
@@ -373,15 +391,16 @@ func (p *pass) converge() map[string]bool {
 }
 
 // deploymentPass is one deployment's part of converge: its replicas of
-// the current version (cur) and of earlier versions (old).
+// the current version (cur), of earlier versions (old), and of earlier
+// versions kept only for their pinned workflow runs (kept).
 type deploymentPass struct {
 	*pass
-	app      string
-	d        config.Deployment
-	key, ver string
-	uc       json.RawMessage // the compacted user_config
-	target   int
-	cur, old []*Replica
+	app            string
+	d              config.Deployment
+	key, ver       string
+	uc             json.RawMessage // the compacted user_config
+	target         int
+	cur, old, kept []*Replica
 }
 
 // converge decides the deployment's replicas: the current version's get
@@ -391,9 +410,12 @@ type deploymentPass struct {
 // extra replicas are scaled down, and old replicas retire (retireOld).
 func (dp *deploymentPass) converge(rs []*Replica) {
 	for _, r := range rs {
-		if r.Spec.Version == dp.ver {
+		switch {
+		case r.Spec.Version == dp.ver:
 			dp.cur = append(dp.cur, r)
-		} else {
+		case r.Spec.PinnedOnly:
+			dp.kept = append(dp.kept, r)
+		default:
 			dp.old = append(dp.old, r)
 		}
 	}
@@ -401,7 +423,7 @@ func (dp *deploymentPass) converge(rs []*Replica) {
 	dp.grow()
 	dp.settleFailures()
 	dp.scaleDown()
-	if len(dp.old) > 0 {
+	if len(dp.old) > 0 || len(dp.kept) > 0 {
 		dp.retireOld()
 		dp.grow()
 	}
@@ -415,6 +437,7 @@ func (dp *deploymentPass) reconfigure() {
 		r.Spec.UserConfig = dp.uc
 		r.Spec.AsyncMethods = dp.d.AsyncMethods
 		r.Labels = dp.d.Resources.Labels
+		r.Spec.PinnedOnly = false // a kept replica of a version rolled back to serves again
 	}
 }
 
@@ -489,6 +512,11 @@ func (dp *deploymentPass) scaleDown() {
 // retireOld removes replicas of earlier versions: those not running at
 // once, running ones while the deployment keeps at least its target
 // RUNNING without them (unplaced and not running first, then newest).
+// The last running replica of a version that workflow runs are pinned to
+// (Input.Pinned) is kept instead, beyond the target, marked PinnedOnly
+// (the change applies in place: it stops taking requests and new runs);
+// it goes once no run is pinned to its version. A kept replica that stops
+// running is not replaced: the scheduler unpins its version's runs.
 func (dp *deploymentPass) retireOld() {
 	running := 0
 	for _, r := range append(append([]*Replica{}, dp.cur...), dp.old...) {
@@ -496,19 +524,37 @@ func (dp *deploymentPass) retireOld() {
 			running++
 		}
 	}
+	reason := protocol.Reason{Code: protocol.ReasonRollingUpdate, Version: dp.ver}
+	kept := map[string]bool{} // versions with a kept replica
+	var keptNow []*Replica
+	for _, r := range slicesSortedForRemoval(dp.kept, dp.in) {
+		v := r.Spec.Version
+		if kept[v] || !dp.in.keepFor(dp.key, v) || (r.Seen && !dp.in.Running(r)) {
+			dp.remove(r, reason)
+			continue
+		}
+		kept[v] = true
+		keptNow = append(keptNow, r)
+	}
 	var keep []*Replica
 	for _, r := range slicesSortedForRemoval(dp.old, dp.in) {
 		switch {
 		case !dp.in.Running(r):
-			dp.remove(r, protocol.Reason{Code: protocol.ReasonRollingUpdate, Version: dp.ver})
+			dp.remove(r, reason)
 		case running-1 >= dp.target:
 			running--
-			dp.remove(r, protocol.Reason{Code: protocol.ReasonRollingUpdate, Version: dp.ver})
+			if v := r.Spec.Version; !kept[v] && dp.in.keepFor(dp.key, v) {
+				kept[v] = true
+				r.Spec.PinnedOnly = true
+				keptNow = append(keptNow, r)
+				continue
+			}
+			dp.remove(r, reason)
 		default:
 			keep = append(keep, r)
 		}
 	}
-	dp.old = keep
+	dp.old, dp.kept = keep, keptNow
 }
 
 // removeDeleted removes the replicas of applications and deployments not

@@ -24,7 +24,8 @@ type Rollout struct {
 // swap waits until the new replica runs; while replacing, Step keeps up
 // to max_unavailable new replicas waiting for room (rather than one surge
 // replica). The strategy and its reason are kept in State.Rollouts until
-// no old replica is left and every new one runs.
+// no old replica is left and every new one runs. Replicas kept for pinned
+// workflow runs (PinnedOnly) are drained first and cost no availability.
 func (p *pass) makeRoom(cl *Cluster) {
 	byKey := map[string][]*Replica{}
 	for _, r := range sortedReplicas(p.st.Replicas) {
@@ -42,10 +43,13 @@ func (p *pass) makeRoom(cl *Cluster) {
 		for _, d := range app.Deployments {
 			k := Key(app.Name, d.Name)
 			ver := Version(d)
-			var old, waiting []*Replica
+			var old, kept, waiting []*Replica
 			avail := 0
 			for _, r := range byKey[k] {
 				switch {
+				case r.Spec.Version != ver && r.Spec.PinnedOnly:
+					kept = append(kept, r) // takes no requests: not counted as available
+					continue
 				case r.Spec.Version != ver:
 					old = append(old, r)
 				case r.WorkerID == "":
@@ -58,12 +62,15 @@ func (p *pass) makeRoom(cl *Cluster) {
 			ro, ok := p.st.Rollouts[k]
 			if len(old) == 0 {
 				// The update is done once every replica runs.
-				if ok && avail < len(byKey[k]) {
+				if ok && avail < len(byKey[k])-len(kept) {
 					continue
 				}
 				delete(p.st.Rollouts, k)
 				continue
 			}
+			// Replicas kept for pinned workflow runs give way first: a
+			// rollout never waits for them (their runs are unpinned).
+			old = append(kept, old...)
 			if !ok {
 				ro = Rollout{Strategy: protocol.RolloutSurge}
 			}
@@ -104,9 +111,12 @@ func (p *pass) replaceFirst(cl *Cluster, nr *Replica, old []*Replica, budget *in
 	if nf := (*NoFitError)(nil); !errors.As(err, &nf) || !nf.NoRoom() {
 		return false, false
 	}
-	// Old replicas per worker, the workers holding most of them first.
+	// Old replicas per worker, the workers holding most of them first;
+	// on each, kept (pinned-only) replicas first.
 	on := map[string][]*Replica{}
-	for _, o := range slicesSortedForRemoval(old, p.in) {
+	sorted := slicesSortedForRemoval(old, p.in)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Spec.PinnedOnly && !sorted[j].Spec.PinnedOnly })
+	for _, o := range sorted {
 		if o.WorkerID != "" {
 			on[o.WorkerID] = append(on[o.WorkerID], o)
 		}
@@ -126,7 +136,7 @@ func (p *pass) replaceFirst(cl *Cluster, nr *Replica, old []*Replica, budget *in
 		cost := 0
 		for _, o := range on[w] {
 			c := 0
-			if p.in.Running(o) {
+			if p.in.Running(o) && !o.Spec.PinnedOnly {
 				c = 1
 			}
 			if cost+c > *budget {

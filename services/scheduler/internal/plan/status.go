@@ -58,7 +58,7 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			}
 			st.Targets[k] = target
 			ds := protocol.DeploymentStatus{Name: d.Name, TargetReplicas: target, Version: ver, Replicas: []protocol.ReplicaStatus{}}
-			var cur, old, running, reconfiguring int
+			var cur, old, kept, running, reconfiguring int
 			var moves []string
 			pending := map[string]protocol.Reason{} // by message
 			for _, r := range byKey[k] {
@@ -82,17 +82,26 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 				default:
 					rs.State, rs.Message = protocol.ReplicaStarting, "assigned to worker "+r.WorkerID+"; waiting for it to start"
 				}
+				if r.Spec.PinnedOnly && r.Spec.Version != ver {
+					rs.PinnedOnly = true
+					if rs.Message == "" {
+						rs.Message = "kept for the workflow runs pinned to its version; takes no requests"
+					}
+				}
 				ds.Replicas = append(ds.Replicas, rs)
 				if r.Moves != "" {
 					moves = append(moves, fmt.Sprintf("starting %s on worker %s to replace %s", r.Spec.ID, r.WorkerID, r.Moves))
 					continue
 				}
-				if r.Spec.Version == ver {
+				switch {
+				case r.Spec.Version == ver:
 					cur++
 					if in.Running(r) {
 						running++
 					}
-				} else {
+				case r.Spec.PinnedOnly:
+					kept++ // not an update in progress: the deployment is at its version
+				default:
 					old++
 				}
 			}
@@ -163,6 +172,10 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 				ds.Status = protocol.DeploymentUpdating
 				ds.Message = fmt.Sprintf("reconfiguring in place (user_config, max_ongoing_requests, graceful_shutdown_timeout or async_methods changed): %d/%d replicas applied it",
 					cur-reconfiguring, cur)
+			}
+			if kept > 0 {
+				ds.Message = strings.TrimPrefix(fmt.Sprintf("%s; %d replica(s) of an earlier version kept for the workflow runs pinned to it",
+					ds.Message, kept), "; ")
 			}
 			if len(moves) > 0 {
 				ds.Message = strings.TrimPrefix(ds.Message+"; rebalancing: "+strings.Join(moves, "; "), "; ")

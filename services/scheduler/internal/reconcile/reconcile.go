@@ -4,11 +4,14 @@
 // on every change (coalesced) and on a periodic tick — only while every
 // bucket's copy is synced —, writes each worker's assignment to the
 // Assignments bucket only when it changed, health-checks RUNNING replicas
-// over NATS and writes the fleet status to the Status bucket.
+// over NATS, counts the workflow runs pinned to earlier versions while a
+// deployment has replicas of one (pins.go) and writes the fleet status to
+// the Status bucket.
 //
 // All state is owned by the one goroutine running Lead, which reads the
-// followers' copies when they signal a change; the followers and the
-// health checks run in goroutines Lead starts and waits for before it
+// followers' copies when they signal a change; the followers, the health
+// checks and the pinned-run counts run in goroutines Lead starts and
+// waits for before it
 // returns, which it does promptly once its context ends (leadership lost
 // or shutdown).
 package reconcile
@@ -24,6 +27,7 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/service"
@@ -58,6 +62,10 @@ type Options struct {
 	// replica records: one not signed by a worker user of the scheduler's
 	// account (with a user per worker, the worker's own) is ignored.
 	Records *provenance.Replicas
+	// Jobs, if set, counts the workflow runs pinned to a deployment
+	// version (pins.go): a rolling update keeps a replica of each old
+	// version with pinned runs. nil: versions are not tracked.
+	Jobs *jobs.Queue
 }
 
 // Reconciler runs the control loop while its scheduler leads.
@@ -108,6 +116,14 @@ type leader struct {
 	replace   map[string]protocol.Reason
 	results   chan healthResult
 	wg        sync.WaitGroup
+
+	// Pinned workflow runs (pins.go): counts by deployment key and
+	// version (nil without Options.Jobs), whether a count runs, when the
+	// last began, and where counts arrive.
+	pinned      map[string]map[string]int
+	pinCounting bool
+	pinCountAt  time.Time
+	pinResults  chan pinResult
 }
 
 // Lead runs the control loop until ctx ends; epoch (the lease revision)
@@ -122,7 +138,10 @@ func (r *Reconciler) Lead(ctx context.Context, epoch uint64) {
 		workers: map[string]protocol.WorkerInfo{}, records: map[string]record{}, written: map[string][]byte{},
 		scale:    map[string]protocol.ScaleDecision{},
 		failures: map[string]int{}, lastCheck: map[string]time.Time{}, checking: map[string]bool{}, replace: map[string]protocol.Reason{},
-		results: make(chan healthResult, 64)}
+		results: make(chan healthResult, 64), pinResults: make(chan pinResult, 1)}
+	if r.o.Jobs != nil {
+		l.pinned = map[string]map[string]int{}
+	}
 	defer func() {
 		cancel()
 		l.wg.Wait()
@@ -195,6 +214,9 @@ func (l *leader) run(ctx context.Context) error {
 			if l.onHealth(hr) {
 				dirty()
 			}
+		case pr := <-l.pinResults:
+			l.pinCounted(pr)
+			dirty()
 		}
 	}
 }
@@ -260,7 +282,7 @@ func (l *leader) pass(ctx context.Context) {
 	defer func() { l.o.Metrics.ReconcileDuration.Observe(time.Since(start).Seconds()) }()
 	in := plan.Input{Config: l.cfg, Workers: l.workers, Records: l.recordsByID(), Replace: l.replace,
 		StartTimeout: l.o.StartTimeout, Now: start, Scale: l.scale,
-		Rebalance: l.o.Rebalance, RebalanceCooldown: l.o.RebalanceCooldown}
+		Rebalance: l.o.Rebalance, RebalanceCooldown: l.o.RebalanceCooldown, Pinned: l.pinned}
 	next, res := plan.Step(l.st, in)
 	for _, ev := range res.Events {
 		lg := l.log.Info()
@@ -276,6 +298,7 @@ func (l *leader) pass(ctx context.Context) {
 	}
 	l.st = next
 	l.writeAssignments(ctx, res)
+	l.startPinCount(ctx, start)
 	for id := range l.replace {
 		if _, ok := l.st.Replicas[id]; !ok {
 			delete(l.replace, id)

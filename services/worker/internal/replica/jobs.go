@@ -21,7 +21,10 @@ import (
 // leave free (jobs.Slots). On stop the runners stop pulling first, and
 // their running jobs get the graceful shutdown timeout to finish before
 // they are cancelled and handed back to the queue (another replica
-// resumes them).
+// resumes them). The runner carries the replica's version: workflow runs
+// pinned to another version are handed back, and a pinned-only replica
+// (ReplicaSpec.PinnedOnly, set in place like async_methods) runs only the
+// runs pinned to its own.
 type JobsParams struct {
 	JS    jetstream.JetStream
 	Names jobs.Names
@@ -120,10 +123,11 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler) {
 			App: s.App, Deployment: s.Deployment, Worker: r.p.WorkerID, Replica: s.ID,
 			Slots: s.MaxOngoingRequests, Shared: r.slots, Methods: methods, Handler: jh, Log: r.p.Log,
 			Replicas: r.p.Jobs.Replicas, Metrics: r.p.Jobs.Metrics, Tracer: r.tracer,
+			Version: s.Version, PinnedOnly: s.PinnedOnly,
 		})
 		stopAbort := context.AfterFunc(r.work, runner.Abort) // the graceful shutdown timeout passed
 		r.log.Info().Strs("async_methods", names).Int("slots", s.MaxOngoingRequests).Str("config_version", s.ConfigVersion()).
-			Msg("job runner started")
+			Bool("pinned_only", s.PinnedOnly).Msg("job runner started")
 		err := runner.Run(ctx)
 		stopAbort()
 		if ctx.Err() != nil {

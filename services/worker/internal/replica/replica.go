@@ -280,6 +280,7 @@ func Start(p Params) *Replica {
 			State:              protocol.ReplicaStarting,
 			MaxOngoingRequests: s.MaxOngoingRequests,
 			ConfigVersion:      s.ConfigVersion(),
+			PinnedOnly:         s.PinnedOnly,
 			Subject:            p.Names.ReplicaSubject(s.ID),
 		},
 	}
@@ -324,6 +325,7 @@ func InPlace(cur, next protocol.ReplicaSpec) bool {
 	cur.MaxOngoingRequests, next.MaxOngoingRequests = 0, 0
 	cur.GracefulShutdownTimeout, next.GracefulShutdownTimeout = 0, 0
 	cur.AsyncMethods, next.AsyncMethods = nil, nil
+	cur.PinnedOnly, next.PinnedOnly = false, false
 	return reflect.DeepEqual(cur, next)
 }
 
@@ -331,7 +333,7 @@ func InPlace(cur, next protocol.ReplicaSpec) bool {
 func SameSpec(a, b protocol.ReplicaSpec) bool {
 	return InPlace(a, b) && a.MaxOngoingRequests == b.MaxOngoingRequests &&
 		a.GracefulShutdownTimeout == b.GracefulShutdownTimeout && jsonEqual(a.UserConfig, b.UserConfig) &&
-		sameAsync(a.AsyncMethods, b.AsyncMethods)
+		sameAsync(a.AsyncMethods, b.AsyncMethods) && a.PinnedOnly == b.PinnedOnly
 }
 
 // sameAsync compares async_methods; none and an empty list are the same.
@@ -385,10 +387,11 @@ func (r *Replica) Reconfigure(ctx context.Context, next protocol.ReplicaSpec) er
 		}
 	}
 	r.mu.Lock()
-	asyncChanged := !sameAsync(cur.AsyncMethods, next.AsyncMethods)
+	asyncChanged := !sameAsync(cur.AsyncMethods, next.AsyncMethods) || cur.PinnedOnly != next.PinnedOnly
 	r.spec = next
 	r.info.MaxOngoingRequests = next.MaxOngoingRequests
 	r.info.ConfigVersion = next.ConfigVersion()
+	r.info.PinnedOnly = next.PinnedOnly
 	if r.slots != nil {
 		r.slots.Resize(next.MaxOngoingRequests)
 	}

@@ -31,6 +31,7 @@ func TestInPlaceAndSameSpec(t *testing.T) {
 		{"graceful timeout", func(s *protocol.ReplicaSpec) { s.GracefulShutdownTimeout = 0 }, true, false},
 		{"async_methods", func(s *protocol.ReplicaSpec) { s.AsyncMethods = []config.AsyncMethod{{Name: "train"}} }, true, false},
 		{"empty async_methods", func(s *protocol.ReplicaSpec) { s.AsyncMethods = []config.AsyncMethod{} }, true, true},
+		{"pinned_only", func(s *protocol.ReplicaSpec) { s.PinnedOnly = true }, true, false},
 		{"version", func(s *protocol.ReplicaSpec) { s.Version = "v2" }, false, false},
 		{"gpus", func(s *protocol.ReplicaSpec) { s.GPUIndices = []int{1} }, false, false},
 		{"handler", func(s *protocol.ReplicaSpec) { s.Handler = "other" }, false, false},
