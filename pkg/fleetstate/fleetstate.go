@@ -146,6 +146,29 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n protocol.Names, repli
 	return &b, nil
 }
 
+// ErrNotCreated: Bind found a bucket missing; the scheduler creates the
+// fleet's buckets (Ensure).
+var ErrNotCreated = errors.New("not created yet (the scheduler creates the fleet's buckets at its start)")
+
+// Bind opens every bucket without creating or updating any (the services
+// other than the scheduler, whose NATS users may not create streams):
+// ErrNotCreated if one is missing.
+func Bind(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Buckets, error) {
+	var b Buckets
+	for _, d := range buckets {
+		name := d.cfg(n).Bucket
+		kv, err := js.KeyValue(ctx, name)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("bucket %s: %w", name, ErrNotCreated)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open bucket %s: %w", name, err)
+		}
+		*d.dst(&b) = kv
+	}
+	return &b, nil
+}
+
 // ReadAll calls fn with the current value of every key in kv, in no
 // particular order; keys deleted while it runs are skipped. It is how a
 // newly elected leader reads back what the previous one wrote.

@@ -54,13 +54,34 @@ func OpenBodies(ctx context.Context, js jetstream.JetStream, names protocol.Name
 	if err != nil {
 		return nil, fmt.Errorf("bodies object store: %w", err)
 	}
+	return newBodies(js, os), nil
+}
+
+// ErrNoBodies: BindBodies found no bodies object store (the scheduler
+// creates it with OpenBodies).
+var ErrNoBodies = errors.New("bodies object store not created yet (the scheduler creates it at its start)")
+
+// BindBodies opens the bodies object store without creating it (one try):
+// ErrNoBodies if it is missing.
+func BindBodies(ctx context.Context, js jetstream.JetStream, names protocol.Names) (*Bodies, error) {
+	os, err := js.ObjectStore(ctx, names.BucketBodies())
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, ErrNoBodies
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bodies object store: %w", err)
+	}
+	return newBodies(js, os), nil
+}
+
+func newBodies(js jetstream.JetStream, os jetstream.ObjectStore) *Bodies {
 	// Chunks as large as a message allows (the store's default is 128
 	// KiB): fewer messages, each acknowledged.
 	chunk := uint32(128 << 10)
 	if mp := js.Conn().MaxPayload(); mp > 2*HeaderRoom {
 		chunk = uint32(min(mp-HeaderRoom, 8<<20))
 	}
-	return &Bodies{os: os, chunk: chunk}, nil
+	return &Bodies{os: os, chunk: chunk}
 }
 
 // Put streams r into a new object and returns its name and size.

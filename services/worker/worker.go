@@ -589,6 +589,9 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 			Workflows: w.reg.Workflows(s.Handler),
 			Replicas:  w.natsReplicas,
 			Metrics:   w.jobMetrics,
+			// The scheduler creates the job streams (its user may; a
+			// worker's may not: deploy/auth).
+			Bind: true,
 		}
 	}
 	r := replica.Start(p)
