@@ -93,7 +93,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 			return fmt.Errorf("id %q: the NATS user of nats.creds is worker %q's (per-worker credentials serve their own worker id only)", cfg.ID, own)
 		}
 	}
-	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "jetserve-worker")
+	fleet, cleanup, err := deps.Bind(ctx, cfg.Common, "jetserve-worker")
 	defer cleanup()
 	if err != nil {
 		return err
@@ -141,7 +141,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	if err != nil {
 		return err
 	}
-	bodies, err := service.OpenBodies(ctx, deps.Log, js, names, cfg.NATS.Replicas)
+	bodies, err := service.BindBodies(ctx, deps.Log, js, names)
 	if err != nil {
 		return err
 	}
