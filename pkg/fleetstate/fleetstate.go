@@ -124,6 +124,23 @@ var buckets = []bucket{
 	}},
 }
 
+// BodiesTTL is how long an unread body object is kept in the bodies
+// object store (package wire).
+const BodiesTTL = 15 * time.Minute
+
+// BodiesConfig is the bodies object store's: request and response bodies
+// larger than one NATS message (package wire), created with the buckets.
+func BodiesConfig(n protocol.Names) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      n.BucketBodies(),
+		Description: "jetserve request and response bodies larger than one NATS message",
+		TTL:         BodiesTTL,
+		// In memory: a body lives for one request, and a server restart
+		// fails that request anyway.
+		Storage: jetstream.MemoryStorage,
+	}
+}
+
 // Open creates or adopts every bucket with one replica (see Ensure);
 // tests and single-server tools use it.
 func Open(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Buckets, error) {
@@ -131,8 +148,10 @@ func Open(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Bucke
 }
 
 // Ensure creates or adopts (package streams: never downgraded, updated
-// only where a setting differs) and opens every bucket, with replicas
-// replicas; every service may call it, in any order.
+// only where a setting differs) and opens every bucket, and creates or
+// adopts the bodies object store (BodiesConfig), with replicas replicas;
+// the scheduler calls it (the other services Bind), and so may several
+// instances, in any order.
 func Ensure(ctx context.Context, js jetstream.JetStream, n protocol.Names, replicas int) (*Buckets, error) {
 	var b Buckets
 	for _, d := range buckets {
@@ -142,6 +161,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n protocol.Names, repli
 			return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
 		}
 		*d.dst(&b) = kv
+	}
+	if _, err := streams.ObjectStore(ctx, js, BodiesConfig(n), replicas); err != nil {
+		return nil, fmt.Errorf("open the bodies object store: %w", err)
 	}
 	return &b, nil
 }

@@ -256,26 +256,16 @@ func openBuckets(ctx context.Context, log zerolog.Logger, js jetstream.JetStream
 	return b, err
 }
 
-// OpenBodies creates or adopts the bodies object store of the ingress and
-// the workers (wire.Bodies), retrying until JetStream answers or ctx ends:
-// the scheduler's (see BindBodies for the ingress and the workers).
-func OpenBodies(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, names protocol.Names, replicas int) (*wire.Bodies, error) {
-	return openBodies(ctx, log, js, func(ctx context.Context) (*wire.Bodies, error) { return wire.OpenBodies(ctx, js, names, replicas) })
-}
-
-// BindBodies opens the bodies object store without creating it, retrying
-// until the scheduler has created it (OpenBodies) or ctx ends.
+// BindBodies opens the bodies object store of the ingress and the workers
+// (wire.Bodies) without creating it, retrying until the scheduler has
+// created it (with the fleet's buckets) or ctx ends.
 func BindBodies(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, names protocol.Names) (*wire.Bodies, error) {
-	return openBodies(ctx, log, js, func(ctx context.Context) (*wire.Bodies, error) { return wire.BindBodies(ctx, js, names) })
-}
-
-func openBodies(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, open func(context.Context) (*wire.Bodies, error)) (*wire.Bodies, error) {
 	var b *wire.Bodies
 	err := streams.Retry(ctx, log, "bodies object store", func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var err error
-		b, err = open(actx)
+		b, err = wire.BindBodies(actx, js, names)
 		return err
 	})
 	return b, err

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
@@ -27,7 +28,7 @@ import (
 // (a crashed reader) expire after BodiesTTL.
 
 // BodiesTTL is how long an unread body object is kept.
-const BodiesTTL = 15 * time.Minute
+const BodiesTTL = fleetstate.BodiesTTL
 
 // Bodies is the bodies object store. Safe for concurrent use.
 type Bodies struct {
@@ -35,22 +36,11 @@ type Bodies struct {
 	chunk uint32 // chunk size: what one message carries
 }
 
-// OpenBodies creates or adopts the bodies object store (one try;
-// service.OpenBodies retries).
+// OpenBodies creates or adopts the bodies object store
+// (fleetstate.BodiesConfig; one try). The scheduler creates it with the
+// fleet's buckets (fleetstate.Ensure); the services bind (BindBodies).
 func OpenBodies(ctx context.Context, js jetstream.JetStream, names protocol.Names, replicas int) (*Bodies, error) {
-	cfg := jetstream.ObjectStoreConfig{
-		Bucket:      names.BucketBodies(),
-		Description: "jetserve request and response bodies larger than one NATS message",
-		TTL:         BodiesTTL,
-		// In memory: a body lives for one request, and a server restart
-		// fails that request anyway.
-		Storage:  jetstream.MemoryStorage,
-		Replicas: max(replicas, 1),
-	}
-	os, err := js.CreateObjectStore(ctx, cfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		os, err = js.ObjectStore(ctx, cfg.Bucket)
-	}
+	os, err := streams.ObjectStore(ctx, js, fleetstate.BodiesConfig(names), replicas)
 	if err != nil {
 		return nil, fmt.Errorf("bodies object store: %w", err)
 	}

@@ -143,11 +143,8 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	}
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
 	// The scheduler creates the JetStream state the other services bind
-	// to (their users may not create streams): the fleet's buckets (Open),
-	// the bodies object store, and each async method's (provision).
-	if _, err := service.OpenBodies(ctx, log, js, names, cfg.NATS.Replicas); err != nil {
-		return err
-	}
+	// to (their users may not create streams): the fleet's buckets and
+	// the bodies object store (Open), and each async method's (provision).
 	prov := provision.New(deps.NC, js, jobs.Names{Names: names}, buckets, cfg.NATS.Replicas, log)
 	auth, err := httpauth.New(cfg.Auth, httpauth.Options{Realm: "jetserve admin"}, log)
 	if err != nil {
