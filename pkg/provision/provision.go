@@ -12,6 +12,9 @@
 // deleted: a method removed from the config keeps its jobs and records
 // until their retention (as before).
 //
+// The scheduler runs it (Lead while it leads); tests of a service that
+// binds run it in place of a scheduler (Start).
+//
 // Run follows the buckets; Lead creates while its context lives (the
 // leading instance). Both own what they start and return when their
 // context ends.
@@ -19,6 +22,8 @@ package provision
 
 import (
 	"context"
+	"sync"
+	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/backoff"
@@ -71,6 +76,18 @@ func (p *Provisioner) Lead(ctx context.Context) {
 		case <-retry:
 		}
 	}
+}
+
+// Start runs a Provisioner (Run and Lead) until t ends: a test's stand-in
+// for the scheduler that creates what a binding service waits for.
+func Start(t testing.TB, nc *nats.Conn, js jetstream.JetStream, names jobs.Names, b *fleetstate.Buckets) {
+	t.Helper()
+	p := New(nc, js, names, b, 1, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = p.Run(ctx) })
+	wg.Go(func() { p.Lead(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 
 // ensureAll ensures every method of the current table (a method ensured
