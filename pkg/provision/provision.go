@@ -29,6 +29,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -79,15 +80,19 @@ func (p *Provisioner) Lead(ctx context.Context) {
 }
 
 // Start runs a Provisioner (Run and Lead) until t ends: a test's stand-in
-// for the scheduler that creates what a binding service waits for.
+// for the scheduler that creates what a binding service waits for. The
+// methods of the config and declarations stored before it are created
+// when it returns.
 func Start(t testing.TB, nc *nats.Conn, js jetstream.JetStream, names jobs.Names, b *fleetstate.Buckets) {
 	t.Helper()
 	p := New(nc, js, names, b, 1, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = p.Run(ctx) })
-	wg.Go(func() { p.Lead(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	// The methods stored before Start are created when it returns.
+	waitfor.True(t, 30*time.Second, "the async methods created", func() bool { return p.async.Ready() == nil && p.ensureAll(ctx) })
+	wg.Go(func() { p.Lead(ctx) })
 }
 
 // ensureAll ensures every method of the current table (a method ensured

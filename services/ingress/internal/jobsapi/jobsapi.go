@@ -146,7 +146,13 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMe
 			fmt.Sprintf("%s %s/%s: use %s", r.Method, m.Config.Name, op, want), rid)
 	}
 	ctx := r.Context()
-	if err := a.ensure(ctx, m); err != nil {
+	if err := a.ensure(ctx, m); errors.Is(err, jobs.ErrNotProvisioned) {
+		// The scheduler has not created it yet (a config just applied, a
+		// handler just registered, or no scheduler running).
+		a.log.Warn().Err(err).Str("app", m.App).Str("method", m.Config.Name).Msg("job queue not created yet")
+		return writeError(w, protocol.ErrUnavailable,
+			"the job queue of "+m.Config.Name+" is not created yet: the scheduler creates it when the config is applied; retry", rid)
+	} else if err != nil {
 		a.log.Error().Err(err).Str("app", m.App).Str("method", m.Config.Name).Msg("ensure job queue")
 		return writeError(w, protocol.ErrUnavailable, "job queue unavailable", rid)
 	}
