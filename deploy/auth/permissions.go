@@ -163,11 +163,14 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 			}
 		}
 	}
-	// bodies: reads and writes the bodies object store (large request and
-	// response bodies); reading a large object answers the ordered
-	// consumer's flow control.
+	// bodies: reads, writes and deletes objects of the bodies object
+	// store (large request and response bodies; a reader deletes the
+	// body it read, which purges the object's chunks: STREAM.PURGE of
+	// that store's stream by name); reading a large object answers the
+	// ordered consumer's flow control.
 	bodies := func(p *perm) {
-		p.allowPub("$JS.FC.OBJ_" + names.BucketBodies() + ".>")
+		p.allowPub("$JS.FC.OBJ_"+names.BucketBodies()+".>", "$JS.API.STREAM.PURGE.OBJ_"+names.BucketBodies())
+		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 	}
 	// caller: sends requests to replicas (an embedded router, handle
 	// calls) and follows them.
@@ -198,11 +201,6 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		caller(&p)
 		jobStreamsRW(&p)
 		p.allowPub(names.GraphStatsSubject()) // its splitters' live counts
-		// It deletes the large response bodies it streamed to clients
-		// (an object store delete purges the object's chunks): the
-		// bodies store's stream only.
-		p.allowPub("$JS.API.STREAM.PURGE.OBJ_" + names.BucketBodies())
-		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 		bodies(&p)
 		p.allowPub(wfInboxes) // workflow signals (history reads the journal by consumer)
 	case Router:
