@@ -3,6 +3,7 @@ package provision_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -25,15 +26,18 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestLeadCreatesAndUpdates(t *testing.T) {
 	f := natstest.NewFleet(t)
 	names := jobs.Names{Names: f.Names}
-	natstest.PutConfigText(t, f.Buckets, `applications:
+	apply := func(maxQueued int) {
+		natstest.PutConfigText(t, f.Buckets, fmt.Sprintf(`applications:
 - name: ml
   route_prefix: /ml
   ingress: Trainer
   deployments:
   - name: Trainer
     handler: trainer
-    async_methods: [{name: fit, max_queued: 5, max_running: 1}]
-`)
+    async_methods: [{name: fit, max_queued: %d, max_running: 1}]
+`, maxQueued))
+	}
+	apply(5)
 	p := provision.New(f.NC, f.JS, names, f.Buckets, 1, zerolog.New(zerolog.NewTestWriter(t)))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -81,14 +85,6 @@ func TestLeadCreatesAndUpdates(t *testing.T) {
 	})
 
 	// The config changes fit's max_queued: updated.
-	natstest.PutConfigText(t, f.Buckets, `applications:
-- name: ml
-  route_prefix: /ml
-  ingress: Trainer
-  deployments:
-  - name: Trainer
-    handler: trainer
-    async_methods: [{name: fit, max_queued: 9, max_running: 1}]
-`)
+	apply(9)
 	waitfor.True(t, 20*time.Second, "fit's stream updated", func() bool { return maxMsgs("fit") == 10 })
 }
