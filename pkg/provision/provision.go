@@ -13,7 +13,7 @@
 // until their retention (as before).
 //
 // The scheduler runs it (Lead while it leads); tests of a service that
-// binds run it in place of a scheduler (Start).
+// binds run it in place of a scheduler (provisiontest.Start).
 //
 // Run follows the buckets; Lead creates while its context lives (the
 // leading instance). Both own what they start and return when their
@@ -22,14 +22,11 @@ package provision
 
 import (
 	"context"
-	"sync"
-	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
-	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -79,21 +76,13 @@ func (p *Provisioner) Lead(ctx context.Context) {
 	}
 }
 
-// Start runs a Provisioner (Run and Lead) until t ends: a test's stand-in
-// for the scheduler that creates what a binding service waits for. The
-// methods of the config and declarations stored before it are created
-// when it returns.
-func Start(t testing.TB, nc *nats.Conn, js jetstream.JetStream, names jobs.Names, b *fleetstate.Buckets) {
-	t.Helper()
-	p := New(nc, js, names, b, 1, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = p.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	// The methods stored before Start are created when it returns.
-	waitfor.True(t, 30*time.Second, "the async methods created", func() bool { return p.async.Ready() == nil && p.ensureAll(ctx) })
-	wg.Go(func() { p.Lead(ctx) })
-}
+// Ready reports whether the applied config and the handlers'
+// declarations have been read (Run).
+func (p *Provisioner) Ready() error { return p.async.Ready() }
+
+// EnsureAll creates or updates every method's state once, now, and
+// reports whether all of it succeeded (Lead does it after every change).
+func (p *Provisioner) EnsureAll(ctx context.Context) bool { return p.ensureAll(ctx) }
 
 // ensureAll ensures every method of the current table (a method ensured
 // already with the same settings costs a map lookup) and reports whether

@@ -14,7 +14,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/provision"
+	"github.com/jetserve/jetserve/pkg/provision/provisiontest"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,7 +56,7 @@ func startJobsFleet(t *testing.T) *jobsFleet {
 		t.Fatal(err)
 	}
 	// The scheduler creates the job streams; the ingress binds to them.
-	provision.Start(t, nc, tf.JS, jobs.Names{Names: names}, b)
+	provisiontest.Start(t, nc, tf.JS, jobs.Names{Names: names}, b)
 	gate := make(chan struct{})
 	fakeRouter(t, nc, names, gate)
 	cfg := DefaultConfig()

@@ -15,7 +15,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/jetserve/jetserve/pkg/provision"
+	"github.com/jetserve/jetserve/pkg/provision/provisiontest"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -54,7 +54,7 @@ func TestLargeBodiesAtDefaultMaxPayload(t *testing.T) {
 	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
 		t.Fatal(err)
 	}
-	provision.Start(t, nc, js, jobs.Names{Names: names}, b) // the scheduler's part
+	provisiontest.Start(t, nc, js, jobs.Names{Names: names}, b) // the scheduler's part
 	bigResponse := strings.Repeat("r", 3000*1000)
 	for _, id := range []string{"r1", "r2"} {
 		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
