@@ -39,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -277,6 +278,14 @@ func writeTerminal(w http.ResponseWriter, code protocol.ErrorCode, msg string, r
 	return code
 }
 
+// ProvisionWait is how long a job request waits for the scheduler to
+// create its method's streams before it is answered 503; provisionPoll is
+// how often it looks meanwhile.
+const (
+	ProvisionWait = 5 * time.Second
+	provisionPoll = 100 * time.Millisecond
+)
+
 func (a *API) ensure(ctx context.Context, m fleetstate.AsyncMethod) error {
 	key := m.App + "/" + m.Config.Name
 	cfg, _ := json.Marshal(m)
@@ -286,8 +295,22 @@ func (a *API) ensure(ctx context.Context, m fleetstate.AsyncMethod) error {
 	if done {
 		return nil
 	}
-	if err := a.q.Ensure(ctx, m.App, m.Deployment, m.Config); err != nil {
-		return err
+	// The scheduler creates a method's streams once it reads the config
+	// that names it (a deploy just applied): wait for them a little.
+	deadline := time.Now().Add(ProvisionWait)
+	for {
+		err := a.q.Ensure(ctx, m.App, m.Deployment, m.Config)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jobs.ErrNotProvisioned) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(provisionPoll):
+		}
 	}
 	a.mu.Lock()
 	a.ensured[key] = string(cfg)
