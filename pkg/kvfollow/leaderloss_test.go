@@ -157,11 +157,17 @@ func TestKilledConsumerHostsWatchIsRestarted(t *testing.T) {
 // A watch whose consumer is deleted (by an operator, or by the server)
 // is restarted at once with a resync.
 func TestDeletedConsumerRestartsTheWatch(t *testing.T) {
+	for _, push := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pull", true: "push"}[push], func(t *testing.T) { testDeletedConsumer(t, push) })
+	}
+}
+
+func testDeletedConsumer(t *testing.T, push bool) {
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
 	kv := bucket(t, nc)
 	put(t, kv, "k", "1")
-	f := kvfollow.New(natstest.Conn(t, ns), kv, kvfollow.Options[int]{Log: zerolog.New(zerolog.NewTestWriter(t))})
+	f := kvfollow.New(natstest.Conn(t, ns), kv, kvfollow.Options[int]{Log: zerolog.New(zerolog.NewTestWriter(t)), Push: push})
 	run(t, f)
 	waitfor.True(t, 5*time.Second, "follower has k=1", func() bool { v, _ := f.Get("k"); return v == 1 })
 
