@@ -17,6 +17,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/jwt/v2"
@@ -415,6 +416,34 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 			return err
 		}
 	}
+	// wb's watch consumer, were it a pull consumer (as before), and the
+	// scheduler's (every key): wa pulls from them by name.
+	opJS, _ := jetstream.New(e.conn(t, auth.Operator))
+	for name, filter := range map[string]string{"wbwatch": theirs, "schedwatch": "$KV." + ab + ".>"} {
+		if _, err := opJS.CreateConsumer(ctx(t), as, jetstream.ConsumerConfig{Name: name, FilterSubject: filter,
+			AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pull := func(consumer string) func(*nats.Conn, jetstream.JetStream) error {
+		return func(_ *nats.Conn, js jetstream.JetStream) error {
+			c, err := js.Consumer(quick(t), as, consumer)
+			if err != nil {
+				return err
+			}
+			b, err := c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				return err
+			}
+			for m := range b.Messages() {
+				return fmt.Errorf("read %s", m.Subject())
+			}
+			if err := b.Error(); err != nil {
+				return err
+			}
+			return context.DeadlineExceeded // nothing came (the pull was refused)
+		}
+	}
 	filter := `{"stream_name":"` + as + `","config":{"filter_subject":"` + theirs + `","deliver_policy":"last_per_subject","ack_policy":"none","deliver_subject":"_INBOX.wa.x"}}`
 	wk, rk := e.names.BucketWorkers(), e.names.BucketReplicas()
 	forgeries := []struct {
@@ -435,6 +464,8 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 		{"legacy consumer create", "$JS.API.CONSUMER.CREATE." + as, request("$JS.API.CONSUMER.CREATE."+as, filter)},
 		{"durable consumer create", "$JS.API.CONSUMER.DURABLE.CREATE." + as, request("$JS.API.CONSUMER.DURABLE.CREATE."+as+".x", filter)},
 		{"purge the assignments", "$JS.API.STREAM.PURGE." + as, request("$JS.API.STREAM.PURGE."+as, "")},
+		{"pull from another worker's consumer", "$JS.API.CONSUMER.MSG.NEXT." + as + ".wbwatch", pull("wbwatch")},
+		{"pull from the scheduler's consumer", "$JS.API.CONSUMER.MSG.NEXT." + as + ".schedwatch", pull("schedwatch")},
 		// NATS checks no permission on a stream's sources or republish.
 		{"create a stream sourcing the assignments", "$JS.API.STREAM.CREATE.EVIL",
 			func(_ *nats.Conn, js jetstream.JetStream) error {
@@ -515,6 +546,21 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 		case <-time.After(3 * time.Second):
 			t.Error("wa's watch of its assignment delivered nothing")
 		}
+		// Its kvfollow watch (pushed: it may not pull there).
+		own := kvfollow.New(nc, a, kvfollow.Options[json.RawMessage]{Keys: []string{protocol.AssignmentKey("wa")}, Push: true, Log: zerolog.Nop()})
+		fctx, stopFollow := context.WithCancel(context.Background())
+		followed := make(chan error, 1)
+		go func() { followed <- own.Run(fctx) }()
+		select {
+		case <-own.Ready():
+			if _, ok := own.Get(protocol.AssignmentKey("wa")); !ok {
+				t.Error("wa's kvfollow watch has not its assignment")
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("wa's kvfollow watch of its assignment: not ready after 5 s")
+		}
+		stopFollow()
+		<-followed
 		// Job records, every one (a TaskQueue's list and resume_all):
 		// the watch of a bucket named per method.
 		jw, err := kv(t, js, jn.Records("text", "train")).WatchAll(ctx(t))

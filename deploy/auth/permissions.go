@@ -322,9 +322,12 @@ func workerJobs(p *perm, names protocol.Names, workerID string, fleet []string) 
 		"$JS.API.DIRECT.GET."+as, "$JS.API.DIRECT.GET."+as+".$KV.*.*", "$JS.API.STREAM.MSG.GET."+as,
 		"$JS.API.CONSUMER.CREATE."+as+".*", "$JS.API.CONSUMER.CREATE."+as+".*.$KV.*.*",
 		"$JS.API.CONSUMER.DURABLE.CREATE."+as+".>",
-		// Its assignment watch pulls from a consumer of its own
-		// (kvfollow), by the consumer's random name; no worker may list
-		// the assignments stream's consumers to learn another's name.
+		// No pull from the assignments' stream: a pull consumer there
+		// (the scheduler's, another worker's) would hand its messages
+		// to whoever pulls. A worker's own watch is pushed to its inbox
+		// (kvfollow.Options.Push), which only it may subscribe to.
+		"$JS.API.CONSUMER.MSG.NEXT."+as+".*",
+		// Nor list them (their names and filters).
 		"$JS.API.CONSUMER.LIST."+as, "$JS.API.CONSUMER.NAMES."+as)
 	for _, b := range fleet {
 		switch b {

@@ -399,7 +399,10 @@ func (w *worker) run(ctx context.Context) error {
 	// NATS reconnect) by a goroutine run owns; the replicas belong to
 	// this one, which reads the assignment when it changed.
 	assignment := kvfollow.New(w.nc, w.buckets.Assignments, kvfollow.Options[protocol.Assignment]{
-		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log})
+		// Pushed to its inbox: a worker may not pull from the
+		// assignments' stream (deploy/auth), so none pulls from another's
+		// consumer.
+		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log, Push: true})
 	// The worker's record is refreshed by a goroutine of its own
 	// (fleetstate.Beat), so that a put waiting out a JetStream election
 	// never holds up an assignment, and a failed one is retried soon.
