@@ -1,10 +1,8 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
-	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,24 +17,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// logLines is a zerolog writer tests read back.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logLines) has(s string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Contains(l.buf.String(), s)
-}
-
 // A worker started before the scheduler creates nothing: it says it
 // waits for the fleet's buckets, and registers once the scheduler's part
 // (fleetstate.Ensure) has created them.
@@ -47,10 +27,15 @@ func TestWorkerWaitsForTheScheduler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logLines{}
+	var waiting atomic.Bool // the worker logged its retry (service.Deps.Bind)
+	log := zerolog.New(zerolog.NewTestWriter(t)).Hook(zerolog.HookFunc(func(_ *zerolog.Event, _ zerolog.Level, msg string) {
+		if msg == "JetStream not ready; retrying" {
+			waiting.Store(true)
+		}
+	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	deps := service.Deps{NC: natstest.Conn(t, ns), Log: zerolog.New(logs), Metrics: prometheus.NewRegistry()}
+	deps := service.Deps{NC: natstest.Conn(t, ns), Log: log, Metrics: prometheus.NewRegistry()}
 	go func() { done <- worker.Run(ctx, testConfig(ns, workerID), deps, newDeployments(t).reg) }()
 	defer func() {
 		cancel()
@@ -60,9 +45,7 @@ func TestWorkerWaitsForTheScheduler(t *testing.T) {
 			t.Error("worker.Run did not return after cancel")
 		}
 	}()
-	waitfor.True(t, 20*time.Second, "the worker saying it waits for the fleet buckets", func() bool {
-		return logs.has(`"what":"fleet buckets"`) && logs.has(fleetstate.ErrNotCreated.Error())
-	})
+	waitfor.True(t, 20*time.Second, "the worker saying it waits for the fleet buckets", waiting.Load)
 	var streams []string
 	for n := range js.StreamNames(context.Background()).Name() {
 		streams = append(streams, n)
