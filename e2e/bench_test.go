@@ -163,19 +163,11 @@ func closedLoop(b *testing.B, url string, c int) *benchResult {
 		b.Errorf("%d of %d requests failed, first: %v", errs, b.N, err)
 	}
 	slices.Sort(lat)
-	res := &benchResult{n: b.N, p50: pct(lat, 50), p99: pct(lat, 99), rps: float64(b.N) / elapsed.Seconds()}
+	res := &benchResult{n: b.N, p50: fleet.Percentile(lat, 50), p99: fleet.Percentile(lat, 99), rps: float64(b.N) / elapsed.Seconds()}
 	b.ReportMetric(float64(res.p50.Microseconds()), "p50-µs")
 	b.ReportMetric(float64(res.p99.Microseconds()), "p99-µs")
 	b.ReportMetric(res.rps, "req/s")
 	return res
-}
-
-func pct(sorted []time.Duration, p int) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := (len(sorted)*p + 99) / 100
-	return sorted[min(max(i-1, 0), len(sorted)-1)]
 }
 
 // startRawHTTP serves an echo handler with plain net/http.

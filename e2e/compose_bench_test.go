@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/e2e/internal/fleet"
+	"github.com/jetserve/jetserve/pkg/config"
 )
 
 // composeTarget is one path of BenchmarkComposition.
@@ -54,20 +56,49 @@ func BenchmarkComposition(b *testing.B) {
 	if testing.Short() {
 		b.Skip("e2e: skipped in -short mode")
 	}
-	f := fleet.Start(b, bins, fleet.Options{Workers: 3, WorkerEnv: []map[string]string{
+	profiles := os.Getenv("JETSERVE_BENCH_PROFILES")
+	var env map[string]string
+	if profiles != "" {
+		env = map[string]string{"JETSERVE_OPS_PPROF": "true"}
+	}
+	workerEnv := []map[string]string{
 		{"JETSERVE_LABELS": "zone=a"},
 		{"JETSERVE_LABELS": "zone=b"},
 		{"JETSERVE_LABELS": "zone=s", "JETSERVE_ROUTER": "service"},
-	}})
+	}
+	// JETSERVE_COMPOSE_WORKER_ENV ("GOGC=400,GOMAXPROCS=1") is added to
+	// the workers' environment: runtime settings measured against the same
+	// run's baselines.
+	if v := os.Getenv("JETSERVE_COMPOSE_WORKER_ENV"); v != "" {
+		for _, kv := range strings.Split(v, ",") {
+			k, val, ok := strings.Cut(kv, "=")
+			if !ok {
+				b.Fatalf("JETSERVE_COMPOSE_WORKER_ENV: %q is not NAME=VALUE", kv)
+			}
+			for _, e := range workerEnv {
+				e[k] = val
+			}
+		}
+	}
+	f := fleet.Start(b, bins, fleet.Options{Env: env, Workers: 3, WorkerEnv: workerEnv})
 	f.RequireHandlers(handlerChain, handlerFanOut)
-	f.Deploy(serveConfig(b,
-		chainOf("h1", 1, "a"),
-		chainOf("x5", 5, "a", "b"), chainOf("x10", 10, "a", "b"),
-		chainOf("l5", 5, "a"), chainOf("l10", 10, "a"),
-		chainOf("s5", 5, "s"),
-		fanOutOf("fx", "a", "b"), fanOutOf("fl", "a", "a")))
-	for app, n := range map[string]int{"h1": 1, "x5": 5, "x10": 10, "l5": 5, "l10": 10, "s5": 5, "fx": 5, "fl": 5} {
-		f.WaitApp(deployTimeout, app, n, nil)
+	only := composePaths(b)
+	apps := map[string]config.Application{
+		"h1": chainOf("h1", 1, "a"),
+		"x5": chainOf("x5", 5, "a", "b"), "x10": chainOf("x10", 10, "a", "b"),
+		"l5": chainOf("l5", 5, "a"), "l10": chainOf("l10", 10, "a"),
+		"s5": chainOf("s5", 5, "s"),
+		"fx": fanOutOf("fx", "a", "b"), "fl": fanOutOf("fl", "a", "a"),
+	}
+	var deploy []config.Application
+	for _, name := range slices.Sorted(maps.Keys(apps)) {
+		if only(name) {
+			deploy = append(deploy, apps[name])
+		}
+	}
+	f.Deploy(serveConfig(b, deploy...))
+	for _, app := range deploy {
+		f.WaitApp(deployTimeout, app.Name, len(app.Deployments), nil)
 	}
 	targets := []composeTarget{
 		{"raw", 0, "raw net/http", startRawHTTP(b)},
@@ -81,6 +112,7 @@ func BenchmarkComposition(b *testing.B) {
 		{"fx", 4, "fan-out to 4 on the other worker", ""},
 		{"fl", 4, "fan-out to 4 on the same worker", ""},
 	}
+	targets = slices.DeleteFunc(targets, func(t composeTarget) bool { return !only(t.name) })
 	for i := range targets {
 		if targets[i].url == "" {
 			targets[i].url = f.URL() + "/" + targets[i].name + "/"
@@ -91,7 +123,7 @@ func BenchmarkComposition(b *testing.B) {
 		name := tg.name + "/c=1"
 		b.Run(name, func(b *testing.B) { results[name] = closedLoop(b, tg.url, 1) })
 	}
-	at32 := []string{"raw", "nats", "h1", "x5", "l5", "s5", "fx", "fl"}
+	at32 := slices.DeleteFunc([]string{"raw", "nats", "h1", "x5", "l5", "s5", "fx", "fl"}, func(n string) bool { return !only(n) })
 	wrk, _ := exec.LookPath("wrk")
 	var rounds []map[string]throughput
 	if wrk == "" {
@@ -128,6 +160,35 @@ func BenchmarkComposition(b *testing.B) {
 		}
 	}
 	printComposition(os.Stdout, targets, results, at32, rounds)
+
+	if profiles != "" && wrk != "" && only("x5") {
+		// The caller's and the callee's worker (a chain of 5 alternates
+		// between them) and the ingress, under the cross-worker chain, for
+		// 15 s (enough samples to attribute a hop's microseconds).
+		profileFor(b, wrk, wrkScript(b, false), f.URL()+"/x5/", 32, 15, profiles, map[string]string{
+			"compose-ingress":  f.Ingresses[0].OpsURL(),
+			"compose-worker-a": f.Workers[0].OpsURL(), "compose-worker-b": f.Workers[1].OpsURL()})
+	}
+}
+
+// composePaths reads JETSERVE_COMPOSE_PATHS (comma-separated path names
+// of BenchmarkComposition, e.g. "h1,x5"; empty: all) and returns whether
+// a path is measured; h1, the baseline of every ratio, always is.
+func composePaths(b *testing.B) func(string) bool {
+	v := os.Getenv("JETSERVE_COMPOSE_PATHS")
+	if v == "" {
+		return func(string) bool { return true }
+	}
+	known := []string{"raw", "nats", "h1", "x5", "x10", "l5", "l10", "s5", "fx", "fl"}
+	set := map[string]bool{"h1": true}
+	for _, n := range strings.Split(v, ",") {
+		n = strings.TrimSpace(n)
+		if !slices.Contains(known, n) {
+			b.Fatalf("JETSERVE_COMPOSE_PATHS: unknown path %q (known: %s)", n, strings.Join(known, ", "))
+		}
+		set[n] = true
+	}
+	return func(n string) bool { return set[n] }
 }
 
 // Interleaved wrk rounds at c=32 and the length of each run.
@@ -294,6 +355,9 @@ func printComposition(w io.Writer, targets []composeTarget, rs map[string]*bench
 		time.Duration(natsCPU).Round(time.Microsecond))
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, row := range []struct{ label, name string }{{"across workers", "x5"}, {"within one worker", "l5"}, {"via the router service", "s5"}} {
+		if !slices.Contains(at32, row.name) {
+			continue
+		}
 		hop := (cpuOf(row.name) - base) / 4
 		fmt.Fprintf(tw, "%s\t%v\t%.2fx\t\n", row.label, time.Duration(hop).Round(time.Microsecond), ratio(hop, natsCPU))
 	}

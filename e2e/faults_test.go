@@ -4,8 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -140,11 +141,7 @@ func TestWorkerKilledInFlightAnsweredFast(t *testing.T) {
 			inFlight++
 		}
 	}
-	keys := make([]string, 0, len(byOutcome))
-	for k := range byOutcome {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(byOutcome))
 	var summary []string
 	for _, k := range keys {
 		summary = append(summary, fmt.Sprintf("%s: %d", k, byOutcome[k]))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -431,6 +432,11 @@ func printSweep(w io.Writer, res map[string][]wrkRun, targets []sweepTarget, rou
 // URL) while wrk loads url at c, writes them to dir and prints the top
 // functions of each.
 func profileUnderLoad(b *testing.B, wrk, script, url string, c int, dir string, procs map[string]string) {
+	profileFor(b, wrk, script, url, c, 4, dir, procs)
+}
+
+// profileFor is profileUnderLoad with profiles of secs seconds.
+func profileFor(b *testing.B, wrk, script, url string, c, secs int, dir string, procs map[string]string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
@@ -440,9 +446,9 @@ func profileUnderLoad(b *testing.B, wrk, script, url string, c int, dir string, 
 	for name, ops := range procs {
 		file := filepath.Join(dir, fmt.Sprintf("%s-c%d.pprof", name, c))
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+30)*time.Second)
 			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ops+"/debug/pprof/profile?seconds=4", nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", ops, secs), nil)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				b.Errorf("profile %s: %v", name, err)
@@ -464,14 +470,10 @@ func profileUnderLoad(b *testing.B, wrk, script, url string, c int, dir string, 
 		})
 	}
 	time.Sleep(200 * time.Millisecond) // the profiles have started
-	r := wrkOnce(b, wrk, script, url, c, 5, nil)
+	r := wrkOnce(b, wrk, script, url, c, secs+1, nil)
 	wg.Wait()
 	fmt.Printf("\nCPU profiles of the fleet at c=%d (%.0f req/s under wrk): %s\n", c, r.good(), dir)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(files))
 	for _, n := range names {
 		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", files[n]).CombinedOutput()
 		if err != nil {

@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"github.com/jetserve/jetserve/pkg/config"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -244,18 +245,10 @@ func writeStatusTable(w io.Writer, st protocol.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "leader: %s\n\n", st.Leader)
 	fmt.Fprintln(tw, "APP\tROUTE\tSTATUS\tDEPLOYMENT\tDEP STATUS\tREPLICAS\tCUR/DES/TGT\tLAST SCALING\tMESSAGE")
-	apps := make([]string, 0, len(st.Applications))
-	for n := range st.Applications {
-		apps = append(apps, n)
-	}
-	sort.Strings(apps)
+	apps := slices.Sorted(maps.Keys(st.Applications))
 	for _, n := range apps {
 		a := st.Applications[n]
-		deps := make([]string, 0, len(a.Deployments))
-		for d := range a.Deployments {
-			deps = append(deps, d)
-		}
-		sort.Strings(deps)
+		deps := slices.Sorted(maps.Keys(a.Deployments))
 		if len(deps) == 0 {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t%s\n", a.Name, a.RoutePrefix, a.Status, a.Message)
 		}

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/jetserve/jetserve/pkg/httpauth"
@@ -337,11 +337,7 @@ func httpKeys(dir string, g *Generated) error {
 		HTTPKeysEnv: "# Plaintext keys (shown once; keep this file secret). The CLI reads JETSERVE_API_KEY and JETSERVE_ADMIN_KEY.\n" +
 			"JETSERVE_API_KEY=" + api + "\nJETSERVE_ADMIN_KEY=" + adm + "\n",
 	}
-	paths := make([]string, 0, len(files))
-	for p := range files {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths) // keys.env last: it marks the set complete
+	paths := slices.Sorted(maps.Keys(files)) // keys.env last: it marks the set complete
 	for _, p := range paths {
 		mode := os.FileMode(0o644) // hashes only
 		if strings.HasSuffix(p, ".key") || p == HTTPKeysEnv {

@@ -8,15 +8,14 @@
 package devfleettest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/logtest"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 )
 
@@ -74,19 +73,4 @@ func Start(tb testing.TB, within Timeouts, run func(ctx context.Context, stdout,
 var upRE = regexp.MustCompile(`HTTP ingress\s+(http://\S+)[\s\S]*admin API\s+(http://\S+)`)
 
 // Buffer is a bytes.Buffer safe for one writer and concurrent readers.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type Buffer = logtest.Buffer

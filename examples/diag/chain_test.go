@@ -14,6 +14,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/serve/servetest"
 	"github.com/rs/zerolog"
 )
 
@@ -36,12 +37,7 @@ func local(t *testing.T, app config.Application) *serve.Local {
 	if err := diag.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	l, err := serve.NewLocal(context.Background(), reg, app, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("NewLocal = %v", err)
-	}
-	t.Cleanup(func() { _ = l.Close(context.Background()) })
-	return l
+	return servetest.Local(t, reg, app)
 }
 
 // TestChainPassesRequestsThrough: a chain of 3 answers with the last

@@ -13,7 +13,7 @@ import (
 	"github.com/jetserve/jetserve/examples/textpipeline"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/rs/zerolog"
+	"github.com/jetserve/jetserve/pkg/serve/servetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -38,12 +38,7 @@ func localApp(t *testing.T) *serve.Local {
 	if err := examples.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	l, err := serve.NewLocal(context.Background(), reg, app, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close(context.Background()) })
-	return l
+	return servetest.Local(t, reg, app)
 }
 
 const review = "The new phone is wonderful. The screen is bright and sharp, and the battery lasts for days. " +

@@ -11,8 +11,8 @@ import (
 
 	"github.com/jetserve/jetserve/examples/trips"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/serve/servetest"
 	"github.com/jetserve/jetserve/pkg/serve/workflowtest"
-	"github.com/rs/zerolog"
 )
 
 func local(t *testing.T) *serve.Local {
@@ -28,12 +28,7 @@ func local(t *testing.T) *serve.Local {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := serve.NewLocal(context.Background(), reg, app, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close(context.Background()) })
-	return l
+	return servetest.Local(t, reg, app)
 }
 
 func args(t *testing.T, v any) serve.Args {

@@ -16,7 +16,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/graph/graphtest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/rs/zerolog"
+	"github.com/jetserve/jetserve/pkg/serve/servetest"
 	"go.uber.org/goleak"
 )
 
@@ -115,11 +115,7 @@ func app(t *testing.T, nodes string, extra ...string) config.Application {
 // serveGraph compiles a's graph and runs it over serve.Local.
 func serveGraph(t *testing.T, a config.Application, cancelled chan<- string) (*graph.Graph, graph.Options) {
 	t.Helper()
-	l, err := serve.NewLocal(context.Background(), registry(t, cancelled), a, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	l := servetest.Local(t, registry(t, cancelled), a)
 	g, err := graph.Compile(a)
 	if err != nil {
 		t.Fatalf("Compile = %v", err)

@@ -64,25 +64,24 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/serve"
 )
 
-// Status is a job's state.
-type Status string
+// Status is a job's state; the SDK's in-process runner (serve.Local) and
+// the fleet share its values and Terminal.
+type Status = serve.JobStatus
 
 // Job states.
 const (
-	Queued    Status = "QUEUED"
-	Running   Status = "RUNNING"
-	Succeeded Status = "SUCCEEDED"
-	Failed    Status = "FAILED"
-	Cancelled Status = "CANCELLED"
+	Queued    = serve.JobQueued
+	Running   = serve.JobRunning
+	Succeeded = serve.JobSucceeded
+	Failed    = serve.JobFailed
+	Cancelled = serve.JobCancelled
 	// Suspended: a workflow run waiting for an event in its inbox; it
 	// holds no slot and no message until a waker queues it again.
-	Suspended Status = "SUSPENDED"
+	Suspended = serve.JobSuspended
 )
-
-// Terminal reports whether s is final.
-func (s Status) Terminal() bool { return s == Succeeded || s == Failed || s == Cancelled }
 
 // Errors callers match with errors.Is.
 var (

@@ -1,9 +1,9 @@
 package jobs
 
 import (
-	"fmt"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -88,11 +88,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: StepBuckets,
 		}, append(methodLabels[:2:2], "kind")),
 	}
-	for _, c := range []prometheus.Collector{m.submitted, m.started, m.succeeded, m.failed, m.retried,
-		m.deadLettered, m.duration, m.queueWait, m.suspended, m.step} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register job metrics: %w", err)
-		}
+	if err := metrics.Register(reg, "job", m.submitted, m.started, m.succeeded, m.failed, m.retried,
+		m.deadLettered, m.duration, m.queueWait, m.suspended, m.step); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -173,10 +171,8 @@ func NewBacklogGauges(reg prometheus.Registerer) (*BacklogGauges, error) {
 		running: gauge(MetricRunning, "Jobs delivered and not yet acknowledged: running or waiting for a retry (num_ack_pending), latest poll."),
 		oldest:  gauge(MetricOldestAge, "Age in seconds of the oldest job queued or running (its work-queue stream's first message), latest poll; 0 when none."),
 	}
-	for _, c := range []prometheus.Collector{g.queued, g.running, g.oldest} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register job backlog gauges: %w", err)
-		}
+	if err := metrics.Register(reg, "job backlog", g.queued, g.running, g.oldest); err != nil {
+		return nil, err
 	}
 	return g, nil
 }

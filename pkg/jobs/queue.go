@@ -73,6 +73,10 @@ type Queue struct {
 	replicas    int           // of every stream, bucket and object store it creates
 	metrics     *Metrics      // nil: none
 	bind        bool          // Bind: never create, update, purge or delete
+
+	// beforeSubmitRead, when set (tests), runs before Submit's record read,
+	// concurrently with its publish.
+	beforeSubmitRead func(id string)
 }
 
 // QueueOption tunes a Queue.
@@ -496,7 +500,12 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 	// its acknowledgement reaching us; a record with this call's creation
 	// time and owner is then ours.
 	mine := false
-	ours := func(r Record) bool { return mine && r.CreatedAt.Equal(rec.CreatedAt) && r.Owner == rec.Owner }
+	// sameSubmit: r was created from this call's QUEUED record (a runner
+	// copies CreatedAt and Owner from the job message). A job that ran
+	// fast may already be SUCCEEDED or SUSPENDED when the read answers,
+	// with its Seq cleared, so Seq alone cannot tell it is ours.
+	sameSubmit := func(r Record) bool { return r.CreatedAt.Equal(rec.CreatedAt) && r.Owner == rec.Owner }
+	ours := func(r Record) bool { return mine && sameSubmit(r) }
 	for incarnations := 0; incarnations < 3; {
 		msg := q.jobMsg(h, id, data, 0)
 		if generated {
@@ -511,6 +520,9 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 			got <- recordRead{err: ErrNotFound}
 		} else {
 			go func() {
+				if q.beforeSubmitRead != nil {
+					q.beforeSubmitRead(id)
+				}
 				gctx, cancel := context.WithTimeout(ctx, submitReadTimeout)
 				defer cancel()
 				r, _, err := q.get(gctx, h, id)
@@ -535,7 +547,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 			return Record{}, false, unavailable(id, generated && mine, perr)
 		}
 		stored := perr == nil && !ack.Duplicate
-		if gerr == nil && (stored && existing.Seq == ack.Sequence || perr == nil && ours(existing)) {
+		if gerr == nil && (stored && (existing.Seq == ack.Sequence || sameSubmit(existing)) || perr == nil && ours(existing)) {
 			inc(h.met.submitted)
 			return existing, true, nil // ours, claimed (or cancelled) already
 		}

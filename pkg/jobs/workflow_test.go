@@ -280,3 +280,41 @@ func TestSleepBeyondRetentionRefused(t *testing.T) {
 		t.Errorf("error = %q, want it to say the sleep outlives the retention", rec.Error)
 	}
 }
+
+// TestSubmitOfARunThatSuspendsBeforeTheReadIsCreated: Submit reads the
+// record of a client-chosen id while its publish is in flight. A run can
+// be SUSPENDED already (its Seq cleared) when that read answers; the
+// submit is still the one that created it (202 at the API, not the 200 of
+// a duplicate). TestWorkflowEndpoints (ingress) failed about 1 in 30 on it.
+func TestSubmitOfARunThatSuspendsBeforeTheReadIsCreated(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	wf := serve.NewWorkflow("wait", func(wf serve.Workflow, _ struct{}) (string, error) {
+		var v string
+		err := wf.Await("go", &v)
+		return v, err
+	})
+	m := method("wait", func(c *config.AsyncMethod) { c.Workflow = true })
+	startRunner(t, e, e.nc, 1, serve.WorkflowJobs(nil, []*serve.WorkflowDef{wf}), "r1", m)
+	seen := make(chan Status, 1)
+	e.q.beforeSubmitRead = func(id string) { // not the test's goroutine: no t.Fatal here
+		var st Status
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && st != Suspended; time.Sleep(5 * time.Millisecond) {
+			if r, err := e.q.Status(context.Background(), testApp, "wait", id); err == nil {
+				st = r.Status
+			}
+		}
+		seen <- st
+	}
+	rec, created, err := e.q.Submit(ctx, testApp, testDep, m, "run1", nil)
+	if st := <-seen; st != Suspended {
+		t.Fatalf("the run was %q when Submit read its record, want SUSPENDED (the case under test)", st)
+	}
+	if err != nil || !created || rec.ID != "run1" {
+		t.Fatalf("Submit(run1) = %+v, created %v, %v; want created", rec, created, err)
+	}
+	e.q.beforeSubmitRead = nil
+	if again, created, err := e.q.Submit(ctx, testApp, testDep, m, "run1", nil); err != nil || created || again.Status != Suspended {
+		t.Fatalf("Submit(run1) again = %+v, created %v, %v; want the SUSPENDED record, not created", again, created, err)
+	}
+}

@@ -34,11 +34,36 @@ func (c *Caller) Call(ctx context.Context, app, deployment string, req *serve.Re
 	m := wire.EncodeRequest("", req)
 	ctx, cancel := wire.WithDeadline(ctx, m, c.DefaultTimeout)
 	defer cancel()
-	reply, err := c.send(ctx, app, deployment, m, nil)
+	w := c.r.waiters.Get().(*waiter)
+	reply, err := c.send(ctx, app, deployment, m, nil, w)
 	if err != nil {
-		return nil, err
+		return nil, err // w is dropped: the router may still answer into it
 	}
-	return wire.DecodeResponse(reply), nil
+	resp := wire.DecodeResponse(reply)
+	w.msg = nats.Msg{}
+	c.r.waiters.Put(w) // answered: the router is done with it
+	return resp, nil
+}
+
+// waiter is where the router hands a Caller its answer: kept for the next
+// call once the answer was taken (Router.waiters), so that a call
+// allocates no channel, closure or message for its answer.
+type waiter struct {
+	ch   chan *nats.Msg // buffered: the router never blocks on a caller that left
+	msg  nats.Msg
+	done func(h nats.Header, data []byte) // w.answer, bound once
+}
+
+func newWaiter() any {
+	w := &waiter{ch: make(chan *nats.Msg, 1)}
+	w.done = w.answer
+	return w
+}
+
+// answer is the router's done callback (called exactly once per call).
+func (w *waiter) answer(h nats.Header, data []byte) {
+	w.msg = nats.Msg{Header: h, Data: data}
+	w.ch <- &w.msg
 }
 
 // Stream sends a streaming request and delivers head and chunks to sink
@@ -48,24 +73,21 @@ func (c *Caller) Stream(ctx context.Context, app, deployment string, req *serve.
 	ctx, cancel := wire.WithDeadline(ctx, m, c.DefaultTimeout)
 	defer cancel()
 	return wire.StreamVia(ctx, c.nc, m, sink, func(ctx context.Context, m *nats.Msg, local func(*nats.Msg) error) (*nats.Msg, error) {
-		return c.send(ctx, app, deployment, m, local)
+		return c.send(ctx, app, deployment, m, local, newWaiter().(*waiter)) // not kept: the reply outlives this call
 	})
 }
 
-// send dispatches m and waits for the router to answer (it always does, at
-// the latest when m's deadline passes) or for ctx to end, which cancels
-// the request.
-func (c *Caller) send(ctx context.Context, app, deployment string, m *nats.Msg, chunks func(*nats.Msg) error) (*nats.Msg, error) {
-	done := make(chan *nats.Msg, 1) // buffered: the router never blocks on a caller that left
+// send dispatches m and waits for the router to answer into w (it always
+// does, at the latest when m's deadline passes) or for ctx to end, which
+// cancels the request.
+func (c *Caller) send(ctx context.Context, app, deployment string, m *nats.Msg, chunks func(*nats.Msg) error, w *waiter) (*nats.Msg, error) {
 	if m.Header == nil {
 		m.Header = nats.Header{}
 	}
 	ctx, span := c.r.startSpan(ctx, app, deployment, m)
-	q := c.r.dispatch(depKey(app, deployment), m, func(h nats.Header, data []byte) {
-		done <- &nats.Msg{Header: h, Data: data}
-	}, chunks, ctx)
+	q := c.r.dispatch(depKey(app, deployment), m, w.done, chunks, ctx)
 	select {
-	case reply := <-done:
+	case reply := <-w.ch:
 		endSpan(span, reply.Header, nil)
 		return reply, nil
 	case <-ctx.Done():

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"github.com/jetserve/jetserve/pkg/metrics"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,39 +16,28 @@ type Metrics struct {
 	lost        *prometheus.CounterVec
 }
 
+// fulfillmentBuckets are the buckets of the fulfillment time, in seconds:
+// 50 µs to 30 s.
+var fulfillmentBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30}
+
 // NewMetrics creates the collectors and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_num_router_requests_total",
-			Help: "Requests received by the router, per deployment.",
-		}, []string{"application", "deployment"}),
-		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "jetserve_deployment_queued_queries",
-			Help: "Requests waiting at this router for a replica with room.",
-		}, []string{"application", "deployment"}),
-		fulfillment: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_request_router_fulfillment_time_seconds",
-			Help:    "Time from a request's arrival at the router to its first dispatch to a replica, in seconds.",
-			Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30},
-		}, []string{"application", "deployment"}),
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_router_retries_total",
-			Help: "Requests re-sent to another replica, by reason (replica_full, draining, no_responders, replica_lost).",
-		}, []string{"application", "deployment", "reason"}),
-		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_router_rejections_total",
-			Help: "Requests the router answered with an error itself, by error code.",
-		}, []string{"application", "deployment", "code"}),
-		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_router_replicas_lost_total",
-			Help: "Replicas this router found gone while they held its requests, by how (no_responders, unanswered_probes).",
-		}, []string{"application", "deployment", "how"}),
+		requests: metrics.Counters("jetserve_num_router_requests_total",
+			"Requests received by the router, per deployment.", "application", "deployment"),
+		queued: metrics.Gauges("jetserve_deployment_queued_queries",
+			"Requests waiting at this router for a replica with room.", "application", "deployment"),
+		fulfillment: metrics.Histograms("jetserve_request_router_fulfillment_time_seconds",
+			"Time from a request's arrival at the router to its first dispatch to a replica, in seconds.", fulfillmentBuckets, "application", "deployment"),
+		retries: metrics.Counters("jetserve_router_retries_total",
+			"Requests re-sent to another replica, by reason (replica_full, draining, no_responders, replica_lost).", "application", "deployment", "reason"),
+		rejections: metrics.Counters("jetserve_router_rejections_total",
+			"Requests the router answered with an error itself, by error code.", "application", "deployment", "code"),
+		lost: metrics.Counters("jetserve_router_replicas_lost_total",
+			"Replicas this router found gone while they held its requests, by how (no_responders, unanswered_probes).", "application", "deployment", "how"),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.queued, m.fulfillment, m.retries, m.rejections, m.lost} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := metrics.Register(reg, "router", m.requests, m.queued, m.fulfillment, m.retries, m.rejections, m.lost); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

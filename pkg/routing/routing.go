@@ -125,6 +125,8 @@ type Router struct {
 	reconnected  atomic.Int64  // unix nanos of NC's last reconnect
 
 	routeSub, replySub *nats.Subscription
+
+	waiters sync.Pool // of *waiter: where Callers take their answers
 }
 
 // New returns a Router; it takes no traffic until Start.
@@ -147,6 +149,7 @@ func New(o Options) *Router {
 		pending:     map[uint64]*request{},
 		probes:      map[uint64]*replica{},
 		idle:        make(chan struct{}, 1),
+		waiters:     sync.Pool{New: newWaiter},
 	}
 }
 
@@ -557,13 +560,7 @@ func (r *Router) sendLocked(q *request, p *replica, now time.Time) sendOp {
 	if q.model != "" {
 		p.noteSent(q.model, now)
 	}
-	q.prev, q.next = p.tail, nil
-	if p.tail != nil {
-		p.tail.next = q
-	} else {
-		p.head = q
-	}
-	p.tail = q
+	pushBack(q, &p.head, &p.tail)
 	if !q.counted {
 		q.counted = true
 		q.d.m.fulfillment.Observe(now.Sub(q.start).Seconds())
@@ -601,17 +598,8 @@ func (d *deployment) releaseRep(q *request) {
 	if p == nil {
 		return
 	}
-	if q.prev != nil {
-		q.prev.next = q.next
-	} else {
-		p.head = q.next
-	}
-	if q.next != nil {
-		q.next.prev = q.prev
-	} else {
-		p.tail = q.prev
-	}
-	q.prev, q.next, q.rep = nil, nil, nil
+	unlink(q, &p.head, &p.tail)
+	q.rep = nil
 	p.inflight--
 	if p.inflight == 0 && !p.routable {
 		d.retired = slices.DeleteFunc(d.retired, func(x *replica) bool { return x == p })
@@ -718,13 +706,7 @@ func (d *deployment) enqueueLocked(q *request) (changed, reject bool) {
 		return false, true
 	}
 	q.state = stateQueued
-	q.prev, q.next = d.tail, nil
-	if d.tail != nil {
-		d.tail.next = q
-	} else {
-		d.head = q
-	}
-	d.tail = q
+	pushBack(q, &d.head, &d.tail)
 	d.queued++
 	d.m.queued.Set(float64(d.queued))
 	return true, false
@@ -750,19 +732,37 @@ func (d *deployment) requeueFrontLocked(q *request) bool {
 	return true
 }
 
-// unqueue removes q from the queue; d.mu held.
-func (d *deployment) unqueue(q *request) {
+// pushBack appends q to the doubly linked list that runs from *head to
+// *tail (a replica's in-flight requests, or a deployment's queue).
+func pushBack(q *request, head, tail **request) {
+	q.prev, q.next = *tail, nil
+	if *tail != nil {
+		(*tail).next = q
+	} else {
+		*head = q
+	}
+	*tail = q
+}
+
+// unlink removes q from the doubly linked list that runs from *head to
+// *tail (a replica's in-flight requests, or a deployment's queue).
+func unlink(q *request, head, tail **request) {
 	if q.prev != nil {
 		q.prev.next = q.next
 	} else {
-		d.head = q.next
+		*head = q.next
 	}
 	if q.next != nil {
 		q.next.prev = q.prev
 	} else {
-		d.tail = q.prev
+		*tail = q.prev
 	}
 	q.prev, q.next = nil, nil
+}
+
+// unqueue removes q from the queue; d.mu held.
+func (d *deployment) unqueue(q *request) {
+	unlink(q, &d.head, &d.tail)
 	d.queued--
 	d.m.queued.Set(float64(d.queued))
 }

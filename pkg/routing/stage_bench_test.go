@@ -11,6 +11,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/jetserve/jetserve/pkg/wire/wiretest"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -84,20 +85,8 @@ func BenchmarkStageRoutingNATS(b *testing.B) {
 	ns := natstest.Server(b)
 	rnc := natstest.Conn(b, ns)
 	names, _ := protocol.NewNames("")
-	answer := func(m *nats.Msg) {
-		out := wire.EncodeResponse(&serve.Response{Status: 200, Body: m.Data})
-		out.Subject = m.Reply
-		_ = rnc.PublishMsg(out)
-	}
-	if _, err := rnc.Subscribe(names.ReplicaSubject("r1")+"."+protocol.EndpointCall, answer); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := rnc.Subscribe("raw.echo", answer); err != nil {
-		b.Fatal(err)
-	}
-	if err := rnc.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	wiretest.Echo(b, rnc, names.ReplicaSubject("r1")+"."+protocol.EndpointCall, "")
+	wiretest.Echo(b, rnc, "raw.echo", "")
 	cnc := natstest.Conn(b, ns)
 	c := stageRouter(b, cnc, nil).NewCaller()
 	ctx := context.Background()

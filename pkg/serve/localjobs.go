@@ -29,7 +29,8 @@ import (
 // attempt reads back with LastCheckpoint. Nothing is durable: it is for
 // tests, not a replacement for the fleet.
 
-// JobStatus is an async job's state (the fleet's job record's values).
+// JobStatus is an async job's state, of the in-process runner and of the
+// fleet's job records alike (pkg/jobs Status is this type).
 type JobStatus string
 
 // Job states.

@@ -1,9 +1,9 @@
 package serve
 
 import (
-	"fmt"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -33,38 +33,21 @@ var LatencyBuckets = []float64{0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	batchLabels := append(append([]string(nil), sdkLabels...), "batcher")
 	m := &Metrics{
-		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_actual_batch_size",
-			Help:    "Requests in each batch a batcher ran (callers that left before it started are not counted).",
-			Buckets: BatchSizeBuckets,
-		}, batchLabels),
-		batchExec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_batch_execution_time_seconds",
-			Help:    "Time the batch function took for one batch, in seconds.",
-			Buckets: LatencyBuckets,
-		}, batchLabels),
-		modelLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_multiplexed_model_loads_total",
-			Help: "Multiplexed models a replica loaded (successful loads).",
-		}, sdkLabels),
-		modelUnloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_multiplexed_model_unloads_total",
-			Help: "Multiplexed models a replica evicted (least recently used first).",
-		}, sdkLabels),
-		modelsLoaded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "jetserve_num_multiplexed_models",
-			Help: "Multiplexed models a replica holds now.",
-		}, sdkLabels),
-		modelLoadTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_multiplexed_model_load_latency_seconds",
-			Help:    "Time a multiplexed model took to load, in seconds.",
-			Buckets: LatencyBuckets,
-		}, sdkLabels),
+		batchSize: metrics.Histograms("jetserve_actual_batch_size",
+			"Requests in each batch a batcher ran (callers that left before it started are not counted).", BatchSizeBuckets, batchLabels...),
+		batchExec: metrics.Histograms("jetserve_batch_execution_time_seconds",
+			"Time the batch function took for one batch, in seconds.", LatencyBuckets, batchLabels...),
+		modelLoads: metrics.Counters("jetserve_multiplexed_model_loads_total",
+			"Multiplexed models a replica loaded (successful loads).", sdkLabels...),
+		modelUnloads: metrics.Counters("jetserve_multiplexed_model_unloads_total",
+			"Multiplexed models a replica evicted (least recently used first).", sdkLabels...),
+		modelsLoaded: metrics.Gauges("jetserve_num_multiplexed_models",
+			"Multiplexed models a replica holds now.", sdkLabels...),
+		modelLoadTime: metrics.Histograms("jetserve_multiplexed_model_load_latency_seconds",
+			"Time a multiplexed model took to load, in seconds.", LatencyBuckets, sdkLabels...),
 	}
-	for _, c := range []prometheus.Collector{m.batchSize, m.batchExec, m.modelLoads, m.modelUnloads, m.modelsLoaded, m.modelLoadTime} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register sdk metrics: %w", err)
-		}
+	if err := metrics.Register(reg, "sdk", m.batchSize, m.batchExec, m.modelLoads, m.modelUnloads, m.modelsLoaded, m.modelLoadTime); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -246,11 +248,7 @@ func Load(cfg any, name string, args, environ []string, usage io.Writer) error {
 }
 
 func firstKeys(m map[string]string) string {
-	ks := make([]string, 0, len(m))
-	for n := range m {
-		ks = append(ks, n)
-	}
-	sort.Strings(ks)
+	ks := slices.Sorted(maps.Keys(m))
 	if len(ks) > 4 {
 		ks = ks[:4]
 	}

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,31 +17,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/logtest"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 )
-
-// syncBuf is a log sink safe for the connection's callback goroutine.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func runServer(t *testing.T, o *server.Options) *server.Server {
 	t.Helper()
@@ -77,7 +58,7 @@ func TestConnectRefusedCredentialIsLoud(t *testing.T) {
 	ns := runServer(t, &server.Options{Users: []*server.User{{Username: "svc", Password: "right-pass-123"}}})
 	port := ns.Addr().(*net.TCPAddr).Port
 	const wrong = "wrong-pass-456"
-	logs := &syncBuf{}
+	logs := &logtest.Buffer{}
 	c := DefaultCommon("127.0.0.1:0")
 	c.NATS.URL = fmt.Sprintf("nats://svc:%s@127.0.0.1:%d", wrong, port)
 	opsAddr := make(chan net.Addr, 1)
@@ -134,7 +115,7 @@ func TestConnectTLSFailureIsLoud(t *testing.T) {
 	ns := runServer(t, &server.Options{TLSConfig: tc, TLS: true, TLSTimeout: 2})
 	url := fmt.Sprintf("tls://127.0.0.1:%d", ns.Addr().(*net.TCPAddr).Port)
 
-	logs := &syncBuf{}
+	logs := &logtest.Buffer{}
 	st := NewConnState()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -161,7 +142,7 @@ func TestConnectTLSFailureIsLoud(t *testing.T) {
 func TestPermissionViolationIsLoud(t *testing.T) {
 	ns := runServer(t, &server.Options{Users: []*server.User{{Username: "svc", Password: "pw",
 		Permissions: &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{"ok.>"}}}}}})
-	logs := &syncBuf{}
+	logs := &logtest.Buffer{}
 	st := NewConnState()
 	url := fmt.Sprintf("nats://svc:pw@127.0.0.1:%d", ns.Addr().(*net.TCPAddr).Port)
 	nc, err := ConnectWatched(context.Background(), NATSConfig{URL: url}, "test", zerolog.New(logs), st)

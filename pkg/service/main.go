@@ -63,6 +63,26 @@ func Main(ctx context.Context, name string, cfg Configurable, args, environ []st
 	return run(ctx, log)
 }
 
+// Command is the run function of a service binary whose Run takes its
+// Config and Deps: it loads and validates the defaults' Config as Main
+// does and calls run with a Deps holding only the logger. A service's
+// main is then one call:
+//
+//	func main() {
+//		service.Exec("jetserve-router", service.Command("router", router.DefaultConfig, router.Run))
+//	}
+func Command[C any, P interface {
+	*C
+	Configurable
+}](name string, defaults func() C, run func(context.Context, C, Deps) error) func(ctx context.Context, args, environ []string, stderr io.Writer) error {
+	return func(ctx context.Context, args, environ []string, stderr io.Writer) error {
+		cfg := defaults()
+		return Main(ctx, name, P(&cfg), args, environ, stderr, func(ctx context.Context, log zerolog.Logger) error {
+			return run(ctx, cfg, Deps{Log: log})
+		})
+	}
+}
+
 // Deps are what a service's Run is handed; zero fields are filled in by
 // Prepare. Passing them in lets `jetserve dev` and tests run every service
 // in one process with their own connections, loggers and registries.

@@ -99,7 +99,11 @@ func EncodeResponse(resp *serve.Response) *nats.Msg {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	m.Header.Set(protocol.HdrStatus, statusText(status))
+	if status == http.StatusOK {
+		m.Header[protocol.HdrStatus] = statusOK // read-only, shared by every reply
+	} else {
+		m.Header.Set(protocol.HdrStatus, strconv.Itoa(status))
+	}
 	copyHTTPHeaders(m.Header, resp.Header)
 	if c := resp.Header.Get(protocol.HdrError); c != "" {
 		m.Header.Set(protocol.HdrError, c)
@@ -185,13 +189,9 @@ var httpPrefixed = func() map[string]string {
 	return m
 }()
 
-// statusText is strconv.Itoa(status) without an allocation for 200.
-func statusText(status int) string {
-	if status == http.StatusOK {
-		return "200"
-	}
-	return strconv.Itoa(status)
-}
+// statusOK is the HdrStatus value of a 200 reply: one read-only slice
+// (capacity 1: an Add reallocates), not one per reply.
+var statusOK = []string{"200"}[:1:1]
 
 func httpHeaders(h nats.Header) http.Header {
 	out := http.Header{}

@@ -20,7 +20,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/wire"
-	"github.com/nats-io/nats.go"
+	"github.com/jetserve/jetserve/pkg/wire/wiretest"
 	"github.com/rs/zerolog"
 )
 
@@ -39,16 +39,7 @@ func BenchmarkIngress(b *testing.B) {
 	natstest.PutConfig(b, bk, sc)
 	rnc := natstest.Conn(b, ns)
 	subject := names.RouteSubject("bench", "B")
-	if _, err := rnc.QueueSubscribe(subject, protocol.RouterQueue, func(m *nats.Msg) {
-		out := wire.EncodeResponse(&serve.Response{Status: 200, Body: m.Data})
-		out.Subject = m.Reply
-		_ = rnc.PublishMsg(out)
-	}); err != nil {
-		b.Fatal(err)
-	}
-	if err := rnc.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	wiretest.Echo(b, rnc, subject, protocol.RouterQueue)
 
 	cfg := DefaultConfig()
 	cfg.Router = RouterService // the fake router answers on the route subjects

@@ -45,7 +45,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
-	"github.com/jetserve/jetserve/pkg/provenance"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/tracing"
@@ -210,47 +209,34 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		}
 		return nil
 	})
+	id := "ingress-" + nuid.Next()[:8]
 	var caller gateway.Caller
-	var embedded *routing.Router
-	routerLoaded := make(chan struct{})
+	var embedded *routing.Embedded
 	if cfg.Router == RouterEmbedded {
-		rm, err := routing.NewMetrics(deps.Metrics)
+		embedded, err = routing.NewEmbedded(routing.EmbeddedOptions{
+			Options:  routing.Options{NC: deps.NC, Names: names, Log: deps.Log, Liveness: cfg.Liveness, Tracer: tracing.Tracer(deps.Tracer)},
+			Registry: deps.Metrics, Buckets: buckets, ID: id, Creds: cfg.NATS.Creds,
+		})
 		if err != nil {
-			return fmt.Errorf("register router metrics: %w", err)
-		}
-		embedded = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log, Metrics: rm, Liveness: cfg.Liveness,
-			Tracer: tracing.Tracer(deps.Tracer)})
-		if err := embedded.Start(false); err != nil {
 			return err
 		}
 		c := embedded.NewCaller()
 		c.DefaultTimeout = cfg.RequestTimeout
 		caller = c
-		deps.Health.Add("router", func() error {
-			select {
-			case <-routerLoaded:
-				return nil
-			default:
-				return errors.New("embedded router has not loaded replicas and config")
+		deps.Health.Add("router", embedded.Ready)
+		ready = func(base func() error) func() error {
+			return func() error {
+				if embedded.Ready() != nil {
+					return errors.New("router not loaded")
+				}
+				return base()
 			}
-		})
+		}(ready)
 	} else {
 		c := wire.NewCaller(deps.NC, names)
 		c.DefaultTimeout = cfg.RequestTimeout
 		caller = c
-		close(routerLoaded)
 	}
-	ready = func(base func() error) func() error {
-		return func() error {
-			select {
-			case <-routerLoaded:
-			default:
-				return errors.New("router not loaded")
-			}
-			return base()
-		}
-	}(ready)
-	id := "ingress-" + nuid.Next()[:8]
 	// The graphs' splitter choices, published for the status's live split.
 	splitCounts := splits.NewCounter(nil)
 	h := gateway.New(gateway.Options{
@@ -285,20 +271,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return asyncMethods.Run(wctx)
 	})
 	if embedded != nil {
-		// With credentials, only replica records signed by their
-		// workers' users are routed to.
-		records, err := provenance.LoadReplicas(cfg.NATS.Creds, buckets.Worker)
-		if err != nil {
-			return fmt.Errorf("nats.creds: %w", err)
-		}
-		g.Go(func() error {
-			err := embedded.Follow(wctx, routing.FollowOptions{Buckets: buckets, ID: id,
-				Log: deps.Log, Loaded: routerLoaded, Records: records})
-			if wctx.Err() != nil {
-				return nil
-			}
-			return err
-		})
+		g.Go(func() error { return embedded.Run(wctx) })
 	}
 	g.Go(func() error {
 		p := &splits.Publisher{NC: deps.NC, Subject: names.GraphStatsSubject(), IngressID: id, Counter: splitCounts, Log: deps.Log}
@@ -309,11 +282,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		defer stopWatch()
 		if embedded != nil {
 			// After the HTTP server drained: answer anything left.
-			defer func() {
-				dctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				defer cancel()
-				embedded.Drain(dctx)
-			}()
+			defer embedded.Close()
 		}
 		return service.ServeServer(gctx, service.Server{Addr: cfg.HTTPAddr, Drain: cfg.DrainTimeout, TLS: tlsCfg,
 			MaxHeaderBytes: cfg.MaxHeaderBytes, Log: deps.Log,

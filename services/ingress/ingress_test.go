@@ -97,9 +97,15 @@ func (f *fleet) doReader(t *testing.T, method, path, body string, chunked bool) 
 	}
 	req, _ := http.NewRequest(method, f.base+path, rd)
 	req.Header.Set("X-Test", "pass")
+	return send(t, req)
+}
+
+// send does req and reads the whole answer.
+func send(t *testing.T, req *http.Request) (int, http.Header, string) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL.RequestURI(), err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)

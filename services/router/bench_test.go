@@ -10,7 +10,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
-	"github.com/nats-io/nats.go"
+	"github.com/jetserve/jetserve/pkg/wire/wiretest"
 )
 
 // BenchmarkHop compares a request through the router (caller → router →
@@ -20,33 +20,9 @@ func BenchmarkHop(b *testing.B) {
 	e := newEnv(b)
 	rnc := natstest.Conn(b, e.NS)
 	body := make([]byte, 256)
-	if _, err := rnc.Subscribe(e.Names.ReplicaSubject("r1")+".call", func(m *nats.Msg) {
-		out := wire.EncodeResponse(&serve.Response{Status: 200, Body: m.Data})
-		out.Subject = m.Reply
-		_ = rnc.PublishMsg(out)
-	}); err != nil {
-		b.Fatal(err)
-	}
-	if err := rnc.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	wiretest.Echo(b, rnc, e.Names.ReplicaSubject("r1")+".call", "")
 	e.putReplica("r1", 1<<20, protocol.ReplicaRunning)
-	stop := make(chan struct{})
-	beat := make(chan struct{})
-	go func() { // heartbeat, as a worker does
-		defer close(beat)
-		t := time.NewTicker(fleetstate.HeartbeatInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				e.putReplica("r1", 1<<20, protocol.ReplicaRunning)
-			}
-		}
-	}()
-	b.Cleanup(func() { close(stop); <-beat })
+	every(b, fleetstate.HeartbeatInterval, func() { e.putReplica("r1", 1<<20, protocol.ReplicaRunning) })
 	e.startRouter(nil)
 	e.waitServing()
 	cnc := natstest.Conn(b, e.NS)

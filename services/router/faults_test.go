@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,25 +47,30 @@ func (e *env) startLive(id string, nc *nats.Conn, kv jetstream.KeyValue, heartbe
 		e.t.Fatal(err)
 	}
 	if heartbeat > 0 {
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(heartbeat)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					_ = put() // fails while NATS is down, like a worker's
-				}
-			}
-		}()
-		e.t.Cleanup(func() { close(stop); wg.Wait() })
+		every(e.t, heartbeat, func() { _ = put() }) // fails while NATS is down, like a worker's
 	}
 	return r
+}
+
+// every calls fn every d, as a worker's heartbeat does, until the test
+// ends (its cleanup waits for the last call).
+func every(tb testing.TB, d time.Duration, fn func()) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	tb.Cleanup(func() { close(stop); <-done })
 }
 
 type callResult struct {

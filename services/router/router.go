@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	log := deps.Log.With().Str("router_id", id).Logger()
 	metrics, err := routing.NewMetrics(deps.Metrics)
 	if err != nil {
-		return fmt.Errorf("register metrics: %w", err)
+		return err
 	}
 	changed := make(chan struct{}, 1)
 	rt := routing.New(routing.Options{

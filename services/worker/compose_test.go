@@ -94,34 +94,24 @@ func (w *workers) deploy(app config.Application, reg *serve.Registry, on map[str
 // embeds), on its own connection, following the fleet until the test ends.
 func (w *workers) client() *routing.Caller {
 	w.t.Helper()
-	m, err := routing.NewMetrics(prometheus.NewRegistry())
+	r, err := routing.NewEmbedded(routing.EmbeddedOptions{
+		Options:  routing.Options{NC: natstest.Conn(w.t, w.ns), Names: w.names, Log: zerolog.New(zerolog.NewTestWriter(w.t))},
+		Registry: prometheus.NewRegistry(), Buckets: w.b, ID: "client",
+	})
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	r := routing.New(routing.Options{NC: natstest.Conn(w.t, w.ns), Names: w.names, Log: zerolog.New(zerolog.NewTestWriter(w.t)), Metrics: m})
-	if err := r.Start(false); err != nil {
-		w.t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	loaded := make(chan struct{})
 	done := make(chan error, 1)
-	go func() {
-		done <- r.Follow(ctx, routing.FollowOptions{Buckets: w.b, ID: "client", Log: zerolog.Nop(), Loaded: loaded})
-	}()
+	go func() { done <- r.Run(ctx) }()
 	w.t.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
-		r.Drain(dctx)
-		dcancel()
+		r.Close()
 		cancel()
 		if err := <-done; err != nil {
-			w.t.Errorf("Follow = %v", err)
+			w.t.Errorf("Run = %v", err)
 		}
 	})
-	select {
-	case <-loaded:
-	case <-time.After(waitLimit):
-		w.t.Fatal("client router did not load")
-	}
+	waitfor.NoError(w.t, waitLimit, "client router loaded", r.Ready)
 	return r.NewCaller()
 }
 

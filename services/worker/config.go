@@ -65,6 +65,12 @@ type Config struct {
 	// SecretsDir holds the files "${secret:NAME}" references in a
 	// deployment's user_config or env resolve to (one file per secret).
 	SecretsDir string `koanf:"secrets_dir" help:"directory of the files ${secret:NAME} references resolve to"`
+	// GCMinHeap is the heap size below which the worker process's garbage
+	// collector does not run (package gcfloor): a worker's live heap is
+	// small and its requests allocate, so with Go's default it collects
+	// many times a second; above the floor GOGC applies unchanged. "0"
+	// turns it off. Applied by the worker binary (Command), not by Run.
+	GCMinHeap string `koanf:"gc_min_heap" help:"heap size below which the worker's Go garbage collector does not run (e.g. 64Mi; 0: Go's default)"`
 	// ChildEnv is the environment process-runtime children start from
 	// (less its JETSERVE_* variables): main passes the worker's own. Not
 	// an option.
@@ -104,6 +110,7 @@ func DefaultConfig() Config {
 		Liveness:         routing.DefaultLiveness(),
 		SecretsDir:       DefaultSecretsDir,
 		AssignmentWriter: "scheduler",
+		GCMinHeap:        DefaultGCMinHeap,
 	}
 }
 
@@ -112,6 +119,9 @@ const (
 	RouterEmbedded = "embedded"
 	RouterService  = "service"
 )
+
+// DefaultGCMinHeap is the default gc_min_heap.
+const DefaultGCMinHeap = "64Mi"
 
 // DefaultSecretsDir is where Docker and Kubernetes mount secrets.
 const DefaultSecretsDir = "/run/secrets"
@@ -134,6 +144,9 @@ func (c Config) Validate() error {
 		if _, err := config.ParseBytes(c.Resources.Memory); err != nil {
 			errs = append(errs, fmt.Errorf("resources.memory: %w", err))
 		}
+	}
+	if _, err := config.ParseBytes(c.GCMinHeap); err != nil {
+		errs = append(errs, fmt.Errorf("gc_min_heap: %w", err))
 	}
 	if _, err := c.declaredGPUs(); err != nil {
 		errs = append(errs, err)

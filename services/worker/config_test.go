@@ -51,6 +51,10 @@ func TestValidate(t *testing.T) {
 		{"bad router", func(c *worker.Config) { c.Router = "direct" }, "router:"},
 		{"bad liveness", func(c *worker.Config) { c.Liveness.ProbeAfter = time.Millisecond }, "liveness.probe_after:"},
 		{"no probe failures", func(c *worker.Config) { c.Liveness.MaxProbeFailures = 0 }, "liveness.max_probe_failures:"},
+		{"gc_min_heap off", func(c *worker.Config) { c.GCMinHeap = "0" }, ""},
+		{"gc_min_heap bytes", func(c *worker.Config) { c.GCMinHeap = "268435456" }, ""},
+		{"bad gc_min_heap", func(c *worker.Config) { c.GCMinHeap = "big" }, "gc_min_heap:"},
+		{"negative gc_min_heap", func(c *worker.Config) { c.GCMinHeap = "-1Mi" }, "gc_min_heap:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -104,10 +104,11 @@ func TestWorkerAdvertisesAsyncMethods(t *testing.T) {
 	if st.TTL() != 0 {
 		t.Errorf("Handlers bucket TTL = %v, want none", st.TTL())
 	}
-	for _, name := range f.d.reg.Names() {
-		if _, err := f.b.Handlers.Get(context.Background(), protocol.HandlerKey(name)); err != nil {
-			t.Errorf("Handlers[%s]: %v, want every registered handler recorded", name, err)
-		}
+	for _, name := range f.d.reg.Names() { // put one by one at registration: wait for each
+		waitfor.True(t, waitLimit, "Handlers["+name+"]: every registered handler recorded", func() bool {
+			_, err := f.b.Handlers.Get(context.Background(), protocol.HandlerKey(name))
+			return err == nil
+		})
 	}
 }
 

@@ -2,10 +2,13 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/gcfloor"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/rs/zerolog"
@@ -44,6 +47,11 @@ func Command(reg *serve.Registry) func(ctx context.Context, args, environ []stri
 		cfg := DefaultConfig()
 		cfg.ChildEnv = environ // what process-runtime children inherit
 		return service.Main(ctx, "worker", &cfg, args, environ, stderr, func(ctx context.Context, log zerolog.Logger) error {
+			floor, err := config.ParseBytes(cfg.GCMinHeap) // validated
+			if err != nil {
+				return fmt.Errorf("gc_min_heap: %w", err)
+			}
+			defer gcfloor.Set(uint64(floor))()
 			return Run(ctx, cfg, service.Deps{Log: log}, reg)
 		})
 	}

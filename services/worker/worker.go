@@ -147,27 +147,18 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	}
 	local := newLocalReplicas()
 	var caller serve.Caller = wire.NewCaller(deps.NC, names)
-	var router *routing.Router
-	routerLoaded := make(chan struct{})
+	var router *routing.Embedded
 	if cfg.Router == RouterEmbedded {
-		rm, err := routing.NewMetrics(deps.Metrics)
+		router, err = routing.NewEmbedded(routing.EmbeddedOptions{
+			Options: routing.Options{NC: deps.NC, Names: names, Log: deps.Log.With().Str("worker_id", info.ID).Logger(),
+				Liveness: cfg.Liveness, Local: local.lookup, Tracer: tracing.Tracer(deps.Tracer)},
+			Registry: deps.Metrics, Buckets: buckets, ID: "worker-" + info.ID, Creds: cfg.NATS.Creds,
+		})
 		if err != nil {
-			return fmt.Errorf("register router metrics: %w", err)
-		}
-		router = routing.New(routing.Options{NC: deps.NC, Names: names, Log: deps.Log.With().Str("worker_id", info.ID).Logger(),
-			Metrics: rm, Liveness: cfg.Liveness, Local: local.lookup, Tracer: tracing.Tracer(deps.Tracer)})
-		if err := router.Start(false); err != nil {
 			return err
 		}
 		caller = router.NewCaller()
-		deps.Health.Add("router", func() error {
-			select {
-			case <-routerLoaded:
-				return nil
-			default:
-				return errors.New("embedded router has not loaded replicas and config")
-			}
-		})
+		deps.Health.Add("router", router.Ready)
 	}
 	w := &worker{
 		cfg:          cfg,
@@ -198,20 +189,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	rctx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRouter()
 	if router != nil {
-		// With credentials, only replica records signed by their
-		// workers' users are routed to.
-		records, err := provenance.LoadReplicas(cfg.NATS.Creds, buckets.Worker)
-		if err != nil {
-			return fmt.Errorf("nats.creds: %w", err)
-		}
-		g.Go(func() error {
-			err := router.Follow(rctx, routing.FollowOptions{Buckets: buckets, ID: "worker-" + info.ID,
-				Log: w.log, Loaded: routerLoaded, Records: records})
-			if rctx.Err() != nil {
-				return nil
-			}
-			return err
-		})
+		g.Go(func() error { return router.Run(rctx) })
 	}
 	g.Go(func() error { return deps.ServeOps(gctx, cfg.OpsAddr) })
 	g.Go(func() error {
@@ -219,9 +197,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 		err := w.run(gctx)
 		if router != nil {
 			// The replicas are gone: nothing is left to answer.
-			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			router.Drain(dctx)
-			cancel()
+			router.Close()
 		}
 		return err
 	})

@@ -711,7 +711,9 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 
 // TestMicroServiceDiscovery: a replica is an instance of its
 // deployment's micro service, and the stats of its call endpoint say what
-// its handler did (micro's own time only the admission).
+// its handler did: the table's requests, errors and average are the
+// handler's (not the admission's, as nats.go's micro timed them), with the
+// quantiles in the endpoint's data.
 func TestMicroServiceDiscovery(t *testing.T) {
 	f := startFleet(t, nil)
 	s := spec("r1", "echo-dep", "echo", 4, "")
@@ -784,12 +786,27 @@ func TestMicroServiceDiscovery(t *testing.T) {
 	if cs.AverageMS < 4*slowMS/5 || cs.P95MS < slowMS/2 {
 		t.Errorf("call stats = %+v, want an average of at least %v ms and a p95 near %v ms: the handlers' time", cs, 4*slowMS/5, slowMS)
 	}
-	t.Logf("handlers: %+v; micro's own: %d requests, average %s (the admission only)", cs, call.NumRequests, call.AverageProcessingTime)
+	if call.NumRequests != 5 || call.NumErrors != 1 || call.AverageProcessingTime < 4*slowEcho/5 ||
+		call.ProcessingTime < 4*slowEcho {
+		t.Errorf("call endpoint = %d requests, %d errors, %s total, %s average; want the handler's 5, 1, at least %s and %s",
+			call.NumRequests, call.NumErrors, call.ProcessingTime, call.AverageProcessingTime, 4*slowEcho, 4*slowEcho/5)
+	}
+	var health *micro.EndpointStats
+	for _, e := range stats.Endpoints {
+		if e.Name == protocol.EndpointHealth {
+			health = e
+		}
+	}
+	if health == nil || health.Subject != f.names.ReplicaSubject("r1")+".health" {
+		t.Errorf("stats %s: want the health endpoint on its subject", reply.Data)
+	}
 }
 
 func TestConstructorErrorIsReportedAndRetried(t *testing.T) {
 	f := startFleet(t, nil)
-	f.d.failFirst.Store(1)
+	// Three failures keep the error in the record for the retries' 0.5 +
+	// 1 + 2 s, not one 500 ms window a loaded machine's polls can miss.
+	f.d.failFirst.Store(3)
 	s := spec("f1", "flaky-dep", "flaky", 1, "")
 	f.assign(s)
 	waitfor.True(t, waitLimit, "the constructor error in the record", func() bool {
@@ -799,8 +816,8 @@ func TestConstructorErrorIsReportedAndRetried(t *testing.T) {
 	if info := f.waitState(s, protocol.ReplicaRunning); info.Message != "" {
 		t.Errorf("running replica message = %q, want none", info.Message)
 	}
-	if n := f.d.count("flaky").Load(); n != 2 {
-		t.Errorf("flaky constructed %d times, want 2", n)
+	if n := f.d.count("flaky").Load(); n != 4 {
+		t.Errorf("flaky constructed %d times, want 4 (3 failures, then the one running)", n)
 	}
 }
 

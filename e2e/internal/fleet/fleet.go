@@ -753,11 +753,7 @@ func appNames(st protocol.Status) []string {
 // Describe is a one-line summary of an app's deployments and replicas.
 func Describe(a protocol.AppStatus) string {
 	var b strings.Builder
-	deps := make([]string, 0, len(a.Deployments))
-	for n := range a.Deployments {
-		deps = append(deps, n)
-	}
-	sort.Strings(deps)
+	deps := slices.Sorted(maps.Keys(a.Deployments))
 	for _, n := range deps {
 		d := a.Deployments[n]
 		fmt.Fprintf(&b, "%s(%s v%s target %d:", n, d.Status, d.Version, d.TargetReplicas)

@@ -6,7 +6,8 @@
 // and panic.
 //
 // An implementation's test registers the contract's handlers (Register),
-// serves App with them, and calls Run with its Caller.
+// serves App with them, and calls Run with its Caller. Local is the
+// in-process application any test starts the same way.
 package servetest
 
 import (
@@ -24,7 +25,20 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/rs/zerolog"
 )
+
+// Local runs app of reg in-process (serve.NewLocal, logging nothing) until
+// the test ends; a failure to start it fails the test.
+func Local(tb testing.TB, reg *serve.Registry, app config.Application) *serve.Local {
+	tb.Helper()
+	l, err := serve.NewLocal(context.Background(), reg, app, zerolog.Nop())
+	if err != nil {
+		tb.Fatalf("NewLocal(%s) = %v", app.Name, err)
+	}
+	tb.Cleanup(func() { _ = l.Close(context.Background()) })
+	return l
+}
 
 // Names of the contract's application and deployments.
 const (

@@ -113,3 +113,23 @@ func (r *Replica) Holding() int {
 	defer r.mu.Unlock()
 	return len(r.held)
 }
+
+// Echo answers every request on subject (in queue group queue, unless
+// "") on nc at once, in the subscription's callback: 200 with the
+// request's body. It flushes before it returns; the subscription ends
+// with the test. Benchmarks use it as the fastest possible far end.
+func Echo(tb testing.TB, nc *nats.Conn, subject, queue string) {
+	tb.Helper()
+	sub, err := nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+		out := wire.EncodeResponse(&serve.Response{Status: 200, Body: m.Data})
+		out.Subject = m.Reply
+		_ = nc.PublishMsg(out)
+	})
+	if err != nil {
+		tb.Fatalf("subscribe %s: %v", subject, err)
+	}
+	tb.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/graph/graphtest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/serve/servetest"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -54,11 +55,7 @@ func graphHandler(t *testing.T, root string) (*Handler, *sync.Map) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := serve.NewLocal(context.Background(), reg, sc.Applications[0], zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	l := servetest.Local(t, reg, sc.Applications[0])
 	tab, err := routes.FromConfig(sc)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/metrics"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -17,31 +18,26 @@ type Metrics struct {
 	errors   *prometheus.CounterVec
 }
 
+// latencyBuckets are the buckets of the HTTP latency, in seconds: 250 µs
+// to 60 s.
+var latencyBuckets = []float64{0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60}
+
 // NewMetrics creates the collectors and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_num_http_requests_total",
-			Help: "HTTP requests answered, by route prefix, method and status.",
-		}, []string{"route", "method", "status"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_http_request_latency_seconds",
-			Help:    "HTTP request latency in seconds, by route prefix.",
-			Buckets: []float64{0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60},
-		}, []string{"route"}),
+		requests: metrics.Counters("jetserve_num_http_requests_total",
+			"HTTP requests answered, by route prefix, method and status.", "route", "method", "status"),
+		latency: metrics.Histograms("jetserve_http_request_latency_seconds",
+			"HTTP request latency in seconds, by route prefix.", latencyBuckets, "route"),
 		ongoing: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "jetserve_num_ongoing_http_requests",
 			Help: "HTTP requests in progress.",
 		}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_num_http_error_requests_total",
-			Help: "HTTP requests answered with an error, by error code.",
-		}, []string{"error_code"}),
+		errors: metrics.Counters("jetserve_num_http_error_requests_total",
+			"HTTP requests answered with an error, by error code.", "error_code"),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.ongoing, m.errors} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := metrics.Register(reg, "ingress", m.requests, m.latency, m.ongoing, m.errors); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -2,6 +2,8 @@ package plan
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -110,7 +112,7 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 			}
 			msg := fmt.Sprintf("%d/%d replicas running", running, target)
 			if len(pending) > 0 {
-				msgs := sortedKeys(pending)
+				msgs := slices.Sorted(maps.Keys(pending))
 				for _, m := range msgs {
 					ds.Pending = append(ds.Pending, pending[m])
 				}
@@ -216,11 +218,7 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 		}
 	}
 
-	ids := make([]string, 0, len(in.Workers))
-	for id := range in.Workers {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
+	ids := slices.Sorted(maps.Keys(in.Workers))
 	for _, id := range ids {
 		w := in.Workers[id]
 		var u Usage
@@ -240,14 +238,5 @@ func sortedRecords(m map[string]protocol.ReplicaInfo) []protocol.ReplicaInfo {
 		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }

@@ -1,9 +1,9 @@
 package replica
 
 import (
-	"fmt"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/metrics"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -23,32 +23,19 @@ var replicaLabels = []string{"application", "deployment", "replica"}
 // NewMetrics creates the collectors and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		processing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "jetserve_replica_processing_queries",
-			Help: "Requests a replica is processing now.",
-		}, replicaLabels),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_deployment_requests_total",
-			Help: "Requests a replica has processed.",
-		}, replicaLabels),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_deployment_errors_total",
-			Help: "Requests a replica answered with a handler error.",
-		}, replicaLabels),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "jetserve_deployment_processing_latency_seconds",
-			Help:    "Time a replica spent processing a request, in seconds.",
-			Buckets: serve.LatencyBuckets,
-		}, replicaLabels),
-		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jetserve_replica_starts_total",
-			Help: "Replicas of a deployment this worker has started (constructed successfully).",
-		}, []string{"application", "deployment"}),
+		processing: metrics.Gauges("jetserve_replica_processing_queries",
+			"Requests a replica is processing now.", replicaLabels...),
+		requests: metrics.Counters("jetserve_deployment_requests_total",
+			"Requests a replica has processed.", replicaLabels...),
+		errors: metrics.Counters("jetserve_deployment_errors_total",
+			"Requests a replica answered with a handler error.", replicaLabels...),
+		latency: metrics.Histograms("jetserve_deployment_processing_latency_seconds",
+			"Time a replica spent processing a request, in seconds.", serve.LatencyBuckets, replicaLabels...),
+		starts: metrics.Counters("jetserve_replica_starts_total",
+			"Replicas of a deployment this worker has started (constructed successfully).", "application", "deployment"),
 	}
-	for _, c := range []prometheus.Collector{m.processing, m.requests, m.errors, m.latency, m.starts} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register replica metrics: %w", err)
-		}
+	if err := metrics.Register(reg, "replica", m.processing, m.requests, m.errors, m.latency, m.starts); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

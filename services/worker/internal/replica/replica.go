@@ -48,6 +48,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/microsvc"
 	"github.com/jetserve/jetserve/pkg/panics"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
@@ -503,7 +504,7 @@ func (r *Replica) finish() {
 // with backoff until it works or ctx ends (then it returns nils). An
 // ErrFailed error makes the replica FAILED: it waits for ctx to end and
 // returns nils.
-func (r *Replica) construct(ctx context.Context) (serve.Handler, micro.Service) {
+func (r *Replica) construct(ctx context.Context) (serve.Handler, *microsvc.Service) {
 	b := backoff.New(firstBackoff, MaxBackoff)
 	for attempt := 1; ; attempt++ {
 		h, svc, err := r.tryConstruct(ctx)
@@ -534,7 +535,7 @@ func (r *Replica) construct(ctx context.Context) (serve.Handler, micro.Service) 
 	}
 }
 
-func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc micro.Service, err error) {
+func (r *Replica) tryConstruct(ctx context.Context) (h serve.Handler, svc *microsvc.Service, err error) {
 	if r.p.Ctor == nil {
 		return nil, nil, fmt.Errorf("handler %q is not registered on worker %s", r.p.Spec.Handler, r.p.WorkerID)
 	}
@@ -602,12 +603,12 @@ func construct(ctx context.Context, ctor serve.Constructor, init serve.Init) (h 
 	return ctor(ctx, init)
 }
 
-func (r *Replica) serveMicro() (micro.Service, error) {
+func (r *Replica) serveMicro() (*microsvc.Service, error) {
 	r.mu.Lock()
 	s := r.spec
 	r.mu.Unlock()
 	subject := r.p.Names.ReplicaSubject(s.ID)
-	svc, err := micro.AddService(r.p.NC, micro.Config{
+	svc, err := microsvc.Start(r.p.NC, microsvc.Config{
 		Name:        r.p.Names.DeploymentService(s.App, s.Deployment),
 		Version:     ServiceVersion,
 		Description: "jetserve replica of " + s.App + "/" + s.Deployment,
@@ -619,32 +620,25 @@ func (r *Replica) serveMicro() (micro.Service, error) {
 			"handler":    s.Handler,
 			"version":    s.Version,
 		},
+	},
 		// The subjects are this replica's own: no queue group to share.
-		QueueGroupDisabled: true,
-		StatsHandler: func(e *micro.Endpoint) any {
-			if e.Name != protocol.EndpointCall {
-				return nil
-			}
-			return r.callStats()
-		},
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			r.log.Error().Str("subject", err.Subject).Str("error", err.Description).Msg("replica micro service error")
-		},
-	})
+		microsvc.Endpoint{Name: protocol.EndpointCall, Subject: subject + "." + protocol.EndpointCall, Handler: r.onCall, Stats: r.callEndpointStats},
+		microsvc.Endpoint{Name: protocol.EndpointHealth, Subject: subject + "." + protocol.EndpointHealth, Handler: r.onHealth},
+	)
 	if err != nil {
-		return nil, fmt.Errorf("add micro service: %w", err)
-	}
-	if err := svc.AddEndpoint(protocol.EndpointCall, micro.HandlerFunc(r.onCall),
-		micro.WithEndpointSubject(subject+"."+protocol.EndpointCall)); err != nil {
-		_ = svc.Stop()
-		return nil, fmt.Errorf("add call endpoint: %w", err)
-	}
-	if err := svc.AddEndpoint(protocol.EndpointHealth, micro.HandlerFunc(r.onHealth),
-		micro.WithEndpointSubject(subject+"."+protocol.EndpointHealth)); err != nil {
-		_ = svc.Stop()
-		return nil, fmt.Errorf("add health endpoint: %w", err)
+		return nil, fmt.Errorf("serve the replica's micro service: %w", err)
 	}
 	return svc, nil
+}
+
+// callEndpointStats is the call endpoint's row of `nats micro stats`: the
+// requests the handler served (probes and cancels are not requests), its
+// errors and its time, with the quantiles in Data (protocol.CallStats).
+func (r *Replica) callEndpointStats() micro.EndpointStats {
+	cs := r.callStats()
+	data, _ := json.Marshal(cs) // plain numbers: cannot fail
+	return micro.EndpointStats{NumRequests: int(cs.Served), NumErrors: int(cs.Errors),
+		ProcessingTime: time.Duration(cs.AverageMS * float64(cs.Served) * float64(time.Millisecond)), Data: data}
 }
 
 // callStats is what the replica's handler did, for its micro stats.
@@ -844,8 +838,7 @@ func (r *Replica) publishLoad() {
 // requests the replica still holds, and since it comes through the same
 // subscription as the requests, every request sent before it was admitted
 // (or rejected) by then.
-func (r *Replica) onCall(req micro.Request) {
-	msg := &nats.Msg{Subject: req.Subject(), Reply: req.Reply(), Header: nats.Header(req.Headers()), Data: req.Data()}
+func (r *Replica) onCall(msg *nats.Msg) {
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
@@ -853,7 +846,7 @@ func (r *Replica) onCall(req micro.Request) {
 		r.mu.Lock()
 		a := wire.ProbeAnswer(msg, func(reply string) bool { _, ok := r.held[reply]; return ok })
 		r.mu.Unlock()
-		if err := req.Respond(a.Data, micro.WithHeaders(micro.Headers(a.Header))); err != nil {
+		if err := msg.RespondMsg(a); err != nil {
 			r.log.Warn().Err(err).Msg("answer probe")
 		}
 		return
@@ -864,7 +857,7 @@ func (r *Replica) onCall(req micro.Request) {
 	}
 	a, code, text := r.admit(nil, msg)
 	if code != "" {
-		r.reject(req, code, text)
+		r.reject(msg, code, text)
 		return
 	}
 	r.workers.Run(func() { r.serve(a, msg, nil, nil) })
@@ -975,10 +968,10 @@ func (r *Replica) countLocked(took time.Duration, failed bool) {
 }
 
 // reject answers a request the replica did not start (retryable by routers).
-func (r *Replica) reject(req micro.Request, code protocol.ErrorCode, text string) {
+func (r *Replica) reject(msg *nats.Msg, code protocol.ErrorCode, text string) {
 	m := wire.ErrorMsg(http.StatusServiceUnavailable, code, text)
 	m.Header.Set(protocol.HdrReplica, r.id)
-	if err := req.Error(strconv.Itoa(http.StatusServiceUnavailable), string(code), m.Data, micro.WithHeaders(micro.Headers(m.Header))); err != nil {
+	if err := microsvc.Error(msg, strconv.Itoa(http.StatusServiceUnavailable), string(code), m.Data, m.Header); err != nil {
 		r.log.Warn().Err(err).Msg("send rejection")
 	}
 }
@@ -1154,8 +1147,7 @@ func (r *Replica) call(ctx context.Context, h serve.Handler, req *serve.Request,
 
 // onHealth answers a health check: the handler's CheckHealth if it has
 // one, bounded by the requester's deadline.
-func (r *Replica) onHealth(req micro.Request) {
-	msg := &nats.Msg{Header: nats.Header(req.Headers())}
+func (r *Replica) onHealth(msg *nats.Msg) {
 	ctx, cancel := context.WithTimeout(r.work, DefaultHealthTimeout)
 	defer cancel()
 	if dl, ok := wire.Deadline(msg); ok {
@@ -1170,18 +1162,16 @@ func (r *Replica) onHealth(req micro.Request) {
 	if hc, ok := h.(serve.HealthChecker); ok {
 		err = checkHealth(ctx, hc)
 	}
-	hdr := micro.Headers{protocol.HdrReplica: {r.id}}
 	if err != nil {
 		m := wire.EncodeError(err)
 		m.Header.Set(protocol.HdrReplica, r.id)
 		e := serve.AsError(err)
-		if rerr := req.Error(strconv.Itoa(e.Status), string(e.Code), m.Data, micro.WithHeaders(micro.Headers(m.Header))); rerr != nil {
+		if rerr := microsvc.Error(msg, strconv.Itoa(e.Status), string(e.Code), m.Data, m.Header); rerr != nil {
 			r.log.Warn().Err(rerr).Msg("send health reply")
 		}
 		return
 	}
-	hdr[protocol.HdrStatus] = []string{"200"}
-	if err := req.Respond(nil, micro.WithHeaders(hdr)); err != nil {
+	if err := msg.RespondMsg(&nats.Msg{Header: nats.Header{protocol.HdrReplica: {r.id}, protocol.HdrStatus: {"200"}}}); err != nil {
 		r.log.Warn().Err(err).Msg("send health reply")
 	}
 }
