@@ -17,6 +17,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/jwt/v2"
@@ -122,6 +123,13 @@ func TestForgeriesRefused(t *testing.T) {
 	record := []byte(`{"request_id":"done1","status":"SUCCEEDED","result":"forged"}`)
 
 	var n atomic.Int64
+	opJS0, _ := jetstream.New(e.conn(t, auth.Operator))
+	as, err := opJS0.Stream(ctx(t), "KV_"+e.names.BucketAssignments())
+	if err != nil {
+		t.Fatal(err)
+	}
+	republish := as.CachedInfo().Config
+	republish.RePublish = &jetstream.RePublish{Source: ">", Destination: "evil.>"}
 	type forgery struct {
 		name    string
 		subject string // what the server must log
@@ -158,11 +166,36 @@ func TestForgeriesRefused(t *testing.T) {
 					Header: nats.Header{"KV-Operation": []string{"DEL"}}})
 				return err
 			}},
-		// Workers purge object stores' chunks (a finished job's
-		// checkpoint), which NATS cannot tell from a job stream by name.
-		{"purge a job stream", "$JS.API.STREAM.PURGE." + jn.Stream("text", "train"), []string{auth.Worker},
+		{"purge a job stream", "$JS.API.STREAM.PURGE." + jn.Stream("text", "train"), nil,
 			func(nc *nats.Conn, _ jetstream.JetStream) error {
 				_, err := nc.Request("$JS.API.STREAM.PURGE."+jn.Stream("text", "train"), nil, time.Second)
+				return err
+			}},
+		{"delete a job message", "$JS.API.STREAM.MSG.DELETE." + jn.Stream("text", "train"), nil,
+			func(nc *nats.Conn, _ jetstream.JetStream) error {
+				_, err := nc.Request("$JS.API.STREAM.MSG.DELETE."+jn.Stream("text", "train"), []byte(`{"seq":1}`), time.Second)
+				return err
+			}},
+		// NATS checks no permission on a stream's sources or republish:
+		// only the scheduler, which writes the assignments, may create or
+		// update a stream (it creates the job streams).
+		{"create a stream sourcing the assignments", "$JS.API.STREAM.CREATE.", []string{auth.Scheduler},
+			func(_ *nats.Conn, js jetstream.JetStream) error {
+				_, err := js.CreateStream(quick(t), jetstream.StreamConfig{Name: fmt.Sprintf("EVIL_%d", n.Add(1)),
+					Sources: []*jetstream.StreamSource{{Name: "KV_" + e.names.BucketAssignments()}}})
+				return err
+			}},
+		{"update the assignments' stream to republish", "$JS.API.STREAM.UPDATE.KV_" + e.names.BucketAssignments(), []string{auth.Scheduler},
+			func(_ *nats.Conn, js jetstream.JetStream) error {
+				_, err := js.UpdateStream(quick(t), republish)
+				return err
+			}},
+		{"create a job stream", "$JS.API.STREAM.CREATE." + jn.Stream("text", "other"), []string{auth.Scheduler},
+			func(_ *nats.Conn, js jetstream.JetStream) error {
+				_, err := js.CreateStream(quick(t), jetstream.StreamConfig{Name: jn.Stream("text", "other"), Subjects: []string{jn.JobWildcard("text", "other")}})
+				if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+					err = nil // (the owner's second try)
+				}
 				return err
 			}},
 		{"delete a job stream", "$JS.API.STREAM.DELETE." + jn.Stream("text", "train"), nil,
@@ -383,6 +416,34 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 			return err
 		}
 	}
+	// wb's watch consumer, were it a pull consumer (as before), and the
+	// scheduler's (every key): wa pulls from them by name.
+	opJS, _ := jetstream.New(e.conn(t, auth.Operator))
+	for name, filter := range map[string]string{"wbwatch": theirs, "schedwatch": "$KV." + ab + ".>"} {
+		if _, err := opJS.CreateConsumer(ctx(t), as, jetstream.ConsumerConfig{Name: name, FilterSubject: filter,
+			AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pull := func(consumer string) func(*nats.Conn, jetstream.JetStream) error {
+		return func(_ *nats.Conn, js jetstream.JetStream) error {
+			c, err := js.Consumer(quick(t), as, consumer)
+			if err != nil {
+				return err
+			}
+			b, err := c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				return err
+			}
+			for m := range b.Messages() {
+				return fmt.Errorf("read %s", m.Subject())
+			}
+			if err := b.Error(); err != nil {
+				return err
+			}
+			return context.DeadlineExceeded // nothing came (the pull was refused)
+		}
+	}
 	filter := `{"stream_name":"` + as + `","config":{"filter_subject":"` + theirs + `","deliver_policy":"last_per_subject","ack_policy":"none","deliver_subject":"_INBOX.wa.x"}}`
 	wk, rk := e.names.BucketWorkers(), e.names.BucketReplicas()
 	forgeries := []struct {
@@ -403,6 +464,19 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 		{"legacy consumer create", "$JS.API.CONSUMER.CREATE." + as, request("$JS.API.CONSUMER.CREATE."+as, filter)},
 		{"durable consumer create", "$JS.API.CONSUMER.DURABLE.CREATE." + as, request("$JS.API.CONSUMER.DURABLE.CREATE."+as+".x", filter)},
 		{"purge the assignments", "$JS.API.STREAM.PURGE." + as, request("$JS.API.STREAM.PURGE."+as, "")},
+		{"pull from another worker's consumer", "$JS.API.CONSUMER.MSG.NEXT." + as + ".wbwatch", pull("wbwatch")},
+		{"pull from the scheduler's consumer", "$JS.API.CONSUMER.MSG.NEXT." + as + ".schedwatch", pull("schedwatch")},
+		// NATS checks no permission on a stream's sources or republish.
+		{"create a stream sourcing the assignments", "$JS.API.STREAM.CREATE.EVIL",
+			func(_ *nats.Conn, js jetstream.JetStream) error {
+				_, err := js.CreateStream(quick(t), jetstream.StreamConfig{Name: "EVIL", Sources: []*jetstream.StreamSource{{Name: as}}})
+				return err
+			}},
+		{"update the assignments' stream to republish", "$JS.API.STREAM.UPDATE." + as,
+			request("$JS.API.STREAM.UPDATE."+as, `{"name":"`+as+`","subjects":["$KV.`+ab+`.>"],"republish":{"src":">","dest":"_INBOX.wa.x.>"}}`)},
+		{"purge a job stream", "$JS.API.STREAM.PURGE." + jn.Stream("text", "train"), request("$JS.API.STREAM.PURGE."+jn.Stream("text", "train"), "")},
+		{"delete a job message", "$JS.API.STREAM.MSG.DELETE." + jn.Stream("text", "train"),
+			request("$JS.API.STREAM.MSG.DELETE."+jn.Stream("text", "train"), `{"seq":1}`)},
 		{"write another worker's registration", "$KV." + wk + "." + protocol.WorkerKey("wb"), put(wk, protocol.WorkerKey("wb"))},
 		{"write a registration under no worker's key", "$KV." + wk + ".evil", put(wk, "evil")},
 		{"write another worker's replica record", "$KV." + rk + ".text.Pipeline.wb.evil", put(rk, protocol.ReplicaKey("text", "Pipeline", "wb", "evil"))},
@@ -433,6 +507,16 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 		if _, err := b.Replicas.Get(c, protocol.ReplicaKey("text", "Pipeline", "wb", "evil")); !errors.Is(err, jetstream.ErrKeyNotFound) {
 			t.Errorf("the forged replica record exists (%v)", err)
 		}
+		opJS, _ := jetstream.New(e.conn(t, auth.Operator))
+		if _, err := opJS.Stream(c, "EVIL"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Errorf("the stream sourcing the assignments exists (%v)", err)
+		}
+		if st, err := opJS.Stream(c, as); err != nil || st.CachedInfo().Config.RePublish != nil {
+			t.Errorf("the assignments' stream republishes (%v)", err)
+		}
+		if st, err := opJS.Stream(c, jn.Stream("text", "train")); err != nil || st.CachedInfo().State.Msgs != 1 {
+			t.Errorf("the job stream lost its queued job (%v)", err)
+		}
 	})
 
 	// Its own: the worker reads its assignment (get and watch) and writes
@@ -462,6 +546,21 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 		case <-time.After(3 * time.Second):
 			t.Error("wa's watch of its assignment delivered nothing")
 		}
+		// Its kvfollow watch (pushed: it may not pull there).
+		own := kvfollow.New(nc, a, kvfollow.Options[json.RawMessage]{Keys: []string{protocol.AssignmentKey("wa")}, Push: true, Log: zerolog.Nop()})
+		fctx, stopFollow := context.WithCancel(context.Background())
+		followed := make(chan error, 1)
+		go func() { followed <- own.Run(fctx) }()
+		select {
+		case <-own.Ready():
+			if _, ok := own.Get(protocol.AssignmentKey("wa")); !ok {
+				t.Error("wa's kvfollow watch has not its assignment")
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("wa's kvfollow watch of its assignment: not ready after 5 s")
+		}
+		stopFollow()
+		<-followed
 		// Job records, every one (a TaskQueue's list and resume_all):
 		// the watch of a bucket named per method.
 		jw, err := kv(t, js, jn.Records("text", "train")).WatchAll(ctx(t))

@@ -124,10 +124,14 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 			// tell a lost consumer in a second).
 			"$JS.API.CONSUMER.MSG.NEXT."+s+".*")
 	}
-	// ensure: every service creates or adopts the fleet buckets at start
-	// (whichever starts first creates them).
-	ensureFleet := func(p *perm) {
+	// bindFleet: a service looks the fleet buckets up at start.
+	bindFleet := func(p *perm) {
 		p.allowPub("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST")
+	}
+	// ensureFleet: the scheduler creates or adopts them; the other
+	// services only bind (service.Deps.Bind), waiting for it.
+	ensureFleet := func(p *perm) {
+		bindFleet(p)
 		for _, b := range fleet {
 			p.allowPub("$JS.API.STREAM.CREATE."+kvStream(b), "$JS.API.STREAM.UPDATE."+kvStream(b))
 		}
@@ -137,9 +141,13 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 	// P_jobs_<app>_<method>, P_jobobj_<app>_<method>): NATS permissions
 	// match whole tokens, so these are "*" — with the fleet's buckets
 	// denied where that matters.
+	// They are created by the scheduler (package provision): the users
+	// that use them may not create, update, purge or delete streams, nor
+	// delete messages — NATS checks no permission on a stream's sources or
+	// republish, so creating or updating a stream would read any subject.
 	jobStreamsRW := func(p *perm, owned ...string) {
-		p.allowPub("$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*", "$JS.API.STREAM.INFO.*",
-			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*", "$JS.API.STREAM.MSG.DELETE.*",
+		p.allowPub("$JS.API.STREAM.INFO.*",
+			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*",
 			"$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.DURABLE.CREATE.>", "$JS.API.CONSUMER.INFO.>",
 			"$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.MSG.NEXT.>", "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.NAMES.*",
 			"$JS.ACK.>", "$KV.*.>", "$O.*.>", jobsAll, P+".dlq.>", P+".jobcancel.>")
@@ -153,14 +161,16 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 			if !slices.Contains(owned, b) {
 				p.pubDeny = append(p.pubDeny, "$KV."+b+".>")
 			}
-			p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.MSG.DELETE."+kvStream(b))
 		}
 	}
-	// bodies: reads and writes the bodies object store (large request and
-	// response bodies); reading a large object answers the ordered
-	// consumer's flow control.
+	// bodies: reads, writes and deletes objects of the bodies object
+	// store (large request and response bodies; a reader deletes the
+	// body it read, which purges the object's chunks: STREAM.PURGE of
+	// that store's stream by name); reading a large object answers the
+	// ordered consumer's flow control.
 	bodies := func(p *perm) {
-		p.allowPub("$JS.FC.OBJ_" + names.BucketBodies() + ".>")
+		p.allowPub("$JS.FC.OBJ_"+names.BucketBodies()+".>", "$JS.API.STREAM.PURGE.OBJ_"+names.BucketBodies())
+		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 	}
 	// caller: sends requests to replicas (an embedded router, handle
 	// calls) and follows them.
@@ -177,20 +187,20 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 	p.allowSub(InboxPrefix(user) + ".>")
 	p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.ACCOUNT.>",
 		"$JS.API.META.>", "$JS.API.SERVER.>", "$SYS.>")
+	if role != Scheduler && role != Operator {
+		// Only the scheduler creates streams, buckets and object
+		// stores beside the fleet's, and no one deletes a message.
+		p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.MSG.DELETE.>")
+	}
 	switch role {
 	case Ingress:
-		ensureFleet(&p)
+		bindFleet(&p)
 		for _, b := range fleet {
 			kvRead(&p, b)
 		}
 		caller(&p)
 		jobStreamsRW(&p)
 		p.allowPub(names.GraphStatsSubject()) // its splitters' live counts
-		// It deletes the large response bodies it streamed to clients
-		// (an object store delete purges the object's chunks): the
-		// bodies store's stream only.
-		p.allowPub("$JS.API.STREAM.PURGE.OBJ_" + names.BucketBodies())
-		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
 		bodies(&p)
 		p.allowPub(wfInboxes) // workflow signals (history reads the journal by consumer)
 		// A run cancelled before it started: its removal after the
@@ -201,7 +211,7 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		// response body to the replica's source inbox.
 		p.allowPub("_INBOX.>")
 	case Router:
-		ensureFleet(&p)
+		bindFleet(&p)
 		for _, b := range fleet {
 			kvRead(&p, b)
 		}
@@ -220,6 +230,10 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		kvWrite(&p, names.BucketAssignments(), ">")
 		kvWrite(&p, names.BucketStatus(), ">")
 		kvWrite(&p, names.BucketLeases(), "scheduler")
+		// It creates and updates the async methods' streams, buckets,
+		// object stores and consumers (package provision), the
+		// dead-letter stream and the bodies object store.
+		p.allowPub("$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*")
 		// The dashboard: each method's backlog and records.
 		p.allowPub("$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.CREATE.>",
 			"$JS.API.CONSUMER.DELETE.>", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*")
@@ -236,7 +250,7 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		// job record itself).
 		p.allowPub(P + ".jobunpin.>")
 	case Autoscaler:
-		ensureFleet(&p)
+		bindFleet(&p)
 		for _, b := range fleet {
 			kvRead(&p, b)
 		}
@@ -245,16 +259,12 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		p.allowPub("$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.STREAM.MSG.GET.*", "$JS.API.DIRECT.GET.>")
 		p.allowSub(names.LoadWildcard(), P+".routerstats", jobsAll)
 	case Worker:
-		// Object store deletes (a finished job's checkpoint) purge the
-		// object's chunks: STREAM.PURGE on OBJ_<store>, which NATS cannot
-		// tell from a job stream's name. Workers, which run the jobs and
-		// delete their messages anyway, may purge; nobody else may — and
-		// not the fleet's buckets.
-		p.allowPub("$JS.API.STREAM.PURGE.*")
-		p.pubDenyExcept("$JS.API.STREAM.PURGE.>")
-		ensureFleet(&p)
+		// No purge: an object store's delete would purge the object's
+		// chunks (STREAM.PURGE on OBJ_<store>, which NATS cannot tell
+		// from a job stream's name); a worker's runner (jobs.Bind) writes
+		// only the delete marker, and the chunks expire with the store.
+		bindFleet(&p)
 		for _, b := range fleet {
-			p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.PURGE."+kvStream(b))
 			if b != names.BucketAssignments() {
 				kvRead(&p, b)
 			}
@@ -302,11 +312,11 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 func workerJobs(p *perm, names protocol.Names, workerID string, fleet []string) {
 	P := names.Prefix()
 	as := "KV_" + names.BucketAssignments()
-	p.allowPub("$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*", "$JS.API.STREAM.INFO.*",
+	p.allowPub("$JS.API.STREAM.INFO.*",
 		// Direct gets: by a body (batches of job messages), of a job
 		// record, an object's metadata, a job message by subject.
 		"$JS.API.DIRECT.GET.*", "$JS.API.DIRECT.GET.*.$KV.*.*", "$JS.API.DIRECT.GET.*.$O.>", "$JS.API.DIRECT.GET.*."+P+".>",
-		"$JS.API.STREAM.MSG.GET.*", "$JS.API.STREAM.MSG.DELETE.*",
+		"$JS.API.STREAM.MSG.GET.*",
 		// Consumers: filters in the body, or of job records, objects'
 		// chunks, job messages.
 		"$JS.API.CONSUMER.CREATE.*.*", "$JS.API.CONSUMER.CREATE.*.*.$KV.*.*", "$JS.API.CONSUMER.CREATE.*.*.$O.>",
@@ -323,12 +333,14 @@ func workerJobs(p *perm, names protocol.Names, workerID string, fleet []string) 
 		"$JS.API.DIRECT.GET."+as, "$JS.API.DIRECT.GET."+as+".$KV.*.*", "$JS.API.STREAM.MSG.GET."+as,
 		"$JS.API.CONSUMER.CREATE."+as+".*", "$JS.API.CONSUMER.CREATE."+as+".*.$KV.*.*",
 		"$JS.API.CONSUMER.DURABLE.CREATE."+as+".>",
-		// Its assignment watch pulls from a consumer of its own
-		// (kvfollow), by the consumer's random name; no worker may list
-		// the assignments stream's consumers to learn another's name.
+		// No pull from the assignments' stream: a pull consumer there
+		// (the scheduler's, another worker's) would hand its messages
+		// to whoever pulls. A worker's own watch is pushed to its inbox
+		// (kvfollow.Options.Push), which only it may subscribe to.
+		"$JS.API.CONSUMER.MSG.NEXT."+as+".*",
+		// Nor list them (their names and filters).
 		"$JS.API.CONSUMER.LIST."+as, "$JS.API.CONSUMER.NAMES."+as)
 	for _, b := range fleet {
-		p.pubDeny = append(p.pubDeny, "$JS.API.STREAM.MSG.DELETE.KV_"+b)
 		switch b {
 		case names.BucketHandlers(): // what handlers declare: any worker's
 			p.allowPub("$KV." + b + ".>")

@@ -124,6 +124,23 @@ var buckets = []bucket{
 	}},
 }
 
+// BodiesTTL is how long an unread body object is kept in the bodies
+// object store (package wire).
+const BodiesTTL = 15 * time.Minute
+
+// BodiesConfig is the bodies object store's: request and response bodies
+// larger than one NATS message (package wire), created with the buckets.
+func BodiesConfig(n protocol.Names) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      n.BucketBodies(),
+		Description: "jetserve request and response bodies larger than one NATS message",
+		TTL:         BodiesTTL,
+		// In memory: a body lives for one request, and a server restart
+		// fails that request anyway.
+		Storage: jetstream.MemoryStorage,
+	}
+}
+
 // Open creates or adopts every bucket with one replica (see Ensure);
 // tests and single-server tools use it.
 func Open(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Buckets, error) {
@@ -131,8 +148,10 @@ func Open(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Bucke
 }
 
 // Ensure creates or adopts (package streams: never downgraded, updated
-// only where a setting differs) and opens every bucket, with replicas
-// replicas; every service may call it, in any order.
+// only where a setting differs) and opens every bucket, and creates or
+// adopts the bodies object store (BodiesConfig), with replicas replicas;
+// the scheduler calls it (the other services Bind), and so may several
+// instances, in any order.
 func Ensure(ctx context.Context, js jetstream.JetStream, n protocol.Names, replicas int) (*Buckets, error) {
 	var b Buckets
 	for _, d := range buckets {
@@ -140,6 +159,32 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n protocol.Names, repli
 		kv, err := streams.KeyValue(ctx, js, cfg, replicas)
 		if err != nil {
 			return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
+		}
+		*d.dst(&b) = kv
+	}
+	if _, err := streams.ObjectStore(ctx, js, BodiesConfig(n), replicas); err != nil {
+		return nil, fmt.Errorf("open the bodies object store: %w", err)
+	}
+	return &b, nil
+}
+
+// ErrNotCreated: Bind found a bucket missing; the scheduler creates the
+// fleet's buckets (Ensure).
+var ErrNotCreated = errors.New("not created yet (the scheduler creates the fleet's buckets at its start)")
+
+// Bind opens every bucket without creating or updating any (the services
+// other than the scheduler, whose NATS users may not create streams):
+// ErrNotCreated if one is missing.
+func Bind(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Buckets, error) {
+	var b Buckets
+	for _, d := range buckets {
+		name := d.cfg(n).Bucket
+		kv, err := js.KeyValue(ctx, name)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("bucket %s: %w", name, ErrNotCreated)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open bucket %s: %w", name, err)
 		}
 		*d.dst(&b) = kv
 	}

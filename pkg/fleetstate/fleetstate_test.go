@@ -3,6 +3,7 @@ package fleetstate_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -57,6 +58,52 @@ func TestEnsure(t *testing.T) {
 			t.Errorf("bucket %s: TTL %v, history %d; want %s with %v, %d", st.Bucket(), st.TTL(), st.History(), tc.name, tc.ttl, tc.history)
 		}
 	}
+}
+
+// Bind creates nothing: on a server without the buckets it is
+// ErrNotCreated and leaves no bucket nor the bodies store behind; after
+// Ensure (the scheduler's) it opens them all.
+func TestBind(t *testing.T) {
+	ns := natstest.Server(t)
+	js, err := jetstream.New(natstest.Conn(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, _ := protocol.NewNames("")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := fleetstate.Bind(ctx, js, names); !errors.Is(err, fleetstate.ErrNotCreated) {
+		t.Fatalf("Bind on an empty server = %v, want ErrNotCreated", err)
+	}
+	if n := len(streamNames(ctx, t, js)); n != 0 {
+		t.Fatalf("Bind left %d streams, want none", n)
+	}
+	if _, err := fleetstate.Ensure(ctx, js, names, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.ObjectStore(ctx, names.BucketBodies()); err != nil {
+		t.Errorf("Ensure: the bodies object store = %v", err)
+	}
+	b, err := fleetstate.Bind(ctx, js, names)
+	if err != nil {
+		t.Fatalf("Bind after Ensure = %v", err)
+	}
+	if b.Assignments == nil || b.Handlers == nil || b.Assignments.Bucket() != names.BucketAssignments() {
+		t.Errorf("Bind after Ensure = %+v, want every bucket", b)
+	}
+}
+
+func streamNames(ctx context.Context, t *testing.T, js jetstream.JetStream) []string {
+	t.Helper()
+	var out []string
+	l := js.StreamNames(ctx)
+	for n := range l.Name() {
+		out = append(out, n)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func TestReadAll(t *testing.T) {

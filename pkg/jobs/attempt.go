@@ -403,7 +403,7 @@ func (a *attempt) succeed(res any) {
 	cp := a.checkpointed
 	a.mu.Unlock()
 	if cp {
-		if err := m.h.obj.Delete(ctx, CheckpointObject(id)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		if err := r.q.deleteObject(ctx, m.h.obj, CheckpointObject(id)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 			a.log.Debug().Err(err).Msg("delete checkpoint")
 		}
 	}
@@ -525,7 +525,7 @@ func (c *jobContext) Checkpoint(state []byte) error {
 	if err := c.a.check(ctx); errors.Is(err, ErrLeaseLost) {
 		return err
 	}
-	if _, err := c.a.m.h.obj.PutBytes(ctx, CheckpointObject(c.job.ID), state); err != nil {
+	if err := c.a.r.q.putObject(ctx, c.a.m.h.obj, CheckpointObject(c.job.ID), state); err != nil {
 		return fmt.Errorf("save checkpoint: %w", err)
 	}
 	c.a.mu.Lock()

@@ -60,6 +60,7 @@ package jobs
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
@@ -96,6 +97,11 @@ var (
 	// stream electing a leader after a NATS node was lost); 503 +
 	// Retry-After. The same request_id may be submitted again.
 	ErrUnavailable = errors.New("job queue unavailable")
+	// ErrNotProvisioned: a Bind queue found a method's streams missing —
+	// the scheduler creates them when it reads the method in the applied
+	// config (and the handlers' declarations); is ErrUnavailable (503 +
+	// Retry-After).
+	ErrNotProvisioned = fmt.Errorf("%w: its streams are not created yet (the scheduler creates them when the config is applied)", ErrUnavailable)
 )
 
 // Record is a job's durable record (JSON in the records bucket; what the

@@ -72,6 +72,7 @@ type Queue struct {
 	submitWait  time.Duration // how long Submit repeats an unanswered publish
 	replicas    int           // of every stream, bucket and object store it creates
 	metrics     *Metrics      // nil: none
+	bind        bool          // Bind: never create, update, purge or delete
 
 	// beforeSubmitRead, when set (tests), runs before Submit's record read,
 	// concurrently with its publish.
@@ -85,6 +86,14 @@ type QueueOption func(*Queue)
 // stores the Queue creates (nats.replicas; default 1). Existing ones with
 // more replicas are adopted as they are (package streams).
 func Replicas(n int) QueueOption { return func(q *Queue) { q.replicas = max(n, 1) } }
+
+// Bind makes a Queue that only binds to the streams, buckets, object
+// stores and consumers of a method: it creates and updates none (a missing
+// one is ErrNotProvisioned; the scheduler creates them, Queue.Ensure of a
+// Queue without Bind), and deletes no job message (a cancelled job's
+// message is dropped by the runner that takes it) — the rights the
+// ingress and worker NATS users no longer have (deploy/auth).
+func Bind() QueueOption { return func(q *Queue) { q.bind = true } }
 
 // WithMetrics counts the jobs Submit stores in m (MetricSubmitted).
 func WithMetrics(m *Metrics) QueueOption { return func(q *Queue) { q.metrics = m } }
@@ -199,7 +208,11 @@ type ensureCall struct {
 func (q *Queue) ensureNow(ctx context.Context, key string, want ensured) (*handle, error) {
 	q.ensureMu.Lock()
 	defer q.ensureMu.Unlock()
-	nh, err := q.create(ctx, want.app, want.deployment, want.m)
+	create := q.create
+	if q.bind {
+		create = q.bindMethod
+	}
+	nh, err := create(ctx, want.app, want.deployment, want.m)
 	if err != nil {
 		return nil, fmt.Errorf("ensure async method %s/%s: %w", want.app, want.m.Name, err)
 	}
@@ -300,6 +313,35 @@ func (q *Queue) create(ctx context.Context, app, deployment string, m config.Asy
 		}
 	}
 	return nh, nil
+}
+
+// bindMethod opens what create creates for m (a Bind queue's ensure):
+// ErrNotProvisioned if any of it is missing.
+func (q *Queue) bindMethod(ctx context.Context, app, _ string, m config.AsyncMethod) (*handle, error) {
+	q.mu.Lock()
+	delete(q.methods, app+"/"+m.Name) // open anew: the stream may have been created since
+	q.mu.Unlock()
+	h, err := q.open(ctx, app, m.Name)
+	if err == nil {
+		_, err = h.stream.Consumer(ctx, Consumer)
+	}
+	if err == nil && m.Workflow {
+		var wf *wfHandle
+		if wf, err = q.openWorkflow(ctx, app, m.Name); err == nil {
+			_, err = wf.stream.Consumer(ctx, WakersConsumer)
+		}
+		h = &handle{app: h.app, method: h.method, stream: h.stream, kv: h.kv, obj: h.obj, wf: wf}
+	}
+	if err == nil {
+		_, err = q.dlqStream(ctx)
+	}
+	if errors.Is(err, ErrUnknownMethod) || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%s/%s: %w", app, m.Name, ErrNotProvisioned)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
 }
 
 // open returns the handle of a method, opening (not creating) its
@@ -639,6 +681,9 @@ func (q *Queue) jobMsg(h *handle, id string, data []byte, rev uint64) *nats.Msg 
 // deleteJobMsg removes job id's message (sequence seq) from its stream,
 // best effort: a runner drops a message whose record is final anyway.
 func (q *Queue) deleteJobMsg(ctx context.Context, h *handle, id string, seq uint64) {
+	if q.bind {
+		return // not allowed (Bind): the runner drops it
+	}
 	if err := h.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		q.log.Warn().Err(err).Str("request_id", id).Msg("delete job message (its runner will drop it)")
 	}

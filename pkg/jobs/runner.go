@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	jsbackoff "github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/workpool"
@@ -28,6 +29,9 @@ type RunnerConfig struct {
 	Log                              zerolog.Logger
 	// Replicas of the streams and buckets the runner ensures (nats.replicas).
 	Replicas int
+	// Bind: the runner creates nothing (Bind); until the scheduler has
+	// created a method's streams, Run waits for them, retrying (logged).
+	Bind bool
 	// Metrics, if not nil, counts attempts and outcomes per method.
 	Metrics *Metrics
 	// Shared, if set, are the slots this runner shares with the runners
@@ -117,9 +121,13 @@ func NewRunner(nc *nats.Conn, js jetstream.JetStream, names Names, cfg RunnerCon
 	cfg.Methods = ms
 	log := cfg.Log.With().Str("app", cfg.App).Str("deployment", cfg.Deployment).Str("replica_id", cfg.Replica).Logger()
 	actx, abort := context.WithCancel(context.Background())
+	qopts := []QueueOption{Replicas(cfg.Replicas)}
+	if cfg.Bind {
+		qopts = append(qopts, Bind())
+	}
 	return &Runner{
 		nc: nc, js: js, names: names, cfg: cfg, log: log,
-		q:        NewQueue(js, names, log, Replicas(cfg.Replicas)),
+		q:        NewQueue(js, names, log, qopts...),
 		abortCtx: actx, abort: abort,
 		wake: make(chan int, 64), handedBack: make(chan int, 64),
 		running: map[string]context.CancelCauseFunc{},
@@ -132,8 +140,38 @@ func NewRunner(nc *nats.Conn, js jetstream.JetStream, names Names, cfg RunnerCon
 func (r *Runner) Abort() { r.abort() }
 
 // open opens each method's stream, consumer, bucket and object store,
-// creating what does not exist (the methods have their defaults).
+// creating what does not exist (the methods have their defaults) — or,
+// with Bind, waiting until the scheduler has created them.
 func (r *Runner) open(ctx context.Context) ([]*runMethod, error) {
+	if !r.cfg.Bind {
+		return r.openOnce(ctx)
+	}
+	b := jsbackoff.New(bindFirstRetry, bindMaxRetry)
+	for attempt := 1; ; attempt++ {
+		ms, err := r.openOnce(ctx)
+		if !errors.Is(err, ErrNotProvisioned) {
+			if err == nil && attempt > 1 {
+				r.log.Info().Int("attempt", attempt).Msg("job streams created by the scheduler: runner bound")
+			}
+			return ms, err
+		}
+		wait := b.Next()
+		r.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).
+			Msg("waiting for the scheduler to create the job streams of this deployment's async methods")
+		if !jsbackoff.Sleep(ctx, wait) {
+			return nil, fmt.Errorf("runner: %w", errors.Join(err, ctx.Err()))
+		}
+	}
+}
+
+// Retry bounds of a Bind runner waiting for its streams.
+const (
+	bindFirstRetry = 250 * time.Millisecond
+	bindMaxRetry   = 5 * time.Second
+)
+
+// openOnce is one attempt of open.
+func (r *Runner) openOnce(ctx context.Context) ([]*runMethod, error) {
 	methods := make([]*runMethod, 0, len(r.cfg.Methods))
 	for i, m := range r.cfg.Methods {
 		h, err := r.q.open(ctx, r.cfg.App, m.Name)
@@ -145,6 +183,7 @@ func (r *Runner) open(ctx context.Context) ([]*runMethod, error) {
 			err = ErrUnknownMethod // its workflow stream is ensured with it
 		}
 		if errors.Is(err, ErrUnknownMethod) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			// (A Bind queue's ensure binds, or says ErrNotProvisioned.)
 			if h, err = r.q.ensure(ctx, r.cfg.App, r.cfg.Deployment, m); err == nil {
 				cons, err = h.stream.Consumer(ctx, Consumer)
 			}

@@ -91,6 +91,12 @@ type Options[T any] struct {
 	// info request within two more restarts the watch. Default
 	// DefaultHeartbeat.
 	Heartbeat time.Duration
+	// Push makes each watch a push consumer delivered to an inbox of
+	// nc (the user's inbox prefix, which only it may subscribe to) rather
+	// than a pull consumer, with the same heartbeats: for a user that may
+	// not pull from the bucket's stream — workers, on the assignments'
+	// (deploy/auth), so that none pulls from another's consumer.
+	Push bool
 	// JetStream is the client the watch's consumers are created with;
 	// nil = jetstream.New on the connection.
 	JetStream jetstream.JetStream
@@ -262,7 +268,7 @@ func (f *Follower[T]) Run(ctx context.Context) error {
 func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) error {
 	stream := "KV_" + f.kv.Bucket()
 	sctx, cancel := context.WithTimeout(ctx, f.o.StartTimeout)
-	cons, err := f.js.CreateConsumer(sctx, stream, f.consumerConfig())
+	cons, err := f.createConsumer(sctx, stream)
 	cancel()
 	if ctx.Err() != nil {
 		return nil
@@ -278,12 +284,12 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 	lost := make(chan error, 1)
 	suspect := make(chan struct{}, 1) // heartbeats missed: is the consumer still there?
 	done := make(chan struct{})
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	cc, err := cons.consume(func(m jetstream.Msg) {
 		select {
 		case msgs <- m:
 		case <-done:
 		}
-	}, jetstream.PullHeartbeat(f.o.Heartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		switch {
 		case errors.Is(err, jetstream.ErrNoHeartbeat):
 			select {
@@ -378,6 +384,41 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 			}
 		}
 	}
+}
+
+// watchConsumer is a watch's consumer, pull or push (Options.Push).
+type watchConsumer struct {
+	info    func(context.Context) (*jetstream.ConsumerInfo, error)
+	cached  *jetstream.ConsumerInfo
+	consume func(jetstream.MessageHandler, jetstream.ConsumeErrHandler) (jetstream.ConsumeContext, error)
+}
+
+func (c watchConsumer) CachedInfo() *jetstream.ConsumerInfo                       { return c.cached }
+func (c watchConsumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) { return c.info(ctx) }
+
+// createConsumer creates a watch's consumer on stream.
+func (f *Follower[T]) createConsumer(ctx context.Context, stream string) (watchConsumer, error) {
+	cfg := f.consumerConfig()
+	if !f.o.Push {
+		c, err := f.js.CreateConsumer(ctx, stream, cfg)
+		if err != nil {
+			return watchConsumer{}, err
+		}
+		return watchConsumer{info: c.Info, cached: c.CachedInfo(),
+			consume: func(h jetstream.MessageHandler, eh jetstream.ConsumeErrHandler) (jetstream.ConsumeContext, error) {
+				return c.Consume(h, jetstream.PullHeartbeat(f.o.Heartbeat), eh)
+			}}, nil
+	}
+	cfg.DeliverSubject = f.nc.NewInbox()
+	cfg.IdleHeartbeat = f.o.Heartbeat
+	c, err := f.js.CreatePushConsumer(ctx, stream, cfg)
+	if err != nil {
+		return watchConsumer{}, err
+	}
+	return watchConsumer{info: c.Info, cached: c.CachedInfo(),
+		consume: func(h jetstream.MessageHandler, eh jetstream.ConsumeErrHandler) (jetstream.ConsumeContext, error) {
+			return c.Consume(h, eh)
+		}}, nil
 }
 
 // consumerConfig is the consumer of one watch.

@@ -87,6 +87,12 @@ func put(t *testing.T, kv jetstream.KeyValue, key, val string) {
 }
 
 func TestFollowsValuesUpdatesAndDeletes(t *testing.T) {
+	for _, push := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pull", true: "push"}[push], func(t *testing.T) { testFollows(t, push) })
+	}
+}
+
+func testFollows(t *testing.T, push bool) {
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
 	kv := bucket(t, nc)
@@ -94,7 +100,7 @@ func TestFollowsValuesUpdatesAndDeletes(t *testing.T) {
 	put(t, kv, "b", "2")
 	put(t, kv, "other.c", "3")
 	var rec recorder
-	f := kvfollow.New(nc, kv, kvfollow.Options[int]{Keys: []string{"a", "b", "bad"}, OnChange: rec.change, OnSync: rec.sync, Log: zerolog.Nop()})
+	f := kvfollow.New(nc, kv, kvfollow.Options[int]{Keys: []string{"a", "b", "bad"}, OnChange: rec.change, OnSync: rec.sync, Log: zerolog.Nop(), Push: push})
 	run(t, f)
 	select {
 	case <-f.Ready():

@@ -22,6 +22,12 @@ import (
 // after two missed, so it sees the first put stored after the kill (after
 // the stream's election, when the node led it too) within 2 s.
 func TestKilledConsumerHostsWatchIsRestarted(t *testing.T) {
+	for _, push := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pull", true: "push"}[push], func(t *testing.T) { testKilledConsumerHost(t, push) })
+	}
+}
+
+func testKilledConsumerHost(t *testing.T, push bool) {
 	c := natstest.KillableCluster(t, 3)
 	kv := bucketWith(t, natstest.Conn(t, c.Nodes[0]), jetstream.KeyValueConfig{Bucket: "follow", Replicas: 3})
 	put(t, kv, "k", "1")
@@ -41,7 +47,7 @@ func TestKilledConsumerHostsWatchIsRestarted(t *testing.T) {
 		on := c.Nodes[attempt%len(c.Nodes)]
 		fc := natstest.Conn(t, on)
 		fkv := bucketWith(t, fc, jetstream.KeyValueConfig{Bucket: "follow", Replicas: 3})
-		f = kvfollow.New(fc, fkv, kvfollow.Options[int]{Log: zerolog.New(zerolog.NewTestWriter(t))})
+		f = kvfollow.New(fc, fkv, kvfollow.Options[int]{Log: zerolog.New(zerolog.NewTestWriter(t)), Push: push})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- f.Run(ctx) }()
@@ -157,11 +163,17 @@ func TestKilledConsumerHostsWatchIsRestarted(t *testing.T) {
 // A watch whose consumer is deleted (by an operator, or by the server)
 // is restarted at once with a resync.
 func TestDeletedConsumerRestartsTheWatch(t *testing.T) {
+	for _, push := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pull", true: "push"}[push], func(t *testing.T) { testDeletedConsumer(t, push) })
+	}
+}
+
+func testDeletedConsumer(t *testing.T, push bool) {
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
 	kv := bucket(t, nc)
 	put(t, kv, "k", "1")
-	f := kvfollow.New(natstest.Conn(t, ns), kv, kvfollow.Options[int]{Log: zerolog.New(zerolog.NewTestWriter(t))})
+	f := kvfollow.New(natstest.Conn(t, ns), kv, kvfollow.Options[int]{Log: zerolog.New(zerolog.NewTestWriter(t)), Push: push})
 	run(t, f)
 	waitfor.True(t, 5*time.Second, "follower has k=1", func() bool { v, _ := f.Get("k"); return v == 1 })
 

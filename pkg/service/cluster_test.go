@@ -34,7 +34,7 @@ func TestOpenConcurrentlyOnACluster(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			_, errs[i] = openBuckets(ctx, zerolog.New(zerolog.NewTestWriter(t)).With().Int("i", i).Logger(), js, names, 3)
+			_, errs[i] = openBuckets(ctx, zerolog.New(zerolog.NewTestWriter(t)).With().Int("i", i).Logger(), js, names, 3, true)
 			took[i] = time.Since(start)
 		}()
 	}

@@ -226,9 +226,22 @@ type Fleet struct {
 	Buckets *fleetstate.Buckets
 }
 
-// Open prepares d (see Prepare) and opens the fleet's JetStream state.
-// cleanup must be called on the way out, even when err is not nil.
+// Open prepares d (see Prepare) and opens the fleet's JetStream state,
+// creating the fleet's buckets if they are missing (the scheduler: see
+// Bind for the other services). cleanup must be called on the way out,
+// even when err is not nil.
 func (d *Deps) Open(ctx context.Context, c Common, name string) (f Fleet, cleanup func(), err error) {
+	return d.open(ctx, c, name, true)
+}
+
+// Bind is Open for a service that creates nothing (its NATS user may not
+// create streams: deploy/auth): it waits, retrying and saying so in its
+// log, until the scheduler has created the fleet's buckets.
+func (d *Deps) Bind(ctx context.Context, c Common, name string) (f Fleet, cleanup func(), err error) {
+	return d.open(ctx, c, name, false)
+}
+
+func (d *Deps) open(ctx context.Context, c Common, name string, create bool) (f Fleet, cleanup func(), err error) {
 	cleanup, err = d.Prepare(ctx, c, name)
 	if err != nil {
 		return f, cleanup, err
@@ -239,34 +252,40 @@ func (d *Deps) Open(ctx context.Context, c Common, name string) (f Fleet, cleanu
 	if f.JS, err = jetstream.New(d.NC); err != nil {
 		return f, cleanup, fmt.Errorf("jetstream: %w", err)
 	}
-	f.Buckets, err = openBuckets(ctx, d.Log, f.JS, f.Names, c.NATS.Replicas)
+	f.Buckets, err = openBuckets(ctx, d.Log, f.JS, f.Names, c.NATS.Replicas, create)
 	return f, cleanup, err
 }
 
-// openBuckets ensures the fleet's buckets until NATS can answer
-// (JetStream starting, a cluster electing its meta leader): retried,
-// never given up on.
-func openBuckets(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, names protocol.Names, replicas int) (*Buckets, error) {
+// openBuckets ensures (create) or binds to the fleet's buckets until NATS
+// can answer (JetStream starting, a cluster electing its meta leader) and,
+// when binding, until the scheduler has created them: retried, never given
+// up on.
+func openBuckets(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, names protocol.Names, replicas int, create bool) (*Buckets, error) {
 	var b *Buckets
 	err := streams.Retry(ctx, log, "fleet buckets", func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var err error
-		b, err = fleetstate.Ensure(actx, js, names, replicas)
+		if create {
+			b, err = fleetstate.Ensure(actx, js, names, replicas)
+		} else {
+			b, err = fleetstate.Bind(actx, js, names)
+		}
 		return err
 	})
 	return b, err
 }
 
-// OpenBodies creates or adopts the bodies object store of the ingress and
-// the workers (wire.Bodies), retrying until JetStream answers or ctx ends.
-func OpenBodies(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, names protocol.Names, replicas int) (*wire.Bodies, error) {
+// BindBodies opens the bodies object store of the ingress and the workers
+// (wire.Bodies) without creating it, retrying until the scheduler has
+// created it (with the fleet's buckets) or ctx ends.
+func BindBodies(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, names protocol.Names) (*wire.Bodies, error) {
 	var b *wire.Bodies
 	err := streams.Retry(ctx, log, "bodies object store", func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var err error
-		b, err = wire.OpenBodies(actx, js, names, replicas)
+		b, err = wire.BindBodies(actx, js, names)
 		return err
 	})
 	return b, err

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
@@ -27,7 +28,7 @@ import (
 // (a crashed reader) expire after BodiesTTL.
 
 // BodiesTTL is how long an unread body object is kept.
-const BodiesTTL = 15 * time.Minute
+const BodiesTTL = fleetstate.BodiesTTL
 
 // Bodies is the bodies object store. Safe for concurrent use.
 type Bodies struct {
@@ -35,32 +36,42 @@ type Bodies struct {
 	chunk uint32 // chunk size: what one message carries
 }
 
-// OpenBodies creates or adopts the bodies object store (one try;
-// service.OpenBodies retries).
+// OpenBodies creates or adopts the bodies object store
+// (fleetstate.BodiesConfig; one try). The scheduler creates it with the
+// fleet's buckets (fleetstate.Ensure); the services bind (BindBodies).
 func OpenBodies(ctx context.Context, js jetstream.JetStream, names protocol.Names, replicas int) (*Bodies, error) {
-	cfg := jetstream.ObjectStoreConfig{
-		Bucket:      names.BucketBodies(),
-		Description: "jetserve request and response bodies larger than one NATS message",
-		TTL:         BodiesTTL,
-		// In memory: a body lives for one request, and a server restart
-		// fails that request anyway.
-		Storage:  jetstream.MemoryStorage,
-		Replicas: max(replicas, 1),
+	os, err := streams.ObjectStore(ctx, js, fleetstate.BodiesConfig(names), replicas)
+	if err != nil {
+		return nil, fmt.Errorf("bodies object store: %w", err)
 	}
-	os, err := js.CreateObjectStore(ctx, cfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		os, err = js.ObjectStore(ctx, cfg.Bucket)
+	return newBodies(js, os), nil
+}
+
+// ErrNoBodies: BindBodies found no bodies object store (the scheduler
+// creates it with OpenBodies).
+var ErrNoBodies = errors.New("bodies object store not created yet (the scheduler creates it at its start)")
+
+// BindBodies opens the bodies object store without creating it (one try):
+// ErrNoBodies if it is missing.
+func BindBodies(ctx context.Context, js jetstream.JetStream, names protocol.Names) (*Bodies, error) {
+	os, err := js.ObjectStore(ctx, names.BucketBodies())
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, ErrNoBodies
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bodies object store: %w", err)
 	}
+	return newBodies(js, os), nil
+}
+
+func newBodies(js jetstream.JetStream, os jetstream.ObjectStore) *Bodies {
 	// Chunks as large as a message allows (the store's default is 128
 	// KiB): fewer messages, each acknowledged.
 	chunk := uint32(128 << 10)
 	if mp := js.Conn().MaxPayload(); mp > 2*HeaderRoom {
 		chunk = uint32(min(mp-HeaderRoom, 8<<20))
 	}
-	return &Bodies{os: os, chunk: chunk}, nil
+	return &Bodies{os: os, chunk: chunk}
 }
 
 // Put streams r into a new object and returns its name and size.

@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	log := deps.Log.With().Str("autoscaler_id", cfg.ID).Logger()
-	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "autoscaler")
+	fleet, cleanup, err := deps.Bind(ctx, cfg.Common, "autoscaler")
 	defer cleanup()
 	if err != nil {
 		return err

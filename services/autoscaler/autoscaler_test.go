@@ -338,6 +338,7 @@ func TestDropsDecisionOfRemovedDeployment(t *testing.T) {
 
 func TestRunServesHealthAndMetrics(t *testing.T) {
 	ns := natstest.Server(t)
+	natstest.FleetOn(t, ns, nil) // the scheduler creates the buckets; the autoscaler binds
 	cfg := DefaultConfig()
 	cfg.OpsAddr = "127.0.0.1:0"
 	addrc := make(chan net.Addr, 1)

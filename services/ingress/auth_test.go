@@ -13,6 +13,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provision/provisiontest"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
@@ -50,6 +51,8 @@ func startAuthFleet(t *testing.T, mod func(*Config)) *authFleet {
     handler: trainer
     async_methods: [{name: fit, idempotency_key: job}]
 `)
+	// The scheduler creates the job streams; the ingress binds to them.
+	provisiontest.Start(t, nc, tf.JS, jobs.Names{Names: names}, b)
 	_, err := nc.QueueSubscribe(names.RouteSubject("echo", "E"), protocol.RouterQueue, func(m *nats.Msg) {
 		req := wire.DecodeRequest(m)
 		out, _ := json.Marshal(map[string]string{"principal": req.Header.Get(protocol.HeaderPrincipal),

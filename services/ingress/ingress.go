@@ -172,13 +172,13 @@ func (c Config) CommonConfig() service.Common { return c.Common }
 // Run serves HTTP until ctx ends, then drains in-flight requests and
 // returns nil.
 func Run(ctx context.Context, cfg Config, deps service.Deps) error {
-	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "ingress")
+	fleet, cleanup, err := deps.Bind(ctx, cfg.Common, "ingress")
 	defer cleanup()
 	if err != nil {
 		return err
 	}
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
-	bodies, err := service.OpenBodies(ctx, deps.Log, js, names, cfg.NATS.Replicas)
+	bodies, err := service.BindBodies(ctx, deps.Log, js, names)
 	if err != nil {
 		return err
 	}
@@ -264,7 +264,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		RequestTimeout:  cfg.RequestTimeout,
 		Metrics:         metrics,
 		Log:             deps.Log,
-		Jobs:            jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log, jobs.Replicas(cfg.NATS.Replicas), jobs.WithMetrics(jobMetrics)), asyncMethods.Table, deps.Log),
+		Jobs:            jobsapi.New(jobs.NewQueue(js, jobs.Names{Names: names}, deps.Log, jobs.Replicas(cfg.NATS.Replicas), jobs.WithMetrics(jobMetrics), jobs.Bind()), asyncMethods.Table, deps.Log),
 		Models:          modelTable.Load,
 		OIPReadyTimeout: cfg.OIPReadyTimeout,
 		OnSplit:         splitCounts.Add,

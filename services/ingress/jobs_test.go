@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -14,7 +15,9 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provision/provisiontest"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/services/ingress/internal/jobsapi"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -35,6 +38,13 @@ type jobsFleet struct {
 
 func startJobsFleet(t *testing.T) *jobsFleet {
 	t.Helper()
+	return startJobsFleetWith(t, true)
+}
+
+// startJobsFleetWith is startJobsFleet, with the scheduler's creation of
+// the job streams (provisiontest) or without.
+func startJobsFleetWith(t *testing.T, provisioned bool) *jobsFleet {
+	t.Helper()
 	tf := natstest.NewFleet(t)
 	ns, nc, names, js, b := tf.NS, tf.NC, tf.Names, tf.JS, tf.Buckets
 	natstest.PutConfigText(t, b, `applications:
@@ -54,6 +64,10 @@ func startJobsFleet(t *testing.T) *jobsFleet {
 	if _, err := b.Handlers.Put(context.Background(), protocol.HandlerKey("trainer"), info); err != nil {
 		t.Fatal(err)
 	}
+	// The scheduler creates the job streams; the ingress binds to them.
+	if provisioned {
+		provisiontest.Start(t, nc, tf.JS, jobs.Names{Names: names}, b)
+	}
 	gate := make(chan struct{})
 	fakeRouter(t, nc, names, gate)
 	cfg := DefaultConfig()
@@ -70,6 +84,25 @@ func decode[T any](t *testing.T, body string) T {
 		t.Fatalf("decode %q: %v", body, err)
 	}
 	return v
+}
+
+// Without the scheduler, a job endpoint waits jobsapi.ProvisionWait for
+// the method's streams, then answers 503 saying they are not created yet,
+// with Retry-After; the ingress creates nothing.
+func TestJobQueueNotCreatedYet(t *testing.T) {
+	f := startJobsFleetWith(t, false)
+	start := time.Now()
+	code, h, body := f.do(t, "POST", "/ml/fit?job=n1&epochs=1", "")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "not created yet") || h.Get("Retry-After") == "" {
+		t.Fatalf("POST /ml/fit without the scheduler = %d %s (Retry-After %q), want 503 not created yet with Retry-After",
+			code, body, h.Get("Retry-After"))
+	}
+	if took := time.Since(start); took < jobsapi.ProvisionWait {
+		t.Errorf("answered after %v, want it to wait %v for the scheduler", took, jobsapi.ProvisionWait)
+	}
+	if _, err := f.js.Stream(context.Background(), f.names.Stream("ml", "fit")); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("the ingress created the job stream (%v)", err)
+	}
 }
 
 func TestJobEndpoints(t *testing.T) {

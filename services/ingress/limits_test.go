@@ -11,9 +11,11 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
+	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/jetserve/jetserve/pkg/provision/provisiontest"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
@@ -52,6 +54,7 @@ func TestLargeBodiesAtDefaultMaxPayload(t *testing.T) {
 	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
 		t.Fatal(err)
 	}
+	provisiontest.Start(t, nc, js, jobs.Names{Names: names}, b) // the scheduler's part
 	bigResponse := strings.Repeat("r", 3000*1000)
 	for _, id := range []string{"r1", "r2"} {
 		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {

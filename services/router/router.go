@@ -108,7 +108,7 @@ func (c Config) CommonConfig() service.Common { return c.Common }
 // Run routes requests until ctx ends, then drains: it stops taking new
 // requests, waits up to drain_timeout for in-flight ones and returns nil.
 func Run(ctx context.Context, cfg Config, deps service.Deps) error {
-	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "router")
+	fleet, cleanup, err := deps.Bind(ctx, cfg.Common, "router")
 	defer cleanup()
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/fleetstate"
@@ -27,6 +28,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/lease"
 	"github.com/jetserve/jetserve/pkg/provenance"
+	"github.com/jetserve/jetserve/pkg/provision"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/scheduler/internal/admin"
 	"github.com/jetserve/jetserve/services/scheduler/internal/dashboard"
@@ -140,6 +142,10 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		return err
 	}
 	names, js, buckets := fleet.Names, fleet.JS, fleet.Buckets
+	// The scheduler creates the JetStream state the other services bind
+	// to (their users may not create streams): the fleet's buckets and
+	// the bodies object store (Open), and each async method's (provision).
+	prov := provision.New(deps.NC, js, jobs.Names{Names: names}, buckets, cfg.NATS.Replicas, log)
 	auth, err := httpauth.New(cfg.Auth, httpauth.Options{Realm: "jetserve admin"}, log)
 	if err != nil {
 		return err
@@ -186,6 +192,11 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	lead := func(ctx context.Context, epoch uint64) {
 		dash.SetLeading(true)
 		defer dash.SetLeading(false)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		pctx, cancel := context.WithCancel(ctx)
+		defer cancel() // (before the Wait)
+		wg.Go(func() { prov.Lead(pctx) })
 		rec.Lead(ctx, epoch)
 	}
 
@@ -203,6 +214,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	})
 	g.Go(func() error { return elector.Run(gctx, lead) })
 	g.Go(func() error { return dash.Run(gctx) })
+	g.Go(func() error { return prov.Run(gctx) })
 	g.Go(func() error { return liveSplits.Run(gctx, deps.NC, names.GraphStatsSubject()) })
 	log.Info().Str("admin_addr", cfg.AdminAddr).Str("ops_addr", cfg.OpsAddr).Bool("auth", auth.Enabled()).
 		Bool("tls", tlsCfg != nil).Msg("scheduler started")

@@ -93,7 +93,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 			return fmt.Errorf("id %q: the NATS user of nats.creds is worker %q's (per-worker credentials serve their own worker id only)", cfg.ID, own)
 		}
 	}
-	fleet, cleanup, err := deps.Open(ctx, cfg.Common, "jetserve-worker")
+	fleet, cleanup, err := deps.Bind(ctx, cfg.Common, "jetserve-worker")
 	defer cleanup()
 	if err != nil {
 		return err
@@ -141,7 +141,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps, reg *serve.Registry
 	if err != nil {
 		return err
 	}
-	bodies, err := service.OpenBodies(ctx, deps.Log, js, names, cfg.NATS.Replicas)
+	bodies, err := service.BindBodies(ctx, deps.Log, js, names)
 	if err != nil {
 		return err
 	}
@@ -375,7 +375,10 @@ func (w *worker) run(ctx context.Context) error {
 	// NATS reconnect) by a goroutine run owns; the replicas belong to
 	// this one, which reads the assignment when it changed.
 	assignment := kvfollow.New(w.nc, w.buckets.Assignments, kvfollow.Options[protocol.Assignment]{
-		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log})
+		// Pushed to its inbox: a worker may not pull from the
+		// assignments' stream (deploy/auth), so none pulls from another's
+		// consumer.
+		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log, Push: true})
 	// The worker's record is refreshed by a goroutine of its own
 	// (fleetstate.Beat), so that a put waiting out a JetStream election
 	// never holds up an assignment, and a failed one is retried soon.
@@ -565,6 +568,9 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 			Workflows: w.reg.Workflows(s.Handler),
 			Replicas:  w.natsReplicas,
 			Metrics:   w.jobMetrics,
+			// The scheduler creates the job streams (its user may; a
+			// worker's may not: deploy/auth).
+			Bind: true,
 		}
 	}
 	r := replica.Start(p)

@@ -39,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -146,7 +147,13 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMe
 			fmt.Sprintf("%s %s/%s: use %s", r.Method, m.Config.Name, op, want), rid)
 	}
 	ctx := r.Context()
-	if err := a.ensure(ctx, m); err != nil {
+	if err := a.ensure(ctx, m); errors.Is(err, jobs.ErrNotProvisioned) {
+		// The scheduler has not created it yet (a config just applied, a
+		// handler just registered, or no scheduler running).
+		a.log.Warn().Err(err).Str("app", m.App).Str("method", m.Config.Name).Msg("job queue not created yet")
+		return writeError(w, protocol.ErrUnavailable,
+			"the job queue of "+m.Config.Name+" is not created yet: the scheduler creates it when the config is applied; retry", rid)
+	} else if err != nil {
 		a.log.Error().Err(err).Str("app", m.App).Str("method", m.Config.Name).Msg("ensure job queue")
 		return writeError(w, protocol.ErrUnavailable, "job queue unavailable", rid)
 	}
@@ -271,6 +278,14 @@ func writeTerminal(w http.ResponseWriter, code protocol.ErrorCode, msg string, r
 	return code
 }
 
+// ProvisionWait is how long a job request waits for the scheduler to
+// create its method's streams before it is answered 503; provisionPoll is
+// how often it looks meanwhile.
+const (
+	ProvisionWait = 5 * time.Second
+	provisionPoll = 100 * time.Millisecond
+)
+
 func (a *API) ensure(ctx context.Context, m fleetstate.AsyncMethod) error {
 	key := m.App + "/" + m.Config.Name
 	cfg, _ := json.Marshal(m)
@@ -280,8 +295,22 @@ func (a *API) ensure(ctx context.Context, m fleetstate.AsyncMethod) error {
 	if done {
 		return nil
 	}
-	if err := a.q.Ensure(ctx, m.App, m.Deployment, m.Config); err != nil {
-		return err
+	// The scheduler creates a method's streams once it reads the config
+	// that names it (a deploy just applied): wait for them a little.
+	deadline := time.Now().Add(ProvisionWait)
+	for {
+		err := a.q.Ensure(ctx, m.App, m.Deployment, m.Config)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jobs.ErrNotProvisioned) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(provisionPoll):
+		}
 	}
 	a.mu.Lock()
 	a.ensured[key] = string(cfg)

@@ -38,6 +38,9 @@ type JobsParams struct {
 	Replicas int
 	// Metrics, if not nil, counts the runner's attempts and outcomes.
 	Metrics *jobs.Metrics
+	// Bind: the runner only binds to the job streams, which the
+	// scheduler creates (jobs.RunnerConfig.Bind).
+	Bind bool
 }
 
 // needsJobHandler reports whether some method is not a workflow.
@@ -122,7 +125,7 @@ func (r *Replica) runJobs(ctx context.Context, h serve.Handler) {
 		runner := jobs.NewRunner(r.p.NC, r.p.Jobs.JS, r.p.Jobs.Names, jobs.RunnerConfig{
 			App: s.App, Deployment: s.Deployment, Worker: r.p.WorkerID, Replica: s.ID,
 			Slots: s.MaxOngoingRequests, Shared: r.slots, Methods: methods, Handler: jh, Log: r.p.Log,
-			Replicas: r.p.Jobs.Replicas, Metrics: r.p.Jobs.Metrics, Tracer: r.tracer,
+			Replicas: r.p.Jobs.Replicas, Metrics: r.p.Jobs.Metrics, Tracer: r.tracer, Bind: r.p.Jobs.Bind,
 			Version: s.Version, PinnedOnly: s.PinnedOnly,
 		})
 		stopAbort := context.AfterFunc(r.work, runner.Abort) // the graceful shutdown timeout passed
