@@ -7,7 +7,10 @@
 // NATS connection comes back after a disconnect (or the watcher closes),
 // it starts a new watch at once, re-reads every key and reports as deleted
 // the keys that vanished meanwhile (an expiry marker is gone a second
-// after it is written, so a resync cannot wait for it). It does the same
+// after it is written, so a resync cannot wait for it) — once the
+// bucket's stream leader confirms each is gone: the re-read comes from
+// whichever replica holds the watch's consumer, and one that lags (a
+// node just back from a partition) misses recent writes. It does the same
 // when its watch's consumer stops sending idle heartbeats (Heartbeat, two
 // missed) and does not answer for itself (the node holding that R1
 // consumer died, which nobody announces)
@@ -37,6 +40,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/backoff"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -324,7 +328,9 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 	initial := true
 	if cons.CachedInfo().NumPending == 0 {
 		initial = false
-		f.sync(seen)
+		if err := f.sync(ctx, seen); err != nil {
+			return err
+		}
 	}
 	var dseq uint64 // the last delivery's consumer sequence
 	for {
@@ -374,7 +380,9 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 			f.apply(e)
 			if initial && meta.NumPending == 0 {
 				initial = false
-				f.sync(seen)
+				if err := f.sync(ctx, seen); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -509,15 +517,28 @@ func (f *Follower[T]) apply(e *entry) {
 }
 
 // sync ends a watch's initial values: keys the copy has that the bucket
-// no longer has are deleted, and the copy is synced.
-func (f *Follower[T]) sync(seen map[string]bool) {
-	f.mu.Lock()
+// no longer has are deleted, and the copy is synced. A key missing from
+// the re-read is deleted only when the bucket's stream leader confirms it
+// (confirmGone): the watch's consumer reads the copy of the stream on its
+// own node, which may lag — a node just back from a partition has
+// none of the writes made meanwhile, and has expired (TTL) what the
+// others kept refreshed — and would report live keys deleted.
+func (f *Follower[T]) sync(ctx context.Context, seen map[string]bool) error {
+	f.mu.RLock()
 	var gone []string
 	for k := range f.vals {
 		if !seen[k] {
 			gone = append(gone, k)
-			delete(f.vals, k)
 		}
+	}
+	f.mu.RUnlock()
+	gone, err := f.confirmGone(ctx, gone)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	for _, k := range gone {
+		delete(f.vals, k)
 	}
 	f.synced = true
 	f.mu.Unlock()
@@ -533,7 +554,43 @@ func (f *Follower[T]) sync(seen map[string]bool) {
 	// first sync must find Ready closed (an empty bucket sends no other).
 	f.readyOnce.Do(func() { close(f.ready) })
 	f.notify()
+	return nil
 }
+
+// confirmGone asks the bucket's stream leader about each key a re-read
+// did not find and returns those it has no live value for. A key the
+// leader still holds stays in the copy with its value (the watch delivers
+// the newer writes once its node has caught up). When the leader cannot
+// be asked (a stream electing one), the error ends the watch unsynced:
+// nothing is reported deleted on a lagging replica's word.
+func (f *Follower[T]) confirmGone(ctx context.Context, keys []string) ([]string, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	nc, prefix := f.js.Conn(), streams.APIPrefix(f.js)
+	var gone, kept []string
+	for _, k := range keys {
+		gctx, cancel := context.WithTimeout(ctx, leaderReadTimeout)
+		_, _, found, err := streams.LeaderGet(gctx, nc, prefix, f.kv.Bucket(), k)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("watch %s: confirm that %d keys missing from the re-read are gone: %w", f.kv.Bucket(), len(keys), err)
+		}
+		if found {
+			kept = append(kept, k)
+		} else {
+			gone = append(gone, k)
+		}
+	}
+	if len(kept) > 0 {
+		f.o.Log.Info().Str("bucket", f.kv.Bucket()).Strs("keys", kept[:min(len(kept), 10)]).Int("kept", len(kept)).
+			Msg("watch re-read on a lagging replica: keys it missed are still in the bucket, kept")
+	}
+	return gone, nil
+}
+
+// leaderReadTimeout bounds one read from a bucket's stream leader.
+const leaderReadTimeout = time.Second
 
 func (f *Follower[T]) setSynced(v bool) {
 	f.mu.Lock()

@@ -1,0 +1,76 @@
+package streams
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// LeaderGet reads key's latest entry in bucket from the bucket's stream
+// leader: its value and revision, found false when there is none or it
+// was deleted (rev is then the delete marker's, or 0). Unlike a KV Get (a
+// direct get, which any replica answers — a lagging one, such as a node
+// cut off from its peers or just back, with "not found" or an old value),
+// this asks the leader through the JetStream API ($JS.API.STREAM.MSG.GET),
+// whose answer includes every write it acknowledged. apiPrefix is the
+// JetStream API prefix ("" for $JS.API; see APIPrefix).
+func LeaderGet(ctx context.Context, nc *nats.Conn, apiPrefix, bucket, key string) (data []byte, rev uint64, found bool, err error) {
+	if apiPrefix == "" {
+		apiPrefix = jetstream.DefaultAPIPrefix
+	}
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
+	msg, err := nc.RequestWithContext(ctx, apiPrefix+"STREAM.MSG.GET.KV_"+bucket, req)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("read %s of bucket %s from the leader: %w", key, bucket, err)
+	}
+	var resp struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs string `json:"hdrs"`
+			Data string `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, false, fmt.Errorf("read %s of bucket %s from the leader: %w", key, bucket, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.Code == 404:
+		return nil, 0, false, nil
+	case resp.Error != nil:
+		return nil, 0, false, fmt.Errorf("read %s of bucket %s from the leader: %d %s", key, bucket, resp.Error.ErrCode, resp.Error.Description)
+	case resp.Message == nil:
+		return nil, 0, false, fmt.Errorf("read %s of bucket %s from the leader: empty answer", key, bucket)
+	}
+	h, _ := base64.StdEncoding.DecodeString(resp.Message.Hdrs)
+	if strings.Contains(string(h), "KV-Operation: DEL") || strings.Contains(string(h), "KV-Operation: PURGE") ||
+		strings.Contains(string(h), jetstream.MarkerReasonHeader+":") {
+		return nil, resp.Message.Seq, false, nil
+	}
+	if data, err = base64.StdEncoding.DecodeString(resp.Message.Data); err != nil {
+		return nil, 0, false, fmt.Errorf("read %s of bucket %s from the leader: %w", key, bucket, err)
+	}
+	return data, resp.Message.Seq, true, nil
+}
+
+// APIPrefix is the JetStream API prefix js sends its requests under
+// (ending in a dot), for requests made on its connection directly.
+func APIPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	}
+	return jetstream.DefaultAPIPrefix
+}
