@@ -115,8 +115,9 @@ type Follower[T any] struct {
 	changed   chan struct{} // a value after a change or a sync (capacity 1: coalesces)
 
 	mu     sync.RWMutex
-	vals   map[string]T // guarded by mu
-	synced bool         // guarded by mu
+	vals   map[string]T      // guarded by mu
+	revs   map[string]uint64 // guarded by mu: the revision of each value in vals (0: not known)
+	synced bool              // guarded by mu
 }
 
 // New returns a Follower of kv; nc is the connection kv uses (its status
@@ -142,7 +143,7 @@ func New[T any](nc *nats.Conn, kv jetstream.KeyValue, o Options[T]) *Follower[T]
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = DefaultHeartbeat
 	}
-	f := &Follower[T]{nc: nc, kv: kv, o: o, js: o.JetStream, ready: make(chan struct{}), changed: make(chan struct{}, 1), vals: map[string]T{}}
+	f := &Follower[T]{nc: nc, kv: kv, o: o, js: o.JetStream, ready: make(chan struct{}), changed: make(chan struct{}, 1), vals: map[string]T{}, revs: map[string]uint64{}}
 	if f.js == nil {
 		f.js, f.jsErr = jetstream.New(nc)
 	}
@@ -196,6 +197,7 @@ func (f *Follower[T]) Forget(keys ...string) {
 	defer f.mu.Unlock()
 	for _, k := range keys {
 		delete(f.vals, k)
+		delete(f.revs, k)
 	}
 }
 
@@ -324,11 +326,44 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		}()
 	}()
 
+	// The watch's consumer reads the stream on its own node, which may
+	// lag (a node just back from a partition): its initial values are
+	// complete only once its deliveries reach the last revision the
+	// stream's leader has of the followed keys.
+	lctx, lcancel := context.WithTimeout(ctx, leaderReadTimeout)
+	last, err := f.leaderLastSeq(lctx)
+	lcancel()
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	seen := map[string]bool{} // keys of this watch's initial values
 	initial := true
+	var seq uint64               // the last delivery's stream sequence
+	var lagTimer *time.Timer     // runs while the initial values wait for the consumer's node to catch up
+	var lagging <-chan time.Time // its channel
+	defer func() {
+		if lagTimer != nil {
+			lagTimer.Stop()
+		}
+	}()
+	caughtUp := func() error {
+		if seq < last {
+			if lagTimer == nil {
+				lagTimer = time.NewTimer(maxLagWait)
+				lagging = lagTimer.C
+				f.o.Log.Info().Str("bucket", f.kv.Bucket()).Uint64("at", seq).Uint64("leader_at", last).
+					Msg("watch on a lagging replica: waiting for it to catch up")
+			}
+			return nil
+		}
+		initial, lagging = false, nil
+		return f.sync(ctx, seen)
+	}
 	if cons.CachedInfo().NumPending == 0 {
-		initial = false
-		if err := f.sync(ctx, seen); err != nil {
+		if err := caughtUp(); err != nil {
 			return err
 		}
 	}
@@ -345,6 +380,9 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		case err := <-lost:
 			f.setSynced(false)
 			return fmt.Errorf("watch %s: consumer lost: %w", f.kv.Bucket(), err)
+		case <-lagging:
+			return fmt.Errorf("watch %s: %w: its deliveries reached revision %d in %v, the leader has %d", f.kv.Bucket(),
+				errLagging, seq, maxLagWait, last)
 		case <-suspect:
 			// Missed heartbeats alone are not proof: on two loaded cores
 			// a heartbeat can be a second late. The consumer's host
@@ -370,22 +408,71 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 				return fmt.Errorf("watch %s: delivery %d after %d: some missed", f.kv.Bucket(), meta.Sequence.Consumer, dseq)
 			}
 			dseq = meta.Sequence.Consumer
+			seq = max(seq, meta.Sequence.Stream)
 			e, ok := f.entry(m, meta)
 			if !ok {
 				continue
 			}
 			if initial {
 				seen[e.key] = true
+				if f.older(e, last) {
+					continue // a lagging replica's old value: the copy has a newer one
+				}
 			}
 			f.apply(e)
 			if initial && meta.NumPending == 0 {
-				initial = false
-				if err := f.sync(ctx, seen); err != nil {
+				if err := caughtUp(); err != nil {
 					return err
 				}
 			}
 		}
 	}
+}
+
+// maxLagWait bounds how long a watch's initial values wait for the
+// consumer's node to catch up with the stream's leader before the watch
+// is restarted (its new consumer may land on another node). A node back
+// from a partition is current again in ~2 s.
+const maxLagWait = 5 * time.Second
+
+// errLagging: a watch's consumer reads a replica that did not catch up.
+var errLagging = errors.New("the consumer's replica of the bucket lags")
+
+// leaderLastSeq is the stream leader's last revision of the followed
+// keys (0: none).
+func (f *Follower[T]) leaderLastSeq(ctx context.Context) (uint64, error) {
+	nc, prefix := f.js.Conn(), streams.APIPrefix(f.js)
+	subjects := []string{"$KV." + f.kv.Bucket() + ".>"}
+	if len(f.o.Keys) > 0 {
+		subjects = subjects[:0]
+		for _, k := range f.o.Keys {
+			subjects = append(subjects, "$KV."+f.kv.Bucket()+"."+k)
+		}
+	}
+	var last uint64
+	for _, subj := range subjects {
+		seq, err := streams.LeaderLastSeq(ctx, nc, prefix, "KV_"+f.kv.Bucket(), subj)
+		if err != nil {
+			return 0, fmt.Errorf("watch %s: %w", f.kv.Bucket(), err)
+		}
+		last = max(last, seq)
+	}
+	return last, nil
+}
+
+// older reports whether e, one of a resync's initial values, is older
+// than the value the copy has of its key — what a lagging replica
+// delivers — while the copy's revision is one of this stream's (not above
+// the leader's last: a bucket deleted and created again starts over).
+// With History every revision is delivered again, as documented.
+func (f *Follower[T]) older(e *entry, last uint64) bool {
+	if f.o.History {
+		return false
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	rev, ok := f.revs[e.key]
+	return ok && e.revision < rev && rev <= last
 }
 
 // consumerConfig is the consumer of one watch.
@@ -492,6 +579,7 @@ func (f *Follower[T]) apply(e *entry) {
 		f.mu.Lock()
 		_, had := f.vals[key]
 		delete(f.vals, key)
+		delete(f.revs, key)
 		f.mu.Unlock()
 		if had {
 			f.notify()
@@ -509,6 +597,7 @@ func (f *Follower[T]) apply(e *entry) {
 	}
 	f.mu.Lock()
 	f.vals[key] = v
+	f.revs[key] = e.Revision()
 	f.mu.Unlock()
 	f.notify()
 	if f.o.OnChange != nil {
@@ -539,6 +628,7 @@ func (f *Follower[T]) sync(ctx context.Context, seen map[string]bool) error {
 	f.mu.Lock()
 	for _, k := range gone {
 		delete(f.vals, k)
+		delete(f.revs, k)
 	}
 	f.synced = true
 	f.mu.Unlock()

@@ -214,11 +214,13 @@ func consumers(st jetstream.Stream) []*jetstream.ConsumerInfo {
 // A watch restarted on a lagging replica of the bucket — a node just back
 // from a partition, which has none of the writes made meanwhile and has
 // expired (TTL) what the others kept refreshed — re-reads a bucket that
-// misses keys. The follower reports none of them deleted on that word:
-// each is confirmed with the stream's leader, and only a key the leader
-// has no live value for (deleted meanwhile) is reported deleted. The relay
-// makes the restarted watch's consumer see key "a" only, as such a
-// replica would: "b" lives on at the leader, "c" was deleted.
+// misses keys. The follower neither reports them deleted nor calls itself
+// synced on that word: its initial values are complete only once they
+// reach the last revision the stream's leader has, so it waits for the
+// replica to catch up (and restarts the watch when it does not). The relay
+// makes the restarted watch's consumer see key "a" only, as such a replica
+// would, until it is "healed": "b" lives on at the leader, "c" was deleted
+// while the follower was between watches.
 func TestResyncOnALaggingReplicaReportsNoLiveKeyDeleted(t *testing.T) {
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
@@ -236,15 +238,17 @@ func TestResyncOnALaggingReplicaReportsNoLiveKeyDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	var lagging atomic.Bool
+	var laggingCreates atomic.Int32
 	fc := natstest.Conn(t, ns)
 	js := natstest.APIRelay(t, nc, fc, func(api string, m *nats.Msg) bool {
 		if !lagging.Load() || !strings.HasPrefix(api, "CONSUMER.CREATE.KV_follow.") {
 			return false
 		}
-		// c is deleted while the follower is between watches; the new
-		// watch's consumer sees a only.
-		if err := wkv.Delete(context.Background(), "c"); err != nil {
-			t.Errorf("delete c: %v", err)
+		if laggingCreates.Add(1) == 1 {
+			// c is deleted while the follower is between watches.
+			if err := wkv.Delete(context.Background(), "c"); err != nil {
+				t.Errorf("delete c: %v", err)
+			}
 		}
 		var req map[string]any
 		if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -282,13 +286,25 @@ func TestResyncOnALaggingReplicaReportsNoLiveKeyDeleted(t *testing.T) {
 	if err := st.DeleteConsumer(context.Background(), cons[0].Name); err != nil {
 		t.Fatal(err)
 	}
-	waitfor.True(t, 10*time.Second, "the resync on the lagging replica", func() bool { _, s := rec.counts(); return s >= 2 })
-
+	waitfor.True(t, 5*time.Second, "a watch on the lagging replica", func() bool { return laggingCreates.Load() >= 1 })
+	time.Sleep(time.Second) // what it would report, it reports at once (its initial values: "a")
+	if f.Synced() {
+		t.Error("Synced() = true on the lagging replica's initial values; want false until they reach the leader's last revision")
+	}
+	if _, s := rec.counts(); s != 1 {
+		t.Errorf("%d syncs, want still 1: none on the lagging replica's word", s)
+	}
 	if v, ok := f.Get("b"); !ok || v != 1 {
-		t.Errorf(`Get("b") = %v, %v after the resync; want 1, true (the leader holds it)`, v, ok)
+		t.Errorf(`Get("b") = %v, %v on the lagging replica; want 1, true (the leader holds it)`, v, ok)
+	}
+
+	lagging.Store(false) // caught up: the next watch is current
+	waitfor.True(t, 15*time.Second, "the resync once the replica is current", func() bool { _, s := rec.counts(); return s >= 2 })
+	if v, ok := f.Get("b"); !ok || v != 1 {
+		t.Errorf(`Get("b") = %v, %v after the resync; want 1, true`, v, ok)
 	}
 	if _, ok := f.Get("c"); ok {
-		t.Error(`Get("c") found after the resync; want it deleted (the leader says so)`)
+		t.Error(`Get("c") found after the resync; want it deleted`)
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
