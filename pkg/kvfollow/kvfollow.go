@@ -355,7 +355,7 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 				lagTimer = time.NewTimer(maxLagWait)
 				lagging = lagTimer.C
 				f.o.Log.Info().Str("bucket", f.kv.Bucket()).Uint64("at", seq).Uint64("leader_at", last).
-					Msg("watch on a lagging replica: waiting for it to catch up")
+					Msg("watch behind the bucket's leader: waiting for its replica to catch up")
 			}
 			return nil
 		}
