@@ -25,6 +25,10 @@ const (
 	envChaosSeed     = "CHAOS_SEED"
 	// envChaosReport names a file the table is also written to (Markdown).
 	envChaosReport = "CHAOS_REPORT"
+	// envChaosSamples names a file that gets the faults and every sync
+	// request that failed or took over 2 s, with its X-Request-Id (the
+	// services log it) and ingress.
+	envChaosSamples = "CHAOS_SAMPLES"
 	// envChaosFaults limits the fault kinds (comma-separated, as in the
 	// table: "kill -9 worker,partition NATS node"); default all.
 	envChaosFaults = "CHAOS_FAULTS"
@@ -153,6 +157,11 @@ func TestChaos(t *testing.T) {
 
 	acc := accountJobs(t, jl.all(), journal, 3*time.Minute, statusVia(liveIngresses(f), "/hajobs/"+methodRun))
 	rows := chaosTable(load.Samples(), jl.all(), acc, faults, kinds, start, end)
+	if p := os.Getenv(envChaosSamples); p != "" {
+		if err := os.WriteFile(p, chaosSamples(load.Samples(), faults, start), 0o644); err != nil {
+			t.Errorf("write %s: %v", p, err)
+		}
+	}
 	var table strings.Builder
 	writeChaosTable(&table, rows, seed, end.Sub(start))
 	fmt.Print(table.String())
@@ -412,6 +421,25 @@ func writeChaosTable(w io.Writer, rows []chaosRow, seed uint64, took time.Durati
 		fmt.Fprintf(w, "\nfailed sync requests by answer: %v\n", last.sync.ByError)
 	}
 	fmt.Fprintln(w)
+}
+
+// chaosSamples lists the faults, then every sync request that failed or
+// took longer than 2 s, times relative to start (CHAOS_SAMPLES).
+func chaosSamples(samples []fleet.Sample, faults []*fault, start time.Time) []byte {
+	var b []byte
+	for _, ft := range faults {
+		b = fmt.Appendf(b, "fault %s of %s at +%.3fs (%s), elections %v, next fault at +%.3fs\n", ft.kind, ft.victim,
+			ft.at.Sub(start).Seconds(), ft.at.Format("15:04:05.000"), ft.election.Round(time.Millisecond), ft.end.Sub(start).Seconds())
+	}
+	for _, s := range samples {
+		if s.OK() && s.Latency() <= 2*time.Second {
+			continue
+		}
+		b = fmt.Appendf(b, "%s %s sent +%.3fs (%s) took %v, %d attempt(s), last at %s: %d %s %s\n", s.Kind, s.RequestID,
+			s.Start.Sub(start).Seconds(), s.Start.Format("15:04:05.000"), s.Latency().Round(time.Millisecond), s.Attempts,
+			s.Ingress, s.Status, s.Err, s.Msg)
+	}
+	return b
 }
 
 // TestDisruptedBy: a request is counted against the fault in effect when
