@@ -124,6 +124,9 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	c := &chaos{t: t, f: f, js: js, rng: rng}
+	if err := c.whole(); err != nil { // the first fault, too, meets a whole fleet
+		t.Fatalf("the fleet is not whole before the first fault: %v", err)
+	}
 	start := time.Now()
 	var faults []*fault
 	for i := 0; time.Since(start) < duration; i++ {
@@ -268,8 +271,8 @@ func (c *chaos) inject(kind string) *fault {
 }
 
 // whole waits (up to wholeTimeout) until the fleet is whole again: every
-// process healthy, the status naming every worker, every app running its
-// replicas. It returns why not when the time is up.
+// process healthy, every ingress serving /ha/, the status naming every
+// worker, every app running its replicas. It returns why not when the time is up.
 func (c *chaos) whole() error {
 	deadline := time.Now().Add(wholeTimeout)
 	for {
@@ -294,6 +297,18 @@ func (c *chaos) wholeNow() error {
 			if err != nil || r.Status != http.StatusOK {
 				return fmt.Errorf("%s not healthy: %v %v", s.Name, r, err)
 			}
+		}
+	}
+	// Every ingress routes the apps: one whose copy of the applied config
+	// is behind (its watch's consumer on a node that lagged, then was cut
+	// off) answers 404 until its watch is restarted, and a fault injected
+	// then would be charged with it.
+	for _, s := range f.Live(f.Ingresses) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r, err := fleet.Do(ctx, http.MethodGet, s.URL()+"/ha/", nil, nil)
+		cancel()
+		if err != nil || r.Status != http.StatusOK {
+			return fmt.Errorf("%s does not serve /ha/ yet: %v %v", s.Name, r, err)
 		}
 	}
 	st, err := f.Status()
