@@ -8,9 +8,12 @@
 // it starts a new watch at once, re-reads every key and reports as deleted
 // the keys that vanished meanwhile (an expiry marker is gone a second
 // after it is written, so a resync cannot wait for it) — once the
-// bucket's stream leader confirms each is gone: the re-read comes from
-// whichever replica holds the watch's consumer, and one that lags (a
-// node just back from a partition) misses recent writes. It does the same
+// bucket's stream leader confirms each is gone. The values come from
+// whichever replica of the bucket holds the watch's consumer, and one that
+// lags (a node just back from a partition) misses recent writes: a (re)sync
+// is complete only once the watch's deliveries reach the last revision the
+// stream's leader has of the followed keys, and values older than the
+// copy's are skipped until then. It does the same
 // when its watch's consumer stops sending idle heartbeats (Heartbeat, two
 // missed) and does not answer for itself (the node holding that R1
 // consumer died, which nobody announces)
