@@ -17,6 +17,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/nats-io/jwt/v2"
@@ -462,6 +463,24 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 		case <-time.After(3 * time.Second):
 			t.Error("wa's watch of its assignment delivered nothing")
 		}
+		// Its assignment followed as the worker follows it (kvfollow, a
+		// pull consumer of its own): without the stream leader's reads,
+		// which its permissions deny (the key is in the request's body).
+		f := kvfollow.New(nc, a, kvfollow.Options[json.RawMessage]{Keys: []string{protocol.AssignmentKey("wa")},
+			TrustReplica: true, Log: zerolog.Nop()})
+		fctx, stopFollow := context.WithCancel(context.Background())
+		followed := make(chan error, 1)
+		go func() { followed <- f.Run(fctx) }()
+		select {
+		case <-f.Ready():
+			if _, ok := f.Get(protocol.AssignmentKey("wa")); !ok {
+				t.Error("wa's follower of its assignment has none")
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("wa's follower of its assignment: not ready after 5s")
+		}
+		stopFollow()
+		<-followed
 		// Job records, every one (a TaskQueue's list and resume_all):
 		// the watch of a bucket named per method.
 		jw, err := kv(t, js, jn.Records("text", "train")).WatchAll(ctx(t))

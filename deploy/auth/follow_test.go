@@ -50,6 +50,7 @@ func TestServicesFollowTheirBuckets(t *testing.T) {
 					// own, for a per-worker user; any, for this pool
 					// user), never the whole bucket.
 					o.Keys = []string{protocol.AssignmentKey("*")}
+					o.TrustReplica = true // no leader reads of the assignments (see the worker)
 				}
 				f := kvfollow.New(nc, kv, o)
 				c, cancel := context.WithCancel(context.Background())

@@ -98,6 +98,13 @@ type Options[T any] struct {
 	// info request within two more restarts the watch. Default
 	// DefaultHeartbeat.
 	Heartbeat time.Duration
+	// TrustReplica skips the reads from the bucket's stream leader that
+	// keep a lagging replica's values out of a (re)sync (see the package
+	// doc): for a NATS user not allowed $JS.API.STREAM.MSG.GET on the
+	// bucket — a per-worker user on the assignments, whose permissions
+	// cannot scope a read that names its key in the body. Its syncs then
+	// trust whichever replica holds the watch's consumer.
+	TrustReplica bool
 	// JetStream is the client the watch's consumers are created with;
 	// nil = jetstream.New on the connection.
 	JetStream jetstream.JetStream
@@ -444,6 +451,9 @@ var errLagging = errors.New("the consumer's replica of the bucket lags")
 // leaderLastSeq is the stream leader's last revision of the followed
 // keys (0: none).
 func (f *Follower[T]) leaderLastSeq(ctx context.Context) (uint64, error) {
+	if f.o.TrustReplica {
+		return 0, nil
+	}
 	nc, prefix := f.js.Conn(), streams.APIPrefix(f.js)
 	subjects := []string{"$KV." + f.kv.Bucket() + ".>"}
 	if len(f.o.Keys) > 0 {
@@ -657,8 +667,8 @@ func (f *Follower[T]) sync(ctx context.Context, seen map[string]bool) error {
 // be asked (a stream electing one), the error ends the watch unsynced:
 // nothing is reported deleted on a lagging replica's word.
 func (f *Follower[T]) confirmGone(ctx context.Context, keys []string) ([]string, error) {
-	if len(keys) == 0 {
-		return nil, nil
+	if len(keys) == 0 || f.o.TrustReplica {
+		return keys, nil
 	}
 	nc, prefix := f.js.Conn(), streams.APIPrefix(f.js)
 	var gone, kept []string

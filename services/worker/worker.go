@@ -399,7 +399,11 @@ func (w *worker) run(ctx context.Context) error {
 	// NATS reconnect) by a goroutine run owns; the replicas belong to
 	// this one, which reads the assignment when it changed.
 	assignment := kvfollow.New(w.nc, w.buckets.Assignments, kvfollow.Options[protocol.Assignment]{
-		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log})
+		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log,
+		// A worker's user under deploy/auth (pool or per-worker) may not
+		// read the assignments from their stream's leader: that read names
+		// the key in its body, which no permission can scope to its own.
+		TrustReplica: w.cfg.NATS.Creds != ""})
 	// The worker's record is refreshed by a goroutine of its own
 	// (fleetstate.Beat), so that a put waiting out a JetStream election
 	// never holds up an assignment, and a failed one is retried soon.
