@@ -425,11 +425,12 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 			}
 			if initial {
 				seen[e.key] = true
-				if f.older(e, last) {
-					continue // a lagging replica's old value: the copy has a newer one
-				}
 			}
-			f.apply(e)
+			// A lagging replica's old value is skipped: the copy has a
+			// newer one.
+			if !initial || !f.older(e, last) {
+				f.apply(e)
+			}
 			if initial && meta.NumPending == 0 {
 				if err := caughtUp(); err != nil {
 					return err

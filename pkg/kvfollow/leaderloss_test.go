@@ -219,15 +219,17 @@ func consumers(st jetstream.Stream) []*jetstream.ConsumerInfo {
 // reach the last revision the stream's leader has, so it waits for the
 // replica to catch up (and restarts the watch when it does not). The relay
 // makes the restarted watch's consumer see key "a" only, as such a replica
-// would, until it is "healed": "b" lives on at the leader, "c" was deleted
-// while the follower was between watches.
+// would, until it is "healed" — a's old value first (the bucket keeps two),
+// which the copy had replaced and must not report again: "b" lives on at
+// the leader, "c" was deleted while the follower was between watches.
 func TestResyncOnALaggingReplicaReportsNoLiveKeyDeleted(t *testing.T) {
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
-	kv := bucket(t, nc)
+	kv := bucketWith(t, nc, jetstream.KeyValueConfig{Bucket: "follow", History: 2}) // a's old value kept
 	for _, k := range []string{"a", "b", "c"} {
 		put(t, kv, k, "1")
 	}
+	put(t, kv, "a", "2")
 	writer := natstest.Conn(t, ns)
 	wjs, err := jetstream.New(writer)
 	if err != nil {
@@ -257,6 +259,7 @@ func TestResyncOnALaggingReplicaReportsNoLiveKeyDeleted(t *testing.T) {
 		}
 		cfg := req["config"].(map[string]any)
 		cfg["filter_subject"] = "$KV.follow.a"
+		cfg["deliver_policy"] = "all" // a's history: its old value first
 		data, _ := json.Marshal(req)
 		subj := "$JS.API." + api[:strings.LastIndex(api, ".$KV.")] + ".$KV.follow.a"
 		if err := nc.PublishMsg(&nats.Msg{Subject: subj, Reply: m.Reply, Header: m.Header, Data: data}); err != nil {
@@ -273,6 +276,7 @@ func TestResyncOnALaggingReplicaReportsNoLiveKeyDeleted(t *testing.T) {
 		Log: zerolog.New(zerolog.NewTestWriter(t))})
 	run(t, f)
 	waitfor.True(t, 5*time.Second, "first sync", func() bool { _, s := rec.counts(); return s == 1 })
+	firstSync, _ := rec.counts()
 
 	lagging.Store(true)
 	st, err := wjs.Stream(context.Background(), "KV_follow")
@@ -297,6 +301,16 @@ func TestResyncOnALaggingReplicaReportsNoLiveKeyDeleted(t *testing.T) {
 	if v, ok := f.Get("b"); !ok || v != 1 {
 		t.Errorf(`Get("b") = %v, %v on the lagging replica; want 1, true (the leader holds it)`, v, ok)
 	}
+	if v, _ := f.Get("a"); v != 2 {
+		t.Errorf(`Get("a") = %v on the lagging replica; want 2 (its old value 1 skipped)`, v)
+	}
+	rec.mu.Lock()
+	for _, c := range rec.changes[firstSync:] {
+		if c.Key == "a" && c.Value == 1 {
+			t.Errorf("change %+v reported on the lagging replica's word; the copy had a=2", c)
+		}
+	}
+	rec.mu.Unlock()
 
 	lagging.Store(false) // caught up: the next watch is current
 	waitfor.True(t, 15*time.Second, "the resync once the replica is current", func() bool { _, s := rec.counts(); return s >= 2 })
