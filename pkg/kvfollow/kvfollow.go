@@ -101,9 +101,9 @@ type Options[T any] struct {
 	// TrustReplica skips the reads from the bucket's stream leader that
 	// keep a lagging replica's values out of a (re)sync (see the package
 	// doc): for a NATS user not allowed $JS.API.STREAM.MSG.GET on the
-	// bucket — a per-worker user on the assignments, whose permissions
-	// cannot scope a read that names its key in the body. Its syncs then
-	// trust whichever replica holds the watch's consumer.
+	// bucket — a worker's user under deploy/auth on the assignments, whose
+	// permissions cannot scope a read that names the key in its body. Its
+	// syncs then trust whichever replica holds the watch's consumer.
 	TrustReplica bool
 	// JetStream is the client the watch's consumers are created with;
 	// nil = jetstream.New on the connection.
