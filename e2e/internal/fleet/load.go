@@ -123,7 +123,7 @@ func (l *Load) one(ctx context.Context, method string) Sample {
 		url := urls[(int(n)+attempt)%len(urls)] + l.opt.Path
 		s.Attempts, s.Ingress = attempt+1, urls[(int(n)+attempt)%len(urls)]
 		r, err := Do(rctx, method, url, body, h)
-		s.Status, s.Err = r.Status, ""
+		s.Status, s.Err, s.Msg = r.Status, "", ""
 		if err != nil {
 			s.Err = err.Error()
 		} else if r.Status != http.StatusOK {
