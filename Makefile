@@ -61,14 +61,17 @@ e2e: python-deps
 # load and a stream of jobs, injects faults at random for CHAOS_DURATION
 # and prints the table per fault kind. CHAOS_SEED replays an order (the
 # seed is printed); CHAOS_REPORT=FILE also writes the table there;
-# CHAOS_FAULTS="kill -9 worker,…" limits the fault kinds.
+# CHAOS_SAMPLES=FILE lists the faults and every failed or > 2 s request
+# (with its X-Request-Id, which the services log); CHAOS_FAULTS="kill -9
+# worker,…" limits the fault kinds.
 CHAOS_DURATION ?= 3m
 CHAOS_SEED ?=
 CHAOS_REPORT ?=
+CHAOS_SAMPLES ?=
 CHAOS_FAULTS ?=
 CHAOS_TIMEOUT ?= 90m
 chaos:
-	cd e2e && CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) CHAOS_FAULTS="$(CHAOS_FAULTS)" \
+	cd e2e && CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) CHAOS_SAMPLES=$(abspath $(CHAOS_SAMPLES)) CHAOS_FAULTS="$(CHAOS_FAULTS)" \
 		$(GO) test -count=1 -run '^TestChaos$$' -timeout $(CHAOS_TIMEOUT) -v ./
 
 bench:

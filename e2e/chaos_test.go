@@ -25,6 +25,10 @@ const (
 	envChaosSeed     = "CHAOS_SEED"
 	// envChaosReport names a file the table is also written to (Markdown).
 	envChaosReport = "CHAOS_REPORT"
+	// envChaosSamples names a file that gets the faults and every sync
+	// request that failed or took over 2 s, with its X-Request-Id (the
+	// services log it) and ingress.
+	envChaosSamples = "CHAOS_SAMPLES"
 	// envChaosFaults limits the fault kinds (comma-separated, as in the
 	// table: "kill -9 worker,partition NATS node"); default all.
 	envChaosFaults = "CHAOS_FAULTS"
@@ -120,6 +124,9 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	c := &chaos{t: t, f: f, js: js, rng: rng}
+	if err := c.whole(); err != nil { // the first fault, too, meets a whole fleet
+		t.Fatalf("the fleet is not whole before the first fault: %v", err)
+	}
 	start := time.Now()
 	var faults []*fault
 	for i := 0; time.Since(start) < duration; i++ {
@@ -153,6 +160,11 @@ func TestChaos(t *testing.T) {
 
 	acc := accountJobs(t, jl.all(), journal, 3*time.Minute, statusVia(liveIngresses(f), "/hajobs/"+methodRun))
 	rows := chaosTable(load.Samples(), jl.all(), acc, faults, kinds, start, end)
+	if p := os.Getenv(envChaosSamples); p != "" {
+		if err := os.WriteFile(p, chaosSamples(load.Samples(), faults, start), 0o644); err != nil {
+			t.Errorf("write %s: %v", p, err)
+		}
+	}
 	var table strings.Builder
 	writeChaosTable(&table, rows, seed, end.Sub(start))
 	fmt.Print(table.String())
@@ -259,8 +271,8 @@ func (c *chaos) inject(kind string) *fault {
 }
 
 // whole waits (up to wholeTimeout) until the fleet is whole again: every
-// process healthy, the status naming every worker, every app running its
-// replicas. It returns why not when the time is up.
+// process healthy, every ingress serving /ha/, the status naming every
+// worker, every app running its replicas. It returns why not when the time is up.
 func (c *chaos) whole() error {
 	deadline := time.Now().Add(wholeTimeout)
 	for {
@@ -285,6 +297,18 @@ func (c *chaos) wholeNow() error {
 			if err != nil || r.Status != http.StatusOK {
 				return fmt.Errorf("%s not healthy: %v %v", s.Name, r, err)
 			}
+		}
+	}
+	// Every ingress routes the apps: one whose copy of the applied config
+	// is behind (its watch's consumer on a node that lagged, then was cut
+	// off) answers 404 until its watch is restarted, and a fault injected
+	// then would be charged with it.
+	for _, s := range f.Live(f.Ingresses) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r, err := fleet.Do(ctx, http.MethodGet, s.URL()+"/ha/", nil, nil)
+		cancel()
+		if err != nil || r.Status != http.StatusOK {
+			return fmt.Errorf("%s does not serve /ha/ yet: %v %v", s.Name, r, err)
 		}
 	}
 	st, err := f.Status()
@@ -412,6 +436,25 @@ func writeChaosTable(w io.Writer, rows []chaosRow, seed uint64, took time.Durati
 		fmt.Fprintf(w, "\nfailed sync requests by answer: %v\n", last.sync.ByError)
 	}
 	fmt.Fprintln(w)
+}
+
+// chaosSamples lists the faults, then every sync request that failed or
+// took longer than 2 s, times relative to start (CHAOS_SAMPLES).
+func chaosSamples(samples []fleet.Sample, faults []*fault, start time.Time) []byte {
+	var b []byte
+	for _, ft := range faults {
+		b = fmt.Appendf(b, "fault %s of %s at +%.3fs (%s), elections %v, next fault at +%.3fs\n", ft.kind, ft.victim,
+			ft.at.Sub(start).Seconds(), ft.at.Format("15:04:05.000"), ft.election.Round(time.Millisecond), ft.end.Sub(start).Seconds())
+	}
+	for _, s := range samples {
+		if s.OK() && s.Latency() <= 2*time.Second {
+			continue
+		}
+		b = fmt.Appendf(b, "%s %s sent +%.3fs (%s) took %v, %d attempt(s), last at %s: %d %s %s\n", s.Kind, s.RequestID,
+			s.Start.Sub(start).Seconds(), s.Start.Format("15:04:05.000"), s.Latency().Round(time.Millisecond), s.Attempts,
+			s.Ingress, s.Status, s.Err, s.Msg)
+	}
+	return b
 }
 
 // TestDisruptedBy: a request is counted against the fault in effect when

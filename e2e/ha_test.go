@@ -412,7 +412,7 @@ func logSlowest(t *testing.T, samples []fleet.Sample, from, to time.Time, n int)
 		return cmp.Compare(b.Latency(), a.Latency())
 	})
 	for _, s := range in[:min(n, len(in))] {
-		t.Logf("  %s started +%v, took %v, %d attempt(s): %d %s", s.Kind, s.Start.Sub(from).Round(time.Millisecond),
-			s.Latency().Round(time.Millisecond), s.Attempts, s.Status, s.Err)
+		t.Logf("  %s %s started +%v, took %v, %d attempt(s), last at %s: %d %s", s.Kind, s.RequestID, s.Start.Sub(from).Round(time.Millisecond),
+			s.Latency().Round(time.Millisecond), s.Attempts, s.Ingress, s.Status, s.Err)
 	}
 }

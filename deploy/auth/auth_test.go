@@ -546,8 +546,11 @@ func TestWorkerForgeriesRefused(t *testing.T) {
 		case <-time.After(3 * time.Second):
 			t.Error("wa's watch of its assignment delivered nothing")
 		}
-		// Its kvfollow watch (pushed: it may not pull there).
-		own := kvfollow.New(nc, a, kvfollow.Options[json.RawMessage]{Keys: []string{protocol.AssignmentKey("wa")}, Push: true, Log: zerolog.Nop()})
+		// Its kvfollow watch, as the worker follows it: pushed (it may not
+		// pull there) and without the stream leader's reads, which its
+		// permissions deny (the key is in the request's body).
+		own := kvfollow.New(nc, a, kvfollow.Options[json.RawMessage]{Keys: []string{protocol.AssignmentKey("wa")}, Push: true,
+			TrustReplica: true, Log: zerolog.Nop()})
 		fctx, stopFollow := context.WithCancel(context.Background())
 		followed := make(chan error, 1)
 		go func() { followed <- own.Run(fctx) }()
@@ -628,12 +631,15 @@ func TestSchedulerCountsPinnedRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	jn := jobs.Names{Names: e.names}
-	worker := e.conn(t, auth.Worker)
-	wjs, _ := jetstream.New(worker)
-	wq := jobs.NewQueue(wjs, jn, zerolog.Nop())
-	if err := wq.Ensure(ctx, "text", "Pipeline", config.AsyncMethod{Name: "flow", Workflow: true}); err != nil {
+	// The scheduler creates the workflow's streams (only it may).
+	sched := e.conn(t, auth.Scheduler)
+	sjs, _ := jetstream.New(sched)
+	sq := jobs.NewQueue(sjs, jn, zerolog.Nop())
+	if err := sq.Ensure(ctx, "text", "Pipeline", config.AsyncMethod{Name: "flow", Workflow: true}); err != nil {
 		t.Fatal(err)
 	}
+	worker := e.conn(t, auth.Worker)
+	wjs, _ := jetstream.New(worker)
 	kv, err := wjs.KeyValue(ctx, jn.Records("text", "flow"))
 	if err != nil {
 		t.Fatal(err)
@@ -651,9 +657,6 @@ func TestSchedulerCountsPinnedRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sched := e.conn(t, auth.Scheduler)
-	sjs, _ := jetstream.New(sched)
-	sq := jobs.NewQueue(sjs, jn, zerolog.Nop())
 	runs, err := sq.PinnedRuns(ctx, "text", time.Now())
 	if err != nil || len(runs) != 1 || runs[0].ID != "p1" || runs[0].Version != "v1" {
 		t.Fatalf("PinnedRuns() as the scheduler = %+v, %v; want run p1 pinned to v1", runs, err)

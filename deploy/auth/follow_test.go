@@ -50,7 +50,8 @@ func TestServicesFollowTheirBuckets(t *testing.T) {
 					// own, for a per-worker user; any, for this pool
 					// user), never the whole bucket.
 					o.Keys = []string{protocol.AssignmentKey("*")}
-					o.Push = true // and pushed: it may not pull there
+					o.Push = true         // pushed: it may not pull there
+					o.TrustReplica = true // no leader reads of the assignments (see the worker)
 				}
 				f := kvfollow.New(nc, kv, o)
 				c, cancel := context.WithCancel(context.Background())

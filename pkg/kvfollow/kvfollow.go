@@ -7,7 +7,13 @@
 // NATS connection comes back after a disconnect (or the watcher closes),
 // it starts a new watch at once, re-reads every key and reports as deleted
 // the keys that vanished meanwhile (an expiry marker is gone a second
-// after it is written, so a resync cannot wait for it). It does the same
+// after it is written, so a resync cannot wait for it) — once the
+// bucket's stream leader confirms each is gone. The values come from
+// whichever replica of the bucket holds the watch's consumer, and one that
+// lags (a node just back from a partition) misses recent writes: a (re)sync
+// is complete only once the watch's deliveries reach the last revision the
+// stream's leader has of the followed keys, and values older than the
+// copy's are skipped until then. It does the same
 // when its watch's consumer stops sending idle heartbeats (Heartbeat, two
 // missed) and does not answer for itself (the node holding that R1
 // consumer died, which nobody announces)
@@ -37,6 +43,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/backoff"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -97,6 +104,13 @@ type Options[T any] struct {
 	// not pull from the bucket's stream — workers, on the assignments'
 	// (deploy/auth), so that none pulls from another's consumer.
 	Push bool
+	// TrustReplica skips the reads from the bucket's stream leader that
+	// keep a lagging replica's values out of a (re)sync (see the package
+	// doc): for a NATS user not allowed $JS.API.STREAM.MSG.GET on the
+	// bucket — a worker's user under deploy/auth on the assignments, whose
+	// permissions cannot scope a read that names the key in its body. Its
+	// syncs then trust whichever replica holds the watch's consumer.
+	TrustReplica bool
 	// JetStream is the client the watch's consumers are created with;
 	// nil = jetstream.New on the connection.
 	JetStream jetstream.JetStream
@@ -117,8 +131,9 @@ type Follower[T any] struct {
 	changed   chan struct{} // a value after a change or a sync (capacity 1: coalesces)
 
 	mu     sync.RWMutex
-	vals   map[string]T // guarded by mu
-	synced bool         // guarded by mu
+	vals   map[string]T      // guarded by mu
+	revs   map[string]uint64 // guarded by mu: the revision of each value in vals (0: not known)
+	synced bool              // guarded by mu
 }
 
 // New returns a Follower of kv; nc is the connection kv uses (its status
@@ -144,7 +159,7 @@ func New[T any](nc *nats.Conn, kv jetstream.KeyValue, o Options[T]) *Follower[T]
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = DefaultHeartbeat
 	}
-	f := &Follower[T]{nc: nc, kv: kv, o: o, js: o.JetStream, ready: make(chan struct{}), changed: make(chan struct{}, 1), vals: map[string]T{}}
+	f := &Follower[T]{nc: nc, kv: kv, o: o, js: o.JetStream, ready: make(chan struct{}), changed: make(chan struct{}, 1), vals: map[string]T{}, revs: map[string]uint64{}}
 	if f.js == nil {
 		f.js, f.jsErr = jetstream.New(nc)
 	}
@@ -198,6 +213,7 @@ func (f *Follower[T]) Forget(keys ...string) {
 	defer f.mu.Unlock()
 	for _, k := range keys {
 		delete(f.vals, k)
+		delete(f.revs, k)
 	}
 }
 
@@ -326,11 +342,46 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		}()
 	}()
 
+	// The watch's consumer reads the stream on its own node, which may
+	// lag (a node just back from a partition): its initial values are
+	// complete only once its deliveries reach the last revision the
+	// stream's leader has of the followed keys.
+	lctx, lcancel := context.WithTimeout(ctx, leaderReadTimeout)
+	last, err := f.leaderLastSeq(lctx)
+	lcancel()
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	seen := map[string]bool{} // keys of this watch's initial values
 	initial := true
+	var seq uint64               // the last delivery's stream sequence
+	var lagTimer *time.Timer     // runs while the initial values wait for the consumer's node to catch up
+	var lagging <-chan time.Time // its channel
+	defer func() {
+		if lagTimer != nil {
+			lagTimer.Stop()
+		}
+	}()
+	caughtUp := func() error {
+		if seq < last {
+			if lagTimer == nil {
+				lagTimer = time.NewTimer(maxLagWait)
+				lagging = lagTimer.C
+				f.o.Log.Info().Str("bucket", f.kv.Bucket()).Uint64("at", seq).Uint64("leader_at", last).
+					Msg("watch behind the bucket's leader: waiting for its replica to catch up")
+			}
+			return nil
+		}
+		initial, lagging = false, nil
+		return f.sync(ctx, seen)
+	}
 	if cons.CachedInfo().NumPending == 0 {
-		initial = false
-		f.sync(seen)
+		if err := caughtUp(); err != nil {
+			return err
+		}
 	}
 	var dseq uint64 // the last delivery's consumer sequence
 	for {
@@ -345,6 +396,9 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		case err := <-lost:
 			f.setSynced(false)
 			return fmt.Errorf("watch %s: consumer lost: %w", f.kv.Bucket(), err)
+		case <-lagging:
+			return fmt.Errorf("watch %s: %w: its deliveries reached revision %d in %v, the leader has %d", f.kv.Bucket(),
+				errLagging, seq, maxLagWait, last)
 		case <-suspect:
 			// Missed heartbeats alone are not proof: on two loaded cores
 			// a heartbeat can be a second late. The consumer's host
@@ -370,6 +424,7 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 				return fmt.Errorf("watch %s: delivery %d after %d: some missed", f.kv.Bucket(), meta.Sequence.Consumer, dseq)
 			}
 			dseq = meta.Sequence.Consumer
+			seq = max(seq, meta.Sequence.Stream)
 			e, ok := f.entry(m, meta)
 			if !ok {
 				continue
@@ -377,10 +432,15 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 			if initial {
 				seen[e.key] = true
 			}
-			f.apply(e)
+			// A lagging replica's old value is skipped: the copy has a
+			// newer one.
+			if !initial || !f.older(e, last) {
+				f.apply(e)
+			}
 			if initial && meta.NumPending == 0 {
-				initial = false
-				f.sync(seen)
+				if err := caughtUp(); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -419,6 +479,55 @@ func (f *Follower[T]) createConsumer(ctx context.Context, stream string) (watchC
 		consume: func(h jetstream.MessageHandler, eh jetstream.ConsumeErrHandler) (jetstream.ConsumeContext, error) {
 			return c.Consume(h, eh)
 		}}, nil
+}
+
+// maxLagWait bounds how long a watch's initial values wait for the
+// consumer's node to catch up with the stream's leader before the watch
+// is restarted (its new consumer may land on another node). A node back
+// from a partition is current again in ~2 s.
+const maxLagWait = 5 * time.Second
+
+// errLagging: a watch's consumer reads a replica that did not catch up.
+var errLagging = errors.New("the consumer's replica of the bucket lags")
+
+// leaderLastSeq is the stream leader's last revision of the followed
+// keys (0: none).
+func (f *Follower[T]) leaderLastSeq(ctx context.Context) (uint64, error) {
+	if f.o.TrustReplica {
+		return 0, nil
+	}
+	nc, prefix := f.js.Conn(), streams.APIPrefix(f.js)
+	subjects := []string{"$KV." + f.kv.Bucket() + ".>"}
+	if len(f.o.Keys) > 0 {
+		subjects = subjects[:0]
+		for _, k := range f.o.Keys {
+			subjects = append(subjects, "$KV."+f.kv.Bucket()+"."+k)
+		}
+	}
+	var last uint64
+	for _, subj := range subjects {
+		seq, err := streams.LeaderLastSeq(ctx, nc, prefix, "KV_"+f.kv.Bucket(), subj)
+		if err != nil {
+			return 0, fmt.Errorf("watch %s: %w", f.kv.Bucket(), err)
+		}
+		last = max(last, seq)
+	}
+	return last, nil
+}
+
+// older reports whether e, one of a resync's initial values, is older
+// than the value the copy has of its key — what a lagging replica
+// delivers — while the copy's revision is one of this stream's (not above
+// the leader's last: a bucket deleted and created again starts over).
+// With History every revision is delivered again, as documented.
+func (f *Follower[T]) older(e *entry, last uint64) bool {
+	if f.o.History {
+		return false
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	rev, ok := f.revs[e.key]
+	return ok && e.revision < rev && rev <= last
 }
 
 // consumerConfig is the consumer of one watch.
@@ -525,6 +634,7 @@ func (f *Follower[T]) apply(e *entry) {
 		f.mu.Lock()
 		_, had := f.vals[key]
 		delete(f.vals, key)
+		delete(f.revs, key)
 		f.mu.Unlock()
 		if had {
 			f.notify()
@@ -542,6 +652,7 @@ func (f *Follower[T]) apply(e *entry) {
 	}
 	f.mu.Lock()
 	f.vals[key] = v
+	f.revs[key] = e.Revision()
 	f.mu.Unlock()
 	f.notify()
 	if f.o.OnChange != nil {
@@ -550,15 +661,29 @@ func (f *Follower[T]) apply(e *entry) {
 }
 
 // sync ends a watch's initial values: keys the copy has that the bucket
-// no longer has are deleted, and the copy is synced.
-func (f *Follower[T]) sync(seen map[string]bool) {
-	f.mu.Lock()
+// no longer has are deleted, and the copy is synced. A key missing from
+// the re-read is deleted only when the bucket's stream leader confirms it
+// (confirmGone): the watch's consumer reads the copy of the stream on its
+// own node, which may lag — a node just back from a partition has
+// none of the writes made meanwhile, and has expired (TTL) what the
+// others kept refreshed — and would report live keys deleted.
+func (f *Follower[T]) sync(ctx context.Context, seen map[string]bool) error {
+	f.mu.RLock()
 	var gone []string
 	for k := range f.vals {
 		if !seen[k] {
 			gone = append(gone, k)
-			delete(f.vals, k)
 		}
+	}
+	f.mu.RUnlock()
+	gone, err := f.confirmGone(ctx, gone)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	for _, k := range gone {
+		delete(f.vals, k)
+		delete(f.revs, k)
 	}
 	f.synced = true
 	f.mu.Unlock()
@@ -574,7 +699,43 @@ func (f *Follower[T]) sync(seen map[string]bool) {
 	// first sync must find Ready closed (an empty bucket sends no other).
 	f.readyOnce.Do(func() { close(f.ready) })
 	f.notify()
+	return nil
 }
+
+// confirmGone asks the bucket's stream leader about each key a re-read
+// did not find and returns those it has no live value for. A key the
+// leader still holds stays in the copy with its value (the watch delivers
+// the newer writes once its node has caught up). When the leader cannot
+// be asked (a stream electing one), the error ends the watch unsynced:
+// nothing is reported deleted on a lagging replica's word.
+func (f *Follower[T]) confirmGone(ctx context.Context, keys []string) ([]string, error) {
+	if len(keys) == 0 || f.o.TrustReplica {
+		return keys, nil
+	}
+	nc, prefix := f.js.Conn(), streams.APIPrefix(f.js)
+	var gone, kept []string
+	for _, k := range keys {
+		gctx, cancel := context.WithTimeout(ctx, leaderReadTimeout)
+		_, _, found, err := streams.LeaderGet(gctx, nc, prefix, f.kv.Bucket(), k)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("watch %s: confirm that %d keys missing from the re-read are gone: %w", f.kv.Bucket(), len(keys), err)
+		}
+		if found {
+			kept = append(kept, k)
+		} else {
+			gone = append(gone, k)
+		}
+	}
+	if len(kept) > 0 {
+		f.o.Log.Info().Str("bucket", f.kv.Bucket()).Strs("keys", kept[:min(len(kept), 10)]).Int("kept", len(kept)).
+			Msg("watch re-read on a lagging replica: keys it missed are still in the bucket, kept")
+	}
+	return gone, nil
+}
+
+// leaderReadTimeout bounds one read from a bucket's stream leader.
+const leaderReadTimeout = time.Second
 
 func (f *Follower[T]) setSynced(v bool) {
 	f.mu.Lock()

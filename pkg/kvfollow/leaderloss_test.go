@@ -2,7 +2,11 @@ package kvfollow_test
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +14,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -216,4 +221,126 @@ func consumers(st jetstream.Stream) []*jetstream.ConsumerInfo {
 		return nil
 	}
 	return infos
+}
+
+// A watch restarted on a lagging replica of the bucket — a node just back
+// from a partition, which has none of the writes made meanwhile and has
+// expired (TTL) what the others kept refreshed — re-reads a bucket that
+// misses keys. The follower neither reports them deleted nor calls itself
+// synced on that word: its initial values are complete only once they
+// reach the last revision the stream's leader has, so it waits for the
+// replica to catch up (and restarts the watch when it does not). The relay
+// makes the restarted watch's consumer see key "a" only, as such a replica
+// would, until it is "healed" — a's old value first (the bucket keeps two),
+// which the copy had replaced and must not report again: "b" lives on at
+// the leader, "c" was deleted while the follower was between watches.
+func TestResyncOnALaggingReplicaReportsNoLiveKeyDeleted(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	kv := bucketWith(t, nc, jetstream.KeyValueConfig{Bucket: "follow", History: 2}) // a's old value kept
+	for _, k := range []string{"a", "b", "c"} {
+		put(t, kv, k, "1")
+	}
+	put(t, kv, "a", "2")
+	writer := natstest.Conn(t, ns)
+	wjs, err := jetstream.New(writer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wkv, err := wjs.KeyValue(context.Background(), "follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lagging atomic.Bool
+	var laggingCreates atomic.Int32
+	fc := natstest.Conn(t, ns)
+	js := natstest.APIRelay(t, nc, fc, func(api string, m *nats.Msg) bool {
+		if !lagging.Load() || !strings.HasPrefix(api, "CONSUMER.CREATE.KV_follow.") {
+			return false
+		}
+		if laggingCreates.Add(1) == 1 {
+			// c is deleted while the follower is between watches.
+			if err := wkv.Delete(context.Background(), "c"); err != nil {
+				t.Errorf("delete c: %v", err)
+			}
+		}
+		var req map[string]any
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			t.Errorf("consumer create request: %v", err)
+			return false
+		}
+		cfg := req["config"].(map[string]any)
+		cfg["filter_subject"] = "$KV.follow.a"
+		cfg["deliver_policy"] = "all" // a's history: its old value first
+		data, _ := json.Marshal(req)
+		subj := "$JS.API." + api[:strings.LastIndex(api, ".$KV.")] + ".$KV.follow.a"
+		if err := nc.PublishMsg(&nats.Msg{Subject: subj, Reply: m.Reply, Header: m.Header, Data: data}); err != nil {
+			t.Errorf("forward the consumer creation: %v", err)
+		}
+		return true
+	})
+	fkv, err := js.KeyValue(context.Background(), "follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	f := kvfollow.New(fc, fkv, kvfollow.Options[int]{JetStream: js, OnChange: rec.change, OnSync: rec.sync,
+		Log: zerolog.New(zerolog.NewTestWriter(t))})
+	run(t, f)
+	waitfor.True(t, 5*time.Second, "first sync", func() bool { _, s := rec.counts(); return s == 1 })
+	firstSync, _ := rec.counts()
+
+	lagging.Store(true)
+	st, err := wjs.Stream(context.Background(), "KV_follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons := consumers(st)
+	if len(cons) != 1 {
+		t.Fatalf("consumers of the bucket: %d, want the follower's one", len(cons))
+	}
+	if err := st.DeleteConsumer(context.Background(), cons[0].Name); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, 5*time.Second, "a watch on the lagging replica", func() bool { return laggingCreates.Load() >= 1 })
+	time.Sleep(time.Second) // what it would report, it reports at once (its initial values: "a")
+	if f.Synced() {
+		t.Error("Synced() = true on the lagging replica's initial values; want false until they reach the leader's last revision")
+	}
+	if _, s := rec.counts(); s != 1 {
+		t.Errorf("%d syncs, want still 1: none on the lagging replica's word", s)
+	}
+	if v, ok := f.Get("b"); !ok || v != 1 {
+		t.Errorf(`Get("b") = %v, %v on the lagging replica; want 1, true (the leader holds it)`, v, ok)
+	}
+	if v, _ := f.Get("a"); v != 2 {
+		t.Errorf(`Get("a") = %v on the lagging replica; want 2 (its old value 1 skipped)`, v)
+	}
+	rec.mu.Lock()
+	for _, c := range rec.changes[firstSync:] {
+		if c.Key == "a" && c.Value == 1 {
+			t.Errorf("change %+v reported on the lagging replica's word; the copy had a=2", c)
+		}
+	}
+	rec.mu.Unlock()
+
+	lagging.Store(false) // caught up: the next watch is current
+	waitfor.True(t, 15*time.Second, "the resync once the replica is current", func() bool { _, s := rec.counts(); return s >= 2 })
+	if v, ok := f.Get("b"); !ok || v != 1 {
+		t.Errorf(`Get("b") = %v, %v after the resync; want 1, true`, v, ok)
+	}
+	if _, ok := f.Get("c"); ok {
+		t.Error(`Get("c") found after the resync; want it deleted`)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var deleted []string
+	for _, c := range rec.changes {
+		if c.Deleted {
+			deleted = append(deleted, c.Key)
+		}
+	}
+	if !slices.Equal(deleted, []string{"c"}) {
+		t.Errorf("keys reported deleted: %v, want [c]", deleted)
+	}
 }

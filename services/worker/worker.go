@@ -377,8 +377,12 @@ func (w *worker) run(ctx context.Context) error {
 	assignment := kvfollow.New(w.nc, w.buckets.Assignments, kvfollow.Options[protocol.Assignment]{
 		// Pushed to its inbox: a worker may not pull from the
 		// assignments' stream (deploy/auth), so none pulls from another's
-		// consumer.
-		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log, Push: true})
+		// consumer. A worker's user under deploy/auth (pool or per-worker)
+		// may not read the assignments from their stream's leader either:
+		// that read names the key in its body, which no permission can
+		// scope to its own.
+		Keys: []string{protocol.AssignmentKey(w.info.ID)}, Log: w.log, Push: true,
+		TrustReplica: w.cfg.NATS.Creds != ""})
 	// The worker's record is refreshed by a goroutine of its own
 	// (fleetstate.Beat), so that a put waiting out a JetStream election
 	// never holds up an assignment, and a failed one is retried soon.

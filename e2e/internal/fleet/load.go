@@ -44,6 +44,11 @@ type Sample struct {
 	Status     int    // 0: a transport error
 	Err        string // the transport error or the X-Jetserve-Error code
 	Attempts   int
+	// Ingress is the base URL of the last ingress tried, and RequestID
+	// the request's X-Request-Id (sent by the load: "load-<n>"), to find
+	// it in the services' logs.
+	Ingress, RequestID string
+	Msg                string // the start of a failed answer's body
 }
 
 // OK reports whether the request succeeded (200).
@@ -102,13 +107,13 @@ func (l *Load) one(ctx context.Context, method string) Sample {
 	rctx, cancel := context.WithTimeout(ctx, l.opt.PerRequest)
 	defer cancel()
 	n := l.next.Add(1)
-	h := http.Header{"Content-Type": {"application/json"}}
+	h := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"load-" + strconv.FormatUint(n, 10)}}
 	var body []byte
 	if method == http.MethodPost {
 		body = l.opt.Body
 		h.Set("Idempotency-Key", "load-"+strconv.FormatUint(n, 10))
 	}
-	s := Sample{Kind: method, Start: time.Now()}
+	s := Sample{Kind: method, Start: time.Now(), RequestID: h.Get("X-Request-Id")}
 	for attempt := range l.opt.Attempts {
 		urls := l.opt.Ingresses()
 		if len(urls) == 0 {
@@ -116,13 +121,14 @@ func (l *Load) one(ctx context.Context, method string) Sample {
 			break
 		}
 		url := urls[(int(n)+attempt)%len(urls)] + l.opt.Path
-		s.Attempts = attempt + 1
+		s.Attempts, s.Ingress = attempt+1, urls[(int(n)+attempt)%len(urls)]
 		r, err := Do(rctx, method, url, body, h)
-		s.Status, s.Err = r.Status, ""
+		s.Status, s.Err, s.Msg = r.Status, "", ""
 		if err != nil {
 			s.Err = err.Error()
 		} else if r.Status != http.StatusOK {
 			s.Err = r.Header.Get("X-Jetserve-Error")
+			s.Msg = string(r.Body[:min(len(r.Body), 200)])
 		}
 		if err == nil && r.Status != http.StatusServiceUnavailable || rctx.Err() != nil {
 			break

@@ -56,7 +56,11 @@ func TestReplaceBrokenReasons(t *testing.T) {
 			w.Draining = true
 			e.in.Workers[r.WorkerID] = w
 		}, protocol.Reason{Code: protocol.ReasonWorkerDraining, WorkerID: "w1"}, "worker w1 draining"},
-		{"record vanished", func(e *env, r *Replica) { delete(e.in.Records, r.Spec.ID) },
+		{"record vanished", func(e *env, r *Replica) {
+			delete(e.in.Records, r.Spec.ID)
+			e.step() // seen missing; replaced VanishGrace later
+			e.now = e.now.Add(VanishGrace)
+		},
 			protocol.Reason{Code: protocol.ReasonRecordVanished}, "replica record vanished while its worker lives"},
 		{"FAILED past its backoff", func(e *env, r *Replica) {
 			rec := e.in.Records[r.Spec.ID]

@@ -74,7 +74,19 @@ type Replica struct {
 	// FailedAt is when its record was first seen FAILED (zero: not
 	// FAILED); it is replaced StartBackoff later.
 	FailedAt time.Time
+	// VanishedAt is when its record, once seen, was first found missing
+	// while its worker lives (zero: it is there); it is replaced
+	// VanishGrace later unless the record is back.
+	VanishedAt time.Time
 }
+
+// VanishGrace is how long a replica's record may be missing, while its
+// worker lives, before the replica is replaced: two of the workers'
+// heartbeats. A record expires at once when the Replicas bucket's new
+// leader takes over after an election longer than the record's TTL (the
+// workers could not refresh it meanwhile), and the next heartbeat puts it
+// back; replacing every replica of the fleet then would be the fault.
+const VanishGrace = 4 * time.Second
 
 // StartFailures counts a deployment version's replicas that failed to
 // start (their record said FAILED) since the deployment was last at its
@@ -305,7 +317,7 @@ func Step(prev State, in Input) (State, Result) {
 // named in Input.Replace (failed health checks), on a worker that is gone
 // or draining, FAILED for longer than their start backoff, not RUNNING
 // within the start timeout, or whose record vanished while their worker
-// lives — and counts start failures. converge adds their successors,
+// lives (for VanishGrace) — and counts start failures. converge adds their successors,
 // which placement steers away from the worker they left.
 func (p *pass) replaceBroken() {
 	in := p.in
@@ -330,6 +342,9 @@ func (p *pass) replaceBroken() {
 		if hasRec && rec.WorkerID == r.WorkerID {
 			r.Seen = true
 		}
+		if hasRec {
+			r.VanishedAt = time.Time{}
+		}
 		switch {
 		case hasRec && rec.WorkerID == r.WorkerID && rec.State == protocol.ReplicaFailed:
 			if n := p.startFailed(r, rec); in.Now.Sub(r.FailedAt) >= StartBackoff(n) {
@@ -339,7 +354,12 @@ func (p *pass) replaceBroken() {
 			in.StartTimeout > 0 && in.Now.Sub(startClock(r, rec)) > in.StartTimeout:
 			p.replace(r, protocol.Reason{Code: protocol.ReasonStartTimeout, Timeout: config.Duration(in.StartTimeout)})
 		case !hasRec && r.Seen:
-			p.replace(r, protocol.Reason{Code: protocol.ReasonRecordVanished})
+			if r.VanishedAt.IsZero() {
+				r.VanishedAt = in.Now
+			}
+			if in.Now.Sub(r.VanishedAt) >= VanishGrace {
+				p.replace(r, protocol.Reason{Code: protocol.ReasonRecordVanished})
+			}
 		case !hasRec && in.StartTimeout > 0 && in.Now.Sub(r.Placed) > in.StartTimeout:
 			p.replace(r, protocol.Reason{Code: protocol.ReasonNotStarted, Timeout: config.Duration(in.StartTimeout)})
 		}

@@ -3,6 +3,7 @@ package plan
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -305,11 +306,26 @@ func TestStepStuckAndVanished(t *testing.T) {
 	}
 	e.runAll()
 	e.step()
-	// Its record vanishes while the worker lives: replaced.
+	// Its record vanishes while the worker lives: kept for VanishGrace
+	// (the next heartbeat may put it back: a record that expired while its
+	// bucket elected a leader), then replaced.
+	rec := e.in.Records[second[0]]
 	delete(e.in.Records, second[0])
+	if got := ids(e.step(), "w1"); !slices.Equal(got, second) {
+		t.Fatalf("replica replaced the moment its record vanished: %v, want %v until %v passed", got, second, VanishGrace)
+	}
+	e.now = e.now.Add(VanishGrace / 2)
+	e.in.Records[second[0]] = rec // back: the grace starts over at the next vanishing
+	e.step()
+	delete(e.in.Records, second[0])
+	e.step()
+	e.now = e.now.Add(VanishGrace - 2*time.Second) // each step adds a second
+	if got := ids(e.step(), "w1"); !slices.Equal(got, second) {
+		t.Fatalf("replica replaced %v after its record vanished again: %v, want %v", VanishGrace-time.Second, got, second)
+	}
 	third := ids(e.step(), "w1")
 	if len(third) != 1 || third[0] == second[0] {
-		t.Errorf("vanished replica not replaced: %v", third)
+		t.Errorf("vanished replica not replaced after %v: %v", VanishGrace, third)
 	}
 }
 
