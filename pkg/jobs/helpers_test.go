@@ -46,7 +46,10 @@ func envOn(t testing.TB, ns *server.Server) *testEnv {
 		t.Fatal(err)
 	}
 	names := Names{Names: pn}
-	return &testEnv{ns: ns, nc: nc, js: js, names: names, q: NewQueue(js, names, zerolog.Nop())}
+	// A publish the embedded server does not answer within the default
+	// 2 s is a loaded machine here, not an election: tests that are about
+	// SubmitWait build their own Queue (submit_test.go).
+	return &testEnv{ns: ns, nc: nc, js: js, names: names, q: NewQueue(js, names, zerolog.Nop(), SubmitWait(10*time.Second))}
 }
 
 // method is a test method config: short lease and backoff.

@@ -151,7 +151,7 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitfor.True(t, 5*time.Second, "the lost consumer deleted", func() bool {
+	waitfor.True(t, 15*time.Second, "the lost consumer deleted", func() bool {
 		cs := consumers(st) // the follower's new one at least
 		if len(cs) == 0 {
 			return false
