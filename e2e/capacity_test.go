@@ -21,6 +21,7 @@ import (
 
 	"github.com/jetserve/jetserve/e2e/internal/fleet"
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -319,14 +320,6 @@ func TestWorkerCgroupLimitsDocker(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command(docker, "rmi", "-f", image).Run() })
 
 	n := fleet.StartNATS(t, bins)
-	name := fmt.Sprintf("jetserve-e2e-cgroup-%d", os.Getpid())
-	t.Cleanup(func() { _ = exec.Command(docker, "rm", "-f", name).Run() })
-	run := exec.Command(docker, "run", "-d", "--name", name, "--network", "host", "--cpus", "0.5", "--memory", "300m",
-		"-e", "JETSERVE_NATS_URL="+n.URL, "-e", "JETSERVE_ID="+name, "-e", "JETSERVE_OPS_ADDR=127.0.0.1:0",
-		"-e", "JETSERVE_GPU_DETECT=off", "-e", "JETSERVE_LOG_FORMAT=console", image)
-	if out, err := run.CombinedOutput(); err != nil {
-		t.Fatalf("docker run: %v\n%s", err, out)
-	}
 	nc, err := nats.Connect(n.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -337,6 +330,21 @@ func TestWorkerCgroupLimitsDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	names, _ := protocol.NewNames("")
+	// The scheduler's part, with no scheduler here: only it creates the
+	// fleet's buckets (a worker binds to them and waits).
+	ectx, ecancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ecancel()
+	if _, err := fleetstate.Ensure(ectx, js, names, 1); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("jetserve-e2e-cgroup-%d", os.Getpid())
+	t.Cleanup(func() { _ = exec.Command(docker, "rm", "-f", name).Run() })
+	run := exec.Command(docker, "run", "-d", "--name", name, "--network", "host", "--cpus", "0.5", "--memory", "300m",
+		"-e", "JETSERVE_NATS_URL="+n.URL, "-e", "JETSERVE_ID="+name, "-e", "JETSERVE_OPS_ADDR=127.0.0.1:0",
+		"-e", "JETSERVE_GPU_DETECT=off", "-e", "JETSERVE_LOG_FORMAT=console", image)
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("docker run: %v\n%s", err, out)
+	}
 	var info protocol.WorkerInfo
 	fleet.Eventually(t, fleet.StartTimeout, "the containerized worker registers", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
