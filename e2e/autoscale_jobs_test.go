@@ -32,12 +32,16 @@ func TestAutoscaleJobsCycle(t *testing.T) {
 	f.Deploy(serveConfig(t, a))
 	waitReplicas(f, "jobs", 0, deployTimeout)
 
-	// Jobs of a few epochs, each some milliseconds of training.
-	job := func(epochs int) []byte {
-		return []byte(fmt.Sprintf(`{"num_epochs":%d,"dataset":"synthetic","size":50000,"features":1024}`, epochs))
+	// Jobs of a few epochs. size sets how long one runs (featurising about
+	// 10 µs per example, an epoch 0.7 µs): the burst's jobs must outlast a
+	// few of the autoscaler's 500 ms polls even on a quiet machine, where
+	// 50,000 examples let one replica finish all four in ~1.7 s, before
+	// any poll had to see the backlog.
+	job := func(epochs, size int) []byte {
+		return []byte(fmt.Sprintf(`{"num_epochs":%d,"dataset":"synthetic","size":%d,"features":1024}`, epochs, size))
 	}
 	start := time.Now()
-	if r := submit(t, f, "request_id=zero1", job(2)); r.Status != http.StatusAccepted {
+	if r := submit(t, f, "request_id=zero1", job(2, 50000)); r.Status != http.StatusAccepted {
 		t.Fatalf("submit at zero replicas = %v, want 202", r)
 	}
 	succeeded := func(rec jobRecord) error {
@@ -52,7 +56,7 @@ func TestAutoscaleJobsCycle(t *testing.T) {
 	// A burst: 4 jobs long enough to overlap ask for 4 replicas, capped at 2.
 	ids := []string{"burst1", "burst2", "burst3", "burst4"}
 	for _, id := range ids {
-		if r := submit(t, f, "request_id="+id, job(10)); r.Status != http.StatusAccepted {
+		if r := submit(t, f, "request_id="+id, job(10, 300000)); r.Status != http.StatusAccepted {
 			t.Fatalf("submit %s = %v, want 202", id, r)
 		}
 	}
