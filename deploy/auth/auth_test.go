@@ -340,8 +340,22 @@ func TestRevokeAndReissue(t *testing.T) {
 	if err := os.Remove(e.gen.Creds[auth.Router]); err != nil { // re-issued below
 		t.Fatal(err)
 	}
+	before, err := os.ReadFile(filepath.Join(e.dir, auth.AuthConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A JWT's issue time has a resolution of a second: re-run in the
+	// next one, so that a re-signed operator would differ.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 	if _, err := auth.Generate(auth.Options{Dir: e.dir, Prefix: "jetserve", Revoke: []string{uc.Subject}}); err != nil {
 		t.Fatal(err)
+	}
+	after, err := os.ReadFile(filepath.Join(e.dir, auth.AuthConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if operatorLine(before) != operatorLine(after) {
+		t.Fatalf("re-running the generator re-signed the operator (nats-server cannot reload it):\n%s\n%s", operatorLine(before), operatorLine(after))
 	}
 	if err := e.ns.Reload(); err != nil {
 		t.Fatal(err)
@@ -354,6 +368,15 @@ func TestRevokeAndReissue(t *testing.T) {
 	if _, err := auth.Generate(auth.Options{Dir: e.dir, Revoke: []string{"not-a-key"}}); err == nil {
 		t.Fatal("Generate(Revoke: not-a-key) = nil, want an error")
 	}
+}
+
+func operatorLine(conf []byte) string {
+	for _, line := range strings.Split(string(conf), "\n") {
+		if strings.HasPrefix(line, "operator: ") {
+			return line
+		}
+	}
+	return ""
 }
 
 // A worker with a user of its own reads only its own assignment and writes

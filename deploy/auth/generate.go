@@ -124,12 +124,9 @@ func Generate(o Options) (*Generated, error) {
 	g.AccountPub, _ = akp.PublicKey()
 	g.SystemPub, _ = skp.PublicKey()
 
-	oc := jwt.NewOperatorClaims(g.OperatorPub)
-	oc.Name = "jetserve"
-	oc.SystemAccount = g.SystemPub
-	ojwt, err := oc.Encode(okp)
+	ojwt, err := operatorJWT(o.Dir, okp, g.OperatorPub, g.SystemPub)
 	if err != nil {
-		return nil, fmt.Errorf("encode operator: %w", err)
+		return nil, err
 	}
 	sc := jwt.NewAccountClaims(g.SystemPub)
 	sc.Name = SystemAccount
@@ -224,6 +221,34 @@ const RevokedFile = "nats/revoked"
 
 // revocations returns the revoked users: those of RevokedFile and add
 // (checked, then written back).
+// operatorJWT returns the operator JWT already in the auth config when it
+// is this operator's with this system account, and a newly signed one
+// otherwise. A re-run (to revoke or add users) must keep it byte for
+// byte: nats-server cannot reload a changed operator, and a new
+// signature carries a new issue time.
+func operatorJWT(dir string, okp nkeys.KeyPair, operatorPub, systemPub string) (string, error) {
+	if b, err := os.ReadFile(filepath.Join(dir, AuthConf)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			token, ok := strings.CutPrefix(line, "operator: ")
+			if !ok {
+				continue
+			}
+			if oc, err := jwt.DecodeOperatorClaims(strings.TrimSpace(token)); err == nil &&
+				oc.Subject == operatorPub && oc.SystemAccount == systemPub {
+				return strings.TrimSpace(token), nil
+			}
+		}
+	}
+	oc := jwt.NewOperatorClaims(operatorPub)
+	oc.Name = "jetserve"
+	oc.SystemAccount = systemPub
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		return "", fmt.Errorf("encode operator: %w", err)
+	}
+	return ojwt, nil
+}
+
 func revocations(dir string, add []string) ([]string, error) {
 	path := filepath.Join(dir, RevokedFile)
 	var out []string
