@@ -82,7 +82,7 @@ const bucketSilence = 2 * fleetstate.HeartbeatInterval
 // after a NATS reconnect they are re-read at once. Every goroutine it
 // starts ends before it returns.
 func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
-	load, err := r.o.NC.Subscribe(r.o.Names.LoadWildcard(), func(m *nats.Msg) {
+	r.startLoads(func(m *nats.Msg) {
 		var rep protocol.LoadReport
 		if err := json.Unmarshal(m.Data, &rep); err != nil {
 			o.Log.Warn().Err(err).Str("subject", m.Subject).Msg("bad load report")
@@ -90,10 +90,7 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 		}
 		r.SetLoad(rep)
 	})
-	if err != nil {
-		return fmt.Errorf("subscribe load reports: %w", err)
-	}
-	defer load.Unsubscribe() //nolint:errcheck // best effort on the way out
+	defer r.stopLoads()
 
 	var heard atomic.Int64 // when the last change of a replica record arrived (UnixNano)
 	replicas := kvfollow.New(r.o.NC, o.Buckets.Replicas, kvfollow.Options[protocol.ReplicaInfo]{
@@ -168,7 +165,7 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 		interval = time.Second
 	}
 	g.Go(func() error { return r.publishStats(gctx, o.ID, interval, o.Changed, o.Log) })
-	err = g.Wait()
+	err := g.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -236,4 +233,48 @@ func (r *Router) publishStats(ctx context.Context, id string, interval time.Dura
 			pub()
 		}
 	}
+}
+
+// startLoads makes followLoad subscribe to a deployment's load reports
+// with handle, from the next request routed to it.
+func (r *Router) startLoads(handle nats.MsgHandler) {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	r.onLoad, r.loadSubs = handle, map[string]*nats.Subscription{}
+}
+
+// stopLoads ends every load-report subscription (Follow returns).
+func (r *Router) stopLoads() {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	for key, sub := range r.loadSubs {
+		_ = sub.Unsubscribe() // best effort on the way out
+		r.depMu.RLock()
+		if d := r.deps[key]; d != nil {
+			d.loadFollowed.Store(false)
+		}
+		r.depMu.RUnlock()
+	}
+	r.onLoad, r.loadSubs = nil, nil
+}
+
+// followLoad subscribes to d's load reports, once, while Follow runs. A
+// router learns a replica's load from its reports and its own requests in
+// flight (replica.load): until the first report after the subscription —
+// at the next change of the replica's load, at most LoadInterval later —
+// it counts only its own, as it does for a replica that just started. A
+// failed subscription is tried again at the next request.
+func (r *Router) followLoad(d *deployment) {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	if r.onLoad == nil || r.loadSubs[d.key] != nil {
+		return
+	}
+	sub, err := r.o.NC.Subscribe(r.o.Names.LoadSubject(d.app, d.name), r.onLoad)
+	if err != nil {
+		r.o.Log.Warn().Err(err).Str("deployment", d.app+"/"+d.name).Msg("subscribe load reports")
+		return
+	}
+	r.loadSubs[d.key] = sub
+	d.loadFollowed.Store(true)
 }

@@ -126,6 +126,13 @@ type Router struct {
 
 	routeSub, replySub *nats.Subscription
 
+	// Load reports are followed per deployment, from the first request
+	// this router routes to it (followLoad): a worker's router hears only
+	// the deployments its replicas hold handles to, not the whole fleet's.
+	loadMu   sync.Mutex
+	onLoad   nats.MsgHandler               // guarded by loadMu; nil while Follow does not run
+	loadSubs map[string]*nats.Subscription // guarded by loadMu; by deployment key
+
 	waiters sync.Pool // of *waiter: where Callers take their answers
 }
 
@@ -328,6 +335,8 @@ type deployment struct {
 	queued      int
 	loads       []int // scratch for the picker, guarded by mu
 	locals      int   // guarded by mu: routable replicas with a LocalReplica
+	// loadFollowed: the router follows this deployment's load reports.
+	loadFollowed atomic.Bool
 }
 
 // deployment returns the state of key ("<app>.<dep>" tokens), creating it.
@@ -429,6 +438,9 @@ func (r *Router) dispatch(key string, m *nats.Msg, done func(nats.Header, []byte
 		d.mu.Unlock()
 		r.emit([]failure{f}, nil, false)
 		return q
+	}
+	if !d.loadFollowed.Load() { // not for a 404: names no one deployed subscribe to nothing
+		r.followLoad(d)
 	}
 	q.deadline = r.deadline(m, d.timeout, now)
 	if !q.deadline.IsZero() {
