@@ -176,7 +176,7 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 	// calls) and follows them.
 	caller := func(p *perm) {
 		p.allowPub(replicaCalls, names.RouteWildcard(), P+".routerstats")
-		p.allowSub(names.LoadWildcard(), P+".routerstats")
+		p.allowSub(names.LoadWildcard(), names.RouteLoadWildcard(), P+".routerstats")
 	}
 
 	var p perm
@@ -279,7 +279,7 @@ func permissions(names protocol.Names, role, workerID string) (jwt.Permissions, 
 		// streamed chunks to a caller's stream inbox.
 		p.allowSub(P+".replica.*.>", "$SRV.>")
 		// Replies and streamed chunks go to the callers' inboxes.
-		p.allowPub(names.LoadWildcard(), "_INBOX.>")
+		p.allowPub(names.LoadWildcard(), names.RouteLoadWildcard(), "_INBOX.>")
 		caller(&p)
 		workerJobs(&p, names, workerID, fleet)
 		bodies(&p)

@@ -228,8 +228,10 @@ type ProcessStatus struct {
 	LastExitAt time.Time `json:"last_exit_time,omitzero"`
 }
 
-// LoadReport is a replica's current load, published on LoadSubject on every
-// change (coalesced) and at least once a second.
+// LoadReport is a replica's current load: without the request totals on
+// RouteLoadSubject on every change (coalesced to 20 ms), for the routers;
+// with them on LoadSubject at most every 250 ms while it changes, for the
+// autoscaler, the dashboard and the routers, and at least once a second.
 type LoadReport struct {
 	ReplicaID  string `json:"replica_id"`
 	App        string `json:"app"`

@@ -199,6 +199,16 @@ func (n Names) LoadSubject(app, deployment string) string {
 // LoadWildcard matches every LoadSubject.
 func (n Names) LoadWildcard() string { return n.prefix + ".load.*.*" }
 
+// RouteLoadSubject carries the short LoadReports (no request totals) that
+// one deployment's replicas send on every change of their load, for the
+// routers; LoadSubject has the full ones, at a few per second.
+func (n Names) RouteLoadSubject(app, deployment string) string {
+	return n.LoadSubject(app, deployment) + ".route"
+}
+
+// RouteLoadWildcard matches every RouteLoadSubject.
+func (n Names) RouteLoadWildcard() string { return n.prefix + ".load.*.*.route" }
+
 // RouterStatsSubject carries RouterStats messages (queued requests per
 // deployment at one router).
 func (n Names) RouterStatsSubject() string { return n.prefix + ".routerstats" }

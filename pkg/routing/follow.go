@@ -240,15 +240,17 @@ func (r *Router) publishStats(ctx context.Context, id string, interval time.Dura
 func (r *Router) startLoads(handle nats.MsgHandler) {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
-	r.onLoad, r.loadSubs = handle, map[string]*nats.Subscription{}
+	r.onLoad, r.loadSubs = handle, map[string][]*nats.Subscription{}
 }
 
 // stopLoads ends every load-report subscription (Follow returns).
 func (r *Router) stopLoads() {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
-	for key, sub := range r.loadSubs {
-		_ = sub.Unsubscribe() // best effort on the way out
+	for key, subs := range r.loadSubs {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe() // best effort on the way out
+		}
 		r.depMu.RLock()
 		if d := r.deps[key]; d != nil {
 			d.loadFollowed.Store(false)
@@ -258,11 +260,12 @@ func (r *Router) stopLoads() {
 	r.onLoad, r.loadSubs = nil, nil
 }
 
-// followLoad subscribes to d's load reports, once, while Follow runs. A
-// router learns a replica's load from its reports and its own requests in
-// flight (replica.load): until the first report after the subscription —
-// at the next change of the replica's load, at most LoadInterval later —
-// it counts only its own, as it does for a replica that just started. A
+// followLoad subscribes to d's load reports (the route reports sent on
+// every change, and the full ones), once, while Follow runs. A router
+// learns a replica's load from its reports and its own requests in flight
+// (replica.load): until the first report after the subscription — at the
+// next change of the replica's load, at most LoadInterval later — it
+// counts only its own, as it does for a replica that just started. A
 // failed subscription is tried again at the next request.
 func (r *Router) followLoad(d *deployment) {
 	r.loadMu.Lock()
@@ -270,11 +273,18 @@ func (r *Router) followLoad(d *deployment) {
 	if r.onLoad == nil || r.loadSubs[d.key] != nil {
 		return
 	}
-	sub, err := r.o.NC.Subscribe(r.o.Names.LoadSubject(d.app, d.name), r.onLoad)
-	if err != nil {
-		r.o.Log.Warn().Err(err).Str("deployment", d.app+"/"+d.name).Msg("subscribe load reports")
-		return
+	var subs []*nats.Subscription
+	for _, subject := range []string{r.o.Names.RouteLoadSubject(d.app, d.name), r.o.Names.LoadSubject(d.app, d.name)} {
+		sub, err := r.o.NC.Subscribe(subject, r.onLoad)
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Unsubscribe() // tried again at the next request
+			}
+			r.o.Log.Warn().Err(err).Str("deployment", d.app+"/"+d.name).Msg("subscribe load reports")
+			return
+		}
+		subs = append(subs, sub)
 	}
-	r.loadSubs[d.key] = sub
+	r.loadSubs[d.key] = subs
 	d.loadFollowed.Store(true)
 }

@@ -84,8 +84,8 @@ func TestLoadReportsOnlyOfDeploymentsRoutedTo(t *testing.T) {
 	}
 	call("called")
 	call("called")
-	want := []string{f.Names.LoadSubject("app", "called")}
-	waitfor.True(t, 5*time.Second, "one load subscription, of the deployment called", func() bool {
+	want := []string{f.Names.LoadSubject("app", "called"), f.Names.RouteLoadSubject("app", "called")}
+	waitfor.True(t, 5*time.Second, "the load subscriptions of the deployment called only", func() bool {
 		return slices.Equal(loadSubs(), want)
 	})
 	cancel()

@@ -131,7 +131,7 @@ type Router struct {
 	// the deployments its replicas hold handles to, not the whole fleet's.
 	loadMu   sync.Mutex
 	onLoad   nats.MsgHandler               // guarded by loadMu; nil while Follow does not run
-	loadSubs map[string]*nats.Subscription // guarded by loadMu; by deployment key
+	loadSubs map[string][]*nats.Subscription // guarded by loadMu; by deployment key
 
 	waiters sync.Pool // of *waiter: where Callers take their answers
 }
@@ -287,8 +287,11 @@ type replica struct {
 	subject string // the call subject
 	d       *deployment
 	max     int
-	// reported is the last ongoing count the replica reported.
-	reported int
+	// reported is the last ongoing count the replica reported, at
+	// reportedAt (its report's At: a route report and a full one arrive
+	// on two subscriptions, and the older must not win).
+	reported   int
+	reportedAt time.Time
 	// inflight is this router's requests outstanding at the replica,
 	// linked from head (oldest send first) to tail.
 	inflight    int

@@ -552,3 +552,20 @@ func TestPinnedOnlyReplicaGetsNoRequests(t *testing.T) {
 		t.Fatalf("request once it is routable again = %+v, want 200 from it", a)
 	}
 }
+
+// A replica's route report and its full report arrive on two
+// subscriptions, so an older one may be handled after a newer one: the
+// older is ignored. Here r1's newer report says idle and its older one
+// full; r2 is busier than idle: the request goes to r1.
+func TestOlderLoadReportIgnored(t *testing.T) {
+	h := newHarness(t, nil)
+	h.replica("r1", 5)
+	h.replica("r2", 5)
+	now := time.Now()
+	h.r.SetLoad(protocol.LoadReport{ReplicaID: "r2", App: app, Deployment: dep, Ongoing: 4, Max: 5, At: now})
+	h.r.SetLoad(protocol.LoadReport{ReplicaID: "r1", App: app, Deployment: dep, Ongoing: 0, Max: 5, At: now})
+	h.r.SetLoad(protocol.LoadReport{ReplicaID: "r1", App: app, Deployment: dep, Ongoing: 5, Max: 5, At: now.Add(-time.Millisecond)})
+	if a := h.wait(h.dispatch("GET", "x", nil, 5*time.Second), 5*time.Second); a.status != 200 || !strings.HasPrefix(a.body, "r1:") {
+		t.Fatalf("answer = %d %q, want 200 from r1 (idle by its newest report)", a.status, a.body)
+	}
+}

@@ -124,13 +124,13 @@ func (r *Router) SetLoad(rep protocol.LoadReport) {
 	}
 	d.mu.Lock()
 	p := d.byID[protocol.Token(rep.ReplicaID)]
-	if p == nil {
+	if p == nil || rep.At.Before(p.reportedAt) {
 		d.mu.Unlock()
 		return
 	}
 	before := p.load()
 	wasDraining := p.draining
-	p.reported = rep.Ongoing
+	p.reported, p.reportedAt = rep.Ongoing, rep.At
 	p.draining = rep.Draining
 	p.setModels(rep.Models, r.o.Now())
 	if rep.Max > 0 {

@@ -23,6 +23,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/worker"
+	"github.com/jetserve/jetserve/services/worker/internal/replica"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -1006,5 +1007,66 @@ func TestProbeListsHeldRequests(t *testing.T) {
 	case b := <-f.d.started:
 		t.Errorf("the handler ran for a probe (%q)", b)
 	default:
+	}
+}
+
+// A busy replica's load changes with every request. The routers hear it at
+// every change (route reports, at most one per LoadCoalesce, without the
+// request totals); the control plane — the autoscaler and the dashboard,
+// on LoadSubject — at most every StatsCoalesce, with the totals.
+func TestLoadReportCadence(t *testing.T) {
+	f := startFleet(t, nil)
+	full, route := make(chan *nats.Msg, 4096), make(chan *nats.Msg, 4096)
+	for subject, ch := range map[string]chan *nats.Msg{
+		f.names.LoadSubject(testApp, "echo-dep"): full, f.names.RouteLoadSubject(testApp, "echo-dep"): route} {
+		sub, err := f.nc.ChanSubscribe(subject, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe() //nolint:errcheck
+	}
+	s := spec("r1", "echo-dep", "echo", 8, `{"greeting":"hi"}`)
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	f.mustCall("r1", "warm-up")
+	drain := func(ch chan *nats.Msg) {
+		for len(ch) > 0 {
+			<-ch
+		}
+	}
+	drain(full)
+	drain(route)
+
+	const busy = 1500 * time.Millisecond
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			for time.Since(start) < busy {
+				if _, err := f.call("r1", "x"); err != nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if failed.Load() > 0 {
+		t.Fatalf("%d calls failed", failed.Load())
+	}
+	nFull, nRoute := len(full), len(route)
+	if most := int(elapsed/replica.StatsCoalesce) + 2; nFull > most || nFull < 2 {
+		t.Errorf("full load reports in %v of steady traffic = %d, want 2..%d (one per %v at most)", elapsed, nFull, most, replica.StatsCoalesce)
+	}
+	if nRoute < 4*nFull {
+		t.Errorf("route load reports = %d, full = %d: want the routers to hear the load far more often", nRoute, nFull)
+	}
+	var rep protocol.LoadReport
+	if err := json.Unmarshal((<-route).Data, &rep); err != nil || rep.ReplicaID != "r1" || rep.Served != 0 || rep.LatencyBuckets != nil {
+		t.Errorf("route report = %+v, %v: want r1's, without the request totals", rep, err)
+	}
+	if err := json.Unmarshal((<-full).Data, &rep); err != nil || rep.ReplicaID != "r1" || rep.Served == 0 || rep.LatencyBuckets == nil {
+		t.Errorf("full report = %+v, %v: want r1's, with the request totals", rep, err)
 	}
 }

@@ -69,9 +69,13 @@ const ServiceVersion = "0.1.0"
 
 // Timing.
 const (
-	// LoadCoalesce is the shortest interval between two load reports.
+	// LoadCoalesce is the shortest interval between two route load
+	// reports (the routers' RouteLoadSubject).
 	LoadCoalesce = 20 * time.Millisecond
-	// LoadInterval is the longest interval between two load reports.
+	// StatsCoalesce is the shortest interval between two full load
+	// reports (LoadSubject: the autoscaler, the dashboard, and routers).
+	StatsCoalesce = 250 * time.Millisecond
+	// LoadInterval is the longest interval between two full load reports.
 	LoadInterval = time.Second
 	// poolIdle is how long a kept request goroutine waits for the next
 	// request (see workpool).
@@ -681,7 +685,7 @@ func (r *Replica) drain(h serve.Handler) {
 		grace = config.DefaultGracefulShutdownTimeout.D()
 	}
 	r.put()
-	r.publishLoad()
+	r.publishLoad(true)
 	r.log.Info().Int("ongoing", ongoing).Dur("timeout", grace).Msg("replica draining")
 
 	idle := make(chan struct{})
@@ -787,20 +791,37 @@ func (r *Replica) loadChanged() {
 	}
 }
 
-// reportLoad publishes a report on every change, at most every
-// LoadCoalesce, and every LoadInterval regardless.
+// reportLoad publishes the replica's load twice over: a route report
+// (RouteLoadSubject: the routers that route to the deployment) on every
+// change, at most every LoadCoalesce, and the full report with the
+// request totals (LoadSubject: the autoscaler, the dashboard, and the
+// routers too) at most every StatsCoalesce while it changes, and at least
+// every LoadInterval. A busy replica's load changes with every
+// request: the control plane hears it at 4 Hz, not at the routers' 50.
 func (r *Replica) reportLoad(ctx context.Context) {
 	t := time.NewTicker(LoadInterval)
 	defer t.Stop()
-	r.publishLoad()
+	stats := time.NewTimer(StatsCoalesce)
+	defer stats.Stop()
+	statsDue := false // a change awaits its full report (stats runs)
+	r.publishLoad(true)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			r.publishLoad()
+			r.publishLoad(true)
+		case <-stats.C:
+			if statsDue {
+				statsDue = false
+				r.publishLoad(true)
+			}
 		case <-r.changed:
-			r.publishLoad()
+			r.publishLoad(false)
+			if !statsDue {
+				statsDue = true
+				stats.Reset(StatsCoalesce)
+			}
 			wait := time.NewTimer(LoadCoalesce)
 			select {
 			case <-ctx.Done():
@@ -812,7 +833,9 @@ func (r *Replica) reportLoad(ctx context.Context) {
 	}
 }
 
-func (r *Replica) publishLoad() {
+// publishLoad publishes a route report, or the full report with the
+// request totals.
+func (r *Replica) publishLoad(full bool) {
 	r.mu.Lock()
 	rep := protocol.LoadReport{
 		ReplicaID:  r.id,
@@ -824,7 +847,7 @@ func (r *Replica) publishLoad() {
 		Models:     r.models,
 		At:         time.Now().UTC(),
 	}
-	if r.served > 0 {
+	if full && r.served > 0 {
 		rep.Served, rep.Errors, rep.LatencyMSSum = r.served, r.errored, r.latencySum
 		rep.LatencyBuckets = slices.Clone(r.latency)
 	}
@@ -834,7 +857,11 @@ func (r *Replica) publishLoad() {
 		r.log.Error().Err(err).Msg("encode load report")
 		return
 	}
-	if err := r.p.NC.Publish(r.p.Names.LoadSubject(rep.App, rep.Deployment), b); err != nil {
+	subject := r.p.Names.RouteLoadSubject(rep.App, rep.Deployment)
+	if full {
+		subject = r.p.Names.LoadSubject(rep.App, rep.Deployment)
+	}
+	if err := r.p.NC.Publish(subject, b); err != nil {
 		r.log.Warn().Err(err).Msg("publish load report")
 	}
 }
