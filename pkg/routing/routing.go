@@ -130,7 +130,7 @@ type Router struct {
 	// this router routes to it (followLoad): a worker's router hears only
 	// the deployments its replicas hold handles to, not the whole fleet's.
 	loadMu   sync.Mutex
-	onLoad   nats.MsgHandler               // guarded by loadMu; nil while Follow does not run
+	onLoad   nats.MsgHandler                 // guarded by loadMu; nil while Follow does not run
 	loadSubs map[string][]*nats.Subscription // guarded by loadMu; by deployment key
 
 	waiters sync.Pool // of *waiter: where Callers take their answers
