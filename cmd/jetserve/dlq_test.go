@@ -11,9 +11,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natstest"
-	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -24,11 +22,8 @@ func (failing) RunJob(serve.JobContext, *serve.Job) (any, error) { return nil, e
 // TestDeadLettersAndRequeue exhausts a job's attempts on a real embedded
 // JetStream, then lists and requeues it with the CLI.
 func TestDeadLettersAndRequeue(t *testing.T) {
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
-	jn := jobs.Names{Names: names}
+	tf := natstest.NewFleet(t)
+	ns, nc, js, jn := tf.NS, tf.NC, tf.JS, jobs.Names{Names: tf.Names}
 	q := jobs.NewQueue(js, jn, zerolog.Nop())
 	m := config.AsyncMethod{Name: "train", MaxAttempts: 1, Backoff: []config.Duration{config.Duration(10 * time.Millisecond)}}
 	m.ApplyDefaults()

@@ -65,10 +65,7 @@ func TestEnsure(t *testing.T) {
 // Ensure (the scheduler's) it opens them all.
 func TestBind(t *testing.T) {
 	ns := natstest.Server(t)
-	js, err := jetstream.New(natstest.Conn(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, natstest.Conn(t, ns))
 	names, _ := protocol.NewNames("")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

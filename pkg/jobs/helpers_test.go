@@ -37,10 +37,7 @@ func newEnv(t testing.TB) *testEnv {
 func envOn(t testing.TB, ns *server.Server) *testEnv {
 	t.Helper()
 	nc := natstest.Conn(t, ns)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	pn, err := protocol.NewNames("t")
 	if err != nil {
 		t.Fatal(err)
@@ -93,10 +90,7 @@ func startRunner(t testing.TB, e *testEnv, nc *nats.Conn, slots int, h serve.Job
 // startRunnerWith is startRunner with test knobs set (knobs may be nil).
 func startRunnerWith(t testing.TB, e *testEnv, nc *nats.Conn, knobs func(*Runner), slots int, h serve.JobHandler, replica string, ms ...config.AsyncMethod) (r *Runner, stop func()) {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	r = NewRunner(nc, js, e.names, RunnerConfig{
 		App: testApp, Deployment: testDep, Worker: "w-" + replica, Replica: replica,
 		Slots: slots, Methods: ms, Handler: h, Log: zerolog.Nop(),

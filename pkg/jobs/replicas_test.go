@@ -7,7 +7,6 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -16,10 +15,7 @@ import (
 // Replicas(1) adopts them as they are.
 func TestQueueReplicas(t *testing.T) {
 	nodes := natstest.Cluster(t, 3)
-	js, err := jetstream.New(natstest.Conn(t, nodes[1]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, natstest.Conn(t, nodes[1]))
 	pn, _ := protocol.NewNames("t")
 	names := Names{Names: pn}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -68,10 +68,7 @@ func bucket(t *testing.T, nc *nats.Conn) jetstream.KeyValue {
 
 func bucketWith(t *testing.T, nc *nats.Conn, cfg jetstream.KeyValueConfig) jetstream.KeyValue {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	kv, err := js.CreateOrUpdateKeyValue(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

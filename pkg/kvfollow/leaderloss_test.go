@@ -36,10 +36,7 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 	c := natstest.KillableCluster(t, 3)
 	kv := bucketWith(t, natstest.Conn(t, c.Nodes[0]), jetstream.KeyValueConfig{Bucket: "follow", Replicas: 3})
 	put(t, kv, "k", "1")
-	js, err := jetstream.New(natstest.Conn(t, c.Nodes[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, natstest.Conn(t, c.Nodes[0]))
 
 	// A follower connected to a node other than its consumer's: on the
 	// same node, the kill's disconnect would restart it.
@@ -117,10 +114,7 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 	// A consumer is created by the meta leader: when the killed node led
 	// the cluster's metadata, a watch can be restarted only after that
 	// election too.
-	pjs, err := jetstream.New(natstest.Conn(t, other))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pjs := natstest.JetStream(t, natstest.Conn(t, other))
 	var created time.Time
 	waitfor.NoError(t, 30*time.Second, "a consumer created after the kill", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -182,10 +176,7 @@ func testDeletedConsumer(t *testing.T, push bool) {
 	run(t, f)
 	waitfor.True(t, 5*time.Second, "follower has k=1", func() bool { v, _ := f.Get("k"); return v == 1 })
 
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	st, err := js.Stream(context.Background(), "KV_follow")
 	if err != nil {
 		t.Fatal(err)
@@ -243,10 +234,7 @@ func TestResyncOnALaggingReplicaReportsNoLiveKeyDeleted(t *testing.T) {
 	}
 	put(t, kv, "a", "2")
 	writer := natstest.Conn(t, ns)
-	wjs, err := jetstream.New(writer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wjs := natstest.JetStream(t, writer)
 	wkv, err := wjs.KeyValue(context.Background(), "follow")
 	if err != nil {
 		t.Fatal(err)

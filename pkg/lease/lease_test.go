@@ -18,10 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func bucket(t *testing.T, nc *nats.Conn) (jetstream.JetStream, jetstream.KeyValue) {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "leases", LimitMarkerTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)

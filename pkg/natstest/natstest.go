@@ -197,6 +197,17 @@ func Conn(t testing.TB, ns *server.Server) *nats.Conn {
 	return nc
 }
 
+// JetStream is nc's JetStream context (nc from Conn, ReconnectingConn or
+// any other connection of the test).
+func JetStream(t testing.TB, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
 // Restart shuts ns down and starts a server on its port and store dir
 // (the store it was started with), shut down when the test ends: clients
 // that reconnect for ever find it where they left it.
@@ -236,10 +247,7 @@ func FleetOn(t testing.TB, ns *server.Server, nc *nats.Conn) *Fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b, err := fleetstate.Open(ctx, js, names)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -25,10 +24,7 @@ func TestOpenConcurrentlyOnACluster(t *testing.T) {
 	start := time.Now()
 	for i := range instances {
 		nc := natstest.ReconnectingConn(t, nodes[i%3].ClientURL())
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := natstest.JetStream(t, nc)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -36,10 +36,7 @@ func replicasOf(t *testing.T, js jetstream.JetStream, stream string) int {
 // when a service asks for 1, and what exists with 1 is scaled up to 3.
 func TestAdoptNeverDowngrades(t *testing.T) {
 	nodes := natstest.Cluster(t, 3)
-	js, err := jetstream.New(natstest.Conn(t, nodes[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, natstest.Conn(t, nodes[0]))
 	ctx := ctxT(t)
 
 	// Pre-created by an operator as R3.
@@ -83,10 +80,7 @@ func TestAdoptNeverDowngrades(t *testing.T) {
 // setting is applied.
 func TestEnsureIsIdempotent(t *testing.T) {
 	ns := natstest.Server(t)
-	js, err := jetstream.New(natstest.Conn(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, natstest.Conn(t, ns))
 	ctx := ctxT(t)
 	cfg := jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, MaxMsgs: 10, Description: "d"}
 	s1, err := streams.Stream(ctx, js, cfg, 1)

@@ -10,7 +10,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/wire"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestBodiesLargerThanMaxPayload: on a server with a 1 MiB max_payload, a
@@ -18,10 +17,7 @@ import (
 // once; deleted, it is gone; opening the store twice adopts it.
 func TestBodiesLargerThanMaxPayload(t *testing.T) {
 	ns := natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20})
-	js, err := jetstream.New(natstest.Conn(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, natstest.Conn(t, ns))
 	names, _ := protocol.NewNames("")
 	ctx := context.Background()
 	b, err := wire.OpenBodies(ctx, js, names, 1)

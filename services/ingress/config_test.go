@@ -20,6 +20,8 @@ func TestConfigValidateNamesTheOption(t *testing.T) {
 		{"oip_ready_timeout", func(c *Config) { c.OIPReadyTimeout = -time.Second }},
 		{"max_body_bytes", func(c *Config) { c.MaxBodyBytes = 0 }},
 		{"router", func(c *Config) { c.Router = "remote" }},
+		{"body_stall_timeout", func(c *Config) { c.BodyStallTimeout = 0 }},
+		{"body_stall_timeout", func(c *Config) { c.BodyStallTimeout = -time.Second }},
 	}
 	for _, tt := range tests {
 		c := DefaultConfig()

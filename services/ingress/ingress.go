@@ -89,6 +89,10 @@ type Config struct {
 	// straight between the ingress and the replica with a credit window —
 	// or "object" — through the bodies object store (<prefix>_bodies).
 	BodyTransport string `koanf:"body_transport" help:"chunked (core-NATS chunks straight to and from the replica, default) or object (the bodies object store) for bodies over one NATS message"`
+	// BodyStallTimeout is how long the ingress's side of a chunked body
+	// transfer waits for the replica (credit for a request body, a chunk
+	// of a response body) before it ends the request (504).
+	BodyStallTimeout time.Duration `koanf:"body_stall_timeout" help:"how long a chunked body transfer waits for the replica before the request fails (504)"`
 	// RequestTimeout is the deadline given to each request (sent to the
 	// routers as the caller's deadline).
 	RequestTimeout time.Duration `koanf:"request_timeout" help:"end-to-end bound of one request (504 after it)"`
@@ -116,16 +120,17 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Common:          service.DefaultCommon(":9100"),
-		HTTPConfig:      service.DefaultHTTPConfig(),
-		HTTPAddr:        DefaultHTTPAddr,
-		MaxBodyBytes:    DefaultMaxBodyBytes,
-		BodyTransport:   gateway.BodyTransportChunked,
-		RequestTimeout:  60 * time.Second,
-		DrainTimeout:    30 * time.Second,
-		Router:          RouterEmbedded,
-		OIPReadyTimeout: gateway.DefaultOIPReadyTimeout,
-		Liveness:        routing.DefaultLiveness(),
+		Common:           service.DefaultCommon(":9100"),
+		HTTPConfig:       service.DefaultHTTPConfig(),
+		HTTPAddr:         DefaultHTTPAddr,
+		MaxBodyBytes:     DefaultMaxBodyBytes,
+		BodyTransport:    gateway.BodyTransportChunked,
+		BodyStallTimeout: wire.DefaultBodyStall,
+		RequestTimeout:   60 * time.Second,
+		DrainTimeout:     30 * time.Second,
+		Router:           RouterEmbedded,
+		OIPReadyTimeout:  gateway.DefaultOIPReadyTimeout,
+		Liveness:         routing.DefaultLiveness(),
 	}
 }
 
@@ -149,6 +154,9 @@ func (c Config) Validate() error {
 	if c.BodyTransport != gateway.BodyTransportChunked && c.BodyTransport != gateway.BodyTransportObject {
 		errs = append(errs, fmt.Errorf("body_transport: must be %q or %q, got %q", gateway.BodyTransportChunked,
 			gateway.BodyTransportObject, c.BodyTransport))
+	}
+	if c.BodyStallTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("body_stall_timeout: must be > 0, got %v", c.BodyStallTimeout))
 	}
 	errs = append(errs, c.Liveness.Validate("liveness"))
 	if c.RequestTimeout <= 0 {
@@ -260,6 +268,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 		MaxPayload:      deps.NC.MaxPayload,
 		Bodies:          bodies,
 		BodyTransport:   cfg.BodyTransport,
+		BodyStall:       cfg.BodyStallTimeout,
 		NC:              deps.NC,
 		RequestTimeout:  cfg.RequestTimeout,
 		Metrics:         metrics,

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/config"
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/jobs"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
@@ -20,7 +18,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestLargeBodiesAtDefaultMaxPayload runs the ingress (embedded router,
@@ -34,26 +31,14 @@ import (
 // once, and no body object is left behind.
 func TestLargeBodiesAtDefaultMaxPayload(t *testing.T) {
 	ns := natstest.ServerWith(t, natsembed.Options{MaxPayload: 1 << 20})
-	nc := natstest.Conn(t, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
+	tf := natstest.FleetOn(t, ns, nil)
+	nc, js, names, b := tf.NC, tf.JS, tf.Names, tf.Buckets
 	ctx := context.Background()
-	b, err := fleetstate.Open(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
 	bodies, err := wire.OpenBodies(ctx, js, names, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := config.Parse([]byte("applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(sc)
-	if _, err := b.Apps.Put(ctx, fleetstate.ConfigKey, raw); err != nil {
-		t.Fatal(err)
-	}
+	natstest.PutConfigText(t, b, "applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n")
 	provisiontest.Start(t, nc, js, jobs.Names{Names: names}, b) // the scheduler's part
 	bigResponse := strings.Repeat("r", 3000*1000)
 	for _, id := range []string{"r1", "r2"} {
@@ -90,11 +75,8 @@ func TestLargeBodiesAtDefaultMaxPayload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, _ := json.Marshal(protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", WorkerID: "w1", State: protocol.ReplicaRunning,
+		natstest.PutReplica(t, b, protocol.ReplicaInfo{ID: id, App: "echo", Deployment: "E", WorkerID: "w1", State: protocol.ReplicaRunning,
 			MaxOngoingRequests: 4, Subject: names.ReplicaSubject(id), Heartbeat: time.Now()})
-		if _, err := b.Replicas.Put(ctx, protocol.ReplicaKey("echo", "E", "w1", id), info); err != nil {
-			t.Fatal(err)
-		}
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)

@@ -210,10 +210,7 @@ func TestServerRestartKeepsRouting(t *testing.T) {
 	e.putConfig(-1, 0)
 	for _, id := range []string{"r1", "r2"} {
 		rnc := natstest.ReconnectingConn(t, url)
-		rjs, err := jetstream.New(rnc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		rjs := natstest.JetStream(t, rnc)
 		kv, err := rjs.KeyValue(context.Background(), names.BucketReplicas())
 		if err != nil {
 			t.Fatal(err)

@@ -6,13 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/jetserve/jetserve/services/worker"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -23,10 +21,7 @@ import (
 func TestWorkerWaitsForTheScheduler(t *testing.T) {
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	var waiting atomic.Bool // the worker logged its retry (service.Deps.Bind)
 	log := zerolog.New(zerolog.NewTestWriter(t)).Hook(zerolog.HookFunc(func(_ *zerolog.Event, _ zerolog.Level, msg string) {
 		if msg == "JetStream not ready; retrying" {
@@ -53,11 +48,7 @@ func TestWorkerWaitsForTheScheduler(t *testing.T) {
 	if len(streams) != 0 {
 		t.Fatalf("the worker created streams %v, want none", streams)
 	}
-	names, _ := protocol.NewNames("")
-	b, err := fleetstate.Ensure(context.Background(), js, names, 1) // the scheduler's
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := natstest.FleetOn(t, ns, nc).Buckets // the scheduler's part (fleetstate.Ensure)
 	waitfor.True(t, 30*time.Second, "the worker's registration", func() bool {
 		_, err := b.Workers.Get(context.Background(), protocol.WorkerKey(workerID))
 		return err == nil

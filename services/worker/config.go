@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
+	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/jetserve/jetserve/services/worker/internal/gpu"
 )
 
@@ -71,6 +73,11 @@ type Config struct {
 	// many times a second; above the floor GOGC applies unchanged. "0"
 	// turns it off. Applied by the worker binary (Command), not by Run.
 	GCMinHeap string `koanf:"gc_min_heap" help:"heap size below which the worker's Go garbage collector does not run (e.g. 64Mi; 0: Go's default)"`
+	// BodyStallTimeout is how long the replicas' side of a chunked body
+	// transfer waits for its peer (a chunk of a request body, credit for
+	// a response body) before it fails the request (504) or drops the
+	// response.
+	BodyStallTimeout time.Duration `koanf:"body_stall_timeout" help:"how long a chunked body transfer waits for the ingress before the request fails (504)"`
 	// ChildEnv is the environment process-runtime children start from
 	// (less its JETSERVE_* variables): main passes the worker's own. Not
 	// an option.
@@ -111,6 +118,7 @@ func DefaultConfig() Config {
 		SecretsDir:       DefaultSecretsDir,
 		AssignmentWriter: "scheduler",
 		GCMinHeap:        DefaultGCMinHeap,
+		BodyStallTimeout: wire.DefaultBodyStall,
 	}
 }
 
@@ -147,6 +155,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := config.ParseBytes(c.GCMinHeap); err != nil {
 		errs = append(errs, fmt.Errorf("gc_min_heap: %w", err))
+	}
+	if c.BodyStallTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("body_stall_timeout: must be > 0, got %v", c.BodyStallTimeout))
 	}
 	if _, err := c.declaredGPUs(); err != nil {
 		errs = append(errs, err)

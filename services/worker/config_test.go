@@ -55,6 +55,9 @@ func TestValidate(t *testing.T) {
 		{"gc_min_heap bytes", func(c *worker.Config) { c.GCMinHeap = "268435456" }, ""},
 		{"bad gc_min_heap", func(c *worker.Config) { c.GCMinHeap = "big" }, "gc_min_heap:"},
 		{"negative gc_min_heap", func(c *worker.Config) { c.GCMinHeap = "-1Mi" }, "gc_min_heap:"},
+		{"short body_stall_timeout", func(c *worker.Config) { c.BodyStallTimeout = 300 * time.Millisecond }, ""},
+		{"no body_stall_timeout", func(c *worker.Config) { c.BodyStallTimeout = 0 }, "body_stall_timeout:"},
+		{"negative body_stall_timeout", func(c *worker.Config) { c.BodyStallTimeout = -time.Second }, "body_stall_timeout:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,10 +8,10 @@ import (
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/jobs"
+	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/waitfor"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -53,10 +53,7 @@ func (j *jobber) RunJob(ctx serve.JobContext, job *serve.Job) (any, error) {
 // method ensured (what the ingress does before accepting submits).
 func (f *fleet) queue(t *testing.T) (*jobs.Queue, config.AsyncMethod) {
 	t.Helper()
-	js, err := jetstream.New(f.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, f.nc)
 	q := jobs.NewQueue(js, jobs.Names{Names: f.names}, zerolog.Nop())
 	m := serve.EffectiveAsync(f.d.reg.AsyncMethods("jobber"), nil)[0]
 	if err := q.Ensure(context.Background(), testApp, "J", m); err != nil {

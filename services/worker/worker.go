@@ -557,6 +557,7 @@ func (w *worker) startReplica(s protocol.ReplicaSpec) {
 		Tracer:      w.tracer,
 		After:       after,
 		UserNC:      w.userNC,
+		BodyStall:   w.cfg.BodyStallTimeout,
 		ResolveConfig: func(uc json.RawMessage) (json.RawMessage, error) {
 			return secrets.ResolveJSON(uc, w.secrets)
 		},

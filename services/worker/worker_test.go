@@ -792,6 +792,13 @@ func TestMicroServiceDiscovery(t *testing.T) {
 		t.Errorf("call endpoint = %d requests, %d errors, %s total, %s average; want the handler's 5, 1, at least %s and %s",
 			call.NumRequests, call.NumErrors, call.ProcessingTime, call.AverageProcessingTime, 4*slowEcho, 4*slowEcho/5)
 	}
+	// The total and the mean in Data agree to the nanosecond: the mean is
+	// the total over the requests (the total's exactness: replica's
+	// TestCallEndpointStats).
+	if avg := float64(call.ProcessingTime) / float64(time.Millisecond) / float64(cs.Served); avg != cs.AverageMS {
+		t.Errorf("call endpoint total %d ns over %d requests = %v ms, want Data's average %v ms exactly",
+			call.ProcessingTime, cs.Served, avg, cs.AverageMS)
+	}
 	var health *micro.EndpointStats
 	for _, e := range stats.Endpoints {
 		if e.Name == protocol.EndpointHealth {

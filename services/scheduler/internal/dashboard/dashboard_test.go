@@ -41,24 +41,13 @@ type env struct {
 
 func start(t *testing.T, o Options) *env {
 	t.Helper()
-	ns := natstest.Server(t)
-	return startOn(t, natstest.Conn(t, ns), o)
+	return startOn(t, natstest.NewFleet(t), o)
 }
 
-// startOn is start on a given connection.
-func startOn(t *testing.T, nc *nats.Conn, o Options) *env {
+// startOn is start on a given fleet.
+func startOn(t *testing.T, tf *natstest.Fleet, o Options) *env {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, _ := protocol.NewNames("t")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	b, err := fleetstate.Open(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js, names, b := tf.NC, tf.JS, tf.Names, tf.Buckets
 	reg := prometheus.NewRegistry()
 	g, err := jobs.NewBacklogGauges(reg)
 	if err != nil {
@@ -415,7 +404,7 @@ func TestPage(t *testing.T) {
 func TestFollowsAcrossServerRestart(t *testing.T) {
 	dir := t.TempDir()
 	ns := natstest.ServerIn(t, dir)
-	e := startOn(t, natstest.ReconnectingConn(t, ns.ClientURL()), Options{})
+	e := startOn(t, natstest.FleetOn(t, ns, natstest.ReconnectingConn(t, ns.ClientURL())), Options{})
 	sc, err := config.Parse([]byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)

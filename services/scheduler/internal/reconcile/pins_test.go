@@ -11,7 +11,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/services/scheduler/internal/plan"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -22,14 +21,8 @@ import (
 // none to be unpinned, and forgets the counts once the deployment is at
 // its version (so that the next update counts afresh).
 func TestPinnedRunsCounted(t *testing.T) {
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pn, _ := protocol.NewNames("t")
-	names := jobs.Names{Names: pn}
+	tf := natstest.NewFleet(t)
+	nc, js, names := tf.NC, tf.JS, jobs.Names{Names: tf.Names}
 	q := jobs.NewQueue(js, names, zerolog.Nop())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -240,10 +240,12 @@ type Replica struct {
 	// what cancels each (wire.CancelMsg, CancelLocal).
 	held map[string]context.CancelFunc // guarded by mu
 	// served, errored, latencySum and latency are the load report's
-	// request totals (guarded by mu); latency has one count per
+	// request totals (guarded by mu): latencySum is the handlers' total
+	// time, as measured (the load report converts it to milliseconds;
+	// micro stats take it as it is); latency has one count per
 	// protocol.LatencyBoundsMS bucket plus the overflow.
 	served, errored uint64
-	latencySum      float64
+	latencySum      time.Duration
 	latency         []uint64
 	jobRuns         []*jobRun // guarded by mu: job runners not known to be done, the current one last
 }
@@ -646,24 +648,27 @@ func (r *Replica) serveMicro() (*microsvc.Service, error) {
 // requests the handler served (probes and cancels are not requests), its
 // errors and its time, with the quantiles in Data (protocol.CallStats).
 func (r *Replica) callEndpointStats() micro.EndpointStats {
-	cs := r.callStats()
+	cs, total := r.callStats()
 	data, _ := json.Marshal(cs) // plain numbers: cannot fail
-	return micro.EndpointStats{NumRequests: int(cs.Served), NumErrors: int(cs.Errors),
-		ProcessingTime: time.Duration(cs.AverageMS * float64(cs.Served) * float64(time.Millisecond)), Data: data}
+	return micro.EndpointStats{NumRequests: int(cs.Served), NumErrors: int(cs.Errors), ProcessingTime: total, Data: data}
 }
 
-// callStats is what the replica's handler did, for its micro stats.
-func (r *Replica) callStats() protocol.CallStats {
+// callStats is what the replica's handler did, for its micro stats, and
+// the handler's total time.
+func (r *Replica) callStats() (protocol.CallStats, time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cs := protocol.CallStats{Served: r.served, Errors: r.errored, Ongoing: r.ongoing, MaxOngoing: r.spec.MaxOngoingRequests,
 		P50MS: protocol.LatencyQuantile(r.latency, 0.50), P95MS: protocol.LatencyQuantile(r.latency, 0.95),
 		P99MS: protocol.LatencyQuantile(r.latency, 0.99)}
 	if r.served > 0 {
-		cs.AverageMS = r.latencySum / float64(r.served)
+		cs.AverageMS = durationMS(r.latencySum) / float64(r.served)
 	}
-	return cs
+	return cs, r.latencySum
 }
+
+// durationMS is d in milliseconds, as load reports and stats give times.
+func durationMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // drain stops admitting requests and pulling jobs, waits for the requests
 // and jobs in flight up to the graceful shutdown timeout (then cancels them
@@ -848,7 +853,7 @@ func (r *Replica) publishLoad(full bool) {
 		At:         time.Now().UTC(),
 	}
 	if full && r.served > 0 {
-		rep.Served, rep.Errors, rep.LatencyMSSum = r.served, r.errored, r.latencySum
+		rep.Served, rep.Errors, rep.LatencyMSSum = r.served, r.errored, durationMS(r.latencySum)
 		rep.LatencyBuckets = slices.Clone(r.latency)
 	}
 	r.mu.Unlock()
@@ -997,7 +1002,7 @@ func (r *Replica) countLocked(took time.Duration, failed bool) {
 	if failed {
 		r.errored++
 	}
-	r.latencySum += ms
+	r.latencySum += took
 	r.latency[protocol.LatencyBucket(ms)]++
 }
 

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -46,6 +47,50 @@ func TestInPlaceAndSameSpec(t *testing.T) {
 			}
 			if got := SameSpec(base, next); got != tt.equal {
 				t.Errorf("SameSpec = %v, want %v", got, tt.equal)
+			}
+		})
+	}
+}
+
+// TestCallEndpointStats: the call endpoint's row of `nats micro stats`
+// gives the handler's total time to the nanosecond (the sum of what each
+// request took, not an average multiplied back), its counts, and the mean
+// in Data.
+func TestCallEndpointStats(t *testing.T) {
+	tests := []struct {
+		name   string
+		took   []time.Duration
+		failed int // the first failed requests failed
+	}{
+		{"none", nil, 0},
+		{"one", []time.Duration{1_234_567}, 0},
+		{"uneven", []time.Duration{1, 999_999, 3*time.Second + 7, 333_333_333, 2_500_001}, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Replica{}
+			var want time.Duration
+			r.mu.Lock()
+			for i, d := range tc.took {
+				r.countLocked(d, i < tc.failed)
+				want += d
+			}
+			r.mu.Unlock()
+			es := r.callEndpointStats()
+			if es.ProcessingTime != want || es.NumRequests != len(tc.took) || es.NumErrors != tc.failed {
+				t.Errorf("callEndpointStats() = %d requests, %d errors, %d ns; want %d, %d, %d ns",
+					es.NumRequests, es.NumErrors, es.ProcessingTime, len(tc.took), tc.failed, want)
+			}
+			var cs protocol.CallStats
+			if err := json.Unmarshal(es.Data, &cs); err != nil {
+				t.Fatalf("decode Data %s: %v", es.Data, err)
+			}
+			wantMS := 0.0
+			if n := len(tc.took); n > 0 {
+				wantMS = float64(want) / float64(time.Millisecond) / float64(n)
+			}
+			if cs.Served != uint64(len(tc.took)) || math.Abs(cs.AverageMS-wantMS) > 1e-9 {
+				t.Errorf("callEndpointStats().Data = %+v, want %d served, average %v ms", cs, len(tc.took), wantMS)
 			}
 		})
 	}

@@ -5,13 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -28,14 +26,8 @@ func echoHandler() serve.Handler {
 }
 
 func BenchmarkStageReplica(b *testing.B) {
-	ns := natstest.Server(b)
-	nc := natstest.Conn(b, ns)
-	names, _ := protocol.NewNames("")
-	js, _ := jetstream.New(nc)
-	bk, err := fleetstate.Open(context.Background(), js, names)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tf := natstest.NewFleet(b)
+	nc, names, bk := tf.NC, tf.Names, tf.Buckets
 	met, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
