@@ -88,14 +88,12 @@ func deploymentVersions(f *fleet.Fleet) (string, []string, error) {
 	return d.Version, vers, nil
 }
 
-// TestWorkflowRunsPinnedToTheirVersion (issue 10, versioning): runs
-// suspended on v1 — a pinned one and an auto_upgrade one — and a rolling
-// update to v2 (another build). The v1 replica stays, pinned-only: sync
-// requests reach only v2, a new run runs v2; signalled, the pinned run
-// completes on v1's code and the auto_upgrade one replays on v2's; then
-// the v1 replica goes.
-func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
-	f := startFleet(t, fleet.Options{Workers: 1})
+// startSuspendedOnV1 starts a fleet of workers workers running v1 of app
+// wfver and run p1 of workflow greet, suspended on v1; it returns the
+// fleet and v1's version.
+func startSuspendedOnV1(t *testing.T, workers int) (*fleet.Fleet, string) {
+	t.Helper()
+	f := startFleet(t, fleet.Options{Workers: workers})
 	f.RequireHandlers(handlerVersionsV1, handlerVersionsV2)
 	f.Deploy(versionsApp(t, handlerVersionsV1))
 	f.WaitApp(deployTimeout, "wfver", 1, nil)
@@ -104,10 +102,21 @@ func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	versionedPost(t, f, "greet?request_id=p1")
-	versionedPost(t, f, "greet-auto?request_id=a1")
 	if run := versionedRunIn(t, f, "greet", "p1", "SUSPENDED"); run.Version != v1 {
 		t.Fatalf("run p1 records version %q, want v1's %q", run.Version, v1)
 	}
+	return f, v1
+}
+
+// TestWorkflowRunsPinnedToTheirVersion (issue 10, versioning): runs
+// suspended on v1 — a pinned one and an auto_upgrade one — and a rolling
+// update to v2 (another build). The v1 replica stays, pinned-only: sync
+// requests reach only v2, a new run runs v2; signalled, the pinned run
+// completes on v1's code and the auto_upgrade one replays on v2's; then
+// the v1 replica goes.
+func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
+	f, v1 := startSuspendedOnV1(t, 1)
+	versionedPost(t, f, "greet-auto?request_id=a1")
 	versionedRunIn(t, f, "greet-auto", "a1", "SUSPENDED")
 
 	f.Deploy(versionsApp(t, handlerVersionsV2))
@@ -166,16 +175,7 @@ func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
 // killed (kill -9): the scheduler places a v1 replica, pinned_only, on
 // the other worker, and the run, signalled, finishes on v1's code.
 func TestPinnedRunKeepsItsVersionWhenTheKeptWorkerDies(t *testing.T) {
-	f := startFleet(t, fleet.Options{Workers: 2})
-	f.RequireHandlers(handlerVersionsV1, handlerVersionsV2)
-	f.Deploy(versionsApp(t, handlerVersionsV1))
-	f.WaitApp(deployTimeout, "wfver", 1, nil)
-	v1, _, err := deploymentVersions(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	versionedPost(t, f, "greet?request_id=p1")
-	versionedRunIn(t, f, "greet", "p1", "SUSPENDED")
+	f, v1 := startSuspendedOnV1(t, 2)
 
 	f.Deploy(versionsApp(t, handlerVersionsV2))
 	kept := func() (protocol.ReplicaStatus, error) {

@@ -178,6 +178,23 @@ func TestRollbackReusesTheKeptReplica(t *testing.T) {
 	}
 }
 
+// keptAfterUpdate runs e's deployment (one replica of 1 CPU), pins runs
+// to its version v1 and rolls it to v2; it returns both versions and the
+// v1 replica kept pinned_only.
+func (e *env) keptAfterUpdate(runs int) (v1, v2 string, kept *Replica) {
+	e.t.Helper()
+	e.step()
+	e.runAll()
+	v1 = Version(e.in.Config.Applications[0].Deployments[0])
+	e.in.Pinned = map[string]map[string]int{"app/d": {v1: runs}}
+	v2 = e.rollTo(tightApp(1, 1, 7, ""), 1)
+	old := e.byVersion(v1)
+	if len(old) != 1 || !old[0].Spec.PinnedOnly || !e.in.Running(old[0]) {
+		e.t.Fatalf("after the update: %s, want v1 kept pinned_only", e.describe())
+	}
+	return v1, v2, old[0]
+}
+
 // loseWorker makes worker id vanish with the records of its replicas.
 func (e *env) loseWorker(id string) {
 	delete(e.in.Workers, id)
@@ -192,20 +209,11 @@ func (e *env) loseWorker(id string) {
 // replica kept for pinned runs dies; while runs are pinned to its
 // version, a replica of that version is placed again, pinned_only, on
 // another worker (as Temporal's pinned workflows keep a worker of their
-// build) — not once no run is pinned any more, and not for a rolling
-// update's old replica whose version has no pinned run.
+// build) — and not once no run is pinned any more.
 func TestKeptReplicaReplacedWhenItsWorkerIsLost(t *testing.T) {
 	e := newEnv(t, cfg(t, tightApp(1, 1, 5, "")), worker("w1", 1, 0), worker("w2", 1, 0), worker("w3", 1, 0))
-	e.step()
-	e.runAll()
-	v1 := Version(e.in.Config.Applications[0].Deployments[0])
-	e.in.Pinned = map[string]map[string]int{"app/d": {v1: 2}}
-	e.rollTo(tightApp(1, 1, 7, ""), 1)
-	kept := e.byVersion(v1)
-	if len(kept) != 1 || !kept[0].Spec.PinnedOnly || !e.in.Running(kept[0]) {
-		t.Fatalf("after the update: %s, want v1 kept pinned_only", e.describe())
-	}
-	lostOn, lostID := kept[0].WorkerID, kept[0].Spec.ID
+	v1, _, kept := e.keptAfterUpdate(2)
+	lostOn, lostID := kept.WorkerID, kept.Spec.ID
 
 	e.loseWorker(lostOn)
 	res := e.step()
@@ -254,16 +262,8 @@ func TestKeptReplicaReplacedWhenItsWorkerIsLost(t *testing.T) {
 // deployment's status says so, naming the version and why.
 func TestKeptReplicaGivenUpWhenItFitsNowhere(t *testing.T) {
 	e := newEnv(t, cfg(t, tightApp(1, 1, 5, "")), worker("w1", 1, 0), worker("w2", 1, 0))
-	e.step()
-	e.runAll()
-	v1 := Version(e.in.Config.Applications[0].Deployments[0])
-	e.in.Pinned = map[string]map[string]int{"app/d": {v1: 1}}
-	v2 := e.rollTo(tightApp(1, 1, 7, ""), 1)
-	kept := e.byVersion(v1)
-	if len(kept) != 1 || !kept[0].Spec.PinnedOnly {
-		t.Fatalf("after the update: %s, want v1 kept pinned_only", e.describe())
-	}
-	e.loseWorker(kept[0].WorkerID)
+	v1, v2, kept := e.keptAfterUpdate(1)
+	e.loseWorker(kept.WorkerID)
 	start := e.now
 	for e.now.Sub(start) < PinnedPlaceGrace {
 		e.step()
