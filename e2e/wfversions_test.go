@@ -88,14 +88,12 @@ func deploymentVersions(f *fleet.Fleet) (string, []string, error) {
 	return d.Version, vers, nil
 }
 
-// TestWorkflowRunsPinnedToTheirVersion (issue 10, versioning): runs
-// suspended on v1 — a pinned one and an auto_upgrade one — and a rolling
-// update to v2 (another build). The v1 replica stays, pinned-only: sync
-// requests reach only v2, a new run runs v2; signalled, the pinned run
-// completes on v1's code and the auto_upgrade one replays on v2's; then
-// the v1 replica goes.
-func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
-	f := startFleet(t, fleet.Options{Workers: 1})
+// startSuspendedOnV1 starts a fleet of workers workers running v1 of app
+// wfver and run p1 of workflow greet, suspended on v1; it returns the
+// fleet and v1's version.
+func startSuspendedOnV1(t *testing.T, workers int) (*fleet.Fleet, string) {
+	t.Helper()
+	f := startFleet(t, fleet.Options{Workers: workers})
 	f.RequireHandlers(handlerVersionsV1, handlerVersionsV2)
 	f.Deploy(versionsApp(t, handlerVersionsV1))
 	f.WaitApp(deployTimeout, "wfver", 1, nil)
@@ -104,10 +102,21 @@ func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	versionedPost(t, f, "greet?request_id=p1")
-	versionedPost(t, f, "greet-auto?request_id=a1")
 	if run := versionedRunIn(t, f, "greet", "p1", "SUSPENDED"); run.Version != v1 {
 		t.Fatalf("run p1 records version %q, want v1's %q", run.Version, v1)
 	}
+	return f, v1
+}
+
+// TestWorkflowRunsPinnedToTheirVersion (issue 10, versioning): runs
+// suspended on v1 — a pinned one and an auto_upgrade one — and a rolling
+// update to v2 (another build). The v1 replica stays, pinned-only: sync
+// requests reach only v2, a new run runs v2; signalled, the pinned run
+// completes on v1's code and the auto_upgrade one replays on v2's; then
+// the v1 replica goes.
+func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
+	f, v1 := startSuspendedOnV1(t, 1)
+	versionedPost(t, f, "greet-auto?request_id=a1")
 	versionedRunIn(t, f, "greet-auto", "a1", "SUSPENDED")
 
 	f.Deploy(versionsApp(t, handlerVersionsV2))
@@ -158,4 +167,58 @@ func TestWorkflowRunsPinnedToTheirVersion(t *testing.T) {
 	if _, vers, err := deploymentVersions(f); err != nil || len(vers) != 1 || vers[0] != v2 {
 		t.Fatalf("replicas after the pinned runs ended = %v, %v; want only v2", vers, err)
 	}
+}
+
+// TestPinnedRunKeepsItsVersionWhenTheKeptWorkerDies (versioning, a kept
+// replica lost): two workers; a run suspends on v1, the deployment rolls
+// to v2 and v1's replica is kept pinned_only. The worker running it is
+// killed (kill -9): the scheduler places a v1 replica, pinned_only, on
+// the other worker, and the run, signalled, finishes on v1's code.
+func TestPinnedRunKeepsItsVersionWhenTheKeptWorkerDies(t *testing.T) {
+	f, v1 := startSuspendedOnV1(t, 2)
+
+	f.Deploy(versionsApp(t, handlerVersionsV2))
+	kept := func() (protocol.ReplicaStatus, error) {
+		st, err := f.Status()
+		if err != nil {
+			return protocol.ReplicaStatus{}, err
+		}
+		d := st.Applications["wfver"].Deployments["wfver"]
+		for _, r := range d.Replicas {
+			if r.PinnedOnly && r.Version == v1 && r.State == protocol.ReplicaRunning && d.Version != v1 {
+				return r, nil
+			}
+		}
+		return protocol.ReplicaStatus{}, fmt.Errorf("no v1 replica kept: %s", d.Message)
+	}
+	var first protocol.ReplicaStatus
+	f.Eventually(deployTimeout, "v1 kept pinned-only beside v2", func() (err error) {
+		first, err = kept()
+		return err
+	})
+	w := f.Worker(first.WorkerID)
+	if w == nil {
+		t.Fatalf("the kept replica's worker %q is not one of the fleet's", first.WorkerID)
+	}
+	killed := time.Now()
+	f.Kill(w.Proc)
+	var again protocol.ReplicaStatus
+	f.Eventually(deployTimeout, "v1 placed again, pinned-only, on the other worker", func() (err error) {
+		if again, err = kept(); err == nil && again.ID == first.ID {
+			err = fmt.Errorf("still the replica on the killed worker")
+		}
+		return err
+	})
+	if again.WorkerID == first.WorkerID {
+		t.Fatalf("v1 placed again on %s, the worker killed", again.WorkerID)
+	}
+	placed := time.Since(killed)
+
+	versionedPost(t, f, "greet/signal?request_id=p1&name=go")
+	run := versionedRunIn(t, f, "greet", "p1", "SUCCEEDED")
+	if run.Result.StartedOn != "v1" || run.Result.FinishedOn != "v1" || run.Version != v1 {
+		t.Fatalf("run p1: started on %s, finished on %s (version %s); want v1's code throughout (version %s)",
+			run.Result.StartedOn, run.Result.FinishedOn, run.Version, v1)
+	}
+	t.Logf("a v1 replica ran again on %s %v after %s was killed", again.WorkerID, placed.Round(10*time.Millisecond), first.WorkerID)
 }

@@ -543,12 +543,7 @@ func (c ServeConfig) Validate() Errors {
 				if m.MaxAttempts < 0 {
 					add(mp+".max_attempts", "must be >= 1, got %d", m.MaxAttempts)
 				}
-				if m.Versioning != "" && m.Versioning != VersioningPinned && m.Versioning != VersioningAutoUpgrade {
-					add(mp+".versioning", "must be %q or %q, got %q", VersioningPinned, VersioningAutoUpgrade, m.Versioning)
-				}
-				if m.PinnedFor < 0 {
-					add(mp+".pinned_for", "must be > 0, got %s", m.PinnedFor.D())
-				}
+				validateVersioning(add, mp, m)
 			}
 		}
 		asyncNames := map[string]string{}
@@ -581,6 +576,48 @@ func (c ServeConfig) Validate() Errors {
 		}
 	}
 	return errs
+}
+
+// validateVersioning checks the versioning fields of async method m, at
+// path mp. Only workflow runs are pinned to a version: on a plain async
+// method versioning and pinned_for would do nothing, so they are refused
+// rather than ignored.
+func validateVersioning(add func(field, format string, args ...any), mp string, m AsyncMethod) {
+	if !m.Workflow {
+		why := "only workflows are versioned: async method %q is not one (a workflow's entry says workflow: true, as jetserve build writes it); remove %s"
+		if m.Versioning != "" {
+			add(mp+".versioning", why, m.Name, "versioning")
+		}
+		if m.PinnedFor != 0 {
+			add(mp+".pinned_for", why, m.Name, "pinned_for")
+		}
+		return
+	}
+	if m.Versioning != "" && m.Versioning != VersioningPinned && m.Versioning != VersioningAutoUpgrade {
+		add(mp+".versioning", "must be %q or %q, got %q", VersioningPinned, VersioningAutoUpgrade, m.Versioning)
+	}
+	if m.PinnedFor < 0 {
+		add(mp+".pinned_for", "must be > 0, got %s", m.PinnedFor.D())
+	}
+}
+
+// DropPlainVersioning clears versioning and pinned_for on the async
+// methods of c that are not workflows — what configs stored before
+// Validate refused them hold, to no effect — and reports whether it
+// cleared any: such a stored config keeps loading, and does what it did.
+func (c *ServeConfig) DropPlainVersioning() bool {
+	dropped := false
+	for i := range c.Applications {
+		for j := range c.Applications[i].Deployments {
+			ms := c.Applications[i].Deployments[j].AsyncMethods
+			for k := range ms {
+				if !ms[k].Workflow && (ms[k].Versioning != "" || ms[k].PinnedFor != 0) {
+					ms[k].Versioning, ms[k].PinnedFor, dropped = "", 0, true
+				}
+			}
+		}
+	}
+	return dropped
 }
 
 // maxPrefixLen bounds a route prefix.

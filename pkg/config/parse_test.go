@@ -257,8 +257,12 @@ func TestAutoscalingAndAsyncRejected(t *testing.T) {
 		{"priority out of range", dep("async_methods: [{name: t, priority: 12}]"), "async_methods[0].priority"},
 		{"duplicate method", dep("async_methods: [{name: t}, {name: t}]"), "async_methods[1].name"},
 		{"bad method name", dep("async_methods: [{name: 't/x'}]"), "async_methods[0].name"},
-		{"unknown versioning", dep("async_methods: [{name: t, versioning: latest}]"), "async_methods[0].versioning"},
-		{"negative pinned_for", dep("async_methods: [{name: t, pinned_for: -1h}]"), "async_methods[0].pinned_for"},
+		{"unknown versioning", dep("async_methods: [{name: t, workflow: true, versioning: latest}]"), "async_methods[0].versioning: must be"},
+		{"negative pinned_for", dep("async_methods: [{name: t, workflow: true, pinned_for: -1h}]"), "async_methods[0].pinned_for: must"},
+		{"versioning on a plain method", dep("async_methods: [{name: t, versioning: pinned}]"),
+			"applications[0].deployments[0].async_methods[0].versioning: only workflows are versioned"},
+		{"pinned_for on a plain method", dep("async_methods: [{name: u}, {name: t, pinned_for: 1h}]"),
+			"applications[0].deployments[0].async_methods[1].pinned_for: only workflows are versioned"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -206,7 +206,8 @@ type AsyncMethod struct {
 	// that started it — a rolling update keeps one replica of that version,
 	// taking no requests, until its last pinned run ends —; "auto_upgrade"
 	// replays suspended runs on the current version's code (guard changes
-	// with wf.Patched).
+	// with wf.Patched). Set on a plain async method, the config is
+	// refused.
 	Versioning string `json:"versioning,omitempty" jsonschema:"enum=pinned,enum=auto_upgrade,default=pinned"`
 	// PinnedFor (workflows only) bounds a pin: a run stays on its version
 	// at most this long after it started on it; its next attempt after

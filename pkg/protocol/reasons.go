@@ -78,6 +78,11 @@ const (
 	ReasonRebalanceCancelled ReasonCode = "rebalance_cancelled"
 	// ReasonDeleted: its application or deployment left the config.
 	ReasonDeleted ReasonCode = "deleted"
+	// ReasonPinnedUnplaced: a replica of Reason.Version, kept for the
+	// workflow runs pinned to it, fit on no worker for Reason.Timeout
+	// (Reason.Detail says why); the runs are unpinned and run on the
+	// current version.
+	ReasonPinnedUnplaced ReasonCode = "pinned_unplaced"
 )
 
 // ReasonCodes lists every code, in the order they were added.
@@ -88,6 +93,7 @@ func ReasonCodes() []ReasonCode {
 		ReasonStartFailed, ReasonStartTimeout, ReasonNotStarted,
 		ReasonScaleDown, ReasonRollingUpdate, ReasonMakeRoom,
 		ReasonRebalanceMoved, ReasonRebalanceStart, ReasonRebalanceCancelled, ReasonDeleted,
+		ReasonPinnedUnplaced,
 	}
 }
 
@@ -240,6 +246,9 @@ func (r Reason) String() string {
 		return "rebalance cancelled: " + r.ReplicaID + " is no longer of the current version"
 	case ReasonDeleted:
 		return "deleted from the config"
+	case ReasonPinnedUnplaced:
+		return fmt.Sprintf("kept for the workflow runs pinned to version %s, it fit on no worker for %s (%s): the runs are unpinned",
+			r.Version, r.Timeout.D(), r.Detail)
 	}
 	return string(r.Code) // a code newer than this reader
 }

@@ -48,6 +48,8 @@ func TestReasonMessages(t *testing.T) {
 		{protocol.Reason{Code: protocol.ReasonRebalanceStart, WorkerID: "w1", ReplicaID: "r1"}, "rebalance: replaces r1 on worker w1"},
 		{protocol.Reason{Code: protocol.ReasonRebalanceCancelled, ReplicaID: "r1"}, "rebalance cancelled: r1 is no longer of the current version"},
 		{protocol.Reason{Code: protocol.ReasonDeleted}, "deleted from the config"},
+		{protocol.Reason{Code: protocol.ReasonPinnedUnplaced, Version: "abc123", Timeout: config.Duration(30 * time.Second), Detail: `no worker registers handler "h"`},
+			`kept for the workflow runs pinned to version abc123, it fit on no worker for 30s (no worker registers handler "h"): the runs are unpinned`},
 		{protocol.Reason{}, ""},
 		{protocol.Reason{Code: "from_the_future"}, "from_the_future"},
 	}

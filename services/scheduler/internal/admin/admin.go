@@ -332,7 +332,9 @@ func Load(ctx context.Context, apps jetstream.KeyValue) (config.ServeConfig, uin
 	return c, ent.Revision(), nil
 }
 
-// Decode parses a stored config (validated again, defaults filled).
+// Decode parses a stored config (validated again, defaults filled;
+// versioning on a plain async method, stored before Parse refused it,
+// dropped).
 func Decode(data []byte) (config.ServeConfig, error) {
 	var probe config.ServeConfig
 	if err := json.Unmarshal(data, &probe); err != nil {
@@ -340,6 +342,13 @@ func Decode(data []byte) (config.ServeConfig, error) {
 	}
 	if len(probe.Applications) == 0 {
 		return config.ServeConfig{Applications: []config.Application{}}, nil
+	}
+	if probe.DropPlainVersioning() {
+		// Stored before Parse refused them (they did nothing).
+		var err error
+		if data, err = json.Marshal(probe); err != nil {
+			return config.ServeConfig{}, fmt.Errorf("decode stored config: %w", err)
+		}
 	}
 	c, err := config.Parse(data)
 	if err != nil {

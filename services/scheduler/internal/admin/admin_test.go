@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natsembed"
 	"github.com/jetserve/jetserve/pkg/natstest"
@@ -90,6 +91,8 @@ func TestPut(t *testing.T) {
 	}{
 		{"invalid field value", strings.Replace(valid, "num_replicas: 2", "num_replicas: 2, max_ongoing_requests: -1", 1), 400, "invalid_config", "applications[1].deployments[0].max_ongoing_requests"},
 		{"unknown field", strings.Replace(valid, "handler: echo}", "handler: echo, bogus: 1}", 1), 400, "invalid_config", "applications[0].deployments[0].bogus"},
+		{"versioning on a plain async method", strings.Replace(valid, "num_replicas: 2}", "num_replicas: 2, async_methods: [{name: fit, versioning: pinned}]}", 1),
+			400, "invalid_config", "applications[1].deployments[0].async_methods[0].versioning"},
 		{"malformed JSON", `{"applications": [`, 400, "invalid_config", "(document)"},
 		{"malformed YAML", "applications:\n  - name: a\n   bad: [", 400, "invalid_config", "(document)"},
 		{"empty body", "", 400, "invalid_config", "applications"},
@@ -360,5 +363,21 @@ func TestGraphs(t *testing.T) {
 	s := gs.Splitters[0]
 	if s.Requests != 20 || s.Branches[0].Weight != 95 || s.Branches[0].Share != 95 || s.Branches[1].Requests != 1 || s.Branches[1].Share != 5 {
 		t.Errorf("split = %+v, want 95/5 configured and 19/1 live", s)
+	}
+}
+
+// TestDecodeDropsPlainVersioning: a config stored before versioning on a
+// plain async method was refused (it did nothing there) still loads, with
+// those fields dropped; a workflow keeps its own.
+func TestDecodeDropsPlainVersioning(t *testing.T) {
+	stored := `{"applications":[{"name":"a","route_prefix":"/a","ingress":"d","deployments":[{"name":"d","handler":"echo",` +
+		`"async_methods":[{"name":"fit","versioning":"pinned","pinned_for":"1h"},{"name":"flow","workflow":true,"versioning":"auto_upgrade"}]}]}]}`
+	c, err := admin.Decode([]byte(stored))
+	if err != nil {
+		t.Fatalf("Decode(stored config with versioning on a plain method) = %v, want it loaded", err)
+	}
+	ms := c.Applications[0].Deployments[0].AsyncMethods
+	if ms[0].Versioning != "" || ms[0].PinnedFor != 0 || ms[1].Versioning != config.VersioningAutoUpgrade {
+		t.Fatalf("Decode() async methods = %+v, want fit's versioning dropped, flow's kept", ms)
 	}
 }

@@ -3,6 +3,7 @@ package plan
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jetserve/jetserve/pkg/protocol"
 )
@@ -174,5 +175,125 @@ func TestRollbackReusesTheKeptReplica(t *testing.T) {
 	back := e.byVersion(v1)
 	if len(back) != 1 || back[0].Spec.ID != kept[0].Spec.ID || back[0].Spec.PinnedOnly {
 		t.Fatalf("after the rollback: %s, want the kept replica serving again (not pinned_only), no other v1 replica", e.describe())
+	}
+}
+
+// keptAfterUpdate runs e's deployment (one replica of 1 CPU), pins runs
+// to its version v1 and rolls it to v2; it returns both versions and the
+// v1 replica kept pinned_only.
+func (e *env) keptAfterUpdate(runs int) (v1, v2 string, kept *Replica) {
+	e.t.Helper()
+	e.step()
+	e.runAll()
+	v1 = Version(e.in.Config.Applications[0].Deployments[0])
+	e.in.Pinned = map[string]map[string]int{"app/d": {v1: runs}}
+	v2 = e.rollTo(tightApp(1, 1, 7, ""), 1)
+	old := e.byVersion(v1)
+	if len(old) != 1 || !old[0].Spec.PinnedOnly || !e.in.Running(old[0]) {
+		e.t.Fatalf("after the update: %s, want v1 kept pinned_only", e.describe())
+	}
+	return v1, v2, old[0]
+}
+
+// loseWorker makes worker id vanish with the records of its replicas.
+func (e *env) loseWorker(id string) {
+	delete(e.in.Workers, id)
+	for rid, rec := range e.in.Records {
+		if rec.WorkerID == id {
+			delete(e.in.Records, rid)
+		}
+	}
+}
+
+// TestKeptReplicaReplacedWhenItsWorkerIsLost: the worker running the
+// replica kept for pinned runs dies; while runs are pinned to its
+// version, a replica of that version is placed again, pinned_only, on
+// another worker (as Temporal's pinned workflows keep a worker of their
+// build) — and not once no run is pinned any more.
+func TestKeptReplicaReplacedWhenItsWorkerIsLost(t *testing.T) {
+	e := newEnv(t, cfg(t, tightApp(1, 1, 5, "")), worker("w1", 1, 0), worker("w2", 1, 0), worker("w3", 1, 0))
+	v1, _, kept := e.keptAfterUpdate(2)
+	lostOn, lostID := kept.WorkerID, kept.Spec.ID
+
+	e.loseWorker(lostOn)
+	res := e.step()
+	again := e.byVersion(v1)
+	if len(again) != 1 || again[0].Spec.ID == lostID || !again[0].Spec.PinnedOnly || again[0].WorkerID == "" || again[0].WorkerID == lostOn {
+		t.Fatalf("after %s was lost: %s, want one new v1 replica, pinned_only, placed on another worker", lostOn, e.describe())
+	}
+	if got := e.st.Removed[lostID]; got.Code != protocol.ReasonWorkerLost {
+		t.Errorf("the lost kept replica was removed for %v, want %s", got, protocol.ReasonWorkerLost)
+	}
+	added := false
+	for _, ev := range res.Events {
+		added = added || (ev.Action == "add" && ev.ReplicaID == again[0].Spec.ID && ev.Reason.Code == protocol.ReasonWorkerLost)
+	}
+	if !added {
+		t.Errorf("events %+v, want the new v1 replica added for the worker lost", res.Events)
+	}
+	var assigned *protocol.ReplicaSpec
+	for _, s := range res.Assignments[again[0].WorkerID].Replicas {
+		if s.ID == again[0].Spec.ID {
+			assigned = &s
+		}
+	}
+	if assigned == nil || !assigned.PinnedOnly || assigned.Version != v1 {
+		t.Fatalf("%s's assignment holds the new v1 replica as %+v, want pinned_only of v1", again[0].WorkerID, assigned)
+	}
+	e.runAll()
+	e.step()
+	s := BuildStatus(&e.st, e.in, e.lastRes, "me", nil).Applications["app"].Deployments["d"]
+	if s.Status != protocol.DeploymentHealthy || !strings.Contains(s.Message, "kept for the workflow runs pinned") {
+		t.Fatalf("status after the kept replica was placed again = %s %q, want HEALTHY, one kept", s.Status, s.Message)
+	}
+
+	// No run pinned any more: a lost kept replica is not replaced.
+	e.in.Pinned["app/d"] = map[string]int{v1: 0}
+	e.loseWorker(again[0].WorkerID)
+	e.step()
+	if old := e.byVersion(v1); len(old) != 0 {
+		t.Fatalf("once no run is pinned to v1: %s, want no v1 replica", e.describe())
+	}
+}
+
+// TestKeptReplicaGivenUpWhenItFitsNowhere: the kept replica's worker is
+// lost and the other worker has no room for it; it waits PENDING for
+// PinnedPlaceGrace (a worker may come back), then it is given up and the
+// deployment's status says so, naming the version and why.
+func TestKeptReplicaGivenUpWhenItFitsNowhere(t *testing.T) {
+	e := newEnv(t, cfg(t, tightApp(1, 1, 5, "")), worker("w1", 1, 0), worker("w2", 1, 0))
+	v1, v2, kept := e.keptAfterUpdate(1)
+	e.loseWorker(kept.WorkerID)
+	start := e.now
+	for e.now.Sub(start) < PinnedPlaceGrace {
+		e.step()
+		if p := e.byVersion(v1); len(p) != 1 || p[0].WorkerID != "" || p[0].Reason.Code != protocol.ReasonNoRoom && e.now.Sub(start) > time.Second {
+			t.Fatalf("%v after the loss: %s, want one v1 replica PENDING for lack of room", e.now.Sub(start), e.describe())
+		}
+	}
+	pendingID := e.byVersion(v1)[0].Spec.ID
+	e.step()
+	if p := e.byVersion(v1); len(p) != 0 {
+		t.Fatalf("%v after the loss: %s, want the v1 replica given up", e.now.Sub(start), e.describe())
+	}
+	if got := e.st.Removed[pendingID]; got.Code != protocol.ReasonPinnedUnplaced || got.Version != v1 {
+		t.Errorf("the pending v1 replica was removed for %+v, want %s of %s", got, protocol.ReasonPinnedUnplaced, v1)
+	}
+	s := BuildStatus(&e.st, e.in, e.lastRes, "me", nil).Applications["app"].Deployments["d"]
+	want := "kept for the workflow runs pinned to version " + v1 + ", it fit on no worker for 30s (no worker has 1 CPU free): the runs are unpinned"
+	if s.Status != protocol.DeploymentHealthy || !strings.Contains(s.Message, want) {
+		t.Fatalf("status = %s %q, want HEALTHY saying %q", s.Status, s.Message, want)
+	}
+
+	// The note stays until the deployment rolls to another version.
+	e.step()
+	if _, ok := e.st.Unpinned["app/d"]; !ok {
+		t.Fatalf("the note went before the next update")
+	}
+	e.in.Pinned["app/d"] = map[string]int{}
+	e.in.Config = cfg(t, tightApp(1, 1, 9, ""))
+	e.step()
+	if u, ok := e.st.Unpinned["app/d"]; ok {
+		t.Fatalf("note %+v kept after the update from %s, want it gone", u, v2)
 	}
 }

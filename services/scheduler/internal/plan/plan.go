@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -146,13 +147,34 @@ type State struct {
 	// WorkerSince when each live worker was first seen (rebalance.go).
 	Moved       map[string]time.Time
 	WorkerSince map[string]time.Time
+	// Unpinned says, per deployment key, why the replica kept for an
+	// earlier version's pinned runs was given up (it fit on no worker
+	// for PinnedPlaceGrace), until the deployment rolls to another
+	// version; BuildStatus tells it.
+	Unpinned map[string]Unpinned
 }
+
+// Unpinned is a kept replica given up: Reason (pinned_unplaced) names its
+// version and why it fit nowhere; Current is the deployment's version
+// then, whose replicas take the runs, and At when it was given up.
+type Unpinned struct {
+	Reason  protocol.Reason
+	Current string
+	At      time.Time
+}
+
+// PinnedPlaceGrace is how long a replica kept for pinned workflow runs
+// (re-added after its worker was lost) may fit on no worker before it is
+// given up and its runs are unpinned: long enough for a lost worker to be
+// restarted by its supervisor, short beside the pins' 24 h.
+const PinnedPlaceGrace = 30 * time.Second
 
 // NewState returns an empty state.
 func NewState() State {
 	return State{Replicas: map[string]*Replica{}, Healthy: map[string]string{}, Targets: map[string]int{},
 		Scaling: map[string]protocol.DeploymentState{}, Failures: map[string]StartFailures{}, Rollouts: map[string]Rollout{},
-		Removed: map[string]protocol.Reason{}, Moved: map[string]time.Time{}, WorkerSince: map[string]time.Time{}}
+		Removed: map[string]protocol.Reason{}, Moved: map[string]time.Time{}, WorkerSince: map[string]time.Time{},
+		Unpinned: map[string]Unpinned{}}
 }
 
 func (s State) clone() State {
@@ -177,6 +199,7 @@ func (s State) clone() State {
 	maps.Copy(n.Removed, s.Removed)
 	maps.Copy(n.Moved, s.Moved)
 	maps.Copy(n.WorkerSince, s.WorkerSince)
+	maps.Copy(n.Unpinned, s.Unpinned)
 	return n
 }
 
@@ -321,6 +344,7 @@ func Step(prev State, in Input) (State, Result) {
 // which placement steers away from the worker they left.
 func (p *pass) replaceBroken() {
 	in := p.in
+	defer p.keepPinned()
 	for _, r := range sortedReplicas(p.st.Replicas) {
 		if reason, ok := in.Replace[r.Spec.ID]; ok {
 			p.replace(r, reason)
@@ -429,6 +453,9 @@ type deploymentPass struct {
 // reset once the deployment is at target with every replica RUNNING,
 // extra replicas are scaled down, and old replicas retire (retireOld).
 func (dp *deploymentPass) converge(rs []*Replica) {
+	if u, ok := dp.st.Unpinned[dp.key]; ok && u.Current != dp.ver {
+		delete(dp.st.Unpinned, dp.key) // told until the next version
+	}
 	for _, r := range rs {
 		switch {
 		case r.Spec.Version == dp.ver:
@@ -535,8 +562,10 @@ func (dp *deploymentPass) scaleDown() {
 // The last running replica of a version that workflow runs are pinned to
 // (Input.Pinned) is kept instead, beyond the target, marked PinnedOnly
 // (the change applies in place: it stops taking requests and new runs);
-// it goes once no run is pinned to its version. A kept replica that stops
-// running is not replaced: the scheduler unpins its version's runs.
+// it goes once no run is pinned to its version. A kept replica that is
+// lost or broken is replaced like any other (replaceBroken, keepPinned);
+// one that fits on no worker for PinnedPlaceGrace is given up
+// (State.Unpinned), and the scheduler unpins its version's runs.
 func (dp *deploymentPass) retireOld() {
 	running := 0
 	for _, r := range append(append([]*Replica{}, dp.cur...), dp.old...) {
@@ -547,10 +576,19 @@ func (dp *deploymentPass) retireOld() {
 	reason := protocol.Reason{Code: protocol.ReasonRollingUpdate, Version: dp.ver}
 	kept := map[string]bool{} // versions with a kept replica
 	var keptNow []*Replica
-	for _, r := range slicesSortedForRemoval(dp.kept, dp.in) {
+	byPreference := slicesSortedForRemoval(dp.kept, dp.in)
+	slices.Reverse(byPreference) // running first, unplaced last
+	for _, r := range byPreference {
 		v := r.Spec.Version
-		if kept[v] || !dp.in.keepFor(dp.key, v) || (r.Seen && !dp.in.Running(r)) {
+		switch {
+		case kept[v] || !dp.in.keepFor(dp.key, v):
 			dp.remove(r, reason)
+			continue
+		case r.WorkerID == "" && !r.Reason.IsZero() && dp.in.Now.Sub(r.Created) >= PinnedPlaceGrace:
+			why := protocol.Reason{Code: protocol.ReasonPinnedUnplaced, Version: v, Timeout: config.Duration(PinnedPlaceGrace),
+				Detail: r.Reason.String()}
+			dp.remove(r, why)
+			dp.st.Unpinned[dp.key] = Unpinned{Reason: why, Current: dp.ver, At: dp.in.Now}
 			continue
 		}
 		kept[v] = true
@@ -580,6 +618,11 @@ func (dp *deploymentPass) retireOld() {
 // removeDeleted removes the replicas of applications and deployments not
 // in desired (the keys converge returned).
 func (p *pass) removeDeleted(desired map[string]bool) {
+	for k := range p.st.Unpinned {
+		if !desired[k] {
+			delete(p.st.Unpinned, k)
+		}
+	}
 	for _, r := range sortedReplicas(p.st.Replicas) {
 		if !desired[Key(r.Spec.App, r.Spec.Deployment)] {
 			p.remove(r, protocol.Reason{Code: protocol.ReasonDeleted})
@@ -650,6 +693,8 @@ type pass struct {
 	res   Result
 	avoid map[string]map[string]bool // deployment key → worker IDs
 	newID func(app, dep, version string) string
+	// replaced holds the replicas replaceBroken removed (keepPinned).
+	replaced []replaced
 }
 
 // remove drops r from the state, with the reason in the events and in
@@ -669,6 +714,55 @@ func (p *pass) replace(r *Replica, reason protocol.Reason) {
 	}
 	p.avoid[k][r.WorkerID] = true
 	p.remove(r, reason)
+	p.replaced = append(p.replaced, replaced{r, reason})
+}
+
+// keepPinned adds a successor for each replaced replica of an earlier
+// version than its deployment's that workflow runs are pinned to, when
+// no replica of that version is left: the same spec under a new ID,
+// marked PinnedOnly, placed like any replacement (away from the worker
+// it left). For a replica already kept for pinned runs it is enough that
+// the runs are not counted yet (Input.keepFor); for one of a rolling
+// update's old replicas the count must say there are some. retireOld
+// keeps the successor while runs are pinned to its version and gives it
+// up after PinnedPlaceGrace on no worker.
+func (p *pass) keepPinned() {
+	for _, lost := range p.replaced {
+		s := lost.r.Spec
+		k := Key(s.App, s.Deployment)
+		a, ok := p.in.Config.App(s.App)
+		var d config.Deployment
+		if ok {
+			d, ok = a.Deployment(s.Deployment)
+		}
+		if !ok || Version(d) == s.Version || p.hasVersion(k, s.Version) {
+			continue
+		}
+		if n, counted := p.in.Pinned[k]; !(s.PinnedOnly && p.in.keepFor(k, s.Version)) && !(counted && n[s.Version] > 0) {
+			continue
+		}
+		s.ID, s.GPUIndices, s.PinnedOnly = p.newID(s.App, s.Deployment, s.Version), nil, true
+		p.st.Replicas[s.ID] = &Replica{Spec: s, Labels: lost.r.Labels, Created: p.in.Now}
+		p.res.Events = append(p.res.Events, Event{ReplicaID: s.ID, App: s.App, Deployment: s.Deployment, Action: "add", Reason: lost.why})
+	}
+	p.replaced = nil
+}
+
+// hasVersion reports whether deployment key k has a replica of version
+// ver.
+func (p *pass) hasVersion(k, ver string) bool {
+	for _, r := range p.st.Replicas {
+		if r.Spec.Version == ver && Key(r.Spec.App, r.Spec.Deployment) == k {
+			return true
+		}
+	}
+	return false
+}
+
+// replaced is a replica replaceBroken removed, and why.
+type replaced struct {
+	r   *Replica
+	why protocol.Reason
 }
 
 // request is what placing r asks of a worker.

@@ -177,6 +177,10 @@ func BuildStatus(st *State, in Input, res Result, leader string, deployedAt map[
 				ds.Message = strings.TrimPrefix(fmt.Sprintf("%s; %d replica(s) of an earlier version kept for the workflow runs pinned to it",
 					ds.Message, kept), "; ")
 			}
+			if u, ok := st.Unpinned[k]; ok && u.Current == ver {
+				ds.Message = strings.TrimPrefix(fmt.Sprintf("%s; the replica %s (at %s)",
+					ds.Message, u.Reason, u.At.UTC().Format(time.RFC3339)), "; ")
+			}
 			if len(moves) > 0 {
 				ds.Message = strings.TrimPrefix(ds.Message+"; rebalancing: "+strings.Join(moves, "; "), "; ")
 			}

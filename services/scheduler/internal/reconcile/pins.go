@@ -14,9 +14,12 @@ import (
 // deployment whose replicas are all of its current version forgets them,
 // so that the next rolling update keeps the old version until it is
 // counted afresh. A run pinned to a version of which no replica is left
-// (its kept replica was lost, or drained to make room for a rollout) is
-// unpinned — by a runner of its workflow, which the count asks
-// (jobs.Queue.RequestUnpin) —: it then runs on the current version.
+// (its kept replica was drained to make room for a rollout, or given up
+// when, lost, it could be placed on no other worker) is unpinned — by a
+// runner of its workflow, which the count asks (jobs.Queue.RequestUnpin)
+// —: it then runs on the current version. So an application is counted
+// again after its last replica of an earlier version went, and while its
+// last count asked for unpins; a new leader counts every application once.
 
 // PinScanEvery is how often pinned runs are counted while a deployment
 // has replicas of an earlier version.
@@ -26,6 +29,8 @@ const PinScanEvery = 5 * time.Second
 type pinResult struct {
 	counts map[string]map[string]int // by plan.Key, version
 	keys   []string                  // the deployments counted
+	apps   []string                  // the applications counted
+	asked  map[string]bool           // applications with runs asked to unpin
 	err    error
 }
 
@@ -37,9 +42,13 @@ type pinScan struct {
 }
 
 // pinsToCount returns the scan the state calls for: nil when no
-// deployment has a replica of an earlier version. Counts of deployments
-// at their version are forgotten.
+// deployment has a replica of an earlier version and no application is
+// to be counted again (leader.pinAgain). Counts of the other deployments
+// are forgotten.
 func (l *leader) pinsToCount() *pinScan {
+	if l.pinAgain == nil {
+		l.pinAgain = map[string]bool{}
+	}
 	current := map[string]string{}
 	for _, a := range l.cfg.Applications {
 		for _, d := range a.Deployments {
@@ -62,15 +71,24 @@ func (l *leader) pinsToCount() *pinScan {
 		}
 	}
 	for _, a := range l.cfg.Applications {
+		if l.pinAll || (l.pinStale[a.Name] && !stale[a.Name]) {
+			l.pinAgain[a.Name] = true // its runs may be pinned to a version with no replica now
+		}
 		for _, d := range a.Deployments {
 			k := plan.Key(a.Name, d.Name)
-			if stale[a.Name] {
+			if stale[a.Name] || l.pinAgain[a.Name] {
 				sc.apps[a.Name] = append(sc.apps[a.Name], k)
 			} else {
 				delete(l.pinned, k)
 			}
 		}
 	}
+	for app := range l.pinAgain {
+		if _, ok := l.cfg.App(app); !ok {
+			delete(l.pinAgain, app)
+		}
+	}
+	l.pinStale, l.pinAll = stale, false
 	if len(sc.apps) == 0 {
 		return nil
 	}
@@ -114,7 +132,7 @@ func (l *leader) startPinCount(ctx context.Context, now time.Time) {
 // countPins counts the pinned runs of sc's applications and unpins those
 // whose version has no replica left.
 func (l *leader) countPins(ctx context.Context, sc *pinScan, now time.Time) pinResult {
-	res := pinResult{counts: map[string]map[string]int{}}
+	res := pinResult{counts: map[string]map[string]int{}, asked: map[string]bool{}}
 	for app, keys := range sc.apps {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		runs, err := l.o.Jobs.PinnedRuns(cctx, app, now)
@@ -123,12 +141,13 @@ func (l *leader) countPins(ctx context.Context, sc *pinScan, now time.Time) pinR
 			res.err = err
 			continue
 		}
-		res.keys = append(res.keys, keys...)
+		res.keys, res.apps = append(res.keys, keys...), append(res.apps, app)
 		for _, run := range runs {
 			k := plan.Key(app, run.Deployment)
 			if live, ok := sc.live[k]; ok && !live[run.Version] {
 				// A runner of the workflow writes the record; the next
 				// count asks again if it is still pinned.
+				res.asked[app] = true
 				if err := l.o.Jobs.RequestUnpin(app, run); err != nil {
 					l.log.Warn().Err(err).Str("app", app).Str("method", run.Method).Str("request_id", run.ID).
 						Msg("ask to unpin a workflow run whose version has no replica left")
@@ -154,6 +173,11 @@ func (l *leader) pinCounted(res pinResult) {
 		l.pinned[k] = res.counts[k]
 		if l.pinned[k] == nil {
 			l.pinned[k] = map[string]int{}
+		}
+	}
+	for _, app := range res.apps {
+		if !res.asked[app] {
+			delete(l.pinAgain, app) // no run waits for an unpin
 		}
 	}
 }

@@ -124,6 +124,12 @@ type leader struct {
 	pinCounting bool
 	pinCountAt  time.Time
 	pinResults  chan pinResult
+	// pinStale holds the applications that had a replica of an earlier
+	// version at the last look, pinAgain those to count even without one
+	// (pins.go), and pinAll asks for every application to be counted
+	// once (a new leader).
+	pinStale, pinAgain map[string]bool
+	pinAll             bool
 }
 
 // Lead runs the control loop until ctx ends; epoch (the lease revision)
@@ -140,7 +146,7 @@ func (r *Reconciler) Lead(ctx context.Context, epoch uint64) {
 		failures: map[string]int{}, lastCheck: map[string]time.Time{}, checking: map[string]bool{}, replace: map[string]protocol.Reason{},
 		results: make(chan healthResult, 64), pinResults: make(chan pinResult, 1)}
 	if r.o.Jobs != nil {
-		l.pinned = map[string]map[string]int{}
+		l.pinned, l.pinAll = map[string]map[string]int{}, true
 	}
 	defer func() {
 		cancel()
@@ -289,6 +295,9 @@ func (l *leader) pass(ctx context.Context) {
 		if ev.Action == "remove" && ev.Reason.Code.Replaced() {
 			lg = l.log.Warn()
 			l.o.Metrics.replaced(ev)
+		}
+		if ev.Reason.Code == protocol.ReasonPinnedUnplaced {
+			lg = l.log.Warn()
 		}
 		if !ev.Reason.IsZero() {
 			lg = lg.Str("reason_code", string(ev.Reason.Code)).Stringer("reason", ev.Reason)
