@@ -691,3 +691,37 @@ func TestSchedulerCountsPinnedRuns(t *testing.T) {
 		t.Fatalf("the worker got the unpin request %v, %v; want run p1's", m, err)
 	}
 }
+
+// Load reports under auth: a worker (its own user, and the pool user)
+// publishes both kinds; the routers (the ingress, the router service, a
+// worker's embedded router) hear both, the autoscaler and the scheduler's
+// dashboard the full ones.
+func TestLoadReportsFlow(t *testing.T) {
+	e := start(t)
+	full, route := e.names.LoadSubject("text", "Pipeline"), e.names.RouteLoadSubject("text", "Pipeline")
+	hears := map[string][]string{
+		auth.Ingress: {full, route}, auth.Router: {full, route}, auth.Worker: {full, route},
+		auth.Autoscaler: {full}, auth.Scheduler: {full},
+	}
+	for _, pub := range []*nats.Conn{e.workerConn(t, "wa"), e.conn(t, auth.Worker)} {
+		for role, subjects := range hears {
+			nc := e.conn(t, role)
+			for _, subject := range subjects {
+				sub, err := nc.SubscribeSync(subject)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := nc.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				if err := pub.Publish(subject, []byte(`{"replica_id":"r"}`)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := sub.NextMsg(2 * time.Second); err != nil {
+					t.Errorf("%s heard no report on %s from %s: %v", role, subject, pub.Opts.Name, err)
+				}
+				_ = sub.Unsubscribe()
+			}
+		}
+	}
+}
