@@ -73,7 +73,7 @@ func TestCLI(t *testing.T) {
 		{"deploy", []string{"deploy", good}, []string{"deployed: text"}, ""},
 		{"deploy invalid names the field", []string{"deploy", bad}, nil, "applications[0].name"},
 		{"deploy missing file", []string{"deploy", filepath.Join(dir, "none.yaml")}, nil, "none.yaml"},
-		{"status table", []string{"status"}, []string{"leader: s1", "text", "HEALTHY", "1/2 running", "w1"}, ""},
+		{"status table", []string{"status"}, []string{"leader: s1", "text", "HEALTHY", "1/2 running", "w1", "0.50/2.00"}, ""},
 		{"status json", []string{"status", "-o", "json"}, []string{`"leader": "s1"`}, ""},
 		{"status bad output", []string{"status", "-o", "xml"}, nil, "want table or json"},
 		{"delete", []string{"delete", "text"}, []string{"deleted"}, ""},
