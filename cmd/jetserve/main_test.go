@@ -79,6 +79,8 @@ func TestCLI(t *testing.T) {
 		{"delete", []string{"delete", "text"}, []string{"deleted"}, ""},
 		{"delete unknown", []string{"delete", "nope"}, nil, "404"},
 		{"call", []string{"call", "/text/analyze", `{"text":"hi"}`}, []string{`got {"text":"hi"}`}, ""},
+		{"version", []string{"--version"}, []string{"jetserve ", " go1."}, ""},
+		{"version command", []string{"version"}, []string{"jetserve ", " go1."}, ""},
 		{"unknown command", []string{"frobnicate"}, nil, "unknown command"},
 		{"no command", nil, nil, "a command is required"},
 	}
