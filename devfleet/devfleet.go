@@ -117,7 +117,7 @@ func (o Options) name() string {
 //	--config FILE         serve config to deploy once up (default Options.Config)
 //	--log-format F        console or json (default console)
 //	--log-level L         trace, debug, info, warn, error (default info)
-//	--ops                 serve each service's /metrics and /healthz on 9100-9104 (default true)
+//	--ops                 serve each service's /metrics and /healthz on 127.0.0.1:9100-9104 (default true)
 func Run(ctx context.Context, reg *serve.Registry, o Options, args []string, stdout, stderr io.Writer) error {
 	return run(ctx, reg, o, args, stdout, stderr, nil)
 }
@@ -152,7 +152,7 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 	fs.StringVar(&f.config, "config", o.Config, "serve config to deploy once up (\"\" deploys nothing)")
 	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn, error")
-	fs.BoolVar(&f.opsEnabled, "ops", true, "serve each service's /metrics and /healthz on ports 9100-9104")
+	fs.BoolVar(&f.opsEnabled, "ops", true, "serve each service's /metrics and /healthz on 127.0.0.1:9100-9104")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
@@ -300,11 +300,11 @@ func serviceConfigs(f flags, stderr io.Writer) (configs, error) {
 		return nil
 	}
 	return c, errors.Join(
-		load(&c.ingress, "ingress", append(ops(":9100"), "--http_addr", f.httpAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
-		load(&c.router, "router", ops(":9101")...),
-		load(&c.worker, "worker", ops(":9102")...),
-		load(&c.scheduler, "scheduler", append(ops(":9103"), "--admin_addr", f.adminAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
-		load(&c.autoscaler, "autoscaler", ops(":9104")...),
+		load(&c.ingress, "ingress", append(ops("127.0.0.1:9100"), "--http_addr", f.httpAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
+		load(&c.router, "router", ops("127.0.0.1:9101")...),
+		load(&c.worker, "worker", ops("127.0.0.1:9102")...),
+		load(&c.scheduler, "scheduler", append(ops("127.0.0.1:9103"), "--admin_addr", f.adminAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
+		load(&c.autoscaler, "autoscaler", ops("127.0.0.1:9104")...),
 	)
 }
 

@@ -104,3 +104,19 @@ func TestRunRejectsBadInput(t *testing.T) {
 		})
 	}
 }
+
+// The dev fleet has no auth and says it listens on loopback only: so do
+// the services' ops servers (/metrics, /healthz), whatever --http-addr says.
+func TestDevOpsListenOnLoopback(t *testing.T) {
+	cfgs, err := serviceConfigs(flags{httpAddr: "127.0.0.1:8000", adminAddr: "127.0.0.1:8265", opsEnabled: true,
+		logFormat: "console", logLevel: "info"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, addr := range map[string]string{"ingress": cfgs.ingress.OpsAddr, "router": cfgs.router.OpsAddr,
+		"worker": cfgs.worker.OpsAddr, "scheduler": cfgs.scheduler.OpsAddr, "autoscaler": cfgs.autoscaler.OpsAddr} {
+		if !strings.HasPrefix(addr, "127.0.0.1:") {
+			t.Errorf("%s ops_addr = %q, want 127.0.0.1:<port>", name, addr)
+		}
+	}
+}
