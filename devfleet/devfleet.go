@@ -112,8 +112,9 @@ func (o Options) name() string {
 //	--data-dir DIR        JetStream data (default .data)
 //	--nats-port N         NATS client port (default 4222; -1: any free port)
 //	--nats-http-port N    NATS monitoring port (default 8222; 0: off)
-//	--http-addr ADDR      HTTP ingress (default :8000)
-//	--admin-addr ADDR     admin API (default :8265)
+//	--http-addr ADDR      HTTP ingress (default 127.0.0.1:8000)
+//	--admin-addr ADDR     admin API (default 127.0.0.1:8265)
+//	--open                let those two bind beyond loopback with no auth
 //	--config FILE         serve config to deploy once up (default Options.Config)
 //	--log-format F        console or json (default console)
 //	--log-level L         trace, debug, info, warn, error (default info)
@@ -245,6 +246,7 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 		if try.Len() > 0 {
 			try.WriteString("\n")
 		}
+		cli := cliExports(ingressURL, admin, url)
 		deployed := "nothing deployed (pass --config FILE)"
 		if deployBody != nil {
 			deployed = "deployed " + f.config
@@ -257,9 +259,9 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
   dashboard      %s/dashboard/
   NATS           %s         (go tool nats --server %s stream ls)
   data           %s
-
+%s
 %sCtrl-C drains and stops everything; a second Ctrl-C stops at once.
-`, o.name(), deployed, openNotice(f), ingressURL, ingressURL, admin, admin, admin, url, url, dir, try.String())
+`, o.name(), deployed, openNotice(f), ingressURL, ingressURL, admin, admin, admin, url, url, dir, cli, try.String())
 		return nil
 	})
 	err = g.Wait()
@@ -314,6 +316,24 @@ func (c *configs) setNATS(url string) {
 	c.worker.NATS.URL = url
 	c.scheduler.NATS.URL = url
 	c.autoscaler.NATS.URL = url
+}
+
+// The addresses the jetserve CLI talks to unless told otherwise.
+const (
+	cliIngress = "http://127.0.0.1:8000"
+	cliAdmin   = "http://127.0.0.1:8265"
+	cliNATS    = "nats://127.0.0.1:4222"
+)
+
+// cliExports is the banner's line for a fleet on other ports than the
+// CLI's defaults (another fleet holds them): the variables that point
+// the CLI's commands at this one. "" when every port is the default.
+func cliExports(ingressURL, adminURL, natsURL string) string {
+	if ingressURL == cliIngress && adminURL == cliAdmin && natsURL == cliNATS {
+		return ""
+	}
+	return fmt.Sprintf("  CLI            export JETSERVE_URL=%s JETSERVE_ADMIN=%s JETSERVE_NATS_URL=%s\n"+
+		"                 (not the CLI's default ports; go tool nats takes --server %s)\n", ingressURL, adminURL, natsURL, natsURL)
 }
 
 // openNotice says who can reach the dev fleet: it has no auth.

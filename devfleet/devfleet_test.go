@@ -69,7 +69,8 @@ func TestRunServesAUserRegistry(t *testing.T) {
 		}
 		return nil
 	})
-	for _, want := range []string{"hello dev is up: deployed " + cfg, "curl " + ingress + "/hello"} {
+	for _, want := range []string{"hello dev is up: deployed " + cfg, "curl " + ingress + "/hello",
+		"export JETSERVE_URL=" + ingress + " JETSERVE_ADMIN=" + fleet.Admin + " JETSERVE_NATS_URL=nats://"} {
 		if !strings.Contains(fleet.Out.String(), want) {
 			t.Errorf("stdout = %q, want it to contain %q", fleet.Out.String(), want)
 		}
