@@ -121,3 +121,23 @@ func TestDevOpsListenOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+// A second dev fleet on the same --data-dir (other ports, so nothing else
+// stops it) is refused before its NATS server opens the first one's store.
+func TestRunRefusesADataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatalf("lockDataDir = %v", err)
+	}
+	err = Run(context.Background(), serve.NewRegistry(), Options{}, devfleettest.Flags(dir), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "in use by another dev fleet") {
+		t.Fatalf("Run(a data dir in use) = %v, want an error saying so", err)
+	}
+	unlock()
+	again, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatalf("lockDataDir after unlock = %v, want nil", err)
+	}
+	again()
+}
