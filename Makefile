@@ -18,6 +18,7 @@ help:
 	@echo "make metrics-lint  promtool's metric checks on every service's /metrics (part of make test)"
 	@echo "make errors   regenerate pkg/protocol/errors_gen.go from schemas/errors.json"
 	@echo "make fuzz     every fuzz target for FUZZTIME (default 10s) each"
+	@echo "make bins     every binary (jetserve, jetserve-<service>, jetserve-auth, nats-server) into bin/"
 	@echo "make images   build the container images (no registry pulls)"
 	@echo "make compose-test  docker compose smoke test"
 

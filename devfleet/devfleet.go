@@ -112,12 +112,13 @@ func (o Options) name() string {
 //	--data-dir DIR        JetStream data (default .data)
 //	--nats-port N         NATS client port (default 4222; -1: any free port)
 //	--nats-http-port N    NATS monitoring port (default 8222; 0: off)
-//	--http-addr ADDR      HTTP ingress (default :8000)
-//	--admin-addr ADDR     admin API (default :8265)
+//	--http-addr ADDR      HTTP ingress (default 127.0.0.1:8000)
+//	--admin-addr ADDR     admin API (default 127.0.0.1:8265)
+//	--open                let those two bind beyond loopback with no auth
 //	--config FILE         serve config to deploy once up (default Options.Config)
 //	--log-format F        console or json (default console)
 //	--log-level L         trace, debug, info, warn, error (default info)
-//	--ops                 serve each service's /metrics and /healthz on 9100-9104 (default true)
+//	--ops                 serve each service's /metrics and /healthz on 127.0.0.1:9100-9104 (default true)
 func Run(ctx context.Context, reg *serve.Registry, o Options, args []string, stdout, stderr io.Writer) error {
 	return run(ctx, reg, o, args, stdout, stderr, nil)
 }
@@ -152,7 +153,7 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 	fs.StringVar(&f.config, "config", o.Config, "serve config to deploy once up (\"\" deploys nothing)")
 	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn, error")
-	fs.BoolVar(&f.opsEnabled, "ops", true, "serve each service's /metrics and /healthz on ports 9100-9104")
+	fs.BoolVar(&f.opsEnabled, "ops", true, "serve each service's /metrics and /healthz on 127.0.0.1:9100-9104")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
@@ -184,6 +185,11 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	unlock, err := lockDataDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cfgs, err := serviceConfigs(f, stderr)
 	if err != nil {
 		return err
@@ -245,6 +251,7 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 		if try.Len() > 0 {
 			try.WriteString("\n")
 		}
+		cli := cliExports(ingressURL, admin, url)
 		deployed := "nothing deployed (pass --config FILE)"
 		if deployBody != nil {
 			deployed = "deployed " + f.config
@@ -257,9 +264,9 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
   dashboard      %s/dashboard/
   NATS           %s         (go tool nats --server %s stream ls)
   data           %s
-
+%s
 %sCtrl-C drains and stops everything; a second Ctrl-C stops at once.
-`, o.name(), deployed, openNotice(f), ingressURL, ingressURL, admin, admin, admin, url, url, dir, try.String())
+`, o.name(), deployed, openNotice(f), ingressURL, ingressURL, admin, admin, admin, url, url, dir, cli, try.String())
 		return nil
 	})
 	err = g.Wait()
@@ -267,6 +274,24 @@ func run(ctx context.Context, reg *serve.Registry, o Options, args []string, std
 		return nil
 	}
 	return err
+}
+
+// lockDataDir takes dir for this process until unlock (or its exit): two
+// embedded servers writing one JetStream store corrupt it, and a second dev
+// fleet started from the same directory on other ports would share it.
+func lockDataDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "jetserve-dev.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another dev fleet (give this one its own --data-dir): %w", dir, err)
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
 }
 
 // configs are the five services' configurations.
@@ -300,11 +325,11 @@ func serviceConfigs(f flags, stderr io.Writer) (configs, error) {
 		return nil
 	}
 	return c, errors.Join(
-		load(&c.ingress, "ingress", append(ops(":9100"), "--http_addr", f.httpAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
-		load(&c.router, "router", ops(":9101")...),
-		load(&c.worker, "worker", ops(":9102")...),
-		load(&c.scheduler, "scheduler", append(ops(":9103"), "--admin_addr", f.adminAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
-		load(&c.autoscaler, "autoscaler", ops(":9104")...),
+		load(&c.ingress, "ingress", append(ops("127.0.0.1:9100"), "--http_addr", f.httpAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
+		load(&c.router, "router", ops("127.0.0.1:9101")...),
+		load(&c.worker, "worker", ops("127.0.0.1:9102")...),
+		load(&c.scheduler, "scheduler", append(ops("127.0.0.1:9103"), "--admin_addr", f.adminAddr, "--auth.anonymous", fmt.Sprint(f.open))...),
+		load(&c.autoscaler, "autoscaler", ops("127.0.0.1:9104")...),
 	)
 }
 
@@ -314,6 +339,24 @@ func (c *configs) setNATS(url string) {
 	c.worker.NATS.URL = url
 	c.scheduler.NATS.URL = url
 	c.autoscaler.NATS.URL = url
+}
+
+// The addresses the jetserve CLI talks to unless told otherwise.
+const (
+	cliIngress = "http://127.0.0.1:8000"
+	cliAdmin   = "http://127.0.0.1:8265"
+	cliNATS    = "nats://127.0.0.1:4222"
+)
+
+// cliExports is the banner's line for a fleet on other ports than the
+// CLI's defaults (another fleet holds them): the variables that point
+// the CLI's commands at this one. "" when every port is the default.
+func cliExports(ingressURL, adminURL, natsURL string) string {
+	if ingressURL == cliIngress && adminURL == cliAdmin && natsURL == cliNATS {
+		return ""
+	}
+	return fmt.Sprintf("  CLI            export JETSERVE_URL=%s JETSERVE_ADMIN=%s JETSERVE_NATS_URL=%s\n"+
+		"                 (not the CLI's default ports; go tool nats takes --server %s)\n", ingressURL, adminURL, natsURL, natsURL)
 }
 
 // openNotice says who can reach the dev fleet: it has no auth.

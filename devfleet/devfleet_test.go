@@ -69,7 +69,8 @@ func TestRunServesAUserRegistry(t *testing.T) {
 		}
 		return nil
 	})
-	for _, want := range []string{"hello dev is up: deployed " + cfg, "curl " + ingress + "/hello"} {
+	for _, want := range []string{"hello dev is up: deployed " + cfg, "curl " + ingress + "/hello",
+		"export JETSERVE_URL=" + ingress + " JETSERVE_ADMIN=" + fleet.Admin + " JETSERVE_NATS_URL=nats://"} {
 		if !strings.Contains(fleet.Out.String(), want) {
 			t.Errorf("stdout = %q, want it to contain %q", fleet.Out.String(), want)
 		}
@@ -103,4 +104,40 @@ func TestRunRejectsBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The dev fleet has no auth and says it listens on loopback only: so do
+// the services' ops servers (/metrics, /healthz), whatever --http-addr says.
+func TestDevOpsListenOnLoopback(t *testing.T) {
+	cfgs, err := serviceConfigs(flags{httpAddr: "127.0.0.1:8000", adminAddr: "127.0.0.1:8265", opsEnabled: true,
+		logFormat: "console", logLevel: "info"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, addr := range map[string]string{"ingress": cfgs.ingress.OpsAddr, "router": cfgs.router.OpsAddr,
+		"worker": cfgs.worker.OpsAddr, "scheduler": cfgs.scheduler.OpsAddr, "autoscaler": cfgs.autoscaler.OpsAddr} {
+		if !strings.HasPrefix(addr, "127.0.0.1:") {
+			t.Errorf("%s ops_addr = %q, want 127.0.0.1:<port>", name, addr)
+		}
+	}
+}
+
+// A second dev fleet on the same --data-dir (other ports, so nothing else
+// stops it) is refused before its NATS server opens the first one's store.
+func TestRunRefusesADataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatalf("lockDataDir = %v", err)
+	}
+	err = Run(context.Background(), serve.NewRegistry(), Options{}, devfleettest.Flags(dir), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "in use by another dev fleet") {
+		t.Fatalf("Run(a data dir in use) = %v, want an error saying so", err)
+	}
+	unlock()
+	again, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatalf("lockDataDir after unlock = %v, want nil", err)
+	}
+	again()
 }

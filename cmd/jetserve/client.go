@@ -278,7 +278,7 @@ func writeStatusTable(w io.Writer, st protocol.Status) {
 	writeSplits(tw, st, apps)
 	fmt.Fprintln(tw, "\nWORKER\tCPU\tMEMORY\tGPUS\tREPLICAS")
 	for _, wk := range st.Workers {
-		fmt.Fprintf(tw, "%s\t%.1f/%.1f\t%s/%s\t%d\t%d\n", wk.ID, wk.CPUUsed, wk.CPU, human(wk.MemUsed), human(wk.Memory), len(wk.GPUs), wk.Replicas)
+		fmt.Fprintf(tw, "%s\t%.2f/%.2f\t%s/%s\t%d\t%d\n", wk.ID, wk.CPUUsed, wk.CPU, human(wk.MemUsed), human(wk.Memory), len(wk.GPUs), wk.Replicas)
 	}
 	_ = tw.Flush()
 }

@@ -131,7 +131,7 @@ func runJobs(ctx context.Context, args []string, env map[string]string, stdin io
 	id := fs.String("id", "", "submit: the request id (idempotency key); default: generated")
 	idKey := fs.String("id-key", "request_id", "submit: the argument that carries --id (the method's idempotency_key)")
 	body := fs.String("body", "", `submit: JSON object of arguments ("-" reads stdin); fields win over KEY=VALUE`)
-	status := fs.String("status", "", "list: only jobs in this status (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)")
+	status := fs.String("status", "", "list: only jobs in this status (QUEUED, RUNNING, SUSPENDED, SUCCEEDED, FAILED, CANCELLED)")
 	limit := fs.Int("limit", 0, "list: at most this many (default: the ingress's, 100)")
 	cursor := fs.String("cursor", "", "list: the next_cursor of the previous page")
 	interval := fs.Duration("interval", time.Second, "watch: how often to poll")

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/jetserve/jetserve/devfleet"
+	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/services/worker"
 )
 
@@ -55,6 +56,7 @@ Usage:
                                     durable workflows (jetserve workflows help)
 
   jetserve keys new|hash ...        API keys for the ingress and the admin API
+  jetserve version                  the version, VCS revision and Go version (also --version)
 
 The admin URL defaults to $JETSERVE_ADMIN or http://127.0.0.1:8265, the ingress
 URL to $JETSERVE_URL or http://127.0.0.1:8000. Keys: $JETSERVE_ADMIN_KEY for the
@@ -91,6 +93,9 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return runWorkflows(ctx, rest, env, stdin, stdout, stderr)
 	case "keys":
 		return runKeys(rest, stdin, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "jetserve", service.Version())
+		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

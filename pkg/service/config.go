@@ -220,6 +220,9 @@ func Load(cfg any, name string, args, environ []string, usage io.Writer) error {
 			}
 			key, ok := envKeys[n]
 			if !ok {
+				if cliVariable(n) {
+					return "", nil
+				}
 				unknownEnv = append(unknownEnv, n)
 				return "", nil
 			}
@@ -245,6 +248,21 @@ func Load(cfg any, name string, args, environ []string, usage io.Writer) error {
 		return fmt.Errorf("decode configuration: %w", err)
 	}
 	return nil
+}
+
+// cliVariable reports whether name is one of the JETSERVE_ variables the
+// jetserve CLI reads (its URLs and keys, README "Admin API and CLI"): a
+// shell that exports them for the CLI also starts services, whose options
+// they are not, so a service passes over them rather than refusing to
+// start; any other unknown JETSERVE_ variable is still an error.
+func cliVariable(name string) bool {
+	switch name {
+	case EnvPrefix + "URL", EnvPrefix + "ADMIN",
+		EnvPrefix + "API_KEY", EnvPrefix + "API_KEY_FILE",
+		EnvPrefix + "ADMIN_KEY", EnvPrefix + "ADMIN_KEY_FILE":
+		return true
+	}
+	return false
 }
 
 func firstKeys(m map[string]string) string {

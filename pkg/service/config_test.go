@@ -107,6 +107,24 @@ func TestLoadRejectsUnknown(t *testing.T) {
 	}
 }
 
+// A shell that exports the CLI's variables (README: $JETSERVE_API_KEY, …)
+// can still start a service; a near miss of one of them is still refused.
+func TestLoadPassesOverTheCLIsVariables(t *testing.T) {
+	cli := []string{"JETSERVE_URL=http://127.0.0.1:8000", "JETSERVE_ADMIN=http://127.0.0.1:8265",
+		"JETSERVE_API_KEY=k", "JETSERVE_API_KEY_FILE=/k", "JETSERVE_ADMIN_KEY=a", "JETSERVE_ADMIN_KEY_FILE=/a"}
+	c := defaults()
+	if err := Load(&c, "test", nil, append(cli, "JETSERVE_WORKERS=4"), io.Discard); err != nil {
+		t.Fatalf("Load(the CLI's variables) = %v, want nil", err)
+	}
+	if c.Workers != 4 {
+		t.Errorf("Load(the CLI's variables) workers = %d, want 4 (from JETSERVE_WORKERS)", c.Workers)
+	}
+	c = defaults()
+	if err := Load(&c, "test", nil, []string{"JETSERVE_API_KEYS=k"}, io.Discard); err == nil || !strings.Contains(err.Error(), "JETSERVE_API_KEYS") {
+		t.Errorf("Load(JETSERVE_API_KEYS) = %v, want an error naming it", err)
+	}
+}
+
 func TestCommonValidate(t *testing.T) {
 	c := DefaultCommon("")
 	c.Log.Format = "xml"

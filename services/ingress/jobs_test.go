@@ -367,6 +367,9 @@ func TestWorkflowEndpoints(t *testing.T) {
 	if rec.Status != jobs.Suspended || len(rec.Waiting) != 1 || rec.Waiting[0] != "signal:ok" {
 		t.Fatalf("status = %s, want SUSPENDED waiting for signal:ok", body)
 	}
+	if code, _, body := f.do(t, "GET", "/ml/approve/list?filter_status=SUSPENDED", ""); code != 200 || !strings.Contains(body, `"request_id":"w1"`) {
+		t.Errorf("GET list?filter_status=SUSPENDED = %d %s, want 200 listing w1", code, body)
+	}
 	for _, tc := range []struct {
 		name, path, body string
 		code             int

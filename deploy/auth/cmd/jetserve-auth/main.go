@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/jetserve/jetserve/deploy/auth"
+	"github.com/jetserve/jetserve/pkg/service"
 )
 
 func main() {
@@ -61,8 +63,17 @@ func run(args []string, stdout io.Writer) error {
 	fl.Func("workers", "worker ids, comma-separated: one NATS user each (creds/workers/<id>.creds), allowed only that worker's assignment, registration and replicas", addWorkers)
 	fl.Func("worker", "a worker id (repeatable): as --workers", addWorkers)
 	chown := fl.String("chown", "", "UID:GID to give every file written (the services' user in containers, 65532:65532)")
+	version := fl.Bool("version", false, "print the version and exit")
+	fl.SetOutput(stdout)
 	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage was printed
+		}
 		return err
+	}
+	if *version {
+		fmt.Fprintln(stdout, "jetserve-auth", service.Version())
+		return nil
 	}
 	if *out == "" {
 		return fmt.Errorf("--out is required")

@@ -445,10 +445,10 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, m fleetstate.AsyncMet
 	}
 	filter := jobs.Status(strings.ToUpper(get("filter_status")))
 	switch filter {
-	case "", jobs.Queued, jobs.Running, jobs.Succeeded, jobs.Failed, jobs.Cancelled:
+	case "", jobs.Queued, jobs.Running, jobs.Suspended, jobs.Succeeded, jobs.Failed, jobs.Cancelled:
 	default:
 		return writeError(w, protocol.ErrBadRequest,
-			fmt.Sprintf("filter_status: want QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED, got %q", get("filter_status")), rid)
+			fmt.Sprintf("filter_status: want QUEUED, RUNNING, SUSPENDED, SUCCEEDED, FAILED or CANCELLED, got %q", get("filter_status")), rid)
 	}
 	limit := DefaultListLimit
 	if s := get("limit"); s != "" {
