@@ -458,6 +458,42 @@ func TestMaxOngoingRequests(t *testing.T) {
 	}
 }
 
+// TestNextCallFindsTheSlotFree: a caller's next request, sent the moment
+// it has the answer, finds the slot of a replica at max_ongoing_requests
+// 1 free, and the stats count the answered request: the replica settles
+// a request before its answer goes out (it did after, and a loaded
+// machine refused the next request as replica_full now and then).
+func TestNextCallFindsTheSlotFree(t *testing.T) {
+	f := startFleet(t, nil)
+	s := spec("one", "echo-dep", "echo", 1, "")
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	name := f.names.DeploymentService(testApp, "echo-dep")
+	const calls = 300
+	for i := range calls {
+		reply, err := f.call("one", "x")
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if code := wire.ErrorCode(reply); code != "" {
+			t.Fatalf("call %d, right after the previous one's answer = %s %q, want 200", i, code, reply.Data)
+		}
+	}
+	reply, err := f.nc.Request("$SRV.STATS."+name, nil, waitLimit)
+	if err != nil {
+		t.Fatalf("$SRV.STATS.%s: %v", name, err)
+	}
+	var stats micro.Stats
+	if err := json.Unmarshal(reply.Data, &stats); err != nil {
+		t.Fatalf("decode stats %s: %v", reply.Data, err)
+	}
+	for _, e := range stats.Endpoints {
+		if e.Name == protocol.EndpointCall && e.NumRequests != calls {
+			t.Errorf("call endpoint right after the last answer = %d requests, want %d", e.NumRequests, calls)
+		}
+	}
+}
+
 func TestUserConfigReconfiguresInPlace(t *testing.T) {
 	f := startFleet(t, nil)
 	s := spec("r1", "echo-dep", "echo", 2, `{"greeting":"hello"}`)
