@@ -284,6 +284,20 @@ func (f *fleet) call(id, body string) (*nats.Msg, error) {
 	return f.nc.RequestMsg(m, waitLimit)
 }
 
+// stats asks the micro service name for its stats ($SRV.STATS).
+func (f *fleet) stats(name string) micro.Stats {
+	f.t.Helper()
+	reply, err := f.nc.Request("$SRV.STATS."+name, nil, waitLimit)
+	if err != nil {
+		f.t.Fatalf("$SRV.STATS.%s: %v", name, err)
+	}
+	var stats micro.Stats
+	if err := json.Unmarshal(reply.Data, &stats); err != nil {
+		f.t.Fatalf("decode stats %s: %v", reply.Data, err)
+	}
+	return stats
+}
+
 func (f *fleet) mustCall(id, body string) *serve.Response {
 	f.t.Helper()
 	reply, err := f.call(id, body)
@@ -479,15 +493,7 @@ func TestNextCallFindsTheSlotFree(t *testing.T) {
 			t.Fatalf("call %d, right after the previous one's answer = %s %q, want 200", i, code, reply.Data)
 		}
 	}
-	reply, err := f.nc.Request("$SRV.STATS."+name, nil, waitLimit)
-	if err != nil {
-		t.Fatalf("$SRV.STATS.%s: %v", name, err)
-	}
-	var stats micro.Stats
-	if err := json.Unmarshal(reply.Data, &stats); err != nil {
-		t.Fatalf("decode stats %s: %v", reply.Data, err)
-	}
-	for _, e := range stats.Endpoints {
+	for _, e := range f.stats(name).Endpoints {
 		if e.Name == protocol.EndpointCall && e.NumRequests != calls {
 			t.Errorf("call endpoint right after the last answer = %d requests, want %d", e.NumRequests, calls)
 		}
@@ -794,14 +800,7 @@ func TestMicroServiceDiscovery(t *testing.T) {
 	if _, err := f.call("r1", "fail"); err != nil {
 		t.Fatal(err)
 	}
-	reply, err = f.nc.Request("$SRV.STATS."+name, nil, waitLimit)
-	if err != nil {
-		t.Fatalf("$SRV.STATS.%s: %v", name, err)
-	}
-	var stats micro.Stats
-	if err := json.Unmarshal(reply.Data, &stats); err != nil {
-		t.Fatalf("decode stats %s: %v", reply.Data, err)
-	}
+	stats := f.stats(name)
 	var call *micro.EndpointStats
 	for _, e := range stats.Endpoints {
 		if e.Name == protocol.EndpointCall {
@@ -809,7 +808,7 @@ func TestMicroServiceDiscovery(t *testing.T) {
 		}
 	}
 	if call == nil {
-		t.Fatalf("stats %s: no call endpoint", reply.Data)
+		t.Fatalf("stats %+v: no call endpoint", stats)
 	}
 	var cs protocol.CallStats
 	if err := json.Unmarshal(call.Data, &cs); err != nil {
@@ -834,7 +833,7 @@ func TestMicroServiceDiscovery(t *testing.T) {
 		}
 	}
 	if health == nil || health.Subject != f.names.ReplicaSubject("r1")+".health" {
-		t.Errorf("stats %s: want the health endpoint on its subject", reply.Data)
+		t.Errorf("stats %+v: want the health endpoint on its subject", stats)
 	}
 }
 
