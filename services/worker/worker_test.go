@@ -284,6 +284,17 @@ func (f *fleet) call(id, body string) (*nats.Msg, error) {
 	return f.nc.RequestMsg(m, waitLimit)
 }
 
+// runEcho starts a fleet running one echo replica id of echo-dep with
+// maxOngoing, and returns it with the deployment's micro service name.
+func runEcho(t *testing.T, id string, maxOngoing int) (*fleet, string) {
+	t.Helper()
+	f := startFleet(t, nil)
+	s := spec(id, "echo-dep", "echo", maxOngoing, "")
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	return f, f.names.DeploymentService(testApp, "echo-dep")
+}
+
 // stats asks the micro service name for its stats ($SRV.STATS).
 func (f *fleet) stats(name string) micro.Stats {
 	f.t.Helper()
@@ -478,11 +489,7 @@ func TestMaxOngoingRequests(t *testing.T) {
 // a request before its answer goes out (it did after, and a loaded
 // machine refused the next request as replica_full now and then).
 func TestNextCallFindsTheSlotFree(t *testing.T) {
-	f := startFleet(t, nil)
-	s := spec("one", "echo-dep", "echo", 1, "")
-	f.assign(s)
-	f.waitState(s, protocol.ReplicaRunning)
-	name := f.names.DeploymentService(testApp, "echo-dep")
+	f, name := runEcho(t, "one", 1)
 	const calls = 300
 	for i := range calls {
 		reply, err := f.call("one", "x")
@@ -757,11 +764,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 // handler's (not the admission's, as nats.go's micro timed them), with the
 // quantiles in the endpoint's data.
 func TestMicroServiceDiscovery(t *testing.T) {
-	f := startFleet(t, nil)
-	s := spec("r1", "echo-dep", "echo", 4, "")
-	f.assign(s)
-	f.waitState(s, protocol.ReplicaRunning)
-	name := f.names.DeploymentService(testApp, "echo-dep")
+	f, name := runEcho(t, "r1", 4)
 
 	reply, err := f.nc.Request("$SRV.INFO."+name, nil, waitLimit)
 	if err != nil {
