@@ -7,7 +7,7 @@
 // The buckets' names derive from the fleet's prefix (protocol.Names);
 // their contents are the protocol's messages. Nothing here starts a
 // goroutine except a Run method, which owns what it starts until its
-// context ends.
+// context ends, and Ensure, whose goroutines end before it returns.
 package fleetstate
 
 import (
@@ -20,6 +20,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // Keys of the single-key buckets.
@@ -152,18 +153,35 @@ func Open(ctx context.Context, js jetstream.JetStream, n protocol.Names) (*Bucke
 // adopts the bodies object store (BodiesConfig), with replicas replicas;
 // the scheduler calls it (the other services Bind), and so may several
 // instances, in any order.
+//
+// The buckets are ensured all at once, each on a goroutine that ends
+// before Ensure returns: on a cluster each new bucket's Raft group elects
+// its leader meanwhile, and a lookup waits for that leader, so a fresh
+// fleet waits about one election, not one per bucket. One failing does
+// not stop the others (what they created stays for the next attempt);
+// the first error is returned.
 func Ensure(ctx context.Context, js jetstream.JetStream, n protocol.Names, replicas int) (*Buckets, error) {
 	var b Buckets
+	var g errgroup.Group
 	for _, d := range buckets {
-		cfg := d.cfg(n)
-		kv, err := streams.KeyValue(ctx, js, cfg, replicas)
-		if err != nil {
-			return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
-		}
-		*d.dst(&b) = kv
+		cfg, dst := d.cfg(n), d.dst(&b)
+		g.Go(func() error {
+			kv, err := streams.KeyValue(ctx, js, cfg, replicas)
+			if err != nil {
+				return fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
+			}
+			*dst = kv
+			return nil
+		})
 	}
-	if _, err := streams.ObjectStore(ctx, js, BodiesConfig(n), replicas); err != nil {
-		return nil, fmt.Errorf("open the bodies object store: %w", err)
+	g.Go(func() error {
+		if _, err := streams.ObjectStore(ctx, js, BodiesConfig(n), replicas); err != nil {
+			return fmt.Errorf("open the bodies object store: %w", err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return &b, nil
 }

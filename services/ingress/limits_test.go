@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,15 +42,29 @@ func TestLargeBodiesAtDefaultMaxPayload(t *testing.T) {
 	natstest.PutConfigText(t, b, "applications:\n- {name: echo, route_prefix: /echo, ingress: E, deployments: [{name: E, handler: h, async_methods: [{name: train}]}]}\n")
 	provisiontest.Start(t, nc, js, jobs.Names{Names: names}, b) // the scheduler's part
 	bigResponse := strings.Repeat("r", 3000*1000)
+	// The requests the replicas hold, by reply subject: what they answer
+	// the router's liveness probes with, as a replica does (a request
+	// outstanding for probe_after, as a large one may be on a loaded
+	// machine, is otherwise lost).
+	var heldMu sync.Mutex
+	held := map[string]bool{}
 	for _, id := range []string{"r1", "r2"} {
 		_, err := nc.Subscribe(names.ReplicaSubject(id)+"."+protocol.EndpointCall, func(m *nats.Msg) {
+			heldMu.Lock()
+			defer heldMu.Unlock()
 			if wire.IsProbe(m) {
-				_ = nc.PublishMsg(wire.ProbeAnswer(m, func(string) bool { return false }))
+				_ = nc.PublishMsg(wire.ProbeAnswer(m, func(reply string) bool { return held[reply] }))
 				return
 			}
+			held[m.Reply] = true
 			// As a replica does (on its own goroutine: the store reads
 			// go through this connection).
 			go func() {
+				defer func() { // after the reply went out
+					heldMu.Lock()
+					delete(held, m.Reply)
+					heldMu.Unlock()
+				}()
 				req := wire.DecodeRequest(m)
 				if name := req.Header.Get(protocol.HeaderBodyObject); name != "" {
 					body, err := bodies.Bytes(ctx, name)

@@ -285,6 +285,31 @@ func (f *fleet) call(id, body string) (*nats.Msg, error) {
 	return f.nc.RequestMsg(m, waitLimit)
 }
 
+// runEcho starts a fleet running one echo replica id of echo-dep with
+// maxOngoing, and returns it with the deployment's micro service name.
+func runEcho(t *testing.T, id string, maxOngoing int) (*fleet, string) {
+	t.Helper()
+	f := startFleet(t, nil)
+	s := spec(id, "echo-dep", "echo", maxOngoing, "")
+	f.assign(s)
+	f.waitState(s, protocol.ReplicaRunning)
+	return f, f.names.DeploymentService(testApp, "echo-dep")
+}
+
+// stats asks the micro service name for its stats ($SRV.STATS).
+func (f *fleet) stats(name string) micro.Stats {
+	f.t.Helper()
+	reply, err := f.nc.Request("$SRV.STATS."+name, nil, waitLimit)
+	if err != nil {
+		f.t.Fatalf("$SRV.STATS.%s: %v", name, err)
+	}
+	var stats micro.Stats
+	if err := json.Unmarshal(reply.Data, &stats); err != nil {
+		f.t.Fatalf("decode stats %s: %v", reply.Data, err)
+	}
+	return stats
+}
+
 func (f *fleet) mustCall(id, body string) *serve.Response {
 	f.t.Helper()
 	reply, err := f.call(id, body)
@@ -456,6 +481,30 @@ func TestMaxOngoingRequests(t *testing.T) {
 	close(f.d.release)
 	if resp := wire.DecodeResponse(<-first); string(resp.Body) != "done:a" {
 		t.Errorf("first call = %q, want %q", resp.Body, "done:a")
+	}
+}
+
+// TestNextCallFindsTheSlotFree: a caller's next request, sent the moment
+// it has the answer, finds the slot of a replica at max_ongoing_requests
+// 1 free, and the stats count the answered request: the replica settles
+// a request before its answer goes out (it did after, and a loaded
+// machine refused the next request as replica_full now and then).
+func TestNextCallFindsTheSlotFree(t *testing.T) {
+	f, name := runEcho(t, "one", 1)
+	const calls = 300
+	for i := range calls {
+		reply, err := f.call("one", "x")
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if code := wire.ErrorCode(reply); code != "" {
+			t.Fatalf("call %d, right after the previous one's answer = %s %q, want 200", i, code, reply.Data)
+		}
+	}
+	for _, e := range f.stats(name).Endpoints {
+		if e.Name == protocol.EndpointCall && e.NumRequests != calls {
+			t.Errorf("call endpoint right after the last answer = %d requests, want %d", e.NumRequests, calls)
+		}
 	}
 }
 
@@ -716,11 +765,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 // handler's (not the admission's, as nats.go's micro timed them), with the
 // quantiles in the endpoint's data.
 func TestMicroServiceDiscovery(t *testing.T) {
-	f := startFleet(t, nil)
-	s := spec("r1", "echo-dep", "echo", 4, "")
-	f.assign(s)
-	f.waitState(s, protocol.ReplicaRunning)
-	name := f.names.DeploymentService(testApp, "echo-dep")
+	f, name := runEcho(t, "r1", 4)
 
 	reply, err := f.nc.Request("$SRV.INFO."+name, nil, waitLimit)
 	if err != nil {
@@ -759,14 +804,7 @@ func TestMicroServiceDiscovery(t *testing.T) {
 	if _, err := f.call("r1", "fail"); err != nil {
 		t.Fatal(err)
 	}
-	reply, err = f.nc.Request("$SRV.STATS."+name, nil, waitLimit)
-	if err != nil {
-		t.Fatalf("$SRV.STATS.%s: %v", name, err)
-	}
-	var stats micro.Stats
-	if err := json.Unmarshal(reply.Data, &stats); err != nil {
-		t.Fatalf("decode stats %s: %v", reply.Data, err)
-	}
+	stats := f.stats(name)
 	var call *micro.EndpointStats
 	for _, e := range stats.Endpoints {
 		if e.Name == protocol.EndpointCall {
@@ -774,7 +812,7 @@ func TestMicroServiceDiscovery(t *testing.T) {
 		}
 	}
 	if call == nil {
-		t.Fatalf("stats %s: no call endpoint", reply.Data)
+		t.Fatalf("stats %+v: no call endpoint", stats)
 	}
 	var cs protocol.CallStats
 	if err := json.Unmarshal(call.Data, &cs); err != nil {
@@ -806,7 +844,7 @@ func TestMicroServiceDiscovery(t *testing.T) {
 		}
 	}
 	if health == nil || health.Subject != f.names.ReplicaSubject("r1")+".health" {
-		t.Errorf("stats %s: want the health endpoint on its subject", reply.Data)
+		t.Errorf("stats %+v: want the health endpoint on its subject", stats)
 	}
 }
 

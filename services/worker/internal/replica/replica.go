@@ -991,9 +991,10 @@ func (r *Replica) CancelLocal(reply string) {
 	}
 }
 
-// countLocked adds a finished request to the load report's totals; r.mu
-// is held.
-func (r *Replica) countLocked(took time.Duration, failed bool) {
+// settleLocked takes a finished request out of ongoing and adds it to the
+// load report's totals; r.mu is held.
+func (r *Replica) settleLocked(took time.Duration, failed bool) {
+	r.ongoing--
 	ms := float64(took.Microseconds()) / 1000
 	if r.latency == nil {
 		r.latency = make([]uint64, len(protocol.LatencyBoundsMS)+1)
@@ -1022,15 +1023,19 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	var took time.Duration // set once the handler answered
 	failed := false
 	var reply *nats.Msg
+	settled := false // the request left ongoing and is counted
 	defer func() {
 		a.cancel()
 		r.mu.Lock()
-		r.ongoing--
+		if !settled {
+			r.settleLocked(took, failed)
+		}
 		delete(r.held, msg.Reply) // after the reply went out
-		r.countLocked(took, failed)
 		r.mu.Unlock()
-		r.loadChanged()
-		r.met.processing.Dec()
+		if !settled {
+			r.loadChanged()
+			r.met.processing.Dec()
+		}
 		r.inflight.Done()
 		if done != nil {
 			done(reply)
@@ -1080,6 +1085,17 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 		return // a local call is answered by the deferred done
 	}
 	reply.Subject = msg.Reply
+	if src == nil {
+		// Over before its caller has the answer: the caller's next
+		// request finds the slot free (not max_ongoing_requests) and
+		// the stats count this one.
+		r.mu.Lock()
+		r.settleLocked(took, failed)
+		r.mu.Unlock()
+		settled = true
+		r.loadChanged()
+		r.met.processing.Dec()
+	}
 	err := r.p.NC.PublishMsg(reply)
 	if errors.Is(err, nats.ErrMaxPayload) {
 		// Answer rather than leave the caller waiting for its timeout.

@@ -71,8 +71,9 @@ func TestCallEndpointStats(t *testing.T) {
 			r := &Replica{}
 			var want time.Duration
 			r.mu.Lock()
+			r.ongoing = len(tc.took) // each settled below
 			for i, d := range tc.took {
-				r.countLocked(d, i < tc.failed)
+				r.settleLocked(d, i < tc.failed)
 				want += d
 			}
 			r.mu.Unlock()
