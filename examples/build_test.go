@@ -12,7 +12,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite config.yaml from the declarations (jetserve build)")
 
-// TestBuildReproducesConfigYAML: `jetserve build text iris echo` (the
+// TestBuildReproducesConfigYAML: `jetserve build text iris echo trips` (the
 // example applications, Apps) writes examples/config.yaml byte for byte (comments are
 // part of the declarations), so the file is the code's defaults as they
 // are; and parsed, it is the declarations with their defaults.
