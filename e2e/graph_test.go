@@ -310,7 +310,8 @@ func TestVoiceSearchInTheFleet(t *testing.T) {
 
 // TestBuildEditDeploy is the REP's build loop through the real binaries:
 // `jetserve build` writes an application's config from the code, an
-// operator edits it (replicas, user_config) and deploys it — no rebuild —
+// operator edits it (echo's replicas; text's user_config and replicas)
+// and deploys it — no rebuild —
 // and the fleet runs it as edited; the voice app's edges (uses) are
 // checked at deploy.
 func TestBuildEditDeploy(t *testing.T) {
@@ -332,6 +333,31 @@ func TestBuildEditDeploy(t *testing.T) {
 	f.WaitApp(deployTimeout, "echo", 3, nil)
 	if r := f.MustCall(http.MethodPost, "/echo/", []byte("hi")); string(r.Body) != "hi" {
 		t.Errorf("POST /echo/ = %v, want hi", r)
+	}
+
+	// The text pipeline's user_config and replicas edited: the replicas
+	// run the edited user_config.
+	out, errOut, err = fleet.RunCmd(t, 30*time.Second, cli, "build", "text")
+	if err != nil {
+		t.Fatalf("jetserve build text = %v: %s", err, errOut)
+	}
+	edited = strings.NewReplacer("version: v1}", "version: edited-by-ops}", "num_replicas: 2", "num_replicas: 1").Replace(out)
+	if strings.Count(edited, "edited-by-ops") != 1 || strings.Contains(edited, "num_replicas: 2") {
+		t.Fatalf("jetserve build text changed: the edits do not apply to\n%s", out)
+	}
+	if err := os.WriteFile(file, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, err := fleet.RunCmd(t, 30*time.Second, cli, "deploy", file, "--admin", f.AdminURL()); err != nil {
+		t.Fatalf("jetserve deploy (text, edited) = %v: %s", err, errOut)
+	}
+	f.WaitApp(deployTimeout, "text", 6, nil)
+	r := f.MustCall(http.MethodPost, "/text/analyze", []byte(`{"text":"I love this product."}`))
+	var analysis struct {
+		ConfigVersion string `json:"config_version"`
+	}
+	if err := json.Unmarshal(r.Body, &analysis); err != nil || analysis.ConfigVersion != "edited-by-ops" {
+		t.Errorf("POST /text/analyze = %v, want config_version edited-by-ops (the operator's user_config)", r)
 	}
 
 	// An edge to a deployment absent from the application is refused,

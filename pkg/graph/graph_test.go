@@ -71,6 +71,12 @@ func registry(t *testing.T, cancelled chan<- string) *serve.Registry {
 			}), nil
 		},
 		"chunks": func(context.Context, serve.Init) (serve.Handler, error) { return chunks{}, nil },
+		"meta": func(context.Context, serve.Init) (serve.Handler, error) {
+			return serve.HandlerFunc(func(ctx context.Context, req *serve.Request) (*serve.Response, error) {
+				_, dl := ctx.Deadline()
+				return serve.JSON(map[string]any{"rid": req.RequestID, "tp": req.Header.Get("Traceparent"), "deadline": dl})
+			}), nil
+		},
 	})
 }
 
@@ -99,7 +105,7 @@ func (chunks) ServeStream(_ context.Context, req *serve.Request, w serve.StreamW
 func app(t *testing.T, nodes string, extra ...string) config.Application {
 	t.Helper()
 	deps := []string{"{name: upper, handler: upper}", "{name: suffix, handler: suffix}", "{name: lang, handler: lang}",
-		"{name: echo, handler: echo}", "{name: fail, handler: fail}", "{name: slow, handler: slow}", "{name: chunks, handler: chunks}"}
+		"{name: echo, handler: echo}", "{name: fail, handler: fail}", "{name: slow, handler: slow}", "{name: chunks, handler: chunks}", "{name: meta, handler: meta}"}
 	for _, e := range extra {
 		n, h, _ := strings.Cut(e, "=")
 		deps = append(deps, fmt.Sprintf("{name: %s, handler: %s}", n, h))
@@ -168,6 +174,33 @@ func TestNodes(t *testing.T) {
 			}
 			if string(resp.Body) != tc.want || resp.Status != 200 {
 				t.Errorf("Serve(%s) = %d %s, want 200 %s", tc.body, resp.Status, resp.Body, tc.want)
+			}
+		})
+	}
+}
+
+// TestStepsCarryTheRequestsContext: every step, also one given another
+// body than the client's (a sequence's $response, an ensemble's
+// combiner), gets the request id, the trace context and the deadline.
+func TestStepsCarryTheRequestsContext(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	want := `{"deadline":true,"rid":"r1","tp":"` + tp + `"}`
+	for name, nodes := range map[string]string{
+		"sequence":           `[{name: root, type: sequence, steps: [{deployment: meta}]}]`,
+		"sequence $response": `[{name: root, type: sequence, steps: [{deployment: upper}, {deployment: meta, data: $response}]}]`,
+		"ensemble combiner":  `[{name: root, type: ensemble, steps: [{deployment: upper}, {deployment: suffix}], combiner: {deployment: meta}}]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			g, o := serveGraph(t, app(t, nodes), nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := g.Serve(ctx, &serve.Request{Method: "POST", Path: "/", Body: []byte("hi"), RequestID: "r1",
+				Header: http.Header{"Traceparent": {tp}}}, o)
+			if err != nil {
+				t.Fatalf("Serve = %v", err)
+			}
+			if string(resp.Body) != want {
+				t.Errorf("the last step saw %s, want %s", resp.Body, want)
 			}
 		})
 	}

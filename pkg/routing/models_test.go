@@ -1,8 +1,12 @@
 package routing
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/jetserve/jetserve/pkg/protocol"
+	"github.com/nats-io/nats.go"
 )
 
 // newDep builds a deployment of replicas with the given loads and
@@ -132,5 +136,31 @@ func BenchmarkPick(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// inProcess is a LocalReplica that pickModel only needs to see.
+type inProcess struct{}
+
+func (inProcess) CallLocal(context.Context, *nats.Msg, func(*nats.Msg) error, func(*nats.Msg)) protocol.ErrorCode {
+	return protocol.ErrUnavailable
+}
+func (inProcess) CancelLocal(string) {}
+
+// TestPickModelPrefersALocalHolderOnATie: among holders of the model
+// equally loaded, the replica of this process is chosen (prefer-local);
+// a local holder more loaded than a remote one is not.
+func TestPickModelPrefersALocalHolderOnATie(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := newDep([]int{2, 2, 0}, [][]string{{"m1"}, {"m1"}, nil})
+	d.byID["b"].local, d.locals = inProcess{}, 1
+	for range 50 {
+		if p := d.pick(newReq("m1"), now); p == nil || p.id != "b" {
+			t.Fatalf("pick(m1) = %v, want b (holds m1 as loaded as a, and local)", p)
+		}
+	}
+	d.byID["b"].reported = 3
+	if p := d.pick(newReq("m1"), now); p == nil || p.id != "a" {
+		t.Fatalf("pick(m1) with the local holder busier = %v, want a", p)
 	}
 }

@@ -357,6 +357,32 @@ func TestLocalJobs(t *testing.T) {
 	}
 }
 
+// TestLocalJobTimeout: an attempt past the method's timeout ends, is
+// retried, and the job fails once its attempts are spent, saying that it
+// timed out (as the fleet's runner does).
+func TestLocalJobTimeout(t *testing.T) {
+	reg := serve.NewRegistry()
+	tr := trainer{started: make(chan string, 4)}
+	register(t, reg, "trainer", func(context.Context, serve.Init) (serve.Handler, error) { return tr, nil },
+		serve.WithAsync(config.AsyncMethod{Name: "train", MaxAttempts: 2, Timeout: config.Duration(50 * time.Millisecond),
+			Backoff: []config.Duration{config.Duration(10 * time.Millisecond)}}))
+	l := newLocal(t, reg, config.Deployment{Name: "Trainer", Handler: "trainer"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var a serve.Args
+	if err := json.Unmarshal([]byte(`{"block": true}`), &a); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := l.SubmitJob(ctx, "train", "slow", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err = l.WaitJob(ctx, "train", rec.ID)
+	if err != nil || rec.Status != serve.JobFailed || rec.Attempts != 2 || !strings.Contains(rec.Error, "timed out after 50ms") {
+		t.Fatalf("WaitJob(slow) = %+v, %v; want FAILED after 2 attempts, timed out after 50ms", rec, err)
+	}
+}
+
 // TestNewLocalRefusesAsyncWithoutJobHandler: async methods on a handler
 // that cannot run them is an error at NewLocal, naming the deployment.
 func TestNewLocalRefusesAsyncWithoutJobHandler(t *testing.T) {

@@ -325,7 +325,7 @@ func (lj *localJobs) startLocked(j *localJob) {
 	}
 	m.running++
 	cctx, cancelCause := context.WithCancelCause(lj.ctx)
-	ctx, cancelT := context.WithTimeout(cctx, m.cfg.Timeout.D())
+	ctx, cancelT := context.WithTimeoutCause(cctx, m.cfg.Timeout.D(), fmt.Errorf("timed out after %s", m.cfg.Timeout.D()))
 	cancel := func() { cancelCause(ErrCancelled); cancelT() }
 	if j.rec.CancelRequested {
 		cancel() // a suspended workflow run cancelled: it replays to compensate
@@ -338,6 +338,9 @@ func (lj *localJobs) startLocked(j *localJob) {
 	go func() {
 		defer lj.wg.Done()
 		res, err := lj.run(m.dep, jc)
+		if err != nil && cctx.Err() == nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", context.Cause(ctx), err) // as the fleet's runner says it
+		}
 		lj.finish(j, res, err)
 	}()
 }

@@ -31,8 +31,9 @@ import (
 // applications declared in reg (Build) instead of running a worker.
 func Main(reg *serve.Registry) {
 	if len(os.Args) > 1 && os.Args[1] == "build" {
-		service.Exec("build", func(_ context.Context, args, _ []string, stderr io.Writer) error {
-			return Build(reg, filepath.Base(os.Args[0]), args[1:], os.Stdout, stderr)
+		name := filepath.Base(os.Args[0])
+		service.Exec(name, func(_ context.Context, args, _ []string, stderr io.Writer) error {
+			return Build(reg, name, args[1:], os.Stdout, stderr) // its errors start with "build:"
 		})
 		return
 	}

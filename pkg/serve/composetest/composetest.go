@@ -3,7 +3,8 @@
 // fleet (a worker's embedded router, across workers and within one). Run
 // gives a backend an application of its own deployments (Front → Mid →
 // Back, and Plain) and checks through the backend's caller: chaining,
-// handler errors and panics, unknown deployments answered 404 at once,
+// handler errors and panics, unknown deployments (and deployments the
+// caller's uses do not list) answered 404 at once,
 // streaming through a chain (and a deployment that does not stream
 // answering in one chunk, errors before and after the head), the request
 // id, trace context and deadline carried to every hop, and cancellation
@@ -94,8 +95,10 @@ func (s *suite) registry(t *testing.T) (*serve.Registry, config.Application) {
 	dep := func(name, handler string) config.Deployment {
 		return config.Deployment{Name: name, Handler: handler, NumReplicas: &one, MaxOngoingRequests: 8}
 	}
+	front := dep(Front, HandlerFront)
+	front.Uses = []string{Mid, Back, Plain} // its edges: not Front itself
 	return reg, config.Application{Name: App, RoutePrefix: "/" + App, Ingress: Front, Deployments: []config.Deployment{
-		dep(Front, HandlerFront), dep(Mid, HandlerMid), dep(Back, HandlerBack), dep(Plain, HandlerPlain)}}
+		front, dep(Mid, HandlerMid), dep(Back, HandlerBack), dep(Plain, HandlerPlain)}}
 }
 
 // front is the ingress: each method exercises one path of composition.
@@ -123,6 +126,8 @@ func (f *front) ServeRequest(ctx context.Context, req *serve.Request) (*serve.Re
 		return serve.NewHandle(f.init.Caller, f.init.App, "Nope").Call(ctx, &serve.Request{})
 	case "lazy": // a handle taken after construction
 		return f.init.Handle("Nope").Call(ctx, &serve.Request{})
+	case "undeclared": // a deployment of the app, taken after construction, that Front's uses do not list
+		return f.init.Handle(Front).Call(ctx, &serve.Request{Call: "chain"})
 	}
 	return nil, serve.Errorf(http.StatusNotFound, "front: no method %q", serve.MethodName(req))
 }
@@ -256,6 +261,14 @@ func Run(t *testing.T, start Start) {
 			if took := time.Since(start); took > 5*time.Second {
 				t.Errorf("%s: the 404 took %v, want at once", m, took)
 			}
+		}
+	})
+	t.Run("a handle outside the caller's uses is 404 at once", func(t *testing.T) {
+		start := time.Now()
+		wantErr(t, call(ctx(t), front, "undeclared"), http.StatusNotFound, protocol.ErrNotFound,
+			`deployment Front takes a handle to "Front", which its uses do not list (uses: Mid, Back, Plain)`)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("the 404 took %v, want at once", took)
 		}
 	})
 	t.Run("request id, trace context and deadline reach every hop", func(t *testing.T) {
