@@ -79,15 +79,29 @@ func Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamCon
 	return s, nil
 }
 
-// sameStream compares the settings jetserve sets on its streams.
+// sameStream compares the settings jetserve sets on its streams, as the
+// server stores them: a limit of 0 is kept as -1 (none), and a duplicate
+// window of 0 as the server's default (so any window the stream has is
+// what 0 asks for). Comparing the request as written would update the
+// stream at every ensure — a meta-layer operation each service start, and
+// one that races the server's consumer creation on the stream.
 func sameStream(have, want jetstream.StreamConfig) bool {
-	return have.Replicas == want.Replicas && have.MaxMsgs == want.MaxMsgs && have.MaxAge == want.MaxAge &&
+	return have.Replicas == want.Replicas && limit(have.MaxMsgs) == limit(want.MaxMsgs) && have.MaxAge == want.MaxAge &&
 		have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
-		have.Duplicates == want.Duplicates && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
+		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
+		limit(have.MaxMsgsPerSubject) == limit(want.MaxMsgsPerSubject) &&
 		have.DiscardNewPerSubject == want.DiscardNewPerSubject && have.AllowDirect == want.AllowDirect &&
 		have.Retention == want.Retention && have.Discard == want.Discard &&
 		have.AllowMsgSchedules == want.AllowMsgSchedules && have.AllowMsgTTL == want.AllowMsgTTL &&
 		have.AllowRollup == want.AllowRollup && sameMetadata(have.Metadata, want.Metadata)
+}
+
+// limit is a stream limit as the server stores it: 0 (unset) is -1.
+func limit(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // sameMetadata compares the metadata jetserve sets (keys "jetserve.*");

@@ -178,3 +178,34 @@ func TestRetry(t *testing.T) {
 		t.Fatalf("Retry until the deadline = %v, want the last error joined with the deadline", err)
 	}
 }
+
+// Ensuring a stream as it already is sends no update, whichever limits its
+// config leaves at zero (the server stores them as -1, and a zero
+// duplicate window as its default): the dead-letter stream's config
+// (MaxMsgsPerSubject unset) was updated at every ensure.
+func TestEnsureUnchangedSendsNoUpdate(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	js := natstest.JetStream(t, nc)
+	ctx := ctxT(t)
+	updates, err := nc.SubscribeSync("$JS.API.STREAM.UPDATE.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []jetstream.StreamConfig{
+		{Name: "DLQ", Subjects: []string{"dlq.>"}, MaxAge: time.Hour, Description: "d"},
+		{Name: "LIM", Subjects: []string{"lim.>"}, MaxMsgs: 10, MaxMsgsPerSubject: 2, Duplicates: time.Minute},
+	} {
+		for range 3 {
+			if _, err := streams.Stream(ctx, js, cfg, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := updates.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("ensuring unchanged streams sent %s: %s", m.Subject, m.Data)
+	}
+}
