@@ -106,6 +106,9 @@ func do(ctx context.Context, key, method, url string, body []byte, contentType s
 		var ae apiError
 		if json.Unmarshal(b, &ae) == nil && ae.Message != "" {
 			msg := ae.Message
+			if len(ae.Fields) > 0 { // the message lists them too ("invalid config: f: m; …"): one per line instead
+				msg, _, _ = strings.Cut(msg, ": ")
+			}
 			for _, f := range ae.Fields {
 				msg += "\n  " + f.Field + ": " + f.Message
 			}

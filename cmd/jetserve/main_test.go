@@ -28,7 +28,7 @@ func adminStub(t *testing.T) (*httptest.Server, *[]string) {
 		seen = append(seen, "PUT "+string(b))
 		if strings.Contains(string(b), "bad") {
 			w.WriteHeader(400)
-			_, _ = w.Write([]byte(`{"error":"invalid_config","message":"invalid config","fields":[{"field":"applications[0].name","message":"bad"}]}`))
+			_, _ = w.Write([]byte(`{"error":"invalid_config","message":"invalid config: applications[0].name: bad","fields":[{"field":"applications[0].name","message":"bad"}]}`))
 			return
 		}
 		_, _ = w.Write([]byte(`{"applications":["text"]}`))
@@ -88,6 +88,13 @@ func TestCLI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkRun(t, env, tc.args, "", tc.wantOut, tc.wantErr)
 		})
+	}
+	// Each refused field once, on its own line (the server's message
+	// lists them too).
+	var out, errs bytes.Buffer
+	err := run(context.Background(), []string{"deploy", bad}, env, nil, &out, &errs)
+	if err == nil || strings.Count(err.Error(), "applications[0].name") != 1 || !strings.Contains(err.Error(), "\n  applications[0].name: bad") {
+		t.Errorf("deploy of a refused config = %v, want the field once, on its own line", err)
 	}
 	if len(*seen) < 2 || !strings.HasPrefix((*seen)[0], "PUT applications: []") {
 		t.Errorf("admin API saw %q, want the deploy body first", *seen)
