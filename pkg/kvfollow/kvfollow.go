@@ -578,9 +578,9 @@ func (f *Follower[T]) deleteConsumer(ctx context.Context, stream, name string) {
 	}
 }
 
-// deleteAttempts bounds the deletion of one consumer: ~15 s, past a meta
+// deleteAttempts bounds the deletion of one consumer: ~30 s, past a meta
 // leader election.
-const deleteAttempts = 7
+const deleteAttempts = 14
 
 // entry is a bucket entry read by a watch.
 type entry struct {

@@ -129,7 +129,10 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 	}
 	t.Logf("a put stored %v and a consumer created %v after the kill", stored.Sub(killed).Round(time.Millisecond),
 		created.Sub(killed).Round(time.Millisecond))
-	const bound = 2 * time.Second
+	// A creation sent while an election runs is dropped, not refused:
+	// the follower's attempt just before the elections ended waits out
+	// its StartTimeout, and the next one succeeds.
+	const bound = kvfollow.DefaultStartTimeout + time.Second
 	waitfor.True(t, 30*time.Second, "the follower to see the put", func() bool {
 		v, _ := f.Get("k")
 		return v == want
@@ -145,7 +148,7 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitfor.True(t, 15*time.Second, "the lost consumer deleted", func() bool {
+	waitfor.True(t, 30*time.Second, "the lost consumer deleted", func() bool {
 		cs := consumers(st) // the follower's new one at least
 		if len(cs) == 0 {
 			return false
