@@ -138,7 +138,24 @@ type AsyncFollower struct {
 
 	mu  sync.Mutex  // guards sdk; held while a table is built and stored
 	sdk SDKDefaults // guarded by mu
+
+	hooks ConfigHooks // set before Run
 }
+
+// ConfigHooks let a caller derive more from the serve config the follower
+// reads (the ingress's route table), in step with the async method table:
+// OnConfig gets each config after the table built from it was stored, so
+// that nothing derived from a config is newer than the table (a request
+// routed by the newer one is never taken for a sync call because the
+// table lags); calls are in order. OnSynced is called once the config's
+// initial value was read (there may be none).
+type ConfigHooks struct {
+	OnConfig func(config.ServeConfig)
+	OnSynced func()
+}
+
+// SetConfigHooks sets h; call it before Run.
+func (f *AsyncFollower) SetConfigHooks(h ConfigHooks) { f.hooks = h }
 
 // NewAsyncFollower returns a follower of b's Apps and Handlers buckets on
 // nc; Run feeds it.
@@ -148,6 +165,11 @@ func NewAsyncFollower(nc *nats.Conn, b *Buckets, log zerolog.Logger) *AsyncFollo
 	f.cfg = kvfollow.New(nc, b.Apps, kvfollow.Options[config.ServeConfig]{
 		Keys: []string{ConfigKey}, Log: log,
 		OnChange: func(kvfollow.Change[config.ServeConfig]) { f.rebuild(false) },
+		OnSync: func() {
+			if f.hooks.OnSynced != nil {
+				f.hooks.OnSynced()
+			}
+		},
 	})
 	f.workers = kvfollow.New(nc, b.Handlers, kvfollow.Options[protocol.HandlerInfo]{
 		Log: log,
@@ -172,6 +194,9 @@ func (f *AsyncFollower) rebuild(sdkChanged bool) {
 	sc, _ := f.cfg.Get(ConfigKey) // none (or deleted): no application
 	t := NewAsyncTable(sc, f.sdk)
 	f.table.Store(t)
+	if !sdkChanged && f.hooks.OnConfig != nil {
+		f.hooks.OnConfig(sc)
+	}
 	f.mu.Unlock()
 	f.log.Debug().Int("async_methods", t.Len()).Bool("sdk_changed", sdkChanged).Msg("async method table updated")
 	select {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,5 +234,48 @@ func TestAsyncFollower(t *testing.T) {
 	case <-f.Changed():
 	default:
 		t.Error("Changed() holds no signal after the table changed")
+	}
+}
+
+// The config hooks see each config after the table built from it: what a
+// caller derives from a config (the ingress's routes) is never newer than
+// the async method table, so a new application's async method is never
+// routed as a sync call.
+func TestAsyncFollowerConfigHooks(t *testing.T) {
+	b, js, _ := open(t)
+	f := fleetstate.NewAsyncFollower(js.Conn(), b, zerolog.Nop())
+	var synced atomic.Bool
+	seen := make(chan string, 16)
+	f.SetConfigHooks(fleetstate.ConfigHooks{
+		OnConfig: func(sc config.ServeConfig) {
+			for _, a := range sc.Applications {
+				_, ok := f.Table().Lookup(a.Name, "train")
+				seen <- fmt.Sprintf("%s:%v", a.Name, ok)
+			}
+		},
+		OnSynced: func() { synced.Store(true) },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v", err)
+		}
+	}()
+	waitfor.True(t, 10*time.Second, "OnSynced with no config stored", synced.Load)
+	raw, _ := json.Marshal(config.ServeConfig{Applications: []config.Application{{Name: "app",
+		Deployments: []config.Deployment{{Name: "d", Handler: "h", AsyncMethods: []config.AsyncMethod{{Name: "train"}}}}}}})
+	if _, err := b.Apps.Put(context.Background(), fleetstate.ConfigKey, raw); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-seen:
+		if got != "app:true" {
+			t.Fatalf("OnConfig saw %s, want app:true (its async method already in the table)", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnConfig not called after the config was stored")
 	}
 }

@@ -47,7 +47,6 @@ import (
 	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/httpauth"
 	"github.com/jetserve/jetserve/pkg/jobs"
-	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/routing"
 	"github.com/jetserve/jetserve/pkg/service"
 	"github.com/jetserve/jetserve/pkg/tracing"
@@ -57,8 +56,6 @@ import (
 	"github.com/jetserve/jetserve/services/ingress/internal/models"
 	"github.com/jetserve/jetserve/services/ingress/internal/routes"
 	"github.com/jetserve/jetserve/services/ingress/internal/splits"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -214,6 +211,10 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	modelTable.Store(models.FromConfig(config.ServeConfig{}))
 	var loaded atomic.Bool
 	asyncMethods := fleetstate.NewAsyncFollower(deps.NC, buckets, deps.Log)
+	// The route table comes from the config the async method table was
+	// built from, after it: a new application's async method is never
+	// routed as a sync call while the table lags.
+	asyncMethods.SetConfigHooks(routeHooks(&table, &modelTable, &loaded, deps.Log))
 	natsOK := service.NATSCheck(deps.NC)
 	ready := func() error {
 		if err := natsOK(); err != nil {
@@ -289,9 +290,6 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	defer stopWatch()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return followRoutes(wctx, deps.NC, buckets.Apps, &table, &modelTable, &loaded, deps.Log)
-	})
-	g.Go(func() error {
 		return asyncMethods.Run(wctx)
 	})
 	if embedded != nil {
@@ -326,25 +324,21 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	return err
 }
 
-// followRoutes keeps the route table and the OIP model table in step with
-// the Apps bucket key "config" (re-read at once after a NATS reconnect)
-// until ctx ends.
-func followRoutes(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, table *atomic.Pointer[routes.Table],
-	modelTable *atomic.Pointer[models.Table], loaded *atomic.Bool, log zerolog.Logger) error {
-	f := kvfollow.New(nc, kv, kvfollow.Options[config.ServeConfig]{
-		Keys: []string{fleetstate.ConfigKey},
-		Log:  log,
-		OnChange: func(c kvfollow.Change[config.ServeConfig]) {
-			t, err := routes.FromConfig(c.Value) // a delete: no routes
+// routeHooks keep the route table and the OIP model table in step with
+// the serve config the async method table follows (fleetstate.ConfigHooks).
+func routeHooks(table *atomic.Pointer[routes.Table], modelTable *atomic.Pointer[models.Table], loaded *atomic.Bool,
+	log zerolog.Logger) fleetstate.ConfigHooks {
+	return fleetstate.ConfigHooks{
+		OnConfig: func(sc config.ServeConfig) {
+			t, err := routes.FromConfig(sc) // none (or deleted): no routes
 			if err != nil {
 				log.Error().Err(err).Msg("route table: applications left out")
 			}
 			table.Store(t)
-			mt := models.FromConfig(c.Value)
+			mt := models.FromConfig(sc)
 			modelTable.Store(mt)
 			log.Info().Any("routes", t.Prefixes()).Strs("oip_models", mt.Names()).Msg("route table updated")
 		},
-		OnSync: func() { loaded.Store(true) },
-	})
-	return f.Run(ctx)
+		OnSynced: func() { loaded.Store(true) },
+	}
 }
