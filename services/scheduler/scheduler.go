@@ -74,6 +74,11 @@ type Config struct {
 	// RebalanceCooldown spaces one deployment's moves, and is how long a
 	// worker must be live before it takes a moved replica.
 	RebalanceCooldown time.Duration `koanf:"rebalance_cooldown" help:"least time between two moves of a deployment"`
+	// Colocate places a replica, among the workers equally good for its
+	// own deployment's spread, on the one holding the most replicas of the
+	// deployments joined to it by `uses` edges, so that handle calls
+	// between them stay in one process (prefer-local routing).
+	Colocate bool `koanf:"colocate" help:"place deployments joined by uses edges on the same workers when their spread allows"`
 
 	// AdminReady, if set, is told the admin API's address once it listens.
 	AdminReady func(net.Addr) `koanf:"-"`
@@ -97,6 +102,7 @@ func DefaultConfig() Config {
 		MaxBodyBytes:        admin.DefaultMaxBody,
 		Rebalance:           true,
 		RebalanceCooldown:   plan.DefaultRebalanceCooldown,
+		Colocate:            true,
 	}
 }
 
@@ -171,7 +177,7 @@ func Run(ctx context.Context, cfg Config, deps service.Deps) error {
 	}
 	rec := reconcile.New(reconcile.Options{ID: cfg.ID, Names: names, NC: deps.NC, Buckets: buckets,
 		Interval: cfg.ReconcileInterval, StartTimeout: cfg.ReplicaStartTimeout,
-		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Log: log, Metrics: metrics, Signer: signer,
+		Rebalance: cfg.Rebalance, RebalanceCooldown: cfg.RebalanceCooldown, Colocate: cfg.Colocate, Log: log, Metrics: metrics, Signer: signer,
 		Records: records, Jobs: jobs.NewQueue(js, jobs.Names{Names: names}, log)})
 	elector := lease.New(js, buckets.Leases, LeaseKey, cfg.ID, fleetstate.LeaseTTL, log)
 	liveSplits := splits.New(nil) // the graphs' splitter choices, from every ingress

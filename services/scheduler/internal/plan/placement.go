@@ -34,6 +34,10 @@ type Request struct {
 	Avoid map[string]bool
 	// Only, if set, is the one worker to consider (a rebalancing move).
 	Only string
+	// Peers are the keys of the deployments joined to this one by uses
+	// edges (Input.Colocate): among workers equal for the spread of Key,
+	// the one holding the most of their replicas is preferred.
+	Peers []string
 }
 
 // Placement is where a replica goes.
@@ -163,8 +167,9 @@ func (c *Cluster) Usage(workerID string) Usage {
 
 // Place picks a worker for r and accounts for it. Among the workers that
 // fit it prefers those not in r.Avoid, then the one with the fewest
-// replicas of r.Key (spread), then the most free CPU, then the most free
-// memory, then the lowest ID. Fractional GPUs go to the fullest device that
+// replicas of r.Key (spread), then the one with the most replicas of
+// r.Peers (co-location of deployments that call each other), then the most
+// free CPU, then the most free memory, then the lowest ID. Fractional GPUs go to the fullest device that
 // still has room (so three 0.3-GPU replicas share one device); whole GPUs
 // above one take whole free devices.
 func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error) {
@@ -206,6 +211,9 @@ func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error)
 		if a.count[r.Key] != b.count[r.Key] {
 			return a.count[r.Key] < b.count[r.Key]
 		}
+		if pa, pb := a.peerCount(r.Peers), b.peerCount(r.Peers); pa != pb {
+			return pa > pb
+		}
 		if fa, fb := a.info.CPU-a.cpuUsed, b.info.CPU-b.cpuUsed; math.Abs(fa-fb) > eps {
 			return fa > fb
 		}
@@ -220,6 +228,15 @@ func (c *Cluster) Place(r Request, spec protocol.ReplicaSpec) (Placement, error)
 	spec.CPU, spec.GPU, spec.MemoryBytes = r.CPU, r.GPU, r.Memory
 	c.Add(p.WorkerID, r.Key, spec)
 	return p, nil
+}
+
+// peerCount is how many replicas of the deployments keys n holds.
+func (n *node) peerCount(keys []string) int {
+	c := 0
+	for _, k := range keys {
+		c += n.count[k]
+	}
+	return c
 }
 
 // canRun reports whether w runs r's runtime: the process runtime for a

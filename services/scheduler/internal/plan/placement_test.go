@@ -98,6 +98,26 @@ func TestClusterPlace(t *testing.T) {
 			reason: "no live workers",
 		},
 		{
+			name:    "peers draw a replica to their worker over free CPU",
+			workers: []protocol.WorkerInfo{worker("w1", 4, gi), worker("w2", 4.5, gi)},
+			reqs: []Request{{Key: "a/c1", Handler: "h", CPU: 1}, {Key: "a/c2", Handler: "h", CPU: 1, Peers: []string{"a/c1"}},
+				{Key: "a/c3", Handler: "h", CPU: 1, Peers: []string{"a/c2"}}},
+			want: []Placement{{WorkerID: "w2"}, {WorkerID: "w2"}, {WorkerID: "w2"}},
+		},
+		{
+			name:    "a deployment's own spread comes before its peers",
+			workers: []protocol.WorkerInfo{worker("w1", 8, gi), worker("w2", 8, gi)},
+			reqs: []Request{{Key: "a/f", Handler: "h", CPU: 1}, {Key: "a/b", Handler: "h", CPU: 1, Peers: []string{"a/f"}},
+				{Key: "a/b", Handler: "h", CPU: 1, Peers: []string{"a/f"}}},
+			want: []Placement{{WorkerID: "w1"}, {WorkerID: "w1"}, {WorkerID: "w2"}},
+		},
+		{
+			name:    "peers only where the replica fits",
+			workers: []protocol.WorkerInfo{worker("w1", 2, gi), worker("w2", 1, gi)},
+			reqs: []Request{{Key: "a/c1", Handler: "h", CPU: 2}, {Key: "a/c2", Handler: "h", CPU: 1, Peers: []string{"a/c1"}}},
+			want: []Placement{{WorkerID: "w1"}, {WorkerID: "w2"}},
+		},
+		{
 			name:    "avoid a worker when another fits",
 			workers: []protocol.WorkerInfo{worker("w1", 8, gi), worker("w2", 1, gi)},
 			reqs:    []Request{{Key: "a/d", Handler: "h", CPU: 1, Avoid: map[string]bool{"w1": true}}, {Key: "a/d", Handler: "h", CPU: 1, Avoid: map[string]bool{"w2": true}}},

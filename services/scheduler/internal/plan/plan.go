@@ -227,6 +227,12 @@ type Input struct {
 	// is how long a worker must be live before it takes a moved replica.
 	Rebalance         bool
 	RebalanceCooldown time.Duration
+	// Colocate places a replica, among the workers equal for its own
+	// deployment's spread, on the one holding the most replicas of the
+	// deployments joined to it by `uses` edges (those it calls and those
+	// calling it): their handle calls then stay in the worker's process
+	// (prefer-local routing) instead of crossing NATS.
+	Colocate bool
 	// Pinned counts, by Key(app, deployment) and version, the workflow
 	// runs pinned to a version (jobs.Record.PinnedTo). A rolling update
 	// keeps one RUNNING replica of each earlier version with pinned runs,
@@ -319,6 +325,9 @@ func Step(prev State, in Input) (State, Result) {
 		newID = NewID
 	}
 	p := &pass{in: in, st: &st, avoid: map[string]map[string]bool{}, newID: newID}
+	if in.Colocate {
+		p.peers = usesPeers(in.Config)
+	}
 	for id := range st.Removed {
 		if _, ok := in.Records[id]; !ok {
 			delete(st.Removed, id) // stopped: its reason is told no more
@@ -695,6 +704,9 @@ type pass struct {
 	newID func(app, dep, version string) string
 	// replaced holds the replicas replaceBroken removed (keepPinned).
 	replaced []replaced
+	// peers holds, by deployment key, the keys of the deployments joined
+	// to it by uses edges, either way (Input.Colocate; nil: off).
+	peers map[string][]string
 }
 
 // remove drops r from the state, with the reason in the events and in
@@ -769,7 +781,30 @@ type replaced struct {
 func (p *pass) request(r *Replica) Request {
 	k := Key(r.Spec.App, r.Spec.Deployment)
 	return Request{Key: k, Handler: r.Spec.Handler, Runtime: r.Spec.Runtime, CPU: r.Spec.CPU, GPU: r.Spec.GPU,
-		Memory: r.Spec.MemoryBytes, Labels: r.Labels, Avoid: p.avoid[k]}
+		Memory: r.Spec.MemoryBytes, Labels: r.Labels, Avoid: p.avoid[k], Peers: p.peers[k]}
+}
+
+// usesPeers returns, by deployment key, the keys of the deployments of
+// the same application joined to it by a uses edge in either direction,
+// sorted and without repeats.
+func usesPeers(cfg config.ServeConfig) map[string][]string {
+	peers := map[string][]string{}
+	for _, a := range cfg.Applications {
+		for _, d := range a.Deployments {
+			from := Key(a.Name, d.Name)
+			for _, u := range d.Uses {
+				if to := Key(a.Name, u); to != from {
+					peers[from] = append(peers[from], to)
+					peers[to] = append(peers[to], from)
+				}
+			}
+		}
+	}
+	for k, ps := range peers {
+		slices.Sort(ps)
+		peers[k] = slices.Compact(ps)
+	}
+	return peers
 }
 
 // placed records that r was placed at pl.

@@ -405,3 +405,47 @@ applications:
     handler: h
     ` + extra + "\n"
 }
+
+const chainApp = `
+applications:
+- name: chain
+  route_prefix: /chain
+  ingress: c1
+  deployments:
+  - {name: c1, handler: h, uses: [c2]}
+  - {name: c2, handler: h, uses: [c3]}
+  - {name: c3, handler: h, uses: [c4]}
+  - {name: c4, handler: h, uses: [c5]}
+  - {name: c5, handler: h}
+  - {name: alone, handler: h}
+`
+
+// A chain whose deployments call each other (uses) lands on one worker
+// with Colocate, so that every handle call is in-process; without it the
+// most free CPU alternates the deployments between the workers. A
+// deployment joined to none still goes where the most CPU is free.
+func TestStepColocatesDeploymentsJoinedByUses(t *testing.T) {
+	where := func(colocate bool) map[string]string {
+		e := newEnv(t, cfg(t, chainApp), worker("w1", 8, 0), worker("w2", 8, 0))
+		e.in.Colocate = colocate
+		e.step()
+		out := map[string]string{}
+		for _, r := range e.st.Replicas {
+			out[r.Spec.Deployment] = r.WorkerID
+		}
+		return out
+	}
+	on := where(true)
+	for _, d := range []string{"c2", "c3", "c4", "c5"} {
+		if on[d] == "" || on[d] != on["c1"] {
+			t.Errorf("colocate: %s on %q, c1 on %q; want the chain on one worker (%v)", d, on[d], on["c1"], on)
+		}
+	}
+	if on["alone"] == on["c1"] {
+		t.Errorf("colocate: alone on %q with the chain; want the emptier worker (%v)", on["alone"], on)
+	}
+	off := where(false)
+	if off["c1"] == off["c2"] {
+		t.Errorf("no colocate: c1 and c2 both on %q; want them spread by free CPU (%v)", off["c1"], off)
+	}
+}

@@ -53,8 +53,11 @@ type Options struct {
 	// time, at most one per RebalanceCooldown per deployment (plan.Input).
 	Rebalance         bool
 	RebalanceCooldown time.Duration
-	Log               zerolog.Logger
-	Metrics           *Metrics
+	// Colocate places deployments joined by uses edges on the same
+	// workers where their spread allows (plan.Input).
+	Colocate bool
+	Log      zerolog.Logger
+	Metrics  *Metrics
 	// Signer, if set, signs every assignment (package provenance): the
 	// scheduler's NATS credentials, which workers check.
 	Signer *provenance.Signer
@@ -288,7 +291,7 @@ func (l *leader) pass(ctx context.Context) {
 	defer func() { l.o.Metrics.ReconcileDuration.Observe(time.Since(start).Seconds()) }()
 	in := plan.Input{Config: l.cfg, Workers: l.workers, Records: l.recordsByID(), Replace: l.replace,
 		StartTimeout: l.o.StartTimeout, Now: start, Scale: l.scale,
-		Rebalance: l.o.Rebalance, RebalanceCooldown: l.o.RebalanceCooldown, Pinned: l.pinned}
+		Rebalance: l.o.Rebalance, RebalanceCooldown: l.o.RebalanceCooldown, Colocate: l.o.Colocate, Pinned: l.pinned}
 	next, res := plan.Step(l.st, in)
 	for _, ev := range res.Events {
 		lg := l.log.Info()
