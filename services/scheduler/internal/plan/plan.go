@@ -326,7 +326,7 @@ func Step(prev State, in Input) (State, Result) {
 	}
 	p := &pass{in: in, st: &st, avoid: map[string]map[string]bool{}, newID: newID}
 	if in.Colocate {
-		p.peers = usesPeers(in.Config)
+		p.peers, p.rank = usesPeers(in.Config)
 	}
 	for id := range st.Removed {
 		if _, ok := in.Records[id]; !ok {
@@ -659,6 +659,17 @@ func (p *pass) placePending() *Cluster {
 		}
 		cl.Add(r.WorkerID, Key(r.Spec.App, r.Spec.Deployment), r.Spec)
 	}
+	if p.rank != nil {
+		// Replicas made in the same pass: along the uses edges, so that
+		// each finds a peer placed (sortedReplicas ordered them by ID).
+		sort.SliceStable(pending, func(i, j int) bool {
+			a, b := pending[i], pending[j]
+			if !a.Created.Equal(b.Created) {
+				return a.Created.Before(b.Created)
+			}
+			return p.rank[Key(a.Spec.App, a.Spec.Deployment)] < p.rank[Key(b.Spec.App, b.Spec.Deployment)]
+		})
+	}
 	for _, r := range pending {
 		pl, err := cl.Place(p.request(r), r.Spec)
 		if err != nil {
@@ -705,8 +716,11 @@ type pass struct {
 	// replaced holds the replicas replaceBroken removed (keepPinned).
 	replaced []replaced
 	// peers holds, by deployment key, the keys of the deployments joined
-	// to it by uses edges, either way (Input.Colocate; nil: off).
+	// to it by uses edges, either way (Input.Colocate; nil: off); rank
+	// orders an application's deployments along them from its ingress,
+	// so that each is placed after a peer it can join.
 	peers map[string][]string
+	rank  map[string]int
 }
 
 // remove drops r from the state, with the reason in the events and in
@@ -785,10 +799,12 @@ func (p *pass) request(r *Replica) Request {
 }
 
 // usesPeers returns, by deployment key, the keys of the deployments of
-// the same application joined to it by a uses edge in either direction,
-// sorted and without repeats.
-func usesPeers(cfg config.ServeConfig) map[string][]string {
-	peers := map[string][]string{}
+// the same application joined to it by a uses edge in either direction
+// (sorted, without repeats), and each deployment's rank in a depth-first
+// walk of those edges from its application's ingress (the deployments the
+// walk does not reach follow, in config order, each with its own walk).
+func usesPeers(cfg config.ServeConfig) (peers map[string][]string, rank map[string]int) {
+	peers, rank = map[string][]string{}, map[string]int{}
 	for _, a := range cfg.Applications {
 		for _, d := range a.Deployments {
 			from := Key(a.Name, d.Name)
@@ -804,7 +820,22 @@ func usesPeers(cfg config.ServeConfig) map[string][]string {
 		slices.Sort(ps)
 		peers[k] = slices.Compact(ps)
 	}
-	return peers
+	for _, a := range cfg.Applications {
+		queue := []string{Key(a.Name, a.Ingress)}
+		for _, d := range a.Deployments {
+			queue = append(queue, Key(a.Name, d.Name))
+		}
+		for i := 0; i < len(queue); i++ {
+			k := queue[i]
+			if _, seen := rank[k]; seen {
+				continue
+			}
+			rank[k] = len(rank)
+			// Next: k's peers, before the rest of the config order.
+			queue = slices.Insert(queue, i+1, peers[k]...)
+		}
+	}
+	return peers, rank
 }
 
 // placed records that r was placed at pl.

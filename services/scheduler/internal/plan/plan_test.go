@@ -418,6 +418,14 @@ applications:
   - {name: c4, handler: h, uses: [c5]}
   - {name: c5, handler: h}
   - {name: alone, handler: h}
+- name: star
+  route_prefix: /star
+  ingress: pre
+  deployments:
+  - {name: combine, handler: h}
+  - {name: model_a, handler: h}
+  - {name: model_b, handler: h}
+  - {name: pre, handler: h, uses: [model_a, model_b, combine]}
 `
 
 // A chain whose deployments call each other (uses) lands on one worker
@@ -439,6 +447,13 @@ func TestStepColocatesDeploymentsJoinedByUses(t *testing.T) {
 	for _, d := range []string{"c2", "c3", "c4", "c5"} {
 		if on[d] == "" || on[d] != on["c1"] {
 			t.Errorf("colocate: %s on %q, c1 on %q; want the chain on one worker (%v)", d, on[d], on["c1"], on)
+		}
+	}
+	// The star's deployments sort before its ingress by name: they are
+	// placed after it all the same, and join it.
+	for _, d := range []string{"combine", "model_a", "model_b"} {
+		if on[d] == "" || on[d] != on["pre"] {
+			t.Errorf("colocate: %s on %q, pre on %q; want the star on one worker (%v)", d, on[d], on["pre"], on)
 		}
 	}
 	if on["alone"] == on["c1"] {
