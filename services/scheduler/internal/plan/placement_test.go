@@ -114,8 +114,8 @@ func TestClusterPlace(t *testing.T) {
 		{
 			name:    "peers only where the replica fits",
 			workers: []protocol.WorkerInfo{worker("w1", 2, gi), worker("w2", 1, gi)},
-			reqs: []Request{{Key: "a/c1", Handler: "h", CPU: 2}, {Key: "a/c2", Handler: "h", CPU: 1, Peers: []string{"a/c1"}}},
-			want: []Placement{{WorkerID: "w1"}, {WorkerID: "w2"}},
+			reqs:    []Request{{Key: "a/c1", Handler: "h", CPU: 2}, {Key: "a/c2", Handler: "h", CPU: 1, Peers: []string{"a/c1"}}},
+			want:    []Placement{{WorkerID: "w1"}, {WorkerID: "w2"}},
 		},
 		{
 			name:    "avoid a worker when another fits",

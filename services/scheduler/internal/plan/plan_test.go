@@ -418,6 +418,10 @@ applications:
   - {name: c4, handler: h, uses: [c5]}
   - {name: c5, handler: h}
   - {name: alone, handler: h}
+`
+
+const starApp = `
+applications:
 - name: star
   route_prefix: /star
   ingress: pre
@@ -433,8 +437,8 @@ applications:
 // most free CPU alternates the deployments between the workers. A
 // deployment joined to none still goes where the most CPU is free.
 func TestStepColocatesDeploymentsJoinedByUses(t *testing.T) {
-	where := func(colocate bool) map[string]string {
-		e := newEnv(t, cfg(t, chainApp), worker("w1", 8, 0), worker("w2", 8, 0))
+	where := func(colocate bool, apps ...string) map[string]string {
+		e := newEnv(t, cfg(t, strings.Join(apps, "")), worker("w1", 8, 0), worker("w2", 8, 0))
 		e.in.Colocate = colocate
 		e.step()
 		out := map[string]string{}
@@ -443,23 +447,24 @@ func TestStepColocatesDeploymentsJoinedByUses(t *testing.T) {
 		}
 		return out
 	}
-	on := where(true)
+	on := where(true, chainApp)
 	for _, d := range []string{"c2", "c3", "c4", "c5"} {
 		if on[d] == "" || on[d] != on["c1"] {
 			t.Errorf("colocate: %s on %q, c1 on %q; want the chain on one worker (%v)", d, on[d], on["c1"], on)
 		}
 	}
+	if on["alone"] == on["c1"] {
+		t.Errorf("colocate: alone on %q with the chain; want the emptier worker (%v)", on["alone"], on)
+	}
 	// The star's deployments sort before its ingress by name: they are
 	// placed after it all the same, and join it.
+	on = where(true, starApp)
 	for _, d := range []string{"combine", "model_a", "model_b"} {
 		if on[d] == "" || on[d] != on["pre"] {
 			t.Errorf("colocate: %s on %q, pre on %q; want the star on one worker (%v)", d, on[d], on["pre"], on)
 		}
 	}
-	if on["alone"] == on["c1"] {
-		t.Errorf("colocate: alone on %q with the chain; want the emptier worker (%v)", on["alone"], on)
-	}
-	off := where(false)
+	off := where(false, chainApp)
 	if off["c1"] == off["c2"] {
 		t.Errorf("no colocate: c1 and c2 both on %q; want them spread by free CPU (%v)", off["c1"], off)
 	}
