@@ -199,7 +199,8 @@ func startGateway(b *testing.B, natsURL string) string {
 }
 
 // serveNATSGateway serves HTTP by a NATS request on subject, on a
-// connection of its own.
+// connection of its own; an answer that is a raw chain hop's error
+// (rawHopFailed) is 502.
 func serveNATSGateway(b *testing.B, natsURL, subject string) string {
 	gw, err := nats.Connect(natsURL, nats.Name("bench-gateway"))
 	if err != nil {
@@ -211,6 +212,10 @@ func serveNATSGateway(b *testing.B, natsURL, subject string) string {
 		m, err := gw.RequestWithContext(r.Context(), subject, body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		if msg, failed := rawHopFailed(m); failed {
+			http.Error(w, msg, http.StatusBadGateway)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

@@ -16,8 +16,9 @@ var bins *fleet.Binaries
 
 func TestMain(m *testing.M) {
 	if url := os.Getenv(responderEnv); url != "" {
-		// This binary re-executed as BenchmarkSweep's responder process.
-		os.Exit(runResponder(url))
+		// This binary re-executed as a responder process of BenchmarkSweep
+		// or BenchmarkComposition.
+		os.Exit(runResponder(url, os.Getenv(responderHopsEnv)))
 	}
 	flag.Parse()
 	if testing.Short() {

@@ -10,9 +10,11 @@
 # raw JetStream loop, and durable workflows vs their raw JetStream writes; (3) autoscaling reaction and cold start; (4) a model
 # whose cost is per call, batched (serve.Batcher) vs unbatched; (5)
 # composition: chains of 1, 5 and 10 no-op deployments across two workers
-# and on one, through the router service, and 4-way fan-outs, with the raw
-# baselines in the same run (per-hop p50 at c=1, chain5/chain1 at c=32, CPU
-# per hop by process, CPU profiles of the workers under the cross-worker chain;
+# and on one, through the router service, with default placement, and 4-way
+# fan-outs, with the raw baselines in the same run — among them raw NATS
+# chains of 1 and 5 hops across processes (per-hop p50 at c=1, chain5/chain1
+# at c=32, CPU per hop by process, each beside the raw chain's; CPU profiles
+# of the workers under the cross-worker chain;
 # JETSERVE_COMPOSE_PATHS=h1,x5 measures only the paths named). Prints
 # p50/p99, rates and the ratios. wrk (Debian) is the c=64 load generator when it
 # is installed: a Go client at 64 costs more CPU than the server on 2 cores.
@@ -86,7 +88,7 @@ if only batching; then
 	echo
 fi
 if only composition; then
-	echo "== composition: handle hops across workers, within one worker, via the router service; 4-way fan-out"
+	echo "== composition: handle hops across workers, within one worker, via the router service, default placement; 4-way fan-out; beside a raw NATS chain across processes"
 	echo "   CPU profiles of the two workers and the ingress under the cross-worker chain: $PROFILES/compose-*"
 	(cd e2e && JETSERVE_BENCH_PROFILES="$PROFILES" go test -run '^$' -bench 'Composition' -benchtime "${COMPOSE_BENCHTIME:-2000x}" -count=1 -timeout 30m ./)
 	echo
