@@ -260,6 +260,19 @@ func (r *Router) stopLoads() {
 	r.onLoad, r.loadSubs = nil, nil
 }
 
+// unfollowLoad ends the load-report subscriptions of d (a deployment
+// that left the applied config: nothing is routed to it any more); a
+// request to it after it came back subscribes again (followLoad).
+func (r *Router) unfollowLoad(d *deployment) {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	for _, sub := range r.loadSubs[d.key] {
+		_ = sub.Unsubscribe() // best effort: the reports of a deployment gone stop anyway
+	}
+	delete(r.loadSubs, d.key)
+	d.loadFollowed.Store(false)
+}
+
 // followLoad subscribes to d's load reports (the route reports sent on
 // every change, and the full ones), once, while Follow runs. A router
 // learns a replica's load from its reports and its own requests in flight

@@ -24,7 +24,7 @@ import (
 // others: a worker's embedded router is not sent every busy replica's
 // reports of the whole fleet (one per 20 ms each), only those of its
 // handles' deployments. A name no one deployed (404) subscribes to
-// nothing.
+// nothing, and a deployment removed from the config is unfollowed.
 func TestLoadReportsOnlyOfDeploymentsRoutedTo(t *testing.T) {
 	f := natstest.NewFleet(t)
 	nc, err := nats.Connect(f.NS.ClientURL(), nats.Name("router-under-test"))
@@ -86,6 +86,22 @@ func TestLoadReportsOnlyOfDeploymentsRoutedTo(t *testing.T) {
 	call("called")
 	want := []string{f.Names.LoadSubject("app", "called"), f.Names.RouteLoadSubject("app", "called")}
 	waitfor.True(t, 5*time.Second, "the load subscriptions of the deployment called only", func() bool {
+		return slices.Equal(loadSubs(), want)
+	})
+	// The deployment leaves the config: its reports are no longer
+	// heard; back in it, the next request follows them again.
+	put := func(deps ...config.Deployment) {
+		t.Helper()
+		cfg, _ := json.Marshal(config.ServeConfig{Applications: []config.Application{{Name: "app", RoutePrefix: "/app", Deployments: deps}}})
+		if _, err := f.Buckets.Apps.Put(context.Background(), fleetstate.ConfigKey, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(config.Deployment{Name: "idle", Handler: "h"})
+	waitfor.True(t, 5*time.Second, "no load subscription once the deployment left the config", func() bool { return len(loadSubs()) == 0 })
+	put(config.Deployment{Name: "called", Handler: "h"}, config.Deployment{Name: "idle", Handler: "h"})
+	waitfor.True(t, 5*time.Second, "the deployment back in the config", func() bool {
+		call("called")
 		return slices.Equal(loadSubs(), want)
 	})
 	cancel()

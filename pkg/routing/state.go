@@ -146,7 +146,8 @@ func (r *Router) SetLoad(rep protocol.LoadReport) {
 
 // SetConfig applies the serve config: per-deployment limits, and which
 // deployments exist (requests for others are answered 404 from now on,
-// and those queued for a deployment removed from it are failed).
+// those queued for a deployment removed from it are failed, and its load
+// reports are no longer followed).
 func (r *Router) SetConfig(cfg config.ServeConfig) {
 	in := map[string]bool{}
 	for _, a := range cfg.Applications {
@@ -178,6 +179,7 @@ func (r *Router) SetConfig(cfg config.ServeConfig) {
 		}
 		d.mu.Unlock()
 		r.emit(fails, nil, len(fails) > 0)
+		r.unfollowLoad(d)
 	}
 }
 
@@ -206,6 +208,7 @@ func (r *Router) SetStatus(st protocol.Status) {
 		}
 		d.mu.Unlock()
 		r.emit(fails, nil, len(fails) > 0)
+		r.unfollowLoad(d)
 	}
 }
 
