@@ -310,14 +310,20 @@ const (
 
 // Signal sends the signal name (payload: JSON) to a run of workflow wf; a
 // repeated idempotency key within the dedup window sends nothing (sent
-// false). ErrNotFound for an unknown run; a *serve.Error 409
-// run_finished for one that ended.
+// false), also once the run has ended (a retry of a signal that was
+// delivered is not an error). ErrNotFound for an unknown run; a
+// *serve.Error 409 run_finished for a new signal to one that ended.
 func (q *Queue) Signal(ctx context.Context, app, wf, run, name, key string, payload json.RawMessage) (sent bool, err error) {
 	rec, err := q.Status(ctx, app, wf, run)
 	if err != nil {
 		return false, err
 	}
 	if rec.Status.Terminal() {
+		if key != "" {
+			if seen, err := q.signalSent(ctx, app, wf, run, signalMsgID(run, key)); err != nil || seen {
+				return false, err
+			}
+		}
 		return false, &serve.Error{Status: 409, Code: protocol.ErrRunFinished, Msg: fmt.Sprintf("run %s of %s is %s", run, wf, rec.Status)}
 	}
 	if name == "" || strings.ContainsAny(name, " \t\r\n") {
@@ -329,13 +335,55 @@ func (q *Queue) Signal(ctx context.Context, app, wf, run, name, key string, payl
 	}
 	var opts []jetstream.PublishOpt
 	if key != "" {
-		opts = append(opts, jetstream.WithMsgID("signal-"+run+"-"+key))
+		opts = append(opts, jetstream.WithMsgID(signalMsgID(run, key)))
 	}
 	ack, err := q.js.Publish(ctx, q.names.WorkflowSubject(app, wf, run, "in"), b, opts...)
 	if err != nil {
 		return false, fmt.Errorf("publish signal: %w", err)
 	}
 	return !ack.Duplicate, nil
+}
+
+// signalMsgID is the JetStream message id of a signal sent with an
+// idempotency key: the stream drops a repeat within its dedup window.
+func signalMsgID(run, key string) string { return "signal-" + run + "-" + key }
+
+// signalSent reports whether run's inbox holds the signal whose message
+// id is msgID (read from the stream: the run has ended, nothing is added).
+func (q *Queue) signalSent(ctx context.Context, app, wf, run, msgID string) (bool, error) {
+	h, err := q.openWorkflow(ctx, app, wf)
+	if err != nil {
+		return false, err
+	}
+	cons, err := h.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{q.names.WorkflowSubject(app, wf, run, "in")}})
+	if err != nil {
+		return false, fmt.Errorf("read run inbox: %w", err)
+	}
+	defer func() { _ = h.stream.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) }()
+	for pending := cons.CachedInfo().NumPending; pending > 0; {
+		batch, err := cons.FetchNoWait(int(min(pending, 1000)))
+		if err != nil {
+			return false, fmt.Errorf("read run inbox: %w", err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			if msg.Headers().Get(jetstream.MsgIDHeader) == msgID {
+				return true, nil
+			}
+			if meta, err := msg.Metadata(); err == nil {
+				pending = meta.NumPending
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return false, fmt.Errorf("read run inbox: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return false, nil
 }
 
 // History returns a run's journal, ordered by position.

@@ -109,6 +109,14 @@ func (w *localWorkflows) post(run string, ev InboxEvent, dedup string) bool {
 	return true
 }
 
+// delivered reports whether a signal with the idempotency key dedup was
+// posted to run.
+func (w *localWorkflows) delivered(run, dedup string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dedup[run+"/"+dedup]
+}
+
 // newerThan reports whether run's inbox has an event after seq.
 func (w *localWorkflows) newerThan(run string, seq uint64) bool {
 	w.mu.Lock()
@@ -171,6 +179,9 @@ func (l *Local) SignalWorkflow(workflow, run, name, key string, payload any) (se
 	l.jobs.mu.Lock()
 	defer l.jobs.mu.Unlock()
 	if j.rec.Status.Terminal() {
+		if key != "" && l.jobs.wf.delivered(run, key) {
+			return false, nil // a retry of a signal the run had: not an error
+		}
 		return false, &Error{Status: http.StatusConflict, Code: protocol.ErrRunFinished, Msg: fmt.Sprintf("run %s is %s", run, j.rec.Status)}
 	}
 	return l.jobs.postLocked(run, InboxEvent{Key: SignalEventKey(name), Result: b}, key), nil

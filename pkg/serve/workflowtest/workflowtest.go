@@ -430,6 +430,11 @@ func Run(t *testing.T, start Start) {
 		if string(r.Result) != `"approved by ann"` {
 			t.Errorf("result = %s, want approved by ann", r.Result)
 		}
+		// A retry of the delivered signal after the run ended is not an
+		// error (the second one above may have come after the end too).
+		if sent, err := b.Signal(ctx, "approval", "a1", "approve", "k1", map[string]string{"By": "bob"}); err != nil || sent {
+			t.Errorf("Signal(same key) to the finished run = %v, %v; want not sent, no error", sent, err)
+		}
 		if _, err := b.Signal(ctx, "approval", "a1", "approve", "k2", nil); err == nil {
 			t.Errorf("Signal to a finished run = nil, want an error")
 		}
