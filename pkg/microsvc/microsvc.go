@@ -14,8 +14,7 @@
 //
 // Concurrency: a Service is safe for concurrent use. Its handlers run on
 // the subscriptions' goroutines (one per endpoint, in order); Stop drains
-// them. An endpoint with Pull instead of a Handler is read by its owner,
-// on goroutines of the owner's (see Endpoint.Pull).
+// them.
 package microsvc
 
 import (
@@ -44,14 +43,6 @@ type Endpoint struct {
 	Name    string
 	Subject string
 	Handler nats.MsgHandler
-	// Pull, set instead of Handler, is given the endpoint's subscription,
-	// a synchronous one, once the service started: its owner reads it
-	// (NextMsg), and no goroutine of the service's stands between the
-	// connection's reader and the owner's. Stop drains it: once every
-	// message received was read, NextMsg fails (nats.ErrBadSubscription
-	// or nats.ErrConnectionClosed) — the owner's readers end then. Pull
-	// needs Stats.
-	Pull func(*nats.Subscription)
 	// Stats reports the endpoint's counts and Data for STATS (Name and
 	// Subject are filled in). Nil: the service counts the handler's calls
 	// and times them.
@@ -87,8 +78,8 @@ func Start(nc *nats.Conn, cfg Config, eps ...Endpoint) (*Service, error) {
 	}
 	s := &Service{nc: nc, cfg: cfg, id: nuid.Next(), started: time.Now().UTC()}
 	for _, e := range eps {
-		if e.Name == "" || e.Subject == "" || (e.Handler == nil) == (e.Pull == nil) || (e.Pull != nil && e.Stats == nil) {
-			return nil, fmt.Errorf("micro service %s: endpoint %q needs a name, a subject and a handler or a puller with stats", cfg.Name, e.Name)
+		if e.Name == "" || e.Subject == "" || e.Handler == nil {
+			return nil, fmt.Errorf("micro service %s: endpoint %q needs a name, a subject and a handler", cfg.Name, e.Name)
 		}
 		ep := &endpoint{Endpoint: e}
 		if e.Stats == nil {
@@ -96,18 +87,9 @@ func Start(nc *nats.Conn, cfg Config, eps ...Endpoint) (*Service, error) {
 		}
 		s.eps = append(s.eps, ep)
 	}
-	pulled := map[*endpoint]*nats.Subscription{}
 	for _, ep := range s.eps {
-		if ep.Pull != nil {
-			sub, err := nc.SubscribeSync(ep.Subject)
-			if err != nil {
-				return nil, errors.Join(fmt.Errorf("micro service %s: subscribe %s: %w", cfg.Name, ep.Subject, err), s.unpull(pulled), s.Stop())
-			}
-			pulled[ep] = sub
-			continue
-		}
 		if err := s.subscribe(ep.Subject, ep.Handler); err != nil {
-			return nil, errors.Join(err, s.unpull(pulled), s.Stop())
+			return nil, errors.Join(err, s.Stop())
 		}
 	}
 	verbs := map[string]func() any{
@@ -123,36 +105,11 @@ func Start(nc *nats.Conn, cfg Config, eps ...Endpoint) (*Service, error) {
 		}
 		for _, subj := range []string{micro.APIPrefix + "." + verb, micro.APIPrefix + "." + verb + "." + cfg.Name, micro.APIPrefix + "." + verb + "." + cfg.Name + "." + s.id} {
 			if err := s.subscribe(subj, answer); err != nil {
-				return nil, errors.Join(err, s.unpull(pulled), s.Stop())
+				return nil, errors.Join(err, s.Stop())
 			}
 		}
 	}
-	// Handed out once nothing can fail: Stop drains them from now on.
-	s.mu.Lock()
-	for _, ep := range s.eps {
-		if sub := pulled[ep]; sub != nil {
-			s.subs = append(s.subs, sub)
-		}
-	}
-	s.mu.Unlock()
-	for _, ep := range s.eps {
-		if sub := pulled[ep]; sub != nil {
-			ep.Pull(sub)
-		}
-	}
 	return s, nil
-}
-
-// unpull unsubscribes the pulled subscriptions of a service that did not
-// start (nobody reads them: a drain would wait for a reader).
-func (s *Service) unpull(pulled map[*endpoint]*nats.Subscription) error {
-	var errs []error
-	for _, sub := range pulled {
-		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			errs = append(errs, fmt.Errorf("unsubscribe %s: %w", sub.Subject, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func (s *Service) subscribe(subj string, h nats.MsgHandler) error {

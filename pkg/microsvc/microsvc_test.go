@@ -131,75 +131,11 @@ func TestBadConfig(t *testing.T) {
 		"name with a dot": {Config{Name: "a.b", Version: "0.1.0"}, nil, `"a.b"`},
 		"endpoint without a subject": {Config{Name: "ok", Version: "0.1.0"},
 			[]Endpoint{{Name: "call", Handler: func(*nats.Msg) {}}}, `"call"`},
-		"handler and puller": {Config{Name: "ok", Version: "0.1.0"},
-			[]Endpoint{{Name: "both", Subject: "x", Handler: func(*nats.Msg) {}, Pull: func(*nats.Subscription) {}, Stats: stats}}, `"both"`},
-		"puller without stats": {Config{Name: "ok", Version: "0.1.0"},
-			[]Endpoint{{Name: "pull", Subject: "x", Pull: func(*nats.Subscription) {}}}, `"pull"`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Start(nc, tc.cfg, tc.eps...); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Start = %v, want an error naming %s", err, tc.want)
 			}
 		})
-	}
-}
-
-func stats() micro.EndpointStats { return micro.EndpointStats{} }
-
-// TestPulledEndpoint: an endpoint with Pull hands its subscription to its
-// owner, who reads every message on its own goroutine; Stop drains it:
-// a message received before Stop is still read, and the owner's next read
-// then fails, which ends its reader.
-func TestPulledEndpoint(t *testing.T) {
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	subs := make(chan *nats.Subscription, 1)
-	svc, err := Start(nc, Config{Name: "app-dep", Version: "0.1.0"},
-		Endpoint{Name: "call", Subject: "x.r1.call", Pull: func(s *nats.Subscription) { subs <- s }, Stats: stats})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := <-subs
-	read := make(chan string, 10)
-	ended := make(chan error)
-	go func() {
-		for {
-			m, err := sub.NextMsg(time.Minute)
-			if err != nil {
-				ended <- err
-				return
-			}
-			read <- string(m.Data)
-			_ = m.Respond(m.Data)
-		}
-	}()
-	if m, err := nc.Request("x.r1.call", []byte("hi"), 5*time.Second); err != nil || string(m.Data) != "hi" {
-		t.Fatalf("call = %v, %v", m, err)
-	}
-	if got := <-read; got != "hi" {
-		t.Fatalf("read %q, want hi", got)
-	}
-	if st := request[micro.Stats](t, nc, "$SRV.STATS.app-dep"); len(st.Endpoints) != 1 || st.Endpoints[0].Subject != "x.r1.call" {
-		t.Errorf("stats = %+v, want the pulled endpoint", st)
-	}
-	if err := nc.Publish("x.r1.call", []byte("last")); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-ended:
-		if err != nats.ErrBadSubscription {
-			t.Errorf("read after the drain = %v, want %v", err, nats.ErrBadSubscription)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the owner's reader did not end after Stop")
-	}
-	if got := <-read; got != "last" {
-		t.Errorf("read %q before the drain ended, want last", got)
 	}
 }

@@ -635,9 +635,7 @@ func (r *Replica) serveMicro() (*microsvc.Service, error) {
 		},
 	},
 		// The subjects are this replica's own: no queue group to share.
-		// Read by the replica's own goroutines (lead).
-		microsvc.Endpoint{Name: protocol.EndpointCall, Subject: subject + "." + protocol.EndpointCall, Stats: r.callEndpointStats,
-			Pull: func(sub *nats.Subscription) { r.workers.Run(func() { r.lead(sub) }) }},
+		microsvc.Endpoint{Name: protocol.EndpointCall, Subject: subject + "." + protocol.EndpointCall, Handler: r.onCall, Stats: r.callEndpointStats},
 		microsvc.Endpoint{Name: protocol.EndpointHealth, Subject: subject + "." + protocol.EndpointHealth, Handler: r.onHealth},
 	)
 	if err != nil {
@@ -873,49 +871,13 @@ func (r *Replica) publishLoad(full bool) {
 	}
 }
 
-// leadWait bounds a reader's wait for the next call message (it waits
-// again: the bound only keeps nats.go's timer from being infinite).
-const leadWait = time.Hour
-
-// lead reads the call endpoint's messages (leader/follower): the one
-// goroutine reading takes each in (take) and, once it admitted a request,
-// makes another goroutine the reader and serves that request itself. A
-// request so runs on the goroutine that read it, with no hand-off between
-// its admission and its handler, while the next message is read at once.
-// Admission stays sequential (one reader at a time, each one starting
-// after the previous admitted its request): a router's probe is answered
-// after every request sent before it was admitted or rejected. lead
-// returns once the subscription is drained or closed.
-func (r *Replica) lead(sub *nats.Subscription) {
-	for {
-		msg, err := sub.NextMsg(leadWait)
-		switch {
-		case errors.Is(err, nats.ErrTimeout):
-			continue
-		case errors.Is(err, nats.ErrSlowConsumer):
-			// Messages were dropped: their callers' probes find them
-			// not held, and retry.
-			r.log.Warn().Err(err).Msg("call messages dropped")
-			continue
-		case errors.Is(err, nats.ErrBadSubscription), errors.Is(err, nats.ErrConnectionClosed):
-			return // drained (Stop) or closed
-		case err != nil:
-			r.log.Error().Err(err).Msg("read call messages: the replica takes no more calls")
-			return
-		}
-		if a, ok := r.take(msg); ok {
-			r.workers.Run(func() { r.lead(sub) })
-			r.serve(a, msg, nil, nil)
-			return
-		}
-	}
-}
-
-// take takes a call message in: a router's liveness probe is answered
-// here, without user code (it lists which of the router's requests the
-// replica still holds), a cancel cancels, and a request is admitted —
-// ok: the caller serves it — or rejected.
-func (r *Replica) take(msg *nats.Msg) (admission, bool) {
+// onCall admits a request (synchronously: micro callbacks are sequential)
+// and serves it on its own goroutine. A router's liveness probe is
+// answered here, without user code: it lists which of the router's
+// requests the replica still holds, and since it comes through the same
+// subscription as the requests, every request sent before it was admitted
+// (or rejected) by then.
+func (r *Replica) onCall(msg *nats.Msg) {
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
@@ -926,18 +888,18 @@ func (r *Replica) take(msg *nats.Msg) (admission, bool) {
 		if err := msg.RespondMsg(a); err != nil {
 			r.log.Warn().Err(err).Msg("answer probe")
 		}
-		return admission{}, false
+		return
 	}
 	if wire.IsCancel(msg) {
 		r.CancelLocal(wire.CancelTarget(msg))
-		return admission{}, false
+		return
 	}
 	a, code, text := r.admit(nil, msg)
 	if code != "" {
 		r.reject(msg, code, text)
-		return admission{}, false
+		return
 	}
-	return a, true
+	r.workers.Run(func() { r.serve(a, msg, nil, nil) })
 }
 
 // admission is an admitted request's handler and context.
