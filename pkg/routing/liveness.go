@@ -317,9 +317,7 @@ func (r *Router) publishProbe(m *nats.Msg) {
 	if m == nil {
 		return
 	}
-	if err := r.o.NC.PublishMsg(m); err != nil {
-		r.o.Log.Debug().Err(err).Str("subject", m.Subject).Msg("probe replica")
-	}
+	r.post(m, nil) // after the requests it asks about (post keeps the order)
 }
 
 // onProbeAnswer handles a probe's answer: "no responders" loses the
