@@ -317,7 +317,9 @@ func (r *Router) publishProbe(m *nats.Msg) {
 	if m == nil {
 		return
 	}
-	r.post(m, nil) // after the requests it asks about (post keeps the order)
+	if err := r.o.NC.PublishMsg(m); err != nil {
+		r.o.Log.Debug().Err(err).Str("subject", m.Subject).Msg("probe replica")
+	}
 }
 
 // onProbeAnswer handles a probe's answer: "no responders" loses the

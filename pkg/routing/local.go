@@ -163,8 +163,8 @@ func (r *Router) cancel(q *request) {
 		d.mu.Unlock()
 		if lr != nil {
 			lr.CancelLocal(reply)
-		} else {
-			r.post(m, nil) // after the request (post keeps the order)
+		} else if err := r.o.NC.PublishMsg(m); err != nil {
+			r.o.Log.Debug().Err(err).Str("subject", m.Subject).Msg("cancel request")
 		}
 	default:
 		d.mu.Unlock()

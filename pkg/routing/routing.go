@@ -134,7 +134,6 @@ type Router struct {
 	loadSubs map[string][]*nats.Subscription // guarded by loadMu; by deployment key
 
 	waiters sync.Pool // of *waiter: where Callers take their answers
-	out     outbox    // messages to replicas on their way out (post)
 }
 
 // New returns a Router; it takes no traffic until Start.
@@ -649,9 +648,8 @@ func (r *Router) emit(fails []failure, ops []sendOp, changed bool) {
 	r.sendAll(ops, changed)
 }
 
-// sendAll sends ops: to a local replica at once, to a remote one through
-// the outbox (post), where a publish that fails answers its request (and
-// may release more of the queue, posted in turn).
+// sendAll publishes ops; a publish that fails answers its request (and may
+// release more of the queue, sent in the same loop, not recursively).
 func (r *Router) sendAll(ops []sendOp, changed bool) { r.sendAllFrom(ops, changed, nil) }
 
 // sendAllFrom is sendAll on the goroutine of self's caller (nil: none):
@@ -666,7 +664,11 @@ func (r *Router) sendAllFrom(ops []sendOp, changed bool, self *request) {
 			changed = changed || queueMoved
 			continue
 		}
-		r.post(op.msg, op.q)
+		if err := r.o.NC.PublishMsg(op.msg); err != nil {
+			more, queueMoved := r.sendFailed(op.q, op.msg, err)
+			ops = append(ops, more...)
+			changed = changed || queueMoved
+		}
 	}
 	if changed {
 		r.queueChanged()
