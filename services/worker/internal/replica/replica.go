@@ -1098,12 +1098,13 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 		// the stats count this one.
 		r.mu.Lock()
 		r.settleLocked(took, failed)
+		others := r.ongoing > 0
 		r.mu.Unlock()
 		settled = true
 		r.loadChanged()
 		r.met.processing.Dec()
 		posted = true
-		r.post(reply)
+		r.post(reply, others)
 		return
 	}
 	if err := r.publishReply(reply); err != nil {
@@ -1132,8 +1133,9 @@ type outbox struct {
 // back to back, until none is left. The NATS client's flusher then writes
 // them to the socket together; published one at a time by each request's
 // goroutine, which parks right after, each reply cost a write (a syscall
-// and a wake-up of nats-server) of its own.
-func (r *Replica) post(reply *nats.Msg) {
+// and a wake-up of nats-server) of its own. With no other request in
+// flight (others false) there is nobody to wait for: no yield.
+func (r *Replica) post(reply *nats.Msg, others bool) {
 	o := &r.out
 	o.mu.Lock()
 	o.pending = append(o.pending, reply)
@@ -1143,7 +1145,9 @@ func (r *Replica) post(reply *nats.Msg) {
 	}
 	o.posting = true
 	o.mu.Unlock()
-	runtime.Gosched()
+	if others {
+		runtime.Gosched()
+	}
 	var batch []*nats.Msg
 	for {
 		o.mu.Lock()
