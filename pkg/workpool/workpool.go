@@ -6,7 +6,8 @@
 // of work; a kept goroutine's stack has grown already.
 //
 // A Pool is safe for concurrent use. Every goroutine it starts exits after
-// its idle time without work, or at Stop, which waits for all of them.
+// one to two idle times without work, or at Stop, which waits for all of
+// them.
 package workpool
 
 import (
@@ -25,7 +26,8 @@ type Pool struct {
 	live atomic.Int32 // goroutines running
 }
 
-// New returns a pool whose goroutines wait idle for the next piece of work.
+// New returns a pool whose goroutines wait idle for the next piece of
+// work, and exit after between idle and twice idle without any.
 func New(idle time.Duration) *Pool {
 	return &Pool{work: make(chan func()), quit: make(chan struct{}), idle: idle}
 }
@@ -45,17 +47,27 @@ func (p *Pool) loop(f func()) {
 	p.live.Add(1)
 	defer p.wg.Done()
 	defer p.live.Add(-1)
+	// The timer is not reset per piece of work (a reset takes the timer
+	// heap's lock, on every request): when it fires, a goroutine that
+	// worked since the last time waits one more idle period. An idle
+	// goroutine so exits after between idle and twice idle.
 	t := time.NewTimer(p.idle)
 	defer t.Stop()
 	for {
 		f()
-		t.Reset(p.idle)
-		select {
-		case f = <-p.work:
-		case <-t.C:
-			return
-		case <-p.quit:
-			return
+		worked := true
+		for f = nil; f == nil; {
+			select {
+			case f = <-p.work:
+			case <-t.C:
+				if !worked {
+					return
+				}
+				worked = false
+				t.Reset(p.idle)
+			case <-p.quit:
+				return
+			}
 		}
 	}
 }

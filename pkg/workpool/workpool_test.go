@@ -58,3 +58,16 @@ func TestPoolReusesGoroutinesAndStops(t *testing.T) {
 }
 
 func goroutines(p *Pool) int { return p.Live() }
+
+// BenchmarkRun: one piece of work at a time on a kept goroutine (a
+// replica's requests at concurrency 1).
+func BenchmarkRun(b *testing.B) {
+	p := New(time.Hour)
+	defer p.Stop()
+	done := make(chan struct{})
+	f := func() { done <- struct{}{} }
+	for b.Loop() {
+		p.Run(f)
+		<-done
+	}
+}

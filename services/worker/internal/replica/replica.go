@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -218,6 +219,8 @@ type Replica struct {
 
 	inflight sync.WaitGroup // admitted requests; Add only under mu while !draining
 	workers  *workpool.Pool // runs admitted requests
+
+	out outbox // replies on their way out (post)
 
 	reconfMu sync.Mutex // serialises Reconfigure
 
@@ -1024,8 +1027,12 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 	failed := false
 	var reply *nats.Msg
 	settled := false // the request left ongoing and is counted
+	posted := false  // the reply is in the outbox, which finishes the request
 	defer func() {
 		a.cancel()
+		if posted {
+			return
+		}
 		r.mu.Lock()
 		if !settled {
 			r.settleLocked(took, failed)
@@ -1091,34 +1098,96 @@ func (r *Replica) serve(a admission, msg *nats.Msg, chunks func(*nats.Msg) error
 		// the stats count this one.
 		r.mu.Lock()
 		r.settleLocked(took, failed)
+		others := r.ongoing > 0
 		r.mu.Unlock()
 		settled = true
 		r.loadChanged()
 		r.met.processing.Dec()
-	}
-	err := r.p.NC.PublishMsg(reply)
-	if errors.Is(err, nats.ErrMaxPayload) {
-		// Answer rather than leave the caller waiting for its timeout.
-		size := len(reply.Data)
-		reply = wire.ErrorMsg(http.StatusInternalServerError, protocol.ErrInternal,
-			fmt.Sprintf("the response of %d bytes exceeds the NATS max_payload of %d bytes", size, r.p.NC.MaxPayload()))
-		reply.Subject = msg.Reply
-		reply.Header.Set(protocol.HdrReplica, r.id)
-		err = r.p.NC.PublishMsg(reply)
-	}
-	if err != nil {
-		log.Warn().Err(err).Msg("send reply")
-		if src != nil {
-			src.Close()
-		}
+		posted = true
+		r.post(reply, others)
 		return
 	}
-	if src != nil {
-		// The request holds its slot until its caller has the body.
-		if err := src.Serve(ctx); err != nil {
-			log.Warn().Err(err).Int64("sent", src.Sent).Msg("stream response body")
+	if err := r.publishReply(reply); err != nil {
+		log.Warn().Err(err).Msg("send reply")
+		src.Close()
+		return
+	}
+	// The request holds its slot until its caller has the body.
+	if err := src.Serve(ctx); err != nil {
+		log.Warn().Err(err).Int64("sent", src.Sent).Msg("stream response body")
+	}
+}
+
+// outbox holds the replies of settled requests on their way out
+// (Replica.post).
+type outbox struct {
+	mu      sync.Mutex
+	pending []*nats.Msg // guarded by mu
+	posting bool        // guarded by mu: a goroutine is publishing pending
+}
+
+// post sends the reply of a settled request and finishes the request: it
+// leaves held and inflight once its reply went out. The goroutine that
+// finds no other posting publishes: it yields once, so that the requests
+// served beside it add their replies, and publishes every reply pending,
+// back to back, until none is left. The NATS client's flusher then writes
+// them to the socket together; published one at a time by each request's
+// goroutine, which parks right after, each reply cost a write (a syscall
+// and a wake-up of nats-server) of its own. With no other request in
+// flight (others false) there is nobody to wait for: no yield.
+func (r *Replica) post(reply *nats.Msg, others bool) {
+	o := &r.out
+	o.mu.Lock()
+	o.pending = append(o.pending, reply)
+	if o.posting {
+		o.mu.Unlock()
+		return
+	}
+	o.posting = true
+	o.mu.Unlock()
+	if others {
+		runtime.Gosched()
+	}
+	var batch []*nats.Msg
+	for {
+		o.mu.Lock()
+		batch, o.pending = o.pending, batch[:0]
+		if len(batch) == 0 {
+			o.posting = false
+			o.mu.Unlock()
+			return
+		}
+		o.mu.Unlock()
+		for _, m := range batch {
+			if err := r.publishReply(m); err != nil {
+				r.log.Warn().Err(err).Str("reply", m.Subject).Msg("send reply")
+			}
+		}
+		r.mu.Lock()
+		for _, m := range batch {
+			delete(r.held, m.Subject)
+		}
+		r.mu.Unlock()
+		for i := range batch {
+			batch[i] = nil
+			r.inflight.Done()
 		}
 	}
+}
+
+// publishReply publishes reply (its Subject set); one too large for a
+// NATS message is answered with a 500 instead, rather than leaving the
+// caller waiting for its timeout.
+func (r *Replica) publishReply(reply *nats.Msg) error {
+	err := r.p.NC.PublishMsg(reply)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		e := wire.ErrorMsg(http.StatusInternalServerError, protocol.ErrInternal,
+			fmt.Sprintf("the response of %d bytes exceeds the NATS max_payload of %d bytes", len(reply.Data), r.p.NC.MaxPayload()))
+		e.Subject = reply.Subject
+		e.Header.Set(protocol.HdrReplica, r.id)
+		err = r.p.NC.PublishMsg(e)
+	}
+	return err
 }
 
 // startSpan starts the server span of req, the child of its trace

@@ -2,6 +2,11 @@ package replica
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -9,6 +14,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/serve"
 	"github.com/jetserve/jetserve/pkg/wire"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -18,6 +24,11 @@ import (
 // the handler's call with its context and bookkeeping, and the reply's
 // encoding — CallLocal on the caller's goroutine, as the in-process path
 // runs it, with an echo handler; and the handler alone for comparison.
+// over_nats/c=N: the same request over NATS, as a router sends it (from a
+// connection of its own, N at once): what a hop costs at its callee,
+// NATS client and server included (cpu-µs/op: the process's CPU time per
+// request, which the box's other work changes less than the wall time);
+// raw_nats/c=N: the same round trip to a plain responder — the floor.
 
 func echoHandler() serve.Handler {
 	return serve.HandlerFunc(func(_ context.Context, req *serve.Request) (*serve.Response, error) {
@@ -56,6 +67,22 @@ func BenchmarkStageReplica(b *testing.B) {
 			}
 		}
 	})
+	// The floor: a plain responder on a connection of its own, answering
+	// with the headers a replica's 200 has.
+	rawNC := natstest.Conn(b, tf.NS)
+	raw, err := rawNC.Subscribe("raw.call", func(m *nats.Msg) {
+		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{protocol.HdrStatus: {"200"}, protocol.HdrReplica: {"r1"}}, Data: m.Data})
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = raw.Unsubscribe() })
+	for _, c := range []int{1, 32} {
+		b.Run(fmt.Sprintf("over_nats/c=%d", c), func(b *testing.B) {
+			roundTrips(b, tf.NS, names.ReplicaSubject("r1")+"."+protocol.EndpointCall, c)
+		})
+		b.Run(fmt.Sprintf("raw_nats/c=%d", c), func(b *testing.B) { roundTrips(b, tf.NS, "raw.call", c) })
+	}
 	b.Run("handler_only", func(b *testing.B) {
 		h := echoHandler()
 		req := wire.DecodeRequest(m)
@@ -66,4 +93,37 @@ func BenchmarkStageReplica(b *testing.B) {
 			}
 		}
 	})
+}
+
+// roundTrips sends b.N requests as a router does (from a connection of
+// its own, c at once) to subject and reports the process's CPU time per
+// request.
+func roundTrips(b *testing.B, ns *server.Server, subject string, c int) {
+	caller := natstest.Conn(b, ns)
+	b.SetParallelism((c + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	var failed atomic.Int64
+	start := cpuTime()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m := wire.EncodeRequest(subject, &serve.Request{Method: "POST", Path: "/x", Body: []byte("{}"), RequestID: "rid-1"})
+			m.Header.Set(protocol.HdrDeadline, strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10))
+			reply, err := caller.RequestMsg(m, 10*time.Second)
+			if err != nil || wire.ErrorCode(reply) != "" {
+				failed.Add(1)
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime()-start)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d of %d requests failed", n, b.N)
+	}
+}
+
+// cpuTime is the process's CPU time so far (user and system).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
