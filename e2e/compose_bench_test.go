@@ -84,8 +84,10 @@ func BenchmarkComposition(b *testing.B) {
 		{"JETSERVE_LABELS": "zone=s", "JETSERVE_ROUTER": "service"},
 	}
 	// JETSERVE_COMPOSE_WORKER_ENV ("GOGC=400,GOMAXPROCS=1") is added to
-	// the workers' environment: runtime settings measured against the same
+	// the workers' environment, and to the raw chains' responders' (which
+	// stand for workers): runtime settings measured against the same
 	// run's baselines.
+	var rawEnv []string
 	if v := os.Getenv("JETSERVE_COMPOSE_WORKER_ENV"); v != "" {
 		for _, kv := range strings.Split(v, ",") {
 			k, val, ok := strings.Cut(kv, "=")
@@ -95,6 +97,7 @@ func BenchmarkComposition(b *testing.B) {
 			for _, e := range workerEnv {
 				e[k] = val
 			}
+			rawEnv = append(rawEnv, kv)
 		}
 	}
 	// Two workers (zones a and b) at first: the third, with router:
@@ -136,7 +139,7 @@ func BenchmarkComposition(b *testing.B) {
 	}
 	var rawPids []int
 	if only("n1") || only("n5") {
-		rawPids = startRawChains(b, f.NATS.URL)
+		rawPids = startRawChains(b, f.NATS.URL, rawEnv)
 	}
 	targets := []composeTarget{
 		{"raw", 0, "raw net/http", startRawHTTP(b)},

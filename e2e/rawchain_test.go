@@ -16,7 +16,7 @@ import (
 // turns into 502.
 func TestRawChainPassesEveryHop(t *testing.T) {
 	ns := natstest.Server(t)
-	startRawChains(t, ns.ClientURL())
+	startRawChains(t, ns.ClientURL(), nil)
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func TestRawChainPassesEveryHop(t *testing.T) {
 	if err := sub.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
-	startResponderProcess(t, ns.ClientURL(), rawHop{"broken", 1, 3})
+	startResponderProcess(t, ns.ClientURL(), nil, rawHop{"broken", 1, 3})
 	m, err := nc.Request(rawHopSubject("broken", 1), echoBody, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

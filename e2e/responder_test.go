@@ -137,14 +137,14 @@ func runResponder(url, hopsSpec string) int {
 // hops listed (rawHops), or the echo on responderSubject if none — and
 // returns its pid when it is subscribed; it ends when b's cleanup closes
 // its standard input.
-func startResponderProcess(b testing.TB, natsURL string, hops ...rawHop) int {
+func startResponderProcess(b testing.TB, natsURL string, env []string, hops ...rawHop) int {
 	b.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), responderEnv+"="+natsURL)
+	cmd.Env = append(append(os.Environ(), env...), responderEnv+"="+natsURL)
 	if len(hops) > 0 {
 		spec := make([]string, len(hops))
 		for i, h := range hops {
@@ -179,8 +179,9 @@ func startResponderProcess(b testing.TB, natsURL string, hops ...rawHop) int {
 // one hop, and n5, five hops alternating between two responder processes
 // (hops 1, 3 and 5 in the first, 2 and 4 in the second, as x5's
 // deployments alternate between two workers; n1's hop in the first). It
-// returns the two processes' pids.
-func startRawChains(b testing.TB, natsURL string) []int {
+// returns the two processes' pids. env (NAME=VALUE) is added to their
+// environment, as JETSERVE_COMPOSE_WORKER_ENV is to the workers'.
+func startRawChains(b testing.TB, natsURL string, env []string) []int {
 	b.Helper()
 	var first, second []rawHop
 	first = append(first, rawHop{"n1", 1, 1})
@@ -191,7 +192,7 @@ func startRawChains(b testing.TB, natsURL string) []int {
 			second = append(second, rawHop{"n5", i, 5})
 		}
 	}
-	return []int{startResponderProcess(b, natsURL, first...), startResponderProcess(b, natsURL, second...)}
+	return []int{startResponderProcess(b, natsURL, env, first...), startResponderProcess(b, natsURL, env, second...)}
 }
 
 // rawHopFailed reports the error a raw chain's answer m carries, if any.

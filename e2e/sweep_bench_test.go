@@ -74,7 +74,7 @@ func BenchmarkSweep(b *testing.B) {
 	f.WaitApp(deployTimeout, "sweep", 1, nil)
 	f.WaitApp(deployTimeout, "sweepq", 1, nil)
 
-	respPid := startResponderProcess(b, f.NATS.URL)
+	respPid := startResponderProcess(b, f.NATS.URL, nil)
 	// The processes whose CPU each run is charged (per request).
 	groups := map[string][]int{"test process": {os.Getpid()}, "responder": {respPid}, "nats-server": {f.NATS.Pid()},
 		"ingress": {f.Ingresses[0].Pid()}, "worker": {f.Workers[0].Pid()}}
