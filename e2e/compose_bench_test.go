@@ -323,7 +323,7 @@ func unpinnedChainOf(name string, n int) config.Application {
 // placementOf says where the replicas of chain app (deployments C1..Cn,
 // one replica each) run, from the status st: the worker (and its zone
 // label) of each, and how many of the n − 1 handle hops cross workers.
-func placementOf(b *testing.B, st protocol.Status, app string, n int) string {
+func placementOf(b testing.TB, st protocol.Status, app string, n int) string {
 	b.Helper()
 	zone := map[string]string{}
 	for _, w := range st.Workers {

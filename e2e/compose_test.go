@@ -108,13 +108,29 @@ func routerRequests(t testing.TB, s *fleet.Service, app string) map[string]float
 // TestHandlesRouteFromTheWorker: a chain across two workers answers
 // through every hop, and every handle call was routed by the calling
 // worker's embedded router — the router service saw none of them; a
-// 4-way fan-out answers with all four.
+// 4-way fan-out answers with all four. A chain with no selectors and its
+// uses edges declared is placed on one worker by the scheduler
+// (colocate), so its handle calls stay in-process.
 func TestHandlesRouteFromTheWorker(t *testing.T) {
 	f := startFleet(t, fleet.Options{Workers: 2, WorkerEnv: zoned("a", "b")})
 	f.RequireHandlers(handlerChain, handlerFanOut)
-	f.Deploy(serveConfig(t, chainOf("chain", 4, "a", "b"), fanOutOf("fan", "a", "b")))
+	// near's replicas ask 1 CPU each: by free CPU alone they would
+	// alternate between the workers.
+	near := unpinnedChainOf("near", 3)
+	for i := range near.Deployments {
+		one := 1.0
+		near.Deployments[i].Resources.CPU = &one
+	}
+	f.Deploy(serveConfig(t, chainOf("chain", 4, "a", "b"), fanOutOf("fan", "a", "b"), near))
 	f.WaitApp(deployTimeout, "chain", 4, nil)
 	f.WaitApp(deployTimeout, "fan", 5, nil)
+	f.WaitApp(deployTimeout, "near", 3, nil)
+	if where := placementOf(t, f.MustStatus(), "near", 3); !strings.HasSuffix(where, "; 0 of 2 hops cross workers") {
+		t.Errorf("placement of the unpinned chain: %s; want it on one worker (uses edges, colocate)", where)
+	}
+	if r := f.MustCall(http.MethodPost, "/near/", echoBody); string(r.Body) != string(echoBody) || len(strings.Split(r.Header.Get("X-Chain"), ",")) != 3 {
+		t.Errorf("POST /near/ = %s (X-Chain %q), want the echo through 3 replicas", r, r.Header.Get("X-Chain"))
+	}
 
 	r := f.MustCall(http.MethodPost, "/chain/", echoBody)
 	if string(r.Body) != string(echoBody) {
