@@ -3,12 +3,13 @@ package service
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
 // TestOpsPprof: the profiles are served only when asked for; a CPU
-// profile of one second comes back as a gzipped protobuf, an unknown
-// profile is 404.
+// profile of one second comes back as a gzipped protobuf, an execution
+// trace as a trace ("go 1.N trace"), an unknown profile is 404.
 func TestOpsPprof(t *testing.T) {
 	get := func(h http.Handler, path string) *httptest.ResponseRecorder {
 		w := httptest.NewRecorder()
@@ -28,15 +29,19 @@ func TestOpsPprof(t *testing.T) {
 		{"/debug/pprof/heap", 200},
 		{"/debug/pprof/goroutine", 200},
 		{"/debug/pprof/nosuch", 404},
+		{"/debug/pprof/trace?seconds=1", 200},
 	} {
 		w := get(on, tt.path)
 		if w.Code != tt.want {
 			t.Errorf("GET %s = %d, want %d", tt.path, w.Code, tt.want)
 			continue
 		}
-		if b := w.Body.Bytes(); tt.want == 200 && (len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b) {
+		if b := w.Body.Bytes(); tt.want == 200 && (len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b) && !strings.HasPrefix(tt.path, "/debug/pprof/trace") {
 			t.Errorf("GET %s: body is not a gzipped profile (% x…)", tt.path, b[:min(len(b), 8)])
 		}
+	}
+	if b := get(on, "/debug/pprof/trace?seconds=1").Body.String(); !strings.HasPrefix(b, "go 1.") {
+		t.Errorf("GET /debug/pprof/trace: body is not an execution trace (%q…)", b[:min(len(b), 16)])
 	}
 	if w := get(on, "/healthz"); w.Code != 200 {
 		t.Errorf("pprof on: GET /healthz = %d, want 200", w.Code)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,37 +105,44 @@ func NATSCheck(nc *nats.Conn) func() error {
 }
 
 // OpsMux returns a mux with /metrics and /healthz, and with pprofOn
-// Go's profiles under /debug/pprof/ (profile, heap, allocs, goroutine, …).
+// Go's profiles under /debug/pprof/ (profile, trace, heap, allocs,
+// goroutine, …).
 func OpsMux(reg *prometheus.Registry, health *Health, pprofOn bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("GET /healthz", health)
 	if pprofOn {
-		mux.HandleFunc("GET /debug/pprof/profile", cpuProfile)
+		mux.HandleFunc("GET /debug/pprof/profile", timedProfile(pprof.StartCPUProfile, pprof.StopCPUProfile))
+		mux.HandleFunc("GET /debug/pprof/trace", timedProfile(trace.Start, trace.Stop))
 		mux.HandleFunc("GET /debug/pprof/{name}", namedProfile)
 	}
 	return mux
 }
 
-// cpuProfile answers GET /debug/pprof/profile?seconds=N (default 10, at
-// most 120) with a CPU profile, as net/http/pprof's does; that package is
-// not imported because its init registers on http.DefaultServeMux.
-func cpuProfile(w http.ResponseWriter, r *http.Request) {
-	secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
-	if err != nil || secs <= 0 {
-		secs = 10
+// timedProfile answers GET /debug/pprof/profile?seconds=N (a CPU
+// profile) or /debug/pprof/trace?seconds=N (an execution trace, for `go
+// tool trace`: where a request waited — wake-ups, hand-offs between
+// goroutines), N default 10, at most 120, as net/http/pprof's do; that
+// package is not imported because its init registers on
+// http.DefaultServeMux.
+func timedProfile(start func(io.Writer) error, stop func()) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
+		if err != nil || secs <= 0 {
+			secs = 10
+		}
+		secs = min(secs, 120)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		if err := start(w); err != nil {
+			http.Error(w, "start profile: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		select {
+		case <-time.After(time.Duration(secs) * time.Second):
+		case <-r.Context().Done():
+		}
+		stop()
 	}
-	secs = min(secs, 120)
-	w.Header().Set("Content-Type", "application/octet-stream")
-	if err := pprof.StartCPUProfile(w); err != nil {
-		http.Error(w, "start CPU profile: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
-	select {
-	case <-time.After(time.Duration(secs) * time.Second):
-	case <-r.Context().Done():
-	}
-	pprof.StopCPUProfile()
 }
 
 // namedProfile answers GET /debug/pprof/{heap,allocs,goroutine,mutex,block,…}.
