@@ -26,7 +26,8 @@ import (
 //     no credit is left).
 //   - Several methods: a core subscription to the jobs' subjects wakes the
 //     runner (Runner.wake), which scans the methods highest priority first
-//     (every 4th scan lowest first, so low priorities never starve) with
+//     (every 4th scan that takes a job lowest first, so low priorities
+//     never starve) with
 //     one short fetch at a time for its free slots: no-wait, or for the
 //     method a wake-up named a fetch of one job that waits hintWait for it
 //     if it is not stored yet.
@@ -83,6 +84,7 @@ type scan struct {
 	cursor    int
 	batch     jetstream.MessageBatch // the fetch in flight; nil between fetches
 	delivered bool                   // the fetch in flight delivered a job
+	picked    bool                   // some fetch of this scan delivered a job
 }
 
 type puller struct {
@@ -105,7 +107,7 @@ type puller struct {
 	rescan bool  // a scan is due
 	hint   int   // method a wake-up named, -1 if none
 	wakes  int   // wake-ups so far: a scan keeps a hint that came after it started
-	scans  int
+	scans  int   // scans that took a job: every 4th goes lowest priority first
 }
 
 func newPuller(log zerolog.Logger, slots *Slots, methods []*pullMethod) *puller {
@@ -206,7 +208,6 @@ func (p *puller) refill(now time.Time) {
 	if p.scans%4 == 3 {
 		order = p.lowFirst
 	}
-	p.scans++
 	p.scan = &scan{order: order, wakes: p.wakes}
 	p.scanNext(now)
 }
@@ -317,13 +318,19 @@ func (p *puller) endScan() {
 	if p.scan != nil && p.scan.wakes == p.wakes {
 		p.hint = -1
 	}
+	if p.scan != nil && p.scan.picked {
+		// Only a scan that took a job counts toward the every-4th
+		// lowest-first one: an empty scan (a wake-up whose job was taken
+		// already, a tick) would shift the cadence by timing.
+		p.scans++
+	}
 	p.scan = nil
 }
 
 // scanned takes a job the scan's fetch delivered.
 func (p *puller) scanned(msg jetstream.Msg, start func(delivery)) {
 	sc := p.scan
-	sc.delivered = true
+	sc.delivered, sc.picked = true, true
 	if sc.order[sc.cursor].idx == p.hint {
 		p.hint = -1 // the job it was woken for (or one of its method's) came
 	}
