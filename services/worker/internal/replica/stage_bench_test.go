@@ -3,8 +3,8 @@ package replica
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -100,20 +100,24 @@ func BenchmarkStageReplica(b *testing.B) {
 // request.
 func roundTrips(b *testing.B, ns *server.Server, subject string, c int) {
 	caller := natstest.Conn(b, ns)
-	b.SetParallelism((c + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 	var failed atomic.Int64
+	var next atomic.Int64 // requests handed out: exactly c goroutines, each sending until b.N are
+	var wg sync.WaitGroup
 	start := cpuTime()
 	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			m := wire.EncodeRequest(subject, &serve.Request{Method: "POST", Path: "/x", Body: []byte("{}"), RequestID: "rid-1"})
-			m.Header.Set(protocol.HdrDeadline, strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10))
-			reply, err := caller.RequestMsg(m, 10*time.Second)
-			if err != nil || wire.ErrorCode(reply) != "" {
-				failed.Add(1)
+	for range c {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				m := wire.EncodeRequest(subject, &serve.Request{Method: "POST", Path: "/x", Body: []byte("{}"), RequestID: "rid-1"})
+				m.Header.Set(protocol.HdrDeadline, strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10))
+				reply, err := caller.RequestMsg(m, 10*time.Second)
+				if err != nil || wire.ErrorCode(reply) != "" {
+					failed.Add(1)
+				}
 			}
-		}
-	})
+		})
+	}
+	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(cpuTime()-start)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 	if n := failed.Load(); n > 0 {
