@@ -1,14 +1,20 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -74,8 +80,9 @@ func BenchmarkComposition(b *testing.B) {
 		b.Skip("e2e: skipped in -short mode")
 	}
 	profiles := os.Getenv("JETSERVE_BENCH_PROFILES")
+	traces := os.Getenv("JETSERVE_BENCH_TRACES")
 	var env map[string]string
-	if profiles != "" {
+	if profiles != "" || traces != "" {
 		env = map[string]string{"JETSERVE_OPS_PPROF": "true"}
 	}
 	workerEnv := []map[string]string{
@@ -139,7 +146,7 @@ func BenchmarkComposition(b *testing.B) {
 	}
 	var rawPids []int
 	if only("n1") || only("n5") {
-		rawPids = startRawChains(b, f.NATS.URL, rawEnv)
+		rawPids = startRawChains(b, f.NATS.URL, rawEnv, traces)
 	}
 	targets := []composeTarget{
 		{"raw", 0, "raw net/http", startRawHTTP(b)},
@@ -170,6 +177,21 @@ func BenchmarkComposition(b *testing.B) {
 	for _, tg := range targets {
 		name := tg.name + "/c=1"
 		b.Run(name, func(b *testing.B) { results[name] = closedLoop(b, tg.url, 1) })
+	}
+	if traces != "" {
+		// Where a c=1 hop waits: execution traces of the two workers under
+		// x5 and of the two raw responders under n5, 3 s each, same run.
+		for _, tg := range targets {
+			switch tg.name {
+			case "x5":
+				traceAtC1(b, tg.name, tg.url, func() []func() {
+					return []func(){fetchTrace(b, traces, "worker-a", f.Workers[0].OpsURL()), fetchTrace(b, traces, "worker-b", f.Workers[1].OpsURL())}
+				})
+			case "n5":
+				traceAtC1(b, tg.name, tg.url, func() []func() { return signalTraces(b, rawPids) })
+			}
+		}
+		fmt.Printf("execution traces at c=1 (x5's workers, n5's responders): %s\n", traces)
 	}
 	at32 := slices.DeleteFunc([]string{"raw", "nats", "n1", "n5", "h1", "x5", "l5", "s5", "fx", "fl", "d5"}, func(n string) bool { return !only(n) })
 	wrk, _ := exec.LookPath("wrk")
@@ -530,4 +552,80 @@ func roundRatio(rounds []map[string]throughput, name, base string) (float64, str
 		per = append(per, fmt.Sprintf("%.2f", x))
 	}
 	return median(rel), strings.Join(per, " ")
+}
+
+// traceTime is how long BenchmarkComposition's execution traces last.
+const traceTime = 3 * time.Second
+
+// traceAtC1 sends requests to url one at a time while start's tracers
+// run (start begins them and returns a wait for each), until every
+// tracer is done, and prints the rate (to put the traces per request).
+func traceAtC1(b *testing.B, name, url string, start func() []func()) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		client := &http.Client{Timeout: 30 * time.Second}
+		for ctx.Err() == nil {
+			resp, err := client.Post(url, "application/json", strings.NewReader(string(echoBody)))
+			if err != nil {
+				continue
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			sent.Add(1)
+		}
+	})
+	time.Sleep(500 * time.Millisecond) // warm
+	from, t0 := sent.Load(), time.Now()
+	for _, wait := range start() { // each blocks until its trace is written
+		wait()
+	}
+	fmt.Printf("%s traced at c=1: %.0f requests/s\n", name, float64(sent.Load()-from)/time.Since(t0).Seconds())
+	cancel()
+	wg.Wait()
+}
+
+// fetchTrace starts GET /debug/pprof/trace on a service's ops server and
+// returns a wait that writes it to dir/name.trace.
+func fetchTrace(b *testing.B, dir, name, ops string) func() {
+	done := make(chan struct{})
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/trace?seconds=%d", ops, int(traceTime.Seconds())))
+		if err != nil {
+			b.Errorf("trace %s: %v", name, err)
+			close(done)
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Errorf("trace %s: %s %v", name, resp.Status, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+".trace"), body, 0o644); err != nil {
+			b.Error(err)
+		}
+		close(done)
+	}()
+	return func() { <-done }
+}
+
+// signalTraces makes the raw responders (pids) trace for traceTime
+// (SIGUSR1, then SIGUSR2: responderTraceEnv) and returns a wait.
+func signalTraces(b *testing.B, pids []int) []func() {
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return []func(){func() {
+		time.Sleep(traceTime)
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+				b.Error(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // written
+	}}
 }

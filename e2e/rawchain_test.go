@@ -16,7 +16,7 @@ import (
 // turns into 502.
 func TestRawChainPassesEveryHop(t *testing.T) {
 	ns := natstest.Server(t)
-	startRawChains(t, ns.ClientURL(), nil)
+	startRawChains(t, ns.ClientURL(), nil, "")
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)

@@ -5,9 +5,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/trace"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +30,61 @@ const (
 	responderHopsEnv = "JETSERVE_E2E_RESPONDER_HOPS"
 	responderSubject = "bench.echo2p"
 )
+
+// responderTraceEnv, set to a file path, makes the responder process
+// write an execution trace there between SIGUSR1 and SIGUSR2
+// (BenchmarkComposition's JETSERVE_BENCH_TRACES: the raw chain's
+// responders traced as the workers are through their ops port).
+const responderTraceEnv = "JETSERVE_E2E_RESPONDER_TRACE"
+
+// traceOnSignal starts runtime/trace into path on SIGUSR1 and stops it on
+// SIGUSR2; the returned stop ends the watch (and a trace still running).
+func traceOnSignal(path string) (stop func()) {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var f *os.File
+		end := func() {
+			if f != nil {
+				trace.Stop()
+				_ = f.Close()
+				f = nil
+			}
+		}
+		defer end()
+		for {
+			select {
+			case <-done:
+				return
+			case s := <-sig:
+				if s == syscall.SIGUSR2 {
+					end()
+					continue
+				}
+				if f != nil {
+					continue
+				}
+				var err error
+				if f, err = os.Create(path); err != nil {
+					fmt.Fprintln(os.Stderr, "responder: trace:", err)
+					continue
+				}
+				if err := trace.Start(f); err != nil {
+					fmt.Fprintln(os.Stderr, "responder: trace:", err)
+					_ = f.Close()
+					f = nil
+				}
+			}
+		}
+	})
+	return func() {
+		signal.Stop(sig)
+		close(done)
+		wg.Wait()
+	}
+}
 
 // rawHopError is the header a raw chain hop answers with, in place of the
 // body, when its request to the next hop failed; the gateway answers 502.
@@ -125,6 +185,10 @@ func runResponder(url, hopsSpec string) int {
 		return fail(err)
 	}
 	fmt.Println("responding") // the parent waits for this line
+	if path := os.Getenv(responderTraceEnv); path != "" {
+		stop := traceOnSignal(path)
+		defer stop()
+	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, sub := range subs {
 		_ = sub.Unsubscribe()
@@ -180,8 +244,10 @@ func startResponderProcess(b testing.TB, natsURL string, env []string, hops ...r
 // (hops 1, 3 and 5 in the first, 2 and 4 in the second, as x5's
 // deployments alternate between two workers; n1's hop in the first). It
 // returns the two processes' pids. env (NAME=VALUE) is added to their
-// environment, as JETSERVE_COMPOSE_WORKER_ENV is to the workers'.
-func startRawChains(b testing.TB, natsURL string, env []string) []int {
+// environment, as JETSERVE_COMPOSE_WORKER_ENV is to the workers'. With
+// traceDir set, each writes an execution trace between SIGUSR1 and
+// SIGUSR2 to traceDir/raw-first.trace and raw-second.trace.
+func startRawChains(b testing.TB, natsURL string, env []string, traceDir string) []int {
 	b.Helper()
 	var first, second []rawHop
 	first = append(first, rawHop{"n1", 1, 1})
@@ -192,7 +258,13 @@ func startRawChains(b testing.TB, natsURL string, env []string) []int {
 			second = append(second, rawHop{"n5", i, 5})
 		}
 	}
-	return []int{startResponderProcess(b, natsURL, env, first...), startResponderProcess(b, natsURL, env, second...)}
+	envOf := func(name string) []string {
+		if traceDir == "" {
+			return env
+		}
+		return append(slices.Clone(env), responderTraceEnv+"="+filepath.Join(traceDir, "raw-"+name+".trace"))
+	}
+	return []int{startResponderProcess(b, natsURL, envOf("first"), first...), startResponderProcess(b, natsURL, envOf("second"), second...)}
 }
 
 // rawHopFailed reports the error a raw chain's answer m carries, if any.
