@@ -118,7 +118,11 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 	// deleted too).
 	var metaUp, lostGone, clean time.Time
 	var last []string
-	metaAnswers, listed := make(chan struct{}), make(chan struct{})
+	metaAnswers, listed, stop := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(stop)
+		<-listed
+	}()
 	go func() {
 		defer close(listed)
 		for time.Since(killed) < 40*time.Second {
@@ -144,7 +148,11 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 					return
 				}
 			}
-			time.Sleep(50 * time.Millisecond)
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
 	}()
 	var stored time.Time
