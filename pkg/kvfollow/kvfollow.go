@@ -28,9 +28,10 @@
 // Concurrency: Run owns one goroutine (the caller's), the watch's
 // delivery goroutines inside nats.go (stopped before a watch is
 // restarted) and one goroutine per ended watch, or unanswered start,
-// deleting its consumer (bounded; Run returns after them); OnChange and OnSync are called from
-// Run's goroutine, one at a time and in bucket order. Get, Snapshot,
-// Forget, Synced, Ready and Changed are safe for concurrent use.
+// deleting its consumer (bounded; Run returns after them); OnChange and
+// OnSync are called from Run's goroutine, one at a time and in bucket
+// order. Get, Snapshot, Forget, Synced, Ready and Changed are safe for
+// concurrent use.
 package kvfollow
 
 import (
