@@ -164,60 +164,83 @@ func (s *runStore) Load(ctx context.Context, run string) ([]serve.JournalEntry, 
 	return journal, inbox, nil
 }
 
-// readRun reads a run's journal and inbox subjects with an ordered
-// consumer; last is the journal's last sequence.
+// readRun reads a run's journal and inbox subjects; last is the
+// journal's last sequence.
 func readRun(ctx context.Context, stream jetstream.Stream, jSubj, inSubj string) (journal []serve.JournalEntry, inbox []serve.InboxEvent, last uint64, err error) {
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{jSubj, inSubj}})
+	err = eachRunMsg(ctx, stream, []string{jSubj, inSubj}, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
+		if msg.Subject() == jSubj {
+			if len(msg.Data()) == 0 {
+				return nil // the tombstone of a collected run (collectRun)
+			}
+			var e serve.JournalEntry
+			if err := json.Unmarshal(msg.Data(), &e); err != nil {
+				return fmt.Errorf("decode journal entry %d: %w", meta.Sequence.Stream, err)
+			}
+			journal = append(journal, e)
+			last = meta.Sequence.Stream
+			return nil
+		}
+		var ev serve.InboxEvent
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			return nil // not an event: ignored
+		}
+		ev.Seq = meta.Sequence.Stream
+		inbox = append(inbox, ev)
+		return nil
+	})
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("read run: %w", err)
+		return nil, nil, 0, err
+	}
+	return journal, inbox, last, nil
+}
+
+// errStopReading, returned by an eachRunMsg callback, ends the read
+// early with no error.
+var errStopReading = errors.New("stop reading")
+
+// eachRunMsg calls fn with each message of stream on subjects (a run's),
+// in order, up to the last one there when it starts, with an ordered
+// consumer deleted afterwards. An error from fn ends the read and is
+// returned, but errStopReading, which ends it with nil.
+func eachRunMsg(ctx context.Context, stream jetstream.Stream, subjects []string, fn func(jetstream.Msg, *jetstream.MsgMetadata) error) error {
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: subjects})
+	if err != nil {
+		return fmt.Errorf("read run: %w", err)
 	}
 	defer func() { _ = stream.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) }()
 	pending := cons.CachedInfo().NumPending
 	for pending > 0 {
 		batch, err := cons.FetchNoWait(int(min(pending, 1000)))
 		if err != nil {
-			return nil, nil, 0, fmt.Errorf("read run: %w", err)
+			return fmt.Errorf("read run: %w", err)
 		}
 		n := 0
 		for msg := range batch.Messages() {
 			n++
 			meta, err := msg.Metadata()
 			if err != nil {
-				return nil, nil, 0, fmt.Errorf("read run: %w", err)
+				return fmt.Errorf("read run: %w", err)
 			}
 			pending = meta.NumPending
-			if msg.Subject() == jSubj {
-				if len(msg.Data()) == 0 {
-					continue // the tombstone of a collected run (collectRun)
-				}
-				var e serve.JournalEntry
-				if err := json.Unmarshal(msg.Data(), &e); err != nil {
-					return nil, nil, 0, fmt.Errorf("decode journal entry %d: %w", meta.Sequence.Stream, err)
-				}
-				journal = append(journal, e)
-				last = meta.Sequence.Stream
-				continue
+			if err := fn(msg, meta); errors.Is(err, errStopReading) {
+				return nil
+			} else if err != nil {
+				return err
 			}
-			var ev serve.InboxEvent
-			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-				continue // not an event: ignored
-			}
-			ev.Seq = meta.Sequence.Stream
-			inbox = append(inbox, ev)
 		}
 		if err := batch.Error(); err != nil {
-			return nil, nil, 0, fmt.Errorf("read run: %w", err)
+			return fmt.Errorf("read run: %w", err)
 		}
 		if n == 0 {
 			// FetchNoWait may answer before the messages are there.
 			info, err := cons.Info(ctx)
 			if err != nil {
-				return nil, nil, 0, fmt.Errorf("read run: %w", err)
+				return fmt.Errorf("read run: %w", err)
 			}
 			pending = info.NumPending
 		}
 	}
-	return journal, inbox, last, nil
+	return nil
 }
 
 // Append writes e to the journal, fenced by its last sequence.
@@ -355,35 +378,14 @@ func (q *Queue) signalSent(ctx context.Context, app, wf, run, msgID string) (boo
 	if err != nil {
 		return false, err
 	}
-	cons, err := h.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{q.names.WorkflowSubject(app, wf, run, "in")}})
-	if err != nil {
-		return false, fmt.Errorf("read run inbox: %w", err)
-	}
-	defer func() { _ = h.stream.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) }()
-	for pending := cons.CachedInfo().NumPending; pending > 0; {
-		batch, err := cons.FetchNoWait(int(min(pending, 1000)))
-		if err != nil {
-			return false, fmt.Errorf("read run inbox: %w", err)
+	sent := false
+	err = eachRunMsg(ctx, h.stream, []string{q.names.WorkflowSubject(app, wf, run, "in")}, func(msg jetstream.Msg, _ *jetstream.MsgMetadata) error {
+		if sent = msg.Headers().Get(jetstream.MsgIDHeader) == msgID; sent {
+			return errStopReading
 		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			if msg.Headers().Get(jetstream.MsgIDHeader) == msgID {
-				return true, nil
-			}
-			if meta, err := msg.Metadata(); err == nil {
-				pending = meta.NumPending
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return false, fmt.Errorf("read run inbox: %w", err)
-		}
-		if n == 0 {
-			break
-		}
-	}
-	return false, nil
+		return nil
+	})
+	return sent, err
 }
 
 // History returns a run's journal, ordered by position.

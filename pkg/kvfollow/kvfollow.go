@@ -27,10 +27,11 @@
 //
 // Concurrency: Run owns one goroutine (the caller's), the watch's
 // delivery goroutines inside nats.go (stopped before a watch is
-// restarted) and one goroutine per ended watch deleting its consumer
-// (bounded; Run returns after them); OnChange and OnSync are called from
-// Run's goroutine, one at a time and in bucket order. Get, Snapshot,
-// Forget, Synced, Ready and Changed are safe for concurrent use.
+// restarted) and one goroutine per ended watch, or unanswered start,
+// deleting its consumer (bounded; Run returns after them); OnChange and
+// OnSync are called from Run's goroutine, one at a time and in bucket
+// order. Get, Snapshot, Forget, Synced, Ready and Changed are safe for
+// concurrent use.
 package kvfollow
 
 import (
@@ -46,6 +47,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 )
 
@@ -283,9 +285,17 @@ func (f *Follower[T]) Run(ctx context.Context) error {
 // any loss ends the watch, to be restarted with a full resync.
 func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) error {
 	stream := "KV_" + f.kv.Bucket()
+	// Named here rather than by the server, so that a creation nobody
+	// answered can be deleted: the meta leader may have created it all
+	// the same, on a node that died before answering, where it would
+	// stay assigned, led by no one.
+	name := nuid.Next()
 	sctx, cancel := context.WithTimeout(ctx, f.o.StartTimeout)
-	cons, err := f.createConsumer(sctx, stream)
+	cons, err := f.createConsumer(sctx, stream, name)
 	cancel()
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		f.deleteLater(ctx, stream, name)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -295,7 +305,6 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", f.kv.Bucket(), err)
 	}
-	name := cons.CachedInfo().Name
 	msgs := make(chan jetstream.Msg, 256)
 	lost := make(chan error, 1)
 	suspect := make(chan struct{}, 1) // heartbeats missed: is the consumer still there?
@@ -334,12 +343,8 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		}
 		// Deleted even when lost: a consumer whose node died stays
 		// assigned to it (led by no one) until the meta leader deletes
-		// it. In the background, so that a restart never waits for it.
-		f.deletes.Add(1)
-		go func() {
-			defer f.deletes.Done()
-			f.deleteConsumer(ctx, stream, name)
-		}()
+		// it.
+		f.deleteLater(ctx, stream, name)
 	}()
 
 	// The watch's consumer reads the stream on its own node, which may
@@ -456,9 +461,10 @@ type watchConsumer struct {
 func (c watchConsumer) CachedInfo() *jetstream.ConsumerInfo                       { return c.cached }
 func (c watchConsumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) { return c.info(ctx) }
 
-// createConsumer creates a watch's consumer on stream.
-func (f *Follower[T]) createConsumer(ctx context.Context, stream string) (watchConsumer, error) {
+// createConsumer creates a watch's consumer, named name, on stream.
+func (f *Follower[T]) createConsumer(ctx context.Context, stream, name string) (watchConsumer, error) {
 	cfg := f.consumerConfig()
+	cfg.Name = name
 	if !f.o.Push {
 		c, err := f.js.CreateConsumer(ctx, stream, cfg)
 		if err != nil {
@@ -556,19 +562,43 @@ func (f *Follower[T]) consumerConfig() jetstream.ConsumerConfig {
 	return cfg
 }
 
-// deleteConsumer deletes a watch's consumer: once (2 s bound) in any case,
-// then again for a while while ctx lasts (a delete sent while the
-// cluster's metadata elects a leader is not answered); one left behind on
-// a live node is deleted by the server once idle (consumerIdle).
+// deleteLater deletes a watch's consumer in the background (Run waits
+// for it), so that a restart never waits for it.
+func (f *Follower[T]) deleteLater(ctx context.Context, stream, name string) {
+	f.deletes.Add(1)
+	go func() {
+		defer f.deletes.Done()
+		f.deleteConsumer(ctx, stream, name)
+	}()
+}
+
+// deleteConsumer deletes a watch's consumer: once in any case, then again
+// until a request is answered, for deleteWindow while ctx lasts. The
+// cluster's meta leader removes the consumer as soon as it gets the
+// request, but answers it only when it led the consumer itself or knows
+// the consumer's node offline — which it learns of a killed node only
+// when its status heartbeats have been missing for 150 s — and while the
+// metadata elects a leader (the killed node led it) the request is
+// dropped. So the delete of a lost consumer is rarely answered: each
+// request waits deleteRequestTimeout only, and the next one, sent
+// deleteRetryWait later, finds the consumer gone ("not found"); the first
+// request after the election's end removes it. One left behind on a live
+// node is deleted by the server once idle (consumerIdle).
 func (f *Follower[T]) deleteConsumer(ctx context.Context, stream, name string) {
-	for attempt := 0; attempt < deleteAttempts; attempt++ {
-		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	end := time.Now().Add(deleteWindow)
+	for {
+		dctx, cancel := context.WithTimeout(context.Background(), deleteRequestTimeout)
 		err := f.js.DeleteConsumer(dctx, stream, name)
 		cancel()
 		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, nats.ErrConnectionClosed) || ctx.Err() != nil {
 			return
 		}
-		t := time.NewTimer(200 * time.Millisecond)
+		if time.Now().After(end) {
+			f.o.Log.Warn().Err(err).Str("bucket", f.kv.Bucket()).Str("consumer", name).Dur("for", deleteWindow).
+				Msg("a watch's old consumer could not be deleted: it stays until its node deletes it, idle (if it comes back)")
+			return
+		}
+		t := time.NewTimer(deleteRetryWait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -578,9 +608,16 @@ func (f *Follower[T]) deleteConsumer(ctx context.Context, stream, name string) {
 	}
 }
 
-// deleteAttempts bounds the deletion of one consumer: ~30 s, past a meta
-// leader election.
-const deleteAttempts = 14
+const (
+	// deleteRequestTimeout bounds one request deleting a consumer: the
+	// meta leader answers one it can in milliseconds.
+	deleteRequestTimeout = 250 * time.Millisecond
+	// deleteRetryWait separates two requests deleting a consumer.
+	deleteRetryWait = 100 * time.Millisecond
+	// deleteWindow bounds the deletion of one consumer: past a meta
+	// leader election (4–9 s, more on a loaded machine).
+	deleteWindow = 30 * time.Second
+)
 
 // entry is a bucket entry read by a watch.
 type entry struct {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -439,4 +441,122 @@ func TestUnansweredWatchStartIsRetried(t *testing.T) {
 	if creates < 2 {
 		t.Errorf("%d consumer creations, want the unanswered one and a retry", creates)
 	}
+}
+
+// TestUnansweredWatchStartLeavesNoConsumer: the first consumer creation is
+// carried out but its answer is lost — what a creation gets when the meta
+// leader places the consumer on a node that died unnoticed, where it would
+// stay, led by no one, as long as the node stays dead. The follower names
+// its consumers, so it deletes the one it never heard of.
+func TestUnansweredWatchStartLeavesNoConsumer(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	put(t, bucket(t, nc), "k", "1")
+
+	var creates atomic.Int32
+	fc := natstest.Conn(t, ns)
+	js := natstest.APIRelay(t, nc, fc, func(api string, m *nats.Msg) bool {
+		if !strings.HasPrefix(api, "CONSUMER.CREATE.") || creates.Add(1) != 1 {
+			return false
+		}
+		lost := nats.NewInbox() // nobody listens: created, never answered
+		if err := nc.PublishMsg(&nats.Msg{Subject: "$JS.API." + api, Reply: lost, Header: m.Header, Data: m.Data}); err != nil {
+			t.Errorf("forward the consumer creation: %v", err)
+		}
+		return true
+	})
+	kv, err := js.KeyValue(context.Background(), "follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := kvfollow.New(fc, kv, kvfollow.Options[int]{StartTimeout: 300 * time.Millisecond, JetStream: js,
+		Log: zerolog.New(zerolog.NewTestWriter(t))})
+	run(t, f)
+	waitfor.True(t, 5*time.Second, "follower ready", func() bool { v, _ := f.Get("k"); return v == 1 })
+	if n := creates.Load(); n < 2 {
+		t.Fatalf("%d consumer creations, want the unanswered one and a retry", n)
+	}
+	st, err := natstest.JetStream(t, nc).Stream(context.Background(), "KV_follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It would stay for the consumer's inactivity threshold (30 s) here,
+	// on a live node; forever on a dead one.
+	waitfor.NoError(t, 2*time.Second, "the follower's one consumer", func() error {
+		if names, err := consumerNames(st); err != nil || len(names) != 1 {
+			return fmt.Errorf("consumers %v (%v)", names, err)
+		}
+		return nil
+	})
+}
+
+// TestUnansweredConsumerDeleteIsRetriedSoon: an ended watch's consumer is
+// deleted by requests that go unanswered for a while — dropped while the
+// cluster's metadata elects a leader (the relay drops them for a second
+// here) — and the first request after that deletes it: within a few
+// hundred milliseconds, not a JetStream timeout later.
+func TestUnansweredConsumerDeleteIsRetriedSoon(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	put(t, bucket(t, nc), "k", "1")
+
+	var dropping atomic.Bool
+	var dropped atomic.Int32
+	fc := natstest.ReconnectingConn(t, ns.ClientURL())
+	js := natstest.APIRelay(t, nc, fc, func(api string, _ *nats.Msg) bool {
+		if !dropping.Load() || !strings.HasPrefix(api, "CONSUMER.DELETE.") {
+			return false
+		}
+		dropped.Add(1)
+		return true
+	})
+	kv, err := js.KeyValue(context.Background(), "follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := kvfollow.New(fc, kv, kvfollow.Options[int]{JetStream: js, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	run(t, f)
+	waitfor.True(t, 5*time.Second, "follower ready", func() bool { v, _ := f.Get("k"); return v == 1 })
+	st, err := natstest.JetStream(t, nc).Stream(context.Background(), "KV_follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := consumerNames(st)
+	if err != nil || len(names) != 1 {
+		t.Fatalf("consumers %v (%v), want the follower's one", names, err)
+	}
+	old := names[0]
+
+	dropping.Store(true)
+	if err := fc.ForceReconnect(); err != nil { // the watch ends; its consumer is deleted
+		t.Fatal(err)
+	}
+	waitfor.True(t, 5*time.Second, "a delete request dropped", func() bool { return dropped.Load() > 0 })
+	time.Sleep(time.Second) // the election
+	dropping.Store(false)
+	took := waitfor.NoError(t, 10*time.Second, "the old consumer deleted", func() error {
+		names, err := consumerNames(st)
+		if err == nil && slices.Contains(names, old) {
+			err = fmt.Errorf("consumers %v", names)
+		}
+		return err
+	})
+	// A request waits 250 ms for its answer, the next is sent 100 ms later.
+	if bound := 700 * time.Millisecond; took > bound {
+		t.Errorf("the old consumer deleted %v after its delete requests were no longer dropped (%d dropped), want within %v",
+			took.Round(time.Millisecond), dropped.Load(), bound)
+	}
+}
+
+// consumerNames lists st's consumers by name, as the meta leader has them
+// (a listing with their info waits 4 s for any whose node is dead).
+func consumerNames(st jetstream.Stream) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	l := st.ConsumerNames(ctx)
+	var names []string
+	for n := range l.Name() {
+		names = append(names, n)
+	}
+	return names, l.Err()
 }

@@ -25,7 +25,10 @@ import (
 // after two missed idle heartbeats 5 s apart, 10–20 s later. The follower
 // hears its consumer's heartbeats every 500 ms and restarts the watch
 // after two missed, so it sees the first put stored after the kill (after
-// the stream's election, when the node led it too) within 2 s.
+// the stream's election, when the node led it too) within 2 s. It deletes
+// the lost consumer, which stays assigned to the dead node, led by no one,
+// as soon as it noticed the loss and the meta leader answers, and a
+// consumer whose creation went unanswered too.
 func TestKilledConsumerHostsWatchIsRestarted(t *testing.T) {
 	for _, push := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pull", true: "push"}[push], func(t *testing.T) { testKilledConsumerHost(t, push) })
@@ -42,6 +45,7 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 	// same node, the kill's disconnect would restart it.
 	var f *kvfollow.Follower[int]
 	var host, other *server.Server
+	var lost string // the follower's consumer, on host
 	for attempt := 0; host == nil; attempt++ {
 		if attempt == 10 {
 			t.Fatal("the follower's consumer was on its own node 10 times")
@@ -74,6 +78,7 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 		var hosts []string
 		for _, ci := range consumers(st) {
 			hosts = append(hosts, ci.Cluster.Leader)
+			lost = ci.Name
 		}
 		if len(hosts) != 1 {
 			stop()
@@ -99,10 +104,59 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 		info.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader)
 
 	pkv := bucketWith(t, natstest.Conn(t, other), jetstream.KeyValueConfig{Bucket: "follow", Replicas: 3})
+	st, err := natstest.JetStream(t, natstest.Conn(t, other)).Stream(context.Background(), "KV_follow")
+	if err != nil {
+		t.Fatal(err)
+	}
 	killed := time.Now()
 	c.Kill(t, host)
+	// From the kill on, the meta leader's list of the bucket's consumers:
+	// when it answers again (when the killed node led the cluster's
+	// metadata, after an election), when the lost consumer left it, and
+	// when it holds the follower's new consumer only (a creation that
+	// went unanswered — placed on the dead node, not yet known dead —
+	// deleted too).
+	var metaUp, lostGone, clean time.Time
+	var last []string
+	metaAnswers, listed, stop := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(stop)
+		<-listed
+	}()
+	go func() {
+		defer close(listed)
+		for time.Since(killed) < 40*time.Second {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			l := st.ConsumerNames(ctx)
+			var names []string
+			for n := range l.Name() {
+				names = append(names, n)
+			}
+			cancel()
+			now := time.Now()
+			if l.Err() == nil {
+				last = names
+				if metaUp.IsZero() {
+					metaUp = now
+					close(metaAnswers)
+				}
+				if lostGone.IsZero() && !slices.Contains(names, lost) {
+					lostGone = now
+				}
+				if !lostGone.IsZero() && len(names) == 1 {
+					clean = now
+					return
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
 	var stored time.Time
-	want := 0
+	want := 1 // the follower has k=1: the first put after the kill writes 2
 	waitfor.NoError(t, 30*time.Second, "a put after the kill stored", func() error {
 		want++
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -114,52 +168,63 @@ func testKilledConsumerHost(t *testing.T, push bool) {
 	// A consumer is created by the meta leader: when the killed node led
 	// the cluster's metadata, a watch can be restarted only after that
 	// election too.
-	pjs := natstest.JetStream(t, natstest.Conn(t, other))
-	var created time.Time
-	waitfor.NoError(t, 30*time.Second, "a consumer created after the kill", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		defer cancel()
-		_, err := pjs.CreateConsumer(ctx, "KV_follow", jetstream.ConsumerConfig{InactiveThreshold: time.Second, MemoryStorage: true, Replicas: 1})
-		created = time.Now()
-		return err
-	})
-	elected := stored
-	if created.After(stored) {
-		elected = created
+	select {
+	case <-metaAnswers:
+	case <-listed:
+		if metaUp.IsZero() {
+			t.Fatalf("the meta leader did not answer in %v after the kill", time.Since(killed).Round(time.Millisecond))
+		}
 	}
-	t.Logf("a put stored %v and a consumer created %v after the kill", stored.Sub(killed).Round(time.Millisecond),
-		created.Sub(killed).Round(time.Millisecond))
-	// A creation sent while an election runs is dropped, not refused:
-	// the follower's attempt just before the elections ended waits out
-	// its StartTimeout, and the next one succeeds.
+	elected := latest(stored, metaUp)
+	t.Logf("a put stored %v and the meta leader answering %v after the kill", stored.Sub(killed).Round(time.Millisecond),
+		metaUp.Sub(killed).Round(time.Millisecond))
+	// The follower notices the loss after 2 missed heartbeats and an
+	// info request unanswered for 2 more. A creation sent while an
+	// election runs is dropped, not refused, and one sent within 3 s of
+	// the kill may be placed on the dead node (the meta leader places a
+	// consumer on a peer that acked its log in the last 3 s first) and is
+	// never answered: such an attempt waits out its StartTimeout, and
+	// the next one succeeds.
+	noticed := killed.Add(4 * kvfollow.DefaultHeartbeat)
 	const bound = kvfollow.DefaultStartTimeout + time.Second
 	waitfor.True(t, 30*time.Second, "the follower to see the put", func() bool {
 		v, _ := f.Get("k")
 		return v == want
 	})
-	if seen := time.Since(elected); seen > bound {
-		t.Errorf("the follower saw the put %v after the elections (%v after the kill), want within %v",
-			seen.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), bound)
+	seen := time.Now()
+	if s := seen.Sub(latest(elected, noticed)); s > bound {
+		t.Errorf("the follower saw the put %v after the elections and its loss noticed (%v after the kill), want within %v",
+			s.Round(time.Millisecond), seen.Sub(killed).Round(time.Millisecond), bound)
 	}
 	// The lost consumer stays assigned to the dead node, led by no one
-	// (what an operator's "is everything led again?" waits on), until
-	// the follower deletes it.
-	st, err := pjs.Stream(context.Background(), "KV_follow")
-	if err != nil {
-		t.Fatal(err)
+	// (what an operator's "is everything led again?" waits on), until the
+	// follower deletes it. It does so as soon as it knows it lost it
+	// (2 heartbeats missed, then an info request unanswered for 2 more)
+	// and the meta leader answers: its delete requests wait for no answer
+	// (the meta leader applies them and answers only for a node it knows
+	// is dead) and are repeated 350 ms apart.
+	<-listed
+	if lostGone.IsZero() || clean.IsZero() {
+		t.Fatalf("consumers %v 40 s after the kill, want the follower's new one only (the lost one was %s)", last, lost)
 	}
-	waitfor.True(t, 30*time.Second, "the lost consumer deleted", func() bool {
-		cs := consumers(st) // the follower's new one at least
-		if len(cs) == 0 {
-			return false
-		}
-		for _, ci := range cs {
-			if ci.Cluster == nil || ci.Cluster.Leader == "" || ci.Cluster.Leader == host.Name() {
-				return false
-			}
-		}
-		return true
-	})
+	const deleteBound = 1500 * time.Millisecond
+	t.Logf("the lost consumer deleted %v after the kill (its loss noticed ~%v after it, the meta leader answering %v), the follower's consumer alone %v after it",
+		lostGone.Sub(killed).Round(time.Millisecond), noticed.Sub(killed), metaUp.Sub(killed).Round(time.Millisecond),
+		clean.Sub(killed).Round(time.Millisecond))
+	if d := lostGone.Sub(latest(noticed, metaUp)); d > deleteBound {
+		t.Errorf("the lost consumer deleted %v after the meta leader answered and the loss was noticed, want within %v", d.Round(time.Millisecond), deleteBound)
+	}
+	if d := clean.Sub(seen); d > time.Second {
+		t.Errorf("the follower's consumer alone %v after it saw the put, want within 1s", d.Round(time.Millisecond))
+	}
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // A watch whose consumer is deleted (by an operator, or by the server)
