@@ -94,8 +94,10 @@ type runMethod struct {
 // the runner claims it (creates its record RUNNING). A job that ends
 // sooner has its record written once, final — the way Celery skips
 // STARTED (task_track_started=False) and Temporal writes an activity's
-// started event with its completion. Redeliveries, requeues and resumed
-// jobs are claimed before they run.
+// started event with its completion. Only a generated id's first delivery
+// within staleFirstDelivery of its submit runs unclaimed: client-chosen
+// ids, older first deliveries, redeliveries, requeues and resumed jobs are
+// claimed before they run (Runner.claim).
 const ClaimAfter = 100 * time.Millisecond
 
 var (
