@@ -12,6 +12,7 @@ import (
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -252,5 +253,53 @@ func TestStaleLeadersReadDoesNotRerunAFinishedJob(t *testing.T) {
 				t.Fatalf("the SUCCEEDED record was overwritten: revision %d, want %d: %s", cur.Revision(), rev, cur.Value())
 			}
 		})
+	}
+}
+
+// A repeated submit of a client-chosen id whose job SUCCEEDED, within the
+// dedup window, through an ingress whose direct gets a lagging replica
+// answers ("not found": a node back from a partition), returns the
+// finished job (created false): it does not start a new incarnation of
+// the id, whose message a runner would take for a job never run. The
+// Queue's JetStream API goes through a relay that answers every direct
+// get as the lagging replica would.
+func TestLaggingReplicasViewStartsNoNewIncarnation(t *testing.T) {
+	e := newEnv(t)
+	m := method("train")
+	id := "inc-1"
+	if _, created, err := e.q.Submit(ctxT(t), testApp, testDep, m, id, nil); err != nil || !created {
+		t.Fatalf("submit: created %v, %v", created, err)
+	}
+	runs := newCounter()
+	_, stop := startRunner(t, e, e.nc, 1, handlerFunc(func(_ serve.JobContext, job *serve.Job) (any, error) {
+		runs.add(job.ID)
+		return "ok", nil
+	}), "r1", m)
+	waitfor.True(t, 10*time.Second, "the job SUCCEEDED and its message is settled", func() bool {
+		rec, err := e.q.Status(ctxT(t), testApp, "train", id)
+		return err == nil && rec.Status == Succeeded && streamMsgs(t, e, "train") == 0
+	})
+	stop()
+
+	js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
+		if !strings.HasPrefix(api, "DIRECT.GET.") {
+			return false
+		}
+		nf := nats.NewMsg(msg.Reply)
+		nf.Header.Set("Status", "404")
+		nf.Header.Set("Description", "Message Not Found")
+		_ = msg.RespondMsg(nf)
+		return true
+	})
+	lagging := NewQueue(js, e.names, zerolog.Nop(), SubmitWait(10*time.Second))
+	rec, created, err := lagging.Submit(ctxT(t), testApp, testDep, m, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created || rec.Status != Succeeded {
+		t.Fatalf("a repeated submit of a SUCCEEDED job on a lagging replica's view: created %v, status %s; want the finished job (created false)", created, rec.Status)
+	}
+	if n := streamMsgs(t, e, "train"); n != 0 {
+		t.Fatalf("%d job message(s) in the stream after the repeated submit, want none", n)
 	}
 }
