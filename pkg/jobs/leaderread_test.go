@@ -88,16 +88,7 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
-		if !strings.HasPrefix(api, "DIRECT.GET.") {
-			return false
-		}
-		nf := nats.NewMsg(msg.Reply)
-		nf.Header.Set("Status", "404")
-		nf.Header.Set("Description", "Message Not Found")
-		_ = msg.RespondMsg(nf)
-		return true
-	})
+	js := natstest.APIRelay(t, e.nc, e.nc, laggingDirectGets)
 
 	// The finished job's record, and a message of its id, just stored.
 	rec := Record{ID: "done-2", App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
@@ -122,15 +113,7 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	runs := newCounter()
-	r := NewRunner(e.nc, js, e.names, RunnerConfig{
-		App: testApp, Deployment: testDep, Worker: "w-r1", Replica: "r1", Slots: 1, Methods: []config.AsyncMethod{m},
-		Log: zerolog.Nop(), Handler: handlerFunc(func(_ serve.JobContext, job *serve.Job) (any, error) {
-			runs.add(job.ID)
-			return "again", nil
-		}),
-	})
-	stop := runRunner(t, r)
-	defer stop()
+	defer relayedRunner(t, e, js, m, runs)()
 	deadline := time.Now().Add(10 * time.Second)
 	for streamMsgs(t, e, "train") != 0 {
 		if n := runs.get(rec.ID); n != 0 {
@@ -182,10 +165,7 @@ func TestStaleLeadersReadDoesNotRerunAFinishedJob(t *testing.T) {
 				case api == "STREAM.MSG.GET."+stream:
 					_ = msg.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":404,"err_code":10037,"description":"no message found"}}`))
 				case strings.HasPrefix(api, "DIRECT.GET."+stream):
-					nf := nats.NewMsg(msg.Reply)
-					nf.Header.Set("Status", "404")
-					nf.Header.Set("Description", "Message Not Found")
-					_ = msg.RespondMsg(nf)
+					directNotFound(msg)
 				default:
 					return false
 				}
@@ -215,15 +195,7 @@ func TestStaleLeadersReadDoesNotRerunAFinishedJob(t *testing.T) {
 				time.Sleep(staleFirstDelivery + 200*time.Millisecond)
 			}
 			runs := newCounter()
-			r := NewRunner(e.nc, js, e.names, RunnerConfig{
-				App: testApp, Deployment: testDep, Worker: "w-r1", Replica: "r1", Slots: 1, Methods: []config.AsyncMethod{m},
-				Log: zerolog.Nop(), Handler: handlerFunc(func(_ serve.JobContext, job *serve.Job) (any, error) {
-					runs.add(job.ID)
-					return "again", nil
-				}),
-			})
-			stop := runRunner(t, r)
-			defer stop()
+			defer relayedRunner(t, e, js, m, runs)()
 
 			// While the stale leader answers: the job does not run, and
 			// its record stays as the new leader has it.
@@ -270,27 +242,14 @@ func TestLaggingReplicasViewStartsNoNewIncarnation(t *testing.T) {
 	if _, created, err := e.q.Submit(ctxT(t), testApp, testDep, m, id, nil); err != nil || !created {
 		t.Fatalf("submit: created %v, %v", created, err)
 	}
-	runs := newCounter()
-	_, stop := startRunner(t, e, e.nc, 1, handlerFunc(func(_ serve.JobContext, job *serve.Job) (any, error) {
-		runs.add(job.ID)
-		return "ok", nil
-	}), "r1", m)
+	stop := relayedRunner(t, e, e.js, m, newCounter())
 	waitfor.True(t, 10*time.Second, "the job SUCCEEDED and its message is settled", func() bool {
 		rec, err := e.q.Status(ctxT(t), testApp, "train", id)
 		return err == nil && rec.Status == Succeeded && streamMsgs(t, e, "train") == 0
 	})
 	stop()
 
-	js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
-		if !strings.HasPrefix(api, "DIRECT.GET.") {
-			return false
-		}
-		nf := nats.NewMsg(msg.Reply)
-		nf.Header.Set("Status", "404")
-		nf.Header.Set("Description", "Message Not Found")
-		_ = msg.RespondMsg(nf)
-		return true
-	})
+	js := natstest.APIRelay(t, e.nc, e.nc, laggingDirectGets)
 	lagging := NewQueue(js, e.names, zerolog.Nop(), SubmitWait(10*time.Second))
 	rec, created, err := lagging.Submit(ctxT(t), testApp, testDep, m, id, nil)
 	if err != nil {
@@ -302,4 +261,36 @@ func TestLaggingReplicasViewStartsNoNewIncarnation(t *testing.T) {
 	if n := streamMsgs(t, e, "train"); n != 0 {
 		t.Fatalf("%d job message(s) in the stream after the repeated submit, want none", n)
 	}
+}
+
+// laggingDirectGets is a natstest.APIRelay hook that answers every direct
+// get "not found", as a lagging replica does, and forwards the rest.
+func laggingDirectGets(api string, msg *nats.Msg) bool {
+	if !strings.HasPrefix(api, "DIRECT.GET.") {
+		return false
+	}
+	directNotFound(msg)
+	return true
+}
+
+// directNotFound answers the direct get msg "not found".
+func directNotFound(msg *nats.Msg) {
+	nf := nats.NewMsg(msg.Reply)
+	nf.Header.Set("Status", "404")
+	nf.Header.Set("Description", "Message Not Found")
+	_ = msg.RespondMsg(nf)
+}
+
+// relayedRunner starts a runner of m whose JetStream API is js; its
+// handler counts each job's runs in runs.
+func relayedRunner(t *testing.T, e *testEnv, js jetstream.JetStream, m config.AsyncMethod, runs *counter) (stop func()) {
+	t.Helper()
+	r := NewRunner(e.nc, js, e.names, RunnerConfig{
+		App: testApp, Deployment: testDep, Worker: "w-r1", Replica: "r1", Slots: 1, Methods: []config.AsyncMethod{m},
+		Log: zerolog.Nop(), Handler: handlerFunc(func(_ serve.JobContext, job *serve.Job) (any, error) {
+			runs.add(job.ID)
+			return "ran", nil
+		}),
+	})
+	return runRunner(t, r)
 }
