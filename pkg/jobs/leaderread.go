@@ -17,7 +17,12 @@ import (
 // with a create-only write before it runs. A new consumer leader is
 // elected at least nats-server's minimum election timeout (4 s) after the
 // old one was last heard from, so its "first" delivery of a job the old
-// one held comes later than this.
+// one held comes later than this. A deposed consumer leader that still
+// takes itself for the leader delivers nothing: a replicated consumer with
+// explicit acks (the job consumer) sends a message only once its delivered
+// state has a quorum (nats-server's consumer.replicateDeliveries;
+// TestPartitionedLeaderCannotStartAFinishedJob), and a generated id is
+// never submitted again (no new incarnation).
 const staleFirstDelivery = 2 * time.Second
 
 // leaderGet reads a job record from the bucket's leader (streams.LeaderGet),
