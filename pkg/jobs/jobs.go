@@ -34,7 +34,11 @@
 // A runner claims a job by creating its record RUNNING (KV Create: of two
 // runners, or a runner and Cancel, exactly one wins); a requeued or
 // resumed job, whose record already exists, carries the record's revision
-// in HdrRevision and is claimed by compare-and-set on it. A record left
+// in HdrRevision and is claimed by compare-and-set on it. Only the first
+// delivery of a generated id, within staleFirstDelivery of its submit,
+// runs before its claim (ClaimAfter). What starts a job is always a write,
+// never a read: a NATS node back from a partition may answer a read as the
+// leader it no longer is, but cannot commit a write. A record left
 // QUEUED or RUNNING without a message (a crash between a requeue's record
 // reset and its publish) is republished by ResumeAll.
 //

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/waitfor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -86,16 +88,7 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
-		if !strings.HasPrefix(api, "DIRECT.GET.") {
-			return false
-		}
-		nf := nats.NewMsg(msg.Reply)
-		nf.Header.Set("Status", "404")
-		nf.Header.Set("Description", "Message Not Found")
-		_ = msg.RespondMsg(nf)
-		return true
-	})
+	js := natstest.APIRelay(t, e.nc, e.nc, laggingDirectGets)
 
 	// The finished job's record, and a message of its id, just stored.
 	rec := Record{ID: "done-2", App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
@@ -111,8 +104,8 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 	if _, err := lkv.Get(ctxT(t), rec.ID); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("a direct get through the lagging relay = %v, want not found (the stale view)", err)
 	}
-	if has, err := leaderHasRecord(ctxT(t), e.nc, h.kv.Bucket(), rec.ID); err != nil || !has {
-		t.Fatalf("leaderHasRecord() = %v, %v; want true (the leader's view)", has, err)
+	if _, _, found, err := leaderGet(ctxT(t), e.js, h.kv.Bucket(), rec.ID); err != nil || !found {
+		t.Fatalf("leaderGet() found = %v, %v; want true (the leader's view)", found, err)
 	}
 	queued := Record{ID: rec.ID, App: testApp, Deployment: testDep, Method: "train", Status: Queued}
 	qb, _ := json.Marshal(queued)
@@ -120,15 +113,7 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	runs := newCounter()
-	r := NewRunner(e.nc, js, e.names, RunnerConfig{
-		App: testApp, Deployment: testDep, Worker: "w-r1", Replica: "r1", Slots: 1, Methods: []config.AsyncMethod{m},
-		Log: zerolog.Nop(), Handler: handlerFunc(func(_ serve.JobContext, job *serve.Job) (any, error) {
-			runs.add(job.ID)
-			return "again", nil
-		}),
-	})
-	stop := runRunner(t, r)
-	defer stop()
+	defer relayedRunner(t, e, js, m, runs)()
 	deadline := time.Now().Add(10 * time.Second)
 	for streamMsgs(t, e, "train") != 0 {
 		if n := runs.get(rec.ID); n != 0 {
@@ -142,4 +127,170 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 	if n := runs.get(rec.ID); n != 0 {
 		t.Fatalf("a finished job ran again %d time(s) on a lagging replica's view", n)
 	}
+}
+
+// A NATS node back from a partition may take itself for the records
+// bucket's leader for a moment and answer even a leader read
+// ($JS.API.STREAM.MSG.GET) from its stale state: "no record" for a job that
+// SUCCEEDED meanwhile under the new leader. Its job message, redelivered
+// as a first delivery (by a consumer leader as stale), is not run again on
+// that answer: the runner claims it with a create-only write, which the
+// real leader refuses (a deposed one cannot commit it), and leaves the
+// record as it was. The runner's JetStream API goes through a relay that
+// answers every read of the bucket as the stale leader would while stale
+// is set, and forwards the rest (writes reach the real server).
+func TestStaleLeadersReadDoesNotRerunAFinishedJob(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		generated bool // HdrUnique, and the message older than staleFirstDelivery
+	}{
+		{name: "client-chosen id"},
+		{name: "generated id, stored over 2 s ago", generated: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			m := method("train")
+			h, err := e.q.ensure(ctxT(t), testApp, testDep, withDefaults(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream := "KV_" + h.kv.Bucket()
+			var stale atomic.Bool
+			stale.Store(true)
+			js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
+				if !stale.Load() {
+					return false
+				}
+				switch {
+				case api == "STREAM.MSG.GET."+stream:
+					_ = msg.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":404,"err_code":10037,"description":"no message found"}}`))
+				case strings.HasPrefix(api, "DIRECT.GET."+stream):
+					directNotFound(msg)
+				default:
+					return false
+				}
+				return true
+			})
+			if _, _, found, err := leaderGet(ctxT(t), js, h.kv.Bucket(), "x"); err != nil || found {
+				t.Fatalf("leaderGet() through the stale relay: found %v, %v; want not found", found, err)
+			}
+
+			id := "done-3"
+			rec := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
+			b, _ := json.Marshal(rec)
+			rev, err := h.kv.Create(ctxT(t), id, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			queued := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Queued}
+			qb, _ := json.Marshal(queued)
+			msg := &nats.Msg{Subject: e.names.JobSubject(testApp, "train", id), Data: qb}
+			if tc.generated {
+				msg.Header = nats.Header{HdrUnique: []string{"1"}}
+			}
+			if _, err := e.js.PublishMsg(ctxT(t), msg); err != nil {
+				t.Fatal(err)
+			}
+			if tc.generated {
+				time.Sleep(staleFirstDelivery + 200*time.Millisecond)
+			}
+			runs := newCounter()
+			defer relayedRunner(t, e, js, m, runs)()
+
+			// While the stale leader answers: the job does not run, and
+			// its record stays as the new leader has it.
+			for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+				if n := runs.get(id); n != 0 {
+					t.Fatalf("a SUCCEEDED job ran again %d time(s) on a stale leader's read", n)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			// The stale leader steps down: the message is settled, unrun.
+			stale.Store(false)
+			deadline := time.Now().Add(10 * time.Second)
+			for streamMsgs(t, e, "train") != 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("the finished job's message was never settled")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n := runs.get(id); n != 0 {
+				t.Fatalf("a SUCCEEDED job ran again %d time(s) on a stale leader's read", n)
+			}
+			cur, err := h.kv.Get(ctxT(t), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cur.Revision() != rev {
+				t.Fatalf("the SUCCEEDED record was overwritten: revision %d, want %d: %s", cur.Revision(), rev, cur.Value())
+			}
+		})
+	}
+}
+
+// A repeated submit of a client-chosen id whose job SUCCEEDED, within the
+// dedup window, through an ingress whose direct gets a lagging replica
+// answers ("not found": a node back from a partition), returns the
+// finished job (created false): it does not start a new incarnation of
+// the id, whose message a runner would take for a job never run. The
+// Queue's JetStream API goes through a relay that answers every direct
+// get as the lagging replica would.
+func TestLaggingReplicasViewStartsNoNewIncarnation(t *testing.T) {
+	e := newEnv(t)
+	m := method("train")
+	id := "inc-1"
+	if _, created, err := e.q.Submit(ctxT(t), testApp, testDep, m, id, nil); err != nil || !created {
+		t.Fatalf("submit: created %v, %v", created, err)
+	}
+	stop := relayedRunner(t, e, e.js, m, newCounter())
+	waitfor.True(t, 10*time.Second, "the job SUCCEEDED and its message is settled", func() bool {
+		rec, err := e.q.Status(ctxT(t), testApp, "train", id)
+		return err == nil && rec.Status == Succeeded && streamMsgs(t, e, "train") == 0
+	})
+	stop()
+
+	js := natstest.APIRelay(t, e.nc, e.nc, laggingDirectGets)
+	lagging := NewQueue(js, e.names, zerolog.Nop(), SubmitWait(10*time.Second))
+	rec, created, err := lagging.Submit(ctxT(t), testApp, testDep, m, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created || rec.Status != Succeeded {
+		t.Fatalf("a repeated submit of a SUCCEEDED job on a lagging replica's view: created %v, status %s; want the finished job (created false)", created, rec.Status)
+	}
+	if n := streamMsgs(t, e, "train"); n != 0 {
+		t.Fatalf("%d job message(s) in the stream after the repeated submit, want none", n)
+	}
+}
+
+// laggingDirectGets is a natstest.APIRelay hook that answers every direct
+// get "not found", as a lagging replica does, and forwards the rest.
+func laggingDirectGets(api string, msg *nats.Msg) bool {
+	if !strings.HasPrefix(api, "DIRECT.GET.") {
+		return false
+	}
+	directNotFound(msg)
+	return true
+}
+
+// directNotFound answers the direct get msg "not found".
+func directNotFound(msg *nats.Msg) {
+	nf := nats.NewMsg(msg.Reply)
+	nf.Header.Set("Status", "404")
+	nf.Header.Set("Description", "Message Not Found")
+	_ = msg.RespondMsg(nf)
+}
+
+// relayedRunner starts a runner of m whose JetStream API is js; its
+// handler counts each job's runs in runs.
+func relayedRunner(t *testing.T, e *testEnv, js jetstream.JetStream, m config.AsyncMethod, runs *counter) (stop func()) {
+	t.Helper()
+	r := NewRunner(e.nc, js, e.names, RunnerConfig{
+		App: testApp, Deployment: testDep, Worker: "w-r1", Replica: "r1", Slots: 1, Methods: []config.AsyncMethod{m},
+		Log: zerolog.Nop(), Handler: handlerFunc(func(_ serve.JobContext, job *serve.Job) (any, error) {
+			runs.add(job.ID)
+			return "ran", nil
+		}),
+	})
+	return runRunner(t, r)
 }

@@ -571,6 +571,12 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 			// this call stored it.
 			existing, _, _, err := q.lookup(ctx, h, id)
 			if errors.Is(err, ErrNotFound) {
+				// Direct gets, which a lagging replica (a node back from a
+				// partition) answers "not found": the bucket's leader
+				// says whether the record is gone.
+				existing, err = q.leaderRecord(ctx, h, id)
+			}
+			if errors.Is(err, ErrNotFound) {
 				// It ended and its record is gone (expired) while the
 				// dedup window still remembers the id: a new incarnation.
 				msgID = id + "-" + nuid.Next()
@@ -736,6 +742,23 @@ func (q *Queue) get(ctx context.Context, h *handle, id string) (Record, uint64, 
 	}
 	r, err := decodeRecord(e)
 	return r, e.Revision(), err
+}
+
+// leaderRecord reads a job's record from the bucket's leader
+// (leaderGet); ErrNotFound if there is none.
+func (q *Queue) leaderRecord(ctx context.Context, h *handle, id string) (Record, error) {
+	data, _, found, err := leaderGet(ctx, q.js, h.kv.Bucket(), id)
+	if err != nil {
+		return Record{}, err
+	}
+	if !found {
+		return Record{}, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	var r Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Record{}, fmt.Errorf("decode job record %s: %w", id, err)
+	}
+	return r, nil
 }
 
 // lookup returns a job's record from the bucket, or, for a job no runner

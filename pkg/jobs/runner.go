@@ -94,8 +94,10 @@ type runMethod struct {
 // the runner claims it (creates its record RUNNING). A job that ends
 // sooner has its record written once, final — the way Celery skips
 // STARTED (task_track_started=False) and Temporal writes an activity's
-// started event with its completion. Redeliveries, requeues and resumed
-// jobs are claimed before they run.
+// started event with its completion. Only a generated id's first delivery
+// within staleFirstDelivery of its submit runs unclaimed: client-chosen
+// ids, older first deliveries, redeliveries, requeues and resumed jobs are
+// claimed before they run (Runner.claim).
 const ClaimAfter = 100 * time.Millisecond
 
 var (
@@ -340,14 +342,20 @@ type claimed struct {
 }
 
 // claim decides, for a delivered job message whose payload is sub, who
-// runs the job, and records it. Fast paths first. A submitted job's
-// first delivery runs unclaimed (rev 0, see ClaimAfter) if it has no
-// record: one message per id can be in the stream, and a job's record is
-// written before its message goes, so a record read after the delivery
-// sees any earlier run of the id (a generated id has none). Otherwise the
-// job is claimed with one write: its record created RUNNING, or, for a
-// requeued or resumed job, compare-and-set on the revision its message
-// carries. When that fails, the record is read and nextAction decides.
+// runs the job, and records it. One fast path: a job submitted with a
+// generated id, delivered for the first time at once (within
+// staleFirstDelivery of its store), runs unclaimed (rev 0, see
+// ClaimAfter) — a NUID has no earlier run, and only a redelivery could
+// have one, which a consumer leader counts as such (a new leader's
+// "first" delivery of it comes after an election, later than that).
+// Every other job is claimed with one write before it runs: its record
+// created RUNNING (create-only), or, for a requeued or resumed job,
+// compare-and-set on the revision its message carries. Never a read: a
+// NATS node back from a partition may take itself for the bucket's
+// leader for a moment and answer even a leader read from its stale state
+// ("no record"), but it cannot commit a write, which needs a quorum. When
+// the write fails, the record is read and nextAction decides; what runs
+// the job is again a write.
 func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, meta *jetstream.MsgMetadata, sub Record) claimed {
 	kv, id, seq := m.h.kv, sub.ID, meta.Sequence.Stream
 	onClaim := change{worker: r.cfg.Worker, replica: r.cfg.Replica, maxAttempts: m.cfg.MaxAttempts, seq: seq,
@@ -362,17 +370,8 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 	ph := sub.Phase()
 	waiting := ph == PhaseQueued || ph == PhaseRetrying
 
-	fresh := hdrRev == "" && meta.NumDelivered == 1 && waiting
-	if fresh && (msg.Headers().Get(HdrUnique) == "" || time.Since(meta.Timestamp) > staleFirstDelivery) {
-		// A client-chosen id may have run before, and a message that
-		// waited may be a redelivery that a new consumer leader counts as
-		// the first: only the bucket's leader can say that no record
-		// exists (a direct get may be answered by a lagging replica).
-		if has, err := leaderHasRecord(ctx, r.nc, kv.Bucket(), id); err != nil || has {
-			fresh = false // an earlier run of this id (or no answer): the slow path decides
-		}
-	}
-	if fresh {
+	if hdrRev == "" && meta.NumDelivered == 1 && waiting && msg.Headers().Get(HdrUnique) != "" &&
+		time.Since(meta.Timestamp) <= staleFirstDelivery {
 		if next, err := sub.apply(EventClaim, onClaim); err == nil {
 			return claimed{outcome: claimRun, rec: next}
 		}
@@ -395,9 +394,11 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 
 	for range 10 {
 		// The leader's view: a lagging replica's "not found" would make
-		// a requeued job's record look expired (and drop the job).
+		// a requeued job's record look expired (and drop the job). A
+		// deposed leader may still answer it (stale): every outcome
+		// below that runs the job is a write, which it cannot commit.
 		cur, prev := sub, uint64(0)
-		data, rev, found, err := leaderGet(ctx, r.nc, kv.Bucket(), id)
+		data, rev, found, err := leaderGet(ctx, r.js, kv.Bucket(), id)
 		switch {
 		case err != nil:
 			return claimed{outcome: claimLater, err: err}
@@ -546,7 +547,7 @@ func (r *Runner) runsHere(ctx context.Context, m *runMethod, sub Record, recorde
 	if pin == "" || !recorded {
 		return false // a pinned-only replica and a run that is not its own
 	}
-	data, _, found, err := leaderGet(ctx, r.nc, m.h.kv.Bucket(), sub.ID)
+	data, _, found, err := leaderGet(ctx, r.js, m.h.kv.Bucket(), sub.ID)
 	var cur Record
 	if err != nil || !found || json.Unmarshal(data, &cur) != nil {
 		return !r.cfg.PinnedOnly // the claim decides what an unreadable or expired record means

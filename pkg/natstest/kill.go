@@ -47,6 +47,19 @@ type Killable struct {
 // Its clients see their connection close, as they would.
 func (k *Killable) Kill(t testing.TB, ns *server.Server) {
 	t.Helper()
+	k.Partition(t, ns)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+}
+
+// Partition cuts ns off from its peers as a network partition would:
+// every route connection to or from it is closed at once and refused from
+// then on, with no goodbye, while ns keeps running and serving its own
+// clients. Until its Raft groups notice they lost their quorum (10-20 s),
+// ns still takes itself for the leader of each group it led, and answers
+// its clients as that leader from its state at the cut.
+func (k *Killable) Partition(t testing.TB, ns *server.Server) {
+	t.Helper()
 	id := []byte(ns.ID())
 	found := false
 	for i, r := range k.relays {
@@ -58,10 +71,8 @@ func (k *Killable) Kill(t testing.TB, ns *server.Server) {
 		}
 	}
 	if !found {
-		t.Fatalf("Kill: %s is not a node of the cluster", ns.Name())
+		t.Fatalf("Partition: %s is not a node of the cluster", ns.Name())
 	}
-	ns.Shutdown()
-	ns.WaitForShutdown()
 }
 
 // routeRelay forwards the route connections made to its listener to one
@@ -122,8 +133,8 @@ func (r *routeRelay) accept() {
 		r.conns[c] = true
 		r.mu.Unlock()
 		r.wg.Add(2)
-		go r.pipe(c, out, in, false)
-		go r.pipe(c, in, out, true)
+		go r.pipe(c, out, in, true) // the dialler's bytes: its CONNECT names it
+		go r.pipe(c, in, out, false)
 	}
 }
 
