@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -282,8 +283,8 @@ func directNotFound(msg *nats.Msg) {
 }
 
 // relayedRunner starts a runner of m whose JetStream API is js; its
-// handler counts each job's runs in runs.
-func relayedRunner(t *testing.T, e *testEnv, js jetstream.JetStream, m config.AsyncMethod, runs *counter) (stop func()) {
+// handler counts each job's runs in runs; knobs set its test-only fields.
+func relayedRunner(t *testing.T, e *testEnv, js jetstream.JetStream, m config.AsyncMethod, runs *counter, knobs ...func(*Runner)) (stop func()) {
 	t.Helper()
 	r := NewRunner(e.nc, js, e.names, RunnerConfig{
 		App: testApp, Deployment: testDep, Worker: "w-r1", Replica: "r1", Slots: 1, Methods: []config.AsyncMethod{m},
@@ -292,5 +293,170 @@ func relayedRunner(t *testing.T, e *testEnv, js jetstream.JetStream, m config.As
 			return "ran", nil
 		}),
 	})
+	for _, k := range knobs {
+		k(r)
+	}
 	return runRunner(t, r)
+}
+
+// A requeued job (its message carries the record's revision at the
+// requeue) whose compare-and-set claim fails (the record moved on) and
+// whose leader read is then answered by a leader deposed while it was cut
+// off — with the record as it was before the requeue, SUCCEEDED — is not
+// dropped as finished: a record read at a revision below the message's is
+// stale. Once the deposed leader is no longer heard, the job runs, once.
+func TestStaleLeadersReadDoesNotDropARequeuedJob(t *testing.T) {
+	e := newEnv(t)
+	m := method("train")
+	h, err := e.q.ensure(ctxT(t), testApp, testDep, withDefaults(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "requeued-1"
+	old := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
+	ob, _ := json.Marshal(old)
+	oldRev, err := h.kv.Create(ctxT(t), id, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The requeue, which the deposed leader never heard of: the record
+	// QUEUED again and a message carrying its revision; then the record
+	// moves on, so that the claim's compare-and-set fails.
+	queued := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Queued}
+	qb, _ := json.Marshal(queued)
+	rev, err := h.kv.Update(ctxT(t), id, qb, oldRev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.PublishMsg(ctxT(t), e.q.jobMsg(h, id, qb, rev)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.kv.Update(ctxT(t), id, qb, rev); err != nil {
+		t.Fatal(err)
+	}
+
+	stream := "KV_" + h.kv.Bucket()
+	staleMsg, _ := json.Marshal(map[string]any{"type": "io.nats.jetstream.api.v1.stream_msg_get_response",
+		"message": map[string]any{"subject": "$KV." + h.kv.Bucket() + "." + id, "seq": oldRev, "data": ob, "time": time.Now()}})
+	var stale atomic.Bool
+	stale.Store(true)
+	var staleReads atomic.Int64
+	js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
+		if !stale.Load() || api != "STREAM.MSG.GET."+stream {
+			return false
+		}
+		staleReads.Add(1)
+		_ = msg.Respond(staleMsg)
+		return true
+	})
+	runs := newCounter()
+	defer relayedRunner(t, e, js, m, runs)()
+
+	waitfor.True(t, 10*time.Second, "the claim read the deposed leader's record", func() bool { return staleReads.Load() > 0 })
+	time.Sleep(300 * time.Millisecond) // what the claim decided on it
+	if n := streamMsgs(t, e, "train"); n != 1 {
+		t.Fatalf("the requeued job's message was settled on a deposed leader's read (%d left in the stream): dropped as finished", n)
+	}
+	if n := runs.get(id); n != 0 {
+		t.Fatalf("the requeued job ran %d time(s) on a deposed leader's read", n)
+	}
+	stale.Store(false)
+	waitfor.True(t, 15*time.Second, "the requeued job ran and SUCCEEDED", func() bool {
+		rec, err := e.q.Status(ctxT(t), testApp, "train", id)
+		return err == nil && rec.Status == Succeeded && runs.get(id) > 0 && streamMsgs(t, e, "train") == 0
+	})
+	if n := runs.get(id); n != 1 {
+		t.Fatalf("the requeued job ran %d times, want 1", n)
+	}
+}
+
+// A requeued job whose record a leader read does not find, with nothing
+// written since the revision its message carries: either a deposed
+// leader's view, or the record expired (its delete marker gone too). The
+// job is dropped as expired only when goneReads reads, goneAfter apart,
+// all say so — longer than a deposed leader answers.
+func TestRequeuedJobWhoseRecordIsGone(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stale bool // the relay answers "not found" for a while; the record is there
+	}{
+		{name: "a deposed leader's not found", stale: true},
+		{name: "the record expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			m := method("train")
+			h, err := e.q.ensure(ctxT(t), testApp, testDep, withDefaults(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := "requeued-2"
+			queued := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Queued}
+			qb, _ := json.Marshal(queued)
+			rev, err := h.kv.Create(ctxT(t), id, qb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.js.PublishMsg(ctxT(t), e.q.jobMsg(h, id, qb, rev)); err != nil {
+				t.Fatal(err)
+			}
+			// The claim's compare-and-set fails: the record moved on, or is gone.
+			if tc.stale {
+				if _, err := h.kv.Update(ctxT(t), id, qb, rev); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := h.kv.Purge(ctxT(t), id); err != nil {
+				t.Fatal(err)
+			}
+			stream := "KV_" + h.kv.Bucket()
+			var stale atomic.Bool
+			stale.Store(tc.stale)
+			var notFound atomic.Int64
+			js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
+				if api != "STREAM.MSG.GET."+stream {
+					return false
+				}
+				notFound.Add(1)
+				if !stale.Load() {
+					if tc.stale {
+						return false
+					}
+					// No record and no marker: as after an expiry.
+				}
+				_ = msg.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":404,"err_code":10037,"description":"no message found"}}`))
+				return true
+			})
+			const gone = 200 * time.Millisecond
+			runs := newCounter()
+			defer relayedRunner(t, e, js, m, runs, func(r *Runner) { r.goneAfter = gone })()
+
+			waitfor.True(t, 10*time.Second, "the claim read no record", func() bool { return notFound.Load() > 0 })
+			time.Sleep(gone / 2) // what the claim decided on it (the next read is gone later)
+			if n := streamMsgs(t, e, "train"); n != 1 {
+				t.Fatalf("the requeued job was dropped on the first read that found no record (%d message(s) left)", n)
+			}
+			if tc.stale {
+				stale.Store(false)
+				waitfor.True(t, 10*time.Second, "the requeued job ran and SUCCEEDED", func() bool {
+					rec, err := e.q.Status(ctxT(t), testApp, "train", id)
+					return err == nil && rec.Status == Succeeded && streamMsgs(t, e, "train") == 0
+				})
+				if n := runs.get(id); n != 1 {
+					t.Fatalf("the requeued job ran %d times, want 1", n)
+				}
+				return
+			}
+			start := time.Now()
+			waitfor.True(t, 10*time.Second, "the job whose record is gone was dropped", func() bool { return streamMsgs(t, e, "train") == 0 })
+			if took := time.Since(start) + gone/2; took < gone {
+				t.Errorf("dropped %v after the first read found no record, want ≥ %v (%d reads %v apart)", took, gone, goneReads, gone)
+			}
+			if n := notFound.Load(); n < goneReads {
+				t.Errorf("dropped after %d reads, want %d", n, goneReads)
+			}
+			if n := runs.get(id); n != 0 {
+				t.Fatalf("a job whose record is gone ran %d times", n)
+			}
+		})
+	}
 }

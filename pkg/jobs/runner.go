@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -78,6 +79,7 @@ type Runner struct {
 	// Test and benchmark knobs (set before Run).
 	heartbeat  time.Duration                 // 0: lease/3; < 0: none
 	claimAfter time.Duration                 // 0: ClaimAfter
+	goneAfter  time.Duration                 // 0: goneAfter
 	onStart    func(id string)               // a job's handler is about to run
 	onDone     func(id string, state Status) // a job's record was finished
 	onHandBack func(id string)               // a job went back for a runner of another version
@@ -338,8 +340,23 @@ type claimed struct {
 	outcome claimOutcome
 	rec     Record // the attempt's record (claimRun), or the final one
 	rev     uint64
-	err     error // why (claimUndecodable, claimLater)
+	err     error         // why (claimUndecodable, claimLater)
+	later   time.Duration // claimLater: the delay before the next delivery (0: a second)
 }
+
+// A requeued or resumed job's message carries the revision its record had
+// then (HdrRevision): every later write of the record has a higher one,
+// so a read that finds the record at a lower revision, or finds none with
+// nothing newer, may come from a leader deposed while it was cut off.
+// The first is always stale; the second is also what an expired record
+// looks like once its delete marker is gone, so the job is dropped as
+// expired only when reads goneAfter apart, goneReads of them, all said so
+// — longer than a deposed leader answers (it steps down within 10–20 s of
+// being heard again).
+const (
+	goneReads = 3
+	goneAfter = 10 * time.Second
+)
 
 // claim decides, for a delivered job message whose payload is sub, who
 // runs the job, and records it. One fast path: a job submitted with a
@@ -392,6 +409,7 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 		}
 	}
 
+	hdrRevN, _ := strconv.ParseUint(hdrRev, 10, 64) // 0: none (or malformed: the slow path as before)
 	for range 10 {
 		// The leader's view: a lagging replica's "not found" would make
 		// a requeued job's record look expired (and drop the job). A
@@ -402,8 +420,13 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 		switch {
 		case err != nil:
 			return claimed{outcome: claimLater, err: err}
+		case found && rev < hdrRevN:
+			return claimed{outcome: claimLater, err: fmt.Errorf("job record %s read at revision %d, before its message's %d: a deposed leader's answer", id, rev, hdrRevN)}
 		case !found && hdrRev == "":
 			// Never claimed (an earlier claim failed): create the record.
+		case !found && rev < hdrRevN && meta.NumDelivered < goneReads:
+			return claimed{outcome: claimLater, later: cmp.Or(r.goneAfter, goneAfter),
+				err: fmt.Errorf("job record %s not found, and nothing since its message's revision %d: expired, or a deposed leader's answer", id, hdrRevN)}
 		case !found:
 			return claimed{outcome: claimExpired}
 		default:
@@ -496,7 +519,7 @@ func (r *Runner) process(m *runMethod, msg jetstream.Msg) {
 		_ = msg.TermWithReason("undecodable record")
 	case claimLater:
 		log.Warn().Err(c.err).Msg("claim job; retrying later")
-		_ = msg.NakWithDelay(time.Second)
+		_ = msg.NakWithDelay(cmp.Or(c.later, time.Second))
 	case claimElsewhere:
 		log.Debug().Uint64("delivered", meta.NumDelivered).Msg("job handed back: pinned to another version")
 		r.handBack(m, msg, meta.NumDelivered)
