@@ -36,13 +36,11 @@ func TestStaleFirstDeliveryOfAFinishedJobDoesNotRun(t *testing.T) {
 	}
 	// The finished job's record, as the run that the lost ack belonged to
 	// wrote it, and its message, still in the stream.
-	rec := Record{ID: "done-1", App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
-	b, _ := json.Marshal(rec)
-	if _, err := h.kv.Create(ctxT(t), rec.ID, b); err != nil {
+	b := trainRecord("done-1", Succeeded)
+	if _, err := h.kv.Create(ctxT(t), "done-1", b); err != nil {
 		t.Fatal(err)
 	}
-	queued := Record{ID: "done-1", App: testApp, Deployment: testDep, Method: "train", Status: Queued}
-	qb, _ := json.Marshal(queued)
+	qb := trainRecord("done-1", Queued)
 	if _, err := e.js.PublishMsg(ctxT(t), &nats.Msg{Subject: e.names.JobSubject(testApp, "train", "done-1"),
 		Header: nats.Header{HdrUnique: []string{"1"}}, Data: qb}); err != nil {
 		t.Fatal(err)
@@ -83,18 +81,12 @@ func TestStaleFirstDeliveryOfAFinishedJobDoesNotRun(t *testing.T) {
 // answers every direct get as the lagging replica would and forwards the
 // rest (natstest.APIRelay).
 func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
-	e := newEnv(t)
-	m := method("train")
-	h, err := e.q.ensure(ctxT(t), testApp, testDep, withDefaults(m))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, m, h := trainEnv(t)
 	js := natstest.APIRelay(t, e.nc, e.nc, laggingDirectGets)
 
 	// The finished job's record, and a message of its id, just stored.
-	rec := Record{ID: "done-2", App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
-	b, _ := json.Marshal(rec)
-	if _, err := h.kv.Create(ctxT(t), rec.ID, b); err != nil {
+	id := "done-2"
+	if _, err := h.kv.Create(ctxT(t), id, trainRecord(id, Succeeded)); err != nil {
 		t.Fatal(err)
 	}
 	// The relay's view first: the record is "not there".
@@ -102,22 +94,20 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lkv.Get(ctxT(t), rec.ID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := lkv.Get(ctxT(t), id); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("a direct get through the lagging relay = %v, want not found (the stale view)", err)
 	}
-	if _, _, found, err := leaderGet(ctxT(t), e.js, h.kv.Bucket(), rec.ID); err != nil || !found {
+	if _, _, found, err := leaderGet(ctxT(t), e.js, h.kv.Bucket(), id); err != nil || !found {
 		t.Fatalf("leaderGet() found = %v, %v; want true (the leader's view)", found, err)
 	}
-	queued := Record{ID: rec.ID, App: testApp, Deployment: testDep, Method: "train", Status: Queued}
-	qb, _ := json.Marshal(queued)
-	if _, err := e.js.Publish(ctxT(t), e.names.JobSubject(testApp, "train", rec.ID), qb); err != nil {
+	if _, err := e.js.Publish(ctxT(t), e.names.JobSubject(testApp, "train", id), trainRecord(id, Queued)); err != nil {
 		t.Fatal(err)
 	}
 	runs := newCounter()
 	defer relayedRunner(t, e, js, m, runs)()
 	deadline := time.Now().Add(10 * time.Second)
 	for streamMsgs(t, e, "train") != 0 {
-		if n := runs.get(rec.ID); n != 0 {
+		if n := runs.get(id); n != 0 {
 			t.Fatalf("a finished job ran again %d time(s) on a lagging replica's view", n)
 		}
 		if time.Now().After(deadline) {
@@ -125,7 +115,7 @@ func TestLaggingReplicasViewDoesNotRerunAFinishedJob(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := runs.get(rec.ID); n != 0 {
+	if n := runs.get(id); n != 0 {
 		t.Fatalf("a finished job ran again %d time(s) on a lagging replica's view", n)
 	}
 }
@@ -149,12 +139,7 @@ func TestStaleLeadersReadDoesNotRerunAFinishedJob(t *testing.T) {
 		{name: "generated id, stored over 2 s ago", generated: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			m := method("train")
-			h, err := e.q.ensure(ctxT(t), testApp, testDep, withDefaults(m))
-			if err != nil {
-				t.Fatal(err)
-			}
+			e, m, h := trainEnv(t)
 			stream := "KV_" + h.kv.Bucket()
 			var stale atomic.Bool
 			stale.Store(true)
@@ -177,14 +162,11 @@ func TestStaleLeadersReadDoesNotRerunAFinishedJob(t *testing.T) {
 			}
 
 			id := "done-3"
-			rec := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
-			b, _ := json.Marshal(rec)
-			rev, err := h.kv.Create(ctxT(t), id, b)
+			rev, err := h.kv.Create(ctxT(t), id, trainRecord(id, Succeeded))
 			if err != nil {
 				t.Fatal(err)
 			}
-			queued := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Queued}
-			qb, _ := json.Marshal(queued)
+			qb := trainRecord(id, Queued)
 			msg := &nats.Msg{Subject: e.names.JobSubject(testApp, "train", id), Data: qb}
 			if tc.generated {
 				msg.Header = nats.Header{HdrUnique: []string{"1"}}
@@ -306,15 +288,9 @@ func relayedRunner(t *testing.T, e *testEnv, js jetstream.JetStream, m config.As
 // dropped as finished: a record read at a revision below the message's is
 // stale. Once the deposed leader is no longer heard, the job runs, once.
 func TestStaleLeadersReadDoesNotDropARequeuedJob(t *testing.T) {
-	e := newEnv(t)
-	m := method("train")
-	h, err := e.q.ensure(ctxT(t), testApp, testDep, withDefaults(m))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, m, h := trainEnv(t)
 	id := "requeued-1"
-	old := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Succeeded, Attempts: 1}
-	ob, _ := json.Marshal(old)
+	ob := trainRecord(id, Succeeded)
 	oldRev, err := h.kv.Create(ctxT(t), id, ob)
 	if err != nil {
 		t.Fatal(err)
@@ -322,8 +298,7 @@ func TestStaleLeadersReadDoesNotDropARequeuedJob(t *testing.T) {
 	// The requeue, which the deposed leader never heard of: the record
 	// QUEUED again and a message carrying its revision; then the record
 	// moves on, so that the claim's compare-and-set fails.
-	queued := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Queued}
-	qb, _ := json.Marshal(queued)
+	qb := trainRecord(id, Queued)
 	rev, err := h.kv.Update(ctxT(t), id, qb, oldRev)
 	if err != nil {
 		t.Fatal(err)
@@ -384,15 +359,9 @@ func TestRequeuedJobWhoseRecordIsGone(t *testing.T) {
 		{name: "the record expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			m := method("train")
-			h, err := e.q.ensure(ctxT(t), testApp, testDep, withDefaults(m))
-			if err != nil {
-				t.Fatal(err)
-			}
+			e, m, h := trainEnv(t)
 			id := "requeued-2"
-			queued := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: Queued}
-			qb, _ := json.Marshal(queued)
+			qb := trainRecord(id, Queued)
 			rev, err := h.kv.Create(ctxT(t), id, qb)
 			if err != nil {
 				t.Fatal(err)
@@ -459,4 +428,28 @@ func TestRequeuedJobWhoseRecordIsGone(t *testing.T) {
 			}
 		})
 	}
+}
+
+// trainRecord is the JSON record of job id of method train in status st
+// (one that finished, after one attempt).
+func trainRecord(id string, st Status) []byte {
+	r := Record{ID: id, App: testApp, Deployment: testDep, Method: "train", Status: st}
+	if st.Terminal() {
+		r.Attempts = 1
+	}
+	b, _ := json.Marshal(r)
+	return b
+}
+
+// trainEnv is a test environment with method train's stream, consumer and
+// records bucket made.
+func trainEnv(t *testing.T) (*testEnv, config.AsyncMethod, *handle) {
+	t.Helper()
+	e := newEnv(t)
+	m := method("train")
+	h, err := e.q.ensure(ctxT(t), testApp, testDep, withDefaults(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, m, h
 }
