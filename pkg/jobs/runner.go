@@ -393,23 +393,21 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 			return claimed{outcome: claimRun, rec: next}
 		}
 	}
-	if waiting && sub.spent() < m.cfg.MaxAttempts {
-		var prev uint64
-		var err error
-		if hdrRev != "" {
-			prev, err = strconv.ParseUint(hdrRev, 10, 64)
-		}
-		if err == nil {
-			next, err := sub.apply(EventClaim, onClaim)
-			if err == nil {
-				if rev, err := writeRecord(ctx, kv, next, prev); err == nil {
-					return claimed{outcome: claimRun, rec: next, rev: rev}
-				}
+	// The revision the message carries: 0 when none; a malformed one
+	// skips the compare-and-set and is 0 in the slow path, as before.
+	var hdrRevN uint64
+	var revErr error
+	if hdrRev != "" {
+		hdrRevN, revErr = strconv.ParseUint(hdrRev, 10, 64)
+	}
+	if waiting && sub.spent() < m.cfg.MaxAttempts && revErr == nil {
+		if next, err := sub.apply(EventClaim, onClaim); err == nil {
+			if rev, err := writeRecord(ctx, kv, next, hdrRevN); err == nil {
+				return claimed{outcome: claimRun, rec: next, rev: rev}
 			}
 		}
 	}
 
-	hdrRevN, _ := strconv.ParseUint(hdrRev, 10, 64) // 0: none (or malformed: the slow path as before)
 	for range 10 {
 		// The leader's view: a lagging replica's "not found" would make
 		// a requeued job's record look expired (and drop the job). A
