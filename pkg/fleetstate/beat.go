@@ -20,7 +20,11 @@ const firstRetry = 250 * time.Millisecond
 // failure outlives its record: during a JetStream leader election (4-9 s
 // on a loaded cluster) puts fail, the new leader expires every record
 // older than its TTL, and the record is missing until the next put that
-// succeeds. Retrying early bounds that gap to a fraction of a second.
+// succeeds. Retrying early bounds that gap to a fraction of a second; the
+// waits run from each put's start, so puts during an outage are at most
+// interval apart even when each waits out its timeout. (The followers of
+// those records hold an expiry that ends a silence of the bucket for two
+// intervals: kvfollow.Options.Refreshed.)
 func Beat(ctx context.Context, nc *nats.Conn, interval time.Duration, put func(context.Context) error) {
 	reconnected := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(reconnected)
@@ -35,6 +39,7 @@ func Beat(ctx context.Context, nc *nats.Conn, interval time.Duration, put func(c
 		case <-reconnected:
 			t.Stop()
 		}
+		started := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, interval)
 		err := put(pctx)
 		cancel()
@@ -44,6 +49,9 @@ func Beat(ctx context.Context, nc *nats.Conn, interval time.Duration, put func(c
 		} else {
 			b.Reset()
 		}
-		t.Reset(next)
+		// From the put's start: one that waited out its timeout (a leader
+		// elected meanwhile may not have heard it) is tried again at once,
+		// not a backoff later.
+		t.Reset(max(next-time.Since(started), 0))
 	}
 }

@@ -68,3 +68,59 @@ func TestBeatRetriesSoonAfterAFailure(t *testing.T) {
 		t.Errorf("after a success the next heartbeat came %v later, want the interval (%v)", d, interval)
 	}
 }
+
+// TestBeatRetriesAtOnceAfterATimedOutPut: a put that waited out its
+// timeout (a stream electing a leader answers nothing) is tried again at
+// once, not a backoff after its end: during an outage the puts stay an
+// interval apart at most, so a record expired by the new leader is back
+// within an interval of it (the hold kvfollow gives it: two).
+func TestBeatRetriesAtOnceAfterATimedOutPut(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	const interval = time.Second
+	var mu sync.Mutex
+	var starts, ends []time.Time
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fleetstate.Beat(ctx, nc, interval, func(pctx context.Context) error {
+			mu.Lock()
+			starts = append(starts, time.Now())
+			n := len(starts)
+			mu.Unlock()
+			if n <= 3 { // the first fails at once, two more time out
+				if n > 1 {
+					<-pctx.Done()
+				}
+				mu.Lock()
+				ends = append(ends, time.Now())
+				mu.Unlock()
+				return errors.New("no response from stream")
+			}
+			return nil
+		})
+	}()
+	deadline := time.Now().Add(10 * interval)
+	for {
+		mu.Lock()
+		n := len(starts)
+		mu.Unlock()
+		if n >= 4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(starts) < 4 {
+		t.Fatalf("%d heartbeats in %v, want 4", len(starts), 10*interval)
+	}
+	for i := 2; i <= 3; i++ { // after the puts that timed out
+		if gap := starts[i].Sub(ends[i-1]); gap > interval/4 {
+			t.Errorf("put %d started %v after put %d timed out, want at once (it waited its %v already)", i+1, gap, i, interval)
+		}
+	}
+}

@@ -149,6 +149,19 @@ func (l *benchLoop) start() {
 	}
 }
 
+// benchJobWait bounds the wait for one job to finish: a job that never
+// does fails the benchmark rather than hanging it.
+const benchJobWait = 2 * time.Minute
+
+// finished waits for one job to finish (bounded by benchJobWait).
+func (l *benchLoop) finished(b *testing.B) {
+	select {
+	case <-l.done:
+	case <-time.After(benchJobWait):
+		b.Fatalf("no job finished in %v (job %d submitted last)", benchJobWait, l.next-1)
+	}
+}
+
 // drive runs n jobs, at most inFlight at a time, and returns jobs/s and
 // (inFlight 1) the submit-to-start latencies.
 func (l *benchLoop) drive(b *testing.B, n, inFlight int) (float64, []time.Duration) {
@@ -160,7 +173,7 @@ func (l *benchLoop) drive(b *testing.B, n, inFlight int) (float64, []time.Durati
 	pending := 0
 	for range n {
 		for ; pending >= inFlight; pending-- {
-			<-l.done
+			l.finished(b)
 		}
 		t := time.Now()
 		if err := l.submit(l.next); err != nil {
@@ -169,34 +182,45 @@ func (l *benchLoop) drive(b *testing.B, n, inFlight int) (float64, []time.Durati
 		l.next++
 		pending++
 		if inFlight == 1 {
-			<-l.done
+			l.finished(b)
 			pending--
 			lat = append(lat, (<-l.started).Sub(t))
 		}
 	}
 	for ; pending > 0; pending-- {
-		<-l.done
+		l.finished(b)
 	}
 	return float64(n) / time.Since(start).Seconds(), lat
 }
 
 // driveConcurrent runs n jobs from clients goroutines at once, at most
-// clients in flight, and returns jobs/s.
+// clients in flight, and returns jobs/s. A failed submit, or no job
+// finished for benchJobWait, stops every goroutine and fails b.
 func (l *benchLoop) driveConcurrent(b *testing.B, n, clients int) float64 {
 	base := l.next
 	l.next += n
 	var next atomic.Int64
 	slots := make(chan struct{}, clients)
-	finished := make(chan struct{})
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }) }
+	var stalled atomic.Bool
+	var wg sync.WaitGroup
 	start := time.Now()
-	go func() {
-		defer close(finished)
+	wg.Go(func() { // collects the dones
 		for range n {
-			<-l.done
+			select {
+			case <-l.done:
+			case <-stop:
+				return
+			case <-time.After(benchJobWait):
+				stalled.Store(true)
+				halt()
+				return
+			}
 			<-slots
 		}
-	}()
-	var wg sync.WaitGroup
+	})
 	for range clients {
 		wg.Go(func() {
 			for {
@@ -204,17 +228,26 @@ func (l *benchLoop) driveConcurrent(b *testing.B, n, clients int) float64 {
 				if i >= n {
 					return
 				}
-				slots <- struct{}{}
+				select {
+				case slots <- struct{}{}:
+				case <-stop:
+					return
+				}
 				if err := l.submit(base + i); err != nil {
 					b.Error(err)
-					<-slots
+					halt()
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	<-finished
+	if stalled.Load() {
+		b.Fatalf("no job finished in %v", benchJobWait)
+	}
+	if b.Failed() {
+		b.FailNow()
+	}
 	return float64(n) / time.Since(start).Seconds()
 }
 

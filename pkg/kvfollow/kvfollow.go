@@ -113,6 +113,20 @@ type Options[T any] struct {
 	// permissions cannot scope a read that names the key in its body. Its
 	// syncs then trust whichever replica holds the watch's consumer.
 	TrustReplica bool
+	// Refreshed, set, says the keys are liveness records: each is put
+	// again every Refreshed by whoever it describes and expires by the
+	// bucket's TTL once that one stops (fleetstate's workers and
+	// replicas). An expiry is then taken at once only while the bucket
+	// takes writes: one that ends a silence — no put of a followed key
+	// stored within Refreshed×2 before the expiry's marker — and a key
+	// a resync finds gone are held for Refreshed×2 (HoldFor), the key
+	// keeping its value, and reported deleted only if no put of it
+	// arrives meanwhile. A bucket that could take no write for longer
+	// than its TTL (its stream electing a leader) expires every record
+	// at once, though all their writers live: without the hold an owner
+	// would take the whole fleet for lost. An explicit delete is never
+	// held.
+	Refreshed time.Duration
 	// JetStream is the client the watch's consumers are created with;
 	// nil = jetstream.New on the connection.
 	JetStream jetstream.JetStream
@@ -136,6 +150,11 @@ type Follower[T any] struct {
 	vals   map[string]T      // guarded by mu
 	revs   map[string]uint64 // guarded by mu: the revision of each value in vals (0: not known)
 	synced bool              // guarded by mu
+
+	// Expiries held (Options.Refreshed); owned by Run's goroutine.
+	lastPut   time.Time            // the newest put's stored time (the server's clock)
+	held      map[string]time.Time // key → when its expiry is reported, unless put again
+	holdTimer *time.Timer          // fires at the earliest of held (stopped: none)
 }
 
 // New returns a Follower of kv; nc is the connection kv uses (its status
@@ -161,7 +180,9 @@ func New[T any](nc *nats.Conn, kv jetstream.KeyValue, o Options[T]) *Follower[T]
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = DefaultHeartbeat
 	}
-	f := &Follower[T]{nc: nc, kv: kv, o: o, js: o.JetStream, ready: make(chan struct{}), changed: make(chan struct{}, 1), vals: map[string]T{}, revs: map[string]uint64{}}
+	f := &Follower[T]{nc: nc, kv: kv, o: o, js: o.JetStream, ready: make(chan struct{}), changed: make(chan struct{}, 1),
+		vals: map[string]T{}, revs: map[string]uint64{}, held: map[string]time.Time{}, holdTimer: time.NewTimer(time.Hour)}
+	f.holdTimer.Stop()
 	if f.js == nil {
 		f.js, f.jsErr = jetstream.New(nc)
 	}
@@ -247,6 +268,7 @@ func (f *Follower[T]) Run(ctx context.Context) error {
 		return fmt.Errorf("follow %s: %w", f.kv.Bucket(), f.jsErr)
 	}
 	defer f.deletes.Wait()
+	defer f.holdTimer.Stop()
 	status := f.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
 	defer f.nc.RemoveStatusListener(status)
 	b := backoff.New(firstRetryWait, f.o.MaxRetryWait)
@@ -401,6 +423,8 @@ func (f *Follower[T]) follow(ctx context.Context, status <-chan nats.Status) err
 		case err := <-lost:
 			f.setSynced(false)
 			return fmt.Errorf("watch %s: consumer lost: %w", f.kv.Bucket(), err)
+		case <-f.holdTimer.C:
+			f.releaseHolds(time.Now())
 		case <-lagging:
 			return fmt.Errorf("watch %s: %w: its deliveries reached revision %d in %v, the leader has %d", f.kv.Bucket(),
 				errLagging, seq, maxLagWait, last)
@@ -627,6 +651,7 @@ type entry struct {
 	created     time.Time
 	delta       uint64
 	op          jetstream.KeyValueOp
+	expired     bool // a TTL's marker
 }
 
 func (e *entry) Bucket() string                  { return e.bucket }
@@ -655,7 +680,9 @@ func (f *Follower[T]) entry(m jetstream.Msg, meta *jetstream.MsgMetadata) (*entr
 		e.op = jetstream.KeyValuePurge
 	case "":
 		switch h.Get(jetstream.MarkerReasonHeader) {
-		case "MaxAge", "Purge":
+		case "MaxAge":
+			e.op, e.expired = jetstream.KeyValuePurge, true
+		case "Purge":
 			e.op = jetstream.KeyValuePurge
 		case "Remove":
 			e.op = jetstream.KeyValueDelete
@@ -667,7 +694,23 @@ func (f *Follower[T]) entry(m jetstream.Msg, meta *jetstream.MsgMetadata) (*entr
 // apply records one entry of the watch and reports it.
 func (f *Follower[T]) apply(e *entry) {
 	key := e.Key()
+	if e.Operation() == jetstream.KeyValuePut {
+		if e.created.After(f.lastPut) {
+			f.lastPut = e.created
+		}
+		f.unhold(key)
+	} else if e.expired && f.o.Refreshed > 0 {
+		if silence := e.created.Sub(f.lastPut); silence >= f.HoldFor() {
+			if _, ok := f.Get(key); ok {
+				f.o.Log.Info().Str("bucket", f.kv.Bucket()).Str("key", key).Dur("silence", silence).Dur("hold", f.HoldFor()).
+					Msg("expiry after the bucket took no write: held until its writer can put it again")
+				f.hold(key, time.Now())
+			}
+			return
+		}
+	}
 	if e.Operation() != jetstream.KeyValuePut {
+		f.unhold(key)
 		f.mu.Lock()
 		_, had := f.vals[key]
 		delete(f.vals, key)
@@ -716,6 +759,14 @@ func (f *Follower[T]) sync(ctx context.Context, seen map[string]bool) error {
 	gone, err := f.confirmGone(ctx, gone)
 	if err != nil {
 		return err
+	}
+	if f.o.Refreshed > 0 {
+		// Gone while the watch was down: expired by a bucket that could
+		// take no write, or not — no one can tell, so held.
+		for _, k := range gone {
+			f.hold(k, time.Now())
+		}
+		gone = nil
 	}
 	f.mu.Lock()
 	for _, k := range gone {
@@ -778,4 +829,66 @@ func (f *Follower[T]) setSynced(v bool) {
 	f.mu.Lock()
 	f.synced = v
 	f.mu.Unlock()
+}
+
+// HoldFor is how long an expiry is held (Options.Refreshed): a writer
+// whose puts failed retries within Refreshed of the bucket taking writes
+// again (fleetstate.Beat), and its put then needs a round trip.
+func (f *Follower[T]) HoldFor() time.Duration { return 2 * f.o.Refreshed }
+
+// hold defers the report of key's expiry until HoldFor after now; a key
+// held already keeps its deadline.
+func (f *Follower[T]) hold(key string, now time.Time) {
+	if _, ok := f.held[key]; !ok {
+		f.held[key] = now.Add(f.HoldFor())
+	}
+	f.armHolds()
+}
+
+// unhold forgets key's held expiry: it was put again (or deleted).
+func (f *Follower[T]) unhold(key string) {
+	if _, ok := f.held[key]; ok {
+		delete(f.held, key)
+		f.armHolds()
+	}
+}
+
+// armHolds sets the hold timer to the earliest held deadline.
+func (f *Follower[T]) armHolds() {
+	f.holdTimer.Stop()
+	var first time.Time
+	for _, until := range f.held {
+		if first.IsZero() || until.Before(first) {
+			first = until
+		}
+	}
+	if !first.IsZero() {
+		f.holdTimer.Reset(max(time.Until(first), 0))
+	}
+}
+
+// releaseHolds reports the held expiries due at now as deletes: their
+// keys were not put again.
+func (f *Follower[T]) releaseHolds(now time.Time) {
+	var due []string
+	for k, until := range f.held {
+		if !until.After(now) {
+			due = append(due, k)
+			delete(f.held, k)
+		}
+	}
+	f.armHolds()
+	for _, k := range due {
+		f.mu.Lock()
+		_, had := f.vals[k]
+		delete(f.vals, k)
+		delete(f.revs, k)
+		f.mu.Unlock()
+		if had {
+			f.notify()
+			if f.o.OnChange != nil {
+				f.o.OnChange(Change[T]{Key: k, Deleted: true})
+			}
+		}
+	}
 }

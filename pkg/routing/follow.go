@@ -94,7 +94,8 @@ func (r *Router) Follow(ctx context.Context, o FollowOptions) error {
 
 	var heard atomic.Int64 // when the last change of a replica record arrived (UnixNano)
 	replicas := kvfollow.New(r.o.NC, o.Buckets.Replicas, kvfollow.Options[protocol.ReplicaInfo]{
-		Log: o.Log,
+		Log:       o.Log,
+		Refreshed: fleetstate.HeartbeatInterval, // liveness records: an expiry amid a NATS election is held
 		OnChange: func(c kvfollow.Change[protocol.ReplicaInfo]) {
 			heard.Store(time.Now().UnixNano())
 			switch {

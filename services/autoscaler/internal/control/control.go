@@ -121,7 +121,7 @@ func (l *leader) run(ctx context.Context) error {
 	}
 	b := l.o.Buckets
 	cfg := kvfollow.New(l.o.NC, b.Apps, kvfollow.Options[config.ServeConfig]{Keys: []string{fleetstate.ConfigKey}, Log: l.log})
-	replicas := kvfollow.New(l.o.NC, b.Replicas, kvfollow.Options[protocol.ReplicaInfo]{Log: l.log})
+	replicas := kvfollow.New(l.o.NC, b.Replicas, kvfollow.Options[protocol.ReplicaInfo]{Log: l.log, Refreshed: fleetstate.HeartbeatInterval})
 	status := kvfollow.New(l.o.NC, b.Status, kvfollow.Options[protocol.Status]{Keys: []string{fleetstate.StatusKey}, Log: l.log})
 	fctx, stop := context.WithCancel(ctx)
 	var g errgroup.Group

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/natstest"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/services/scheduler/internal/plan"
@@ -46,7 +47,7 @@ func BenchmarkFollowAgainstPass(b *testing.B) {
 	st, _ = plan.Step(st, in)
 
 	l := &leader{log: zerolog.Nop(), records: map[string]record{}}
-	src := follow(tf.NC, tf.Buckets.Replicas, nil, l.log, make(chan struct{}, 1), decodeRecord,
+	src := follow(tf.NC, tf.Buckets.Replicas, nil, fleetstate.HeartbeatInterval, l.log, make(chan struct{}, 1), decodeRecord,
 		func(map[string]stored[protocol.ReplicaInfo]) {}).(*bucketSource[protocol.ReplicaInfo])
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/fleetstate"
 	"github.com/jetserve/jetserve/pkg/kvfollow"
 	"github.com/jetserve/jetserve/pkg/protocol"
 	"github.com/jetserve/jetserve/pkg/provenance"
@@ -47,7 +48,10 @@ type bucketSource[T any] struct {
 // follow returns the source of kv's keys (all when none): each value is
 // decoded by decode, handed to take as a whole copy, and its changes are
 // signalled on changed (capacity 1: coalesced).
-func follow[T any](nc *nats.Conn, kv jetstream.KeyValue, keys []string, log zerolog.Logger, changed chan<- struct{},
+// refreshed is kvfollow.Options.Refreshed: set for the buckets of
+// liveness records (workers, replicas), whose expiries amid a NATS
+// election are held rather than taken for the loss of every worker.
+func follow[T any](nc *nats.Conn, kv jetstream.KeyValue, keys []string, refreshed time.Duration, log zerolog.Logger, changed chan<- struct{},
 	decode func(key string, data []byte) (T, error), take func(map[string]stored[T])) source {
 	s := &bucketSource[T]{take: take}
 	mark := func() {
@@ -57,7 +61,7 @@ func follow[T any](nc *nats.Conn, kv jetstream.KeyValue, keys []string, log zero
 		default:
 		}
 	}
-	s.f = kvfollow.New(nc, kv, kvfollow.Options[stored[T]]{Keys: keys, Log: log,
+	s.f = kvfollow.New(nc, kv, kvfollow.Options[stored[T]]{Keys: keys, Log: log, Refreshed: refreshed,
 		DecodeEntry: func(e jetstream.KeyValueEntry) (stored[T], error) {
 			v, err := decode(e.Key(), e.Value())
 			return stored[T]{Value: v, Rev: e.Revision(), Created: e.Created()}, err
@@ -82,13 +86,13 @@ func (s *bucketSource[T]) apply() {
 func (l *leader) sources(changed chan<- struct{}) []source {
 	b, nc := l.o.Buckets, l.o.NC
 	return []source{
-		follow(nc, b.Apps, []string{admin.ConfigKey}, l.log, changed,
+		follow(nc, b.Apps, []string{admin.ConfigKey}, 0, l.log, changed,
 			func(_ string, data []byte) (config.ServeConfig, error) { return admin.Decode(data) }, l.onApps),
-		follow(nc, b.Workers, nil, l.log, changed, checkWorker(l.o.Records), l.onWorkers),
-		follow(nc, b.Replicas, nil, l.log, changed, checkRecord(l.o.Records), func(m map[string]stored[protocol.ReplicaInfo]) {
+		follow(nc, b.Workers, nil, fleetstate.HeartbeatInterval, l.log, changed, checkWorker(l.o.Records), l.onWorkers),
+		follow(nc, b.Replicas, nil, fleetstate.HeartbeatInterval, l.log, changed, checkRecord(l.o.Records), func(m map[string]stored[protocol.ReplicaInfo]) {
 			l.onReplicas(m, time.Now())
 		}),
-		follow(nc, b.Scale, nil, l.log, changed, decodeDecision, l.onScale),
+		follow(nc, b.Scale, nil, 0, l.log, changed, decodeDecision, l.onScale),
 	}
 }
 
