@@ -11,48 +11,58 @@ import (
 	"github.com/jetserve/jetserve/pkg/natstest"
 )
 
-// TestBeatRetriesSoonAfterAFailure: a failed heartbeat is tried again
-// within a fraction of the interval (a record must not outlive its TTL
-// because one put failed during an election); after a success the next
-// comes an interval later; Beat returns when its context ends.
-func TestBeatRetriesSoonAfterAFailure(t *testing.T) {
+// beat runs fleetstate.Beat on a real connection until put was called
+// calls times, or for within, and returns when each call started; put
+// gets its call's number (1: the first).
+func beat(t *testing.T, interval, within time.Duration, calls int, put func(ctx context.Context, n int) error) []time.Time {
+	t.Helper()
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
-	const interval = 3 * time.Second
 	var mu sync.Mutex
-	var calls []time.Time
+	var starts []time.Time
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	start := time.Now()
 	go func() {
 		defer close(done)
-		fleetstate.Beat(ctx, nc, interval, func(ctx context.Context) error {
-			if _, ok := ctx.Deadline(); !ok {
-				t.Error("put without a deadline")
-			}
+		fleetstate.Beat(ctx, nc, interval, func(pctx context.Context) error {
 			mu.Lock()
-			defer mu.Unlock()
-			calls = append(calls, time.Now())
-			if len(calls) <= 2 {
-				return errors.New("no stream leader")
-			}
-			return nil
+			starts = append(starts, time.Now())
+			n := len(starts)
+			mu.Unlock()
+			return put(pctx, n)
 		})
 	}()
-	deadline := time.Now().Add(2*interval + 5*time.Second)
+	deadline := time.Now().Add(within)
 	for {
 		mu.Lock()
-		n := len(calls)
+		n := len(starts)
 		mu.Unlock()
-		if n >= 4 || time.Now().After(deadline) {
+		if n >= calls || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
 	<-done
-	mu.Lock()
-	defer mu.Unlock()
+	return starts // Beat returned: no call appends any more
+}
+
+// TestBeatRetriesSoonAfterAFailure: a failed heartbeat is tried again
+// within a fraction of the interval (a record must not outlive its TTL
+// because one put failed during an election); after a success the next
+// comes an interval later; Beat returns when its context ends.
+func TestBeatRetriesSoonAfterAFailure(t *testing.T) {
+	const interval = 3 * time.Second
+	start := time.Now()
+	calls := beat(t, interval, 2*interval+5*time.Second, 4, func(ctx context.Context, n int) error {
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("put without a deadline")
+		}
+		if n <= 2 {
+			return errors.New("no stream leader")
+		}
+		return nil
+	})
 	if len(calls) < 4 {
 		t.Fatalf("%d heartbeats in %v, want 4 (a first, two retries, one an interval after the success)", len(calls), time.Since(start))
 	}
@@ -75,46 +85,18 @@ func TestBeatRetriesSoonAfterAFailure(t *testing.T) {
 // interval apart at most, so a record expired by the new leader is back
 // within an interval of it (the hold kvfollow gives it: two).
 func TestBeatRetriesAtOnceAfterATimedOutPut(t *testing.T) {
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
 	const interval = time.Second
-	var mu sync.Mutex
-	var starts, ends []time.Time
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fleetstate.Beat(ctx, nc, interval, func(pctx context.Context) error {
-			mu.Lock()
-			starts = append(starts, time.Now())
-			n := len(starts)
-			mu.Unlock()
-			if n <= 3 { // the first fails at once, two more time out
-				if n > 1 {
-					<-pctx.Done()
-				}
-				mu.Lock()
-				ends = append(ends, time.Now())
-				mu.Unlock()
-				return errors.New("no response from stream")
-			}
+	var ends []time.Time // written by Beat's goroutine only, read once beat returned
+	starts := beat(t, interval, 10*interval, 4, func(ctx context.Context, n int) error {
+		if n > 3 {
 			return nil
-		})
-	}()
-	deadline := time.Now().Add(10 * interval)
-	for {
-		mu.Lock()
-		n := len(starts)
-		mu.Unlock()
-		if n >= 4 || time.Now().After(deadline) {
-			break
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
+		if n > 1 { // the first fails at once, two more time out
+			<-ctx.Done()
+		}
+		ends = append(ends, time.Now())
+		return errors.New("no response from stream")
+	})
 	if len(starts) < 4 {
 		t.Fatalf("%d heartbeats in %v, want 4", len(starts), 10*interval)
 	}

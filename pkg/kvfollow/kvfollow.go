@@ -711,17 +711,7 @@ func (f *Follower[T]) apply(e *entry) {
 	}
 	if e.Operation() != jetstream.KeyValuePut {
 		f.unhold(key)
-		f.mu.Lock()
-		_, had := f.vals[key]
-		delete(f.vals, key)
-		delete(f.revs, key)
-		f.mu.Unlock()
-		if had {
-			f.notify()
-			if f.o.OnChange != nil {
-				f.o.OnChange(Change[T]{Key: key, Deleted: true, Revision: e.Revision()})
-			}
-		}
+		f.remove(key, e.Revision())
 		return
 	}
 	v, err := f.o.DecodeEntry(e)
@@ -879,16 +869,22 @@ func (f *Follower[T]) releaseHolds(now time.Time) {
 	}
 	f.armHolds()
 	for _, k := range due {
-		f.mu.Lock()
-		_, had := f.vals[k]
-		delete(f.vals, k)
-		delete(f.revs, k)
-		f.mu.Unlock()
-		if had {
-			f.notify()
-			if f.o.OnChange != nil {
-				f.o.OnChange(Change[T]{Key: k, Deleted: true})
-			}
+		f.remove(k, 0)
+	}
+}
+
+// remove drops key from the copy and reports its delete (rev: the
+// delete's revision; 0 when none is known).
+func (f *Follower[T]) remove(key string, rev uint64) {
+	f.mu.Lock()
+	_, had := f.vals[key]
+	delete(f.vals, key)
+	delete(f.revs, key)
+	f.mu.Unlock()
+	if had {
+		f.notify()
+		if f.o.OnChange != nil {
+			f.o.OnChange(Change[T]{Key: key, Deleted: true, Revision: rev})
 		}
 	}
 }
