@@ -869,6 +869,8 @@ func (f *Follower[T]) releaseHolds(now time.Time) {
 	}
 	f.armHolds()
 	for _, k := range due {
+		f.o.Log.Info().Str("bucket", f.kv.Bucket()).Str("key", k).Dur("hold", f.HoldFor()).
+			Msg("held expiry taken: not put again within the hold")
 		f.remove(k, 0)
 	}
 }
