@@ -12,8 +12,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/jetserve/jetserve/pkg/streams"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -102,13 +105,36 @@ func (e *Elector) leadWhileRenewed(ctx context.Context, rev uint64, lead func(co
 	}
 }
 
+// renew extends the lease held at rev. The renewal carries a message id
+// of its own, so that a repeat of it is idempotent: a refusal that only a
+// deposed leader can give (streams.StaleRefusal: after a partition heals
+// the node that led the bucket answers from its stale state while the
+// real leader may commit the renewal) is repeated until the real leader
+// answers — a duplicate if it committed — rather than taken for the
+// lease lost, which would leave the lease to its TTL with no leader.
 func (e *Elector) renew(ctx context.Context, rev uint64) (uint64, error) {
 	rctx, cancel := context.WithTimeout(ctx, e.ttl/3)
 	defer cancel()
-	ack, err := e.js.Publish(rctx, "$KV."+e.bucket+"."+e.key, []byte(e.id),
-		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(e.ttl))
-	if err != nil {
-		return 0, fmt.Errorf("renew lease %s: %w", e.key, err)
+	msg := &nats.Msg{Subject: "$KV." + e.bucket + "." + e.key, Data: []byte(e.id)}
+	msgID := e.id + "." + strconv.FormatUint(rev, 10) // revisions are never reused: unique
+	for {
+		ack, err := e.js.PublishMsg(rctx, msg, jetstream.WithExpectLastSequencePerSubject(rev),
+			jetstream.WithMsgTTL(e.ttl), jetstream.WithMsgID(msgID))
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if !streams.StaleRefusal(err, rev) {
+			return 0, fmt.Errorf("renew lease %s: %w", e.key, err)
+		}
+		e.log.Debug().Err(err).Uint64("epoch", rev).Msg("lease renewal refused from stale state (a deposed leader): repeated")
+		select {
+		case <-rctx.Done():
+			return 0, fmt.Errorf("renew lease %s: only a deposed leader answered: %w", e.key, err)
+		case <-time.After(staleRetryWait):
+		}
 	}
-	return ack.Sequence, nil
 }
+
+// staleRetryWait separates the repeats of a renewal a deposed leader
+// refused.
+const staleRetryWait = 25 * time.Millisecond

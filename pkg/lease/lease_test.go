@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,5 +103,70 @@ func TestLeaseExpiresWhenHolderDies(t *testing.T) {
 	waitfor.True(t, 5*time.Second, "takeover after TTL", led.Load)
 	if h := e.Holder(context.Background()); h != "b" {
 		t.Fatalf("Holder() = %q, want b", h)
+	}
+}
+
+// TestRepeatedRenewalIsOneRenewal: on a replicated bucket (where a
+// deposed leader can answer), a renewal repeated — its first answer a
+// deposed leader's refusal while the real leader committed it — is
+// answered as a duplicate with the first one's revision: the lease is
+// still held, not refused as "wrong last sequence". (A single server
+// checks the sequence before the message id; it has no deposed leader.)
+func TestRepeatedRenewalIsOneRenewal(t *testing.T) {
+	nodes := natstest.Cluster(t, 3)
+	js := natstest.JetStream(t, natstest.Conn(t, nodes[0]))
+	ctx := context.Background()
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "leases", LimitMarkerTTL: time.Second, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := New(js, kv, "scheduler", "a", 3*time.Second, zerolog.Nop())
+	rev, err := kv.Create(ctx, "scheduler", []byte("a"), jetstream.KeyTTL(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := e.renew(ctx, rev)
+	if err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	again, err := e.renew(ctx, rev)
+	if err != nil || again != first {
+		t.Fatalf("the same renewal again = %d, %v; want %d (a duplicate), nil", again, err, first)
+	}
+	if ent, err := kv.Get(ctx, "scheduler"); err != nil || ent.Revision() != first {
+		t.Fatalf("lease at %v (%v), want %d: one renewal stored", ent, err, first)
+	}
+}
+
+// TestRenewalRefusedFromBehindIsRepeated: "wrong last sequence: N" with N
+// below the lease's revision is what only a deposed leader says; the
+// renewal is repeated (for its whole window) rather than taken for the
+// lease lost at the first answer.
+func TestRenewalRefusedFromBehindIsRepeated(t *testing.T) {
+	ns := natstest.Server(t)
+	js, kv := bucket(t, natstest.Conn(t, ns))
+	const ttl = 1500 * time.Millisecond
+	e := New(js, kv, "scheduler", "a", ttl, zerolog.Nop())
+	ctx := context.Background()
+	rev, err := kv.Create(ctx, "scheduler", []byte("a"), jetstream.KeyTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This server is behind the revision the elector holds: it answers
+	// as a deposed leader would.
+	_, err = e.renew(ctx, rev+5)
+	if err == nil || !strings.Contains(err.Error(), "only a deposed leader answered") {
+		t.Fatalf("renew from ahead of the server = %v, want the refusal repeated until its window ended", err)
+	}
+	// Behind the server's revision: a real loss, at once.
+	if _, err := kv.Put(ctx, "scheduler", []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := e.renew(ctx, rev); err == nil || strings.Contains(err.Error(), "deposed") {
+		t.Fatalf("renew of a lease another instance wrote = %v, want refused at once", err)
+	}
+	if took := time.Since(start); took >= ttl/3 {
+		t.Errorf("a real refusal took %v: repeated", took)
 	}
 }

@@ -209,3 +209,36 @@ func TestEnsureUnchangedSendsNoUpdate(t *testing.T) {
 		t.Fatalf("ensuring unchanged streams sent %s: %s", m.Subject, m.Data)
 	}
 }
+
+// TestStaleRefusal: a compare-and-set refused with a last sequence below
+// the expected one is a deposed leader's answer; one refused with a
+// higher one (someone wrote since) is not, nor is any other error.
+func TestStaleRefusal(t *testing.T) {
+	ns := natstest.Server(t)
+	js := natstest.JetStream(t, natstest.Conn(t, ns))
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "cas"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish := func(expected uint64) error {
+		_, err := js.Publish(ctx, "$KV.cas.k", []byte("w"), jetstream.WithExpectLastSequencePerSubject(expected))
+		return err
+	}
+	ahead := publish(5) // the subject is at 2: "wrong last sequence: 2"
+	if ahead == nil || !streams.StaleRefusal(ahead, 5) {
+		t.Errorf("StaleRefusal(%v, 5) = false, want true", ahead)
+	}
+	behind := publish(1)
+	if behind == nil || streams.StaleRefusal(behind, 1) {
+		t.Errorf("StaleRefusal(%v, 1) = true, want false: a real conflict", behind)
+	}
+	if streams.StaleRefusal(errors.New("wrong last sequence: 1"), 5) || streams.StaleRefusal(nil, 5) {
+		t.Error("StaleRefusal of an error that is not the server's = true")
+	}
+}
