@@ -126,7 +126,7 @@ func (e *Elector) renew(ctx context.Context, rev uint64) (uint64, error) {
 		if !streams.StaleRefusal(err, rev) {
 			return 0, fmt.Errorf("renew lease %s: %w", e.key, err)
 		}
-		e.log.Debug().Err(err).Uint64("epoch", rev).Msg("lease renewal refused from stale state (a deposed leader): repeated")
+		e.log.Debug().Err(err).Uint64("revision", rev).Msg("lease renewal refused from stale state (a deposed leader): repeated")
 		select {
 		case <-rctx.Done():
 			return 0, fmt.Errorf("renew lease %s: only a deposed leader answered: %w", e.key, err)
