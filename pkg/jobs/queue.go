@@ -450,8 +450,12 @@ func OwnedBy(principal string) ListOption {
 }
 
 // Submit persists a job and returns its record. id "" generates one. A
-// repeated id returns the existing record with created=false and never
-// runs the job twice (whoever owns it: the caller compares Owner). A full
+// new job's record is returned as submitted (QUEUED, created=true), even
+// when a worker claimed it — or it ended — before Submit's own read of
+// it answered: the answer is the submission's, the same however fast the
+// worker. A repeated id returns the existing record with created=false
+// and never runs the job twice (whoever owns it: the caller compares
+// Owner). A full
 // queue returns ErrQueueFull with nothing stored; a missing required
 // argument a *serve.Error 400.
 func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.AsyncMethod, id string, args serve.Args, opts ...SubmitOption) (rec Record, created bool, err error) {
@@ -552,7 +556,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 		stored := perr == nil && !ack.Duplicate
 		if gerr == nil && (stored && (existing.Seq == ack.Sequence || sameSubmit(existing)) || perr == nil && ours(existing)) {
 			inc(h.met.submitted)
-			return existing, true, nil // ours, claimed (or cancelled) already
+			return rec, true, nil // ours, claimed (or cancelled) already: answered as submitted
 		}
 		if gerr == nil {
 			// The id was claimed or finished before: never a second run.
@@ -586,7 +590,7 @@ func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.Asy
 			}
 			if err == nil && ours(existing) {
 				inc(h.met.submitted)
-				return existing, true, nil
+				return rec, true, nil
 			}
 			return existing, false, err
 		case isQueueFull(perr):

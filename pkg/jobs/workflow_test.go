@@ -267,6 +267,9 @@ func TestCancelDuringFanOut(t *testing.T) {
 // be SUSPENDED already (its Seq cleared) when that read answers; the
 // submit is still the one that created it (202 at the API, not the 200 of
 // a duplicate). TestWorkflowEndpoints (ingress) failed about 1 in 30 on it.
+// And its answer is the submission's, QUEUED, however fast the worker
+// (CI's TestOpenAPIEveryEndpoint and TestJobEndpointsE2E saw RUNNING once
+// a worker's claim became a write at delivery).
 func TestSubmitOfARunThatSuspendsBeforeTheReadIsCreated(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
@@ -291,8 +294,8 @@ func TestSubmitOfARunThatSuspendsBeforeTheReadIsCreated(t *testing.T) {
 	if st := <-seen; st != Suspended {
 		t.Fatalf("the run was %q when Submit read its record, want SUSPENDED (the case under test)", st)
 	}
-	if err != nil || !created || rec.ID != "run1" {
-		t.Fatalf("Submit(run1) = %+v, created %v, %v; want created", rec, created, err)
+	if err != nil || !created || rec.ID != "run1" || rec.Status != Queued {
+		t.Fatalf("Submit(run1) = %+v, created %v, %v; want created, answered as submitted (QUEUED)", rec, created, err)
 	}
 	e.q.beforeSubmitRead = nil
 	if again, created, err := e.q.Submit(ctx, testApp, testDep, m, "run1", nil); err != nil || created || again.Status != Suspended {
