@@ -45,8 +45,9 @@ func TestSummarizeCountsWakeUps(t *testing.T) {
 	if recv == nil {
 		t.Fatalf("no goroutine started in receiver among %d kinds", len(kinds))
 	}
-	// Woken by each of the 200 sends (a few may find it still running).
-	if recv.wakes < 150 || recv.wakes > 202 {
+	// Woken by each of the 200 sends (a few may find it still running, a
+	// few more wake-ups follow a preemption or a GC pause: CI saw 203).
+	if recv.wakes < 150 || recv.wakes > 230 {
 		t.Errorf("receiver woken %d times, want ~200", recv.wakes)
 	}
 	if by, n := recv.topWaker(); !strings.HasSuffix(by, ".handOff") || n < 150 {
