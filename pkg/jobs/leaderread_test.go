@@ -4,7 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-
+	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -452,4 +453,61 @@ func trainEnv(t *testing.T) (*testEnv, config.AsyncMethod, *handle) {
 		t.Fatal(err)
 	}
 	return e, m, h
+}
+
+// A retry's claim is a compare-and-set of the job's record. For a few
+// hundred milliseconds after a partition heals, the bucket's deposed
+// leader answers such a write from its stale state — "wrong last
+// sequence" below the revision the claim expects — while the real leader
+// commits it (README: High availability, measured on a 3-node cluster).
+// Read back, the claim is the runner's own, not an earlier attempt that
+// died: the attempt runs. Before, the claim took it for a dead attempt and
+// claimed again — with the last attempt, the attempts looked spent and the
+// job FAILED without running it. The relay forwards the claim to the
+// server (which commits it) and answers the runner as the deposed leader.
+func TestDeposedLeadersRefusalOfACommittedClaim(t *testing.T) {
+	e, m, h := trainEnv(t)
+	m.MaxAttempts = 2
+	subject := "$KV." + h.kv.Bucket() + "."
+	var refused atomic.Int32
+	js := natstest.APIRelay(t, e.nc, e.nc, func(api string, msg *nats.Msg) bool {
+		var r Record
+		if !strings.HasPrefix(api, subject) || json.Unmarshal(msg.Data, &r) != nil ||
+			r.Status != Running || r.Attempts != 2 || !refused.CompareAndSwap(0, 1) {
+			return false
+		}
+		prev, err := strconv.ParseUint(msg.Header.Get("Nats-Expected-Last-Subject-Sequence"), 10, 64)
+		if err != nil || prev == 0 {
+			refused.Store(0)
+			return false
+		}
+		_ = e.nc.PublishMsg(&nats.Msg{Subject: api, Reply: nats.NewInbox(), Header: msg.Header, Data: msg.Data}) // committed; its ack goes nowhere
+		_ = msg.Respond(fmt.Appendf(nil, `{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: %d"}}`, prev-1))
+		return true
+	})
+	runs := newCounter()
+	r := NewRunner(e.nc, js, e.names, RunnerConfig{
+		App: testApp, Deployment: testDep, Worker: "w-r1", Replica: "r1", Slots: 1, Methods: []config.AsyncMethod{m},
+		Log: zerolog.Nop(), Handler: handlerFunc(func(_ serve.JobContext, job *serve.Job) (any, error) {
+			if runs.add(job.ID) == 1 {
+				return nil, errors.New("first attempt fails")
+			}
+			return "ran", nil
+		}),
+	})
+	defer runRunner(t, r)()
+	mustSubmit(t, e.q, m, "retried", nil)
+	var rec Record
+	waitfor.True(t, 20*time.Second, "job retried ends", func() bool {
+		var err error
+		rec, err = e.q.Status(context.Background(), testApp, "train", "retried")
+		return err == nil && rec.Status.Terminal()
+	})
+	if refused.Load() != 1 {
+		t.Fatalf("the second attempt's claim never went through the relay: nothing tested (%s after %d attempts, %d runs)", rec.Status, rec.Attempts, runs.get("retried"))
+	}
+	if rec.Status != Succeeded || rec.Attempts != 2 || runs.get("retried") != 2 {
+		t.Fatalf("job after its second claim was refused by a deposed leader (and committed): %s after %d attempts, %d runs; want SUCCEEDED, 2, 2 (%s)",
+			rec.Status, rec.Attempts, runs.get("retried"), rec.Error)
+	}
 }

@@ -313,6 +313,14 @@ func writeRecord(ctx context.Context, kv *records, next Record, prev uint64) (ui
 	return rev, nil
 }
 
+// sameClaim reports whether r is the claim c, read back: the same
+// attempt of the same message by the same replica, started at the same
+// instant.
+func (r Record) sameClaim(c Record) bool {
+	return r.Status == Running && r.Seq == c.Seq && r.Attempts == c.Attempts && r.Replica == c.Replica &&
+		r.Worker == c.Worker && r.StartedAt.Equal(c.StartedAt)
+}
+
 // claimAction is what a runner does with a delivered job message, given
 // the job's current record.
 type claimAction uint8

@@ -14,6 +14,7 @@ import (
 	jsbackoff "github.com/jetserve/jetserve/pkg/backoff"
 	"github.com/jetserve/jetserve/pkg/config"
 	"github.com/jetserve/jetserve/pkg/serve"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/jetserve/jetserve/pkg/workpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -400,10 +401,20 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 	if hdrRev != "" {
 		hdrRevN, revErr = strconv.ParseUint(hdrRev, 10, 64)
 	}
+	// mine is a claim written here that a deposed leader refused from
+	// its stale state (streams.StaleRefusal) while the real leader may
+	// have committed it: read back, it is this claim, not an earlier
+	// attempt that died (which would count one attempt more, or spend
+	// the last one without running it).
+	var mine Record
 	if waiting && sub.spent() < m.cfg.MaxAttempts && revErr == nil {
 		if next, err := sub.apply(EventClaim, onClaim); err == nil {
-			if rev, err := writeRecord(ctx, kv, next, hdrRevN); err == nil {
+			rev, err := writeRecord(ctx, kv, next, hdrRevN)
+			if err == nil {
 				return claimed{outcome: claimRun, rec: next, rev: rev}
+			}
+			if streams.StaleRefusal(err, hdrRevN) {
+				mine = next
 			}
 		}
 	}
@@ -433,6 +444,9 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 			}
 			prev = rev
 		}
+		if mine.ID != "" && found && cur.sameClaim(mine) {
+			return claimed{outcome: claimRun, rec: cur, rev: prev}
+		}
 		var ev Event
 		var out claimOutcome
 		switch nextAction(cur, seq, m.cfg.MaxAttempts) {
@@ -452,9 +466,12 @@ func (r *Runner) claim(ctx context.Context, m *runMethod, msg jetstream.Msg, met
 			return claimed{outcome: claimLater, err: err}
 		}
 		rev, err = writeRecord(ctx, kv, next, prev)
+		if out == claimRun && streams.StaleRefusal(err, prev) {
+			mine = next
+		}
 		switch {
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-			continue // another writer came first: read again
+			continue // another writer came first (or a deposed leader answered): read again
 		case err != nil && out == claimRun:
 			return claimed{outcome: claimLater, err: fmt.Errorf("claim job: %w", err)}
 		case err != nil:

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
+	"github.com/jetserve/jetserve/pkg/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -55,7 +56,7 @@ type records struct {
 // (0: create), with the TTL "never": the bucket's MaxAge does not remove
 // it. Its errors are those of KeyValue.Create and Update.
 func (kv *records) writeLive(ctx context.Context, key string, b []byte, prev uint64) (uint64, error) {
-	msg := &nats.Msg{Subject: "$KV." + kv.Bucket() + "." + key, Data: b, Header: nats.Header{"Nats-TTL": []string{ttlNever}}}
+	msg := &nats.Msg{Subject: streams.KVPutSubject(kv.js, kv.Bucket(), key), Data: b, Header: nats.Header{"Nats-TTL": []string{ttlNever}}}
 	ack, err := kv.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(prev))
 	if prev == 0 && isWrongLastSeq(err) {
 		// As KeyValue.Create: a key whose last message is a delete (an

@@ -115,7 +115,7 @@ func (e *Elector) leadWhileRenewed(ctx context.Context, rev uint64, lead func(co
 func (e *Elector) renew(ctx context.Context, rev uint64) (uint64, error) {
 	rctx, cancel := context.WithTimeout(ctx, e.ttl/3)
 	defer cancel()
-	msg := &nats.Msg{Subject: "$KV." + e.bucket + "." + e.key, Data: []byte(e.id)}
+	msg := &nats.Msg{Subject: streams.KVPutSubject(e.js, e.bucket, e.key), Data: []byte(e.id)}
 	msgID := e.id + "." + strconv.FormatUint(rev, 10) // revisions are never reused: unique
 	for {
 		ack, err := e.js.PublishMsg(rctx, msg, jetstream.WithExpectLastSequencePerSubject(rev),
