@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jetserve/jetserve/pkg/config"
@@ -92,7 +91,7 @@ func isWrongLastSeq(err error) bool {
 // delete, a purge or an expiry marker (one direct get).
 func (kv *records) deletedAt(ctx context.Context, key string) (uint64, bool) {
 	subj := "$KV." + kv.Bucket() + "." + key
-	m, err := kv.js.Conn().RequestWithContext(ctx, apiPrefix(kv.js)+"DIRECT.GET.KV_"+kv.Bucket()+"."+subj, nil)
+	m, err := kv.js.Conn().RequestWithContext(ctx, streams.APIPrefix(kv.js)+"DIRECT.GET.KV_"+kv.Bucket()+"."+subj, nil)
 	if err != nil || m.Header.Get("Status") != "" {
 		return 0, false
 	}
@@ -174,17 +173,4 @@ func methodConfig(h *handle) (config.AsyncMethod, error) {
 		return m, fmt.Errorf("%s/%s: its stream does not name its deployment: %w", h.app, h.method, ErrUnknownMethod)
 	}
 	return m, nil
-}
-
-// apiPrefix is the JetStream API prefix js sends requests to ("$JS.API."
-// unless it was made with another).
-func apiPrefix(js jetstream.JetStream) string {
-	p := js.Options().APIPrefix
-	switch {
-	case p == "":
-		return jetstream.DefaultAPIPrefix
-	case !strings.HasSuffix(p, "."):
-		return p + "."
-	}
-	return p
 }
