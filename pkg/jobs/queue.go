@@ -455,9 +455,8 @@ func OwnedBy(principal string) ListOption {
 // it answered: the answer is the submission's, the same however fast the
 // worker. A repeated id returns the existing record with created=false
 // and never runs the job twice (whoever owns it: the caller compares
-// Owner). A full
-// queue returns ErrQueueFull with nothing stored; a missing required
-// argument a *serve.Error 400.
+// Owner). A full queue returns ErrQueueFull with nothing stored; a
+// missing required argument a *serve.Error 400.
 func (q *Queue) Submit(ctx context.Context, app, deployment string, m config.AsyncMethod, id string, args serve.Args, opts ...SubmitOption) (rec Record, created bool, err error) {
 	m = withDefaults(m)
 	for _, a := range m.RequiredArgs {

@@ -31,16 +31,3 @@ func StaleRefusal(err error, expected uint64) bool {
 	n, perr := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
 	return perr == nil && n < expected
 }
-
-// KVPutSubject is the subject a write to key of bucket is published on
-// through js, as nats.go's KeyValue writes it: under js's API prefix when
-// js has one other than the default (a JetStream domain, or another
-// account's JetStream imported under a prefix), which the server maps to
-// the bucket's own subject.
-func KVPutSubject(js jetstream.JetStream, bucket, key string) string {
-	subj := "$KV." + bucket + "." + key
-	if p := APIPrefix(js); p != jetstream.DefaultAPIPrefix {
-		return p + subj
-	}
-	return subj
-}
